@@ -1,0 +1,612 @@
+//! The control protocol between `libioth.so` (or any client) and `ioth-stackd`.
+//!
+//! # Transport
+//! An `AF_UNIX`, `SOCK_SEQPACKET` connection to the node's control socket (a path, and the
+//! abstract name `ioth/<node-id>/ctl`). One request, one reply, in order; descriptors travel
+//! as `SCM_RIGHTS`. The stack daemon answers every request at once: nothing here blocks for
+//! the network. Waiting (a blocking connect, accept or read) happens in the client on its own
+//! kernel fd, where signals, timeouts and `poll` work as usual.
+//!
+//! # Messages
+//! All integers little-endian. A request is a 16-byte header `magic "IOT1" (u32), op (u16),
+//! reserved (u16), socket id (u64)` followed by the op's body; a reply is `magic "IOR1" (u32),
+//! status (i32: 0, or a positive errno)` followed by the body. Addresses use the 24-byte
+//! [`WireAddr`] layout. A message that does not parse gets `EPROTO`; the daemon never
+//! trusts a length it has not checked.
+//!
+//! # The data path (TCP)
+//! `Socket` returns, with the reply, the application's end of a `SOCK_STREAM` socketpair; the
+//! daemon pumps the other end into the smoltcp socket. Plain `read`, `write`, `sendfile`,
+//! `poll`, `epoll`, `shutdown` and `close` on that fd need no hook.
+//! * `Connect` carries the application's fd. The daemon returns `EINPROGRESS`, makes the fd
+//!   unwritable (tiny `SO_SNDBUF` and filler it later drains) until the handshake ends, then
+//!   restores the buffer: writability means "connect finished", and `SO_ERROR` (a `GetSockOpt`)
+//!   says how. A blocking connect is the client polling for `POLLOUT`, then asking `SO_ERROR`.
+//! * After `Listen` the fd is a listener: for each established connection the daemon writes one
+//!   [`AcceptRecord`] (64 bytes) with the connection's fd attached. `accept` is one `recvmsg` of
+//!   64 bytes in any process that holds the listener.
+//! * Peer FIN ⇒ the daemon shuts down its end for writing (the app reads EOF); the app's
+//!   `shutdown(SHUT_WR)` or last `close` ⇒ the daemon sees EOF and sends FIN; peer RST ⇒ the
+//!   daemon records `ECONNRESET` for `SO_ERROR` and shuts its end down both ways.
+
+use crate::sys::{self, Errno, Fd, UnixAddr};
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+pub const REQ_MAGIC: u32 = u32::from_le_bytes(*b"IOT1");
+pub const REP_MAGIC: u32 = u32::from_le_bytes(*b"IOR1");
+pub const ACCEPT_MAGIC: u32 = u32::from_le_bytes(*b"IOTA");
+/// Largest control message either way.
+pub const MAX_MSG: usize = 4096;
+/// Largest socket option value carried.
+pub const MAX_OPT: usize = 1024;
+pub const ACCEPT_RECORD_LEN: usize = 64;
+
+/// Socket identifier inside one node (never reused by a running daemon).
+pub type SockId = u64;
+
+/// The 24-byte address layout: `family u16 (0 none, 4, 6), port u16, addr [16], scope u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct WireAddr(pub Option<SocketAddr>);
+
+impl WireAddr {
+    pub const LEN: usize = 24;
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut b = [0u8; 24];
+        match self.0 {
+            None => {}
+            Some(SocketAddr::V4(a)) => {
+                b[0..2].copy_from_slice(&4u16.to_le_bytes());
+                b[2..4].copy_from_slice(&a.port().to_le_bytes());
+                b[4..8].copy_from_slice(&a.ip().octets());
+            }
+            Some(SocketAddr::V6(a)) => {
+                b[0..2].copy_from_slice(&6u16.to_le_bytes());
+                b[2..4].copy_from_slice(&a.port().to_le_bytes());
+                b[4..20].copy_from_slice(&a.ip().octets());
+                b[20..24].copy_from_slice(&a.scope_id().to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&b);
+    }
+
+    pub fn decode(b: &[u8]) -> Result<WireAddr, Errno> {
+        if b.len() < 24 {
+            return Err(Errno::EPROTO);
+        }
+        let fam = u16::from_le_bytes([b[0], b[1]]);
+        let port = u16::from_le_bytes([b[2], b[3]]);
+        match fam {
+            0 => Ok(WireAddr(None)),
+            4 => Ok(WireAddr(Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(b[4], b[5], b[6], b[7]),
+                port,
+            ))))),
+            6 => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(&b[4..20]);
+                let scope = u32::from_le_bytes([b[20], b[21], b[22], b[23]]);
+                Ok(WireAddr(Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(o),
+                    port,
+                    0,
+                    scope,
+                )))))
+            }
+            _ => Err(Errno::EPROTO),
+        }
+    }
+}
+
+/// Operation codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Op {
+    Hello = 1,
+    Socket = 2,
+    Bind = 3,
+    Listen = 4,
+    Connect = 5,
+    GetSockName = 6,
+    GetPeerName = 7,
+    GetSockOpt = 8,
+    SetSockOpt = 9,
+    Shutdown = 10,
+    NodeInfo = 11,
+}
+
+impl Op {
+    fn from_u16(v: u16) -> Option<Op> {
+        use Op::*;
+        Some(match v {
+            1 => Hello,
+            2 => Socket,
+            3 => Bind,
+            4 => Listen,
+            5 => Connect,
+            6 => GetSockName,
+            7 => GetPeerName,
+            8 => GetSockOpt,
+            9 => SetSockOpt,
+            10 => Shutdown,
+            11 => NodeInfo,
+            _ => return None,
+        })
+    }
+}
+
+/// A validated request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// First message of a connection (optional): who is calling.
+    Hello {
+        pid: u32,
+    },
+    /// `socket(domain, ty, protocol)`; `ty` without SOCK_NONBLOCK/SOCK_CLOEXEC (the client
+    /// applies those to its fd). Reply: [`Reply::Created`] with the app's fd attached.
+    Socket {
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+    },
+    Bind {
+        id: SockId,
+        addr: WireAddr,
+    },
+    Listen {
+        id: SockId,
+        backlog: i32,
+    },
+    /// `addr` of `None` is `AF_UNSPEC` (dissolve a UDP association). TCP: the app's fd is
+    /// attached.
+    Connect {
+        id: SockId,
+        addr: WireAddr,
+    },
+    GetSockName {
+        id: SockId,
+    },
+    GetPeerName {
+        id: SockId,
+    },
+    /// `len`: the caller's buffer size.
+    GetSockOpt {
+        id: SockId,
+        level: i32,
+        name: i32,
+        len: u32,
+    },
+    SetSockOpt {
+        id: SockId,
+        level: i32,
+        name: i32,
+        value: Vec<u8>,
+    },
+    /// Informational: the client also shuts down its own end.
+    Shutdown {
+        id: SockId,
+        how: i32,
+    },
+    /// Node description (`key=value` lines): addresses, MAC, MTU, gateways, DNS.
+    NodeInfo,
+}
+
+impl Request {
+    pub fn op(&self) -> Op {
+        match self {
+            Request::Hello { .. } => Op::Hello,
+            Request::Socket { .. } => Op::Socket,
+            Request::Bind { .. } => Op::Bind,
+            Request::Listen { .. } => Op::Listen,
+            Request::Connect { .. } => Op::Connect,
+            Request::GetSockName { .. } => Op::GetSockName,
+            Request::GetPeerName { .. } => Op::GetPeerName,
+            Request::GetSockOpt { .. } => Op::GetSockOpt,
+            Request::SetSockOpt { .. } => Op::SetSockOpt,
+            Request::Shutdown { .. } => Op::Shutdown,
+            Request::NodeInfo => Op::NodeInfo,
+        }
+    }
+
+    fn id(&self) -> SockId {
+        match self {
+            Request::Bind { id, .. }
+            | Request::Listen { id, .. }
+            | Request::Connect { id, .. }
+            | Request::GetSockName { id }
+            | Request::GetPeerName { id }
+            | Request::GetSockOpt { id, .. }
+            | Request::SetSockOpt { id, .. }
+            | Request::Shutdown { id, .. } => *id,
+            _ => 0,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(&REQ_MAGIC.to_le_bytes());
+        b.extend_from_slice(&(self.op() as u16).to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&self.id().to_le_bytes());
+        match self {
+            Request::Hello { pid } => b.extend_from_slice(&pid.to_le_bytes()),
+            Request::Socket {
+                domain,
+                ty,
+                protocol,
+            } => {
+                for v in [domain, ty, protocol] {
+                    b.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            Request::Bind { addr, .. } | Request::Connect { addr, .. } => addr.encode(&mut b),
+            Request::Listen { backlog, .. } => b.extend_from_slice(&backlog.to_le_bytes()),
+            Request::GetSockName { .. } | Request::GetPeerName { .. } | Request::NodeInfo => {}
+            Request::GetSockOpt {
+                level, name, len, ..
+            } => {
+                b.extend_from_slice(&level.to_le_bytes());
+                b.extend_from_slice(&name.to_le_bytes());
+                b.extend_from_slice(&len.to_le_bytes());
+            }
+            Request::SetSockOpt {
+                level, name, value, ..
+            } => {
+                b.extend_from_slice(&level.to_le_bytes());
+                b.extend_from_slice(&name.to_le_bytes());
+                b.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                b.extend_from_slice(value);
+            }
+            Request::Shutdown { how, .. } => b.extend_from_slice(&how.to_le_bytes()),
+        }
+        b
+    }
+
+    /// Parse a request; anything malformed is `EPROTO` (never a panic).
+    pub fn decode(b: &[u8]) -> Result<Request, Errno> {
+        let mut r = Reader::new(b);
+        if r.u32()? != REQ_MAGIC {
+            return Err(Errno::EPROTO);
+        }
+        let op = Op::from_u16(r.u16()?).ok_or(Errno::EPROTO)?;
+        let _reserved = r.u16()?;
+        let id = r.u64()?;
+        let req = match op {
+            Op::Hello => Request::Hello { pid: r.u32()? },
+            Op::Socket => Request::Socket {
+                domain: r.i32()?,
+                ty: r.i32()?,
+                protocol: r.i32()?,
+            },
+            Op::Bind => Request::Bind {
+                id,
+                addr: r.addr()?,
+            },
+            Op::Listen => Request::Listen {
+                id,
+                backlog: r.i32()?,
+            },
+            Op::Connect => Request::Connect {
+                id,
+                addr: r.addr()?,
+            },
+            Op::GetSockName => Request::GetSockName { id },
+            Op::GetPeerName => Request::GetPeerName { id },
+            Op::GetSockOpt => Request::GetSockOpt {
+                id,
+                level: r.i32()?,
+                name: r.i32()?,
+                len: r.u32()?,
+            },
+            Op::SetSockOpt => {
+                let (level, name) = (r.i32()?, r.i32()?);
+                let n = r.u32()? as usize;
+                if n > MAX_OPT {
+                    return Err(Errno::EPROTO);
+                }
+                Request::SetSockOpt {
+                    id,
+                    level,
+                    name,
+                    value: r.bytes(n)?.to_vec(),
+                }
+            }
+            Op::Shutdown => Request::Shutdown { id, how: r.i32()? },
+            Op::NodeInfo => Request::NodeInfo,
+        };
+        if !r.is_empty() {
+            return Err(Errno::EPROTO);
+        }
+        Ok(req)
+    }
+}
+
+/// A reply body. Which variant answers which request is fixed by the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Success with no body.
+    Ok,
+    /// Failure: a positive errno (`EINPROGRESS` for a connect under way is one).
+    Err(Errno),
+    /// `Hello`: the node id. `Socket`: the new socket's id (fd attached).
+    Created(u64),
+    /// `GetSockName`/`GetPeerName`.
+    Addr(WireAddr),
+    /// `GetSockOpt`, or `NodeInfo` text.
+    Bytes(Vec<u8>),
+}
+
+impl Reply {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(32);
+        b.extend_from_slice(&REP_MAGIC.to_le_bytes());
+        let status = match self {
+            Reply::Err(e) => e.0,
+            _ => 0,
+        };
+        b.extend_from_slice(&status.to_le_bytes());
+        match self {
+            Reply::Ok | Reply::Err(_) => b.push(0),
+            Reply::Created(id) => {
+                b.push(1);
+                b.extend_from_slice(&id.to_le_bytes());
+            }
+            Reply::Addr(a) => {
+                b.push(2);
+                a.encode(&mut b);
+            }
+            Reply::Bytes(v) => {
+                b.push(3);
+                b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                b.extend_from_slice(v);
+            }
+        }
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Reply, Errno> {
+        let mut r = Reader::new(b);
+        if r.u32()? != REP_MAGIC {
+            return Err(Errno::EPROTO);
+        }
+        let status = r.i32()?;
+        let kind = r.u8()?;
+        let rep = match kind {
+            0 if status > 0 => Reply::Err(Errno(status)),
+            0 if status == 0 => Reply::Ok,
+            1 => Reply::Created(r.u64()?),
+            2 => Reply::Addr(r.addr()?),
+            3 => {
+                let n = r.u32()? as usize;
+                if n > MAX_MSG {
+                    return Err(Errno::EPROTO);
+                }
+                Reply::Bytes(r.bytes(n)?.to_vec())
+            }
+            _ => return Err(Errno::EPROTO),
+        };
+        if !r.is_empty() || (status != 0 && kind != 0) {
+            return Err(Errno::EPROTO);
+        }
+        Ok(rep)
+    }
+
+    /// `Reply::Err(e)` as `Err(e)`, anything else as `Ok`.
+    pub fn into_result(self) -> Result<Reply, Errno> {
+        match self {
+            Reply::Err(e) => Err(e),
+            r => Ok(r),
+        }
+    }
+}
+
+/// What a listener's fd carries for each accepted connection (with its fd attached):
+/// `magic "IOTA" u32, reserved u32, socket id u64, local WireAddr, peer WireAddr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptRecord {
+    pub id: SockId,
+    pub local: WireAddr,
+    pub peer: WireAddr,
+}
+
+impl AcceptRecord {
+    pub fn encode(&self) -> [u8; ACCEPT_RECORD_LEN] {
+        let mut v = Vec::with_capacity(ACCEPT_RECORD_LEN);
+        v.extend_from_slice(&ACCEPT_MAGIC.to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(&self.id.to_le_bytes());
+        self.local.encode(&mut v);
+        self.peer.encode(&mut v);
+        let mut out = [0u8; ACCEPT_RECORD_LEN];
+        out.copy_from_slice(&v);
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<AcceptRecord, Errno> {
+        if b.len() != ACCEPT_RECORD_LEN {
+            return Err(Errno::EPROTO);
+        }
+        let mut r = Reader::new(b);
+        if r.u32()? != ACCEPT_MAGIC {
+            return Err(Errno::EPROTO);
+        }
+        let _ = r.u32()?;
+        Ok(AcceptRecord {
+            id: r.u64()?,
+            local: r.addr()?,
+            peer: r.addr()?,
+        })
+    }
+}
+
+/// A bounds-checked little-endian reader.
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Reader { b }
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], Errno> {
+        if self.b.len() < n {
+            return Err(Errno::EPROTO);
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, Errno> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, Errno> {
+        Ok(u16::from_le_bytes(self.bytes(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, Errno> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
+    }
+    fn i32(&mut self) -> Result<i32, Errno> {
+        Ok(i32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, Errno> {
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+    fn addr(&mut self) -> Result<WireAddr, Errno> {
+        WireAddr::decode(self.bytes(WireAddr::LEN)?)
+    }
+    fn is_empty(&self) -> bool {
+        self.b.is_empty()
+    }
+}
+
+/// A synchronous control connection (one request at a time; callers serialise).
+#[derive(Debug)]
+pub struct Client {
+    fd: Fd,
+}
+
+impl Client {
+    /// Connect to a node's control socket, close-on-exec.
+    pub fn connect(addr: &UnixAddr) -> Result<Client, Errno> {
+        let fd = sys::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)?;
+        sys::retry(|| sys::connect_unix(fd.raw(), addr))?;
+        Ok(Client { fd })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.raw()
+    }
+
+    /// Send `req` (with `fd` attached if given) and wait for the reply. Transport failures
+    /// (daemon gone) are reported as `Err`; an errno answer is `Ok(Reply::Err(..))`.
+    pub fn call(&self, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
+        let msg = req.encode();
+        let fds: Vec<RawFd> = fd.into_iter().collect();
+        sys::retry(|| {
+            sys::sendmsg(
+                self.fd.raw(),
+                &[IoSlice::new(&msg)],
+                &fds,
+                libc::MSG_NOSIGNAL,
+            )
+        })?;
+        let mut buf = [0u8; MAX_MSG];
+        let got = sys::retry(|| sys::recvmsg(self.fd.raw(), &mut [IoSliceMut::new(&mut buf)], 0))?;
+        if got.len == 0 {
+            return Err(Errno(libc::ECONNRESET));
+        }
+        Ok((Reply::decode(&buf[..got.len])?, got.fds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_requests() -> Vec<Request> {
+        let a = WireAddr(Some("[fd00::5%3]:80".parse().unwrap()));
+        let b = WireAddr(Some("10.0.0.5:8080".parse().unwrap()));
+        vec![
+            Request::Hello { pid: 77 },
+            Request::Socket {
+                domain: libc::AF_INET6,
+                ty: libc::SOCK_STREAM,
+                protocol: 0,
+            },
+            Request::Bind { id: 3, addr: a },
+            Request::Listen {
+                id: 3,
+                backlog: 511,
+            },
+            Request::Connect { id: 9, addr: b },
+            Request::Connect {
+                id: 9,
+                addr: WireAddr(None),
+            },
+            Request::GetSockName { id: 1 },
+            Request::GetPeerName { id: 2 },
+            Request::GetSockOpt {
+                id: 1,
+                level: libc::SOL_SOCKET,
+                name: libc::SO_ERROR,
+                len: 4,
+            },
+            Request::SetSockOpt {
+                id: 1,
+                level: libc::IPPROTO_TCP,
+                name: libc::TCP_NODELAY,
+                value: vec![1, 0, 0, 0],
+            },
+            Request::Shutdown {
+                id: 1,
+                how: libc::SHUT_WR,
+            },
+            Request::NodeInfo,
+        ]
+    }
+
+    #[test]
+    fn requests_roundtrip_and_truncations_fail_cleanly() {
+        for req in all_requests() {
+            let b = req.encode();
+            assert_eq!(Request::decode(&b), Ok(req.clone()));
+            for n in 0..b.len() {
+                assert_eq!(
+                    Request::decode(&b[..n]),
+                    Err(Errno::EPROTO),
+                    "{req:?} cut at {n}"
+                );
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert_eq!(Request::decode(&longer), Err(Errno::EPROTO));
+        }
+    }
+
+    #[test]
+    fn replies_roundtrip() {
+        for rep in [
+            Reply::Ok,
+            Reply::Err(Errno(libc::EINPROGRESS)),
+            Reply::Created(42),
+            Reply::Addr(WireAddr(Some("[::ffff:10.0.0.1]:5".parse().unwrap()))),
+            Reply::Bytes(b"addr=fd00::5/64\n".to_vec()),
+        ] {
+            assert_eq!(Reply::decode(&rep.encode()), Ok(rep.clone()));
+        }
+        assert_eq!(Reply::decode(b"garbage!garbage!"), Err(Errno::EPROTO));
+    }
+
+    #[test]
+    fn accept_records() {
+        let r = AcceptRecord {
+            id: 5,
+            local: WireAddr(Some("[fd00::1]:80".parse().unwrap())),
+            peer: WireAddr(Some("10.0.0.2:40000".parse().unwrap())),
+        };
+        assert_eq!(AcceptRecord::decode(&r.encode()), Ok(r));
+        assert_eq!(AcceptRecord::decode(&[0u8; 64]), Err(Errno::EPROTO));
+    }
+}

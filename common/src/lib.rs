@@ -1,0 +1,23 @@
+//! Pieces shared by the three parts of ioth (see `DESIGN.md` at the top of the repo):
+//!
+//! * [`config`]: the node configuration (`IOTH_IP`, `IOTH_GW`, `IOTH_MAC`, ...), parsed into
+//!   validated values with clear errors;
+//! * [`ctl`]: the control protocol between `libioth.so` and `ioth-stackd`, and the record that
+//!   a listening socket carries for each accepted connection;
+//! * [`names`]: where things live (run directory, default switch, node control sockets) and the
+//!   abstract unix names that give every virtual socket fd its identity;
+//! * [`sys`]: the raw system-call layer. Everything here goes straight to the kernel with
+//!   `syscall(2)`, never through a libc symbol that the preload shim interposes, so the same
+//!   code is safe to run inside the shim and inside the daemons. It is the only module of this
+//!   crate with `unsafe`.
+//!
+//! This crate stays small on purpose: no daemon logic, no smoltcp.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod ctl;
+pub mod names;
+pub mod port;
+pub mod sys;
+pub mod vde;

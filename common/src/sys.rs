@@ -1,0 +1,667 @@
+//! Raw system calls, with safe wrappers.
+//!
+//! Every function here enters the kernel through `syscall(2)` with an explicit system-call
+//! number. None of them goes through a libc symbol such as `connect` or `sendmsg`: inside
+//! `libioth.so` those symbols resolve to the shim's own hooks, and calling them from the shim
+//! would recurse. The daemons use the same layer so that there is one set of wrappers.
+//!
+//! Errors are [`Errno`] values (the positive errno the kernel returned). File descriptors are
+//! owned by [`Fd`], which closes with a raw `close` on drop.
+
+use std::fmt;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::RawFd;
+
+/// A positive errno value, as the kernel reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
+    pub const EINTR: Errno = Errno(libc::EINTR);
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    pub const ENOTSOCK: Errno = Errno(libc::ENOTSOCK);
+    pub const EPIPE: Errno = Errno(libc::EPIPE);
+    pub const EIO: Errno = Errno(libc::EIO);
+    pub const ECONNREFUSED: Errno = Errno(libc::ECONNREFUSED);
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+    pub const EADDRINUSE: Errno = Errno(libc::EADDRINUSE);
+    pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
+    pub const EPROTO: Errno = Errno(libc::EPROTO);
+    pub const EMSGSIZE: Errno = Errno(libc::EMSGSIZE);
+
+    /// The errno of the calling thread, read right after a failed call.
+    pub fn last() -> Errno {
+        // SAFETY: __errno_location returns a valid pointer to the calling thread's errno.
+        Errno(unsafe { *libc::__errno_location() })
+    }
+
+    /// Store this value in the calling thread's errno (for the preload shim's return paths).
+    pub fn set_errno(self) {
+        // SAFETY: __errno_location returns a valid pointer to the calling thread's errno.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+
+    /// `true` for EAGAIN/EWOULDBLOCK.
+    pub fn is_again(self) -> bool {
+        self.0 == libc::EAGAIN || self.0 == libc::EWOULDBLOCK
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Errno({}: {})", self.0, self)
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // std formats OS errors without allocating a libc call we interpose.
+        let e = std::io::Error::from_raw_os_error(self.0);
+        let s = e.to_string();
+        // "No such file or directory (os error 2)" -> keep the text only.
+        match s.rfind(" (os error") {
+            Some(i) => f.write_str(&s[..i]),
+            None => f.write_str(&s),
+        }
+    }
+}
+
+impl std::error::Error for Errno {}
+
+impl From<Errno> for std::io::Error {
+    fn from(e: Errno) -> Self {
+        std::io::Error::from_raw_os_error(e.0)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Errno>;
+
+fn check(r: libc::c_long) -> Result<usize> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Retry a call while it fails with EINTR.
+pub fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    loop {
+        match f() {
+            Err(Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// An owned file descriptor, closed with a raw `close` on drop.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Fd(RawFd);
+
+impl Fd {
+    /// Take ownership of `fd`. The caller must own it and nothing else may close it.
+    pub fn from_raw(fd: RawFd) -> Fd {
+        Fd(fd)
+    }
+    pub fn raw(&self) -> RawFd {
+        self.0
+    }
+    /// Give up ownership without closing.
+    pub fn into_raw(self) -> RawFd {
+        let fd = self.0;
+        std::mem::forget(self);
+        fd
+    }
+    /// A new descriptor for the same open file (`fcntl(F_DUPFD_CLOEXEC)`), at `min` or above.
+    pub fn dup_cloexec(&self, min: RawFd) -> Result<Fd> {
+        fcntl(self.0, libc::F_DUPFD_CLOEXEC, min as libc::c_long).map(|fd| Fd(fd as RawFd))
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        close(self.0);
+    }
+}
+
+/// Raw `close`; errors are ignored (the descriptor is gone either way on Linux).
+pub fn close(fd: RawFd) {
+    // SAFETY: close takes an integer; on an fd we do not own it is the caller's bug, not UB.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<Fd> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_socket, domain, ty, protocol) })
+        .map(|fd| Fd(fd as RawFd))
+}
+
+pub fn socketpair(domain: i32, ty: i32) -> Result<(Fd, Fd)> {
+    let mut sv = [0 as libc::c_int; 2];
+    // SAFETY: sv is a valid 2-int array the kernel writes into.
+    check(unsafe { libc::syscall(libc::SYS_socketpair, domain, ty, 0, sv.as_mut_ptr()) })?;
+    Ok((Fd(sv[0]), Fd(sv[1])))
+}
+
+/// A unix-domain socket address: a path, an abstract name (without the leading NUL), or none.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UnixAddr {
+    Unnamed,
+    Path(Vec<u8>),
+    Abstract(Vec<u8>),
+}
+
+impl UnixAddr {
+    pub fn path(p: impl AsRef<std::path::Path>) -> UnixAddr {
+        use std::os::unix::ffi::OsStrExt;
+        UnixAddr::Path(p.as_ref().as_os_str().as_bytes().to_vec())
+    }
+
+    /// Encode as a `sockaddr_un` and its length. Names longer than `sun_path` give EINVAL
+    /// (ENAMETOOLONG for paths), as the kernel would.
+    pub fn to_raw(&self) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+        // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let base = std::mem::size_of::<libc::sa_family_t>();
+        let (bytes, off) = match self {
+            UnixAddr::Unnamed => return Ok((sa, base as libc::socklen_t)),
+            UnixAddr::Path(p) => (p.as_slice(), 0),
+            UnixAddr::Abstract(n) => (n.as_slice(), 1),
+        };
+        if bytes.len() + off > sa.sun_path.len() - usize::from(off == 0) {
+            return Err(Errno(libc::ENAMETOOLONG));
+        }
+        for (i, b) in bytes.iter().enumerate() {
+            sa.sun_path[i + off] = *b as libc::c_char;
+        }
+        let len = match self {
+            UnixAddr::Path(_) => base + bytes.len() + 1,
+            _ => base + bytes.len() + off,
+        };
+        Ok((sa, len as libc::socklen_t))
+    }
+
+    /// Decode what the kernel wrote into a `sockaddr_un` of `len` bytes.
+    pub fn from_raw(sa: &libc::sockaddr_un, len: libc::socklen_t) -> Option<UnixAddr> {
+        let base = std::mem::size_of::<libc::sa_family_t>();
+        if sa.sun_family != libc::AF_UNIX as libc::sa_family_t {
+            return None;
+        }
+        let len = (len as usize).min(std::mem::size_of::<libc::sockaddr_un>());
+        if len <= base {
+            return Some(UnixAddr::Unnamed);
+        }
+        let raw: Vec<u8> = sa.sun_path[..len - base].iter().map(|c| *c as u8).collect();
+        if raw[0] == 0 {
+            Some(UnixAddr::Abstract(raw[1..].to_vec()))
+        } else {
+            let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+            Some(UnixAddr::Path(raw[..end].to_vec()))
+        }
+    }
+}
+
+pub fn bind_unix(fd: RawFd, addr: &UnixAddr) -> Result<()> {
+    let (sa, len) = addr.to_raw()?;
+    // SAFETY: sa is a valid sockaddr_un of len bytes.
+    check(unsafe { libc::syscall(libc::SYS_bind, fd, &sa as *const _, len) }).map(drop)
+}
+
+pub fn connect_unix(fd: RawFd, addr: &UnixAddr) -> Result<()> {
+    let (sa, len) = addr.to_raw()?;
+    // SAFETY: sa is a valid sockaddr_un of len bytes.
+    check(unsafe { libc::syscall(libc::SYS_connect, fd, &sa as *const _, len) }).map(drop)
+}
+
+pub fn listen(fd: RawFd, backlog: i32) -> Result<()> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_listen, fd, backlog) }).map(drop)
+}
+
+/// `accept4` without the peer address.
+pub fn accept(fd: RawFd, flags: i32) -> Result<Fd> {
+    // SAFETY: null address pointers are allowed by accept4.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_accept4,
+            fd,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+            flags,
+        )
+    })
+    .map(|fd| Fd(fd as RawFd))
+}
+
+/// The unix address a socket is bound to; `None` if it is not an AF_UNIX socket.
+pub fn getsockname_unix(fd: RawFd) -> Result<Option<UnixAddr>> {
+    // SAFETY: sockaddr_un is plain old data.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: sa/len point to a buffer of the size given in len.
+    check(unsafe { libc::syscall(libc::SYS_getsockname, fd, &mut sa as *mut _, &mut len) })?;
+    Ok(UnixAddr::from_raw(&sa, len))
+}
+
+/// Raw `getsockname`/`getpeername` into a caller buffer (for pass-through).
+pub fn getpeername_unix(fd: RawFd) -> Result<Option<UnixAddr>> {
+    // SAFETY: sockaddr_un is plain old data.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: sa/len point to a buffer of the size given in len.
+    check(unsafe { libc::syscall(libc::SYS_getpeername, fd, &mut sa as *mut _, &mut len) })?;
+    Ok(UnixAddr::from_raw(&sa, len))
+}
+
+pub fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, val: &[u8]) -> Result<()> {
+    // SAFETY: val is a valid buffer of val.len() bytes.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            fd,
+            level,
+            name,
+            val.as_ptr(),
+            val.len() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> Result<()> {
+    setsockopt_bytes(fd, level, name, &val.to_ne_bytes())
+}
+
+/// `getsockopt` into `buf`; returns the length the kernel reported.
+pub fn getsockopt_bytes(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> Result<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf/len describe a writable buffer.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            level,
+            name,
+            buf.as_mut_ptr(),
+            &mut len,
+        )
+    })?;
+    Ok(len as usize)
+}
+
+pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> Result<i32> {
+    let mut b = [0u8; 4];
+    getsockopt_bytes(fd, level, name, &mut b)?;
+    Ok(i32::from_ne_bytes(b))
+}
+
+pub fn shutdown(fd: RawFd, how: i32) -> Result<()> {
+    // SAFETY: integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_shutdown, fd, how) }).map(drop)
+}
+
+pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize> {
+    // SAFETY: buf is a writable buffer of buf.len() bytes.
+    check(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
+}
+
+pub fn write(fd: RawFd, buf: &[u8]) -> Result<usize> {
+    // SAFETY: buf is a readable buffer of buf.len() bytes.
+    check(unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })
+}
+
+/// Write all of `buf`, retrying on EINTR and short writes (blocking fds only).
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<()> {
+    while !buf.is_empty() {
+        let n = retry(|| write(fd, buf))?;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+pub fn recv(fd: RawFd, buf: &mut [u8], flags: i32) -> Result<usize> {
+    // SAFETY: buf is writable; null address pointers are allowed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            flags,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    })
+}
+
+pub fn send(fd: RawFd, buf: &[u8], flags: i32) -> Result<usize> {
+    // SAFETY: buf is readable; a null address is allowed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            buf.as_ptr(),
+            buf.len(),
+            flags,
+            std::ptr::null::<libc::sockaddr>(),
+            0,
+        )
+    })
+}
+
+/// Send to an explicit unix address (unconnected datagram sockets).
+pub fn sendto_unix(fd: RawFd, buf: &[u8], flags: i32, to: &UnixAddr) -> Result<usize> {
+    let (sa, len) = to.to_raw()?;
+    // SAFETY: buf is readable; sa is a valid sockaddr_un of len bytes.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            buf.as_ptr(),
+            buf.len(),
+            flags,
+            &sa as *const _,
+            len,
+        )
+    })
+}
+
+/// Largest number of descriptors carried by one message in this crate's protocols.
+pub const MAX_FDS: usize = 4;
+
+/// `sendmsg` with optional `SCM_RIGHTS` descriptors.
+pub fn sendmsg(fd: RawFd, iov: &[IoSlice<'_>], fds: &[RawFd], flags: i32) -> Result<usize> {
+    assert!(fds.len() <= MAX_FDS);
+    // Control buffer aligned for cmsghdr.
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len();
+    if !fds.is_empty() {
+        let payload = std::mem::size_of_val(fds) as u32;
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space;
+        // SAFETY: msg_control points to cbuf (64 bytes), large enough for MAX_FDS descriptors;
+        // CMSG_FIRSTHDR/CMSG_DATA stay within it.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(payload) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c) as *mut RawFd,
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: msg describes valid iovecs (IoSlice is ABI-compatible with iovec) and control data.
+    check(unsafe { libc::syscall(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, flags) })
+}
+
+/// What [`recvmsg`] received.
+#[derive(Debug)]
+pub struct Received {
+    pub len: usize,
+    pub fds: Vec<Fd>,
+    /// `msg_flags` (MSG_TRUNC, MSG_CTRUNC, ...).
+    pub flags: i32,
+}
+
+/// `recvmsg` accepting up to [`MAX_FDS`] descriptors, always with `MSG_CMSG_CLOEXEC`.
+pub fn recvmsg(fd: RawFd, iov: &mut [IoSliceMut<'_>], flags: i32) -> Result<Received> {
+    let mut cbuf = [0u64; 8];
+    // SAFETY: msghdr is plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len();
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: msg describes writable iovecs and a control buffer of the size given.
+    let len = check(unsafe {
+        libc::syscall(
+            libc::SYS_recvmsg,
+            fd,
+            &mut msg as *mut libc::msghdr,
+            flags | libc::MSG_CMSG_CLOEXEC,
+        )
+    })?;
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* macros walk it within
+    // those bounds, and each SCM_RIGHTS payload holds cmsg_len - CMSG_LEN(0) bytes of fds.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                let p = libc::CMSG_DATA(c) as *const RawFd;
+                for i in 0..n {
+                    fds.push(Fd(std::ptr::read_unaligned(p.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(Received {
+        len,
+        fds,
+        flags: msg.msg_flags,
+    })
+}
+
+/// `poll` on a set of descriptors; `timeout_ms < 0` waits forever.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize> {
+    let ts;
+    let tsp = if timeout_ms < 0 {
+        std::ptr::null()
+    } else {
+        ts = libc::timespec {
+            tv_sec: (timeout_ms / 1000) as libc::time_t,
+            tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
+        };
+        &ts as *const libc::timespec
+    };
+    // SAFETY: fds is a valid pollfd array; tsp is null or a valid timespec; no sigmask.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_ppoll,
+            fds.as_mut_ptr(),
+            fds.len(),
+            tsp,
+            std::ptr::null::<libc::sigset_t>(),
+            8,
+        )
+    })
+}
+
+/// Wait until `fd` reports one of `events` (or an error/hangup); `Ok(false)` on timeout.
+pub fn wait_fd(fd: RawFd, events: i16, timeout_ms: i32) -> Result<bool> {
+    let mut p = [libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }];
+    Ok(poll(&mut p, timeout_ms)? > 0)
+}
+
+pub fn fcntl(fd: RawFd, cmd: i32, arg: libc::c_long) -> Result<i32> {
+    // SAFETY: the commands used here take an integer argument.
+    check(unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) }).map(|v| v as i32)
+}
+
+pub fn set_nonblocking(fd: RawFd, on: bool) -> Result<()> {
+    let fl = fcntl(fd, libc::F_GETFL, 0)?;
+    let new = if on {
+        fl | libc::O_NONBLOCK
+    } else {
+        fl & !libc::O_NONBLOCK
+    };
+    if new != fl {
+        fcntl(fd, libc::F_SETFL, new as libc::c_long)?;
+    }
+    Ok(())
+}
+
+pub fn set_cloexec(fd: RawFd, on: bool) -> Result<()> {
+    fcntl(
+        fd,
+        libc::F_SETFD,
+        if on {
+            libc::FD_CLOEXEC as libc::c_long
+        } else {
+            0
+        },
+    )
+    .map(drop)
+}
+
+/// `fstat`: device and inode of an open file (how the shim recognises its own descriptors).
+pub fn fstat_id(fd: RawFd) -> Result<(u64, u64)> {
+    // SAFETY: stat is plain old data.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid, writable stat buffer.
+    check(unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) })?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+pub fn epoll_create() -> Result<Fd> {
+    // SAFETY: integer argument.
+    check(unsafe { libc::syscall(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) })
+        .map(|fd| Fd(fd as RawFd))
+}
+
+pub fn epoll_ctl(ep: RawFd, op: i32, fd: RawFd, events: u32, data: u64) -> Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: ev is a valid epoll_event.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_epoll_ctl,
+            ep,
+            op,
+            fd,
+            &mut ev as *mut libc::epoll_event,
+        )
+    })
+    .map(drop)
+}
+
+/// `epoll_wait`; `timeout_ms < 0` waits forever. EINTR is reported as zero events.
+pub fn epoll_wait(ep: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) -> Result<usize> {
+    // SAFETY: events is a writable array of events.len() entries; no sigmask.
+    let r = check(unsafe {
+        libc::syscall(
+            libc::SYS_epoll_pwait,
+            ep,
+            events.as_mut_ptr(),
+            events.len() as libc::c_int,
+            timeout_ms,
+            std::ptr::null::<libc::sigset_t>(),
+            8,
+        )
+    });
+    match r {
+        Err(Errno::EINTR) => Ok(0),
+        r => r,
+    }
+}
+
+pub fn getpid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as u32 }
+}
+
+pub fn getuid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getuid) as u32 }
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_geteuid) as u32 }
+}
+
+/// Fill `buf` from the kernel's random source (`getrandom(2)`).
+pub fn getrandom(buf: &mut [u8]) -> Result<()> {
+    let mut off = 0;
+    while off < buf.len() {
+        // SAFETY: buf[off..] is writable.
+        let n = check(unsafe {
+            libc::syscall(
+                libc::SYS_getrandom,
+                buf[off..].as_mut_ptr(),
+                buf.len() - off,
+                0,
+            )
+        });
+        match n {
+            Ok(n) => off += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A random u64 from the kernel (falls back to time and pid if getrandom fails).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return (t as u64) ^ ((getpid() as u64) << 32);
+    }
+    u64::from_ne_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socketpair_bind_abstract_and_name_roundtrip() {
+        let (a, b) = socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).unwrap();
+        let name =
+            UnixAddr::Abstract(format!("ioth-test/{}/{}", getpid(), random_u64()).into_bytes());
+        bind_unix(a.raw(), &name).unwrap();
+        assert_eq!(getsockname_unix(a.raw()).unwrap(), Some(name.clone()));
+        assert_eq!(getpeername_unix(b.raw()).unwrap(), Some(name));
+        assert_eq!(getsockname_unix(b.raw()).unwrap(), Some(UnixAddr::Unnamed));
+    }
+
+    #[test]
+    fn fds_travel_with_scm_rights() {
+        let (a, b) = socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC).unwrap();
+        let (x, y) = socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).unwrap();
+        sendmsg(a.raw(), &[IoSlice::new(b"hi")], &[x.raw()], 0).unwrap();
+        drop(x);
+        let mut buf = [0u8; 8];
+        let r = recvmsg(b.raw(), &mut [IoSliceMut::new(&mut buf)], 0).unwrap();
+        assert_eq!(&buf[..r.len], b"hi");
+        assert_eq!(r.fds.len(), 1);
+        write_all(r.fds[0].raw(), b"ping").unwrap();
+        let mut got = [0u8; 4];
+        assert_eq!(read(y.raw(), &mut got).unwrap(), 4);
+        assert_eq!(&got, b"ping");
+        let fl = fcntl(r.fds[0].raw(), libc::F_GETFD, 0).unwrap();
+        assert_ne!(fl & libc::FD_CLOEXEC, 0, "received fds are close-on-exec");
+    }
+
+    #[test]
+    fn errors_are_errnos() {
+        assert_eq!(read(-1, &mut [0u8; 1]), Err(Errno::EBADF));
+        assert_eq!(
+            connect_unix(-1, &UnixAddr::Abstract(b"x".to_vec())),
+            Err(Errno::EBADF)
+        );
+        let long = UnixAddr::Path(vec![b'a'; 200]);
+        assert_eq!(long.to_raw().err(), Some(Errno(libc::ENAMETOOLONG)));
+    }
+}

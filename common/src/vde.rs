@@ -1,0 +1,250 @@
+//! The classic VDE v3 wire format (vde_switch's `ctl` handshake) and ioth's native port
+//! handshake, both sides.
+//!
+//! VDE (byte layouts from vde-2 `src/vde_switch/datasock.c`, vdeplug4 `libvdeplug_vde.c`):
+//! a client connects a `SOCK_STREAM` socket to `DIR/ctl`, binds a `SOCK_DGRAM` socket, and
+//! sends one `request_v3` (native byte order, little-endian on every target we build for):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `0xfeedface` |
+//! | 4 | 4 | version `3` |
+//! | 8 | 4 | type: `(port << 8) \| kind`, kind 0 = new control, 1 = new port 0 |
+//! | 12 | 110 | `sockaddr_un` of the client's datagram socket |
+//! | 122 | n ≤ 134 | description, not NUL-terminated |
+//!
+//! The switch answers with the 110-byte `sockaddr_un` of its own datagram socket (already
+//! connected to the client's), or closes the connection to refuse. Frames then travel one per
+//! datagram, at most [`VDE_MAX_FRAME`] bytes. The control connection stays open: EOF on it
+//! means the other side is gone.
+//!
+//! Native ports (ioth's own stacks): a `SOCK_SEQPACKET` connection to `DIR/native`; the client
+//! sends [`NativeHello`], the switch answers with [`NativeWelcome`]; then one frame per
+//! message, up to [`NATIVE_MAX_FRAME`] bytes.
+
+use crate::sys::{Errno, UnixAddr};
+
+pub const VDE_MAGIC: u32 = 0xfeed_face;
+pub const VDE_VERSION: u32 = 3;
+/// 1500-byte MTU + 14-byte header + one 802.1Q tag.
+pub const VDE_MAX_FRAME: usize = 1518;
+pub const NATIVE_MAX_FRAME: usize = 65536;
+/// `sizeof(struct sockaddr_un)` on Linux.
+pub const SOCKADDR_UN_LEN: usize = 110;
+pub const REQ_FIXED_LEN: usize = 12 + SOCKADDR_UN_LEN;
+/// The switch reads the request with one `read` of this size.
+pub const REQ_MAX_LEN: usize = 256;
+pub const MIN_FRAME: usize = 14;
+
+/// A parsed `request_v3`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VdeRequest {
+    /// Requested port: 0 = any free port.
+    pub port: u32,
+    /// `true` for REQ_NEW_PORT0 (the reserved management port).
+    pub port0: bool,
+    /// The client's datagram socket.
+    pub sock: UnixAddr,
+    pub description: String,
+}
+
+impl VdeRequest {
+    pub fn encode(&self) -> Result<Vec<u8>, Errno> {
+        let mut b = Vec::with_capacity(REQ_FIXED_LEN + self.description.len());
+        b.extend_from_slice(&VDE_MAGIC.to_le_bytes());
+        b.extend_from_slice(&VDE_VERSION.to_le_bytes());
+        let ty = (self.port << 8) | u32::from(self.port0);
+        b.extend_from_slice(&ty.to_le_bytes());
+        b.extend_from_slice(&sockaddr_un_bytes(&self.sock)?);
+        let d = self.description.as_bytes();
+        b.extend_from_slice(&d[..d.len().min(REQ_MAX_LEN - REQ_FIXED_LEN)]);
+        Ok(b)
+    }
+
+    /// Parse what the switch read from a new `ctl` connection. Rejects (EPROTO) anything that
+    /// vde_switch would reject: wrong magic, a version other than 3, an unknown kind, a
+    /// socket address that is not AF_UNIX.
+    pub fn parse(b: &[u8]) -> Result<VdeRequest, Errno> {
+        if b.len() < REQ_FIXED_LEN || b.len() > REQ_MAX_LEN {
+            return Err(Errno::EPROTO);
+        }
+        let u = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        if u(0) != VDE_MAGIC || u(4) != VDE_VERSION {
+            return Err(Errno::EPROTO);
+        }
+        let ty = u(8);
+        let kind = ty & 0xff;
+        if kind > 1 {
+            return Err(Errno::EPROTO);
+        }
+        let sock = parse_sockaddr_un(&b[12..12 + SOCKADDR_UN_LEN])?;
+        if sock == UnixAddr::Unnamed {
+            return Err(Errno::EPROTO);
+        }
+        let description = String::from_utf8_lossy(&b[REQ_FIXED_LEN..])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .trim_end_matches(' ')
+            .to_string();
+        Ok(VdeRequest {
+            port: ty >> 8,
+            port0: kind == 1,
+            sock,
+            description,
+        })
+    }
+}
+
+/// The 110 bytes of a `sockaddr_un` for `addr` (path NUL-padded).
+pub fn sockaddr_un_bytes(addr: &UnixAddr) -> Result<[u8; SOCKADDR_UN_LEN], Errno> {
+    let mut out = [0u8; SOCKADDR_UN_LEN];
+    out[0..2].copy_from_slice(&(libc::AF_UNIX as u16).to_le_bytes());
+    let (bytes, off): (&[u8], usize) = match addr {
+        UnixAddr::Unnamed => (&[], 0),
+        UnixAddr::Path(p) => (p, 0),
+        UnixAddr::Abstract(n) => (n, 1),
+    };
+    if bytes.len() + off > 107 {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    out[2 + off..2 + off + bytes.len()].copy_from_slice(bytes);
+    Ok(out)
+}
+
+/// Parse 110 bytes of `sockaddr_un` (a path ends at the first NUL; an abstract name, which
+/// vde_switch connects to with the full length, keeps all 107 bytes).
+pub fn parse_sockaddr_un(b: &[u8]) -> Result<UnixAddr, Errno> {
+    if b.len() != SOCKADDR_UN_LEN {
+        return Err(Errno::EPROTO);
+    }
+    if u16::from_le_bytes([b[0], b[1]]) != libc::AF_UNIX as u16 {
+        return Err(Errno::EPROTO);
+    }
+    let p = &b[2..];
+    if p[0] == 0 {
+        if p.iter().all(|x| *x == 0) {
+            return Ok(UnixAddr::Unnamed);
+        }
+        return Ok(UnixAddr::Abstract(p[1..].to_vec()));
+    }
+    let end = p.iter().position(|x| *x == 0).unwrap_or(p.len());
+    Ok(UnixAddr::Path(p[..end].to_vec()))
+}
+
+pub const NATIVE_MAGIC: &[u8; 8] = b"IOTHPRT1";
+
+/// First message on a native port: `magic[8], max_frame u32, description (rest, UTF-8)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NativeHello {
+    pub max_frame: u32,
+    pub description: String,
+}
+
+impl NativeHello {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = NATIVE_MAGIC.to_vec();
+        b.extend_from_slice(&self.max_frame.to_le_bytes());
+        let d = self.description.as_bytes();
+        b.extend_from_slice(&d[..d.len().min(200)]);
+        b
+    }
+    pub fn parse(b: &[u8]) -> Result<NativeHello, Errno> {
+        if b.len() < 12 || b.len() > 212 || &b[..8] != NATIVE_MAGIC {
+            return Err(Errno::EPROTO);
+        }
+        let max_frame = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+        if (max_frame as usize) < 64 {
+            return Err(Errno::EPROTO);
+        }
+        Ok(NativeHello {
+            max_frame,
+            description: String::from_utf8_lossy(&b[12..]).into_owned(),
+        })
+    }
+}
+
+/// The switch's answer on a native port: `magic[8], port u32, max_frame u32` (the frame size
+/// both sides use: the smaller of the two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeWelcome {
+    pub port: u32,
+    pub max_frame: u32,
+}
+
+impl NativeWelcome {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = NATIVE_MAGIC.to_vec();
+        b.extend_from_slice(&self.port.to_le_bytes());
+        b.extend_from_slice(&self.max_frame.to_le_bytes());
+        b
+    }
+    pub fn parse(b: &[u8]) -> Result<NativeWelcome, Errno> {
+        if b.len() != 16 || &b[..8] != NATIVE_MAGIC {
+            return Err(Errno::EPROTO);
+        }
+        Ok(NativeWelcome {
+            port: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            max_frame: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_v3_layout_matches_vde_md_example() {
+        let r = VdeRequest {
+            port: 5,
+            port0: false,
+            sock: UnixAddr::Path(b"/tmp/vde.ctl/.01234-00000".to_vec()),
+            description: "myproc user=1000 pid=1234".into(),
+        };
+        let b = r.encode().unwrap();
+        assert_eq!(&b[0..4], &[0xce, 0xfa, 0xed, 0xfe]);
+        assert_eq!(&b[4..8], &[3, 0, 0, 0]);
+        assert_eq!(&b[8..12], &[0, 5, 0, 0]);
+        assert_eq!(&b[12..14], &[1, 0]);
+        assert_eq!(b.len(), 147);
+        assert_eq!(VdeRequest::parse(&b).unwrap(), r);
+    }
+
+    #[test]
+    fn bad_requests_are_rejected() {
+        let good = VdeRequest {
+            port: 0,
+            port0: false,
+            sock: UnixAddr::Path(b"/x".to_vec()),
+            description: String::new(),
+        }
+        .encode()
+        .unwrap();
+        for n in 0..REQ_FIXED_LEN {
+            assert!(VdeRequest::parse(&good[..n]).is_err());
+        }
+        let mut v2 = good.clone();
+        v2[4] = 2;
+        assert!(VdeRequest::parse(&v2).is_err());
+        let mut m = good.clone();
+        m[0] = 0;
+        assert!(VdeRequest::parse(&m).is_err());
+        assert!(VdeRequest::parse(&[0u8; 300]).is_err());
+    }
+
+    #[test]
+    fn native_handshake_roundtrip() {
+        let h = NativeHello {
+            max_frame: 65536,
+            description: "ioth-stackd pid=1".into(),
+        };
+        assert_eq!(NativeHello::parse(&h.encode()).unwrap(), h);
+        let w = NativeWelcome {
+            port: 3,
+            max_frame: 9014,
+        };
+        assert_eq!(NativeWelcome::parse(&w.encode()).unwrap(), w);
+        assert!(NativeHello::parse(b"IOTHPRT1").is_err());
+    }
+}

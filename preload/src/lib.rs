@@ -1,0 +1,1 @@
+//! libioth.so

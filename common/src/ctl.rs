@@ -28,6 +28,15 @@
 //! * Peer FIN ⇒ the daemon shuts down its end for writing (the app reads EOF); the app's
 //!   `shutdown(SHUT_WR)` or last `close` ⇒ the daemon sees EOF and sends FIN; peer RST ⇒ the
 //!   daemon records `ECONNRESET` for `SO_ERROR` and shuts its end down both ways.
+//!
+//! # The data path (UDP, ICMP echo "ping" sockets)
+//! `Socket` with `SOCK_DGRAM` returns one end of a `SOCK_DGRAM` socketpair. Every datagram
+//! either way starts with a [`DgramHeader`] (32 bytes): from the daemon it names the source
+//! and the datagram's full length; from the app it names the destination (family 0: the
+//! connected peer). The shim adds and strips the header in its send/recv hooks, so
+//! boundaries, `MSG_PEEK`, `MSG_TRUNC` and `poll` keep the kernel's meaning. ICMP sockets
+//! (`SOCK_DGRAM` + `IPPROTO_ICMP`/`IPPROTO_ICMPV6`) carry the ICMP message (echo header
+//! first) like Linux ping sockets: the daemon sets the identifier and checksum.
 
 use crate::sys::{self, Errno, Fd, UnixAddr};
 use std::io::{IoSlice, IoSliceMut};
@@ -441,6 +450,39 @@ impl AcceptRecord {
     }
 }
 
+/// Header in front of every datagram on a datagram socket's socketpair:
+/// `WireAddr (24), length u32, flags u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DgramHeader {
+    /// Daemon → app: the source. App → daemon: the destination (`None`: connected peer).
+    pub addr: WireAddr,
+    /// Daemon → app: the datagram's payload length before any truncation.
+    pub len: u32,
+    pub flags: u32,
+}
+
+impl DgramHeader {
+    pub const LEN: usize = 32;
+
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut v = Vec::with_capacity(Self::LEN);
+        self.addr.encode(&mut v);
+        v.extend_from_slice(&self.len.to_le_bytes());
+        v.extend_from_slice(&self.flags.to_le_bytes());
+        let mut out = [0u8; Self::LEN];
+        out.copy_from_slice(&v);
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<DgramHeader, Errno> {
+        if b.len() < Self::LEN {
+            return Err(Errno::EPROTO);
+        }
+        let mut r = Reader::new(&b[..Self::LEN]);
+        Ok(DgramHeader { addr: r.addr()?, len: r.u32()?, flags: r.u32()? })
+    }
+}
+
 /// A bounds-checked little-endian reader.
 struct Reader<'a> {
     b: &'a [u8],
@@ -597,6 +639,13 @@ mod tests {
             assert_eq!(Reply::decode(&rep.encode()), Ok(rep.clone()));
         }
         assert_eq!(Reply::decode(b"garbage!garbage!"), Err(Errno::EPROTO));
+    }
+
+    #[test]
+    fn dgram_headers() {
+        let h = DgramHeader { addr: WireAddr(Some("[fd00::9]:53".parse().unwrap())), len: 1200, flags: 0 };
+        assert_eq!(DgramHeader::decode(&h.encode()), Ok(h));
+        assert_eq!(DgramHeader::decode(&[0u8; 8]), Err(Errno::EPROTO));
     }
 
     #[test]

@@ -1,0 +1,270 @@
+//! Harness for the end-to-end tests: temporary directories, daemons started and stopped by
+//! pid, readiness checks by polling a real condition with a deadline (never a fixed sleep),
+//! and helpers to run real programs as IoTh nodes.
+//!
+//! Binaries come from `IOTH_BIN_DIR` (set by `scripts/test`), else from the target directory
+//! the test executable lives in.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directory of the ioth binaries (`ioth-switch`, `ioth-stackd`, `iothctl`, `libioth.so`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("IOTH_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test-exe>
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is missing: build the workspace first (cargo build --release)", p.display());
+    p
+}
+
+pub fn libioth() -> PathBuf {
+    bin("libioth.so")
+}
+
+/// The repository root (for scripts/).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Whether an external program is installed.
+pub fn have(prog: &str) -> bool {
+    which(prog).is_some()
+}
+
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+/// Print why a test does not run (the summary counts it as passed; the reason is visible).
+pub fn skip(reason: &str) {
+    eprintln!("SKIP: {reason}");
+}
+
+/// `true` when the quick mode (scripts/test --quick) asks to skip slow cases.
+pub fn quick() -> bool {
+    std::env::var_os("IOTH_TEST_QUICK").is_some()
+}
+
+/// Poll `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A temporary directory, world-readable (unprivileged servers read from it), removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "ioth-e2e-{tag}-{}-{:x}",
+            std::process::id(),
+            ioth_common::sys::random_u64() & 0xffff_ffff
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        chmod(&p, 0o755);
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A daemon we started, stopped by pid (SIGTERM, then SIGKILL) on drop.
+pub struct Daemon {
+    pub pid: i32,
+    pub name: String,
+}
+
+impl Daemon {
+    pub fn from_pidfile(name: &str, pidfile: &Path) -> Daemon {
+        let pid = wait_for(Duration::from_secs(10), &format!("{name} pid file"), || {
+            std::fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok())
+        });
+        Daemon { pid, name: name.to_string() }
+    }
+
+    pub fn alive(&self) -> bool {
+        // SAFETY: kill with signal 0 only checks for existence.
+        unsafe { libc::kill(self.pid, 0) == 0 }
+    }
+
+    pub fn stop(&mut self) {
+        if self.pid <= 0 {
+            return;
+        }
+        // SAFETY: signalling a pid we started.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.alive() && Instant::now() < deadline {
+            reap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.alive() {
+            // SAFETY: as above.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+        self.pid = 0;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reap any exited children of the test process (daemons that double-forked are not ours).
+fn reap() {
+    // SAFETY: waitpid with WNOHANG on any child; status is discarded.
+    unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
+}
+
+/// Run a command to completion, capturing output.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// Run and require success.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Start `ioth-switch --sock DIR --daemon` (ready when the call returns).
+pub fn ioth_switch(dir: &Path, extra: &[&str]) -> Daemon {
+    let pidfile = dir.with_extension("pid");
+    run_ok(Command::new(bin("ioth-switch")).arg("--sock").arg(dir).args(extra).arg("--daemon").arg("--pidfile").arg(&pidfile));
+    Daemon::from_pidfile("ioth-switch", &pidfile)
+}
+
+/// Start Debian's `vde_switch -s DIR -d` (ready when `DIR/ctl` accepts connections).
+pub fn vde_switch(dir: &Path) -> Daemon {
+    let pidfile = dir.with_extension("pid");
+    run_ok(Command::new("vde_switch").arg("-s").arg(dir).arg("-d").arg("-p").arg(&pidfile).arg("--nostdin"));
+    let d = Daemon::from_pidfile("vde_switch", &pidfile);
+    wait_for(Duration::from_secs(5), "vde_switch ctl", || {
+        std::os::unix::net::UnixStream::connect(dir.join("ctl")).ok()
+    });
+    d
+}
+
+/// Find the pid of a running process whose command line contains `needle`.
+pub fn pid_by_cmdline(needle: &str) -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let s = String::from_utf8_lossy(&c).replace('\0', " ");
+            if s.contains(needle) && pid != std::process::id() as i32 {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// A stack daemon started for a test (`ioth-stackd --daemon --persist`), stopped on drop.
+pub struct Node {
+    pub ctl: PathBuf,
+    pub daemon: Daemon,
+}
+
+pub fn node(switch: &Path, ips: &str, ctl: &Path) -> Node {
+    run_ok(
+        Command::new(bin("ioth-stackd"))
+            .arg("--ip")
+            .arg(ips)
+            .arg("--switch")
+            .arg(switch)
+            .arg("--ctl")
+            .arg(ctl)
+            .arg("--persist")
+            .arg("--daemon")
+            .env_remove("LD_PRELOAD"),
+    );
+    let needle = ctl.to_string_lossy().to_string();
+    let pid = wait_for(Duration::from_secs(5), "ioth-stackd process", || pid_by_cmdline(&needle));
+    Node { ctl: ctl.to_path_buf(), daemon: Daemon { pid, name: "ioth-stackd".into() } }
+}
+
+/// `sha256sum` of a file.
+pub fn sha256_file(p: &Path) -> String {
+    let out = run_ok(Command::new("sha256sum").arg(p));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+/// `sha256sum` of bytes.
+pub fn sha256_bytes(b: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(b).unwrap();
+    let out = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+/// A file of `len` random bytes.
+pub fn random_file(p: &Path, len: usize) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(p).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len());
+        ioth_common::sys::getrandom(&mut buf[..n]).unwrap();
+        f.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+    chmod(p, 0o644);
+}
+
+/// A command run as a node through `LD_PRELOAD` (switch, run dir and addresses given).
+pub fn as_node(prog: impl AsRef<std::ffi::OsStr>, switch: &Path, rundir: &Path, ip: &str) -> Command {
+    let mut c = Command::new(prog);
+    c.env("LD_PRELOAD", libioth())
+        .env("IOTH_IP", ip)
+        .env("IOTH_SWITCH", switch)
+        .env("IOTH_RUNDIR", rundir)
+        .env_remove("IOTH_STACK");
+    c
+}

@@ -1,1 +1,261 @@
-fn main() {}
+//! `ioth-switch`: the command line. `ioth-switch --sock DIR [options]` runs a switch;
+//! `ioth-switch ctl --sock DIR COMMAND...` sends one console command to a running switch.
+//!
+//! With `--daemon` the process forks once every socket is bound and listening; the parent
+//! writes the pid file (if asked) and exits 0 only then, so "the command returned" means
+//! "the switch accepts connections".
+
+use clap::{Parser, Subcommand};
+use ioth_common::sys::{self, UnixAddr};
+use ioth_switch::server::{self, Config, Server};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ioth-switch",
+    version,
+    about = "ioth's virtual Ethernet switch (VDE v3 compatible, plus native ports)",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Switch directory (holds ctl, native, mgmt and the ports' data sockets).
+    #[arg(short = 's', long, required = true)]
+    sock: Option<PathBuf>,
+    /// Mode of the sockets (octal).
+    #[arg(short = 'm', long, value_parser = parse_octal)]
+    mode: Option<u32>,
+    /// Mode of the directory (octal; default 0700, or derived from --mode like vde_switch).
+    #[arg(long, value_parser = parse_octal)]
+    dirmode: Option<u32>,
+    /// Group owning the directory and sockets (name or gid).
+    #[arg(short = 'g', long)]
+    group: Option<String>,
+    /// Write every received frame to this pcap file.
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// Number of ports.
+    #[arg(short = 'n', long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    numports: u32,
+    /// Act as a hub: flood every frame to every port.
+    #[arg(short = 'x', long)]
+    hub: bool,
+    /// Bound of each port's output queue, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    queue: usize,
+    /// Fork into the background once listening (the parent exits 0 when ready).
+    #[arg(short = 'd', long)]
+    daemon: bool,
+    /// Write the switch's pid to this file.
+    #[arg(short = 'p', long)]
+    pidfile: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Send one command to a running switch's console and print the answer.
+    Ctl {
+        /// Switch directory.
+        #[arg(short = 's', long)]
+        sock: PathBuf,
+        /// The command and its arguments, e.g. `port/print`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    let t = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(t, 8) {
+        Ok(v) if v <= 0o7777 => Ok(v),
+        _ => Err(format!("{s:?} is not an octal mode")),
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// vde_switch's rule: setgid, plus x wherever the socket mode has r or w.
+fn derived_dirmode(mode: u32) -> u32 {
+    0o2000 | (mode & 0o777) | ((mode & 0o444) >> 2) | ((mode & 0o222) >> 1)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .parse_filters(&std::env::var("IOTH_LOG").unwrap_or_else(|_| "error".into()))
+        .init();
+    match cli.cmd {
+        Some(Cmd::Ctl { sock, command }) => ctl(&sock, &command.join(" ")),
+        None => run(cli),
+    }
+}
+
+fn run(cli: Cli) -> ExitCode {
+    let Some(dir) = cli.sock else {
+        eprintln!("ioth-switch: --sock DIR is required");
+        return ExitCode::from(2);
+    };
+    let group = match cli.group.as_deref().map(server::resolve_group).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("ioth-switch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mode = cli.mode.unwrap_or(0o600);
+    let cfg = Config {
+        dir: absolute(&dir),
+        mode,
+        dirmode: cli
+            .dirmode
+            .unwrap_or_else(|| cli.mode.map_or(0o700, derived_dirmode)),
+        dirmode_explicit: cli.dirmode.is_some(),
+        group,
+        pcap: cli.pcap.as_deref().map(absolute),
+        numports: cli.numports,
+        hub: cli.hub,
+        queue: cli.queue,
+    };
+    let pidfile = cli.pidfile.as_deref().map(absolute);
+    let mut server = match Server::bind(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ioth-switch: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.daemon {
+        match ioth_switch::os::fork() {
+            Err(e) => {
+                eprintln!("ioth-switch: fork: {e}");
+                return ExitCode::FAILURE;
+            }
+            Ok(0) => {
+                let _ = ioth_switch::os::setsid();
+                let _ = ioth_switch::os::stdio_to_devnull();
+                let _ = std::env::set_current_dir("/");
+            }
+            Ok(child) => {
+                if let Some(p) = &pidfile
+                    && let Err(e) = std::fs::write(p, format!("{child}\n"))
+                {
+                    eprintln!("ioth-switch: pidfile {}: {e}", p.display());
+                }
+                // Ready: every socket is listening in the child.
+                std::process::exit(0);
+            }
+        }
+    } else if let Some(p) = &pidfile
+        && let Err(e) = std::fs::write(p, format!("{}\n", sys::getpid()))
+    {
+        eprintln!("ioth-switch: pidfile {}: {e}", p.display());
+    }
+    if let Err(e) = server.catch_signals() {
+        log::error!("{e}");
+    }
+    server.run();
+    if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Read from `fd` until `done(buf)` says the answer is complete (10 s at most).
+fn read_until(fd: i32, buf: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut chunk = [0u8; 4096];
+    while !done(buf) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero()
+            || !sys::wait_fd(fd, libc::POLLIN, left.as_millis() as i32)
+                .map_err(|e| e.to_string())?
+        {
+            return Err("timed out waiting for the switch".into());
+        }
+        match sys::retry(|| sys::read(fd, &mut chunk)) {
+            Ok(0) => return Err("the switch closed the console".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// The result line (`1000 Success`, `1NNN error`) in an answer, if complete.
+fn result_line(text: &str) -> Option<(usize, &str)> {
+    let mut in_data = false;
+    for l in text.lines() {
+        if l.starts_with("0000 DATA END WITH") {
+            in_data = true;
+        } else if in_data {
+            if l == "." {
+                in_data = false;
+            }
+        } else if l.len() >= 5
+            && l.as_bytes()[0] == b'1'
+            && l.as_bytes()[1..4].iter().all(u8::is_ascii_digit)
+            && l.as_bytes()[4] == b' '
+        {
+            return Some((l[..4].parse().unwrap_or(1999), l));
+        }
+    }
+    None
+}
+
+fn ctl(dir: &Path, command: &str) -> ExitCode {
+    let path = dir.join("mgmt");
+    let r = (|| -> Result<ExitCode, String> {
+        let fd = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+            .map_err(|e| e.to_string())?;
+        sys::retry(|| sys::connect_unix(fd.raw(), &UnixAddr::path(&path)))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut buf = Vec::new();
+        read_until(fd.raw(), &mut buf, |b| b.ends_with(b"vde$ "))?;
+        let line = format!("{}\n", command.replace('\n', " "));
+        sys::send(fd.raw(), line.as_bytes(), libc::MSG_NOSIGNAL).map_err(|e| e.to_string())?;
+        let mut ans = Vec::new();
+        read_until(fd.raw(), &mut ans, |b| {
+            result_line(&String::from_utf8_lossy(b)).is_some()
+        })?;
+        let _ = sys::send(fd.raw(), b"logout\n", libc::MSG_NOSIGNAL);
+        let text = String::from_utf8_lossy(&ans).into_owned();
+        let mut in_data = false;
+        for l in text.lines() {
+            if l.starts_with("0000 DATA END WITH") {
+                in_data = true;
+            } else if in_data {
+                if l == "." {
+                    in_data = false;
+                } else {
+                    println!("{l}");
+                }
+            }
+        }
+        match result_line(&text) {
+            Some((1000, _)) => Ok(ExitCode::SUCCESS),
+            Some((_, l)) => {
+                eprintln!("ioth-switch ctl: {l}");
+                Ok(ExitCode::FAILURE)
+            }
+            None => Err("no answer".into()),
+        }
+    })();
+    match r {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ioth-switch ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,677 @@
+//! The switch core: a pure function of frames in, forwarding decisions out.
+//!
+//! No I/O, no clock: the caller passes the time (milliseconds on any monotonic scale) with each
+//! call. The core owns the port table (kind, description, largest frame, VLAN membership and
+//! counters), the VLAN set and the MAC learning table.
+//!
+//! What it does:
+//! * learning on (source MAC, VLAN), unless the source is a group (broadcast/multicast)
+//!   address; entries age out after [`Core::ageing_ms`] (default 300 s);
+//! * known unicast goes to its port only; broadcast, multicast and unknown unicast are flooded
+//!   to every other port of the frame's VLAN; nothing ever goes back to the ingress port;
+//! * 802.1Q as vde_switch does it: every port has one untagged VLAN (default 0) and a set of
+//!   tagged VLANs. An untagged frame belongs to its ingress port's untagged VLAN; a tagged
+//!   frame is accepted only on a port that is a tagged member of its VLAN. On the way out the
+//!   tag is removed for ports whose untagged VLAN it is, and added for tagged members;
+//! * hub mode floods every frame to every other port, VLANs ignored;
+//! * frames shorter than 14 bytes (18 if tagged) are dropped and counted as malformed; a frame
+//!   that would exceed a destination port's largest frame is not sent there (`drop_toobig`).
+//!
+//! What it does not do: spanning tree, port mirroring, padding of short frames (vde_switch
+//! pads to 60 bytes; receivers do not need it), queueing (the I/O layer's job; it reports
+//! queue drops and transmissions back through [`Core::note_tx`] and [`Core::note_drop_queue`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Port number on the switch.
+pub type PortId = u32;
+/// 802.1Q VLAN id, 0..=4094 (0 = the default, untagged LAN).
+pub type Vlan = u16;
+pub type Mac = [u8; 6];
+
+pub const ETH_HDR: usize = 14;
+pub const TPID_8021Q: u16 = 0x8100;
+pub const MAX_VLAN: Vlan = 4094;
+pub const DEFAULT_AGEING_MS: u64 = 300_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    Vde,
+    Native,
+}
+
+impl PortKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PortKind::Vde => "vde",
+            PortKind::Native => "native",
+        }
+    }
+}
+
+/// Per-port counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Output queue full.
+    pub drop_queue: u64,
+    /// Frame larger than this port's largest frame (on output, or an oversized datagram in).
+    pub drop_toobig: u64,
+    /// Received frame shorter than an Ethernet header.
+    pub drop_malformed: u64,
+    /// Received tagged frame for a VLAN this port is not a member of.
+    pub drop_vlan: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Port {
+    pub kind: PortKind,
+    pub description: String,
+    pub max_frame: usize,
+    pub untagged_vlan: Vlan,
+    pub tagged: BTreeSet<Vlan>,
+    pub counters: Counters,
+}
+
+impl Port {
+    pub fn new(kind: PortKind, description: impl Into<String>, max_frame: usize) -> Port {
+        Port {
+            kind,
+            description: description.into(),
+            max_frame,
+            untagged_vlan: 0,
+            tagged: BTreeSet::new(),
+            counters: Counters::default(),
+        }
+    }
+}
+
+/// How a frame leaves towards one port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tagging {
+    /// Unchanged.
+    AsIs,
+    /// Remove the 802.1Q tag.
+    Untag,
+    /// Insert an 802.1Q tag with this VLAN id.
+    Tag(Vlan),
+}
+
+/// One copy of a frame to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Egress {
+    pub port: PortId,
+    pub tagging: Tagging,
+}
+
+/// What happened to a received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Sent to this many ports (0: nobody else in the VLAN, or only too-small ports).
+    Forwarded(usize),
+    Malformed,
+    /// Tagged for a VLAN the ingress port is not a member of.
+    VlanDenied,
+    /// The ingress port does not exist.
+    NoSuchPort,
+}
+
+/// Errors of configuration calls, as the errno a console reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoreError {
+    /// No such port or VLAN (ENXIO / ENOENT style).
+    NoSuchPort,
+    NoSuchVlan,
+    /// VLAN id out of range.
+    InvalidVlan,
+    /// VLAN already exists / port already used.
+    Exists,
+}
+
+impl CoreError {
+    pub fn errno(self) -> i32 {
+        match self {
+            CoreError::NoSuchPort => libc::ENXIO,
+            CoreError::NoSuchVlan => libc::ENOENT,
+            CoreError::InvalidVlan => libc::EINVAL,
+            CoreError::Exists => libc::EEXIST,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub port: PortId,
+    pub last_seen_ms: u64,
+}
+
+/// The switch's state. See the module documentation.
+#[derive(Debug)]
+pub struct Core {
+    ports: BTreeMap<PortId, Port>,
+    vlans: BTreeSet<Vlan>,
+    table: HashMap<(Mac, Vlan), Entry>,
+    pub hub: bool,
+    pub ageing_ms: u64,
+    /// Scratch list of candidate ports (avoids an allocation per frame).
+    scratch: Vec<PortId>,
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        Core::new(false)
+    }
+}
+
+fn is_group(mac: &[u8]) -> bool {
+    mac[0] & 1 != 0
+}
+
+/// The 802.1Q VLAN id of a tagged frame, `None` if untagged. Needs `frame.len() >= 14`.
+fn tag_of(frame: &[u8]) -> Option<Vlan> {
+    if u16::from_be_bytes([frame[12], frame[13]]) == TPID_8021Q && frame.len() >= 16 {
+        Some(u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff)
+    } else {
+        None
+    }
+}
+
+impl Core {
+    pub fn new(hub: bool) -> Core {
+        Core {
+            ports: BTreeMap::new(),
+            vlans: BTreeSet::from([0]),
+            table: HashMap::new(),
+            hub,
+            ageing_ms: DEFAULT_AGEING_MS,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn add_port(&mut self, id: PortId, port: Port) -> Result<(), CoreError> {
+        if self.ports.contains_key(&id) {
+            return Err(CoreError::Exists);
+        }
+        self.ports.insert(id, port);
+        Ok(())
+    }
+
+    /// Remove a port and forget every address learned on it.
+    pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
+        self.table.retain(|_, e| e.port != id);
+        self.ports.remove(&id)
+    }
+
+    pub fn port(&self, id: PortId) -> Option<&Port> {
+        self.ports.get(&id)
+    }
+
+    pub fn port_mut(&mut self, id: PortId) -> Option<&mut Port> {
+        self.ports.get_mut(&id)
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = (PortId, &Port)> {
+        self.ports.iter().map(|(k, v)| (*k, v))
+    }
+
+    pub fn has_port(&self, id: PortId) -> bool {
+        self.ports.contains_key(&id)
+    }
+
+    pub fn vlans(&self) -> impl Iterator<Item = Vlan> + '_ {
+        self.vlans.iter().copied()
+    }
+
+    pub fn create_vlan(&mut self, v: Vlan) -> Result<(), CoreError> {
+        if v == 0 || v > MAX_VLAN {
+            return Err(CoreError::InvalidVlan);
+        }
+        if !self.vlans.insert(v) {
+            return Err(CoreError::Exists);
+        }
+        Ok(())
+    }
+
+    /// Make `port` a tagged member of `v`.
+    pub fn vlan_add_port(&mut self, v: Vlan, port: PortId) -> Result<(), CoreError> {
+        if v > MAX_VLAN {
+            return Err(CoreError::InvalidVlan);
+        }
+        if !self.vlans.contains(&v) {
+            return Err(CoreError::NoSuchVlan);
+        }
+        let p = self.ports.get_mut(&port).ok_or(CoreError::NoSuchPort)?;
+        if p.untagged_vlan == v || !p.tagged.insert(v) {
+            return Err(CoreError::Exists);
+        }
+        Ok(())
+    }
+
+    /// Set the untagged VLAN of `port`.
+    pub fn set_port_vlan(&mut self, port: PortId, v: Vlan) -> Result<(), CoreError> {
+        if v > MAX_VLAN {
+            return Err(CoreError::InvalidVlan);
+        }
+        if !self.vlans.contains(&v) {
+            return Err(CoreError::NoSuchVlan);
+        }
+        let p = self.ports.get_mut(&port).ok_or(CoreError::NoSuchPort)?;
+        p.tagged.remove(&v);
+        p.untagged_vlan = v;
+        self.table.retain(|_, e| e.port != port);
+        Ok(())
+    }
+
+    pub fn reset_counters(&mut self, port: Option<PortId>) -> Result<(), CoreError> {
+        match port {
+            Some(id) => {
+                self.ports
+                    .get_mut(&id)
+                    .ok_or(CoreError::NoSuchPort)?
+                    .counters = Counters::default();
+            }
+            None => self
+                .ports
+                .values_mut()
+                .for_each(|p| p.counters = Counters::default()),
+        }
+        Ok(())
+    }
+
+    /// The learning table: `(mac, vlan, port, age_ms)`, sorted.
+    pub fn table(&self, now_ms: u64) -> Vec<(Mac, Vlan, PortId, u64)> {
+        let mut v: Vec<_> = self
+            .table
+            .iter()
+            .map(|((m, vl), e)| (*m, *vl, e.port, now_ms.saturating_sub(e.last_seen_ms)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Forget entries older than the ageing time.
+    pub fn expire(&mut self, now_ms: u64) {
+        let age = self.ageing_ms;
+        self.table
+            .retain(|_, e| now_ms.saturating_sub(e.last_seen_ms) <= age);
+    }
+
+    pub fn note_tx(&mut self, port: PortId, bytes: usize) {
+        if let Some(p) = self.ports.get_mut(&port) {
+            p.counters.tx_frames += 1;
+            p.counters.tx_bytes += bytes as u64;
+        }
+    }
+
+    pub fn note_drop_queue(&mut self, port: PortId) {
+        if let Some(p) = self.ports.get_mut(&port) {
+            p.counters.drop_queue += 1;
+        }
+    }
+
+    /// A received datagram was larger than the ingress port's largest frame.
+    pub fn note_rx_oversize(&mut self, port: PortId) {
+        if let Some(p) = self.ports.get_mut(&port) {
+            p.counters.drop_toobig += 1;
+        }
+    }
+
+    /// Decide where a frame received on `ingress` goes; the copies to send are appended to
+    /// `out` (cleared first). Counts rx, malformed, VLAN and too-big drops.
+    pub fn handle_frame(
+        &mut self,
+        ingress: PortId,
+        frame: &[u8],
+        now_ms: u64,
+        out: &mut Vec<Egress>,
+    ) -> Verdict {
+        out.clear();
+        let Some(inp) = self.ports.get_mut(&ingress) else {
+            return Verdict::NoSuchPort;
+        };
+        inp.counters.rx_frames += 1;
+        inp.counters.rx_bytes += frame.len() as u64;
+        if frame.len() < ETH_HDR {
+            inp.counters.drop_malformed += 1;
+            return Verdict::Malformed;
+        }
+        let tag = tag_of(frame);
+        if u16::from_be_bytes([frame[12], frame[13]]) == TPID_8021Q && frame.len() < ETH_HDR + 4 {
+            inp.counters.drop_malformed += 1;
+            return Verdict::Malformed;
+        }
+        let len = frame.len();
+        if self.hub {
+            let mut n = 0;
+            for (id, p) in self.ports.iter_mut() {
+                if *id == ingress {
+                    continue;
+                }
+                if len > p.max_frame {
+                    p.counters.drop_toobig += 1;
+                    continue;
+                }
+                out.push(Egress {
+                    port: *id,
+                    tagging: Tagging::AsIs,
+                });
+                n += 1;
+            }
+            return Verdict::Forwarded(n);
+        }
+        let vlan = match tag {
+            Some(v) => {
+                if !inp.tagged.contains(&v) {
+                    inp.counters.drop_vlan += 1;
+                    return Verdict::VlanDenied;
+                }
+                v
+            }
+            None => inp.untagged_vlan,
+        };
+        let dst: Mac = frame[0..6].try_into().unwrap_or([0xff; 6]);
+        let src: Mac = frame[6..12].try_into().unwrap_or([0xff; 6]);
+        if !is_group(&src) {
+            self.table.insert(
+                (src, vlan),
+                Entry {
+                    port: ingress,
+                    last_seen_ms: now_ms,
+                },
+            );
+        }
+        self.scratch.clear();
+        let known = if is_group(&dst) {
+            None
+        } else {
+            match self.table.get(&(dst, vlan)) {
+                Some(e) if now_ms.saturating_sub(e.last_seen_ms) <= self.ageing_ms => Some(e.port),
+                Some(_) => {
+                    self.table.remove(&(dst, vlan));
+                    None
+                }
+                None => None,
+            }
+        };
+        match known {
+            Some(p) if p == ingress => return Verdict::Forwarded(0),
+            Some(p) => self.scratch.push(p),
+            None => self
+                .scratch
+                .extend(self.ports.keys().copied().filter(|p| *p != ingress)),
+        }
+        let mut n = 0;
+        for id in self.scratch.iter() {
+            let Some(p) = self.ports.get_mut(id) else {
+                continue;
+            };
+            let tagging = if p.untagged_vlan == vlan {
+                if tag.is_some() {
+                    Tagging::Untag
+                } else {
+                    Tagging::AsIs
+                }
+            } else if p.tagged.contains(&vlan) {
+                if tag.is_some() {
+                    Tagging::AsIs
+                } else {
+                    Tagging::Tag(vlan)
+                }
+            } else {
+                continue;
+            };
+            let out_len = match tagging {
+                Tagging::AsIs => len,
+                Tagging::Untag => len - 4,
+                Tagging::Tag(_) => len + 4,
+            };
+            if out_len > p.max_frame {
+                p.counters.drop_toobig += 1;
+                continue;
+            }
+            out.push(Egress { port: *id, tagging });
+            n += 1;
+        }
+        Verdict::Forwarded(n)
+    }
+}
+
+/// The bytes to send for `frame` with `tagging`; `buf` is scratch space for re-tagged copies.
+/// `frame` must have passed [`Core::handle_frame`] (at least 14 bytes, 18 if tagged).
+pub fn render<'a>(frame: &'a [u8], tagging: Tagging, buf: &'a mut Vec<u8>) -> &'a [u8] {
+    match tagging {
+        Tagging::AsIs => frame,
+        Tagging::Untag if frame.len() >= ETH_HDR + 4 => {
+            buf.clear();
+            buf.extend_from_slice(&frame[..12]);
+            buf.extend_from_slice(&frame[16..]);
+            buf
+        }
+        Tagging::Untag => frame,
+        Tagging::Tag(v) if frame.len() >= 12 => {
+            buf.clear();
+            buf.extend_from_slice(&frame[..12]);
+            buf.extend_from_slice(&TPID_8021Q.to_be_bytes());
+            buf.extend_from_slice(&(v & 0x0fff).to_be_bytes());
+            buf.extend_from_slice(&frame[12..]);
+            buf
+        }
+        Tagging::Tag(_) => frame,
+    }
+}
+
+/// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn mac_str(m: &Mac) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Mac = [0x02, 0, 0, 0, 0, 0xa];
+    const B: Mac = [0x02, 0, 0, 0, 0, 0xb];
+    const C: Mac = [0x02, 0, 0, 0, 0, 0xc];
+    const BCAST: Mac = [0xff; 6];
+
+    fn frame(dst: Mac, src: Mac) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[0u8; 46]);
+        f
+    }
+
+    fn tagged(dst: Mac, src: Mac, v: Vlan) -> Vec<u8> {
+        let mut b = Vec::new();
+        render(&frame(dst, src), Tagging::Tag(v), &mut b).to_vec()
+    }
+
+    fn core3() -> Core {
+        let mut c = Core::new(false);
+        for i in 1..=3 {
+            c.add_port(i, Port::new(PortKind::Native, format!("p{i}"), 1518))
+                .unwrap();
+        }
+        c
+    }
+
+    fn ports(out: &[Egress]) -> Vec<PortId> {
+        out.iter().map(|e| e.port).collect()
+    }
+
+    #[test]
+    fn unknown_is_flooded_then_learned_unicast_goes_to_one_port() {
+        let mut c = core3();
+        let mut out = Vec::new();
+        assert_eq!(
+            c.handle_frame(1, &frame(B, A), 0, &mut out),
+            Verdict::Forwarded(2)
+        );
+        assert_eq!(ports(&out), vec![2, 3]);
+        // B answers: A is known, so only port 1.
+        c.handle_frame(2, &frame(A, B), 1, &mut out);
+        assert_eq!(ports(&out), vec![1]);
+        // Now B is known too.
+        c.handle_frame(1, &frame(B, A), 2, &mut out);
+        assert_eq!(ports(&out), vec![2]);
+        assert_eq!(c.port(1).unwrap().counters.rx_frames, 2);
+    }
+
+    #[test]
+    fn broadcast_floods_and_never_returns_to_ingress() {
+        let mut c = core3();
+        let mut out = Vec::new();
+        c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
+        assert_eq!(ports(&out), vec![1, 3]);
+        // Multicast source is not learned.
+        c.handle_frame(2, &frame(A, [0x33, 0x33, 0, 0, 0, 1]), 0, &mut out);
+        assert_eq!(c.table(0).len(), 1);
+        // A frame to a MAC learned on the ingress port goes nowhere.
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        c.handle_frame(2, &frame(A, B), 0, &mut out);
+        assert_eq!(ports(&out), vec![1]);
+        c.handle_frame(1, &frame(A, C), 0, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn entries_age_out() {
+        let mut c = core3();
+        c.ageing_ms = 1000;
+        let mut out = Vec::new();
+        c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
+        c.handle_frame(1, &frame(B, A), 500, &mut out);
+        assert_eq!(ports(&out), vec![2]);
+        c.handle_frame(1, &frame(B, A), 1501, &mut out);
+        assert_eq!(ports(&out), vec![2, 3], "expired entry floods again");
+        c.expire(10_000);
+        assert!(c.table(10_000).is_empty());
+    }
+
+    #[test]
+    fn mac_moves_and_port_removal_forgets() {
+        let mut c = core3();
+        let mut out = Vec::new();
+        c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
+        c.handle_frame(3, &frame(BCAST, B), 0, &mut out);
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert_eq!(ports(&out), vec![3]);
+        c.remove_port(3);
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert_eq!(ports(&out), vec![2]);
+    }
+
+    #[test]
+    fn short_frames_are_malformed() {
+        let mut c = core3();
+        let mut out = Vec::new();
+        assert_eq!(
+            c.handle_frame(1, &[0u8; 13], 0, &mut out),
+            Verdict::Malformed
+        );
+        let mut t = frame(BCAST, A)[..14].to_vec();
+        t[12] = 0x81;
+        t[13] = 0x00;
+        assert_eq!(c.handle_frame(1, &t, 0, &mut out), Verdict::Malformed);
+        assert_eq!(c.port(1).unwrap().counters.drop_malformed, 2);
+        assert_eq!(c.handle_frame(9, &t, 0, &mut out), Verdict::NoSuchPort);
+    }
+
+    #[test]
+    fn too_big_for_destination_is_counted() {
+        let mut c = core3();
+        c.port_mut(1).unwrap().max_frame = 9000;
+        c.port_mut(3).unwrap().max_frame = 9000;
+        let mut big = frame(BCAST, A);
+        big.resize(4000, 0);
+        let mut out = Vec::new();
+        c.handle_frame(1, &big, 0, &mut out);
+        assert_eq!(ports(&out), vec![3]);
+        assert_eq!(c.port(2).unwrap().counters.drop_toobig, 1);
+    }
+
+    #[test]
+    fn vlans_separate_and_tag() {
+        let mut c = core3();
+        let mut out = Vec::new();
+        c.create_vlan(10).unwrap();
+        assert_eq!(c.create_vlan(10), Err(CoreError::Exists));
+        assert_eq!(c.set_port_vlan(2, 11), Err(CoreError::NoSuchVlan));
+        c.set_port_vlan(2, 10).unwrap();
+        // Port 1 (VLAN 0) and port 2 (VLAN 10) do not see each other.
+        c.handle_frame(1, &frame(BCAST, A), 0, &mut out);
+        assert_eq!(ports(&out), vec![3]);
+        // Port 3 becomes a trunk for VLAN 10: port 2's untagged frames reach it tagged.
+        c.vlan_add_port(10, 3).unwrap();
+        c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
+        assert_eq!(
+            out,
+            vec![Egress {
+                port: 3,
+                tagging: Tagging::Tag(10)
+            }]
+        );
+        // Tagged frames from port 3 reach port 2 untagged, and port 1 not at all.
+        let t = tagged(BCAST, C, 10);
+        c.handle_frame(3, &t, 0, &mut out);
+        assert_eq!(
+            out,
+            vec![Egress {
+                port: 2,
+                tagging: Tagging::Untag
+            }]
+        );
+        let mut buf = Vec::new();
+        assert_eq!(render(&t, Tagging::Untag, &mut buf), &frame(BCAST, C)[..]);
+        // Tagged frames for a VLAN the port is not in are dropped.
+        assert_eq!(
+            c.handle_frame(1, &tagged(BCAST, A, 10), 0, &mut out),
+            Verdict::VlanDenied
+        );
+        assert_eq!(c.port(1).unwrap().counters.drop_vlan, 1);
+    }
+
+    #[test]
+    fn hub_floods_everything() {
+        let mut c = core3();
+        c.hub = true;
+        let mut out = Vec::new();
+        c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert_eq!(ports(&out), vec![2, 3]);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut c = core3();
+        c.create_vlan(5).unwrap();
+        c.vlan_add_port(5, 2).unwrap();
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        let mut x: u64 = 0x1234_5678;
+        for len in 0..200usize {
+            let f: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            for ing in 0..5 {
+                c.handle_frame(ing, &f, len as u64, &mut out);
+                for e in &out {
+                    assert_ne!(e.port, ing);
+                    let _ = render(&f, e.tagging, &mut buf);
+                }
+            }
+        }
+    }
+}

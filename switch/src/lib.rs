@@ -1,0 +1,28 @@
+//! `ioth-switch`: an unprivileged learning Ethernet switch whose directory is a classic VDE v3
+//! switch directory (Debian's `vde_plug`, QEMU and other `vde_switch` clients plug in), plus
+//! ioth's faster native port type.
+//!
+//! * [`core`]: the pure switching logic (learning, flooding, VLANs, counters); no I/O.
+//! * [`pcap`]: classic pcap capture files.
+//! * [`mgmt`]: the vde_switch-style text console (command interpreter, line splitting).
+//! * [`server`]: the directory, the sockets and the epoll loop.
+//! * [`os`]: fork/setsid/signalfd, the few process calls `ioth_common::sys` lacks.
+//!
+//! The binary (`main.rs`) is the command line: run a switch, or `ctl` to talk to one.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod core;
+pub mod mgmt;
+pub mod os;
+pub mod pcap;
+pub mod server;
+
+/// Removes a file when dropped (unless forgotten).
+pub(crate) struct Unlink(pub std::path::PathBuf);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

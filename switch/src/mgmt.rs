@@ -1,0 +1,373 @@
+//! The management console, vde_switch style: a text protocol on `DIR/mgmt`.
+//!
+//! On connect the switch prints a banner and the prompt `vde$ `. One command per line. A
+//! command with output answers `0000 DATA END WITH '.'`, the lines, a lone `.`, then
+//! `1000 Success`; a failure answers `1NNN <strerror>` (NNN = errno). Empty lines and `#`
+//! comments are ignored. This module only interprets lines (pure, over [`Core`]); the
+//! event loop moves the bytes.
+
+use crate::core::{Core, CoreError, PortId, Vlan, mac_str};
+use ioth_common::sys::Errno;
+
+pub const BANNER: &str = concat!(
+    "ioth-switch ",
+    env!("CARGO_PKG_VERSION"),
+    " (VDE v3 compatible switch)\n",
+    "Type 'help' for the list of commands.\n"
+);
+pub const PROMPT: &str = "\nvde$ ";
+/// Longest accepted command line.
+pub const MAX_LINE: usize = 1024;
+
+/// What the connection should do after the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Logout,
+    Shutdown,
+}
+
+/// Facts about the running switch that only the I/O layer knows.
+#[derive(Clone, Debug, Default)]
+pub struct Info {
+    pub dir: String,
+    pub numports: u32,
+    pub pcap: Option<String>,
+    pub queue_limit: usize,
+    pub now_ms: u64,
+    pub uptime_s: u64,
+}
+
+const HELP: &[(&str, &str, &str)] = &[
+    ("help", "", "this list"),
+    ("showinfo", "", "show switch version and info"),
+    ("logout", "", "close this console"),
+    ("shutdown", "", "stop the switch"),
+    ("port/print", "[N]", "print port(s) in use and counters"),
+    ("port/allprint", "", "print every port in use, with details"),
+    ("port/setvlan", "N VLAN", "set the untagged VLAN of port N"),
+    (
+        "port/resetcounter",
+        "[N]",
+        "reset the counters of port N (all ports)",
+    ),
+    ("vlan/create", "N", "create VLAN N (1..4094)"),
+    (
+        "vlan/addport",
+        "N PORT",
+        "make PORT a tagged member of VLAN N",
+    ),
+    ("vlan/print", "", "list VLANs and their ports"),
+    ("hash/print", "", "print the MAC learning table"),
+    (
+        "hash/setexpire",
+        "SECS",
+        "set the ageing time of learned addresses",
+    ),
+];
+
+/// An answer: the bytes to send (without the prompt) and what to do next.
+#[derive(Debug)]
+pub struct Answer {
+    pub text: String,
+    pub action: Action,
+}
+
+fn ok_data(lines: Vec<String>) -> Result<Vec<String>, Errno> {
+    Ok(lines)
+}
+
+fn core_err(e: CoreError) -> Errno {
+    Errno(e.errno())
+}
+
+fn parse_num<T: std::str::FromStr>(s: Option<&str>) -> Result<T, Errno> {
+    s.ok_or(Errno::EINVAL)?.parse().map_err(|_| Errno::EINVAL)
+}
+
+/// The error line for `e`.
+pub fn error_line(e: Errno) -> String {
+    format!("1{:03} {}\n", e.0.clamp(0, 999), e)
+}
+
+/// Execute one command line.
+pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Answer {
+            text: String::new(),
+            action: Action::Continue,
+        };
+    }
+    let mut words = line.split_whitespace();
+    let cmd = words.next().unwrap_or("");
+    let args: Vec<&str> = words.collect();
+    let mut action = Action::Continue;
+    let r: Result<Vec<String>, Errno> = match cmd {
+        "help" => ok_data(
+            HELP.iter()
+                .map(|(c, a, d)| format!("{:<20} {:<8} {}", c, a, d))
+                .collect(),
+        ),
+        "showinfo" => ok_data(vec![
+            format!("ioth-switch version {}", env!("CARGO_PKG_VERSION")),
+            format!("sock dir {}", info.dir),
+            format!("numports {} in use {}", info.numports, core.ports().count()),
+            format!("hub mode {}", if core.hub { "on" } else { "off" }),
+            format!("ageing {} s", core.ageing_ms / 1000),
+            format!("output queue limit {} bytes per port", info.queue_limit),
+            format!("pcap {}", info.pcap.as_deref().unwrap_or("off")),
+            format!("uptime {} s", info.uptime_s),
+        ]),
+        "logout" => {
+            action = Action::Logout;
+            Ok(Vec::new())
+        }
+        "shutdown" => {
+            action = Action::Shutdown;
+            Ok(Vec::new())
+        }
+        "port/print" | "port/allprint" => port_print(core, &args, cmd == "port/allprint"),
+        "port/setvlan" => (|| {
+            let p: PortId = parse_num(args.first().copied())?;
+            let v: Vlan = parse_num(args.get(1).copied())?;
+            core.set_port_vlan(p, v).map_err(core_err)?;
+            Ok(Vec::new())
+        })(),
+        "port/resetcounter" => (|| {
+            let p = match args.first() {
+                Some(s) => Some(parse_num::<PortId>(Some(s))?),
+                None => None,
+            };
+            core.reset_counters(p).map_err(core_err)?;
+            Ok(Vec::new())
+        })(),
+        "vlan/create" => (|| {
+            let v: Vlan = parse_num(args.first().copied())?;
+            core.create_vlan(v).map_err(core_err)?;
+            Ok(Vec::new())
+        })(),
+        "vlan/addport" => (|| {
+            let v: Vlan = parse_num(args.first().copied())?;
+            let p: PortId = parse_num(args.get(1).copied())?;
+            core.vlan_add_port(v, p).map_err(core_err)?;
+            Ok(Vec::new())
+        })(),
+        "vlan/print" => {
+            let vlans: Vec<Vlan> = core.vlans().collect();
+            ok_data(
+                vlans
+                    .into_iter()
+                    .map(|v| {
+                        let untagged: Vec<String> = core
+                            .ports()
+                            .filter(|(_, p)| p.untagged_vlan == v)
+                            .map(|(id, _)| id.to_string())
+                            .collect();
+                        let tagged: Vec<String> = core
+                            .ports()
+                            .filter(|(_, p)| p.tagged.contains(&v))
+                            .map(|(id, _)| id.to_string())
+                            .collect();
+                        format!(
+                            "VLAN {v:04} untagged [{}] tagged [{}]",
+                            untagged.join(" "),
+                            tagged.join(" ")
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        "hash/print" => ok_data(
+            core.table(info.now_ms)
+                .into_iter()
+                .map(|(m, v, p, age)| {
+                    format!(
+                        "Hash: {:04} Addr: {} VLAN {v:04} to port: {p:03} age {} secs",
+                        0,
+                        mac_str(&m),
+                        age / 1000
+                    )
+                })
+                .collect(),
+        ),
+        "hash/setexpire" => (|| {
+            let s: u64 = parse_num(args.first().copied())?;
+            if s == 0 || s > 86_400 * 365 {
+                return Err(Errno::EINVAL);
+            }
+            core.ageing_ms = s * 1000;
+            Ok(Vec::new())
+        })(),
+        _ => Err(Errno(libc::ENOSYS)),
+    };
+    let text = match r {
+        Ok(lines) if lines.is_empty() => "1000 Success\n".to_string(),
+        Ok(lines) => {
+            let mut t = String::from("0000 DATA END WITH '.'\n");
+            for l in lines {
+                t.push_str(&l);
+                t.push('\n');
+            }
+            t.push_str(".\n1000 Success\n");
+            t
+        }
+        Err(e) => {
+            action = Action::Continue;
+            error_line(e)
+        }
+    };
+    Answer { text, action }
+}
+
+fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Errno> {
+    let only: Option<PortId> = match args.first() {
+        Some(s) => Some(parse_num(Some(s))?),
+        None => None,
+    };
+    if let Some(p) = only
+        && !core.has_port(p)
+    {
+        return Err(Errno(libc::ENXIO));
+    }
+    let mut out = Vec::new();
+    for (id, p) in core.ports() {
+        if only.is_some_and(|o| o != id) {
+            continue;
+        }
+        let c = &p.counters;
+        out.push(format!(
+            "Port {id:04} kind={} untagged_vlan={:04} max_frame={} ACTIVE - {}",
+            p.kind.name(),
+            p.untagged_vlan,
+            p.max_frame,
+            p.description
+        ));
+        out.push(format!(" IN:  pkts {} bytes {}", c.rx_frames, c.rx_bytes));
+        out.push(format!(" OUT: pkts {} bytes {}", c.tx_frames, c.tx_bytes));
+        out.push(format!(
+            " DROP: queue {} toobig {} malformed {} vlan {}",
+            c.drop_queue, c.drop_toobig, c.drop_malformed, c.drop_vlan
+        ));
+        if all {
+            let tagged: Vec<String> = p.tagged.iter().map(|v| v.to_string()).collect();
+            out.push(format!(" tagged VLANs [{}]", tagged.join(" ")));
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a byte stream into command lines, rejecting over-long ones.
+#[derive(Debug, Default)]
+pub struct LineBuf {
+    buf: Vec<u8>,
+    overlong: bool,
+}
+
+/// One line out of [`LineBuf`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Text(String),
+    TooLong,
+}
+
+impl LineBuf {
+    /// Feed received bytes; complete lines are appended to `out`.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Line>) {
+        for &b in bytes {
+            if b == b'\n' {
+                if self.overlong {
+                    out.push(Line::TooLong);
+                } else {
+                    let s = String::from_utf8_lossy(&self.buf);
+                    out.push(Line::Text(s.trim_end_matches('\r').to_string()));
+                }
+                self.buf.clear();
+                self.overlong = false;
+            } else if self.buf.len() >= MAX_LINE {
+                self.overlong = true;
+            } else {
+                self.buf.push(b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Port, PortKind};
+
+    fn info() -> Info {
+        Info {
+            dir: "/tmp/x".into(),
+            numports: 64,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn commands_answer_in_vde_format() {
+        let mut c = Core::new(false);
+        c.add_port(1, Port::new(PortKind::Native, "hello", 65536))
+            .unwrap();
+        let a = execute(&mut c, &info(), "port/print");
+        assert!(
+            a.text
+                .starts_with("0000 DATA END WITH '.'\nPort 0001 kind=native")
+        );
+        assert!(a.text.ends_with("\n.\n1000 Success\n"));
+        assert_eq!(
+            execute(&mut c, &info(), "vlan/create 7").text,
+            "1000 Success\n"
+        );
+        assert_eq!(
+            execute(&mut c, &info(), "vlan/create 7").text,
+            "1017 File exists\n"
+        );
+        assert_eq!(
+            execute(&mut c, &info(), "port/setvlan 1 7").text,
+            "1000 Success\n"
+        );
+        assert_eq!(c.port(1).unwrap().untagged_vlan, 7);
+        assert!(
+            execute(&mut c, &info(), "bogus/cmd x")
+                .text
+                .starts_with("1038 ")
+        );
+        assert!(
+            execute(&mut c, &info(), "vlan/create")
+                .text
+                .starts_with("1022 ")
+        );
+        assert!(
+            execute(&mut c, &info(), "port/print 9")
+                .text
+                .starts_with("1006 ")
+        );
+        assert_eq!(
+            execute(&mut c, &info(), "shutdown").action,
+            Action::Shutdown
+        );
+        assert_eq!(execute(&mut c, &info(), "").text, "");
+    }
+
+    #[test]
+    fn line_splitting_and_overlong() {
+        let mut lb = LineBuf::default();
+        let mut out = Vec::new();
+        lb.feed(b"help\r\nshow", &mut out);
+        lb.feed(b"info\n", &mut out);
+        lb.feed(&vec![b'x'; 5000], &mut out);
+        lb.feed(b"\nhelp\n", &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Line::Text("help".into()),
+                Line::Text("showinfo".into()),
+                Line::TooLong,
+                Line::Text("help".into())
+            ]
+        );
+    }
+}

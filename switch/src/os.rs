@@ -1,0 +1,67 @@
+//! The few process-level system calls `ioth_common::sys` does not wrap: fork, setsid, stdio
+//! redirection and a signalfd for SIGTERM/SIGINT. Each `unsafe` block says why it is sound.
+//! Nothing here is used on the frame path.
+
+use ioth_common::sys::{Errno, Fd};
+use std::os::fd::RawFd;
+
+fn check(r: libc::c_int) -> Result<libc::c_int, Errno> {
+    if r < 0 { Err(Errno::last()) } else { Ok(r) }
+}
+
+/// `fork()`: `Ok(0)` in the child, the child's pid in the parent. Only call it while the
+/// process has a single thread.
+pub fn fork() -> Result<libc::pid_t, Errno> {
+    // SAFETY: fork has no memory-safety preconditions; the callers are single-threaded, so the
+    // child does not inherit locks held by other threads.
+    let r = unsafe { libc::fork() };
+    if r < 0 { Err(Errno::last()) } else { Ok(r) }
+}
+
+pub fn setsid() -> Result<(), Errno> {
+    // SAFETY: no arguments.
+    check(unsafe { libc::setsid() }).map(drop)
+}
+
+/// Point stdin, stdout and stderr at `/dev/null`.
+pub fn stdio_to_devnull() -> Result<(), Errno> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    use std::os::fd::AsRawFd;
+    for target in 0..3 {
+        // SAFETY: dup2 on two valid descriptors; the targets are the standard streams, which
+        // this process owns.
+        check(unsafe { libc::dup2(f.as_raw_fd(), target) })?;
+    }
+    Ok(())
+}
+
+/// Block SIGTERM, SIGINT and SIGHUP and return a non-blocking signalfd that reports them.
+pub fn termination_signalfd() -> Result<Fd, Errno> {
+    // SAFETY: sigset_t is plain old data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+    }
+    // SAFETY: set is valid; the old mask is not wanted (null).
+    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
+    // SAFETY: -1 asks for a new signalfd; set is valid.
+    let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
+    Ok(Fd::from_raw(fd))
+}
+
+/// Read one pending signal number from a signalfd (`None` if there is none).
+pub fn read_signal(fd: RawFd) -> Option<u32> {
+    let mut buf = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    match ioth_common::sys::read(fd, &mut buf) {
+        Ok(n) if n == buf.len() => Some(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]])),
+        _ => None,
+    }
+}

@@ -1,0 +1,964 @@
+//! The switch's I/O layer: the switch directory, its listeners, the ports' sockets and one
+//! epoll loop driving [`crate::core::Core`].
+//!
+//! Directory layout (`DIR`):
+//! * `DIR/ctl`: classic VDE v3 control listener (`SOCK_STREAM`). Per client: one read of at
+//!   most 256 bytes, [`VdeRequest::parse`], a new non-blocking `SOCK_DGRAM` socket connected
+//!   to the client's and bound to `DIR/NNN.FD`, the 110-byte `sockaddr_un` as the reply.
+//!   EOF on the control connection removes the port and unlinks its data socket.
+//! * `DIR/native`: ioth's native ports (`SOCK_SEQPACKET`): [`NativeHello`] in,
+//!   [`NativeWelcome`] out, then one frame per message; EOF removes the port.
+//! * `DIR/mgmt`: the text console ([`crate::mgmt`]).
+//!
+//! Every port has a bounded output queue (bytes): frames go to the kernel directly while it
+//! takes them, are queued on `EAGAIN` and flushed on `EPOLLOUT`; a full queue drops and counts.
+//! A port whose peer never reads therefore only loses its own frames. Each wakeup reads at
+//! most [`BATCH`] frames from a port (level-triggered epoll brings the rest back), so a busy
+//! port cannot starve the others.
+//!
+//! Clients that connect and never speak are closed after [`HANDSHAKE_TIMEOUT`]; nothing a
+//! client sends can block or stop the loop.
+
+use crate::core::{self, Core, Egress, Port, PortId, PortKind};
+use crate::mgmt::{self, Action, Line, LineBuf};
+use crate::pcap::PcapWriter;
+use ioth_common::sys::{self, Errno, Fd, UnixAddr};
+use ioth_common::vde::{self, NativeHello, NativeWelcome, VdeRequest};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Frames read from one port per wakeup.
+pub const BATCH: usize = 64;
+/// Socket buffers asked for on data sockets.
+pub const SOCKBUF: i32 = 4 << 20;
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const TICK_MS: i32 = 200;
+const MAX_MGMT_CONNS: usize = 32;
+const MAX_MGMT_OUT: usize = 1 << 20;
+const MAX_PENDING: usize = 256;
+
+/// How the switch was asked to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub dir: PathBuf,
+    /// Mode of the sockets.
+    pub mode: u32,
+    /// Mode of the directory (applied when created, or always when given explicitly).
+    pub dirmode: u32,
+    pub dirmode_explicit: bool,
+    pub group: Option<u32>,
+    pub pcap: Option<PathBuf>,
+    pub numports: u32,
+    pub hub: bool,
+    pub queue: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    CtlListen,
+    NativeListen,
+    MgmtListen,
+    Signal,
+    Pending,
+    Mgmt,
+    PortCtl(PortId),
+    PortData(PortId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PendingKind {
+    Vde,
+    Native,
+}
+
+struct Pending {
+    fd: Fd,
+    kind: PendingKind,
+    deadline: Instant,
+}
+
+struct PortIo {
+    data: Fd,
+    data_token: u64,
+    ctl: Option<(Fd, u64)>,
+    path: Option<PathBuf>,
+    queue: VecDeque<Vec<u8>>,
+    qbytes: usize,
+    want_out: bool,
+}
+
+struct MgmtConn {
+    fd: Fd,
+    lines: LineBuf,
+    out: Vec<u8>,
+    want_out: bool,
+    close_after_flush: bool,
+}
+
+/// A bound switch, ready to run.
+pub struct Server {
+    cfg: Config,
+    ep: Fd,
+    listeners: Vec<(Fd, PathBuf)>,
+    signal: Option<Fd>,
+    core: Core,
+    ports: HashMap<PortId, PortIo>,
+    sources: HashMap<u64, Source>,
+    next_token: u64,
+    pending: HashMap<u64, Pending>,
+    mgmts: HashMap<u64, MgmtConn>,
+    pcap: Option<PcapWriter<std::fs::File>>,
+    start: Instant,
+    rxbuf: Vec<u8>,
+    egress: Vec<Egress>,
+    scratch: Vec<u8>,
+    running: bool,
+}
+
+fn set_mode(path: &Path, mode: u32, group: Option<u32>) -> Result<(), String> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {:o} {}: {e}", mode, path.display()))?;
+    if let Some(g) = group {
+        std::os::unix::fs::chown(path, None, Some(g))
+            .map_err(|e| format!("chgrp {g} {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Resolve a group given by name or number (names from `/etc/group`).
+pub fn resolve_group(g: &str) -> Result<u32, String> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(n);
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    for line in groups.lines() {
+        let mut f = line.split(':');
+        if f.next() == Some(g)
+            && let Some(gid) = f.nth(1).and_then(|s| s.parse().ok())
+        {
+            return Ok(gid);
+        }
+    }
+    Err(format!("unknown group {g}"))
+}
+
+/// Set both socket buffers, forcing past the sysctl limits when allowed.
+fn big_buffers(fd: RawFd) {
+    for (force, plain) in [
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+    ] {
+        if sys::setsockopt_int(fd, libc::SOL_SOCKET, force, SOCKBUF).is_err() {
+            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, plain, SOCKBUF);
+        }
+    }
+}
+
+/// Probe a socket path left by an earlier switch: `Ok(())` if it is free (removed if stale).
+fn clear_stale(path: &Path, ty: i32, dir: &Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    let s = sys::socket(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0)
+        .map_err(|e| format!("socket: {e}"))?;
+    match sys::retry(|| sys::connect_unix(s.raw(), &UnixAddr::path(path))) {
+        Ok(()) => Err(format!("a switch is already running on {}", dir.display())),
+        Err(e) if e == Errno::ECONNREFUSED || e == Errno::ENOENT => {
+            let _ = std::fs::remove_file(path);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "{} exists and is not a usable socket ({e}); remove it or pick another directory",
+            path.display()
+        )),
+    }
+}
+
+fn listen_on(path: &Path, ty: i32, cfg: &Config) -> Result<Fd, String> {
+    let fd = sys::socket(
+        libc::AF_UNIX,
+        ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    sys::bind_unix(fd.raw(), &UnixAddr::path(path))
+        .map_err(|e| format!("bind {}: {e}", path.display()))?;
+    set_mode(path, cfg.mode, cfg.group)?;
+    sys::listen(fd.raw(), 128).map_err(|e| format!("listen {}: {e}", path.display()))?;
+    Ok(fd)
+}
+
+impl Server {
+    /// Create the directory and bind every listener. After this returns, clients can connect
+    /// (the kernel queues them until [`Server::run`] accepts).
+    pub fn bind(cfg: Config) -> Result<Server, String> {
+        let dir = &cfg.dir;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+            set_mode(dir, cfg.dirmode, cfg.group)?;
+        } else if !dir.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
+        } else if cfg.dirmode_explicit {
+            set_mode(dir, cfg.dirmode, cfg.group)?;
+        }
+        let ctl = dir.join("ctl");
+        let native = dir.join("native");
+        let mgmt = dir.join("mgmt");
+        clear_stale(&ctl, libc::SOCK_STREAM, dir)?;
+        clear_stale(&native, libc::SOCK_SEQPACKET, dir)?;
+        clear_stale(&mgmt, libc::SOCK_STREAM, dir)?;
+        // Data sockets a crashed switch left behind ("NNN.FD").
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                if let Some((a, b)) = n.split_once('.')
+                    && a.len() == 3
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && !b.is_empty()
+                    && b.bytes().all(|c| c.is_ascii_digit())
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let pcap = match &cfg.pcap {
+            Some(p) => {
+                let f = std::fs::File::create(p)
+                    .map_err(|e| format!("pcap file {}: {e}", p.display()))?;
+                Some(PcapWriter::new(f).map_err(|e| format!("pcap file {}: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        let ep = sys::epoll_create().map_err(|e| format!("epoll: {e}"))?;
+        let mut s = Server {
+            core: Core::new(cfg.hub),
+            cfg: cfg.clone(),
+            ep,
+            listeners: Vec::new(),
+            signal: None,
+            ports: HashMap::new(),
+            sources: HashMap::new(),
+            next_token: 1,
+            pending: HashMap::new(),
+            mgmts: HashMap::new(),
+            pcap,
+            start: Instant::now(),
+            rxbuf: vec![0u8; vde::NATIVE_MAX_FRAME + 1],
+            egress: Vec::new(),
+            scratch: Vec::new(),
+            running: true,
+        };
+        let mut bound = Vec::new();
+        let r = (|| {
+            for (path, ty, src) in [
+                (&mgmt, libc::SOCK_STREAM, Source::MgmtListen),
+                (&native, libc::SOCK_SEQPACKET, Source::NativeListen),
+                (&ctl, libc::SOCK_STREAM, Source::CtlListen),
+            ] {
+                let fd = listen_on(path, ty, &cfg)?;
+                bound.push(path.clone());
+                s.register(fd.raw(), libc::EPOLLIN as u32, src)
+                    .map_err(|e| format!("epoll: {e}"))?;
+                s.listeners.push((fd, path.clone()));
+            }
+            Ok::<(), String>(())
+        })();
+        if let Err(e) = r {
+            for p in bound {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        Ok(s)
+    }
+
+    /// Handle SIGTERM/SIGINT/SIGHUP through a signalfd (call in the process that runs).
+    pub fn catch_signals(&mut self) -> Result<(), String> {
+        let fd = crate::os::termination_signalfd().map_err(|e| format!("signalfd: {e}"))?;
+        self.register(fd.raw(), libc::EPOLLIN as u32, Source::Signal)
+            .map_err(|e| format!("epoll: {e}"))?;
+        self.signal = Some(fd);
+        Ok(())
+    }
+
+    fn register(&mut self, fd: RawFd, events: u32, src: Source) -> Result<u64, Errno> {
+        let t = self.next_token;
+        self.next_token += 1;
+        sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, fd, events, t)?;
+        self.sources.insert(t, src);
+        Ok(t)
+    }
+
+    fn unregister(&mut self, fd: RawFd, token: u64) {
+        let _ = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+        self.sources.remove(&token);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Run until shutdown (signal or console), then clean up the directory.
+    pub fn run(mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut last_tick = Instant::now();
+        while self.running {
+            let n = match sys::epoll_wait(self.ep.raw(), &mut events, TICK_MS) {
+                Ok(n) => n,
+                Err(e) => {
+                    log::error!("epoll_wait: {e}");
+                    break;
+                }
+            };
+            for ev in events.iter().take(n) {
+                let (token, evs) = (ev.u64, ev.events);
+                let Some(src) = self.sources.get(&token).copied() else {
+                    continue;
+                };
+                self.dispatch(token, src, evs);
+                if !self.running {
+                    break;
+                }
+            }
+            if last_tick.elapsed() >= Duration::from_millis(TICK_MS as u64) {
+                last_tick = Instant::now();
+                self.tick();
+            }
+        }
+        self.cleanup();
+    }
+
+    fn tick(&mut self) {
+        if let Some(p) = &mut self.pcap {
+            p.flush();
+        }
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            log::info!("closing a connection that sent no port request in time");
+            self.drop_pending(t);
+        }
+        let now_ms = self.now_ms();
+        self.core.expire(now_ms);
+    }
+
+    fn cleanup(&mut self) {
+        log::info!("shutting down");
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            self.remove_port(id);
+        }
+        for (_, path) in &self.listeners {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(p) = self.pcap.take() {
+            let _ = p.into_inner();
+        }
+    }
+
+    fn dispatch(&mut self, token: u64, src: Source, evs: u32) {
+        match src {
+            Source::Signal => {
+                if let Some(fd) = &self.signal {
+                    while let Some(sig) = crate::os::read_signal(fd.raw()) {
+                        log::info!("signal {sig}");
+                        self.running = false;
+                    }
+                }
+            }
+            Source::CtlListen | Source::NativeListen => self.accept_port(src),
+            Source::MgmtListen => self.accept_mgmt(),
+            Source::Pending => self.pending_ready(token),
+            Source::Mgmt => self.mgmt_ready(token, evs),
+            Source::PortCtl(id) => self.port_ctl_ready(id),
+            Source::PortData(id) => {
+                if evs & libc::EPOLLOUT as u32 != 0 {
+                    self.flush_port(id);
+                }
+                if evs & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                    self.read_port(id);
+                }
+            }
+        }
+    }
+
+    fn listener(&self, src: Source) -> Option<RawFd> {
+        let name = match src {
+            Source::CtlListen => "ctl",
+            Source::NativeListen => "native",
+            Source::MgmtListen => "mgmt",
+            _ => return None,
+        };
+        self.listeners
+            .iter()
+            .find(|(_, p)| p.file_name().is_some_and(|n| n == name))
+            .map(|(fd, _)| fd.raw())
+    }
+
+    fn accept_port(&mut self, src: Source) {
+        let Some(lfd) = self.listener(src) else {
+            return;
+        };
+        let kind = if src == Source::CtlListen {
+            PendingKind::Vde
+        } else {
+            PendingKind::Native
+        };
+        loop {
+            let fd = match sys::accept(lfd, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+                Ok(fd) => fd,
+                Err(e) if e.is_again() => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            };
+            if self.pending.len() >= MAX_PENDING {
+                log::warn!("too many connections waiting for a handshake; closing one");
+                continue;
+            }
+            let Ok(t) = self.register(fd.raw(), libc::EPOLLIN as u32, Source::Pending) else {
+                continue;
+            };
+            self.pending.insert(
+                t,
+                Pending {
+                    fd,
+                    kind,
+                    deadline: Instant::now() + HANDSHAKE_TIMEOUT,
+                },
+            );
+        }
+    }
+
+    fn drop_pending(&mut self, token: u64) -> Option<Pending> {
+        let p = self.pending.remove(&token)?;
+        self.unregister(p.fd.raw(), token);
+        Some(p)
+    }
+
+    /// Lowest free port ≥ 1, or exactly `want`.
+    fn alloc_port(&self, want: u32, port0: bool) -> Result<PortId, Errno> {
+        if port0 {
+            return if self.core.has_port(0) {
+                Err(Errno::EADDRINUSE)
+            } else {
+                Ok(0)
+            };
+        }
+        if want > 0 {
+            if want > self.cfg.numports {
+                return Err(Errno::EINVAL);
+            }
+            return if self.core.has_port(want) {
+                Err(Errno::EADDRINUSE)
+            } else {
+                Ok(want)
+            };
+        }
+        (1..=self.cfg.numports)
+            .find(|p| !self.core.has_port(*p))
+            .ok_or(Errno(libc::ENOSPC))
+    }
+
+    fn pending_ready(&mut self, token: u64) {
+        let Some(p) = self.drop_pending(token) else {
+            return;
+        };
+        let mut buf = [0u8; vde::REQ_MAX_LEN];
+        match p.kind {
+            PendingKind::Vde => {
+                let n = match sys::retry(|| sys::read(p.fd.raw(), &mut buf)) {
+                    Ok(0) => {
+                        log::info!("VDE client closed before sending a request");
+                        return;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.is_again() => {
+                        // Spurious wakeup: wait again.
+                        self.repend(p);
+                        return;
+                    }
+                    Err(e) => {
+                        log::info!("VDE ctl read: {e}");
+                        return;
+                    }
+                };
+                match VdeRequest::parse(&buf[..n]) {
+                    Ok(req) => {
+                        if let Err(e) = self.setup_vde(p.fd, req) {
+                            log::warn!("VDE port refused: {e}");
+                        }
+                    }
+                    Err(e) => log::warn!("bad VDE request ({n} bytes): {e}; connection closed"),
+                }
+            }
+            PendingKind::Native => {
+                let n = match sys::recv(p.fd.raw(), &mut buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
+                {
+                    Ok(0) => {
+                        log::info!("native client closed before its hello");
+                        return;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.is_again() || e == Errno::EINTR => {
+                        self.repend(p);
+                        return;
+                    }
+                    Err(e) => {
+                        log::info!("native hello read: {e}");
+                        return;
+                    }
+                };
+                if n > buf.len() {
+                    log::warn!("oversized native hello ({n} bytes); connection closed");
+                    return;
+                }
+                match NativeHello::parse(&buf[..n]) {
+                    Ok(h) => {
+                        if let Err(e) = self.setup_native(p.fd, h) {
+                            log::warn!("native port refused: {e}");
+                        }
+                    }
+                    Err(e) => log::warn!("bad native hello: {e}; connection closed"),
+                }
+            }
+        }
+    }
+
+    fn repend(&mut self, p: Pending) {
+        if let Ok(t) = self.register(p.fd.raw(), libc::EPOLLIN as u32, Source::Pending) {
+            self.pending.insert(t, p);
+        }
+    }
+
+    fn setup_vde(&mut self, ctl: Fd, req: VdeRequest) -> Result<(), String> {
+        let id = self
+            .alloc_port(req.port, req.port0)
+            .map_err(|e| format!("port {}: {e}", req.port))?;
+        let data = sys::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+        .map_err(|e| format!("socket: {e}"))?;
+        sys::connect_unix(data.raw(), &req.sock)
+            .map_err(|e| format!("connect to the client's socket {:?}: {e}", req.sock))?;
+        let path = self.cfg.dir.join(format!("{:03}.{}", id, data.raw()));
+        let _ = std::fs::remove_file(&path);
+        sys::bind_unix(data.raw(), &UnixAddr::path(&path))
+            .map_err(|e| format!("bind {}: {e}", path.display()))?;
+        let unlink = crate::Unlink(path.clone());
+        set_mode(&path, self.cfg.mode, self.cfg.group)?;
+        big_buffers(data.raw());
+        let reply = vde::sockaddr_un_bytes(&UnixAddr::path(&path)).map_err(|e| e.to_string())?;
+        match sys::send(ctl.raw(), &reply, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Ok(n) if n == reply.len() => {}
+            Ok(n) => return Err(format!("short reply ({n} bytes)")),
+            Err(e) => return Err(format!("reply: {e}")),
+        }
+        let data_token = self
+            .register(data.raw(), libc::EPOLLIN as u32, Source::PortData(id))
+            .map_err(|e| format!("epoll: {e}"))?;
+        let ctl_token = match self.register(
+            ctl.raw(),
+            (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            Source::PortCtl(id),
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                self.unregister(data.raw(), data_token);
+                return Err(format!("epoll: {e}"));
+            }
+        };
+        std::mem::forget(unlink);
+        log::info!("port {id}: VDE {} ({})", req.description, path.display());
+        let _ = self.core.add_port(
+            id,
+            Port::new(PortKind::Vde, req.description, vde::VDE_MAX_FRAME),
+        );
+        self.ports.insert(
+            id,
+            PortIo {
+                data,
+                data_token,
+                ctl: Some((ctl, ctl_token)),
+                path: Some(path),
+                queue: VecDeque::new(),
+                qbytes: 0,
+                want_out: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn setup_native(&mut self, fd: Fd, h: NativeHello) -> Result<(), String> {
+        let id = self.alloc_port(0, false).map_err(|e| e.to_string())?;
+        let max = (h.max_frame as usize).min(vde::NATIVE_MAX_FRAME);
+        big_buffers(fd.raw());
+        let w = NativeWelcome {
+            port: id,
+            max_frame: max as u32,
+        };
+        match sys::send(
+            fd.raw(),
+            &w.encode(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        ) {
+            Ok(_) => {}
+            Err(e) => return Err(format!("welcome: {e}")),
+        }
+        let data_token = self
+            .register(fd.raw(), libc::EPOLLIN as u32, Source::PortData(id))
+            .map_err(|e| format!("epoll: {e}"))?;
+        log::info!("port {id}: native {} max_frame {max}", h.description);
+        let _ = self
+            .core
+            .add_port(id, Port::new(PortKind::Native, h.description, max));
+        self.ports.insert(
+            id,
+            PortIo {
+                data: fd,
+                data_token,
+                ctl: None,
+                path: None,
+                queue: VecDeque::new(),
+                qbytes: 0,
+                want_out: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn remove_port(&mut self, id: PortId) {
+        let Some(p) = self.ports.remove(&id) else {
+            return;
+        };
+        self.unregister(p.data.raw(), p.data_token);
+        if let Some((ctl, t)) = &p.ctl {
+            self.unregister(ctl.raw(), *t);
+        }
+        if let Some(path) = &p.path {
+            let _ = std::fs::remove_file(path);
+        }
+        self.core.remove_port(id);
+        log::info!("port {id}: removed");
+    }
+
+    fn port_ctl_ready(&mut self, id: PortId) {
+        let Some(fd) = self
+            .ports
+            .get(&id)
+            .and_then(|p| p.ctl.as_ref())
+            .map(|(f, _)| f.raw())
+        else {
+            return;
+        };
+        let mut buf = [0u8; 256];
+        loop {
+            match sys::read(fd, &mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue, // Nothing is expected on it: discard.
+                Err(Errno::EINTR) => continue,
+                Err(e) if e.is_again() => return,
+                Err(_) => break,
+            }
+        }
+        self.remove_port(id);
+    }
+
+    fn read_port(&mut self, id: PortId) {
+        let mut rx = std::mem::take(&mut self.rxbuf);
+        for _ in 0..BATCH {
+            let Some(pio) = self.ports.get(&id) else {
+                break;
+            };
+            let is_native = pio.ctl.is_none();
+            match sys::recv(
+                pio.data.raw(),
+                &mut rx,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            ) {
+                Ok(0) if is_native => {
+                    self.remove_port(id);
+                    break;
+                }
+                Ok(0) => continue, // vde2's libvdeplug says goodbye with an empty datagram.
+                Ok(n) => {
+                    let max = self.core.port(id).map_or(0, |p| p.max_frame);
+                    if n > rx.len() || n > max {
+                        log::debug!("port {id}: oversized frame ({n} bytes) dropped");
+                        self.core.note_rx_oversize(id);
+                        continue;
+                    }
+                    self.forward(id, &rx[..n]);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) if e.is_again() => break,
+                Err(e) => {
+                    if is_native {
+                        log::info!("port {id}: {e}; removed");
+                        self.remove_port(id);
+                    } else {
+                        log::debug!("port {id}: recv: {e}");
+                    }
+                    break;
+                }
+            }
+        }
+        self.rxbuf = rx;
+    }
+
+    fn forward(&mut self, ingress: PortId, frame: &[u8]) {
+        if let Some(p) = &mut self.pcap {
+            p.write_frame(SystemTime::now(), frame);
+        }
+        let now = self.now_ms();
+        let mut egress = std::mem::take(&mut self.egress);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.core.handle_frame(ingress, frame, now, &mut egress);
+        for e in &egress {
+            let bytes = core::render(frame, e.tagging, &mut scratch);
+            self.deliver(e.port, bytes);
+        }
+        self.egress = egress;
+        self.scratch = scratch;
+    }
+
+    fn deliver(&mut self, port: PortId, bytes: &[u8]) {
+        let Some(pio) = self.ports.get_mut(&port) else {
+            return;
+        };
+        if pio.queue.is_empty() {
+            match sys::send(
+                pio.data.raw(),
+                bytes,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ) {
+                Ok(_) => {
+                    self.core.note_tx(port, bytes.len());
+                    return;
+                }
+                Err(e) if e.is_again() || e.0 == libc::ENOBUFS => {}
+                Err(e) => {
+                    log::debug!("port {port}: send: {e}");
+                    return;
+                }
+            }
+        }
+        if pio.qbytes + bytes.len() > self.cfg.queue {
+            self.core.note_drop_queue(port);
+            return;
+        }
+        pio.qbytes += bytes.len();
+        pio.queue.push_back(bytes.to_vec());
+        if !pio.want_out {
+            pio.want_out = true;
+            let _ = sys::epoll_ctl(
+                self.ep.raw(),
+                libc::EPOLL_CTL_MOD,
+                pio.data.raw(),
+                (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+                pio.data_token,
+            );
+        }
+    }
+
+    fn flush_port(&mut self, id: PortId) {
+        let Some(pio) = self.ports.get_mut(&id) else {
+            return;
+        };
+        while let Some(f) = pio.queue.front() {
+            match sys::send(pio.data.raw(), f, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                Ok(_) => {
+                    self.core.note_tx(id, f.len());
+                }
+                Err(e) if e.is_again() || e.0 == libc::ENOBUFS => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => log::debug!("port {id}: send: {e}"),
+            }
+            let len = f.len();
+            pio.qbytes -= len;
+            pio.queue.pop_front();
+        }
+        if pio.want_out {
+            pio.want_out = false;
+            let _ = sys::epoll_ctl(
+                self.ep.raw(),
+                libc::EPOLL_CTL_MOD,
+                pio.data.raw(),
+                libc::EPOLLIN as u32,
+                pio.data_token,
+            );
+        }
+    }
+
+    // ---- management console ----
+
+    fn accept_mgmt(&mut self) {
+        let Some(lfd) = self.listener(Source::MgmtListen) else {
+            return;
+        };
+        loop {
+            let fd = match sys::accept(lfd, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+                Ok(fd) => fd,
+                Err(Errno::EINTR) => continue,
+                Err(e) if e.is_again() => return,
+                Err(e) => {
+                    log::warn!("mgmt accept: {e}");
+                    return;
+                }
+            };
+            if self.mgmts.len() >= MAX_MGMT_CONNS {
+                log::warn!("too many console connections");
+                continue;
+            }
+            let Ok(t) = self.register(fd.raw(), libc::EPOLLIN as u32, Source::Mgmt) else {
+                continue;
+            };
+            let mut c = MgmtConn {
+                fd,
+                lines: LineBuf::default(),
+                out: Vec::new(),
+                want_out: false,
+                close_after_flush: false,
+            };
+            c.out.extend_from_slice(mgmt::BANNER.as_bytes());
+            c.out.extend_from_slice(mgmt::PROMPT.as_bytes());
+            self.mgmts.insert(t, c);
+            self.mgmt_flush(t);
+        }
+    }
+
+    fn close_mgmt(&mut self, token: u64) {
+        if let Some(c) = self.mgmts.remove(&token) {
+            self.unregister(c.fd.raw(), token);
+        }
+    }
+
+    fn mgmt_ready(&mut self, token: u64, evs: u32) {
+        if evs & libc::EPOLLOUT as u32 != 0 {
+            self.mgmt_flush(token);
+        }
+        let Some(fd) = self.mgmts.get(&token).map(|c| c.fd.raw()) else {
+            return;
+        };
+        if evs & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 == 0 {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        let mut lines = Vec::new();
+        let mut eof = false;
+        for _ in 0..16 {
+            match sys::read(fd, &mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    if let Some(c) = self.mgmts.get_mut(&token) {
+                        c.lines.feed(&buf[..n], &mut lines);
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) if e.is_again() => break,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        for l in lines {
+            let (text, action) = match l {
+                Line::TooLong => (mgmt::error_line(Errno::EMSGSIZE), Action::Continue),
+                Line::Text(t) => {
+                    let info = mgmt::Info {
+                        dir: self.cfg.dir.display().to_string(),
+                        numports: self.cfg.numports,
+                        pcap: self.cfg.pcap.as_ref().map(|p| p.display().to_string()),
+                        queue_limit: self.cfg.queue,
+                        now_ms: self.now_ms(),
+                        uptime_s: self.start.elapsed().as_secs(),
+                    };
+                    let a = mgmt::execute(&mut self.core, &info, &t);
+                    (a.text, a.action)
+                }
+            };
+            let Some(c) = self.mgmts.get_mut(&token) else {
+                return;
+            };
+            if c.close_after_flush {
+                break;
+            }
+            c.out.extend_from_slice(text.as_bytes());
+            match action {
+                Action::Continue => c.out.extend_from_slice(mgmt::PROMPT.as_bytes()),
+                Action::Logout => c.close_after_flush = true,
+                Action::Shutdown => {
+                    c.close_after_flush = true;
+                    log::info!("shutdown requested on the console");
+                    self.running = false;
+                }
+            }
+        }
+        if eof {
+            self.close_mgmt(token);
+            return;
+        }
+        self.mgmt_flush(token);
+    }
+
+    fn mgmt_flush(&mut self, token: u64) {
+        let Some(c) = self.mgmts.get_mut(&token) else {
+            return;
+        };
+        while !c.out.is_empty() {
+            match sys::send(c.fd.raw(), &c.out, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) if e.is_again() => break,
+                Err(_) => {
+                    self.close_mgmt(token);
+                    return;
+                }
+            }
+        }
+        if c.out.len() > MAX_MGMT_OUT {
+            log::warn!("console client does not read its answers; closed");
+            self.close_mgmt(token);
+            return;
+        }
+        if c.out.is_empty() && c.close_after_flush {
+            self.close_mgmt(token);
+            return;
+        }
+        let want = !c.out.is_empty();
+        if want != c.want_out {
+            c.want_out = want;
+            let ev = if want {
+                libc::EPOLLIN | libc::EPOLLOUT
+            } else {
+                libc::EPOLLIN
+            };
+            let _ = sys::epoll_ctl(
+                self.ep.raw(),
+                libc::EPOLL_CTL_MOD,
+                c.fd.raw(),
+                ev as u32,
+                token,
+            );
+        }
+    }
+}

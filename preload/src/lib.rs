@@ -1,1 +1,42 @@
-//! libioth.so
+//! `libioth.so`: the `LD_PRELOAD` shim that makes an unmodified, dynamically linked program an
+//! IoTh node (see `DESIGN.md`).
+//!
+//! `LD_PRELOAD=libioth.so IOTH_IP=fd00::5 nginx`: every TCP socket the program creates over
+//! IPv4 or IPv6 becomes a socket of the node's user-space stack (`ioth-stackd`, started on
+//! first use), reached through a kernel socketpair, so reads, writes, polling, fork and exec
+//! need no hook. Everything else goes to the kernel untouched.
+//!
+//! Layers: [`hooks`] (exported C symbols, pointer handling, panic barrier) over [`emu`] (what
+//! each call means for a virtual socket) over [`node`] (control connections, starting the
+//! daemon) and [`spawn`]; [`real`] holds libc's own functions for pass-through; [`addr`]
+//! converts socket addresses.
+//!
+//! Environment: `IOTH_STACK` (control socket of a running node), else `IOTH_IP` (+ `IOTH_GW`,
+//! `IOTH_DNS`, `IOTH_MAC`, `IOTH_MTU`, `IOTH_SWITCH`, `IOTH_NAME`, `IOTH_RUNDIR`); `IOTH_STACKD`
+//! (daemon binary); `IOTH_LOG` (debug lines on stderr). With neither `IOTH_STACK` nor
+//! `IOTH_IP` the shim is inert. A node that cannot start makes `socket()` fail with
+//! `ENETDOWN` after one `libioth: <reason>` line on stderr.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod addr;
+pub mod emu;
+pub mod hooks;
+pub mod log;
+pub mod node;
+pub mod real;
+pub mod spawn;
+
+extern "C" fn init() {
+    let _ = std::panic::catch_unwind(|| {
+        real::resolve_all();
+        node::install_atfork();
+        let _ = spawn::self_dir();
+    });
+}
+
+/// Library constructor: resolve the real functions before any hook can run in a signal
+/// handler, install the fork handlers, and remember where the library lives.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = init;

@@ -1,0 +1,265 @@
+//! The exported hooks: a thin FFI layer over [`crate::emu`].
+//!
+//! Each hook first asks whether its fd is a virtual socket (one `getsockname`); if not, the
+//! call goes to the real libc function untouched. Virtual sockets get the emulation, with the
+//! caller's pointers turned into slices here and nowhere else. No panic crosses this
+//! boundary: a panic becomes `EIO` and -1, and the call is never re-run on the kernel.
+//!
+//! Not hooked on purpose (the fd is a real kernel socket): `read`, `write`, `send*`,
+//! `recv*`, `sendfile`, `poll`, `select`, `epoll_*`, `close`, `dup*`, `fcntl`, `ioctl`
+//! (`FIONBIO`, `FIONREAD` work natively). `recvfrom`/`recvmsg` already report an empty
+//! peer address on a virtual TCP socket, as Linux TCP does, because the daemon's end of the
+//! socketpair has no name.
+
+#![allow(clippy::missing_safety_doc)]
+
+use crate::emu::{self, Daemons, Virt};
+use crate::{addr, real};
+use ioth_common::ctl::WireAddr;
+use ioth_common::sys::Errno;
+use libc::{c_int, c_void, sockaddr, socklen_t};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Run the emulation; errors set errno and give -1, panics give `EIO`.
+fn guard(f: impl FnOnce() -> Result<c_int, Errno>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            e.set_errno();
+            -1
+        }
+        Err(_) => {
+            Errno::EIO.set_errno();
+            -1
+        }
+    }
+}
+
+/// The virtual socket behind `fd`, if any (never panics).
+fn virt(fd: c_int) -> Option<Virt> {
+    catch_unwind(|| emu::virt(fd)).ok().flatten()
+}
+
+/// Read a caller's address argument.
+///
+/// # Safety
+/// `p` must be null or point to `len` readable bytes.
+unsafe fn in_addr(p: *const sockaddr, len: socklen_t) -> Result<WireAddr, Errno> {
+    if p.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let n = (len as usize).min(128);
+    // SAFETY: the caller guarantees len readable bytes at p; we read at most that.
+    let b = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) };
+    addr::decode(b)
+}
+
+/// Write an address result with the kernel's truncation rule (copy at most `*len` bytes,
+/// report the full length).
+///
+/// # Safety
+/// `p` null (no address wanted) or `*len` writable bytes at `p`; `len` null or valid.
+unsafe fn out_addr(a: &WireAddr, p: *mut sockaddr, len: *mut socklen_t) -> Result<(), Errno> {
+    if p.is_null() {
+        return Ok(());
+    }
+    if len.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let b = addr::encode(a);
+    // SAFETY: len is a valid pointer (checked non-null; the caller vouches for validity).
+    let room = unsafe { *len } as usize;
+    let n = room.min(b.len());
+    // SAFETY: p has room for *len bytes and we copy at most that many.
+    unsafe {
+        std::ptr::copy_nonoverlapping(b.as_ptr(), p.cast::<u8>(), n);
+        *len = b.len() as socklen_t;
+    }
+    Ok(())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let wanted = catch_unwind(|| emu::wants_virtual(domain, ty, protocol) && crate::node::active())
+        .unwrap_or(false);
+    if !wanted {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::socket(domain, ty, protocol) };
+    }
+    guard(|| emu::socket(&Daemons, domain, ty, protocol))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(v) = virt(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::bind(fd, a, len) };
+    };
+    // SAFETY: a/len come from the caller of bind, who vouches for them.
+    guard(|| emu::bind(&Daemons, v, unsafe { in_addr(a, len) }?).map(|_| 0))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    let Some(v) = virt(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::listen(fd, backlog) };
+    };
+    guard(|| emu::listen(&Daemons, v, backlog).map(|_| 0))
+}
+
+/// Shared body of `accept` and `accept4`.
+///
+/// # Safety
+/// As for accept4(2).
+unsafe fn do_accept(fd: c_int, a: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    guard(|| {
+        if !a.is_null() && len.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        let (conn, peer) = emu::accept(fd, flags)?;
+        // SAFETY: a/len come from the caller of accept, who vouches for them.
+        if let Err(e) = unsafe { out_addr(&peer, a, len) } {
+            ioth_common::sys::close(conn);
+            return Err(e);
+        }
+        Ok(conn)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if virt(fd).is_none() {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::accept(fd, a, len) };
+    }
+    // SAFETY: the caller's arguments, as for accept(2).
+    unsafe { do_accept(fd, a, len, 0) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    a: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    if virt(fd).is_none() {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::accept4(fd, a, len, flags) };
+    }
+    // SAFETY: the caller's arguments, as for accept4(2).
+    unsafe { do_accept(fd, a, len, flags) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(v) = virt(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::connect(fd, a, len) };
+    };
+    // SAFETY: a/len come from the caller of connect, who vouches for them.
+    guard(|| emu::connect(&Daemons, v, fd, unsafe { in_addr(a, len) }?).map(|_| 0))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let Some(v) = virt(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::getsockname(fd, a, len) };
+    };
+    guard(|| {
+        let name = emu::name(&Daemons, v, false)?;
+        if a.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: a/len come from the caller, who vouches for them.
+        unsafe { out_addr(&name, a, len) }.map(|_| 0)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getpeername(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    let Some(v) = virt(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::getpeername(fd, a, len) };
+    };
+    guard(|| {
+        let name = emu::name(&Daemons, v, true)?;
+        if a.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: a/len come from the caller, who vouches for them.
+        unsafe { out_addr(&name, a, len) }.map(|_| 0)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    let Some(v) = virt(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::getsockopt(fd, level, name, val, len) };
+    };
+    guard(|| {
+        if len.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: len is non-null and the caller's.
+        let room = unsafe { *len } as i32;
+        if room < 0 {
+            return Err(Errno::EINVAL);
+        }
+        let b = emu::getsockopt(&Daemons, v, fd, level, name, room as usize)?;
+        if !b.is_empty() && val.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: val has room for *len bytes; b.len() <= *len.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), val.cast::<u8>(), b.len());
+            *len = b.len() as socklen_t;
+        }
+        Ok(0)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    let Some(v) = virt(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::setsockopt(fd, level, name, val, len) };
+    };
+    guard(|| {
+        let value: &[u8] = if len == 0 {
+            &[]
+        } else if val.is_null() {
+            return Err(Errno(libc::EFAULT));
+        } else if len as usize > ioth_common::ctl::MAX_OPT {
+            return Err(Errno::EINVAL);
+        } else {
+            // SAFETY: the caller guarantees len readable bytes at val.
+            unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) }
+        };
+        emu::setsockopt(&Daemons, v, fd, level, name, value).map(|_| 0)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    let Some(v) = virt(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::shutdown(fd, how) };
+    };
+    guard(|| emu::shutdown(&Daemons, v, fd, how).map(|_| 0))
+}

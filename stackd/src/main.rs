@@ -1,1 +1,251 @@
-fn main() {}
+//! `ioth-stackd`: one process per IoTh node.
+//!
+//! It owns a smoltcp `Interface` plugged into one switch port, the node's addresses, routes,
+//! neighbours and all its sockets, serves the control protocol of `ioth_common::ctl` on a
+//! unix SOCK_SEQPACKET socket, and pumps each socket's data through a kernel socketpair whose
+//! other end the application holds. See `DESIGN.md` at the top of the repository.
+//!
+//! Modules: [`node`] (event loop, sockets, control protocol server), [`device`] (smoltcp
+//! Device over the switch port), [`frame`] (header peeking), [`os`] (the few raw syscalls not
+//! in `ioth_common::sys`).
+
+mod device;
+mod frame;
+mod node;
+mod os;
+
+use clap::Parser;
+use ioth_common::config::RawConfig;
+use ioth_common::names;
+use ioth_common::port::SwitchPort;
+use ioth_common::sys::{self, Errno, Fd, UnixAddr};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// ioth per-node stack daemon.
+#[derive(Parser, Debug)]
+#[command(name = "ioth-stackd", version, about)]
+struct Cli {
+    /// Node addresses, comma-separated, with optional prefix (fd00::5/64,10.0.0.5/24).
+    #[arg(long, env = "IOTH_IP")]
+    ip: Option<String>,
+    /// Default gateways, comma-separated.
+    #[arg(long, env = "IOTH_GW")]
+    gw: Option<String>,
+    /// DNS servers, comma-separated.
+    #[arg(long, env = "IOTH_DNS")]
+    dns: Option<String>,
+    /// MAC address (default: derived from the first address).
+    #[arg(long, env = "IOTH_MAC")]
+    mac: Option<String>,
+    /// IP MTU (default 1500 on VDE ports, 65521 on native ports).
+    #[arg(long, env = "IOTH_MTU")]
+    mtu: Option<String>,
+    /// Switch directory or vde://DIR (default: the per-user switch, started on demand).
+    #[arg(long, env = "IOTH_SWITCH")]
+    switch: Option<String>,
+    /// Host name of the node.
+    #[arg(long, env = "IOTH_NAME")]
+    name: Option<String>,
+    /// Control socket path (default: derived from the addresses and switch).
+    #[arg(long)]
+    ctl: Option<PathBuf>,
+    /// Keep running when no socket and no client is left.
+    #[arg(long)]
+    persist: bool,
+    /// Fork into the background once ready; the parent prints the control path and exits.
+    #[arg(long)]
+    daemon: bool,
+    /// Seconds to stay alive after the last socket and client are gone.
+    #[arg(long, default_value_t = 2.0)]
+    linger: f64,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = std::env::var("IOTH_LOG").unwrap_or_else(|_| "off".into());
+    env_logger::Builder::new()
+        .parse_filters(&filter)
+        .target(env_logger::Target::Stderr)
+        .init();
+    let raw = RawConfig {
+        ip: cli.ip.clone().filter(|s| !s.trim().is_empty()),
+        gw: cli.gw.clone().filter(|s| !s.trim().is_empty()),
+        dns: cli.dns.clone().filter(|s| !s.trim().is_empty()),
+        mac: cli.mac.clone().filter(|s| !s.trim().is_empty()),
+        mtu: cli.mtu.clone().filter(|s| !s.trim().is_empty()),
+        switch: cli.switch.clone().filter(|s| !s.trim().is_empty()),
+        name: cli.name.clone().filter(|s| !s.trim().is_empty()),
+    };
+    let cfg = match raw.parse() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ioth-stackd: {e}");
+            std::process::exit(2);
+        }
+    };
+    if !cli.linger.is_finite() || cli.linger < 0.0 {
+        eprintln!("ioth-stackd: --linger must be a number of seconds >= 0");
+        std::process::exit(2);
+    }
+    let ctl_path = cli.ctl.clone().unwrap_or_else(|| names::node_ctl_path(&cfg));
+    if let Some(dir) = ctl_path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        let _ = create_private_dir(dir);
+    }
+
+    // Control socket first: if a live daemon already serves it, it won the race.
+    let listener = match bind_ctl(&ctl_path) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => {
+            println!("{}", ctl_path.display());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("ioth-stackd: control socket {}: {e}", ctl_path.display());
+            std::process::exit(1);
+        }
+    };
+    let node_id = loop {
+        let id = sys::random_u64();
+        if id != 0 {
+            break id;
+        }
+    };
+    let abstract_listener = bind_abstract(node_id).ok();
+
+    let (loc, port) = match open_switch(&cfg) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(&ctl_path);
+            eprintln!("ioth-stackd: {e}");
+            std::process::exit(1);
+        }
+    };
+
+    if cli.daemon {
+        match os::fork() {
+            Ok(os::Forked::Parent) => {
+                println!("{}", ctl_path.display());
+                let _ = std::io::stdout().flush();
+                os::exit_now(0);
+            }
+            Ok(os::Forked::Child) => os::detach(),
+            Err(e) => {
+                eprintln!("ioth-stackd: fork: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        println!("ctl={}", ctl_path.display());
+        let _ = std::io::stdout().flush();
+    }
+
+    let opts = node::Options {
+        persist: cli.persist,
+        linger: std::time::Duration::from_secs_f64(cli.linger),
+        ctl_path: ctl_path.clone(),
+        switch_loc: loc,
+    };
+    let code = match node::Node::new(cfg, node_id, port, listener, abstract_listener, opts) {
+        Ok(mut n) => n.run(),
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("ioth-stackd: {e}");
+            1
+        }
+    };
+    let _ = std::fs::remove_file(&ctl_path);
+    std::process::exit(code);
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Bind and listen on the control path. `Ok(None)`: a live daemon already serves it.
+fn bind_ctl(path: &Path) -> Result<Option<Fd>, Errno> {
+    let addr = UnixAddr::path(path);
+    let mk = || {
+        sys::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    let fd = mk()?;
+    match sys::bind_unix(fd.raw(), &addr) {
+        Ok(()) => {}
+        Err(Errno::EADDRINUSE) => {
+            let probe = sys::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)?;
+            if sys::retry(|| sys::connect_unix(probe.raw(), &addr)).is_ok() {
+                return Ok(None);
+            }
+            let _ = std::fs::remove_file(path);
+            sys::bind_unix(fd.raw(), &addr)?;
+        }
+        Err(e) => return Err(e),
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    sys::listen(fd.raw(), 128)?;
+    Ok(Some(fd))
+}
+
+fn bind_abstract(node_id: u64) -> Result<Fd, Errno> {
+    let fd = sys::socket(
+        libc::AF_UNIX,
+        libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0,
+    )?;
+    sys::bind_unix(fd.raw(), &names::node_ctl_name(node_id))?;
+    sys::listen(fd.raw(), 128)?;
+    Ok(fd)
+}
+
+/// Open the node's switch port; with no switch configured, use (and if needed start) the
+/// per-user default switch.
+fn open_switch(cfg: &ioth_common::config::NodeConfig) -> Result<(String, SwitchPort), String> {
+    let desc = format!("ioth-stackd pid={}", sys::getpid());
+    let want = node::want_frame(cfg.mtu);
+    if let Some(loc) = &cfg.switch {
+        return SwitchPort::open(loc, &desc, want)
+            .map(|p| (loc.clone(), p))
+            .map_err(|e| format!("cannot plug into the switch: {e}"));
+    }
+    let dir = names::default_switch_dir();
+    let loc = dir.to_string_lossy().into_owned();
+    if let Ok(p) = SwitchPort::open(&loc, &desc, want) {
+        return Ok((loc, p));
+    }
+    if let Some(parent) = dir.parent() {
+        let _ = create_private_dir(parent);
+    }
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("ioth-switch")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("ioth-switch"));
+    let status = std::process::Command::new(&exe)
+        .arg("--sock")
+        .arg(&dir)
+        .arg("--daemon")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    if !status.success() {
+        // Another node may have started it at the same time: try once more anyway.
+        log::warn!("{} exited with {status}", exe.display());
+    }
+    SwitchPort::open(&loc, &desc, want)
+        .map(|p| (loc, p))
+        .map_err(|e| format!("cannot plug into the default switch: {e}"))
+}

@@ -1,0 +1,203 @@
+//! The smoltcp `Device` over a switch port.
+//!
+//! * Receive: the event loop reads one frame at a time into [`SwitchDevice::rx`] (so that it
+//!   can look at the headers first, see `frame.rs`), marks it staged, and calls
+//!   `poll_ingress_single`; `receive()` hands out only that staged frame.
+//! * Transmit: frames are built in one reusable buffer and sent at once. `EAGAIN` keeps the
+//!   frame pending and `transmit()` returns `None` until it went out (back-pressure, never a
+//!   drop). While the switch is away (restart), frames are dropped: TCP retransmits.
+//! * Hairpin: smoltcp has no loopback. Frames addressed to our own MAC, and ARP requests or
+//!   neighbour solicitations for one of our own addresses, go to a local queue that the event
+//!   loop reads before the switch, so a node can talk to itself.
+//!
+//! No allocation per frame: hairpin buffers are recycled.
+
+use ioth_common::port::SwitchPort;
+use ioth_common::sys::Errno;
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+pub struct SwitchDevice {
+    pub port: Option<SwitchPort>,
+    pub mac: [u8; 6],
+    pub own: Vec<IpAddr>,
+    /// Largest Ethernet frame (no FCS).
+    pub frame_mtu: usize,
+    pub rx: Vec<u8>,
+    pub staged: Option<usize>,
+    tx: Vec<u8>,
+    pending: Option<usize>,
+    pub hairpin: VecDeque<Vec<u8>>,
+    free: Vec<Vec<u8>>,
+    pub sent: u64,
+    pub dropped_down: u64,
+}
+
+impl SwitchDevice {
+    pub fn new(port: SwitchPort, mac: [u8; 6], own: Vec<IpAddr>, frame_mtu: usize) -> Self {
+        let bufsz = frame_mtu.max(port.max_frame).max(1518);
+        SwitchDevice {
+            port: Some(port),
+            mac,
+            own,
+            frame_mtu,
+            rx: vec![0; bufsz + 64],
+            staged: None,
+            tx: vec![0; frame_mtu],
+            pending: None,
+            hairpin: VecDeque::new(),
+            free: Vec::new(),
+            sent: 0,
+            dropped_down: 0,
+        }
+    }
+
+    /// Whether a frame waits for room on the switch socket.
+    pub fn is_blocked(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Try to send the pending frame; `true` if nothing is pending any more.
+    pub fn flush(&mut self) -> bool {
+        if let Some(n) = self.pending {
+            match self.port.as_ref().map(|p| p.send(&self.tx[..n])) {
+                Some(Err(e)) if e.is_again() => return false,
+                _ => self.pending = None,
+            }
+        }
+        true
+    }
+
+    /// Take the next hairpinned frame into `rx`; its length.
+    pub fn take_hairpin(&mut self) -> Option<usize> {
+        let b = self.hairpin.pop_front()?;
+        let n = b.len().min(self.rx.len());
+        self.rx[..n].copy_from_slice(&b[..n]);
+        self.free.push(b);
+        Some(n)
+    }
+
+    /// Read one frame from the switch into `rx`.
+    pub fn recv_switch(&mut self) -> Result<usize, Errno> {
+        match &self.port {
+            Some(p) => p.recv(&mut self.rx),
+            None => Err(Errno::EAGAIN),
+        }
+    }
+}
+
+pub struct Rx<'a>(&'a [u8]);
+
+impl phy::RxToken for Rx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+pub struct Tx<'a> {
+    buf: &'a mut Vec<u8>,
+    pending: &'a mut Option<usize>,
+    port: &'a Option<SwitchPort>,
+    hairpin: &'a mut VecDeque<Vec<u8>>,
+    free: &'a mut Vec<Vec<u8>>,
+    mac: [u8; 6],
+    own: &'a [IpAddr],
+    sent: &'a mut u64,
+    dropped: &'a mut u64,
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        let r = f(&mut self.buf[..len]);
+        let frame = &self.buf[..len];
+        if crate::frame::is_for_self(frame, &self.mac, self.own) {
+            let mut b = self.free.pop().unwrap_or_default();
+            b.clear();
+            b.extend_from_slice(frame);
+            self.hairpin.push_back(b);
+            return r;
+        }
+        match self.port {
+            Some(p) => match p.send(frame) {
+                Ok(_) => *self.sent += 1,
+                Err(e) if e.is_again() => *self.pending = Some(len),
+                Err(e) => {
+                    log::debug!("switch send: {e}");
+                    *self.dropped += 1;
+                }
+            },
+            None => *self.dropped += 1,
+        }
+        r
+    }
+}
+
+impl Device for SwitchDevice {
+    type RxToken<'a> = Rx<'a>;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _ts: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        self.staged?;
+        if !self.flush() {
+            return None;
+        }
+        let n = self.staged.take()?;
+        let SwitchDevice {
+            port,
+            mac,
+            own,
+            rx,
+            tx,
+            pending,
+            hairpin,
+            free,
+            sent,
+            dropped_down,
+            ..
+        } = self;
+        Some((
+            Rx(&rx[..n]),
+            Tx {
+                buf: tx,
+                pending,
+                port,
+                hairpin,
+                free,
+                mac: *mac,
+                own,
+                sent,
+                dropped: dropped_down,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _ts: Instant) -> Option<Tx<'_>> {
+        if !self.flush() {
+            return None;
+        }
+        Some(Tx {
+            buf: &mut self.tx,
+            pending: &mut self.pending,
+            port: &self.port,
+            hairpin: &mut self.hairpin,
+            free: &mut self.free,
+            mac: self.mac,
+            own: &self.own,
+            sent: &mut self.sent,
+            dropped: &mut self.dropped_down,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = self.frame_mtu;
+        c.max_burst_size = None;
+        c
+    }
+}

@@ -1,0 +1,71 @@
+//! The few system calls the daemon needs that `ioth_common::sys` does not wrap: process
+//! control for `--daemon` (fork, setsid, stdio redirection), peer credentials of a control
+//! connection, and the unread-bytes counter of a socket (`SIOCOUTQ`).
+//!
+//! This is the only module of the crate with `unsafe`.
+
+use ioth_common::sys::{self, Errno};
+use std::os::fd::RawFd;
+
+/// Outcome of [`fork`].
+pub enum Forked {
+    Parent,
+    Child,
+}
+
+/// `fork(2)`. Call only while the process has a single thread.
+pub fn fork() -> Result<Forked, Errno> {
+    // SAFETY: the daemon is single-threaded when it forks; the child continues normally.
+    let r = unsafe { libc::fork() };
+    match r {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        _ => Ok(Forked::Parent),
+    }
+}
+
+/// Detach from the terminal: new session, stdio on `/dev/null`.
+pub fn detach() {
+    // SAFETY: setsid takes no arguments; failure (already a group leader) is harmless.
+    unsafe { libc::setsid() };
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for target in 0..3 {
+            // SAFETY: dup2 of a valid open fd onto 0..2; both are plain integers.
+            unsafe { libc::dup2(f.as_raw_fd(), target) };
+        }
+    }
+}
+
+/// Leave the process at once, without running destructors or atexit handlers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// `(pid, uid, gid)` of the peer of a unix socket.
+pub fn peer_cred(fd: RawFd) -> Result<(u32, u32, u32), Errno> {
+    let mut b = [0u8; 12];
+    let n = sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut b)?;
+    if n < 12 {
+        return Err(Errno::EINVAL);
+    }
+    let u = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    Ok((u(0), u(4), u(8)))
+}
+
+/// Bytes (kernel accounting units) sent on `fd` that the peer has not read yet (`SIOCOUTQ`).
+pub fn outq(fd: RawFd) -> Result<usize, Errno> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int into v.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut v as *mut libc::c_int) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(v.max(0) as usize)
+    }
+}

@@ -198,7 +198,9 @@ pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<()
     if !sys::wait_fd(fd, libc::POLLOUT, timeout)? {
         return Err(Errno(libc::EINPROGRESS));
     }
-    match so_error(c, v)? {
+    let err = so_error(c, v);
+    crate::debug!("connect({fd}) finished: SO_ERROR {err:?}");
+    match err? {
         0 => Ok(()),
         e => Err(Errno(e)),
     }

@@ -1,0 +1,186 @@
+//! nginx (master + 2 workers, epoll, sendfile, daemonised) as an unprivileged node on
+//! fd00::1 and 10.0.0.1, port 80 of its own virtual addresses; curl (IPv6) and wget (IPv4)
+//! download 10/20/40 MiB files with a sha256 check; both workers serve; `nginx -s reload`
+//! and `nginx -s stop` work.
+
+mod harness;
+use harness::*;
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+fn nginx_bin() -> Option<String> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
+}
+
+/// Run as `nobody` when we are root (port 80 must not need privilege on a virtual node).
+fn as_user(lab: &Lab, ip: &str, args: &[&str]) -> Command {
+    let nginx = nginx_bin().unwrap();
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 && have("setpriv") {
+        let mut c = lab.node(ip, "setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            &nginx,
+        ]);
+        c.args(args);
+        c
+    } else {
+        let mut c = lab.node(ip, &nginx);
+        c.args(args);
+        c
+    }
+}
+
+#[test]
+fn nginx_two_workers_curl_wget_reload_stop() {
+    if nginx_bin().is_none() || !have("curl") || !have("wget") {
+        eprintln!("SKIP: nginx, curl or wget missing");
+        return;
+    }
+    let lab = Lab::new("nginx");
+    let d = lab.dir.display().to_string();
+    for sub in ["www", "tmp", "logs"] {
+        std::fs::create_dir_all(lab.path(sub)).unwrap();
+    }
+    set_mode(&lab.path("tmp"), 0o777);
+    set_mode(&lab.path("logs"), 0o777);
+    set_mode(&lab.path("run"), 0o777);
+    let sizes = [10usize, 20, 40];
+    for mb in sizes {
+        random_file(&lab.path(&format!("www/f{mb}")), mb << 20);
+    }
+    std::fs::write(lab.path("www/index.html"), "hello\n").unwrap();
+    set_mode(&lab.path("www/index.html"), 0o644);
+    let conf = format!(
+        r#"daemon on; master_process on; worker_processes 2;
+pid {d}/logs/nginx.pid; error_log {d}/logs/error.log info;
+events {{ use epoll; worker_connections 256; }}
+http {{
+  sendfile on; tcp_nopush on; keepalive_timeout 5;
+  log_format pids '$pid $remote_addr "$request" $status $body_bytes_sent';
+  access_log {d}/logs/access.log pids;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  server {{ listen [::]:80 ipv6only=off; listen 10.0.0.1:80; root {d}/www; }}
+}}
+"#
+    );
+    let conf_path = lab.path("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    set_mode(&conf_path, 0o644);
+    let cp = conf_path.display().to_string();
+    let elog = format!("{d}/logs/error.log");
+    let base = ["-p", &d, "-e", &elog, "-c", &cp];
+    let ip = "fd00::1,10.0.0.1";
+
+    let o = lab.run(as_user(&lab, ip, &base), Duration::from_secs(30));
+    assert!(
+        o.status.success(),
+        "nginx start: {}{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        lab.log("logs/error.log")
+    );
+    let curl = |url: &str, out: &str| {
+        let mut c = lab.node("fd00::2", "curl");
+        c.args(["-sSf", "-m", "60", "-o", out, url]);
+        c
+    };
+    wait_for(Duration::from_secs(30), "nginx answers", || {
+        lab.run(
+            curl("http://[fd00::1]/", "/dev/null"),
+            Duration::from_secs(10),
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+
+    for mb in sizes {
+        let want = sha256(&lab.path(&format!("www/f{mb}")));
+        let o6 = lab.path(&format!("c6-{mb}")).display().to_string();
+        let o = lab.run(
+            curl(&format!("http://[fd00::1]/f{mb}"), &o6),
+            Duration::from_secs(120),
+        );
+        assert!(
+            o.status.success(),
+            "curl f{mb}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(sha256(std::path::Path::new(&o6)), want, "curl -6 f{mb}");
+        let o4 = lab.path(&format!("w4-{mb}"));
+        let mut w = lab.node("10.0.0.3", "wget");
+        w.args(["-q", "-T", "60", "-t", "1", "-O"])
+            .arg(&o4)
+            .arg(format!("http://10.0.0.1/f{mb}"));
+        let o = lab.run(w, Duration::from_secs(120));
+        assert!(
+            o.status.success(),
+            "wget f{mb}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(sha256(&o4), want, "wget -4 f{mb}");
+    }
+
+    // Both workers take connections: parallel clients until two pids show in the log.
+    let workers = wait_for(Duration::from_secs(60), "two workers in access.log", || {
+        let mut c = lab.node("fd00::2", "sh");
+        c.args([
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do curl -s -o /dev/null http://[fd00::1]/ & done; wait",
+        ]);
+        lab.run(c, Duration::from_secs(30));
+        let pids: BTreeSet<String> = lab
+            .log("logs/access.log")
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        (pids.len() >= 2).then_some(pids)
+    });
+    eprintln!("workers seen: {workers:?}");
+
+    // Reload, then the server still answers (new workers); then stop.
+    let mut reload: Vec<&str> = base.to_vec();
+    reload.extend(["-s", "reload"]);
+    let o = lab.run(as_user(&lab, ip, &reload), Duration::from_secs(30));
+    assert!(
+        o.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    wait_for(Duration::from_secs(30), "reconfigured", || {
+        lab.log("logs/error.log")
+            .contains("reconfiguring")
+            .then_some(())
+    });
+    let o = lab.run(
+        curl("http://10.0.0.1/", "/dev/null"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        o.status.success(),
+        "after reload: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let master: i32 = lab.log("logs/nginx.pid").trim().parse().unwrap();
+    let mut stop: Vec<&str> = base.to_vec();
+    stop.extend(["-s", "stop"]);
+    let o = lab.run(as_user(&lab, ip, &stop), Duration::from_secs(30));
+    assert!(
+        o.status.success(),
+        "stop: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    wait_for(Duration::from_secs(20), "nginx master exits", || {
+        // SAFETY: signal 0 only checks existence.
+        (unsafe { libc::kill(master, 0) } != 0).then_some(())
+    });
+}

@@ -1,0 +1,20 @@
+//! The stack daemon's control protocol decoders on arbitrary bytes: no panic.
+#![no_main]
+
+use ioth_common::ctl::{AcceptRecord, DgramHeader, Reply, Request};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(r) = Request::decode(data) {
+        let _ = Request::decode(&r.encode());
+    }
+    if let Ok(r) = Reply::decode(data) {
+        let _ = Reply::decode(&r.encode());
+    }
+    if let Ok(a) = AcceptRecord::decode(data) {
+        assert_eq!(AcceptRecord::decode(&a.encode()), Ok(a));
+    }
+    if let Ok(h) = DgramHeader::decode(data) {
+        assert_eq!(DgramHeader::decode(&h.encode()), Ok(h));
+    }
+});

@@ -1,5 +1,7 @@
 //! nginx (master + 2 workers, epoll, sendfile, daemonised) as an unprivileged node on
-//! fd00::1 and 10.0.0.1, port 80 of its own virtual addresses; curl (IPv6) and wget (IPv4)
+//! fd00::1 and 10.0.0.1, port 80 of its own virtual addresses (`[::]:80 ipv6only=off`, so
+//! IPv4 clients arrive as ::ffff:a.b.c.d, plus `10.0.0.1:8080`: like Linux, a dual-stack
+//! wildcard and 10.0.0.1 cannot both listen on port 80); curl (IPv6) and wget (IPv4)
 //! download 10/20/40 MiB files with a sha256 check; both workers serve; `nginx -s reload`
 //! and `nginx -s stop` work.
 
@@ -67,7 +69,7 @@ http {{
   access_log {d}/logs/access.log pids;
   client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
   fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
-  server {{ listen [::]:80 ipv6only=off; listen 10.0.0.1:80; root {d}/www; }}
+  server {{ listen [::]:80 ipv6only=off; listen 10.0.0.1:8080; root {d}/www; }}
 }}
 "#
     );
@@ -88,7 +90,7 @@ http {{
         lab.log("logs/error.log")
     );
     let curl = |url: &str, out: &str| {
-        let mut c = lab.node("fd00::2", "curl");
+        let mut c = lab.node("fd00::2,10.0.0.2", "curl");
         c.args(["-sSf", "-m", "60", "-o", out, url]);
         c
     };
@@ -160,15 +162,18 @@ http {{
             .contains("reconfiguring")
             .then_some(())
     });
-    let o = lab.run(
-        curl("http://10.0.0.1/", "/dev/null"),
-        Duration::from_secs(30),
-    );
-    assert!(
-        o.status.success(),
-        "after reload: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    for url in [
+        "http://10.0.0.1/",
+        "http://10.0.0.1:8080/",
+        "http://[fd00::1]/",
+    ] {
+        let o = lab.run(curl(url, "/dev/null"), Duration::from_secs(30));
+        assert!(
+            o.status.success(),
+            "{url} after reload: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 
     let master: i32 = lab.log("logs/nginx.pid").trim().parse().unwrap();
     let mut stop: Vec<&str> = base.to_vec();

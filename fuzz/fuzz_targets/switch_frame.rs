@@ -9,7 +9,11 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut core = Core::new(data.first().is_some_and(|b| b & 0x80 != 0));
     for (i, max) in [(1u32, 1518usize), (2, 65536), (3, 64), (4, 9000)] {
-        let kind = if i % 2 == 0 { PortKind::Native } else { PortKind::Vde };
+        let kind = if i % 2 == 0 {
+            PortKind::Native
+        } else {
+            PortKind::Vde
+        };
         let _ = core.add_port(i, Port::new(kind, "fuzz", max));
     }
     let _ = core.create_vlan(5);

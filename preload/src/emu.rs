@@ -295,3 +295,168 @@ pub fn shutdown(c: &dyn Control, v: Virt, fd: RawFd, how: i32) -> Result<(), Err
         r => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ioth_common::sys::UnixAddr;
+    use std::cell::RefCell;
+    use std::io::IoSlice;
+
+    /// Answers from a script; records the requests.
+    struct Fake {
+        replies: RefCell<Vec<(Reply, Option<Fd>)>>,
+        seen: RefCell<Vec<(u64, Request, bool)>>,
+    }
+
+    impl Fake {
+        fn new(mut replies: Vec<(Reply, Option<Fd>)>) -> Fake {
+            replies.reverse();
+            Fake {
+                replies: RefCell::new(replies),
+                seen: RefCell::new(Vec::new()),
+            }
+        }
+        fn next(&self) -> Result<(Reply, Vec<Fd>), Errno> {
+            let (r, fd) = self.replies.borrow_mut().pop().expect("unexpected request");
+            Ok((r, fd.into_iter().collect()))
+        }
+    }
+
+    impl Control for Fake {
+        fn call_home(&self, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
+            self.seen.borrow_mut().push((0, req.clone(), fd.is_some()));
+            self.next()
+        }
+        fn call(
+            &self,
+            node: u64,
+            req: &Request,
+            fd: Option<RawFd>,
+        ) -> Result<(Reply, Vec<Fd>), Errno> {
+            self.seen
+                .borrow_mut()
+                .push((node, req.clone(), fd.is_some()));
+            self.next()
+        }
+    }
+
+    fn pair() -> (Fd, Fd) {
+        sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).unwrap()
+    }
+
+    fn named_pair(node: u64, id: u64) -> (Fd, Fd) {
+        let (a, b) = pair();
+        let name = names::socket_name(node, id ^ (sys::random_u64() & 0xffff_0000));
+        sys::bind_unix(a.raw(), &name).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn socket_applies_type_flags_and_strips_them_from_the_request() {
+        let (app, _dmn) = named_pair(7, 1);
+        let f = Fake::new(vec![(Reply::Created(1), Some(app))]);
+        let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK;
+        let fd = socket(&f, libc::AF_INET6, ty, 0).unwrap();
+        let fl = sys::fcntl(fd, libc::F_GETFL, 0).unwrap();
+        assert_ne!(fl & libc::O_NONBLOCK, 0);
+        let fdfl = sys::fcntl(fd, libc::F_GETFD, 0).unwrap();
+        assert_eq!(fdfl & libc::FD_CLOEXEC, 0, "no SOCK_CLOEXEC asked");
+        assert!(virt(fd).is_some_and(|v| v.node == 7));
+        sys::close(fd);
+        let seen = f.seen.borrow();
+        assert_eq!(
+            seen[0].1,
+            Request::Socket {
+                domain: libc::AF_INET6,
+                ty: libc::SOCK_STREAM,
+                protocol: 0
+            }
+        );
+    }
+
+    #[test]
+    fn errors_pass_through_and_non_virtual_fds_are_not_ours() {
+        let f = Fake::new(vec![(Reply::Err(Errno::EADDRINUSE), None)]);
+        let v = Virt { node: 3, id: 9 };
+        assert_eq!(bind(&f, v, WireAddr(None)), Err(Errno::EADDRINUSE));
+        assert_eq!(f.seen.borrow()[0].0, 3);
+        let (a, _b) = pair();
+        assert_eq!(virt(a.raw()), None);
+        assert_eq!(virt(-1), None);
+        let other = UnixAddr::Abstract(format!("not-ioth/{}", sys::random_u64()).into_bytes());
+        let (c, _d) = pair();
+        sys::bind_unix(c.raw(), &other).unwrap();
+        assert_eq!(virt(c.raw()), None);
+    }
+
+    #[test]
+    fn accept_takes_one_record_and_its_fd() {
+        let (listener, dmn) = pair();
+        sys::set_nonblocking(listener.raw(), true).unwrap();
+        assert_eq!(accept(listener.raw(), 0).err(), Some(Errno::EAGAIN));
+        let (conn, peer_end) = pair();
+        let rec = AcceptRecord {
+            id: 5,
+            local: WireAddr(Some("[fd00::1]:80".parse().unwrap())),
+            peer: WireAddr(Some("[::ffff:10.0.0.2]:4000".parse().unwrap())),
+        };
+        sys::sendmsg(dmn.raw(), &[IoSlice::new(&rec.encode())], &[conn.raw()], 0).unwrap();
+        drop(conn);
+        let (fd, peer) = accept(listener.raw(), libc::SOCK_CLOEXEC).unwrap();
+        assert_eq!(peer, rec.peer);
+        let fdfl = sys::fcntl(fd, libc::F_GETFD, 0).unwrap();
+        assert_ne!(fdfl & libc::FD_CLOEXEC, 0);
+        sys::write_all(peer_end.raw(), b"hi").unwrap();
+        let mut b = [0u8; 2];
+        assert_eq!(sys::read(fd, &mut b).unwrap(), 2);
+        sys::close(fd);
+        assert_eq!(
+            accept(listener.raw(), 0x4000_0000).err(),
+            Some(Errno::EINVAL)
+        );
+    }
+
+    #[test]
+    fn nonblocking_connect_in_progress_and_blocking_connect_waits_for_so_error() {
+        let v = Virt { node: 1, id: 2 };
+        let (app, _dmn) = pair();
+        sys::set_nonblocking(app.raw(), true).unwrap();
+        let to = WireAddr(Some("10.0.0.1:80".parse().unwrap()));
+        let f = Fake::new(vec![(Reply::Err(Errno(libc::EINPROGRESS)), None)]);
+        assert_eq!(connect(&f, v, app.raw(), to), Err(Errno(libc::EINPROGRESS)));
+        assert!(f.seen.borrow()[0].2, "the fd travels with Connect");
+        // Blocking: the fd is writable at once here, so SO_ERROR decides.
+        sys::set_nonblocking(app.raw(), false).unwrap();
+        let refused = (libc::ECONNREFUSED).to_ne_bytes().to_vec();
+        let f = Fake::new(vec![
+            (Reply::Err(Errno(libc::EINPROGRESS)), None),
+            (Reply::Bytes(refused), None),
+        ]);
+        assert_eq!(connect(&f, v, app.raw(), to), Err(Errno::ECONNREFUSED));
+        let f = Fake::new(vec![
+            (Reply::Err(Errno(libc::EINPROGRESS)), None),
+            (Reply::Bytes(vec![0; 4]), None),
+        ]);
+        assert_eq!(connect(&f, v, app.raw(), to), Ok(()));
+    }
+
+    #[test]
+    fn timeouts_are_native_and_other_options_go_to_the_daemon() {
+        let v = Virt { node: 1, id: 2 };
+        let (app, _dmn) = pair();
+        let tv = [1i64.to_ne_bytes(), 500_000i64.to_ne_bytes()].concat();
+        let f = Fake::new(vec![(Reply::Bytes(vec![1, 0, 0, 0, 9, 9]), None)]);
+        setsockopt(&f, v, app.raw(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv).unwrap();
+        let got = getsockopt(&f, v, app.raw(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, 16).unwrap();
+        assert_eq!(got, tv);
+        assert!(f.seen.borrow().is_empty());
+        let got = getsockopt(&f, v, app.raw(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 4).unwrap();
+        assert_eq!(got, vec![1, 0, 0, 0], "truncated to the caller's length");
+        assert_eq!(
+            shutdown(&f, v, app.raw(), 7),
+            Err(Errno::EINVAL),
+            "bad how is checked before asking"
+        );
+    }
+}

@@ -34,6 +34,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// smoltcp TCP ring sizes (each direction).
@@ -340,6 +341,7 @@ impl Node {
         let mut own: Vec<IpAddr> = cidrs.iter().map(|c| c.addr).collect();
         own.push(IpAddr::V6(ll));
         let port_no = port.port;
+        LOSSY_PORT.store(port.kind == PortKind::Vde, Ordering::Relaxed);
         let port_kind = port.kind;
         let mut dev = SwitchDevice::new(port, cfg.mac.0, own.clone(), ip_mtu + 14);
         let mut icfg = Config::new(EthernetAddress(cfg.mac.0).into());
@@ -748,6 +750,8 @@ impl Node {
             }
         ));
         t.push_str(&format!("sockets={}\n", self.socks.len()));
+        t.push_str(&format!("lingering={}\n", self.lingering.len()));
+        t.push_str(&format!("clients={}\n", self.ctl_conns.len()));
         t.push_str(&format!("uptime={}\n", self.t0.elapsed().as_secs()));
         t
     }
@@ -2184,10 +2188,18 @@ fn generic_option(k: (i32, i32)) -> bool {
     )
 }
 
+/// Set on classic VDE ports: the switch drops when a port's queue is full, so TCP needs
+/// congestion control there. Native ports apply back-pressure instead and run without.
+static LOSSY_PORT: AtomicBool = AtomicBool::new(false);
+
 fn apply_tcp_opts(t: &mut tcp::Socket<'static>, o: &Opts) {
     t.set_nagle_enabled(o.cork || !o.nodelay);
     t.set_ack_delay(None);
-    t.set_congestion_control(tcp::CongestionControl::None);
+    t.set_congestion_control(if LOSSY_PORT.load(Ordering::Relaxed) {
+        tcp::CongestionControl::Cubic
+    } else {
+        tcp::CongestionControl::None
+    });
     if o.keepalive {
         t.set_keep_alive(Some(smoltcp::time::Duration::from_secs(o.keepidle as u64)));
         t.set_timeout(Some(smoltcp::time::Duration::from_secs(

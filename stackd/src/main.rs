@@ -88,7 +88,10 @@ fn main() {
         eprintln!("ioth-stackd: --linger must be a number of seconds >= 0");
         std::process::exit(2);
     }
-    let ctl_path = cli.ctl.clone().unwrap_or_else(|| names::node_ctl_path(&cfg));
+    let ctl_path = cli
+        .ctl
+        .clone()
+        .unwrap_or_else(|| names::node_ctl_path(&cfg));
     if let Some(dir) = ctl_path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -145,7 +148,6 @@ fn main() {
     let opts = node::Options {
         persist: cli.persist,
         linger: std::time::Duration::from_secs_f64(cli.linger),
-        ctl_path: ctl_path.clone(),
         switch_loc: loc,
     };
     let code = match node::Node::new(cfg, node_id, port, listener, abstract_listener, opts) {

@@ -33,7 +33,6 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -68,7 +67,6 @@ pub fn want_frame(mtu: Option<u16>) -> usize {
 pub struct Options {
     pub persist: bool,
     pub linger: Duration,
-    pub ctl_path: PathBuf,
     pub switch_loc: String,
 }
 
@@ -198,7 +196,10 @@ impl Sock {
             wr: false,
             hup: false,
             tcp: TcpState::Idle,
-            dg: Dgram { h: None, peer: None },
+            dg: Dgram {
+                h: None,
+                peer: None,
+            },
         }
     }
 
@@ -370,8 +371,14 @@ impl Node {
             ctl_listeners.push(a);
         }
         for l in &ctl_listeners {
-            sys::epoll_ctl(ep.raw(), libc::EPOLL_CTL_ADD, l.raw(), libc::EPOLLIN as u32, T_LISTEN)
-                .map_err(|e| format!("epoll: {e}"))?;
+            sys::epoll_ctl(
+                ep.raw(),
+                libc::EPOLL_CTL_ADD,
+                l.raw(),
+                libc::EPOLLIN as u32,
+                T_LISTEN,
+            )
+            .map_err(|e| format!("epoll: {e}"))?;
         }
         let mut n = Node {
             cfg,
@@ -418,7 +425,13 @@ impl Node {
     fn register_switch(&mut self) -> Result<(), Errno> {
         if let Some(p) = &self.dev.port {
             let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
-            sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, p.data_fd(), ev, T_SWITCH)?;
+            sys::epoll_ctl(
+                self.ep.raw(),
+                libc::EPOLL_CTL_ADD,
+                p.data_fd(),
+                ev,
+                T_SWITCH,
+            )?;
             if let Some(c) = p.ctl_fd() {
                 let ev = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
                 sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, c, ev, T_SWITCH_CTL)?;
@@ -621,8 +634,7 @@ impl Node {
             let Some(fd) = self.ctl_conns.get(&cid).map(|f| f.raw()) else {
                 return;
             };
-            let got = match sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], libc::MSG_DONTWAIT)
-            {
+            let got = match sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], libc::MSG_DONTWAIT) {
                 Ok(g) => g,
                 Err(e) if e.is_again() => return,
                 Err(e) if e == Errno::EINTR => continue,
@@ -727,10 +739,7 @@ impl Node {
         for c in &self.cidrs {
             t.push_str(&format!("addr={c}\n"));
         }
-        t.push_str(&format!(
-            "addr={}/64\n",
-            config::link_local(&self.cfg.mac)
-        ));
+        t.push_str(&format!("addr={}/64\n", config::link_local(&self.cfg.mac)));
         for g in &self.cfg.gateways {
             t.push_str(&format!("gw={g}\n"));
         }
@@ -882,7 +891,7 @@ impl Node {
 
     fn ephemeral(&mut self, kind: Kind) -> Result<u16, Errno> {
         for _ in 0..16384 {
-            self.next_ephemeral = if self.next_ephemeral >= 65535 {
+            self.next_ephemeral = if self.next_ephemeral == 65535 {
                 49152
             } else {
                 self.next_ephemeral + 1
@@ -1191,11 +1200,7 @@ impl Node {
         let filler = [0u8; 512];
         let mut count = 0usize;
         loop {
-            match sys::send(
-                app.raw(),
-                &filler,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            ) {
+            match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
                 Ok(n) => count += n,
                 Err(e) if e == Errno::EINTR => continue,
                 Err(_) => break,
@@ -1232,7 +1237,12 @@ impl Node {
                 Err(_) => break,
             }
         }
-        let _ = sys::setsockopt_int(c.app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, s.opts.sndbuf);
+        let _ = sys::setsockopt_int(
+            c.app.raw(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            s.opts.sndbuf,
+        );
         drop(c.app);
         if err == 0 {
             s.rd = true;
@@ -1256,7 +1266,9 @@ impl Node {
             } else {
                 self.set.remove(c.h);
             }
-            let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
+            // SHUT_WR only: shutting down both ways would make our own end report HUP, which
+            // is how we learn that the app closed the socket.
+            let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_WR);
         }
     }
 
@@ -1311,11 +1323,11 @@ impl Node {
             (libc::SOL_SOCKET, libc::SO_SNDBUF) => int(s.opts.sndbuf.saturating_mul(2)),
             (libc::SOL_SOCKET, libc::SO_RCVBUF) => int(s.opts.rcvbuf.saturating_mul(2)),
             (libc::SOL_SOCKET, libc::SO_LINGER) => {
-                let (on, t) = match s.opts.linger {
+                let (on, t): (i32, i32) = match s.opts.linger {
                     Some(t) => (1, t),
                     None => (0, 0),
                 };
-                let mut v = (on as i32).to_ne_bytes().to_vec();
+                let mut v = on.to_ne_bytes().to_vec();
                 v.extend_from_slice(&t.to_ne_bytes());
                 Ok(v)
             }
@@ -1345,9 +1357,7 @@ impl Node {
                 Ok(v)
             }
             (libc::IPPROTO_TCP, libc::TCP_INFO) => Ok(self.tcp_info(s)),
-            (libc::IPPROTO_IPV6, _) if s.domain != libc::AF_INET6 => {
-                Err(Errno(libc::ENOPROTOOPT))
-            }
+            (libc::IPPROTO_IPV6, _) if s.domain != libc::AF_INET6 => Err(Errno(libc::ENOPROTOOPT)),
             (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => int(s.opts.v6only as i32),
             (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => int(s.opts.tclass),
             (libc::IPPROTO_IP, libc::IP_TOS) => int(s.opts.tos),
@@ -1849,7 +1859,18 @@ impl Node {
     /// Service one TCP socket; `false` when it is gone.
     fn service_tcp(&mut self, s: &mut Sock, accepted: &mut Vec<SocketHandle>) -> bool {
         match &mut s.tcp {
-            TcpState::Idle | TcpState::Done => !s.hup,
+            TcpState::Idle => !s.hup,
+            TcpState::Done => {
+                // Whatever the app still writes has nowhere to go.
+                while s.rd {
+                    match sys::read(s.dmn.raw(), &mut self.scratch) {
+                        Ok(n) if n > 0 => {}
+                        Err(e) if e == Errno::EINTR => {}
+                        _ => s.rd = false,
+                    }
+                }
+                !s.hup
+            }
             TcpState::Listening(l) => {
                 let mut i = 0;
                 while i < l.pool.len() {
@@ -1870,8 +1891,7 @@ impl Node {
                     Self::deliver(s);
                 }
                 if s.hup {
-                    if let TcpState::Listening(l) = std::mem::replace(&mut s.tcp, TcpState::Done)
-                    {
+                    if let TcpState::Listening(l) = std::mem::replace(&mut s.tcp, TcpState::Done) {
                         for h in l.pool {
                             self.set.get_mut::<tcp::Socket>(h).abort();
                             self.lingering.push(h);
@@ -1892,7 +1912,6 @@ impl Node {
                             Some(libc::ETIMEDOUT)
                         } else if elapsed >= NEIGHBOUR_TIMEOUT
                             && !self.own.contains(&c.hop)
-                            && !self.seen.get(&c.hop).is_some_and(|t| *t >= c.start)
                             && !self.seen.contains_key(&c.hop)
                         {
                             Some(libc::EHOSTUNREACH)
@@ -1976,9 +1995,15 @@ impl Node {
                         break;
                     }
                     Ok(Err(e)) if e == Errno::EINTR => {}
-                    Ok(Err(_)) => {
+                    Ok(Err(e)) => {
+                        // ECONNRESET: the app closed with data it never read; Linux then
+                        // resets the connection.
                         c.app_eof = true;
-                        t.close();
+                        if e.0 == libc::ECONNRESET {
+                            t.abort();
+                        } else {
+                            t.close();
+                        }
                         break;
                     }
                     Err(_) => break,
@@ -1989,7 +2014,10 @@ impl Node {
         let reset = st == tcp::State::Closed
             && !matches!(
                 c.prev,
-                tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait | tcp::State::Closed
+                tcp::State::LastAck
+                    | tcp::State::Closing
+                    | tcp::State::TimeWait
+                    | tcp::State::Closed
             );
         if reset {
             log::debug!("connection reset (was {})", c.prev);
@@ -2000,7 +2028,7 @@ impl Node {
                     libc::ECONNRESET
                 };
             }
-            let _ = sys::shutdown(fd, libc::SHUT_RDWR);
+            let _ = sys::shutdown(fd, libc::SHUT_WR);
             self.set.remove(c.h);
             s.tcp = TcpState::Done;
             return !s.hup;
@@ -2023,8 +2051,10 @@ impl Node {
         c.prev = st;
         if s.hup && c.app_eof {
             // The app closed its last fd: linger until smoltcp is done with the socket.
-            let unread = t.recv_queue() > 0 || (t.may_recv() && !c.fin_to_app && !s.wr);
-            if s.opts.linger == Some(0) || (unread && t.recv_queue() > 0) {
+            let unread = t.recv_queue() > 0
+                || sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+                    == Ok(libc::ECONNRESET);
+            if s.opts.linger == Some(0) || unread {
                 t.abort();
             } else {
                 t.close();
@@ -2038,8 +2068,7 @@ impl Node {
             s.tcp = TcpState::Done;
             return false;
         }
-        if matches!(st, tcp::State::Closed | tcp::State::TimeWait) && c.fin_to_app && c.app_eof
-        {
+        if matches!(st, tcp::State::Closed | tcp::State::TimeWait) && c.fin_to_app && c.app_eof {
             let h = c.h;
             self.set.remove(h);
             s.tcp = TcpState::Done;
@@ -2218,7 +2247,12 @@ fn measure_record_cost() -> usize {
         let (a, _b) = sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC)?;
         let (x, _y) = sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC)?;
         let rec = [0u8; ioth_common::ctl::ACCEPT_RECORD_LEN];
-        sys::sendmsg(a.raw(), &[IoSlice::new(&rec)], &[x.raw()], libc::MSG_DONTWAIT)?;
+        sys::sendmsg(
+            a.raw(),
+            &[IoSlice::new(&rec)],
+            &[x.raw()],
+            libc::MSG_DONTWAIT,
+        )?;
         os::outq(a.raw())
     };
     match probe() {

@@ -18,7 +18,11 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "iothctl", version, about = "Control-protocol client for ioth-stackd")]
+#[command(
+    name = "iothctl",
+    version,
+    about = "Control-protocol client for ioth-stackd"
+)]
 struct Cli {
     /// The node's control socket.
     #[arg(long, env = "IOTH_STACK")]
@@ -63,7 +67,7 @@ fn die(msg: impl std::fmt::Display) -> ! {
 fn main() {
     let cli = Cli::parse();
     let addr = if cli.ctl.starts_with('@') {
-        UnixAddr::Abstract(cli.ctl[1..].as_bytes().to_vec())
+        UnixAddr::Abstract(cli.ctl.as_bytes()[1..].to_vec())
     } else {
         UnixAddr::path(&cli.ctl)
     };
@@ -142,14 +146,7 @@ fn listen(c: &Client, addr: IpAddr, port: u16, once: bool) {
     check("bind", call(c, &Request::Bind { id, addr: wa }, None));
     check(
         "listen",
-        call(
-            c,
-            &Request::Listen {
-                id,
-                backlog: 128,
-            },
-            None,
-        ),
+        call(c, &Request::Listen { id, backlog: 128 }, None),
     );
     eprintln!("listening");
     loop {
@@ -281,8 +278,7 @@ fn ping(c: &Client, addr: IpAddr, count: u32, interval: f64, wait: f64) {
                 continue;
             };
             let m = &buf[DgramHeader::LEN..n];
-            if m.len() >= 8 && m[0] == rep_type && u16::from_be_bytes([m[6], m[7]]) == seq as u16
-            {
+            if m.len() >= 8 && m[0] == rep_type && u16::from_be_bytes([m[6], m[7]]) == seq as u16 {
                 let from = h.addr.0.map(|a| a.ip().to_string()).unwrap_or_default();
                 println!(
                     "{} bytes from {from}: icmp_seq={seq} time={:.3} ms",

@@ -495,6 +495,7 @@ impl Node {
             self.ingress();
             self.service();
             self.egress();
+            self.reap();
             // Egress can complete handshakes of hairpinned connections only after ingress;
             // a second pass keeps self-connections from waiting for a timeout.
             if !self.dev.hairpin.is_empty() {
@@ -1843,7 +1844,11 @@ impl Node {
             }
         }
         self.ids = ids;
-        // Reap lingering sockets.
+    }
+
+    /// Free lingering sockets that smoltcp is done with (called after egress, so that an
+    /// aborted socket got its chance to send the RST).
+    fn reap(&mut self) {
         let set = &mut self.set;
         self.lingering.retain(|h| {
             let st = set.get::<tcp::Socket>(*h).state();
@@ -2029,7 +2034,8 @@ impl Node {
                 };
             }
             let _ = sys::shutdown(fd, libc::SHUT_WR);
-            self.set.remove(c.h);
+            // If we aborted (app closed with unread data), the RST still has to go out.
+            self.lingering.push(c.h);
             s.tcp = TcpState::Done;
             return !s.hup;
         }
@@ -2059,12 +2065,7 @@ impl Node {
             } else {
                 t.close();
             }
-            let h = c.h;
-            if matches!(t.state(), tcp::State::Closed | tcp::State::TimeWait) {
-                self.set.remove(h);
-            } else {
-                self.lingering.push(h);
-            }
+            self.lingering.push(c.h);
             s.tcp = TcpState::Done;
             return false;
         }

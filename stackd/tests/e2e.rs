@@ -620,7 +620,7 @@ fn one_gib_stream_sha256_and_zero_switch_drops() {
          {ctl} --ctl {b} listen --once fd00::2 5001 2>listen.err | sha256sum > recv.sum & \
          while ! grep -q listening listen.err 2>/dev/null; do sleep 0.05; done; \
          t0=$(date +%s.%N); \
-         head -c 1073741824 /dev/zero | tr '\\0' 'x' | tee >(sha256sum > sent.sum) | {ctl} --ctl {a} connect fd00::2 5001; \
+         head -c 1073741824 /dev/urandom | tee >(sha256sum > sent.sum) | {ctl} --ctl {a} connect fd00::2 5001; \
          wait; t1=$(date +%s.%N); \
          echo \"$t0 $t1\" > times; cmp sent.sum recv.sum",
         dir = dir.display(),

@@ -605,8 +605,11 @@ impl Node {
                     Err(e) if e == Errno::EINTR => continue,
                     Err(_) => break,
                 };
+                // Same user, root, or any user when the node itself runs as root: a server
+                // started as root (nginx) drops privileges in its workers, which must still
+                // reach their node.
                 match os::peer_cred(c.raw()) {
-                    Ok((_, uid, _)) if uid == sys::geteuid() || uid == 0 => {}
+                    Ok((_, uid, _)) if uid == sys::geteuid() || uid == 0 || sys::geteuid() == 0 => {}
                     other => {
                         log::warn!("control connection refused: credentials {other:?}");
                         continue;

@@ -479,7 +479,11 @@ impl DgramHeader {
             return Err(Errno::EPROTO);
         }
         let mut r = Reader::new(&b[..Self::LEN]);
-        Ok(DgramHeader { addr: r.addr()?, len: r.u32()?, flags: r.u32()? })
+        Ok(DgramHeader {
+            addr: r.addr()?,
+            len: r.u32()?,
+            flags: r.u32()?,
+        })
     }
 }
 
@@ -643,7 +647,11 @@ mod tests {
 
     #[test]
     fn dgram_headers() {
-        let h = DgramHeader { addr: WireAddr(Some("[fd00::9]:53".parse().unwrap())), len: 1200, flags: 0 };
+        let h = DgramHeader {
+            addr: WireAddr(Some("[fd00::9]:53".parse().unwrap())),
+            len: 1200,
+            flags: 0,
+        };
         assert_eq!(DgramHeader::decode(&h.encode()), Ok(h));
         assert_eq!(DgramHeader::decode(&[0u8; 8]), Err(Errno::EPROTO));
     }

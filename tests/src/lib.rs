@@ -16,12 +16,19 @@ pub fn bin_dir() -> PathBuf {
     }
     // target/<profile>/deps/<test-exe>
     let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: build the workspace first (cargo build --release)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (cargo build --release)",
+        p.display()
+    );
     p
 }
 
@@ -31,7 +38,10 @@ pub fn libioth() -> PathBuf {
 
 /// The repository root (for scripts/).
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Whether an external program is installed.
@@ -65,7 +75,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
@@ -113,9 +126,14 @@ pub struct Daemon {
 impl Daemon {
     pub fn from_pidfile(name: &str, pidfile: &Path) -> Daemon {
         let pid = wait_for(Duration::from_secs(10), &format!("{name} pid file"), || {
-            std::fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok())
+            std::fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
         });
-        Daemon { pid, name: name.to_string() }
+        Daemon {
+            pid,
+            name: name.to_string(),
+        }
     }
 
     pub fn alive(&self) -> bool {
@@ -156,7 +174,9 @@ fn reap() {
 
 /// Run a command to completion, capturing output.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
 /// Run and require success.
@@ -175,14 +195,30 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 /// Start `ioth-switch --sock DIR --daemon` (ready when the call returns).
 pub fn ioth_switch(dir: &Path, extra: &[&str]) -> Daemon {
     let pidfile = dir.with_extension("pid");
-    run_ok(Command::new(bin("ioth-switch")).arg("--sock").arg(dir).args(extra).arg("--daemon").arg("--pidfile").arg(&pidfile));
+    run_ok(
+        Command::new(bin("ioth-switch"))
+            .arg("--sock")
+            .arg(dir)
+            .args(extra)
+            .arg("--daemon")
+            .arg("--pidfile")
+            .arg(&pidfile),
+    );
     Daemon::from_pidfile("ioth-switch", &pidfile)
 }
 
 /// Start Debian's `vde_switch -s DIR -d` (ready when `DIR/ctl` accepts connections).
 pub fn vde_switch(dir: &Path) -> Daemon {
     let pidfile = dir.with_extension("pid");
-    run_ok(Command::new("vde_switch").arg("-s").arg(dir).arg("-d").arg("-p").arg(&pidfile).arg("--nostdin"));
+    run_ok(
+        Command::new("vde_switch")
+            .arg("-s")
+            .arg(dir)
+            .arg("-d")
+            .arg("-p")
+            .arg(&pidfile)
+            .arg("--nostdin"),
+    );
     let d = Daemon::from_pidfile("vde_switch", &pidfile);
     wait_for(Duration::from_secs(5), "vde_switch ctl", || {
         std::os::unix::net::UnixStream::connect(dir.join("ctl")).ok()
@@ -193,7 +229,9 @@ pub fn vde_switch(dir: &Path) -> Daemon {
 /// Find the pid of a running process whose command line contains `needle`.
 pub fn pid_by_cmdline(needle: &str) -> Option<i32> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
             let s = String::from_utf8_lossy(&c).replace('\0', " ");
             if s.contains(needle) && pid != std::process::id() as i32 {
@@ -224,23 +262,43 @@ pub fn node(switch: &Path, ips: &str, ctl: &Path) -> Node {
             .env_remove("LD_PRELOAD"),
     );
     let needle = ctl.to_string_lossy().to_string();
-    let pid = wait_for(Duration::from_secs(5), "ioth-stackd process", || pid_by_cmdline(&needle));
-    Node { ctl: ctl.to_path_buf(), daemon: Daemon { pid, name: "ioth-stackd".into() } }
+    let pid = wait_for(Duration::from_secs(5), "ioth-stackd process", || {
+        pid_by_cmdline(&needle)
+    });
+    Node {
+        ctl: ctl.to_path_buf(),
+        daemon: Daemon {
+            pid,
+            name: "ioth-stackd".into(),
+        },
+    }
 }
 
 /// `sha256sum` of a file.
 pub fn sha256_file(p: &Path) -> String {
     let out = run_ok(Command::new("sha256sum").arg(p));
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// `sha256sum` of bytes.
 pub fn sha256_bytes(b: &[u8]) -> String {
     use std::io::Write;
-    let mut c = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut c = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     c.stdin.take().unwrap().write_all(b).unwrap();
     let out = c.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// A file of `len` random bytes.
@@ -259,7 +317,12 @@ pub fn random_file(p: &Path, len: usize) {
 }
 
 /// A command run as a node through `LD_PRELOAD` (switch, run dir and addresses given).
-pub fn as_node(prog: impl AsRef<std::ffi::OsStr>, switch: &Path, rundir: &Path, ip: &str) -> Command {
+pub fn as_node(
+    prog: impl AsRef<std::ffi::OsStr>,
+    switch: &Path,
+    rundir: &Path,
+    ip: &str,
+) -> Command {
     let mut c = Command::new(prog);
     c.env("LD_PRELOAD", libioth())
         .env("IOTH_IP", ip)

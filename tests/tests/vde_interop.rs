@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn ping(ctl: &Path, addr: &str) {
-    let out = run(Command::new(bin("iothctl")).arg("--ctl").arg(ctl).args(["ping", "-c", "3", addr]));
+    let out = run(Command::new(bin("iothctl"))
+        .arg("--ctl")
+        .arg(ctl)
+        .args(["ping", "-c", "3", addr]));
     assert!(
         out.status.success(),
         "ping {addr} failed\nstdout: {}\nstderr: {}",
@@ -37,7 +40,10 @@ fn tcp_stream(tmp: &TempDir, from: &Path, to: &Path, listen_addr: &str, to_addr:
     let mut line = String::new();
     while !line.contains("listening") {
         line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "iothctl listen exited before listening");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "iothctl listen exited before listening"
+        );
     }
     run_ok(
         Command::new(bin("iothctl"))
@@ -48,7 +54,11 @@ fn tcp_stream(tmp: &TempDir, from: &Path, to: &Path, listen_addr: &str, to_addr:
     );
     let st = server.wait().unwrap();
     assert!(st.success(), "iothctl listen: {st}");
-    assert_eq!(sha256_file(&output), sha256_file(&input), "stream content differs");
+    assert_eq!(
+        sha256_file(&output),
+        sha256_file(&input),
+        "stream content differs"
+    );
 }
 
 #[test]
@@ -70,10 +80,20 @@ fn vde_plug_cable_between_ioth_switch_and_debian_vde_switch() {
         .spawn()
         .unwrap();
     // The cable is up when ioth-switch lists a VDE port.
-    wait_for(Duration::from_secs(10), "vde_plug port on ioth-switch", || {
-        let out = run(Command::new(bin("ioth-switch")).arg("ctl").arg("--sock").arg(&ours).arg("port/print"));
-        String::from_utf8_lossy(&out.stdout).contains("vde").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "vde_plug port on ioth-switch",
+        || {
+            let out = run(Command::new(bin("ioth-switch"))
+                .arg("ctl")
+                .arg("--sock")
+                .arg(&ours)
+                .arg("port/print"));
+            String::from_utf8_lossy(&out.stdout)
+                .contains("vde")
+                .then_some(())
+        },
+    );
     let a = node(&ours, "fd00::1/64,10.1.0.1/24", &tmp.join("a.ctl"));
     let b = node(&theirs, "fd00::2/64,10.1.0.2/24", &tmp.join("b.ctl"));
     ping(&a.ctl, "fd00::2");

@@ -30,6 +30,10 @@ pub trait Control {
     fn call_home(&self, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno>;
     /// A request about a socket of `node`.
     fn call(&self, node: u64, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno>;
+    /// A request about a socket of `node` carrying several fds.
+    fn call_fds(&self, node: u64, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
+        self.call(node, req, fds.first().copied())
+    }
 }
 
 /// The real daemons (see [`crate::node`]).
@@ -41,6 +45,9 @@ impl Control for Daemons {
     }
     fn call(&self, node: u64, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
         node::call(node, req, fd)
+    }
+    fn call_fds(&self, node: u64, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
+        node::call_fds(node, req, fds)
     }
 }
 
@@ -120,7 +127,58 @@ pub fn listen(c: &dyn Control, v: Virt, backlog: i32) -> Result<(), Errno> {
     expect_ok(
         c.call(v.node, &Request::Listen { id: v.id, backlog }, None)?
             .0,
-    )
+    )?;
+    listeners::remember(v);
+    Ok(())
+}
+
+/// Sockets known to be listening, so that `accept` needs no round trip to tell a listener
+/// (records with fds) from a connected socket (data). A socket never stops listening until
+/// it is closed, and ids are never reused within a node, so a hit is always right; a miss
+/// (never seen, or evicted by a collision) only costs one `SO_ACCEPTCONN` question. Lock-free
+/// so that `fork` and signal handlers can never find it locked.
+mod listeners {
+    use super::Virt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const SLOTS: usize = 256;
+    static KEYS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+    fn key(v: Virt) -> u64 {
+        (v.node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ v.id).max(1)
+    }
+
+    pub fn remember(v: Virt) {
+        let k = key(v);
+        KEYS[(k % SLOTS as u64) as usize].store(k, Ordering::Relaxed);
+    }
+
+    pub fn known(v: Virt) -> bool {
+        let k = key(v);
+        KEYS[(k % SLOTS as u64) as usize].load(Ordering::Relaxed) == k
+    }
+}
+
+/// `accept` on a socket that is not listening is `EINVAL`, as on Linux (and it must not eat
+/// the data of a connected socket).
+pub fn check_listening(c: &dyn Control, v: Virt) -> Result<(), Errno> {
+    if listeners::known(v) {
+        return Ok(());
+    }
+    let req = Request::GetSockOpt {
+        id: v.id,
+        level: libc::SOL_SOCKET,
+        name: libc::SO_ACCEPTCONN,
+        len: 4,
+    };
+    match c.call(v.node, &req, None)?.0 {
+        Reply::Bytes(b) if b.len() >= 4 && b[..4] != [0; 4] => {
+            listeners::remember(v);
+            Ok(())
+        }
+        Reply::Err(e) => Err(e),
+        _ => Err(Errno::EINVAL),
+    }
 }
 
 /// `accept4` on a virtual listener: one record (with the connection's fd) per connection.
@@ -180,24 +238,62 @@ pub fn so_error(c: &dyn Control, v: Virt) -> Result<i32, Errno> {
     }
 }
 
+/// Wait for a blocking connect to end: a blocking `read` of the waiter socket, whose other end
+/// the daemon holds until the handshake ends. A `read` is what makes signals behave as in the
+/// kernel's connect: restarted under `SA_RESTART` (the kernel restarts the system call),
+/// `EINTR` otherwise, and `EINTR` whenever `SO_SNDTIMEO` is set (copied to the waiter as
+/// `SO_RCVTIMEO`); the time limit gives `EINPROGRESS`.
+fn wait_connect(fd: RawFd, waiter: Option<Fd>) -> Result<(), Errno> {
+    let timeout = send_timeout_ms(fd);
+    if let Some(w) = waiter {
+        let mut tv = [0u8; 16];
+        if timeout > 0
+            && sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &mut tv) == Ok(16)
+        {
+            sys::setsockopt_bytes(w.raw(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+        }
+        let mut b = [0u8; 1];
+        match sys::read(w.raw(), &mut b) {
+            Ok(_) => {}
+            Err(e) if e.is_again() => return Err(Errno(libc::EINPROGRESS)),
+            Err(e) => return Err(e),
+        }
+        // A daemon that ignores the waiter drops it at once: then poll as below.
+        if sys::wait_fd(fd, libc::POLLOUT, 0)? {
+            return Ok(());
+        }
+    }
+    if !sys::wait_fd(fd, libc::POLLOUT, timeout)? {
+        return Err(Errno(libc::EINPROGRESS));
+    }
+    Ok(())
+}
+
 /// `connect`: the daemon starts the handshake and holds the fd unwritable until it ends.
 pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<(), Errno> {
+    let fl = sys::fcntl(fd, libc::F_GETFL, 0)?;
+    let blocking = fl & libc::O_NONBLOCK == 0;
+    let pair = if blocking {
+        sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).ok()
+    } else {
+        None
+    };
+    let mut fds = vec![fd];
+    fds.extend(pair.as_ref().map(|p| p.1.raw()));
     let r = c
-        .call(v.node, &Request::Connect { id: v.id, addr }, Some(fd))?
+        .call_fds(v.node, &Request::Connect { id: v.id, addr }, &fds)?
         .0;
+    // Only the daemon's copy of the waiter's other end may stay open.
+    let waiter = pair.map(|(w, _)| w);
     crate::debug!("connect({fd}, {:?}) -> {r:?}", addr.0);
     match r {
         Reply::Err(e) if e.0 == libc::EINPROGRESS => {}
         r => return expect_ok(r),
     }
-    let fl = sys::fcntl(fd, libc::F_GETFL, 0)?;
-    if fl & libc::O_NONBLOCK != 0 {
+    if !blocking {
         return Err(Errno(libc::EINPROGRESS));
     }
-    let timeout = send_timeout_ms(fd);
-    if !sys::wait_fd(fd, libc::POLLOUT, timeout)? {
-        return Err(Errno(libc::EINPROGRESS));
-    }
+    wait_connect(fd, waiter)?;
     let err = so_error(c, v);
     crate::debug!("connect({fd}) finished: SO_ERROR {err:?}");
     match err? {

@@ -129,9 +129,12 @@ unsafe fn do_accept(fd: c_int, a: *mut sockaddr, len: *mut socklen_t, flags: c_i
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if virt(fd).is_none() {
+    let Some(v) = virt(fd) else {
         // SAFETY: pass-through with the caller's arguments.
         return unsafe { real::accept(fd, a, len) };
+    };
+    if guard(|| emu::check_listening(&Daemons, v).map(|_| 0)) < 0 {
+        return -1;
     }
     // SAFETY: the caller's arguments, as for accept(2).
     unsafe { do_accept(fd, a, len, 0) }
@@ -144,9 +147,12 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    if virt(fd).is_none() {
+    let Some(v) = virt(fd) else {
         // SAFETY: pass-through with the caller's arguments.
         return unsafe { real::accept4(fd, a, len, flags) };
+    };
+    if guard(|| emu::check_listening(&Daemons, v).map(|_| 0)) < 0 {
+        return -1;
     }
     // SAFETY: the caller's arguments, as for accept4(2).
     unsafe { do_accept(fd, a, len, flags) }

@@ -52,14 +52,13 @@ impl Conn {
         sys::fstat_id(self.fd.raw()) == Ok(self.ident)
     }
 
-    fn call(&self, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
+    fn call(&self, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
         let msg = req.encode();
-        let fds: Vec<RawFd> = fd.into_iter().collect();
         sys::retry(|| {
             sys::sendmsg(
                 self.fd.raw(),
                 &[IoSlice::new(&msg)],
-                &fds,
+                fds,
                 libc::MSG_NOSIGNAL,
             )
         })?;
@@ -221,7 +220,7 @@ impl State {
 }
 
 fn hello(c: &mut Conn) -> Result<(), Errno> {
-    match c.call(&Request::Hello { pid: sys::getpid() }, None)?.0 {
+    match c.call(&Request::Hello { pid: sys::getpid() }, &[])?.0 {
         Reply::Created(node) => {
             c.node = node;
             Ok(())
@@ -318,29 +317,36 @@ pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), E
     let mut st = STATE.lock();
     st.check_pid();
     let i = st.home_conn()?;
-    match st.conns[i].call(req, fd) {
+    let fds: Vec<RawFd> = fd.into_iter().collect();
+    match st.conns[i].call(req, &fds) {
         Ok(r) => Ok(r),
         Err(e) if e == Errno::EPROTO => Err(e),
         Err(_) => {
             st.drop_conn(i);
             let i = st.home_conn()?;
-            st.conns[i].call(req, fd).map_err(transport)
+            st.conns[i].call(req, &fds).map_err(transport)
         }
     }
 }
 
 /// Send a request about a socket of `node`.
 pub fn call(node: u64, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
+    let fds: Vec<RawFd> = fd.into_iter().collect();
+    call_fds(node, req, &fds)
+}
+
+/// Send a request about a socket of `node`, with any number of fds attached.
+pub fn call_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
     let mut st = STATE.lock();
     st.check_pid();
     let i = st.conn_for(node).map_err(transport)?;
-    match st.conns[i].call(req, fd) {
+    match st.conns[i].call(req, fds) {
         Ok(r) => Ok(r),
         Err(e) if e == Errno::EPROTO => Err(e),
         Err(_) => {
             st.drop_conn(i);
             let i = st.conn_for(node).map_err(transport)?;
-            st.conns[i].call(req, fd).map_err(transport)
+            st.conns[i].call(req, fds).map_err(transport)
         }
     }
 }

@@ -138,6 +138,9 @@ struct Pending {
 struct Connecting {
     h: SocketHandle,
     app: Fd,
+    /// Optional second fd of a Connect request: a blocking connect in the shim reads it and
+    /// wakes on EOF, which comes when this is dropped (the handshake ended either way).
+    _notify: Option<Fd>,
     filler: usize,
     start: Instant,
     hop: IpAddr,
@@ -578,14 +581,20 @@ impl Node {
             },
             T_CTL => self.ctl_readable(tok & !T_MASK),
             T_SOCK => {
-                if let Some(s) = self.socks.get_mut(&(tok & !T_MASK)) {
+                let id = tok & !T_MASK;
+                // HUP only means both directions are shut: also after our own SHUT_WR plus
+                // the app's shutdown(SHUT_WR). Closed is when its name is free again.
+                let gone = bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
+                    && self.socks.contains_key(&id)
+                    && app_gone(self.id, id);
+                if let Some(s) = self.socks.get_mut(&id) {
                     if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
                         s.rd = true;
                     }
                     if bits & libc::EPOLLOUT as u32 != 0 {
                         s.wr = true;
                     }
-                    if bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                    if gone {
                         s.hup = true;
                     }
                 }
@@ -692,8 +701,9 @@ impl Node {
             Request::Bind { id, addr } => self.with_sock(id, |n, s| n.op_bind(s, addr)),
             Request::Listen { id, backlog } => self.with_sock(id, |n, s| n.op_listen(s, backlog)),
             Request::Connect { id, addr } => {
-                let app = fds.into_iter().next();
-                self.with_sock(id, |n, s| n.op_connect(s, addr, app))
+                let mut fds = fds.into_iter();
+                let (app, notify) = (fds.next(), fds.next());
+                self.with_sock(id, |n, s| n.op_connect(s, addr, app, notify))
             }
             Request::GetSockName { id } => self.with_sock(id, |n, s| n.op_sockname(s)),
             Request::GetPeerName { id } => self.with_sock(id, |_, s| match s.peer {
@@ -1139,6 +1149,7 @@ impl Node {
         s: &mut Sock,
         addr: WireAddr,
         app: Option<Fd>,
+        notify: Option<Fd>,
     ) -> Result<Reply, Errno> {
         if s.kind != Kind::Tcp {
             return self.dgram_connect(s, addr);
@@ -1218,6 +1229,7 @@ impl Node {
         s.tcp = TcpState::Connecting(Connecting {
             h,
             app,
+            _notify: notify,
             filler: count,
             start: Instant::now(),
             hop,
@@ -1270,9 +1282,9 @@ impl Node {
             } else {
                 self.set.remove(c.h);
             }
-            // SHUT_WR only: shutting down both ways would make our own end report HUP, which
-            // is how we learn that the app closed the socket.
-            let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_WR);
+            // Both ways: the app reads EOF and its writes fail with EPIPE, as on Linux (our
+            // own end then reports HUP, which `app_gone` tells apart from a close).
+            let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
         }
     }
 
@@ -1854,7 +1866,14 @@ impl Node {
     fn reap(&mut self) {
         let set = &mut self.set;
         self.lingering.retain(|h| {
-            let st = set.get::<tcp::Socket>(*h).state();
+            let t = set.get_mut::<tcp::Socket>(*h);
+            if t.recv_queue() > 0 && t.state() != tcp::State::Closed {
+                // Data for a socket the app has closed: Linux answers with RST. Keep the
+                // socket until egress has sent it.
+                t.abort();
+                return true;
+            }
+            let st = t.state();
             if matches!(st, tcp::State::Closed | tcp::State::TimeWait) {
                 set.remove(*h);
                 false
@@ -2036,7 +2055,8 @@ impl Node {
                     libc::ECONNRESET
                 };
             }
-            let _ = sys::shutdown(fd, libc::SHUT_WR);
+            // Reads give EOF, writes EPIPE (SIGPIPE unless MSG_NOSIGNAL), as after an RST.
+            let _ = sys::shutdown(fd, libc::SHUT_RDWR);
             // If we aborted (app closed with unread data), the RST still has to go out.
             self.lingering.push(c.h);
             s.tcp = TcpState::Done;
@@ -2164,6 +2184,15 @@ impl Node {
             }
         }
     }
+}
+
+/// Whether the app's end of socket `id` of node `node` is closed in every process: the kernel
+/// frees its abstract name (`names::socket_name`) when the last reference goes away.
+fn app_gone(node: u64, id: u64) -> bool {
+    let Ok(probe) = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) else {
+        return true;
+    };
+    sys::bind_unix(probe.raw(), &names::socket_name(node, id)) != Err(Errno::EADDRINUSE)
 }
 
 /// Options that Linux accepts on any socket and that have no effect here: stored and

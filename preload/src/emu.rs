@@ -72,8 +72,8 @@ pub fn virt(fd: RawFd) -> Option<Virt> {
 pub fn wants_virtual(domain: i32, ty: i32, protocol: i32) -> bool {
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
     (domain == libc::AF_INET || domain == libc::AF_INET6)
-        && base == libc::SOCK_STREAM
-        && (protocol == 0 || protocol == libc::IPPROTO_TCP)
+        && ((base == libc::SOCK_STREAM && (protocol == 0 || protocol == libc::IPPROTO_TCP))
+            || (base == libc::SOCK_DGRAM && crate::dgram::wants(domain, protocol)))
 }
 
 fn expect_ok(r: Reply) -> Result<(), Errno> {

@@ -83,10 +83,19 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     let wanted = catch_unwind(|| emu::wants_virtual(domain, ty, protocol) && crate::node::active())
         .unwrap_or(false);
     if !wanted {
+        if crate::dgram::refuse_raw(domain, ty) {
+            // An unprivileged kernel's answer (ping then falls back to a ping socket).
+            Errno(libc::EPERM).set_errno();
+            return -1;
+        }
         // SAFETY: pass-through with the caller's arguments.
         return unsafe { real::socket(domain, ty, protocol) };
     }
-    guard(|| emu::socket(&Daemons, domain, ty, protocol))
+    guard(|| {
+        let fd = emu::socket(&Daemons, domain, ty, protocol)?;
+        crate::dgram::created(fd, domain, ty, protocol);
+        Ok(fd)
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -165,7 +174,12 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
         return unsafe { real::connect(fd, a, len) };
     };
     // SAFETY: a/len come from the caller of connect, who vouches for them.
-    guard(|| emu::connect(&Daemons, v, fd, unsafe { in_addr(a, len) }?).map(|_| 0))
+    guard(|| {
+        let to = unsafe { in_addr(a, len) }?;
+        emu::connect(&Daemons, v, fd, to)?;
+        crate::dgram::connected(fd, to.0.is_some());
+        Ok(0)
+    })
 }
 
 #[unsafe(no_mangle)]

@@ -20,16 +20,22 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod addr;
+pub mod dghooks;
+pub mod dgram;
 pub mod emu;
 pub mod hooks;
 pub mod log;
 pub mod node;
 pub mod real;
+pub mod real_io;
+pub mod resolv;
 pub mod spawn;
 
 extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {
         real::resolve_all();
+        real_io::resolve_all();
+        dgram::scan_inherited();
         node::install_atfork();
         let _ = spawn::self_dir();
     });

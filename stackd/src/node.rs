@@ -817,10 +817,12 @@ impl Node {
             _ => return (Reply::Err(Errno(libc::ESOCKTNOSUPPORT)), None),
         };
         let id = self.new_id();
+        // Datagram sockets: SOCK_SEQPACKET keeps boundaries like SOCK_DGRAM, and unlike a
+        // SOCK_DGRAM pair it reports HUP on our end when the app's last reference closes.
         let pty = if kind == Kind::Tcp {
             libc::SOCK_STREAM
         } else {
-            libc::SOCK_DGRAM
+            libc::SOCK_SEQPACKET
         };
         let (d, a) = match self.make_pair(pty, id) {
             Ok(p) => p,

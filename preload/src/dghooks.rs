@@ -1,0 +1,629 @@
+//! The exported data-path hooks for virtual datagram sockets: a thin FFI layer over
+//! [`crate::dgram`].
+//!
+//! `read`, `readv`, `write`, `writev`, `send`, `sendto`, `sendmsg`, `sendmmsg`, `recv`,
+//! `recvfrom`, `recvmsg`, `recvmmsg` and the fortified `__read_chk`, `__recv_chk`,
+//! `__recvfrom_chk`: for an fd that is not in the datagram table the cost is one atomic load
+//! before the real function; TCP sockets, files and pipes never get further. For a virtual
+//! datagram socket the hook puts the 32-byte header in front of the caller's buffers in one
+//! `sendmsg`/`recvmsg` of the kernel socketpair, so the datagram stays one message and
+//! `MSG_PEEK`, `MSG_DONTWAIT`, `O_NONBLOCK`, `SO_RCVTIMEO` and signals behave natively.
+//!
+//! Also here: `dup`/`dup2`/`dup3` (copy the table entry) and the `SCM_RIGHTS` check of
+//! `recvmsg` on other sockets (a virtual datagram socket passed from another process).
+//!
+//! Not done: ancillary data on virtual datagram sockets (`msg_control` comes back empty, so
+//! `IP_PKTINFO`, `IP_RECVTTL`, `SO_TIMESTAMP` give no control messages; programs fall back),
+//! `MSG_ERRQUEUE` (always `EAGAIN`: no ICMP errors are queued), `MSG_OOB` (`EOPNOTSUPP`).
+
+#![allow(clippy::missing_safety_doc)]
+
+use crate::dgram::{self, Entry, Got};
+use crate::{addr, real_io};
+use ioth_common::ctl::{DgramHeader, WireAddr};
+use ioth_common::sys::Errno;
+use libc::{
+    c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, timespec,
+};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Largest iovec count (`UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+
+fn guard(f: impl FnOnce() -> Result<usize, Errno>) -> ssize_t {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v as ssize_t,
+        Ok(Err(e)) => {
+            e.set_errno();
+            -1
+        }
+        Err(_) => {
+            Errno::EIO.set_errno();
+            -1
+        }
+    }
+}
+
+/// The caller's iovecs with room for our header in front.
+struct Iovs {
+    small: [iovec; 9],
+    big: Vec<iovec>,
+    n: usize,
+}
+
+impl Iovs {
+    /// # Safety
+    /// `iov` must point to `cnt` valid iovecs (or be null with `cnt == 0`).
+    unsafe fn new(hdr: *mut u8, iov: *const iovec, cnt: usize) -> Result<Iovs, Errno> {
+        if cnt > IOV_MAX {
+            return Err(Errno::EMSGSIZE);
+        }
+        if cnt > 0 && iov.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        let first = iovec {
+            iov_base: hdr.cast(),
+            iov_len: DgramHeader::LEN,
+        };
+        let user: &[iovec] = if cnt == 0 {
+            &[]
+        } else {
+            // SAFETY: the caller guarantees cnt valid iovecs at iov.
+            unsafe { std::slice::from_raw_parts(iov, cnt) }
+        };
+        let empty = iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut v = Iovs {
+            small: [empty; 9],
+            big: Vec::new(),
+            n: cnt + 1,
+        };
+        if cnt < 9 {
+            v.small[0] = first;
+            v.small[1..=cnt].copy_from_slice(user);
+        } else {
+            v.big.reserve(cnt + 1);
+            v.big.push(first);
+            v.big.extend_from_slice(user);
+        }
+        Ok(v)
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut iovec {
+        if self.big.is_empty() {
+            self.small.as_mut_ptr()
+        } else {
+            self.big.as_mut_ptr()
+        }
+    }
+
+    fn user_len(&self) -> usize {
+        let all: &[iovec] = if self.big.is_empty() {
+            &self.small[..self.n]
+        } else {
+            &self.big
+        };
+        all[1..]
+            .iter()
+            .fold(0usize, |a, v| a.saturating_add(v.iov_len))
+    }
+}
+
+/// Write a source address with the kernel's truncation rule.
+///
+/// # Safety
+/// `p` null or `*len` writable bytes; `len` null or valid.
+unsafe fn put_name(a: &WireAddr, p: *mut c_void, len: *mut socklen_t) {
+    if p.is_null() || len.is_null() {
+        return;
+    }
+    if a.0.is_none() {
+        // SAFETY: len is valid (checked non-null).
+        unsafe { *len = 0 };
+        return;
+    }
+    let b = addr::encode(a);
+    // SAFETY: len is valid; p has room for *len bytes and we copy at most that many.
+    unsafe {
+        let n = (*len as usize).min(b.len());
+        std::ptr::copy_nonoverlapping(b.as_ptr(), p.cast::<u8>(), n);
+        *len = b.len() as socklen_t;
+    }
+}
+
+/// One datagram out.
+///
+/// # Safety
+/// `iov`/`cnt` as for writev; `dest`/`dlen` as for sendto.
+unsafe fn send_dgram(
+    mut e: Entry,
+    iov: *const iovec,
+    cnt: usize,
+    flags: c_int,
+    dest: *const c_void,
+    dlen: socklen_t,
+) -> Result<usize, Errno> {
+    if flags & libc::MSG_OOB != 0 {
+        return Err(Errno(libc::EOPNOTSUPP));
+    }
+    let to = if dest.is_null() || dlen == 0 {
+        None
+    } else {
+        let n = (dlen as usize).min(128);
+        // SAFETY: the caller guarantees dlen readable bytes at dest; we read at most that.
+        let b = unsafe { std::slice::from_raw_parts(dest.cast::<u8>(), n) };
+        Some(addr::decode(b)?)
+    };
+    let mut probe = [0u8; DgramHeader::LEN];
+    // SAFETY: iov/cnt from the caller (checked, then only lengths are read).
+    let total = unsafe { Iovs::new(probe.as_mut_ptr(), iov, cnt) }?.user_len();
+    let mut hdr = e.prepare_send(to, total)?;
+    // SAFETY: iov/cnt from the caller.
+    let mut v = unsafe { Iovs::new(hdr.as_mut_ptr(), iov, cnt) }?;
+    // SAFETY: msghdr is plain old data.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = v.as_mut_ptr();
+    m.msg_iovlen = v.n;
+    let f = (flags & libc::MSG_DONTWAIT) | libc::MSG_NOSIGNAL;
+    // SAFETY: m describes our header and the caller's buffers.
+    let n = unsafe { real_io::sendmsg(e.fd, &m, f) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    Ok((n as usize).saturating_sub(DgramHeader::LEN))
+}
+
+/// One datagram in; returns (return value, msg_flags).
+///
+/// # Safety
+/// `iov`/`cnt` as for readv; `name`/`nlen` as for recvfrom.
+unsafe fn recv_dgram(
+    e: Entry,
+    iov: *const iovec,
+    cnt: usize,
+    flags: c_int,
+    name: *mut c_void,
+    nlen: *mut socklen_t,
+) -> Result<(usize, c_int), Errno> {
+    if flags & libc::MSG_ERRQUEUE != 0 {
+        return Err(Errno::EAGAIN);
+    }
+    if flags & libc::MSG_OOB != 0 {
+        return Err(Errno(libc::EOPNOTSUPP));
+    }
+    let mut hdr = [0u8; DgramHeader::LEN];
+    // SAFETY: iov/cnt from the caller.
+    let mut v = unsafe { Iovs::new(hdr.as_mut_ptr(), iov, cnt) }?;
+    // SAFETY: msghdr is plain old data.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = v.as_mut_ptr();
+    m.msg_iovlen = v.n;
+    let f = flags & (libc::MSG_PEEK | libc::MSG_DONTWAIT);
+    // SAFETY: m describes our header and the caller's buffers.
+    let n = unsafe { real_io::recvmsg(e.fd, &mut m, f) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let g = Got::parse(&hdr, n as usize)?;
+    // SAFETY: name/nlen from the caller.
+    unsafe { put_name(&g.from, name, nlen) };
+    let mf = if g.truncated() { libc::MSG_TRUNC } else { 0 };
+    Ok((g.ret(flags), mf))
+}
+
+/// A confirmed datagram entry for `fd`, if the table says so.
+#[inline(always)]
+fn entry(fd: c_int) -> Option<Entry> {
+    let bits = dgram::hit(fd);
+    if bits == 0 {
+        return None;
+    }
+    catch_unwind(|| dgram::confirm(fd, bits)).ok().flatten()
+}
+
+fn one(buf: *const c_void, n: size_t) -> iovec {
+    iovec {
+        iov_base: buf as *mut c_void,
+        iov_len: n,
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::read(fd, buf, n) };
+    };
+    let v = one(buf, n);
+    // SAFETY: one iovec describing the caller's buffer.
+    guard(|| {
+        unsafe { recv_dgram(e, &v, 1, 0, std::ptr::null_mut(), std::ptr::null_mut()) }.map(|r| r.0)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if n > buflen || dgram::hit(fd) == 0 {
+        // SAFETY: pass-through (the real one reports the overflow).
+        return unsafe { real_io::__read_chk(fd, buf, n, buflen) };
+    }
+    // SAFETY: as for read.
+    unsafe { read(fd, buf, n) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::readv(fd, iov, cnt) };
+    };
+    if cnt < 0 {
+        Errno::EINVAL.set_errno();
+        return -1;
+    }
+    // SAFETY: the caller's iovecs.
+    guard(|| {
+        unsafe {
+            recv_dgram(
+                e,
+                iov,
+                cnt as usize,
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        }
+        .map(|r| r.0)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::recv(fd, buf, n, flags) };
+    };
+    let v = one(buf, n);
+    // SAFETY: one iovec describing the caller's buffer.
+    guard(|| {
+        unsafe { recv_dgram(e, &v, 1, flags, std::ptr::null_mut(), std::ptr::null_mut()) }
+            .map(|r| r.0)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if n > buflen || dgram::hit(fd) == 0 {
+        // SAFETY: pass-through (the real one reports the overflow).
+        return unsafe { real_io::__recv_chk(fd, buf, n, buflen, flags) };
+    }
+    // SAFETY: as for recv.
+    unsafe { recv(fd, buf, n, flags) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    a: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::recvfrom(fd, buf, n, flags, a, alen) };
+    };
+    let v = one(buf, n);
+    // SAFETY: one iovec describing the caller's buffer; a/alen are the caller's.
+    guard(|| unsafe { recv_dgram(e, &v, 1, flags, a.cast(), alen) }.map(|r| r.0))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    buflen: size_t,
+    flags: c_int,
+    a: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    if n > buflen || dgram::hit(fd) == 0 {
+        // SAFETY: pass-through (the real one reports the overflow).
+        return unsafe { real_io::__recvfrom_chk(fd, buf, n, buflen, flags, a, alen) };
+    }
+    // SAFETY: as for recvfrom.
+    unsafe { recvfrom(fd, buf, n, flags, a, alen) }
+}
+
+/// `recvmsg` on a virtual datagram socket (`m` valid).
+///
+/// # Safety
+/// `m` must point to a valid msghdr.
+unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize, Errno> {
+    if m.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: m is the caller's valid msghdr.
+    let mh = unsafe { &mut *m };
+    let (r, mf) = unsafe {
+        recv_dgram(
+            e,
+            mh.msg_iov,
+            mh.msg_iovlen,
+            flags,
+            mh.msg_name,
+            &mut mh.msg_namelen,
+        )
+    }?;
+    mh.msg_controllen = 0;
+    mh.msg_flags = mf;
+    Ok(r)
+}
+
+/// Learn virtual datagram sockets that arrived by `SCM_RIGHTS`.
+///
+/// # Safety
+/// `m` must point to a msghdr the kernel just filled.
+unsafe fn learn_passed_fds(m: *const msghdr) {
+    // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* macros walk it within
+    // those bounds, and each SCM_RIGHTS payload holds cmsg_len - CMSG_LEN(0) bytes of fds.
+    unsafe {
+        if m.is_null() || (*m).msg_control.is_null() || (*m).msg_controllen == 0 {
+            return;
+        }
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let n = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<c_int>();
+                let p = libc::CMSG_DATA(c) as *const c_int;
+                for i in 0..n {
+                    let fd = std::ptr::read_unaligned(p.add(i));
+                    let _ = catch_unwind(|| dgram::learn(fd));
+                }
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        let r = unsafe { real_io::recvmsg(fd, m, flags) };
+        if r >= 0 {
+            let saved = Errno::last();
+            // SAFETY: the kernel just filled *m.
+            unsafe { learn_passed_fds(m) };
+            saved.set_errno();
+        }
+        return r;
+    };
+    // SAFETY: the caller's msghdr.
+    guard(|| unsafe { recvmsg_dgram(e, m, flags) })
+}
+
+fn now_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    v: *mut mmsghdr,
+    n: c_uint,
+    flags: c_int,
+    t: *mut timespec,
+) -> c_int {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::recvmmsg(fd, v, n, flags, t) };
+    };
+    if v.is_null() && n > 0 {
+        Errno(libc::EFAULT).set_errno();
+        return -1;
+    }
+    let deadline = if t.is_null() {
+        None
+    } else {
+        // SAFETY: t is the caller's valid timespec.
+        let ts = unsafe { *t };
+        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+            Errno::EINVAL.set_errno();
+            return -1;
+        }
+        Some(now_ns() + ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128)
+    };
+    let mut got: c_uint = 0;
+    let n = n.min(IOV_MAX as c_uint);
+    while got < n {
+        let mut f = flags & !libc::MSG_WAITFORONE;
+        if got > 0 && flags & libc::MSG_WAITFORONE != 0 {
+            f |= libc::MSG_DONTWAIT;
+        }
+        // SAFETY: entry `got` of the caller's array of n entries.
+        let mm = unsafe { &mut *v.add(got as usize) };
+        // SAFETY: its msghdr is the caller's.
+        let r = guard(|| unsafe { recvmsg_dgram(e, &mut mm.msg_hdr, f) });
+        if r < 0 {
+            if got > 0 {
+                break;
+            }
+            return -1;
+        }
+        mm.msg_len = r as c_uint;
+        got += 1;
+        if deadline.is_some_and(|d| now_ns() >= d) {
+            break;
+        }
+    }
+    got as c_int
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::write(fd, buf, n) };
+    };
+    let v = one(buf, n);
+    // SAFETY: one iovec describing the caller's buffer.
+    guard(|| unsafe { send_dgram(e, &v, 1, 0, std::ptr::null(), 0) })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::writev(fd, iov, cnt) };
+    };
+    if cnt < 0 {
+        Errno::EINVAL.set_errno();
+        return -1;
+    }
+    // SAFETY: the caller's iovecs.
+    guard(|| unsafe { send_dgram(e, iov, cnt as usize, 0, std::ptr::null(), 0) })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::send(fd, buf, n, flags) };
+    };
+    let v = one(buf, n);
+    // SAFETY: one iovec describing the caller's buffer.
+    guard(|| unsafe { send_dgram(e, &v, 1, flags, std::ptr::null(), 0) })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    a: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::sendto(fd, buf, n, flags, a, alen) };
+    };
+    let v = one(buf, n);
+    // SAFETY: one iovec describing the caller's buffer; a/alen are the caller's.
+    guard(|| unsafe { send_dgram(e, &v, 1, flags, a.cast(), alen) })
+}
+
+/// # Safety
+/// `m` must point to a valid msghdr.
+unsafe fn sendmsg_dgram(e: Entry, m: *const msghdr, flags: c_int) -> Result<usize, Errno> {
+    if m.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: m is the caller's valid msghdr.
+    let mh = unsafe { &*m };
+    // SAFETY: its fields describe the caller's buffers and address.
+    unsafe {
+        send_dgram(
+            e,
+            mh.msg_iov,
+            mh.msg_iovlen,
+            flags,
+            mh.msg_name,
+            mh.msg_namelen,
+        )
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const msghdr, flags: c_int) -> ssize_t {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::sendmsg(fd, m, flags) };
+    };
+    // SAFETY: the caller's msghdr.
+    guard(|| unsafe { sendmsg_dgram(e, m, flags) })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmmsg(fd: c_int, v: *mut mmsghdr, n: c_uint, flags: c_int) -> c_int {
+    let Some(e) = entry(fd) else {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real_io::sendmmsg(fd, v, n, flags) };
+    };
+    if v.is_null() && n > 0 {
+        Errno(libc::EFAULT).set_errno();
+        return -1;
+    }
+    let n = n.min(IOV_MAX as c_uint);
+    let mut sent: c_uint = 0;
+    while sent < n {
+        // SAFETY: entry `sent` of the caller's array of n entries.
+        let mm = unsafe { &mut *v.add(sent as usize) };
+        // SAFETY: its msghdr is the caller's.
+        let r = guard(|| unsafe { sendmsg_dgram(e, &mm.msg_hdr, flags) });
+        if r < 0 {
+            if sent > 0 {
+                break;
+            }
+            return -1;
+        }
+        mm.msg_len = r as c_uint;
+        sent += 1;
+    }
+    sent as c_int
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    // SAFETY: pass-through with the caller's arguments.
+    let r = unsafe { real_io::dup(fd) };
+    if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
+        let saved = Errno::last();
+        let _ = catch_unwind(|| dgram::duplicated(fd, r));
+        saved.set_errno();
+    }
+    r
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
+    // SAFETY: pass-through with the caller's arguments.
+    let r = unsafe { real_io::dup2(fd, to) };
+    if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
+        let _ = catch_unwind(|| dgram::duplicated(fd, r));
+    }
+    r
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+    // SAFETY: pass-through with the caller's arguments.
+    let r = unsafe { real_io::dup3(fd, to, flags) };
+    if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
+        let _ = catch_unwind(|| dgram::duplicated(fd, r));
+    }
+    r
+}

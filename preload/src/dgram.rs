@@ -1,0 +1,431 @@
+//! Virtual datagram sockets (UDP, ICMP echo "ping" sockets): which fds they are, and what a
+//! send or a receive means for them.
+//!
+//! A virtual datagram socket is the application's end of a kernel `AF_UNIX` socketpair that
+//! keeps message boundaries; every message on it starts with a 32-byte
+//! [`DgramHeader`](ioth_common::ctl::DgramHeader) (see `ioth_common::ctl`). The hooks of
+//! [`crate::dghooks`] add the header on the way out and strip it on the way in, so the
+//! application sees plain datagrams with per-datagram addresses.
+//!
+//! # Which fds are datagram sockets
+//! `read` and `write` are hot for every program, so the question must cost almost nothing
+//! for other fds: a per-process table, one `AtomicU64` per fd number below [`SLOTS`], is zero
+//! for fds that are not virtual datagram sockets. A non-zero entry holds the low 32 bits of
+//! the socket's inode number (sockfs inode numbers are never shared by two live sockets) and
+//! a few facts about the socket. Before the shim strips or adds a header it confirms the entry
+//! with one `fstat` (same sockfs device and inode): an entry left behind after a close the
+//! shim did not see (`close`, `close_range`, `fclose`, libc-internal closes are not hooked)
+//! is cleared the first time it is used, and can never make the shim corrupt a file read.
+//!
+//! Entries are made when the shim creates the socket (`socket`), when an fd arrives by
+//! `SCM_RIGHTS` (`recvmsg` of any socket), at `dup`/`dup2`/`dup3`, and, after `exec`, by a
+//! scan of `/proc/self/fd` in the library constructor (a socket whose name parses with
+//! `names::parse_socket_name` and whose type keeps boundaries). Not covered: `fcntl(F_DUPFD)`
+//! copies (not hooked), and fd numbers at or above [`SLOTS`].
+//!
+//! # Facts kept per fd
+//! Family (`AF_INET6` or not) and ICMP-ness (asked from the daemon once when unknown),
+//! "connected" and "bound" hints. The hints only save control round trips: "bound" means an
+//! implicit bind was done (UDP binds an ephemeral port on the first send, as Linux does, so
+//! `getsockname` right after `sendto` is right), "connected" means a `send` without an
+//! address has somewhere to go (otherwise the daemon is asked, and `EDESTADDRREQ` is the
+//! answer when the socket has no peer).
+
+use crate::emu::{self, Daemons, Virt};
+use ioth_common::ctl::{DgramHeader, WireAddr};
+use ioth_common::sys::{self, Errno};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Fd numbers below this can be virtual datagram sockets.
+pub const SLOTS: usize = 1 << 16;
+
+static TABLE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+/// Device number of sockfs (learnt from the first virtual datagram socket).
+static SOCKFS_DEV: AtomicU64 = AtomicU64::new(u64::MAX);
+
+const PRESENT: u64 = 1 << 63;
+const KNOWN: u64 = 1 << 62;
+const V6: u64 = 1 << 61;
+const ICMP: u64 = 1 << 60;
+const CONNECTED: u64 = 1 << 59;
+const BOUND: u64 = 1 << 58;
+const INO: u64 = 0xffff_ffff;
+
+/// Largest UDP payload over IPv4 and IPv6 (65535 minus the headers).
+const MAX_UDP4: usize = 65507;
+const MAX_UDP6: usize = 65527;
+
+/// The raw table entry of `fd` (0: not a virtual datagram socket). One atomic load.
+#[inline(always)]
+pub fn hit(fd: RawFd) -> u64 {
+    if (fd as u32 as usize) < SLOTS {
+        TABLE[fd as usize].load(Ordering::Relaxed)
+    } else {
+        0
+    }
+}
+
+/// A confirmed virtual datagram socket.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub fd: RawFd,
+    bits: u64,
+}
+
+/// Confirm a non-zero table entry with `fstat`; a stale entry is cleared.
+pub fn confirm(fd: RawFd, bits: u64) -> Option<Entry> {
+    if bits == 0 {
+        return None;
+    }
+    match sys::fstat_id(fd) {
+        Ok((dev, ino)) if dev == SOCKFS_DEV.load(Ordering::Relaxed) && ino & INO == bits & INO => {
+            Some(Entry { fd, bits })
+        }
+        _ => {
+            let _ =
+                TABLE[fd as usize].compare_exchange(bits, 0, Ordering::Relaxed, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+fn store(fd: RawFd, bits: u64) {
+    if (fd as u32 as usize) < SLOTS {
+        TABLE[fd as usize].store(bits, Ordering::Relaxed);
+    }
+}
+
+fn add_bits(e: &mut Entry, more: u64) {
+    let new = e.bits | more;
+    if (e.fd as u32 as usize) < SLOTS {
+        let _ = TABLE[e.fd as usize].compare_exchange(
+            e.bits,
+            new,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    e.bits = new;
+}
+
+/// Should `socket(domain, SOCK_DGRAM, protocol)` be virtual? UDP, and ICMP echo sockets of
+/// the matching family (Linux "ping sockets").
+pub fn wants(domain: i32, protocol: i32) -> bool {
+    matches!(
+        (domain, protocol),
+        (_, 0)
+            | (_, libc::IPPROTO_UDP)
+            | (libc::AF_INET, libc::IPPROTO_ICMP)
+            | (libc::AF_INET6, libc::IPPROTO_ICMPV6)
+    )
+}
+
+/// Raw IP sockets of an active node fail with `EPERM`, as for an unprivileged process: they
+/// must not reach the host's network, and programs such as ping then use a ping socket.
+pub fn refuse_raw(domain: i32, ty: i32) -> bool {
+    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    base == libc::SOCK_RAW
+        && (domain == libc::AF_INET || domain == libc::AF_INET6)
+        && crate::node::active()
+}
+
+/// `connect` succeeded on `fd`: keep the "connected" hint of a datagram socket right.
+pub fn connected(fd: RawFd, peer: bool) {
+    if let Some(mut e) = confirm(fd, hit(fd)) {
+        e.connected(peer);
+    }
+}
+
+/// Register `fd` (a virtual socket just created by `socket(domain, ty, protocol)`).
+pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
+    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    if base != libc::SOCK_DGRAM {
+        // A TCP socket may reuse the number of a closed datagram socket.
+        store(fd, 0);
+        return;
+    }
+    let Ok((dev, ino)) = sys::fstat_id(fd) else {
+        return;
+    };
+    SOCKFS_DEV.store(dev, Ordering::Relaxed);
+    let mut bits = PRESENT | KNOWN | (ino & INO);
+    if domain == libc::AF_INET6 {
+        bits |= V6;
+    }
+    if protocol == libc::IPPROTO_ICMP || protocol == libc::IPPROTO_ICMPV6 {
+        bits |= ICMP;
+    }
+    store(fd, bits);
+}
+
+/// Whether `fd` is a virtual socket of a boundary-keeping type (a datagram socket).
+fn is_virtual_dgram(fd: RawFd) -> bool {
+    if emu::virt(fd).is_none() {
+        return false;
+    }
+    matches!(
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE),
+        Ok(libc::SOCK_DGRAM) | Ok(libc::SOCK_SEQPACKET)
+    )
+}
+
+/// Learn an fd that arrived from elsewhere (`SCM_RIGHTS`, inherited over `exec`).
+pub fn learn(fd: RawFd) {
+    if (fd as u32 as usize) >= SLOTS {
+        return;
+    }
+    if !is_virtual_dgram(fd) {
+        store(fd, 0);
+        return;
+    }
+    if let Ok((dev, ino)) = sys::fstat_id(fd) {
+        SOCKFS_DEV.store(dev, Ordering::Relaxed);
+        store(fd, PRESENT | (ino & INO));
+    }
+}
+
+/// `dup2(old, new)` (or `dup`) succeeded: `new` is what `old` is.
+pub fn duplicated(old: RawFd, new: RawFd) {
+    if old == new {
+        return;
+    }
+    let bits = hit(old);
+    let bits = match confirm(old, bits) {
+        Some(e) => e.bits & !(CONNECTED | BOUND),
+        None => 0,
+    };
+    if bits != 0 || hit(new) != 0 {
+        store(new, bits);
+    }
+}
+
+/// After `exec`: find the virtual datagram sockets this process inherited.
+pub fn scan_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for ent in dir.flatten() {
+        let Some(fd) = ent
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        if (fd as u32 as usize) < SLOTS && sys::getsockname_unix(fd).is_ok_and(|n| n.is_some()) {
+            learn(fd);
+        }
+    }
+}
+
+impl Entry {
+    fn virt(&self) -> Result<Virt, Errno> {
+        emu::virt(self.fd).ok_or(Errno::EBADF)
+    }
+
+    /// Family and protocol, asked from the daemon once if not known.
+    fn meta(&mut self) -> Result<(), Errno> {
+        if self.bits & KNOWN != 0 {
+            return Ok(());
+        }
+        let v = self.virt()?;
+        let int = |name| -> Result<i32, Errno> {
+            let b = emu::getsockopt(&Daemons, v, self.fd, libc::SOL_SOCKET, name, 4)?;
+            Ok(i32::from_ne_bytes(
+                b.get(..4).and_then(|s| s.try_into().ok()).unwrap_or([0; 4]),
+            ))
+        };
+        let domain = int(libc::SO_DOMAIN)?;
+        let proto = int(libc::SO_PROTOCOL)?;
+        let mut more = KNOWN;
+        if domain == libc::AF_INET6 {
+            more |= V6;
+        }
+        if proto == libc::IPPROTO_ICMP || proto == libc::IPPROTO_ICMPV6 {
+            more |= ICMP;
+        }
+        add_bits(self, more);
+        Ok(())
+    }
+
+    pub fn is_icmp(&mut self) -> bool {
+        let _ = self.meta();
+        self.bits & ICMP != 0
+    }
+
+    /// `connect` on this socket succeeded: with a peer, or (`AF_UNSPEC`) without.
+    pub fn connected(&mut self, peer: bool) {
+        let new = if peer {
+            self.bits | CONNECTED | BOUND
+        } else {
+            self.bits & !CONNECTED
+        };
+        if (self.fd as u32 as usize) < SLOTS {
+            let _ = TABLE[self.fd as usize].compare_exchange(
+                self.bits,
+                new,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        self.bits = new;
+    }
+
+    /// Everything a send needs before the datagram goes out: checks of the destination (as
+    /// `udp_sendmsg`/`ping_sendmsg` make them), the implicit bind, and the header.
+    pub fn prepare_send(
+        &mut self,
+        dest: Option<WireAddr>,
+        len: usize,
+    ) -> Result<[u8; DgramHeader::LEN], Errno> {
+        self.meta()?;
+        let v6 = self.bits & V6 != 0;
+        let icmp = self.bits & ICMP != 0;
+        let dest = dest.and_then(|d| d.0);
+        match dest {
+            Some(SocketAddr::V6(_)) if !v6 => return Err(Errno(libc::EAFNOSUPPORT)),
+            Some(SocketAddr::V4(_)) if v6 && icmp => return Err(Errno::EINVAL),
+            Some(a) if a.port() == 0 && !icmp => return Err(Errno::EINVAL),
+            Some(_) => {}
+            None => {
+                if self.bits & CONNECTED == 0 {
+                    let v = self.virt()?;
+                    match emu::name(&Daemons, v, true) {
+                        Ok(WireAddr(Some(_))) => add_bits(self, CONNECTED | BOUND),
+                        Ok(WireAddr(None)) => return Err(Errno(libc::EDESTADDRREQ)),
+                        Err(e) if e.0 == libc::ENOTCONN => {
+                            return Err(Errno(libc::EDESTADDRREQ));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        let max = match dest {
+            Some(SocketAddr::V4(_)) => MAX_UDP4,
+            _ if v6 => MAX_UDP6,
+            _ => MAX_UDP4,
+        };
+        if len > max {
+            return Err(Errno::EMSGSIZE);
+        }
+        if icmp && len < 8 {
+            return Err(Errno::EINVAL);
+        }
+        if self.bits & BOUND == 0 && !icmp {
+            // The implicit bind of an unbound socket (inet_autobind): an ephemeral port now,
+            // so that getsockname after sendto is right. EINVAL: it was bound already.
+            let v = self.virt()?;
+            let any: SocketAddr = if v6 {
+                "[::]:0"
+                    .parse()
+                    .unwrap_or_else(|_| SocketAddr::from(([0u8; 16], 0)))
+            } else {
+                SocketAddr::from(([0u8, 0, 0, 0], 0))
+            };
+            match emu::bind(&Daemons, v, WireAddr(Some(any))) {
+                Ok(()) => {}
+                Err(e) if e == Errno::EINVAL => {}
+                Err(e) => return Err(e),
+            }
+            add_bits(self, BOUND);
+        }
+        Ok(DgramHeader {
+            addr: WireAddr(dest),
+            len: len as u32,
+            flags: 0,
+        }
+        .encode())
+    }
+}
+
+/// What a receive got, from the header and the byte count of the kernel `recvmsg`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Got {
+    /// Bytes of payload copied to the caller.
+    pub copied: usize,
+    /// The datagram's full payload length.
+    pub full: usize,
+    pub from: WireAddr,
+}
+
+impl Got {
+    /// `n` bytes arrived with `hdr` in front (`n == 0`: end of file).
+    pub fn parse(hdr: &[u8; DgramHeader::LEN], n: usize) -> Result<Got, Errno> {
+        if n == 0 {
+            return Ok(Got {
+                copied: 0,
+                full: 0,
+                from: WireAddr(None),
+            });
+        }
+        if n < DgramHeader::LEN {
+            return Err(Errno::EPROTO);
+        }
+        let h = DgramHeader::decode(hdr)?;
+        let copied = n - DgramHeader::LEN;
+        Ok(Got {
+            copied,
+            full: (h.len as usize).max(copied),
+            from: h.addr,
+        })
+    }
+
+    /// The return value of the call (`MSG_TRUNC` asks for the real length).
+    pub fn ret(&self, flags: i32) -> usize {
+        if flags & libc::MSG_TRUNC != 0 {
+            self.full
+        } else {
+            self.copied
+        }
+    }
+
+    pub fn truncated(&self) -> bool {
+        self.full > self.copied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_lengths() {
+        let h = DgramHeader {
+            addr: WireAddr(Some("10.0.0.1:53".parse().unwrap())),
+            len: 100,
+            flags: 0,
+        }
+        .encode();
+        let g = Got::parse(&h, 32 + 10).unwrap();
+        assert_eq!((g.copied, g.full), (10, 100));
+        assert!(g.truncated());
+        assert_eq!(g.ret(0), 10);
+        assert_eq!(g.ret(libc::MSG_TRUNC), 100);
+        assert_eq!(Got::parse(&h, 5), Err(Errno::EPROTO));
+        assert_eq!(Got::parse(&h, 0).unwrap().copied, 0);
+    }
+
+    #[test]
+    fn table_entries_are_confirmed_and_stale_ones_cleared() {
+        let (a, _b) = sys::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET).unwrap();
+        let fd = a.raw();
+        created(fd, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let bits = hit(fd);
+        assert_ne!(bits, 0);
+        assert!(confirm(fd, bits).is_some());
+        // The number now names another socket: the entry is stale.
+        let (c, _d) = sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM).unwrap();
+        sys::close(fd);
+        let c2 = c.dup_cloexec(fd).unwrap();
+        if c2.raw() == fd {
+            assert!(confirm(fd, bits).is_none());
+            assert_eq!(hit(fd), 0);
+        }
+        assert_eq!(hit(-1), 0);
+        assert_eq!(hit(SLOTS as i32 + 5), 0);
+        std::mem::forget(a);
+    }
+}

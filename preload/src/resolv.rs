@@ -1,0 +1,1 @@
+//! Name resolution for the virtual network (placeholder).

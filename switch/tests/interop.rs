@@ -94,14 +94,21 @@ fn vde_plug_plugs_into_ioth_switch() {
     msg.extend_from_slice(&f);
     stdin.write_all(&msg).unwrap();
     stdin.flush().unwrap();
-    assert_eq!(recv(&n, 5000).as_deref(), Some(&f[..]), "frame from vde_plug");
+    assert_eq!(
+        recv(&n, 5000).as_deref(),
+        Some(&f[..]),
+        "frame from vde_plug"
+    );
     // And out: unicast to the MAC vde_plug's side used.
     let g = frame(mac(7), mac(1), 80, 0xa5);
     send(&n, &g);
     let mut out = child.0.stdout.take().unwrap();
     let fd = out.as_raw_fd();
     let mut len = [0u8; 2];
-    assert!(read_exact_timeout(&mut out, fd, &mut len, 5000), "frame to vde_plug");
+    assert!(
+        read_exact_timeout(&mut out, fd, &mut len, 5000),
+        "frame to vde_plug"
+    );
     let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
     assert!(read_exact_timeout(&mut out, fd, &mut body, 5000));
     assert_eq!(body, g);

@@ -41,7 +41,11 @@ fn native_and_vde_ports_exchange_frames() {
         .1
         .lines()
         .find(|l| l.contains("kind=vde"))
-        .and_then(|l| l.split_whitespace().nth(1).map(|s| s.parse::<u32>().unwrap()))
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .map(|s| s.parse::<u32>().unwrap())
+        })
         .expect("vde port listed");
     assert_eq!(counters(&sw, vde_port)[3], 1, "drop_toobig on the VDE port");
 }
@@ -151,7 +155,10 @@ fn stuck_port_does_not_stall_a_bulk_transfer() {
     let mut sent = 0u64;
     let wait_window = |sent: u64| {
         while sent - got.load(Ordering::Relaxed) >= WINDOW {
-            assert!(start.elapsed() < Duration::from_secs(60), "transfer stalled");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "transfer stalled"
+            );
             std::thread::yield_now();
         }
     };
@@ -301,9 +308,7 @@ fn bad_vde_requests_keep_the_switch_alive() {
     // A well-formed request naming a socket that does not exist.
     assert!(ctl_refuses(&sw.dir, &good));
     // A client that connects and vanishes, and one that connects and says nothing.
-    drop(
-        std::os::unix::net::UnixStream::connect(sw.dir.join("ctl")).unwrap(),
-    );
+    drop(std::os::unix::net::UnixStream::connect(sw.dir.join("ctl")).unwrap());
     let _silent = std::os::unix::net::UnixStream::connect(sw.dir.join("ctl")).unwrap();
     // Bad native hellos too.
     let n = sys::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0).unwrap();
@@ -324,7 +329,10 @@ fn bad_vde_requests_keep_the_switch_alive() {
     send(&a, &frame(BCAST, mac(1), 60, 7));
     assert_eq!(recv(&b, 2000).unwrap()[14], 7);
     let ca = counters(&sw, a_port(&sw));
-    assert_eq!(ca[3], 1, "oversized datagram counted on the VDE port: {ca:?}");
+    assert_eq!(
+        ca[3], 1,
+        "oversized datagram counted on the VDE port: {ca:?}"
+    );
     let cb = counters(&sw, b.port);
     assert_eq!(cb[4], 1, "runt counted as malformed: {cb:?}");
 }
@@ -389,10 +397,7 @@ impl Drop for Pid {
     }
 }
 
-struct SwitchPortPair(
-    ioth_common::port::SwitchPort,
-    ioth_common::port::SwitchPort,
-);
+struct SwitchPortPair(ioth_common::port::SwitchPort, ioth_common::port::SwitchPort);
 impl SwitchPortPair {
     fn new(dir: &std::path::Path) -> Self {
         let n = ioth_common::port::SwitchPort::open_native(&dir.join("native"), "n", 2000).unwrap();
@@ -427,4 +432,112 @@ fn vde_port_closed_removes_port_and_socket() {
     }
     assert_eq!(count(), 0, "data socket unlinked");
     assert!(!sw.ctl("port/print").1.contains("kind=vde"));
+}
+
+/// Throughput of one native -> native stream (run with
+/// `cargo test --release --test switch -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_native_throughput() {
+    let sw = Switch::start(&[]);
+    let a = sw.native("a");
+    let b = sw.native("b");
+    send(&b, &frame(BCAST, mac(2), 60, 0));
+    assert!(recv(&a, 2000).is_some());
+    for size in [64usize, 1514, 9014, 65000] {
+        let n: u64 = if size > 9000 { 20_000 } else { 200_000 };
+        let got = Arc::new(AtomicU64::new(0));
+        let g2 = got.clone();
+        let bfd = b.data_fd();
+        let rx = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70000];
+            while g2.load(Ordering::Relaxed) < n {
+                match sys::recv(bfd, &mut buf, libc::MSG_DONTWAIT) {
+                    Ok(_) => {
+                        g2.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        let _ = sys::wait_fd(bfd, libc::POLLIN, 100);
+                    }
+                }
+            }
+        });
+        let f = frame(mac(2), mac(1), size, 1);
+        let t = Instant::now();
+        let mut sent = 0;
+        while sent < n {
+            // A window of 2 MiB in flight, like a TCP sender's.
+            if (sent - got.load(Ordering::Relaxed)) * (size as u64) < 2 << 20 {
+                send(&a, &f);
+                sent += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        rx.join().unwrap();
+        let s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "size {size}: {:.0} frames/s, {:.2} Gbit/s",
+            n as f64 / s,
+            n as f64 * size as f64 * 8.0 / s / 1e9
+        );
+    }
+    let cb = counters(&sw, b.port);
+    assert_eq!(cb[2], 0);
+}
+
+#[test]
+fn hub_mode_floods_known_unicast() {
+    let sw = Switch::start(&["--hub"]);
+    let p: Vec<_> = (0..3).map(|i| sw.native(&format!("p{i}"))).collect();
+    send(&p[1], &frame(BCAST, mac(2), 60, 0));
+    assert!(recv(&p[0], 2000).is_some());
+    assert!(recv(&p[2], 2000).is_some());
+    send(&p[0], &frame(mac(2), mac(1), 60, 1));
+    assert_eq!(recv(&p[1], 2000).unwrap()[14], 1);
+    assert_eq!(recv(&p[2], 2000).unwrap()[14], 1, "hub floods unicast too");
+}
+
+#[test]
+fn numports_limits_ports_and_counters_reset() {
+    let sw = Switch::start(&["--numports", "2"]);
+    let a = sw.native("a");
+    let b = sw.vde("b");
+    let e = ioth_common::port::SwitchPort::open_native(&sw.dir.join("native"), "c", 1518)
+        .expect_err("no third port");
+    assert_eq!(e.errno, sys::Errno::ECONNREFUSED, "{e}");
+    assert!(ioth_common::port::SwitchPort::open_vde(&sw.dir, "d", 0).is_err());
+    send(&a, &frame(BCAST, mac(1), 60, 0));
+    assert!(recv(&b, 2000).is_some());
+    assert_eq!(counters(&sw, a.port)[0], 1);
+    assert!(sw.ctl("port/resetcounter").0);
+    assert_eq!(counters(&sw, a.port)[0], 0);
+}
+
+#[test]
+fn group_owns_directory_and_sockets() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(gid) = std::fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("nogroup:"))
+        .and_then(|l| l.split(':').nth(2)?.parse::<u32>().ok())
+    else {
+        eprintln!("SKIPPED group_owns_directory_and_sockets: no group 'nogroup'");
+        return;
+    };
+    if sys::geteuid() != 0 {
+        eprintln!("SKIPPED group_owns_directory_and_sockets: chgrp to a foreign group needs root");
+        return;
+    }
+    let sw = Switch::start(&["--group", "nogroup", "--mode", "0660"]);
+    assert_eq!(std::fs::metadata(sw.dir.join("ctl")).unwrap().gid(), gid);
+    assert_eq!(std::fs::metadata(&sw.dir).unwrap().gid(), gid);
+    let _v = sw.vde("v");
+    let data = std::fs::read_dir(&sw.dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("001."))
+        .expect("data socket");
+    assert_eq!(data.metadata().unwrap().gid(), gid);
 }

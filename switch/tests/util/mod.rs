@@ -147,8 +147,7 @@ pub fn ctl(dir: &Path, cmd: &str) -> (bool, String) {
         .expect("run ioth-switch ctl");
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
 

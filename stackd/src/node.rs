@@ -923,8 +923,13 @@ impl Node {
     /// Whether binding `s` to (addr, port) conflicts with another socket.
     fn conflicts(&self, s: &Sock, addr: Option<IpAddr>, port: u16) -> bool {
         let (v4, v6) = s.families();
-        for o in self.socks.values() {
+        for (oid, o) in &self.socks {
             if o.kind != s.kind || o.bound.map(|b| b.1) != Some(port) {
+                continue;
+            }
+            // close() is not seen synchronously: a socket whose app end is already closed
+            // (reaped on the next loop turn) does not hold its port, as on Linux.
+            if app_gone(self.id, *oid) {
                 continue;
             }
             let oaddr = o.bound.and_then(|b| b.0);
@@ -1041,10 +1046,11 @@ impl Node {
         let (addr, port) = s.bound.unwrap_or((None, 0));
         // Two listeners on one address need SO_REUSEPORT on both.
         let (v4, v6) = s.families();
-        for o in self.socks.values() {
+        for (oid, o) in &self.socks {
             if let (true, Some((oa, op))) = (o.is_listening(), o.bound)
                 && op == port
                 && !(s.opts.reuseport && o.opts.reuseport)
+                && !app_gone(self.id, *oid)
             {
                 let (o4, o6) = o.families();
                 let overlap = match (addr, oa) {
@@ -1278,7 +1284,9 @@ impl Node {
             s.so_error = err;
             s.peer = None;
             let t = self.set.get_mut::<tcp::Socket>(c.h);
-            if t.state() != tcp::State::Closed {
+            // A SYN nobody answered needs no RST (Linux sends none): forget it at once, so
+            // that it does not keep asking for an absent neighbour.
+            if !matches!(t.state(), tcp::State::Closed | tcp::State::SynSent) {
                 t.abort();
                 self.lingering.push(c.h);
             } else {

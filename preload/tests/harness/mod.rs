@@ -112,10 +112,15 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(tag: &str) -> Lab {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
-            "ioth-shim-{tag}-{}-{:x}",
+            "ioth-shim-{tag}-{}-{n}-{:x}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos() ^ (std::process::id() as u128 * 7919)
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("run")).unwrap();

@@ -1,0 +1,177 @@
+//! TCP socket semantics of virtual sockets, one test per behaviour (see `sockets.py`): a
+//! server node (fd00::10, 10.0.0.10) and a client node (fd00::11, 10.0.0.11) run as real
+//! Python processes with the shim; each case must print `ok CASE`, and the shim must stay
+//! silent (empty stderr).
+
+mod harness;
+use harness::*;
+use std::time::Duration;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sockets.py");
+const V6: (&str, &str) = ("fd00::10", "fd00::11");
+const V4: (&str, &str) = ("10.0.0.10", "10.0.0.11");
+
+/// Start the server node, then run `case` on the client node once per address family given.
+fn run_case(case: &str, families: &[(&str, &str)], limit: Duration) {
+    if !have("python3") {
+        eprintln!("SKIP: python3 missing");
+        return;
+    }
+    let mut lab = Lab::new(&format!("sk-{}", &case[..case.len().min(8)]));
+    let mut s = lab.node("fd00::10,10.0.0.10", "python3");
+    s.args([SCRIPT, "server"]);
+    lab.spawn(s, "server.log");
+    wait_for(Duration::from_secs(30), "server ready", || {
+        lab.log("server.log").contains("ready").then_some(())
+    });
+    for (host, me) in families {
+        let mut c = lab.node("fd00::11,10.0.0.11", "python3");
+        c.args([SCRIPT, case, host, me]);
+        if case == "v6only" {
+            c.args(["fd00::11"]);
+        }
+        let o = lab.run(c, limit);
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && out.contains(&format!("ok {case}")),
+            "{case} ({me} -> {host}): {}\nstdout: {out}\nstderr: {err}\nserver: {}",
+            o.status,
+            lab.log("server.log")
+        );
+        assert!(err.is_empty(), "{case}: the shim must be silent: {err}");
+    }
+}
+
+fn both(case: &str) {
+    run_case(case, &[V6, V4], Duration::from_secs(90));
+}
+
+fn v6(case: &str) {
+    run_case(case, &[V6], Duration::from_secs(90));
+}
+
+#[test]
+fn nonblocking_connect_einprogress_ealready_eisconn() {
+    both("nonblocking_connect");
+}
+
+#[test]
+fn blocking_connect() {
+    both("blocking_connect");
+}
+
+#[test]
+fn connect_refused_econnrefused_and_socket_lives_on() {
+    both("econnrefused");
+}
+
+#[test]
+fn connect_to_absent_address_fails_within_30s() {
+    both("unreachable");
+}
+
+#[test]
+fn backlog_200_simultaneous_connects_to_slow_acceptor() {
+    v6("backlog");
+}
+
+#[test]
+fn accept_and_accept4_flags_and_einval() {
+    both("accept_flags");
+}
+
+#[test]
+fn getsockname_getpeername_and_v4_mapped() {
+    both("names");
+}
+
+#[test]
+fn ipv6_v6only() {
+    run_case("v6only", &[("fd00::10", "10.0.0.11")], Duration::from_secs(60));
+}
+
+#[test]
+fn so_reuseaddr() {
+    both("reuseaddr");
+}
+
+#[test]
+fn tcp_nodelay_and_cork() {
+    v6("nodelay_cork");
+}
+
+#[test]
+fn so_keepalive() {
+    v6("keepalive");
+}
+
+#[test]
+fn so_rcvtimeo_and_so_sndtimeo() {
+    v6("timeouts");
+}
+
+#[test]
+fn shutdown_each_direction() {
+    both("shutdown");
+}
+
+#[test]
+fn eof_and_rst_propagation() {
+    both("eof_rst");
+}
+
+#[test]
+fn epipe_sigpipe_msg_nosignal() {
+    v6("epipe_sigpipe");
+}
+
+#[test]
+fn nonblocking_by_fcntl_and_ioctl() {
+    v6("nonblocking_fcntl_ioctl");
+}
+
+#[test]
+fn close_on_exec() {
+    v6("cloexec");
+}
+
+#[test]
+fn dup_dup2_dup3() {
+    v6("dup");
+}
+
+#[test]
+fn fork_child_close_keeps_parent_connection() {
+    v6("fork");
+}
+
+#[test]
+fn exec_with_socket_on_stdin_stdout() {
+    v6("exec_stdio");
+}
+
+#[test]
+fn close_range_keeps_sockets_working() {
+    v6("close_range");
+}
+
+#[test]
+fn select_poll_ppoll_on_mixed_fds() {
+    v6("poll_select");
+}
+
+#[test]
+fn epoll_edge_triggered_rdhup_exclusive() {
+    both("epoll");
+}
+
+#[test]
+fn blocking_connect_and_signals_sa_restart_or_eintr() {
+    v6("signals");
+}
+
+#[test]
+fn non_inet_sockets_untouched() {
+    v6("non_inet_untouched");
+}

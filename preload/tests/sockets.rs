@@ -88,7 +88,11 @@ fn getsockname_getpeername_and_v4_mapped() {
 
 #[test]
 fn ipv6_v6only() {
-    run_case("v6only", &[("fd00::10", "10.0.0.11")], Duration::from_secs(60));
+    run_case(
+        "v6only",
+        &[("fd00::10", "10.0.0.11")],
+        Duration::from_secs(60),
+    );
 }
 
 #[test]

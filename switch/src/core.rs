@@ -74,6 +74,8 @@ pub struct Port {
     pub untagged_vlan: Vlan,
     pub tagged: BTreeSet<Vlan>,
     pub counters: Counters,
+    /// Bytes waiting in the port's output queue (a gauge the I/O layer keeps up to date).
+    pub queued_bytes: usize,
 }
 
 impl Port {
@@ -85,6 +87,7 @@ impl Port {
             untagged_vlan: 0,
             tagged: BTreeSet::new(),
             counters: Counters::default(),
+            queued_bytes: 0,
         }
     }
 }
@@ -303,6 +306,12 @@ impl Core {
         if let Some(p) = self.ports.get_mut(&port) {
             p.counters.tx_frames += 1;
             p.counters.tx_bytes += bytes as u64;
+        }
+    }
+
+    pub fn note_queued(&mut self, port: PortId, bytes: usize) {
+        if let Some(p) = self.ports.get_mut(&port) {
+            p.queued_bytes = bytes;
         }
     }
 

@@ -135,6 +135,11 @@ fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Block the termination signals before forking, so none is lost in between; the signalfd
+    // itself is made after the fork, in the process that polls it.
+    if let Err(e) = ioth_switch::os::block_termination_signals() {
+        log::error!("sigprocmask: {e}");
+    }
     if cli.daemon {
         match ioth_switch::os::fork() {
             Err(e) => {

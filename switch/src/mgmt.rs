@@ -249,6 +249,7 @@ fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Errn
             " DROP: queue {} toobig {} malformed {} vlan {}",
             c.drop_queue, c.drop_toobig, c.drop_malformed, c.drop_vlan
         ));
+        out.push(format!(" QUEUE: bytes {}", p.queued_bytes));
         if all {
             let tagged: Vec<String> = p.tagged.iter().map(|v| v.to_string()).collect();
             out.push(format!(" tagged VLANs [{}]", tagged.join(" ")));

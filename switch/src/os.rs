@@ -39,8 +39,8 @@ pub fn stdio_to_devnull() -> Result<(), Errno> {
     Ok(())
 }
 
-/// Block SIGTERM, SIGINT and SIGHUP and return a non-blocking signalfd that reports them.
-pub fn termination_signalfd() -> Result<Fd, Errno> {
+/// Block SIGTERM, SIGINT and SIGHUP (they stay pending until a signalfd reads them).
+pub fn block_termination_signals() -> Result<libc::sigset_t, Errno> {
     // SAFETY: sigset_t is plain old data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is a valid sigset_t; the signal numbers are valid.
@@ -52,6 +52,14 @@ pub fn termination_signalfd() -> Result<Fd, Errno> {
     }
     // SAFETY: set is valid; the old mask is not wanted (null).
     check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
+    Ok(set)
+}
+
+/// Block SIGTERM, SIGINT and SIGHUP and return a non-blocking signalfd that reports them.
+/// Create it in the process that polls it: a signalfd polled through an epoll set made before
+/// a `fork` keeps waking the parent only.
+pub fn termination_signalfd() -> Result<Fd, Errno> {
+    let set = block_termination_signals()?;
     // SAFETY: -1 asks for a new signalfd; set is valid.
     let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
     Ok(Fd::from_raw(fd))

@@ -762,6 +762,7 @@ impl Server {
         }
         pio.qbytes += bytes.len();
         pio.queue.push_back(bytes.to_vec());
+        self.core.note_queued(port, pio.qbytes);
         if !pio.want_out {
             pio.want_out = true;
             let _ = sys::epoll_ctl(
@@ -783,7 +784,10 @@ impl Server {
                 Ok(_) => {
                     self.core.note_tx(id, f.len());
                 }
-                Err(e) if e.is_again() || e.0 == libc::ENOBUFS => return,
+                Err(e) if e.is_again() || e.0 == libc::ENOBUFS => {
+                    self.core.note_queued(id, pio.qbytes);
+                    return;
+                }
                 Err(Errno::EINTR) => continue,
                 Err(e) => log::debug!("port {id}: send: {e}"),
             }
@@ -791,6 +795,7 @@ impl Server {
             pio.qbytes -= len;
             pio.queue.pop_front();
         }
+        self.core.note_queued(id, pio.qbytes);
         if pio.want_out {
             pio.want_out = false;
             let _ = sys::epoll_ctl(

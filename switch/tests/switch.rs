@@ -193,6 +193,16 @@ fn stuck_port_does_not_stall_a_bulk_transfer() {
     assert_eq!(cb[2], 0, "no queue drops on the healthy receiver");
     assert_eq!(ca[0], sent, "switch received everything");
     assert!(cs[2] > 0, "the stuck port dropped: {cs:?}");
+    let (_, text) = sw.ctl(&format!("port/print {ps}"));
+    let queued: usize = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("QUEUE: bytes "))
+        .and_then(|n| n.parse().ok())
+        .expect("queue gauge");
+    assert!(
+        queued > 3 << 20,
+        "stuck port's queue is nearly full: {queued}"
+    );
     drop(stuck);
 }
 

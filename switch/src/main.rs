@@ -149,6 +149,7 @@ fn run(cli: Cli) -> ExitCode {
             Ok(0) => {
                 let _ = ioth_switch::os::setsid();
                 let _ = ioth_switch::os::stdio_to_devnull();
+                ioth_switch::os::close_other_fds(&server.owned_fds());
                 let _ = std::env::set_current_dir("/");
             }
             Ok(child) => {

@@ -73,3 +73,20 @@ pub fn read_signal(fd: RawFd) -> Option<u32> {
         _ => None,
     }
 }
+
+/// Close every descriptor above 2 that is not in `keep` (a daemon must not hold its parent's
+/// pipes open: a caller reading the parent's output would never see EOF).
+pub fn close_other_fds(keep: &[RawFd]) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(rd) => rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            ioth_common::sys::close(fd);
+        }
+    }
+}

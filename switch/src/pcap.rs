@@ -80,6 +80,10 @@ impl<W: Write> PcapWriter<W> {
         }
     }
 
+    pub fn get_ref(&self) -> &W {
+        self.out.get_ref()
+    }
+
     pub fn into_inner(mut self) -> Option<W> {
         self.flush();
         self.out.into_inner().ok()

@@ -285,6 +285,18 @@ impl Server {
         Ok(())
     }
 
+    /// The descriptors the switch owns (to keep when a daemon closes everything else).
+    pub fn owned_fds(&self) -> Vec<RawFd> {
+        use std::os::fd::AsRawFd;
+        let mut v = vec![self.ep.raw()];
+        v.extend(self.listeners.iter().map(|(fd, _)| fd.raw()));
+        v.extend(self.signal.iter().map(|f| f.raw()));
+        if let Some(p) = &self.pcap {
+            v.push(p.get_ref().as_raw_fd());
+        }
+        v
+    }
+
     fn register(&mut self, fd: RawFd, events: u32, src: Source) -> Result<u64, Errno> {
         let t = self.next_token;
         self.next_token += 1;

@@ -618,7 +618,7 @@ impl Node {
                 // started as root (nginx) drops privileges in its workers, which must still
                 // reach their node.
                 match os::peer_cred(c.raw()) {
-                    Ok((_, uid, _)) if uid == sys::geteuid() || uid == 0 || sys::geteuid() == 0 => {}
+                    Ok((_, uid, _)) if uid == 0 || [uid, 0].contains(&sys::geteuid()) => {}
                     other => {
                         log::warn!("control connection refused: credentials {other:?}");
                         continue;

@@ -118,6 +118,89 @@ pub fn is_for_self(f: &[u8], mac: &[u8; 6], own: &[IpAddr]) -> bool {
     }
 }
 
+/// Build an address-resolution request for `target` into `out`: an ARP request (IPv4) or a
+/// neighbour solicitation to the solicited-node group (IPv6, RFC 4861 7.2.2), from `mac`
+/// and the source address `src`. `false` when the families differ.
+///
+/// The daemon sends these itself because smoltcp rate-limits its own requests with one timer
+/// for the whole neighbour cache: after asking for one neighbour it stays silent for 1 s
+/// about every other, so a node's first packet to a second new neighbour (an IPv6 connect
+/// right after an IPv4 one, a server's reply to a second new client) waited a full second.
+/// smoltcp learns the answer (ARP reply, neighbour advertisement) like one to its own
+/// request, and wakes the sockets waiting for that neighbour at once.
+pub fn solicitation(mac: [u8; 6], src: IpAddr, target: IpAddr, out: &mut Vec<u8>) -> bool {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscRepr,
+    };
+    out.clear();
+    let me = EthernetAddress(mac);
+    match (src, target) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => {
+            let arp = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr: me,
+                source_protocol_addr: s,
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: t,
+            };
+            out.resize(ETH_HDR + arp.buffer_len(), 0);
+            let mut f = EthernetFrame::new_unchecked(&mut out[..]);
+            EthernetRepr {
+                src_addr: me,
+                dst_addr: EthernetAddress::BROADCAST,
+                ethertype: EthernetProtocol::Arp,
+            }
+            .emit(&mut f);
+            arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+            true
+        }
+        (IpAddr::V6(s), IpAddr::V6(t)) => {
+            let o = t.octets();
+            let group = Ipv6Addr::new(
+                0xff02,
+                0,
+                0,
+                0,
+                0,
+                1,
+                0xff00 | o[13] as u16,
+                u16::from_be_bytes([o[14], o[15]]),
+            );
+            let ns = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+                target_addr: t,
+                lladdr: Some(me.into()),
+            });
+            let ip = Ipv6Repr {
+                src_addr: s,
+                dst_addr: group,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: ns.buffer_len(),
+                hop_limit: 255,
+            };
+            out.resize(ETH_HDR + ip.buffer_len() + ns.buffer_len(), 0);
+            let mut f = EthernetFrame::new_unchecked(&mut out[..]);
+            EthernetRepr {
+                src_addr: me,
+                dst_addr: EthernetAddress([0x33, 0x33, 0xff, o[13], o[14], o[15]]),
+                ethertype: EthernetProtocol::Ipv6,
+            }
+            .emit(&mut f);
+            let mut p = Ipv6Packet::new_unchecked(f.payload_mut());
+            ip.emit(&mut p);
+            ns.emit(
+                &s,
+                &group,
+                &mut Icmpv6Packet::new_unchecked(p.payload_mut()),
+                &ChecksumCapabilities::default(),
+            );
+            true
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +229,42 @@ mod tests {
         let mut short = v4_tcp(0x02);
         short.truncate(40);
         assert!(tcp_syn(&short).is_none());
+    }
+
+    #[test]
+    fn solicitations_parse_back() {
+        use smoltcp::wire::{EthernetFrame, Icmpv6Packet, Icmpv6Repr, Ipv6Packet, NdiscRepr};
+        let mac = [2, 0, 0, 0, 0, 1];
+        let mut out = Vec::new();
+        let src: IpAddr = "fd00::1".parse().unwrap();
+        let t: IpAddr = "fd00::1:2:3".parse().unwrap();
+        assert!(solicitation(mac, src, t, &mut out));
+        assert_eq!(&out[0..6], &[0x33, 0x33, 0xff, 0x02, 0x00, 0x03]);
+        let f = EthernetFrame::new_checked(&out[..]).unwrap();
+        let ip = Ipv6Packet::new_checked(f.payload()).unwrap();
+        assert_eq!(ip.dst_addr(), "ff02::1:ff02:3".parse::<Ipv6Addr>().unwrap());
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        let caps = smoltcp::phy::ChecksumCapabilities::default();
+        let IpAddr::V6(s6) = src else { unreachable!() };
+        let r = Icmpv6Repr::parse(&s6, &ip.dst_addr(), &icmp, &caps).unwrap();
+        assert!(matches!(
+            r,
+            Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { .. })
+        ));
+        assert!(solicitation(
+            mac,
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            &mut out
+        ));
+        assert_eq!(&out[0..6], &[0xff; 6]);
+        assert_eq!(&out[12..14], &[0x08, 0x06]);
+        assert!(!solicitation(
+            mac,
+            src,
+            "10.0.0.2".parse().unwrap(),
+            &mut out
+        ));
     }
 
     #[test]

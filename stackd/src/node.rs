@@ -51,6 +51,9 @@ const DGRAM_PACKETS: usize = 256;
 const DGRAM_BYTES: usize = 512 * 1024;
 /// Frames read per loop turn before egress gets its turn.
 const RX_BATCH: usize = 256;
+/// The daemon asks again for a neighbour it asked for this long ago (smoltcp's cache entries
+/// live 60 s).
+const RESOLICIT: Duration = Duration::from_secs(20);
 
 const T_SWITCH: u64 = 1;
 const T_SWITCH_CTL: u64 = 2;
@@ -259,6 +262,8 @@ pub struct Node {
     next_sock: u64,
     lingering: Vec<SocketHandle>,
     seen: HashMap<IpAddr, Instant>,
+    /// When the daemon last asked for each neighbour itself (`prime_neighbour`).
+    solicited: HashMap<IpAddr, Instant>,
     record_cost: usize,
     idle_since: Option<Instant>,
     switch_down: bool,
@@ -401,6 +406,7 @@ impl Node {
             next_sock: 1,
             lingering: Vec::new(),
             seen: HashMap::new(),
+            solicited: HashMap::new(),
             record_cost: measure_record_cost(),
             idle_since: Some(Instant::now()),
             switch_down: false,
@@ -884,6 +890,46 @@ impl Node {
             .ok_or(Errno(libc::ENETUNREACH))
     }
 
+    /// Ask for the link address of the next hop towards `dst` now, unless we did within
+    /// `RESOLICIT` (see `frame::solicitation`: smoltcp's own request may be held back for up to
+    /// a second by its cache-wide rate limit).
+    fn prime_neighbour(&mut self, dst: IpAddr) {
+        let Ok(hop) = self.next_hop(&dst) else {
+            return;
+        };
+        if self.own.contains(&hop) || hop.is_multicast() || self.is_subnet_broadcast(&hop) {
+            return;
+        }
+        if let IpAddr::V4(v) = hop
+            && v.is_broadcast()
+        {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .solicited
+            .get(&hop)
+            .is_some_and(|t| now.duration_since(*t) < RESOLICIT)
+        {
+            return;
+        }
+        let Some(src) = self.iface.get_source_address(&from_ip(hop)).map(to_ip) else {
+            return;
+        };
+        if self.solicited.len() > 4096 {
+            self.solicited.clear();
+        }
+        self.solicited.insert(hop, now);
+        // Rare (once per neighbour per RESOLICIT): a fresh buffer; `scratch` may hold a
+        // datagram being sent.
+        let mut f = Vec::new();
+        if frame::solicitation(self.cfg.mac.0, src, hop, &mut f)
+            && let Some(p) = &self.dev.port
+        {
+            let _ = p.send(&f);
+        }
+    }
+
     fn port_used(&self, kind: Kind, port: u16) -> bool {
         if self
             .socks
@@ -1218,6 +1264,7 @@ impl Node {
         )
         .map_err(|_| Errno(libc::EADDRNOTAVAIL))?;
         let h = self.set.add(t);
+        self.prime_neighbour(dst);
         // Hold the app's fd unwritable until the handshake ends (ctl.rs).
         let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
         let filler = [0u8; 512];
@@ -1612,6 +1659,7 @@ impl Node {
                 continue;
             }
             let payload_end = n;
+            self.prime_neighbour(ip);
             match s.kind {
                 Kind::Udp => {
                     let u = self.set.get_mut::<udp::Socket>(h);

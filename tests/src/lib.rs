@@ -172,10 +172,9 @@ fn reap() {
     unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
 }
 
-/// Run a command to completion, capturing output.
+/// Run a command to completion, capturing output (stdin is empty unless the caller set it).
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
+    cmd.output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 

@@ -98,8 +98,8 @@ fn vde_plug_cable_between_ioth_switch_and_debian_vde_switch() {
     let b = node(&theirs, "fd00::2/64,10.1.0.2/24", &tmp.join("b.ctl"));
     ping(&a.ctl, "fd00::2");
     ping(&b.ctl, "10.1.0.1");
-    tcp_stream(&tmp, &a.ctl, &b.ctl, "::", "fd00::2", 8 << 20);
-    tcp_stream(&tmp, &b.ctl, &a.ctl, "0.0.0.0", "10.1.0.1", 8 << 20);
+    tcp_stream(&tmp, &a.ctl, &b.ctl, "::", "fd00::2", 2 << 20);
+    tcp_stream(&tmp, &b.ctl, &a.ctl, "0.0.0.0", "10.1.0.1", 2 << 20);
     let _ = cable.kill();
     let _ = cable.wait();
 }
@@ -116,5 +116,5 @@ fn stackd_nodes_on_debian_vde_switch() {
     let b = node(&sw, "fd00::12/64,10.2.0.2/24", &tmp.join("b.ctl"));
     ping(&a.ctl, "fd00::12");
     ping(&b.ctl, "10.2.0.1");
-    tcp_stream(&tmp, &a.ctl, &b.ctl, "::", "fd00::12", 8 << 20);
+    tcp_stream(&tmp, &a.ctl, &b.ctl, "::", "fd00::12", 2 << 20);
 }

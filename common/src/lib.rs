@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod ctl;
+pub mod dns;
 pub mod names;
 pub mod port;
 pub mod sys;

@@ -3,7 +3,8 @@
 //! # Transport
 //! An `AF_UNIX`, `SOCK_SEQPACKET` connection to the node's control socket (a path, and the
 //! abstract name `ioth/<node-id>/ctl`). One request, one reply, in order; descriptors travel
-//! as `SCM_RIGHTS`. The stack daemon answers every request at once: nothing here blocks for
+//! as `SCM_RIGHTS` (one exception: a `SetSockOpt` flagged [`FLAG_NO_REPLY`] gets no reply).
+//! The stack daemon answers every request at once: nothing here blocks for
 //! the network. Waiting (a blocking connect, accept or read) happens in the client on its own
 //! kernel fd, where signals, timeouts and `poll` work as usual.
 //!
@@ -51,6 +52,15 @@ pub const MAX_MSG: usize = 4096;
 /// Largest socket option value carried.
 pub const MAX_OPT: usize = 1024;
 pub const ACCEPT_RECORD_LEN: usize = 64;
+/// Flag in a request header's reserved field: the client reads no reply, and the daemon
+/// sends none. For requests that cannot fail (`TCP_NODELAY`/`TCP_CORK` on a TCP socket,
+/// which nginx toggles around every response): one message instead of a round trip.
+pub const FLAG_NO_REPLY: u16 = 1;
+
+/// Whether an encoded request carries [`FLAG_NO_REPLY`].
+pub fn no_reply(msg: &[u8]) -> bool {
+    msg.len() >= 8 && u16::from_le_bytes([msg[6], msg[7]]) & FLAG_NO_REPLY != 0
+}
 
 /// Socket identifier inside one node (never reused by a running daemon).
 pub type SockId = u64;
@@ -270,6 +280,13 @@ impl Request {
             }
             Request::Shutdown { how, .. } => b.extend_from_slice(&how.to_le_bytes()),
         }
+        b
+    }
+
+    /// [`Request::encode`] with [`FLAG_NO_REPLY`] set.
+    pub fn encode_no_reply(&self) -> Vec<u8> {
+        let mut b = self.encode();
+        b[6..8].copy_from_slice(&FLAG_NO_REPLY.to_le_bytes());
         b
     }
 

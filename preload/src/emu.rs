@@ -34,6 +34,10 @@ pub trait Control {
     fn call_fds(&self, node: u64, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
         self.call(node, req, fds.first().copied())
     }
+    /// A request about a socket of `node` that cannot fail: no reply is awaited.
+    fn post(&self, node: u64, req: &Request) -> Result<(), Errno> {
+        self.call(node, req, None).map(drop)
+    }
 }
 
 /// The real daemons (see [`crate::node`]).
@@ -48,6 +52,9 @@ impl Control for Daemons {
     }
     fn call_fds(&self, node: u64, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
         node::call_fds(node, req, fds)
+    }
+    fn post(&self, node: u64, req: &Request) -> Result<(), Errno> {
+        node::post(node, req)
     }
 }
 
@@ -372,6 +379,15 @@ pub fn setsockopt(
         name,
         value: value.to_vec(),
     };
+    // nginx sets TCP_CORK before and clears it after every response: these cannot fail on a
+    // TCP socket (a SOCK_STREAM pair), so they go without waiting for the daemon.
+    if level == libc::IPPROTO_TCP
+        && (name == libc::TCP_NODELAY || name == libc::TCP_CORK)
+        && value.len() >= 4
+        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
+    {
+        return c.post(v.node, &req);
+    }
     expect_ok(c.call(v.node, &req, None)?.0)
 }
 

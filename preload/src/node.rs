@@ -52,6 +52,20 @@ impl Conn {
         sys::fstat_id(self.fd.raw()) == Ok(self.ident)
     }
 
+    /// Send a request that gets no reply (`ctl::FLAG_NO_REPLY`).
+    fn post(&self, req: &Request) -> Result<(), Errno> {
+        let msg = req.encode_no_reply();
+        sys::retry(|| {
+            sys::sendmsg(
+                self.fd.raw(),
+                &[IoSlice::new(&msg)],
+                &[],
+                libc::MSG_NOSIGNAL,
+            )
+        })
+        .map(drop)
+    }
+
     fn call(&self, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
         let msg = req.encode();
         sys::retry(|| {
@@ -333,6 +347,19 @@ pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), E
 pub fn call(node: u64, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
     let fds: Vec<RawFd> = fd.into_iter().collect();
     call_fds(node, req, &fds)
+}
+
+/// Send a request about a socket of `node` that gets no reply (it cannot fail).
+pub fn post(node: u64, req: &Request) -> Result<(), Errno> {
+    let mut st = STATE.lock();
+    st.check_pid();
+    let i = st.conn_for(node).map_err(transport)?;
+    if st.conns[i].post(req).is_ok() {
+        return Ok(());
+    }
+    st.drop_conn(i);
+    let i = st.conn_for(node).map_err(transport)?;
+    st.conns[i].post(req).map_err(transport)
 }
 
 /// Send a request about a socket of `node`, with any number of fds attached.

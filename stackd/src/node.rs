@@ -666,11 +666,15 @@ impl Node {
                 self.ctl_conns.remove(&cid);
                 return;
             }
+            // A one-way request (ctl::FLAG_NO_REPLY): only a well-formed SetSockOpt.
+            let mut silent = false;
             let (reply, fd_out) = if got.flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
                 (Reply::Err(Errno::EPROTO), None)
             } else {
                 match Request::decode(&buf[..got.len]) {
                     Ok(req) => {
+                        silent = matches!(req, Request::SetSockOpt { .. })
+                            && ioth_common::ctl::no_reply(&buf[..got.len]);
                         log::debug!("ctl {cid}: {req:?}");
                         self.handle(req, got.fds)
                     }
@@ -678,6 +682,9 @@ impl Node {
                 }
             };
             log::debug!("ctl {cid}: -> {reply:?}");
+            if silent {
+                continue;
+            }
             let msg = reply.encode();
             let fds: Vec<RawFd> = fd_out.iter().map(|f| f.raw()).collect();
             let r = sys::retry(|| {
@@ -1638,7 +1645,8 @@ impl Node {
                     break;
                 }
             };
-            if n == 0 && s.hup {
+            if n == 0 {
+                // EOF (every datagram from the shim has a header): reading on would spin.
                 s.rd = false;
                 break;
             }

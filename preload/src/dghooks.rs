@@ -186,7 +186,7 @@ unsafe fn recv_dgram(
     flags: c_int,
     name: *mut c_void,
     nlen: *mut socklen_t,
-) -> Result<(usize, c_int), Errno> {
+) -> Result<(usize, c_int, WireAddr), Errno> {
     if flags & libc::MSG_ERRQUEUE != 0 {
         return Err(Errno::EAGAIN);
     }
@@ -210,7 +210,7 @@ unsafe fn recv_dgram(
     // SAFETY: name/nlen from the caller.
     unsafe { put_name(&g.from, name, nlen) };
     let mf = if g.truncated() { libc::MSG_TRUNC } else { 0 };
-    Ok((g.ret(flags), mf))
+    Ok((g.ret(flags), mf, g.from))
 }
 
 /// A confirmed datagram entry for `fd`, if the table says so.
@@ -360,7 +360,7 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
     }
     // SAFETY: m is the caller's valid msghdr.
     let mh = unsafe { &mut *m };
-    let (r, mf) = unsafe {
+    let (r, mut mf, from) = unsafe {
         recv_dgram(
             e,
             mh.msg_iov,
@@ -370,9 +370,55 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
             &mut mh.msg_namelen,
         )
     }?;
-    mh.msg_controllen = 0;
+    // SAFETY: mh is the caller's valid msghdr; put_cmsgs stays within its control buffer.
+    if !unsafe { put_cmsgs(mh, &dgram::cmsgs(&e, &from)) } {
+        mf |= libc::MSG_CTRUNC;
+    }
     mh.msg_flags = mf;
     Ok(r)
+}
+
+/// Write control messages into the caller's control buffer; `false` if they did not all fit.
+///
+/// # Safety
+/// `mh.msg_control` null or `mh.msg_controllen` writable bytes.
+unsafe fn put_cmsgs(mh: &mut msghdr, msgs: &[dgram::Cmsg]) -> bool {
+    let room = if mh.msg_control.is_null() {
+        0
+    } else {
+        mh.msg_controllen
+    };
+    let mut used = 0usize;
+    let mut all = true;
+    for m in msgs {
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure computations.
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(m.data.len() as u32) as usize,
+                libc::CMSG_LEN(m.data.len() as u32) as usize,
+            )
+        };
+        if used + space > room {
+            all = false;
+            break;
+        }
+        // SAFETY: [used, used + space) lies within the caller's control buffer; the buffer
+        // is cmsghdr-aligned (the caller's duty, as for the kernel) and space keeps it so.
+        unsafe {
+            let c = mh
+                .msg_control
+                .cast::<u8>()
+                .add(used)
+                .cast::<libc::cmsghdr>();
+            (*c).cmsg_len = len as _;
+            (*c).cmsg_level = m.level;
+            (*c).cmsg_type = m.ty;
+            std::ptr::copy_nonoverlapping(m.data.as_ptr(), libc::CMSG_DATA(c), m.data.len());
+        }
+        used += space;
+    }
+    mh.msg_controllen = used as _;
+    all
 }
 
 /// Learn virtual datagram sockets that arrived by `SCM_RIGHTS`.

@@ -34,7 +34,7 @@
 use crate::emu::{self, Daemons, Virt};
 use ioth_common::ctl::{DgramHeader, WireAddr};
 use ioth_common::sys::{self, Errno};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,6 +51,10 @@ const V6: u64 = 1 << 61;
 const ICMP: u64 = 1 << 60;
 const CONNECTED: u64 = 1 << 59;
 const BOUND: u64 = 1 << 58;
+const PKTINFO4: u64 = 1 << 57;
+const PKTINFO6: u64 = 1 << 56;
+const RECVTTL: u64 = 1 << 55;
+const RECVHOPS: u64 = 1 << 54;
 const INO: u64 = 0xffff_ffff;
 
 /// Largest UDP payload over IPv4 and IPv6 (65535 minus the headers).
@@ -136,6 +140,119 @@ pub fn connected(fd: RawFd, peer: bool) {
     if let Some(mut e) = confirm(fd, hit(fd)) {
         e.connected(peer);
     }
+}
+
+/// `setsockopt` succeeded on `fd`: remember the options that ask for control messages.
+pub fn option_set(fd: RawFd, level: i32, name: i32, value: &[u8]) {
+    let bit = match (level, name) {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO) => PKTINFO4,
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO) => PKTINFO6,
+        (libc::IPPROTO_IP, libc::IP_RECVTTL) => RECVTTL,
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT) => RECVHOPS,
+        _ => return,
+    };
+    let on = value.iter().any(|b| *b != 0);
+    if let Some(e) = confirm(fd, hit(fd)) {
+        let new = if on { e.bits | bit } else { e.bits & !bit };
+        let _ =
+            TABLE[fd as usize].compare_exchange(e.bits, new, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// The node's first address of each family (the local address reported in `IP_PKTINFO`/
+/// `IPV6_PKTINFO`: the daemon does not say which of the node's addresses a datagram was
+/// sent to).
+fn node_addrs() -> (Option<IpAddr>, Option<IpAddr>) {
+    static ADDRS: once_cell::sync::OnceCell<(Option<IpAddr>, Option<IpAddr>)> =
+        once_cell::sync::OnceCell::new();
+    *ADDRS.get_or_init(|| {
+        let mut v4 = None;
+        let mut v6 = None;
+        if let Ok((ioth_common::ctl::Reply::Bytes(b), _)) =
+            crate::node::call_home(&ioth_common::ctl::Request::NodeInfo, None)
+        {
+            for line in String::from_utf8_lossy(&b).lines() {
+                if let Some(a) = line.strip_prefix("addr=")
+                    && let Some(ip) = a.split('/').next().and_then(|x| x.parse::<IpAddr>().ok())
+                {
+                    match ip {
+                        IpAddr::V4(_) => {
+                            v4.get_or_insert(ip);
+                        }
+                        IpAddr::V6(_) => {
+                            v6.get_or_insert(ip);
+                        }
+                    }
+                }
+            }
+        }
+        (v4, v6)
+    })
+}
+
+/// A control message to hand to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cmsg {
+    pub level: i32,
+    pub ty: i32,
+    pub data: Vec<u8>,
+}
+
+/// The control messages the application asked for (`IP_PKTINFO`, `IPV6_RECVPKTINFO`,
+/// `IP_RECVTTL`, `IPV6_RECVHOPLIMIT`) for a datagram from `from`. Interface index 1, hop
+/// limit 64: the virtual LAN has one link and no routers.
+pub fn cmsgs(e: &Entry, from: &WireAddr) -> Vec<Cmsg> {
+    let mut v = Vec::new();
+    if e.bits & (PKTINFO4 | PKTINFO6 | RECVTTL | RECVHOPS) == 0 {
+        return v;
+    }
+    let v4 = match from.0 {
+        Some(SocketAddr::V4(_)) => true,
+        Some(SocketAddr::V6(a)) => a.ip().to_ipv4_mapped().is_some(),
+        None => return v,
+    };
+    let (a4, a6) = node_addrs();
+    if v4 && e.bits & PKTINFO4 != 0 {
+        let mut d = 1i32.to_ne_bytes().to_vec();
+        let ip = match a4 {
+            Some(IpAddr::V4(a)) => a.octets(),
+            _ => [0; 4],
+        };
+        d.extend_from_slice(&ip);
+        d.extend_from_slice(&ip);
+        v.push(Cmsg {
+            level: libc::IPPROTO_IP,
+            ty: libc::IP_PKTINFO,
+            data: d,
+        });
+    }
+    if !v4 && e.bits & PKTINFO6 != 0 {
+        let mut d = match a6 {
+            Some(IpAddr::V6(a)) => a.octets().to_vec(),
+            _ => vec![0; 16],
+        };
+        d.extend_from_slice(&1i32.to_ne_bytes());
+        v.push(Cmsg {
+            level: libc::IPPROTO_IPV6,
+            ty: libc::IPV6_PKTINFO,
+            data: d,
+        });
+    }
+    if v4 && e.bits & RECVTTL != 0 {
+        v.push(Cmsg {
+            level: libc::IPPROTO_IP,
+            ty: libc::IP_TTL,
+            data: 64i32.to_ne_bytes().to_vec(),
+        });
+    }
+    if !v4 && e.bits & RECVHOPS != 0 {
+        v.push(Cmsg {
+            level: libc::IPPROTO_IPV6,
+            ty: libc::IPV6_HOPLIMIT,
+            data: 64i32.to_ne_bytes().to_vec(),
+        });
+    }
+    v
 }
 
 /// Register `fd` (a virtual socket just created by `socket(domain, ty, protocol)`).

@@ -271,7 +271,9 @@ pub unsafe extern "C" fn setsockopt(
             // SAFETY: the caller guarantees len readable bytes at val.
             unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) }
         };
-        emu::setsockopt(&Daemons, v, fd, level, name, value).map(|_| 0)
+        emu::setsockopt(&Daemons, v, fd, level, name, value)?;
+        crate::dgram::option_set(fd, level, name, value);
+        Ok(0)
     })
 }
 

@@ -11,6 +11,7 @@
 
 mod device;
 mod frame;
+mod mdns;
 mod node;
 mod os;
 

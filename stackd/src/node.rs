@@ -275,6 +275,11 @@ pub struct Node {
     next_ephemeral: u16,
     scratch: Vec<u8>,
     ids: Vec<u64>,
+    /// UDP datagrams smoltcp gave to a socket that does not want them (wrong family, other
+    /// peer): (port, source, payload), handed to another socket on that port.
+    misrouted: Vec<(u16, SocketAddr, Vec<u8>)>,
+    /// The mDNS responder for the node's name (see [`crate::mdns`]).
+    mdns: Option<crate::mdns::Responder>,
     t0: Instant,
 }
 
@@ -418,9 +423,14 @@ impl Node {
             next_ephemeral: 49152 + (sys::random_u64() % 16384) as u16,
             scratch: vec![0; 65536 + 64],
             ids: Vec::new(),
+            misrouted: Vec::new(),
+            mdns: None,
             t0: Instant::now(),
         };
         n.register_switch().map_err(|e| format!("epoll: {e}"))?;
+        if let Some(name) = n.cfg.name.clone() {
+            n.mdns = Some(crate::mdns::Responder::new(&mut n.iface, &mut n.set, &name));
+        }
         log::info!(
             "node {:016x} up: mtu {} addrs {:?} port {}",
             n.id,
@@ -1544,6 +1554,33 @@ impl Node {
             }
             (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => s.opts.tclass = int_opt(val)?,
             (libc::IPPROTO_IP, libc::IP_TOS) => s.opts.tos = int_opt(val)?,
+            (libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP | libc::IP_DROP_MEMBERSHIP)
+            | (libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP | libc::IPV6_DROP_MEMBERSHIP) => {
+                if tcp {
+                    return Err(Errno(libc::ENOPROTOOPT));
+                }
+                let group = match (level, val.len()) {
+                    (libc::IPPROTO_IP, 8..) => {
+                        IpAddress::Ipv4(std::net::Ipv4Addr::new(val[0], val[1], val[2], val[3]))
+                    }
+                    (libc::IPPROTO_IPV6, 20..) => {
+                        let mut o = [0u8; 16];
+                        o.copy_from_slice(&val[..16]);
+                        IpAddress::Ipv6(std::net::Ipv6Addr::from(o))
+                    }
+                    _ => return Err(Errno::EINVAL),
+                };
+                if !group.is_multicast() {
+                    return Err(Errno::EINVAL);
+                }
+                let join = name == libc::IP_ADD_MEMBERSHIP || name == libc::IPV6_ADD_MEMBERSHIP;
+                let r = if join {
+                    self.iface.join_multicast_group(group)
+                } else {
+                    self.iface.leave_multicast_group(group)
+                };
+                r.map_err(|_| Errno(libc::ENOBUFS))?;
+            }
             k if generic_option(k) => {
                 s.opts.other.insert(k, val.to_vec());
             }
@@ -1714,12 +1751,7 @@ impl Node {
                     }
                 }
             };
-            let wanted = match s.dg.peer {
-                Some(p) if s.kind == Kind::Udp => p == src,
-                Some(p) => p.ip() == src.ip(),
-                None => true,
-            } && (s.domain == libc::AF_INET6 && (!s.opts.v6only || src.is_ipv6())
-                || s.domain == libc::AF_INET && src.is_ipv4());
+            let wanted = dgram_wants(s, src);
             let hdr = DgramHeader {
                 addr: s.present(src),
                 len: data_len as u32,
@@ -1727,6 +1759,15 @@ impl Node {
             }
             .encode();
             let r = if !wanted {
+                // smoltcp delivers to the first UDP socket on the port, whatever its family
+                // or peer: another socket on the port may want it.
+                if s.kind == Kind::Udp
+                    && let Some((_, port)) = s.bound
+                    && let Ok((d, _)) = self.set.get_mut::<udp::Socket>(h).peek()
+                    && self.misrouted.len() < 256
+                {
+                    self.misrouted.push((port, src, d.to_vec()));
+                }
                 Ok(0)
             } else {
                 let payload: &[u8] = match s.kind {
@@ -1757,6 +1798,29 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+
+    /// Hand misrouted UDP datagrams to the first other socket on their port that wants them.
+    fn redispatch(&mut self) {
+        for (port, src, data) in std::mem::take(&mut self.misrouted) {
+            let Some(o) = self.socks.values().find(|o| {
+                o.kind == Kind::Udp && o.bound.map(|b| b.1) == Some(port) && dgram_wants(o, src)
+            }) else {
+                continue;
+            };
+            let hdr = DgramHeader {
+                addr: o.present(src),
+                len: data.len() as u32,
+                flags: 0,
+            }
+            .encode();
+            let _ = sys::sendmsg(
+                o.dmn.raw(),
+                &[IoSlice::new(&hdr), IoSlice::new(&data)],
+                &[],
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
         }
     }
 
@@ -1906,6 +1970,10 @@ impl Node {
             }
         }
         self.ids = ids;
+        self.redispatch();
+        if let Some(m) = &mut self.mdns {
+            m.poll(&mut self.set, &self.own);
+        }
         for h in accepted {
             self.accepted(h);
         }
@@ -2261,6 +2329,17 @@ fn app_gone(node: u64, id: u64) -> bool {
     sys::bind_unix(probe.raw(), &names::socket_name(node, id)) != Err(Errno::EADDRINUSE)
 }
 
+/// Whether datagram socket `s` takes a datagram from `src` (its peer, if connected; its
+/// family, and IPv4 on a dual-stack socket).
+fn dgram_wants(s: &Sock, src: SocketAddr) -> bool {
+    (match s.dg.peer {
+        Some(p) if s.kind == Kind::Udp => p == src,
+        Some(p) => p.ip() == src.ip(),
+        None => true,
+    }) && (s.domain == libc::AF_INET6 && (!s.opts.v6only || src.is_ipv6())
+        || s.domain == libc::AF_INET && src.is_ipv4())
+}
+
 /// Options that Linux accepts on any socket and that have no effect here: stored and
 /// reported back.
 fn generic_option(k: (i32, i32)) -> bool {
@@ -2302,6 +2381,8 @@ fn generic_option(k: (i32, i32)) -> bool {
                 | libc::IP_MULTICAST_LOOP
                 | libc::IP_FREEBIND
                 | libc::IP_BIND_ADDRESS_NO_PORT
+                | libc::IP_RETOPTS
+                | libc::IP_MULTICAST_IF
         ) | (
             libc::IPPROTO_IPV6,
             libc::IPV6_UNICAST_HOPS
@@ -2312,6 +2393,7 @@ fn generic_option(k: (i32, i32)) -> bool {
                 | libc::IPV6_MULTICAST_HOPS
                 | libc::IPV6_MULTICAST_LOOP
                 | libc::IPV6_RECVHOPLIMIT
+                | libc::IPV6_MULTICAST_IF
         )
     )
 }

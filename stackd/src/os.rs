@@ -1,6 +1,6 @@
 //! The few system calls the daemon needs that `ioth_common::sys` does not wrap: process
 //! control for `--daemon` (fork, setsid, stdio redirection), peer credentials of a control
-//! connection, and the unread-bytes counter of a socket (`SIOCOUTQ`).
+//! connection, the unread-bytes counter of a socket (`SIOCOUTQ`), and allocator tuning.
 //!
 //! This is the only module of the crate with `unsafe`.
 
@@ -38,6 +38,19 @@ pub fn detach() {
             // SAFETY: dup2 of a valid open fd onto 0..2; both are plain integers.
             unsafe { libc::dup2(f.as_raw_fd(), target) };
         }
+    }
+}
+
+/// Serve large allocations (each TCP socket's two 1 MiB rings) straight from `mmap`: fresh
+/// pages are already zero, so a new socket costs no 2 MiB `memset` (it was most of the
+/// daemon's CPU time at a thousand connections a second), a short connection touches only a
+/// few pages, and a freed ring goes back to the kernel at once. glibc otherwise raises its
+/// threshold after the first free and carves the rings from the heap, zeroing each.
+pub fn large_allocations_from_mmap() {
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 

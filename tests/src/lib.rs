@@ -5,6 +5,7 @@
 //! Binaries come from `IOTH_BIN_DIR` (set by `scripts/test`), else from the target directory
 //! the test executable lives in.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -149,12 +150,22 @@ impl Daemon {
         unsafe { libc::kill(self.pid, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(3);
         while self.alive() && Instant::now() < deadline {
-            reap();
+            // Only this pid: reaping any child would steal the exit status of a command
+            // another test thread is running.
+            // SAFETY: waitpid with WNOHANG on one pid; status is discarded.
+            unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), libc::WNOHANG) };
             std::thread::sleep(Duration::from_millis(10));
         }
         if self.alive() {
             // SAFETY: as above.
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let deadline = Instant::now() + Duration::from_secs(1);
+            // SAFETY: waitpid with WNOHANG on one pid; status is discarded.
+            while unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), libc::WNOHANG) } == 0
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         self.pid = 0;
     }
@@ -164,12 +175,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Reap any exited children of the test process (daemons that double-forked are not ours).
-fn reap() {
-    // SAFETY: waitpid with WNOHANG on any child; status is discarded.
-    unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
 }
 
 /// Run a command to completion, capturing output (stdin is empty unless the caller set it).
@@ -329,4 +334,118 @@ pub fn as_node(
         .env("IOTH_RUNDIR", rundir)
         .env_remove("IOTH_STACK");
     c
+}
+
+/// A switch in a temporary directory, stack daemon nodes on it, and background programs;
+/// everything is stopped by pid on drop.
+pub struct NodeLab {
+    pub dir: TempDir,
+    pub sw: PathBuf,
+    _switch: Daemon,
+    nodes: Vec<Node>,
+    procs: Vec<Daemon>,
+}
+
+impl NodeLab {
+    pub fn new(tag: &str, mode: Option<&str>) -> NodeLab {
+        let dir = TempDir::new(tag);
+        let sw = dir.join("sw");
+        let extra: Vec<&str> = match mode {
+            Some(m) => vec!["--mode", m],
+            None => vec![],
+        };
+        let _switch = ioth_switch(&sw, &extra);
+        NodeLab {
+            dir,
+            sw,
+            _switch,
+            nodes: Vec::new(),
+            procs: Vec::new(),
+        }
+    }
+
+    /// A stack daemon with these addresses; returns its control socket.
+    pub fn node(&mut self, ips: &str) -> PathBuf {
+        let ctl = self.dir.join(&format!("n{}.ctl", self.nodes.len()));
+        self.nodes.push(node(&self.sw, ips, &ctl));
+        ctl
+    }
+
+    /// `prog` as a process of the node at `ctl`.
+    pub fn on(&self, ctl: &Path, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.env("LD_PRELOAD", libioth())
+            .env("IOTH_STACK", ctl)
+            .env("IOTH_RUNDIR", self.dir.join("run"))
+            .env_remove("IOTH_IP")
+            .env_remove("IOTH_DNS")
+            .env_remove("IOTH_NAME");
+        c
+    }
+
+    /// `prog` as a node that the shim starts itself (`IOTH_IP`) on this lab's switch.
+    pub fn at(&self, ip: &str, prog: &str) -> Command {
+        let mut c = as_node(prog, &self.sw, &self.dir.join("run"), ip);
+        c.env_remove("IOTH_DNS")
+            .env_remove("IOTH_NAME")
+            .env_remove("IOTH_RESOLVE");
+        c
+    }
+
+    /// Start `c` in the background with its output in `log`; stopped by pid on drop.
+    pub fn spawn(&mut self, mut c: Command, log: &str) {
+        let out = File::create(self.dir.join(log)).unwrap();
+        let err = out.try_clone().unwrap();
+        // Reaped by `Daemon::stop` (waitpid on its pid).
+        #[allow(clippy::zombie_processes)]
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {c:?}: {e}"));
+        self.procs.push(Daemon {
+            pid: child.id() as i32,
+            name: log.to_string(),
+        });
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeLab {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.stop();
+        }
+    }
+}
+
+/// Run with a deadline (the program is killed by `timeout` if it hangs).
+pub fn run_for(secs: u32, mut c: Command) -> Output {
+    let mut t = Command::new("timeout");
+    t.arg("-k")
+        .arg("2")
+        .arg(secs.to_string())
+        .arg(c.get_program());
+    t.args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
+    }
+    let _ = &mut c;
+    run(&mut t)
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

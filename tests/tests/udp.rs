@@ -6,112 +6,8 @@
 //! `IOTH_STACK`, or a node the shim starts itself; all processes are stopped by pid.
 
 use ioth_e2e::*;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-
-/// A switch and its directory.
-struct Lab {
-    dir: TempDir,
-    sw: PathBuf,
-    _switch: Daemon,
-    nodes: Vec<Node>,
-    procs: Vec<Daemon>,
-}
-
-impl Lab {
-    fn new(tag: &str, mode: Option<&str>) -> Lab {
-        let dir = TempDir::new(tag);
-        let sw = dir.join("sw");
-        let extra: Vec<&str> = match mode {
-            Some(m) => vec!["--mode", m],
-            None => vec![],
-        };
-        let _switch = ioth_switch(&sw, &extra);
-        Lab {
-            dir,
-            sw,
-            _switch,
-            nodes: Vec::new(),
-            procs: Vec::new(),
-        }
-    }
-
-    /// A stack daemon with these addresses; returns its control socket.
-    fn node(&mut self, ips: &str) -> PathBuf {
-        let ctl = self.dir.join(&format!("n{}.ctl", self.nodes.len()));
-        self.nodes.push(node(&self.sw, ips, &ctl));
-        ctl
-    }
-
-    /// `prog` as a process of the node at `ctl`.
-    fn on(&self, ctl: &Path, prog: &str) -> Command {
-        let mut c = Command::new(prog);
-        c.env("LD_PRELOAD", libioth())
-            .env("IOTH_STACK", ctl)
-            .env("IOTH_RUNDIR", self.dir.join("run"))
-            .env_remove("IOTH_IP")
-            .env_remove("IOTH_DNS")
-            .env_remove("IOTH_NAME");
-        c
-    }
-
-    /// Start `c` in the background with its output in `log`; stopped by pid on drop.
-    fn spawn(&mut self, mut c: Command, log: &str) {
-        let out = File::create(self.dir.join(log)).unwrap();
-        let err = out.try_clone().unwrap();
-        let child = c
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {c:?}: {e}"));
-        self.procs.push(Daemon {
-            pid: child.id() as i32,
-            name: log.to_string(),
-        });
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            p.stop();
-        }
-    }
-}
-
-/// Run with a deadline (the program is killed by `timeout` if it hangs).
-fn run_for(secs: u32, mut c: Command) -> std::process::Output {
-    let mut t = Command::new("timeout");
-    t.arg("-k")
-        .arg("2")
-        .arg(secs.to_string())
-        .arg(c.get_program());
-    t.args(c.get_args());
-    for (k, v) in c.get_envs() {
-        match v {
-            Some(v) => t.env(k, v),
-            None => t.env_remove(k),
-        };
-    }
-    let _ = &mut c;
-    run(&mut t)
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn udp_semantics_python() {
@@ -119,7 +15,7 @@ fn udp_semantics_python() {
         return skip("python3 missing");
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/udp_semantics.py");
-    let mut lab = Lab::new("udpsem", None);
+    let mut lab = NodeLab::new("udpsem", None);
     let a = lab.node("fd00::11,10.0.0.11");
     let b = lab.node("fd00::12,10.0.0.12");
     let mut s = lab.on(&a, "python3");
@@ -155,7 +51,7 @@ fn udp_socat_echo() {
     if !have("socat") {
         return skip("socat missing");
     }
-    let mut lab = Lab::new("udpsocat", None);
+    let mut lab = NodeLab::new("udpsocat", None);
     let a = lab.node("fd00::21,10.0.0.21");
     let b = lab.node("fd00::22,10.0.0.22");
     let mut s = lab.on(&a, "socat");
@@ -189,7 +85,7 @@ fn udp_nc() {
     if !have("nc") || !have("socat") {
         return skip("nc (netcat-openbsd) or socat missing");
     }
-    let mut lab = Lab::new("udpnc", None);
+    let mut lab = NodeLab::new("udpnc", None);
     let a = lab.node("fd00::31,10.0.0.31");
     let b = lab.node("fd00::32,10.0.0.32");
     let mut s = lab.on(&a, "socat");
@@ -223,7 +119,7 @@ fn udp_iperf3() {
     if !have("iperf3") {
         return skip("iperf3 missing");
     }
-    let mut lab = Lab::new("udpiperf", None);
+    let mut lab = NodeLab::new("udpiperf", None);
     let a = lab.node("fd00::41,10.0.0.41");
     let b = lab.node("fd00::42,10.0.0.42");
     let mut s = lab.on(&a, "iperf3");
@@ -262,7 +158,7 @@ fn udp_iperf3() {
 
 /// iputils ping through `scripts/iothrun`, whose own node (started by the shim) pings a
 /// stack daemon node.
-fn ping_from(lab: &Lab, user: Option<&str>, ip: &str, target: &str) -> std::process::Output {
+fn ping_from(lab: &NodeLab, user: Option<&str>, ip: &str, target: &str) -> std::process::Output {
     let iothrun = repo().join("scripts/iothrun");
     let rundir = lab.dir.join("run-ping");
     std::fs::create_dir_all(&rundir).unwrap();
@@ -296,7 +192,7 @@ fn ping_v6_v4() {
     if which("ping").is_none() || !have("setpriv") {
         return skip("ping (iputils-ping) or setpriv missing");
     }
-    let mut lab = Lab::new("ping", Some("666"));
+    let mut lab = NodeLab::new("ping", Some("666"));
     chmod(lab.dir.path(), 0o755);
     lab.node("fd00::51,10.0.0.51");
     // SAFETY: geteuid has no preconditions.

@@ -107,6 +107,21 @@ def client(s6, s4):
     check("read-write", os.read(c.fileno(), 100) == b"viawrite")
     os.writev(c.fileno(), [b"ab", b"cd"])
     check("writev", c.recv(100) == b"abcd")
+    # exec: the socket inherited by a new program keeps its datagram framing
+    import subprocess
+    child = subprocess.run(
+        [sys.executable, "-c",
+         "import os,select,sys; fd=int(sys.argv[1]); os.write(fd, b'from-exec');"
+         "select.select([fd],[],[],10); sys.stdout.write(os.read(fd, 100).decode())",
+         str(c.fileno())],
+        pass_fds=[c.fileno()], capture_output=True, timeout=30)
+    check("exec-inherited", child.stdout == b"from-exec")
+    # dup2 onto another number
+    d2 = os.dup2(c.fileno(), 77)
+    os.write(77, b"dup2")
+    select.select([c], [], [], 10)
+    check("dup2", os.read(77, 100) == b"dup2")
+    os.close(77)
     # disconnect with AF_UNSPEC
     sa = (ctypes.c_ushort * 8)()
     sa[0] = socket.AF_UNSPEC

@@ -31,7 +31,9 @@
 //!   daemon records `ECONNRESET` for `SO_ERROR` and shuts its end down both ways.
 //!
 //! # The data path (UDP, ICMP echo "ping" sockets)
-//! `Socket` with `SOCK_DGRAM` returns one end of a `SOCK_DGRAM` socketpair. Every datagram
+//! `Socket` with `SOCK_DGRAM` returns one end of a `SOCK_SEQPACKET` socketpair (boundaries
+//! kept like `SOCK_DGRAM`, and the daemon's end sees HUP when the app's last reference
+//! closes, which a `SOCK_DGRAM` pair never reports). Every datagram
 //! either way starts with a [`DgramHeader`] (32 bytes): from the daemon it names the source
 //! and the datagram's full length; from the app it names the destination (family 0: the
 //! connected peer). The shim adds and strips the header in its send/recv hooks, so

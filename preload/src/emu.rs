@@ -14,8 +14,9 @@
 //!   on the fd itself (bounded by `SO_SNDTIMEO`, interrupted by signals with `EINTR`); a
 //!   blocking `accept` is a blocking `recvmsg` on the listener.
 //!
-//! Not here (yet): UDP/ICMP datagram framing, name resolution, routing some destinations to
-//! the kernel.
+//! Elsewhere: datagram framing for UDP and ICMP sockets ([`crate::dgram`], hooked in
+//! [`crate::dghooks`]) and name resolution ([`crate::resolv`]). Not here (yet): routing some
+//! destinations to the kernel.
 
 use crate::node;
 use ioth_common::ctl::{ACCEPT_RECORD_LEN, AcceptRecord, Reply, Request, WireAddr};

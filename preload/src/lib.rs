@@ -1,15 +1,18 @@
 //! `libioth.so`: the `LD_PRELOAD` shim that makes an unmodified, dynamically linked program an
 //! IoTh node (see `DESIGN.md`).
 //!
-//! `LD_PRELOAD=libioth.so IOTH_IP=fd00::5 nginx`: every TCP socket the program creates over
-//! IPv4 or IPv6 becomes a socket of the node's user-space stack (`ioth-stackd`, started on
-//! first use), reached through a kernel socketpair, so reads, writes, polling, fork and exec
-//! need no hook. Everything else goes to the kernel untouched.
+//! `LD_PRELOAD=libioth.so IOTH_IP=fd00::5 nginx`: every TCP, UDP and ICMP echo ("ping")
+//! socket the program creates over IPv4 or IPv6 becomes a socket of the node's user-space
+//! stack (`ioth-stackd`, started on first use), reached through a kernel socketpair, so
+//! polling, fork and exec need no hook (datagram sockets get a small header added and
+//! stripped in the read/write/send/recv hooks). Raw IP sockets fail with `EPERM`. Names are
+//! resolved on the virtual network ([`resolv`]). Everything else goes to the kernel untouched.
 //!
 //! Layers: [`hooks`] (exported C symbols, pointer handling, panic barrier) over [`emu`] (what
 //! each call means for a virtual socket) over [`node`] (control connections, starting the
 //! daemon) and [`spawn`]; [`real`] holds libc's own functions for pass-through; [`addr`]
-//! converts socket addresses.
+//! converts socket addresses. Datagram sockets: [`dghooks`] over [`dgram`] (with
+//! [`real_io`]); names: [`resolv`].
 //!
 //! Environment: `IOTH_STACK` (control socket of a running node), else `IOTH_IP` (+ `IOTH_GW`,
 //! `IOTH_DNS`, `IOTH_MAC`, `IOTH_MTU`, `IOTH_SWITCH`, `IOTH_NAME`, `IOTH_RUNDIR`); `IOTH_STACKD`

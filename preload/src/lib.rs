@@ -16,7 +16,8 @@
 //!
 //! Environment: `IOTH_STACK` (control socket of a running node), else `IOTH_IP` (+ `IOTH_GW`,
 //! `IOTH_DNS`, `IOTH_MAC`, `IOTH_MTU`, `IOTH_SWITCH`, `IOTH_NAME`, `IOTH_RUNDIR`); `IOTH_STACKD`
-//! (daemon binary); `IOTH_LOG` (debug lines on stderr). With neither `IOTH_STACK` nor
+//! (daemon binary); `IOTH_LOG` (debug lines on stderr); `IOTH_RESOLVE=kernel` (names resolved by glibc
+//! as usual, i.e. by the host, instead of on the virtual network). With neither `IOTH_STACK` nor
 //! `IOTH_IP` the shim is inert. A node that cannot start makes `socket()` fail with
 //! `ENETDOWN` after one `libioth: <reason>` line on stderr.
 

@@ -217,7 +217,7 @@ fn bind_abstract(node_id: u64) -> Result<Fd, Errno> {
 /// Open the node's switch port; with no switch configured, use (and if needed start) the
 /// per-user default switch.
 fn open_switch(cfg: &ioth_common::config::NodeConfig) -> Result<(String, SwitchPort), String> {
-    let desc = format!("ioth-stackd pid={}", sys::getpid());
+    let desc = node::port_description(cfg);
     let want = node::want_frame(cfg.mtu);
     if let Some(loc) = &cfg.switch {
         return SwitchPort::open(loc, &desc, want)

@@ -244,6 +244,16 @@ impl Sock {
     }
 }
 
+/// How the node shows up in the switch's port list: name or first address, and pid.
+pub fn port_description(cfg: &NodeConfig) -> String {
+    let who = match (&cfg.name, &cfg.addrs) {
+        (Some(n), _) => n.clone(),
+        (None, AddrMode::Static(v)) => v[0].addr.to_string(),
+        (None, _) => cfg.mac.to_string(),
+    };
+    format!("ioth-stackd {who} pid={}", sys::getpid())
+}
+
 pub struct Node {
     cfg: NodeConfig,
     id: u64,
@@ -474,7 +484,7 @@ impl Node {
     }
 
     fn try_reconnect(&mut self) {
-        let desc = format!("ioth-stackd pid={}", sys::getpid());
+        let desc = port_description(&self.cfg);
         match SwitchPort::open(&self.opts.switch_loc, &desc, want_frame(self.cfg.mtu)) {
             Ok(p) => {
                 log::info!("switch is back (port {})", p.port);

@@ -3,7 +3,8 @@
 //! # Transport
 //! An `AF_UNIX`, `SOCK_SEQPACKET` connection to the node's control socket (a path, and the
 //! abstract name `ioth/<node-id>/ctl`). One request, one reply, in order; descriptors travel
-//! as `SCM_RIGHTS` (one exception: a `SetSockOpt` flagged [`FLAG_NO_REPLY`] gets no reply).
+//! as `SCM_RIGHTS` (exceptions: a `SetSockOpt` flagged [`FLAG_NO_REPLY`] and a `Register` get
+//! no reply).
 //! The stack daemon answers every request at once: nothing here blocks for
 //! the network. Waiting (a blocking connect, accept or read) happens in the client on its own
 //! kernel fd, where signals, timeouts and `poll` work as usual.
@@ -19,6 +20,14 @@
 //! `Socket` returns, with the reply, the application's end of a `SOCK_STREAM` socketpair; the
 //! daemon pumps the other end into the smoltcp socket. Plain `read`, `write`, `sendfile`,
 //! `poll`, `epoll`, `shutdown` and `close` on that fd need no hook.
+//! * Instead of `Socket`, a client may create the socketpair itself and send the daemon's end
+//!   with a one-way `Register` (no reply): it picks the id (with [`CLIENT_ID_BIT`] set, which
+//!   the daemon's own ids never have), binds its end to `names::socket_name(node, id)` (a
+//!   failing bind means the id is taken: pick another), and may send requests about the socket
+//!   right after it on the same connection. The daemon adopts a registered socket like one it
+//!   made; one it cannot adopt (bad type, id in use) is dropped, so the app's end sees EOF.
+//!   A request from another connection that names an unknown client id makes the daemon read
+//!   its other connections first (the `Register` may be queued there, before a `fork`).
 //! * `Connect` carries the application's fd. The daemon returns `EINPROGRESS`, makes the fd
 //!   unwritable (tiny `SO_SNDBUF` and filler it later drains) until the handshake ends, then
 //!   restores the buffer: writability means "connect finished", and `SO_ERROR` (a `GetSockOpt`)
@@ -66,6 +75,21 @@ pub fn no_reply(msg: &[u8]) -> bool {
 
 /// Socket identifier inside one node (never reused by a running daemon).
 pub type SockId = u64;
+
+/// Set in the ids clients choose for `Register` (never in the daemon's own ids, which count
+/// up from 1; bits 60..63 stay clear, the daemon uses them internally). A client fills the
+/// rest with a per-process random salt (bits 32..58) and a counter (bits 0..31).
+pub const CLIENT_ID_BIT: u64 = 1 << 59;
+
+/// A client-chosen socket id: `salt` (27 bits used) and `counter`.
+pub fn client_id(salt: u64, counter: u32) -> SockId {
+    CLIENT_ID_BIT | ((salt & 0x7ff_ffff) << 32) | counter as u64
+}
+
+/// Whether `id` was chosen by a client ([`CLIENT_ID_BIT`]).
+pub fn is_client_id(id: SockId) -> bool {
+    id & CLIENT_ID_BIT != 0
+}
 
 /// The 24-byte address layout: `family u16 (0 none, 4, 6), port u16, addr [16], scope u32`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -136,6 +160,7 @@ pub enum Op {
     SetSockOpt = 9,
     Shutdown = 10,
     NodeInfo = 11,
+    Register = 12,
 }
 
 impl Op {
@@ -153,6 +178,7 @@ impl Op {
             9 => SetSockOpt,
             10 => Shutdown,
             11 => NodeInfo,
+            12 => Register,
             _ => return None,
         })
     }
@@ -212,6 +238,15 @@ pub enum Request {
     },
     /// Node description (`key=value` lines): addresses, MAC, MTU, gateways, DNS.
     NodeInfo,
+    /// One-way, never answered: adopt the socketpair end attached as socket `id` (a client id,
+    /// see [`CLIENT_ID_BIT`]), created as by `Socket { domain, ty, protocol }`. The pair is
+    /// `SOCK_STREAM` for TCP, `SOCK_SEQPACKET` for datagram sockets.
+    Register {
+        id: SockId,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+    },
 }
 
 impl Request {
@@ -228,10 +263,12 @@ impl Request {
             Request::SetSockOpt { .. } => Op::SetSockOpt,
             Request::Shutdown { .. } => Op::Shutdown,
             Request::NodeInfo => Op::NodeInfo,
+            Request::Register { .. } => Op::Register,
         }
     }
 
-    fn id(&self) -> SockId {
+    /// The socket a request is about (0 for `Hello`, `Socket`, `NodeInfo`).
+    pub fn id(&self) -> SockId {
         match self {
             Request::Bind { id, .. }
             | Request::Listen { id, .. }
@@ -240,7 +277,8 @@ impl Request {
             | Request::GetPeerName { id }
             | Request::GetSockOpt { id, .. }
             | Request::SetSockOpt { id, .. }
-            | Request::Shutdown { id, .. } => *id,
+            | Request::Shutdown { id, .. }
+            | Request::Register { id, .. } => *id,
             _ => 0,
         }
     }
@@ -257,6 +295,12 @@ impl Request {
                 domain,
                 ty,
                 protocol,
+            }
+            | Request::Register {
+                domain,
+                ty,
+                protocol,
+                ..
             } => {
                 for v in [domain, ty, protocol] {
                     b.extend_from_slice(&v.to_le_bytes());
@@ -343,6 +387,12 @@ impl Request {
             }
             Op::Shutdown => Request::Shutdown { id, how: r.i32()? },
             Op::NodeInfo => Request::NodeInfo,
+            Op::Register => Request::Register {
+                id,
+                domain: r.i32()?,
+                ty: r.i32()?,
+                protocol: r.i32()?,
+            },
         };
         if !r.is_empty() {
             return Err(Errno::EPROTO);
@@ -629,7 +679,21 @@ mod tests {
                 how: libc::SHUT_WR,
             },
             Request::NodeInfo,
+            Request::Register {
+                id: client_id(0x123_4567, 9),
+                domain: libc::AF_INET,
+                ty: libc::SOCK_STREAM,
+                protocol: 0,
+            },
         ]
+    }
+
+    #[test]
+    fn client_ids_never_look_like_daemon_ids() {
+        let id = client_id(u64::MAX, u32::MAX);
+        assert!(is_client_id(id));
+        assert_eq!(id >> 60, 0, "bits 60..63 stay clear");
+        assert!(!is_client_id(1 << 40));
     }
 
     #[test]

@@ -52,14 +52,14 @@ impl Conn {
         sys::fstat_id(self.fd.raw()) == Ok(self.ident)
     }
 
-    /// Send a request that gets no reply (`ctl::FLAG_NO_REPLY`).
-    fn post(&self, req: &Request) -> Result<(), Errno> {
+    /// Send a request that gets no reply (`ctl::FLAG_NO_REPLY`), with `fds` attached.
+    fn post(&self, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
         let msg = req.encode_no_reply();
         sys::retry(|| {
             sys::sendmsg(
                 self.fd.raw(),
                 &[IoSlice::new(&msg)],
-                &[],
+                fds,
                 libc::MSG_NOSIGNAL,
             )
         })
@@ -139,13 +139,22 @@ struct State {
     conns: Vec<Conn>,
     /// Node id of the home node once joined.
     home: Option<u64>,
+    /// This process's part of the socket ids it picks (`ctl::client_id`): a random salt, new
+    /// in every process, and a counter.
+    salt: u64,
+    counter: u32,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     pid: 0,
     conns: Vec::new(),
     home: None,
+    salt: 0,
+    counter: 0,
 });
+
+/// Socket buffer sizes of both socketpair ends (as the daemon sets on the pairs it makes).
+const SOCKBUF: i32 = 1 << 20;
 
 fn prepare_fork() {
     std::mem::forget(STATE.lock());
@@ -182,6 +191,8 @@ impl State {
             }
             self.home = None;
             self.pid = pid;
+            self.salt = sys::random_u64();
+            self.counter = 0;
         }
     }
 
@@ -343,6 +354,54 @@ pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), E
     }
 }
 
+/// A new socket of the home node without a round trip: make the socketpair here, name our
+/// end with an id of our own, and hand the daemon its end in a one-way `Register`
+/// (`ctl::CLIENT_ID_BIT`). `pair_type`: `SOCK_STREAM` (TCP) or `SOCK_SEQPACKET` (datagrams).
+pub fn register_home(domain: i32, ty: i32, protocol: i32, pair_type: i32) -> Result<Fd, Errno> {
+    let mut st = STATE.lock();
+    st.check_pid();
+    let mut last = Errno(libc::ENETDOWN);
+    for _ in 0..2 {
+        let i = st.home_conn()?;
+        let node = st.conns[i].node;
+        let (app, dmn) = sys::socketpair(libc::AF_UNIX, pair_type | libc::SOCK_CLOEXEC)?;
+        // A taken name (a socket of a process that had our salt) means: next id.
+        let mut id = 0;
+        for _ in 0..64 {
+            st.counter = st.counter.wrapping_add(1);
+            let cand = ctl::client_id(st.salt, st.counter);
+            match sys::bind_unix(app.raw(), &names::socket_name(node, cand)) {
+                Ok(()) => {
+                    id = cand;
+                    break;
+                }
+                Err(e) if e == Errno::EADDRINUSE => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if id == 0 {
+            return Err(Errno(libc::ENFILE));
+        }
+        for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+            let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, opt, SOCKBUF);
+        }
+        let req = Request::Register {
+            id,
+            domain,
+            ty,
+            protocol,
+        };
+        match st.conns[i].post(&req, &[dmn.raw()]) {
+            Ok(()) => return Ok(app),
+            Err(e) => {
+                last = e;
+                st.drop_conn(i);
+            }
+        }
+    }
+    Err(transport(last))
+}
+
 /// Send a request about a socket of `node`.
 pub fn call(node: u64, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
     let fds: Vec<RawFd> = fd.into_iter().collect();
@@ -354,12 +413,12 @@ pub fn post(node: u64, req: &Request) -> Result<(), Errno> {
     let mut st = STATE.lock();
     st.check_pid();
     let i = st.conn_for(node).map_err(transport)?;
-    if st.conns[i].post(req).is_ok() {
+    if st.conns[i].post(req, &[]).is_ok() {
         return Ok(());
     }
     st.drop_conn(i);
     let i = st.conn_for(node).map_err(transport)?;
-    st.conns[i].post(req).map_err(transport)
+    st.conns[i].post(req, &[]).map_err(transport)
 }
 
 /// Send a request about a socket of `node`, with any number of fds attached.

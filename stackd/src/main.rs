@@ -5,10 +5,12 @@
 //! unix SOCK_SEQPACKET socket, and pumps each socket's data through a kernel socketpair whose
 //! other end the application holds. See `DESIGN.md` at the top of the repository.
 //!
-//! Modules: [`node`] (event loop, sockets, control protocol server), [`device`] (smoltcp
+//! Modules: [`node`] (event loop, sockets, control protocol server), [`autoconf`] (DHCPv4
+//! and SLAAC for `--ip auto/dhcp/slaac`), [`device`] (smoltcp
 //! Device over the switch port), [`frame`] (header peeking), [`os`] (the few raw syscalls not
 //! in `ioth_common::sys`).
 
+mod autoconf;
 mod device;
 mod frame;
 mod mdns;
@@ -57,6 +59,10 @@ struct Cli {
     /// Fork into the background once ready; the parent prints the control path and exits.
     #[arg(long)]
     daemon: bool,
+    /// With --daemon in auto mode (--ip auto/slaac/dhcp): seconds to wait for the first
+    /// address (DHCP lease or SLAAC) before giving up with an error.
+    #[arg(long, default_value_t = 10.0)]
+    addr_timeout: f64,
     /// Seconds to stay alive after the last socket and client are gone.
     #[arg(long, default_value_t = 2.0)]
     linger: f64,
@@ -129,14 +135,38 @@ fn main() {
         }
     };
 
+    let mut ready = None;
     if cli.daemon {
+        // The parent exits once the child says it has an address (at once for fixed ones).
+        let (rd, wr) = match std::io::pipe() {
+            Ok((r, w)) => (
+                Fd::from_raw(std::os::fd::IntoRawFd::into_raw_fd(r)),
+                Fd::from_raw(std::os::fd::IntoRawFd::into_raw_fd(w)),
+            ),
+            Err(e) => {
+                let _ = std::fs::remove_file(&ctl_path);
+                eprintln!("ioth-stackd: pipe: {e}");
+                std::process::exit(1);
+            }
+        };
         match os::fork() {
-            Ok(os::Forked::Parent) => {
+            Ok(os::Forked::Parent(pid)) => {
+                drop(wr);
+                if let Err(e) = wait_ready(&rd, &cfg, cli.addr_timeout) {
+                    os::kill_child(pid);
+                    let _ = std::fs::remove_file(&ctl_path);
+                    eprintln!("ioth-stackd: {e}");
+                    os::exit_now(1);
+                }
                 println!("{}", ctl_path.display());
                 let _ = std::io::stdout().flush();
                 os::exit_now(0);
             }
-            Ok(os::Forked::Child) => os::detach(),
+            Ok(os::Forked::Child) => {
+                drop(rd);
+                ready = Some(wr);
+                os::detach()
+            }
             Err(e) => {
                 eprintln!("ioth-stackd: fork: {e}");
                 std::process::exit(1);
@@ -151,6 +181,7 @@ fn main() {
         persist: cli.persist,
         linger: std::time::Duration::from_secs_f64(cli.linger),
         switch_loc: loc,
+        ready,
     };
     let code = match node::Node::new(cfg, node_id, port, listener, abstract_listener, opts) {
         Ok(mut n) => n.run(),
@@ -162,6 +193,57 @@ fn main() {
     };
     let _ = std::fs::remove_file(&ctl_path);
     std::process::exit(code);
+}
+
+/// `--daemon` parent: wait for the child's "ready" byte. Fixed addresses are ready at once;
+/// auto mode waits for the first DHCP lease or SLAAC address, up to `secs`.
+fn wait_ready(rd: &Fd, cfg: &ioth_common::config::NodeConfig, secs: f64) -> Result<(), String> {
+    let auto = matches!(cfg.addrs, ioth_common::config::AddrMode::Auto { .. });
+    let limit = if auto && secs.is_finite() && secs >= 0.0 {
+        std::time::Duration::from_secs_f64(secs)
+    } else {
+        std::time::Duration::from_secs(30)
+    };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut p = [libc::pollfd {
+            fd: rd.raw(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        match sys::poll(&mut p, left.as_millis().min(i32::MAX as u128) as i32) {
+            Ok(0) if auto => {
+                return Err(format!(
+                    "no address from {} within {} s (is there a DHCP server or router on the \
+                     switch?)",
+                    match cfg.addrs {
+                        ioth_common::config::AddrMode::Auto {
+                            slaac: true,
+                            dhcp4: true,
+                        } => "DHCP or a router advertisement",
+                        ioth_common::config::AddrMode::Auto { slaac: true, .. } => {
+                            "a router advertisement"
+                        }
+                        _ => "DHCP",
+                    },
+                    limit.as_secs_f64()
+                ));
+            }
+            Ok(0) => return Err("the daemon did not start in time".into()),
+            Ok(_) => {
+                let mut b = [0u8; 1];
+                return match sys::read(rd.raw(), &mut b) {
+                    Ok(1) => Ok(()),
+                    _ => Err(
+                        "the daemon failed to start (run it without --daemon to see why)".into(),
+                    ),
+                };
+            }
+            Err(e) if e == Errno::EINTR => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+    }
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

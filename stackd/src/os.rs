@@ -9,7 +9,8 @@ use std::os::fd::RawFd;
 
 /// Outcome of [`fork`].
 pub enum Forked {
-    Parent,
+    /// In the parent, with the child's pid.
+    Parent(i32),
     Child,
 }
 
@@ -20,7 +21,7 @@ pub fn fork() -> Result<Forked, Errno> {
     match r {
         -1 => Err(Errno::last()),
         0 => Ok(Forked::Child),
-        _ => Ok(Forked::Parent),
+        pid => Ok(Forked::Parent(pid)),
     }
 }
 
@@ -55,6 +56,15 @@ pub fn large_allocations_from_mmap() {
 }
 
 /// Leave the process at once, without running destructors or atexit handlers.
+/// Kill and reap our own child `pid` (a `--daemon` child that never became ready).
+pub fn kill_child(pid: i32) {
+    // SAFETY: plain integers; `pid` is a child of this process, not yet reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and is always safe to call.
     unsafe { libc::_exit(code) }

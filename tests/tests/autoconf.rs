@@ -1,0 +1,477 @@
+//! Automatic addresses (`IOTH_IP=dhcp`, `slaac`, `auto`): nodes take an IPv4 address, router
+//! and DNS server from a DHCPv4 server and an IPv6 address and default route from router
+//! advertisements on the virtual LAN, then talk to a fixed-address node over TCP and ICMP.
+//!
+//! The DHCP server and the router advertiser are a small helper in this file on a native
+//! switch port (frames built with smoltcp's `wire` codecs), not dnsmasq: dnsmasq's DHCP
+//! server looks up the receiving interface's addresses over netlink, which shows the host's
+//! interfaces, not the node's ("DHCP packet received on lo which has no address"), and its
+//! router advertisements need raw ICMPv6 sockets, which the shim does not offer.
+
+use ioth_common::config::{Mac, link_local};
+use ioth_common::port::SwitchPort;
+use ioth_e2e::*;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::time::Duration as SDuration;
+use smoltcp::wire::*;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x09, 0x02];
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+
+/// A DHCPv4 server (10.9.0.2, leases from 10.9.0.100, router and DNS 10.9.0.1) and a router
+/// advertiser (prefix fd09::/64, on behalf of the fixed node whose MAC is `router_mac`) on a
+/// port of the switch, in a thread; stopped on drop. `leases` lists "ACK ip mac" lines.
+struct LanServices {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    leases: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for LanServices {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lan_services(sw: &Path, router_mac: [u8; 6]) -> LanServices {
+    let port = SwitchPort::open(&sw.to_string_lossy(), "autoconf test services", 1514)
+        .expect("switch port for the test services");
+    let stop = Arc::new(AtomicBool::new(false));
+    let leases = Arc::new(Mutex::new(Vec::new()));
+    let (s, l) = (stop.clone(), leases.clone());
+    let thread = std::thread::spawn(move || serve(port, router_mac, s, l));
+    LanServices {
+        stop,
+        thread: Some(thread),
+        leases,
+    }
+}
+
+fn serve(
+    port: SwitchPort,
+    router_mac: [u8; 6],
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<String>>>,
+) {
+    let mut buf = vec![0u8; 65536];
+    let mut clients: Vec<EthernetAddress> = Vec::new();
+    let mut next_ra = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= next_ra {
+            let _ = port.send(&router_advert(router_mac));
+            next_ra = Instant::now() + Duration::from_millis(300);
+        }
+        let mut p = [libc::pollfd {
+            fd: port.data_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let _ = ioth_common::sys::poll(&mut p, 50);
+        while let Ok(n) = port.recv(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            if let Some(reply) = answer(&buf[..n], &mut clients, &log) {
+                let _ = port.send(&reply);
+            }
+        }
+    }
+}
+
+fn router_advert(router_mac: [u8; 6]) -> Vec<u8> {
+    let src = link_local(&Mac(router_mac));
+    let dst = IPV6_LINK_LOCAL_ALL_NODES;
+    let ra = Icmpv6Repr::Ndisc(NdiscRepr::RouterAdvert {
+        hop_limit: 64,
+        flags: NdiscRouterFlags::empty(),
+        router_lifetime: SDuration::from_secs(1800),
+        reachable_time: SDuration::ZERO,
+        retrans_time: SDuration::ZERO,
+        lladdr: Some(EthernetAddress(router_mac).into()),
+        mtu: None,
+        prefix_info: Some(NdiscPrefixInformation {
+            prefix_len: 64,
+            flags: NdiscPrefixInfoFlags::ON_LINK | NdiscPrefixInfoFlags::ADDRCONF,
+            valid_lifetime: SDuration::from_secs(86400),
+            preferred_lifetime: SDuration::from_secs(14400),
+            prefix: "fd09::".parse().unwrap(),
+        }),
+    });
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: ra.buffer_len(),
+        hop_limit: 255,
+    };
+    let mut f = vec![0u8; 14 + ip.buffer_len() + ra.buffer_len()];
+    EthernetRepr {
+        src_addr: EthernetAddress(router_mac),
+        dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+        ethertype: EthernetProtocol::Ipv6,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut f[..]));
+    ip.emit(&mut Ipv6Packet::new_unchecked(&mut f[14..]));
+    ra.emit(
+        &src,
+        &dst,
+        &mut Icmpv6Packet::new_unchecked(&mut f[14 + ip.buffer_len()..]),
+        &ChecksumCapabilities::default(),
+    );
+    f
+}
+
+/// ARP for the server's address, DHCP DISCOVER and REQUEST.
+fn answer(
+    f: &[u8],
+    clients: &mut Vec<EthernetAddress>,
+    log: &Mutex<Vec<String>>,
+) -> Option<Vec<u8>> {
+    let eth = EthernetFrame::new_checked(f).ok()?;
+    let ignore = ChecksumCapabilities::ignored();
+    match eth.ethertype() {
+        EthernetProtocol::Arp => {
+            let a = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()?;
+            let ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr,
+                source_protocol_addr,
+                target_protocol_addr,
+                ..
+            } = a
+            else {
+                return None;
+            };
+            if target_protocol_addr != SERVER_IP {
+                return None;
+            }
+            let r = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: EthernetAddress(SERVER_MAC),
+                source_protocol_addr: SERVER_IP,
+                target_hardware_addr: source_hardware_addr,
+                target_protocol_addr: source_protocol_addr,
+            };
+            let mut out = vec![0u8; 14 + r.buffer_len()];
+            EthernetRepr {
+                src_addr: EthernetAddress(SERVER_MAC),
+                dst_addr: source_hardware_addr,
+                ethertype: EthernetProtocol::Arp,
+            }
+            .emit(&mut EthernetFrame::new_unchecked(&mut out[..]));
+            r.emit(&mut ArpPacket::new_unchecked(&mut out[14..]));
+            Some(out)
+        }
+        EthernetProtocol::Ipv4 => {
+            let ipp = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            let ip = Ipv4Repr::parse(&ipp, &ignore).ok()?;
+            if ip.next_header != IpProtocol::Udp {
+                return None;
+            }
+            let udpp = UdpPacket::new_checked(ipp.payload()).ok()?;
+            if udpp.dst_port() != 67 {
+                return None;
+            }
+            let dp = DhcpPacket::new_checked(udpp.payload()).ok()?;
+            let req = DhcpRepr::parse(&dp).ok()?;
+            let mac = req.client_hardware_address;
+            let idx = match clients.iter().position(|c| *c == mac) {
+                Some(i) => i,
+                None => {
+                    clients.push(mac);
+                    clients.len() - 1
+                }
+            };
+            let yiaddr = Ipv4Addr::new(10, 9, 0, 100 + idx as u8);
+            let ty = match req.message_type {
+                DhcpMessageType::Discover => DhcpMessageType::Offer,
+                DhcpMessageType::Request => {
+                    let want = req.requested_ip.unwrap_or(req.client_ip);
+                    if want != yiaddr {
+                        DhcpMessageType::Nak
+                    } else {
+                        log.lock().unwrap().push(format!("ACK {yiaddr} {mac}"));
+                        DhcpMessageType::Ack
+                    }
+                }
+                _ => return None,
+            };
+            let reply = DhcpRepr {
+                message_type: ty,
+                transaction_id: req.transaction_id,
+                secs: 0,
+                client_hardware_address: mac,
+                client_ip: Ipv4Addr::UNSPECIFIED,
+                your_ip: yiaddr,
+                server_ip: SERVER_IP,
+                router: Some(ROUTER_IP),
+                subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+                relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+                broadcast: false,
+                requested_ip: None,
+                client_identifier: None,
+                server_identifier: Some(SERVER_IP),
+                parameter_request_list: None,
+                dns_servers: Some([ROUTER_IP].into_iter().collect()),
+                max_size: None,
+                lease_duration: Some(3600),
+                renew_duration: None,
+                rebind_duration: None,
+                additional_options: &[],
+            };
+            // Broadcast, as a server does for a client without an address.
+            let dst = Ipv4Addr::BROADCAST;
+            let udp = UdpRepr {
+                src_port: 67,
+                dst_port: 68,
+            };
+            let ipr = Ipv4Repr {
+                src_addr: SERVER_IP,
+                dst_addr: dst,
+                next_header: IpProtocol::Udp,
+                payload_len: udp.header_len() + reply.buffer_len(),
+                hop_limit: 64,
+            };
+            let mut out = vec![0u8; 14 + ipr.buffer_len() + ipr.payload_len];
+            EthernetRepr {
+                src_addr: EthernetAddress(SERVER_MAC),
+                dst_addr: EthernetAddress::BROADCAST,
+                ethertype: EthernetProtocol::Ipv4,
+            }
+            .emit(&mut EthernetFrame::new_unchecked(&mut out[..]));
+            let caps = ChecksumCapabilities::default();
+            ipr.emit(&mut Ipv4Packet::new_unchecked(&mut out[14..]), &caps);
+            let blen = reply.buffer_len();
+            udp.emit(
+                &mut UdpPacket::new_unchecked(&mut out[14 + ipr.buffer_len()..]),
+                &IpAddress::Ipv4(SERVER_IP),
+                &IpAddress::Ipv4(dst),
+                blen,
+                |b| {
+                    let _ = reply.emit(&mut DhcpPacket::new_unchecked(&mut b[..blen]));
+                },
+                &caps,
+            );
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+fn info(ctl: &Path) -> String {
+    let o = run_ok(
+        Command::new(bin("iothctl"))
+            .arg("--ctl")
+            .arg(ctl)
+            .arg("info"),
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn mac_of(info: &str) -> [u8; 6] {
+    let m = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mac="))
+        .expect("mac= line");
+    Mac::parse(m).unwrap().0
+}
+
+fn ping(ctl: &Path, addr: &str) -> bool {
+    let mut c = Command::new(bin("iothctl"));
+    c.arg("--ctl").arg(ctl).args(["ping", "-c", "2", addr]);
+    run_for(20, c).status.success()
+}
+
+/// `iothctl connect` from `from` to `addr`:`port` (where `iothctl listen` runs) until it
+/// gets through; the listener's log must then show `msg`.
+fn tcp_exchange(lab: &NodeLab, from: &Path, addr: &str, port: u16, log: &str, msg: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(r#"printf '%s\n' "$0" | "$1" --ctl "$2" connect "$3" "$4""#)
+            .arg(msg)
+            .arg(bin("iothctl"))
+            .arg(from)
+            .args([addr, &port.to_string()]);
+        let o = run_for(10, c);
+        if o.status.success() && lab.log(log).contains(msg) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "TCP {addr}:{port}: {}\nlistener: {}",
+            text(&o),
+            lab.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn listener(lab: &mut NodeLab, ctl: &Path, port: u16, log: &str) {
+    let mut c = Command::new(bin("iothctl"));
+    c.arg("--ctl")
+        .arg(ctl)
+        .args(["listen", "::", &port.to_string()]);
+    lab.spawn(c, log);
+}
+
+/// A stack daemon in auto mode; `--daemon` returns once it has an address.
+fn auto_node(lab: &NodeLab, mode: &str, tag: &str) -> (PathBuf, Daemon) {
+    let ctl = lab.dir.join(&format!("{tag}.ctl"));
+    let o = run(Command::new(bin("ioth-stackd"))
+        .args(["--ip", mode, "--name", tag, "--persist", "--daemon"])
+        .arg("--switch")
+        .arg(&lab.sw)
+        .arg("--ctl")
+        .arg(&ctl)
+        .env_remove("LD_PRELOAD"));
+    assert!(o.status.success(), "ioth-stackd --ip {mode}: {}", text(&o));
+    let needle = ctl.to_string_lossy().to_string();
+    let pid = wait_for(Duration::from_secs(5), "ioth-stackd process", || {
+        pid_by_cmdline(&needle)
+    });
+    (
+        ctl,
+        Daemon {
+            pid,
+            name: format!("ioth-stackd {mode}"),
+        },
+    )
+}
+
+#[test]
+fn dhcp_and_slaac_nodes_get_addresses_and_talk() {
+    let mut lab = NodeLab::new("autoconf", None);
+    let router = lab.node("10.9.0.1/24,fd09::1/64");
+    let router_mac = mac_of(&info(&router));
+    let svc = lan_services(&lab.sw, router_mac);
+    listener(&mut lab, &router, 7007, "listen.log");
+
+    // DHCPv4: address, router and DNS server from the lease.
+    let (d4, _d4d) = auto_node(&lab, "dhcp", "dhcpnode");
+    let i = info(&d4);
+    assert!(i.contains("addr=10.9.0.10"), "{i}");
+    assert!(
+        i.contains("gw=10.9.0.1\n") && i.contains("dns=10.9.0.1\n"),
+        "{i}"
+    );
+    assert!(
+        !i.contains("addr=fd09::"),
+        "dhcp only: no SLAAC address\n{i}"
+    );
+    assert!(
+        svc.leases
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("ACK 10.9.0.10")),
+        "{:?}",
+        svc.leases.lock().unwrap()
+    );
+    assert!(ping(&d4, "10.9.0.1"), "ping from the DHCP node\n{i}");
+    tcp_exchange(&lab, &d4, "10.9.0.1", 7007, "listen.log", "hello-from-dhcp");
+
+    // SLAAC: fd09:: + modified EUI-64 of the MAC, default route via the advertising router.
+    let (s6, _s6d) = auto_node(&lab, "slaac", "slaacnode");
+    let i = info(&s6);
+    let mac = Mac(mac_of(&i));
+    let ll = link_local(&mac).segments();
+    let want = std::net::Ipv6Addr::new(0xfd09, 0, 0, 0, ll[4], ll[5], ll[6], ll[7]);
+    assert!(i.contains(&format!("addr={want}/64")), "want {want}\n{i}");
+    let gw = link_local(&Mac(router_mac));
+    assert!(i.contains(&format!("gw={gw}\n")), "{i}");
+    assert!(
+        !i.contains("addr=10.9."),
+        "slaac only: no IPv4 address\n{i}"
+    );
+    assert!(ping(&s6, "fd09::1"), "ping from the SLAAC node\n{i}");
+    tcp_exchange(&lab, &s6, "fd09::1", 7007, "listen.log", "hello-from-slaac");
+
+    // auto = both; the name-derived MAC keeps the node (and its control path) stable.
+    let (a, _ad) = auto_node(&lab, "auto", "autonode");
+    wait_for(
+        Duration::from_secs(15),
+        "auto node with both families",
+        || {
+            let i = info(&a);
+            (i.contains("addr=10.9.0.10") && i.contains("addr=fd09::")).then_some(())
+        },
+    );
+    tcp_exchange(&lab, &a, "fd09::1", 7007, "listen.log", "hello-from-auto6");
+    tcp_exchange(&lab, &a, "10.9.0.1", 7007, "listen.log", "hello-from-auto4");
+}
+
+#[test]
+fn shim_node_with_ioth_ip_dhcp_connects() {
+    if !have("python3") {
+        return skip("python3 missing");
+    }
+    let mut lab = NodeLab::new("autoconf-shim", None);
+    let router = lab.node("10.9.0.1/24,fd09::1/64");
+    let _svc = lan_services(&lab.sw, mac_of(&info(&router)));
+    listener(&mut lab, &router, 7008, "listen.log");
+    // The shim starts the node's daemon (IOTH_IP=auto, IOTH_NAME for a stable MAC) and its
+    // first socket call returns once the node has an address.
+    let mut c = lab.at("auto", "python3");
+    c.env("IOTH_NAME", "shimauto").args([
+        "-c",
+        "import socket,sys,time\n\
+         for fam, a in ((socket.AF_INET, '10.9.0.1'), (socket.AF_INET6, 'fd09::1')):\n\
+         \x20   for i in range(50):\n\
+         \x20       s = socket.socket(fam)\n\
+         \x20       try:\n\
+         \x20           s.connect((a, 7008)); break\n\
+         \x20       except OSError as e:\n\
+         \x20           err = e; s.close(); time.sleep(0.2)\n\
+         \x20   else:\n\
+         \x20       sys.exit('connect %s: %s' % (a, err))\n\
+         \x20   s.sendall(('hello-shim-%d\\n' % fam).encode()); s.close()\n",
+    ]);
+    let o = run_for(40, c);
+    // The daemon the shim started: stopped by pid at the end.
+    let _node = pid_by_cmdline(&lab.dir.join("run").to_string_lossy()).map(|pid| Daemon {
+        pid,
+        name: "shim's ioth-stackd".into(),
+    });
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(
+        Duration::from_secs(10),
+        "both lines at the listener",
+        || {
+            let l = lab.log("listen.log");
+            (l.contains(&format!("hello-shim-{}", libc::AF_INET))
+                && l.contains(&format!("hello-shim-{}", libc::AF_INET6)))
+            .then_some(())
+        },
+    );
+}
+
+#[test]
+fn no_server_no_address_clear_error() {
+    let lab = NodeLab::new("autoconf-none", None);
+    let t0 = Instant::now();
+    let o = run(Command::new(bin("ioth-stackd"))
+        .args(["--ip", "dhcp", "--daemon", "--addr-timeout", "1"])
+        .arg("--switch")
+        .arg(&lab.sw)
+        .arg("--ctl")
+        .arg(lab.dir.join("none.ctl"))
+        .env_remove("LD_PRELOAD"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(e.contains("no address from DHCP within 1 s"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    // The daemon that never got an address is gone (killed by the waiting parent).
+    assert!(pid_by_cmdline(&lab.dir.join("none.ctl").to_string_lossy()).is_none());
+}

@@ -2,6 +2,8 @@
 //!
 //! * [`config`]: the node configuration (`IOTH_IP`, `IOTH_GW`, `IOTH_MAC`, ...), parsed into
 //!   validated values with clear errors;
+//! * [`csum`]: filling in IPv4/TCP/UDP/ICMP checksums of a frame (checksum offload between
+//!   ioth stacks);
 //! * [`ctl`]: the control protocol between `libioth.so` and `ioth-stackd`, and the record that
 //!   a listening socket carries for each accepted connection;
 //! * [`names`]: where things live (run directory, default switch, node control sockets) and the
@@ -16,6 +18,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod config;
+pub mod csum;
 pub mod ctl;
 pub mod dns;
 pub mod names;

@@ -2,7 +2,8 @@
 //!
 //! [`SwitchPort::open`] takes a switch location (a directory, or `vde://DIR`):
 //! * if `DIR/native` exists (an `ioth-switch`), it opens a native port: one `SOCK_SEQPACKET`
-//!   connection, jumbo frames, large buffers;
+//!   connection, jumbo frames, large buffers, and checksums filled in by the switch when it
+//!   offers to ([`SwitchPort::csum_fill`]);
 //! * otherwise it speaks classic VDE v3 to `DIR/ctl` (Debian's `vde_switch`, or `ioth-switch`
 //!   when asked with `vde://`), 1518-byte frames.
 //!
@@ -30,6 +31,9 @@ pub struct SwitchPort {
     pub max_frame: usize,
     /// Port number on the switch, when known.
     pub port: u32,
+    /// The switch fills in checksums of the frames we send
+    /// ([`vde::NATIVE_FLAG_CSUM_FILL`]): the stack may leave them out.
+    pub csum_fill: bool,
 }
 
 /// Socket buffer size asked for on data sockets (the kernel caps it at wmem_max/rmem_max).
@@ -102,6 +106,7 @@ impl SwitchPort {
         let hello = NativeHello {
             max_frame: want_max_frame as u32,
             description: description.into(),
+            flags: vde::NATIVE_FLAG_CSUM_FILL,
         };
         sys::retry(|| sys::send(fd.raw(), &hello.encode(), libc::MSG_NOSIGNAL))
             .map_err(|e| err(e, what()))?;
@@ -128,6 +133,7 @@ impl SwitchPort {
             kind: PortKind::Native,
             max_frame: w.max_frame as usize,
             port: w.port,
+            csum_fill: w.has(vde::NATIVE_FLAG_CSUM_FILL),
         })
     }
 
@@ -215,6 +221,7 @@ impl SwitchPort {
             kind: PortKind::Vde,
             max_frame: vde::VDE_MAX_FRAME,
             port: 0,
+            csum_fill: false,
         })
     }
 

@@ -21,6 +21,14 @@
 //! Native ports (ioth's own stacks): a `SOCK_SEQPACKET` connection to `DIR/native`; the client
 //! sends [`NativeHello`], the switch answers with [`NativeWelcome`]; then one frame per
 //! message, up to [`NATIVE_MAX_FRAME`] bytes.
+//!
+//! Feature flags (added later, compatible both ways): a hello may end with `NUL, flags u32`
+//! after its description; a switch that understands them answers with a 20-byte welcome
+//! carrying the flags it grants. A client that sent no flags gets the 16-byte welcome, and a
+//! switch that does not know flags answers 16 bytes (no flags granted). The one flag so far,
+//! [`NATIVE_FLAG_CSUM_FILL`]: the client sends frames with the IPv4 header, TCP and UDP
+//! checksums left out, and the switch fills them in ([`crate::csum::fill`]) whenever such a
+//! frame leaves through a port that did not ask for the flag, or goes to a pcap file.
 
 use crate::sys::{Errno, UnixAddr};
 
@@ -134,11 +142,17 @@ pub fn parse_sockaddr_un(b: &[u8]) -> Result<UnixAddr, Errno> {
 
 pub const NATIVE_MAGIC: &[u8; 8] = b"IOTHPRT1";
 
-/// First message on a native port: `magic[8], max_frame u32, description (rest, UTF-8)`.
+/// Native port flag: checksums are filled by the switch, not by the sending stack (see the
+/// module documentation).
+pub const NATIVE_FLAG_CSUM_FILL: u32 = 1;
+
+/// First message on a native port: `magic[8], max_frame u32, description (UTF-8)`, and when
+/// `flags` is not 0, `NUL, flags u32` after the description.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NativeHello {
     pub max_frame: u32,
     pub description: String,
+    pub flags: u32,
 }
 
 impl NativeHello {
@@ -146,7 +160,15 @@ impl NativeHello {
         let mut b = NATIVE_MAGIC.to_vec();
         b.extend_from_slice(&self.max_frame.to_le_bytes());
         let d = self.description.as_bytes();
-        b.extend_from_slice(&d[..d.len().min(200)]);
+        let d: Vec<u8> = d.iter().copied().filter(|c| *c != 0).collect();
+        if self.flags == 0 {
+            b.extend_from_slice(&d[..d.len().min(200)]);
+        } else {
+            // Stay within the 212 bytes older switches accept.
+            b.extend_from_slice(&d[..d.len().min(195)]);
+            b.push(0);
+            b.extend_from_slice(&self.flags.to_le_bytes());
+        }
         b
     }
     pub fn parse(b: &[u8]) -> Result<NativeHello, Errno> {
@@ -157,19 +179,32 @@ impl NativeHello {
         if (max_frame as usize) < 64 {
             return Err(Errno::EPROTO);
         }
+        let rest = &b[12..];
+        let (desc, flags) = match rest.iter().position(|c| *c == 0) {
+            Some(i) if rest.len() - i == 5 => {
+                let f = &rest[i + 1..];
+                (&rest[..i], u32::from_le_bytes([f[0], f[1], f[2], f[3]]))
+            }
+            Some(i) => (&rest[..i], 0),
+            None => (rest, 0),
+        };
         Ok(NativeHello {
             max_frame,
-            description: String::from_utf8_lossy(&b[12..]).into_owned(),
+            description: String::from_utf8_lossy(desc).into_owned(),
+            flags,
         })
     }
 }
 
 /// The switch's answer on a native port: `magic[8], port u32, max_frame u32` (the frame size
-/// both sides use: the smaller of the two).
+/// both sides use: the smaller of the two), then `flags u32` (the flags granted) only if the
+/// hello carried flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NativeWelcome {
     pub port: u32,
     pub max_frame: u32,
+    /// `None`: the 16-byte form, for clients that sent no flags.
+    pub flags: Option<u32>,
 }
 
 impl NativeWelcome {
@@ -177,16 +212,24 @@ impl NativeWelcome {
         let mut b = NATIVE_MAGIC.to_vec();
         b.extend_from_slice(&self.port.to_le_bytes());
         b.extend_from_slice(&self.max_frame.to_le_bytes());
+        if let Some(f) = self.flags {
+            b.extend_from_slice(&f.to_le_bytes());
+        }
         b
     }
     pub fn parse(b: &[u8]) -> Result<NativeWelcome, Errno> {
-        if b.len() != 16 || &b[..8] != NATIVE_MAGIC {
+        if (b.len() != 16 && b.len() != 20) || &b[..8] != NATIVE_MAGIC {
             return Err(Errno::EPROTO);
         }
         Ok(NativeWelcome {
             port: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
             max_frame: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+            flags: (b.len() == 20).then(|| u32::from_le_bytes([b[16], b[17], b[18], b[19]])),
         })
+    }
+    /// Whether the switch granted `flag`.
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags.unwrap_or(0) & flag != 0
     }
 }
 
@@ -238,13 +281,44 @@ mod tests {
         let h = NativeHello {
             max_frame: 65536,
             description: "ioth-stackd pid=1".into(),
+            flags: 0,
         };
         assert_eq!(NativeHello::parse(&h.encode()).unwrap(), h);
+        assert_eq!(h.encode().len(), 12 + 17);
         let w = NativeWelcome {
             port: 3,
             max_frame: 9014,
+            flags: None,
         };
+        assert_eq!(w.encode().len(), 16);
         assert_eq!(NativeWelcome::parse(&w.encode()).unwrap(), w);
         assert!(NativeHello::parse(b"IOTHPRT1").is_err());
+    }
+
+    #[test]
+    fn native_flags_roundtrip_and_stay_within_old_limits() {
+        let h = NativeHello {
+            max_frame: 65536,
+            description: "x".repeat(300),
+            flags: NATIVE_FLAG_CSUM_FILL,
+        };
+        let b = h.encode();
+        assert!(
+            b.len() <= 212,
+            "an older switch would refuse {} bytes",
+            b.len()
+        );
+        let p = NativeHello::parse(&b).unwrap();
+        assert_eq!(p.flags, NATIVE_FLAG_CSUM_FILL);
+        assert_eq!(p.description, "x".repeat(195));
+        let w = NativeWelcome {
+            port: 1,
+            max_frame: 65536,
+            flags: Some(NATIVE_FLAG_CSUM_FILL),
+        };
+        assert_eq!(w.encode().len(), 20);
+        let pw = NativeWelcome::parse(&w.encode()).unwrap();
+        assert!(pw.has(NATIVE_FLAG_CSUM_FILL));
+        assert!(!NativeWelcome { flags: None, ..w }.has(NATIVE_FLAG_CSUM_FILL));
     }
 }

@@ -10,11 +10,19 @@
 //!   neighbour solicitations for one of our own addresses, go to a local queue that the event
 //!   loop reads before the switch, so a node can talk to itself.
 //!
+//! * Checksums: on a native port whose switch fills them in ([`SwitchPort::csum_fill`]), the
+//!   device tells smoltcp to neither compute (IPv4 header, TCP, UDP) nor verify (anything)
+//!   checksums; ICMP checksums are still computed (not on the data path, and an ICMPv4 echo
+//!   may be fragmented, which the switch cannot fill). smoltcp reads the capabilities once,
+//!   when the interface is made, so the choice is fixed for the node's life: should the switch
+//!   come back after a restart without the offer, the device fills the checksums itself
+//!   ([`ioth_common::csum::fill`]). On a VDE port everything is computed and verified.
+//!
 //! No allocation per frame: hairpin buffers are recycled.
 
 use ioth_common::port::SwitchPort;
 use ioth_common::sys::Errno;
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -33,11 +41,14 @@ pub struct SwitchDevice {
     free: Vec<Vec<u8>>,
     pub sent: u64,
     pub dropped_down: u64,
+    /// Checksums left to the switch (fixed at creation, see the module documentation).
+    offload: bool,
 }
 
 impl SwitchDevice {
     pub fn new(port: SwitchPort, mac: [u8; 6], own: Vec<IpAddr>, frame_mtu: usize) -> Self {
         let bufsz = frame_mtu.max(port.max_frame).max(1518);
+        let offload = port.csum_fill;
         SwitchDevice {
             port: Some(port),
             mac,
@@ -51,6 +62,7 @@ impl SwitchDevice {
             free: Vec::new(),
             sent: 0,
             dropped_down: 0,
+            offload,
         }
     }
 
@@ -62,6 +74,7 @@ impl SwitchDevice {
     /// Try to send the pending frame; `true` if nothing is pending any more.
     pub fn flush(&mut self) -> bool {
         if let Some(n) = self.pending {
+            // (Checksums, if needed, were filled when the frame was first sent.)
             match self.port.as_ref().map(|p| p.send(&self.tx[..n])) {
                 Some(Err(e)) if e.is_again() => return false,
                 _ => self.pending = None,
@@ -106,6 +119,7 @@ pub struct Tx<'a> {
     own: &'a [IpAddr],
     sent: &'a mut u64,
     dropped: &'a mut u64,
+    offload: bool,
 }
 
 impl phy::TxToken for Tx<'_> {
@@ -122,6 +136,10 @@ impl phy::TxToken for Tx<'_> {
             self.hairpin.push_back(b);
             return r;
         }
+        if self.offload && self.port.as_ref().is_some_and(|p| !p.csum_fill) {
+            ioth_common::csum::fill(&mut self.buf[..len]);
+        }
+        let frame = &self.buf[..len];
         match self.port {
             Some(p) => match p.send(frame) {
                 Ok(_) => *self.sent += 1,
@@ -158,6 +176,7 @@ impl Device for SwitchDevice {
             free,
             sent,
             dropped_down,
+            offload,
             ..
         } = self;
         Some((
@@ -172,6 +191,7 @@ impl Device for SwitchDevice {
                 own,
                 sent,
                 dropped: dropped_down,
+                offload: *offload,
             },
         ))
     }
@@ -190,6 +210,7 @@ impl Device for SwitchDevice {
             own: &self.own,
             sent: &mut self.sent,
             dropped: &mut self.dropped_down,
+            offload: self.offload,
         })
     }
 
@@ -198,6 +219,12 @@ impl Device for SwitchDevice {
         c.medium = Medium::Ethernet;
         c.max_transmission_unit = self.frame_mtu;
         c.max_burst_size = None;
+        if self.offload {
+            let mut k = ChecksumCapabilities::ignored();
+            k.icmpv4 = Checksum::Tx;
+            k.icmpv6 = Checksum::Tx;
+            c.checksum = k;
+        }
         c
     }
 }

@@ -76,6 +76,9 @@ pub struct Port {
     pub counters: Counters,
     /// Bytes waiting in the port's output queue (a gauge the I/O layer keeps up to date).
     pub queued_bytes: usize,
+    /// A native port that sends frames without checksums and wants them filled in for the
+    /// rest of the world (`NATIVE_FLAG_CSUM_FILL`); it also accepts frames without them.
+    pub csum_fill: bool,
 }
 
 impl Port {
@@ -88,6 +91,7 @@ impl Port {
             tagged: BTreeSet::new(),
             counters: Counters::default(),
             queued_bytes: 0,
+            csum_fill: false,
         }
     }
 }

@@ -7,7 +7,14 @@
 //!   to the client's and bound to `DIR/NNN.FD`, the 110-byte `sockaddr_un` as the reply.
 //!   EOF on the control connection removes the port and unlinks its data socket.
 //! * `DIR/native`: ioth's native ports (`SOCK_SEQPACKET`): [`NativeHello`] in,
-//!   [`NativeWelcome`] out, then one frame per message; EOF removes the port.
+//!   [`NativeWelcome`] out, then one frame per message; EOF removes the port. A native client
+//!   may ask for checksum filling ([`vde::NATIVE_FLAG_CSUM_FILL`]): its frames then carry no
+//!   IPv4/TCP/UDP checksums, and the switch fills them in ([`ioth_common::csum::fill`], once
+//!   per frame) before the frame goes to the pcap file or out of a port that did not ask for
+//!   the flag (VDE ports, older native clients). Frames from VDE ports are forwarded as they
+//!   are: the switch does not verify checksums, and stacks on flagged ports do not either
+//!   (unix sockets do not corrupt data; a VDE peer's bad checksum reaches an ioth stack
+//!   unnoticed).
 //! * `DIR/mgmt`: the text console ([`crate::mgmt`]).
 //!
 //! Every port has a bounded output queue (bytes): frames go to the kernel directly while it
@@ -22,6 +29,7 @@
 use crate::core::{self, Core, Egress, Port, PortId, PortKind};
 use crate::mgmt::{self, Action, Line, LineBuf};
 use crate::pcap::PcapWriter;
+use ioth_common::csum;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
 use ioth_common::vde::{self, NativeHello, NativeWelcome, VdeRequest};
 use std::collections::{HashMap, VecDeque};
@@ -618,9 +626,13 @@ impl Server {
         let id = self.alloc_port(0, false).map_err(|e| e.to_string())?;
         let max = (h.max_frame as usize).min(vde::NATIVE_MAX_FRAME);
         big_buffers(fd.raw());
+        // Flags granted: checksum filling, if asked. A hello without flags gets the old
+        // 16-byte welcome.
+        let granted = h.flags & vde::NATIVE_FLAG_CSUM_FILL;
         let w = NativeWelcome {
             port: id,
             max_frame: max as u32,
+            flags: (h.flags != 0).then_some(granted),
         };
         match sys::send(
             fd.raw(),
@@ -634,9 +646,9 @@ impl Server {
             .register(fd.raw(), libc::EPOLLIN as u32, Source::PortData(id))
             .map_err(|e| format!("epoll: {e}"))?;
         log::info!("port {id}: native {} max_frame {max}", h.description);
-        let _ = self
-            .core
-            .add_port(id, Port::new(PortKind::Native, h.description, max));
+        let mut port = Port::new(PortKind::Native, h.description, max);
+        port.csum_fill = granted != 0;
+        let _ = self.core.add_port(id, port);
         self.ports.insert(
             id,
             PortIo {
@@ -713,7 +725,7 @@ impl Server {
                         self.core.note_rx_oversize(id);
                         continue;
                     }
-                    self.forward(id, &rx[..n]);
+                    self.forward(id, &mut rx[..n]);
                 }
                 Err(Errno::EINTR) => continue,
                 Err(e) if e.is_again() => break,
@@ -731,8 +743,14 @@ impl Server {
         self.rxbuf = rx;
     }
 
-    fn forward(&mut self, ingress: PortId, frame: &[u8]) {
+    fn forward(&mut self, ingress: PortId, frame: &mut [u8]) {
+        // Checksums still to fill in (sender on a checksum-filling port), done at most once.
+        let mut unfilled = self.core.port(ingress).is_some_and(|p| p.csum_fill);
         if let Some(p) = &mut self.pcap {
+            if unfilled {
+                csum::fill(frame);
+                unfilled = false;
+            }
             p.write_frame(SystemTime::now(), frame);
         }
         let now = self.now_ms();
@@ -740,6 +758,10 @@ impl Server {
         let mut scratch = std::mem::take(&mut self.scratch);
         self.core.handle_frame(ingress, frame, now, &mut egress);
         for e in &egress {
+            if unfilled && !self.core.port(e.port).is_some_and(|p| p.csum_fill) {
+                csum::fill(frame);
+                unfilled = false;
+            }
             let bytes = core::render(frame, e.tagging, &mut scratch);
             self.deliver(e.port, bytes);
         }

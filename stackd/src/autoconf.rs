@@ -17,9 +17,12 @@
 //! Before the first address exists the node has only its IPv6 link-local address: a connect
 //! or send to a global address fails with `ENETUNREACH`, as on a host whose interface is
 //! still unconfigured. `ioth-stackd --daemon` (which is how the shim starts a node) returns
-//! only once the first address (of either family) is configured, or fails after
+//! only once the node has an address from each enabled method (`auto`: an IPv4 lease and an
+//! IPv6 SLAAC address; with only one of them after 3 s more), or fails after
 //! `--addr-timeout` seconds (default 10) with "no address from DHCP within 10 s", killing
 //! the node; the shim then reports that message and the socket call fails with `ENETDOWN`.
+//! Leases and prefixes that come, change or expire later are applied as they happen (the
+//! shim's resolver asks `NodeInfo` for the DNS servers at each lookup, so it follows them).
 //!
 //! The node's identity: with `IOTH_IP=auto` the MAC is derived from `IOTH_NAME` (or given as
 //! `IOTH_MAC`); without either it is random, so every process would start a node of its own
@@ -52,7 +55,12 @@ pub struct Autoconf {
     /// The current DHCPv4 lease.
     pub lease: Option<Lease>,
     slaac_seen: smoltcp::time::Instant,
+    started: std::time::Instant,
 }
+
+/// With both DHCPv4 and SLAAC, how long readiness waits for the second family once the
+/// first address is there.
+const SECOND_FAMILY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Autoconf {
     /// Set up DHCPv4 (a socket in `set`) and/or SLAAC (already enabled in the interface's
@@ -74,6 +82,7 @@ impl Autoconf {
             slaac,
             lease: None,
             slaac_seen: smoltcp::time::Instant::from_millis(0),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -134,6 +143,16 @@ impl Autoconf {
             }
         }
         self.lease = new;
+    }
+
+    /// Whether a `--daemon` parent may return: every enabled method gave an address, or one
+    /// did and [`SECOND_FAMILY_WAIT`] has passed (so that the first program of an `auto` node
+    /// sees the DHCP DNS servers when there is a DHCP server, without waiting long when not).
+    pub fn ready(&self, cidrs: &[Cidr]) -> bool {
+        let v4 = cidrs.iter().any(|c| c.addr.is_ipv4());
+        let v6 = cidrs.iter().any(|c| c.addr.is_ipv6());
+        let all = (self.dhcp.is_none() || v4) && (!self.slaac || v6);
+        all || ((v4 || v6) && self.started.elapsed() >= SECOND_FAMILY_WAIT)
     }
 
     /// Gateways learnt: the DHCP router and the routers of SLAAC default routes.

@@ -596,7 +596,7 @@ impl Node {
                 );
             }
         }
-        if (self.auto.is_none() || !self.cidrs.is_empty())
+        if self.auto.as_ref().is_none_or(|a| a.ready(&self.cidrs))
             && let Some(fd) = self.opts.ready.take()
         {
             let _ = sys::write(fd.raw(), b"1");

@@ -413,21 +413,37 @@ fn dhcp_and_slaac_nodes_get_addresses_and_talk() {
 }
 
 #[test]
-fn shim_node_with_ioth_ip_dhcp_connects() {
-    if !have("python3") {
-        return skip("python3 missing");
+fn shim_node_with_ioth_ip_auto_resolves_and_connects() {
+    if !have("python3") || !have("dnsmasq") {
+        return skip("python3 or dnsmasq (dnsmasq-base) missing");
     }
     let mut lab = NodeLab::new("autoconf-shim", None);
     let router = lab.node("10.9.0.1/24,fd09::1/64");
     let _svc = lan_services(&lab.sw, mac_of(&info(&router)));
     listener(&mut lab, &router, 7008, "listen.log");
+    // A real DNS server at the address the DHCP lease names as DNS server.
+    let mut d = lab.on(&router, "dnsmasq");
+    d.args([
+        "--no-daemon",
+        "--no-resolv",
+        "--no-hosts",
+        "--log-queries",
+        "--port=53",
+        "--user=root",
+        "--host-record=gw9,10.9.0.1",
+    ]);
+    lab.spawn(d, "dnsmasq.log");
+    wait_for(Duration::from_secs(20), "dnsmasq started", || {
+        lab.log("dnsmasq.log").contains("started").then_some(())
+    });
     // The shim starts the node's daemon (IOTH_IP=auto, IOTH_NAME for a stable MAC) and its
-    // first socket call returns once the node has an address.
+    // first socket call returns once the node has its addresses; `gw9` is resolved by the DNS
+    // server the DHCP lease gave (no IOTH_DNS).
     let mut c = lab.at("auto", "python3");
     c.env("IOTH_NAME", "shimauto").args([
         "-c",
         "import socket,sys,time\n\
-         for fam, a in ((socket.AF_INET, '10.9.0.1'), (socket.AF_INET6, 'fd09::1')):\n\
+         for fam, a in ((socket.AF_INET, 'gw9'), (socket.AF_INET6, 'fd09::1')):\n\
          \x20   for i in range(50):\n\
          \x20       s = socket.socket(fam)\n\
          \x20       try:\n\
@@ -444,7 +460,16 @@ fn shim_node_with_ioth_ip_dhcp_connects() {
         pid,
         name: "shim's ioth-stackd".into(),
     });
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        o.status.success(),
+        "{}\ndnsmasq: {}",
+        text(&o),
+        lab.log("dnsmasq.log")
+    );
+    assert!(
+        lab.log("dnsmasq.log")
+            .contains("query[A] gw9 from 10.9.0.10")
+    );
     wait_for(
         Duration::from_secs(10),
         "both lines at the listener",

@@ -44,12 +44,16 @@ impl Drop for LanServices {
 }
 
 fn lan_services(sw: &Path, router_mac: [u8; 6]) -> LanServices {
+    lan_services_lease(sw, router_mac, 3600)
+}
+
+fn lan_services_lease(sw: &Path, router_mac: [u8; 6], lease: u32) -> LanServices {
     let port = SwitchPort::open(&sw.to_string_lossy(), "autoconf test services", 1514)
         .expect("switch port for the test services");
     let stop = Arc::new(AtomicBool::new(false));
     let leases = Arc::new(Mutex::new(Vec::new()));
     let (s, l) = (stop.clone(), leases.clone());
-    let thread = std::thread::spawn(move || serve(port, router_mac, s, l));
+    let thread = std::thread::spawn(move || serve(port, router_mac, lease, s, l));
     LanServices {
         stop,
         thread: Some(thread),
@@ -60,6 +64,7 @@ fn lan_services(sw: &Path, router_mac: [u8; 6]) -> LanServices {
 fn serve(
     port: SwitchPort,
     router_mac: [u8; 6],
+    lease: u32,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<String>>>,
 ) {
@@ -81,7 +86,7 @@ fn serve(
             if n == 0 {
                 return;
             }
-            if let Some(reply) = answer(&buf[..n], &mut clients, &log) {
+            if let Some(reply) = answer(&buf[..n], &mut clients, lease, &log) {
                 let _ = port.send(&reply);
             }
         }
@@ -135,6 +140,7 @@ fn router_advert(router_mac: [u8; 6]) -> Vec<u8> {
 fn answer(
     f: &[u8],
     clients: &mut Vec<EthernetAddress>,
+    lease: u32,
     log: &Mutex<Vec<String>>,
 ) -> Option<Vec<u8>> {
     let eth = EthernetFrame::new_checked(f).ok()?;
@@ -224,7 +230,7 @@ fn answer(
                 parameter_request_list: None,
                 dns_servers: Some([ROUTER_IP].into_iter().collect()),
                 max_size: None,
-                lease_duration: Some(3600),
+                lease_duration: Some(lease),
                 renew_duration: None,
                 rebind_duration: None,
                 additional_options: &[],
@@ -499,4 +505,33 @@ fn no_server_no_address_clear_error() {
     assert!(t0.elapsed() < Duration::from_secs(10));
     // The daemon that never got an address is gone (killed by the waiting parent).
     assert!(pid_by_cmdline(&lab.dir.join("none.ctl").to_string_lossy()).is_none());
+}
+
+#[test]
+fn dhcp_lease_renews_and_expires() {
+    let lab = NodeLab::new("autoconf-lease", None);
+    let svc = lan_services_lease(&lab.sw, [0x02, 0, 0, 0, 0x09, 0x01], 4);
+    let (n, _nd) = auto_node(&lab, "dhcp", "leasenode");
+    let mac = mac_of(&info(&n));
+    let acks = |svc: &LanServices| {
+        let m = EthernetAddress(mac).to_string();
+        svc.leases
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.ends_with(&m))
+            .count()
+    };
+    // A 4 s lease is renewed at T1 (2 s) by unicast to the server.
+    wait_for(Duration::from_secs(20), "two lease renewals", || {
+        (acks(&svc) >= 3).then_some(())
+    });
+    assert!(info(&n).contains("addr=10.9.0.100/24"));
+    // Without a server the lease runs out: address, route and DNS server go.
+    drop(svc);
+    let i = wait_for(Duration::from_secs(20), "lease expiry", || {
+        let i = info(&n);
+        (!i.contains("addr=10.9.")).then_some(i)
+    });
+    assert!(!i.contains("gw=") && !i.contains("dns="), "{i}");
 }

@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 #[derive(Parser, Debug)]
 #[command(name = "ioth-stackd", version, about)]
 struct Cli {
-    /// Node addresses, comma-separated, with optional prefix (fd00::5/64,10.0.0.5/24).
+    /// Node addresses, comma-separated, with optional prefix (fd00::5/64,10.0.0.5/24), or
+    /// `dhcp` (DHCPv4), `slaac` (IPv6 router advertisements) or `auto` (both).
+    /// With auto modes, give --name or --mac: the MAC is otherwise random.
     #[arg(long, env = "IOTH_IP")]
     ip: Option<String>,
     /// Default gateways, comma-separated.
@@ -38,7 +40,7 @@ struct Cli {
     /// DNS servers, comma-separated.
     #[arg(long, env = "IOTH_DNS")]
     dns: Option<String>,
-    /// MAC address (default: derived from the first address).
+    /// MAC address (default: derived from the first address; in auto modes from the name).
     #[arg(long, env = "IOTH_MAC")]
     mac: Option<String>,
     /// IP MTU (default 1500 on VDE ports, 65521 on native ports).
@@ -56,11 +58,12 @@ struct Cli {
     /// Keep running when no socket and no client is left.
     #[arg(long)]
     persist: bool,
-    /// Fork into the background once ready; the parent prints the control path and exits.
+    /// Fork into the background once ready (auto modes: once addresses are configured); the
+    /// parent prints the control path and exits.
     #[arg(long)]
     daemon: bool,
-    /// With --daemon in auto mode (--ip auto/slaac/dhcp): seconds to wait for the first
-    /// address (DHCP lease or SLAAC) before giving up with an error.
+    /// With --daemon in auto modes (--ip auto/slaac/dhcp): seconds to wait for an address
+    /// (DHCP lease or SLAAC) before giving up with an error and stopping the node.
     #[arg(long, default_value_t = 10.0)]
     addr_timeout: f64,
     /// Seconds to stay alive after the last socket and client are gone.

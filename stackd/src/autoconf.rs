@@ -68,6 +68,12 @@ impl Autoconf {
     pub fn new(set: &mut SocketSet<'static>, slaac: bool, dhcp4: bool, name: Option<&str>) -> Self {
         let dhcp = dhcp4.then(|| {
             let mut s = dhcpv4::Socket::new();
+            // smoltcp waits 10 s before a second DISCOVER: one lost frame would use up the
+            // whole `--daemon` wait. RFC 2131 section 4.1 starts at 4 s; 3 s and 2 s here.
+            let mut r = s.get_retry_config();
+            r.discover_timeout = smoltcp::time::Duration::from_secs(3);
+            r.initial_request_timeout = smoltcp::time::Duration::from_secs(2);
+            s.set_retry_config(r);
             if let Some(n) = name {
                 // Option data must outlive the socket, which lives as long as the daemon.
                 let data: &'static [u8] = Box::leak(n.as_bytes().to_vec().into_boxed_slice());

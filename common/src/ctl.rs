@@ -32,6 +32,14 @@
 //!   unwritable (tiny `SO_SNDBUF` and filler it later drains) until the handshake ends, then
 //!   restores the buffer: writability means "connect finished", and `SO_ERROR` (a `GetSockOpt`)
 //!   says how. A blocking connect is the client polling for `POLLOUT`, then asking `SO_ERROR`.
+//! * `ConnectAsync` is a one-way `Connect` for a non-blocking connect: the client has already
+//!   made its fd unwritable (tiny `SO_SNDBUF`, `filler` bytes written) and returns
+//!   `EINPROGRESS` at once; any error, even one `Connect` would answer at once, comes as
+//!   `SO_ERROR` with the fd writable and shut down. Only for a socket that never connected
+//!   or listened: a socket registered by a client carries the mark [`FRESH_PRIORITY`] in its
+//!   app end's `SO_PRIORITY` (the kernel fd's own, unused by a socketpair; the virtual
+//!   socket's `SO_PRIORITY` lives in the daemon) until the first `connect` or `listen`, which
+//!   clears it before anything else.
 //! * After `Listen` the fd is a listener: for each established connection the daemon writes one
 //!   [`AcceptRecord`] (64 bytes) with the connection's fd attached. `accept` is one `recvmsg` of
 //!   64 bytes in any process that holds the listener.
@@ -80,6 +88,10 @@ pub type SockId = u64;
 /// up from 1; bits 60..63 stay clear, the daemon uses them internally). A client fills the
 /// rest with a per-process random salt (bits 32..58) and a counter (bits 0..31).
 pub const CLIENT_ID_BIT: u64 = 1 << 59;
+
+/// `SO_PRIORITY` of a registered socket's app end until its first `connect` or `listen`
+/// (see `ConnectAsync` in the module docs).
+pub const FRESH_PRIORITY: i32 = 1;
 
 /// A client-chosen socket id: `salt` (27 bits used) and `counter`.
 pub fn client_id(salt: u64, counter: u32) -> SockId {
@@ -161,6 +173,7 @@ pub enum Op {
     Shutdown = 10,
     NodeInfo = 11,
     Register = 12,
+    ConnectAsync = 13,
 }
 
 impl Op {
@@ -179,6 +192,7 @@ impl Op {
             10 => Shutdown,
             11 => NodeInfo,
             12 => Register,
+            13 => ConnectAsync,
             _ => return None,
         })
     }
@@ -247,6 +261,13 @@ pub enum Request {
         ty: i32,
         protocol: i32,
     },
+    /// One-way, never answered: a TCP `Connect` whose client does not wait (module docs); the
+    /// app's fd is attached, `filler`: bytes the client wrote into it to make it unwritable.
+    ConnectAsync {
+        id: SockId,
+        addr: WireAddr,
+        filler: u32,
+    },
 }
 
 impl Request {
@@ -264,6 +285,7 @@ impl Request {
             Request::Shutdown { .. } => Op::Shutdown,
             Request::NodeInfo => Op::NodeInfo,
             Request::Register { .. } => Op::Register,
+            Request::ConnectAsync { .. } => Op::ConnectAsync,
         }
     }
 
@@ -278,7 +300,8 @@ impl Request {
             | Request::GetSockOpt { id, .. }
             | Request::SetSockOpt { id, .. }
             | Request::Shutdown { id, .. }
-            | Request::Register { id, .. } => *id,
+            | Request::Register { id, .. }
+            | Request::ConnectAsync { id, .. } => *id,
             _ => 0,
         }
     }
@@ -308,6 +331,10 @@ impl Request {
             }
             Request::Bind { addr, .. } | Request::Connect { addr, .. } => addr.encode(&mut b),
             Request::Listen { backlog, .. } => b.extend_from_slice(&backlog.to_le_bytes()),
+            Request::ConnectAsync { addr, filler, .. } => {
+                addr.encode(&mut b);
+                b.extend_from_slice(&filler.to_le_bytes());
+            }
             Request::GetSockName { .. } | Request::GetPeerName { .. } | Request::NodeInfo => {}
             Request::GetSockOpt {
                 level, name, len, ..
@@ -387,6 +414,11 @@ impl Request {
             }
             Op::Shutdown => Request::Shutdown { id, how: r.i32()? },
             Op::NodeInfo => Request::NodeInfo,
+            Op::ConnectAsync => Request::ConnectAsync {
+                id,
+                addr: r.addr()?,
+                filler: r.u32()?,
+            },
             Op::Register => Request::Register {
                 id,
                 domain: r.i32()?,
@@ -684,6 +716,11 @@ mod tests {
                 domain: libc::AF_INET,
                 ty: libc::SOCK_STREAM,
                 protocol: 0,
+            },
+            Request::ConnectAsync {
+                id: 7,
+                addr: b,
+                filler: 4608,
             },
         ]
     }

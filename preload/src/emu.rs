@@ -19,7 +19,7 @@
 //! destinations to the kernel.
 
 use crate::node;
-use ioth_common::ctl::{ACCEPT_RECORD_LEN, AcceptRecord, Reply, Request, WireAddr};
+use ioth_common::ctl::{self, ACCEPT_RECORD_LEN, AcceptRecord, Reply, Request, WireAddr};
 use ioth_common::names;
 use ioth_common::sys::{self, Errno, Fd};
 use std::io::IoSliceMut;
@@ -38,6 +38,10 @@ pub trait Control {
     /// A request about a socket of `node` that cannot fail: no reply is awaited.
     fn post(&self, node: u64, req: &Request) -> Result<(), Errno> {
         self.call(node, req, None).map(drop)
+    }
+    /// A one-way request about a socket of `node` with fds attached (`ConnectAsync`).
+    fn post_fds(&self, node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
+        self.call_fds(node, req, fds).map(drop)
     }
     /// A new socket made here and registered with the home node without a round trip
     /// (`Request::Register`); `None`: ask with `Request::Socket` instead.
@@ -58,6 +62,9 @@ impl Control for Daemons {
     }
     fn call_fds(&self, node: u64, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
         node::call_fds(node, req, fds)
+    }
+    fn post_fds(&self, node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
+        node::post_fds(node, req, fds)
     }
     /// TCP sockets (the only kind `wants_virtual` lets through as `SOCK_STREAM`).
     fn register_home(&self, domain: i32, ty: i32, protocol: i32) -> Option<Result<Fd, Errno>> {
@@ -150,7 +157,11 @@ pub fn bind(c: &dyn Control, v: Virt, addr: WireAddr) -> Result<(), Errno> {
     expect_ok(r)
 }
 
-pub fn listen(c: &dyn Control, v: Virt, backlog: i32) -> Result<(), Errno> {
+pub fn listen(c: &dyn Control, v: Virt, fd: RawFd, backlog: i32) -> Result<(), Errno> {
+    if ctl::is_client_id(v.id) {
+        // A listener is no longer fresh (see `connect`).
+        let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, 0);
+    }
     expect_ok(
         c.call(v.node, &Request::Listen { id: v.id, backlog }, None)?
             .0,
@@ -296,10 +307,45 @@ fn wait_connect(fd: RawFd, waiter: Option<Fd>) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Whether `fd` is a registered socket that never connected or listened, which from now on
+/// it is not: its mark (`ctl::FRESH_PRIORITY` in the kernel fd's `SO_PRIORITY`) is cleared.
+fn claim_fresh(v: Virt, fd: RawFd) -> bool {
+    ctl::is_client_id(v.id)
+        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY) == Ok(ctl::FRESH_PRIORITY)
+        && sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, 0).is_ok()
+}
+
+/// A non-blocking first connect without a round trip (`ConnectAsync`): make the fd unwritable
+/// here, tell the daemon, say `EINPROGRESS`. Errors arrive as `SO_ERROR`.
+fn connect_async(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<(), Errno> {
+    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 0)?;
+    let filler = [0u8; 512];
+    let mut count = 0usize;
+    while count <= 1 << 20 {
+        match sys::send(fd, &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Ok(n) => count += n,
+            Err(e) if e == Errno::EINTR => {}
+            Err(_) => break,
+        }
+    }
+    let req = Request::ConnectAsync {
+        id: v.id,
+        addr,
+        filler: count as u32,
+    };
+    c.post_fds(v.node, &req, &[fd])?;
+    crate::debug!("connect({fd}, {:?}) posted", addr.0);
+    Err(Errno(libc::EINPROGRESS))
+}
+
 /// `connect`: the daemon starts the handshake and holds the fd unwritable until it ends.
 pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<(), Errno> {
     let fl = sys::fcntl(fd, libc::F_GETFL, 0)?;
     let blocking = fl & libc::O_NONBLOCK == 0;
+    let asyncable = addr.0.is_some_and(|a| a.port() != 0);
+    if claim_fresh(v, fd) && !blocking && asyncable {
+        return connect_async(c, v, fd, addr);
+    }
     let pair = if blocking {
         sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).ok()
     } else {

@@ -115,7 +115,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         // SAFETY: pass-through with the caller's arguments.
         return unsafe { real::listen(fd, backlog) };
     };
-    guard(|| emu::listen(&Daemons, v, backlog).map(|_| 0))
+    guard(|| emu::listen(&Daemons, v, fd, backlog).map(|_| 0))
 }
 
 /// Shared body of `accept` and `accept4`.

@@ -385,6 +385,15 @@ pub fn register_home(domain: i32, ty: i32, protocol: i32, pair_type: i32) -> Res
         for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
             let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, opt, SOCKBUF);
         }
+        if pair_type == libc::SOCK_STREAM {
+            // Never connected nor listening (ctl: `ConnectAsync`).
+            let _ = sys::setsockopt_int(
+                app.raw(),
+                libc::SOL_SOCKET,
+                libc::SO_PRIORITY,
+                ctl::FRESH_PRIORITY,
+            );
+        }
         let req = Request::Register {
             id,
             domain,
@@ -419,6 +428,19 @@ pub fn post(node: u64, req: &Request) -> Result<(), Errno> {
     st.drop_conn(i);
     let i = st.conn_for(node).map_err(transport)?;
     st.conns[i].post(req, &[]).map_err(transport)
+}
+
+/// Send a one-way request about a socket of `node` with fds attached.
+pub fn post_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
+    let mut st = STATE.lock();
+    st.check_pid();
+    let i = st.conn_for(node).map_err(transport)?;
+    if st.conns[i].post(req, fds).is_ok() {
+        return Ok(());
+    }
+    st.drop_conn(i);
+    let i = st.conn_for(node).map_err(transport)?;
+    st.conns[i].post(req, fds).map_err(transport)
 }
 
 /// Send a request about a socket of `node`, with any number of fds attached.

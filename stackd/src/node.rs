@@ -759,12 +759,15 @@ impl Node {
                     Ok(req) => {
                         silent = matches!(req, Request::SetSockOpt { .. })
                             && ioth_common::ctl::no_reply(&buf[..got.len])
-                            || matches!(req, Request::Register { .. });
+                            || matches!(
+                                req,
+                                Request::Register { .. } | Request::ConnectAsync { .. }
+                            );
                         log::debug!("ctl {cid}: {req:?}");
                         let id = req.id();
                         if ctl::is_client_id(id)
                             && !self.socks.contains_key(&id)
-                            && !silent
+                            && !matches!(req, Request::Register { .. })
                             && !self.draining
                         {
                             // Its Register may wait on another connection (sent before a fork).
@@ -830,8 +833,14 @@ impl Node {
             Request::Listen { id, backlog } => self.with_sock(id, |n, s| n.op_listen(s, backlog)),
             Request::Connect { id, addr } => {
                 let mut fds = fds.into_iter();
-                let (app, notify) = (fds.next(), fds.next());
-                self.with_sock(id, |n, s| n.op_connect(s, addr, app, notify))
+                let (mut app, notify) = (fds.next(), fds.next());
+                self.with_sock(id, |n, s| n.op_connect(s, addr, &mut app, notify, 0))
+            }
+            Request::ConnectAsync { id, addr, filler } => {
+                let app = fds.into_iter().next();
+                let r = self.with_sock(id, |n, s| n.op_connect_async(s, addr, app, filler));
+                log::debug!("async connect {id:x}: {r:?}");
+                Ok(Reply::Ok)
             }
             Request::GetSockName { id } => self.with_sock(id, |n, s| n.op_sockname(s)),
             Request::GetPeerName { id } => self.with_sock(id, |_, s| match s.peer {
@@ -1376,12 +1385,67 @@ impl Node {
         l.queue.len() + inq.div_ceil(self.record_cost.max(1))
     }
 
-    fn op_connect(
+    /// `ConnectAsync` (see `ctl`): a connect nobody waits for, on an fd the client already
+    /// made unwritable with `filler` bytes. Errors become `SO_ERROR` of a failed connect.
+    fn op_connect_async(
         &mut self,
         s: &mut Sock,
         addr: WireAddr,
         app: Option<Fd>,
+        filler: u32,
+    ) -> Result<Reply, Errno> {
+        match &mut s.tcp {
+            // Another process's connect won the race: its drain takes our filler too.
+            TcpState::Connecting(c) => {
+                c.filler += filler as usize;
+                return Err(Errno(libc::EALREADY));
+            }
+            TcpState::Idle if s.kind == Kind::Tcp => {}
+            // Cannot happen with the client's mark; the filler is the app's problem then.
+            _ => return Err(Errno(libc::EISCONN)),
+        }
+        let mut app = app;
+        let r = self.op_connect(s, addr, &mut app, None, filler as usize);
+        match r {
+            Err(e) if e.0 == libc::EINPROGRESS => {}
+            Err(e) => {
+                // As a connect that failed later: drain, writable again, SO_ERROR, shut down.
+                let mut left = filler as usize;
+                while left > 0 {
+                    let n = left.min(self.scratch.len());
+                    match sys::read(s.dmn.raw(), &mut self.scratch[..n]) {
+                        Ok(0) => break,
+                        Ok(k) => left -= k,
+                        Err(e) if e == Errno::EINTR => {}
+                        Err(_) => break,
+                    }
+                }
+                if let Some(a) = &app {
+                    let _ = sys::setsockopt_int(
+                        a.raw(),
+                        libc::SOL_SOCKET,
+                        libc::SO_SNDBUF,
+                        s.opts.sndbuf,
+                    );
+                }
+                s.so_error = e.0;
+                s.tcp = TcpState::Done;
+                let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
+            }
+            Ok(_) => {}
+        }
+        r
+    }
+
+    /// `app`: the app's fd (taken once the connect is under way). `prefilled`: filler bytes
+    /// the client already wrote (`ConnectAsync`).
+    fn op_connect(
+        &mut self,
+        s: &mut Sock,
+        addr: WireAddr,
+        app: &mut Option<Fd>,
         notify: Option<Fd>,
+        prefilled: usize,
     ) -> Result<Reply, Errno> {
         if s.kind != Kind::Tcp {
             return self.dgram_connect(s, addr);
@@ -1398,7 +1462,9 @@ impl Node {
                 });
             }
         }
-        let app = app.ok_or(Errno::EINVAL)?;
+        if app.is_none() {
+            return Err(Errno::EINVAL);
+        }
         let sa = addr.0.ok_or(Errno(libc::EAFNOSUPPORT))?;
         let mut dst = self.sock_ip(s, sa.ip())?;
         if dst.is_unspecified() {
@@ -1441,20 +1507,26 @@ impl Node {
             },
         )
         .map_err(|_| Errno(libc::EADDRNOTAVAIL))?;
+        let Some(app) = app.take() else {
+            return Err(Errno::EINVAL);
+        };
         let h = self.set.add(t);
         self.prime_neighbour(dst);
-        // Hold the app's fd unwritable until the handshake ends (ctl.rs).
-        let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
+        // Hold the app's fd unwritable until the handshake ends (ctl.rs), unless the client
+        // already did.
         let filler = [0u8; 512];
-        let mut count = 0usize;
-        loop {
-            match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-                Ok(n) => count += n,
-                Err(e) if e == Errno::EINTR => continue,
-                Err(_) => break,
-            }
-            if count > 1 << 20 {
-                break;
+        let mut count = prefilled;
+        if prefilled == 0 {
+            let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
+            loop {
+                match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                    Ok(n) => count += n,
+                    Err(e) if e == Errno::EINTR => continue,
+                    Err(_) => break,
+                }
+                if count > 1 << 20 {
+                    break;
+                }
             }
         }
         s.local = Some(SocketAddr::new(src, lport));

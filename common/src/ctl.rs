@@ -93,6 +93,12 @@ pub const CLIENT_ID_BIT: u64 = 1 << 59;
 /// (see `ConnectAsync` in the module docs).
 pub const FRESH_PRIORITY: i32 = 1;
 
+/// Bit of a TCP socket's app end `SO_PRIORITY` that holds its `TCP_CORK` (set and read by
+/// the client alone: nginx corks around every response, and a message per toggle woke the
+/// daemon twice per request). The daemon sends what the app wrote as soon as it has it;
+/// `TCP_CORK` only ever changes segment boundaries, never the bytes.
+pub const CORK_PRIORITY: i32 = 4;
+
 /// A client-chosen socket id: `salt` (27 bits used) and `counter`.
 pub fn client_id(salt: u64, counter: u32) -> SockId {
     CLIENT_ID_BIT | ((salt & 0x7ff_ffff) << 32) | counter as u64

@@ -310,9 +310,24 @@ fn wait_connect(fd: RawFd, waiter: Option<Fd>) -> Result<(), Errno> {
 /// Whether `fd` is a registered socket that never connected or listened, which from now on
 /// it is not: its mark (`ctl::FRESH_PRIORITY` in the kernel fd's `SO_PRIORITY`) is cleared.
 fn claim_fresh(v: Virt, fd: RawFd) -> bool {
-    ctl::is_client_id(v.id)
-        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY) == Ok(ctl::FRESH_PRIORITY)
-        && sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, 0).is_ok()
+    if !ctl::is_client_id(v.id) {
+        return false;
+    }
+    match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY) {
+        Ok(p) if p & ctl::FRESH_PRIORITY != 0 => {
+            let p = p & !ctl::FRESH_PRIORITY;
+            sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, p).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// Whether `(level, name)` is `TCP_CORK` on a TCP socket: kept in the app fd's own
+/// `SO_PRIORITY` (`ctl::CORK_PRIORITY`), never sent to the daemon.
+fn local_cork(fd: RawFd, level: i32, name: i32) -> bool {
+    level == libc::IPPROTO_TCP
+        && name == libc::TCP_CORK
+        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
 }
 
 /// A non-blocking first connect without a round trip (`ConnectAsync`): make the fd unwritable
@@ -403,6 +418,14 @@ pub fn getsockopt(
     name: i32,
     len: usize,
 ) -> Result<Vec<u8>, Errno> {
+    if local_cork(fd, level, name) {
+        let p = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY)?;
+        let mut b = ((p & ctl::CORK_PRIORITY != 0) as i32)
+            .to_ne_bytes()
+            .to_vec();
+        b.truncate(len);
+        return Ok(b);
+    }
     if native_option(level, name) {
         let mut b = vec![0u8; len.min(64)];
         let n = sys::getsockopt_bytes(fd, level, name, &mut b)?;
@@ -439,14 +462,24 @@ pub fn setsockopt(
     if value.len() > ioth_common::ctl::MAX_OPT {
         return Err(Errno::EINVAL);
     }
+    if value.len() >= 4 && local_cork(fd, level, name) {
+        let on = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]) != 0;
+        let p = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY)?;
+        let p = if on {
+            p | ctl::CORK_PRIORITY
+        } else {
+            p & !ctl::CORK_PRIORITY
+        };
+        return sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, p);
+    }
     let req = Request::SetSockOpt {
         id: v.id,
         level,
         name,
         value: value.to_vec(),
     };
-    // nginx sets TCP_CORK before and clears it after every response: these cannot fail on a
-    // TCP socket (a SOCK_STREAM pair), so they go without waiting for the daemon.
+    // nginx sets TCP_NODELAY on keep-alive connections: it cannot fail on a TCP socket (a
+    // SOCK_STREAM pair), so it goes without waiting for the daemon.
     if level == libc::IPPROTO_TCP
         && (name == libc::TCP_NODELAY || name == libc::TCP_CORK)
         && value.len() >= 4

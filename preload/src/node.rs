@@ -364,7 +364,12 @@ pub fn register_home(domain: i32, ty: i32, protocol: i32, pair_type: i32) -> Res
     for _ in 0..2 {
         let i = st.home_conn()?;
         let node = st.conns[i].node;
-        let (app, dmn) = sys::socketpair(libc::AF_UNIX, pair_type | libc::SOCK_CLOEXEC)?;
+        // Non-blocking: the daemon needs its end so (and only checks); `emu::socket` sets ours
+        // as the app asked.
+        let (app, dmn) = sys::socketpair(
+            libc::AF_UNIX,
+            pair_type | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )?;
         // A taken name (a socket of a process that had our salt) means: next id.
         let mut id = 0;
         for _ in 0..64 {

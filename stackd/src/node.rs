@@ -926,8 +926,9 @@ impl Node {
 
     /// A socketpair of type `ty`: (daemon end, app end), the app end bound to its name.
     fn make_pair(&mut self, ty: i32, id: u64) -> Result<(Fd, Fd), Errno> {
-        let (d, a) = sys::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC)?;
-        sys::set_nonblocking(d.raw(), true)?;
+        // Both ends non-blocking: ours must be, and the shim sets the app's end as the app
+        // asked (socket/accept4 flags) anyway.
+        let (d, a) = sys::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)?;
         sys::bind_unix(a.raw(), &names::socket_name(self.id, id))?;
         for fd in [d.raw(), a.raw()] {
             let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);

@@ -926,9 +926,10 @@ impl Node {
 
     /// A socketpair of type `ty`: (daemon end, app end), the app end bound to its name.
     fn make_pair(&mut self, ty: i32, id: u64) -> Result<(Fd, Fd), Errno> {
-        // Both ends non-blocking: ours must be, and the shim sets the app's end as the app
-        // asked (socket/accept4 flags) anyway.
-        let (d, a) = sys::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)?;
+        // The app's end stays blocking (clients other than the shim rely on it); ours gets
+        // O_NONBLOCK with one F_SETFL (a fresh socket has no other status flag to keep).
+        let (d, a) = sys::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC)?;
+        sys::fcntl(d.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long)?;
         sys::bind_unix(a.raw(), &names::socket_name(self.id, id))?;
         for fd in [d.raw(), a.raw()] {
             let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);

@@ -13,6 +13,12 @@
 //! * *Blocking*: the daemon never blocks. A blocking `connect` waits here with `poll(POLLOUT)`
 //!   on the fd itself (bounded by `SO_SNDTIMEO`, interrupted by signals with `EINTR`); a
 //!   blocking `accept` is a blocking `recvmsg` on the listener.
+//! * *No round trip where none is needed*: a TCP `socket` makes its socketpair here and
+//!   registers it one-way (`Register`); the first non-blocking `connect` of such a socket is
+//!   one-way too (`ConnectAsync`; "never connected" is a mark in the fd's own `SO_PRIORITY`,
+//!   so it survives fork and dup); `TCP_CORK` lives in another bit of that `SO_PRIORITY`.
+//!   Errors a first non-blocking connect would report at once (`ENETUNREACH`) then come as
+//!   `SO_ERROR` after `EINPROGRESS`, which programs already handle for a refused connect.
 //!
 //! Elsewhere: datagram framing for UDP and ICMP sockets ([`crate::dgram`], hooked in
 //! [`crate::dghooks`]) and name resolution ([`crate::resolv`]). Not here (yet): routing some

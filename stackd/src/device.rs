@@ -6,6 +6,10 @@
 //! * Transmit: frames are built in one reusable buffer and sent at once. `EAGAIN` keeps the
 //!   frame pending and `transmit()` returns `None` until it went out (back-pressure, never a
 //!   drop). While the switch is away (restart), frames are dropped: TCP retransmits.
+//! * Wake-ups: once the event loop says which epoll instance watches the switch socket
+//!   ([`SwitchDevice::watch`]), the device asks for `EPOLLOUT` only while a frame is pending.
+//!   Otherwise every frame the switch takes off the socket would wake the daemon for nothing
+//!   (an AF_UNIX sender is woken whenever its peer frees buffer space).
 //! * Hairpin: smoltcp has no loopback. Frames addressed to our own MAC, and ARP requests or
 //!   neighbour solicitations for one of our own addresses, go to a local queue that the event
 //!   loop reads before the switch, so a node can talk to itself.
@@ -21,11 +25,12 @@
 //! No allocation per frame: hairpin buffers are recycled.
 
 use ioth_common::port::SwitchPort;
-use ioth_common::sys::Errno;
+use ioth_common::sys::{self, Errno};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::os::fd::RawFd;
 
 pub struct SwitchDevice {
     pub port: Option<SwitchPort>,
@@ -43,6 +48,27 @@ pub struct SwitchDevice {
     pub dropped_down: u64,
     /// Checksums left to the switch (fixed at creation, see the module documentation).
     offload: bool,
+    /// The epoll instance and token watching the switch socket (see [`SwitchDevice::watch`]),
+    /// and whether `EPOLLOUT` is asked for.
+    watch: Option<(RawFd, u64)>,
+    out_armed: bool,
+}
+
+/// Ask `ep` for `EPOLLOUT` on `fd` too (`on`), or only for `EPOLLIN`; edge-triggered.
+fn arm(watch: Option<(RawFd, u64)>, fd: RawFd, armed: &mut bool, on: bool) {
+    let Some((ep, token)) = watch else {
+        return;
+    };
+    if *armed == on {
+        return;
+    }
+    let mut ev = libc::EPOLLIN | libc::EPOLLET;
+    if on {
+        ev |= libc::EPOLLOUT;
+    }
+    if sys::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, ev as u32, token).is_ok() {
+        *armed = on;
+    }
 }
 
 impl SwitchDevice {
@@ -63,7 +89,22 @@ impl SwitchDevice {
             sent: 0,
             dropped_down: 0,
             offload,
+            watch: None,
+            out_armed: false,
         }
+    }
+
+    /// The switch socket was just added to `ep` with `EPOLLIN | EPOLLET` under `token`: from
+    /// now on the device adds `EPOLLOUT` only while a frame waits for room.
+    pub fn watch(&mut self, ep: RawFd, token: u64) {
+        self.watch = Some((ep, token));
+        self.out_armed = false;
+    }
+
+    /// Whether an `EPOLLOUT` event will come when the pending frame can go (if `false` while
+    /// blocked, the caller has to retry on its own).
+    pub fn wakes_when_writable(&self) -> bool {
+        self.out_armed
     }
 
     /// Whether a frame waits for room on the switch socket.
@@ -76,9 +117,19 @@ impl SwitchDevice {
         if let Some(n) = self.pending {
             // (Checksums, if needed, were filled when the frame was first sent.)
             match self.port.as_ref().map(|p| p.send(&self.tx[..n])) {
-                Some(Err(e)) if e.is_again() => return false,
+                Some(Err(e)) if e.is_again() => {
+                    if let Some(p) = &self.port {
+                        arm(self.watch, p.data_fd(), &mut self.out_armed, true);
+                    }
+                    return false;
+                }
                 _ => self.pending = None,
             }
+        }
+        if self.out_armed
+            && let Some(p) = &self.port
+        {
+            arm(self.watch, p.data_fd(), &mut self.out_armed, false);
         }
         true
     }
@@ -120,6 +171,8 @@ pub struct Tx<'a> {
     sent: &'a mut u64,
     dropped: &'a mut u64,
     offload: bool,
+    watch: Option<(RawFd, u64)>,
+    out_armed: &'a mut bool,
 }
 
 impl phy::TxToken for Tx<'_> {
@@ -143,7 +196,10 @@ impl phy::TxToken for Tx<'_> {
         match self.port {
             Some(p) => match p.send(frame) {
                 Ok(_) => *self.sent += 1,
-                Err(e) if e.is_again() => *self.pending = Some(len),
+                Err(e) if e.is_again() => {
+                    *self.pending = Some(len);
+                    arm(self.watch, p.data_fd(), self.out_armed, true);
+                }
                 Err(e) => {
                     log::debug!("switch send: {e}");
                     *self.dropped += 1;
@@ -177,6 +233,8 @@ impl Device for SwitchDevice {
             sent,
             dropped_down,
             offload,
+            watch,
+            out_armed,
             ..
         } = self;
         Some((
@@ -192,6 +250,8 @@ impl Device for SwitchDevice {
                 sent,
                 dropped: dropped_down,
                 offload: *offload,
+                watch: *watch,
+                out_armed,
             },
         ))
     }
@@ -211,6 +271,8 @@ impl Device for SwitchDevice {
             sent: &mut self.sent,
             dropped: &mut self.dropped_down,
             offload: self.offload,
+            watch: self.watch,
+            out_armed: &mut self.out_armed,
         })
     }
 

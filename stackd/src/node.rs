@@ -483,7 +483,8 @@ impl Node {
 
     fn register_switch(&mut self) -> Result<(), Errno> {
         if let Some(p) = &self.dev.port {
-            let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLET) as u32;
+            // EPOLLOUT only while a frame is pending: the device arms it (device.rs).
+            let ev = (libc::EPOLLIN | libc::EPOLLET) as u32;
             sys::epoll_ctl(
                 self.ep.raw(),
                 libc::EPOLL_CTL_ADD,
@@ -495,6 +496,7 @@ impl Node {
                 let ev = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
                 sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, c, ev, T_SWITCH_CTL)?;
             }
+            self.dev.watch(self.ep.raw(), T_SWITCH);
         }
         Ok(())
     }
@@ -650,6 +652,8 @@ impl Node {
                     }
                     if bits & libc::EPOLLOUT as u32 != 0 {
                         self.dev.flush();
+                        // Ingress stopped while blocked; frames may wait (edge-triggered).
+                        self.more_rx = true;
                     }
                     if bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
                         self.more_rx = true;
@@ -2080,8 +2084,9 @@ impl Node {
         let mut budget = RX_BATCH;
         loop {
             if self.dev.is_blocked() {
-                // Replies could not be sent: resume when the switch socket drains.
-                self.more_rx = true;
+                // Replies could not be sent: resume when the switch socket drains (the
+                // EPOLLOUT event the device asked for), or retry at once without one.
+                self.more_rx = !self.dev.wakes_when_writable();
                 return;
             }
             if budget == 0 {

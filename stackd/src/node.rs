@@ -33,7 +33,6 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// smoltcp TCP ring sizes (each direction).
@@ -379,7 +378,6 @@ impl Node {
         let mut own: Vec<IpAddr> = cidrs.iter().map(|c| c.addr).collect();
         own.push(IpAddr::V6(ll));
         let port_no = port.port;
-        LOSSY_PORT.store(port.kind == PortKind::Vde, Ordering::Relaxed);
         let port_kind = port.kind;
         let mut dev = SwitchDevice::new(port, cfg.mac.0, own.clone(), ip_mtu + 14);
         let mut icfg = Config::new(EthernetAddress(cfg.mac.0).into());
@@ -552,6 +550,12 @@ impl Node {
                 let (tok, bits) = (ev.u64, ev.events);
                 self.event(tok, bits);
             }
+            // A frame waiting for room on the switch socket is retried on every turn: the
+            // EPOLLOUT edge of a connected unix datagram socket (a VDE port) can be missed,
+            // and ingress stays stopped while the frame waits.
+            if self.dev.is_blocked() && self.dev.flush() {
+                self.more_rx = true;
+            }
             self.iface.poll_maintenance(smol_now());
             self.ingress();
             self.autoconf();
@@ -606,6 +610,10 @@ impl Node {
     }
 
     fn timeout_ms(&mut self) -> i32 {
+        if self.dev.is_blocked() {
+            // Retry the pending frame soon even if no EPOLLOUT comes (see `run`).
+            return 1;
+        }
         if self.more_rx || !self.dev.hairpin.is_empty() {
             return 0;
         }
@@ -2639,18 +2647,13 @@ fn generic_option(k: (i32, i32)) -> bool {
     )
 }
 
-/// Set on classic VDE ports: the switch drops when a port's queue is full, so TCP needs
-/// congestion control there. Native ports apply back-pressure instead and run without.
-static LOSSY_PORT: AtomicBool = AtomicBool::new(false);
-
 fn apply_tcp_opts(t: &mut tcp::Socket<'static>, o: &Opts) {
     t.set_nagle_enabled(o.cork || !o.nodelay);
     t.set_ack_delay(None);
-    t.set_congestion_control(if LOSSY_PORT.load(Ordering::Relaxed) {
-        tcp::CongestionControl::Cubic
-    } else {
-        tcp::CongestionControl::None
-    });
+    // Always: even from a native port, the path may cross a VDE cable to a switch that
+    // drops (vde_plug to Debian's vde_switch), and a 1 MiB window sent blind into it is lost
+    // again at every retransmission timeout.
+    t.set_congestion_control(tcp::CongestionControl::Cubic);
     if o.keepalive {
         t.set_keep_alive(Some(smoltcp::time::Duration::from_secs(o.keepidle as u64)));
         t.set_timeout(Some(smoltcp::time::Duration::from_secs(

@@ -449,3 +449,27 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Start `iothctl --ctl CTL listen --once ADDR PORT` with its stdout in `out`; returns once it
+/// says `listening` (its readiness line).
+pub fn iothctl_listen(ctl: &Path, addr: &str, port: u16, out: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut server = Command::new(bin("iothctl"))
+        .arg("--ctl")
+        .arg(ctl)
+        .args(["listen", "--once", addr, &port.to_string()])
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "iothctl listen exited before listening"
+        );
+    }
+    server
+}

@@ -2,7 +2,7 @@
 //! restart carries on after it (smoltcp retransmits what was lost while the switch was down).
 
 use ioth_e2e::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -25,23 +25,7 @@ fn nodes_reconnect_after_switch_restart_and_tcp_survives() {
 
     // A connection across the restart: half of the data before, half after.
     let out = tmp.join("out");
-    let mut server = Command::new(bin("iothctl"))
-        .arg("--ctl")
-        .arg(&b.ctl)
-        .args(["listen", "--once", "::", "6000"])
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(server.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening") {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "listener exited early"
-        );
-    }
+    let mut server = iothctl_listen(&b.ctl, "::", 6000, &out);
     let mut client = Command::new(bin("iothctl"))
         .arg("--ctl")
         .arg(&a.ctl)

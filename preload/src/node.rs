@@ -54,28 +54,17 @@ impl Conn {
 
     /// Send a request that gets no reply (`ctl::FLAG_NO_REPLY`), with `fds` attached.
     fn post(&self, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
-        let msg = req.encode_no_reply();
-        sys::retry(|| {
-            sys::sendmsg(
-                self.fd.raw(),
-                &[IoSlice::new(&msg)],
-                fds,
-                libc::MSG_NOSIGNAL,
-            )
-        })
-        .map(drop)
+        self.send(&req.encode_no_reply(), fds)
+    }
+
+    /// One control message, with `fds` attached.
+    fn send(&self, msg: &[u8], fds: &[RawFd]) -> Result<(), Errno> {
+        sys::retry(|| sys::sendmsg(self.fd.raw(), &[IoSlice::new(msg)], fds, libc::MSG_NOSIGNAL))
+            .map(drop)
     }
 
     fn call(&self, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
-        let msg = req.encode();
-        sys::retry(|| {
-            sys::sendmsg(
-                self.fd.raw(),
-                &[IoSlice::new(&msg)],
-                fds,
-                libc::MSG_NOSIGNAL,
-            )
-        })?;
+        self.send(&req.encode(), fds)?;
         let mut buf = [0u8; ctl::MAX_MSG];
         let got = sys::retry(|| sys::recvmsg(self.fd.raw(), &mut [IoSliceMut::new(&mut buf)], 0))?;
         if got.len == 0 {

@@ -51,6 +51,14 @@ const TCP_SPARE: usize = 32;
 const MAX_BACKLOG: usize = 4096;
 const DGRAM_PACKETS: usize = 256;
 const DGRAM_BYTES: usize = 512 * 1024;
+
+/// One direction's buffer of a UDP or ICMP socket (`DGRAM_PACKETS` datagrams, `DGRAM_BYTES`).
+fn dgram_buffer<H: Clone>() -> smoltcp::storage::PacketBuffer<'static, H> {
+    smoltcp::storage::PacketBuffer::new(
+        vec![smoltcp::storage::PacketMetadata::EMPTY; DGRAM_PACKETS],
+        vec![0; DGRAM_BYTES],
+    )
+}
 /// Frames read per loop turn before egress gets its turn.
 const RX_BATCH: usize = 256;
 /// The daemon asks again for a neighbour it asked for this long ago (smoltcp's cache entries
@@ -1029,16 +1037,7 @@ impl Node {
         let mut s = Sock::new(domain, kind, d);
         if kind == Kind::Icmp {
             let ident = self.alloc_ident();
-            let mut so = icmp::Socket::new(
-                icmp::PacketBuffer::new(
-                    vec![icmp::PacketMetadata::EMPTY; DGRAM_PACKETS],
-                    vec![0; DGRAM_BYTES],
-                ),
-                icmp::PacketBuffer::new(
-                    vec![icmp::PacketMetadata::EMPTY; DGRAM_PACKETS],
-                    vec![0; DGRAM_BYTES],
-                ),
-            );
+            let mut so = icmp::Socket::new(dgram_buffer(), dgram_buffer());
             let _ = so.bind(icmp::Endpoint::Ident(ident));
             s.dg.h = Some(self.set.add(so));
             s.bound = Some((None, ident));
@@ -1853,16 +1852,7 @@ impl Node {
                 (None, p)
             }
         };
-        let mut u = udp::Socket::new(
-            udp::PacketBuffer::new(
-                vec![udp::PacketMetadata::EMPTY; DGRAM_PACKETS],
-                vec![0; DGRAM_BYTES],
-            ),
-            udp::PacketBuffer::new(
-                vec![udp::PacketMetadata::EMPTY; DGRAM_PACKETS],
-                vec![0; DGRAM_BYTES],
-            ),
-        );
+        let mut u = udp::Socket::new(dgram_buffer(), dgram_buffer());
         u.bind(IpListenEndpoint {
             addr: addr.map(from_ip),
             port,

@@ -230,20 +230,27 @@ pub fn vde_switch(dir: &Path) -> Daemon {
     d
 }
 
-/// Find the pid of a running process whose command line contains `needle`.
-pub fn pid_by_cmdline(needle: &str) -> Option<i32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+/// Pids of running processes (not this one) whose command line contains `needle`.
+pub fn pids_with(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            let s = String::from_utf8_lossy(&c).replace('\0', " ");
-            if s.contains(needle) && pid != std::process::id() as i32 {
-                return Some(pid);
-            }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline"))
+            && pid != me
+            && String::from_utf8_lossy(&c).replace('\0', " ").contains(needle)
+        {
+            v.push(pid);
         }
     }
-    None
+    v
+}
+
+/// The pid of a running process whose command line contains `needle`.
+pub fn pid_by_cmdline(needle: &str) -> Option<i32> {
+    pids_with(needle).into_iter().next()
 }
 
 /// A stack daemon started for a test (`ioth-stackd --daemon --persist`), stopped on drop.

@@ -3,110 +3,26 @@
 //! exactly the processes started for this lab (the switch by its pidfile, the stack daemons
 //! that the shim spawned by the lab directory in their command line).
 //!
-//! Binaries: `IOTH_BIN_DIR`, else the target directory of the test executable
-//! (`cargo build -p ioth-stackd -p ioth-switch` with the same `CARGO_TARGET_DIR`).
+//! Built on the shared end-to-end harness (`ioth-e2e`, tests/src/lib.rs): binaries from
+//! `IOTH_BIN_DIR`, else the target directory of the test executable.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::path::{Path, PathBuf};
+pub use ioth_e2e::{bin, bin_dir, chmod as set_mode, have, random_file, sha256_file as sha256};
+pub use ioth_e2e::{pids_with, wait_for};
+use ioth_e2e::{Daemon, ioth_switch};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-pub fn bin_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("IOTH_BIN_DIR") {
-        return PathBuf::from(d);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
-}
-
-pub fn bin(name: &str) -> PathBuf {
-    let p = bin_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build it first (cargo build -p ioth-stackd -p ioth-switch, same target dir)",
-        p.display()
-    );
-    p
-}
-
-pub fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// Poll `f` until it gives `Some`, or panic after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
-}
 
 fn kill(pid: i32, sig: i32) {
     // SAFETY: plain kill(2) on a pid we started.
     unsafe { libc::kill(pid, sig) };
 }
 
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks existence.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
-/// Pids whose command line mentions `needle`.
-pub fn pids_with(needle: &str) -> Vec<i32> {
-    let mut v = Vec::new();
-    let me = std::process::id() as i32;
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(c) = std::fs::read(e.path().join("cmdline"))
-            && String::from_utf8_lossy(&c).contains(needle)
-        {
-            v.push(pid);
-        }
-    }
-    v
-}
-
-fn stop_pids(pids: &[i32]) {
-    for &p in pids {
-        kill(p, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for &p in pids {
-        if alive(p) {
-            kill(p, libc::SIGKILL);
-        }
-    }
-}
-
 pub struct Lab {
     pub dir: PathBuf,
-    switch_pid: Option<i32>,
+    switch: Option<Daemon>,
     children: Vec<Child>,
 }
 
@@ -127,7 +43,7 @@ impl Lab {
         set_mode(&dir, 0o755);
         let mut lab = Lab {
             dir,
-            switch_pid: None,
+            switch: None,
             children: Vec::new(),
         };
         lab.start_switch();
@@ -139,41 +55,7 @@ impl Lab {
     }
 
     fn start_switch(&mut self) {
-        let sw = self.path("sw");
-        let pidfile = self.path("sw.pid");
-        let ioth = bin_dir().join("ioth-switch");
-        let st = if ioth.exists() {
-            Command::new(ioth)
-                .arg("-s")
-                .arg(&sw)
-                .arg("-d")
-                .arg("-p")
-                .arg(&pidfile)
-                .arg("--mode")
-                .arg("777")
-                .stdout(Stdio::null())
-                .status()
-        } else {
-            Command::new("vde_switch")
-                .arg("-s")
-                .arg(&sw)
-                .arg("-d")
-                .arg("-p")
-                .arg(&pidfile)
-                .arg("-m")
-                .arg("777")
-                .status()
-        };
-        assert!(
-            st.map(|s| s.success()).unwrap_or(false),
-            "switch did not start"
-        );
-        let pid = wait_for(Duration::from_secs(5), "switch pidfile", || {
-            std::fs::read_to_string(&pidfile)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-        });
-        self.switch_pid = Some(pid);
+        self.switch = Some(ioth_switch(&self.path("sw"), &["--mode", "777"]));
     }
 
     /// A command run as a node with address(es) `ip`.
@@ -240,34 +122,16 @@ impl Drop for Lab {
         }
         // Processes that mention the lab directory: stack daemons, daemonised servers.
         let needle = self.dir.to_string_lossy().to_string();
-        stop_pids(&pids_with(&needle));
-        if let Some(p) = self.switch_pid {
-            stop_pids(&[p]);
+        for pid in pids_with(&needle) {
+            Daemon {
+                pid,
+                name: "lab process".into(),
+            }
+            .stop();
         }
+        self.switch.take();
         if std::env::var_os("IOTH_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-pub fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
-}
-
-pub fn random_file(p: &Path, len: usize) {
-    let mut data = vec![0u8; len];
-    let mut f = std::fs::File::open("/dev/urandom").unwrap();
-    std::io::Read::read_exact(&mut f, &mut data).unwrap();
-    std::fs::write(p, data).unwrap();
-    set_mode(p, 0o644);
-}
-
-pub fn sha256(p: &Path) -> String {
-    let o = Command::new("sha256sum").arg(p).output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }

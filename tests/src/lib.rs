@@ -240,7 +240,9 @@ pub fn pids_with(needle: &str) -> Vec<i32> {
         };
         if let Ok(c) = std::fs::read(e.path().join("cmdline"))
             && pid != me
-            && String::from_utf8_lossy(&c).replace('\0', " ").contains(needle)
+            && String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(needle)
         {
             v.push(pid);
         }

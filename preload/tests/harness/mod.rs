@@ -8,9 +8,9 @@
 
 #![allow(dead_code, unused_imports)]
 
+use ioth_e2e::{Daemon, ioth_switch};
 pub use ioth_e2e::{bin, bin_dir, chmod as set_mode, have, random_file, sha256_file as sha256};
 pub use ioth_e2e::{pids_with, wait_for};
-use ioth_e2e::{Daemon, ioth_switch};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

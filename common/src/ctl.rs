@@ -180,6 +180,7 @@ pub enum Op {
     NodeInfo = 11,
     Register = 12,
     ConnectAsync = 13,
+    SetNeighbour = 14,
 }
 
 impl Op {
@@ -199,6 +200,7 @@ impl Op {
             11 => NodeInfo,
             12 => Register,
             13 => ConnectAsync,
+            14 => SetNeighbour,
             _ => return None,
         })
     }
@@ -274,6 +276,13 @@ pub enum Request {
         addr: WireAddr,
         filler: u32,
     },
+    /// `ioctl(SIOCSARP)`: the link-layer address of a neighbour (dnsmasq tells the stack the
+    /// MAC of a DHCP client that has no address yet, then sends it a unicast reply).
+    /// Answered `Ok`, or the errno of the ioctl (`ENETUNREACH`: not on any local subnet).
+    SetNeighbour {
+        addr: WireAddr,
+        mac: [u8; 6],
+    },
 }
 
 impl Request {
@@ -292,6 +301,7 @@ impl Request {
             Request::NodeInfo => Op::NodeInfo,
             Request::Register { .. } => Op::Register,
             Request::ConnectAsync { .. } => Op::ConnectAsync,
+            Request::SetNeighbour { .. } => Op::SetNeighbour,
         }
     }
 
@@ -340,6 +350,10 @@ impl Request {
             Request::ConnectAsync { addr, filler, .. } => {
                 addr.encode(&mut b);
                 b.extend_from_slice(&filler.to_le_bytes());
+            }
+            Request::SetNeighbour { addr, mac } => {
+                addr.encode(&mut b);
+                b.extend_from_slice(mac);
             }
             Request::GetSockName { .. } | Request::GetPeerName { .. } | Request::NodeInfo => {}
             Request::GetSockOpt {
@@ -431,6 +445,12 @@ impl Request {
                 ty: r.i32()?,
                 protocol: r.i32()?,
             },
+            Op::SetNeighbour => {
+                let addr = r.addr()?;
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(r.bytes(6)?);
+                Request::SetNeighbour { addr, mac }
+            }
         };
         if !r.is_empty() {
             return Err(Errno::EPROTO);
@@ -727,6 +747,10 @@ mod tests {
                 id: 7,
                 addr: b,
                 filler: 4608,
+            },
+            Request::SetNeighbour {
+                addr: b,
+                mac: [2, 0, 0, 0, 0, 7],
             },
         ]
     }

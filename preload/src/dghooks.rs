@@ -148,6 +148,10 @@ unsafe fn send_dgram(
     if flags & libc::MSG_OOB != 0 {
         return Err(Errno(libc::EOPNOTSUPP));
     }
+    if e.is_netlink() {
+        // SAFETY: iov/cnt from the caller.
+        return unsafe { send_netlink(e, iov, cnt, dest, dlen) };
+    }
     let to = if dest.is_null() || dlen == 0 {
         None
     } else {
@@ -175,6 +179,81 @@ unsafe fn send_dgram(
     Ok((n as usize).saturating_sub(DgramHeader::LEN))
 }
 
+/// A request to a virtual netlink socket ([`crate::netlink`]): gathered and answered.
+///
+/// # Safety
+/// `iov`/`cnt` as for writev; `dest`/`dlen` as for sendto.
+unsafe fn send_netlink(
+    e: Entry,
+    iov: *const iovec,
+    cnt: usize,
+    dest: *const c_void,
+    dlen: socklen_t,
+) -> Result<usize, Errno> {
+    if !dest.is_null() && dlen > 0 {
+        if (dlen as usize) < 12 {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: the caller guarantees dlen (>= 12) readable bytes at dest.
+        let a = unsafe { std::slice::from_raw_parts(dest.cast::<u8>(), 12) };
+        if u16::from_ne_bytes([a[0], a[1]]) != libc::AF_NETLINK as u16 {
+            return Err(Errno::EINVAL);
+        }
+        if a[4..8] != [0, 0, 0, 0] {
+            // Only the kernel (port 0) answers here.
+            return Err(Errno(libc::ECONNREFUSED));
+        }
+    }
+    if cnt > IOV_MAX || (cnt > 0 && iov.is_null()) {
+        return Err(Errno::EINVAL);
+    }
+    let mut data = Vec::new();
+    for i in 0..cnt {
+        // SAFETY: the caller guarantees cnt valid iovecs at iov, each describing readable
+        // memory.
+        let v = unsafe { *iov.add(i) };
+        if v.iov_len > 0 && !v.iov_base.is_null() {
+            if data.len() + v.iov_len > 1 << 20 {
+                return Err(Errno::EMSGSIZE);
+            }
+            // SAFETY: as above.
+            data.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len)
+            });
+        }
+    }
+    crate::netlink::send(e.fd, &data)
+}
+
+/// A receive on a virtual netlink socket: the plain datagram, from the kernel (`nl_pid` 0).
+///
+/// # Safety
+/// `m` as for recvmsg.
+unsafe fn recv_netlink(e: Entry, m: &mut msghdr, flags: c_int) -> Result<usize, Errno> {
+    let name = m.msg_name;
+    let nlen = m.msg_namelen;
+    m.msg_name = std::ptr::null_mut();
+    m.msg_namelen = 0;
+    m.msg_controllen = 0;
+    // SAFETY: m is the caller's msghdr, with our name and control fields.
+    let n = unsafe { real_io::recvmsg(e.fd, m, flags) };
+    m.msg_name = name;
+    if n < 0 {
+        m.msg_namelen = nlen;
+        return Err(Errno::last());
+    }
+    if !name.is_null() {
+        let a = crate::netlink::sockaddr_nl(0, 0);
+        let k = (nlen as usize).min(a.len());
+        // SAFETY: the caller's name buffer holds msg_namelen bytes; we write at most that.
+        unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), name.cast::<u8>(), k) };
+        m.msg_namelen = a.len() as socklen_t;
+    } else {
+        m.msg_namelen = 0;
+    }
+    Ok(n as usize)
+}
+
 /// One datagram in; returns (return value, msg_flags).
 ///
 /// # Safety
@@ -186,7 +265,27 @@ unsafe fn recv_dgram(
     flags: c_int,
     name: *mut c_void,
     nlen: *mut socklen_t,
-) -> Result<(usize, c_int, WireAddr), Errno> {
+) -> Result<(usize, c_int, WireAddr, u32), Errno> {
+    if e.is_netlink() {
+        // SAFETY: msghdr is plain old data.
+        let mut m: msghdr = unsafe { std::mem::zeroed() };
+        m.msg_iov = iov as *mut iovec;
+        m.msg_iovlen = cnt;
+        m.msg_name = name;
+        m.msg_namelen = if nlen.is_null() {
+            0
+        } else {
+            // SAFETY: nlen is the caller's valid pointer.
+            unsafe { *nlen }
+        };
+        // SAFETY: m describes the caller's buffers.
+        let r = unsafe { recv_netlink(e, &mut m, flags) }?;
+        if !nlen.is_null() {
+            // SAFETY: as above.
+            unsafe { *nlen = m.msg_namelen };
+        }
+        return Ok((r, m.msg_flags, WireAddr(None), 0));
+    }
     if flags & libc::MSG_ERRQUEUE != 0 {
         return Err(Errno::EAGAIN);
     }
@@ -210,7 +309,7 @@ unsafe fn recv_dgram(
     // SAFETY: name/nlen from the caller.
     unsafe { put_name(&g.from, name, nlen) };
     let mf = if g.truncated() { libc::MSG_TRUNC } else { 0 };
-    Ok((g.ret(flags), mf, g.from))
+    Ok((g.ret(flags), mf, g.from, g.flags))
 }
 
 /// A confirmed datagram entry for `fd`, if the table says so.
@@ -360,7 +459,11 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
     }
     // SAFETY: m is the caller's valid msghdr.
     let mh = unsafe { &mut *m };
-    let (r, mut mf, from) = unsafe {
+    if e.is_netlink() {
+        // SAFETY: the caller's msghdr.
+        return unsafe { recv_netlink(e, mh, flags) };
+    }
+    let (r, mut mf, from, hflags) = unsafe {
         recv_dgram(
             e,
             mh.msg_iov,
@@ -371,7 +474,7 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
         )
     }?;
     // SAFETY: mh is the caller's valid msghdr; put_cmsgs stays within its control buffer.
-    if !unsafe { put_cmsgs(mh, &dgram::cmsgs(&e, &from)) } {
+    if !unsafe { put_cmsgs(mh, &dgram::cmsgs(&e, &from, hflags)) } {
         mf |= libc::MSG_CTRUNC;
     }
     mh.msg_flags = mf;

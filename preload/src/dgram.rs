@@ -38,6 +38,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// In a received datagram header's `flags`: the low 8 bits are the packet's hop limit (the
+/// daemon's raw ICMPv6 sockets, `stackd/src/raw.rs`).
+pub const HOPS_PRESENT: u32 = 1 << 8;
+
 /// Fd numbers below this can be virtual datagram sockets.
 pub const SLOTS: usize = 1 << 16;
 
@@ -55,6 +59,10 @@ const PKTINFO4: u64 = 1 << 57;
 const PKTINFO6: u64 = 1 << 56;
 const RECVTTL: u64 = 1 << 55;
 const RECVHOPS: u64 = 1 << 54;
+/// A virtual rtnetlink socket ([`crate::netlink`]), not a datagram socket of the daemon.
+const NETLINK: u64 = 1 << 53;
+/// A raw ICMPv6 socket (received datagrams carry the hop limit).
+const RAW: u64 = 1 << 52;
 const INO: u64 = 0xffff_ffff;
 
 /// Largest UDP payload over IPv4 and IPv6 (65535 minus the headers).
@@ -114,6 +122,12 @@ fn add_bits(e: &mut Entry, more: u64) {
     e.bits = new;
 }
 
+/// Should `socket(domain, SOCK_RAW, protocol)` be virtual? Raw ICMPv6 only (router
+/// advertisement daemons), see `stackd/src/raw.rs`.
+pub fn wants_raw(domain: i32, protocol: i32) -> bool {
+    domain == libc::AF_INET6 && protocol == libc::IPPROTO_ICMPV6
+}
+
 /// Should `socket(domain, SOCK_DGRAM, protocol)` be virtual? UDP, and ICMP echo sockets of
 /// the matching family (Linux "ping sockets").
 pub fn wants(domain: i32, protocol: i32) -> bool {
@@ -126,8 +140,9 @@ pub fn wants(domain: i32, protocol: i32) -> bool {
     )
 }
 
-/// Raw IP sockets of an active node fail with `EPERM`, as for an unprivileged process: they
-/// must not reach the host's network, and programs such as ping then use a ping socket.
+/// Raw IP sockets of an active node (other than raw ICMPv6, which is virtual) fail with
+/// `EPERM`, as for an unprivileged process: they must not reach the host's network, and
+/// programs such as ping then use a ping socket.
 pub fn refuse_raw(domain: i32, ty: i32) -> bool {
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
     base == libc::SOCK_RAW
@@ -199,9 +214,10 @@ pub struct Cmsg {
 }
 
 /// The control messages the application asked for (`IP_PKTINFO`, `IPV6_RECVPKTINFO`,
-/// `IP_RECVTTL`, `IPV6_RECVHOPLIMIT`) for a datagram from `from`. Interface index 1, hop
-/// limit 64: the virtual LAN has one link and no routers.
-pub fn cmsgs(e: &Entry, from: &WireAddr) -> Vec<Cmsg> {
+/// `IP_RECVTTL`, `IPV6_RECVHOPLIMIT`) for a datagram from `from`. Interface index 1
+/// ([`crate::iface::INDEX`]); hop limit: the one the daemon reports in the header's `flags`
+/// (raw ICMPv6 sockets), else 64.
+pub fn cmsgs(e: &Entry, from: &WireAddr, hdr_flags: u32) -> Vec<Cmsg> {
     let mut v = Vec::new();
     if e.bits & (PKTINFO4 | PKTINFO6 | RECVTTL | RECVHOPS) == 0 {
         return v;
@@ -246,10 +262,15 @@ pub fn cmsgs(e: &Entry, from: &WireAddr) -> Vec<Cmsg> {
         });
     }
     if !v4 && e.bits & RECVHOPS != 0 {
+        let hops = if hdr_flags & HOPS_PRESENT != 0 {
+            (hdr_flags & 0xff) as i32
+        } else {
+            64
+        };
         v.push(Cmsg {
             level: libc::IPPROTO_IPV6,
             ty: libc::IPV6_HOPLIMIT,
-            data: 64i32.to_ne_bytes().to_vec(),
+            data: hops.to_ne_bytes().to_vec(),
         });
     }
     v
@@ -258,7 +279,7 @@ pub fn cmsgs(e: &Entry, from: &WireAddr) -> Vec<Cmsg> {
 /// Register `fd` (a virtual socket just created by `socket(domain, ty, protocol)`).
 pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    if base != libc::SOCK_DGRAM {
+    if base != libc::SOCK_DGRAM && base != libc::SOCK_RAW {
         // A TCP socket may reuse the number of a closed datagram socket.
         store(fd, 0);
         return;
@@ -274,7 +295,19 @@ pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
     if protocol == libc::IPPROTO_ICMP || protocol == libc::IPPROTO_ICMPV6 {
         bits |= ICMP;
     }
+    if base == libc::SOCK_RAW {
+        bits |= RAW;
+    }
     store(fd, bits);
+}
+
+/// Register `fd`, a virtual netlink socket just made by [`crate::netlink::create`].
+pub fn created_netlink(fd: RawFd) {
+    let Ok((dev, ino)) = sys::fstat_id(fd) else {
+        return;
+    };
+    SOCKFS_DEV.store(dev, Ordering::Relaxed);
+    store(fd, PRESENT | KNOWN | NETLINK | (ino & INO));
 }
 
 /// Whether `fd` is a virtual socket of a boundary-keeping type (a datagram socket).
@@ -365,6 +398,10 @@ impl Entry {
         }
         add_bits(self, more);
         Ok(())
+    }
+
+    pub fn is_netlink(&self) -> bool {
+        self.bits & NETLINK != 0
     }
 
     pub fn is_icmp(&mut self) -> bool {
@@ -466,6 +503,8 @@ pub struct Got {
     /// The datagram's full payload length.
     pub full: usize,
     pub from: WireAddr,
+    /// The header's flags (see [`HOPS_PRESENT`]).
+    pub flags: u32,
 }
 
 impl Got {
@@ -476,6 +515,7 @@ impl Got {
                 copied: 0,
                 full: 0,
                 from: WireAddr(None),
+                flags: 0,
             });
         }
         if n < DgramHeader::LEN {
@@ -487,6 +527,7 @@ impl Got {
             copied,
             full: (h.len as usize).max(copied),
             from: h.addr,
+            flags: h.flags,
         })
     }
 

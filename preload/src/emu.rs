@@ -99,12 +99,14 @@ pub fn virt(fd: RawFd) -> Option<Virt> {
     names::parse_socket_name(&name).map(|(node, id)| Virt { node, id })
 }
 
-/// Should `socket(domain, ty, protocol)` be virtual? TCP over IPv4/IPv6 only for now.
+/// Should `socket(domain, ty, protocol)` be virtual? TCP, UDP, ICMP echo and raw ICMPv6
+/// over IPv4/IPv6.
 pub fn wants_virtual(domain: i32, ty: i32, protocol: i32) -> bool {
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
     (domain == libc::AF_INET || domain == libc::AF_INET6)
         && ((base == libc::SOCK_STREAM && (protocol == 0 || protocol == libc::IPPROTO_TCP))
-            || (base == libc::SOCK_DGRAM && crate::dgram::wants(domain, protocol)))
+            || (base == libc::SOCK_DGRAM && crate::dgram::wants(domain, protocol))
+            || (base == libc::SOCK_RAW && crate::dgram::wants_raw(domain, protocol)))
 }
 
 fn expect_ok(r: Reply) -> Result<(), Errno> {

@@ -83,6 +83,12 @@ unsafe fn out_addr(a: &WireAddr, p: *mut sockaddr, len: *mut socklen_t) -> Resul
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     let wanted = catch_unwind(|| emu::wants_virtual(domain, ty, protocol) && crate::node::active())
         .unwrap_or(false);
+    if !wanted
+        && catch_unwind(|| crate::netlink::wants(domain, ty, protocol) && crate::node::active())
+            .unwrap_or(false)
+    {
+        return guard(|| crate::netlink::create(ty));
+    }
     if !wanted {
         if crate::dgram::refuse_raw(domain, ty) {
             // An unprivileged kernel's answer (ping then falls back to a ping socket).
@@ -99,8 +105,27 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     })
 }
 
+/// Is `fd` a virtual netlink socket ([`crate::netlink`])? One atomic load for other fds.
+fn netlink_fd(fd: c_int) -> bool {
+    crate::dgram::hit(fd) != 0
+        && catch_unwind(|| {
+            crate::dgram::confirm(fd, crate::dgram::hit(fd)).is_some_and(|e| e.is_netlink())
+        })
+        .unwrap_or(false)
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> c_int {
+    if netlink_fd(fd) {
+        return guard(|| {
+            if a.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            // SAFETY: the caller guarantees len readable bytes at a; we read at most 12.
+            let b = unsafe { std::slice::from_raw_parts(a.cast::<u8>(), (len as usize).min(12)) };
+            crate::netlink::bind(fd, b).map(|_| 0)
+        });
+    }
     let Some(v) = virt(fd) else {
         // SAFETY: pass-through with the caller's arguments.
         return unsafe { real::bind(fd, a, len) };
@@ -185,6 +210,22 @@ pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) 
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if netlink_fd(fd) {
+        return guard(|| {
+            if a.is_null() || len.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            let n = crate::netlink::name(fd)?;
+            // SAFETY: len is the caller's valid pointer; a has room for *len bytes and we
+            // copy at most that many.
+            unsafe {
+                let k = (*len as usize).min(n.len());
+                std::ptr::copy_nonoverlapping(n.as_ptr(), a.cast::<u8>(), k);
+                *len = n.len() as socklen_t;
+            }
+            Ok(0)
+        });
+    }
     let Some(v) = virt(fd) else {
         // SAFETY: pass-through with the caller's arguments.
         return unsafe { real::getsockname(fd, a, len) };
@@ -257,6 +298,10 @@ pub unsafe extern "C" fn setsockopt(
     val: *const c_void,
     len: socklen_t,
 ) -> c_int {
+    if level == libc::SOL_NETLINK && netlink_fd(fd) {
+        // Memberships, NETLINK_NO_ENOBUFS, extended acks…: accepted, nothing to do.
+        return 0;
+    }
     let Some(v) = virt(fd) else {
         // SAFETY: pass-through with the caller's arguments.
         return unsafe { real::setsockopt(fd, level, name, val, len) };

@@ -69,4 +69,5 @@ real_fns! {
     fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t);
     fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t);
     fn shutdown(fd: c_int, how: c_int);
+    fn ioctl(fd: c_int, req: libc::c_ulong, arg: *mut c_void);
 }

@@ -14,8 +14,10 @@ mod autoconf;
 mod device;
 mod frame;
 mod mdns;
+mod neigh;
 mod node;
 mod os;
+mod raw;
 
 use clap::Parser;
 use ioth_common::config::RawConfig;

@@ -91,6 +91,8 @@ enum Kind {
     Tcp,
     Udp,
     Icmp,
+    /// Raw ICMPv6 (see [`crate::raw`]).
+    Raw,
 }
 
 #[derive(Clone, Debug)]
@@ -887,8 +889,31 @@ impl Node {
                 n.op_setsockopt(s, level, name, &value).map(|_| Reply::Ok)
             }),
             Request::Shutdown { id, how } => self.with_sock(id, |n, s| n.op_shutdown(s, how)),
+            Request::SetNeighbour { addr, mac } => self.set_neighbour(addr, mac),
         };
         (r.unwrap_or_else(Reply::Err), None)
+    }
+
+    /// `SetNeighbour` (`SIOCSARP`): see [`crate::neigh`].
+    fn set_neighbour(&mut self, addr: WireAddr, mac: [u8; 6]) -> Result<Reply, Errno> {
+        let Some(IpAddr::V4(ip)) = addr.0.map(|a| config::unmap(a.ip())) else {
+            return Err(Errno(libc::EAFNOSUPPORT));
+        };
+        if !crate::neigh::valid_mac(&mac) {
+            return Err(Errno::EINVAL);
+        }
+        let ours = self
+            .cidrs
+            .iter()
+            .find(|c| c.addr.is_ipv4() && c.contains(&IpAddr::V4(ip)))
+            .map(|c| c.addr);
+        let Some(IpAddr::V4(ours)) = ours else {
+            return Err(Errno(libc::ENETUNREACH));
+        };
+        let f = crate::neigh::arp_reply_frame(self.cfg.mac.0, ours, mac, ip);
+        self.dev.hairpin.push_back(f);
+        self.solicited.insert(IpAddr::V4(ip), Instant::now());
+        Ok(Reply::Ok)
     }
 
     fn with_sock(
@@ -971,6 +996,7 @@ impl Node {
             (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Kind::Udp,
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMP) if domain == libc::AF_INET => Kind::Icmp,
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6) if domain == libc::AF_INET6 => Kind::Icmp,
+            (libc::SOCK_RAW, libc::IPPROTO_ICMPV6) if domain == libc::AF_INET6 => Kind::Raw,
             (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => {
                 return Err(Errno(libc::EPROTONOSUPPORT));
             }
@@ -1041,6 +1067,10 @@ impl Node {
             let _ = so.bind(icmp::Endpoint::Ident(ident));
             s.dg.h = Some(self.set.add(so));
             s.bound = Some((None, ident));
+        }
+        if kind == Kind::Raw {
+            s.dg.h = Some(crate::raw::open(&mut self.set));
+            s.bound = Some((None, 0));
         }
         self.socks.insert(id, s);
     }
@@ -1206,7 +1236,7 @@ impl Node {
     }
 
     fn op_bind(&mut self, s: &mut Sock, addr: WireAddr) -> Result<Reply, Errno> {
-        if s.bound.is_some() && s.kind != Kind::Icmp {
+        if s.bound.is_some() && !matches!(s.kind, Kind::Icmp | Kind::Raw) {
             return Err(Errno::EINVAL);
         }
         let sa = addr.0.ok_or(Errno(libc::EAFNOSUPPORT))?;
@@ -1220,7 +1250,7 @@ impl Node {
             return Err(Errno(libc::EADDRNOTAVAIL));
         }
         let addr = if any { None } else { Some(ip) };
-        if s.kind == Kind::Icmp {
+        if matches!(s.kind, Kind::Icmp | Kind::Raw) {
             s.bound = Some((addr, s.bound.map(|b| b.1).unwrap_or(0)));
             return Ok(Reply::Ok);
         }
@@ -1641,6 +1671,8 @@ impl Node {
             }
             (libc::SOL_SOCKET, libc::SO_TYPE) => int(if tcp {
                 libc::SOCK_STREAM
+            } else if s.kind == Kind::Raw {
+                libc::SOCK_RAW
             } else {
                 libc::SOCK_DGRAM
             }),
@@ -1648,8 +1680,8 @@ impl Node {
             (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(match s.kind {
                 Kind::Tcp => libc::IPPROTO_TCP,
                 Kind::Udp => libc::IPPROTO_UDP,
-                Kind::Icmp if s.domain == libc::AF_INET6 => libc::IPPROTO_ICMPV6,
-                Kind::Icmp => libc::IPPROTO_ICMP,
+                Kind::Icmp | Kind::Raw if s.domain == libc::AF_INET6 => libc::IPPROTO_ICMPV6,
+                Kind::Icmp | Kind::Raw => libc::IPPROTO_ICMP,
             }),
             (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(s.is_listening() as i32),
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => int(s.opts.reuseaddr as i32),
@@ -1827,6 +1859,10 @@ impl Node {
                 };
                 r.map_err(|_| Errno(libc::ENOBUFS))?;
             }
+            k if s.kind == Kind::Raw && crate::raw::is_raw_option(k) => {
+                crate::raw::check_option(k, val)?;
+                s.opts.other.insert(k, val.to_vec());
+            }
             k if generic_option(k) => {
                 s.opts.other.insert(k, val.to_vec());
             }
@@ -1894,6 +1930,24 @@ impl Node {
     /// Pump a UDP or ICMP socket both ways.
     fn pump_dgram(&mut self, s: &mut Sock) {
         let fd = s.dmn.raw();
+        if s.kind == Kind::Raw {
+            let Some(h) = s.dg.h else { return };
+            let cx = crate::raw::Ctx {
+                set: &mut self.set,
+                iface: &mut self.iface,
+                ll: config::link_local(&self.cfg.mac),
+                scratch: &mut self.scratch,
+            };
+            let rs = crate::raw::Sock {
+                h,
+                fd,
+                opts: &s.opts.other,
+                peer: s.dg.peer,
+                rd: &mut s.rd,
+                wr: &mut s.wr,
+            };
+            return crate::raw::pump(cx, rs);
+        }
         // app → net
         while s.rd {
             if s.kind == Kind::Udp && s.dg.h.is_none() && self.udp_open(s).is_err() {

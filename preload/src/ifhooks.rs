@@ -1,0 +1,320 @@
+//! Exported hooks that show the node's interface ([`crate::iface`]) instead of the host's:
+//! `ioctl` (interface and ARP requests) and glibc's `getifaddrs`, `if_nametoindex`,
+//! `if_indextoname`, `if_nameindex`, which open their own netlink or ioctl sockets inside
+//! libc where no other hook sees them.
+//!
+//! In a process without an active node every call goes to libc untouched; `ioctl` with any
+//! other request costs one comparison. The lists returned are laid out the way glibc frees
+//! them: `getifaddrs` returns one `malloc` block (glibc's `freeifaddrs` is `free`), and
+//! `if_nameindex` an array whose names are separate `malloc` strings (glibc's
+//! `if_freenameindex`), so neither free function needs a hook.
+//!
+//! `SIOCSARP` becomes a `SetNeighbour` request to the node's daemon (see
+//! `stackd/src/neigh.rs`); `SIOCDARP` is accepted and does nothing; `SIOCGARP` says `ENXIO`;
+//! setting interface properties (`SIOCSIF*`) fails with `EPERM`.
+
+#![allow(clippy::missing_safety_doc)]
+
+use crate::iface::{self, IFREQ_LEN};
+use crate::real;
+use ioth_common::ctl::{Request, WireAddr};
+use ioth_common::sys::Errno;
+use libc::{c_char, c_int, c_uint, c_ulong, c_void};
+use std::net::{IpAddr, SocketAddr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+fn guard(f: impl FnOnce() -> Result<c_int, Errno>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            e.set_errno();
+            -1
+        }
+        Err(_) => {
+            Errno::EIO.set_errno();
+            -1
+        }
+    }
+}
+
+fn active() -> bool {
+    catch_unwind(crate::node::active).unwrap_or(false)
+}
+
+/// The next definition of `name` (libc's), resolved once.
+fn next(slot: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
+    let p = slot.load(Ordering::Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: name is NUL-terminated; RTLD_NEXT is a valid pseudo-handle.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
+    slot.store(p, Ordering::Release);
+    p
+}
+
+const SET_REQS: [c_ulong; 7] = [
+    libc::SIOCSIFFLAGS,
+    libc::SIOCSIFADDR,
+    libc::SIOCSIFNETMASK,
+    libc::SIOCSIFBRDADDR,
+    libc::SIOCSIFMTU,
+    libc::SIOCSIFHWADDR,
+    libc::SIOCSIFNAME,
+];
+
+fn ours(req: c_ulong) -> bool {
+    iface::is_ifreq_get(req)
+        || matches!(
+            req,
+            libc::SIOCGIFCONF | libc::SIOCSARP | libc::SIOCDARP | libc::SIOCGARP
+        )
+        || SET_REQS.contains(&req)
+}
+
+/// `ioctl(fd, req, arg)`: declared with one pointer argument (the ABI passes the variadic
+/// argument in the same register; requests without one never reach our code).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+    if !ours(req) || !active() {
+        // SAFETY: pass-through with the caller's arguments.
+        return unsafe { real::ioctl(fd, req, arg) };
+    }
+    guard(|| {
+        if SET_REQS.contains(&req) {
+            return Err(Errno(libc::EPERM));
+        }
+        if arg.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        match req {
+            libc::SIOCGIFCONF => {
+                let i = iface::current().ok_or(Errno(libc::ENODEV))?;
+                // SAFETY: arg points to the caller's struct ifconf.
+                unsafe { ifconf(&i, arg.cast()) }
+            }
+            libc::SIOCSARP | libc::SIOCDARP | libc::SIOCGARP => {
+                // SAFETY: arg points to the caller's struct arpreq (68 bytes).
+                let b = unsafe { std::slice::from_raw_parts(arg.cast::<u8>(), 68) };
+                let (ip, mac) = iface::parse_arpreq(b)?;
+                match req {
+                    libc::SIOCSARP => {
+                        let r = crate::node::call_home(
+                            &Request::SetNeighbour {
+                                addr: WireAddr(Some(SocketAddr::new(IpAddr::V4(ip), 0))),
+                                mac,
+                            },
+                            None,
+                        )?;
+                        r.0.into_result().map(|_| 0)
+                    }
+                    libc::SIOCDARP => Ok(0),
+                    _ => Err(Errno(libc::ENXIO)),
+                }
+            }
+            _ => {
+                let i = iface::current().ok_or(Errno(libc::ENODEV))?;
+                let mut r = [0u8; IFREQ_LEN];
+                // SAFETY: arg points to the caller's struct ifreq (40 bytes).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(arg.cast::<u8>(), r.as_mut_ptr(), IFREQ_LEN)
+                };
+                iface::ifreq_get(&i, req, &mut r)?;
+                // SAFETY: as above.
+                unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), arg.cast::<u8>(), IFREQ_LEN) };
+                Ok(0)
+            }
+        }
+    })
+}
+
+/// `SIOCGIFCONF` into the caller's `struct ifconf` (`ifc_len` at 0, `ifc_buf` at 8).
+///
+/// # Safety
+/// `c` points to a valid `struct ifconf` whose buffer (if any) has `ifc_len` bytes.
+unsafe fn ifconf(i: &iface::Iface, c: *mut u8) -> Result<c_int, Errno> {
+    let reqs = iface::ifconf(i);
+    // SAFETY: c points to the caller's ifconf.
+    unsafe {
+        let len_p = c.cast::<c_int>();
+        let buf = std::ptr::read_unaligned(c.add(8).cast::<*mut u8>());
+        if buf.is_null() {
+            std::ptr::write_unaligned(len_p, (reqs.len() * IFREQ_LEN) as c_int);
+            return Ok(0);
+        }
+        let room = std::ptr::read_unaligned(len_p).max(0) as usize;
+        let n = (room / IFREQ_LEN).min(reqs.len());
+        for (k, r) in reqs.iter().take(n).enumerate() {
+            std::ptr::copy_nonoverlapping(r.as_ptr(), buf.add(k * IFREQ_LEN), IFREQ_LEN);
+        }
+        std::ptr::write_unaligned(len_p, (n * IFREQ_LEN) as c_int);
+    }
+    Ok(0)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getifaddrs(out: *mut *mut libc::ifaddrs) -> c_int {
+    static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    if !active() {
+        let p = next(&REAL, b"getifaddrs\0");
+        if p.is_null() {
+            Errno(libc::ENOSYS).set_errno();
+            return -1;
+        }
+        // SAFETY: p is libc's getifaddrs, with this signature.
+        let f: unsafe extern "C" fn(*mut *mut libc::ifaddrs) -> c_int =
+            unsafe { std::mem::transmute(p) };
+        // SAFETY: the caller's argument.
+        return unsafe { f(out) };
+    }
+    guard(|| {
+        if out.is_null() {
+            return Err(Errno(libc::EFAULT));
+        }
+        let i = iface::current().ok_or(Errno(libc::ENODEV))?;
+        let list = iface::ifaddrs(&i);
+        // SAFETY: out is the caller's valid pointer; build writes a block it allocated.
+        unsafe { *out = build_ifaddrs(&list)? };
+        Ok(0)
+    })
+}
+
+/// One `malloc` block: the entries, then 32-byte address slots, then the name.
+///
+/// # Safety
+/// None beyond allocating; returns a block the caller frees with `free`.
+unsafe fn build_ifaddrs(list: &[iface::IfaEntry]) -> Result<*mut libc::ifaddrs, Errno> {
+    const SLOT: usize = 32;
+    let n = list.len();
+    let ent = std::mem::size_of::<libc::ifaddrs>();
+    let slots_at = n * ent;
+    let name_at = slots_at + n * 3 * SLOT;
+    let total = name_at + iface::NAME.len() + 1;
+    // SAFETY: calloc of a non-zero size; checked for NULL.
+    let base = unsafe { libc::calloc(1, total) }.cast::<u8>();
+    if base.is_null() {
+        return Err(Errno(libc::ENOMEM));
+    }
+    // SAFETY: every write below stays inside the `total` bytes just allocated: entries in
+    // [0, slots_at), three SLOT-byte slots per entry (each address at most 28 bytes), the
+    // name at name_at. The block is suitably aligned (malloc) and ent is a multiple of 8.
+    unsafe {
+        let name = base.add(name_at);
+        std::ptr::copy_nonoverlapping(iface::NAME.as_ptr(), name, iface::NAME.len());
+        for (k, e) in list.iter().enumerate() {
+            let ifa = base.add(k * ent).cast::<libc::ifaddrs>();
+            let slot = |j: usize, v: &Option<Vec<u8>>| -> *mut libc::sockaddr {
+                match v {
+                    Some(b) if b.len() <= SLOT => {
+                        let p = base.add(slots_at + (k * 3 + j) * SLOT);
+                        std::ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+                        p.cast()
+                    }
+                    _ => std::ptr::null_mut(),
+                }
+            };
+            (*ifa).ifa_next = if k + 1 < n {
+                base.add((k + 1) * ent).cast()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*ifa).ifa_name = name.cast();
+            (*ifa).ifa_flags = e.flags;
+            (*ifa).ifa_addr = slot(0, &Some(e.addr.clone()));
+            (*ifa).ifa_netmask = slot(1, &e.netmask);
+            (*ifa).ifa_ifu = slot(2, &e.broad);
+            (*ifa).ifa_data = std::ptr::null_mut();
+        }
+    }
+    Ok(base.cast())
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn if_nametoindex(name: *const c_char) -> c_uint {
+    static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    if !active() {
+        let p = next(&REAL, b"if_nametoindex\0");
+        if p.is_null() {
+            return 0;
+        }
+        // SAFETY: p is libc's if_nametoindex, with this signature.
+        let f: unsafe extern "C" fn(*const c_char) -> c_uint = unsafe { std::mem::transmute(p) };
+        // SAFETY: the caller's argument.
+        return unsafe { f(name) };
+    }
+    if name.is_null() {
+        Errno(libc::ENODEV).set_errno();
+        return 0;
+    }
+    // SAFETY: name is the caller's NUL-terminated string.
+    let n = unsafe { std::ffi::CStr::from_ptr(name) };
+    if n.to_bytes() == iface::NAME.as_bytes() {
+        iface::INDEX
+    } else {
+        Errno(libc::ENODEV).set_errno();
+        0
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn if_indextoname(index: c_uint, buf: *mut c_char) -> *mut c_char {
+    static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    if !active() {
+        let p = next(&REAL, b"if_indextoname\0");
+        if p.is_null() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: p is libc's if_indextoname, with this signature.
+        let f: unsafe extern "C" fn(c_uint, *mut c_char) -> *mut c_char =
+            unsafe { std::mem::transmute(p) };
+        // SAFETY: the caller's arguments.
+        return unsafe { f(index, buf) };
+    }
+    if index != iface::INDEX || buf.is_null() {
+        Errno(libc::ENXIO).set_errno();
+        return std::ptr::null_mut();
+    }
+    // SAFETY: buf has room for IF_NAMESIZE (16) bytes, as the function requires.
+    unsafe {
+        std::ptr::copy_nonoverlapping(iface::NAME.as_ptr(), buf.cast::<u8>(), iface::NAME.len());
+        *buf.add(iface::NAME.len()) = 0;
+    }
+    buf
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn if_nameindex() -> *mut libc::if_nameindex {
+    static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    if !active() {
+        let p = next(&REAL, b"if_nameindex\0");
+        if p.is_null() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: p is libc's if_nameindex, with this signature.
+        let f: unsafe extern "C" fn() -> *mut libc::if_nameindex =
+            unsafe { std::mem::transmute(p) };
+        // SAFETY: no arguments.
+        return unsafe { f() };
+    }
+    // SAFETY: two zeroed entries (the second is the terminator) and a malloc'd name, the
+    // layout glibc's if_freenameindex frees; both allocations are checked.
+    unsafe {
+        let arr =
+            libc::calloc(2, std::mem::size_of::<libc::if_nameindex>()).cast::<libc::if_nameindex>();
+        if arr.is_null() {
+            Errno(libc::ENOBUFS).set_errno();
+            return std::ptr::null_mut();
+        }
+        let name = libc::calloc(1, iface::NAME.len() + 1).cast::<u8>();
+        if name.is_null() {
+            libc::free(arr.cast());
+            Errno(libc::ENOBUFS).set_errno();
+            return std::ptr::null_mut();
+        }
+        std::ptr::copy_nonoverlapping(iface::NAME.as_ptr(), name, iface::NAME.len());
+        (*arr).if_index = iface::INDEX;
+        (*arr).if_name = name.cast();
+        arr
+    }
+}

@@ -2,11 +2,11 @@
 //! and DNS server from a DHCPv4 server and an IPv6 address and default route from router
 //! advertisements on the virtual LAN, then talk to a fixed-address node over TCP and ICMP.
 //!
-//! The DHCP server and the router advertiser are a small helper in this file on a native
-//! switch port (frames built with smoltcp's `wire` codecs), not dnsmasq: dnsmasq's DHCP
-//! server looks up the receiving interface's addresses over netlink, which shows the host's
-//! interfaces, not the node's ("DHCP packet received on lo which has no address"), and its
-//! router advertisements need raw ICMPv6 sockets, which the shim does not offer.
+//! Two servers: Debian's real `dnsmasq` running as an ioth node (DHCPv4 with its ARP-cache
+//! injection for unicast replies, router advertisements on a raw ICMPv6 socket, DNS; it sees
+//! the node's interface `vde0` over the shim's virtual netlink and interface ioctls), and a
+//! small helper in this file on a native switch port (frames built with smoltcp's `wire`
+//! codecs), which cheaply checks lease renewal and expiry with a 4 s lease.
 
 use ioth_common::config::{Mac, link_local};
 use ioth_common::port::SwitchPort;
@@ -482,6 +482,147 @@ fn shim_node_with_ioth_ip_auto_resolves_and_connects() {
             .then_some(())
         },
     );
+}
+
+/// dnsmasq as a node (`--dhcp-range` for IPv4, `ra-only` router advertisements for
+/// `fd00:9::/64`, DNS) serves stack daemons in `dhcp`, `slaac` and `auto` mode and a python
+/// node the shim starts with `IOTH_IP=auto`; all of them then reach the router node.
+#[test]
+fn dnsmasq_node_serves_dhcp_and_router_advertisements() {
+    if !have("python3") || !have("dnsmasq") {
+        return skip("python3 or dnsmasq (dnsmasq-base) missing");
+    }
+    let mut lab = NodeLab::new("autoconf-dnsmasq", None);
+    let router = lab.node("10.0.9.1/24,fd00:9::1/64");
+    listener(&mut lab, &router, 7009, "listen.log");
+    let leases = lab.dir.join("dnsmasq.leases");
+    let mut d = lab.on(&router, "dnsmasq");
+    d.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--log-queries",
+        "--log-dhcp",
+        "--port=53",
+        "--user=root",
+        "--host-record=gw9,10.0.9.1",
+        "--dhcp-range=10.0.9.100,10.0.9.150,1h",
+        "--dhcp-range=fd00:9::,ra-only,64",
+        "--enable-ra",
+    ])
+    .arg(format!("--dhcp-leasefile={}", leases.display()))
+    .arg(format!(
+        "--pid-file={}",
+        lab.dir.join("dnsmasq.pid").display()
+    ));
+    lab.spawn(d, "dnsmasq.log");
+    wait_for(
+        Duration::from_secs(20),
+        "dnsmasq advertising on vde0",
+        || {
+            let l = lab.log("dnsmasq.log");
+            assert!(!l.contains("FAILED") && !l.contains("failed"), "{l}");
+            l.contains("RTR-ADVERT(vde0)").then_some(())
+        },
+    );
+
+    let t0 = Instant::now();
+    let (n4, _d4) = auto_node(&lab, "dhcp", "dm-dhcp");
+    let i = wait_for(Duration::from_secs(15), "DHCP lease from dnsmasq", || {
+        let i = info(&n4);
+        (i.contains("addr=10.0.9.1") && i.contains("dns=10.0.9.1")).then_some(i)
+    });
+    eprintln!("dhcp node: lease after {:?}", t0.elapsed());
+    assert!(i.contains("gw=10.0.9.1"), "{i}");
+    let mac4 = Mac(mac_of(&i)).to_string();
+    wait_for(
+        Duration::from_secs(10),
+        "the lease in dnsmasq's file",
+        || {
+            let f = std::fs::read_to_string(&leases).unwrap_or_default();
+            f.lines()
+                .any(|l| l.contains(&mac4) && l.contains(" 10.0.9.1"))
+                .then_some(())
+        },
+    );
+    assert!(
+        lab.log("dnsmasq.log").contains("DHCPACK(vde0)"),
+        "{}",
+        lab.log("dnsmasq.log")
+    );
+    assert!(ping(&n4, "10.0.9.1"), "ping from the DHCP node\n{i}");
+    tcp_exchange(&lab, &n4, "10.0.9.1", 7009, "listen.log", "dnsmasq-dhcp4");
+
+    let t0 = Instant::now();
+    let (n6, _d6) = auto_node(&lab, "slaac", "dm-slaac");
+    let i = wait_for(
+        Duration::from_secs(15),
+        "SLAAC address from dnsmasq's RA",
+        || {
+            let i = info(&n6);
+            i.contains("addr=fd00:9::").then_some(i)
+        },
+    );
+    eprintln!("slaac node: address after {:?}", t0.elapsed());
+    assert!(
+        i.contains("gw=fe80::"),
+        "default route via the router's link-local\n{i}"
+    );
+    assert!(ping(&n6, "fd00:9::1"), "ping from the SLAAC node\n{i}");
+    tcp_exchange(&lab, &n6, "fd00:9::1", 7009, "listen.log", "dnsmasq-slaac6");
+
+    let (a, _da) = auto_node(&lab, "auto", "dm-auto");
+    wait_for(
+        Duration::from_secs(15),
+        "auto node with both families",
+        || {
+            let i = info(&a);
+            (i.contains("addr=10.0.9.1") && i.contains("addr=fd00:9::")).then_some(())
+        },
+    );
+    tcp_exchange(&lab, &a, "fd00:9::1", 7009, "listen.log", "dnsmasq-auto6");
+    tcp_exchange(&lab, &a, "10.0.9.1", 7009, "listen.log", "dnsmasq-auto4");
+
+    // A program as a node of its own: the shim starts the daemon (IOTH_IP=auto), `gw9` is
+    // resolved by dnsmasq, the DNS server of the lease.
+    let mut c = lab.at("auto", "python3");
+    c.env("IOTH_NAME", "dmshim").args([
+        "-c",
+        "import socket,sys,time\n\
+         for fam, a in ((socket.AF_INET, 'gw9'), (socket.AF_INET6, 'fd00:9::1')):\n\
+         \x20   for i in range(50):\n\
+         \x20       s = socket.socket(fam)\n\
+         \x20       try:\n\
+         \x20           s.connect((a, 7009)); break\n\
+         \x20       except OSError as e:\n\
+         \x20           err = e; s.close(); time.sleep(0.2)\n\
+         \x20   else:\n\
+         \x20       sys.exit('connect %s: %s' % (a, err))\n\
+         \x20   s.sendall(('dnsmasq-shim-%d\\n' % fam).encode()); s.close()\n",
+    ]);
+    let o = run_for(40, c);
+    let _node = pid_by_cmdline(&lab.dir.join("run").to_string_lossy()).map(|pid| Daemon {
+        pid,
+        name: "shim's ioth-stackd".into(),
+    });
+    assert!(
+        o.status.success(),
+        "{}\ndnsmasq: {}",
+        text(&o),
+        lab.log("dnsmasq.log")
+    );
+    wait_for(Duration::from_secs(10), "the shim node's lines", || {
+        let l = lab.log("listen.log");
+        (l.contains(&format!("dnsmasq-shim-{}", libc::AF_INET))
+            && l.contains(&format!("dnsmasq-shim-{}", libc::AF_INET6)))
+        .then_some(())
+    });
+    let l = lab.log("dnsmasq.log");
+    assert!(l.contains("query[A] gw9 from 10.0.9.1"), "{l}");
+    // Three leases: the dhcp, auto and shim nodes.
+    let f = std::fs::read_to_string(&leases).unwrap_or_default();
+    assert_eq!(f.lines().count(), 3, "{f}");
 }
 
 #[test]

@@ -8,6 +8,11 @@
 //!   when asked with `vde://`), 1518-byte frames.
 //!
 //! The returned port's data fd is non-blocking; one frame per `send`/`recv`.
+//!
+//! A client that can use switch shortcuts (direct socketpairs to other native ports, see
+//! [`vde::ShortcutOffer`]) opens with [`SwitchPort::open_with_shortcuts`] and reads with
+//! [`SwitchPort::recv_any`], which also returns the offers. Plain [`SwitchPort::open`] never
+//! asks for them.
 
 use crate::sys::{self, Errno, Fd, UnixAddr};
 use crate::vde::{self, NativeHello, NativeWelcome, VdeRequest};
@@ -34,6 +39,21 @@ pub struct SwitchPort {
     /// The switch fills in checksums of the frames we send
     /// ([`vde::NATIVE_FLAG_CSUM_FILL`]): the stack may leave them out.
     pub csum_fill: bool,
+    /// The switch may send [`vde::ShortcutOffer`]s on this port (read them with
+    /// [`SwitchPort::recv_any`]).
+    pub shortcuts: bool,
+}
+
+/// What [`SwitchPort::recv_any`] read.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A frame of this length, in the buffer.
+    Frame(usize),
+    /// A shortcut offer, with the client's end of the socketpair.
+    Shortcut(vde::ShortcutOffer, Fd),
+    /// A message that is neither (too short for a frame, or an offer without its descriptor):
+    /// dropped.
+    Ignored,
 }
 
 /// Socket buffer size asked for on data sockets (the kernel caps it at wmem_max/rmem_max).
@@ -68,6 +88,26 @@ impl SwitchPort {
         description: &str,
         want_max_frame: usize,
     ) -> Result<SwitchPort, OpenError> {
+        Self::open_flags(loc, description, want_max_frame, 0)
+    }
+
+    /// [`SwitchPort::open`], and on a native port ask for shortcut offers
+    /// ([`vde::NATIVE_FLAG_SHORTCUT`]): the caller must then read with
+    /// [`SwitchPort::recv_any`] and serve the shortcuts it accepts.
+    pub fn open_with_shortcuts(
+        loc: &str,
+        description: &str,
+        want_max_frame: usize,
+    ) -> Result<SwitchPort, OpenError> {
+        Self::open_flags(loc, description, want_max_frame, vde::NATIVE_FLAG_SHORTCUT)
+    }
+
+    fn open_flags(
+        loc: &str,
+        description: &str,
+        want_max_frame: usize,
+        flags: u32,
+    ) -> Result<SwitchPort, OpenError> {
         let force_vde = loc.starts_with("vde://");
         let dir = crate::names::switch_dir(loc);
         let dir = std::fs::canonicalize(&dir).map_err(|e| {
@@ -84,7 +124,7 @@ impl SwitchPort {
         }
         let native = dir.join("native");
         if !force_vde && native.exists() {
-            Self::open_native(&native, description, want_max_frame)
+            Self::open_native_flags(&native, description, want_max_frame, flags)
         } else {
             Self::open_vde(&dir, description, 0)
         }
@@ -96,6 +136,17 @@ impl SwitchPort {
         description: &str,
         want_max_frame: usize,
     ) -> Result<SwitchPort, OpenError> {
+        Self::open_native_flags(path, description, want_max_frame, 0)
+    }
+
+    /// Native port at `path`, asking for checksum filling and the extra `flags`
+    /// (e.g. [`vde::NATIVE_FLAG_SHORTCUT`]).
+    pub fn open_native_flags(
+        path: &Path,
+        description: &str,
+        want_max_frame: usize,
+        flags: u32,
+    ) -> Result<SwitchPort, OpenError> {
         let what = || format!("switch port {}", path.display());
         let fd = sys::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)
             .map_err(|e| err(e, what()))?;
@@ -106,7 +157,7 @@ impl SwitchPort {
         let hello = NativeHello {
             max_frame: want_max_frame as u32,
             description: description.into(),
-            flags: vde::NATIVE_FLAG_CSUM_FILL,
+            flags: vde::NATIVE_FLAG_CSUM_FILL | flags,
         };
         sys::retry(|| sys::send(fd.raw(), &hello.encode(), libc::MSG_NOSIGNAL))
             .map_err(|e| err(e, what()))?;
@@ -134,6 +185,7 @@ impl SwitchPort {
             max_frame: w.max_frame as usize,
             port: w.port,
             csum_fill: w.has(vde::NATIVE_FLAG_CSUM_FILL),
+            shortcuts: w.has(vde::NATIVE_FLAG_SHORTCUT),
         })
     }
 
@@ -222,6 +274,7 @@ impl SwitchPort {
             max_frame: vde::VDE_MAX_FRAME,
             port: 0,
             csum_fill: false,
+            shortcuts: false,
         })
     }
 
@@ -252,6 +305,32 @@ impl SwitchPort {
             return Err(Errno::EMSGSIZE);
         }
         Ok(n)
+    }
+}
+
+impl SwitchPort {
+    /// Receive one message without blocking: a frame (into `buf`) or, on a port granted
+    /// shortcuts, a [`vde::ShortcutOffer`] with its descriptor. Errors as [`SwitchPort::recv`].
+    pub fn recv_any(&self, buf: &mut [u8]) -> Result<Incoming, Errno> {
+        if !self.shortcuts {
+            return self.recv(buf).map(Incoming::Frame);
+        }
+        let r = sys::recvmsg(
+            self.data.raw(),
+            &mut [std::io::IoSliceMut::new(buf)],
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )?;
+        if r.len > buf.len() {
+            return Err(Errno::EMSGSIZE);
+        }
+        if r.len == 0 || r.len >= vde::MIN_FRAME {
+            return Ok(Incoming::Frame(r.len));
+        }
+        let mut fds = r.fds;
+        match (vde::ShortcutOffer::parse(&buf[..r.len]), fds.len()) {
+            (Ok(o), 1) => Ok(Incoming::Shortcut(o, fds.remove(0))),
+            _ => Ok(Incoming::Ignored),
+        }
     }
 }
 

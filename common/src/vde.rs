@@ -29,6 +29,15 @@
 //! [`NATIVE_FLAG_CSUM_FILL`]: the client sends frames with the IPv4 header, TCP and UDP
 //! checksums left out, and the switch fills them in ([`crate::csum::fill`]) whenever such a
 //! frame leaves through a port that did not ask for the flag, or goes to a pcap file.
+//!
+//! [`NATIVE_FLAG_SHORTCUT`] (a client that understands shortcut offers): the switch may send
+//! such a client a [`ShortcutOffer`] on its port: a message shorter than any frame (12 bytes,
+//! so it can never be taken for one) carrying, by `SCM_RIGHTS`, one end of a fresh
+//! `SOCK_SEQPACKET` socketpair whose other end went to the port of `peer`. The client may then
+//! send its unicast frames for `peer` straight into that socket (one frame per message, as on
+//! the port) and must read frames from it as if they came from the switch. The switch ends a
+//! shortcut by `shutdown(SHUT_RDWR)` on its own copies of both ends: the clients then see EOF
+//! (reading) or `EPIPE` (sending), drop the shortcut and go through the switch again.
 
 use crate::sys::{Errno, UnixAddr};
 
@@ -145,6 +154,43 @@ pub const NATIVE_MAGIC: &[u8; 8] = b"IOTHPRT1";
 /// Native port flag: checksums are filled by the switch, not by the sending stack (see the
 /// module documentation).
 pub const NATIVE_FLAG_CSUM_FILL: u32 = 1;
+/// Native port flag: the client takes [`ShortcutOffer`]s (see the module documentation).
+pub const NATIVE_FLAG_SHORTCUT: u32 = 2;
+
+/// Magic of a [`ShortcutOffer`].
+pub const SHORTCUT_MAGIC: &[u8; 2] = b"SC";
+/// Length of a [`ShortcutOffer`]: shorter than [`MIN_FRAME`], so never a frame.
+pub const SHORTCUT_OFFER_LEN: usize = 12;
+
+/// The switch's offer of a direct path to `peer` (its MAC): `"SC", peer[6], id u32`, sent
+/// with one descriptor (`SCM_RIGHTS`): the client's end of the shortcut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShortcutOffer {
+    pub peer: [u8; 6],
+    /// The switch's number for the shortcut (both ends get the same).
+    pub id: u32,
+}
+
+impl ShortcutOffer {
+    pub fn encode(&self) -> [u8; SHORTCUT_OFFER_LEN] {
+        let mut b = [0u8; SHORTCUT_OFFER_LEN];
+        b[..2].copy_from_slice(SHORTCUT_MAGIC);
+        b[2..8].copy_from_slice(&self.peer);
+        b[8..].copy_from_slice(&self.id.to_le_bytes());
+        b
+    }
+    pub fn parse(b: &[u8]) -> Result<ShortcutOffer, Errno> {
+        if b.len() != SHORTCUT_OFFER_LEN || &b[..2] != SHORTCUT_MAGIC {
+            return Err(Errno::EPROTO);
+        }
+        let mut peer = [0u8; 6];
+        peer.copy_from_slice(&b[2..8]);
+        Ok(ShortcutOffer {
+            peer,
+            id: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        })
+    }
+}
 
 /// First message on a native port: `magic[8], max_frame u32, description (UTF-8)`, and when
 /// `flags` is not 0, `NUL, flags u32` after the description.
@@ -320,5 +366,18 @@ mod tests {
         let pw = NativeWelcome::parse(&w.encode()).unwrap();
         assert!(pw.has(NATIVE_FLAG_CSUM_FILL));
         assert!(!NativeWelcome { flags: None, ..w }.has(NATIVE_FLAG_CSUM_FILL));
+    }
+
+    #[test]
+    fn shortcut_offer_roundtrip_and_is_never_a_frame() {
+        let o = ShortcutOffer {
+            peer: [2, 0, 0, 0, 0, 9],
+            id: 77,
+        };
+        let b = o.encode();
+        assert!(b.len() < MIN_FRAME);
+        assert_eq!(ShortcutOffer::parse(&b).unwrap(), o);
+        assert!(ShortcutOffer::parse(&b[..11]).is_err());
+        assert!(ShortcutOffer::parse(&[0u8; 12]).is_err());
     }
 }

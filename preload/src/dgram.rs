@@ -61,8 +61,6 @@ const RECVTTL: u64 = 1 << 55;
 const RECVHOPS: u64 = 1 << 54;
 /// A virtual rtnetlink socket ([`crate::netlink`]), not a datagram socket of the daemon.
 const NETLINK: u64 = 1 << 53;
-/// A raw ICMPv6 socket (received datagrams carry the hop limit).
-const RAW: u64 = 1 << 52;
 const INO: u64 = 0xffff_ffff;
 
 /// Largest UDP payload over IPv4 and IPv6 (65535 minus the headers).
@@ -294,9 +292,6 @@ pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
     }
     if protocol == libc::IPPROTO_ICMP || protocol == libc::IPPROTO_ICMPV6 {
         bits |= ICMP;
-    }
-    if base == libc::SOCK_RAW {
-        bits |= RAW;
     }
     store(fd, bits);
 }

@@ -5,8 +5,11 @@
 //! socket the program creates over IPv4 or IPv6 becomes a socket of the node's user-space
 //! stack (`ioth-stackd`, started on first use), reached through a kernel socketpair, so
 //! polling, fork and exec need no hook (datagram sockets get a small header added and
-//! stripped in the read/write/send/recv hooks). Raw IP sockets fail with `EPERM`. Names are
-//! resolved on the virtual network ([`resolv`]). Everything else goes to the kernel untouched.
+//! stripped in the read/write/send/recv hooks). Raw ICMPv6 sockets are virtual too (router
+//! advertisement daemons); other raw IP sockets fail with `EPERM`. The process sees the node's
+//! interface `vde0` ([`iface`]) through rtnetlink ([`netlink`]), interface `ioctl`s and
+//! `getifaddrs`/`if_*` ([`ifhooks`]). Names are resolved on the virtual network ([`resolv`]).
+//! Everything else goes to the kernel untouched.
 //!
 //! Layers: [`hooks`] (exported C symbols, pointer handling, panic barrier) over [`emu`] (what
 //! each call means for a virtual socket) over [`node`] (control connections, starting the

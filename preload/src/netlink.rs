@@ -96,7 +96,9 @@ fn newlink(b: &mut Vec<u8>, i: &Iface, flags: u16, seq: u32, pid: u32) {
         b.push(0);
         b.extend_from_slice(&libc::ARPHRD_ETHER.to_ne_bytes());
         b.extend_from_slice(&(iface::INDEX as i32).to_ne_bytes());
-        b.extend_from_slice(&iface::FLAGS.to_ne_bytes());
+        // The link is up with carrier (IFF_LOWER_UP, which only rtnetlink reports).
+        let flags = iface::FLAGS | libc::IFF_LOWER_UP as u32;
+        b.extend_from_slice(&flags.to_ne_bytes());
         b.extend_from_slice(&0u32.to_ne_bytes());
         attr(b, IFLA_IFNAME, &name_z());
         attr(b, IFLA_ADDRESS, &i.mac);

@@ -22,15 +22,84 @@
 //!   come back after a restart without the offer, the device fills the checksums itself
 //!   ([`ioth_common::csum::fill`]). On a VDE port everything is computed and verified.
 //!
+//! * Shortcuts: on a native port that takes them ([`SwitchPort::shortcuts`]), the switch may
+//!   hand over a direct `SOCK_SEQPACKET` socket to another stack's port
+//!   ([`ioth_common::vde::ShortcutOffer`]). Unicast frames for that peer's MAC then go into
+//!   it instead of the switch socket, and frames are read from every shortcut as from the
+//!   switch: the shortcut sockets are watched by the same epoll token as the switch socket
+//!   (edge-triggered), and [`SwitchDevice::recv_switch`] answers `EAGAIN` only once every
+//!   source said so in a row. A source keeps the turn for at most [`STREAK`] frames. EOF or
+//!   an error on a shortcut (the switch revoked it, the peer died) ends it: its pending frame
+//!   goes through the switch, and so does what follows. Shortcuts end with the switch port
+//!   (restart). Counters: [`SwitchDevice::shortcut_info`].
+//!
 //! No allocation per frame: hairpin buffers are recycled.
 
-use ioth_common::port::SwitchPort;
-use ioth_common::sys::{self, Errno};
+use ioth_common::port::{Incoming, SwitchPort};
+use ioth_common::sys::{self, Errno, Fd};
+use ioth_common::vde;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
+
+/// Frames read from one source in a row before the next source gets a turn.
+pub const STREAK: u32 = 32;
+/// Most shortcuts a node keeps (further offers are refused).
+pub const MAX_SHORTCUTS: usize = 256;
+
+/// A direct socket to another stack's port (see the module documentation).
+struct Shortcut {
+    id: u32,
+    peer: [u8; 6],
+    fd: Fd,
+    out_armed: bool,
+}
+
+/// The node's shortcuts and their counters.
+#[derive(Default)]
+pub struct Shortcuts {
+    list: Vec<Shortcut>,
+    pub tx_frames: u64,
+    pub rx_frames: u64,
+    pub made: u64,
+    pub ended: u64,
+}
+
+impl Shortcuts {
+    fn find(&self, mac: &[u8]) -> Option<usize> {
+        if self.list.is_empty() {
+            return None;
+        }
+        self.list.iter().position(|s| s.peer[..] == *mac)
+    }
+
+    fn index(&self, id: u32) -> Option<usize> {
+        self.list.iter().position(|s| s.id == id)
+    }
+
+    /// End shortcut `i`: out of epoll, and shut down so that the peer falls back too (the
+    /// switch holds a copy of the socket, so closing alone would not tell it).
+    fn end(&mut self, i: usize, watch: Option<(RawFd, u64)>) {
+        let s = self.list.swap_remove(i);
+        if let Some((ep, _)) = watch {
+            let _ = sys::epoll_ctl(ep, libc::EPOLL_CTL_DEL, s.fd.raw(), 0, 0);
+        }
+        let _ = sys::shutdown(s.fd.raw(), libc::SHUT_RDWR);
+        self.ended += 1;
+        log::debug!("shortcut {} ended", s.id);
+    }
+
+    fn clear(&mut self, watch: Option<(RawFd, u64)>) {
+        while !self.list.is_empty() {
+            self.end(self.list.len() - 1, watch);
+        }
+    }
+}
+
+/// Where the pending frame goes: the switch, or the shortcut with this id.
+type Via = Option<u32>;
 
 pub struct SwitchDevice {
     pub port: Option<SwitchPort>,
@@ -41,7 +110,7 @@ pub struct SwitchDevice {
     pub rx: Vec<u8>,
     pub staged: Option<usize>,
     tx: Vec<u8>,
-    pending: Option<usize>,
+    pending: Option<(usize, Via)>,
     pub hairpin: VecDeque<Vec<u8>>,
     free: Vec<Vec<u8>>,
     pub sent: u64,
@@ -52,6 +121,11 @@ pub struct SwitchDevice {
     /// and whether `EPOLLOUT` is asked for.
     watch: Option<(RawFd, u64)>,
     out_armed: bool,
+    pub shortcuts: Shortcuts,
+    /// Source read from: 0 the switch port, i + 1 shortcut i; and frames read from it in a
+    /// row.
+    rr: usize,
+    streak: u32,
 }
 
 /// Ask `ep` for `EPOLLOUT` on `fd` too (`on`), or only for `EPOLLIN`; edge-triggered.
@@ -91,7 +165,49 @@ impl SwitchDevice {
             offload,
             watch: None,
             out_armed: false,
+            shortcuts: Shortcuts::default(),
+            rr: 0,
+            streak: 0,
         }
+    }
+
+    /// One line for the node's info: shortcuts open, made, ended, frames sent and received.
+    pub fn shortcut_info(&self) -> String {
+        let s = &self.shortcuts;
+        format!(
+            "shortcuts={} shortcuts_made={} shortcuts_ended={} shortcut_tx={} shortcut_rx={}\n",
+            s.list.len(),
+            s.made,
+            s.ended,
+            s.tx_frames,
+            s.rx_frames
+        )
+    }
+
+    /// Take a shortcut the switch offered.
+    fn accept_shortcut(&mut self, o: vde::ShortcutOffer, fd: Fd) {
+        if let Some(i) = self.shortcuts.find(&o.peer) {
+            self.shortcuts.end(i, self.watch);
+        }
+        if self.shortcuts.list.len() >= MAX_SHORTCUTS {
+            let _ = sys::shutdown(fd.raw(), libc::SHUT_RDWR);
+            return;
+        }
+        if let Some((ep, token)) = self.watch {
+            let ev = (libc::EPOLLIN | libc::EPOLLET) as u32;
+            if sys::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd.raw(), ev, token).is_err() {
+                let _ = sys::shutdown(fd.raw(), libc::SHUT_RDWR);
+                return;
+            }
+        }
+        log::debug!("shortcut {} to {:02x?}", o.id, o.peer);
+        self.shortcuts.made += 1;
+        self.shortcuts.list.push(Shortcut {
+            id: o.id,
+            peer: o.peer,
+            fd,
+            out_armed: false,
+        });
     }
 
     /// The switch socket was just added to `ep` with `EPOLLIN | EPOLLET` under `token`: from
@@ -104,7 +220,13 @@ impl SwitchDevice {
     /// Whether an `EPOLLOUT` event will come when the pending frame can go (if `false` while
     /// blocked, the caller has to retry on its own).
     pub fn wakes_when_writable(&self) -> bool {
-        self.out_armed
+        match self.pending {
+            Some((_, Some(id))) => self
+                .shortcuts
+                .index(id)
+                .is_some_and(|i| self.shortcuts.list[i].out_armed),
+            _ => self.out_armed,
+        }
     }
 
     /// Whether a frame waits for room on the switch socket.
@@ -114,8 +236,29 @@ impl SwitchDevice {
 
     /// Try to send the pending frame; `true` if nothing is pending any more.
     pub fn flush(&mut self) -> bool {
-        if let Some(n) = self.pending {
+        if self.port.is_none() && !self.shortcuts.list.is_empty() {
+            self.shortcuts.clear(self.watch);
+        }
+        while let Some((n, via)) = self.pending {
             // (Checksums, if needed, were filled when the frame was first sent.)
+            if let Some(i) = via.and_then(|id| self.shortcuts.index(id)) {
+                let sc = &mut self.shortcuts.list[i];
+                match send_frame(sc.fd.raw(), &self.tx[..n]) {
+                    Ok(_) => {
+                        self.shortcuts.tx_frames += 1;
+                        self.pending = None;
+                    }
+                    Err(e) if e.is_again() => {
+                        arm(self.watch, sc.fd.raw(), &mut sc.out_armed, true);
+                        return false;
+                    }
+                    Err(_) => {
+                        self.shortcuts.end(i, self.watch);
+                        self.pending = Some((n, None));
+                    }
+                }
+                continue;
+            }
             match self.port.as_ref().map(|p| p.send(&self.tx[..n])) {
                 Some(Err(e)) if e.is_again() => {
                     if let Some(p) = &self.port {
@@ -131,6 +274,9 @@ impl SwitchDevice {
         {
             arm(self.watch, p.data_fd(), &mut self.out_armed, false);
         }
+        for sc in self.shortcuts.list.iter_mut().filter(|s| s.out_armed) {
+            arm(self.watch, sc.fd.raw(), &mut sc.out_armed, false);
+        }
         true
     }
 
@@ -143,13 +289,84 @@ impl SwitchDevice {
         Some(n)
     }
 
-    /// Read one frame from the switch into `rx`.
+    /// Read one frame from the switch or one of the shortcuts into `rx` (see the module
+    /// documentation); `EAGAIN` once every source is drained. `Ok(0)`: the switch closed the
+    /// port. Shortcut offers are taken on the way.
     pub fn recv_switch(&mut self) -> Result<usize, Errno> {
-        match &self.port {
-            Some(p) => p.recv(&mut self.rx),
-            None => Err(Errno::EAGAIN),
+        if self.port.is_none() {
+            self.shortcuts.clear(self.watch);
+            return Err(Errno::EAGAIN);
+        }
+        // Sources that said EAGAIN in a row.
+        let mut dry = 0;
+        loop {
+            let sources = 1 + self.shortcuts.list.len();
+            if dry >= sources {
+                return Err(Errno::EAGAIN);
+            }
+            if self.rr >= sources {
+                self.rr = 0;
+            }
+            if self.streak >= STREAK {
+                self.streak = 0;
+                self.rr = (self.rr + 1) % sources;
+            }
+            if self.rr == 0 {
+                let Some(p) = &self.port else {
+                    return Err(Errno::EAGAIN);
+                };
+                match p.recv_any(&mut self.rx) {
+                    Ok(Incoming::Frame(n)) => {
+                        self.streak += 1;
+                        return Ok(n);
+                    }
+                    Ok(Incoming::Shortcut(o, fd)) => {
+                        self.accept_shortcut(o, fd);
+                        dry = 0;
+                    }
+                    Ok(Incoming::Ignored) => {}
+                    Err(e) if e.is_again() => {
+                        dry += 1;
+                        self.streak = 0;
+                        self.rr = 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            let i = self.rr - 1;
+            let fd = self.shortcuts.list[i].fd.raw();
+            match sys::recv(fd, &mut self.rx, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+                Ok(n) if n > self.rx.len() => {} // Too big for us: dropped.
+                Ok(0) => {
+                    // Revoked, or the peer is gone.
+                    self.shortcuts.end(i, self.watch);
+                    dry = 0;
+                }
+                Ok(n) if n < vde::MIN_FRAME => {}
+                Ok(n) => {
+                    self.streak += 1;
+                    self.shortcuts.rx_frames += 1;
+                    return Ok(n);
+                }
+                Err(e) if e.is_again() => {
+                    dry += 1;
+                    self.streak = 0;
+                    self.rr += 1;
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => {
+                    self.shortcuts.end(i, self.watch);
+                    dry = 0;
+                }
+            }
         }
     }
+}
+
+/// Send one frame on a shortcut without blocking.
+fn send_frame(fd: RawFd, frame: &[u8]) -> Result<usize, Errno> {
+    sys::send(fd, frame, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
 }
 
 pub struct Rx<'a>(&'a [u8]);
@@ -162,7 +379,7 @@ impl phy::RxToken for Rx<'_> {
 
 pub struct Tx<'a> {
     buf: &'a mut Vec<u8>,
-    pending: &'a mut Option<usize>,
+    pending: &'a mut Option<(usize, Via)>,
     port: &'a Option<SwitchPort>,
     hairpin: &'a mut VecDeque<Vec<u8>>,
     free: &'a mut Vec<Vec<u8>>,
@@ -173,6 +390,7 @@ pub struct Tx<'a> {
     offload: bool,
     watch: Option<(RawFd, u64)>,
     out_armed: &'a mut bool,
+    shortcuts: &'a mut Shortcuts,
 }
 
 impl phy::TxToken for Tx<'_> {
@@ -193,11 +411,28 @@ impl phy::TxToken for Tx<'_> {
             ioth_common::csum::fill(&mut self.buf[..len]);
         }
         let frame = &self.buf[..len];
+        if let Some(i) = self.shortcuts.find(&frame[..6]) {
+            let sc = &mut self.shortcuts.list[i];
+            match send_frame(sc.fd.raw(), frame) {
+                Ok(_) => {
+                    *self.sent += 1;
+                    self.shortcuts.tx_frames += 1;
+                    return r;
+                }
+                Err(e) if e.is_again() => {
+                    *self.pending = Some((len, Some(sc.id)));
+                    arm(self.watch, sc.fd.raw(), &mut sc.out_armed, true);
+                    return r;
+                }
+                // Revoked or the peer is gone: through the switch.
+                Err(_) => self.shortcuts.end(i, self.watch),
+            }
+        }
         match self.port {
             Some(p) => match p.send(frame) {
                 Ok(_) => *self.sent += 1,
                 Err(e) if e.is_again() => {
-                    *self.pending = Some(len);
+                    *self.pending = Some((len, None));
                     arm(self.watch, p.data_fd(), self.out_armed, true);
                 }
                 Err(e) => {
@@ -235,6 +470,7 @@ impl Device for SwitchDevice {
             offload,
             watch,
             out_armed,
+            shortcuts,
             ..
         } = self;
         Some((
@@ -252,6 +488,7 @@ impl Device for SwitchDevice {
                 offload: *offload,
                 watch: *watch,
                 out_armed,
+                shortcuts,
             },
         ))
     }
@@ -273,6 +510,7 @@ impl Device for SwitchDevice {
             offload: self.offload,
             watch: self.watch,
             out_armed: &mut self.out_armed,
+            shortcuts: &mut self.shortcuts,
         })
     }
 

@@ -307,13 +307,13 @@ fn open_switch(cfg: &ioth_common::config::NodeConfig) -> Result<(String, SwitchP
     let desc = node::port_description(cfg);
     let want = node::want_frame(cfg.mtu);
     if let Some(loc) = &cfg.switch {
-        return SwitchPort::open(loc, &desc, want)
+        return SwitchPort::open_with_shortcuts(loc, &desc, want)
             .map(|p| (loc.clone(), p))
             .map_err(|e| format!("cannot plug into the switch: {e}"));
     }
     let dir = names::default_switch_dir();
     let loc = dir.to_string_lossy().into_owned();
-    if let Ok(p) = SwitchPort::open(&loc, &desc, want) {
+    if let Ok(p) = SwitchPort::open_with_shortcuts(&loc, &desc, want) {
         return Ok((loc, p));
     }
     if let Some(parent) = dir.parent() {
@@ -336,7 +336,7 @@ fn open_switch(cfg: &ioth_common::config::NodeConfig) -> Result<(String, SwitchP
         // Another node may have started it at the same time: try once more anyway.
         log::warn!("{} exited with {status}", exe.display());
     }
-    SwitchPort::open(&loc, &desc, want)
+    SwitchPort::open_with_shortcuts(&loc, &desc, want)
         .map(|p| (loc, p))
         .map_err(|e| format!("cannot plug into the default switch: {e}"))
 }

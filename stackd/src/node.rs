@@ -15,8 +15,11 @@
 //! in the daemon until its [`AcceptRecord`] (with the app's end attached) fits on the
 //! listener's socketpair. Backlog = queued here + records not yet received by the app.
 //!
+//! Raw ICMPv6 sockets are pumped by [`crate::raw`]; `SIOCSARP` neighbour entries come from
+//! [`crate::neigh`].
+//!
 //! Not done here: TCP urgent data, SO_LINGER with a timeout (only 0 = RST is honoured), IP
-//! options, raw sockets, multicast membership.
+//! options, raw sockets other than ICMPv6.
 
 use crate::device::SwitchDevice;
 use crate::frame;

@@ -17,6 +17,15 @@
 //! * frames shorter than 14 bytes (18 if tagged) are dropped and counted as malformed; a frame
 //!   that would exceed a destination port's largest frame is not sent there (`drop_toobig`).
 //!
+//! Shortcuts (bookkeeping only; the I/O layer makes and ends the socketpairs): when a known
+//! unicast frame goes, untagged and unchanged, between two native ports that both take
+//! shortcut offers, have the same untagged VLAN, largest frame and checksum mode,
+//! [`Core::shortcut_candidate`] proposes a direct path between the two MACs, and
+//! [`Core::add_shortcut`] records it. A shortcut is revoked (its id queued for
+//! [`Core::take_revoked`]) when either MAC is learned on another port, either port is removed,
+//! changes its untagged VLAN or becomes a tagged member of a VLAN, or on [`Core::revoke_all`].
+//! Frames over a shortcut never reach the switch: the ports' counters do not include them.
+//!
 //! What it does not do: spanning tree, port mirroring, padding of short frames (vde_switch
 //! pads to 60 bytes; receivers do not need it), queueing (the I/O layer's job; it reports
 //! queue drops and transmissions back through [`Core::note_tx`] and [`Core::note_drop_queue`]).
@@ -79,6 +88,8 @@ pub struct Port {
     /// A native port that sends frames without checksums and wants them filled in for the
     /// rest of the world (`NATIVE_FLAG_CSUM_FILL`); it also accepts frames without them.
     pub csum_fill: bool,
+    /// A native port whose client takes shortcut offers (`NATIVE_FLAG_SHORTCUT`).
+    pub shortcut: bool,
 }
 
 impl Port {
@@ -92,6 +103,7 @@ impl Port {
             counters: Counters::default(),
             queued_bytes: 0,
             csum_fill: false,
+            shortcut: false,
         }
     }
 }
@@ -149,6 +161,18 @@ impl CoreError {
     }
 }
 
+/// A direct path between two MACs on two native ports (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shortcut {
+    pub a: (PortId, Mac),
+    pub b: (PortId, Mac),
+    pub vlan: Vlan,
+    pub created_ms: u64,
+}
+
+/// Default largest number of shortcuts at once (each holds two descriptors in the switch).
+pub const DEFAULT_SHORTCUT_LIMIT: usize = 256;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Entry {
     pub port: PortId,
@@ -165,6 +189,16 @@ pub struct Core {
     pub ageing_ms: u64,
     /// Scratch list of candidate ports (avoids an allocation per frame).
     scratch: Vec<PortId>,
+    /// Whether shortcuts may be proposed at all (off in hub mode and with a pcap file).
+    pub shortcuts_enabled: bool,
+    pub shortcut_limit: usize,
+    shortcuts: BTreeMap<u32, Shortcut>,
+    /// Ordered MAC pair -> shortcut id.
+    sc_pairs: HashMap<(Mac, Mac), u32>,
+    /// MAC -> (its port, number of shortcuts using it).
+    sc_macs: HashMap<Mac, (PortId, usize)>,
+    next_sc: u32,
+    revoked: Vec<u32>,
 }
 
 impl Default for Core {
@@ -195,7 +229,136 @@ impl Core {
             hub,
             ageing_ms: DEFAULT_AGEING_MS,
             scratch: Vec::new(),
+            shortcuts_enabled: !hub,
+            shortcut_limit: DEFAULT_SHORTCUT_LIMIT,
+            shortcuts: BTreeMap::new(),
+            sc_pairs: HashMap::new(),
+            sc_macs: HashMap::new(),
+            next_sc: 1,
+            revoked: Vec::new(),
         }
+    }
+
+    fn pair(x: Mac, y: Mac) -> (Mac, Mac) {
+        if x <= y { (x, y) } else { (y, x) }
+    }
+
+    /// A direct path worth offering for `frame`, just forwarded from `ingress` to `out` by
+    /// [`Core::handle_frame`]: `(src MAC, ingress, dst MAC, egress port, VLAN)`.
+    pub fn shortcut_candidate(
+        &self,
+        ingress: PortId,
+        frame: &[u8],
+        out: &[Egress],
+    ) -> Option<(Mac, PortId, Mac, PortId, Vlan)> {
+        if !self.shortcuts_enabled || self.hub || out.len() != 1 || frame.len() < ETH_HDR {
+            return None;
+        }
+        let e = out[0];
+        if e.tagging != Tagging::AsIs || tag_of(frame).is_some() {
+            return None;
+        }
+        let dst: Mac = frame[0..6].try_into().ok()?;
+        let src: Mac = frame[6..12].try_into().ok()?;
+        if is_group(&dst) || is_group(&src) || dst == src {
+            return None;
+        }
+        let (pi, pe) = (self.ports.get(&ingress)?, self.ports.get(&e.port)?);
+        let alike = pi.shortcut
+            && pe.shortcut
+            && pi.kind == PortKind::Native
+            && pe.kind == PortKind::Native
+            && pi.csum_fill == pe.csum_fill
+            && pi.max_frame == pe.max_frame
+            && pi.untagged_vlan == pe.untagged_vlan;
+        if !alike
+            || self.shortcuts.len() >= self.shortcut_limit
+            || self.sc_pairs.contains_key(&Self::pair(src, dst))
+        {
+            return None;
+        }
+        // A MAC already shortcut from another port is about to be revoked: not now.
+        for (m, p) in [(src, ingress), (dst, e.port)] {
+            if self.sc_macs.get(&m).is_some_and(|(q, _)| *q != p) {
+                return None;
+            }
+        }
+        Some((src, ingress, dst, e.port, pi.untagged_vlan))
+    }
+
+    /// Record a shortcut between `a` and `b`; its id.
+    pub fn add_shortcut(
+        &mut self,
+        a: (PortId, Mac),
+        b: (PortId, Mac),
+        vlan: Vlan,
+        now_ms: u64,
+    ) -> u32 {
+        let id = self.next_sc;
+        self.next_sc = self.next_sc.wrapping_add(1).max(1);
+        self.shortcuts.insert(
+            id,
+            Shortcut {
+                a,
+                b,
+                vlan,
+                created_ms: now_ms,
+            },
+        );
+        self.sc_pairs.insert(Self::pair(a.1, b.1), id);
+        for (p, m) in [a, b] {
+            self.sc_macs.entry(m).or_insert((p, 0)).1 += 1;
+        }
+        id
+    }
+
+    /// Revoke one shortcut (its id goes to [`Core::take_revoked`]).
+    pub fn revoke_shortcut(&mut self, id: u32) {
+        let Some(sc) = self.shortcuts.remove(&id) else {
+            return;
+        };
+        self.sc_pairs.remove(&Self::pair(sc.a.1, sc.b.1));
+        for (_, m) in [sc.a, sc.b] {
+            if let Some(e) = self.sc_macs.get_mut(&m) {
+                e.1 -= 1;
+                if e.1 == 0 {
+                    self.sc_macs.remove(&m);
+                }
+            }
+        }
+        self.revoked.push(id);
+    }
+
+    fn revoke_where(&mut self, f: impl Fn(&Shortcut) -> bool) {
+        let ids: Vec<u32> = self
+            .shortcuts
+            .iter()
+            .filter(|(_, s)| f(s))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.revoke_shortcut(id);
+        }
+    }
+
+    /// Revoke every shortcut.
+    pub fn revoke_all(&mut self) {
+        self.revoke_where(|_| true);
+    }
+
+    /// Ids of the shortcuts revoked since the last call.
+    pub fn take_revoked(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.revoked)
+    }
+
+    /// Whether any shortcut was revoked since the last [`Core::take_revoked`].
+    pub fn has_revoked(&self) -> bool {
+        !self.revoked.is_empty()
+    }
+
+    /// The shortcuts: `(id, shortcut)`, by id.
+    pub fn shortcuts(&self) -> impl Iterator<Item = (u32, &Shortcut)> {
+        self.shortcuts.iter().map(|(k, v)| (*k, v))
     }
 
     pub fn add_port(&mut self, id: PortId, port: Port) -> Result<(), CoreError> {
@@ -209,6 +372,7 @@ impl Core {
     /// Remove a port and forget every address learned on it.
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
         self.table.retain(|_, e| e.port != id);
+        self.revoke_where(|s| s.a.0 == id || s.b.0 == id);
         self.ports.remove(&id)
     }
 
@@ -254,6 +418,7 @@ impl Core {
         if p.untagged_vlan == v || !p.tagged.insert(v) {
             return Err(CoreError::Exists);
         }
+        self.revoke_where(|s| s.a.0 == port || s.b.0 == port);
         Ok(())
     }
 
@@ -269,6 +434,7 @@ impl Core {
         p.tagged.remove(&v);
         p.untagged_vlan = v;
         self.table.retain(|_, e| e.port != port);
+        self.revoke_where(|s| s.a.0 == port || s.b.0 == port);
         Ok(())
     }
 
@@ -388,6 +554,10 @@ impl Core {
         let dst: Mac = frame[0..6].try_into().unwrap_or([0xff; 6]);
         let src: Mac = frame[6..12].try_into().unwrap_or([0xff; 6]);
         if !is_group(&src) {
+            if self.sc_macs.get(&src).is_some_and(|(p, _)| *p != ingress) {
+                // The MAC moved: its shortcuts lead to the old port.
+                self.revoke_where(|s| s.a.1 == src || s.b.1 == src);
+            }
             self.table.insert(
                 (src, vlan),
                 Entry {
@@ -659,6 +829,96 @@ mod tests {
         c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
         c.handle_frame(1, &frame(B, A), 0, &mut out);
         assert_eq!(ports(&out), vec![2, 3]);
+    }
+
+    fn sc_core() -> Core {
+        let mut c = core3();
+        for i in 1..=3 {
+            c.port_mut(i).unwrap().shortcut = true;
+        }
+        c
+    }
+
+    #[test]
+    fn shortcut_proposed_for_learned_unicast_between_capable_ports() {
+        let mut c = sc_core();
+        let mut out = Vec::new();
+        // Unknown destination: flooded, no shortcut.
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert_eq!(c.shortcut_candidate(1, &frame(B, A), &out), None);
+        c.handle_frame(2, &frame(A, B), 0, &mut out);
+        assert_eq!(
+            c.shortcut_candidate(2, &frame(A, B), &out),
+            Some((B, 2, A, 1, 0))
+        );
+        let id = c.add_shortcut((2, B), (1, A), 0, 0);
+        assert_eq!(c.shortcut_candidate(2, &frame(A, B), &out), None, "once");
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert_eq!(
+            c.shortcut_candidate(1, &frame(B, A), &out),
+            None,
+            "either way"
+        );
+        assert_eq!(c.shortcuts().count(), 1);
+        assert!(!c.has_revoked());
+        c.revoke_all();
+        assert_eq!(c.take_revoked(), vec![id]);
+        assert_eq!(c.shortcuts().count(), 0);
+    }
+
+    #[test]
+    fn no_shortcut_for_incapable_or_mismatched_ports_or_when_disabled() {
+        let mut c = sc_core();
+        let mut out = Vec::new();
+        c.handle_frame(1, &frame(BCAST, A), 0, &mut out);
+        c.handle_frame(2, &frame(A, B), 0, &mut out);
+        c.port_mut(2).unwrap().shortcut = false;
+        assert_eq!(c.shortcut_candidate(2, &frame(A, B), &out), None);
+        c.port_mut(2).unwrap().shortcut = true;
+        c.port_mut(2).unwrap().csum_fill = true;
+        assert_eq!(c.shortcut_candidate(2, &frame(A, B), &out), None);
+        c.port_mut(2).unwrap().csum_fill = false;
+        c.port_mut(2).unwrap().kind = PortKind::Vde;
+        assert_eq!(c.shortcut_candidate(2, &frame(A, B), &out), None);
+        c.port_mut(2).unwrap().kind = PortKind::Native;
+        c.shortcuts_enabled = false;
+        assert_eq!(c.shortcut_candidate(2, &frame(A, B), &out), None);
+        c.shortcuts_enabled = true;
+        c.shortcut_limit = 0;
+        assert_eq!(c.shortcut_candidate(2, &frame(A, B), &out), None);
+        c.shortcut_limit = 1;
+        assert!(c.shortcut_candidate(2, &frame(A, B), &out).is_some());
+        // Tagged traffic never.
+        c.create_vlan(7).unwrap();
+        c.vlan_add_port(7, 1).unwrap();
+        c.vlan_add_port(7, 2).unwrap();
+        let t = tagged(A, B, 7);
+        c.handle_frame(2, &t, 0, &mut out);
+        assert_eq!(c.shortcut_candidate(2, &t, &out), None);
+    }
+
+    #[test]
+    fn shortcut_revoked_on_mac_move_port_removal_and_vlan_change() {
+        let mut c = sc_core();
+        let mut out = Vec::new();
+        let id = c.add_shortcut((1, A), (2, B), 0, 0);
+        // A seen on its own port again: nothing.
+        c.handle_frame(1, &frame(BCAST, A), 0, &mut out);
+        assert!(!c.has_revoked());
+        // B shows up on port 3: revoked.
+        c.handle_frame(3, &frame(BCAST, B), 0, &mut out);
+        assert_eq!(c.take_revoked(), vec![id]);
+        let id = c.add_shortcut((1, A), (3, B), 0, 0);
+        c.remove_port(3);
+        assert_eq!(c.take_revoked(), vec![id]);
+        let id = c.add_shortcut((1, A), (2, B), 0, 0);
+        c.create_vlan(5).unwrap();
+        c.set_port_vlan(1, 5).unwrap();
+        assert_eq!(c.take_revoked(), vec![id]);
+        let id = c.add_shortcut((1, A), (2, B), 5, 0);
+        c.vlan_add_port(5, 2).unwrap();
+        assert_eq!(c.take_revoked(), vec![id]);
+        assert_eq!(c.shortcuts().count(), 0);
     }
 
     #[test]

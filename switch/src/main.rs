@@ -46,6 +46,10 @@ struct Cli {
     /// Bound of each port's output queue, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     queue: usize,
+    /// Never offer shortcuts (direct socketpairs between two ioth stacks' native ports);
+    /// there are none anyway with --pcap or --hub.
+    #[arg(long)]
+    no_shortcuts: bool,
     /// Fork into the background once listening (the parent exits 0 when ready).
     #[arg(short = 'd', long)]
     daemon: bool,
@@ -126,6 +130,7 @@ fn run(cli: Cli) -> ExitCode {
         numports: cli.numports,
         hub: cli.hub,
         queue: cli.queue,
+        shortcuts: !cli.no_shortcuts,
     };
     let pidfile = cli.pidfile.as_deref().map(absolute);
     let mut server = match Server::bind(cfg) {

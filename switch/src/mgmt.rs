@@ -60,6 +60,16 @@ const HELP: &[(&str, &str, &str)] = &[
     ("vlan/print", "", "list VLANs and their ports"),
     ("hash/print", "", "print the MAC learning table"),
     (
+        "shortcut/print",
+        "",
+        "list the shortcuts between native ports",
+    ),
+    (
+        "shortcut/revoke",
+        "[ID]",
+        "end shortcut ID (all); traffic goes through the switch",
+    ),
+    (
         "hash/setexpire",
         "SECS",
         "set the ageing time of learned addresses",
@@ -117,6 +127,11 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             format!("ageing {} s", core.ageing_ms / 1000),
             format!("output queue limit {} bytes per port", info.queue_limit),
             format!("pcap {}", info.pcap.as_deref().unwrap_or("off")),
+            format!(
+                "shortcuts {} active {}",
+                if core.shortcuts_enabled { "on" } else { "off" },
+                core.shortcuts().count()
+            ),
             format!("uptime {} s", info.uptime_s),
         ]),
         "logout" => {
@@ -191,6 +206,34 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
                 })
                 .collect(),
         ),
+        "shortcut/print" => ok_data(
+            core.shortcuts()
+                .map(|(id, s)| {
+                    format!(
+                        "Shortcut {id:04} port {:03} {} <-> port {:03} {} VLAN {:04} age {} secs",
+                        s.a.0,
+                        mac_str(&s.a.1),
+                        s.b.0,
+                        mac_str(&s.b.1),
+                        s.vlan,
+                        info.now_ms.saturating_sub(s.created_ms) / 1000
+                    )
+                })
+                .collect(),
+        ),
+        "shortcut/revoke" => (|| {
+            match args.first() {
+                Some(s) => {
+                    let id: u32 = parse_num(Some(s))?;
+                    if !core.shortcuts().any(|(i, _)| i == id) {
+                        return Err(Errno(libc::ENOENT));
+                    }
+                    core.revoke_shortcut(id);
+                }
+                None => core.revoke_all(),
+            }
+            Ok(Vec::new())
+        })(),
         "hash/setexpire" => (|| {
             let s: u64 = parse_num(args.first().copied())?;
             if s == 0 || s > 86_400 * 365 {

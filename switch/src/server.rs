@@ -17,6 +17,16 @@
 //!   unnoticed).
 //! * `DIR/mgmt`: the text console ([`crate::mgmt`]).
 //!
+//! Shortcuts: native clients that ask for them ([`vde::NATIVE_FLAG_SHORTCUT`]; never with
+//! `--pcap`, `--hub` or `--no-shortcuts`) get, once the core proposes one
+//! ([`Core::shortcut_candidate`]: known unicast between two such ports), one end each of a
+//! fresh `SOCK_SEQPACKET` socketpair ([`vde::ShortcutOffer`], `SCM_RIGHTS`), sent on their
+//! ports just before the frame that prompted it, and only when neither port has frames queued.
+//! The two stacks then exchange their unicast frames directly: no switch wakeup, two copies
+//! less per frame. The switch keeps its own copies of both ends; to revoke a shortcut (MAC
+//! moved, port gone, VLAN change, shutdown) it calls `shutdown(SHUT_RDWR)` on them, which both
+//! clients see as EOF/`EPIPE` whatever they are doing, and they fall back to the switch.
+//!
 //! Every port has a bounded output queue (bytes): frames go to the kernel directly while it
 //! takes them, are queued on `EAGAIN` and flushed on `EPOLLOUT`; a full queue drops and counts.
 //! A port whose peer never reads therefore only loses its own frames. Each wakeup reads at
@@ -62,6 +72,8 @@ pub struct Config {
     pub numports: u32,
     pub hub: bool,
     pub queue: usize,
+    /// Offer shortcuts between native ports that take them (see the module documentation).
+    pub shortcuts: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +136,8 @@ pub struct Server {
     egress: Vec<Egress>,
     scratch: Vec<u8>,
     running: bool,
+    /// The switch's copies of both ends of each shortcut, by id.
+    sc_fds: HashMap<u32, (Fd, Fd)>,
 }
 
 fn set_mode(path: &Path, mode: u32, group: Option<u32>) -> Result<(), String> {
@@ -243,7 +257,11 @@ impl Server {
         };
         let ep = sys::epoll_create().map_err(|e| format!("epoll: {e}"))?;
         let mut s = Server {
-            core: Core::new(cfg.hub),
+            core: {
+                let mut c = Core::new(cfg.hub);
+                c.shortcuts_enabled = cfg.shortcuts && !cfg.hub && cfg.pcap.is_none();
+                c
+            },
             cfg: cfg.clone(),
             ep,
             listeners: Vec::new(),
@@ -259,6 +277,7 @@ impl Server {
             egress: Vec::new(),
             scratch: Vec::new(),
             running: true,
+            sc_fds: HashMap::new(),
         };
         let mut bound = Vec::new();
         let r = (|| {
@@ -374,6 +393,8 @@ impl Server {
     fn cleanup(&mut self) {
         log::info!("shutting down");
         let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        self.core.revoke_all();
+        self.end_revoked();
         for id in ids {
             self.remove_port(id);
         }
@@ -628,7 +649,10 @@ impl Server {
         big_buffers(fd.raw());
         // Flags granted: checksum filling, if asked. A hello without flags gets the old
         // 16-byte welcome.
-        let granted = h.flags & vde::NATIVE_FLAG_CSUM_FILL;
+        let mut granted = h.flags & vde::NATIVE_FLAG_CSUM_FILL;
+        if self.core.shortcuts_enabled {
+            granted |= h.flags & vde::NATIVE_FLAG_SHORTCUT;
+        }
         let w = NativeWelcome {
             port: id,
             max_frame: max as u32,
@@ -647,7 +671,8 @@ impl Server {
             .map_err(|e| format!("epoll: {e}"))?;
         log::info!("port {id}: native {} max_frame {max}", h.description);
         let mut port = Port::new(PortKind::Native, h.description, max);
-        port.csum_fill = granted != 0;
+        port.csum_fill = granted & vde::NATIVE_FLAG_CSUM_FILL != 0;
+        port.shortcut = granted & vde::NATIVE_FLAG_SHORTCUT != 0;
         let _ = self.core.add_port(id, port);
         self.ports.insert(
             id,
@@ -676,6 +701,7 @@ impl Server {
             let _ = std::fs::remove_file(path);
         }
         self.core.remove_port(id);
+        self.end_revoked();
         log::info!("port {id}: removed");
     }
 
@@ -757,6 +783,12 @@ impl Server {
         let mut egress = std::mem::take(&mut self.egress);
         let mut scratch = std::mem::take(&mut self.scratch);
         self.core.handle_frame(ingress, frame, now, &mut egress);
+        if self.core.has_revoked() {
+            self.end_revoked();
+        }
+        if let Some(c) = self.core.shortcut_candidate(ingress, frame, &egress) {
+            self.offer_shortcut(c, now);
+        }
         for e in &egress {
             if unfilled && !self.core.port(e.port).is_some_and(|p| p.csum_fill) {
                 csum::fill(frame);
@@ -767,6 +799,73 @@ impl Server {
         }
         self.egress = egress;
         self.scratch = scratch;
+    }
+
+    /// Make a shortcut between `src` on `ingress` and `dst` on `egress`, and send each port
+    /// its end. Nothing happens if either port has frames queued or a send fails.
+    fn offer_shortcut(&mut self, c: (core::Mac, PortId, core::Mac, PortId, core::Vlan), now: u64) {
+        let (src, ingress, dst, egress, vlan) = c;
+        let idle = |p: PortId| self.ports.get(&p).is_some_and(|io| io.queue.is_empty());
+        if !idle(ingress) || !idle(egress) {
+            return;
+        }
+        let (x, y) = match sys::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!("shortcut socketpair: {e}");
+                return;
+            }
+        };
+        big_buffers(x.raw());
+        big_buffers(y.raw());
+        let id = self
+            .core
+            .add_shortcut((ingress, src), (egress, dst), vlan, now);
+        let mut sent = 0;
+        for (port, peer, end) in [(ingress, dst, &x), (egress, src, &y)] {
+            let msg = vde::ShortcutOffer { peer, id }.encode();
+            let Some(pio) = self.ports.get(&port) else {
+                break;
+            };
+            match sys::sendmsg(
+                pio.data.raw(),
+                &[std::io::IoSlice::new(&msg)],
+                &[end.raw()],
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ) {
+                Ok(_) => sent += 1,
+                Err(e) => {
+                    log::debug!("port {port}: shortcut offer: {e}");
+                    break;
+                }
+            }
+        }
+        self.sc_fds.insert(id, (x, y));
+        if sent < 2 {
+            // One side may hold its end already: the shutdown tells it.
+            self.core.revoke_shortcut(id);
+            self.end_revoked();
+            return;
+        }
+        log::info!(
+            "shortcut {id}: port {ingress} {} <-> port {egress} {}",
+            core::mac_str(&src),
+            core::mac_str(&dst)
+        );
+    }
+
+    /// Shut down the sockets of every shortcut the core revoked: both clients see EOF/EPIPE.
+    fn end_revoked(&mut self) {
+        for id in self.core.take_revoked() {
+            if let Some((x, y)) = self.sc_fds.remove(&id) {
+                let _ = sys::shutdown(x.raw(), libc::SHUT_RDWR);
+                let _ = sys::shutdown(y.raw(), libc::SHUT_RDWR);
+                log::info!("shortcut {id}: revoked");
+            }
+        }
     }
 
     fn deliver(&mut self, port: PortId, bytes: &[u8]) {
@@ -930,6 +1029,7 @@ impl Server {
                         uptime_s: self.start.elapsed().as_secs(),
                     };
                     let a = mgmt::execute(&mut self.core, &info, &t);
+                    self.end_revoked();
                     (a.text, a.action)
                 }
             };

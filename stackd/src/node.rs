@@ -528,7 +528,11 @@ impl Node {
 
     fn try_reconnect(&mut self) {
         let desc = port_description(&self.cfg);
-        match SwitchPort::open(&self.opts.switch_loc, &desc, want_frame(self.cfg.mtu)) {
+        match SwitchPort::open_with_shortcuts(
+            &self.opts.switch_loc,
+            &desc,
+            want_frame(self.cfg.mtu),
+        ) {
             Ok(p) => {
                 log::info!("switch is back (port {})", p.port);
                 self.port_no = p.port;
@@ -957,6 +961,7 @@ impl Node {
                 PortKind::Vde => "vde",
             }
         ));
+        t.push_str(&self.dev.shortcut_info());
         t.push_str(&format!("sockets={}\n", self.socks.len()));
         t.push_str(&format!("lingering={}\n", self.lingering.len()));
         t.push_str(&format!("clients={}\n", self.ctl_conns.len()));

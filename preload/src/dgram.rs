@@ -84,6 +84,20 @@ pub struct Entry {
     bits: u64,
 }
 
+/// `FIONREAD` (`SIOCINQ`) on `fd` when it is a virtual datagram socket: the payload size of
+/// the next datagram (0 when none is queued), as Linux reports for UDP. The kernel's own
+/// answer for the `SOCK_SEQPACKET` pair would be every queued byte, headers included.
+pub fn next_len(fd: RawFd) -> Option<Result<usize, Errno>> {
+    let e = confirm(fd, hit(fd))?;
+    let mut hdr = [0u8; DgramHeader::LEN];
+    let flags = libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_DONTWAIT;
+    Some(match sys::recv(e.fd, &mut hdr, flags) {
+        Ok(n) => Ok(n.saturating_sub(DgramHeader::LEN)),
+        Err(err) if err.is_again() => Ok(0),
+        Err(err) => Err(err),
+    })
+}
+
 /// Confirm a non-zero table entry with `fstat`; a stale entry is cleared.
 pub fn confirm(fd: RawFd, bits: u64) -> Option<Entry> {
     if bits == 0 {

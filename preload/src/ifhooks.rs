@@ -11,7 +11,9 @@
 //!
 //! `SIOCSARP` becomes a `SetNeighbour` request to the node's daemon (see
 //! `stackd/src/neigh.rs`); `SIOCDARP` is accepted and does nothing; `SIOCGARP` says `ENXIO`;
-//! setting interface properties (`SIOCSIF*`) fails with `EPERM`.
+//! setting interface properties (`SIOCSIF*`) fails with `EPERM`. `FIONREAD` on a virtual
+//! datagram socket is the size of the next datagram, as for UDP (the kernel would count the
+//! whole `SOCK_SEQPACKET` queue with its headers); on other fds it is the kernel's.
 
 #![allow(clippy::missing_safety_doc)]
 
@@ -77,6 +79,16 @@ fn ours(req: c_ulong) -> bool {
 /// argument in the same register; requests without one never reach our code).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+    if req == libc::FIONREAD && crate::dgram::hit(fd) != 0 && !arg.is_null() {
+        if let Some(r) = crate::dgram::next_len(fd) {
+            return guard(|| {
+                let n = r? as c_int;
+                // SAFETY: FIONREAD's argument is the caller's int.
+                unsafe { arg.cast::<c_int>().write_unaligned(n) };
+                Ok(0)
+            });
+        }
+    }
     if !ours(req) || !active() {
         // SAFETY: pass-through with the caller's arguments.
         return unsafe { real::ioctl(fd, req, arg) };

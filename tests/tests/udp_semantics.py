@@ -7,10 +7,12 @@ client SERVER6 SERVER4: checks, one "ok NAME" line each, "all-ok" at the end.
 """
 import ctypes
 import errno
+import fcntl
 import os
 import select
 import socket
 import sys
+import termios
 import threading
 
 PORT = 9000
@@ -89,6 +91,19 @@ def client(s6, s4):
     except BlockingIOError:
         check("dontwait", True)
     s.settimeout(10)
+    # FIONREAD: the size of the next datagram (0 when none is queued), as for UDP
+    empty = fcntl.ioctl(s, termios.FIONREAD, b"\0" * 4)
+    s.sendto(b"f" * 100, srv)
+    s.sendto(b"g" * 7, srv)
+    select.select([s], [], [], 10)
+    first = fcntl.ioctl(s, termios.FIONREAD, b"\0" * 4)
+    got = [len(s.recv(200)), len(s.recv(200))]
+    check(
+        "fionread",
+        int.from_bytes(empty, sys.byteorder) == 0
+        and int.from_bytes(first, sys.byteorder) == 100
+        and got == [100, 7],
+    )
     # send without a destination on an unconnected socket
     try:
         s.send(b"nowhere")

@@ -79,15 +79,17 @@ fn ours(req: c_ulong) -> bool {
 /// argument in the same register; requests without one never reach our code).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
-    if req == libc::FIONREAD && crate::dgram::hit(fd) != 0 && !arg.is_null() {
-        if let Some(r) = crate::dgram::next_len(fd) {
-            return guard(|| {
-                let n = r? as c_int;
-                // SAFETY: FIONREAD's argument is the caller's int.
-                unsafe { arg.cast::<c_int>().write_unaligned(n) };
-                Ok(0)
-            });
-        }
+    if req == libc::FIONREAD
+        && crate::dgram::hit(fd) != 0
+        && !arg.is_null()
+        && let Some(r) = crate::dgram::next_len(fd)
+    {
+        return guard(|| {
+            let n = r? as c_int;
+            // SAFETY: FIONREAD's argument is the caller's int.
+            unsafe { arg.cast::<c_int>().write_unaligned(n) };
+            Ok(0)
+        });
     }
     if !ours(req) || !active() {
         // SAFETY: pass-through with the caller's arguments.

@@ -590,6 +590,24 @@ pub struct DgramHeader {
 
 impl DgramHeader {
     pub const LEN: usize = 32;
+    /// Daemon → app, in `flags`: an error record, not a datagram (no payload; the errno is in
+    /// the top 16 bits). The next receive fails with that errno (ICMP errors on connected
+    /// UDP sockets, `stackd/src/icmperr.rs`).
+    pub const ERROR: u32 = 1 << 9;
+
+    /// An error record carrying `errno`.
+    pub fn error(errno: i32) -> DgramHeader {
+        DgramHeader {
+            addr: WireAddr(None),
+            len: 0,
+            flags: Self::ERROR | ((errno as u32 & 0xffff) << 16),
+        }
+    }
+
+    /// The errno of an error record.
+    pub fn errno(&self) -> Option<i32> {
+        (self.flags & Self::ERROR != 0).then_some((self.flags >> 16) as i32)
+    }
 
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut v = Vec::with_capacity(Self::LEN);

@@ -305,7 +305,16 @@ unsafe fn recv_dgram(
     if n < 0 {
         return Err(Errno::last());
     }
-    let g = Got::parse(&hdr, n as usize)?;
+    let g = match Got::parse(&hdr, n as usize) {
+        Err(err) if f & libc::MSG_PEEK != 0 => {
+            // A pending socket error is reported once, peeking or not: drop its record.
+            if DgramHeader::decode(&hdr).is_ok_and(|h| h.errno().is_some()) {
+                let _ = ioth_common::sys::recv(e.fd, &mut hdr, libc::MSG_DONTWAIT);
+            }
+            return Err(err);
+        }
+        r => r?,
+    };
     // SAFETY: name/nlen from the caller.
     unsafe { put_name(&g.from, name, nlen) };
     let mf = if g.truncated() { libc::MSG_TRUNC } else { 0 };

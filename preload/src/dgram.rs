@@ -531,6 +531,9 @@ impl Got {
             return Err(Errno::EPROTO);
         }
         let h = DgramHeader::decode(hdr)?;
+        if let Some(errno) = h.errno() {
+            return Err(Errno(errno));
+        }
         let copied = n - DgramHeader::LEN;
         Ok(Got {
             copied,

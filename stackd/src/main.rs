@@ -13,6 +13,7 @@
 mod autoconf;
 mod device;
 mod frame;
+mod icmperr;
 mod mdns;
 mod neigh;
 mod node;

@@ -308,6 +308,8 @@ pub struct Node {
     misrouted: Vec<(u16, SocketAddr, Vec<u8>)>,
     /// The mDNS responder for the node's name (see [`crate::mdns`]).
     mdns: Option<crate::mdns::Responder>,
+    /// ICMP errors for connected UDP sockets (see [`crate::icmperr`]).
+    icmp_errors: crate::icmperr::IcmpErrors,
     /// Closed TCP sockets to reuse (see [`TCP_SPARE`]).
     tcp_spare: Vec<tcp::Socket<'static>>,
     /// Reading other control connections for a `Register` (see `ctl_readable`).
@@ -429,6 +431,8 @@ impl Node {
             )
             .map_err(|e| format!("epoll: {e}"))?;
         }
+        let mut set = SocketSet::new(vec![]);
+        let icmp_errors = crate::icmperr::IcmpErrors::open(&mut set);
         let mut n = Node {
             cfg,
             id,
@@ -436,7 +440,7 @@ impl Node {
             ep,
             iface,
             dev,
-            set: SocketSet::new(vec![]),
+            set,
             cidrs,
             own,
             ip_mtu,
@@ -461,6 +465,7 @@ impl Node {
             ids: Vec::new(),
             misrouted: Vec::new(),
             mdns: None,
+            icmp_errors,
             tcp_spare: Vec::new(),
             draining: false,
             auto: None,
@@ -2100,6 +2105,23 @@ impl Node {
         }
     }
 
+    /// ICMP errors for connected UDP sockets: an error record on the socket's socketpair.
+    fn udp_errors(&mut self) {
+        let mut errs = Vec::new();
+        self.icmp_errors.take(&mut self.set, &mut errs);
+        for e in errs {
+            let peer = SocketAddr::new(e.peer.ip().to_canonical(), e.peer.port());
+            if let Some(s) = self.socks.values().find(|s| {
+                s.kind == Kind::Udp
+                    && s.bound.map(|b| b.1) == Some(e.port)
+                    && s.dg.peer == Some(peer)
+            }) {
+                let hdr = DgramHeader::error(e.errno).encode();
+                let _ = sys::send(s.dmn.raw(), &hdr, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+            }
+        }
+    }
+
     /// Hand misrouted UDP datagrams to the first other socket on their port that wants them.
     fn redispatch(&mut self) {
         for (port, src, data) in std::mem::take(&mut self.misrouted) {
@@ -2171,7 +2193,7 @@ impl Node {
                     }
                 },
             };
-            let f = &self.dev.rx[..n];
+            let f = self.dev.frame(n);
             if let Some(ip) = frame::neighbour_seen(f) {
                 if self.seen.len() > 4096 {
                     self.seen.clear();
@@ -2271,6 +2293,7 @@ impl Node {
         }
         self.ids = ids;
         self.redispatch();
+        self.udp_errors();
         if let Some(m) = &mut self.mdns {
             m.poll(&mut self.set, &self.own);
         }

@@ -104,6 +104,33 @@ def client(s6, s4):
         and int.from_bytes(first, sys.byteorder) == 100
         and got == [100, 7],
     )
+    # ICMP port unreachable: an unconnected socket hears nothing (its next datagram is the
+    # echo), a connected one fails its next receive with ECONNREFUSED, once
+    s.sendto(b"nobody", (s6, PORT + 7))
+    s.sendto(b"after", srv)
+    check("unconnected-no-error", s.recv(100) == b"after")
+    r = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    r.settimeout(10)
+    r.connect((s6, PORT + 7))
+    r.send(b"nobody")
+    try:
+        r.recv(100)
+        check("econnrefused", False)
+    except ConnectionRefusedError:
+        r.connect(srv)
+        r.send(b"again")
+        check("econnrefused", r.recv(100) == b"again")
+    r.close()
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.settimeout(10)
+    r.connect((s4, PORT + 8))
+    r.send(b"nobody")
+    try:
+        r.recv(100)
+        check("econnrefused-v4", False)
+    except ConnectionRefusedError:
+        check("econnrefused-v4", True)
+    r.close()
     # send without a destination on an unconnected socket
     try:
         s.send(b"nowhere")

@@ -14,7 +14,8 @@
 //!
 //! Not done: ancillary data on virtual datagram sockets (`msg_control` comes back empty, so
 //! `IP_PKTINFO`, `IP_RECVTTL`, `SO_TIMESTAMP` give no control messages; programs fall back),
-//! `MSG_ERRQUEUE` (always `EAGAIN`: no ICMP errors are queued), `MSG_OOB` (`EOPNOTSUPP`).
+//! `MSG_ERRQUEUE` (always `EAGAIN`: no ICMP errors are queued; a connected socket gets hard
+//! ICMP errors as an error record, see `DgramHeader::ERROR`), `MSG_OOB` (`EOPNOTSUPP`).
 
 #![allow(clippy::missing_safety_doc)]
 

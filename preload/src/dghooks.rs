@@ -12,9 +12,11 @@
 //! Also here: `dup`/`dup2`/`dup3` (copy the table entry) and the `SCM_RIGHTS` check of
 //! `recvmsg` on other sockets (a virtual datagram socket passed from another process).
 //!
-//! Not done: ancillary data on virtual datagram sockets (`msg_control` comes back empty, so
-//! `IP_PKTINFO`, `IP_RECVTTL`, `SO_TIMESTAMP` give no control messages; programs fall back),
-//! `MSG_ERRQUEUE` (always `EAGAIN`: no ICMP errors are queued; a connected socket gets hard
+//! Control messages on receive (`recvmsg`): `IP_PKTINFO`, `IPV6_PKTINFO`, `IP_TTL`,
+//! `IPV6_HOPLIMIT` when the socket asked for them (see `dgram::cmsgs`).
+//!
+//! Not done: other ancillary data (`SO_TIMESTAMP` and friends give none; programs fall back),
+//! control messages on send (ignored), `MSG_ERRQUEUE` (always `EAGAIN`: no ICMP errors are queued; a connected socket gets hard
 //! ICMP errors as an error record, see `DgramHeader::ERROR`), `MSG_OOB` (`EOPNOTSUPP`).
 
 #![allow(clippy::missing_safety_doc)]

@@ -1,7 +1,8 @@
 //! The smoltcp `Device` over a switch port.
 //!
-//! * Receive: the event loop reads one frame at a time into [`SwitchDevice::rx`] (so that it
-//!   can look at the headers first, see `frame.rs`), marks it staged, and calls
+//! * Receive: the event loop reads one frame at a time into [`SwitchDevice::rx`] (or leaves
+//!   it in a shortcut's ring), looks at its headers first ([`SwitchDevice::frame`],
+//!   `frame.rs`), marks it staged, and calls
 //!   `poll_ingress_single`; `receive()` hands out only that staged frame.
 //! * Transmit: frames are built in one reusable buffer and sent at once. `EAGAIN` keeps the
 //!   frame pending and `transmit()` returns `None` until it went out (back-pressure, never a
@@ -24,17 +25,28 @@
 //!
 //! * Shortcuts: on a native port that takes them ([`SwitchPort::shortcuts`]), the switch may
 //!   hand over a direct `SOCK_SEQPACKET` socket to another stack's port
-//!   ([`ioth_common::vde::ShortcutOffer`]). Unicast frames for that peer's MAC then go into
-//!   it instead of the switch socket, and frames are read from every shortcut as from the
+//!   ([`ioth_common::vde::ShortcutOffer`]). Unicast frames for that peer's MAC then go there
+//!   instead of the switch socket, and frames are read from every shortcut as from the
 //!   switch: the shortcut sockets are watched by the same epoll token as the switch socket
 //!   (edge-triggered), and [`SwitchDevice::recv_switch`] answers `EAGAIN` only once every
-//!   source said so in a row. A source keeps the turn for at most [`STREAK`] frames. EOF or
-//!   an error on a shortcut (the switch revoked it, the peer died) ends it: its pending frame
-//!   goes through the switch, and so does what follows. Shortcuts end with the switch port
-//!   (restart). Counters: [`SwitchDevice::shortcut_info`].
+//!   source said so in a row. A source keeps the turn for at most [`STREAK`] frames.
+//!   - Rings: each side makes a shared-memory ring for its direction and passes it over the
+//!     shortcut (`ring.rs`); once the peer's ring has arrived (so the peer speaks rings),
+//!     frames go through the rings and the socket carries only doorbells. smoltcp builds a
+//!     frame right in the ring when the last frame went to the same shortcut (a bet: a
+//!     frame for someone else is copied out and goes its way), and incoming ring frames are
+//!     handed to smoltcp in place ([`SwitchDevice::frame`]; given back at the next read).
+//!     Without rings (memfd refused), frames are sent on the socket itself.
+//!   - A full shortcut never blocks: the frame goes through the switch instead (counted as
+//!     `shortcut_full`). Blocking there could stall two nodes waiting on each other, with
+//!     no switch queue in between.
+//!   - EOF or an error on a shortcut (the switch revoked it, the peer died) ends it: its
+//!     frames go through the switch again. Shortcuts end with the switch port (restart).
+//!     Counters: [`SwitchDevice::shortcut_info`].
 //!
 //! No allocation per frame: hairpin buffers are recycled.
 
+use crate::ring::{self, Held, Ring};
 use ioth_common::port::{Incoming, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
 use ioth_common::vde;
@@ -54,7 +66,58 @@ struct Shortcut {
     id: u32,
     peer: [u8; 6],
     fd: Fd,
-    out_armed: bool,
+    /// Our ring towards the peer (`ring.rs`), used once the peer showed it speaks rings
+    /// (`tx_on`: its own ring arrived); until then frames go through the socket.
+    tx_ring: Option<Ring>,
+    tx_on: bool,
+    /// The peer's ring towards us.
+    rx_ring: Option<Ring>,
+}
+
+impl Shortcut {
+    /// Tell the peer there is something for it (a frame, or room).
+    fn ring(&self) -> Result<(), Errno> {
+        match send_frame(self.fd.raw(), ring::DOORBELL) {
+            Ok(_) => Ok(()),
+            // Full of doorbells already: it will wake up.
+            Err(e) if e.is_again() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Put `frame` into our ring: `Ok(true)` sent, `Ok(false)` full (and the consumer asked
+    /// to make room), `Err` the shortcut is dead. Only with `tx_on`.
+    fn ring_send(&mut self, frame: &[u8]) -> Result<bool, Errno> {
+        let Some(r) = &mut self.tx_ring else {
+            return Err(Errno::EPIPE);
+        };
+        loop {
+            if let Some(slot) = r.reserve(frame.len()) {
+                slot.copy_from_slice(frame);
+                if r.commit(frame.len()) {
+                    self.ring()?;
+                }
+                return Ok(true);
+            }
+            if !r.wait_room(frame.len()) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Send one frame to the peer: ring or socket. `Ok(false)`: no room now (the caller
+    /// sends it through the switch instead: a shortcut never blocks the node, so two nodes
+    /// that both wait for room in each other's shortcut cannot stall each other).
+    fn send(&mut self, frame: &[u8]) -> Result<bool, Errno> {
+        if self.tx_on {
+            return self.ring_send(frame);
+        }
+        match send_frame(self.fd.raw(), frame) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_again() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The node's shortcuts and their counters.
@@ -65,6 +128,15 @@ pub struct Shortcuts {
     pub rx_frames: u64,
     pub made: u64,
     pub ended: u64,
+    /// Frames that went through a shared-memory ring (a part of `tx_frames`).
+    pub ring_tx: u64,
+    /// Frames sent through the switch because the shortcut was full.
+    pub full: u64,
+    /// The shortcut the last frame went to, if it has a ring: smoltcp builds the next
+    /// frame straight into that ring, on the bet that it goes there too.
+    bet: Option<usize>,
+    /// Rings of ended shortcuts, kept mapped while a frame of theirs may be held.
+    graveyard: Vec<Ring>,
 }
 
 impl Shortcuts {
@@ -75,14 +147,13 @@ impl Shortcuts {
         self.list.iter().position(|s| s.peer[..] == *mac)
     }
 
-    fn index(&self, id: u32) -> Option<usize> {
-        self.list.iter().position(|s| s.id == id)
-    }
-
     /// End shortcut `i`: out of epoll, and shut down so that the peer falls back too (the
     /// switch holds a copy of the socket, so closing alone would not tell it).
     fn end(&mut self, i: usize, watch: Option<(RawFd, u64)>) {
-        let s = self.list.swap_remove(i);
+        self.bet = None;
+        let mut s = self.list.swap_remove(i);
+        self.graveyard.extend(s.rx_ring.take());
+        self.graveyard.extend(s.tx_ring.take());
         if let Some((ep, _)) = watch {
             let _ = sys::epoll_ctl(ep, libc::EPOLL_CTL_DEL, s.fd.raw(), 0, 0);
         }
@@ -98,9 +169,6 @@ impl Shortcuts {
     }
 }
 
-/// Where the pending frame goes: the switch, or the shortcut with this id.
-type Via = Option<u32>;
-
 pub struct SwitchDevice {
     pub port: Option<SwitchPort>,
     pub mac: [u8; 6],
@@ -110,7 +178,7 @@ pub struct SwitchDevice {
     pub rx: Vec<u8>,
     pub staged: Option<usize>,
     tx: Vec<u8>,
-    pending: Option<(usize, Via)>,
+    pending: Option<usize>,
     pub hairpin: VecDeque<Vec<u8>>,
     free: Vec<Vec<u8>>,
     pub sent: u64,
@@ -126,6 +194,8 @@ pub struct SwitchDevice {
     /// row.
     rr: usize,
     streak: u32,
+    /// The staged frame, when it is read in place from a shortcut's ring (by id).
+    held: Option<(u32, Held)>,
 }
 
 /// Ask `ep` for `EPOLLOUT` on `fd` too (`on`), or only for `EPOLLIN`; edge-triggered.
@@ -168,19 +238,46 @@ impl SwitchDevice {
             shortcuts: Shortcuts::default(),
             rr: 0,
             streak: 0,
+            held: None,
         }
+    }
+
+    /// The frame of `n` bytes just read by [`SwitchDevice::recv_switch`] or
+    /// [`SwitchDevice::take_hairpin`].
+    pub fn frame(&self, n: usize) -> &[u8] {
+        match &self.held {
+            Some((_, h)) => h.bytes(),
+            None => &self.rx[..n.min(self.rx.len())],
+        }
+    }
+
+    /// Give the held ring frame back to its ring, and unmap the rings of ended shortcuts.
+    fn release_held(&mut self) {
+        if let Some((id, h)) = self.held.take()
+            && let Some(i) = self.shortcuts.list.iter().position(|s| s.id == id)
+        {
+            let sc = &mut self.shortcuts.list[i];
+            let wake = sc.rx_ring.as_mut().is_some_and(|r| r.release(h.len()));
+            if wake && sc.ring().is_err() {
+                self.shortcuts.end(i, self.watch);
+            }
+        }
+        self.shortcuts.graveyard.clear();
     }
 
     /// One line for the node's info: shortcuts open, made, ended, frames sent and received.
     pub fn shortcut_info(&self) -> String {
         let s = &self.shortcuts;
         format!(
-            "shortcuts={} shortcuts_made={} shortcuts_ended={} shortcut_tx={} shortcut_rx={}\n",
+            "shortcuts={} shortcuts_made={} shortcuts_ended={} shortcut_tx={} shortcut_rx={} \
+             shortcut_ring_tx={} shortcut_full={}\n",
             s.list.len(),
             s.made,
             s.ended,
             s.tx_frames,
-            s.rx_frames
+            s.rx_frames,
+            s.ring_tx,
+            s.full
         )
     }
 
@@ -201,12 +298,30 @@ impl SwitchDevice {
             }
         }
         log::debug!("shortcut {} to {:02x?}", o.id, o.peer);
+        // Our ring towards the peer; without one, frames go through the socket.
+        let tx_ring = match Ring::create() {
+            Ok((mfd, r)) => {
+                let sent = sys::sendmsg(
+                    fd.raw(),
+                    &[std::io::IoSlice::new(ring::SETUP_MAGIC)],
+                    &[mfd.raw()],
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                );
+                sent.is_ok().then_some(r)
+            }
+            Err(e) => {
+                log::debug!("shortcut ring: {e}");
+                None
+            }
+        };
         self.shortcuts.made += 1;
         self.shortcuts.list.push(Shortcut {
             id: o.id,
             peer: o.peer,
             fd,
-            out_armed: false,
+            tx_ring,
+            tx_on: false,
+            rx_ring: None,
         });
     }
 
@@ -220,13 +335,7 @@ impl SwitchDevice {
     /// Whether an `EPOLLOUT` event will come when the pending frame can go (if `false` while
     /// blocked, the caller has to retry on its own).
     pub fn wakes_when_writable(&self) -> bool {
-        match self.pending {
-            Some((_, Some(id))) => self
-                .shortcuts
-                .index(id)
-                .is_some_and(|i| self.shortcuts.list[i].out_armed),
-            _ => self.out_armed,
-        }
+        self.out_armed
     }
 
     /// Whether a frame waits for room on the switch socket.
@@ -239,26 +348,8 @@ impl SwitchDevice {
         if self.port.is_none() && !self.shortcuts.list.is_empty() {
             self.shortcuts.clear(self.watch);
         }
-        while let Some((n, via)) = self.pending {
+        if let Some(n) = self.pending {
             // (Checksums, if needed, were filled when the frame was first sent.)
-            if let Some(i) = via.and_then(|id| self.shortcuts.index(id)) {
-                let sc = &mut self.shortcuts.list[i];
-                match send_frame(sc.fd.raw(), &self.tx[..n]) {
-                    Ok(_) => {
-                        self.shortcuts.tx_frames += 1;
-                        self.pending = None;
-                    }
-                    Err(e) if e.is_again() => {
-                        arm(self.watch, sc.fd.raw(), &mut sc.out_armed, true);
-                        return false;
-                    }
-                    Err(_) => {
-                        self.shortcuts.end(i, self.watch);
-                        self.pending = Some((n, None));
-                    }
-                }
-                continue;
-            }
             match self.port.as_ref().map(|p| p.send(&self.tx[..n])) {
                 Some(Err(e)) if e.is_again() => {
                     if let Some(p) = &self.port {
@@ -274,14 +365,14 @@ impl SwitchDevice {
         {
             arm(self.watch, p.data_fd(), &mut self.out_armed, false);
         }
-        for sc in self.shortcuts.list.iter_mut().filter(|s| s.out_armed) {
-            arm(self.watch, sc.fd.raw(), &mut sc.out_armed, false);
-        }
         true
     }
 
     /// Take the next hairpinned frame into `rx`; its length.
     pub fn take_hairpin(&mut self) -> Option<usize> {
+        if self.held.is_some() {
+            self.release_held();
+        }
         let b = self.hairpin.pop_front()?;
         let n = b.len().min(self.rx.len());
         self.rx[..n].copy_from_slice(&b[..n]);
@@ -293,6 +384,7 @@ impl SwitchDevice {
     /// documentation); `EAGAIN` once every source is drained. `Ok(0)`: the switch closed the
     /// port. Shortcut offers are taken on the way.
     pub fn recv_switch(&mut self) -> Result<usize, Errno> {
+        self.release_held();
         if self.port.is_none() {
             self.shortcuts.clear(self.watch);
             return Err(Errno::EAGAIN);
@@ -335,30 +427,78 @@ impl SwitchDevice {
                 continue;
             }
             let i = self.rr - 1;
-            let fd = self.shortcuts.list[i].fd.raw();
-            match sys::recv(fd, &mut self.rx, libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
-                Ok(n) if n > self.rx.len() => {} // Too big for us: dropped.
-                Ok(0) => {
-                    // Revoked, or the peer is gone.
-                    self.shortcuts.end(i, self.watch);
-                    dry = 0;
-                }
-                Ok(n) if n < vde::MIN_FRAME => {}
-                Ok(n) => {
+            match self.recv_shortcut(i) {
+                Ok(Some(n)) => {
                     self.streak += 1;
                     self.shortcuts.rx_frames += 1;
                     return Ok(n);
                 }
-                Err(e) if e.is_again() => {
+                Ok(None) => {
                     dry += 1;
                     self.streak = 0;
                     self.rr += 1;
                 }
-                Err(Errno::EINTR) => {}
-                Err(_) => {
+                Err(()) => {
                     self.shortcuts.end(i, self.watch);
                     dry = 0;
                 }
+            }
+        }
+    }
+
+    /// One frame from shortcut `i` into `rx`: from its ring, else from its socket (which
+    /// also brings doorbells and the peer's ring). `Ok(None)`: nothing now, and a doorbell or
+    /// an epoll event will say when; `Err`: the shortcut is over (EOF, error, bad ring).
+    fn recv_shortcut(&mut self, i: usize) -> Result<Option<usize>, ()> {
+        let sc = &mut self.shortcuts.list[i];
+        loop {
+            if let Some(r) = &mut sc.rx_ring {
+                match r.peek() {
+                    Ok(Some(f)) => {
+                        let n = f.len();
+                        if n > self.rx.len() || n < vde::MIN_FRAME {
+                            if r.release(n) {
+                                sc.ring().map_err(|_| ())?;
+                            }
+                            continue;
+                        }
+                        // Read in place; released by the next read (`release_held`).
+                        self.held = Some((sc.id, Held::new(f)));
+                        return Ok(Some(n));
+                    }
+                    Ok(None) => {}
+                    Err(_) => return Err(()),
+                }
+            }
+            let r = sys::recvmsg(
+                sc.fd.raw(),
+                &mut [std::io::IoSliceMut::new(&mut self.rx)],
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            );
+            match r {
+                Ok(m) if m.len == 0 => return Err(()), // Revoked, or the peer is gone.
+                Ok(m) if m.len > self.rx.len() => {}   // Too big for us: dropped.
+                Ok(m) if m.len >= vde::MIN_FRAME => return Ok(Some(m.len)),
+                Ok(m) if &self.rx[..m.len] == ring::SETUP_MAGIC && m.fds.len() == 1 => {
+                    // The peer's ring: read from it from now on, and write into ours.
+                    match Ring::open(&m.fds[0]) {
+                        Ok(r) => {
+                            sc.rx_ring = Some(r);
+                            sc.tx_on = sc.tx_ring.is_some();
+                        }
+                        Err(e) => log::debug!("shortcut {}: peer's ring: {e}", sc.id),
+                    }
+                }
+                Ok(_) => {} // A doorbell (or nothing we know).
+                Err(e) if e.is_again() => {
+                    // Ask for a doorbell; a frame may have come in meanwhile.
+                    match &sc.rx_ring {
+                        Some(r) if r.wait_data() => continue,
+                        _ => return Ok(None),
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => return Err(()),
             }
         }
     }
@@ -379,7 +519,7 @@ impl phy::RxToken for Rx<'_> {
 
 pub struct Tx<'a> {
     buf: &'a mut Vec<u8>,
-    pending: &'a mut Option<(usize, Via)>,
+    pending: &'a mut Option<usize>,
     port: &'a Option<SwitchPort>,
     hairpin: &'a mut VecDeque<Vec<u8>>,
     free: &'a mut Vec<Vec<u8>>,
@@ -393,12 +533,54 @@ pub struct Tx<'a> {
     shortcuts: &'a mut Shortcuts,
 }
 
+impl Tx<'_> {
+    /// Whether frames of ours need their checksums filled here (see the module docs).
+    fn fill_here(&self) -> bool {
+        self.offload && self.port.as_ref().is_some_and(|p| !p.csum_fill)
+    }
+}
+
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         if self.buf.len() < len {
             self.buf.resize(len, 0);
         }
-        let r = f(&mut self.buf[..len]);
+        let fill = self.fill_here();
+        // The bet: the frame goes to the same shortcut as the last one, and is built right
+        // in its ring. If it does not, it is copied out and goes the ordinary way.
+        let bet = self.shortcuts.bet.and_then(|i| {
+            let sc = self.shortcuts.list.get_mut(i)?;
+            if !sc.tx_on {
+                return None;
+            }
+            let peer = sc.peer;
+            Some((i, peer, sc.tx_ring.as_mut()?.reserve(len)?))
+        });
+        let r = match bet {
+            Some((i, peer, slot)) => {
+                let r = f(slot);
+                if len >= 14 && slot[..6] == peer {
+                    if fill {
+                        ioth_common::csum::fill(slot);
+                    }
+                    let sc = &mut self.shortcuts.list[i];
+                    let wake = sc.tx_ring.as_mut().is_some_and(|ring| ring.commit(len));
+                    if !wake || sc.ring().is_ok() {
+                        *self.sent += 1;
+                        self.shortcuts.tx_frames += 1;
+                        self.shortcuts.ring_tx += 1;
+                    } else {
+                        // The peer is gone (the frame with it; TCP sends it again).
+                        self.shortcuts.end(i, self.watch);
+                        *self.dropped += 1;
+                    }
+                    return r;
+                }
+                self.buf[..len].copy_from_slice(slot);
+                r
+            }
+            None => f(&mut self.buf[..len]),
+        };
         let frame = &self.buf[..len];
         if crate::frame::is_for_self(frame, &self.mac, self.own) {
             let mut b = self.free.pop().unwrap_or_default();
@@ -407,23 +589,25 @@ impl phy::TxToken for Tx<'_> {
             self.hairpin.push_back(b);
             return r;
         }
-        if self.offload && self.port.as_ref().is_some_and(|p| !p.csum_fill) {
+        if fill {
             ioth_common::csum::fill(&mut self.buf[..len]);
         }
         let frame = &self.buf[..len];
+        self.shortcuts.bet = None;
         if let Some(i) = self.shortcuts.find(&frame[..6]) {
             let sc = &mut self.shortcuts.list[i];
-            match send_frame(sc.fd.raw(), frame) {
-                Ok(_) => {
+            match sc.send(frame) {
+                Ok(true) => {
                     *self.sent += 1;
                     self.shortcuts.tx_frames += 1;
+                    if sc.tx_on {
+                        self.shortcuts.ring_tx += 1;
+                        self.shortcuts.bet = Some(i);
+                    }
                     return r;
                 }
-                Err(e) if e.is_again() => {
-                    *self.pending = Some((len, Some(sc.id)));
-                    arm(self.watch, sc.fd.raw(), &mut sc.out_armed, true);
-                    return r;
-                }
+                // Full: through the switch this time.
+                Ok(false) => self.shortcuts.full += 1,
                 // Revoked or the peer is gone: through the switch.
                 Err(_) => self.shortcuts.end(i, self.watch),
             }
@@ -432,7 +616,7 @@ impl phy::TxToken for Tx<'_> {
             Some(p) => match p.send(frame) {
                 Ok(_) => *self.sent += 1,
                 Err(e) if e.is_again() => {
-                    *self.pending = Some((len, None));
+                    *self.pending = Some(len);
                     arm(self.watch, p.data_fd(), self.out_armed, true);
                 }
                 Err(e) => {
@@ -471,10 +655,15 @@ impl Device for SwitchDevice {
             watch,
             out_armed,
             shortcuts,
+            held,
             ..
         } = self;
+        let frame = match held {
+            Some((_, h)) => h.bytes(),
+            None => &rx[..n],
+        };
         Some((
-            Rx(&rx[..n]),
+            Rx(frame),
             Tx {
                 buf: tx,
                 pending,

@@ -19,6 +19,7 @@ mod neigh;
 mod node;
 mod os;
 mod raw;
+mod ring;
 
 use clap::Parser;
 use ioth_common::config::RawConfig;

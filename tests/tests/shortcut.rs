@@ -1,5 +1,6 @@
 //! Switch shortcuts between two stack daemons: TCP between two nodes goes over the direct
-//! socketpair (the daemons' `shortcut_tx`/`shortcut_rx` counters), survives revocations in the
+//! socketpair and its shared-memory rings (the daemons' `shortcut_tx`/`shortcut_rx`/
+//! `shortcut_ring_tx` counters), survives revocations in the
 //! middle of a stream, falls back when the peer is killed, and is never used on a switch that
 //! writes a pcap file. Every transfer is checked by sha256.
 
@@ -86,6 +87,12 @@ fn nodes_talk_over_a_shortcut_and_fall_back_when_the_peer_is_killed() {
     assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", info(&a.ctl));
     assert!(counter(&a.ctl, "shortcut_tx") > 100, "{}", info(&a.ctl));
     assert!(counter(&b.ctl, "shortcut_rx") > 100, "{}", info(&b.ctl));
+    // Both daemons speak rings: the data frames went through shared memory.
+    assert!(
+        counter(&a.ctl, "shortcut_ring_tx") > 100,
+        "{}",
+        info(&a.ctl)
+    );
     assert!(switch_ctl(&sw, "shortcut/print").contains("Shortcut 0001"));
 
     // The peer dies without a word; a new node with the same address (and so the same MAC)

@@ -11,6 +11,8 @@ import ctypes, errno, fcntl, os, select, signal, socket, struct, sys, termios, t
 
 PORT = 7000
 SLOW = 7001
+V6ONLY = 7002  # the server's IPv6-only listener
+SERVER4 = "10.0.0.10"  # the server node's IPv4 address (sockets.rs)
 libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -78,6 +80,11 @@ def server():
     slow.bind(("::", SLOW))
     slow.listen(128)
     threading.Thread(target=slow_accept, args=(slow,), daemon=True).start()
+    only6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    only6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    only6.bind(("::", V6ONLY))
+    only6.listen(16)
+    threading.Thread(target=slow_accept, args=(only6,), daemon=True).start()
     print("ready", flush=True)
     while True:
         c, _ = s.accept()
@@ -364,6 +371,24 @@ def case_v6only(host, me4, me6):
     assert p4[0] == me4 and p6[0] == me6, (p4, p6)
     for c in (c4, c6, s4, s6):
         c.close()
+    # An IPv4 SYN to a port with only a v6-only listener is refused (RST), as on Linux.
+    o6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    o6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    o6.bind(("::", 7103))
+    o6.listen(4)
+    for target in ((me4, 7103), (SERVER4, V6ONLY)):
+        r = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        r.settimeout(10)
+        try:
+            r.connect(target)
+            raise AssertionError("IPv4 connect to a v6-only listener at %s" % (target,))
+        except ConnectionRefusedError:
+            pass
+        r.close()
+    o6.close()
+    r = socket.create_connection((host, V6ONLY), timeout=10)
+    assert r.recv(1) == b"k"
+    r.close()
     # A v6-only socket cannot reach IPv4 peers; a dual-stack wildcard conflicts with IPv4.
     v = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     v.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

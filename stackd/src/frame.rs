@@ -3,7 +3,8 @@
 //! * which incoming frames are TCP SYNs to which local address and port (the listen backlog
 //!   is enforced by dropping SYNs, like Linux, instead of smoltcp's RST);
 //! * which outgoing frames are for the node itself (hairpin);
-//! * which neighbours answered ARP / neighbour solicitations (to tell "host unreachable").
+//! * which neighbours answered ARP / neighbour solicitations (to tell "host unreachable");
+//! * the RST that refuses a SYN no listener of its family may take.
 //!
 //! Everything is bounds-checked; a short or odd frame is simply "not interesting".
 
@@ -122,6 +123,132 @@ pub fn is_for_self(f: &[u8], mac: &[u8; 6], own: &[IpAddr]) -> bool {
 /// neighbour solicitation to the solicited-node group (IPv6, RFC 4861 7.2.2), from `mac`
 /// and the source address `src`. `false` when the families differ.
 ///
+/// The RST|ACK with which Linux refuses the TCP SYN in `f` (RFC 9293 3.10.7.1: sequence 0,
+/// acknowledging the SYN), from `mac` back to the sender; checksums filled. For SYNs the
+/// daemon answers itself because smoltcp would hand them to a listener that must not take
+/// them (an IPv4 SYN to a port with only an IPv6-only listener).
+pub fn rst_for_syn(f: &[u8], mac: [u8; 6], out: &mut Vec<u8>) -> bool {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
+        Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+    out.clear();
+    let Ok(eth) = EthernetFrame::new_checked(f) else {
+        return false;
+    };
+    let cs = ChecksumCapabilities::ignored();
+    let (src, dst, tcp) = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                return false;
+            };
+            if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+                return false;
+            }
+            let h = usize::from(ip.header_len());
+            let end = usize::from(ip.total_len()).min(eth.payload().len());
+            let Some(tcp) = eth.payload().get(h..end) else {
+                return false;
+            };
+            (
+                IpAddress::Ipv4(ip.src_addr()),
+                IpAddress::Ipv4(ip.dst_addr()),
+                tcp,
+            )
+        }
+        EthernetProtocol::Ipv6 => {
+            let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else {
+                return false;
+            };
+            if ip.next_header() != IpProtocol::Tcp {
+                return false;
+            }
+            (
+                IpAddress::Ipv6(ip.src_addr()),
+                IpAddress::Ipv6(ip.dst_addr()),
+                ip.payload(),
+            )
+        }
+        _ => return false,
+    };
+    let Ok(syn) = TcpPacket::new_checked(tcp) else {
+        return false;
+    };
+    let Ok(syn) = TcpRepr::parse(&syn, &src, &dst, &cs) else {
+        return false;
+    };
+    if syn.control != TcpControl::Syn || syn.ack_number.is_some() {
+        return false;
+    }
+    let rst = TcpRepr {
+        src_port: syn.dst_port,
+        dst_port: syn.src_port,
+        control: TcpControl::Rst,
+        seq_number: TcpSeqNumber(0),
+        ack_number: Some(syn.seq_number + syn.segment_len()),
+        window_len: 0,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let full = ChecksumCapabilities::default();
+    let ip_len = match dst {
+        IpAddress::Ipv4(_) => 20,
+        IpAddress::Ipv6(_) => 40,
+    };
+    out.resize(ETH_HDR + ip_len + rst.buffer_len(), 0);
+    let mut o = EthernetFrame::new_unchecked(&mut out[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: eth.src_addr(),
+        ethertype: eth.ethertype(),
+    }
+    .emit(&mut o);
+    let payload = o.payload_mut();
+    match (dst, src) {
+        (IpAddress::Ipv4(me), IpAddress::Ipv4(peer)) => {
+            let ip = Ipv4Repr {
+                src_addr: me,
+                dst_addr: peer,
+                next_header: IpProtocol::Tcp,
+                payload_len: rst.buffer_len(),
+                hop_limit: 64,
+            };
+            let mut p = Ipv4Packet::new_unchecked(payload);
+            ip.emit(&mut p, &full);
+            rst.emit(
+                &mut TcpPacket::new_unchecked(p.payload_mut()),
+                &dst,
+                &src,
+                &full,
+            );
+        }
+        (IpAddress::Ipv6(me), IpAddress::Ipv6(peer)) => {
+            let ip = Ipv6Repr {
+                src_addr: me,
+                dst_addr: peer,
+                next_header: IpProtocol::Tcp,
+                payload_len: rst.buffer_len(),
+                hop_limit: 64,
+            };
+            let mut p = Ipv6Packet::new_unchecked(payload);
+            ip.emit(&mut p);
+            rst.emit(
+                &mut TcpPacket::new_unchecked(p.payload_mut()),
+                &dst,
+                &src,
+                &full,
+            );
+        }
+        _ => return false,
+    }
+    true
+}
+
 /// The daemon sends these itself because smoltcp rate-limits its own requests with one timer
 /// for the whole neighbour cache: after asking for one neighbour it stays silent for 1 s
 /// about every other, so a node's first packet to a second new neighbour (an IPv6 connect
@@ -215,6 +342,30 @@ mod tests {
         f[34 + 2..34 + 4].copy_from_slice(&80u16.to_be_bytes());
         f[34 + 13] = flags;
         f
+    }
+
+    #[test]
+    fn syn_gets_rst_ack() {
+        let mut f = v4_tcp(0x02);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+        f[14 + 3] = 40; // total length
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[34 + 4..34 + 8].copy_from_slice(&1000u32.to_be_bytes());
+        f[34 + 12] = 0x50; // data offset: 5 words
+        let mut out = Vec::new();
+        assert!(rst_for_syn(&f, [2, 0, 0, 0, 0, 1], &mut out));
+        assert_eq!(&out[..6], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(&out[6..12], &[2, 0, 0, 0, 0, 1]);
+        assert_eq!(&out[14 + 12..14 + 20], &[10, 0, 0, 1, 10, 0, 0, 2]);
+        let tcp = &out[34..];
+        assert_eq!(u16::from_be_bytes([tcp[0], tcp[1]]), 80);
+        assert_eq!(u16::from_be_bytes([tcp[2], tcp[3]]), 40000);
+        assert_eq!(u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]), 1001);
+        assert_eq!(tcp[13], 0x14, "RST|ACK");
+        // Not a SYN (an ACK), or garbage: nothing.
+        f[34 + 13] = 0x10;
+        assert!(!rst_for_syn(&f, [2, 0, 0, 0, 0, 1], &mut out));
+        assert!(!rst_for_syn(&[0u8; 30], [2, 0, 0, 0, 0, 1], &mut out));
     }
 
     #[test]

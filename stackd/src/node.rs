@@ -2193,7 +2193,7 @@ impl Node {
                     }
                 },
             };
-            let f = self.dev.frame(n);
+            let f = &self.dev.rx[..n];
             if let Some(ip) = frame::neighbour_seen(f) {
                 if self.seen.len() > 4096 {
                     self.seen.clear();
@@ -2224,13 +2224,22 @@ impl Node {
                         syn_port = Some(port);
                     }
                     None => {
-                        // A pool for another family would take it: drop rather than
-                        // misdeliver.
+                        // A pool for another family would take it: refuse it as Linux does
+                        // (no listener of its family) rather than misdeliver it.
                         if self
                             .socks
                             .values()
                             .any(|s| s.is_listening() && s.bound.map(|b| b.1) == Some(port))
                         {
+                            let mut rst = Vec::new();
+                            if frame::rst_for_syn(f, self.cfg.mac.0, &mut rst) {
+                                if rst[..6] == self.cfg.mac.0 {
+                                    // A SYN of our own (hairpin): the RST comes back the same way.
+                                    self.dev.hairpin.push_back(rst);
+                                } else if let Some(p) = &self.dev.port {
+                                    let _ = p.send(&rst);
+                                }
+                            }
                             continue;
                         }
                     }

@@ -2193,7 +2193,7 @@ impl Node {
                     }
                 },
             };
-            let f = &self.dev.rx[..n];
+            let f = self.dev.frame(n);
             if let Some(ip) = frame::neighbour_seen(f) {
                 if self.seen.len() > 4096 {
                     self.seen.clear();

@@ -384,6 +384,9 @@ pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<()
     crate::debug!("connect({fd}, {:?}) -> {r:?}", addr.0);
     match r {
         Reply::Err(e) if e.0 == libc::EINPROGRESS => {}
+        // A connect already under way (one a signal interrupted): a blocking connect waits
+        // for its outcome, as Linux does; a non-blocking one says EALREADY.
+        Reply::Err(e) if e.0 == libc::EALREADY && blocking => {}
         r => return expect_ok(r),
     }
     if !blocking {

@@ -873,6 +873,10 @@ def case_signals(host, me):
     s.setblocking(False)
     e = s.connect_ex((absent(host), 80))
     assert e == errno.EALREADY, name(e)
+    # A blocking connect then waits for the outcome of the one under way.
+    s.setblocking(True)
+    rv, e, dt = c_connect(s, absent(host), 80)
+    assert rv == -1 and e in (errno.EHOSTUNREACH, errno.ETIMEDOUT), name(e)
     s.close()
 
 

@@ -17,8 +17,15 @@
 //! other side publishes, full fence, and if the flag is set clears it and rings.
 //!
 //! Trust: the peer is another stack daemon plugged into the same switch. What it writes into
-//! the shared pages is checked for bounds before use (a bad length ends the shortcut), so a
-//! misbehaving peer can only garble its own frames, never make us read out of the mapping.
+//! the shared pages is checked for bounds before use (a bad length ends the shortcut), so it
+//! can never make us read outside the mapping. Frames are parsed in place, though: a peer
+//! that keeps rewriting a frame after publishing it can make it inconsistent while smoltcp
+//! parses it (smoltcp's parsers are bounds-checked); that peer could send garbage frames
+//! through the switch anyway.
+//!
+//! Cost: each ring is a 2 MiB memfd that both daemons map; pages are touched as frames pass,
+//! so a daemon with busy shortcuts to N peers holds up to 4 MiB × N of shared memory
+//! (`MAX_SHORTCUTS` in `device.rs` bounds N). An idle node has none.
 //! Not done: more than one producer or consumer per ring (each daemon is single-threaded).
 
 use ioth_common::sys::{Errno, Fd};

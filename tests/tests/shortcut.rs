@@ -148,3 +148,40 @@ fn no_shortcut_on_a_switch_writing_a_pcap_file() {
         (std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) > data.len() as u64).then_some(())
     });
 }
+
+#[test]
+fn streams_both_ways_at_once_do_not_stall_each_other() {
+    let tmp = TempDir::new("shortcut-both");
+    let sw = tmp.join("sw");
+    let _switch = ioth_switch(&sw, &[]);
+    let a = node(&sw, "fd00::81/64", &tmp.join("a.ctl"));
+    let b = node(&sw, "fd00::82/64", &tmp.join("b.ctl"));
+    // A first exchange makes the shortcut; then eight bulk streams cross, four each way: more
+    // than a ring holds in flight, so some frames take the switch (`shortcut_full`), and
+    // neither daemon may wait for the other.
+    transfer(
+        &tmp,
+        &a.ctl,
+        &b.ctl,
+        "fd00::82",
+        6010,
+        &random(1 << 20),
+        || {},
+    );
+    std::thread::scope(|s| {
+        let ab = (&a.ctl, &b.ctl, "fd00::82");
+        let ba = (&b.ctl, &a.ctl, "fd00::81");
+        for (i, (from, to, ip)) in [ab, ba, ab, ba, ab, ba, ab, ba].into_iter().enumerate() {
+            let tmp = &tmp;
+            s.spawn(move || {
+                transfer(tmp, from, to, ip, 6020 + i as u16, &random(12 << 20), || {});
+            });
+        }
+    });
+    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", info(&a.ctl));
+    assert!(
+        counter(&b.ctl, "shortcut_ring_tx") > 100,
+        "{}",
+        info(&b.ctl)
+    );
+}

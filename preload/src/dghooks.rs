@@ -28,23 +28,13 @@ use ioth_common::sys::Errno;
 use libc::{
     c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, timespec,
 };
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::catch_unwind;
 
 /// Largest iovec count (`UIO_MAXIOV`).
 const IOV_MAX: usize = 1024;
 
 fn guard(f: impl FnOnce() -> Result<usize, Errno>) -> ssize_t {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => v as ssize_t,
-        Ok(Err(e)) => {
-            e.set_errno();
-            -1
-        }
-        Err(_) => {
-            Errno::EIO.set_errno();
-            -1
-        }
-    }
+    crate::hooks::guard(|| f().map(|v| v as ssize_t))
 }
 
 /// The caller's iovecs with room for our header in front.

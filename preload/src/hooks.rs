@@ -22,16 +22,16 @@ use libc::{c_int, c_void, sockaddr, socklen_t};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Run the emulation; errors set errno and give -1, panics give `EIO`.
-fn guard(f: impl FnOnce() -> Result<c_int, Errno>) -> c_int {
+pub(crate) fn guard<T: From<i8>>(f: impl FnOnce() -> Result<T, Errno>) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             e.set_errno();
-            -1
+            T::from(-1)
         }
         Err(_) => {
             Errno::EIO.set_errno();
-            -1
+            T::from(-1)
         }
     }
 }

@@ -17,28 +17,15 @@
 
 #![allow(clippy::missing_safety_doc)]
 
+use crate::hooks::guard;
 use crate::iface::{self, IFREQ_LEN};
 use crate::real;
 use ioth_common::ctl::{Request, WireAddr};
 use ioth_common::sys::Errno;
 use libc::{c_char, c_int, c_uint, c_ulong, c_void};
 use std::net::{IpAddr, SocketAddr};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicPtr, Ordering};
-
-fn guard(f: impl FnOnce() -> Result<c_int, Errno>) -> c_int {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            e.set_errno();
-            -1
-        }
-        Err(_) => {
-            Errno::EIO.set_errno();
-            -1
-        }
-    }
-}
 
 fn active() -> bool {
     catch_unwind(crate::node::active).unwrap_or(false)

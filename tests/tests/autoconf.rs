@@ -441,21 +441,33 @@ fn shim_node_with_ioth_ip_auto_resolves_and_connects() {
     // The shim starts the node's daemon (IOTH_IP=auto, IOTH_NAME for a stable MAC) and its
     // first socket call returns once the node has its addresses; `gw9` is resolved by the DNS
     // server the DHCP lease gave (no IOTH_DNS).
-    let mut c = lab.at("auto", "python3");
-    c.env("IOTH_NAME", "shimauto").args([
-        "-c",
+    shim_auto_client(&lab, "shimauto", "fd09::1", 7008, "hello-shim");
+    assert!(
+        lab.log("dnsmasq.log")
+            .contains("query[A] gw9 from 10.9.0.10")
+    );
+}
+
+/// A python node that the shim starts itself (`IOTH_IP=auto`, `IOTH_NAME` for a stable MAC):
+/// its first socket call returns once the node has its addresses; it connects to `gw9` (a
+/// name only the DNS server of its DHCP lease knows) and to `v6` on `port` and sends
+/// `TAG-FAMILY` on each, which must arrive at the listener (`listen.log`).
+fn shim_auto_client(lab: &NodeLab, name: &str, v6: &str, port: u16, tag: &str) {
+    let script = format!(
         "import socket,sys,time\n\
-         for fam, a in ((socket.AF_INET, 'gw9'), (socket.AF_INET6, 'fd09::1')):\n\
+         for fam, a in ((socket.AF_INET, 'gw9'), (socket.AF_INET6, '{v6}')):\n\
          \x20   for i in range(50):\n\
          \x20       s = socket.socket(fam)\n\
          \x20       try:\n\
-         \x20           s.connect((a, 7008)); break\n\
+         \x20           s.connect((a, {port})); break\n\
          \x20       except OSError as e:\n\
          \x20           err = e; s.close(); time.sleep(0.2)\n\
          \x20   else:\n\
          \x20       sys.exit('connect %s: %s' % (a, err))\n\
-         \x20   s.sendall(('hello-shim-%d\\n' % fam).encode()); s.close()\n",
-    ]);
+         \x20   s.sendall(('{tag}-%d\\n' % fam).encode()); s.close()\n"
+    );
+    let mut c = lab.at("auto", "python3");
+    c.env("IOTH_NAME", name).args(["-c", &script]);
     let o = run_for(40, c);
     // The daemon the shim started: stopped by pid at the end.
     let _node = pid_by_cmdline(&lab.dir.join("run").to_string_lossy()).map(|pid| Daemon {
@@ -468,17 +480,13 @@ fn shim_node_with_ioth_ip_auto_resolves_and_connects() {
         text(&o),
         lab.log("dnsmasq.log")
     );
-    assert!(
-        lab.log("dnsmasq.log")
-            .contains("query[A] gw9 from 10.9.0.10")
-    );
     wait_for(
         Duration::from_secs(10),
         "both lines at the listener",
         || {
             let l = lab.log("listen.log");
-            (l.contains(&format!("hello-shim-{}", libc::AF_INET))
-                && l.contains(&format!("hello-shim-{}", libc::AF_INET6)))
+            (l.contains(&format!("{tag}-{}", libc::AF_INET))
+                && l.contains(&format!("{tag}-{}", libc::AF_INET6)))
             .then_some(())
         },
     );
@@ -586,38 +594,7 @@ fn dnsmasq_node_serves_dhcp_and_router_advertisements() {
 
     // A program as a node of its own: the shim starts the daemon (IOTH_IP=auto), `gw9` is
     // resolved by dnsmasq, the DNS server of the lease.
-    let mut c = lab.at("auto", "python3");
-    c.env("IOTH_NAME", "dmshim").args([
-        "-c",
-        "import socket,sys,time\n\
-         for fam, a in ((socket.AF_INET, 'gw9'), (socket.AF_INET6, 'fd00:9::1')):\n\
-         \x20   for i in range(50):\n\
-         \x20       s = socket.socket(fam)\n\
-         \x20       try:\n\
-         \x20           s.connect((a, 7009)); break\n\
-         \x20       except OSError as e:\n\
-         \x20           err = e; s.close(); time.sleep(0.2)\n\
-         \x20   else:\n\
-         \x20       sys.exit('connect %s: %s' % (a, err))\n\
-         \x20   s.sendall(('dnsmasq-shim-%d\\n' % fam).encode()); s.close()\n",
-    ]);
-    let o = run_for(40, c);
-    let _node = pid_by_cmdline(&lab.dir.join("run").to_string_lossy()).map(|pid| Daemon {
-        pid,
-        name: "shim's ioth-stackd".into(),
-    });
-    assert!(
-        o.status.success(),
-        "{}\ndnsmasq: {}",
-        text(&o),
-        lab.log("dnsmasq.log")
-    );
-    wait_for(Duration::from_secs(10), "the shim node's lines", || {
-        let l = lab.log("listen.log");
-        (l.contains(&format!("dnsmasq-shim-{}", libc::AF_INET))
-            && l.contains(&format!("dnsmasq-shim-{}", libc::AF_INET6)))
-        .then_some(())
-    });
+    shim_auto_client(&lab, "dmshim", "fd00:9::1", 7009, "dnsmasq-shim");
     let l = lab.log("dnsmasq.log");
     assert!(l.contains("query[A] gw9 from 10.0.9.1"), "{l}");
     // Three leases: the dhcp, auto and shim nodes.

@@ -241,16 +241,24 @@ impl Sock {
     }
 
     /// Present an address the way this socket's family does (v4-mapped on AF_INET6).
+    /// Link-local IPv6 addresses carry the scope id of the node's one interface (1, `vde0`),
+    /// as Linux reports them.
     fn present(&self, a: SocketAddr) -> WireAddr {
-        if self.domain == libc::AF_INET6
-            && let SocketAddr::V4(v4) = a
-        {
-            return WireAddr(Some(SocketAddr::new(
+        match a {
+            SocketAddr::V4(v4) if self.domain == libc::AF_INET6 => WireAddr(Some(SocketAddr::new(
                 IpAddr::V6(v4.ip().to_ipv6_mapped()),
                 v4.port(),
-            )));
+            ))),
+            SocketAddr::V6(v6) if v6.ip().is_unicast_link_local() && v6.scope_id() == 0 => {
+                WireAddr(Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                    *v6.ip(),
+                    v6.port(),
+                    v6.flowinfo(),
+                    1,
+                ))))
+            }
+            _ => WireAddr(Some(a)),
         }
-        WireAddr(Some(a))
     }
 
     fn unspecified(&self, port: u16) -> SocketAddr {

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """UDP semantics over ioth (run as a node by tests/tests/udp.rs).
 
-server ADDR4 ADDR6: UDP echo on [ADDR6]:9000 and 0.0.0.0:9001 (v4, broadcast target), and a
-TCP echo on [ADDR6]:9000 (same port number as the UDP socket). Prints "ready".
+server ADDR4 ADDR6: UDP echo on [ADDR6]:9000, 0.0.0.0:9001 (v4, broadcast target) and [::]:9002
+(member of the IPv6 multicast group GROUP), and a TCP echo on [ADDR6]:9000 (same port number
+as the UDP socket). Prints "ready".
 client SERVER6 SERVER4: checks, one "ok NAME" line each, "all-ok" at the end.
 """
 import ctypes
@@ -16,6 +17,7 @@ import termios
 import threading
 
 PORT = 9000
+GROUP = "ff02::9:1"  # link-local scope: sent with the interface's index (1, vde0)
 
 
 def server(a4, a6):
@@ -23,6 +25,11 @@ def server(a4, a6):
     u6.bind((a6, PORT))
     u4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u4.bind(("0.0.0.0", PORT + 1))
+    m6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    m6.bind(("::", PORT + 2))
+    ifindex = socket.if_nametoindex("vde0")
+    mreq = socket.inet_pton(socket.AF_INET6, GROUP) + ifindex.to_bytes(4, sys.byteorder)
+    m6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
     t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     t.bind((a6, PORT))
@@ -38,7 +45,7 @@ def server(a4, a6):
     threading.Thread(target=tcp, daemon=True).start()
     print("ready", flush=True)
     while True:
-        r, _, _ = select.select([u6, u4], [], [])
+        r, _, _ = select.select([u6, u4, m6], [], [])
         for s in r:
             d, a = s.recvfrom(70000)
             if d == b"quit":
@@ -237,6 +244,15 @@ def client(s6, s4):
     b.sendto(b"bcast", (bcast, PORT + 1))
     d, a = b.recvfrom(100)
     check("broadcast", d == b"bcast" and a[0] == s4)
+    # IPv6 multicast: a datagram to a group the server joined reaches it. Link-scope
+    # destination, so link-local source: the echo comes back from the server's fe80::
+    # address, with the interface as its scope, as on Linux.
+    m = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    m.settimeout(10)
+    ifindex = socket.if_nametoindex("vde0")
+    m.sendto(b"mcast", (GROUP, PORT + 2, 0, ifindex))
+    d, a = m.recvfrom(100)
+    check("multicast6", d == b"mcast" and a[0].startswith("fe80::") and a[3] == ifindex)
     s.sendto(b"quit", srv)
     print("all-ok", flush=True)
 

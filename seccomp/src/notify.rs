@@ -1,0 +1,346 @@
+//! The kernel interfaces of the supervisor: the seccomp filter with a user-notification
+//! listener, the notification ioctls, pidfds and the target's memory.
+//!
+//! Every `unsafe` block of `ioth-exec` lives here, each a single system call on plain data.
+//! The structures mirror `<linux/seccomp.h>` (x86_64 and aarch64 layouts are the same).
+//! Nothing here decides what a call means; that is [`crate::serve`].
+
+use ioth_common::sys::{Errno, Fd};
+use std::os::fd::RawFd;
+
+/// `struct seccomp_data`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeccompData {
+    pub nr: i32,
+    pub arch: u32,
+    pub ip: u64,
+    pub args: [u64; 6],
+}
+
+/// `struct seccomp_notif`: one intercepted system call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Notif {
+    pub id: u64,
+    pub pid: u32,
+    pub flags: u32,
+    pub data: SeccompData,
+}
+
+/// `struct seccomp_notif_resp`.
+#[repr(C)]
+struct Resp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+/// `struct seccomp_notif_addfd`.
+#[repr(C)]
+struct AddFd {
+    id: u64,
+    flags: u32,
+    srcfd: u32,
+    newfd: u32,
+    newfd_flags: u32,
+}
+
+const IOCTL_RECV: libc::c_ulong = 0xc050_2100;
+const IOCTL_SEND: libc::c_ulong = 0xc018_2101;
+const IOCTL_ID_VALID: libc::c_ulong = 0x4008_2102;
+const IOCTL_ADDFD: libc::c_ulong = 0x4018_2103;
+const USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+const ADDFD_FLAG_SEND: u32 = 2;
+const SET_MODE_FILTER: libc::c_ulong = 1;
+const FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
+const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xc000_00b7;
+
+/// The socket control calls the supervisor answers.
+pub const NOTIFIED: [libc::c_long; 11] = [
+    libc::SYS_socket,
+    libc::SYS_connect,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockopt,
+    libc::SYS_shutdown,
+];
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    // BPF_JMP | BPF_JEQ | BPF_K
+    libc::sock_filter {
+        code: 0x05 | 0x10,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// The filter: the calls of [`NOTIFIED`] go to the supervisor, `io_uring_setup` fails with
+/// `ENOSYS` (io_uring could open and connect sockets without any of those calls), everything
+/// else (and every call of another ABI, such as i386 or x32) runs natively.
+pub fn filter() -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const RET_K: u16 = 0x06;
+    let n = NOTIFIED.len();
+    let mut f = vec![
+        stmt(LD_W_ABS, 4), // arch
+        jeq(AUDIT_ARCH, 0, (n + 2) as u8),
+        stmt(LD_W_ABS, 0), // nr
+    ];
+    for (i, nr) in NOTIFIED.iter().enumerate() {
+        // Matches jump to the USER_NOTIF return, after the io_uring test and two returns.
+        f.push(jeq(*nr as u32, (n - i + 1) as u8, 0));
+    }
+    f.push(jeq(libc::SYS_io_uring_setup as u32, 2, 0));
+    f.push(stmt(RET_K, RET_ALLOW));
+    f.push(stmt(RET_K, RET_USER_NOTIF));
+    f.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
+    f
+}
+
+/// In the child, before `execve`: no new privileges, then the filter; returns the listener.
+/// Only raw system calls (this runs between `fork` and `exec`).
+pub fn install(filter: &[libc::sock_filter]) -> Result<RawFd, Errno> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(Errno::last());
+    }
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prog points to `filter`, alive for the call; the kernel copies it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SET_MODE_FILTER,
+            FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(r as RawFd)
+}
+
+/// Ask the parent to kill us if it dies (a target without its supervisor gets `ENOSYS`).
+pub fn die_with_parent() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+}
+
+fn ioctl<T>(fd: RawFd, req: libc::c_ulong, arg: &mut T) -> Result<i32, Errno> {
+    // SAFETY: arg is a valid, exclusively borrowed structure of the size `req` encodes.
+    let r = unsafe { libc::ioctl(fd, req, arg as *mut T) };
+    if r < 0 { Err(Errno::last()) } else { Ok(r) }
+}
+
+/// The next notification (blocking).
+pub fn recv(listener: RawFd) -> Result<Notif, Errno> {
+    let mut n = Notif::default();
+    ioctl(listener, IOCTL_RECV, &mut n)?;
+    Ok(n)
+}
+
+/// Is the notification still pending (its thread still waiting, the pid not reused)?
+pub fn id_valid(listener: RawFd, id: u64) -> bool {
+    let mut id = id;
+    ioctl(listener, IOCTL_ID_VALID, &mut id).is_ok()
+}
+
+fn send(listener: RawFd, id: u64, val: i64, error: i32, flags: u32) {
+    let mut r = Resp {
+        id,
+        val,
+        error,
+        flags,
+    };
+    // ENOENT: the target went away (killed, or interrupted by a signal); nothing to answer.
+    let _ = ioctl(listener, IOCTL_SEND, &mut r);
+}
+
+/// Answer with a result.
+pub fn reply(listener: RawFd, id: u64, r: Result<i64, Errno>) {
+    match r {
+        Ok(v) => send(listener, id, v, 0, 0),
+        Err(e) => send(listener, id, 0, -e.0, 0),
+    }
+}
+
+/// Let the kernel run the call as it is.
+pub fn cont(listener: RawFd, id: u64) {
+    send(listener, id, 0, 0, USER_NOTIF_FLAG_CONTINUE);
+}
+
+/// Install `fd` in the target as its lowest free descriptor and answer the call with that
+/// number, atomically (`SECCOMP_ADDFD_FLAG_SEND`).
+pub fn add_fd_reply(listener: RawFd, id: u64, fd: RawFd, cloexec: bool) -> Result<i32, Errno> {
+    let mut a = AddFd {
+        id,
+        flags: ADDFD_FLAG_SEND,
+        srcfd: fd as u32,
+        newfd: 0,
+        newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+    };
+    ioctl(listener, IOCTL_ADDFD, &mut a)
+}
+
+/// A pidfd for the process of thread `tid`.
+pub fn pidfd(tid: u32) -> Result<Fd, Errno> {
+    // SAFETY: pidfd_open with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, 0) };
+    if r >= 0 {
+        return Ok(Fd::from_raw(r as RawFd));
+    }
+    let e = Errno::last();
+    if e != Errno::EINVAL {
+        return Err(e);
+    }
+    // Not a thread-group leader: PIDFD_THREAD (O_EXCL) since Linux 6.9, else its Tgid.
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, libc::O_EXCL) };
+    if r >= 0 {
+        return Ok(Fd::from_raw(r as RawFd));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| e)?;
+    let tgid: libc::pid_t = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(e)?;
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(Fd::from_raw(r as RawFd))
+}
+
+/// A duplicate of the target's descriptor `fd` (same open file description), close-on-exec.
+pub fn get_fd(pidfd: &Fd, fd: i32) -> Result<Fd, Errno> {
+    // SAFETY: pidfd_getfd with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.raw(), fd, 0) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(Fd::from_raw(r as RawFd))
+}
+
+/// Read `len` bytes at `addr` in the target (`EFAULT` if it cannot be read).
+pub fn read_mem(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; len];
+    if len == 0 {
+        return Ok(buf);
+    }
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: local describes our own buffer of len bytes; the remote address is only
+    // dereferenced by the kernel, in the target.
+    let r = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if r != len as isize {
+        return Err(Errno(libc::EFAULT));
+    }
+    Ok(buf)
+}
+
+/// Write `data` at `addr` in the target (`EFAULT` if it cannot be written).
+pub fn write_mem(pid: u32, addr: u64, data: &[u8]) -> Result<(), Errno> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let local = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: local describes our own buffer (only read); the remote address is only
+    // dereferenced by the kernel, in the target.
+    let r = unsafe { libc::process_vm_writev(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if r != data.len() as isize {
+        return Err(Errno(libc::EFAULT));
+    }
+    Ok(())
+}
+
+/// The target's pid, for the signal forwarder.
+static TARGET: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = TARGET.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe; pid is our own child.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Pass termination and user signals sent to the supervisor on to the target.
+pub fn forward_signals(pid: i32) {
+    TARGET.store(pid, std::sync::atomic::Ordering::Relaxed);
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: a zeroed sigaction with a valid handler and SA_RESTART.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// `pre_exec` hook for `cmd`: in the child, after `fork`, install the filter and send the
+/// listener to the supervisor over `chan` (one byte with the fd attached).
+pub fn on_exec(cmd: &mut std::process::Command, chan: RawFd) {
+    use std::os::unix::process::CommandExt;
+    let f = filter();
+    let hook = move || -> std::io::Result<()> {
+        die_with_parent();
+        let l = install(&f).map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
+        let sent = ioth_common::sys::sendmsg(chan, &[std::io::IoSlice::new(&[1])], &[l], 0);
+        ioth_common::sys::close(l);
+        sent.map(drop)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.0))
+    };
+    // SAFETY: the hook runs in the forked child of a single-threaded supervisor (it spawns
+    // before starting any thread) and only makes system calls on its own data.
+    unsafe { cmd.pre_exec(hook) };
+}

@@ -45,6 +45,23 @@ fn exec_at(lab: &NodeLab, ip: &str, prog: &Path) -> Command {
     c
 }
 
+/// `prog` run through `scripts/iothrun` (static programs: `ioth-exec`, by itself).
+fn iothrun_at(lab: &NodeLab, ip: &str, prog: &Path) -> Command {
+    let mut c = Command::new(repo().join("scripts/iothrun"));
+    c.args(["--ip", ip, "--switch"])
+        .arg(&lab.sw)
+        .arg("--")
+        .arg(prog)
+        .env("IOTH_LIB", libioth())
+        .env("IOTH_RUNDIR", lab.dir.join("run"))
+        .env("IOTH_STACKD", bin("ioth-stackd"))
+        .env_remove("LD_PRELOAD")
+        .env_remove("IOTH_STACK")
+        .env_remove("IOTH_DNS")
+        .env_remove("IOTH_NAME");
+    c
+}
+
 fn ready() -> Option<PathBuf> {
     let Some(bb) = static_busybox() else {
         skip("no statically linked busybox (apt-get install busybox-static) or no readelf");
@@ -129,7 +146,13 @@ fn static_busybox_wget_downloads_from_python_node() {
             &format!("busybox wget {url}"),
             || {
                 let _ = std::fs::remove_file(&out);
-                let mut c = exec_at(&lab, "fd00::31,10.0.0.31", &bb);
+                // The IPv6 download goes through scripts/iothrun, which must notice that
+                // busybox is static and run it under ioth-exec.
+                let mut c = if i == 0 {
+                    exec_at(&lab, "fd00::31,10.0.0.31", &bb)
+                } else {
+                    iothrun_at(&lab, "fd00::31,10.0.0.31", &bb)
+                };
                 c.args(["wget", "-q", "-O"]).arg(&out).arg(url);
                 let o = run_for(15, c);
                 if !o.status.success() {

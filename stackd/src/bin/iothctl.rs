@@ -7,7 +7,18 @@
 //! * `iothctl --ctl PATH connect ADDR PORT`: stdin to the connection, then half-close, and
 //!   the connection to stdout until EOF;
 //! * `iothctl --ctl PATH ping [-c N] ADDR`: ICMP echo through an ICMP datagram socket; exit
-//!   status 0 iff every request got its reply.
+//!   status 0 iff every request got its reply;
+//! * `iothctl --ctl PATH forward LISTEN ADDR PORT`: a port forwarder from the host into the
+//!   virtual LAN: every connection to the kernel TCP address LISTEN (e.g. `127.0.0.1:8080`)
+//!   is joined to a connection the node makes to ADDR PORT, so an ordinary program (a
+//!   browser) reaches a node; `forwarding` on stderr when ready;
+//! * `iothctl --ctl PATH expose ADDR PORT TARGET`: the other way: the node listens on ADDR
+//!   PORT and joins every connection to the kernel TCP address TARGET (a host service made
+//!   reachable from the virtual LAN); `listening` on stderr when ready.
+//!
+//! Both forwarders copy each direction in its own thread and pass half-closes on; a
+//! connection that cannot be made is closed at once (and said on stderr); they run until
+//! killed.
 
 use clap::{Parser, Subcommand};
 use ioth_common::ctl::{AcceptRecord, Client, DgramHeader, Reply, Request, WireAddr};
@@ -45,6 +56,18 @@ enum Cmd {
     },
     /// Connect, send stdin, half-close, copy the connection to stdout.
     Connect { addr: IpAddr, port: u16 },
+    /// Forward connections to the kernel address LISTEN into the virtual LAN (ADDR PORT).
+    Forward {
+        listen: SocketAddr,
+        addr: IpAddr,
+        port: u16,
+    },
+    /// Listen on the node (ADDR PORT) and forward connections to the kernel address TARGET.
+    Expose {
+        addr: IpAddr,
+        port: u16,
+        target: SocketAddr,
+    },
     /// ICMP echo.
     Ping {
         #[arg(short = 'c', default_value_t = 3)]
@@ -81,6 +104,8 @@ fn main() {
         },
         Cmd::Listen { once, addr, port } => listen(&c, addr, port, once),
         Cmd::Connect { addr, port } => connect(&c, addr, port),
+        Cmd::Forward { listen, addr, port } => forward(&c, listen, addr, port),
+        Cmd::Expose { addr, port, target } => expose(&c, addr, port, target),
         Cmd::Ping {
             count,
             interval,
@@ -126,7 +151,8 @@ fn check(what: &str, r: (Reply, Vec<Fd>)) {
     }
 }
 
-fn listen(c: &Client, addr: IpAddr, port: u16, once: bool) {
+/// A virtual TCP listener on the node (SO_REUSEADDR, backlog 128): its fd.
+fn virt_listen(c: &Client, addr: IpAddr, port: u16) -> Fd {
     let (id, fd) = socket(c, domain(&addr), libc::SOCK_STREAM, 0);
     let one = 1i32.to_ne_bytes().to_vec();
     check(
@@ -148,6 +174,11 @@ fn listen(c: &Client, addr: IpAddr, port: u16, once: bool) {
         "listen",
         call(c, &Request::Listen { id, backlog: 128 }, None),
     );
+    fd
+}
+
+fn listen(c: &Client, addr: IpAddr, port: u16, once: bool) {
+    let fd = virt_listen(c, addr, port);
     eprintln!("listening");
     loop {
         let (conn, _rec) = accept(fd.raw()).unwrap_or_else(|e| die(format!("accept: {e}")));
@@ -185,13 +216,14 @@ fn copy(from: RawFd, to: RawFd) -> Result<u64, Errno> {
     }
 }
 
-fn connect(c: &Client, addr: IpAddr, port: u16) {
+/// A virtual TCP connection from the node to ADDR PORT, once established.
+fn virt_connect(c: &Client, addr: IpAddr, port: u16) -> Result<Fd, String> {
     let (id, fd) = socket(c, domain(&addr), libc::SOCK_STREAM, 0);
     let wa = WireAddr(Some(SocketAddr::new(addr, port)));
     match call(c, &Request::Connect { id, addr: wa }, Some(fd.raw())).0 {
-        Reply::Ok => {}
+        Reply::Ok => Ok(fd),
         Reply::Err(e) if e.0 == libc::EINPROGRESS => {
-            sys::wait_fd(fd.raw(), libc::POLLOUT, -1).unwrap_or_else(|e| die(e));
+            sys::wait_fd(fd.raw(), libc::POLLOUT, -1).map_err(|e| e.to_string())?;
             let err = match call(
                 c,
                 &Request::GetSockOpt {
@@ -205,15 +237,20 @@ fn connect(c: &Client, addr: IpAddr, port: u16) {
             .0
             {
                 Reply::Bytes(b) if b.len() == 4 => i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-                r => die(format!("SO_ERROR: unexpected reply {r:?}")),
+                r => return Err(format!("SO_ERROR: unexpected reply {r:?}")),
             };
             if err != 0 {
-                die(format!("connect: {}", Errno(err)));
+                return Err(format!("connect: {}", Errno(err)));
             }
+            Ok(fd)
         }
-        Reply::Err(e) => die(format!("connect: {e}")),
-        r => die(format!("connect: unexpected reply {r:?}")),
+        Reply::Err(e) => Err(format!("connect: {e}")),
+        r => Err(format!("connect: unexpected reply {r:?}")),
     }
+}
+
+fn connect(c: &Client, addr: IpAddr, port: u16) {
+    let fd = virt_connect(c, addr, port).unwrap_or_else(|e| die(e));
     let wfd = fd.raw();
     let writer = std::thread::spawn(move || {
         let r = copy(0, wfd);
@@ -228,6 +265,46 @@ fn connect(c: &Client, addr: IpAddr, port: u16) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => die(format!("send: {e}")),
         Err(_) => die("send thread failed"),
+    }
+}
+
+/// Copy both ways between two connected stream fds, each direction in its own thread;
+/// EOF on one side becomes a half-close of the other.
+fn join(a: Fd, b: Fd) {
+    let (ar, br) = (a.raw(), b.raw());
+    std::thread::spawn(move || {
+        let back = std::thread::spawn(move || {
+            let _ = copy(br, ar);
+            let _ = sys::shutdown(ar, libc::SHUT_WR);
+        });
+        let _ = copy(ar, br);
+        let _ = sys::shutdown(br, libc::SHUT_WR);
+        let _ = back.join();
+        drop((a, b));
+    });
+}
+
+fn forward(c: &Client, listen: SocketAddr, addr: IpAddr, port: u16) {
+    let l = std::net::TcpListener::bind(listen).unwrap_or_else(|e| die(format!("{listen}: {e}")));
+    eprintln!("forwarding");
+    for conn in l.incoming() {
+        let Ok(conn) = conn else { continue };
+        match virt_connect(c, addr, port) {
+            Ok(v) => join(Fd::from_raw(std::os::fd::IntoRawFd::into_raw_fd(conn)), v),
+            Err(e) => eprintln!("iothctl: {addr} port {port}: {e}"),
+        }
+    }
+}
+
+fn expose(c: &Client, addr: IpAddr, port: u16, target: SocketAddr) {
+    let fd = virt_listen(c, addr, port);
+    eprintln!("listening");
+    loop {
+        let (conn, _rec) = accept(fd.raw()).unwrap_or_else(|e| die(format!("accept: {e}")));
+        match std::net::TcpStream::connect(target) {
+            Ok(k) => join(conn, Fd::from_raw(std::os::fd::IntoRawFd::into_raw_fd(k))),
+            Err(e) => eprintln!("iothctl: {target}: {e}"),
+        }
     }
 }
 

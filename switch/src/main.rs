@@ -203,8 +203,10 @@ fn read_until(fd: i32, buf: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) -> Resul
     Ok(())
 }
 
-/// The result line (`1000 Success`, `1NNN error`) in an answer, if complete.
-fn result_line(text: &str) -> Option<(usize, &str)> {
+/// A console answer: the lines of its data block (`0000 DATA END WITH '.'` ... `.`) and,
+/// once the answer is complete, its result line (`1000 Success`, `1NNN error`) with the code.
+fn parse_answer(text: &str) -> (Vec<&str>, Option<(usize, &str)>) {
+    let mut data = Vec::new();
     let mut in_data = false;
     for l in text.lines() {
         if l.starts_with("0000 DATA END WITH") {
@@ -212,16 +214,18 @@ fn result_line(text: &str) -> Option<(usize, &str)> {
         } else if in_data {
             if l == "." {
                 in_data = false;
+            } else {
+                data.push(l);
             }
         } else if l.len() >= 5
             && l.as_bytes()[0] == b'1'
             && l.as_bytes()[1..4].iter().all(u8::is_ascii_digit)
             && l.as_bytes()[4] == b' '
         {
-            return Some((l[..4].parse().unwrap_or(1999), l));
+            return (data, Some((l[..4].parse().unwrap_or(1999), l)));
         }
     }
-    None
+    (data, None)
 }
 
 fn ctl(dir: &Path, command: &str) -> ExitCode {
@@ -237,23 +241,15 @@ fn ctl(dir: &Path, command: &str) -> ExitCode {
         sys::send(fd.raw(), line.as_bytes(), libc::MSG_NOSIGNAL).map_err(|e| e.to_string())?;
         let mut ans = Vec::new();
         read_until(fd.raw(), &mut ans, |b| {
-            result_line(&String::from_utf8_lossy(b)).is_some()
+            parse_answer(&String::from_utf8_lossy(b)).1.is_some()
         })?;
         let _ = sys::send(fd.raw(), b"logout\n", libc::MSG_NOSIGNAL);
         let text = String::from_utf8_lossy(&ans).into_owned();
-        let mut in_data = false;
-        for l in text.lines() {
-            if l.starts_with("0000 DATA END WITH") {
-                in_data = true;
-            } else if in_data {
-                if l == "." {
-                    in_data = false;
-                } else {
-                    println!("{l}");
-                }
-            }
+        let (data, result) = parse_answer(&text);
+        for l in data {
+            println!("{l}");
         }
-        match result_line(&text) {
+        match result {
             Some((1000, _)) => Ok(ExitCode::SUCCESS),
             Some((_, l)) => {
                 eprintln!("ioth-switch ctl: {l}");

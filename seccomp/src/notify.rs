@@ -55,6 +55,9 @@ const USER_NOTIF_FLAG_CONTINUE: u32 = 1;
 const ADDFD_FLAG_SEND: u32 = 2;
 const SET_MODE_FILTER: libc::c_ulong = 1;
 const FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
+const FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
+/// The kernel's "restart this call, or fail it with `EINTR`, as the signal handler says".
+pub const ERESTARTSYS: Errno = Errno(512);
 const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
@@ -132,19 +135,32 @@ pub fn install(filter: &[libc::sock_filter]) -> Result<RawFd, Errno> {
         len: filter.len() as u16,
         filter: filter.as_ptr().cast_mut(),
     };
-    // SAFETY: prog points to `filter`, alive for the call; the kernel copies it.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            SET_MODE_FILTER,
-            FILTER_FLAG_NEW_LISTENER,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if r < 0 {
-        return Err(Errno::last());
+    let mut last = Errno::EINVAL;
+    // WAIT_KILLABLE_RECV first (Linux 5.19): once the supervisor has the call, only a fatal
+    // signal ends the target's wait, so an emulated call is never half done and then
+    // restarted (Go preempts its threads with SIGURG every few milliseconds).
+    for flags in [
+        FILTER_FLAG_NEW_LISTENER | FILTER_FLAG_WAIT_KILLABLE_RECV,
+        FILTER_FLAG_NEW_LISTENER,
+    ] {
+        // SAFETY: prog points to `filter`, alive for the call; the kernel copies it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                SET_MODE_FILTER,
+                flags,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if r >= 0 {
+            return Ok(r as RawFd);
+        }
+        last = Errno::last();
+        if last != Errno::EINVAL {
+            break;
+        }
     }
-    Ok(r as RawFd)
+    Err(last)
 }
 
 /// Ask the parent to kill us if it dies (a target without its supervisor gets `ENOSYS`).
@@ -209,6 +225,22 @@ pub fn add_fd_reply(listener: RawFd, id: u64, fd: RawFd, cloexec: bool) -> Resul
     ioctl(listener, IOCTL_ADDFD, &mut a)
 }
 
+/// Has thread `tid` a signal pending that it does not block? (From `/proc/TID/status`; a
+/// thread we cannot inspect has none.)
+pub fn signal_pending(tid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (field("SigPnd:") | field("ShdPnd:")) & !field("SigBlk:") & !field("SigIgn:") != 0
+}
+
 /// A pidfd for the process of thread `tid`.
 pub fn pidfd(tid: u32) -> Result<Fd, Errno> {
     // SAFETY: pidfd_open with integer arguments.
@@ -216,16 +248,9 @@ pub fn pidfd(tid: u32) -> Result<Fd, Errno> {
     if r >= 0 {
         return Ok(Fd::from_raw(r as RawFd));
     }
+    // Not a thread-group leader (EINVAL, or ENOENT since Linux 6.9): open its process (a
+    // thread pidfd, PIDFD_THREAD, is refused by pidfd_getfd).
     let e = Errno::last();
-    if e != Errno::EINVAL {
-        return Err(e);
-    }
-    // Not a thread-group leader: PIDFD_THREAD (O_EXCL) since Linux 6.9, else its Tgid.
-    // SAFETY: as above.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, libc::O_EXCL) };
-    if r >= 0 {
-        return Ok(Fd::from_raw(r as RawFd));
-    }
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| e)?;
     let tgid: libc::pid_t = status
         .lines()

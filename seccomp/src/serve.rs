@@ -13,14 +13,17 @@
 //!   call. Otherwise addresses and option values are read and written in the target's memory
 //!   with `process_vm_readv/writev`, checked with `SECCOMP_IOCTL_NOTIF_ID_VALID` before
 //!   acting, and the call is answered with the result or the errno.
+//! * The filter makes the target's wait killable only (`WAIT_KILLABLE_RECV`), so a call we
+//!   have started is never abandoned half done by a signal and restarted (a connection taken
+//!   from a listener for a call that no longer waits would be lost).
 //! * A blocking `connect` or `accept` runs on its own thread. A blocking accept polls the
-//!   listener and re-checks that the call is still pending, so a target interrupted by a
-//!   signal never loses a connection to a record read on its behalf.
+//!   listener and the target thread's pending signals (`/proc/TID/status`): a signal it does
+//!   not block ends the wait with `ERESTARTSYS`, which the kernel turns into a restart
+//!   (`SA_RESTART`) or `EINTR`, as for the kernel's own accept.
 //!
-//! Not done: `SO_RCVTIMEO` on a blocking accept; signals do not interrupt a blocking
-//! connect's wait here (the target's call is interrupted or restarted by the kernel as
-//! usual, and a restarted connect waits for the same handshake). Not a security boundary:
-//! a thread of the target can change its descriptor table between our check and a
+//! Not done: `SO_RCVTIMEO` on a blocking accept; a blocking connect waits for the end of the
+//! handshake even if a handled signal arrives (fatal signals end it at once). Not a security
+//! boundary: a thread of the target can change its descriptor table between our check and a
 //! kernel-run call.
 
 use crate::notify::{self, Notif};
@@ -54,7 +57,7 @@ pub fn dispatch(listener: RawFd, n: Notif) {
                 if blocking {
                     let spawned = std::thread::Builder::new()
                         .name("ioth-exec-call".into())
-                        .stack_size(128 << 10)
+                        .stack_size(256 << 10)
                         .spawn(move || finish(listener, &n, fd_call(listener, &n, fd, v)));
                     if spawned.is_ok() {
                         return;
@@ -83,6 +86,19 @@ pub fn dispatch(listener: RawFd, n: Notif) {
 }
 
 fn finish(listener: RawFd, n: &Notif, a: Answer) {
+    if ioth::log::enabled() {
+        let what = match &a {
+            Answer::Continue => "kernel".to_string(),
+            Answer::Done(r) => format!("{r:?}"),
+            Answer::Sent => "sent".to_string(),
+        };
+        ioth::log::debug_line(&format!(
+            "ioth-exec: pid {} call {} {:x?} -> {what}",
+            n.pid,
+            n.data.nr,
+            &n.data.args[..3]
+        ));
+    }
     match a {
         Answer::Continue => notify::cont(listener, n.id),
         Answer::Done(r) => notify::reply(listener, n.id, r),
@@ -93,11 +109,19 @@ fn finish(listener: RawFd, n: &Notif, a: Answer) {
 /// Our duplicate of the call's descriptor argument and its virtual socket, if it is one.
 /// Bad descriptors are the kernel's to report (`Ok(None)`).
 fn target_virt(n: &Notif) -> Result<Option<(Fd, Virt)>, Errno> {
-    let Ok(pidfd) = notify::pidfd(n.pid) else {
-        return Ok(None);
+    let pidfd = match notify::pidfd(n.pid) {
+        Ok(p) => p,
+        Err(e) => {
+            ioth::debug!("ioth-exec: pidfd of {}: {e}", n.pid);
+            return Ok(None);
+        }
     };
-    let Ok(fd) = notify::get_fd(&pidfd, n.data.args[0] as i32) else {
-        return Ok(None);
+    let fd = match notify::get_fd(&pidfd, n.data.args[0] as i32) {
+        Ok(fd) => fd,
+        Err(e) => {
+            ioth::debug!("ioth-exec: fd {} of {}: {e}", n.data.args[0] as i32, n.pid);
+            return Ok(None);
+        }
     };
     Ok(emu::virt(fd.raw()).map(|v| (fd, v)))
 }
@@ -295,8 +319,14 @@ fn accept(listener: RawFd, n: &Notif, fd: &Fd, v: Virt, flags: i32) -> Answer {
                 if !blocking {
                     return Answer::Done(Err(e));
                 }
-                // Wake up now and then to notice a target that stopped waiting.
-                if let Err(e) = sys::wait_fd(fd.raw(), libc::POLLIN, 200)
+                // A signal for the target ends the wait as in the kernel's accept: restarted
+                // under SA_RESTART (a new notification), EINTR otherwise. Nothing has been
+                // taken from the listener.
+                if notify::signal_pending(n.pid) {
+                    return Answer::Done(Err(notify::ERESTARTSYS));
+                }
+                // Wake up now and then to notice signals and a target that stopped waiting.
+                if let Err(e) = sys::wait_fd(fd.raw(), libc::POLLIN, 50)
                     && e != Errno::EINTR
                 {
                     return Answer::Done(Err(e));

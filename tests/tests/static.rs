@@ -1,7 +1,9 @@
 //! Statically linked programs as IoTh nodes through `ioth-exec` (seccomp user notification):
 //! a static `busybox httpd` serving curl (a shim node), a static `busybox wget` downloading
 //! from python's http.server (a shim node), and plain programs under `ioth-exec` behaving as
-//! without it (exit status, signals, unix sockets; UDP refused with `EPERM`).
+//! without it (exit status, signals, unix sockets; UDP refused with `EPERM`); a signal
+//! interrupts a blocking accept; a Go HTTP server and client (static, raw system calls, many
+//! threads) as nodes when `go` is installed.
 //!
 //! Skipped when `busybox` is not the static build (Debian's `busybox-static`) or when the
 //! kernel refuses seccomp user notification here (probed with `ioth-exec --check`).
@@ -224,5 +226,147 @@ except PermissionError:
             "{}",
             text(&o)
         );
+    }
+}
+
+#[test]
+fn blocking_accept_under_ioth_exec_is_interrupted_by_a_signal() {
+    if !seccomp_works() {
+        return skip("seccomp user notification is not available here");
+    }
+    if !have("python3") {
+        return skip("python3 missing");
+    }
+    let lab = NodeLab::new("static-signal", None);
+    // A handler that raises: the blocking accept must end (EINTR) for it to run.
+    let script = r#"
+import signal, socket, time
+class Alarm(Exception): pass
+def on_alarm(sig, frame): raise Alarm()
+signal.signal(signal.SIGALRM, on_alarm)
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("0.0.0.0", 8000))
+s.listen(4)
+t = time.monotonic()
+signal.alarm(1)
+try:
+    s.accept()
+    print("accepted?")
+except Alarm:
+    print("interrupted after %.1f s" % (time.monotonic() - t))
+"#;
+    let mut c = exec_at(&lab, "10.0.0.45", Path::new("python3"));
+    c.args(["-c", script]);
+    let o = run_for(30, c);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success() && out.starts_with("interrupted after 1."),
+        "{}",
+        text(&o)
+    );
+}
+
+const GO_HTTP: &str = r#"package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+)
+
+// serve ADDR DIR: an HTTP file server; get URL: prints the body's sha256 and length.
+func main() {
+	switch os.Args[1] {
+	case "serve":
+		ln, err := net.Listen("tcp", os.Args[2])
+		if err != nil {
+			fmt.Println("listen:", err)
+			os.Exit(1)
+		}
+		fmt.Println("listening", ln.Addr())
+		fmt.Println("serve:", http.Serve(ln, http.FileServer(http.Dir(os.Args[3]))))
+		os.Exit(1)
+	case "get":
+		r, err := http.Get(os.Args[2])
+		if err != nil {
+			fmt.Println("get:", err)
+			os.Exit(1)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			fmt.Println("read:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("%x %d\n", h.Sum(nil), n)
+	}
+}
+"#;
+
+#[test]
+fn go_http_server_and_client_as_nodes() {
+    if !seccomp_works() {
+        return skip("seccomp user notification is not available here");
+    }
+    let Some(go) = which("go") else {
+        return skip("go missing (apt-get install golang-go)");
+    };
+    let mut lab = NodeLab::new("static-go", None);
+    let src = lab.dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("main.go"), GO_HTTP).unwrap();
+    std::fs::write(src.join("go.mod"), "module iothgo\n\ngo 1.19\n").unwrap();
+    let exe = lab.dir.join("iothgo");
+    // run_for keeps no working directory: sh changes to the module's.
+    let mut b = Command::new("sh");
+    b.args(["-c", r#"cd "$1" && exec "$0" build -o "$2" ."#])
+        .arg(go)
+        .arg(&src)
+        .arg(&exe)
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", lab.dir.join("gocache"))
+        .env("GOPATH", lab.dir.join("gopath"))
+        .env("HOME", lab.dir.path())
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .env_remove("LD_PRELOAD");
+    let o = run_for(240, b);
+    assert!(o.status.success(), "go build: {}", text(&o));
+
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    random_file(&www.join("f.bin"), 4 << 20);
+    let want = sha256_file(&www.join("f.bin"));
+    let mut srv = exec_at(&lab, "fd00::50,10.0.0.50", &exe);
+    srv.args(["serve", ":8080"]).arg(&www);
+    lab.spawn(srv, "go-server.log");
+    wait_for(Duration::from_secs(20), "the Go server listening", || {
+        lab.log("go-server.log").contains("listening").then_some(())
+    });
+    // Go listens on IPv4 only here: its IPv6 probe binds [::1], which a node does not have.
+    for i in 0..3 {
+        let mut c = exec_at(&lab, "fd00::51,10.0.0.51", &exe);
+        c.args(["get", "http://10.0.0.50:8080/f.bin"]);
+        let o = run_for(30, c);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("{want} {}", 4 << 20),
+            "Go client, download {i}: {}\nserver: {}",
+            text(&o),
+            lab.log("go-server.log")
+        );
+    }
+    if have("curl") {
+        let out = lab.dir.join("curl.bin");
+        let mut c = lab.at("fd00::52,10.0.0.52", "curl");
+        c.args(["-sS", "--max-time", "20", "-o"])
+            .arg(&out)
+            .arg("http://10.0.0.50:8080/f.bin");
+        let o = run_for(30, c);
+        assert!(o.status.success(), "curl from the Go server: {}", text(&o));
+        assert_eq!(sha256_file(&out), want);
     }
 }

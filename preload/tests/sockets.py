@@ -416,6 +416,43 @@ def case_v6only(host, me4, me6):
     x4.listen(1)
 
 
+def case_loopback(host, me):
+    # A node has a loopback of its own: 127.0.0.1 and ::1 reach this node's sockets.
+    for fam, a in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        l = socket.socket(fam, socket.SOCK_STREAM)
+        l.bind((a, 0))
+        l.listen(1)
+        port = l.getsockname()[1]
+        c = socket.create_connection((a, port), timeout=10)
+        l.settimeout(10)
+        s, p = l.accept()
+        assert p[0] == a and c.getsockname()[0] == a, (p, c.getsockname())
+        assert c.getpeername()[:2] == (a, port), c.getpeername()
+        c.sendall(b"lo")
+        assert s.recv(2) == b"lo"
+        for x in (c, s, l):
+            x.close()
+    # A dual-stack wildcard listener takes loopback connections too; "localhost" by name.
+    l = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    l.bind(("::", 7300))
+    l.listen(4)
+    l.settimeout(10)
+    for target in ("127.0.0.1", "::1", "localhost"):
+        c = socket.create_connection((target, 7300), timeout=10)
+        s, p = l.accept()
+        c.sendall(b"w")
+        assert s.recv(1) == b"w", target
+        c.close()
+        s.close()
+    # Connecting to the unspecified address means this host, as on Linux.
+    c = socket.create_connection(("0.0.0.0", 7300), timeout=10)
+    s, p = l.accept()
+    assert p[0] == "::ffff:127.0.0.1", p
+    c.close()
+    s.close()
+    l.close()
+
+
 def case_reuseaddr(host, me):
     l = socket.socket(fam(me), socket.SOCK_STREAM)
     l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

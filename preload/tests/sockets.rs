@@ -87,6 +87,11 @@ fn getsockname_getpeername_and_v4_mapped() {
 }
 
 #[test]
+fn loopback_of_the_node() {
+    v6("loopback");
+}
+
+#[test]
 fn ipv6_v6only() {
     run_case(
         "v6only",

@@ -198,6 +198,9 @@ pub fn global_cidrs(iface: &Interface) -> Vec<Cidr> {
         .iter()
         .filter_map(|c| {
             let addr = match c.address() {
+                // The node's loopback addresses are not on the LAN.
+                IpAddress::Ipv4(a) if a.is_loopback() => return None,
+                IpAddress::Ipv6(a) if a.is_loopback() => return None,
                 IpAddress::Ipv4(a) => IpAddr::V4(a),
                 IpAddress::Ipv6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => return None,
                 IpAddress::Ipv6(a) => IpAddr::V6(a),

@@ -4,7 +4,8 @@
 //!   is enforced by dropping SYNs, like Linux, instead of smoltcp's RST);
 //! * which outgoing frames are for the node itself (hairpin);
 //! * which neighbours answered ARP / neighbour solicitations (to tell "host unreachable");
-//! * the RST that refuses a SYN no listener of its family may take.
+//! * the RST that refuses a SYN no listener of its family may take;
+//! * frames from the switch that carry loopback addresses (dropped).
 //!
 //! Everything is bounds-checked; a short or odd frame is simply "not interesting".
 
@@ -123,6 +124,37 @@ pub fn is_for_self(f: &[u8], mac: &[u8; 6], own: &[IpAddr]) -> bool {
 /// neighbour solicitation to the solicited-node group (IPv6, RFC 4861 7.2.2), from `mac`
 /// and the source address `src`. `false` when the families differ.
 ///
+/// Whether a frame from the switch carries a loopback address (IPv4 127/8 or IPv6 `::1` as
+/// source or destination, or in an ARP packet or a neighbour solicitation's target): such
+/// frames never come from a well-behaved node, and the node's own loopback addresses must
+/// not be reachable (or answer ARP/NDP) from the LAN.
+pub fn loopback_martian(f: &[u8]) -> bool {
+    let lo4 = |b: &[u8]| b[0] == 127;
+    let lo6 = |b: &[u8]| b[..15].iter().all(|x| *x == 0) && b[15] == 1;
+    match ethertype(f) {
+        Some(ETHERTYPE_IPV4) => match f.get(ETH_HDR..ETH_HDR + 20) {
+            Some(ip) => lo4(&ip[12..16]) || lo4(&ip[16..20]),
+            None => false,
+        },
+        Some(ETHERTYPE_ARP) => match f.get(ETH_HDR..ETH_HDR + 28) {
+            Some(a) => lo4(&a[14..18]) || lo4(&a[24..28]),
+            None => false,
+        },
+        Some(ETHERTYPE_IPV6) => {
+            let Some(ip) = f.get(ETH_HDR..ETH_HDR + 40) else {
+                return false;
+            };
+            if lo6(&ip[8..24]) || lo6(&ip[24..40]) {
+                return true;
+            }
+            // A neighbour solicitation or advertisement about ::1.
+            matches!(f.get(ETH_HDR + 40..ETH_HDR + 64), Some(icmp)
+                if ip[6] == 58 && (icmp[0] == 135 || icmp[0] == 136) && lo6(&icmp[8..24]))
+        }
+        _ => false,
+    }
+}
+
 /// The RST|ACK with which Linux refuses the TCP SYN in `f` (RFC 9293 3.10.7.1: sequence 0,
 /// acknowledging the SYN), from `mac` back to the sender; checksums filled. For SYNs the
 /// daemon answers itself because smoltcp would hand them to a listener that must not take
@@ -342,6 +374,39 @@ mod tests {
         f[34 + 2..34 + 4].copy_from_slice(&80u16.to_be_bytes());
         f[34 + 13] = flags;
         f
+    }
+
+    #[test]
+    fn loopback_frames_are_martians() {
+        let mut f = v4_tcp(0x02);
+        assert!(!loopback_martian(&f));
+        f[14 + 16..14 + 20].copy_from_slice(&[127, 0, 0, 1]);
+        assert!(loopback_martian(&f));
+        // ARP request for 127.0.0.1.
+        let mut a = vec![0u8; 14 + 28];
+        a[12..14].copy_from_slice(&[0x08, 0x06]);
+        a[14 + 14..14 + 18].copy_from_slice(&[10, 0, 0, 2]);
+        assert!(!loopback_martian(&a));
+        a[14 + 24..14 + 28].copy_from_slice(&[127, 0, 0, 1]);
+        assert!(loopback_martian(&a));
+        // IPv6 to ::1, and a neighbour solicitation for ::1.
+        let mut v6 = vec![0u8; 14 + 40 + 24];
+        v6[12..14].copy_from_slice(&[0x86, 0xdd]);
+        v6[14] = 0x60;
+        v6[14 + 8] = 0xfd;
+        v6[14 + 24] = 0xff;
+        assert!(!loopback_martian(&v6));
+        v6[14 + 6] = 58;
+        v6[14 + 40] = 135;
+        v6[14 + 40 + 23] = 1;
+        assert!(loopback_martian(&v6));
+        v6[14 + 40] = 128;
+        assert!(!loopback_martian(&v6));
+        // Destination ::1.
+        v6[14 + 24] = 0;
+        v6[14 + 39] = 1;
+        assert!(loopback_martian(&v6));
+        assert!(!loopback_martian(&[0u8; 10]));
     }
 
     #[test]

@@ -56,6 +56,13 @@ const DGRAM_PACKETS: usize = 256;
 const DGRAM_BYTES: usize = 512 * 1024;
 
 /// One direction's buffer of a UDP or ICMP socket (`DGRAM_PACKETS` datagrams, `DGRAM_BYTES`).
+/// The node's loopback addresses: reachable from its own processes only (hairpinned like
+/// its other addresses; frames from the switch that carry them are dropped as martians).
+const LOOPBACK: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+];
+
 fn dgram_buffer<H: Clone>() -> smoltcp::storage::PacketBuffer<'static, H> {
     smoltcp::storage::PacketBuffer::new(
         vec![smoltcp::storage::PacketMetadata::EMPTY; DGRAM_PACKETS],
@@ -402,7 +409,8 @@ impl Node {
         own.push(IpAddr::V6(ll));
         let port_no = port.port;
         let port_kind = port.kind;
-        let mut dev = SwitchDevice::new(port, cfg.mac.0, own.clone(), ip_mtu + 14);
+        let dev_own = own.iter().chain(&LOOPBACK).copied().collect();
+        let mut dev = SwitchDevice::new(port, cfg.mac.0, dev_own, ip_mtu + 14);
         let mut icfg = Config::new(EthernetAddress(cfg.mac.0).into());
         let mut seed = [0u8; 8];
         let _ = sys::getrandom(&mut seed);
@@ -414,6 +422,9 @@ impl Node {
                 let _ = v.push(IpCidr::new(from_ip(c.addr), c.prefix));
             }
             let _ = v.push(IpCidr::new(IpAddress::Ipv6(ll), 64));
+            // Last, so that smoltcp's fallback source address is never a loopback one.
+            let _ = v.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+            let _ = v.push(IpCidr::new(IpAddress::v6(0, 0, 0, 0, 0, 0, 0, 1), 128));
         });
         for g in &cfg.gateways {
             let r = match g {
@@ -617,6 +628,7 @@ impl Node {
                 let mut own: Vec<IpAddr> = self.cidrs.iter().map(|c| c.addr).collect();
                 own.push(IpAddr::V6(config::link_local(&self.cfg.mac)));
                 self.own = own.clone();
+                own.extend(LOOPBACK);
                 self.dev.own = own;
                 let mut gw = self.given_gw.clone();
                 gw.extend(a.gateways(&mut self.iface));
@@ -1118,9 +1130,14 @@ impl Node {
             || matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
     }
 
+    /// One of the node's addresses, loopback included.
+    fn is_own(&self, a: &IpAddr) -> bool {
+        self.own.contains(a) || LOOPBACK.contains(a)
+    }
+
     /// Next hop towards `a`, or ENETUNREACH.
     fn next_hop(&self, a: &IpAddr) -> Result<IpAddr, Errno> {
-        if self.own.contains(a) || self.on_link(a) {
+        if self.is_own(a) || self.on_link(a) {
             return Ok(*a);
         }
         self.cfg
@@ -1138,7 +1155,7 @@ impl Node {
         let Ok(hop) = self.next_hop(&dst) else {
             return;
         };
-        if self.own.contains(&hop) || hop.is_multicast() || self.is_subnet_broadcast(&hop) {
+        if self.is_own(&hop) || hop.is_multicast() || self.is_subnet_broadcast(&hop) {
             return;
         }
         if let IpAddr::V4(v) = hop
@@ -1267,7 +1284,7 @@ impl Node {
             Err(e) => return Err(e),
         };
         let any = ip.is_unspecified();
-        if !any && !self.own.contains(&ip) {
+        if !any && !self.is_own(&ip) {
             return Err(Errno(libc::EADDRNOTAVAIL));
         }
         let addr = if any { None } else { Some(ip) };
@@ -1532,11 +1549,8 @@ impl Node {
         let sa = addr.0.ok_or(Errno(libc::EAFNOSUPPORT))?;
         let mut dst = self.sock_ip(s, sa.ip())?;
         if dst.is_unspecified() {
-            dst = *self
-                .own
-                .iter()
-                .find(|a| a.is_ipv4() == dst.is_ipv4())
-                .ok_or(Errno(libc::ENETUNREACH))?;
+            // As on Linux: the unspecified address means this host (loopback).
+            dst = LOOPBACK[usize::from(dst.is_ipv6())];
         }
         if sa.port() == 0 {
             return Err(Errno::ECONNREFUSED);
@@ -2184,14 +2198,14 @@ impl Node {
                 return;
             }
             budget -= 1;
-            let n = match self.dev.take_hairpin() {
-                Some(n) => n,
+            let (n, hairpin) = match self.dev.take_hairpin() {
+                Some(n) => (n, true),
                 None => match self.dev.recv_switch() {
                     Ok(0) if native => {
                         self.switch_gone();
                         return;
                     }
-                    Ok(n) => n,
+                    Ok(n) => (n, false),
                     Err(e) if e.is_again() => return,
                     Err(e) if e == Errno::EMSGSIZE || e == Errno::EINTR => continue,
                     Err(e) => {
@@ -2202,6 +2216,10 @@ impl Node {
                 },
             };
             let f = self.dev.frame(n);
+            if !hairpin && frame::loopback_martian(f) {
+                log::debug!("frame with a loopback address from the switch: dropped");
+                continue;
+            }
             if let Some(ip) = frame::neighbour_seen(f) {
                 if self.seen.len() > 4096 {
                     self.seen.clear();
@@ -2210,7 +2228,7 @@ impl Node {
             }
             let mut syn_port = None;
             if let Some((_src, dst, port)) = frame::tcp_syn(f)
-                && self.own.contains(&dst)
+                && self.is_own(&dst)
             {
                 match self.match_listener(dst, port) {
                     Some(lid) => {
@@ -2413,7 +2431,7 @@ impl Node {
                         if elapsed >= CONNECT_TIMEOUT {
                             Some(libc::ETIMEDOUT)
                         } else if elapsed >= NEIGHBOUR_TIMEOUT
-                            && !self.own.contains(&c.hop)
+                            && !self.is_own(&c.hop)
                             && !self.seen.contains_key(&c.hop)
                         {
                             Some(libc::EHOSTUNREACH)

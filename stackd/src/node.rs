@@ -2113,9 +2113,6 @@ impl Node {
             match r {
                 Err(e) if e.is_again() => {
                     s.wr = false;
-                    if s.kind != Kind::Udp {
-                        break;
-                    }
                     break;
                 }
                 _ => {
@@ -2485,18 +2482,11 @@ impl Node {
                 }
             }
         }
-        let st = t.state();
         // app → net
         if s.rd && !c.app_eof {
             loop {
-                if !t.may_send() {
-                    if matches!(st, tcp::State::Closed) {
-                        break;
-                    }
-                    // Our side is already closed: nothing to do with app data.
-                    break;
-                }
-                if !t.can_send() {
+                // Our side is already closed (nothing to do with app data), or no room.
+                if !t.may_send() || !t.can_send() {
                     break;
                 }
                 let r = t.send(|buf| match sys::read(fd, buf) {

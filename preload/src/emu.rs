@@ -234,8 +234,17 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<(RawFd, WireAddr), Errno> {
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
         return Err(Errno::EINVAL);
     }
+    let (conn, peer) = take_connection(fd, 0)?;
+    apply_flags(&conn, flags)?;
+    crate::debug!("accept({fd}) = {} from {:?}", conn.raw(), peer.0);
+    Ok((conn.into_raw(), peer))
+}
+
+/// One connection from the listener fd `fd` (its accept record and fd, as the daemon queued
+/// them); `recv_flags` e.g. `MSG_DONTWAIT` (`EAGAIN` if none is queued).
+pub fn take_connection(fd: RawFd, recv_flags: i32) -> Result<(Fd, WireAddr), Errno> {
     let mut buf = [0u8; ACCEPT_RECORD_LEN];
-    let got = sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], 0)?;
+    let got = sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], recv_flags)?;
     if got.len == 0 {
         // The daemon closed its end: the listener is gone (as after a shutdown).
         return Err(Errno::EINVAL);
@@ -245,10 +254,7 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<(RawFd, WireAddr), Errno> {
         Ok(r) if !fds.is_empty() => r,
         _ => return Err(Errno(libc::ECONNABORTED)),
     };
-    let conn = fds.swap_remove(0);
-    apply_flags(&conn, flags)?;
-    crate::debug!("accept({fd}) = {} from {:?}", conn.raw(), rec.peer.0);
-    Ok((conn.into_raw(), rec.peer))
+    Ok((fds.swap_remove(0), rec.peer))
 }
 
 /// `SO_SNDTIMEO` of the fd as a poll timeout (-1: none).

@@ -29,9 +29,8 @@
 use crate::notify::{self, Notif};
 use ioth::addr;
 use ioth::emu::{self, Daemons, Virt};
-use ioth_common::ctl::{ACCEPT_RECORD_LEN, AcceptRecord, MAX_OPT, WireAddr};
+use ioth_common::ctl::{MAX_OPT, WireAddr};
 use ioth_common::sys::{self, Errno, Fd};
-use std::io::IoSliceMut;
 use std::os::fd::RawFd;
 
 /// How a call is answered.
@@ -270,20 +269,9 @@ fn fd_call(listener: RawFd, n: &Notif, fd: Fd, v: Virt) -> Answer {
 
 /// One connection from a virtual listener, without blocking (`EAGAIN` if none is queued).
 fn take_connection(fd: RawFd, flags: i32) -> Result<(Fd, WireAddr), Errno> {
-    let mut buf = [0u8; ACCEPT_RECORD_LEN];
-    let got = sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], libc::MSG_DONTWAIT)?;
-    if got.len == 0 {
-        // The daemon closed its end: the listener is gone.
-        return Err(Errno::EINVAL);
-    }
-    let mut fds = got.fds;
-    let rec = match AcceptRecord::decode(&buf[..got.len]) {
-        Ok(r) if !fds.is_empty() => r,
-        _ => return Err(Errno(libc::ECONNABORTED)),
-    };
-    let conn = fds.swap_remove(0);
+    let (conn, peer) = emu::take_connection(fd, libc::MSG_DONTWAIT)?;
     sys::set_nonblocking(conn.raw(), flags & libc::SOCK_NONBLOCK != 0)?;
-    Ok((conn, rec.peer))
+    Ok((conn, peer))
 }
 
 fn accept(listener: RawFd, n: &Notif, fd: &Fd, v: Virt, flags: i32) -> Answer {

@@ -1,0 +1,280 @@
+//! UDP and ICMP echo sockets: opening the smoltcp socket, connected datagram sockets, the
+//! pump between smoltcp and the socketpair (one [`DgramHeader`] per datagram), datagrams
+//! smoltcp handed to the wrong socket of a port ([`Node::redispatch`]), and ICMP errors for
+//! connected UDP ([`crate::icmperr`]). Raw ICMPv6 sockets are pumped by [`crate::raw`].
+
+use super::*;
+
+/// One direction's buffer of a UDP or ICMP socket (`DGRAM_PACKETS` datagrams, `DGRAM_BYTES`).
+pub(super) fn dgram_buffer<H: Clone>() -> smoltcp::storage::PacketBuffer<'static, H> {
+    smoltcp::storage::PacketBuffer::new(
+        vec![smoltcp::storage::PacketMetadata::EMPTY; DGRAM_PACKETS],
+        vec![0; DGRAM_BYTES],
+    )
+}
+
+impl Node {
+    pub(super) fn udp_open(&mut self, s: &mut Sock) -> Result<(), Errno> {
+        if s.dg.h.is_some() {
+            return Ok(());
+        }
+        let (addr, port) = match s.bound {
+            Some(b) => b,
+            None => {
+                let p = self.ephemeral(Kind::Udp)?;
+                s.bound = Some((None, p));
+                (None, p)
+            }
+        };
+        let mut u = udp::Socket::new(dgram_buffer(), dgram_buffer());
+        u.bind(IpListenEndpoint {
+            addr: addr.map(from_ip),
+            port,
+        })
+        .map_err(|_| Errno::EINVAL)?;
+        s.dg.h = Some(self.set.add(u));
+        s.rd = true;
+        Ok(())
+    }
+
+    pub(super) fn dgram_connect(&mut self, s: &mut Sock, addr: WireAddr) -> Result<Reply, Errno> {
+        match addr.0 {
+            None => {
+                s.dg.peer = None;
+                s.peer = None;
+                Ok(Reply::Ok)
+            }
+            Some(sa) => {
+                let ip = self.sock_ip(s, sa.ip())?;
+                self.next_hop(&ip)?;
+                if s.kind == Kind::Udp {
+                    self.udp_open(s)?;
+                }
+                let peer = SocketAddr::new(ip, sa.port());
+                s.dg.peer = Some(peer);
+                s.peer = Some(peer);
+                if let Some(src) = self.iface.get_source_address(&from_ip(ip)) {
+                    let port = s.bound.map(|b| b.1).unwrap_or(0);
+                    s.local = Some(SocketAddr::new(
+                        s.bound.and_then(|b| b.0).unwrap_or(to_ip(src)),
+                        port,
+                    ));
+                }
+                Ok(Reply::Ok)
+            }
+        }
+    }
+
+    /// Pump a UDP or ICMP socket both ways.
+    pub(super) fn pump_dgram(&mut self, s: &mut Sock) {
+        let fd = s.dmn.raw();
+        if s.kind == Kind::Raw {
+            let Some(h) = s.dg.h else { return };
+            let cx = crate::raw::Ctx {
+                set: &mut self.set,
+                iface: &mut self.iface,
+                ll: config::link_local(&self.cfg.mac),
+                scratch: &mut self.scratch,
+            };
+            let rs = crate::raw::Sock {
+                h,
+                fd,
+                opts: &s.opts.other,
+                peer: s.dg.peer,
+                rd: &mut s.rd,
+                wr: &mut s.wr,
+            };
+            return crate::raw::pump(cx, rs);
+        }
+        // app → net
+        while s.rd {
+            if s.kind == Kind::Udp && s.dg.h.is_none() && self.udp_open(s).is_err() {
+                break;
+            }
+            let Some(h) = s.dg.h else { break };
+            let room = match s.kind {
+                Kind::Udp => self.set.get::<udp::Socket>(h).can_send(),
+                _ => self.set.get::<icmp::Socket>(h).can_send(),
+            };
+            if !room {
+                break;
+            }
+            let n = match sys::recv(fd, &mut self.scratch, libc::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(e) if e.is_again() => {
+                    s.rd = false;
+                    break;
+                }
+                Err(e) if e == Errno::EINTR => continue,
+                Err(_) => {
+                    s.rd = false;
+                    break;
+                }
+            };
+            if n == 0 {
+                // EOF (every datagram from the shim has a header): reading on would spin.
+                s.rd = false;
+                break;
+            }
+            let Ok(hdr) = DgramHeader::decode(&self.scratch[..n]) else {
+                continue;
+            };
+            let dst = match hdr.addr.0.or(s.dg.peer) {
+                Some(d) => d,
+                None => continue,
+            };
+            let Ok(ip) = self.sock_ip(s, dst.ip()) else {
+                continue;
+            };
+            if let IpAddr::V4(v4) = ip
+                && (v4.is_broadcast() || self.is_subnet_broadcast(&ip))
+                && !s.opts.broadcast
+            {
+                continue;
+            }
+            let payload_end = n;
+            self.prime_neighbour(ip);
+            match s.kind {
+                Kind::Udp => {
+                    let u = self.set.get_mut::<udp::Socket>(h);
+                    let ep = IpEndpoint::new(from_ip(ip), dst.port());
+                    let _ = u.send_slice(&self.scratch[DgramHeader::LEN..payload_end], ep);
+                }
+                _ => {
+                    let ident = s.bound.map(|b| b.1).unwrap_or(0);
+                    let msg = &mut self.scratch[DgramHeader::LEN..payload_end];
+                    if msg.len() < 8 {
+                        continue;
+                    }
+                    msg[4..6].copy_from_slice(&ident.to_be_bytes());
+                    msg[2] = 0;
+                    msg[3] = 0;
+                    let ic = self.set.get_mut::<icmp::Socket>(h);
+                    let _ = ic.send_slice(msg, from_ip(ip));
+                }
+            }
+        }
+        // net → app
+        let Some(h) = s.dg.h else { return };
+        while s.wr {
+            let (src, data_len) = match s.kind {
+                Kind::Udp => {
+                    let u = self.set.get_mut::<udp::Socket>(h);
+                    match u.peek() {
+                        Ok((d, m)) => (ep_to_sa(m.endpoint), d.len()),
+                        Err(_) => break,
+                    }
+                }
+                _ => {
+                    let ic = self.set.get_mut::<icmp::Socket>(h);
+                    if !ic.can_recv() {
+                        break;
+                    }
+                    match ic.recv() {
+                        Ok((d, a)) => {
+                            let k = d.len().min(self.scratch.len());
+                            self.scratch[..k].copy_from_slice(&d[..k]);
+                            (SocketAddr::new(to_ip(a), 0), k)
+                        }
+                        Err(_) => break,
+                    }
+                }
+            };
+            let wanted = dgram_wants(s, src);
+            let hdr = DgramHeader {
+                addr: s.present(src),
+                len: data_len as u32,
+                flags: 0,
+            }
+            .encode();
+            let r = if !wanted {
+                // smoltcp delivers to the first UDP socket on the port, whatever its family
+                // or peer: another socket on the port may want it.
+                if s.kind == Kind::Udp
+                    && let Some((_, port)) = s.bound
+                    && let Ok((d, _)) = self.set.get_mut::<udp::Socket>(h).peek()
+                    && self.misrouted.len() < 256
+                {
+                    self.misrouted.push((port, src, d.to_vec()));
+                }
+                Ok(0)
+            } else {
+                let payload: &[u8] = match s.kind {
+                    Kind::Udp => match self.set.get_mut::<udp::Socket>(h).peek() {
+                        Ok((d, _)) => d,
+                        Err(_) => break,
+                    },
+                    _ => &self.scratch[..data_len],
+                };
+                sys::sendmsg(
+                    fd,
+                    &[IoSlice::new(&hdr), IoSlice::new(payload)],
+                    &[],
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            match r {
+                Err(e) if e.is_again() => {
+                    s.wr = false;
+                    break;
+                }
+                _ => {
+                    if s.kind == Kind::Udp {
+                        let _ = self.set.get_mut::<udp::Socket>(h).recv();
+                    }
+                }
+            }
+        }
+    }
+
+    /// ICMP errors for connected UDP sockets: an error record on the socket's socketpair.
+    pub(super) fn udp_errors(&mut self) {
+        let mut errs = Vec::new();
+        self.icmp_errors.take(&mut self.set, &mut errs);
+        for e in errs {
+            let peer = SocketAddr::new(e.peer.ip().to_canonical(), e.peer.port());
+            if let Some(s) = self.socks.values().find(|s| {
+                s.kind == Kind::Udp
+                    && s.bound.map(|b| b.1) == Some(e.port)
+                    && s.dg.peer == Some(peer)
+            }) {
+                let hdr = DgramHeader::error(e.errno).encode();
+                let _ = sys::send(s.dmn.raw(), &hdr, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+            }
+        }
+    }
+
+    /// Hand misrouted UDP datagrams to the first other socket on their port that wants them.
+    pub(super) fn redispatch(&mut self) {
+        for (port, src, data) in std::mem::take(&mut self.misrouted) {
+            let Some(o) = self.socks.values().find(|o| {
+                o.kind == Kind::Udp && o.bound.map(|b| b.1) == Some(port) && dgram_wants(o, src)
+            }) else {
+                continue;
+            };
+            let hdr = DgramHeader {
+                addr: o.present(src),
+                len: data.len() as u32,
+                flags: 0,
+            }
+            .encode();
+            let _ = sys::sendmsg(
+                o.dmn.raw(),
+                &[IoSlice::new(&hdr), IoSlice::new(&data)],
+                &[],
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
+        }
+    }
+}
+
+/// Whether datagram socket `s` takes a datagram from `src` (its peer, if connected; its
+/// family, and IPv4 on a dual-stack socket).
+pub(super) fn dgram_wants(s: &Sock, src: SocketAddr) -> bool {
+    (match s.dg.peer {
+        Some(p) if s.kind == Kind::Udp => p == src,
+        Some(p) => p.ip() == src.ip(),
+        None => true,
+    }) && (s.domain == libc::AF_INET6 && (!s.opts.v6only || src.is_ipv6())
+        || s.domain == libc::AF_INET && src.is_ipv4())
+}

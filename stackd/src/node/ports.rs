@@ -1,0 +1,211 @@
+//! Addresses, ports and routing: which addresses are the node's own, the next hop towards a
+//! destination (and asking for its link address early), ephemeral ports, bind conflicts
+//! (`SO_REUSEADDR`, `SO_REUSEPORT`, `IPV6_V6ONLY`), `bind` and `getsockname`.
+
+use super::*;
+
+impl Node {
+    pub(super) fn on_link(&self, a: &IpAddr) -> bool {
+        self.cidrs.iter().any(|c| c.contains(a))
+            || matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
+    }
+
+    /// One of the node's addresses, loopback included.
+    pub(super) fn is_own(&self, a: &IpAddr) -> bool {
+        self.own.contains(a) || LOOPBACK.contains(a)
+    }
+
+    /// Next hop towards `a`, or ENETUNREACH.
+    pub(super) fn next_hop(&self, a: &IpAddr) -> Result<IpAddr, Errno> {
+        if self.is_own(a) || self.on_link(a) {
+            return Ok(*a);
+        }
+        self.cfg
+            .gateways
+            .iter()
+            .find(|g| g.is_ipv4() == a.is_ipv4())
+            .copied()
+            .ok_or(Errno(libc::ENETUNREACH))
+    }
+
+    /// Ask for the link address of the next hop towards `dst` now, unless we did within
+    /// `RESOLICIT` (see `frame::solicitation`: smoltcp's own request may be held back for up to
+    /// a second by its cache-wide rate limit).
+    pub(super) fn prime_neighbour(&mut self, dst: IpAddr) {
+        let Ok(hop) = self.next_hop(&dst) else {
+            return;
+        };
+        if self.is_own(&hop) || hop.is_multicast() || self.is_subnet_broadcast(&hop) {
+            return;
+        }
+        if let IpAddr::V4(v) = hop
+            && v.is_broadcast()
+        {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .solicited
+            .get(&hop)
+            .is_some_and(|t| now.duration_since(*t) < RESOLICIT)
+        {
+            return;
+        }
+        let Some(src) = self.iface.get_source_address(&from_ip(hop)).map(to_ip) else {
+            return;
+        };
+        if self.solicited.len() > 4096 {
+            self.solicited.clear();
+        }
+        self.solicited.insert(hop, now);
+        // Rare (once per neighbour per RESOLICIT): a fresh buffer; `scratch` may hold a
+        // datagram being sent.
+        let mut f = Vec::new();
+        if frame::solicitation(self.cfg.mac.0, src, hop, &mut f)
+            && let Some(p) = &self.dev.port
+        {
+            let _ = p.send(&f);
+        }
+    }
+
+    pub(super) fn port_used(&self, kind: Kind, port: u16) -> bool {
+        if self
+            .socks
+            .values()
+            .any(|s| s.kind == kind && s.bound.map(|b| b.1) == Some(port))
+        {
+            return true;
+        }
+        if kind == Kind::Tcp {
+            for (_, so) in self.set.iter() {
+                if let smoltcp::socket::Socket::Tcp(t) = so
+                    && (t.listen_endpoint().port == port
+                        || t.local_endpoint().map(|e| e.port) == Some(port))
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    pub(super) fn ephemeral(&mut self, kind: Kind) -> Result<u16, Errno> {
+        for _ in 0..16384 {
+            self.next_ephemeral = if self.next_ephemeral == 65535 {
+                49152
+            } else {
+                self.next_ephemeral + 1
+            };
+            let p = self.next_ephemeral;
+            if !self.port_used(kind, p) {
+                return Ok(p);
+            }
+        }
+        Err(Errno::EADDRINUSE)
+    }
+
+    /// Whether binding `s` to (addr, port) conflicts with another socket.
+    pub(super) fn conflicts(&self, s: &Sock, addr: Option<IpAddr>, port: u16) -> bool {
+        let (v4, v6) = s.families();
+        for (oid, o) in &self.socks {
+            if o.kind != s.kind || o.bound.map(|b| b.1) != Some(port) {
+                continue;
+            }
+            // close() is not seen synchronously: a socket whose app end is already closed
+            // (reaped on the next loop turn) does not hold its port, as on Linux.
+            if app_gone(self.id, *oid) {
+                continue;
+            }
+            let oaddr = o.bound.and_then(|b| b.0);
+            let (o4, o6) = o.families();
+            let overlap = match (addr, oaddr) {
+                (None, None) => (v4 && o4) || (v6 && o6),
+                (None, Some(b)) => (b.is_ipv4() && v4) || (b.is_ipv6() && v6),
+                (Some(a), None) => (a.is_ipv4() && o4) || (a.is_ipv6() && o6),
+                (Some(a), Some(b)) => a == b,
+            };
+            if !overlap {
+                continue;
+            }
+            if s.opts.reuseport && o.opts.reuseport {
+                continue;
+            }
+            if s.opts.reuseaddr && o.opts.reuseaddr && !o.is_listening() && s.kind == Kind::Tcp {
+                continue;
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Translate an address given to socket `s` (v4-mapped on AF_INET6 → IPv4).
+    pub(super) fn sock_ip(&self, s: &Sock, a: IpAddr) -> Result<IpAddr, Errno> {
+        match (s.domain, a) {
+            (libc::AF_INET, IpAddr::V6(_)) => Err(Errno(libc::EAFNOSUPPORT)),
+            (libc::AF_INET6, IpAddr::V6(v)) if v.to_ipv4_mapped().is_some() => {
+                if s.opts.v6only {
+                    Err(Errno(libc::ENETUNREACH))
+                } else {
+                    Ok(config::unmap(a))
+                }
+            }
+            _ => Ok(a),
+        }
+    }
+
+    pub(super) fn op_bind(&mut self, s: &mut Sock, addr: WireAddr) -> Result<Reply, Errno> {
+        if s.bound.is_some() && !matches!(s.kind, Kind::Icmp | Kind::Raw) {
+            return Err(Errno::EINVAL);
+        }
+        let sa = addr.0.ok_or(Errno(libc::EAFNOSUPPORT))?;
+        let ip = match self.sock_ip(s, sa.ip()) {
+            Ok(ip) => ip,
+            Err(e) if e.0 == libc::ENETUNREACH => return Err(Errno::EINVAL),
+            Err(e) => return Err(e),
+        };
+        let any = ip.is_unspecified();
+        if !any && !self.is_own(&ip) {
+            return Err(Errno(libc::EADDRNOTAVAIL));
+        }
+        let addr = if any { None } else { Some(ip) };
+        if matches!(s.kind, Kind::Icmp | Kind::Raw) {
+            s.bound = Some((addr, s.bound.map(|b| b.1).unwrap_or(0)));
+            return Ok(Reply::Ok);
+        }
+        let port = if sa.port() == 0 {
+            self.ephemeral(s.kind)?
+        } else {
+            sa.port()
+        };
+        if self.conflicts(s, addr, port) {
+            return Err(Errno::EADDRINUSE);
+        }
+        s.bound = Some((addr, port));
+        if s.kind == Kind::Udp {
+            self.udp_open(s)?;
+        }
+        Ok(Reply::Ok)
+    }
+
+    pub(super) fn op_sockname(&mut self, s: &mut Sock) -> Result<Reply, Errno> {
+        if let Some(l) = s.local {
+            return Ok(Reply::Addr(s.present(l)));
+        }
+        let a = match s.bound {
+            Some((Some(ip), port)) => SocketAddr::new(ip, port),
+            Some((None, port)) => s.unspecified(port),
+            None => s.unspecified(0),
+        };
+        Ok(Reply::Addr(s.present(a)))
+    }
+
+    pub(super) fn is_subnet_broadcast(&self, ip: &IpAddr) -> bool {
+        let IpAddr::V4(v) = ip else { return false };
+        self.cidrs.iter().any(|c| {
+            c.addr.is_ipv4() && c.prefix < 31 && c.contains(ip) && {
+                let host = u32::MAX >> c.prefix;
+                u32::from(*v) & host == host
+            }
+        })
+    }
+}

@@ -1,0 +1,416 @@
+//! The loop's work: ingress (frames read one at a time, after a look at their headers: SYNs
+//! to a full listener are dropped as Linux does, listener pools refilled around every SYN),
+//! egress (`poll_egress` until quiet), and the pass over every socket that moves TCP data
+//! between smoltcp and the socketpairs, finishes connects, and frees what is closed.
+
+use super::*;
+
+impl Node {
+    pub(super) fn ingress(&mut self) {
+        if !self.more_rx && self.dev.hairpin.is_empty() {
+            return;
+        }
+        self.more_rx = false;
+        let native = self.port_kind == PortKind::Native;
+        let mut budget = RX_BATCH;
+        loop {
+            if self.dev.is_blocked() {
+                // Replies could not be sent: resume when the switch socket drains (the
+                // EPOLLOUT event the device asked for), or retry at once without one.
+                self.more_rx = !self.dev.wakes_when_writable();
+                return;
+            }
+            if budget == 0 {
+                self.more_rx = true;
+                return;
+            }
+            budget -= 1;
+            let (n, hairpin) = match self.dev.take_hairpin() {
+                Some(n) => (n, true),
+                None => match self.dev.recv_switch() {
+                    Ok(0) if native => {
+                        self.switch_gone();
+                        return;
+                    }
+                    Ok(n) => (n, false),
+                    Err(e) if e.is_again() => return,
+                    Err(e) if e == Errno::EMSGSIZE || e == Errno::EINTR => continue,
+                    Err(e) => {
+                        log::debug!("switch recv: {e}");
+                        self.switch_gone();
+                        return;
+                    }
+                },
+            };
+            let f = self.dev.frame(n);
+            if !hairpin && frame::loopback_martian(f) {
+                log::debug!("frame with a loopback address from the switch: dropped");
+                continue;
+            }
+            if let Some(ip) = frame::neighbour_seen(f) {
+                if self.seen.len() > 4096 {
+                    self.seen.clear();
+                }
+                self.seen.insert(ip, Instant::now());
+            }
+            let mut syn_port = None;
+            if let Some((_src, dst, port)) = frame::tcp_syn(f)
+                && self.is_own(&dst)
+            {
+                match self.match_listener(dst, port) {
+                    Some(lid) => {
+                        let full = self
+                            .socks
+                            .get(&lid)
+                            .map(|l| {
+                                let TcpState::Listening(li) = &l.tcp else {
+                                    return true;
+                                };
+                                self.accept_pending(l) >= li.backlog
+                            })
+                            .unwrap_or(true);
+                        if full {
+                            log::debug!("backlog full on port {port}: SYN dropped");
+                            continue;
+                        }
+                        self.refill_port(port);
+                        syn_port = Some(port);
+                    }
+                    None => {
+                        // A pool for another family would take it: refuse it as Linux does
+                        // (no listener of its family) rather than misdeliver it.
+                        if self
+                            .socks
+                            .values()
+                            .any(|s| s.is_listening() && s.bound.map(|b| b.1) == Some(port))
+                        {
+                            let mut rst = Vec::new();
+                            if frame::rst_for_syn(f, self.cfg.mac.0, &mut rst) {
+                                if rst[..6] == self.cfg.mac.0 {
+                                    // A SYN of our own (hairpin): the RST comes back the same way.
+                                    self.dev.hairpin.push_back(rst);
+                                } else if let Some(p) = &self.dev.port {
+                                    let _ = p.send(&rst);
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            self.dev.staged = Some(n);
+            self.iface
+                .poll_ingress_single(smol_now(), &mut self.dev, &mut self.set);
+            self.dev.staged = None;
+            if let Some(p) = syn_port {
+                self.refill_port(p);
+            }
+        }
+    }
+
+    pub(super) fn egress(&mut self) {
+        for _ in 0..100_000 {
+            if !self.dev.flush() {
+                return;
+            }
+            match self
+                .iface
+                .poll_egress(smol_now(), &mut self.dev, &mut self.set)
+            {
+                smoltcp::iface::PollResult::None => return,
+                smoltcp::iface::PollResult::SocketStateChanged => {}
+            }
+        }
+    }
+
+    /// Pump every socket, finish connects, hand over accepted connections, reap closed ones.
+    pub(super) fn service(&mut self) {
+        self.ids.clear();
+        self.ids.extend(self.socks.keys().copied());
+        let ids = std::mem::take(&mut self.ids);
+        let mut accepted: Vec<SocketHandle> = Vec::new();
+        for id in &ids {
+            let Some(mut s) = self.socks.remove(id) else {
+                continue;
+            };
+            let keep = match s.kind {
+                Kind::Tcp => self.service_tcp(&mut s, &mut accepted),
+                _ => {
+                    self.pump_dgram(&mut s);
+                    if s.hup {
+                        if let Some(h) = s.dg.h.take() {
+                            self.set.remove(h);
+                        }
+                        false
+                    } else {
+                        true
+                    }
+                }
+            };
+            if keep {
+                self.socks.insert(*id, s);
+            } else {
+                let _ = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_DEL, s.dmn.raw(), 0, 0);
+            }
+        }
+        self.ids = ids;
+        self.redispatch();
+        self.udp_errors();
+        if let Some(m) = &mut self.mdns {
+            m.poll(&mut self.set, &self.own);
+        }
+        for h in accepted {
+            self.accepted(h);
+        }
+        // Deliver what is queued (new connections just arrived).
+        self.ids.clear();
+        self.ids.extend(
+            self.socks
+                .iter()
+                .filter(|(_, s)| matches!(&s.tcp, TcpState::Listening(l) if !l.queue.is_empty()))
+                .map(|(id, _)| *id),
+        );
+        let ids = std::mem::take(&mut self.ids);
+        for id in &ids {
+            if let Some(mut s) = self.socks.remove(id) {
+                Self::deliver(&mut s);
+                self.socks.insert(*id, s);
+            }
+        }
+        self.ids = ids;
+    }
+
+    /// Free lingering sockets that smoltcp is done with (called after egress, so that an
+    /// aborted socket got its chance to send the RST).
+    pub(super) fn reap(&mut self) {
+        let set = &mut self.set;
+        let spare = &mut self.tcp_spare;
+        self.lingering.retain(|h| {
+            let t = set.get_mut::<tcp::Socket>(*h);
+            if t.recv_queue() > 0 && t.state() != tcp::State::Closed {
+                // Data for a socket the app has closed: Linux answers with RST. Keep the
+                // socket until egress has sent it.
+                t.abort();
+                return true;
+            }
+            let st = t.state();
+            if matches!(st, tcp::State::Closed | tcp::State::TimeWait) {
+                keep_spare(spare, set.remove(*h));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Service one TCP socket; `false` when it is gone.
+    pub(super) fn service_tcp(&mut self, s: &mut Sock, accepted: &mut Vec<SocketHandle>) -> bool {
+        match &mut s.tcp {
+            TcpState::Idle => !s.hup,
+            TcpState::Done => {
+                // Whatever the app still writes has nowhere to go.
+                while s.rd {
+                    match sys::read(s.dmn.raw(), &mut self.scratch) {
+                        Ok(n) if n > 0 => {}
+                        Err(e) if e == Errno::EINTR => {}
+                        _ => s.rd = false,
+                    }
+                }
+                !s.hup
+            }
+            TcpState::Listening(l) => {
+                let mut i = 0;
+                while i < l.pool.len() {
+                    let h = l.pool[i];
+                    match self.set.get::<tcp::Socket>(h).state() {
+                        tcp::State::Listen | tcp::State::SynReceived => i += 1,
+                        tcp::State::Closed => {
+                            self.free_tcp(h);
+                            l.pool.swap_remove(i);
+                        }
+                        _ => {
+                            l.pool.swap_remove(i);
+                            accepted.push(h);
+                        }
+                    }
+                }
+                if s.wr {
+                    Self::deliver(s);
+                }
+                if s.hup {
+                    if let TcpState::Listening(l) = std::mem::replace(&mut s.tcp, TcpState::Done) {
+                        for h in l.pool {
+                            self.set.get_mut::<tcp::Socket>(h).abort();
+                            self.lingering.push(h);
+                        }
+                        // Queued connections: dropping their app ends makes them close.
+                        drop(l.queue);
+                    }
+                    return false;
+                }
+                true
+            }
+            TcpState::Connecting(c) => {
+                let st = self.set.get::<tcp::Socket>(c.h).state();
+                let elapsed = c.start.elapsed();
+                let err = match st {
+                    tcp::State::SynSent | tcp::State::SynReceived => {
+                        if elapsed >= CONNECT_TIMEOUT {
+                            Some(libc::ETIMEDOUT)
+                        } else if elapsed >= NEIGHBOUR_TIMEOUT
+                            && !self.is_own(&c.hop)
+                            && !self.seen.contains_key(&c.hop)
+                        {
+                            Some(libc::EHOSTUNREACH)
+                        } else {
+                            None
+                        }
+                    }
+                    tcp::State::Closed => Some(libc::ECONNREFUSED),
+                    _ => Some(0),
+                };
+                if let Some(e) = err {
+                    self.connect_done(s, e);
+                    if e == 0 {
+                        return self.pump_tcp(s);
+                    }
+                }
+                true
+            }
+            TcpState::Conn(_) => self.pump_tcp(s),
+        }
+    }
+
+    /// Move data both ways for a connected socket; `false` when the socket is gone.
+    pub(super) fn pump_tcp(&mut self, s: &mut Sock) -> bool {
+        let TcpState::Conn(c) = &mut s.tcp else {
+            return true;
+        };
+        let fd = s.dmn.raw();
+        let t = self.set.get_mut::<tcp::Socket>(c.h);
+        // net → app
+        if s.wr {
+            while t.can_recv() {
+                let r = t.recv(|buf| match sys::write(fd, buf) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                });
+                match r {
+                    Ok(Ok(n)) if n > 0 => {}
+                    Ok(Err(e)) if e.is_again() => {
+                        s.wr = false;
+                        break;
+                    }
+                    Ok(Err(e)) if e == Errno::EINTR => {}
+                    Ok(Err(_)) => {
+                        // The app can no longer read: Linux answers further data with RST.
+                        s.wr = false;
+                        t.abort();
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // app → net
+        if s.rd && !c.app_eof {
+            loop {
+                // Our side is already closed (nothing to do with app data), or no room.
+                if !t.may_send() || !t.can_send() {
+                    break;
+                }
+                let r = t.send(|buf| match sys::read(fd, buf) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                });
+                match r {
+                    Ok(Ok(0)) => {
+                        c.app_eof = true;
+                        t.close();
+                        break;
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) if e.is_again() => {
+                        s.rd = false;
+                        break;
+                    }
+                    Ok(Err(e)) if e == Errno::EINTR => {}
+                    Ok(Err(e)) => {
+                        // ECONNRESET: the app closed with data it never read; Linux then
+                        // resets the connection.
+                        c.app_eof = true;
+                        if e.0 == libc::ECONNRESET {
+                            t.abort();
+                        } else {
+                            t.close();
+                        }
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let st = t.state();
+        let reset = st == tcp::State::Closed
+            && !matches!(
+                c.prev,
+                tcp::State::LastAck
+                    | tcp::State::Closing
+                    | tcp::State::TimeWait
+                    | tcp::State::Closed
+            );
+        if reset {
+            log::debug!("connection reset (was {})", c.prev);
+            if s.so_error == 0 {
+                s.so_error = if c.prev == tcp::State::SynReceived {
+                    libc::ECONNREFUSED
+                } else {
+                    libc::ECONNRESET
+                };
+            }
+            // Reads give EOF, writes EPIPE (SIGPIPE unless MSG_NOSIGNAL), as after an RST.
+            let _ = sys::shutdown(fd, libc::SHUT_RDWR);
+            // If we aborted (app closed with unread data), the RST still has to go out.
+            self.lingering.push(c.h);
+            s.tcp = TcpState::Done;
+            return !s.hup;
+        }
+        if !c.fin_to_app
+            && !t.may_recv()
+            && t.recv_queue() == 0
+            && matches!(
+                st,
+                tcp::State::CloseWait
+                    | tcp::State::LastAck
+                    | tcp::State::Closing
+                    | tcp::State::TimeWait
+                    | tcp::State::Closed
+            )
+        {
+            let _ = sys::shutdown(fd, libc::SHUT_WR);
+            c.fin_to_app = true;
+        }
+        c.prev = st;
+        if s.hup && c.app_eof {
+            // The app closed its last fd: linger until smoltcp is done with the socket.
+            let unread = t.recv_queue() > 0
+                || sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+                    == Ok(libc::ECONNRESET);
+            if s.opts.linger == Some(0) || unread {
+                t.abort();
+            } else {
+                t.close();
+            }
+            self.lingering.push(c.h);
+            s.tcp = TcpState::Done;
+            return false;
+        }
+        if matches!(st, tcp::State::Closed | tcp::State::TimeWait) && c.fin_to_app && c.app_eof {
+            let h = c.h;
+            self.free_tcp(h);
+            s.tcp = TcpState::Done;
+            return !s.hup;
+        }
+        true
+    }
+}

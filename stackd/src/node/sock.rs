@@ -1,0 +1,278 @@
+//! The socket table: what a socket is ([`Sock`]: kind, bound and peer addresses, options,
+//! readiness flags, TCP state), how one is made (`Socket`: a fresh socketpair whose app end
+//! carries the socket's abstract name; `Register`: an end the client made), and how the
+//! daemon learns that the app closed its last fd ([`app_gone`]).
+
+use super::*;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Kind {
+    Tcp,
+    Udp,
+    Icmp,
+    /// Raw ICMPv6 (see [`crate::raw`]).
+    Raw,
+}
+
+pub(super) struct Listener {
+    pub(super) backlog: usize,
+    pub(super) pool: Vec<SocketHandle>,
+    pub(super) queue: VecDeque<Pending>,
+}
+
+pub(super) struct Pending {
+    pub(super) app: Fd,
+    pub(super) rec: AcceptRecord,
+}
+
+pub(super) struct Connecting {
+    pub(super) h: SocketHandle,
+    pub(super) app: Fd,
+    /// Optional second fd of a Connect request: a blocking connect in the shim reads it and
+    /// wakes on EOF, which comes when this is dropped (the handshake ended either way).
+    pub(super) _notify: Option<Fd>,
+    pub(super) filler: usize,
+    pub(super) start: Instant,
+    pub(super) hop: IpAddr,
+}
+
+pub(super) struct Conn {
+    pub(super) h: SocketHandle,
+    pub(super) app_eof: bool,
+    pub(super) fin_to_app: bool,
+    pub(super) prev: tcp::State,
+}
+
+pub(super) enum TcpState {
+    Idle,
+    Listening(Listener),
+    Connecting(Connecting),
+    Conn(Conn),
+    Done,
+}
+
+pub(super) struct Dgram {
+    pub(super) h: Option<SocketHandle>,
+    pub(super) peer: Option<SocketAddr>,
+}
+
+pub(super) struct Sock {
+    pub(super) domain: i32,
+    pub(super) kind: Kind,
+    pub(super) dmn: Fd,
+    /// Bound local address (`None` = any) and port.
+    pub(super) bound: Option<(Option<IpAddr>, u16)>,
+    /// Local address a connected/accepted TCP socket uses.
+    pub(super) local: Option<SocketAddr>,
+    pub(super) peer: Option<SocketAddr>,
+    pub(super) opts: Opts,
+    pub(super) so_error: i32,
+    pub(super) rd: bool,
+    pub(super) wr: bool,
+    pub(super) hup: bool,
+    pub(super) tcp: TcpState,
+    pub(super) dg: Dgram,
+}
+
+impl Sock {
+    pub(super) fn new(domain: i32, kind: Kind, dmn: Fd) -> Sock {
+        Sock {
+            domain,
+            kind,
+            dmn,
+            bound: None,
+            local: None,
+            peer: None,
+            opts: Opts::default(),
+            so_error: 0,
+            rd: false,
+            wr: false,
+            hup: false,
+            tcp: TcpState::Idle,
+            dg: Dgram {
+                h: None,
+                peer: None,
+            },
+        }
+    }
+
+    pub(super) fn is_listening(&self) -> bool {
+        matches!(self.tcp, TcpState::Listening(_))
+    }
+
+    /// Families this socket's wildcard covers.
+    pub(super) fn families(&self) -> (bool, bool) {
+        if self.domain == libc::AF_INET {
+            (true, false)
+        } else {
+            (!self.opts.v6only, true)
+        }
+    }
+
+    /// Present an address the way this socket's family does (v4-mapped on AF_INET6).
+    /// Link-local IPv6 addresses carry the scope id of the node's one interface (1, `vde0`),
+    /// as Linux reports them.
+    pub(super) fn present(&self, a: SocketAddr) -> WireAddr {
+        match a {
+            SocketAddr::V4(v4) if self.domain == libc::AF_INET6 => WireAddr(Some(SocketAddr::new(
+                IpAddr::V6(v4.ip().to_ipv6_mapped()),
+                v4.port(),
+            ))),
+            SocketAddr::V6(v6) if v6.ip().is_unicast_link_local() && v6.scope_id() == 0 => {
+                WireAddr(Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                    *v6.ip(),
+                    v6.port(),
+                    v6.flowinfo(),
+                    1,
+                ))))
+            }
+            _ => WireAddr(Some(a)),
+        }
+    }
+
+    pub(super) fn unspecified(&self, port: u16) -> SocketAddr {
+        if self.domain == libc::AF_INET6 {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port)
+        } else {
+            SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port)
+        }
+    }
+}
+
+impl Node {
+    pub(super) fn new_id(&mut self) -> u64 {
+        let id = self.next_sock;
+        self.next_sock += 1;
+        id
+    }
+
+    /// A socketpair of type `ty`: (daemon end, app end), the app end bound to its name.
+    pub(super) fn make_pair(&mut self, ty: i32, id: u64) -> Result<(Fd, Fd), Errno> {
+        // The app's end stays blocking (clients other than the shim rely on it); ours gets
+        // O_NONBLOCK with one F_SETFL (a fresh socket has no other status flag to keep).
+        let (d, a) = sys::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC)?;
+        sys::fcntl(d.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long)?;
+        sys::bind_unix(a.raw(), &names::socket_name(self.id, id))?;
+        for fd in [d.raw(), a.raw()] {
+            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
+            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
+        }
+        let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, d.raw(), ev, T_SOCK | id)?;
+        Ok((d, a))
+    }
+
+    /// What `socket(domain, ty, protocol)` makes, or the kernel's errno.
+    pub(super) fn sock_kind(domain: i32, ty: i32, protocol: i32) -> Result<Kind, Errno> {
+        let ty = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        if domain != libc::AF_INET && domain != libc::AF_INET6 {
+            return Err(Errno(libc::EAFNOSUPPORT));
+        }
+        Ok(match (ty, protocol) {
+            (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Kind::Tcp,
+            (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Kind::Udp,
+            (libc::SOCK_DGRAM, libc::IPPROTO_ICMP) if domain == libc::AF_INET => Kind::Icmp,
+            (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6) if domain == libc::AF_INET6 => Kind::Icmp,
+            (libc::SOCK_RAW, libc::IPPROTO_ICMPV6) if domain == libc::AF_INET6 => Kind::Raw,
+            (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => {
+                return Err(Errno(libc::EPROTONOSUPPORT));
+            }
+            _ => return Err(Errno(libc::ESOCKTNOSUPPORT)),
+        })
+    }
+
+    /// `Register`: adopt a socketpair end the client made (see `ctl`), as socket `id`.
+    pub(super) fn op_register(
+        &mut self,
+        id: u64,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        fds: Vec<Fd>,
+    ) -> Result<(), Errno> {
+        let d = fds.into_iter().next().ok_or(Errno::EINVAL)?;
+        if !ctl::is_client_id(id) || self.socks.contains_key(&id) {
+            return Err(Errno::EADDRINUSE);
+        }
+        let kind = Self::sock_kind(domain, ty, protocol)?;
+        let want = if kind == Kind::Tcp {
+            libc::SOCK_STREAM
+        } else {
+            libc::SOCK_SEQPACKET
+        };
+        if sys::getsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_DOMAIN) != Ok(libc::AF_UNIX)
+            || sys::getsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_TYPE) != Ok(want)
+        {
+            return Err(Errno::EINVAL);
+        }
+        sys::set_nonblocking(d.raw(), true)?;
+        let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
+        let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
+        let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, d.raw(), ev, T_SOCK | id)?;
+        self.install(id, domain, kind, d);
+        Ok(())
+    }
+
+    pub(super) fn op_socket(&mut self, domain: i32, ty: i32, protocol: i32) -> (Reply, Option<Fd>) {
+        let kind = match Self::sock_kind(domain, ty, protocol) {
+            Ok(k) => k,
+            Err(e) => return (Reply::Err(e), None),
+        };
+        let id = self.new_id();
+        // Datagram sockets: SOCK_SEQPACKET keeps boundaries like SOCK_DGRAM, and unlike a
+        // SOCK_DGRAM pair it reports HUP on our end when the app's last reference closes.
+        let pty = if kind == Kind::Tcp {
+            libc::SOCK_STREAM
+        } else {
+            libc::SOCK_SEQPACKET
+        };
+        let (d, a) = match self.make_pair(pty, id) {
+            Ok(p) => p,
+            Err(e) => return (Reply::Err(e), None),
+        };
+        self.install(id, domain, kind, d);
+        (Reply::Created(id), Some(a))
+    }
+
+    /// A new socket `id` whose socketpair end `d` is ready (non-blocking, in the epoll set).
+    pub(super) fn install(&mut self, id: u64, domain: i32, kind: Kind, d: Fd) {
+        let mut s = Sock::new(domain, kind, d);
+        if kind == Kind::Icmp {
+            let ident = self.alloc_ident();
+            let mut so = icmp::Socket::new(dgram_buffer(), dgram_buffer());
+            let _ = so.bind(icmp::Endpoint::Ident(ident));
+            s.dg.h = Some(self.set.add(so));
+            s.bound = Some((None, ident));
+        }
+        if kind == Kind::Raw {
+            s.dg.h = Some(crate::raw::open(&mut self.set));
+            s.bound = Some((None, 0));
+        }
+        self.socks.insert(id, s);
+    }
+
+    pub(super) fn alloc_ident(&mut self) -> u16 {
+        loop {
+            self.next_ident = self.next_ident.wrapping_add(1);
+            let i = self.next_ident;
+            if i != 0
+                && !self
+                    .socks
+                    .values()
+                    .any(|s| s.kind == Kind::Icmp && s.bound.map(|b| b.1) == Some(i))
+            {
+                return i;
+            }
+        }
+    }
+}
+
+/// Whether the app's end of socket `id` of node `node` is closed in every process: the kernel
+/// frees its abstract name (`names::socket_name`) when the last reference goes away.
+pub(super) fn app_gone(node: u64, id: u64) -> bool {
+    let Ok(probe) = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) else {
+        return true;
+    };
+    sys::bind_unix(probe.raw(), &names::socket_name(node, id)) != Err(Errno::EADDRINUSE)
+}

@@ -1,0 +1,363 @@
+//! Socket options: what `getsockopt`/`setsockopt` store and report ([`Opts`]), which of them
+//! reach smoltcp (Nagle, keep-alive: [`apply_tcp_opts`]), `TCP_INFO`, multicast membership,
+//! and the options Linux accepts without effect here ([`generic_option`]).
+
+use super::*;
+
+#[derive(Clone, Debug)]
+pub(super) struct Opts {
+    pub(super) reuseaddr: bool,
+    pub(super) reuseport: bool,
+    pub(super) keepalive: bool,
+    pub(super) keepidle: u32,
+    pub(super) keepintvl: u32,
+    pub(super) keepcnt: u32,
+    pub(super) sndbuf: i32,
+    pub(super) rcvbuf: i32,
+    pub(super) linger: Option<i32>,
+    pub(super) nodelay: bool,
+    pub(super) cork: bool,
+    pub(super) maxseg: i32,
+    pub(super) v6only: bool,
+    pub(super) tclass: i32,
+    pub(super) tos: i32,
+    pub(super) broadcast: bool,
+    pub(super) congestion: Vec<u8>,
+    pub(super) other: HashMap<(i32, i32), Vec<u8>>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            reuseaddr: false,
+            reuseport: false,
+            keepalive: false,
+            keepidle: 7200,
+            keepintvl: 75,
+            keepcnt: 9,
+            sndbuf: APP_SOCKBUF,
+            rcvbuf: APP_SOCKBUF,
+            linger: None,
+            nodelay: false,
+            cork: false,
+            maxseg: 0,
+            v6only: false,
+            tclass: 0,
+            tos: 0,
+            broadcast: false,
+            congestion: b"cubic".to_vec(),
+            other: HashMap::new(),
+        }
+    }
+}
+
+pub(super) fn int_opt(v: &[u8]) -> Result<i32, Errno> {
+    if v.len() < 4 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(i32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+}
+
+pub(super) fn linux_state(s: tcp::State) -> u8 {
+    use tcp::State::*;
+    match s {
+        Established => 1,
+        SynSent => 2,
+        SynReceived => 3,
+        FinWait1 => 4,
+        FinWait2 => 5,
+        TimeWait => 6,
+        Closed => 7,
+        CloseWait => 8,
+        LastAck => 9,
+        Listen => 10,
+        Closing => 11,
+    }
+}
+
+impl Node {
+    pub(super) fn tcp_handle(s: &Sock) -> Option<SocketHandle> {
+        match &s.tcp {
+            TcpState::Conn(c) => Some(c.h),
+            TcpState::Connecting(c) => Some(c.h),
+            _ => None,
+        }
+    }
+
+    pub(super) fn op_getsockopt(
+        &mut self,
+        s: &mut Sock,
+        level: i32,
+        name: i32,
+    ) -> Result<Vec<u8>, Errno> {
+        let int = |v: i32| Ok(v.to_ne_bytes().to_vec());
+        let tcp = s.kind == Kind::Tcp;
+        match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_ERROR) => {
+                let e = s.so_error;
+                s.so_error = 0;
+                int(e)
+            }
+            (libc::SOL_SOCKET, libc::SO_TYPE) => int(if tcp {
+                libc::SOCK_STREAM
+            } else if s.kind == Kind::Raw {
+                libc::SOCK_RAW
+            } else {
+                libc::SOCK_DGRAM
+            }),
+            (libc::SOL_SOCKET, libc::SO_DOMAIN) => int(s.domain),
+            (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(match s.kind {
+                Kind::Tcp => libc::IPPROTO_TCP,
+                Kind::Udp => libc::IPPROTO_UDP,
+                Kind::Icmp | Kind::Raw if s.domain == libc::AF_INET6 => libc::IPPROTO_ICMPV6,
+                Kind::Icmp | Kind::Raw => libc::IPPROTO_ICMP,
+            }),
+            (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(s.is_listening() as i32),
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR) => int(s.opts.reuseaddr as i32),
+            (libc::SOL_SOCKET, libc::SO_REUSEPORT) => int(s.opts.reuseport as i32),
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => int(s.opts.keepalive as i32),
+            (libc::SOL_SOCKET, libc::SO_BROADCAST) => int(s.opts.broadcast as i32),
+            (libc::SOL_SOCKET, libc::SO_SNDBUF) => int(s.opts.sndbuf.saturating_mul(2)),
+            (libc::SOL_SOCKET, libc::SO_RCVBUF) => int(s.opts.rcvbuf.saturating_mul(2)),
+            (libc::SOL_SOCKET, libc::SO_LINGER) => {
+                let (on, t): (i32, i32) = match s.opts.linger {
+                    Some(t) => (1, t),
+                    None => (0, 0),
+                };
+                let mut v = on.to_ne_bytes().to_vec();
+                v.extend_from_slice(&t.to_ne_bytes());
+                Ok(v)
+            }
+            (libc::IPPROTO_TCP, _) if !tcp => Err(Errno(libc::ENOPROTOOPT)),
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY) => int(s.opts.nodelay as i32),
+            (libc::IPPROTO_TCP, libc::TCP_CORK) => int(s.opts.cork as i32),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => int(s.opts.keepidle as i32),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => int(s.opts.keepintvl as i32),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => int(s.opts.keepcnt as i32),
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
+                let hdr = if s.peer.is_some_and(|p| p.is_ipv4()) {
+                    40
+                } else {
+                    60
+                };
+                if s.peer.is_some() {
+                    int((self.ip_mtu - hdr) as i32)
+                } else if s.opts.maxseg > 0 {
+                    int(s.opts.maxseg)
+                } else {
+                    int(536)
+                }
+            }
+            (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+                let mut v = s.opts.congestion.clone();
+                v.resize(16, 0);
+                Ok(v)
+            }
+            (libc::IPPROTO_TCP, libc::TCP_INFO) => Ok(self.tcp_info(s)),
+            (libc::IPPROTO_IPV6, _) if s.domain != libc::AF_INET6 => Err(Errno(libc::ENOPROTOOPT)),
+            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => int(s.opts.v6only as i32),
+            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => int(s.opts.tclass),
+            (libc::IPPROTO_IP, libc::IP_TOS) => int(s.opts.tos),
+            (libc::IPPROTO_IP, libc::IP_MTU) | (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+                if s.peer.is_some() =>
+            {
+                int(self.ip_mtu as i32)
+            }
+            k => match s.opts.other.get(&k) {
+                Some(v) => Ok(v.clone()),
+                None if generic_option(k) => int(0),
+                None => Err(Errno(libc::ENOPROTOOPT)),
+            },
+        }
+    }
+
+    pub(super) fn tcp_info(&self, s: &Sock) -> Vec<u8> {
+        let mut v = vec![0u8; 232];
+        let (state, rtt) = match &s.tcp {
+            TcpState::Listening(_) => (10, 0),
+            TcpState::Done | TcpState::Idle => (7, 0),
+            TcpState::Connecting(c) => (linux_state(self.set.get::<tcp::Socket>(c.h).state()), 0),
+            TcpState::Conn(c) => {
+                let t = self.set.get::<tcp::Socket>(c.h);
+                (linux_state(t.state()), 1000)
+            }
+        };
+        v[0] = state;
+        let mss = (self.ip_mtu - 60) as u32;
+        let put = |v: &mut Vec<u8>, off: usize, x: u32| {
+            v[off..off + 4].copy_from_slice(&x.to_ne_bytes());
+        };
+        put(&mut v, 8, 200_000); // rto, µs
+        put(&mut v, 16, mss); // snd_mss
+        put(&mut v, 20, mss); // rcv_mss
+        put(&mut v, 56, self.ip_mtu as u32); // pmtu
+        put(&mut v, 64, rtt); // rtt, µs
+        put(&mut v, 76, 10); // snd_cwnd
+        put(&mut v, 80, mss); // advmss
+        v
+    }
+
+    pub(super) fn op_setsockopt(
+        &mut self,
+        s: &mut Sock,
+        level: i32,
+        name: i32,
+        val: &[u8],
+    ) -> Result<(), Errno> {
+        let tcp = s.kind == Kind::Tcp;
+        match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int_opt(val)? != 0,
+            (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int_opt(val)? != 0,
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => s.opts.keepalive = int_opt(val)? != 0,
+            (libc::SOL_SOCKET, libc::SO_BROADCAST) => s.opts.broadcast = int_opt(val)? != 0,
+            (libc::SOL_SOCKET, libc::SO_SNDBUF) => {
+                s.opts.sndbuf = int_opt(val)?.clamp(2304, i32::MAX / 2)
+            }
+            (libc::SOL_SOCKET, libc::SO_RCVBUF) => {
+                s.opts.rcvbuf = int_opt(val)?.clamp(2304, i32::MAX / 2)
+            }
+            (libc::SOL_SOCKET, libc::SO_LINGER) => {
+                if val.len() < 8 {
+                    return Err(Errno::EINVAL);
+                }
+                let on = int_opt(&val[0..4])?;
+                let t = int_opt(&val[4..8])?;
+                s.opts.linger = if on != 0 { Some(t.max(0)) } else { None };
+            }
+            (libc::IPPROTO_TCP, _) if !tcp => return Err(Errno(libc::ENOPROTOOPT)),
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY) => s.opts.nodelay = int_opt(val)? != 0,
+            (libc::IPPROTO_TCP, libc::TCP_CORK) => s.opts.cork = int_opt(val)? != 0,
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => {
+                s.opts.keepidle = int_opt(val)?.clamp(1, 32767) as u32
+            }
+            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => {
+                s.opts.keepintvl = int_opt(val)?.clamp(1, 32767) as u32
+            }
+            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => {
+                s.opts.keepcnt = int_opt(val)?.clamp(1, 127) as u32
+            }
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
+                let v = int_opt(val)?;
+                if !(0..=65535).contains(&v) {
+                    return Err(Errno::EINVAL);
+                }
+                s.opts.maxseg = v;
+            }
+            (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => {
+                let name: Vec<u8> = val.iter().take_while(|b| **b != 0).copied().collect();
+                match name.as_slice() {
+                    b"cubic" | b"reno" => s.opts.congestion = name,
+                    _ => return Err(Errno::ENOENT),
+                }
+            }
+            (libc::IPPROTO_IPV6, _) if s.domain != libc::AF_INET6 => {
+                return Err(Errno(libc::ENOPROTOOPT));
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => {
+                if s.bound.is_some() && s.kind != Kind::Icmp {
+                    return Err(Errno::EINVAL);
+                }
+                s.opts.v6only = int_opt(val)? != 0;
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => s.opts.tclass = int_opt(val)?,
+            (libc::IPPROTO_IP, libc::IP_TOS) => s.opts.tos = int_opt(val)?,
+            (libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP | libc::IP_DROP_MEMBERSHIP)
+            | (libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP | libc::IPV6_DROP_MEMBERSHIP) => {
+                if tcp {
+                    return Err(Errno(libc::ENOPROTOOPT));
+                }
+                let group = match (level, val.len()) {
+                    (libc::IPPROTO_IP, 8..) => {
+                        IpAddress::Ipv4(std::net::Ipv4Addr::new(val[0], val[1], val[2], val[3]))
+                    }
+                    (libc::IPPROTO_IPV6, 20..) => {
+                        let mut o = [0u8; 16];
+                        o.copy_from_slice(&val[..16]);
+                        IpAddress::Ipv6(std::net::Ipv6Addr::from(o))
+                    }
+                    _ => return Err(Errno::EINVAL),
+                };
+                if !group.is_multicast() {
+                    return Err(Errno::EINVAL);
+                }
+                let join = name == libc::IP_ADD_MEMBERSHIP || name == libc::IPV6_ADD_MEMBERSHIP;
+                let r = if join {
+                    self.iface.join_multicast_group(group)
+                } else {
+                    self.iface.leave_multicast_group(group)
+                };
+                r.map_err(|_| Errno(libc::ENOBUFS))?;
+            }
+            k if s.kind == Kind::Raw && crate::raw::is_raw_option(k) => {
+                crate::raw::check_option(k, val)?;
+                s.opts.other.insert(k, val.to_vec());
+            }
+            k if generic_option(k) => {
+                s.opts.other.insert(k, val.to_vec());
+            }
+            _ => return Err(Errno(libc::ENOPROTOOPT)),
+        }
+        if let Some(h) = Self::tcp_handle(s) {
+            apply_tcp_opts(self.set.get_mut::<tcp::Socket>(h), &s.opts);
+        }
+        Ok(())
+    }
+}
+
+/// Options that Linux accepts on any socket and that have no effect here: stored and
+/// reported back.
+pub(super) fn generic_option(k: (i32, i32)) -> bool {
+    matches!(
+        k,
+        (
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO
+                | libc::SO_SNDTIMEO
+                | libc::SO_RCVLOWAT
+                | libc::SO_SNDLOWAT
+                | libc::SO_PRIORITY
+                | libc::SO_OOBINLINE
+                | libc::SO_TIMESTAMP
+                | libc::SO_MARK
+                | libc::SO_DONTROUTE
+                | libc::SO_BUSY_POLL
+                | libc::SO_ZEROCOPY
+        ) | (
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT
+                | libc::TCP_FASTOPEN
+                | libc::TCP_QUICKACK
+                | libc::TCP_USER_TIMEOUT
+                | libc::TCP_NOTSENT_LOWAT
+                | libc::TCP_LINGER2
+                | libc::TCP_SYNCNT
+                | libc::TCP_WINDOW_CLAMP
+                | libc::TCP_FASTOPEN_CONNECT
+        ) | (
+            libc::IPPROTO_IP,
+            libc::IP_TTL
+                | libc::IP_RECVERR
+                | libc::IP_PKTINFO
+                | libc::IP_MTU_DISCOVER
+                | libc::IP_RECVTOS
+                | libc::IP_RECVTTL
+                | libc::IP_MULTICAST_TTL
+                | libc::IP_MULTICAST_LOOP
+                | libc::IP_FREEBIND
+                | libc::IP_BIND_ADDRESS_NO_PORT
+                | libc::IP_RETOPTS
+                | libc::IP_MULTICAST_IF
+        ) | (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_UNICAST_HOPS
+                | libc::IPV6_RECVERR
+                | libc::IPV6_RECVPKTINFO
+                | libc::IPV6_MTU_DISCOVER
+                | libc::IPV6_RECVTCLASS
+                | libc::IPV6_MULTICAST_HOPS
+                | libc::IPV6_MULTICAST_LOOP
+                | libc::IPV6_RECVHOPLIMIT
+                | libc::IPV6_MULTICAST_IF
+        )
+    )
+}

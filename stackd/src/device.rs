@@ -46,8 +46,9 @@
 //!
 //! No allocation per frame: hairpin buffers are recycled.
 
+use crate::link::{Link, Recv};
 use crate::ring::{self, Held, Ring};
-use ioth_common::port::{Incoming, SwitchPort};
+use ioth_common::port::{Incoming, PortKind, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
 use ioth_common::vde;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
@@ -170,7 +171,10 @@ impl Shortcuts {
 }
 
 pub struct SwitchDevice {
-    pub port: Option<SwitchPort>,
+    port: Option<SwitchPort>,
+    /// The port's number and kind (the last ones while the switch is away).
+    port_no: u32,
+    port_kind: PortKind,
     pub mac: [u8; 6],
     pub own: Vec<IpAddr>,
     /// Largest Ethernet frame (no FCS).
@@ -220,6 +224,8 @@ impl SwitchDevice {
         let bufsz = frame_mtu.max(port.max_frame).max(1518);
         let offload = port.csum_fill;
         SwitchDevice {
+            port_no: port.port,
+            port_kind: port.kind,
             port: Some(port),
             mac,
             own,
@@ -240,6 +246,23 @@ impl SwitchDevice {
             streak: 0,
             held: None,
         }
+    }
+
+    /// The switch port, if plugged in.
+    pub fn port(&self) -> Option<&SwitchPort> {
+        self.port.as_ref()
+    }
+
+    /// Plug into a (new) switch port: after a switch restart.
+    pub fn plug(&mut self, port: SwitchPort) {
+        self.port_no = port.port;
+        self.port_kind = port.kind;
+        self.port = Some(port);
+    }
+
+    /// Unplug (the switch went away); frames are dropped until [`SwitchDevice::plug`].
+    pub fn unplug(&mut self) -> Option<SwitchPort> {
+        self.port.take()
     }
 
     /// The frame of `n` bytes just read by [`SwitchDevice::recv_switch`] or
@@ -501,6 +524,82 @@ impl SwitchDevice {
                 Err(_) => return Err(()),
             }
         }
+    }
+}
+
+impl Link for SwitchDevice {
+    fn recv(&mut self) -> Recv {
+        if let Some(len) = self.take_hairpin() {
+            return Recv::Frame { len, hairpin: true };
+        }
+        loop {
+            return match self.recv_switch() {
+                // A native port (SOCK_SEQPACKET) reads 0 bytes once the switch closed it.
+                Ok(0) if self.port_kind == PortKind::Native => Recv::Down,
+                Ok(len) => Recv::Frame {
+                    len,
+                    hairpin: false,
+                },
+                Err(e) if e.is_again() => Recv::Empty,
+                Err(e) if e == Errno::EMSGSIZE || e == Errno::EINTR => continue,
+                Err(e) => {
+                    log::debug!("switch recv: {e}");
+                    Recv::Down
+                }
+            };
+        }
+    }
+
+    fn frame(&self, len: usize) -> &[u8] {
+        SwitchDevice::frame(self, len)
+    }
+
+    fn stage(&mut self, len: Option<usize>) {
+        self.staged = len;
+    }
+
+    fn hairpin(&mut self, frame: Vec<u8>) {
+        self.hairpin.push_back(frame);
+    }
+
+    fn has_hairpin(&self) -> bool {
+        !self.hairpin.is_empty()
+    }
+
+    fn send_now(&mut self, frame: &[u8]) {
+        if crate::frame::is_for_self(frame, &self.mac, &self.own) {
+            self.hairpin.push_back(frame.to_vec());
+        } else if let Some(p) = &self.port {
+            let _ = p.send(frame);
+        }
+    }
+
+    fn set_own(&mut self, own: Vec<IpAddr>) {
+        self.own = own;
+    }
+
+    fn is_blocked(&self) -> bool {
+        SwitchDevice::is_blocked(self)
+    }
+
+    fn flush(&mut self) -> bool {
+        SwitchDevice::flush(self)
+    }
+
+    fn wakes_when_writable(&self) -> bool {
+        SwitchDevice::wakes_when_writable(self)
+    }
+
+    fn info(&self) -> String {
+        let kind = match self.port_kind {
+            PortKind::Native => "native",
+            PortKind::Vde => "vde",
+        };
+        format!(
+            "port={}\nkind={kind}\n{}",
+            self.port_no,
+            self.shortcut_info()
+        )
     }
 }
 

@@ -5,27 +5,16 @@
 //! unix SOCK_SEQPACKET socket, and pumps each socket's data through a kernel socketpair whose
 //! other end the application holds. See `DESIGN.md` at the top of the repository.
 //!
-//! Modules: [`node`] (event loop, sockets, control protocol server), [`autoconf`] (DHCPv4
-//! and SLAAC for `--ip auto/dhcp/slaac`), [`device`] (smoltcp
-//! Device over the switch port), [`frame`] (header peeking), [`os`] (the few raw syscalls not
-//! in `ioth_common::sys`).
-
-mod autoconf;
-mod device;
-mod frame;
-mod icmperr;
-mod mdns;
-mod neigh;
-mod node;
-mod os;
-mod raw;
-mod ring;
+//! The daemon is the library's [`ioth_stackd::daemon`] around its sans-IO
+//! [`ioth_stackd::stack`]; this file parses the command line, binds the control sockets,
+//! plugs into the switch and forks into the background on request.
 
 use clap::Parser;
 use ioth_common::config::RawConfig;
 use ioth_common::names;
 use ioth_common::port::SwitchPort;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
+use ioth_stackd::{daemon, os, stack};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -184,13 +173,13 @@ fn main() {
         let _ = std::io::stdout().flush();
     }
 
-    let opts = node::Options {
+    let opts = daemon::Options {
         persist: cli.persist,
         linger: std::time::Duration::from_secs_f64(cli.linger),
         switch_loc: loc,
         ready,
     };
-    let code = match node::Node::new(cfg, node_id, port, listener, abstract_listener, opts) {
+    let code = match daemon::Daemon::new(cfg, node_id, port, listener, abstract_listener, opts) {
         Ok(mut n) => n.run(),
         Err(e) => {
             log::error!("{e}");
@@ -306,8 +295,8 @@ fn bind_abstract(node_id: u64) -> Result<Fd, Errno> {
 /// Open the node's switch port; with no switch configured, use (and if needed start) the
 /// per-user default switch.
 fn open_switch(cfg: &ioth_common::config::NodeConfig) -> Result<(String, SwitchPort), String> {
-    let desc = node::port_description(cfg);
-    let want = node::want_frame(cfg.mtu);
+    let desc = stack::port_description(cfg);
+    let want = daemon::want_frame(cfg.mtu);
     if let Some(loc) = &cfg.switch {
         return SwitchPort::open_with_shortcuts(loc, &desc, want)
             .map(|p| (loc.clone(), p))

@@ -13,7 +13,7 @@ pub(super) fn dgram_buffer<H: Clone>() -> smoltcp::storage::PacketBuffer<'static
     )
 }
 
-impl Node {
+impl<D: Link> Stack<D> {
     pub(super) fn udp_open(&mut self, s: &mut Sock) -> Result<(), Errno> {
         if s.dg.h.is_some() {
             return Ok(());

@@ -139,7 +139,7 @@ impl Sock {
     }
 }
 
-impl Node {
+impl<D: Link> Stack<D> {
     pub(super) fn new_id(&mut self) -> u64 {
         let id = self.next_sock;
         self.next_sock += 1;
@@ -157,8 +157,6 @@ impl Node {
             let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
             let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
         }
-        let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-        sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, d.raw(), ev, T_SOCK | id)?;
         Ok((d, a))
     }
 
@@ -208,8 +206,6 @@ impl Node {
         sys::set_nonblocking(d.raw(), true)?;
         let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
         let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
-        let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-        sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, d.raw(), ev, T_SOCK | id)?;
         self.install(id, domain, kind, d);
         Ok(())
     }
@@ -235,8 +231,10 @@ impl Node {
         (Reply::Created(id), Some(a))
     }
 
-    /// A new socket `id` whose socketpair end `d` is ready (non-blocking, in the epoll set).
+    /// A new socket `id` whose socketpair end `d` is ready (non-blocking); the owner is told
+    /// to watch it ([`Stack::take_watch`]).
     pub(super) fn install(&mut self, id: u64, domain: i32, kind: Kind, d: Fd) {
+        self.watch.push(id);
         let mut s = Sock::new(domain, kind, d);
         if kind == Kind::Icmp {
             let ident = self.alloc_ident();

@@ -5,7 +5,7 @@
 
 use super::*;
 
-impl Node {
+impl<D: Link> Stack<D> {
     /// A closed TCP socket: a spare one (its state is reset by `listen`/`connect`, its options
     /// here), else a new one.
     pub(super) fn new_tcp(&mut self, opts: &Opts) -> tcp::Socket<'static> {
@@ -299,7 +299,7 @@ impl Node {
             app,
             _notify: notify,
             filler: count,
-            start: Instant::now(),
+            start: self.now,
             hop,
         });
         Err(Errno(libc::EINPROGRESS))
@@ -422,6 +422,7 @@ impl Node {
             prev: tcp::State::Established,
         });
         self.socks.insert(id, s);
+        self.watch.push(id);
     }
 
     /// Write queued accept records (with their fds) to the listener's socketpair.

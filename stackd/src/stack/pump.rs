@@ -5,42 +5,30 @@
 
 use super::*;
 
-impl Node {
-    pub(super) fn ingress(&mut self) {
-        if !self.more_rx && self.dev.hairpin.is_empty() {
-            return;
+impl<D: Link> Stack<D> {
+    /// Read frames (at most [`RX_BATCH`]); `true` when the link went down.
+    pub(super) fn ingress(&mut self) -> bool {
+        if !self.more_rx && !self.dev.has_hairpin() {
+            return false;
         }
         self.more_rx = false;
-        let native = self.port_kind == PortKind::Native;
         let mut budget = RX_BATCH;
         loop {
             if self.dev.is_blocked() {
                 // Replies could not be sent: resume when the switch socket drains (the
                 // EPOLLOUT event the device asked for), or retry at once without one.
                 self.more_rx = !self.dev.wakes_when_writable();
-                return;
+                return false;
             }
             if budget == 0 {
                 self.more_rx = true;
-                return;
+                return false;
             }
             budget -= 1;
-            let (n, hairpin) = match self.dev.take_hairpin() {
-                Some(n) => (n, true),
-                None => match self.dev.recv_switch() {
-                    Ok(0) if native => {
-                        self.switch_gone();
-                        return;
-                    }
-                    Ok(n) => (n, false),
-                    Err(e) if e.is_again() => return,
-                    Err(e) if e == Errno::EMSGSIZE || e == Errno::EINTR => continue,
-                    Err(e) => {
-                        log::debug!("switch recv: {e}");
-                        self.switch_gone();
-                        return;
-                    }
-                },
+            let (n, hairpin) = match self.dev.recv() {
+                Recv::Frame { len, hairpin } => (len, hairpin),
+                Recv::Empty => return false,
+                Recv::Down => return true,
             };
             let f = self.dev.frame(n);
             if !hairpin && frame::loopback_martian(f) {
@@ -51,7 +39,7 @@ impl Node {
                 if self.seen.len() > 4096 {
                     self.seen.clear();
                 }
-                self.seen.insert(ip, Instant::now());
+                self.seen.insert(ip, self.now);
             }
             let mut syn_port = None;
             if let Some((_src, dst, port)) = frame::tcp_syn(f)
@@ -85,23 +73,19 @@ impl Node {
                             .any(|s| s.is_listening() && s.bound.map(|b| b.1) == Some(port))
                         {
                             let mut rst = Vec::new();
+                            // (A SYN of our own, hairpinned: the RST comes back the same way.)
                             if frame::rst_for_syn(f, self.cfg.mac.0, &mut rst) {
-                                if rst[..6] == self.cfg.mac.0 {
-                                    // A SYN of our own (hairpin): the RST comes back the same way.
-                                    self.dev.hairpin.push_back(rst);
-                                } else if let Some(p) = &self.dev.port {
-                                    let _ = p.send(&rst);
-                                }
+                                self.dev.send_now(&rst);
                             }
                             continue;
                         }
                     }
                 }
             }
-            self.dev.staged = Some(n);
+            self.dev.stage(Some(n));
             self.iface
-                .poll_ingress_single(smol_now(), &mut self.dev, &mut self.set);
-            self.dev.staged = None;
+                .poll_ingress_single(self.now, &mut self.dev, &mut self.set);
+            self.dev.stage(None);
             if let Some(p) = syn_port {
                 self.refill_port(p);
             }
@@ -115,7 +99,7 @@ impl Node {
             }
             match self
                 .iface
-                .poll_egress(smol_now(), &mut self.dev, &mut self.set)
+                .poll_egress(self.now, &mut self.dev, &mut self.set)
             {
                 smoltcp::iface::PollResult::None => return,
                 smoltcp::iface::PollResult::SocketStateChanged => {}
@@ -147,10 +131,9 @@ impl Node {
                     }
                 }
             };
+            // A dropped socket closes its daemon end, which leaves the owner's epoll set.
             if keep {
                 self.socks.insert(*id, s);
-            } else {
-                let _ = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_DEL, s.dmn.raw(), 0, 0);
             }
         }
         self.ids = ids;
@@ -252,7 +235,7 @@ impl Node {
             }
             TcpState::Connecting(c) => {
                 let st = self.set.get::<tcp::Socket>(c.h).state();
-                let elapsed = c.start.elapsed();
+                let elapsed = self.now - c.start;
                 let err = match st {
                     tcp::State::SynSent | tcp::State::SynReceived => {
                         if elapsed >= CONNECT_TIMEOUT {

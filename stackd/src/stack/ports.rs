@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Node {
+impl<D: Link> Stack<D> {
     pub(super) fn on_link(&self, a: &IpAddr) -> bool {
         self.cidrs.iter().any(|c| c.contains(a))
             || matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
@@ -43,11 +43,11 @@ impl Node {
         {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         if self
             .solicited
             .get(&hop)
-            .is_some_and(|t| now.duration_since(*t) < RESOLICIT)
+            .is_some_and(|t| now - *t < RESOLICIT)
         {
             return;
         }
@@ -61,10 +61,8 @@ impl Node {
         // Rare (once per neighbour per RESOLICIT): a fresh buffer; `scratch` may hold a
         // datagram being sent.
         let mut f = Vec::new();
-        if frame::solicitation(self.cfg.mac.0, src, hop, &mut f)
-            && let Some(p) = &self.dev.port
-        {
-            let _ = p.send(&f);
+        if frame::solicitation(self.cfg.mac.0, src, hop, &mut f) {
+            self.dev.send_now(&f);
         }
     }
 

@@ -1,0 +1,414 @@
+//! The daemon around a [`Stack`]: the epoll loop, the control server (control connections
+//! accepted with their peer credentials checked, requests read and answered), the switch
+//! port (watched, and plugged in again after a switch restart), the wall clock, and the exit
+//! once no socket and no client is left for `--linger`.
+//!
+//! One epoll instance watches, edge-triggered where it matters: the switch socket and its
+//! shortcuts (`T_SWITCH`, through [`SwitchDevice::watch`]), the switch's control socket of a
+//! VDE port (`T_SWITCH_CTL`: its EOF means the switch is gone), the control listeners
+//! (`T_LISTEN`), each control connection (`T_CTL | connection`), and the daemon end of each
+//! socket (`T_SOCK | socket id`, from [`Stack::take_watch`]).
+
+use crate::device::SwitchDevice;
+use crate::os;
+use crate::stack::{Stack, StackConfig, port_description};
+use ioth_common::config::NodeConfig;
+use ioth_common::ctl::{self, MAX_MSG, Reply, Request};
+use ioth_common::port::{PortKind, SwitchPort};
+use ioth_common::sys::{self, Errno, Fd};
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+const T_SWITCH: u64 = 1;
+const T_SWITCH_CTL: u64 = 2;
+const T_LISTEN: u64 = 3;
+const T_CTL: u64 = 1 << 60;
+const T_SOCK: u64 = 2 << 60;
+const T_MASK: u64 = 0xf << 60;
+
+/// The frame size to ask a native port for.
+pub fn want_frame(mtu: Option<u16>) -> usize {
+    mtu.map(|m| m as usize + 14).unwrap_or(65535)
+}
+
+/// The wall clock, as the stack counts time.
+fn now() -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from(Instant::now())
+}
+
+pub struct Options {
+    pub persist: bool,
+    pub linger: Duration,
+    pub switch_loc: String,
+    /// Written to (one byte) and closed once the node has an address: at once for fixed
+    /// addresses, at the first DHCP lease or SLAAC address in auto mode (`--daemon`).
+    pub ready: Option<Fd>,
+}
+
+pub struct Daemon {
+    stack: Stack<SwitchDevice>,
+    cfg: NodeConfig,
+    opts: Options,
+    ep: Fd,
+    ctl_listeners: Vec<Fd>,
+    ctl_conns: HashMap<u64, Fd>,
+    next_ctl: u64,
+    /// Reading other control connections for a `Register` (see `ctl_readable`).
+    draining: bool,
+    idle_since: Option<Instant>,
+    switch_down: bool,
+    next_reconnect: Instant,
+}
+
+impl Daemon {
+    pub fn new(
+        cfg: NodeConfig,
+        id: u64,
+        port: SwitchPort,
+        listener: Fd,
+        abstract_listener: Option<Fd>,
+        opts: Options,
+    ) -> Result<Daemon, String> {
+        let default_mtu = match port.kind {
+            PortKind::Native => 65521,
+            PortKind::Vde => 1500,
+        };
+        let ip_mtu = (cfg.mtu.map(|m| m as usize).unwrap_or(default_mtu))
+            .min(port.max_frame.saturating_sub(14))
+            .max(1280);
+        let port_no = port.port;
+        let dev = SwitchDevice::new(port, cfg.mac.0, Vec::new(), ip_mtu + 14);
+        let mut seed = [0u8; 8];
+        let _ = sys::getrandom(&mut seed);
+        let sc = StackConfig {
+            node: cfg.clone(),
+            id,
+            ip_mtu,
+            seed: u64::from_ne_bytes(seed),
+            link_name: opts.switch_loc.clone(),
+        };
+        let stack = Stack::new(sc, dev, now());
+        let ep = sys::epoll_create().map_err(|e| format!("epoll: {e}"))?;
+        let mut ctl_listeners = vec![listener];
+        if let Some(a) = abstract_listener {
+            ctl_listeners.push(a);
+        }
+        for l in &ctl_listeners {
+            sys::epoll_ctl(
+                ep.raw(),
+                libc::EPOLL_CTL_ADD,
+                l.raw(),
+                libc::EPOLLIN as u32,
+                T_LISTEN,
+            )
+            .map_err(|e| format!("epoll: {e}"))?;
+        }
+        let mut d = Daemon {
+            stack,
+            cfg,
+            opts,
+            ep,
+            ctl_listeners,
+            ctl_conns: HashMap::new(),
+            next_ctl: 1,
+            draining: false,
+            idle_since: Some(Instant::now()),
+            switch_down: false,
+            next_reconnect: Instant::now(),
+        };
+        d.register_switch().map_err(|e| format!("epoll: {e}"))?;
+        log::info!("node {id:016x} on port {port_no}");
+        Ok(d)
+    }
+
+    fn register_switch(&mut self) -> Result<(), Errno> {
+        let ep = self.ep.raw();
+        let dev = self.stack.link_mut();
+        if let Some(p) = dev.port() {
+            // EPOLLOUT only while a frame is pending: the device arms it (device.rs).
+            let ev = (libc::EPOLLIN | libc::EPOLLET) as u32;
+            sys::epoll_ctl(ep, libc::EPOLL_CTL_ADD, p.data_fd(), ev, T_SWITCH)?;
+            if let Some(c) = p.ctl_fd() {
+                let ev = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+                sys::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, ev, T_SWITCH_CTL)?;
+            }
+            dev.watch(ep, T_SWITCH);
+        }
+        Ok(())
+    }
+
+    fn switch_gone(&mut self) {
+        if let Some(p) = self.stack.link_mut().unplug() {
+            let _ = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_DEL, p.data_fd(), 0, 0);
+            if let Some(c) = p.ctl_fd() {
+                let _ = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_DEL, c, 0, 0);
+            }
+        }
+        if !self.switch_down {
+            log::warn!("switch {} went away; reconnecting", self.opts.switch_loc);
+        }
+        self.switch_down = true;
+        self.next_reconnect = Instant::now() + Duration::from_millis(200);
+    }
+
+    fn try_reconnect(&mut self) {
+        let desc = port_description(&self.cfg);
+        match SwitchPort::open_with_shortcuts(
+            &self.opts.switch_loc,
+            &desc,
+            want_frame(self.cfg.mtu),
+        ) {
+            Ok(p) => {
+                log::info!("switch is back (port {})", p.port);
+                self.stack.link_mut().plug(p);
+                self.switch_down = false;
+                self.stack.link_ready(false);
+                if self.register_switch().is_err() {
+                    self.switch_gone();
+                }
+            }
+            Err(e) => {
+                log::debug!("reconnect: {e}");
+                self.next_reconnect = Instant::now() + Duration::from_millis(200);
+            }
+        }
+    }
+
+    /// Add the daemon ends of new sockets to the epoll set.
+    fn watch_new(&mut self) {
+        for (fd, id) in self.stack.take_watch() {
+            let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+            if let Err(e) = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, fd, ev, T_SOCK | id)
+            {
+                log::warn!("socket {id:x}: epoll: {e}");
+            }
+        }
+    }
+
+    /// The event loop; returns the exit code.
+    pub fn run(&mut self) -> i32 {
+        let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        loop {
+            let timeout = self.timeout_ms();
+            let n = match sys::epoll_wait(self.ep.raw(), &mut evs, timeout) {
+                Ok(n) => n,
+                Err(e) => {
+                    log::error!("epoll_wait: {e}");
+                    return 1;
+                }
+            };
+            for ev in evs.iter().take(n) {
+                let (tok, bits) = (ev.u64, ev.events);
+                self.event(tok, bits);
+            }
+            if self.stack.poll(now()).link_down {
+                self.switch_gone();
+            }
+            self.watch_new();
+            if self.stack.is_configured()
+                && let Some(fd) = self.opts.ready.take()
+            {
+                let _ = sys::write(fd.raw(), b"1");
+            }
+            if self.switch_down && Instant::now() >= self.next_reconnect {
+                self.try_reconnect();
+            }
+            if self.should_exit() {
+                log::info!("no socket and no client left: exiting");
+                return 0;
+            }
+        }
+    }
+
+    fn timeout_ms(&mut self) -> i32 {
+        let mut t = Duration::from_millis(500);
+        if let Some(d) = self.stack.poll_delay(now()) {
+            t = t.min(Duration::from_micros(d.total_micros()));
+        }
+        if self.switch_down {
+            t = t.min(Duration::from_millis(200));
+        }
+        if !self.opts.persist
+            && let Some(since) = self.idle_since
+        {
+            t = t.min((since + self.opts.linger).saturating_duration_since(Instant::now()));
+        }
+        let ms = t.as_micros().div_ceil(1000);
+        ms.min(i32::MAX as u128) as i32
+    }
+
+    fn should_exit(&mut self) -> bool {
+        let idle = self.stack.is_idle() && self.ctl_conns.is_empty();
+        if !idle {
+            self.idle_since = None;
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        // A `--daemon` parent still waiting for the first address keeps us alive.
+        !self.opts.persist && self.opts.ready.is_none() && since.elapsed() >= self.opts.linger
+    }
+
+    fn event(&mut self, tok: u64, bits: u32) {
+        match tok & T_MASK {
+            0 => match tok {
+                T_SWITCH => {
+                    let out = bits & libc::EPOLLOUT as u32 != 0;
+                    if bits
+                        & (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32
+                        != 0
+                    {
+                        self.stack.link_ready(out);
+                    }
+                }
+                T_SWITCH_CTL => {
+                    let fd = self.stack.link().port().and_then(|p| p.ctl_fd());
+                    if let Some(fd) = fd {
+                        let mut b = [0u8; 256];
+                        match sys::recv(fd, &mut b, libc::MSG_DONTWAIT) {
+                            Ok(0) => self.switch_gone(),
+                            Err(e) if !e.is_again() => self.switch_gone(),
+                            _ => {}
+                        }
+                    }
+                }
+                T_LISTEN => self.accept_ctl(),
+                _ => {}
+            },
+            T_CTL => self.ctl_readable(tok & !T_MASK),
+            T_SOCK => self.stack.app_event(
+                tok & !T_MASK,
+                bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0,
+                bits & libc::EPOLLOUT as u32 != 0,
+                bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0,
+            ),
+            _ => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- control connections
+
+    fn accept_ctl(&mut self) {
+        for i in 0..self.ctl_listeners.len() {
+            loop {
+                let l = self.ctl_listeners[i].raw();
+                let c = match sys::accept(l, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) {
+                    Ok(c) => c,
+                    Err(e) if e == Errno::EINTR => continue,
+                    Err(_) => break,
+                };
+                // Same user, root, or any user when the node itself runs as root: a server
+                // started as root (nginx) drops privileges in its workers, which must still
+                // reach their node.
+                match os::peer_cred(c.raw()) {
+                    Ok((_, uid, _)) if uid == 0 || [uid, 0].contains(&sys::geteuid()) => {}
+                    other => {
+                        log::warn!("control connection refused: credentials {other:?}");
+                        continue;
+                    }
+                }
+                let cid = self.next_ctl;
+                self.next_ctl += 1;
+                if sys::epoll_ctl(
+                    self.ep.raw(),
+                    libc::EPOLL_CTL_ADD,
+                    c.raw(),
+                    libc::EPOLLIN as u32,
+                    T_CTL | cid,
+                )
+                .is_ok()
+                {
+                    self.ctl_conns.insert(cid, c);
+                }
+            }
+        }
+    }
+
+    fn ctl_readable(&mut self, cid: u64) {
+        let mut buf = [0u8; MAX_MSG];
+        for _ in 0..64 {
+            let Some(fd) = self.ctl_conns.get(&cid).map(|f| f.raw()) else {
+                return;
+            };
+            let got = match sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], libc::MSG_DONTWAIT) {
+                Ok(g) => g,
+                Err(e) if e.is_again() => return,
+                Err(e) if e == Errno::EINTR => continue,
+                Err(_) => {
+                    self.ctl_conns.remove(&cid);
+                    return;
+                }
+            };
+            if got.len == 0 && got.fds.is_empty() {
+                self.ctl_conns.remove(&cid);
+                return;
+            }
+            // A one-way request: a well-formed SetSockOpt with ctl::FLAG_NO_REPLY, a Register.
+            let mut silent = false;
+            let (reply, fd_out) = if got.flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+                (Reply::Err(Errno::EPROTO), None)
+            } else {
+                match Request::decode(&buf[..got.len]) {
+                    Ok(req) => {
+                        silent = matches!(req, Request::SetSockOpt { .. })
+                            && ioth_common::ctl::no_reply(&buf[..got.len])
+                            || matches!(
+                                req,
+                                Request::Register { .. } | Request::ConnectAsync { .. }
+                            );
+                        log::debug!("ctl {cid}: {req:?}");
+                        let id = req.id();
+                        if ctl::is_client_id(id)
+                            && !self.stack.has_socket(id)
+                            && !matches!(req, Request::Register { .. })
+                            && !self.draining
+                        {
+                            // Its Register may wait on another connection (sent before a fork).
+                            self.draining = true;
+                            let others: Vec<u64> = self
+                                .ctl_conns
+                                .keys()
+                                .copied()
+                                .filter(|c| *c != cid)
+                                .collect();
+                            for o in others {
+                                self.ctl_readable(o);
+                            }
+                            self.draining = false;
+                        }
+                        match req {
+                            // The daemon adds what only it knows.
+                            Request::NodeInfo => {
+                                let mut t = self.stack.node_info();
+                                t.push_str(&format!("clients={}\n", self.ctl_conns.len()));
+                                (Reply::Bytes(t.into_bytes()), None)
+                            }
+                            req => self.stack.handle(req, got.fds, now()),
+                        }
+                    }
+                    Err(e) => (Reply::Err(e), None),
+                }
+            };
+            log::debug!("ctl {cid}: -> {reply:?}");
+            if silent {
+                continue;
+            }
+            let msg = reply.encode();
+            let fds: Vec<RawFd> = fd_out.iter().map(|f| f.raw()).collect();
+            let r = sys::retry(|| {
+                sys::sendmsg(
+                    fd,
+                    &[IoSlice::new(&msg)],
+                    &fds,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            });
+            self.watch_new();
+            if r.is_err() {
+                self.ctl_conns.remove(&cid);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The stack: one smoltcp `Interface` on one [`Link`], all the node's sockets, and the
+//! operations of the control protocol (`ioth_common::ctl`), apart from any I/O loop.
+//!
+//! A `Stack` does no waiting and reads no clock: its owner (the daemon, [`crate::daemon`],
+//! or the test harness, `crate::harness`) passes the time into every call, tells it which
+//! socketpair ends became ready ([`Stack::app_event`]), calls [`Stack::poll`] for the work
+//! that is due, and sleeps until [`Stack::poll_delay`]. The sockets' application ends are
+//! real kernel socketpairs either way; new daemon ends to watch are listed by
+//! [`Stack::take_watch`].
+//!
+//! Each poll: read frames one at a time (`poll_ingress_single`, after a look at the headers:
+//! SYNs to a full listener are dropped like Linux does, listener pools are refilled after
+//! every SYN), pump every socket between smoltcp and its socketpair, then send
+//! (`poll_egress` until quiet).
+//!
+//! TCP data: the daemon end of each socketpair is read straight into smoltcp's transmit ring
+//! and smoltcp's receive ring is written straight into it; EAGAIN clears a readiness flag
+//! that only an edge-triggered epoll event sets again.
+//!
+//! Listeners: smoltcp has no accept queue. Each listener keeps a small pool of smoltcp sockets
+//! in `Listen`; a connection that reaches `Established` gets its own socketpair and is queued
+//! in the stack until its [`AcceptRecord`] (with the app's end attached) fits on the
+//! listener's socketpair. Backlog = queued here + records not yet received by the app.
+//!
+//! Raw ICMPv6 sockets are pumped by [`crate::raw`]; `SIOCSARP` neighbour entries come from
+//! [`crate::neigh`].
+//!
+//! The files, each adding an `impl Stack` block for one concern:
+//! - `mod.rs`: the [`Stack`] struct, its creation, one poll, its timers;
+//! - `control.rs`: dispatch of control requests to the operations below, node info;
+//! - `sock.rs`: the socket table and socket creation;
+//! - `ports.rs`: addresses, routing, ephemeral ports, bind;
+//! - `stream.rs`: TCP listen, backlog, accept records, connect;
+//! - `sockopt.rs`: socket options;
+//! - `dgram.rs`: UDP and ICMP sockets;
+//! - `pump.rs`: ingress, egress, and moving data between smoltcp and the socketpairs.
+//!
+//! Not done here: TCP urgent data, SO_LINGER with a timeout (only 0 = RST is honoured), IP
+//! options, raw sockets other than ICMPv6.
+
+use crate::frame;
+use crate::link::{Link, Recv};
+use crate::os;
+use ioth_common::config::{self, AddrMode, NodeConfig};
+use ioth_common::ctl::{self, AcceptRecord, DgramHeader, Reply, Request, WireAddr};
+use ioth_common::names;
+use ioth_common::sys::{self, Errno, Fd};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+
+mod control;
+mod dgram;
+mod ports;
+mod pump;
+mod sock;
+mod sockopt;
+mod stream;
+
+use dgram::*;
+use sock::*;
+use sockopt::*;
+use stream::*;
+
+/// smoltcp TCP ring sizes (each direction).
+pub const TCP_BUF: usize = 1 << 20;
+/// Socket buffer asked for on both ends of each socketpair.
+pub const APP_SOCKBUF: i32 = 1 << 20;
+/// A connect with no answer fails with ETIMEDOUT after this long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A connect whose next hop never answered ARP/NDP fails with EHOSTUNREACH after this long.
+pub const NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(3);
+/// Idle smoltcp sockets kept in `Listen` per listener.
+const LISTEN_IDLE: usize = 2;
+/// Closed smoltcp TCP sockets kept for reuse (rings and all): a new connection then costs no
+/// 2 MiB `mmap`/`munmap` and no page faults (a quarter of the daemon's CPU at 2,500 conn/s).
+const TCP_SPARE: usize = 32;
+const MAX_BACKLOG: usize = 4096;
+const DGRAM_PACKETS: usize = 256;
+const DGRAM_BYTES: usize = 512 * 1024;
+
+/// The node's loopback addresses: reachable from its own processes only (hairpinned like
+/// its other addresses; frames from the switch that carry them are dropped as martians).
+const LOOPBACK: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+];
+
+/// Frames read per loop turn before egress gets its turn.
+const RX_BATCH: usize = 256;
+/// The daemon asks again for a neighbour it asked for this long ago (smoltcp's cache entries
+/// live 60 s).
+const RESOLICIT: Duration = Duration::from_secs(20);
+
+/// How the node shows up in the switch's port list: name or first address, and pid.
+pub fn port_description(cfg: &NodeConfig) -> String {
+    let who = match (&cfg.name, &cfg.addrs) {
+        (Some(n), _) => n.clone(),
+        (None, AddrMode::Static(v)) => v[0].addr.to_string(),
+        (None, _) => cfg.mac.to_string(),
+    };
+    format!("ioth-stackd {who} pid={}", sys::getpid())
+}
+
+/// What a stack is made of besides its link.
+pub struct StackConfig {
+    pub node: NodeConfig,
+    /// The node's id: part of its sockets' abstract names (`names::socket_name`).
+    pub id: u64,
+    /// IP MTU.
+    pub ip_mtu: usize,
+    /// Seeds smoltcp (initial sequence numbers, DHCP) and the first ephemeral port and ICMP
+    /// identifier: the test harness gives fixed seeds for repeatable runs.
+    pub seed: u64,
+    /// Where the link goes, for the node's info (`switch=`).
+    pub link_name: String,
+}
+
+/// What [`Stack::poll`] saw that its owner must act on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Polled {
+    /// The link is gone (`Recv::Down`): plug the node in again.
+    pub link_down: bool,
+}
+
+pub struct Stack<D: Link> {
+    cfg: NodeConfig,
+    id: u64,
+    link_name: String,
+    iface: Interface,
+    dev: D,
+    set: SocketSet<'static>,
+    cidrs: Vec<config::Cidr>,
+    own: Vec<IpAddr>,
+    ip_mtu: usize,
+    socks: HashMap<u64, Sock>,
+    next_sock: u64,
+    lingering: Vec<SocketHandle>,
+    /// When a frame last came from each neighbour.
+    seen: HashMap<IpAddr, Instant>,
+    /// When the stack last asked for each neighbour itself (`prime_neighbour`).
+    solicited: HashMap<IpAddr, Instant>,
+    record_cost: usize,
+    /// Frames may wait on the link (an event said so, or a batch ended early).
+    more_rx: bool,
+    next_ident: u16,
+    next_ephemeral: u16,
+    scratch: Vec<u8>,
+    ids: Vec<u64>,
+    /// UDP datagrams smoltcp gave to a socket that does not want them (wrong family, other
+    /// peer): (port, source, payload), handed to another socket on that port.
+    misrouted: Vec<(u16, SocketAddr, Vec<u8>)>,
+    /// The mDNS responder for the node's name (see [`crate::mdns`]).
+    mdns: Option<crate::mdns::Responder>,
+    /// ICMP errors for connected UDP sockets (see [`crate::icmperr`]).
+    icmp_errors: crate::icmperr::IcmpErrors,
+    /// Closed TCP sockets to reuse (see [`TCP_SPARE`]).
+    tcp_spare: Vec<tcp::Socket<'static>>,
+    /// DHCPv4 and SLAAC in auto mode (see [`crate::autoconf`]).
+    auto: Option<crate::autoconf::Autoconf>,
+    /// Gateways and DNS servers given in the configuration (auto mode adds learnt ones).
+    given_gw: Vec<IpAddr>,
+    given_dns: Vec<IpAddr>,
+    /// New sockets, for the owner to watch ([`Stack::take_watch`]).
+    watch: Vec<u64>,
+    /// The time of the current call (every entry point sets it).
+    now: Instant,
+    t0: Instant,
+}
+
+fn to_ip(a: IpAddress) -> IpAddr {
+    match a {
+        IpAddress::Ipv4(v) => IpAddr::V4(v),
+        IpAddress::Ipv6(v) => IpAddr::V6(v),
+    }
+}
+
+fn from_ip(a: IpAddr) -> IpAddress {
+    match a {
+        IpAddr::V4(v) => IpAddress::Ipv4(v),
+        IpAddr::V6(v) => IpAddress::Ipv6(v),
+    }
+}
+
+fn ep_to_sa(e: IpEndpoint) -> SocketAddr {
+    SocketAddr::new(to_ip(e.addr), e.port)
+}
+
+/// A small generator for the stack's seeded choices (splitmix64).
+fn mix(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl<D: Link> Stack<D> {
+    pub fn new(sc: StackConfig, mut dev: D, now: Instant) -> Stack<D> {
+        let StackConfig {
+            node: cfg,
+            id,
+            ip_mtu,
+            mut seed,
+            link_name,
+        } = sc;
+        let cidrs = match &cfg.addrs {
+            AddrMode::Static(v) => v.clone(),
+            // Addresses come later (see `crate::autoconf`); only the link-local one now.
+            AddrMode::Auto { .. } => Vec::new(),
+        };
+        let ll = config::link_local(&cfg.mac);
+        let mut own: Vec<IpAddr> = cidrs.iter().map(|c| c.addr).collect();
+        own.push(IpAddr::V6(ll));
+        dev.set_own(own.iter().chain(&LOOPBACK).copied().collect());
+        let mut icfg = Config::new(EthernetAddress(cfg.mac.0).into());
+        icfg.random_seed = mix(&mut seed);
+        icfg.slaac = matches!(cfg.addrs, AddrMode::Auto { slaac: true, .. });
+        let mut iface = Interface::new(icfg, &mut dev, now);
+        iface.update_ip_addrs(|v| {
+            for c in &cidrs {
+                let _ = v.push(IpCidr::new(from_ip(c.addr), c.prefix));
+            }
+            let _ = v.push(IpCidr::new(IpAddress::Ipv6(ll), 64));
+            // Last, so that smoltcp's fallback source address is never a loopback one.
+            let _ = v.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8));
+            let _ = v.push(IpCidr::new(IpAddress::v6(0, 0, 0, 0, 0, 0, 0, 1), 128));
+        });
+        for g in &cfg.gateways {
+            let r = match g {
+                IpAddr::V4(v) => iface.routes_mut().add_default_ipv4_route(*v).map(drop),
+                IpAddr::V6(v) => iface.routes_mut().add_default_ipv6_route(*v).map(drop),
+            };
+            if r.is_err() {
+                log::warn!("too many routes; gateway {g} ignored");
+            }
+        }
+        let mut set = SocketSet::new(vec![]);
+        let icmp_errors = crate::icmperr::IcmpErrors::open(&mut set);
+        let next_ident = (mix(&mut seed) as u16) | 1;
+        let next_ephemeral = 49152 + (mix(&mut seed) % 16384) as u16;
+        let mut n = Stack {
+            given_gw: cfg.gateways.clone(),
+            given_dns: cfg.dns.clone(),
+            cfg,
+            id,
+            link_name,
+            iface,
+            dev,
+            set,
+            cidrs,
+            own,
+            ip_mtu,
+            socks: HashMap::new(),
+            next_sock: 1,
+            lingering: Vec::new(),
+            seen: HashMap::new(),
+            solicited: HashMap::new(),
+            record_cost: measure_record_cost(),
+            more_rx: true,
+            next_ident,
+            next_ephemeral,
+            scratch: vec![0; 65536 + 64],
+            ids: Vec::new(),
+            misrouted: Vec::new(),
+            mdns: None,
+            icmp_errors,
+            tcp_spare: Vec::new(),
+            auto: None,
+            watch: Vec::new(),
+            now,
+            t0: now,
+        };
+        if let AddrMode::Auto { slaac, dhcp4 } = n.cfg.addrs {
+            n.auto = Some(crate::autoconf::Autoconf::new(
+                &mut n.set,
+                slaac,
+                dhcp4,
+                n.cfg.name.as_deref(),
+            ));
+        }
+        if let Some(name) = n.cfg.name.clone() {
+            n.mdns = Some(crate::mdns::Responder::new(&mut n.iface, &mut n.set, &name));
+        }
+        log::info!("node {:016x} up: mtu {} addrs {:?}", n.id, n.ip_mtu, n.own);
+        n
+    }
+
+    /// The link (the daemon plugs a new switch port into it after a restart).
+    pub fn link(&self) -> &D {
+        &self.dev
+    }
+
+    pub fn link_mut(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
+    /// The link has frames (an event said so), or room for the waiting one.
+    pub fn link_ready(&mut self, writable: bool) {
+        if writable {
+            self.dev.flush();
+        }
+        // Ingress stops while a frame waits; frames may wait too (edge-triggered).
+        self.more_rx = true;
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether socket `id` exists.
+    pub fn has_socket(&self, id: u64) -> bool {
+        self.socks.contains_key(&id)
+    }
+
+    /// No socket left, and none lingering.
+    pub fn is_idle(&self) -> bool {
+        self.socks.is_empty() && self.lingering.is_empty()
+    }
+
+    /// Whether the node has its addresses (at once for fixed ones; in auto mode, a lease or a
+    /// SLAAC address).
+    pub fn is_configured(&self) -> bool {
+        self.auto.as_ref().is_none_or(|a| a.ready(&self.cidrs))
+    }
+
+    /// Daemon ends of sockets made since the last call, with their ids: the owner watches
+    /// them (readable, writable, peer closed; edge-triggered) and reports with
+    /// [`Stack::app_event`]. A daemon end leaves the watch when the stack closes it.
+    pub fn take_watch(&mut self) -> Vec<(RawFd, u64)> {
+        let ids = std::mem::take(&mut self.watch);
+        ids.into_iter()
+            .filter_map(|id| Some((self.socks.get(&id)?.dmn.raw(), id)))
+            .collect()
+    }
+
+    /// Socket `id`'s daemon end became readable (or the app shut its side), writable, or
+    /// saw both directions shut (`hup`).
+    pub fn app_event(&mut self, id: u64, readable: bool, writable: bool, hup: bool) {
+        // HUP only means both directions are shut: also after our own SHUT_WR plus the app's
+        // shutdown(SHUT_WR). Closed is when its name is free again.
+        let gone = hup && self.socks.contains_key(&id) && app_gone(self.id, id);
+        if let Some(s) = self.socks.get_mut(&id) {
+            s.rd |= readable || hup;
+            s.wr |= writable;
+            s.hup |= gone;
+        }
+    }
+
+    /// Do the work that is due at `now`: frames in, sockets pumped, frames out.
+    pub fn poll(&mut self, now: Instant) -> Polled {
+        self.now = now;
+        let mut polled = Polled::default();
+        // A frame waiting for room on the link is retried on every turn: the EPOLLOUT edge of
+        // a connected unix datagram socket (a VDE port) can be missed, and ingress stays
+        // stopped while the frame waits.
+        if self.dev.is_blocked() && self.dev.flush() {
+            self.more_rx = true;
+        }
+        self.iface.poll_maintenance(now);
+        polled.link_down = self.ingress();
+        self.autoconf();
+        self.service();
+        self.egress();
+        self.reap();
+        // Egress can complete handshakes of hairpinned connections only after ingress;
+        // a second pass keeps self-connections from waiting for a timeout.
+        if self.dev.has_hairpin() {
+            self.more_rx = true;
+        }
+        polled
+    }
+
+    /// Auto mode: take new leases and SLAAC addresses into the node's view.
+    fn autoconf(&mut self) {
+        let Some(a) = &mut self.auto else {
+            return;
+        };
+        self.iface.poll_maintenance(self.now);
+        if a.poll(&mut self.iface, &mut self.set) {
+            self.cidrs = crate::autoconf::global_cidrs(&self.iface);
+            let mut own: Vec<IpAddr> = self.cidrs.iter().map(|c| c.addr).collect();
+            own.push(IpAddr::V6(config::link_local(&self.cfg.mac)));
+            self.own = own.clone();
+            own.extend(LOOPBACK);
+            self.dev.set_own(own);
+            let mut gw = self.given_gw.clone();
+            gw.extend(a.gateways(&mut self.iface));
+            self.cfg.gateways = gw;
+            let mut dns = self.given_dns.clone();
+            dns.extend(a.dns());
+            self.cfg.dns = dns;
+            log::info!(
+                "addresses {:?} gateways {:?} dns {:?}",
+                self.cidrs,
+                self.cfg.gateways,
+                self.cfg.dns
+            );
+        }
+    }
+
+    /// How long the owner may wait before the next [`Stack::poll`] (`None`: until an event).
+    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
+        self.now = now;
+        if self.dev.is_blocked() {
+            // Retry the pending frame soon even if no event comes (see `poll`).
+            return Some(Duration::from_millis(1));
+        }
+        if self.more_rx || self.dev.has_hairpin() {
+            return Some(Duration::ZERO);
+        }
+        let mut t = self.iface.poll_delay(now, &self.set);
+        if self
+            .socks
+            .values()
+            .any(|s| matches!(s.tcp, TcpState::Connecting(_)))
+        {
+            let c = Duration::from_millis(100);
+            t = Some(t.map_or(c, |t| t.min(c)));
+        }
+        t
+    }
+}

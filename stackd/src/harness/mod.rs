@@ -388,8 +388,11 @@ impl Side {
             seed,
             link_name: "memory".into(),
         };
+        let mut stack = Stack::new(sc, MemLink::new(mac), now);
+        // No safety-net sweep: a missed wake-up must fail the tests.
+        stack.set_sweep(None);
         Side {
-            stack: Stack::new(sc, MemLink::new(mac), now),
+            stack,
             ep: sys::epoll_create().expect("epoll"),
         }
     }

@@ -8,9 +8,14 @@ use super::*;
 impl<D: Link> Stack<D> {
     /// Carry out one control request at `now`: the reply, and the fd it creates (`Socket`).
     pub fn handle(&mut self, req: Request, fds: Vec<Fd>, now: Instant) -> (Reply, Option<Fd>) {
-        self.now = now;
+        self.net.now = now;
+        // Whatever the request did to its socket, the next poll looks at it.
+        let id = req.id();
+        if self.socks.contains_key(&id) {
+            self.work.add(id);
+        }
         let r = match req {
-            Request::Hello { .. } => Ok(Reply::Created(self.id)),
+            Request::Hello { .. } => Ok(Reply::Created(self.net.id)),
             Request::Socket {
                 domain,
                 ty,
@@ -28,31 +33,28 @@ impl<D: Link> Stack<D> {
                 }
                 Ok(Reply::Ok)
             }
-            Request::Bind { id, addr } => self.with_sock(id, |n, s| n.op_bind(s, addr)),
-            Request::Listen { id, backlog } => self.with_sock(id, |n, s| n.op_listen(s, backlog)),
+            Request::Bind { id, addr } => self.op_bind(id, addr),
+            Request::Listen { id, backlog } => self.op_listen(id, backlog),
             Request::Connect { id, addr } => {
                 let mut fds = fds.into_iter();
                 let (mut app, notify) = (fds.next(), fds.next());
-                self.with_sock(id, |n, s| n.op_connect(s, addr, &mut app, notify, 0))
+                self.op_connect(id, addr, &mut app, notify, 0)
             }
             Request::ConnectAsync { id, addr, filler } => {
                 let app = fds.into_iter().next();
-                let r = self.with_sock(id, |n, s| n.op_connect_async(s, addr, app, filler));
+                let r = self.op_connect_async(id, addr, app, filler);
                 log::debug!("async connect {id:x}: {r:?}");
                 Ok(Reply::Ok)
             }
-            Request::GetSockName { id } => self.with_sock(id, |n, s| n.op_sockname(s)),
-            Request::GetPeerName { id } => self.with_sock(id, |_, s| match s.peer {
-                Some(p) => Ok(Reply::Addr(s.present(p))),
-                None => Err(Errno(libc::ENOTCONN)),
-            }),
+            Request::GetSockName { id } => self.split(id).map(|(_, s)| s.sockname()),
+            Request::GetPeerName { id } => self.split(id).and_then(|(_, s)| s.peername()),
             Request::GetSockOpt {
                 id,
                 level,
                 name,
                 len,
-            } => self.with_sock(id, |n, s| {
-                n.op_getsockopt(s, level, name).map(|mut v| {
+            } => self.split(id).and_then(|(net, s)| {
+                net.op_getsockopt(s, level, name).map(|mut v| {
                     v.truncate(len as usize);
                     Reply::Bytes(v)
                 })
@@ -62,15 +64,17 @@ impl<D: Link> Stack<D> {
                 level,
                 name,
                 value,
-            } => self.with_sock(id, |n, s| {
-                n.op_setsockopt(s, level, name, &value).map(|_| Reply::Ok)
-            }),
-            Request::Shutdown { id, how } => self.with_sock(id, |n, s| n.op_shutdown(s, how)),
-            Request::SetNeighbour { addr, mac } => self.set_neighbour(addr, mac),
+            } => self
+                .split(id)
+                .and_then(|(net, s)| net.op_setsockopt(s, level, name, &value).map(|_| Reply::Ok)),
+            Request::Shutdown { id, how } => self.split(id).and_then(|(_, s)| op_shutdown(s, how)),
+            Request::SetNeighbour { addr, mac } => self.net.set_neighbour(addr, mac),
         };
         (r.unwrap_or_else(Reply::Err), None)
     }
+}
 
+impl<D: Link> Net<D> {
     /// `SetNeighbour` (`SIOCSARP`): see [`crate::neigh`].
     pub(super) fn set_neighbour(&mut self, addr: WireAddr, mac: [u8; 6]) -> Result<Reply, Errno> {
         let Some(IpAddr::V4(ip)) = addr.0.map(|a| config::unmap(a.ip())) else {
@@ -92,42 +96,34 @@ impl<D: Link> Stack<D> {
         self.solicited.insert(IpAddr::V4(ip), self.now);
         Ok(Reply::Ok)
     }
+}
 
-    pub(super) fn with_sock(
-        &mut self,
-        id: u64,
-        f: impl FnOnce(&mut Self, &mut Sock) -> Result<Reply, Errno>,
-    ) -> Result<Reply, Errno> {
-        let mut s = self.socks.remove(&id).ok_or(Errno::EBADF)?;
-        let r = f(self, &mut s);
-        self.socks.insert(id, s);
-        r
-    }
-
+impl<D: Link> Stack<D> {
     /// The node's info (`NodeInfo`): lines `key=value`.
     pub fn node_info(&self) -> String {
+        let n = &self.net;
         let mut t = String::new();
-        t.push_str(&format!("node={:016x}\n", self.id));
-        t.push_str(&format!("mac={}\n", self.cfg.mac));
-        t.push_str(&format!("mtu={}\n", self.ip_mtu));
-        for c in &self.cidrs {
+        t.push_str(&format!("node={:016x}\n", n.id));
+        t.push_str(&format!("mac={}\n", n.cfg.mac));
+        t.push_str(&format!("mtu={}\n", n.ip_mtu));
+        for c in &n.cidrs {
             t.push_str(&format!("addr={c}\n"));
         }
-        t.push_str(&format!("addr={}/64\n", config::link_local(&self.cfg.mac)));
-        for g in &self.cfg.gateways {
+        t.push_str(&format!("addr={}/64\n", config::link_local(&n.cfg.mac)));
+        for g in &n.cfg.gateways {
             t.push_str(&format!("gw={g}\n"));
         }
-        for d in &self.cfg.dns {
+        for d in &n.cfg.dns {
             t.push_str(&format!("dns={d}\n"));
         }
-        if let Some(n) = &self.cfg.name {
-            t.push_str(&format!("name={n}\n"));
+        if let Some(name) = &n.cfg.name {
+            t.push_str(&format!("name={name}\n"));
         }
-        t.push_str(&format!("switch={}\n", self.link_name));
-        t.push_str(&self.dev.info());
+        t.push_str(&format!("switch={}\n", n.link_name));
+        t.push_str(&n.dev.info());
         t.push_str(&format!("sockets={}\n", self.socks.len()));
-        t.push_str(&format!("lingering={}\n", self.lingering.len()));
-        t.push_str(&format!("uptime={}\n", (self.now - self.t0).secs()));
+        t.push_str(&format!("lingering={}\n", n.lingering.len()));
+        t.push_str(&format!("uptime={}\n", (n.now - n.t0).secs()));
         t
     }
 }

@@ -1,6 +1,6 @@
 //! UDP and ICMP echo sockets: opening the smoltcp socket, connected datagram sockets, the
 //! pump between smoltcp and the socketpair (one [`DgramHeader`] per datagram), datagrams
-//! smoltcp handed to the wrong socket of a port ([`Node::redispatch`]), and ICMP errors for
+//! smoltcp handed to the wrong socket of a port ([`Stack::redispatch`]), and ICMP errors for
 //! connected UDP ([`crate::icmperr`]). Raw ICMPv6 sockets are pumped by [`crate::raw`].
 
 use super::*;
@@ -13,58 +13,7 @@ pub(super) fn dgram_buffer<H: Clone>() -> smoltcp::storage::PacketBuffer<'static
     )
 }
 
-impl<D: Link> Stack<D> {
-    pub(super) fn udp_open(&mut self, s: &mut Sock) -> Result<(), Errno> {
-        if s.dg.h.is_some() {
-            return Ok(());
-        }
-        let (addr, port) = match s.bound {
-            Some(b) => b,
-            None => {
-                let p = self.ephemeral(Kind::Udp)?;
-                s.bound = Some((None, p));
-                (None, p)
-            }
-        };
-        let mut u = udp::Socket::new(dgram_buffer(), dgram_buffer());
-        u.bind(IpListenEndpoint {
-            addr: addr.map(from_ip),
-            port,
-        })
-        .map_err(|_| Errno::EINVAL)?;
-        s.dg.h = Some(self.set.add(u));
-        s.rd = true;
-        Ok(())
-    }
-
-    pub(super) fn dgram_connect(&mut self, s: &mut Sock, addr: WireAddr) -> Result<Reply, Errno> {
-        match addr.0 {
-            None => {
-                s.dg.peer = None;
-                s.peer = None;
-                Ok(Reply::Ok)
-            }
-            Some(sa) => {
-                let ip = self.sock_ip(s, sa.ip())?;
-                self.next_hop(&ip)?;
-                if s.kind == Kind::Udp {
-                    self.udp_open(s)?;
-                }
-                let peer = SocketAddr::new(ip, sa.port());
-                s.dg.peer = Some(peer);
-                s.peer = Some(peer);
-                if let Some(src) = self.iface.get_source_address(&from_ip(ip)) {
-                    let port = s.bound.map(|b| b.1).unwrap_or(0);
-                    s.local = Some(SocketAddr::new(
-                        s.bound.and_then(|b| b.0).unwrap_or(to_ip(src)),
-                        port,
-                    ));
-                }
-                Ok(Reply::Ok)
-            }
-        }
-    }
-
+impl<D: Link> Net<D> {
     /// Pump a UDP or ICMP socket both ways.
     pub(super) fn pump_dgram(&mut self, s: &mut Sock) {
         let fd = s.dmn.raw();
@@ -88,9 +37,7 @@ impl<D: Link> Stack<D> {
         }
         // app → net
         while s.rd {
-            if s.kind == Kind::Udp && s.dg.h.is_none() && self.udp_open(s).is_err() {
-                break;
-            }
+            // (An unbound UDP socket was opened before: `Stack::service`.)
             let Some(h) = s.dg.h else { break };
             let room = match s.kind {
                 Kind::Udp => self.set.get::<udp::Socket>(h).can_send(),
@@ -123,7 +70,7 @@ impl<D: Link> Stack<D> {
                 Some(d) => d,
                 None => continue,
             };
-            let Ok(ip) = self.sock_ip(s, dst.ip()) else {
+            let Ok(ip) = s.sock_ip(dst.ip()) else {
                 continue;
             };
             if let IpAddr::V4(v4) = ip
@@ -226,11 +173,67 @@ impl<D: Link> Stack<D> {
             }
         }
     }
+}
+
+impl<D: Link> Stack<D> {
+    /// Give a UDP socket its smoltcp socket, bound to its port (an ephemeral one if none).
+    pub(super) fn udp_open(&mut self, id: u64) -> Result<(), Errno> {
+        let s = self.socks.get(&id).ok_or(Errno::EBADF)?;
+        if s.dg.h.is_some() {
+            return Ok(());
+        }
+        let (addr, port) = match s.bound {
+            Some(b) => b,
+            None => {
+                let p = self.ephemeral(Kind::Udp)?;
+                (None, p)
+            }
+        };
+        let mut u = udp::Socket::new(dgram_buffer(), dgram_buffer());
+        u.bind(IpListenEndpoint {
+            addr: addr.map(from_ip),
+            port,
+        })
+        .map_err(|_| Errno::EINVAL)?;
+        let (net, s) = self.split(id)?;
+        s.bound = Some((addr, port));
+        s.dg.h = Some(net.set.add(u));
+        s.rd = true;
+        self.work.add(id);
+        Ok(())
+    }
+
+    pub(super) fn dgram_connect(&mut self, id: u64, addr: WireAddr) -> Result<Reply, Errno> {
+        let Some(sa) = addr.0 else {
+            let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
+            s.dg.peer = None;
+            s.peer = None;
+            return Ok(Reply::Ok);
+        };
+        let s = self.socks.get(&id).ok_or(Errno::EBADF)?;
+        let ip = s.sock_ip(sa.ip())?;
+        self.net.next_hop(&ip)?;
+        if s.kind == Kind::Udp {
+            self.udp_open(id)?;
+        }
+        let (net, s) = self.split(id)?;
+        let peer = SocketAddr::new(ip, sa.port());
+        s.dg.peer = Some(peer);
+        s.peer = Some(peer);
+        if let Some(src) = net.iface.get_source_address(&from_ip(ip)) {
+            let port = s.bound.map(|b| b.1).unwrap_or(0);
+            s.local = Some(SocketAddr::new(
+                s.bound.and_then(|b| b.0).unwrap_or(to_ip(src)),
+                port,
+            ));
+        }
+        Ok(Reply::Ok)
+    }
 
     /// ICMP errors for connected UDP sockets: an error record on the socket's socketpair.
     pub(super) fn udp_errors(&mut self) {
         let mut errs = Vec::new();
-        self.icmp_errors.take(&mut self.set, &mut errs);
+        self.net.icmp_errors.take(&mut self.net.set, &mut errs);
         for e in errs {
             let peer = SocketAddr::new(e.peer.ip().to_canonical(), e.peer.port());
             if let Some(s) = self.socks.values().find(|s| {
@@ -246,7 +249,7 @@ impl<D: Link> Stack<D> {
 
     /// Hand misrouted UDP datagrams to the first other socket on their port that wants them.
     pub(super) fn redispatch(&mut self) {
-        for (port, src, data) in std::mem::take(&mut self.misrouted) {
+        for (port, src, data) in std::mem::take(&mut self.net.misrouted) {
             let Some(o) = self.socks.values().find(|o| {
                 o.kind == Kind::Udp && o.bound.map(|b| b.1) == Some(port) && dgram_wants(o, src)
             }) else {
@@ -267,7 +270,6 @@ impl<D: Link> Stack<D> {
         }
     }
 }
-
 /// Whether datagram socket `s` takes a datagram from `src` (its peer, if connected; its
 /// family, and IPv4 on a dual-stack socket).
 pub(super) fn dgram_wants(s: &Sock, src: SocketAddr) -> bool {

@@ -53,6 +53,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
+use std::task::Waker;
 
 mod control;
 mod dgram;
@@ -61,11 +62,13 @@ mod pump;
 mod sock;
 mod sockopt;
 mod stream;
+mod work;
 
 use dgram::*;
 use sock::*;
 use sockopt::*;
 use stream::*;
+use work::Work;
 
 /// smoltcp TCP ring sizes (each direction).
 pub const TCP_BUF: usize = 1 << 20;
@@ -91,6 +94,8 @@ const LOOPBACK: [IpAddr; 2] = [
     IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
 ];
 
+/// Every socket is visited at this interval in the daemon, in case a wake-up was missed.
+const SWEEP: Duration = Duration::from_secs(1);
 /// Frames read per loop turn before egress gets its turn.
 const RX_BATCH: usize = 256;
 /// The daemon asks again for a neighbour it asked for this long ago (smoltcp's cache entries
@@ -129,6 +134,30 @@ pub struct Polled {
 }
 
 pub struct Stack<D: Link> {
+    /// Everything but the socket table, so that a socket of the table and the rest can be
+    /// borrowed at once ([`Stack::split`]).
+    net: Net<D>,
+    socks: HashMap<u64, Sock>,
+    next_sock: u64,
+    next_ident: u16,
+    next_ephemeral: u16,
+    /// Sockets with work to do (see `work.rs`).
+    work: Work,
+    /// Sockets to visit again at the next poll whatever happens (connects under way: their
+    /// timeouts), and the ids being visited now.
+    revisit: Vec<u64>,
+    ids: Vec<u64>,
+    /// A visit of every socket at this interval, in case a wake-up was missed (`None`: never,
+    /// as in the tests, where a missed wake-up must show).
+    sweep: Option<Duration>,
+    next_sweep: Instant,
+    /// New sockets, for the owner to watch ([`Stack::take_watch`]).
+    watch: Vec<u64>,
+}
+
+/// The node's network side: interface, link, smoltcp sockets, addresses, and what belongs
+/// to no one socket.
+pub(super) struct Net<D: Link> {
     cfg: NodeConfig,
     id: u64,
     link_name: String,
@@ -138,8 +167,6 @@ pub struct Stack<D: Link> {
     cidrs: Vec<config::Cidr>,
     own: Vec<IpAddr>,
     ip_mtu: usize,
-    socks: HashMap<u64, Sock>,
-    next_sock: u64,
     lingering: Vec<SocketHandle>,
     /// When a frame last came from each neighbour.
     seen: HashMap<IpAddr, Instant>,
@@ -148,10 +175,7 @@ pub struct Stack<D: Link> {
     record_cost: usize,
     /// Frames may wait on the link (an event said so, or a batch ended early).
     more_rx: bool,
-    next_ident: u16,
-    next_ephemeral: u16,
     scratch: Vec<u8>,
-    ids: Vec<u64>,
     /// UDP datagrams smoltcp gave to a socket that does not want them (wrong family, other
     /// peer): (port, source, payload), handed to another socket on that port.
     misrouted: Vec<(u16, SocketAddr, Vec<u8>)>,
@@ -166,8 +190,6 @@ pub struct Stack<D: Link> {
     /// Gateways and DNS servers given in the configuration (auto mode adds learnt ones).
     given_gw: Vec<IpAddr>,
     given_dns: Vec<IpAddr>,
-    /// New sockets, for the owner to watch ([`Stack::take_watch`]).
-    watch: Vec<u64>,
     /// The time of the current call (every entry point sets it).
     now: Instant,
     t0: Instant,
@@ -244,7 +266,7 @@ impl<D: Link> Stack<D> {
         let icmp_errors = crate::icmperr::IcmpErrors::open(&mut set);
         let next_ident = (mix(&mut seed) as u16) | 1;
         let next_ephemeral = 49152 + (mix(&mut seed) % 16384) as u16;
-        let mut n = Stack {
+        let mut net = Net {
             given_gw: cfg.gateways.clone(),
             given_dns: cfg.dns.clone(),
             cfg,
@@ -256,62 +278,77 @@ impl<D: Link> Stack<D> {
             cidrs,
             own,
             ip_mtu,
-            socks: HashMap::new(),
-            next_sock: 1,
             lingering: Vec::new(),
             seen: HashMap::new(),
             solicited: HashMap::new(),
             record_cost: measure_record_cost(),
             more_rx: true,
-            next_ident,
-            next_ephemeral,
             scratch: vec![0; 65536 + 64],
-            ids: Vec::new(),
             misrouted: Vec::new(),
             mdns: None,
             icmp_errors,
             tcp_spare: Vec::new(),
             auto: None,
-            watch: Vec::new(),
             now,
             t0: now,
         };
-        if let AddrMode::Auto { slaac, dhcp4 } = n.cfg.addrs {
-            n.auto = Some(crate::autoconf::Autoconf::new(
-                &mut n.set,
+        if let AddrMode::Auto { slaac, dhcp4 } = net.cfg.addrs {
+            net.auto = Some(crate::autoconf::Autoconf::new(
+                &mut net.set,
                 slaac,
                 dhcp4,
-                n.cfg.name.as_deref(),
+                net.cfg.name.as_deref(),
             ));
         }
-        if let Some(name) = n.cfg.name.clone() {
-            n.mdns = Some(crate::mdns::Responder::new(&mut n.iface, &mut n.set, &name));
+        if let Some(name) = net.cfg.name.clone() {
+            net.mdns = Some(crate::mdns::Responder::new(
+                &mut net.iface,
+                &mut net.set,
+                &name,
+            ));
         }
-        log::info!("node {:016x} up: mtu {} addrs {:?}", n.id, n.ip_mtu, n.own);
-        n
+        log::info!("node {id:016x} up: mtu {} addrs {:?}", net.ip_mtu, net.own);
+        Stack {
+            net,
+            socks: HashMap::new(),
+            next_sock: 1,
+            next_ident,
+            next_ephemeral,
+            work: Work::default(),
+            revisit: Vec::new(),
+            ids: Vec::new(),
+            sweep: Some(SWEEP),
+            next_sweep: now + SWEEP,
+            watch: Vec::new(),
+        }
+    }
+
+    /// Visit every socket at this interval besides the ones with work (`None`: never).
+    pub fn set_sweep(&mut self, every: Option<Duration>) {
+        self.sweep = every;
     }
 
     /// The link (the daemon plugs a new switch port into it after a restart).
     pub fn link(&self) -> &D {
-        &self.dev
+        &self.net.dev
     }
 
     pub fn link_mut(&mut self) -> &mut D {
-        &mut self.dev
+        &mut self.net.dev
     }
 
     /// The link has frames (an event said so), or room for the waiting one.
     pub fn link_ready(&mut self, writable: bool) {
         if writable {
-            self.dev.flush();
+            self.net.dev.flush();
         }
         // Ingress stops while a frame waits; frames may wait too (edge-triggered).
-        self.more_rx = true;
+        self.net.more_rx = true;
     }
 
     /// The node's id.
     pub fn id(&self) -> u64 {
-        self.id
+        self.net.id
     }
 
     /// Whether socket `id` exists.
@@ -321,13 +358,16 @@ impl<D: Link> Stack<D> {
 
     /// No socket left, and none lingering.
     pub fn is_idle(&self) -> bool {
-        self.socks.is_empty() && self.lingering.is_empty()
+        self.socks.is_empty() && self.net.lingering.is_empty()
     }
 
     /// Whether the node has its addresses (at once for fixed ones; in auto mode, a lease or a
     /// SLAAC address).
     pub fn is_configured(&self) -> bool {
-        self.auto.as_ref().is_none_or(|a| a.ready(&self.cidrs))
+        self.net
+            .auto
+            .as_ref()
+            .is_none_or(|a| a.ready(&self.net.cidrs))
     }
 
     /// Daemon ends of sockets made since the last call, with their ids: the owner watches
@@ -345,38 +385,75 @@ impl<D: Link> Stack<D> {
     pub fn app_event(&mut self, id: u64, readable: bool, writable: bool, hup: bool) {
         // HUP only means both directions are shut: also after our own SHUT_WR plus the app's
         // shutdown(SHUT_WR). Closed is when its name is free again.
-        let gone = hup && self.socks.contains_key(&id) && app_gone(self.id, id);
+        let gone = hup && self.socks.contains_key(&id) && app_gone(self.net.id, id);
         if let Some(s) = self.socks.get_mut(&id) {
             s.rd |= readable || hup;
             s.wr |= writable;
             s.hup |= gone;
+            self.work.add(id);
         }
+    }
+
+    /// Socket `id` and everything else, borrowed at once.
+    fn split(&mut self, id: u64) -> Result<(&mut Net<D>, &mut Sock), Errno> {
+        let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
+        Ok((&mut self.net, s))
     }
 
     /// Do the work that is due at `now`: frames in, sockets pumped, frames out.
     pub fn poll(&mut self, now: Instant) -> Polled {
-        self.now = now;
+        self.net.now = now;
         let mut polled = Polled::default();
         // A frame waiting for room on the link is retried on every turn: the EPOLLOUT edge of
         // a connected unix datagram socket (a VDE port) can be missed, and ingress stays
         // stopped while the frame waits.
-        if self.dev.is_blocked() && self.dev.flush() {
-            self.more_rx = true;
+        if self.net.dev.is_blocked() && self.net.dev.flush() {
+            self.net.more_rx = true;
         }
-        self.iface.poll_maintenance(now);
+        self.net.iface.poll_maintenance(now);
         polled.link_down = self.ingress();
-        self.autoconf();
+        self.net.autoconf();
         self.service();
-        self.egress();
-        self.reap();
+        self.net.egress();
+        self.net.reap();
         // Egress can complete handshakes of hairpinned connections only after ingress;
         // a second pass keeps self-connections from waiting for a timeout.
-        if self.dev.has_hairpin() {
-            self.more_rx = true;
+        if self.net.dev.has_hairpin() {
+            self.net.more_rx = true;
         }
         polled
     }
 
+    /// How long the owner may wait before the next [`Stack::poll`] (`None`: until an event).
+    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
+        self.net.now = now;
+        if self.net.dev.is_blocked() {
+            // Retry the pending frame soon even if no event comes (see `poll`).
+            return Some(Duration::from_millis(1));
+        }
+        if self.net.more_rx || self.net.dev.has_hairpin() || self.work.pending() {
+            return Some(Duration::ZERO);
+        }
+        let mut t = self.net.iface.poll_delay(now, &self.net.set);
+        let mut at = |d: Duration| t = Some(t.map_or(d, |t| t.min(d)));
+        if !self.revisit.is_empty() {
+            // Connects under way: their timeouts.
+            at(Duration::from_millis(100));
+        }
+        if let Some(_every) = self.sweep
+            && !self.socks.is_empty()
+        {
+            at(if self.next_sweep > now {
+                self.next_sweep - now
+            } else {
+                Duration::ZERO
+            });
+        }
+        t
+    }
+}
+
+impl<D: Link> Net<D> {
     /// Auto mode: take new leases and SLAAC addresses into the node's view.
     fn autoconf(&mut self) {
         let Some(a) = &mut self.auto else {
@@ -403,27 +480,5 @@ impl<D: Link> Stack<D> {
                 self.cfg.dns
             );
         }
-    }
-
-    /// How long the owner may wait before the next [`Stack::poll`] (`None`: until an event).
-    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
-        self.now = now;
-        if self.dev.is_blocked() {
-            // Retry the pending frame soon even if no event comes (see `poll`).
-            return Some(Duration::from_millis(1));
-        }
-        if self.more_rx || self.dev.has_hairpin() {
-            return Some(Duration::ZERO);
-        }
-        let mut t = self.iface.poll_delay(now, &self.set);
-        if self
-            .socks
-            .values()
-            .any(|s| matches!(s.tcp, TcpState::Connecting(_)))
-        {
-            let c = Duration::from_millis(100);
-            t = Some(t.map_or(c, |t| t.min(c)));
-        }
-        t
     }
 }

@@ -1,10 +1,10 @@
 //! Addresses, ports and routing: which addresses are the node's own, the next hop towards a
 //! destination (and asking for its link address early), ephemeral ports, bind conflicts
-//! (`SO_REUSEADDR`, `SO_REUSEPORT`, `IPV6_V6ONLY`), `bind` and `getsockname`.
+//! (`SO_REUSEADDR`, `SO_REUSEPORT`, `IPV6_V6ONLY`), and `bind`.
 
 use super::*;
 
-impl<D: Link> Stack<D> {
+impl<D: Link> Net<D> {
     pub(super) fn on_link(&self, a: &IpAddr) -> bool {
         self.cidrs.iter().any(|c| c.contains(a))
             || matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
@@ -66,6 +66,18 @@ impl<D: Link> Stack<D> {
         }
     }
 
+    pub(super) fn is_subnet_broadcast(&self, ip: &IpAddr) -> bool {
+        let IpAddr::V4(v) = ip else { return false };
+        self.cidrs.iter().any(|c| {
+            c.addr.is_ipv4() && c.prefix < 31 && c.contains(ip) && {
+                let host = u32::MAX >> c.prefix;
+                u32::from(*v) & host == host
+            }
+        })
+    }
+}
+
+impl<D: Link> Stack<D> {
     pub(super) fn port_used(&self, kind: Kind, port: u16) -> bool {
         if self
             .socks
@@ -75,7 +87,7 @@ impl<D: Link> Stack<D> {
             return true;
         }
         if kind == Kind::Tcp {
-            for (_, so) in self.set.iter() {
+            for (_, so) in self.net.set.iter() {
                 if let smoltcp::socket::Socket::Tcp(t) = so
                     && (t.listen_endpoint().port == port
                         || t.local_endpoint().map(|e| e.port) == Some(port))
@@ -102,16 +114,19 @@ impl<D: Link> Stack<D> {
         Err(Errno::EADDRINUSE)
     }
 
-    /// Whether binding `s` to (addr, port) conflicts with another socket.
-    pub(super) fn conflicts(&self, s: &Sock, addr: Option<IpAddr>, port: u16) -> bool {
+    /// Whether binding socket `id` to (addr, port) conflicts with another socket.
+    pub(super) fn conflicts(&self, id: u64, addr: Option<IpAddr>, port: u16) -> bool {
+        let Some(s) = self.socks.get(&id) else {
+            return false;
+        };
         let (v4, v6) = s.families();
         for (oid, o) in &self.socks {
-            if o.kind != s.kind || o.bound.map(|b| b.1) != Some(port) {
+            if *oid == id || o.kind != s.kind || o.bound.map(|b| b.1) != Some(port) {
                 continue;
             }
             // close() is not seen synchronously: a socket whose app end is already closed
             // (reaped on the next loop turn) does not hold its port, as on Linux.
-            if app_gone(self.id, *oid) {
+            if app_gone(self.net.id, *oid) {
                 continue;
             }
             let oaddr = o.bound.and_then(|b| b.0);
@@ -136,74 +151,41 @@ impl<D: Link> Stack<D> {
         false
     }
 
-    /// Translate an address given to socket `s` (v4-mapped on AF_INET6 → IPv4).
-    pub(super) fn sock_ip(&self, s: &Sock, a: IpAddr) -> Result<IpAddr, Errno> {
-        match (s.domain, a) {
-            (libc::AF_INET, IpAddr::V6(_)) => Err(Errno(libc::EAFNOSUPPORT)),
-            (libc::AF_INET6, IpAddr::V6(v)) if v.to_ipv4_mapped().is_some() => {
-                if s.opts.v6only {
-                    Err(Errno(libc::ENETUNREACH))
-                } else {
-                    Ok(config::unmap(a))
-                }
-            }
-            _ => Ok(a),
-        }
-    }
-
-    pub(super) fn op_bind(&mut self, s: &mut Sock, addr: WireAddr) -> Result<Reply, Errno> {
-        if s.bound.is_some() && !matches!(s.kind, Kind::Icmp | Kind::Raw) {
+    pub(super) fn op_bind(&mut self, id: u64, addr: WireAddr) -> Result<Reply, Errno> {
+        let s = self.socks.get(&id).ok_or(Errno::EBADF)?;
+        let kind = s.kind;
+        if s.bound.is_some() && !matches!(kind, Kind::Icmp | Kind::Raw) {
             return Err(Errno::EINVAL);
         }
         let sa = addr.0.ok_or(Errno(libc::EAFNOSUPPORT))?;
-        let ip = match self.sock_ip(s, sa.ip()) {
+        let ip = match s.sock_ip(sa.ip()) {
             Ok(ip) => ip,
             Err(e) if e.0 == libc::ENETUNREACH => return Err(Errno::EINVAL),
             Err(e) => return Err(e),
         };
         let any = ip.is_unspecified();
-        if !any && !self.is_own(&ip) {
+        if !any && !self.net.is_own(&ip) {
             return Err(Errno(libc::EADDRNOTAVAIL));
         }
         let addr = if any { None } else { Some(ip) };
-        if matches!(s.kind, Kind::Icmp | Kind::Raw) {
+        if matches!(kind, Kind::Icmp | Kind::Raw) {
+            let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
             s.bound = Some((addr, s.bound.map(|b| b.1).unwrap_or(0)));
             return Ok(Reply::Ok);
         }
         let port = if sa.port() == 0 {
-            self.ephemeral(s.kind)?
+            self.ephemeral(kind)?
         } else {
             sa.port()
         };
-        if self.conflicts(s, addr, port) {
+        if self.conflicts(id, addr, port) {
             return Err(Errno::EADDRINUSE);
         }
+        let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
         s.bound = Some((addr, port));
-        if s.kind == Kind::Udp {
-            self.udp_open(s)?;
+        if kind == Kind::Udp {
+            self.udp_open(id)?;
         }
         Ok(Reply::Ok)
-    }
-
-    pub(super) fn op_sockname(&mut self, s: &mut Sock) -> Result<Reply, Errno> {
-        if let Some(l) = s.local {
-            return Ok(Reply::Addr(s.present(l)));
-        }
-        let a = match s.bound {
-            Some((Some(ip), port)) => SocketAddr::new(ip, port),
-            Some((None, port)) => s.unspecified(port),
-            None => s.unspecified(0),
-        };
-        Ok(Reply::Addr(s.present(a)))
-    }
-
-    pub(super) fn is_subnet_broadcast(&self, ip: &IpAddr) -> bool {
-        let IpAddr::V4(v) = ip else { return false };
-        self.cidrs.iter().any(|c| {
-            c.addr.is_ipv4() && c.prefix < 31 && c.contains(ip) && {
-                let host = u32::MAX >> c.prefix;
-                u32::from(*v) & host == host
-            }
-        })
     }
 }

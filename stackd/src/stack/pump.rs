@@ -8,42 +8,42 @@ use super::*;
 impl<D: Link> Stack<D> {
     /// Read frames (at most [`RX_BATCH`]); `true` when the link went down.
     pub(super) fn ingress(&mut self) -> bool {
-        if !self.more_rx && !self.dev.has_hairpin() {
+        if !self.net.more_rx && !self.net.dev.has_hairpin() {
             return false;
         }
-        self.more_rx = false;
+        self.net.more_rx = false;
         let mut budget = RX_BATCH;
         loop {
-            if self.dev.is_blocked() {
+            if self.net.dev.is_blocked() {
                 // Replies could not be sent: resume when the switch socket drains (the
                 // EPOLLOUT event the device asked for), or retry at once without one.
-                self.more_rx = !self.dev.wakes_when_writable();
+                self.net.more_rx = !self.net.dev.wakes_when_writable();
                 return false;
             }
             if budget == 0 {
-                self.more_rx = true;
+                self.net.more_rx = true;
                 return false;
             }
             budget -= 1;
-            let (n, hairpin) = match self.dev.recv() {
+            let (n, hairpin) = match self.net.dev.recv() {
                 Recv::Frame { len, hairpin } => (len, hairpin),
                 Recv::Empty => return false,
                 Recv::Down => return true,
             };
-            let f = self.dev.frame(n);
+            let f = self.net.dev.frame(n);
             if !hairpin && frame::loopback_martian(f) {
                 log::debug!("frame with a loopback address from the switch: dropped");
                 continue;
             }
             if let Some(ip) = frame::neighbour_seen(f) {
-                if self.seen.len() > 4096 {
-                    self.seen.clear();
+                if self.net.seen.len() > 4096 {
+                    self.net.seen.clear();
                 }
-                self.seen.insert(ip, self.now);
+                self.net.seen.insert(ip, self.net.now);
             }
             let mut syn_port = None;
             if let Some((_src, dst, port)) = frame::tcp_syn(f)
-                && self.is_own(&dst)
+                && self.net.is_own(&dst)
             {
                 match self.match_listener(dst, port) {
                     Some(lid) => {
@@ -54,7 +54,7 @@ impl<D: Link> Stack<D> {
                                 let TcpState::Listening(li) = &l.tcp else {
                                     return true;
                                 };
-                                self.accept_pending(l) >= li.backlog
+                                self.net.accept_pending(l) >= li.backlog
                             })
                             .unwrap_or(true);
                         if full {
@@ -74,24 +74,88 @@ impl<D: Link> Stack<D> {
                         {
                             let mut rst = Vec::new();
                             // (A SYN of our own, hairpinned: the RST comes back the same way.)
-                            if frame::rst_for_syn(f, self.cfg.mac.0, &mut rst) {
-                                self.dev.send_now(&rst);
+                            if frame::rst_for_syn(f, self.net.cfg.mac.0, &mut rst) {
+                                self.net.dev.send_now(&rst);
                             }
                             continue;
                         }
                     }
                 }
             }
-            self.dev.stage(Some(n));
-            self.iface
-                .poll_ingress_single(self.now, &mut self.dev, &mut self.set);
-            self.dev.stage(None);
+            let net = &mut self.net;
+            net.dev.stage(Some(n));
+            net.iface
+                .poll_ingress_single(net.now, &mut net.dev, &mut net.set);
+            net.dev.stage(None);
             if let Some(p) = syn_port {
                 self.refill_port(p);
             }
         }
     }
 
+    /// Visit the sockets with work (see `work.rs`): pump data, finish connects, hand over
+    /// accepted connections, drop closed sockets.
+    pub(super) fn service(&mut self) {
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
+        ids.append(&mut self.revisit);
+        if let Some(every) = self.sweep
+            && self.net.now >= self.next_sweep
+        {
+            self.next_sweep = self.net.now + every;
+            ids.extend(self.socks.keys().copied());
+        }
+        self.work.take(&mut ids);
+        let mut accepted: Vec<SocketHandle> = Vec::new();
+        for &id in &ids {
+            let Some(s) = self.socks.get(&id) else {
+                continue;
+            };
+            if s.kind == Kind::Udp && s.dg.h.is_none() && s.rd {
+                // A first datagram from an unbound socket: bind it to an ephemeral port.
+                let _ = self.udp_open(id);
+            }
+            let Some(s) = self.socks.get_mut(&id) else {
+                continue;
+            };
+            let net = &mut self.net;
+            let keep = match s.kind {
+                Kind::Tcp => net.service_tcp(s, &mut accepted),
+                _ => {
+                    net.pump_dgram(s);
+                    if s.hup {
+                        if let Some(h) = s.dg.h.take() {
+                            net.set.remove(h);
+                        }
+                        false
+                    } else {
+                        true
+                    }
+                }
+            };
+            if !keep {
+                // Dropping it closes its daemon end, which leaves the owner's epoll set.
+                self.socks.remove(&id);
+                continue;
+            }
+            net.rearm(s);
+            if matches!(s.tcp, TcpState::Connecting(_)) {
+                self.revisit.push(id);
+            }
+        }
+        self.ids = ids;
+        self.redispatch();
+        self.udp_errors();
+        if let Some(m) = &mut self.net.mdns {
+            m.poll(&mut self.net.set, &self.net.own);
+        }
+        for h in accepted {
+            self.accepted(h);
+        }
+    }
+}
+
+impl<D: Link> Net<D> {
     pub(super) fn egress(&mut self) {
         for _ in 0..100_000 {
             if !self.dev.flush() {
@@ -107,60 +171,42 @@ impl<D: Link> Stack<D> {
         }
     }
 
-    /// Pump every socket, finish connects, hand over accepted connections, reap closed ones.
-    pub(super) fn service(&mut self) {
-        self.ids.clear();
-        self.ids.extend(self.socks.keys().copied());
-        let ids = std::mem::take(&mut self.ids);
-        let mut accepted: Vec<SocketHandle> = Vec::new();
-        for id in &ids {
-            let Some(mut s) = self.socks.remove(id) else {
-                continue;
-            };
-            let keep = match s.kind {
-                Kind::Tcp => self.service_tcp(&mut s, &mut accepted),
-                _ => {
-                    self.pump_dgram(&mut s);
-                    if s.hup {
-                        if let Some(h) = s.dg.h.take() {
-                            self.set.remove(h);
-                        }
-                        false
-                    } else {
-                        true
-                    }
-                }
-            };
-            // A dropped socket closes its daemon end, which leaves the owner's epoll set.
-            if keep {
-                self.socks.insert(*id, s);
+    /// Ask smoltcp to wake socket `s` when something changes for it (see `work.rs`): each
+    /// waker fires once, so every visit ends here.
+    pub(super) fn rearm(&mut self, s: &Sock) {
+        let w = &s.waker;
+        let mut tcp_arm = |h: SocketHandle| {
+            let t = self.set.get_mut::<tcp::Socket>(h);
+            t.register_recv_waker(w);
+            t.register_send_waker(w);
+        };
+        match &s.tcp {
+            TcpState::Listening(l) => l.pool.iter().for_each(|h| tcp_arm(*h)),
+            TcpState::Connecting(c) => tcp_arm(c.h),
+            TcpState::Conn(c) => tcp_arm(c.h),
+            TcpState::Idle | TcpState::Done => {}
+        }
+        let Some(h) = s.dg.h else {
+            return;
+        };
+        match s.kind {
+            Kind::Udp => {
+                let u = self.set.get_mut::<udp::Socket>(h);
+                u.register_recv_waker(w);
+                u.register_send_waker(w);
             }
-        }
-        self.ids = ids;
-        self.redispatch();
-        self.udp_errors();
-        if let Some(m) = &mut self.mdns {
-            m.poll(&mut self.set, &self.own);
-        }
-        for h in accepted {
-            self.accepted(h);
-        }
-        // Deliver what is queued (new connections just arrived).
-        self.ids.clear();
-        self.ids.extend(
-            self.socks
-                .iter()
-                .filter(|(_, s)| matches!(&s.tcp, TcpState::Listening(l) if !l.queue.is_empty()))
-                .map(|(id, _)| *id),
-        );
-        let ids = std::mem::take(&mut self.ids);
-        for id in &ids {
-            if let Some(mut s) = self.socks.remove(id) {
-                Self::deliver(&mut s);
-                self.socks.insert(*id, s);
+            Kind::Icmp => {
+                let i = self.set.get_mut::<icmp::Socket>(h);
+                i.register_recv_waker(w);
+                i.register_send_waker(w);
             }
+            Kind::Raw => {
+                let r = self.set.get_mut::<smoltcp::socket::raw::Socket>(h);
+                r.register_recv_waker(w);
+                r.register_send_waker(w);
+            }
+            Kind::Tcp => {}
         }
-        self.ids = ids;
     }
 
     /// Free lingering sockets that smoltcp is done with (called after egress, so that an
@@ -218,7 +264,7 @@ impl<D: Link> Stack<D> {
                     }
                 }
                 if s.wr {
-                    Self::deliver(s);
+                    deliver(s);
                 }
                 if s.hup {
                     if let TcpState::Listening(l) = std::mem::replace(&mut s.tcp, TcpState::Done) {

@@ -72,11 +72,14 @@ pub(super) struct Sock {
     pub(super) hup: bool,
     pub(super) tcp: TcpState,
     pub(super) dg: Dgram,
+    /// Marks this socket as having work (see `work.rs`).
+    pub(super) waker: Waker,
 }
 
 impl Sock {
-    pub(super) fn new(domain: i32, kind: Kind, dmn: Fd) -> Sock {
+    pub(super) fn new(domain: i32, kind: Kind, dmn: Fd, waker: Waker) -> Sock {
         Sock {
+            waker,
             domain,
             kind,
             dmn,
@@ -130,6 +133,42 @@ impl Sock {
         }
     }
 
+    /// Translate an address given to this socket (v4-mapped on AF_INET6 → IPv4).
+    pub(super) fn sock_ip(&self, a: IpAddr) -> Result<IpAddr, Errno> {
+        match (self.domain, a) {
+            (libc::AF_INET, IpAddr::V6(_)) => Err(Errno(libc::EAFNOSUPPORT)),
+            (libc::AF_INET6, IpAddr::V6(v)) if v.to_ipv4_mapped().is_some() => {
+                if self.opts.v6only {
+                    Err(Errno(libc::ENETUNREACH))
+                } else {
+                    Ok(config::unmap(a))
+                }
+            }
+            _ => Ok(a),
+        }
+    }
+
+    /// `getsockname`.
+    pub(super) fn sockname(&self) -> Reply {
+        if let Some(l) = self.local {
+            return Reply::Addr(self.present(l));
+        }
+        let a = match self.bound {
+            Some((Some(ip), port)) => SocketAddr::new(ip, port),
+            Some((None, port)) => self.unspecified(port),
+            None => self.unspecified(0),
+        };
+        Reply::Addr(self.present(a))
+    }
+
+    /// `getpeername`.
+    pub(super) fn peername(&self) -> Result<Reply, Errno> {
+        match self.peer {
+            Some(p) => Ok(Reply::Addr(self.present(p))),
+            None => Err(Errno(libc::ENOTCONN)),
+        }
+    }
+
     pub(super) fn unspecified(&self, port: u16) -> SocketAddr {
         if self.domain == libc::AF_INET6 {
             SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port)
@@ -139,13 +178,7 @@ impl Sock {
     }
 }
 
-impl<D: Link> Stack<D> {
-    pub(super) fn new_id(&mut self) -> u64 {
-        let id = self.next_sock;
-        self.next_sock += 1;
-        id
-    }
-
+impl<D: Link> Net<D> {
     /// A socketpair of type `ty`: (daemon end, app end), the app end bound to its name.
     pub(super) fn make_pair(&mut self, ty: i32, id: u64) -> Result<(Fd, Fd), Errno> {
         // The app's end stays blocking (clients other than the shim rely on it); ours gets
@@ -158,6 +191,14 @@ impl<D: Link> Stack<D> {
             let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
         }
         Ok((d, a))
+    }
+}
+
+impl<D: Link> Stack<D> {
+    pub(super) fn new_id(&mut self) -> u64 {
+        let id = self.next_sock;
+        self.next_sock += 1;
+        id
     }
 
     /// What `socket(domain, ty, protocol)` makes, or the kernel's errno.
@@ -223,7 +264,7 @@ impl<D: Link> Stack<D> {
         } else {
             libc::SOCK_SEQPACKET
         };
-        let (d, a) = match self.make_pair(pty, id) {
+        let (d, a) = match self.net.make_pair(pty, id) {
             Ok(p) => p,
             Err(e) => return (Reply::Err(e), None),
         };
@@ -235,19 +276,20 @@ impl<D: Link> Stack<D> {
     /// to watch it ([`Stack::take_watch`]).
     pub(super) fn install(&mut self, id: u64, domain: i32, kind: Kind, d: Fd) {
         self.watch.push(id);
-        let mut s = Sock::new(domain, kind, d);
+        let mut s = Sock::new(domain, kind, d, self.work.waker(id));
         if kind == Kind::Icmp {
             let ident = self.alloc_ident();
             let mut so = icmp::Socket::new(dgram_buffer(), dgram_buffer());
             let _ = so.bind(icmp::Endpoint::Ident(ident));
-            s.dg.h = Some(self.set.add(so));
+            s.dg.h = Some(self.net.set.add(so));
             s.bound = Some((None, ident));
         }
         if kind == Kind::Raw {
-            s.dg.h = Some(crate::raw::open(&mut self.set));
+            s.dg.h = Some(crate::raw::open(&mut self.net.set));
             s.bound = Some((None, 0));
         }
         self.socks.insert(id, s);
+        self.work.add(id);
     }
 
     pub(super) fn alloc_ident(&mut self) -> u16 {

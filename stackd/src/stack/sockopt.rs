@@ -75,7 +75,7 @@ pub(super) fn linux_state(s: tcp::State) -> u8 {
     }
 }
 
-impl<D: Link> Stack<D> {
+impl<D: Link> Net<D> {
     pub(super) fn tcp_handle(s: &Sock) -> Option<SocketHandle> {
         match &s.tcp {
             TcpState::Conn(c) => Some(c.h),

@@ -5,7 +5,7 @@
 
 use super::*;
 
-impl<D: Link> Stack<D> {
+impl<D: Link> Net<D> {
     /// A closed TCP socket: a spare one (its state is reset by `listen`/`connect`, its options
     /// here), else a new one.
     pub(super) fn new_tcp(&mut self, opts: &Opts) -> tcp::Socket<'static> {
@@ -23,53 +23,6 @@ impl<D: Link> Stack<D> {
     /// Remove a TCP socket from the set, keeping it for reuse.
     pub(super) fn free_tcp(&mut self, h: SocketHandle) {
         keep_spare(&mut self.tcp_spare, self.set.remove(h));
-    }
-
-    pub(super) fn op_listen(&mut self, s: &mut Sock, backlog: i32) -> Result<Reply, Errno> {
-        if s.kind != Kind::Tcp {
-            return Err(Errno(libc::EOPNOTSUPP));
-        }
-        let backlog = (backlog.max(1) as usize).min(MAX_BACKLOG);
-        match &mut s.tcp {
-            TcpState::Listening(l) => {
-                l.backlog = backlog;
-                return Ok(Reply::Ok);
-            }
-            TcpState::Idle => {}
-            _ => return Err(Errno::EINVAL),
-        }
-        if s.bound.is_none() {
-            let p = self.ephemeral(Kind::Tcp)?;
-            s.bound = Some((None, p));
-        }
-        let (addr, port) = s.bound.unwrap_or((None, 0));
-        // Two listeners on one address need SO_REUSEPORT on both.
-        let (v4, v6) = s.families();
-        for (oid, o) in &self.socks {
-            if let (true, Some((oa, op))) = (o.is_listening(), o.bound)
-                && op == port
-                && !(s.opts.reuseport && o.opts.reuseport)
-                && !app_gone(self.id, *oid)
-            {
-                let (o4, o6) = o.families();
-                let overlap = match (addr, oa) {
-                    (None, None) => (v4 && o4) || (v6 && o6),
-                    (None, Some(b)) => (b.is_ipv4() && v4) || (b.is_ipv6() && v6),
-                    (Some(a), None) => (a.is_ipv4() && o4) || (a.is_ipv6() && o6),
-                    (Some(a), Some(b)) => a == b,
-                };
-                if overlap {
-                    return Err(Errno::EADDRINUSE);
-                }
-            }
-        }
-        s.tcp = TcpState::Listening(Listener {
-            backlog,
-            pool: Vec::new(),
-            queue: VecDeque::new(),
-        });
-        self.refill(s);
-        Ok(Reply::Ok)
     }
 
     /// Keep LISTEN_IDLE smoltcp sockets in `Listen` in a listener's pool.
@@ -93,53 +46,12 @@ impl<D: Link> Stack<D> {
             if t.listen(ep).is_err() {
                 return;
             }
+            // The listener is woken when a pool socket's state changes (handshakes).
+            t.register_recv_waker(&s.waker);
+            t.register_send_waker(&s.waker);
             l.pool.push(self.set.add(t));
             idle += 1;
         }
-    }
-
-    /// Refill every listener on `port` (a SYN may have taken any of their pools' sockets).
-    pub(super) fn refill_port(&mut self, port: u16) {
-        self.ids.clear();
-        self.ids.extend(
-            self.socks
-                .iter()
-                .filter(|(_, s)| s.is_listening() && s.bound.map(|b| b.1) == Some(port))
-                .map(|(id, _)| *id),
-        );
-        let ids = std::mem::take(&mut self.ids);
-        for id in &ids {
-            if let Some(mut s) = self.socks.remove(id) {
-                self.refill(&mut s);
-                self.socks.insert(*id, s);
-            }
-        }
-        self.ids = ids;
-    }
-
-    /// The listener that takes a connection to (dst, port): specific address first.
-    pub(super) fn match_listener(&self, dst: IpAddr, port: u16) -> Option<u64> {
-        let mut best: Option<(u8, u64)> = None;
-        for (id, s) in &self.socks {
-            if !s.is_listening() {
-                continue;
-            }
-            let Some((addr, p)) = s.bound else { continue };
-            if p != port {
-                continue;
-            }
-            let (v4, v6) = s.families();
-            let score = match addr {
-                Some(a) if a == dst => 2,
-                Some(_) => continue,
-                None if (dst.is_ipv4() && v4) || (dst.is_ipv6() && v6) => 1,
-                None => continue,
-            };
-            if best.is_none_or(|(b, bid)| score > b || (score == b && *id < bid)) {
-                best = Some((score, *id));
-            }
-        }
-        best.map(|b| b.1)
     }
 
     /// Established connections waiting for the app to accept on listener `s`.
@@ -151,167 +63,9 @@ impl<D: Link> Stack<D> {
         l.queue.len() + inq.div_ceil(self.record_cost.max(1))
     }
 
-    /// `ConnectAsync` (see `ctl`): a connect nobody waits for, on an fd the client already
-    /// made unwritable with `filler` bytes. Errors become `SO_ERROR` of a failed connect.
-    pub(super) fn op_connect_async(
-        &mut self,
-        s: &mut Sock,
-        addr: WireAddr,
-        app: Option<Fd>,
-        filler: u32,
-    ) -> Result<Reply, Errno> {
-        match &mut s.tcp {
-            // Another process's connect won the race: its drain takes our filler too.
-            TcpState::Connecting(c) => {
-                c.filler += filler as usize;
-                return Err(Errno(libc::EALREADY));
-            }
-            TcpState::Idle if s.kind == Kind::Tcp => {}
-            // Cannot happen with the client's mark; the filler is the app's problem then.
-            _ => return Err(Errno(libc::EISCONN)),
-        }
-        let mut app = app;
-        let r = self.op_connect(s, addr, &mut app, None, filler as usize);
-        match r {
-            Err(e) if e.0 == libc::EINPROGRESS => {}
-            Err(e) => {
-                // As a connect that failed later: drain, writable again, SO_ERROR, shut down.
-                let mut left = filler as usize;
-                while left > 0 {
-                    let n = left.min(self.scratch.len());
-                    match sys::read(s.dmn.raw(), &mut self.scratch[..n]) {
-                        Ok(0) => break,
-                        Ok(k) => left -= k,
-                        Err(e) if e == Errno::EINTR => {}
-                        Err(_) => break,
-                    }
-                }
-                if let Some(a) = &app {
-                    let _ = sys::setsockopt_int(
-                        a.raw(),
-                        libc::SOL_SOCKET,
-                        libc::SO_SNDBUF,
-                        s.opts.sndbuf,
-                    );
-                }
-                s.so_error = e.0;
-                s.tcp = TcpState::Done;
-                let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
-            }
-            Ok(_) => {}
-        }
-        r
-    }
-
-    /// `app`: the app's fd (taken once the connect is under way). `prefilled`: filler bytes
-    /// the client already wrote (`ConnectAsync`).
-    pub(super) fn op_connect(
-        &mut self,
-        s: &mut Sock,
-        addr: WireAddr,
-        app: &mut Option<Fd>,
-        notify: Option<Fd>,
-        prefilled: usize,
-    ) -> Result<Reply, Errno> {
-        if s.kind != Kind::Tcp {
-            return self.dgram_connect(s, addr);
-        }
-        match s.tcp {
-            TcpState::Idle => {}
-            TcpState::Connecting(_) => return Err(Errno(libc::EALREADY)),
-            TcpState::Conn(_) | TcpState::Listening(_) => return Err(Errno(libc::EISCONN)),
-            TcpState::Done => {
-                return Err(if s.peer.is_some() {
-                    Errno(libc::EISCONN)
-                } else {
-                    Errno(libc::ECONNABORTED)
-                });
-            }
-        }
-        if app.is_none() {
-            return Err(Errno::EINVAL);
-        }
-        let sa = addr.0.ok_or(Errno(libc::EAFNOSUPPORT))?;
-        let mut dst = self.sock_ip(s, sa.ip())?;
-        if dst.is_unspecified() {
-            // As on Linux: the unspecified address means this host (loopback).
-            dst = LOOPBACK[usize::from(dst.is_ipv6())];
-        }
-        if sa.port() == 0 {
-            return Err(Errno::ECONNREFUSED);
-        }
-        let hop = self.next_hop(&dst)?;
-        let src = match s.bound.and_then(|b| b.0) {
-            Some(a) => a,
-            None => self
-                .iface
-                .get_source_address(&from_ip(dst))
-                .map(to_ip)
-                .ok_or(Errno(libc::ENETUNREACH))?,
-        };
-        if src.is_ipv4() != dst.is_ipv4() {
-            return Err(Errno(libc::ENETUNREACH));
-        }
-        let lport = match s.bound {
-            Some((_, p)) => p,
-            None => {
-                let p = self.ephemeral(Kind::Tcp)?;
-                s.bound = Some((None, p));
-                p
-            }
-        };
-        let mut t = self.new_tcp(&s.opts);
-        t.connect(
-            self.iface.context(),
-            IpEndpoint::new(from_ip(dst), sa.port()),
-            IpListenEndpoint {
-                addr: Some(from_ip(src)),
-                port: lport,
-            },
-        )
-        .map_err(|_| Errno(libc::EADDRNOTAVAIL))?;
-        let Some(app) = app.take() else {
-            return Err(Errno::EINVAL);
-        };
-        let h = self.set.add(t);
-        self.prime_neighbour(dst);
-        // Hold the app's fd unwritable until the handshake ends (ctl.rs), unless the client
-        // already did.
-        let filler = [0u8; 512];
-        let mut count = prefilled;
-        if prefilled == 0 {
-            let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
-            loop {
-                match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-                    Ok(n) => count += n,
-                    Err(e) if e == Errno::EINTR => continue,
-                    Err(_) => break,
-                }
-                if count > 1 << 20 {
-                    break;
-                }
-            }
-        }
-        s.local = Some(SocketAddr::new(src, lport));
-        s.peer = Some(SocketAddr::new(dst, sa.port()));
-        s.tcp = TcpState::Connecting(Connecting {
-            h,
-            app,
-            _notify: notify,
-            filler: count,
-            start: self.now,
-            hop,
-        });
-        Err(Errno(libc::EINPROGRESS))
-    }
-
-    /// Finish a connect: drain the filler, give the app its buffer back, start pumping
-    /// (`err == 0`), or fail the socket with `err`.
-    pub(super) fn connect_done(&mut self, s: &mut Sock, err: i32) {
-        let TcpState::Connecting(c) = std::mem::replace(&mut s.tcp, TcpState::Done) else {
-            return;
-        };
-        let mut left = c.filler;
+    /// Read and drop `filler` bytes the app end holds (the filler of a connect).
+    pub(super) fn drain(&mut self, s: &Sock, filler: usize) {
+        let mut left = filler;
         while left > 0 {
             let n = left.min(self.scratch.len());
             match sys::read(s.dmn.raw(), &mut self.scratch[..n]) {
@@ -321,6 +75,15 @@ impl<D: Link> Stack<D> {
                 Err(_) => break,
             }
         }
+    }
+
+    /// Finish a connect: drain the filler, give the app its buffer back, start pumping
+    /// (`err == 0`), or fail the socket with `err`.
+    pub(super) fn connect_done(&mut self, s: &mut Sock, err: i32) {
+        let TcpState::Connecting(c) = std::mem::replace(&mut s.tcp, TcpState::Done) else {
+            return;
+        };
+        self.drain(s, c.filler);
         let _ = sys::setsockopt_int(
             c.app.raw(),
             libc::SOL_SOCKET,
@@ -357,48 +120,274 @@ impl<D: Link> Stack<D> {
             let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
         }
     }
+}
 
-    pub(super) fn op_shutdown(&mut self, s: &mut Sock, how: i32) -> Result<Reply, Errno> {
-        if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
+impl<D: Link> Stack<D> {
+    pub(super) fn op_listen(&mut self, id: u64, backlog: i32) -> Result<Reply, Errno> {
+        let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
+        if s.kind != Kind::Tcp {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let backlog = (backlog.max(1) as usize).min(MAX_BACKLOG);
+        match &mut s.tcp {
+            TcpState::Listening(l) => {
+                l.backlog = backlog;
+                return Ok(Reply::Ok);
+            }
+            TcpState::Idle => {}
+            _ => return Err(Errno::EINVAL),
+        }
+        if s.bound.is_none() {
+            let p = self.ephemeral(Kind::Tcp)?;
+            self.socks.get_mut(&id).ok_or(Errno::EBADF)?.bound = Some((None, p));
+        }
+        let s = self.socks.get(&id).ok_or(Errno::EBADF)?;
+        let (addr, port) = s.bound.unwrap_or((None, 0));
+        // Two listeners on one address need SO_REUSEPORT on both.
+        let (v4, v6) = s.families();
+        for (oid, o) in &self.socks {
+            if let (true, Some((oa, op))) = (o.is_listening(), o.bound)
+                && *oid != id
+                && op == port
+                && !(s.opts.reuseport && o.opts.reuseport)
+                && !app_gone(self.net.id, *oid)
+            {
+                let (o4, o6) = o.families();
+                let overlap = match (addr, oa) {
+                    (None, None) => (v4 && o4) || (v6 && o6),
+                    (None, Some(b)) => (b.is_ipv4() && v4) || (b.is_ipv6() && v6),
+                    (Some(a), None) => (a.is_ipv4() && o4) || (a.is_ipv6() && o6),
+                    (Some(a), Some(b)) => a == b,
+                };
+                if overlap {
+                    return Err(Errno::EADDRINUSE);
+                }
+            }
+        }
+        let (net, s) = self.split(id)?;
+        s.tcp = TcpState::Listening(Listener {
+            backlog,
+            pool: Vec::new(),
+            queue: VecDeque::new(),
+        });
+        net.refill(s);
+        Ok(Reply::Ok)
+    }
+
+    /// Refill every listener on `port` (a SYN may have taken any of their pools' sockets).
+    pub(super) fn refill_port(&mut self, port: u16) {
+        let net = &mut self.net;
+        for s in self.socks.values_mut() {
+            if s.is_listening() && s.bound.map(|b| b.1) == Some(port) {
+                net.refill(s);
+            }
+        }
+    }
+
+    /// The listener that takes a connection to (dst, port): specific address first.
+    pub(super) fn match_listener(&self, dst: IpAddr, port: u16) -> Option<u64> {
+        let mut best: Option<(u8, u64)> = None;
+        for (id, s) in &self.socks {
+            if !s.is_listening() {
+                continue;
+            }
+            let Some((addr, p)) = s.bound else { continue };
+            if p != port {
+                continue;
+            }
+            let (v4, v6) = s.families();
+            let score = match addr {
+                Some(a) if a == dst => 2,
+                Some(_) => continue,
+                None if (dst.is_ipv4() && v4) || (dst.is_ipv6() && v6) => 1,
+                None => continue,
+            };
+            if best.is_none_or(|(b, bid)| score > b || (score == b && *id < bid)) {
+                best = Some((score, *id));
+            }
+        }
+        best.map(|b| b.1)
+    }
+
+    /// `ConnectAsync` (see `ctl`): a connect nobody waits for, on an fd the client already
+    /// made unwritable with `filler` bytes. Errors become `SO_ERROR` of a failed connect.
+    pub(super) fn op_connect_async(
+        &mut self,
+        id: u64,
+        addr: WireAddr,
+        app: Option<Fd>,
+        filler: u32,
+    ) -> Result<Reply, Errno> {
+        let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
+        match &mut s.tcp {
+            // Another process's connect won the race: its drain takes our filler too.
+            TcpState::Connecting(c) => {
+                c.filler += filler as usize;
+                return Err(Errno(libc::EALREADY));
+            }
+            TcpState::Idle if s.kind == Kind::Tcp => {}
+            // Cannot happen with the client's mark; the filler is the app's problem then.
+            _ => return Err(Errno(libc::EISCONN)),
+        }
+        let mut app = app;
+        let r = self.op_connect(id, addr, &mut app, None, filler as usize);
+        match r {
+            Err(e) if e.0 == libc::EINPROGRESS => {}
+            Err(e) => {
+                // As a connect that failed later: drain, writable again, SO_ERROR, shut down.
+                let (net, s) = self.split(id)?;
+                net.drain(s, filler as usize);
+                if let Some(a) = &app {
+                    let _ = sys::setsockopt_int(
+                        a.raw(),
+                        libc::SOL_SOCKET,
+                        libc::SO_SNDBUF,
+                        s.opts.sndbuf,
+                    );
+                }
+                s.so_error = e.0;
+                s.tcp = TcpState::Done;
+                let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
+            }
+            Ok(_) => {}
+        }
+        r
+    }
+
+    /// `app`: the app's fd (taken once the connect is under way). `prefilled`: filler bytes
+    /// the client already wrote (`ConnectAsync`).
+    pub(super) fn op_connect(
+        &mut self,
+        id: u64,
+        addr: WireAddr,
+        app: &mut Option<Fd>,
+        notify: Option<Fd>,
+        prefilled: usize,
+    ) -> Result<Reply, Errno> {
+        let s = self.socks.get(&id).ok_or(Errno::EBADF)?;
+        if s.kind != Kind::Tcp {
+            return self.dgram_connect(id, addr);
+        }
+        match s.tcp {
+            TcpState::Idle => {}
+            TcpState::Connecting(_) => return Err(Errno(libc::EALREADY)),
+            TcpState::Conn(_) | TcpState::Listening(_) => return Err(Errno(libc::EISCONN)),
+            TcpState::Done => {
+                return Err(if s.peer.is_some() {
+                    Errno(libc::EISCONN)
+                } else {
+                    Errno(libc::ECONNABORTED)
+                });
+            }
+        }
+        if app.is_none() {
             return Err(Errno::EINVAL);
         }
-        match &s.tcp {
-            TcpState::Conn(_) | TcpState::Connecting(_) => Ok(Reply::Ok),
-            TcpState::Listening(_) => Ok(Reply::Ok),
-            _ if s.kind != Kind::Tcp => Ok(Reply::Ok),
-            _ => Err(Errno(libc::ENOTCONN)),
+        let sa = addr.0.ok_or(Errno(libc::EAFNOSUPPORT))?;
+        let mut dst = s.sock_ip(sa.ip())?;
+        if dst.is_unspecified() {
+            // As on Linux: the unspecified address means this host (loopback).
+            dst = LOOPBACK[usize::from(dst.is_ipv6())];
         }
+        if sa.port() == 0 {
+            return Err(Errno::ECONNREFUSED);
+        }
+        let hop = self.net.next_hop(&dst)?;
+        let src = match s.bound.and_then(|b| b.0) {
+            Some(a) => a,
+            None => self
+                .net
+                .iface
+                .get_source_address(&from_ip(dst))
+                .map(to_ip)
+                .ok_or(Errno(libc::ENETUNREACH))?,
+        };
+        if src.is_ipv4() != dst.is_ipv4() {
+            return Err(Errno(libc::ENETUNREACH));
+        }
+        let lport = match s.bound {
+            Some((_, p)) => p,
+            None => {
+                let p = self.ephemeral(Kind::Tcp)?;
+                self.socks.get_mut(&id).ok_or(Errno::EBADF)?.bound = Some((None, p));
+                p
+            }
+        };
+        let (net, s) = self.split(id)?;
+        let mut t = net.new_tcp(&s.opts);
+        t.connect(
+            net.iface.context(),
+            IpEndpoint::new(from_ip(dst), sa.port()),
+            IpListenEndpoint {
+                addr: Some(from_ip(src)),
+                port: lport,
+            },
+        )
+        .map_err(|_| Errno(libc::EADDRNOTAVAIL))?;
+        let Some(app) = app.take() else {
+            return Err(Errno::EINVAL);
+        };
+        let h = net.set.add(t);
+        net.prime_neighbour(dst);
+        // Hold the app's fd unwritable until the handshake ends (ctl.rs), unless the client
+        // already did.
+        let filler = [0u8; 512];
+        let mut count = prefilled;
+        if prefilled == 0 {
+            let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
+            loop {
+                match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                    Ok(n) => count += n,
+                    Err(e) if e == Errno::EINTR => continue,
+                    Err(_) => break,
+                }
+                if count > 1 << 20 {
+                    break;
+                }
+            }
+        }
+        s.local = Some(SocketAddr::new(src, lport));
+        s.peer = Some(SocketAddr::new(dst, sa.port()));
+        s.tcp = TcpState::Connecting(Connecting {
+            h,
+            app,
+            _notify: notify,
+            filler: count,
+            start: net.now,
+            hop,
+        });
+        Err(Errno(libc::EINPROGRESS))
     }
 
     /// A pool socket reached Established: give it a socketpair and queue it on the listener
     /// that matches its local address.
     pub(super) fn accepted(&mut self, h: SocketHandle) {
-        let t = self.set.get::<tcp::Socket>(h);
+        let t = self.net.set.get::<tcp::Socket>(h);
         let (Some(local), Some(remote)) = (t.local_endpoint(), t.remote_endpoint()) else {
-            self.set.get_mut::<tcp::Socket>(h).abort();
-            self.lingering.push(h);
+            self.net.set.get_mut::<tcp::Socket>(h).abort();
+            self.net.lingering.push(h);
             return;
         };
         let (local, remote) = (ep_to_sa(local), ep_to_sa(remote));
         let Some(lid) = self.match_listener(local.ip(), local.port()) else {
-            self.set.get_mut::<tcp::Socket>(h).abort();
-            self.lingering.push(h);
+            self.net.set.get_mut::<tcp::Socket>(h).abort();
+            self.net.lingering.push(h);
             return;
         };
         let id = self.new_id();
-        let (d, a) = match self.make_pair(libc::SOCK_STREAM, id) {
+        let (d, a) = match self.net.make_pair(libc::SOCK_STREAM, id) {
             Ok(p) => p,
             Err(e) => {
                 log::warn!("accept: socketpair: {e}");
-                self.set.get_mut::<tcp::Socket>(h).abort();
-                self.lingering.push(h);
+                self.net.set.get_mut::<tcp::Socket>(h).abort();
+                self.net.lingering.push(h);
                 return;
             }
         };
         let Some(l) = self.socks.get_mut(&lid) else {
             return;
         };
-        let mut s = Sock::new(l.domain, Kind::Tcp, d);
+        let mut s = Sock::new(l.domain, Kind::Tcp, d, self.work.waker(id));
         s.opts = l.opts.clone();
         s.opts.other.clear();
         s.bound = l.bound;
@@ -414,7 +403,8 @@ impl<D: Link> Stack<D> {
         if let TcpState::Listening(li) = &mut l.tcp {
             li.queue.push_back(Pending { app: a, rec });
         }
-        apply_tcp_opts(self.set.get_mut::<tcp::Socket>(h), &s.opts);
+        deliver(l);
+        apply_tcp_opts(self.net.set.get_mut::<tcp::Socket>(h), &s.opts);
         s.tcp = TcpState::Conn(Conn {
             h,
             app_eof: false,
@@ -423,34 +413,47 @@ impl<D: Link> Stack<D> {
         });
         self.socks.insert(id, s);
         self.watch.push(id);
+        self.work.add(id);
     }
+}
 
-    /// Write queued accept records (with their fds) to the listener's socketpair.
-    pub(super) fn deliver(s: &mut Sock) {
-        let fd = s.dmn.raw();
-        let TcpState::Listening(l) = &mut s.tcp else {
-            return;
-        };
-        while let Some(p) = l.queue.front() {
-            let rec = p.rec.encode();
-            match sys::sendmsg(
-                fd,
-                &[IoSlice::new(&rec)],
-                &[p.app.raw()],
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            ) {
-                Ok(_) => {
-                    l.queue.pop_front();
-                }
-                Err(e) if e == Errno::EINTR => {}
-                Err(e) if e.is_again() => {
-                    s.wr = false;
-                    return;
-                }
-                Err(_) => {
-                    s.hup = true;
-                    return;
-                }
+pub(super) fn op_shutdown(s: &Sock, how: i32) -> Result<Reply, Errno> {
+    if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
+        return Err(Errno::EINVAL);
+    }
+    match &s.tcp {
+        TcpState::Conn(_) | TcpState::Connecting(_) => Ok(Reply::Ok),
+        TcpState::Listening(_) => Ok(Reply::Ok),
+        _ if s.kind != Kind::Tcp => Ok(Reply::Ok),
+        _ => Err(Errno(libc::ENOTCONN)),
+    }
+}
+
+/// Write queued accept records (with their fds) to the listener's socketpair.
+pub(super) fn deliver(s: &mut Sock) {
+    let fd = s.dmn.raw();
+    let TcpState::Listening(l) = &mut s.tcp else {
+        return;
+    };
+    while let Some(p) = l.queue.front() {
+        let rec = p.rec.encode();
+        match sys::sendmsg(
+            fd,
+            &[IoSlice::new(&rec)],
+            &[p.app.raw()],
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        ) {
+            Ok(_) => {
+                l.queue.pop_front();
+            }
+            Err(e) if e == Errno::EINTR => {}
+            Err(e) if e.is_again() => {
+                s.wr = false;
+                return;
+            }
+            Err(_) => {
+                s.hup = true;
+                return;
             }
         }
     }

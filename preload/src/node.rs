@@ -18,12 +18,12 @@ use ioth_common::config::{NodeConfig, RawConfig};
 use ioth_common::ctl::{self, Reply, Request};
 use ioth_common::names;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
-use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 use std::ffi::OsString;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// Lowest fd number used for control connections (when the fd limit allows it).
 const HIGH_FD: i32 = 900;
@@ -100,7 +100,7 @@ pub enum Home {
     },
 }
 
-static HOME: OnceCell<Home> = OnceCell::new();
+static HOME: OnceLock<Home> = OnceLock::new();
 
 /// The home node configuration, read from the environment once per process image.
 pub fn home() -> &'static Home {

@@ -33,11 +33,11 @@ use ioth_common::ctl::{DgramHeader, Reply, Request, WireAddr};
 use ioth_common::dns;
 use ioth_common::sys::{self, Fd};
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
-use once_cell::sync::OnceCell;
 use std::ffi::{CStr, CString};
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Why a lookup found nothing.
@@ -49,7 +49,7 @@ pub enum Fail {
 
 /// Do the shim's functions answer, or glibc's?
 fn ours() -> bool {
-    static MODE: OnceCell<bool> = OnceCell::new();
+    static MODE: OnceLock<bool> = OnceLock::new();
     *MODE.get_or_init(|| {
         node::active()
             && !std::env::var("IOTH_RESOLVE").is_ok_and(|v| v.eq_ignore_ascii_case("kernel"))

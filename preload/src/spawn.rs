@@ -13,13 +13,13 @@
 //! on one of our functions when the library is loaded, before the program can `chdir`).
 
 use ioth_common::sys::{self, Errno};
-use once_cell::sync::OnceCell;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-static SELF_DIR: OnceCell<Option<PathBuf>> = OnceCell::new();
+static SELF_DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
 
 /// How long `ioth-stackd --daemon` may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);

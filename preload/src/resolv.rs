@@ -157,9 +157,10 @@ impl Udp {
             0,
         )
         .ok()?;
-        Some(Udp {
-            fd: Fd::from_raw(fd),
-        })
+        // SAFETY: emu::socket returns a descriptor it just created for us, owned by nobody
+        // else.
+        let fd = unsafe { Fd::from_raw(fd) };
+        Some(Udp { fd })
     }
 
     fn send(&self, to: SocketAddr, msg: &[u8]) {

@@ -5,6 +5,8 @@
 //! `iothrun`), so a value that one accepts the other accepts too. Every error names the
 //! variable and the offending text ([`ConfigError`]).
 
+#![deny(unsafe_code)]
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -31,6 +31,8 @@
 //! address has somewhere to go (otherwise the daemon is asked, and `EDESTADDRREQ` is the
 //! answer when the socket has no peer).
 
+#![deny(unsafe_code)]
+
 use crate::emu::{self, Daemons, Virt};
 use ioth_common::ctl::{DgramHeader, WireAddr};
 use ioth_common::sys::{self, Errno};

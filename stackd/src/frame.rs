@@ -12,6 +12,8 @@
 //! allocated), so a short or odd frame is simply "not interesting": `None` or `false`, never
 //! a panic. A frame these views refuse is one smoltcp would drop as malformed too.
 
+#![deny(unsafe_code)]
+
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, ETHERNET_HEADER_LEN as ETH_HDR, EthernetAddress,
     EthernetFrame, EthernetProtocol, Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv4Packet,

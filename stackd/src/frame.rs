@@ -357,17 +357,22 @@ mod tests {
         f
     }
 
-    /// An IPv6 TCP segment fd00::2 port 50000 -> fd00::1 port 443 with these flags.
-    fn v6_tcp(flags: u8) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 40 + 20];
+    /// An Ethernet frame with an IPv6 header (`next` header, addresses) and `len` zero bytes
+    /// of payload.
+    fn v6_frame(next: u8, src: &str, dst: &str, len: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + usize::from(len)];
         f[12..14].copy_from_slice(&[0x86, 0xdd]);
         f[14] = 0x60;
-        f[14 + 5] = 20; // payload length
-        f[14 + 6] = 6;
-        f[14 + 8] = 0xfd;
-        f[14 + 23] = 2;
-        f[14 + 24] = 0xfd;
-        f[14 + 39] = 1;
+        f[14 + 5] = len; // payload length
+        f[14 + 6] = next;
+        f[14 + 8..14 + 24].copy_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+        f[14 + 24..14 + 40].copy_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+        f
+    }
+
+    /// An IPv6 TCP segment fd00::2 port 50000 -> fd00::1 port 443 with these flags.
+    fn v6_tcp(flags: u8) -> Vec<u8> {
+        let mut f = v6_frame(6, "fd00::2", "fd00::1", 20);
         f[54..54 + 2].copy_from_slice(&50000u16.to_be_bytes());
         f[54 + 2..54 + 4].copy_from_slice(&443u16.to_be_bytes());
         f[54 + 12] = 0x50;
@@ -389,21 +394,11 @@ mod tests {
     /// A neighbour solicitation (135) or advertisement (136) about `target`, to a multicast
     /// MAC.
     fn ndisc_frame(ty: u8, target: Ipv6Addr) -> Vec<u8> {
-        let mut v6 = vec![0u8; 14 + 40 + 24];
-        v6[0..2].copy_from_slice(&[0x33, 0x33]);
-        v6[12..14].copy_from_slice(&[0x86, 0xdd]);
-        v6[14] = 0x60;
-        v6[14 + 5] = 24; // payload length
-        v6[14 + 6] = 58;
-        v6[14 + 8] = 0xfe;
-        v6[14 + 9] = 0x80;
-        v6[14 + 23] = 9;
-        v6[14 + 24] = 0xff;
-        v6[14 + 25] = 0x02;
-        v6[14 + 39] = 1;
-        v6[54] = ty;
-        v6[54 + 8..54 + 24].copy_from_slice(&target.octets());
-        v6
+        let mut f = v6_frame(58, "fe80::9", "ff02::1", 24);
+        f[0..2].copy_from_slice(&[0x33, 0x33]);
+        f[54] = ty;
+        f[54 + 8..54 + 24].copy_from_slice(&target.octets());
+        f
     }
 
     #[test]

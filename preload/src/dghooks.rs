@@ -344,6 +344,8 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
         // SAFETY: the caller's msghdr.
         return unsafe { recv_netlink(e, mh, flags) };
     }
+    // SAFETY: mh is the caller's valid msghdr: msg_iov/msg_iovlen describe its buffers and
+    // msg_name/msg_namelen its name buffer, as recvmsg(2) requires of it.
     let (r, mut mf, from, hflags) = unsafe {
         recv_dgram(
             e,
@@ -548,7 +550,8 @@ hooks! {
 
     fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
         let Some(e) = entry(fd) else {
-            // SAFETY: pass-through with the caller's arguments.
+            // SAFETY: not a virtual datagram socket: the caller's fd and msghdr, untouched,
+            // which it vouches for as recvmsg(2) requires.
             let r = unsafe { real::recvmsg(fd, m, flags) };
             if r >= 0 {
                 let saved = Errno::last();
@@ -674,7 +677,7 @@ hooks! {
     }
 
     fn dup(fd: c_int) -> c_int {
-        // SAFETY: pass-through with the caller's arguments.
+        // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
         let r = unsafe { real::dup(fd) };
         if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
             let saved = Errno::last();
@@ -685,7 +688,7 @@ hooks! {
     }
 
     fn dup2(fd: c_int, to: c_int) -> c_int {
-        // SAFETY: pass-through with the caller's arguments.
+        // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
         let r = unsafe { real::dup2(fd, to) };
         if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
             let _ = catch_unwind(|| dgram::duplicated(fd, r));
@@ -694,7 +697,7 @@ hooks! {
     }
 
     fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
-        // SAFETY: pass-through with the caller's arguments.
+        // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
         let r = unsafe { real::dup3(fd, to, flags) };
         if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
             let _ = catch_unwind(|| dgram::duplicated(fd, r));

@@ -137,8 +137,9 @@ macro_rules! hooks {
                     }
                     // SAFETY: p is the non-null address dlsym returned for this symbol's name:
                     // the C function whose signature is the one declared here.
-                    let f: unsafe extern "C" fn($($t),*) -> $ret =
-                        unsafe { std::mem::transmute::<*mut libc::c_void, _>(p) };
+                    let f = unsafe {
+                        std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn($($t),*) -> $ret>(p)
+                    };
                     // SAFETY: the caller meets the C function's contract (# Safety above).
                     unsafe { f($($arg),*) }
                 }

@@ -724,14 +724,15 @@ hooks! {
         res: *mut *mut addrinfo,
     ) -> c_int
     where (!node.is_null() && answering()).then_some(()) => |()| {
-        // SAFETY: hints is null or the caller's valid addrinfo.
         let mut h: addrinfo = if hints.is_null() {
             // glibc's defaults for a NULL hints.
-            // SAFETY: addrinfo is plain old data.
+            // SAFETY: addrinfo is plain old data (integers and nullable pointers): all zeroes
+            // is a valid value.
             let mut h: addrinfo = unsafe { std::mem::zeroed() };
             h.ai_flags = libc::AI_V4MAPPED | libc::AI_ADDRCONFIG;
             h
         } else {
+            // SAFETY: a non-null hints is the caller's readable addrinfo (getaddrinfo(3)).
             unsafe { *hints }
         };
         h.ai_canonname = std::ptr::null_mut();
@@ -867,7 +868,8 @@ hooks! {
     ) -> c_int
     where ours_for(name) => |n| {
         let h = catch_unwind(|| host_for(&n, libc::AF_INET)).unwrap_or(Err(NO_RECOVERY));
-        // SAFETY: the caller's arguments.
+        // SAFETY: ret, buf (len or blen bytes), result and err are the caller's, as the
+        // reentrant gethostby*_r functions require them.
         unsafe { reentrant_result(h, ret, buf, len, result, err) }
     }
 
@@ -885,7 +887,8 @@ hooks! {
             return libc::EAFNOSUPPORT;
         }
         let h = catch_unwind(|| host_for(&n, af)).unwrap_or(Err(NO_RECOVERY));
-        // SAFETY: the caller's arguments.
+        // SAFETY: ret, buf (len or blen bytes), result and err are the caller's, as the
+        // reentrant gethostby*_r functions require them.
         unsafe { reentrant_result(h, ret, buf, len, result, err) }
     }
 
@@ -913,7 +916,8 @@ hooks! {
     where answering().then_some(()) => |()| {
         // SAFETY: the caller's address bytes.
         let h = catch_unwind(|| unsafe { host_by_addr(a, len, ty) }).unwrap_or(Err(NO_RECOVERY));
-        // SAFETY: the caller's arguments.
+        // SAFETY: ret, buf (len or blen bytes), result and err are the caller's, as the
+        // reentrant gethostby*_r functions require them.
         unsafe { reentrant_result(h, ret, buf, blen, result, err) }
     }
 }

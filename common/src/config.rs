@@ -3,10 +3,100 @@
 //!
 //! The same parser serves the environment (the shim) and the command line (`ioth-stackd`,
 //! `iothrun`), so a value that one accepts the other accepts too. Every error names the
-//! variable and the offending text.
+//! variable and the offending text ([`ConfigError`]).
+
+#![deny(unsafe_code)]
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why a configuration value was refused. Each variant carries the offending text; its
+/// `Display` is the message the user sees (`IOTH_IP: 'fd00::zz' is not an IPv4 or IPv6
+/// address`), and [`ConfigError::Var`] names the variable the value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `IOTH_IP` is missing (it is the one variable a node cannot do without).
+    IpNotSet,
+    /// A value of the variable `var` (`IOTH_IP`, `IOTH_GW`, ...) is wrong.
+    Var {
+        var: &'static str,
+        error: Box<ConfigError>,
+    },
+    /// Not an IPv4 or IPv6 address.
+    NotAnAddress(String),
+    /// A prefix length that is not a number from 0 to `max`.
+    BadPrefix { text: String, max: u8 },
+    /// Unspecified, multicast or broadcast: not an address a node can have.
+    NotNodeAddress(String),
+    /// Not six bytes separated by `:` or `-`.
+    MacLength(String),
+    /// Six parts, but not all of them hex bytes.
+    NotAMac(String),
+    /// The group bit is set.
+    MulticastMac(String),
+    /// An empty address list.
+    NoAddress,
+    /// Fixed addresses and `auto`/`slaac`/`dhcp` in one list.
+    MixedModes,
+    /// The same address twice in one list.
+    Duplicate(IpAddr),
+    /// An MTU outside 1280..=65521.
+    BadMtu(String),
+    /// A gateway outside every prefix of the node (`ip` is the address list as given).
+    GatewayOutside { gw: IpAddr, ip: String },
+    /// Not a valid host name (RFC 1123 labels).
+    BadName(String),
+}
+
+impl ConfigError {
+    fn var(var: &'static str) -> impl FnOnce(ConfigError) -> ConfigError {
+        move |e| ConfigError::Var {
+            var,
+            error: Box::new(e),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::IpNotSet => {
+                f.write_str("IOTH_IP is not set (example: IOTH_IP=fd00::5/64,10.0.0.5/24)")
+            }
+            ConfigError::Var { var, error } => write!(f, "{var}: {error}"),
+            ConfigError::NotAnAddress(s) => write!(f, "'{s}' is not an IPv4 or IPv6 address"),
+            ConfigError::BadPrefix { text, max } => {
+                write!(f, "'{text}': prefix length must be 0..={max}")
+            }
+            ConfigError::NotNodeAddress(s) => write!(f, "'{s}' cannot be a node address"),
+            ConfigError::MacLength(s) => write!(
+                f,
+                "'{s}' is not a MAC address (six hex bytes, like 02:00:00:00:00:05)"
+            ),
+            ConfigError::NotAMac(s) => write!(f, "'{s}' is not a MAC address"),
+            ConfigError::MulticastMac(s) => write!(f, "'{s}' is a multicast MAC address"),
+            ConfigError::NoAddress => f.write_str("no address given"),
+            ConfigError::MixedModes => {
+                f.write_str("mixing fixed addresses with auto/dhcp is not supported yet")
+            }
+            ConfigError::Duplicate(a) => write!(f, "{a} is given twice"),
+            ConfigError::BadMtu(m) => write!(f, "'{m}' must be a number from 1280 to 65521"),
+            ConfigError::GatewayOutside { gw, ip } => {
+                write!(f, "{gw} is not inside any of the node's prefixes ({ip})")
+            }
+            ConfigError::BadName(n) => write!(f, "'{n}' is not a valid host name"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Var { error, .. } => Some(&**error),
+            _ => None,
+        }
+    }
+}
 
 /// An address with its prefix length (`fd00::5/64`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,7 +114,7 @@ impl Cidr {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub fn parse(s: &str) -> Result<Cidr, ConfigError> {
         let s = s.trim();
         let (a, p) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -33,22 +123,27 @@ impl Cidr {
         let a = a.trim_start_matches('[').trim_end_matches(']');
         let addr: IpAddr = a
             .parse()
-            .map_err(|_| format!("'{s}' is not an IPv4 or IPv6 address"))?;
+            .map_err(|_| ConfigError::NotAnAddress(s.to_string()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
             None => Cidr::default_prefix(&addr),
             Some(p) => match p.parse::<u8>() {
                 Ok(n) if n <= max => n,
-                _ => return Err(format!("'{s}': prefix length must be 0..={max}")),
+                _ => {
+                    return Err(ConfigError::BadPrefix {
+                        text: s.to_string(),
+                        max,
+                    });
+                }
             },
         };
         if addr.is_unspecified() || addr.is_multicast() {
-            return Err(format!("'{s}' cannot be a node address"));
+            return Err(ConfigError::NotNodeAddress(s.to_string()));
         }
         if let IpAddr::V4(v4) = addr
             && v4.is_broadcast()
         {
-            return Err(format!("'{s}' cannot be a node address"));
+            return Err(ConfigError::NotNodeAddress(s.to_string()));
         }
         Ok(Cidr { addr, prefix })
     }
@@ -88,19 +183,17 @@ impl fmt::Display for Cidr {
 pub struct Mac(pub [u8; 6]);
 
 impl Mac {
-    pub fn parse(s: &str) -> Result<Mac, String> {
+    pub fn parse(s: &str) -> Result<Mac, ConfigError> {
         let parts: Vec<&str> = s.trim().split([':', '-']).collect();
         if parts.len() != 6 {
-            return Err(format!(
-                "'{s}' is not a MAC address (six hex bytes, like 02:00:00:00:00:05)"
-            ));
+            return Err(ConfigError::MacLength(s.to_string()));
         }
         let mut m = [0u8; 6];
         for (i, p) in parts.iter().enumerate() {
-            m[i] = u8::from_str_radix(p, 16).map_err(|_| format!("'{s}' is not a MAC address"))?;
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| ConfigError::NotAMac(s.to_string()))?;
         }
         if m[0] & 1 != 0 {
-            return Err(format!("'{s}' is a multicast MAC address"));
+            return Err(ConfigError::MulticastMac(s.to_string()));
         }
         Ok(Mac(m))
     }
@@ -200,22 +293,19 @@ impl RawConfig {
     }
 
     /// Validate. Errors read like `IOTH_IP: 'fd00::zz' is not an IPv4 or IPv6 address`.
-    pub fn parse(&self) -> Result<NodeConfig, String> {
-        let ip = self
-            .ip
-            .as_deref()
-            .ok_or("IOTH_IP is not set (example: IOTH_IP=fd00::5/64,10.0.0.5/24)")?;
-        let addrs = parse_addrs(ip).map_err(|e| format!("IOTH_IP: {e}"))?;
+    pub fn parse(&self) -> Result<NodeConfig, ConfigError> {
+        let ip = self.ip.as_deref().ok_or(ConfigError::IpNotSet)?;
+        let addrs = parse_addrs(ip).map_err(ConfigError::var("IOTH_IP"))?;
         let gateways = match &self.gw {
-            Some(g) => parse_ip_list(g).map_err(|e| format!("IOTH_GW: {e}"))?,
+            Some(g) => parse_ip_list(g).map_err(ConfigError::var("IOTH_GW"))?,
             None => vec![],
         };
         let dns = match &self.dns {
-            Some(g) => parse_ip_list(g).map_err(|e| format!("IOTH_DNS: {e}"))?,
+            Some(g) => parse_ip_list(g).map_err(ConfigError::var("IOTH_DNS"))?,
             None => vec![],
         };
         let mac = match &self.mac {
-            Some(m) => Mac::parse(m).map_err(|e| format!("IOTH_MAC: {e}"))?,
+            Some(m) => Mac::parse(m).map_err(ConfigError::var("IOTH_MAC"))?,
             None => match &addrs {
                 AddrMode::Static(v) => Mac::derive(&v[0].addr),
                 AddrMode::Auto { .. } => {
@@ -232,27 +322,26 @@ impl RawConfig {
         let mtu = match &self.mtu {
             Some(m) => match m.trim().parse::<u16>() {
                 Ok(v) if (1280..=65521).contains(&v) => Some(v),
-                _ => {
-                    return Err(format!(
-                        "IOTH_MTU: '{m}' must be a number from 1280 to 65521"
-                    ));
-                }
+                _ => return Err(ConfigError::var("IOTH_MTU")(ConfigError::BadMtu(m.clone()))),
             },
             None => None,
         };
         if let AddrMode::Static(v) = &addrs {
             for g in &gateways {
                 if !v.iter().any(|c| c.contains(g)) {
-                    return Err(format!(
-                        "IOTH_GW: {g} is not inside any of the node's prefixes ({ip})"
-                    ));
+                    return Err(ConfigError::var("IOTH_GW")(ConfigError::GatewayOutside {
+                        gw: *g,
+                        ip: ip.to_string(),
+                    }));
                 }
             }
         }
         if let Some(n) = &self.name
             && !valid_hostname(n)
         {
-            return Err(format!("IOTH_NAME: '{n}' is not a valid host name"));
+            return Err(ConfigError::var("IOTH_NAME")(ConfigError::BadName(
+                n.clone(),
+            )));
         }
         Ok(NodeConfig {
             addrs,
@@ -279,14 +368,14 @@ fn valid_hostname(n: &str) -> bool {
 }
 
 /// `fd00::5/64,10.0.0.5` → addresses; `auto`, `slaac`, `dhcp` → autoconfiguration.
-pub fn parse_addrs(s: &str) -> Result<AddrMode, String> {
+pub fn parse_addrs(s: &str) -> Result<AddrMode, ConfigError> {
     let items: Vec<&str> = s
         .split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
         .collect();
     if items.is_empty() {
-        return Err("no address given".into());
+        return Err(ConfigError::NoAddress);
     }
     let mut slaac = false;
     let mut dhcp4 = false;
@@ -304,19 +393,19 @@ pub fn parse_addrs(s: &str) -> Result<AddrMode, String> {
     }
     if slaac || dhcp4 {
         if !v.is_empty() {
-            return Err("mixing fixed addresses with auto/dhcp is not supported yet".into());
+            return Err(ConfigError::MixedModes);
         }
         return Ok(AddrMode::Auto { slaac, dhcp4 });
     }
     for (i, a) in v.iter().enumerate() {
         if v[..i].iter().any(|b| b.addr == a.addr) {
-            return Err(format!("{} is given twice", a.addr));
+            return Err(ConfigError::Duplicate(a.addr));
         }
     }
     Ok(AddrMode::Static(v))
 }
 
-fn parse_ip_list(s: &str) -> Result<Vec<IpAddr>, String> {
+fn parse_ip_list(s: &str) -> Result<Vec<IpAddr>, ConfigError> {
     s.split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
@@ -324,7 +413,7 @@ fn parse_ip_list(s: &str) -> Result<Vec<IpAddr>, String> {
             x.trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse::<IpAddr>()
-                .map_err(|_| format!("'{x}' is not an IPv4 or IPv6 address"))
+                .map_err(|_| ConfigError::NotAnAddress(x.to_string()))
         })
         .collect()
 }
@@ -402,26 +491,75 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_is_wrong() {
+        let msg = |pairs: &[(&str, &str)]| raw(pairs).parse().unwrap_err().to_string();
+        let ip = |v: &str| msg(&[("IOTH_IP", v)]);
+        let with = |k: &str, v: &str| msg(&[("IOTH_IP", "10.0.0.5"), (k, v)]);
+        // The messages users see, word for word.
+        assert_eq!(
+            msg(&[]),
+            "IOTH_IP is not set (example: IOTH_IP=fd00::5/64,10.0.0.5/24)"
+        );
+        assert_eq!(
+            ip("fd00::zz"),
+            "IOTH_IP: 'fd00::zz' is not an IPv4 or IPv6 address"
+        );
+        assert_eq!(
+            ip("10.0.0.5/33"),
+            "IOTH_IP: '10.0.0.5/33': prefix length must be 0..=32"
+        );
+        assert_eq!(ip("0.0.0.0"), "IOTH_IP: '0.0.0.0' cannot be a node address");
+        assert_eq!(
+            ip("255.255.255.255"),
+            "IOTH_IP: '255.255.255.255' cannot be a node address"
+        );
+        assert_eq!(ip("10.0.0.5,10.0.0.5"), "IOTH_IP: 10.0.0.5 is given twice");
+        assert_eq!(ip(" , "), "IOTH_IP: no address given");
+        assert_eq!(
+            ip("auto,fd00::5"),
+            "IOTH_IP: mixing fixed addresses with auto/dhcp is not supported yet"
+        );
+        assert_eq!(
+            with("IOTH_GW", "10.1.0.1"),
+            "IOTH_GW: 10.1.0.1 is not inside any of the node's prefixes (10.0.0.5)"
+        );
+        assert_eq!(
+            with("IOTH_GW", "gw"),
+            "IOTH_GW: 'gw' is not an IPv4 or IPv6 address"
+        );
+        assert_eq!(
+            with("IOTH_DNS", "1.2.3"),
+            "IOTH_DNS: '1.2.3' is not an IPv4 or IPv6 address"
+        );
+        assert_eq!(
+            with("IOTH_MAC", "01:00:00:00:00:01"),
+            "IOTH_MAC: '01:00:00:00:00:01' is a multicast MAC address"
+        );
+        assert_eq!(
+            with("IOTH_MAC", "02:00:00:00:00"),
+            "IOTH_MAC: '02:00:00:00:00' is not a MAC address (six hex bytes, like 02:00:00:00:00:05)"
+        );
+        assert_eq!(
+            with("IOTH_MAC", "02:00:00:00:00:zz"),
+            "IOTH_MAC: '02:00:00:00:00:zz' is not a MAC address"
+        );
+        assert_eq!(
+            with("IOTH_MTU", "70000"),
+            "IOTH_MTU: '70000' must be a number from 1280 to 65521"
+        );
+        assert_eq!(
+            with("IOTH_NAME", "-web"),
+            "IOTH_NAME: '-web' is not a valid host name"
+        );
+        // The variable and the value, for a program that wants them.
         let e = raw(&[("IOTH_IP", "fd00::zz")]).parse().unwrap_err();
-        assert!(e.starts_with("IOTH_IP:") && e.contains("fd00::zz"), "{e}");
-        let e = raw(&[("IOTH_IP", "10.0.0.5/33")]).parse().unwrap_err();
-        assert!(e.contains("prefix"), "{e}");
-        let e = raw(&[]).parse().unwrap_err();
-        assert!(e.contains("IOTH_IP is not set"), "{e}");
-        let e = raw(&[("IOTH_IP", "10.0.0.5"), ("IOTH_GW", "10.1.0.1")])
-            .parse()
-            .unwrap_err();
-        assert!(e.starts_with("IOTH_GW"), "{e}");
-        let e = raw(&[("IOTH_IP", "10.0.0.5"), ("IOTH_MAC", "01:00:00:00:00:01")])
-            .parse()
-            .unwrap_err();
-        assert!(e.contains("multicast"), "{e}");
-        let e = raw(&[("IOTH_IP", "10.0.0.5"), ("IOTH_MTU", "70000")])
-            .parse()
-            .unwrap_err();
-        assert!(e.starts_with("IOTH_MTU"), "{e}");
-        assert!(raw(&[("IOTH_IP", "0.0.0.0")]).parse().is_err());
-        assert!(raw(&[("IOTH_IP", "10.0.0.5,10.0.0.5")]).parse().is_err());
+        assert_eq!(
+            e,
+            ConfigError::Var {
+                var: "IOTH_IP",
+                error: Box::new(ConfigError::NotAnAddress("fd00::zz".into())),
+            }
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]

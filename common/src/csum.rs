@@ -18,6 +18,8 @@
 //! truncated or inconsistent (length fields that point past the frame). It never panics.
 //! One 802.1Q tag before the EtherType is understood.
 
+#![deny(unsafe_code)]
+
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
 const ETH_VLAN: u16 = 0x8100;

@@ -58,6 +58,8 @@
 //! (`SOCK_DGRAM` + `IPPROTO_ICMP`/`IPPROTO_ICMPV6`) carry the ICMP message (echo header
 //! first) like Linux ping sockets: the daemon sets the identifier and checksum.
 
+#![deny(unsafe_code)]
+
 use crate::sys::{self, Errno, Fd, UnixAddr};
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

@@ -6,6 +6,8 @@
 //! compression pointer it has not checked (pointers must go backwards, so loops end). Not
 //! here: EDNS, DNSSEC, TCP fallback, any record type other than A/AAAA/PTR/CNAME.
 
+#![deny(unsafe_code)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const TYPE_A: u16 = 1;

@@ -10,6 +10,8 @@
 //!   `ioth/<node-id>/<socket-id>` (hex). Any process holding the fd, after dup, fork or exec,
 //!   learns with one `getsockname` which node and socket it is, and where to ask.
 
+#![deny(unsafe_code)]
+
 use crate::config::{AddrMode, NodeConfig};
 use crate::sys::UnixAddr;
 use std::path::PathBuf;

@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 /// A positive errno value, as the kernel reports it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,8 +101,15 @@ pub fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
 pub struct Fd(RawFd);
 
 impl Fd {
-    /// Take ownership of `fd`. The caller must own it and nothing else may close it.
-    pub fn from_raw(fd: RawFd) -> Fd {
+    /// Take ownership of `fd`: the returned `Fd` closes it on drop.
+    ///
+    /// # Safety
+    /// `fd` must be an open descriptor (not negative) that the caller owns and gives up here:
+    /// from now on nothing else may close it or take ownership of it (no other `Fd`,
+    /// `OwnedFd`, `File`, ...). Otherwise the drop closes a descriptor that someone else still
+    /// uses, or, once its number was reused, a stranger's open file. A std [`OwnedFd`]
+    /// converts safely with `Fd::from`.
+    pub unsafe fn from_raw(fd: RawFd) -> Fd {
         Fd(fd)
     }
     pub fn raw(&self) -> RawFd {
@@ -123,6 +130,34 @@ impl Fd {
 impl Drop for Fd {
     fn drop(&mut self) {
         close(self.0);
+    }
+}
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl AsFd for Fd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: self.0 is an open descriptor that this Fd owns (every constructor makes
+        // sure of it), and it stays open for as long as the borrow of self lasts.
+        unsafe { BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+impl From<OwnedFd> for Fd {
+    fn from(fd: OwnedFd) -> Fd {
+        Fd(fd.into_raw_fd())
+    }
+}
+
+impl From<Fd> for OwnedFd {
+    fn from(fd: Fd) -> OwnedFd {
+        // SAFETY: into_raw hands over the open descriptor this Fd owned, without closing it;
+        // the OwnedFd is its only owner from here on.
+        unsafe { OwnedFd::from_raw_fd(fd.into_raw()) }
     }
 }
 

@@ -39,6 +39,8 @@
 //! shortcut by `shutdown(SHUT_RDWR)` on its own copies of both ends: the clients then see EOF
 //! (reading) or `EPIPE` (sending), drop the shortcut and go through the switch again.
 
+#![deny(unsafe_code)]
+
 use crate::sys::{Errno, UnixAddr};
 
 pub const VDE_MAGIC: u32 = 0xfeed_face;

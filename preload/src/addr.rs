@@ -4,6 +4,8 @@
 //! and back. Only `AF_INET`, `AF_INET6` and `AF_UNSPEC` are understood; anything else is
 //! `EAFNOSUPPORT`, a too-short address is `EINVAL`, as `inet_bind`/`inet6_bind` answer.
 
+#![deny(unsafe_code)]
+
 use ioth_common::ctl::WireAddr;
 use ioth_common::sys::Errno;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -81,17 +83,17 @@ pub fn encode(a: &WireAddr) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// A `sockaddr_in` laid out at libc's own field offsets.
     fn raw_in(ip: [u8; 4], port: u16) -> Vec<u8> {
-        // SAFETY: sockaddr_in is plain old data.
-        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        sa.sin_family = libc::AF_INET as u16;
-        sa.sin_port = port.to_be();
-        sa.sin_addr.s_addr = u32::from_ne_bytes(ip);
-        // SAFETY: reading the bytes of a plain struct.
-        unsafe {
-            std::slice::from_raw_parts(&sa as *const _ as *const u8, std::mem::size_of_val(&sa))
-        }
-        .to_vec()
+        use std::mem::offset_of;
+        let mut b = vec![0u8; std::mem::size_of::<libc::sockaddr_in>()];
+        let f = offset_of!(libc::sockaddr_in, sin_family);
+        b[f..f + 2].copy_from_slice(&(libc::AF_INET as libc::sa_family_t).to_ne_bytes());
+        let p = offset_of!(libc::sockaddr_in, sin_port);
+        b[p..p + 2].copy_from_slice(&port.to_be_bytes());
+        let a = offset_of!(libc::sockaddr_in, sin_addr);
+        b[a..a + 4].copy_from_slice(&ip);
+        b
     }
 
     #[test]

@@ -19,10 +19,9 @@
 //! control messages on send (ignored), `MSG_ERRQUEUE` (always `EAGAIN`: no ICMP errors are queued; a connected socket gets hard
 //! ICMP errors as an error record, see `DgramHeader::ERROR`), `MSG_OOB` (`EOPNOTSUPP`).
 
-#![allow(clippy::missing_safety_doc)]
-
+use crate::addr;
 use crate::dgram::{self, Entry, Got};
-use crate::{addr, real_io};
+use crate::hook::hooks;
 use ioth_common::ctl::{DgramHeader, WireAddr};
 use ioth_common::sys::Errno;
 use libc::{
@@ -165,7 +164,7 @@ unsafe fn send_dgram(
     m.msg_iovlen = v.n;
     let f = (flags & libc::MSG_DONTWAIT) | libc::MSG_NOSIGNAL;
     // SAFETY: m describes our header and the caller's buffers.
-    let n = unsafe { real_io::sendmsg(e.fd, &m, f) };
+    let n = unsafe { real::sendmsg(e.fd, &m, f) };
     if n < 0 {
         return Err(Errno::last());
     }
@@ -229,7 +228,7 @@ unsafe fn recv_netlink(e: Entry, m: &mut msghdr, flags: c_int) -> Result<usize, 
     m.msg_namelen = 0;
     m.msg_controllen = 0;
     // SAFETY: m is the caller's msghdr, with our name and control fields.
-    let n = unsafe { real_io::recvmsg(e.fd, m, flags) };
+    let n = unsafe { real::recvmsg(e.fd, m, flags) };
     m.msg_name = name;
     if n < 0 {
         m.msg_namelen = nlen;
@@ -294,7 +293,7 @@ unsafe fn recv_dgram(
     m.msg_iovlen = v.n;
     let f = flags & (libc::MSG_PEEK | libc::MSG_DONTWAIT);
     // SAFETY: m describes our header and the caller's buffers.
-    let n = unsafe { real_io::recvmsg(e.fd, &mut m, f) };
+    let n = unsafe { real::recvmsg(e.fd, &mut m, f) };
     if n < 0 {
         return Err(Errno::last());
     }
@@ -331,126 +330,6 @@ fn one(buf: *const c_void, n: size_t) -> iovec {
     }
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::read(fd, buf, n) };
-    };
-    let v = one(buf, n);
-    // SAFETY: one iovec describing the caller's buffer.
-    guard(|| {
-        unsafe { recv_dgram(e, &v, 1, 0, std::ptr::null_mut(), std::ptr::null_mut()) }.map(|r| r.0)
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __read_chk(
-    fd: c_int,
-    buf: *mut c_void,
-    n: size_t,
-    buflen: size_t,
-) -> ssize_t {
-    if n > buflen || dgram::hit(fd) == 0 {
-        // SAFETY: pass-through (the real one reports the overflow).
-        return unsafe { real_io::__read_chk(fd, buf, n, buflen) };
-    }
-    // SAFETY: as for read.
-    unsafe { read(fd, buf, n) }
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::readv(fd, iov, cnt) };
-    };
-    if cnt < 0 {
-        Errno::EINVAL.set_errno();
-        return -1;
-    }
-    // SAFETY: the caller's iovecs.
-    guard(|| {
-        unsafe {
-            recv_dgram(
-                e,
-                iov,
-                cnt as usize,
-                0,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            )
-        }
-        .map(|r| r.0)
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::recv(fd, buf, n, flags) };
-    };
-    let v = one(buf, n);
-    // SAFETY: one iovec describing the caller's buffer.
-    guard(|| {
-        unsafe { recv_dgram(e, &v, 1, flags, std::ptr::null_mut(), std::ptr::null_mut()) }
-            .map(|r| r.0)
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __recv_chk(
-    fd: c_int,
-    buf: *mut c_void,
-    n: size_t,
-    buflen: size_t,
-    flags: c_int,
-) -> ssize_t {
-    if n > buflen || dgram::hit(fd) == 0 {
-        // SAFETY: pass-through (the real one reports the overflow).
-        return unsafe { real_io::__recv_chk(fd, buf, n, buflen, flags) };
-    }
-    // SAFETY: as for recv.
-    unsafe { recv(fd, buf, n, flags) }
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn recvfrom(
-    fd: c_int,
-    buf: *mut c_void,
-    n: size_t,
-    flags: c_int,
-    a: *mut sockaddr,
-    alen: *mut socklen_t,
-) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::recvfrom(fd, buf, n, flags, a, alen) };
-    };
-    let v = one(buf, n);
-    // SAFETY: one iovec describing the caller's buffer; a/alen are the caller's.
-    guard(|| unsafe { recv_dgram(e, &v, 1, flags, a.cast(), alen) }.map(|r| r.0))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn __recvfrom_chk(
-    fd: c_int,
-    buf: *mut c_void,
-    n: size_t,
-    buflen: size_t,
-    flags: c_int,
-    a: *mut sockaddr,
-    alen: *mut socklen_t,
-) -> ssize_t {
-    if n > buflen || dgram::hit(fd) == 0 {
-        // SAFETY: pass-through (the real one reports the overflow).
-        return unsafe { real_io::__recvfrom_chk(fd, buf, n, buflen, flags, a, alen) };
-    }
-    // SAFETY: as for recvfrom.
-    unsafe { recvfrom(fd, buf, n, flags, a, alen) }
-}
-
 /// `recvmsg` on a virtual datagram socket (`m` valid).
 ///
 /// # Safety
@@ -465,6 +344,8 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
         // SAFETY: the caller's msghdr.
         return unsafe { recv_netlink(e, mh, flags) };
     }
+    // SAFETY: mh is the caller's valid msghdr: msg_iov/msg_iovlen describe its buffers and
+    // msg_name/msg_namelen its name buffer, as recvmsg(2) requires of it.
     let (r, mut mf, from, hflags) = unsafe {
         recv_dgram(
             e,
@@ -553,23 +434,6 @@ unsafe fn learn_passed_fds(m: *const msghdr) {
     }
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        let r = unsafe { real_io::recvmsg(fd, m, flags) };
-        if r >= 0 {
-            let saved = Errno::last();
-            // SAFETY: the kernel just filled *m.
-            unsafe { learn_passed_fds(m) };
-            saved.set_errno();
-        }
-        return r;
-    };
-    // SAFETY: the caller's msghdr.
-    guard(|| unsafe { recvmsg_dgram(e, m, flags) })
-}
-
 fn now_ns() -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -578,113 +442,6 @@ fn now_ns() -> i128 {
     // SAFETY: ts is a valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn recvmmsg(
-    fd: c_int,
-    v: *mut mmsghdr,
-    n: c_uint,
-    flags: c_int,
-    t: *mut timespec,
-) -> c_int {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::recvmmsg(fd, v, n, flags, t) };
-    };
-    if v.is_null() && n > 0 {
-        Errno(libc::EFAULT).set_errno();
-        return -1;
-    }
-    let deadline = if t.is_null() {
-        None
-    } else {
-        // SAFETY: t is the caller's valid timespec.
-        let ts = unsafe { *t };
-        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-            Errno::EINVAL.set_errno();
-            return -1;
-        }
-        Some(now_ns() + ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128)
-    };
-    let mut got: c_uint = 0;
-    let n = n.min(IOV_MAX as c_uint);
-    while got < n {
-        let mut f = flags & !libc::MSG_WAITFORONE;
-        if got > 0 && flags & libc::MSG_WAITFORONE != 0 {
-            f |= libc::MSG_DONTWAIT;
-        }
-        // SAFETY: entry `got` of the caller's array of n entries.
-        let mm = unsafe { &mut *v.add(got as usize) };
-        // SAFETY: its msghdr is the caller's.
-        let r = guard(|| unsafe { recvmsg_dgram(e, &mut mm.msg_hdr, f) });
-        if r < 0 {
-            if got > 0 {
-                break;
-            }
-            return -1;
-        }
-        mm.msg_len = r as c_uint;
-        got += 1;
-        if deadline.is_some_and(|d| now_ns() >= d) {
-            break;
-        }
-    }
-    got as c_int
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::write(fd, buf, n) };
-    };
-    let v = one(buf, n);
-    // SAFETY: one iovec describing the caller's buffer.
-    guard(|| unsafe { send_dgram(e, &v, 1, 0, std::ptr::null(), 0) })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::writev(fd, iov, cnt) };
-    };
-    if cnt < 0 {
-        Errno::EINVAL.set_errno();
-        return -1;
-    }
-    // SAFETY: the caller's iovecs.
-    guard(|| unsafe { send_dgram(e, iov, cnt as usize, 0, std::ptr::null(), 0) })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::send(fd, buf, n, flags) };
-    };
-    let v = one(buf, n);
-    // SAFETY: one iovec describing the caller's buffer.
-    guard(|| unsafe { send_dgram(e, &v, 1, flags, std::ptr::null(), 0) })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn sendto(
-    fd: c_int,
-    buf: *const c_void,
-    n: size_t,
-    flags: c_int,
-    a: *const sockaddr,
-    alen: socklen_t,
-) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::sendto(fd, buf, n, flags, a, alen) };
-    };
-    let v = one(buf, n);
-    // SAFETY: one iovec describing the caller's buffer; a/alen are the caller's.
-    guard(|| unsafe { send_dgram(e, &v, 1, flags, a.cast(), alen) })
 }
 
 /// # Safety
@@ -707,74 +464,244 @@ unsafe fn sendmsg_dgram(e: Entry, m: *const msghdr, flags: c_int) -> Result<usiz
         )
     }
 }
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const msghdr, flags: c_int) -> ssize_t {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::sendmsg(fd, m, flags) };
-    };
-    // SAFETY: the caller's msghdr.
-    guard(|| unsafe { sendmsg_dgram(e, m, flags) })
+/// For the fortified `__*_chk` forms: a datagram-table hit whose length fits the buffer goes to
+/// the plain hook; an overflow goes to the real one, which reports it.
+fn chk_ours(fd: c_int, n: size_t, buflen: size_t) -> Option<()> {
+    (n <= buflen && dgram::hit(fd) != 0).then_some(())
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn sendmmsg(fd: c_int, v: *mut mmsghdr, n: c_uint, flags: c_int) -> c_int {
-    let Some(e) = entry(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::sendmmsg(fd, v, n, flags) };
-    };
-    if v.is_null() && n > 0 {
-        Errno(libc::EFAULT).set_errno();
-        return -1;
+/// Reject a negative iovec count as the kernel does.
+fn iov_count(cnt: c_int) -> Result<usize, Errno> {
+    usize::try_from(cnt).map_err(|_| Errno::EINVAL)
+}
+
+hooks! {
+    fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
+    where entry(fd) => |e| {
+        let v = one(buf, n);
+        guard(|| {
+            // SAFETY: one iovec describing the caller's buffer.
+            unsafe { recv_dgram(e, &v, 1, 0, std::ptr::null_mut(), std::ptr::null_mut()) }
+                .map(|r| r.0)
+        })
     }
-    let n = n.min(IOV_MAX as c_uint);
-    let mut sent: c_uint = 0;
-    while sent < n {
-        // SAFETY: entry `sent` of the caller's array of n entries.
-        let mm = unsafe { &mut *v.add(sent as usize) };
-        // SAFETY: its msghdr is the caller's.
-        let r = guard(|| unsafe { sendmsg_dgram(e, &mm.msg_hdr, flags) });
-        if r < 0 {
-            if sent > 0 {
-                break;
+
+    fn __read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t
+    where chk_ours(fd, n, buflen) => |()| {
+        // SAFETY: as for read (n fits the caller's buffer).
+        unsafe { read(fd, buf, n) }
+    }
+
+    fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t
+    where entry(fd) => |e| {
+        guard(|| {
+            let cnt = iov_count(cnt)?;
+            // SAFETY: the caller's cnt iovecs.
+            unsafe {
+                recv_dgram(e, iov, cnt, 0, std::ptr::null_mut(), std::ptr::null_mut())
             }
+            .map(|r| r.0)
+        })
+    }
+
+    fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t
+    where entry(fd) => |e| {
+        let v = one(buf, n);
+        guard(|| {
+            // SAFETY: one iovec describing the caller's buffer.
+            unsafe { recv_dgram(e, &v, 1, flags, std::ptr::null_mut(), std::ptr::null_mut()) }
+                .map(|r| r.0)
+        })
+    }
+
+    fn __recv_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t
+    where chk_ours(fd, n, buflen) => |()| {
+        // SAFETY: as for recv (n fits the caller's buffer).
+        unsafe { recv(fd, buf, n, flags) }
+    }
+
+    fn recvfrom(
+        fd: c_int,
+        buf: *mut c_void,
+        n: size_t,
+        flags: c_int,
+        a: *mut sockaddr,
+        alen: *mut socklen_t,
+    ) -> ssize_t
+    where entry(fd) => |e| {
+        let v = one(buf, n);
+        // SAFETY: one iovec describing the caller's buffer; a/alen are the caller's.
+        guard(|| unsafe { recv_dgram(e, &v, 1, flags, a.cast(), alen) }.map(|r| r.0))
+    }
+
+    fn __recvfrom_chk(
+        fd: c_int,
+        buf: *mut c_void,
+        n: size_t,
+        buflen: size_t,
+        flags: c_int,
+        a: *mut sockaddr,
+        alen: *mut socklen_t,
+    ) -> ssize_t
+    where chk_ours(fd, n, buflen) => |()| {
+        // SAFETY: as for recvfrom (n fits the caller's buffer).
+        unsafe { recvfrom(fd, buf, n, flags, a, alen) }
+    }
+
+    fn recvmsg(fd: c_int, m: *mut msghdr, flags: c_int) -> ssize_t {
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual datagram socket: the caller's fd and msghdr, untouched,
+            // which it vouches for as recvmsg(2) requires.
+            let r = unsafe { real::recvmsg(fd, m, flags) };
+            if r >= 0 {
+                let saved = Errno::last();
+                // SAFETY: the kernel just filled *m.
+                unsafe { learn_passed_fds(m) };
+                saved.set_errno();
+            }
+            return r;
+        };
+        // SAFETY: the caller's msghdr.
+        guard(|| unsafe { recvmsg_dgram(e, m, flags) })
+    }
+
+    fn recvmmsg(fd: c_int, v: *mut mmsghdr, n: c_uint, flags: c_int, t: *mut timespec) -> c_int
+    where entry(fd) => |e| {
+        if v.is_null() && n > 0 {
+            Errno(libc::EFAULT).set_errno();
             return -1;
         }
-        mm.msg_len = r as c_uint;
-        sent += 1;
+        let deadline = if t.is_null() {
+            None
+        } else {
+            // SAFETY: t is the caller's valid timespec.
+            let ts = unsafe { *t };
+            if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+                Errno::EINVAL.set_errno();
+                return -1;
+            }
+            Some(now_ns() + ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128)
+        };
+        let mut got: c_uint = 0;
+        let n = n.min(IOV_MAX as c_uint);
+        while got < n {
+            let mut f = flags & !libc::MSG_WAITFORONE;
+            if got > 0 && flags & libc::MSG_WAITFORONE != 0 {
+                f |= libc::MSG_DONTWAIT;
+            }
+            // SAFETY: entry `got` of the caller's array of n entries.
+            let mm = unsafe { &mut *v.add(got as usize) };
+            // SAFETY: its msghdr is the caller's.
+            let r = guard(|| unsafe { recvmsg_dgram(e, &mut mm.msg_hdr, f) });
+            if r < 0 {
+                if got > 0 {
+                    break;
+                }
+                return -1;
+            }
+            mm.msg_len = r as c_uint;
+            got += 1;
+            if deadline.is_some_and(|d| now_ns() >= d) {
+                break;
+            }
+        }
+        got as c_int
     }
-    sent as c_int
-}
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    // SAFETY: pass-through with the caller's arguments.
-    let r = unsafe { real_io::dup(fd) };
-    if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
-        let saved = Errno::last();
-        let _ = catch_unwind(|| dgram::duplicated(fd, r));
-        saved.set_errno();
+    fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t
+    where entry(fd) => |e| {
+        let v = one(buf, n);
+        // SAFETY: one iovec describing the caller's buffer.
+        guard(|| unsafe { send_dgram(e, &v, 1, 0, std::ptr::null(), 0) })
     }
-    r
-}
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
-    // SAFETY: pass-through with the caller's arguments.
-    let r = unsafe { real_io::dup2(fd, to) };
-    if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
-        let _ = catch_unwind(|| dgram::duplicated(fd, r));
+    fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t
+    where entry(fd) => |e| {
+        guard(|| {
+            let cnt = iov_count(cnt)?;
+            // SAFETY: the caller's cnt iovecs.
+            unsafe { send_dgram(e, iov, cnt, 0, std::ptr::null(), 0) }
+        })
     }
-    r
-}
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
-    // SAFETY: pass-through with the caller's arguments.
-    let r = unsafe { real_io::dup3(fd, to, flags) };
-    if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
-        let _ = catch_unwind(|| dgram::duplicated(fd, r));
+    fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t
+    where entry(fd) => |e| {
+        let v = one(buf, n);
+        // SAFETY: one iovec describing the caller's buffer.
+        guard(|| unsafe { send_dgram(e, &v, 1, flags, std::ptr::null(), 0) })
     }
-    r
+
+    fn sendto(
+        fd: c_int,
+        buf: *const c_void,
+        n: size_t,
+        flags: c_int,
+        a: *const sockaddr,
+        alen: socklen_t,
+    ) -> ssize_t
+    where entry(fd) => |e| {
+        let v = one(buf, n);
+        // SAFETY: one iovec describing the caller's buffer; a/alen are the caller's.
+        guard(|| unsafe { send_dgram(e, &v, 1, flags, a.cast(), alen) })
+    }
+
+    fn sendmsg(fd: c_int, m: *const msghdr, flags: c_int) -> ssize_t
+    where entry(fd) => |e| {
+        // SAFETY: the caller's msghdr.
+        guard(|| unsafe { sendmsg_dgram(e, m, flags) })
+    }
+
+    fn sendmmsg(fd: c_int, v: *mut mmsghdr, n: c_uint, flags: c_int) -> c_int
+    where entry(fd) => |e| {
+        if v.is_null() && n > 0 {
+            Errno(libc::EFAULT).set_errno();
+            return -1;
+        }
+        let n = n.min(IOV_MAX as c_uint);
+        let mut sent: c_uint = 0;
+        while sent < n {
+            // SAFETY: entry `sent` of the caller's array of n entries.
+            let mm = unsafe { &mut *v.add(sent as usize) };
+            // SAFETY: its msghdr is the caller's.
+            let r = guard(|| unsafe { sendmsg_dgram(e, &mm.msg_hdr, flags) });
+            if r < 0 {
+                if sent > 0 {
+                    break;
+                }
+                return -1;
+            }
+            mm.msg_len = r as c_uint;
+            sent += 1;
+        }
+        sent as c_int
+    }
+
+    fn dup(fd: c_int) -> c_int {
+        // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
+        let r = unsafe { real::dup(fd) };
+        if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
+            let saved = Errno::last();
+            let _ = catch_unwind(|| dgram::duplicated(fd, r));
+            saved.set_errno();
+        }
+        r
+    }
+
+    fn dup2(fd: c_int, to: c_int) -> c_int {
+        // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
+        let r = unsafe { real::dup2(fd, to) };
+        if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
+            let _ = catch_unwind(|| dgram::duplicated(fd, r));
+        }
+        r
+    }
+
+    fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+        // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
+        let r = unsafe { real::dup3(fd, to, flags) };
+        if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
+            let _ = catch_unwind(|| dgram::duplicated(fd, r));
+        }
+        r
+    }
 }

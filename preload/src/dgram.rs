@@ -31,6 +31,8 @@
 //! address has somewhere to go (otherwise the daemon is asked, and `EDESTADDRREQ` is the
 //! answer when the socket has no peer).
 
+#![deny(unsafe_code)]
+
 use crate::emu::{self, Daemons, Virt};
 use ioth_common::ctl::{DgramHeader, WireAddr};
 use ioth_common::sys::{self, Errno};
@@ -190,8 +192,8 @@ pub fn option_set(fd: RawFd, level: i32, name: i32, value: &[u8]) {
 /// `IPV6_PKTINFO`: the daemon does not say which of the node's addresses a datagram was
 /// sent to).
 fn node_addrs() -> (Option<IpAddr>, Option<IpAddr>) {
-    static ADDRS: once_cell::sync::OnceCell<(Option<IpAddr>, Option<IpAddr>)> =
-        once_cell::sync::OnceCell::new();
+    static ADDRS: std::sync::OnceLock<(Option<IpAddr>, Option<IpAddr>)> =
+        std::sync::OnceLock::new();
     *ADDRS.get_or_init(|| {
         let mut v4 = None;
         let mut v6 = None;

@@ -24,6 +24,8 @@
 //! [`crate::dghooks`]) and name resolution ([`crate::resolv`]). Not here (yet): routing some
 //! destinations to the kernel.
 
+#![deny(unsafe_code)]
+
 use crate::node;
 use ioth_common::ctl::{self, ACCEPT_RECORD_LEN, AcceptRecord, Reply, Request, WireAddr};
 use ioth_common::names;

@@ -1,7 +1,8 @@
 //! The exported hooks: a thin FFI layer over [`crate::emu`].
 //!
 //! Each hook first asks whether its fd is a virtual socket (one `getsockname`); if not, the
-//! call goes to the real libc function untouched. Virtual sockets get the emulation, with the
+//! call goes to the real libc function untouched (the prologue [`crate::hook::hooks!`]
+//! writes). Virtual sockets get the emulation, with the
 //! caller's pointers turned into slices here and nowhere else. No panic crosses this
 //! boundary: a panic becomes `EIO` and -1, and the call is never re-run on the kernel.
 //!
@@ -12,10 +13,9 @@
 //! peer address on a virtual TCP socket, as Linux TCP does, because the daemon's end of the
 //! socketpair has no name.
 
-#![allow(clippy::missing_safety_doc)]
-
+use crate::addr;
 use crate::emu::{self, Daemons, Virt};
-use crate::{addr, real};
+use crate::hook::hooks;
 use ioth_common::ctl::WireAddr;
 use ioth_common::sys::Errno;
 use libc::{c_int, c_void, sockaddr, socklen_t};
@@ -79,30 +79,28 @@ unsafe fn out_addr(a: &WireAddr, p: *mut sockaddr, len: *mut socklen_t) -> Resul
     Ok(())
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    let wanted = catch_unwind(|| emu::wants_virtual(domain, ty, protocol) && crate::node::active())
-        .unwrap_or(false);
-    if !wanted
-        && catch_unwind(|| crate::netlink::wants(domain, ty, protocol) && crate::node::active())
-            .unwrap_or(false)
-    {
-        return guard(|| crate::netlink::create(ty));
+/// What `socket` makes of its arguments; `None`: a kernel socket.
+enum NewSocket {
+    /// TCP, UDP or ICMP over IPv4/IPv6 in an active node.
+    Virtual,
+    /// An rtnetlink socket in an active node ([`crate::netlink`]).
+    Netlink,
+    /// A raw IP socket the node cannot offer: `EPERM`, an unprivileged kernel's answer (ping
+    /// then falls back to a ping socket).
+    RefusedRaw,
+}
+
+fn new_socket(domain: c_int, ty: c_int, protocol: c_int) -> Option<NewSocket> {
+    let active = |wants: fn(c_int, c_int, c_int) -> bool| {
+        catch_unwind(|| wants(domain, ty, protocol) && crate::node::active()).unwrap_or(false)
+    };
+    if active(emu::wants_virtual) {
+        Some(NewSocket::Virtual)
+    } else if active(crate::netlink::wants) {
+        Some(NewSocket::Netlink)
+    } else {
+        crate::dgram::refuse_raw(domain, ty).then_some(NewSocket::RefusedRaw)
     }
-    if !wanted {
-        if crate::dgram::refuse_raw(domain, ty) {
-            // An unprivileged kernel's answer (ping then falls back to a ping socket).
-            Errno(libc::EPERM).set_errno();
-            return -1;
-        }
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::socket(domain, ty, protocol) };
-    }
-    guard(|| {
-        let fd = emu::socket(&Daemons, domain, ty, protocol)?;
-        crate::dgram::created(fd, domain, ty, protocol);
-        Ok(fd)
-    })
 }
 
 /// Is `fd` a virtual netlink socket ([`crate::netlink`])? One atomic load for other fds.
@@ -114,40 +112,36 @@ fn netlink_fd(fd: c_int) -> bool {
         .unwrap_or(false)
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> c_int {
-    if netlink_fd(fd) {
-        return guard(|| {
-            if a.is_null() {
-                return Err(Errno(libc::EFAULT));
-            }
-            // SAFETY: the caller guarantees len readable bytes at a; we read at most 12.
-            let b = unsafe { std::slice::from_raw_parts(a.cast::<u8>(), (len as usize).min(12)) };
-            crate::netlink::bind(fd, b).map(|_| 0)
-        });
-    }
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::bind(fd, a, len) };
-    };
-    // SAFETY: a/len come from the caller of bind, who vouches for them.
-    guard(|| emu::bind(&Daemons, v, unsafe { in_addr(a, len) }?).map(|_| 0))
+/// A socket of ours, for the calls that also serve virtual netlink sockets.
+enum Sock {
+    Netlink,
+    Virt(Virt),
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::listen(fd, backlog) };
-    };
-    guard(|| emu::listen(&Daemons, v, fd, backlog).map(|_| 0))
+/// `fd` as a virtual netlink socket (when `netlink` says the call may be for one) or as a
+/// virtual socket.
+fn sock(fd: c_int, netlink: bool) -> Option<Sock> {
+    if netlink && netlink_fd(fd) {
+        Some(Sock::Netlink)
+    } else {
+        virt(fd).map(Sock::Virt)
+    }
 }
 
 /// Shared body of `accept` and `accept4`.
 ///
 /// # Safety
 /// As for accept4(2).
-unsafe fn do_accept(fd: c_int, a: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+unsafe fn do_accept(
+    v: Virt,
+    fd: c_int,
+    a: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    if guard(|| emu::check_listening(&Daemons, v).map(|_| 0)) < 0 {
+        return -1;
+    }
     guard(|| {
         if !a.is_null() && len.is_null() {
             return Err(Errno(libc::EFAULT));
@@ -162,172 +156,173 @@ unsafe fn do_accept(fd: c_int, a: *mut sockaddr, len: *mut socklen_t, flags: c_i
     })
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn accept(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::accept(fd, a, len) };
-    };
-    if guard(|| emu::check_listening(&Daemons, v).map(|_| 0)) < 0 {
-        return -1;
+hooks! {
+    fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int
+    where new_socket(domain, ty, protocol) => |kind| {
+        match kind {
+            NewSocket::Netlink => guard(|| crate::netlink::create(ty)),
+            NewSocket::RefusedRaw => {
+                Errno(libc::EPERM).set_errno();
+                -1
+            }
+            NewSocket::Virtual => guard(|| {
+                let fd = emu::socket(&Daemons, domain, ty, protocol)?;
+                crate::dgram::created(fd, domain, ty, protocol);
+                Ok(fd)
+            }),
+        }
     }
-    // SAFETY: the caller's arguments, as for accept(2).
-    unsafe { do_accept(fd, a, len, 0) }
-}
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn accept4(
-    fd: c_int,
-    a: *mut sockaddr,
-    len: *mut socklen_t,
-    flags: c_int,
-) -> c_int {
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::accept4(fd, a, len, flags) };
-    };
-    if guard(|| emu::check_listening(&Daemons, v).map(|_| 0)) < 0 {
-        return -1;
+    fn bind(fd: c_int, a: *const sockaddr, len: socklen_t) -> c_int
+    where sock(fd, true) => |s| {
+        match s {
+            Sock::Netlink => guard(|| {
+                if a.is_null() {
+                    return Err(Errno(libc::EFAULT));
+                }
+                // SAFETY: the caller guarantees len readable bytes at a; we read at most 12.
+                let b =
+                    unsafe { std::slice::from_raw_parts(a.cast::<u8>(), (len as usize).min(12)) };
+                crate::netlink::bind(fd, b).map(|_| 0)
+            }),
+            Sock::Virt(v) => guard(|| {
+                // SAFETY: a/len come from the caller of bind, who vouches for them.
+                let to = unsafe { in_addr(a, len) }?;
+                emu::bind(&Daemons, v, to).map(|_| 0)
+            }),
+        }
     }
-    // SAFETY: the caller's arguments, as for accept4(2).
-    unsafe { do_accept(fd, a, len, flags) }
-}
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) -> c_int {
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::connect(fd, a, len) };
-    };
-    // SAFETY: a/len come from the caller of connect, who vouches for them.
-    guard(|| {
-        let to = unsafe { in_addr(a, len) }?;
-        emu::connect(&Daemons, v, fd, to)?;
-        crate::dgram::connected(fd, to.0.is_some());
-        Ok(0)
-    })
-}
+    fn listen(fd: c_int, backlog: c_int) -> c_int
+    where virt(fd) => |v| {
+        guard(|| emu::listen(&Daemons, v, fd, backlog).map(|_| 0))
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if netlink_fd(fd) {
-        return guard(|| {
-            if a.is_null() || len.is_null() {
+    fn accept(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int
+    where virt(fd) => |v| {
+        // SAFETY: the caller's arguments, as for accept(2).
+        unsafe { do_accept(v, fd, a, len, 0) }
+    }
+
+    fn accept4(fd: c_int, a: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
+    where virt(fd) => |v| {
+        // SAFETY: the caller's arguments, as for accept4(2).
+        unsafe { do_accept(v, fd, a, len, flags) }
+    }
+
+    fn connect(fd: c_int, a: *const sockaddr, len: socklen_t) -> c_int
+    where virt(fd) => |v| {
+        guard(|| {
+            // SAFETY: a/len come from the caller of connect, who vouches for them.
+            let to = unsafe { in_addr(a, len) }?;
+            emu::connect(&Daemons, v, fd, to)?;
+            crate::dgram::connected(fd, to.0.is_some());
+            Ok(0)
+        })
+    }
+
+    fn getsockname(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int
+    where sock(fd, true) => |s| {
+        match s {
+            Sock::Netlink => guard(|| {
+                if a.is_null() || len.is_null() {
+                    return Err(Errno(libc::EFAULT));
+                }
+                let n = crate::netlink::name(fd)?;
+                // SAFETY: len is the caller's valid pointer; a has room for *len bytes and we
+                // copy at most that many.
+                unsafe {
+                    let k = (*len as usize).min(n.len());
+                    std::ptr::copy_nonoverlapping(n.as_ptr(), a.cast::<u8>(), k);
+                    *len = n.len() as socklen_t;
+                }
+                Ok(0)
+            }),
+            Sock::Virt(v) => guard(|| {
+                let name = emu::name(&Daemons, v, false)?;
+                if a.is_null() {
+                    return Err(Errno(libc::EFAULT));
+                }
+                // SAFETY: a/len come from the caller, who vouches for them.
+                unsafe { out_addr(&name, a, len) }.map(|_| 0)
+            }),
+        }
+    }
+
+    fn getpeername(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int
+    where virt(fd) => |v| {
+        guard(|| {
+            let name = emu::name(&Daemons, v, true)?;
+            if a.is_null() {
                 return Err(Errno(libc::EFAULT));
             }
-            let n = crate::netlink::name(fd)?;
-            // SAFETY: len is the caller's valid pointer; a has room for *len bytes and we
-            // copy at most that many.
+            // SAFETY: a/len come from the caller, who vouches for them.
+            unsafe { out_addr(&name, a, len) }.map(|_| 0)
+        })
+    }
+
+    fn getsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        val: *mut c_void,
+        len: *mut socklen_t,
+    ) -> c_int
+    where virt(fd) => |v| {
+        guard(|| {
+            if len.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            // SAFETY: len is non-null and the caller's.
+            let room = unsafe { *len } as i32;
+            if room < 0 {
+                return Err(Errno::EINVAL);
+            }
+            let b = emu::getsockopt(&Daemons, v, fd, level, name, room as usize)?;
+            if !b.is_empty() && val.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            // SAFETY: val has room for *len bytes; b.len() <= *len.
             unsafe {
-                let k = (*len as usize).min(n.len());
-                std::ptr::copy_nonoverlapping(n.as_ptr(), a.cast::<u8>(), k);
-                *len = n.len() as socklen_t;
+                std::ptr::copy_nonoverlapping(b.as_ptr(), val.cast::<u8>(), b.len());
+                *len = b.len() as socklen_t;
             }
             Ok(0)
-        });
+        })
     }
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::getsockname(fd, a, len) };
-    };
-    guard(|| {
-        let name = emu::name(&Daemons, v, false)?;
-        if a.is_null() {
-            return Err(Errno(libc::EFAULT));
-        }
-        // SAFETY: a/len come from the caller, who vouches for them.
-        unsafe { out_addr(&name, a, len) }.map(|_| 0)
-    })
-}
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn getpeername(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::getpeername(fd, a, len) };
-    };
-    guard(|| {
-        let name = emu::name(&Daemons, v, true)?;
-        if a.is_null() {
-            return Err(Errno(libc::EFAULT));
-        }
-        // SAFETY: a/len come from the caller, who vouches for them.
-        unsafe { out_addr(&name, a, len) }.map(|_| 0)
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn getsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    val: *mut c_void,
-    len: *mut socklen_t,
-) -> c_int {
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::getsockopt(fd, level, name, val, len) };
-    };
-    guard(|| {
-        if len.is_null() {
-            return Err(Errno(libc::EFAULT));
-        }
-        // SAFETY: len is non-null and the caller's.
-        let room = unsafe { *len } as i32;
-        if room < 0 {
-            return Err(Errno::EINVAL);
-        }
-        let b = emu::getsockopt(&Daemons, v, fd, level, name, room as usize)?;
-        if !b.is_empty() && val.is_null() {
-            return Err(Errno(libc::EFAULT));
-        }
-        // SAFETY: val has room for *len bytes; b.len() <= *len.
-        unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), val.cast::<u8>(), b.len());
-            *len = b.len() as socklen_t;
-        }
-        Ok(0)
-    })
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn setsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    val: *const c_void,
-    len: socklen_t,
-) -> c_int {
-    if level == libc::SOL_NETLINK && netlink_fd(fd) {
-        // Memberships, NETLINK_NO_ENOBUFS, extended acks…: accepted, nothing to do.
-        return 0;
-    }
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::setsockopt(fd, level, name, val, len) };
-    };
-    guard(|| {
-        let value: &[u8] = if len == 0 {
-            &[]
-        } else if val.is_null() {
-            return Err(Errno(libc::EFAULT));
-        } else if len as usize > ioth_common::ctl::MAX_OPT {
-            return Err(Errno::EINVAL);
-        } else {
-            // SAFETY: the caller guarantees len readable bytes at val.
-            unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) }
+    fn setsockopt(
+        fd: c_int,
+        level: c_int,
+        name: c_int,
+        val: *const c_void,
+        len: socklen_t,
+    ) -> c_int
+    where sock(fd, level == libc::SOL_NETLINK) => |s| {
+        let v = match s {
+            // Memberships, NETLINK_NO_ENOBUFS, extended acks…: accepted, nothing to do.
+            Sock::Netlink => return 0,
+            Sock::Virt(v) => v,
         };
-        emu::setsockopt(&Daemons, v, fd, level, name, value)?;
-        crate::dgram::option_set(fd, level, name, value);
-        Ok(0)
-    })
-}
+        guard(|| {
+            let value: &[u8] = if len == 0 {
+                &[]
+            } else if val.is_null() {
+                return Err(Errno(libc::EFAULT));
+            } else if len as usize > ioth_common::ctl::MAX_OPT {
+                return Err(Errno::EINVAL);
+            } else {
+                // SAFETY: the caller guarantees len readable bytes at val.
+                unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) }
+            };
+            emu::setsockopt(&Daemons, v, fd, level, name, value)?;
+            crate::dgram::option_set(fd, level, name, value);
+            Ok(0)
+        })
+    }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
-    let Some(v) = virt(fd) else {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::shutdown(fd, how) };
-    };
-    guard(|| emu::shutdown(&Daemons, v, fd, how).map(|_| 0))
+    fn shutdown(fd: c_int, how: c_int) -> c_int
+    where virt(fd) => |v| {
+        guard(|| emu::shutdown(&Daemons, v, fd, how).map(|_| 0))
+    }
 }

@@ -15,6 +15,8 @@
 //! Setting anything (`SIOCSIF*`, `RTM_NEWADDR`, …) is refused with `EPERM`, like for an
 //! unprivileged process: the node's addresses are the daemon's.
 
+#![deny(unsafe_code)]
+
 use ioth_common::sys::Errno;
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -15,32 +15,20 @@
 //! datagram socket is the size of the next datagram, as for UDP (the kernel would count the
 //! whole `SOCK_SEQPACKET` queue with its headers); on other fds it is the kernel's.
 
-#![allow(clippy::missing_safety_doc)]
-
+use crate::hook::hooks;
 use crate::hooks::guard;
 use crate::iface::{self, IFREQ_LEN};
-use crate::real;
 use ioth_common::ctl::{Request, WireAddr};
 use ioth_common::sys::Errno;
 use libc::{c_char, c_int, c_uint, c_ulong, c_void};
 use std::net::{IpAddr, SocketAddr};
 use std::panic::catch_unwind;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
-fn active() -> bool {
-    catch_unwind(crate::node::active).unwrap_or(false)
-}
-
-/// The next definition of `name` (libc's), resolved once.
-fn next(slot: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
-    let p = slot.load(Ordering::Acquire);
-    if !p.is_null() {
-        return p;
-    }
-    // SAFETY: name is NUL-terminated; RTLD_NEXT is a valid pseudo-handle.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
-    slot.store(p, Ordering::Release);
-    p
+/// `Some` in a process with an active node: the interface calls are ours.
+fn active() -> Option<()> {
+    catch_unwind(crate::node::active)
+        .unwrap_or(false)
+        .then_some(())
 }
 
 const SET_REQS: [c_ulong; 7] = [
@@ -62,26 +50,34 @@ fn ours(req: c_ulong) -> bool {
         || SET_REQS.contains(&req)
 }
 
-/// `ioctl(fd, req, arg)`: declared with one pointer argument (the ABI passes the variadic
-/// argument in the same register; requests without one never reach our code).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int {
+/// What an `ioctl` request is to the shim; `None`: the kernel's.
+enum Ioctl {
+    /// `FIONREAD` on a virtual datagram socket: the next datagram's size, or the error.
+    NextLen(Result<usize, Errno>),
+    /// An interface or ARP request in a process with an active node.
+    Iface,
+}
+
+fn ioctl_kind(fd: c_int, req: c_ulong, arg: *mut c_void) -> Option<Ioctl> {
     if req == libc::FIONREAD
         && crate::dgram::hit(fd) != 0
         && !arg.is_null()
         && let Some(r) = crate::dgram::next_len(fd)
     {
-        return guard(|| {
-            let n = r? as c_int;
-            // SAFETY: FIONREAD's argument is the caller's int.
-            unsafe { arg.cast::<c_int>().write_unaligned(n) };
-            Ok(0)
-        });
+        return Some(Ioctl::NextLen(r));
     }
-    if !ours(req) || !active() {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real::ioctl(fd, req, arg) };
+    if ours(req) {
+        active().map(|()| Ioctl::Iface)
+    } else {
+        None
     }
+}
+
+/// `ioctl(fd, req, arg)` for the interface and ARP requests (see the module documentation).
+///
+/// # Safety
+/// `arg` is null or points to the structure `req` takes (`ifconf`, `arpreq`, `ifreq`).
+unsafe fn iface_ioctl(req: c_ulong, arg: *mut c_void) -> c_int {
     guard(|| {
         if SET_REQS.contains(&req) {
             return Err(Errno(libc::EPERM));
@@ -154,33 +150,6 @@ unsafe fn ifconf(i: &iface::Iface, c: *mut u8) -> Result<c_int, Errno> {
     Ok(0)
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn getifaddrs(out: *mut *mut libc::ifaddrs) -> c_int {
-    static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    if !active() {
-        let p = next(&REAL, b"getifaddrs\0");
-        if p.is_null() {
-            Errno(libc::ENOSYS).set_errno();
-            return -1;
-        }
-        // SAFETY: p is libc's getifaddrs, with this signature.
-        let f: unsafe extern "C" fn(*mut *mut libc::ifaddrs) -> c_int =
-            unsafe { std::mem::transmute(p) };
-        // SAFETY: the caller's argument.
-        return unsafe { f(out) };
-    }
-    guard(|| {
-        if out.is_null() {
-            return Err(Errno(libc::EFAULT));
-        }
-        let i = iface::current().ok_or(Errno(libc::ENODEV))?;
-        let list = iface::ifaddrs(&i);
-        // SAFETY: out is the caller's valid pointer; build writes a block it allocated.
-        unsafe { *out = build_ifaddrs(&list)? };
-        Ok(0)
-    })
-}
-
 /// One `malloc` block: the entries, then 32-byte address slots, then the name.
 ///
 /// # Safety
@@ -231,91 +200,92 @@ unsafe fn build_ifaddrs(list: &[iface::IfaEntry]) -> Result<*mut libc::ifaddrs, 
     Ok(base.cast())
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn if_nametoindex(name: *const c_char) -> c_uint {
-    static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    if !active() {
-        let p = next(&REAL, b"if_nametoindex\0");
-        if p.is_null() {
+hooks! {
+    /// `ioctl(fd, req, arg)`: declared with one pointer argument (the ABI passes the variadic
+    /// argument in the same register; requests without one never reach our code).
+    fn ioctl(fd: c_int, req: c_ulong, arg: *mut c_void) -> c_int
+    where ioctl_kind(fd, req, arg) => |kind| {
+        match kind {
+            Ioctl::NextLen(r) => guard(|| {
+                let n = r? as c_int;
+                // SAFETY: FIONREAD's argument is the caller's int (checked non-null).
+                unsafe { arg.cast::<c_int>().write_unaligned(n) };
+                Ok(0)
+            }),
+            // SAFETY: arg is what the caller passed with req.
+            Ioctl::Iface => unsafe { iface_ioctl(req, arg) },
+        }
+    }
+
+    fn getifaddrs(out: *mut *mut libc::ifaddrs) -> c_int
+    where active() => |()| {
+        guard(|| {
+            if out.is_null() {
+                return Err(Errno(libc::EFAULT));
+            }
+            let i = iface::current().ok_or(Errno(libc::ENODEV))?;
+            let list = iface::ifaddrs(&i);
+            // SAFETY: out is the caller's valid pointer; build writes a block it allocated.
+            unsafe { *out = build_ifaddrs(&list)? };
+            Ok(0)
+        })
+    }
+
+    fn if_nametoindex(name: *const c_char) -> c_uint
+    where active() => |()| {
+        if name.is_null() {
+            Errno(libc::ENODEV).set_errno();
             return 0;
         }
-        // SAFETY: p is libc's if_nametoindex, with this signature.
-        let f: unsafe extern "C" fn(*const c_char) -> c_uint = unsafe { std::mem::transmute(p) };
-        // SAFETY: the caller's argument.
-        return unsafe { f(name) };
+        // SAFETY: name is the caller's NUL-terminated string.
+        let n = unsafe { std::ffi::CStr::from_ptr(name) };
+        if n.to_bytes() == iface::NAME.as_bytes() {
+            iface::INDEX
+        } else {
+            Errno(libc::ENODEV).set_errno();
+            0
+        }
     }
-    if name.is_null() {
-        Errno(libc::ENODEV).set_errno();
-        return 0;
-    }
-    // SAFETY: name is the caller's NUL-terminated string.
-    let n = unsafe { std::ffi::CStr::from_ptr(name) };
-    if n.to_bytes() == iface::NAME.as_bytes() {
-        iface::INDEX
-    } else {
-        Errno(libc::ENODEV).set_errno();
-        0
-    }
-}
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn if_indextoname(index: c_uint, buf: *mut c_char) -> *mut c_char {
-    static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    if !active() {
-        let p = next(&REAL, b"if_indextoname\0");
-        if p.is_null() {
+    fn if_indextoname(index: c_uint, buf: *mut c_char) -> *mut c_char
+    where active() => |()| {
+        if index != iface::INDEX || buf.is_null() {
+            Errno(libc::ENXIO).set_errno();
             return std::ptr::null_mut();
         }
-        // SAFETY: p is libc's if_indextoname, with this signature.
-        let f: unsafe extern "C" fn(c_uint, *mut c_char) -> *mut c_char =
-            unsafe { std::mem::transmute(p) };
-        // SAFETY: the caller's arguments.
-        return unsafe { f(index, buf) };
+        // SAFETY: buf has room for IF_NAMESIZE (16) bytes, as the function requires.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                iface::NAME.as_ptr(),
+                buf.cast::<u8>(),
+                iface::NAME.len(),
+            );
+            *buf.add(iface::NAME.len()) = 0;
+        }
+        buf
     }
-    if index != iface::INDEX || buf.is_null() {
-        Errno(libc::ENXIO).set_errno();
-        return std::ptr::null_mut();
-    }
-    // SAFETY: buf has room for IF_NAMESIZE (16) bytes, as the function requires.
-    unsafe {
-        std::ptr::copy_nonoverlapping(iface::NAME.as_ptr(), buf.cast::<u8>(), iface::NAME.len());
-        *buf.add(iface::NAME.len()) = 0;
-    }
-    buf
-}
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn if_nameindex() -> *mut libc::if_nameindex {
-    static REAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    if !active() {
-        let p = next(&REAL, b"if_nameindex\0");
-        if p.is_null() {
-            return std::ptr::null_mut();
+    fn if_nameindex() -> *mut libc::if_nameindex
+    where active() => |()| {
+        // SAFETY: two zeroed entries (the second is the terminator) and a malloc'd name, the
+        // layout glibc's if_freenameindex frees; both allocations are checked.
+        unsafe {
+            let arr = libc::calloc(2, std::mem::size_of::<libc::if_nameindex>())
+                .cast::<libc::if_nameindex>();
+            if arr.is_null() {
+                Errno(libc::ENOBUFS).set_errno();
+                return std::ptr::null_mut();
+            }
+            let name = libc::calloc(1, iface::NAME.len() + 1).cast::<u8>();
+            if name.is_null() {
+                libc::free(arr.cast());
+                Errno(libc::ENOBUFS).set_errno();
+                return std::ptr::null_mut();
+            }
+            std::ptr::copy_nonoverlapping(iface::NAME.as_ptr(), name, iface::NAME.len());
+            (*arr).if_index = iface::INDEX;
+            (*arr).if_name = name.cast();
+            arr
         }
-        // SAFETY: p is libc's if_nameindex, with this signature.
-        let f: unsafe extern "C" fn() -> *mut libc::if_nameindex =
-            unsafe { std::mem::transmute(p) };
-        // SAFETY: no arguments.
-        return unsafe { f() };
-    }
-    // SAFETY: two zeroed entries (the second is the terminator) and a malloc'd name, the
-    // layout glibc's if_freenameindex frees; both allocations are checked.
-    unsafe {
-        let arr =
-            libc::calloc(2, std::mem::size_of::<libc::if_nameindex>()).cast::<libc::if_nameindex>();
-        if arr.is_null() {
-            Errno(libc::ENOBUFS).set_errno();
-            return std::ptr::null_mut();
-        }
-        let name = libc::calloc(1, iface::NAME.len() + 1).cast::<u8>();
-        if name.is_null() {
-            libc::free(arr.cast());
-            Errno(libc::ENOBUFS).set_errno();
-            return std::ptr::null_mut();
-        }
-        std::ptr::copy_nonoverlapping(iface::NAME.as_ptr(), name, iface::NAME.len());
-        (*arr).if_index = iface::INDEX;
-        (*arr).if_name = name.cast();
-        arr
     }
 }

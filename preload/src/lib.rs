@@ -13,9 +13,9 @@
 //!
 //! Layers: [`hooks`] (exported C symbols, pointer handling, panic barrier) over [`emu`] (what
 //! each call means for a virtual socket) over [`node`] (control connections, starting the
-//! daemon) and [`spawn`]; [`real`] holds libc's own functions for pass-through; [`addr`]
-//! converts socket addresses. Datagram sockets: [`dghooks`] over [`dgram`] (with
-//! [`real_io`]); names: [`resolv`].
+//! daemon) and [`spawn`]; [`addr`] converts socket addresses. Datagram sockets: [`dghooks`]
+//! over [`dgram`]; names: [`resolv`]. Every exported symbol, with its pass-through to libc's
+//! own function (each hook module's `real`), is declared by one macro in [`hook`].
 //!
 //! Environment: `IOTH_STACK` (control socket of a running node), else `IOTH_IP` (+ `IOTH_GW`,
 //! `IOTH_DNS`, `IOTH_MAC`, `IOTH_MTU`, `IOTH_SWITCH`, `IOTH_NAME`, `IOTH_RUNDIR`); `IOTH_STACKD`
@@ -30,21 +30,19 @@ pub mod addr;
 pub mod dghooks;
 pub mod dgram;
 pub mod emu;
+pub mod hook;
 pub mod hooks;
 pub mod iface;
 pub mod ifhooks;
 pub mod log;
 pub mod netlink;
 pub mod node;
-pub mod real;
-pub mod real_io;
 pub mod resolv;
 pub mod spawn;
 
 extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {
-        real::resolve_all();
-        real_io::resolve_all();
+        hook::resolve_all();
         dgram::scan_inherited();
         node::install_atfork();
         let _ = spawn::self_dir();

@@ -16,6 +16,8 @@
 //! The fd is marked in the datagram fd table ([`crate::dgram`]), so the send/receive hooks
 //! find it with the same one atomic load. Other netlink protocols go to the kernel.
 
+#![deny(unsafe_code)]
+
 use crate::iface::{self, Iface};
 use ioth_common::sys::{self, Errno, Fd};
 use parking_lot::Mutex;

@@ -14,16 +14,16 @@
 //! * Control fds are close-on-exec and moved to a high number, out of the way of `dup2`.
 
 use crate::spawn;
-use ioth_common::config::{NodeConfig, RawConfig};
+use ioth_common::config::{ConfigError, NodeConfig, RawConfig};
 use ioth_common::ctl::{self, Reply, Request};
 use ioth_common::names;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
-use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 use std::ffi::OsString;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// Lowest fd number used for control connections (when the fd limit allows it).
 const HIGH_FD: i32 = 900;
@@ -89,7 +89,7 @@ pub enum Home {
     /// Neither `IOTH_STACK` nor `IOTH_IP`: everything goes to the kernel.
     Inert,
     /// The configuration is unusable; the reason, printed once.
-    Bad(String),
+    Bad(ConfigError),
     /// A running daemon's control socket (`IOTH_STACK`).
     Stack(PathBuf),
     /// A node to join or start.
@@ -100,7 +100,7 @@ pub enum Home {
     },
 }
 
-static HOME: OnceCell<Home> = OnceCell::new();
+static HOME: OnceLock<Home> = OnceLock::new();
 
 /// The home node configuration, read from the environment once per process image.
 pub fn home() -> &'static Home {
@@ -253,7 +253,7 @@ fn unusable(msg: &str) -> Errno {
 fn join_home() -> Result<Conn, Errno> {
     match home() {
         Home::Inert => Err(Errno(libc::EAFNOSUPPORT)),
-        Home::Bad(e) => Err(unusable(e)),
+        Home::Bad(e) => Err(unusable(&e.to_string())),
         Home::Stack(p) => {
             let mut c = Conn::open(&UnixAddr::path(p)).map_err(|e| {
                 unusable(&format!(

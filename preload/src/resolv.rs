@@ -25,19 +25,18 @@
 //! Not done: search domains (`/etc/resolv.conf` is not read), DNS over TCP, `res_query` and
 //! the other `res_*` functions, `getaddrinfo_a`, NSS databases other than `/etc/hosts`.
 
-#![allow(clippy::missing_safety_doc)]
-
 use crate::emu::{self, Daemons};
-use crate::{node, real_io};
+use crate::hook::hooks;
+use crate::node;
 use ioth_common::ctl::{DgramHeader, Reply, Request, WireAddr};
 use ioth_common::dns;
 use ioth_common::sys::{self, Fd};
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t};
-use once_cell::sync::OnceCell;
 use std::ffi::{CStr, CString};
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Why a lookup found nothing.
@@ -49,7 +48,7 @@ pub enum Fail {
 
 /// Do the shim's functions answer, or glibc's?
 fn ours() -> bool {
-    static MODE: OnceCell<bool> = OnceCell::new();
+    static MODE: OnceLock<bool> = OnceLock::new();
     *MODE.get_or_init(|| {
         node::active()
             && !std::env::var("IOTH_RESOLVE").is_ok_and(|v| v.eq_ignore_ascii_case("kernel"))
@@ -157,9 +156,10 @@ impl Udp {
             0,
         )
         .ok()?;
-        Some(Udp {
-            fd: Fd::from_raw(fd),
-        })
+        // SAFETY: emu::socket returns a descriptor it just created for us, owned by nobody
+        // else.
+        let fd = unsafe { Fd::from_raw(fd) };
+        Some(Udp { fd })
     }
 
     fn send(&self, to: SocketAddr, msg: &[u8]) {
@@ -420,82 +420,29 @@ fn looks_numeric(s: &str) -> bool {
                     .is_some_and(|a| a.parse::<Ipv6Addr>().is_ok())))
 }
 
-fn gai(f: impl FnOnce() -> c_int) -> c_int {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(libc::EAI_SYSTEM)
+/// [`ours`], never panicking (for the hooks' prologues).
+fn answering() -> bool {
+    catch_unwind(ours).unwrap_or(false)
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn getaddrinfo(
-    node: *const c_char,
-    service: *const c_char,
-    hints: *const addrinfo,
-    res: *mut *mut addrinfo,
-) -> c_int {
-    if node.is_null() || !catch_unwind(ours).unwrap_or(false) {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::getaddrinfo(node, service, hints, res) };
-    }
-    // SAFETY: hints is null or the caller's valid addrinfo.
-    let mut h: addrinfo = if hints.is_null() {
-        // glibc's defaults for a NULL hints.
-        // SAFETY: addrinfo is plain old data.
-        let mut h: addrinfo = unsafe { std::mem::zeroed() };
-        h.ai_flags = libc::AI_V4MAPPED | libc::AI_ADDRCONFIG;
-        h
-    } else {
-        unsafe { *hints }
-    };
-    h.ai_canonname = std::ptr::null_mut();
-    h.ai_addr = std::ptr::null_mut();
-    h.ai_next = std::ptr::null_mut();
-    let flags = h.ai_flags;
-    // Numeric first: glibc's answer, with no lookup possible.
-    let mut numeric = h;
-    numeric.ai_flags = (flags | libc::AI_NUMERICHOST) & !libc::AI_ADDRCONFIG;
-    // SAFETY: the caller's node/service/res with our hints.
-    let r = unsafe { real_io::getaddrinfo(node, service, &numeric, res) };
-    if r != libc::EAI_NONAME || flags & libc::AI_NUMERICHOST != 0 {
-        return r;
-    }
-    gai(|| {
-        let Some(name) = cstr(node) else {
-            return libc::EAI_NONAME;
-        };
-        let fam = h.ai_family;
-        let mapped = fam == libc::AF_INET6 && flags & libc::AI_V4MAPPED != 0;
-        let v4 = fam == libc::AF_UNSPEC || fam == libc::AF_INET || mapped;
-        let v6 = fam == libc::AF_UNSPEC || fam == libc::AF_INET6;
-        if !v4 && !v6 {
-            return libc::EAI_FAMILY;
-        }
-        let (canon, mut addrs) = match lookup(name, v4, v6) {
-            Ok(x) => x,
-            Err(Fail::NoName) => return libc::EAI_NONAME,
-            Err(Fail::Again) => return libc::EAI_AGAIN,
-        };
-        if flags & libc::AI_ADDRCONFIG != 0 {
-            let mine = node_info().addrs;
-            let has4 = mine.iter().any(|a| a.is_ipv4());
-            let has6 = mine.iter().any(|a| a.is_ipv6() && !is_link_local(a));
-            addrs.retain(|a| a.is_ipv4() && has4 || a.is_ipv6() && has6);
-        }
-        if mapped {
-            let any6 = addrs.iter().any(|a| a.is_ipv6());
-            if any6 && flags & libc::AI_ALL == 0 {
-                addrs.retain(|a| a.is_ipv6());
-            }
-            for a in addrs.iter_mut() {
-                if let IpAddr::V4(v) = a {
-                    *a = IpAddr::V6(v.to_ipv6_mapped());
-                }
-            }
-        }
-        if addrs.is_empty() {
-            return libc::EAI_NONAME;
-        }
-        // SAFETY: res is the caller's result pointer.
-        unsafe { build(&addrs, &canon, service, &h, res) }
-    })
+/// Whether `getnameinfo` asks us for a host name (else glibc answers alone: no host buffer,
+/// no address, `NI_NUMERICHOST`, or not our process).
+fn names_host(
+    sa: *const sockaddr,
+    host: *mut c_char,
+    hostlen: socklen_t,
+    flags: c_int,
+) -> Option<()> {
+    (!host.is_null()
+        && hostlen != 0
+        && !sa.is_null()
+        && flags & libc::NI_NUMERICHOST == 0
+        && answering())
+    .then_some(())
+}
+
+fn gai(f: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(libc::EAI_SYSTEM)
 }
 
 /// Chain the real `getaddrinfo` results of each address (see the module docs).
@@ -528,7 +475,7 @@ unsafe fn build(
         hh.ai_flags = libc::AI_NUMERICHOST | (h.ai_flags & libc::AI_NUMERICSERV);
         let mut one: *mut addrinfo = std::ptr::null_mut();
         // SAFETY: valid strings and hints; `one` receives glibc's list.
-        let r = unsafe { real_io::getaddrinfo(s.as_ptr(), service, &hh, &mut one) };
+        let r = unsafe { real::getaddrinfo(s.as_ptr(), service, &hh, &mut one) };
         if r != 0 || one.is_null() {
             last_err = r;
             continue;
@@ -572,70 +519,6 @@ fn sa_ip(b: &[u8]) -> Option<IpAddr> {
         .ok()?
         .0
         .map(|s| ioth_common::config::unmap(s.ip()))
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn getnameinfo(
-    sa: *const sockaddr,
-    salen: socklen_t,
-    host: *mut c_char,
-    hostlen: socklen_t,
-    serv: *mut c_char,
-    servlen: socklen_t,
-    flags: c_int,
-) -> c_int {
-    if host.is_null()
-        || hostlen == 0
-        || sa.is_null()
-        || flags & libc::NI_NUMERICHOST != 0
-        || !catch_unwind(ours).unwrap_or(false)
-    {
-        // SAFETY: pass-through with the caller's arguments.
-        return unsafe { real_io::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags) };
-    }
-    // Service and numeric host from glibc; the host name from us.
-    // SAFETY: the caller's arguments, with NI_NUMERICHOST (no lookup).
-    let r = unsafe {
-        real_io::getnameinfo(
-            sa,
-            salen,
-            host,
-            hostlen,
-            serv,
-            servlen,
-            (flags | libc::NI_NUMERICHOST) & !libc::NI_NAMEREQD,
-        )
-    };
-    if r != 0 {
-        return r;
-    }
-    gai(|| {
-        // SAFETY: sa has salen readable bytes (the caller's).
-        let b = unsafe { std::slice::from_raw_parts(sa.cast::<u8>(), (salen as usize).min(128)) };
-        let Some(ip) = sa_ip(b) else {
-            return 0;
-        };
-        match reverse(&ip) {
-            Some(mut n) => {
-                if flags & libc::NI_NOFQDN != 0
-                    && let Some((first, _)) = n.split_once('.')
-                {
-                    n = first.to_string();
-                }
-                if n.len() + 1 > hostlen as usize {
-                    return libc::EAI_OVERFLOW;
-                }
-                // SAFETY: host has hostlen bytes; we write n.len() + 1 <= hostlen.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(n.as_ptr(), host.cast::<u8>(), n.len());
-                    *host.add(n.len()) = 0;
-                }
-                0
-            }
-            None if flags & libc::NI_NAMEREQD != 0 => libc::EAI_NONAME,
-            None => 0,
-        }
-    })
 }
 
 // ------------------------------------------------------------------------ gethostby*
@@ -801,72 +684,10 @@ unsafe fn reentrant_result(
 /// Whether the shim answers for this name (else glibc: numeric, or not our process).
 fn ours_for(name: *const c_char) -> Option<String> {
     let n = cstr(name)?;
-    if looks_numeric(n) || !catch_unwind(ours).unwrap_or(false) {
+    if looks_numeric(n) || !answering() {
         return None;
     }
     Some(n.to_string())
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
-    let Some(n) = ours_for(name) else {
-        // SAFETY: pass-through.
-        return unsafe { real_io::gethostbyname(name) };
-    };
-    catch_unwind(|| static_result(host_for(&n, libc::AF_INET))).unwrap_or(std::ptr::null_mut())
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
-    let Some(n) = ours_for(name) else {
-        // SAFETY: pass-through.
-        return unsafe { real_io::gethostbyname2(name, af) };
-    };
-    if af != libc::AF_INET && af != libc::AF_INET6 {
-        set_h_errno(NO_RECOVERY);
-        return std::ptr::null_mut();
-    }
-    catch_unwind(|| static_result(host_for(&n, af))).unwrap_or(std::ptr::null_mut())
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn gethostbyname_r(
-    name: *const c_char,
-    ret: *mut hostent,
-    buf: *mut c_char,
-    len: size_t,
-    result: *mut *mut hostent,
-    err: *mut c_int,
-) -> c_int {
-    let Some(n) = ours_for(name) else {
-        // SAFETY: pass-through.
-        return unsafe { real_io::gethostbyname_r(name, ret, buf, len, result, err) };
-    };
-    let h = catch_unwind(|| host_for(&n, libc::AF_INET)).unwrap_or(Err(NO_RECOVERY));
-    // SAFETY: the caller's arguments.
-    unsafe { reentrant_result(h, ret, buf, len, result, err) }
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn gethostbyname2_r(
-    name: *const c_char,
-    af: c_int,
-    ret: *mut hostent,
-    buf: *mut c_char,
-    len: size_t,
-    result: *mut *mut hostent,
-    err: *mut c_int,
-) -> c_int {
-    let Some(n) = ours_for(name) else {
-        // SAFETY: pass-through.
-        return unsafe { real_io::gethostbyname2_r(name, af, ret, buf, len, result, err) };
-    };
-    if af != libc::AF_INET && af != libc::AF_INET6 {
-        return libc::EAFNOSUPPORT;
-    }
-    let h = catch_unwind(|| host_for(&n, af)).unwrap_or(Err(NO_RECOVERY));
-    // SAFETY: the caller's arguments.
-    unsafe { reentrant_result(h, ret, buf, len, result, err) }
 }
 
 /// The host of an address (for gethostbyaddr*).
@@ -895,40 +716,210 @@ unsafe fn host_by_addr(a: *const c_void, len: socklen_t, ty: c_int) -> Result<Ho
     }
 }
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn gethostbyaddr(
-    a: *const c_void,
-    len: socklen_t,
-    ty: c_int,
-) -> *mut hostent {
-    if !catch_unwind(ours).unwrap_or(false) {
-        // SAFETY: pass-through.
-        return unsafe { real_io::gethostbyaddr(a, len, ty) };
+hooks! {
+    fn getaddrinfo(
+        node: *const c_char,
+        service: *const c_char,
+        hints: *const addrinfo,
+        res: *mut *mut addrinfo,
+    ) -> c_int
+    where (!node.is_null() && answering()).then_some(()) => |()| {
+        let mut h: addrinfo = if hints.is_null() {
+            // glibc's defaults for a NULL hints.
+            // SAFETY: addrinfo is plain old data (integers and nullable pointers): all zeroes
+            // is a valid value.
+            let mut h: addrinfo = unsafe { std::mem::zeroed() };
+            h.ai_flags = libc::AI_V4MAPPED | libc::AI_ADDRCONFIG;
+            h
+        } else {
+            // SAFETY: a non-null hints is the caller's readable addrinfo (getaddrinfo(3)).
+            unsafe { *hints }
+        };
+        h.ai_canonname = std::ptr::null_mut();
+        h.ai_addr = std::ptr::null_mut();
+        h.ai_next = std::ptr::null_mut();
+        let flags = h.ai_flags;
+        // Numeric first: glibc's answer, with no lookup possible.
+        let mut numeric = h;
+        numeric.ai_flags = (flags | libc::AI_NUMERICHOST) & !libc::AI_ADDRCONFIG;
+        // SAFETY: the caller's node/service/res with our hints.
+        let r = unsafe { real::getaddrinfo(node, service, &numeric, res) };
+        if r != libc::EAI_NONAME || flags & libc::AI_NUMERICHOST != 0 {
+            return r;
+        }
+        gai(|| {
+            let Some(name) = cstr(node) else {
+                return libc::EAI_NONAME;
+            };
+            let fam = h.ai_family;
+            let mapped = fam == libc::AF_INET6 && flags & libc::AI_V4MAPPED != 0;
+            let v4 = fam == libc::AF_UNSPEC || fam == libc::AF_INET || mapped;
+            let v6 = fam == libc::AF_UNSPEC || fam == libc::AF_INET6;
+            if !v4 && !v6 {
+                return libc::EAI_FAMILY;
+            }
+            let (canon, mut addrs) = match lookup(name, v4, v6) {
+                Ok(x) => x,
+                Err(Fail::NoName) => return libc::EAI_NONAME,
+                Err(Fail::Again) => return libc::EAI_AGAIN,
+            };
+            if flags & libc::AI_ADDRCONFIG != 0 {
+                let mine = node_info().addrs;
+                let has4 = mine.iter().any(|a| a.is_ipv4());
+                let has6 = mine.iter().any(|a| a.is_ipv6() && !is_link_local(a));
+                addrs.retain(|a| a.is_ipv4() && has4 || a.is_ipv6() && has6);
+            }
+            if mapped {
+                let any6 = addrs.iter().any(|a| a.is_ipv6());
+                if any6 && flags & libc::AI_ALL == 0 {
+                    addrs.retain(|a| a.is_ipv6());
+                }
+                for a in addrs.iter_mut() {
+                    if let IpAddr::V4(v) = a {
+                        *a = IpAddr::V6(v.to_ipv6_mapped());
+                    }
+                }
+            }
+            if addrs.is_empty() {
+                return libc::EAI_NONAME;
+            }
+            // SAFETY: res is the caller's result pointer.
+            unsafe { build(&addrs, &canon, service, &h, res) }
+        })
     }
-    // SAFETY: the caller's address bytes.
-    catch_unwind(|| static_result(unsafe { host_by_addr(a, len, ty) }))
-        .unwrap_or(std::ptr::null_mut())
-}
 
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn gethostbyaddr_r(
-    a: *const c_void,
-    len: socklen_t,
-    ty: c_int,
-    ret: *mut hostent,
-    buf: *mut c_char,
-    blen: size_t,
-    result: *mut *mut hostent,
-    err: *mut c_int,
-) -> c_int {
-    if !catch_unwind(ours).unwrap_or(false) {
-        // SAFETY: pass-through.
-        return unsafe { real_io::gethostbyaddr_r(a, len, ty, ret, buf, blen, result, err) };
+    fn getnameinfo(
+        sa: *const sockaddr,
+        salen: socklen_t,
+        host: *mut c_char,
+        hostlen: socklen_t,
+        serv: *mut c_char,
+        servlen: socklen_t,
+        flags: c_int,
+    ) -> c_int
+    where names_host(sa, host, hostlen, flags) => |()| {
+        // Service and numeric host from glibc; the host name from us.
+        // SAFETY: the caller's arguments, with NI_NUMERICHOST (no lookup).
+        let r = unsafe {
+            real::getnameinfo(
+                sa,
+                salen,
+                host,
+                hostlen,
+                serv,
+                servlen,
+                (flags | libc::NI_NUMERICHOST) & !libc::NI_NAMEREQD,
+            )
+        };
+        if r != 0 {
+            return r;
+        }
+        gai(|| {
+            // SAFETY: sa has salen readable bytes (the caller's).
+            let b =
+                unsafe { std::slice::from_raw_parts(sa.cast::<u8>(), (salen as usize).min(128)) };
+            let Some(ip) = sa_ip(b) else {
+                return 0;
+            };
+            match reverse(&ip) {
+                Some(mut n) => {
+                    if flags & libc::NI_NOFQDN != 0
+                        && let Some((first, _)) = n.split_once('.')
+                    {
+                        n = first.to_string();
+                    }
+                    if n.len() + 1 > hostlen as usize {
+                        return libc::EAI_OVERFLOW;
+                    }
+                    // SAFETY: host has hostlen bytes; we write n.len() + 1 <= hostlen.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(n.as_ptr(), host.cast::<u8>(), n.len());
+                        *host.add(n.len()) = 0;
+                    }
+                    0
+                }
+                None if flags & libc::NI_NAMEREQD != 0 => libc::EAI_NONAME,
+                None => 0,
+            }
+        })
     }
-    // SAFETY: the caller's address bytes.
-    let h = catch_unwind(|| unsafe { host_by_addr(a, len, ty) }).unwrap_or(Err(NO_RECOVERY));
-    // SAFETY: the caller's arguments.
-    unsafe { reentrant_result(h, ret, buf, blen, result, err) }
+
+    fn gethostbyname(name: *const c_char) -> *mut hostent
+    where ours_for(name) => |n| {
+        catch_unwind(|| static_result(host_for(&n, libc::AF_INET))).unwrap_or(std::ptr::null_mut())
+    }
+
+    fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent
+    where ours_for(name) => |n| {
+        if af != libc::AF_INET && af != libc::AF_INET6 {
+            set_h_errno(NO_RECOVERY);
+            return std::ptr::null_mut();
+        }
+        catch_unwind(|| static_result(host_for(&n, af))).unwrap_or(std::ptr::null_mut())
+    }
+
+    fn gethostbyname_r(
+        name: *const c_char,
+        ret: *mut hostent,
+        buf: *mut c_char,
+        len: size_t,
+        result: *mut *mut hostent,
+        err: *mut c_int,
+    ) -> c_int
+    where ours_for(name) => |n| {
+        let h = catch_unwind(|| host_for(&n, libc::AF_INET)).unwrap_or(Err(NO_RECOVERY));
+        // SAFETY: ret, buf (len or blen bytes), result and err are the caller's, as the
+        // reentrant gethostby*_r functions require them.
+        unsafe { reentrant_result(h, ret, buf, len, result, err) }
+    }
+
+    fn gethostbyname2_r(
+        name: *const c_char,
+        af: c_int,
+        ret: *mut hostent,
+        buf: *mut c_char,
+        len: size_t,
+        result: *mut *mut hostent,
+        err: *mut c_int,
+    ) -> c_int
+    where ours_for(name) => |n| {
+        if af != libc::AF_INET && af != libc::AF_INET6 {
+            return libc::EAFNOSUPPORT;
+        }
+        let h = catch_unwind(|| host_for(&n, af)).unwrap_or(Err(NO_RECOVERY));
+        // SAFETY: ret, buf (len or blen bytes), result and err are the caller's, as the
+        // reentrant gethostby*_r functions require them.
+        unsafe { reentrant_result(h, ret, buf, len, result, err) }
+    }
+
+    fn gethostbyaddr(
+        a: *const c_void,
+        len: socklen_t,
+        ty: c_int,
+    ) -> *mut hostent
+    where answering().then_some(()) => |()| {
+        // SAFETY: the caller's address bytes.
+        catch_unwind(|| static_result(unsafe { host_by_addr(a, len, ty) }))
+            .unwrap_or(std::ptr::null_mut())
+    }
+
+    fn gethostbyaddr_r(
+        a: *const c_void,
+        len: socklen_t,
+        ty: c_int,
+        ret: *mut hostent,
+        buf: *mut c_char,
+        blen: size_t,
+        result: *mut *mut hostent,
+        err: *mut c_int,
+    ) -> c_int
+    where answering().then_some(()) => |()| {
+        // SAFETY: the caller's address bytes.
+        let h = catch_unwind(|| unsafe { host_by_addr(a, len, ty) }).unwrap_or(Err(NO_RECOVERY));
+        // SAFETY: ret, buf (len or blen bytes), result and err are the caller's, as the
+        // reentrant gethostby*_r functions require them.
+        unsafe { reentrant_result(h, ret, buf, blen, result, err) }
+    }
 }
 
 #[cfg(test)]

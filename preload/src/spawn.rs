@@ -13,13 +13,13 @@
 //! on one of our functions when the library is loaded, before the program can `chdir`).
 
 use ioth_common::sys::{self, Errno};
-use once_cell::sync::OnceCell;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-static SELF_DIR: OnceCell<Option<PathBuf>> = OnceCell::new();
+static SELF_DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
 
 /// How long `ioth-stackd --daemon` may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -92,7 +92,8 @@ pub fn run_starter(bin: &Path, args: &[OsString]) -> Result<(), String> {
     if unsafe { libc::syscall(libc::SYS_pipe2, p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(format!("pipe: {}", Errno::last()));
     }
-    let (pr, pw) = (sys::Fd::from_raw(p[0]), sys::Fd::from_raw(p[1]));
+    // SAFETY: pipe2 succeeded: p holds two new descriptors that only we hold.
+    let (pr, pw) = unsafe { (sys::Fd::from_raw(p[0]), sys::Fd::from_raw(p[1])) };
     // SAFETY: a valid NUL-terminated path and flags.
     let null = unsafe {
         libc::syscall(
@@ -105,7 +106,8 @@ pub fn run_starter(bin: &Path, args: &[OsString]) -> Result<(), String> {
     if null < 0 {
         return Err(format!("/dev/null: {}", Errno::last()));
     }
-    let null = sys::Fd::from_raw(null as i32);
+    // SAFETY: openat succeeded: null is a new descriptor that only we hold.
+    let null = unsafe { sys::Fd::from_raw(null as i32) };
 
     // SAFETY: a fork-like clone (no CLONE_VM): the child gets a copy of the address space.
     let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };

@@ -246,7 +246,8 @@ pub fn pidfd(tid: u32) -> Result<Fd, Errno> {
     // SAFETY: pidfd_open with integer arguments.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, 0) };
     if r >= 0 {
-        return Ok(Fd::from_raw(r as RawFd));
+        // SAFETY: pidfd_open succeeded: r is a new descriptor that only we hold.
+        return Ok(unsafe { Fd::from_raw(r as RawFd) });
     }
     // Not a thread-group leader (EINVAL, or ENOENT since Linux 6.9): open its process (a
     // thread pidfd, PIDFD_THREAD, is refused by pidfd_getfd).
@@ -262,7 +263,8 @@ pub fn pidfd(tid: u32) -> Result<Fd, Errno> {
     if r < 0 {
         return Err(Errno::last());
     }
-    Ok(Fd::from_raw(r as RawFd))
+    // SAFETY: pidfd_open succeeded: r is a new descriptor that only we hold.
+    Ok(unsafe { Fd::from_raw(r as RawFd) })
 }
 
 /// A duplicate of the target's descriptor `fd` (same open file description), close-on-exec.
@@ -272,7 +274,8 @@ pub fn get_fd(pidfd: &Fd, fd: i32) -> Result<Fd, Errno> {
     if r < 0 {
         return Err(Errno::last());
     }
-    Ok(Fd::from_raw(r as RawFd))
+    // SAFETY: pidfd_getfd succeeded: r is a new descriptor in this process that only we hold.
+    Ok(unsafe { Fd::from_raw(r as RawFd) })
 }
 
 /// Read `len` bytes at `addr` in the target (`EFAULT` if it cannot be read).

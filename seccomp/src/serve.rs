@@ -142,7 +142,9 @@ fn socket(listener: RawFd, n: &Notif) -> Answer {
         return Answer::Done(Err(Errno(libc::EPROTONOSUPPORT)));
     }
     let fd = match emu::socket(&Daemons, domain, ty, protocol) {
-        Ok(fd) => Fd::from_raw(fd),
+        // SAFETY: emu::socket returns a descriptor it just created for us, owned by nobody
+        // else.
+        Ok(fd) => unsafe { Fd::from_raw(fd) },
         Err(e) => return Answer::Done(Err(e)),
     };
     let cloexec = flags & libc::SOCK_CLOEXEC != 0;

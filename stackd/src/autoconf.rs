@@ -33,6 +33,8 @@
 //! `Interface` and reports that something changed; the node then refreshes its own view
 //! (addresses for hairpin and neighbour decisions, gateways, DNS servers).
 
+#![deny(unsafe_code)]
+
 use ioth_common::config::Cidr;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::dhcpv4;

@@ -7,76 +7,109 @@
 //! * the RST that refuses a SYN no listener of its family may take;
 //! * frames from the switch that carry loopback addresses (dropped).
 //!
-//! Everything is bounds-checked; a short or odd frame is simply "not interesting".
+//! Parsing goes through smoltcp's checked `wire` views (`new_checked` verifies that every
+//! length field fits the buffer before any accessor reads it, and nothing is copied or
+//! allocated), so a short or odd frame is simply "not interesting": `None` or `false`, never
+//! a panic. A frame these views refuse is one smoltcp would drop as malformed too.
 
+#![deny(unsafe_code)]
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, ETHERNET_HEADER_LEN as ETH_HDR, EthernetAddress,
+    EthernetFrame, EthernetProtocol, Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv4Packet,
+    Ipv6Packet, TcpPacket,
+};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-const ETH_HDR: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-
-fn ethertype(f: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes([*f.get(12)?, *f.get(13)?]))
+/// An Ethernet/IPv4 ARP packet (the only kind the node speaks): operation, sender and target
+/// protocol addresses.
+fn arp(payload: &[u8]) -> Option<(ArpOperation, Ipv4Addr, Ipv4Addr)> {
+    match ArpRepr::parse(&ArpPacket::new_checked(payload).ok()?).ok()? {
+        ArpRepr::EthernetIpv4 {
+            operation,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } => Some((operation, source_protocol_addr, target_protocol_addr)),
+        _ => None,
+    }
 }
 
-/// A TCP SYN (without ACK): `(source, destination address, destination port)`.
-pub fn tcp_syn(f: &[u8]) -> Option<(IpAddr, IpAddr, u16)> {
-    let (src, dst, tcp) = match ethertype(f)? {
-        ETHERTYPE_IPV4 => {
-            let ip = f.get(ETH_HDR..)?;
-            if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 6 {
-                return None;
-            }
-            // Fragments other than the first carry no TCP header.
-            if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
-                return None;
-            }
-            let ihl = (ip[0] & 0x0f) as usize * 4;
-            let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-            let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-            (IpAddr::V4(src), IpAddr::V4(dst), ip.get(ihl..)?)
+/// The target address of a neighbour solicitation or advertisement (RFC 4861 4.3, 4.4)
+/// carried directly in `ip`, with its message type.
+fn ndisc_target(ip: &Ipv6Packet<&[u8]>) -> Option<(Icmpv6Message, Ipv6Addr)> {
+    if ip.next_header() != IpProtocol::Icmpv6 {
+        return None;
+    }
+    // new_checked makes sure a solicitation or advertisement holds its target field.
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
+    match icmp.msg_type() {
+        t @ (Icmpv6Message::NeighborSolicit | Icmpv6Message::NeighborAdvert) => {
+            Some((t, icmp.target_addr()))
         }
-        ETHERTYPE_IPV6 => {
-            let ip = f.get(ETH_HDR..)?;
-            if ip.len() < 40 || ip[6] != 6 {
+        _ => None,
+    }
+}
+
+/// A TCP segment in a frame, with the frame and the IP addresses around it.
+struct Segment<'a> {
+    eth: EthernetFrame<&'a [u8]>,
+    src: IpAddr,
+    dst: IpAddr,
+    tcp: TcpPacket<&'a [u8]>,
+}
+
+/// The TCP segment in an IPv4 or IPv6 frame (first fragment only).
+fn tcp_segment(f: &[u8]) -> Option<Segment<'_>> {
+    let eth = EthernetFrame::new_checked(f).ok()?;
+    let (src, dst, tcp) = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            // Fragments other than the first carry no TCP header.
+            if ip.version() != 4 || ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
                 return None;
             }
-            let src: [u8; 16] = ip[8..24].try_into().ok()?;
-            let dst: [u8; 16] = ip[24..40].try_into().ok()?;
             (
-                IpAddr::V6(Ipv6Addr::from(src)),
-                IpAddr::V6(Ipv6Addr::from(dst)),
-                ip.get(40..)?,
+                IpAddr::V4(ip.src_addr()),
+                IpAddr::V4(ip.dst_addr()),
+                ip.payload(),
+            )
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            (
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                ip.payload(),
             )
         }
         _ => return None,
     };
-    if tcp.len() < 20 {
-        return None;
-    }
-    let flags = tcp[13];
-    if flags & 0x02 == 0 || flags & 0x14 != 0 {
-        return None;
-    }
-    Some((src, dst, u16::from_be_bytes([tcp[2], tcp[3]])))
+    let tcp = TcpPacket::new_checked(tcp).ok()?;
+    Some(Segment { eth, src, dst, tcp })
+}
+
+/// A TCP SYN (without ACK): `(source, destination address, destination port)`.
+pub fn tcp_syn(f: &[u8]) -> Option<(IpAddr, IpAddr, u16)> {
+    let Segment { src, dst, tcp, .. } = tcp_segment(f)?;
+    (tcp.syn() && !tcp.ack() && !tcp.rst()).then(|| (src, dst, tcp.dst_port()))
 }
 
 /// The IP address a neighbour announced about itself (ARP sender, or NDP advertisement
 /// target), if the frame is such an announcement.
 pub fn neighbour_seen(f: &[u8]) -> Option<IpAddr> {
-    match ethertype(f)? {
-        ETHERTYPE_ARP => {
-            let a = f.get(ETH_HDR..ETH_HDR + 28)?;
-            Some(IpAddr::V4(Ipv4Addr::new(a[14], a[15], a[16], a[17])))
-        }
-        ETHERTYPE_IPV6 => {
-            let ip = f.get(ETH_HDR..)?;
-            if ip.len() < 40 + 24 || ip[6] != 58 || ip[40] != 136 {
-                return None;
+    let eth = EthernetFrame::new_checked(f).ok()?;
+    match eth.ethertype() {
+        EthernetProtocol::Arp => arp(eth.payload()).map(|(_, sender, _)| IpAddr::V4(sender)),
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            match ndisc_target(&ip)? {
+                (Icmpv6Message::NeighborAdvert, t) => Some(IpAddr::V6(t)),
+                _ => None,
             }
-            let t: [u8; 16] = ip[48..64].try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(t)))
         }
         _ => None,
     }
@@ -84,72 +117,53 @@ pub fn neighbour_seen(f: &[u8]) -> Option<IpAddr> {
 
 /// Whether an outgoing frame must loop back to this node instead of going to the switch.
 pub fn is_for_self(f: &[u8], mac: &[u8; 6], own: &[IpAddr]) -> bool {
-    if f.len() < ETH_HDR {
+    let Ok(eth) = EthernetFrame::new_checked(f) else {
         return false;
-    }
-    if &f[0..6] == mac {
+    };
+    let to = eth.dst_addr();
+    if to == EthernetAddress(*mac) {
         return true;
     }
-    if f[0] & 1 == 0 {
+    if !to.is_multicast() {
         return false;
     }
-    match ethertype(f) {
-        Some(ETHERTYPE_ARP) => {
-            // Request (op 1) whose target protocol address is ours.
-            match f.get(ETH_HDR..ETH_HDR + 28) {
-                Some(a) if a[7] == 1 => {
-                    let t = IpAddr::V4(Ipv4Addr::new(a[24], a[25], a[26], a[27]));
-                    own.contains(&t)
-                }
-                _ => false,
-            }
-        }
-        Some(ETHERTYPE_IPV6) => {
-            // Neighbour solicitation (135) whose target is ours.
-            let ip = &f[ETH_HDR..];
-            if ip.len() < 40 + 24 || ip[6] != 58 || ip[40] != 135 {
-                return false;
-            }
-            let t: [u8; 16] = match ip[48..64].try_into() {
-                Ok(t) => t,
-                Err(_) => return false,
-            };
-            own.contains(&IpAddr::V6(Ipv6Addr::from(t)))
-        }
+    match eth.ethertype() {
+        // A request whose target protocol address is ours.
+        EthernetProtocol::Arp => arp(eth.payload()).is_some_and(|(op, _, target)| {
+            op == ArpOperation::Request && own.contains(&IpAddr::V4(target))
+        }),
+        // A neighbour solicitation whose target is ours.
+        EthernetProtocol::Ipv6 => Ipv6Packet::new_checked(eth.payload())
+            .ok()
+            .and_then(|ip| ndisc_target(&ip))
+            .is_some_and(|(t, target)| {
+                t == Icmpv6Message::NeighborSolicit && own.contains(&IpAddr::V6(target))
+            }),
         _ => false,
     }
 }
 
-/// Build an address-resolution request for `target` into `out`: an ARP request (IPv4) or a
-/// neighbour solicitation to the solicited-node group (IPv6, RFC 4861 7.2.2), from `mac`
-/// and the source address `src`. `false` when the families differ.
-///
 /// Whether a frame from the switch carries a loopback address (IPv4 127/8 or IPv6 `::1` as
 /// source or destination, or in an ARP packet or a neighbour solicitation's target): such
 /// frames never come from a well-behaved node, and the node's own loopback addresses must
 /// not be reachable (or answer ARP/NDP) from the LAN.
 pub fn loopback_martian(f: &[u8]) -> bool {
-    let lo4 = |b: &[u8]| b[0] == 127;
-    let lo6 = |b: &[u8]| b[..15].iter().all(|x| *x == 0) && b[15] == 1;
-    match ethertype(f) {
-        Some(ETHERTYPE_IPV4) => match f.get(ETH_HDR..ETH_HDR + 20) {
-            Some(ip) => lo4(&ip[12..16]) || lo4(&ip[16..20]),
-            None => false,
-        },
-        Some(ETHERTYPE_ARP) => match f.get(ETH_HDR..ETH_HDR + 28) {
-            Some(a) => lo4(&a[14..18]) || lo4(&a[24..28]),
-            None => false,
-        },
-        Some(ETHERTYPE_IPV6) => {
-            let Some(ip) = f.get(ETH_HDR..ETH_HDR + 40) else {
+    let Ok(eth) = EthernetFrame::new_checked(f) else {
+        return false;
+    };
+    match eth.ethertype() {
+        EthernetProtocol::Ipv4 => Ipv4Packet::new_checked(eth.payload())
+            .is_ok_and(|ip| ip.src_addr().is_loopback() || ip.dst_addr().is_loopback()),
+        EthernetProtocol::Arp => arp(eth.payload())
+            .is_some_and(|(_, sender, target)| sender.is_loopback() || target.is_loopback()),
+        EthernetProtocol::Ipv6 => {
+            let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else {
                 return false;
             };
-            if lo6(&ip[8..24]) || lo6(&ip[24..40]) {
-                return true;
-            }
-            // A neighbour solicitation or advertisement about ::1.
-            matches!(f.get(ETH_HDR + 40..ETH_HDR + 64), Some(icmp)
-                if ip[6] == 58 && (icmp[0] == 135 || icmp[0] == 136) && lo6(&icmp[8..24]))
+            // Or a neighbour solicitation or advertisement about ::1.
+            ip.src_addr().is_loopback()
+                || ip.dst_addr().is_loopback()
+                || ndisc_target(&ip).is_some_and(|(_, t)| t.is_loopback())
         }
         _ => false,
     }
@@ -162,52 +176,15 @@ pub fn loopback_martian(f: &[u8]) -> bool {
 pub fn rst_for_syn(f: &[u8], mac: [u8; 6], out: &mut Vec<u8>) -> bool {
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{
-        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
-        Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+        EthernetRepr, IpAddress, Ipv4Repr, Ipv6Repr, TcpControl, TcpRepr, TcpSeqNumber,
     };
     out.clear();
-    let Ok(eth) = EthernetFrame::new_checked(f) else {
+    let Some(Segment { eth, src, dst, tcp }) = tcp_segment(f) else {
         return false;
     };
+    let (src, dst) = (IpAddress::from(src), IpAddress::from(dst));
     let cs = ChecksumCapabilities::ignored();
-    let (src, dst, tcp) = match eth.ethertype() {
-        EthernetProtocol::Ipv4 => {
-            let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
-                return false;
-            };
-            if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
-                return false;
-            }
-            let h = usize::from(ip.header_len());
-            let end = usize::from(ip.total_len()).min(eth.payload().len());
-            let Some(tcp) = eth.payload().get(h..end) else {
-                return false;
-            };
-            (
-                IpAddress::Ipv4(ip.src_addr()),
-                IpAddress::Ipv4(ip.dst_addr()),
-                tcp,
-            )
-        }
-        EthernetProtocol::Ipv6 => {
-            let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else {
-                return false;
-            };
-            if ip.next_header() != IpProtocol::Tcp {
-                return false;
-            }
-            (
-                IpAddress::Ipv6(ip.src_addr()),
-                IpAddress::Ipv6(ip.dst_addr()),
-                ip.payload(),
-            )
-        }
-        _ => return false,
-    };
-    let Ok(syn) = TcpPacket::new_checked(tcp) else {
-        return false;
-    };
-    let Ok(syn) = TcpRepr::parse(&syn, &src, &dst, &cs) else {
+    let Ok(syn) = TcpRepr::parse(&tcp, &src, &dst, &cs) else {
         return false;
     };
     if syn.control != TcpControl::Syn || syn.ack_number.is_some() {
@@ -281,6 +258,10 @@ pub fn rst_for_syn(f: &[u8], mac: [u8; 6], out: &mut Vec<u8>) -> bool {
     true
 }
 
+/// Build an address-resolution request for `target` into `out`: an ARP request (IPv4) or a
+/// neighbour solicitation to the solicited-node group (IPv6, RFC 4861 7.2.2), from `mac`
+/// and the source address `src`. `false` when the families differ.
+///
 /// The daemon sends these itself because smoltcp rate-limits its own requests with one timer
 /// for the whole neighbour cache: after asking for one neighbour it stays silent for 1 s
 /// about every other, so a node's first packet to a second new neighbour (an IPv6 connect
@@ -289,10 +270,7 @@ pub fn rst_for_syn(f: &[u8], mac: [u8; 6], out: &mut Vec<u8>) -> bool {
 /// request, and wakes the sockets waiting for that neighbour at once.
 pub fn solicitation(mac: [u8; 6], src: IpAddr, target: IpAddr, out: &mut Vec<u8>) -> bool {
     use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-        EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscRepr,
-    };
+    use smoltcp::wire::{EthernetRepr, Icmpv6Repr, Ipv6Repr, NdiscRepr};
     out.clear();
     let me = EthernetAddress(mac);
     match (src, target) {
@@ -364,15 +342,62 @@ pub fn solicitation(mac: [u8; 6], src: IpAddr, target: IpAddr, out: &mut Vec<u8>
 mod tests {
     use super::*;
 
+    /// An IPv4 TCP segment 10.0.0.2 -> 10.0.0.1 port 80 with these flags.
     fn v4_tcp(flags: u8) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 20];
         f[12] = 0x08;
         f[14] = 0x45;
+        f[14 + 3] = 40; // total length
         f[14 + 9] = 6;
         f[14 + 12..14 + 16].copy_from_slice(&[10, 0, 0, 2]);
         f[14 + 16..14 + 20].copy_from_slice(&[10, 0, 0, 1]);
         f[34 + 2..34 + 4].copy_from_slice(&80u16.to_be_bytes());
+        f[34 + 12] = 0x50; // data offset: 5 words
         f[34 + 13] = flags;
+        f
+    }
+
+    /// An Ethernet frame with an IPv6 header (`next` header, addresses) and `len` zero bytes
+    /// of payload.
+    fn v6_frame(next: u8, src: &str, dst: &str, len: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + usize::from(len)];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[14 + 5] = len; // payload length
+        f[14 + 6] = next;
+        f[14 + 8..14 + 24].copy_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+        f[14 + 24..14 + 40].copy_from_slice(&dst.parse::<Ipv6Addr>().unwrap().octets());
+        f
+    }
+
+    /// An IPv6 TCP segment fd00::2 port 50000 -> fd00::1 port 443 with these flags.
+    fn v6_tcp(flags: u8) -> Vec<u8> {
+        let mut f = v6_frame(6, "fd00::2", "fd00::1", 20);
+        f[54..54 + 2].copy_from_slice(&50000u16.to_be_bytes());
+        f[54 + 2..54 + 4].copy_from_slice(&443u16.to_be_bytes());
+        f[54 + 12] = 0x50;
+        f[54 + 13] = flags;
+        f
+    }
+
+    /// An Ethernet/IPv4 ARP packet (broadcast).
+    fn arp_frame(op: u8, sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+        let mut a = vec![0u8; 14 + 28];
+        a[0..6].copy_from_slice(&[0xff; 6]);
+        a[12..14].copy_from_slice(&[0x08, 0x06]);
+        a[14..22].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, op]);
+        a[14 + 14..14 + 18].copy_from_slice(&sender);
+        a[14 + 24..14 + 28].copy_from_slice(&target);
+        a
+    }
+
+    /// A neighbour solicitation (135) or advertisement (136) about `target`, to a multicast
+    /// MAC.
+    fn ndisc_frame(ty: u8, target: Ipv6Addr) -> Vec<u8> {
+        let mut f = v6_frame(58, "fe80::9", "ff02::1", 24);
+        f[0..2].copy_from_slice(&[0x33, 0x33]);
+        f[54] = ty;
+        f[54 + 8..54 + 24].copy_from_slice(&target.octets());
         f
     }
 
@@ -383,9 +408,7 @@ mod tests {
         f[14 + 16..14 + 20].copy_from_slice(&[127, 0, 0, 1]);
         assert!(loopback_martian(&f));
         // ARP request for 127.0.0.1.
-        let mut a = vec![0u8; 14 + 28];
-        a[12..14].copy_from_slice(&[0x08, 0x06]);
-        a[14 + 14..14 + 18].copy_from_slice(&[10, 0, 0, 2]);
+        let mut a = arp_frame(1, [10, 0, 0, 2], [0; 4]);
         assert!(!loopback_martian(&a));
         a[14 + 24..14 + 28].copy_from_slice(&[127, 0, 0, 1]);
         assert!(loopback_martian(&a));
@@ -393,6 +416,7 @@ mod tests {
         let mut v6 = vec![0u8; 14 + 40 + 24];
         v6[12..14].copy_from_slice(&[0x86, 0xdd]);
         v6[14] = 0x60;
+        v6[14 + 5] = 24; // payload length
         v6[14 + 8] = 0xfd;
         v6[14 + 24] = 0xff;
         assert!(!loopback_martian(&v6));
@@ -413,10 +437,8 @@ mod tests {
     fn syn_gets_rst_ack() {
         let mut f = v4_tcp(0x02);
         f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
-        f[14 + 3] = 40; // total length
         f[34..36].copy_from_slice(&40000u16.to_be_bytes());
         f[34 + 4..34 + 8].copy_from_slice(&1000u32.to_be_bytes());
-        f[34 + 12] = 0x50; // data offset: 5 words
         let mut out = Vec::new();
         assert!(rst_for_syn(&f, [2, 0, 0, 0, 0, 1], &mut out));
         assert_eq!(&out[..6], &[2, 0, 0, 0, 0, 9]);
@@ -490,5 +512,170 @@ mod tests {
         assert!(!is_for_self(&f, &mac, &[]));
         f[0..6].copy_from_slice(&mac);
         assert!(is_for_self(&f, &mac, &[]));
+    }
+
+    #[test]
+    fn ipv6_syns_and_announcements() {
+        let (s, d, p) = tcp_syn(&v6_tcp(0x02)).unwrap();
+        assert_eq!(s, "fd00::2".parse::<IpAddr>().unwrap());
+        assert_eq!(d, "fd00::1".parse::<IpAddr>().unwrap());
+        assert_eq!(p, 443);
+        assert!(tcp_syn(&v6_tcp(0x12)).is_none());
+        assert!(tcp_syn(&v6_tcp(0x06)).is_none(), "SYN|RST");
+        let mut out = Vec::new();
+        assert!(rst_for_syn(&v6_tcp(0x02), [2, 0, 0, 0, 0, 1], &mut out));
+        // Announcements: an ARP reply's sender, an advertisement's target; not a solicitation.
+        let a = arp_frame(2, [10, 0, 0, 7], [10, 0, 0, 1]);
+        assert_eq!(neighbour_seen(&a), Some("10.0.0.7".parse().unwrap()));
+        let t: Ipv6Addr = "fd00::7".parse().unwrap();
+        assert_eq!(neighbour_seen(&ndisc_frame(136, t)), Some(IpAddr::V6(t)));
+        assert_eq!(neighbour_seen(&ndisc_frame(135, t)), None);
+        assert_eq!(neighbour_seen(&v4_tcp(0x02)), None);
+    }
+
+    #[test]
+    fn requests_for_own_addresses_loop_back() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let own: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()];
+        assert!(is_for_self(
+            &arp_frame(1, [10, 0, 0, 2], [10, 0, 0, 1]),
+            &mac,
+            &own
+        ));
+        assert!(!is_for_self(
+            &arp_frame(1, [10, 0, 0, 2], [10, 0, 0, 9]),
+            &mac,
+            &own
+        ));
+        assert!(!is_for_self(
+            &arp_frame(2, [10, 0, 0, 2], [10, 0, 0, 1]),
+            &mac,
+            &own
+        ));
+        let me: Ipv6Addr = "fd00::1".parse().unwrap();
+        assert!(is_for_self(&ndisc_frame(135, me), &mac, &own));
+        assert!(!is_for_self(&ndisc_frame(136, me), &mac, &own));
+        assert!(!is_for_self(
+            &ndisc_frame(135, "fd00::9".parse().unwrap()),
+            &mac,
+            &own
+        ));
+        // Unicast to someone else: never, whatever it carries.
+        let mut f = ndisc_frame(135, me);
+        f[0] = 0x02;
+        assert!(!is_for_self(&f, &mac, &own));
+    }
+
+    /// Every function on every proper prefix of a valid frame: `None`/`false`, no panic.
+    #[test]
+    fn truncated_frames_are_not_interesting() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let lo6 = Ipv6Addr::LOCALHOST;
+        let own: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), IpAddr::V6(lo6)];
+        let mut lo4 = v4_tcp(0x02);
+        lo4[14 + 16..14 + 20].copy_from_slice(&[127, 0, 0, 1]);
+        let frames = [
+            v4_tcp(0x02),
+            v6_tcp(0x02),
+            lo4,
+            arp_frame(1, [127, 0, 0, 1], [10, 0, 0, 1]),
+            ndisc_frame(135, lo6),
+            ndisc_frame(136, lo6),
+        ];
+        let mut out = Vec::new();
+        for f in &frames {
+            // The whole frame is interesting to at least one function...
+            assert!(
+                tcp_syn(f).is_some()
+                    || neighbour_seen(f).is_some()
+                    || is_for_self(f, &mac, &own)
+                    || loopback_martian(f)
+            );
+            // ...and no prefix of it is to any.
+            for n in 0..f.len() {
+                let t = &f[..n];
+                assert_eq!(tcp_syn(t), None, "{n} bytes");
+                assert_eq!(neighbour_seen(t), None, "{n} bytes");
+                assert!(!is_for_self(t, &mac, &own), "{n} bytes");
+                assert!(!loopback_martian(t), "{n} bytes");
+                assert!(!rst_for_syn(t, mac, &mut out), "{n} bytes");
+            }
+        }
+    }
+
+    /// Length fields that disagree with the frame: refused as smoltcp refuses them.
+    #[test]
+    fn malformed_headers_are_not_interesting() {
+        let bad_v4 = |i: usize, v: u8| {
+            let mut f = v4_tcp(0x02);
+            f[i] = v;
+            f
+        };
+        // IPv4: IHL below 5 or past the packet, total length past the frame or inside the
+        // header, a later fragment; TCP data offset below 5 or past the segment.
+        for f in [
+            bad_v4(14, 0x44),
+            bad_v4(14, 0x4f),
+            bad_v4(14 + 3, 41),
+            bad_v4(14 + 3, 19),
+            bad_v4(14 + 7, 1),
+            bad_v4(34 + 12, 0x40),
+            bad_v4(34 + 12, 0x60),
+            bad_v4(14, 0x65),
+        ] {
+            assert_eq!(tcp_syn(&f), None, "{f:?}");
+            assert!(!rst_for_syn(&f, [2; 6], &mut Vec::new()));
+        }
+        // IPv6 payload length past the frame.
+        let mut f = v6_tcp(0x02);
+        f[14 + 5] = 21;
+        assert_eq!(tcp_syn(&f), None);
+        let mut f = ndisc_frame(135, Ipv6Addr::LOCALHOST);
+        f[14 + 5] = 25;
+        assert!(!loopback_martian(&f));
+        // A solicitation too short to hold its target.
+        let mut f = ndisc_frame(136, "fd00::7".parse().unwrap());
+        f[14 + 5] = 20;
+        f.truncate(14 + 40 + 20);
+        assert_eq!(neighbour_seen(&f), None);
+        // ARP for other hardware or protocol address sizes.
+        let mut a = arp_frame(2, [10, 0, 0, 7], [127, 0, 0, 1]);
+        a[14 + 4] = 8;
+        assert_eq!(neighbour_seen(&a), None);
+        assert!(!loopback_martian(&a));
+    }
+
+    /// Arbitrary bytes behind the interesting ethertypes never make a function panic.
+    #[test]
+    fn garbage_never_panics() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mac = [2, 0, 0, 0, 0, 1];
+        let own: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
+        let mut out = Vec::new();
+        let mut f = Vec::with_capacity(128);
+        for i in 0..20_000 {
+            f.clear();
+            let len = (next() % 128) as usize;
+            f.extend((0..len).map(|_| next() as u8));
+            if len >= 14 {
+                let ty: [u8; 2] = [[0x08, 0x00], [0x08, 0x06], [0x86, 0xdd]][i % 3];
+                f[12..14].copy_from_slice(&ty);
+                f[0] |= 1;
+            }
+            if len >= 15 && i % 3 == 0 {
+                f[14] = 0x45; // mostly plausible IPv4 headers
+            }
+            let _ = tcp_syn(&f);
+            let _ = neighbour_seen(&f);
+            let _ = is_for_self(&f, &mac, &own);
+            let _ = loopback_martian(&f);
+            let _ = rst_for_syn(&f, mac, &mut out);
+        }
     }
 }

@@ -19,6 +19,8 @@
 //! the next receive reports it), `SO_ERROR` and `POLLERR` for these errors, path MTU from
 //! "fragmentation needed"/"packet too big".
 
+#![deny(unsafe_code)]
+
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::raw;
 use smoltcp::wire::{IpProtocol, IpVersion, Ipv4Packet, Ipv6Packet};

@@ -16,6 +16,7 @@ use ioth_common::port::SwitchPort;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
 use ioth_stackd::{daemon, os, stack};
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// ioth per-node stack daemon.
@@ -135,10 +136,7 @@ fn main() {
     if cli.daemon {
         // The parent exits once the child says it has an address (at once for fixed ones).
         let (rd, wr) = match std::io::pipe() {
-            Ok((r, w)) => (
-                Fd::from_raw(std::os::fd::IntoRawFd::into_raw_fd(r)),
-                Fd::from_raw(std::os::fd::IntoRawFd::into_raw_fd(w)),
-            ),
+            Ok((r, w)) => (Fd::from(OwnedFd::from(r)), Fd::from(OwnedFd::from(w))),
             Err(e) => {
                 let _ = std::fs::remove_file(&ctl_path);
                 eprintln!("ioth-stackd: pipe: {e}");

@@ -12,6 +12,8 @@
 //! Not done: probing and announcing (§8), conflict resolution, known-answer suppression,
 //! PTR/SRV/TXT records, service discovery.
 
+#![deny(unsafe_code)]
+
 use ioth_common::dns;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::udp;

@@ -13,6 +13,8 @@
 //! Not done: IPv6 neighbours (no `SIOCSARP` equivalent is needed by the programs we run),
 //! deleting an entry (`SIOCDARP` is accepted and does nothing: the entry expires after 60 s).
 
+#![deny(unsafe_code)]
+
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
     EthernetRepr, Ipv4Address,

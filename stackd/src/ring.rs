@@ -97,7 +97,8 @@ impl Ring {
         if fd < 0 {
             return Err(Errno::last());
         }
-        let fd = Fd::from_raw(fd as RawFd);
+        // SAFETY: memfd_create succeeded: fd is a new descriptor that only we hold.
+        let fd = unsafe { Fd::from_raw(fd as RawFd) };
         let map_len = HDR + RING_BYTES;
         // SAFETY: plain syscall on our own fd.
         if unsafe { libc::ftruncate(fd.raw(), map_len as libc::off_t) } < 0 {

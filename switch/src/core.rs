@@ -30,6 +30,8 @@
 //! pads to 60 bytes; receivers do not need it), queueing (the I/O layer's job; it reports
 //! queue drops and transmissions back through [`Core::note_tx`] and [`Core::note_drop_queue`]).
 
+#![deny(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Port number on the switch.

@@ -6,6 +6,8 @@
 //! comments are ignored. This module only interprets lines (pure, over [`Core`]); the
 //! event loop moves the bytes.
 
+#![deny(unsafe_code)]
+
 use crate::core::{Core, CoreError, PortId, Vlan, mac_str};
 use ioth_common::sys::Errno;
 

@@ -62,7 +62,9 @@ pub fn termination_signalfd() -> Result<Fd, Errno> {
     let set = block_termination_signals()?;
     // SAFETY: -1 asks for a new signalfd; set is valid.
     let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
-    Ok(Fd::from_raw(fd))
+    // SAFETY: signalfd just created this descriptor (check passed it as non-negative) and
+    // nothing else holds it.
+    Ok(unsafe { Fd::from_raw(fd) })
 }
 
 /// Read one pending signal number from a signalfd (`None` if there is none).

@@ -4,6 +4,8 @@
 //! The writer is buffered; the caller flushes it on a timer and at exit. It does not rotate
 //! files or capture per port: every frame the switch receives goes into one file.
 
+#![deny(unsafe_code)]
+
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -43,6 +43,7 @@ use ioth_common::csum;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
 use ioth_common::vde::{self, NativeHello, NativeWelcome, VdeRequest};
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -140,18 +141,155 @@ pub struct Server {
     sc_fds: HashMap<u32, (Fd, Fd)>,
 }
 
-fn set_mode(path: &Path, mode: u32, group: Option<u32>) -> Result<(), String> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("chmod {:o} {}: {e}", mode, path.display()))?;
-    if let Some(g) = group {
-        std::os::unix::fs::chown(path, None, Some(g))
-            .map_err(|e| format!("chgrp {g} {}: {e}", path.display()))?;
+/// Why the switch could not set itself up (its directory, listeners, signals) or a new port.
+/// Each variant carries what failed and on which path or value; `Display` is the message
+/// printed (`bind /tmp/sw/ctl: Address already in use`).
+#[derive(Debug)]
+pub enum SetupError {
+    /// `--group` names no group in `/etc/group`.
+    UnknownGroup(String),
+    Chmod {
+        mode: u32,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Chgrp {
+        gid: u32,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Mkdir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    NotADirectory(PathBuf),
+    /// A switch answers on a socket of the directory `dir`.
+    AlreadyRunning(PathBuf),
+    /// Something that is not a socket we can probe sits where a listener goes.
+    NotASocket {
+        path: PathBuf,
+        error: Errno,
+    },
+    Socket(Errno),
+    Bind {
+        path: PathBuf,
+        error: Errno,
+    },
+    Listen {
+        path: PathBuf,
+        error: Errno,
+    },
+    Pcap {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Epoll(Errno),
+    Signalfd(Errno),
+    /// A VDE client's port request cannot be met (`port` as asked).
+    Port {
+        port: u32,
+        error: Errno,
+    },
+    /// No free port for a native client.
+    NoPort(Errno),
+    /// A VDE client's data socket cannot be reached.
+    ConnectClient {
+        sock: UnixAddr,
+        error: Errno,
+    },
+    /// The data socket's address does not fit a `sockaddr_un`.
+    Address(Errno),
+    ShortReply(usize),
+    Reply(Errno),
+    Welcome(Errno),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::UnknownGroup(g) => write!(f, "unknown group {g}"),
+            SetupError::Chmod { mode, path, error } => {
+                write!(f, "chmod {mode:o} {}: {error}", path.display())
+            }
+            SetupError::Chgrp { gid, path, error } => {
+                write!(f, "chgrp {gid} {}: {error}", path.display())
+            }
+            SetupError::Mkdir { path, error } => write!(f, "mkdir {}: {error}", path.display()),
+            SetupError::NotADirectory(p) => write!(f, "{} is not a directory", p.display()),
+            SetupError::AlreadyRunning(dir) => {
+                write!(f, "a switch is already running on {}", dir.display())
+            }
+            SetupError::NotASocket { path, error } => write!(
+                f,
+                "{} exists and is not a usable socket ({error}); remove it or pick another directory",
+                path.display()
+            ),
+            SetupError::Socket(e) => write!(f, "socket: {e}"),
+            SetupError::Bind { path, error } => write!(f, "bind {}: {error}", path.display()),
+            SetupError::Listen { path, error } => write!(f, "listen {}: {error}", path.display()),
+            SetupError::Pcap { path, error } => write!(f, "pcap file {}: {error}", path.display()),
+            SetupError::Epoll(e) => write!(f, "epoll: {e}"),
+            SetupError::Signalfd(e) => write!(f, "signalfd: {e}"),
+            SetupError::Port { port, error } => write!(f, "port {port}: {error}"),
+            SetupError::NoPort(e) => write!(f, "{e}"),
+            SetupError::ConnectClient { sock, error } => {
+                write!(f, "connect to the client's socket {sock:?}: {error}")
+            }
+            SetupError::Address(e) => write!(f, "{e}"),
+            SetupError::ShortReply(n) => write!(f, "short reply ({n} bytes)"),
+            SetupError::Reply(e) => write!(f, "reply: {e}"),
+            SetupError::Welcome(e) => write!(f, "welcome: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::Chmod { error, .. }
+            | SetupError::Chgrp { error, .. }
+            | SetupError::Mkdir { error, .. }
+            | SetupError::Pcap { error, .. } => Some(error),
+            SetupError::NotASocket { error, .. }
+            | SetupError::Bind { error, .. }
+            | SetupError::Listen { error, .. }
+            | SetupError::Port { error, .. }
+            | SetupError::ConnectClient { error, .. }
+            | SetupError::Socket(error)
+            | SetupError::Epoll(error)
+            | SetupError::Signalfd(error)
+            | SetupError::NoPort(error)
+            | SetupError::Address(error)
+            | SetupError::Reply(error)
+            | SetupError::Welcome(error) => Some(error),
+            SetupError::UnknownGroup(_)
+            | SetupError::NotADirectory(_)
+            | SetupError::AlreadyRunning(_)
+            | SetupError::ShortReply(_) => None,
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32, group: Option<u32>) -> Result<(), SetupError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|error| {
+        SetupError::Chmod {
+            mode,
+            path: path.to_path_buf(),
+            error,
+        }
+    })?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|error| SetupError::Chgrp {
+            gid,
+            path: path.to_path_buf(),
+            error,
+        })?;
     }
     Ok(())
 }
 
 /// Resolve a group given by name or number (names from `/etc/group`).
-pub fn resolve_group(g: &str) -> Result<u32, String> {
+pub fn resolve_group(g: &str) -> Result<u32, SetupError> {
     if let Ok(n) = g.parse::<u32>() {
         return Ok(n);
     }
@@ -164,7 +302,7 @@ pub fn resolve_group(g: &str) -> Result<u32, String> {
             return Ok(gid);
         }
     }
-    Err(format!("unknown group {g}"))
+    Err(SetupError::UnknownGroup(g.to_string()))
 }
 
 /// Set both socket buffers, forcing past the sysctl limits when allowed.
@@ -180,49 +318,56 @@ fn big_buffers(fd: RawFd) {
 }
 
 /// Probe a socket path left by an earlier switch: `Ok(())` if it is free (removed if stale).
-fn clear_stale(path: &Path, ty: i32, dir: &Path) -> Result<(), String> {
+fn clear_stale(path: &Path, ty: i32, dir: &Path) -> Result<(), SetupError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    let s = sys::socket(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0)
-        .map_err(|e| format!("socket: {e}"))?;
+    let s = sys::socket(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0).map_err(SetupError::Socket)?;
     match sys::retry(|| sys::connect_unix(s.raw(), &UnixAddr::path(path))) {
-        Ok(()) => Err(format!("a switch is already running on {}", dir.display())),
+        Ok(()) => Err(SetupError::AlreadyRunning(dir.to_path_buf())),
         Err(e) if e == Errno::ECONNREFUSED || e == Errno::ENOENT => {
             let _ = std::fs::remove_file(path);
             Ok(())
         }
-        Err(e) => Err(format!(
-            "{} exists and is not a usable socket ({e}); remove it or pick another directory",
-            path.display()
-        )),
+        Err(error) => Err(SetupError::NotASocket {
+            path: path.to_path_buf(),
+            error,
+        }),
     }
 }
 
-fn listen_on(path: &Path, ty: i32, cfg: &Config) -> Result<Fd, String> {
+fn listen_on(path: &Path, ty: i32, cfg: &Config) -> Result<Fd, SetupError> {
     let fd = sys::socket(
         libc::AF_UNIX,
         ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
         0,
     )
-    .map_err(|e| format!("socket: {e}"))?;
-    sys::bind_unix(fd.raw(), &UnixAddr::path(path))
-        .map_err(|e| format!("bind {}: {e}", path.display()))?;
+    .map_err(SetupError::Socket)?;
+    sys::bind_unix(fd.raw(), &UnixAddr::path(path)).map_err(|error| SetupError::Bind {
+        path: path.to_path_buf(),
+        error,
+    })?;
     set_mode(path, cfg.mode, cfg.group)?;
-    sys::listen(fd.raw(), 128).map_err(|e| format!("listen {}: {e}", path.display()))?;
+    sys::listen(fd.raw(), 128).map_err(|error| SetupError::Listen {
+        path: path.to_path_buf(),
+        error,
+    })?;
     Ok(fd)
 }
 
 impl Server {
     /// Create the directory and bind every listener. After this returns, clients can connect
     /// (the kernel queues them until [`Server::run`] accepts).
-    pub fn bind(cfg: Config) -> Result<Server, String> {
+    pub fn bind(cfg: Config) -> Result<Server, SetupError> {
         let dir = &cfg.dir;
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|error| SetupError::Mkdir {
+                path: dir.clone(),
+                error,
+            })?;
             set_mode(dir, cfg.dirmode, cfg.group)?;
         } else if !dir.is_dir() {
-            return Err(format!("{} is not a directory", dir.display()));
+            return Err(SetupError::NotADirectory(dir.clone()));
         } else if cfg.dirmode_explicit {
             set_mode(dir, cfg.dirmode, cfg.group)?;
         }
@@ -249,13 +394,16 @@ impl Server {
         }
         let pcap = match &cfg.pcap {
             Some(p) => {
-                let f = std::fs::File::create(p)
-                    .map_err(|e| format!("pcap file {}: {e}", p.display()))?;
-                Some(PcapWriter::new(f).map_err(|e| format!("pcap file {}: {e}", p.display()))?)
+                let pcap_err = |error| SetupError::Pcap {
+                    path: p.clone(),
+                    error,
+                };
+                let f = std::fs::File::create(p).map_err(pcap_err)?;
+                Some(PcapWriter::new(f).map_err(pcap_err)?)
             }
             None => None,
         };
-        let ep = sys::epoll_create().map_err(|e| format!("epoll: {e}"))?;
+        let ep = sys::epoll_create().map_err(SetupError::Epoll)?;
         let mut s = Server {
             core: {
                 let mut c = Core::new(cfg.hub);
@@ -289,10 +437,10 @@ impl Server {
                 let fd = listen_on(path, ty, &cfg)?;
                 bound.push(path.clone());
                 s.register(fd.raw(), libc::EPOLLIN as u32, src)
-                    .map_err(|e| format!("epoll: {e}"))?;
+                    .map_err(SetupError::Epoll)?;
                 s.listeners.push((fd, path.clone()));
             }
-            Ok::<(), String>(())
+            Ok::<(), SetupError>(())
         })();
         if let Err(e) = r {
             for p in bound {
@@ -304,10 +452,10 @@ impl Server {
     }
 
     /// Handle SIGTERM/SIGINT/SIGHUP through a signalfd (call in the process that runs).
-    pub fn catch_signals(&mut self) -> Result<(), String> {
-        let fd = crate::os::termination_signalfd().map_err(|e| format!("signalfd: {e}"))?;
+    pub fn catch_signals(&mut self) -> Result<(), SetupError> {
+        let fd = crate::os::termination_signalfd().map_err(SetupError::Signalfd)?;
         self.register(fd.raw(), libc::EPOLLIN as u32, Source::Signal)
-            .map_err(|e| format!("epoll: {e}"))?;
+            .map_err(SetupError::Epoll)?;
         self.signal = Some(fd);
         Ok(())
     }
@@ -583,34 +731,41 @@ impl Server {
         }
     }
 
-    fn setup_vde(&mut self, ctl: Fd, req: VdeRequest) -> Result<(), String> {
+    fn setup_vde(&mut self, ctl: Fd, req: VdeRequest) -> Result<(), SetupError> {
         let id = self
             .alloc_port(req.port, req.port0)
-            .map_err(|e| format!("port {}: {e}", req.port))?;
+            .map_err(|error| SetupError::Port {
+                port: req.port,
+                error,
+            })?;
         let data = sys::socket(
             libc::AF_UNIX,
             libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
         )
-        .map_err(|e| format!("socket: {e}"))?;
-        sys::connect_unix(data.raw(), &req.sock)
-            .map_err(|e| format!("connect to the client's socket {:?}: {e}", req.sock))?;
+        .map_err(SetupError::Socket)?;
+        sys::connect_unix(data.raw(), &req.sock).map_err(|error| SetupError::ConnectClient {
+            sock: req.sock.clone(),
+            error,
+        })?;
         let path = self.cfg.dir.join(format!("{:03}.{}", id, data.raw()));
         let _ = std::fs::remove_file(&path);
-        sys::bind_unix(data.raw(), &UnixAddr::path(&path))
-            .map_err(|e| format!("bind {}: {e}", path.display()))?;
+        sys::bind_unix(data.raw(), &UnixAddr::path(&path)).map_err(|error| SetupError::Bind {
+            path: path.clone(),
+            error,
+        })?;
         let unlink = crate::Unlink(path.clone());
         set_mode(&path, self.cfg.mode, self.cfg.group)?;
         big_buffers(data.raw());
-        let reply = vde::sockaddr_un_bytes(&UnixAddr::path(&path)).map_err(|e| e.to_string())?;
+        let reply = vde::sockaddr_un_bytes(&UnixAddr::path(&path)).map_err(SetupError::Address)?;
         match sys::send(ctl.raw(), &reply, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
             Ok(n) if n == reply.len() => {}
-            Ok(n) => return Err(format!("short reply ({n} bytes)")),
-            Err(e) => return Err(format!("reply: {e}")),
+            Ok(n) => return Err(SetupError::ShortReply(n)),
+            Err(e) => return Err(SetupError::Reply(e)),
         }
         let data_token = self
             .register(data.raw(), libc::EPOLLIN as u32, Source::PortData(id))
-            .map_err(|e| format!("epoll: {e}"))?;
+            .map_err(SetupError::Epoll)?;
         let ctl_token = match self.register(
             ctl.raw(),
             (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
@@ -619,7 +774,7 @@ impl Server {
             Ok(t) => t,
             Err(e) => {
                 self.unregister(data.raw(), data_token);
-                return Err(format!("epoll: {e}"));
+                return Err(SetupError::Epoll(e));
             }
         };
         std::mem::forget(unlink);
@@ -643,8 +798,8 @@ impl Server {
         Ok(())
     }
 
-    fn setup_native(&mut self, fd: Fd, h: NativeHello) -> Result<(), String> {
-        let id = self.alloc_port(0, false).map_err(|e| e.to_string())?;
+    fn setup_native(&mut self, fd: Fd, h: NativeHello) -> Result<(), SetupError> {
+        let id = self.alloc_port(0, false).map_err(SetupError::NoPort)?;
         let max = (h.max_frame as usize).min(vde::NATIVE_MAX_FRAME);
         big_buffers(fd.raw());
         // Flags granted: checksum filling, if asked. A hello without flags gets the old
@@ -664,11 +819,11 @@ impl Server {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         ) {
             Ok(_) => {}
-            Err(e) => return Err(format!("welcome: {e}")),
+            Err(e) => return Err(SetupError::Welcome(e)),
         }
         let data_token = self
             .register(fd.raw(), libc::EPOLLIN as u32, Source::PortData(id))
-            .map_err(|e| format!("epoll: {e}"))?;
+            .map_err(SetupError::Epoll)?;
         log::info!("port {id}: native {} max_frame {max}", h.description);
         let mut port = Port::new(PortKind::Native, h.description, max);
         port.csum_fill = granted & vde::NATIVE_FLAG_CSUM_FILL != 0;
@@ -1099,5 +1254,53 @@ impl Server {
                 token,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_errors_read_as_before() {
+        assert_eq!(
+            resolve_group("no-such-group-here").unwrap_err().to_string(),
+            "unknown group no-such-group-here"
+        );
+        assert_eq!(resolve_group("1234").unwrap(), 1234);
+        let dir = std::env::temp_dir().join(format!("ioth-setup-{}", std::process::id()));
+        std::fs::write(&dir, b"").unwrap();
+        let e = Server::bind(Config {
+            dir: dir.clone(),
+            mode: 0o600,
+            dirmode: 0o700,
+            dirmode_explicit: false,
+            group: None,
+            pcap: None,
+            numports: 4,
+            hub: false,
+            queue: 1 << 16,
+            shortcuts: false,
+        })
+        .err()
+        .unwrap();
+        let _ = std::fs::remove_file(&dir);
+        assert!(
+            matches!(&e, SetupError::NotADirectory(p) if *p == dir),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("{} is not a directory", dir.display())
+        );
+        let e = SetupError::Bind {
+            path: "/tmp/sw/ctl".into(),
+            error: Errno::EADDRINUSE,
+        };
+        assert_eq!(
+            e.to_string(),
+            format!("bind /tmp/sw/ctl: {}", Errno::EADDRINUSE)
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

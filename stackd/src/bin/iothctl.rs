@@ -25,7 +25,7 @@ use ioth_common::ctl::{AcceptRecord, Client, DgramHeader, Reply, Request, WireAd
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
 use std::io::{IoSliceMut, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -290,7 +290,7 @@ fn forward(c: &Client, listen: SocketAddr, addr: IpAddr, port: u16) {
     for conn in l.incoming() {
         let Ok(conn) = conn else { continue };
         match virt_connect(c, addr, port) {
-            Ok(v) => join(Fd::from_raw(std::os::fd::IntoRawFd::into_raw_fd(conn)), v),
+            Ok(v) => join(Fd::from(OwnedFd::from(conn)), v),
             Err(e) => eprintln!("iothctl: {addr} port {port}: {e}"),
         }
     }
@@ -302,7 +302,7 @@ fn expose(c: &Client, addr: IpAddr, port: u16, target: SocketAddr) {
     loop {
         let (conn, _rec) = accept(fd.raw()).unwrap_or_else(|e| die(format!("accept: {e}")));
         match std::net::TcpStream::connect(target) {
-            Ok(k) => join(conn, Fd::from_raw(std::os::fd::IntoRawFd::into_raw_fd(k))),
+            Ok(k) => join(conn, Fd::from(OwnedFd::from(k))),
             Err(e) => eprintln!("iothctl: {target}: {e}"),
         }
     }

@@ -4,10 +4,12 @@
 //! once no socket and no client is left for `--linger`.
 //!
 //! One epoll instance watches, edge-triggered where it matters: the switch socket and its
-//! shortcuts (`T_SWITCH`, through [`SwitchDevice::watch`]), the switch's control socket of a
+//! shortcuts (`T_SWITCH`, through `SwitchDevice::watch`), the switch's control socket of a
 //! VDE port (`T_SWITCH_CTL`: its EOF means the switch is gone), the control listeners
 //! (`T_LISTEN`), each control connection (`T_CTL | connection`), and the daemon end of each
 //! socket (`T_SOCK | socket id`, from [`Stack::take_watch`]).
+
+#![deny(unsafe_code)]
 
 use crate::device::SwitchDevice;
 use crate::os;

@@ -46,8 +46,11 @@
 //!
 //! No allocation per frame: hairpin buffers are recycled.
 
+#![deny(unsafe_code)]
+
 use crate::link::{Link, Recv};
 use crate::ring::{self, Held, Ring};
+use crate::shortcut::{Shortcut, Shortcuts};
 use ioth_common::port::{Incoming, PortKind, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
 use ioth_common::vde;
@@ -61,114 +64,6 @@ use std::os::fd::RawFd;
 pub const STREAK: u32 = 32;
 /// Most shortcuts a node keeps (further offers are refused).
 pub const MAX_SHORTCUTS: usize = 256;
-
-/// A direct socket to another stack's port (see the module documentation).
-struct Shortcut {
-    id: u32,
-    peer: [u8; 6],
-    fd: Fd,
-    /// Our ring towards the peer (`ring.rs`), used once the peer showed it speaks rings
-    /// (`tx_on`: its own ring arrived); until then frames go through the socket.
-    tx_ring: Option<Ring>,
-    tx_on: bool,
-    /// The peer's ring towards us.
-    rx_ring: Option<Ring>,
-}
-
-impl Shortcut {
-    /// Tell the peer there is something for it (a frame, or room).
-    fn ring(&self) -> Result<(), Errno> {
-        match send_frame(self.fd.raw(), ring::DOORBELL) {
-            Ok(_) => Ok(()),
-            // Full of doorbells already: it will wake up.
-            Err(e) if e.is_again() => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Put `frame` into our ring: `Ok(true)` sent, `Ok(false)` full (and the consumer asked
-    /// to make room), `Err` the shortcut is dead. Only with `tx_on`.
-    fn ring_send(&mut self, frame: &[u8]) -> Result<bool, Errno> {
-        let Some(r) = &mut self.tx_ring else {
-            return Err(Errno::EPIPE);
-        };
-        loop {
-            if let Some(slot) = r.reserve(frame.len()) {
-                slot.copy_from_slice(frame);
-                if r.commit(frame.len()) {
-                    self.ring()?;
-                }
-                return Ok(true);
-            }
-            if !r.wait_room(frame.len()) {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// Send one frame to the peer: ring or socket. `Ok(false)`: no room now (the caller
-    /// sends it through the switch instead: a shortcut never blocks the node, so two nodes
-    /// that both wait for room in each other's shortcut cannot stall each other).
-    fn send(&mut self, frame: &[u8]) -> Result<bool, Errno> {
-        if self.tx_on {
-            return self.ring_send(frame);
-        }
-        match send_frame(self.fd.raw(), frame) {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_again() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// The node's shortcuts and their counters.
-#[derive(Default)]
-pub struct Shortcuts {
-    list: Vec<Shortcut>,
-    pub tx_frames: u64,
-    pub rx_frames: u64,
-    pub made: u64,
-    pub ended: u64,
-    /// Frames that went through a shared-memory ring (a part of `tx_frames`).
-    pub ring_tx: u64,
-    /// Frames sent through the switch because the shortcut was full.
-    pub full: u64,
-    /// The shortcut the last frame went to, if it has a ring: smoltcp builds the next
-    /// frame straight into that ring, on the bet that it goes there too.
-    bet: Option<usize>,
-    /// Rings of ended shortcuts, kept mapped while a frame of theirs may be held.
-    graveyard: Vec<Ring>,
-}
-
-impl Shortcuts {
-    fn find(&self, mac: &[u8]) -> Option<usize> {
-        if self.list.is_empty() {
-            return None;
-        }
-        self.list.iter().position(|s| s.peer[..] == *mac)
-    }
-
-    /// End shortcut `i`: out of epoll, and shut down so that the peer falls back too (the
-    /// switch holds a copy of the socket, so closing alone would not tell it).
-    fn end(&mut self, i: usize, watch: Option<(RawFd, u64)>) {
-        self.bet = None;
-        let mut s = self.list.swap_remove(i);
-        self.graveyard.extend(s.rx_ring.take());
-        self.graveyard.extend(s.tx_ring.take());
-        if let Some((ep, _)) = watch {
-            let _ = sys::epoll_ctl(ep, libc::EPOLL_CTL_DEL, s.fd.raw(), 0, 0);
-        }
-        let _ = sys::shutdown(s.fd.raw(), libc::SHUT_RDWR);
-        self.ended += 1;
-        log::debug!("shortcut {} ended", s.id);
-    }
-
-    fn clear(&mut self, watch: Option<(RawFd, u64)>) {
-        while !self.list.is_empty() {
-            self.end(self.list.len() - 1, watch);
-        }
-    }
-}
 
 pub struct SwitchDevice {
     port: Option<SwitchPort>,
@@ -601,11 +496,6 @@ impl Link for SwitchDevice {
             self.shortcut_info()
         )
     }
-}
-
-/// Send one frame on a shortcut without blocking.
-fn send_frame(fd: RawFd, frame: &[u8]) -> Result<usize, Errno> {
-    sys::send(fd, frame, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
 }
 
 pub struct Rx<'a>(&'a [u8]);

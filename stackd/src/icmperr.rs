@@ -12,7 +12,7 @@
 //! ICMP packet while smoltcp goes on handling echo and neighbour discovery itself. This
 //! module reads them and says which (local port, peer) pair an error is for and with which
 //! errno; the node hands it to the matching connected UDP socket as an error record on its
-//! socketpair ([`DgramHeader::error`]), which the shim turns into `-1`/errno on the next
+//! socketpair (`DgramHeader::error`), which the shim turns into `-1`/errno on the next
 //! receive.
 //!
 //! Not done: `IP_RECVERR`/`MSG_ERRQUEUE` (the shim answers `EAGAIN`), errors on `send` (only

@@ -10,11 +10,11 @@
 //! - [`stack`]: the node's TCP/IP stack and sockets, sans-IO (time passed in, the link any
 //!   [`link::Link`]): the control operations, ingress, egress and the socket pumps;
 //! - [`daemon`]: the epoll loop, control server, switch reconnects and exit around a stack;
-//! - [`link`]: what the stack needs from its link; [`device`]: the link over a switch port
-//!   (with shortcuts through [`ring`]s);
-//! - [`frame`]: header peeking and the few frames built by hand; [`neigh`]: `SIOCSARP`;
-//! - [`autoconf`] (DHCPv4 and SLAAC for `--ip auto/dhcp/slaac`), [`mdns`] (the node's name),
-//!   [`icmperr`] (ICMP errors for connected UDP), [`raw`] (raw ICMPv6 sockets);
+//! - [`link`]: what the stack needs from its link; `device`: the link over a switch port
+//!   (with `shortcut`s through `ring`s);
+//! - `frame`: header peeking and the few frames built by hand; `neigh`: `SIOCSARP`;
+//! - `autoconf` (DHCPv4 and SLAAC for `--ip auto/dhcp/slaac`), `mdns` (the node's name),
+//!   `icmperr` (ICMP errors for connected UDP), `raw` (raw ICMPv6 sockets);
 //! - [`os`]: the few raw syscalls not in `ioth_common::sys`.
 
 mod autoconf;
@@ -30,4 +30,5 @@ mod neigh;
 pub mod os;
 mod raw;
 mod ring;
+mod shortcut;
 pub mod stack;

@@ -6,12 +6,14 @@
 //! smoltcp only once staged ([`Link::stage`]): `Device::receive` returns nothing else.
 //!
 //! Hairpin: smoltcp has no loopback. A link sends frames for the node itself (its own MAC,
-//! ARP requests and neighbour solicitations for its own addresses: [`crate::frame::is_for_self`])
+//! ARP requests and neighbour solicitations for its own addresses: `crate::frame::is_for_self`)
 //! back to the node through a queue that [`Link::recv`] reads first.
 //!
-//! Two links implement it: [`crate::device::SwitchDevice`] (a switch port with its
+//! Two links implement it: `crate::device::SwitchDevice` (a switch port with its
 //! shortcuts, in the daemon) and the in-memory link of the test harness
 //! (`crate::harness`).
+
+#![deny(unsafe_code)]
 
 use smoltcp::phy::Device;
 use std::net::IpAddr;

@@ -20,6 +20,8 @@
 //! `IPV6_PKTINFO` as a *send* control message (the source is chosen as above), loopback of
 //! the node's own multicast, `IPV6_HDRINCL`.
 
+#![deny(unsafe_code)]
+
 use ioth_common::csum;
 use ioth_common::ctl::{DgramHeader, WireAddr};
 use ioth_common::sys::{self, Errno};

@@ -12,6 +12,7 @@
 //! Node `a` is `10.0.0.1/24` and `fd00::1/64`, node `b` is `10.0.0.2/24` and `fd00::2/64`,
 //! on a link with a 1500-byte IP MTU (as a VDE port).
 
+#![deny(unsafe_code)]
 #![allow(dead_code)]
 
 mod tcp;

@@ -1,7 +1,7 @@
 //! Control requests ([`ctl::Request`]) dispatched to the socket operations of the other
 //! files, with the reply (and the fd a request creates). Also `NodeInfo` and `SetNeighbour`
-//! (`SIOCSARP`, see [`crate::neigh`]). Reading and answering control connections is the
-//! daemon's part ([`crate::daemon`]).
+//! (`SIOCSARP`, see `crate::neigh`). Reading and answering control connections is the
+//! daemon's part (`crate::daemon`).
 
 use super::*;
 
@@ -75,7 +75,7 @@ impl<D: Link> Stack<D> {
 }
 
 impl<D: Link> Net<D> {
-    /// `SetNeighbour` (`SIOCSARP`): see [`crate::neigh`].
+    /// `SetNeighbour` (`SIOCSARP`): see `crate::neigh`.
     pub(super) fn set_neighbour(&mut self, addr: WireAddr, mac: [u8; 6]) -> Result<Reply, Errno> {
         let Some(IpAddr::V4(ip)) = addr.0.map(|a| config::unmap(a.ip())) else {
             return Err(Errno(libc::EAFNOSUPPORT));

@@ -1,7 +1,7 @@
 //! UDP and ICMP echo sockets: opening the smoltcp socket, connected datagram sockets, the
 //! pump between smoltcp and the socketpair (one [`DgramHeader`] per datagram), datagrams
 //! smoltcp handed to the wrong socket of a port ([`Stack::redispatch`]), and ICMP errors for
-//! connected UDP ([`crate::icmperr`]). Raw ICMPv6 sockets are pumped by [`crate::raw`].
+//! connected UDP (`crate::icmperr`). Raw ICMPv6 sockets are pumped by `crate::raw`.
 
 use super::*;
 

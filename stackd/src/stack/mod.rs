@@ -1,7 +1,7 @@
 //! The stack: one smoltcp `Interface` on one [`Link`], all the node's sockets, and the
 //! operations of the control protocol (`ioth_common::ctl`), apart from any I/O loop.
 //!
-//! A `Stack` does no waiting and reads no clock: its owner (the daemon, [`crate::daemon`],
+//! A `Stack` does no waiting and reads no clock: its owner (the daemon, `crate::daemon`,
 //! or the test harness, `crate::harness`) passes the time into every call, tells it which
 //! socketpair ends became ready ([`Stack::app_event`]), calls [`Stack::poll`] for the work
 //! that is due, and sleeps until [`Stack::poll_delay`]. The sockets' application ends are
@@ -22,8 +22,8 @@
 //! in the stack until its [`AcceptRecord`] (with the app's end attached) fits on the
 //! listener's socketpair. Backlog = queued here + records not yet received by the app.
 //!
-//! Raw ICMPv6 sockets are pumped by [`crate::raw`]; `SIOCSARP` neighbour entries come from
-//! [`crate::neigh`].
+//! Raw ICMPv6 sockets are pumped by `crate::raw`; `SIOCSARP` neighbour entries come from
+//! `crate::neigh`.
 //!
 //! The files, each adding an `impl Stack` block for one concern:
 //! - `mod.rs`: the [`Stack`] struct, its creation, one poll, its timers;
@@ -37,6 +37,8 @@
 //!
 //! Not done here: TCP urgent data, SO_LINGER with a timeout (only 0 = RST is honoured), IP
 //! options, raw sockets other than ICMPv6.
+
+#![deny(unsafe_code)]
 
 use crate::frame;
 use crate::link::{Link, Recv};
@@ -179,13 +181,13 @@ pub(super) struct Net<D: Link> {
     /// UDP datagrams smoltcp gave to a socket that does not want them (wrong family, other
     /// peer): (port, source, payload), handed to another socket on that port.
     misrouted: Vec<(u16, SocketAddr, Vec<u8>)>,
-    /// The mDNS responder for the node's name (see [`crate::mdns`]).
+    /// The mDNS responder for the node's name (see `crate::mdns`).
     mdns: Option<crate::mdns::Responder>,
-    /// ICMP errors for connected UDP sockets (see [`crate::icmperr`]).
+    /// ICMP errors for connected UDP sockets (see `crate::icmperr`).
     icmp_errors: crate::icmperr::IcmpErrors,
     /// Closed TCP sockets to reuse (see [`TCP_SPARE`]).
     tcp_spare: Vec<tcp::Socket<'static>>,
-    /// DHCPv4 and SLAAC in auto mode (see [`crate::autoconf`]).
+    /// DHCPv4 and SLAAC in auto mode (see `crate::autoconf`).
     auto: Option<crate::autoconf::Autoconf>,
     /// Gateways and DNS servers given in the configuration (auto mode adds learnt ones).
     given_gw: Vec<IpAddr>,

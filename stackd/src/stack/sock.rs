@@ -10,7 +10,7 @@ pub(super) enum Kind {
     Tcp,
     Udp,
     Icmp,
-    /// Raw ICMPv6 (see [`crate::raw`]).
+    /// Raw ICMPv6 (see `crate::raw`).
     Raw,
 }
 

@@ -1,0 +1,122 @@
+//! A switch shortcut: a direct `SOCK_SEQPACKET` socket to another stack's port, with a
+//! shared-memory ring each way once both sides made theirs (see [`crate::device`] for how
+//! frames choose between shortcuts and the switch, and [`crate::ring`] for the rings).
+
+#![deny(unsafe_code)]
+
+use crate::ring::{self, Ring};
+use ioth_common::sys::{self, Errno, Fd};
+use std::os::fd::RawFd;
+
+/// A direct socket to another stack's port (see the module documentation).
+pub(crate) struct Shortcut {
+    pub(crate) id: u32,
+    pub(crate) peer: [u8; 6],
+    pub(crate) fd: Fd,
+    /// Our ring towards the peer (`ring.rs`), used once the peer showed it speaks rings
+    /// (`tx_on`: its own ring arrived); until then frames go through the socket.
+    pub(crate) tx_ring: Option<Ring>,
+    pub(crate) tx_on: bool,
+    /// The peer's ring towards us.
+    pub(crate) rx_ring: Option<Ring>,
+}
+
+impl Shortcut {
+    /// Tell the peer there is something for it (a frame, or room).
+    pub(crate) fn ring(&self) -> Result<(), Errno> {
+        match send_frame(self.fd.raw(), ring::DOORBELL) {
+            Ok(_) => Ok(()),
+            // Full of doorbells already: it will wake up.
+            Err(e) if e.is_again() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Put `frame` into our ring: `Ok(true)` sent, `Ok(false)` full (and the consumer asked
+    /// to make room), `Err` the shortcut is dead. Only with `tx_on`.
+    pub(crate) fn ring_send(&mut self, frame: &[u8]) -> Result<bool, Errno> {
+        let Some(r) = &mut self.tx_ring else {
+            return Err(Errno::EPIPE);
+        };
+        loop {
+            if let Some(slot) = r.reserve(frame.len()) {
+                slot.copy_from_slice(frame);
+                if r.commit(frame.len()) {
+                    self.ring()?;
+                }
+                return Ok(true);
+            }
+            if !r.wait_room(frame.len()) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Send one frame to the peer: ring or socket. `Ok(false)`: no room now (the caller
+    /// sends it through the switch instead: a shortcut never blocks the node, so two nodes
+    /// that both wait for room in each other's shortcut cannot stall each other).
+    pub(crate) fn send(&mut self, frame: &[u8]) -> Result<bool, Errno> {
+        if self.tx_on {
+            return self.ring_send(frame);
+        }
+        match send_frame(self.fd.raw(), frame) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_again() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The node's shortcuts and their counters.
+#[derive(Default)]
+pub struct Shortcuts {
+    pub(crate) list: Vec<Shortcut>,
+    pub tx_frames: u64,
+    pub rx_frames: u64,
+    pub made: u64,
+    pub ended: u64,
+    /// Frames that went through a shared-memory ring (a part of `tx_frames`).
+    pub ring_tx: u64,
+    /// Frames sent through the switch because the shortcut was full.
+    pub full: u64,
+    /// The shortcut the last frame went to, if it has a ring: smoltcp builds the next
+    /// frame straight into that ring, on the bet that it goes there too.
+    pub(crate) bet: Option<usize>,
+    /// Rings of ended shortcuts, kept mapped while a frame of theirs may be held.
+    pub(crate) graveyard: Vec<Ring>,
+}
+
+impl Shortcuts {
+    pub(crate) fn find(&self, mac: &[u8]) -> Option<usize> {
+        if self.list.is_empty() {
+            return None;
+        }
+        self.list.iter().position(|s| s.peer[..] == *mac)
+    }
+
+    /// End shortcut `i`: out of epoll, and shut down so that the peer falls back too (the
+    /// switch holds a copy of the socket, so closing alone would not tell it).
+    pub(crate) fn end(&mut self, i: usize, watch: Option<(RawFd, u64)>) {
+        self.bet = None;
+        let mut s = self.list.swap_remove(i);
+        self.graveyard.extend(s.rx_ring.take());
+        self.graveyard.extend(s.tx_ring.take());
+        if let Some((ep, _)) = watch {
+            let _ = sys::epoll_ctl(ep, libc::EPOLL_CTL_DEL, s.fd.raw(), 0, 0);
+        }
+        let _ = sys::shutdown(s.fd.raw(), libc::SHUT_RDWR);
+        self.ended += 1;
+        log::debug!("shortcut {} ended", s.id);
+    }
+
+    pub(crate) fn clear(&mut self, watch: Option<(RawFd, u64)>) {
+        while !self.list.is_empty() {
+            self.end(self.list.len() - 1, watch);
+        }
+    }
+}
+
+/// Send one frame on a shortcut without blocking.
+pub(crate) fn send_frame(fd: RawFd, frame: &[u8]) -> Result<usize, Errno> {
+    sys::send(fd, frame, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+}

@@ -85,7 +85,7 @@ impl<T> Missing for *mut T {
 /// also makes that module's `real` submodule, whose `resolve_all` must be listed in
 /// [`resolve_all`].
 ///
-/// ```ignore
+/// ```text
 /// hooks! {
 ///     /// Doc comment of the exported symbol.
 ///     fn listen(fd: c_int, backlog: c_int) -> c_int

@@ -585,12 +585,7 @@ impl Pair {
 
     /// A TCP listener on `addr` with `backlog`: (id, application end).
     pub fn listener(&mut self, n: Node, addr: &str, backlog: i32) -> (u64, Fd) {
-        let sa: SocketAddr = addr.parse().unwrap();
-        let domain = if sa.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
+        let domain = domain_of(addr);
         let (id, fd) = self.socket(n, domain, libc::SOCK_STREAM);
         assert_eq!(self.bind(n, id, addr), Reply::Ok);
         assert_eq!(self.listen(n, id, backlog), Reply::Ok);
@@ -608,12 +603,7 @@ impl Pair {
 
     /// A TCP socket of node `n` connecting to `addr`: (id, application end).
     pub fn connecting(&mut self, n: Node, addr: &str) -> (u64, Fd) {
-        let sa: SocketAddr = addr.parse().unwrap();
-        let domain = if sa.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
+        let domain = domain_of(addr);
         let (id, fd) = self.socket(n, domain, libc::SOCK_STREAM);
         assert_eq!(
             self.connect(n, id, &fd, addr),
@@ -704,6 +694,14 @@ impl Pair {
             if close { eof } else { got.len() >= data.len() }
         });
         got
+    }
+}
+
+/// The address family of a socket address given as text.
+pub fn domain_of(addr: &str) -> i32 {
+    match addr.parse::<SocketAddr>() {
+        Ok(SocketAddr::V4(_)) => libc::AF_INET,
+        _ => libc::AF_INET6,
     }
 }
 

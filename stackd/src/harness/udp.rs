@@ -13,12 +13,7 @@ fn secs(n: u64) -> Duration {
 
 /// A UDP socket of node `n` bound to `addr`: (id, application end).
 fn udp(p: &mut Pair, n: Node, addr: &str) -> (u64, Fd) {
-    let sa: SocketAddr = addr.parse().unwrap();
-    let domain = if sa.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let domain = domain_of(addr);
     let (id, fd) = p.socket(n, domain, libc::SOCK_DGRAM);
     assert_eq!(p.bind(n, id, addr), Reply::Ok);
     (id, fd)

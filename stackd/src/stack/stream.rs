@@ -404,6 +404,8 @@ impl<D: Link> Stack<D> {
             li.queue.push_back(Pending { app: a, rec });
         }
         deliver(l);
+        // (Should the listener have failed, its next visit drops it.)
+        self.work.add(lid);
         apply_tcp_opts(self.net.set.get_mut::<tcp::Socket>(h), &s.opts);
         s.tcp = TcpState::Conn(Conn {
             h,

@@ -1,6 +1,10 @@
 //! Where things live, and how a virtual socket's fd says which node and socket it is.
 //!
-//! * Run directory: `$IOTH_RUNDIR`, else `$XDG_RUNTIME_DIR/ioth`, else `/tmp/ioth-<uid>`.
+//! * Run directory: `$IOTH_RUNDIR`, else `$XDG_RUNTIME_DIR/ioth`, else `/tmp/ioth-<uid>`. It
+//!   must be the user's own ([`ensure_private_dir`]): a real directory (not a symlink), owned
+//!   by the effective uid, writable by nobody else; it is made with mode 0700 when missing.
+//!   In a shared `/tmp`, another user could otherwise make it first and plant a switch or a
+//!   daemon there.
 //! * Default switch: `<rundir>/switch` (a VDE-compatible switch directory).
 //! * A node started on demand listens on `<rundir>/node-<hash>.ctl`, where the hash covers the
 //!   node's addresses and switch: every process started with the same `IOTH_IP` on the same
@@ -26,6 +30,76 @@ pub fn rundir() -> PathBuf {
         return PathBuf::from(d).join("ioth");
     }
     PathBuf::from(format!("/tmp/ioth-{}", crate::sys::getuid()))
+}
+
+/// Why a directory cannot hold our sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsafeDir {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+impl std::fmt::Display for UnsafeDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}; remove it, or set IOTH_RUNDIR to a directory of your own (mode 0700)",
+            self.path.display(),
+            self.why
+        )
+    }
+}
+
+impl std::error::Error for UnsafeDir {}
+
+/// Make sure `dir` is the user's own: create it with mode 0700 if missing (its parents as
+/// needed); refuse a symlink, a non-directory, a directory of another owner, or one that
+/// group or others may write.
+pub fn ensure_private_dir(dir: &std::path::Path) -> Result<(), UnsafeDir> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let bad = |why: String| UnsafeDir {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                let _ = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent);
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                // Made meanwhile (by us in another process, or by someone else): check it.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(bad(format!("cannot be created ({e})"))),
+            }
+            std::fs::symlink_metadata(dir).map_err(|e| bad(format!("is unreadable ({e})")))?
+        }
+        Err(e) => return Err(bad(format!("is unreadable ({e})"))),
+    };
+    let me = crate::sys::geteuid();
+    if meta.file_type().is_symlink() {
+        return Err(bad("is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(bad("is not a directory".into()));
+    }
+    if meta.uid() != me {
+        return Err(bad(format!(
+            "belongs to uid {}, not to you (uid {me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(bad(format!(
+            "is writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 pub fn default_switch_dir() -> PathBuf {
@@ -97,5 +171,79 @@ mod tests {
             None
         );
         assert_eq!(parse_socket_name(&UnixAddr::Path(b"/tmp/x".to_vec())), None);
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "ioth-names-{}-{name}-{:x}",
+            std::process::id(),
+            crate::sys::random_u64()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn private_dir_is_made_with_mode_0700() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tmp("new").join("run");
+        ensure_private_dir(&d).unwrap();
+        let m = std::fs::metadata(&d).unwrap();
+        assert!(m.is_dir());
+        assert_eq!(m.mode() & 0o777, 0o700);
+        // Again: accepted as it is.
+        ensure_private_dir(&d).unwrap();
+        let _ = std::fs::remove_dir_all(d.parent().unwrap());
+    }
+
+    #[test]
+    fn unsafe_dirs_are_refused_with_the_path_and_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tmp("bad");
+        std::fs::create_dir_all(&base).unwrap();
+        let open = base.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = ensure_private_dir(&open).unwrap_err();
+        assert!(e.why.contains("writable by group or others"), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(open.to_str().unwrap()) && msg.contains("IOTH_RUNDIR"),
+            "{msg}"
+        );
+        let link = base.join("link");
+        let target = base.join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(
+            ensure_private_dir(&link)
+                .unwrap_err()
+                .why
+                .contains("symbolic link")
+        );
+        let file = base.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(
+            ensure_private_dir(&file)
+                .unwrap_err()
+                .why
+                .contains("not a directory")
+        );
+        // Another owner (only root can hand a directory to someone else).
+        let theirs = base.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if crate::sys::geteuid() == 0
+            && std::os::unix::fs::chown(&theirs, Some(65534), None).is_ok()
+        {
+            assert!(
+                ensure_private_dir(&theirs)
+                    .unwrap_err()
+                    .why
+                    .contains("uid 65534")
+            );
+        }
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

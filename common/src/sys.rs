@@ -327,6 +327,27 @@ pub fn getsockopt_bytes(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> Res
     Ok(len as usize)
 }
 
+/// `(pid, uid, gid)` of the peer of a unix socket (`SO_PEERCRED`).
+pub fn peer_cred(fd: RawFd) -> Result<(u32, u32, u32)> {
+    let mut b = [0u8; 12];
+    let n = getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut b)?;
+    if n < 12 {
+        return Err(Errno::EINVAL);
+    }
+    let u = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    Ok((u(0), u(4), u(8)))
+}
+
+/// Bound every blocking `connect`, send and receive on socket `fd` to `ms` milliseconds
+/// (`SO_SNDTIMEO`, `SO_RCVTIMEO`): past it they fail with `EAGAIN`.
+pub fn set_io_timeout(fd: RawFd, ms: u32) -> Result<()> {
+    let mut tv = [0u8; 16];
+    tv[..8].copy_from_slice(&i64::from(ms / 1000).to_ne_bytes());
+    tv[8..].copy_from_slice(&(i64::from(ms % 1000) * 1000).to_ne_bytes());
+    setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv)?;
+    setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
+}
+
 pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> Result<i32> {
     let mut b = [0u8; 4];
     getsockopt_bytes(fd, level, name, &mut b)?;

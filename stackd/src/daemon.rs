@@ -12,7 +12,6 @@
 #![deny(unsafe_code)]
 
 use crate::device::SwitchDevice;
-use crate::os;
 use crate::stack::{Stack, StackConfig, port_description};
 use ioth_common::config::NodeConfig;
 use ioth_common::ctl::{self, MAX_MSG, Reply, Request};
@@ -303,7 +302,7 @@ impl Daemon {
                 // Same user, root, or any user when the node itself runs as root: a server
                 // started as root (nginx) drops privileges in its workers, which must still
                 // reach their node.
-                match os::peer_cred(c.raw()) {
+                match sys::peer_cred(c.raw()) {
                     Ok((_, uid, _)) if uid == 0 || [uid, 0].contains(&sys::geteuid()) => {}
                     other => {
                         log::warn!("control connection refused: credentials {other:?}");

@@ -100,7 +100,15 @@ fn main() {
     if let Some(dir) = ctl_path.parent()
         && !dir.as_os_str().is_empty()
     {
-        let _ = create_private_dir(dir);
+        if cli.ctl.is_none() {
+            // The run directory: ours alone, or nothing (names::ensure_private_dir).
+            if let Err(e) = names::ensure_private_dir(dir) {
+                eprintln!("ioth-stackd: {e}");
+                std::process::exit(1);
+            }
+        } else {
+            let _ = create_private_dir(dir);
+        }
     }
 
     // Control socket first: if a live daemon already serves it, it won the race.
@@ -302,11 +310,17 @@ fn open_switch(cfg: &ioth_common::config::NodeConfig) -> Result<(String, SwitchP
     }
     let dir = names::default_switch_dir();
     let loc = dir.to_string_lossy().into_owned();
+    // The per-user switch lives in the run directory, which must be ours alone, and so must
+    // the switch's own directory if it is there already: another user could have made either
+    // first and be waiting with a switch of their own.
+    if let Some(parent) = dir.parent() {
+        names::ensure_private_dir(parent).map_err(|e| e.to_string())?;
+    }
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        names::ensure_private_dir(&dir).map_err(|e| e.to_string())?;
+    }
     if let Ok(p) = SwitchPort::open_with_shortcuts(&loc, &desc, want) {
         return Ok((loc, p));
-    }
-    if let Some(parent) = dir.parent() {
-        let _ = create_private_dir(parent);
     }
     let exe = std::env::current_exe()
         .ok()

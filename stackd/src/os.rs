@@ -4,7 +4,7 @@
 //!
 //! This is the only module of the crate with `unsafe`.
 
-use ioth_common::sys::{self, Errno};
+use ioth_common::sys::Errno;
 use std::os::fd::RawFd;
 
 /// Outcome of [`fork`].
@@ -68,17 +68,6 @@ pub fn kill_child(pid: i32) {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and is always safe to call.
     unsafe { libc::_exit(code) }
-}
-
-/// `(pid, uid, gid)` of the peer of a unix socket.
-pub fn peer_cred(fd: RawFd) -> Result<(u32, u32, u32), Errno> {
-    let mut b = [0u8; 12];
-    let n = sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut b)?;
-    if n < 12 {
-        return Err(Errno::EINVAL);
-    }
-    let u = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    Ok((u(0), u(4), u(8)))
 }
 
 /// Bytes (kernel accounting units) sent on `fd` that the peer has not read yet (`SIOCOUTQ`).

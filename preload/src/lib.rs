@@ -42,6 +42,7 @@ pub mod spawn;
 
 extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {
+        log::quiet_panics();
         hook::resolve_all();
         dgram::scan_inherited();
         node::install_atfork();
@@ -49,8 +50,9 @@ extern "C" fn init() {
     });
 }
 
-/// Library constructor: resolve the real functions before any hook can run in a signal
-/// handler, install the fork handlers, and remember where the library lives.
+/// Library constructor: keep the shim's panics out of the host's stderr, resolve the real
+/// functions before any hook can run in a signal handler, install the fork handlers, and
+/// remember where the library lives.
 #[used]
 #[unsafe(link_section = ".init_array")]
 static INIT: extern "C" fn() = init;

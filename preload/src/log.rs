@@ -42,6 +42,18 @@ pub fn error_once(msg: &str) {
     }
 }
 
+/// Panics in the shim are caught at the hook boundary and become an errno; std's default hook
+/// would first print them on the host program's stderr. This hook prints only with
+/// `IOTH_LOG`, as a debug line. It is the panic hook of the shim's own copy of std (a cdylib
+/// links its own), so a Rust host program keeps its own hook.
+pub fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        if enabled() {
+            debug_line(&format!("panic (caught, the call fails): {info}"));
+        }
+    }));
+}
+
 /// Debug logging, only evaluated when `IOTH_LOG` is set.
 #[macro_export]
 macro_rules! debug {

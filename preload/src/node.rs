@@ -1,16 +1,24 @@
-//! Control connections to stack daemons, one per (process, node), and the process's home node.
+//! Control connections to stack daemons, and the process's home node.
 //!
 //! * A virtual socket names its node in its own fd name, so calls on an existing socket go to
 //!   the abstract control name of that node (`ioth/<node>/ctl`), whichever process holds it.
 //! * New sockets go to the *home* node: `IOTH_STACK` (a control socket path), else the node
 //!   described by `IOTH_IP` & co., whose daemon is started on first use when nobody answers at
 //!   its path. Without either variable the shim is inert.
-//! * Connections are cached under one mutex. Every use checks the pid (after a `fork` the
-//!   child drops the inherited connections: sharing one SEQPACKET stream with the parent would
-//!   mix replies) and that the cached fd is still the socket we opened (`fstat` device and
-//!   inode: programs close or `dup2` over descriptors they do not know). An fd that is no
-//!   longer ours is forgotten, never closed. `pthread_atfork` handlers hold the mutex across
-//!   `fork` so a child never inherits it locked.
+//! * Idle connections wait in a pool under one mutex. A call takes one out (or opens one),
+//!   releases the mutex, makes its round trip, and puts it back: no lock is held across a
+//!   round trip, so a stopped or hung daemon can block only the threads that talk to it, and
+//!   never `fork` (whose `pthread_atfork` handlers take the mutex). Every round trip, and the
+//!   `connect` that opens a connection, is bounded ([`ROUND_TRIP_MS`], `SO_SNDTIMEO`/
+//!   `SO_RCVTIMEO`); past it the call fails with `ENETDOWN`, as when the daemon is gone.
+//! * A connection is used only if its peer runs as our effective uid or as root
+//!   (`SO_PEERCRED`), checked before anything is sent: a daemon of another user at our path
+//!   gets nothing from us.
+//! * Every use checks the pid: a child drops the connections it inherited, idle or in use by
+//!   another thread at the fork (sharing one SEQPACKET stream with the parent would mix
+//!   replies), and that a pooled fd is still the socket we opened (`fstat` device and inode:
+//!   programs close or `dup2` over descriptors they do not know). An fd that is no longer ours
+//!   is forgotten, never closed.
 //! * Control fds are close-on-exec and moved to a high number, out of the way of `dup2`.
 
 use crate::spawn;
@@ -27,6 +35,10 @@ use std::sync::OnceLock;
 
 /// Lowest fd number used for control connections (when the fd limit allows it).
 const HIGH_FD: i32 = 900;
+/// Longest a control round trip (or the connect before it) may take. A daemon answers at
+/// once (`ctl`: nothing it does waits for the network); this bounds a stopped, hung or fake
+/// one.
+pub const ROUND_TRIP_MS: u32 = 5000;
 
 /// One control connection.
 struct Conn {
@@ -38,7 +50,21 @@ struct Conn {
 impl Conn {
     fn open(addr: &UnixAddr) -> Result<Conn, Errno> {
         let fd = sys::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)?;
-        sys::retry(|| sys::connect_unix(fd.raw(), addr))?;
+        // Bounds the connect (a daemon that stopped accepting fills its backlog) and every
+        // later send and receive.
+        sys::set_io_timeout(fd.raw(), ROUND_TRIP_MS)?;
+        sys::retry(|| sys::connect_unix(fd.raw(), addr)).map_err(|e| {
+            if e.is_again() {
+                Errno(libc::ETIMEDOUT)
+            } else {
+                e
+            }
+        })?;
+        let (_, uid, _) = sys::peer_cred(fd.raw())?;
+        if uid != 0 && uid != sys::geteuid() {
+            crate::debug!("control socket served by uid {uid}: not ours, not used");
+            return Err(Errno(libc::EPERM));
+        }
         let fd = match fd.dup_cloexec(HIGH_FD) {
             Ok(high) => high,
             Err(_) => fd,
@@ -125,7 +151,10 @@ pub fn home() -> &'static Home {
 
 struct State {
     pid: u32,
-    conns: Vec<Conn>,
+    /// Idle connections.
+    pool: Vec<Conn>,
+    /// Connections taken out of the pool (fd, identity): a child closes its copies.
+    busy: Vec<(RawFd, (u64, u64))>,
     /// Node id of the home node once joined.
     home: Option<u64>,
     /// This process's part of the socket ids it picks (`ctl::client_id`): a random salt, new
@@ -136,7 +165,8 @@ struct State {
 
 static STATE: Mutex<State> = Mutex::new(State {
     pid: 0,
-    conns: Vec::new(),
+    pool: Vec::new(),
+    busy: Vec::new(),
     home: None,
     salt: 0,
     counter: 0,
@@ -175,8 +205,13 @@ impl State {
     fn check_pid(&mut self) {
         let pid = sys::getpid();
         if self.pid != pid {
-            for c in self.conns.drain(..) {
+            for c in self.pool.drain(..) {
                 discard(c);
+            }
+            for (fd, ident) in self.busy.drain(..) {
+                if sys::fstat_id(fd) == Ok(ident) {
+                    sys::close(fd);
+                }
             }
             self.home = None;
             self.pid = pid;
@@ -185,52 +220,87 @@ impl State {
         }
     }
 
-    /// Index of a usable connection to `node`, connecting if needed.
-    fn conn_for(&mut self, node: u64) -> Result<usize, Errno> {
-        if let Some(i) = self.conns.iter().position(|c| c.node == node) {
-            if self.conns[i].is_ours() {
-                return Ok(i);
+    /// An idle connection to `node` that is still ours, taken out of the pool.
+    fn take(&mut self, node: u64) -> Option<Conn> {
+        while let Some(i) = self.pool.iter().position(|c| c.node == node) {
+            let c = self.pool.swap_remove(i);
+            if c.is_ours() {
+                self.busy.push((c.fd.raw(), c.ident));
+                return Some(c);
             }
-            let c = self.conns.swap_remove(i);
             let _ = c.fd.into_raw();
         }
-        let mut c = Conn::open(&names::node_ctl_name(node))?;
-        c.node = node;
-        self.conns.push(c);
-        Ok(self.conns.len() - 1)
+        None
     }
 
-    fn drop_conn(&mut self, i: usize) {
-        let c = self.conns.swap_remove(i);
-        if Some(c.node) == self.home {
-            self.home = None;
+    fn mark_busy(&mut self, c: &Conn) {
+        self.busy.push((c.fd.raw(), c.ident));
+    }
+
+    fn unmark(&mut self, c: &Conn) {
+        if let Some(i) = self.busy.iter().position(|b| b.0 == c.fd.raw()) {
+            self.busy.swap_remove(i);
         }
+    }
+}
+
+/// A connection to `node` for one call: from the pool, else a new one (opened without the
+/// lock).
+fn checkout(node: u64) -> Result<Conn, Errno> {
+    {
+        let mut st = STATE.lock();
+        st.check_pid();
+        if let Some(c) = st.take(node) {
+            return Ok(c);
+        }
+    }
+    let mut c = Conn::open(&names::node_ctl_name(node))?;
+    c.node = node;
+    let mut st = STATE.lock();
+    st.check_pid();
+    st.mark_busy(&c);
+    Ok(c)
+}
+
+/// Give a connection back after a call (`ok`), or close it (it failed: the daemon may be
+/// gone, or it broke the protocol).
+fn checkin(c: Conn, ok: bool) {
+    let mut st = STATE.lock();
+    if st.pid != sys::getpid() {
+        // Forked during the call: this is the parent's connection (the child's copy was
+        // closed by its check_pid); it is still ours only in the parent, so forget it here.
+        let _ = c.fd.into_raw();
+        return;
+    }
+    st.unmark(&c);
+    if ok {
+        st.pool.push(c);
+    } else {
+        if Some(c.node) == st.home {
+            st.home = None;
+        }
+        drop(st);
         discard(c);
     }
+}
 
-    /// Index of the home node's connection, starting the node if needed.
-    fn home_conn(&mut self) -> Result<usize, Errno> {
-        if let Some(n) = self.home
-            && let Some(i) = self.conns.iter().position(|c| c.node == n)
+/// A connection to the home node, starting the node if needed.
+fn checkout_home() -> Result<Conn, Errno> {
+    {
+        let mut st = STATE.lock();
+        st.check_pid();
+        if let Some(n) = st.home
+            && let Some(c) = st.take(n)
         {
-            if self.conns[i].is_ours() {
-                return Ok(i);
-            }
-            let c = self.conns.swap_remove(i);
-            let _ = c.fd.into_raw();
+            return Ok(c);
         }
-        self.home = None;
-        let mut c = join_home()?;
-        let node = c.node;
-        // An older connection to the same node (by its abstract name) is replaced.
-        if let Some(i) = self.conns.iter().position(|o| o.node == node) {
-            self.drop_conn(i);
-        }
-        c.node = node;
-        self.conns.push(c);
-        self.home = Some(node);
-        Ok(self.conns.len() - 1)
     }
+    let c = join_home()?;
+    let mut st = STATE.lock();
+    st.check_pid();
+    st.home = Some(c.node);
+    st.mark_busy(&c);
+    Ok(c)
 }
 
 fn hello(c: &mut Conn) -> Result<(), Errno> {
@@ -265,11 +335,31 @@ fn join_home() -> Result<Conn, Errno> {
             Ok(c)
         }
         Home::Node { path, cfg, raw } => {
-            let addr = UnixAddr::path(path);
-            if let Ok(mut c) = Conn::open(&addr)
-                && hello(&mut c).is_ok()
+            if let Some(dir) = path.parent()
+                && let Err(e) = names::ensure_private_dir(dir)
             {
-                return Ok(c);
+                return Err(unusable(&e.to_string()));
+            }
+            let addr = UnixAddr::path(path);
+            let refused = |e: Errno| -> Option<Errno> {
+                let why = match e.0 {
+                    libc::EPERM => "is served by another user's daemon: not used",
+                    libc::ETIMEDOUT | libc::EAGAIN => "does not answer in time",
+                    _ => return None,
+                };
+                Some(unusable(&format!(
+                    "the node's stack daemon at {} {why}",
+                    path.display()
+                )))
+            };
+            match Conn::open(&addr).and_then(|mut c| hello(&mut c).map(|()| c)) {
+                Ok(c) => return Ok(c),
+                // A daemon that is there but hung, or not ours: starting one would not help.
+                Err(e) => {
+                    if let Some(e) = refused(e) {
+                        return Err(e);
+                    }
+                }
             }
             crate::debug!("starting a stack daemon for {}", path.display());
             if let Err(e) = start_node(path, cfg, raw) {
@@ -278,12 +368,14 @@ fn join_home() -> Result<Conn, Errno> {
             // The daemon is ready (or another process won the race and is finishing).
             let mut last = Errno::ENOENT;
             for _ in 0..200 {
-                match Conn::open(&addr) {
-                    Ok(mut c) => match hello(&mut c) {
-                        Ok(()) => return Ok(c),
-                        Err(e) => last = e,
-                    },
-                    Err(e) => last = e,
+                match Conn::open(&addr).and_then(|mut c| hello(&mut c).map(|()| c)) {
+                    Ok(c) => return Ok(c),
+                    Err(e) => {
+                        if let Some(e) = refused(e) {
+                            return Err(e);
+                        }
+                        last = e;
+                    }
                 }
                 spawn::sleep_ms(10);
             }
@@ -328,17 +420,26 @@ fn transport(e: Errno) -> Errno {
 /// Send a request to the home node (new sockets). One retry on a fresh connection if the
 /// cached one broke (the daemon may have exited and been restarted).
 pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
-    let mut st = STATE.lock();
-    st.check_pid();
-    let i = st.home_conn()?;
     let fds: Vec<RawFd> = fd.into_iter().collect();
-    match st.conns[i].call(req, &fds) {
-        Ok(r) => Ok(r),
-        Err(e) if e == Errno::EPROTO => Err(e),
-        Err(_) => {
-            st.drop_conn(i);
-            let i = st.home_conn()?;
-            st.conns[i].call(req, &fds).map_err(transport)
+    let c = checkout_home()?;
+    match c.call(req, &fds) {
+        Ok(r) => {
+            checkin(c, true);
+            Ok(r)
+        }
+        Err(e) => {
+            checkin(c, false);
+            if e == Errno::EPROTO {
+                return Err(e);
+            }
+            if e.is_again() {
+                // No answer within the bound: no second try.
+                return Err(transport(e));
+            }
+            let c = checkout_home()?;
+            let r = c.call(req, &fds);
+            checkin(c, r.is_ok());
+            r.map_err(transport)
         }
     }
 }
@@ -347,33 +448,44 @@ pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), E
 /// end with an id of our own, and hand the daemon its end in a one-way `Register`
 /// (`ctl::CLIENT_ID_BIT`). `pair_type`: `SOCK_STREAM` (TCP) or `SOCK_SEQPACKET` (datagrams).
 pub fn register_home(domain: i32, ty: i32, protocol: i32, pair_type: i32) -> Result<Fd, Errno> {
-    let mut st = STATE.lock();
-    st.check_pid();
     let mut last = Errno(libc::ENETDOWN);
     for _ in 0..2 {
-        let i = st.home_conn()?;
-        let node = st.conns[i].node;
+        let c = checkout_home()?;
+        let node = c.node;
         // Non-blocking: the daemon needs its end so (and only checks); `emu::socket` sets ours
         // as the app asked.
-        let (app, dmn) = sys::socketpair(
+        let (app, dmn) = match sys::socketpair(
             libc::AF_UNIX,
             pair_type | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-        )?;
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                checkin(c, true);
+                return Err(e);
+            }
+        };
         // A taken name (a socket of a process that had our salt) means: next id.
         let mut id = 0;
         for _ in 0..64 {
-            st.counter = st.counter.wrapping_add(1);
-            let cand = ctl::client_id(st.salt, st.counter);
+            let cand = {
+                let mut st = STATE.lock();
+                st.counter = st.counter.wrapping_add(1);
+                ctl::client_id(st.salt, st.counter)
+            };
             match sys::bind_unix(app.raw(), &names::socket_name(node, cand)) {
                 Ok(()) => {
                     id = cand;
                     break;
                 }
                 Err(e) if e == Errno::EADDRINUSE => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    checkin(c, true);
+                    return Err(e);
+                }
             }
         }
         if id == 0 {
+            checkin(c, true);
             return Err(Errno(libc::ENFILE));
         }
         for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
@@ -394,11 +506,14 @@ pub fn register_home(domain: i32, ty: i32, protocol: i32, pair_type: i32) -> Res
             ty,
             protocol,
         };
-        match st.conns[i].post(&req, &[dmn.raw()]) {
-            Ok(()) => return Ok(app),
+        match c.post(&req, &[dmn.raw()]) {
+            Ok(()) => {
+                checkin(c, true);
+                return Ok(app);
+            }
             Err(e) => {
                 last = e;
-                st.drop_conn(i);
+                checkin(c, false);
             }
         }
     }
@@ -413,42 +528,43 @@ pub fn call(node: u64, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<F
 
 /// Send a request about a socket of `node` that gets no reply (it cannot fail).
 pub fn post(node: u64, req: &Request) -> Result<(), Errno> {
-    let mut st = STATE.lock();
-    st.check_pid();
-    let i = st.conn_for(node).map_err(transport)?;
-    if st.conns[i].post(req, &[]).is_ok() {
-        return Ok(());
-    }
-    st.drop_conn(i);
-    let i = st.conn_for(node).map_err(transport)?;
-    st.conns[i].post(req, &[]).map_err(transport)
+    post_fds(node, req, &[])
 }
 
 /// Send a one-way request about a socket of `node` with fds attached.
 pub fn post_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
-    let mut st = STATE.lock();
-    st.check_pid();
-    let i = st.conn_for(node).map_err(transport)?;
-    if st.conns[i].post(req, fds).is_ok() {
+    let c = checkout(node).map_err(transport)?;
+    if c.post(req, fds).is_ok() {
+        checkin(c, true);
         return Ok(());
     }
-    st.drop_conn(i);
-    let i = st.conn_for(node).map_err(transport)?;
-    st.conns[i].post(req, fds).map_err(transport)
+    checkin(c, false);
+    let c = checkout(node).map_err(transport)?;
+    let r = c.post(req, fds);
+    checkin(c, r.is_ok());
+    r.map_err(transport)
 }
 
 /// Send a request about a socket of `node`, with any number of fds attached.
 pub fn call_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
-    let mut st = STATE.lock();
-    st.check_pid();
-    let i = st.conn_for(node).map_err(transport)?;
-    match st.conns[i].call(req, fds) {
-        Ok(r) => Ok(r),
-        Err(e) if e == Errno::EPROTO => Err(e),
-        Err(_) => {
-            st.drop_conn(i);
-            let i = st.conn_for(node).map_err(transport)?;
-            st.conns[i].call(req, fds).map_err(transport)
+    let c = checkout(node).map_err(transport)?;
+    match c.call(req, fds) {
+        Ok(r) => {
+            checkin(c, true);
+            Ok(r)
+        }
+        Err(e) => {
+            checkin(c, false);
+            if e == Errno::EPROTO {
+                return Err(e);
+            }
+            if e.is_again() {
+                return Err(transport(e));
+            }
+            let c = checkout(node).map_err(transport)?;
+            let r = c.call(req, fds);
+            checkin(c, r.is_ok());
+            r.map_err(transport)
         }
     }
 }

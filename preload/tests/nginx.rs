@@ -23,6 +23,7 @@ fn as_user(lab: &Lab, ip: &str, args: &[&str]) -> Command {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } == 0 && have("setpriv") {
         let mut c = lab.node(ip, "setpriv");
+        c.env("IOTH_RUNDIR", lab.user_rundir("nobody"));
         c.args([
             "--reuid=nobody",
             "--regid=nogroup",
@@ -51,7 +52,6 @@ fn nginx_two_workers_curl_wget_reload_stop() {
     }
     set_mode(&lab.path("tmp"), 0o777);
     set_mode(&lab.path("logs"), 0o777);
-    set_mode(&lab.path("run"), 0o777);
     let sizes = [10usize, 20, 40];
     for mb in sizes {
         random_file(&lab.path(&format!("www/f{mb}")), mb << 20);

@@ -46,8 +46,6 @@ fn nginx_site(lab: &Lab, name: &str, files: &[(&str, usize)], server: &str) -> V
     set_mode(&lab.path(&format!("{name}/www")), 0o755);
     set_mode(&lab.path(&format!("{name}/tmp")), 0o777);
     set_mode(&lab.path(&format!("{name}/logs")), 0o777);
-    // Unprivileged nodes create their control sockets there.
-    set_mode(&lab.path("run"), 0o777);
     for (f, len) in files {
         random_file(&lab.path(&format!("{name}/www/{f}")), *len);
     }
@@ -84,7 +82,15 @@ fn nginx(lab: &Lab, ip: Option<&str>, args: &[String], signal: Option<&str>) {
         a.extend(["-s", s]);
     }
     let base = match ip {
-        Some(ip) => lab.node(ip, "setpriv"),
+        Some(ip) => {
+            let mut c = lab.node(ip, "setpriv");
+            // SAFETY: getuid has no preconditions.
+            if unsafe { libc::getuid() } == 0 {
+                // nginx runs as nobody: its node's control socket goes in nobody's own run dir.
+                c.env("IOTH_RUNDIR", lab.user_rundir("nobody"));
+            }
+            c
+        }
         None => Command::new("setpriv"),
     };
     let o = lab.run(unprivileged(base, &bin, &a), Duration::from_secs(30));

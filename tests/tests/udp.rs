@@ -160,9 +160,18 @@ fn udp_iperf3() {
 /// stack daemon node.
 fn ping_from(lab: &NodeLab, user: Option<&str>, ip: &str, target: &str) -> std::process::Output {
     let iothrun = repo().join("scripts/iothrun");
-    let rundir = lab.dir.join("run-ping");
+    // A run directory of the user's own (the shim refuses one others may write).
+    let rundir = lab.dir.join(&format!("run-ping-{}", user.unwrap_or("self")));
     std::fs::create_dir_all(&rundir).unwrap();
-    chmod(&rundir, 0o1777);
+    chmod(&rundir, 0o700);
+    if let Some(u) = user {
+        let ok = Command::new("chown")
+            .arg(format!("{u}:"))
+            .arg(&rundir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown {u}");
+    }
     let mut c = match user {
         Some(u) => {
             let mut c = Command::new("setpriv");

@@ -109,6 +109,21 @@ impl Lab {
         child.wait_with_output().unwrap()
     }
 
+    /// A run directory of `user`'s own, mode 0700, for the nodes of programs that run as that
+    /// user (the shim accepts no run directory of another owner or one others may write).
+    pub fn user_rundir(&self, user: &str) -> PathBuf {
+        let d = self.path(&format!("run-{user}"));
+        std::fs::create_dir_all(&d).unwrap();
+        set_mode(&d, 0o700);
+        let ok = Command::new("chown")
+            .arg(format!("{user}:"))
+            .arg(&d)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown {user}: {}", d.display());
+        d
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }

@@ -8,6 +8,9 @@
 //! socketpair, and execs CMD. The supervisor answers each call with the shim's own emulation
 //! ([`serve`]): a virtual TCP socket is one end of a kernel socketpair pumped by the node's
 //! stack daemon, so reads, writes and polling stay native system calls the filter allows.
+//! Calls of a foreign ABI (i386 through `int 0x80`, x32) fail with `ENOSYS`: the filter
+//! knows only the native numbers, so they would bypass the notifications and reach the
+//! host's network ([`notify::filter`]).
 //! The filter is inherited, so one supervisor serves the program's threads, forks and execs;
 //! it runs until none of them is left and exits with the child's status (a signal `n` gives
 //! `128+n`). Termination and user signals sent to the supervisor go to the child.

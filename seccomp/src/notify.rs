@@ -62,10 +62,14 @@ const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 
+/// The ABI the supervisor serves (`seccomp_data.arch`): the one it is built for.
 #[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xc000_003e;
+const AUDIT_ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
 #[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xc000_00b7;
+const AUDIT_ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
+/// `__X32_SYSCALL_BIT`: x32 calls come with the x86-64 arch and this bit in the number.
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// The socket control calls the supervisor answers.
 pub const NOTIFIED: [libc::c_long; 11] = [
@@ -91,33 +95,63 @@ fn stmt(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    // BPF_JMP | BPF_JEQ | BPF_K
+fn jump(code: u16, k: u32, jt: usize, jf: usize) -> libc::sock_filter {
     libc::sock_filter {
-        code: 0x05 | 0x10,
-        jt,
-        jf,
+        code,
+        jt: jt as u8,
+        jf: jf as u8,
         k,
     }
 }
 
-/// The filter: the calls of [`NOTIFIED`] go to the supervisor, `io_uring_setup` fails with
-/// `ENOSYS` (io_uring could open and connect sockets without any of those calls), everything
-/// else (and every call of another ABI, such as i386 or x32) runs natively.
+/// BPF_LD | BPF_W | BPF_ABS: load a word of `seccomp_data`.
+const LD_W_ABS: u16 = 0x20;
+/// BPF_JMP | BPF_JEQ | BPF_K.
+const JEQ_K: u16 = 0x15;
+/// BPF_JMP | BPF_JGE | BPF_K (unsigned).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const JGE_K: u16 = 0x35;
+/// BPF_RET | BPF_K.
+const RET_K: u16 = 0x06;
+
+/// The filter:
+///
+/// 1. A call of a foreign ABI fails with `ENOSYS`: another `seccomp_data.arch` (i386 through
+///    `int 0x80` from a 64-bit program, which has its own numbers: `socketcall` 102,
+///    `socket` 359...) or, on x86-64, an x32 call (the number with `__X32_SYSCALL_BIT`). The
+///    numbers below are those of the native ABI only, so such a call would bypass the
+///    notifications and open a socket on the host's network. `ENOSYS` is what a kernel
+///    without that ABI answers, so a program falls back or fails cleanly; a program that is
+///    entirely i386 or x32 cannot run under `ioth-exec` (its first call fails).
+/// 2. The calls of [`NOTIFIED`] go to the supervisor.
+/// 3. `io_uring_setup` fails with `ENOSYS` (io_uring could open and connect sockets without
+///    any of those calls).
+/// 4. Everything else runs natively.
 pub fn filter() -> Vec<libc::sock_filter> {
-    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const RET_K: u16 = 0x06;
     let n = NOTIFIED.len();
+    // The three returns at the end, as indices into the program.
+    let x32 = usize::from(cfg!(target_arch = "x86_64"));
+    let allow = 3 + x32 + n + 1;
+    let (notif, enosys) = (allow + 1, allow + 2);
+    // The offset of a jump at index `at` to index `to` (relative to the next instruction).
+    let off = |at: usize, to: usize| to - at - 1;
     let mut f = vec![
         stmt(LD_W_ABS, 4), // arch
-        jeq(AUDIT_ARCH, 0, (n + 2) as u8),
+        jump(JEQ_K, AUDIT_ARCH, 0, off(1, enosys)),
         stmt(LD_W_ABS, 0), // nr
     ];
-    for (i, nr) in NOTIFIED.iter().enumerate() {
-        // Matches jump to the USER_NOTIF return, after the io_uring test and two returns.
-        f.push(jeq(*nr as u32, (n - i + 1) as u8, 0));
+    #[cfg(target_arch = "x86_64")]
+    f.push(jump(JGE_K, X32_SYSCALL_BIT, off(f.len(), enosys), 0));
+    for nr in NOTIFIED {
+        f.push(jump(JEQ_K, nr as u32, off(f.len(), notif), 0));
     }
-    f.push(jeq(libc::SYS_io_uring_setup as u32, 2, 0));
+    f.push(jump(
+        JEQ_K,
+        libc::SYS_io_uring_setup as u32,
+        off(f.len(), enosys),
+        0,
+    ));
+    assert_eq!(f.len(), allow, "the filter's jumps");
     f.push(stmt(RET_K, RET_ALLOW));
     f.push(stmt(RET_K, RET_USER_NOTIF));
     f.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
@@ -371,4 +405,85 @@ pub fn on_exec(cmd: &mut std::process::Command, chan: RawFd) {
     // SAFETY: the hook runs in the forked child of a single-threaded supervisor (it spawns
     // before starting any thread) and only makes system calls on its own data.
     unsafe { cmd.pre_exec(hook) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+    const AUDIT_ARCH_ARM: u32 = 0x4000_0028;
+
+    /// Run the filter on (arch, nr) as the kernel would: the instructions it uses only.
+    fn verdict(f: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
+        let mut a = 0u32;
+        let mut pc = 0;
+        loop {
+            let i = f[pc];
+            pc += 1;
+            match i.code {
+                LD_W_ABS => {
+                    a = match i.k {
+                        0 => nr,
+                        4 => arch,
+                        k => panic!("load at offset {k}"),
+                    }
+                }
+                JEQ_K | JGE_K => {
+                    let taken = if i.code == JEQ_K { a == i.k } else { a >= i.k };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+                RET_K => return i.k,
+                c => panic!("instruction {c:#x}"),
+            }
+        }
+    }
+
+    const ENOSYS: u32 = RET_ERRNO | libc::ENOSYS as u32;
+
+    #[test]
+    fn native_calls_are_notified_or_allowed() {
+        let f = filter();
+        for nr in NOTIFIED {
+            assert_eq!(verdict(&f, AUDIT_ARCH, nr as u32), RET_USER_NOTIF, "{nr}");
+        }
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_sendmsg,
+            libc::SYS_exit_group,
+        ] {
+            assert_eq!(verdict(&f, AUDIT_ARCH, nr as u32), RET_ALLOW, "{nr}");
+        }
+        let uring = libc::SYS_io_uring_setup as u32;
+        assert_eq!(verdict(&f, AUDIT_ARCH, uring), ENOSYS);
+    }
+
+    #[test]
+    fn foreign_abis_fail_with_enosys() {
+        let f = filter();
+        let other = if AUDIT_ARCH == AUDIT_ARCH_ARM {
+            AUDIT_ARCH_I386
+        } else {
+            AUDIT_ARCH_ARM
+        };
+        // i386: socketcall (102), socket (359) ... shutdown (373), and any other call.
+        for arch in [AUDIT_ARCH_I386, other, 0] {
+            for nr in [0, 1, 3, 41, 42, 102, 359, 362, 373, 425, 0x4000_0029] {
+                assert_eq!(verdict(&f, arch, nr), ENOSYS, "arch {arch:#x} nr {nr}");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x32_calls_fail_with_enosys() {
+        let f = filter();
+        // x32 socket, connect, read, its own recvmsg (519) and setsockopt (541), and the
+        // largest number.
+        for nr in [41, 42, 0, 519, 541, 0x3fff_ffff, 0xbfff_ffff] {
+            let nr = X32_SYSCALL_BIT | nr;
+            assert_eq!(verdict(&f, AUDIT_ARCH, nr), ENOSYS, "nr {nr:#x}");
+        }
+    }
 }

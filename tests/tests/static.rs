@@ -2,8 +2,9 @@
 //! a static `busybox httpd` serving curl (a shim node), a static `busybox wget` downloading
 //! from python's http.server (a shim node), and plain programs under `ioth-exec` behaving as
 //! without it (exit status, signals, unix sockets; UDP refused with `EPERM`); a signal
-//! interrupts a blocking accept; a Go HTTP server and client (static, raw system calls, many
-//! threads) as nodes when `go` is installed.
+//! interrupts a blocking accept; socket calls through a foreign ABI (i386, x32) fail with
+//! `ENOSYS` (`ioth-abi-probe`, a helper of this crate); a Go HTTP server and client (static,
+//! raw system calls, many threads) as nodes when `go` is installed.
 //!
 //! Skipped when `busybox` is not the static build (Debian's `busybox-static`) or when the
 //! kernel refuses seccomp user notification here (probed with `ioth-exec --check`).
@@ -264,6 +265,52 @@ except Alarm:
         "{}",
         text(&o)
     );
+}
+
+/// A socket through a foreign system call ABI (i386 `int 0x80`: `socket` and `socketcall`;
+/// x32) fails with `ENOSYS` under `ioth-exec` instead of reaching the host's network, while
+/// a native socket call of the same program gets a virtual socket. Also as another user.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn foreign_abi_socket_calls_fail_under_ioth_exec() {
+    if !seccomp_works() {
+        return skip("seccomp user notification is not available here");
+    }
+    let probe = Path::new(env!("CARGO_BIN_EXE_ioth-abi-probe"));
+    // What the kernel gives without ioth-exec (an i386 or x32 "kernel" line: that ABI is a
+    // way around the filter here).
+    let o = run_for(20, Command::new(probe));
+    assert!(o.status.success(), "{}", text(&o));
+    eprintln!("without ioth-exec:\n{}", String::from_utf8_lossy(&o.stdout));
+
+    let lab = NodeLab::new("static-abi", None);
+    let want = "native socket: virtual\n\
+                i386 socket: ENOSYS\n\
+                i386 socketcall: ENOSYS\n\
+                x32 socket: ENOSYS\n";
+    let o = run_for(20, exec_at(&lab, "10.0.0.60", probe));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{}", text(&o));
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The same as nobody (the supervisor stays root): a copy the other user can run.
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !have("setpriv") {
+        return skip("as another user: needs root and setpriv");
+    }
+    let copy = lab.dir.join("ioth-abi-probe");
+    std::fs::copy(probe, &copy).unwrap();
+    chmod(&copy, 0o755);
+    let mut c = exec_at(&lab, "10.0.0.61", Path::new("setpriv"));
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy);
+    let o = run_for(20, c);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        want,
+        "as nobody: {}",
+        text(&o)
+    );
+    assert!(o.status.success(), "as nobody: {}", text(&o));
 }
 
 const GO_HTTP: &str = r#"package main

@@ -183,6 +183,7 @@ pub enum Op {
     Register = 12,
     ConnectAsync = 13,
     SetNeighbour = 14,
+    Join = 15,
 }
 
 impl Op {
@@ -203,6 +204,7 @@ impl Op {
             12 => Register,
             13 => ConnectAsync,
             14 => SetNeighbour,
+            15 => Join,
             _ => return None,
         })
     }
@@ -285,6 +287,13 @@ pub enum Request {
         addr: WireAddr,
         mac: [u8; 6],
     },
+    /// Prove membership of the node: the application end of socket `id` is attached (a
+    /// process holds it, so it is one of the node's processes even if it runs as another
+    /// user now, e.g. a worker after `setuid`). Answered `Ok`, and the connection may then
+    /// do what the socket's owner may; or `EACCES`.
+    Join {
+        id: SockId,
+    },
 }
 
 impl Request {
@@ -304,6 +313,7 @@ impl Request {
             Request::Register { .. } => Op::Register,
             Request::ConnectAsync { .. } => Op::ConnectAsync,
             Request::SetNeighbour { .. } => Op::SetNeighbour,
+            Request::Join { .. } => Op::Join,
         }
     }
 
@@ -319,7 +329,8 @@ impl Request {
             | Request::SetSockOpt { id, .. }
             | Request::Shutdown { id, .. }
             | Request::Register { id, .. }
-            | Request::ConnectAsync { id, .. } => *id,
+            | Request::ConnectAsync { id, .. }
+            | Request::Join { id } => *id,
             _ => 0,
         }
     }
@@ -357,7 +368,10 @@ impl Request {
                 addr.encode(&mut b);
                 b.extend_from_slice(mac);
             }
-            Request::GetSockName { .. } | Request::GetPeerName { .. } | Request::NodeInfo => {}
+            Request::GetSockName { .. }
+            | Request::GetPeerName { .. }
+            | Request::NodeInfo
+            | Request::Join { .. } => {}
             Request::GetSockOpt {
                 level, name, len, ..
             } => {
@@ -447,6 +461,7 @@ impl Request {
                 ty: r.i32()?,
                 protocol: r.i32()?,
             },
+            Op::Join => Request::Join { id },
             Op::SetNeighbour => {
                 let addr = r.addr()?;
                 let mut mac = [0u8; 6];
@@ -723,6 +738,7 @@ mod tests {
         let b = WireAddr(Some("10.0.0.5:8080".parse().unwrap()));
         vec![
             Request::Hello { pid: 77 },
+            Request::Join { id: 5 },
             Request::Socket {
                 domain: libc::AF_INET6,
                 ty: libc::SOCK_STREAM,

@@ -327,6 +327,20 @@ pub fn getsockopt_bytes(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> Res
     Ok(len as usize)
 }
 
+/// The process's soft limit on open files (`RLIMIT_NOFILE`), or 1024 if unknown.
+pub fn fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+        r.rlim_cur
+    } else {
+        1024
+    }
+}
+
 /// `(pid, uid, gid)` of the peer of a unix socket (`SO_PEERCRED`).
 pub fn peer_cred(fd: RawFd) -> Result<(u32, u32, u32)> {
     let mut b = [0u8; 12];

@@ -45,6 +45,8 @@ struct Conn {
     node: u64,
     fd: Fd,
     ident: (u64, u64),
+    /// The daemon's uid (`SO_PEERCRED`).
+    peer_uid: u32,
 }
 
 impl Conn {
@@ -70,7 +72,12 @@ impl Conn {
             Err(_) => fd,
         };
         let ident = sys::fstat_id(fd.raw())?;
-        Ok(Conn { node: 0, fd, ident })
+        Ok(Conn {
+            node: 0,
+            fd,
+            ident,
+            peer_uid: uid,
+        })
     }
 
     /// Still the socket we opened?
@@ -213,7 +220,7 @@ impl State {
                     sys::close(fd);
                 }
             }
-            self.home = None;
+            // The home node stays: a child is a process of the same node.
             self.pid = pid;
             self.salt = sys::random_u64();
             self.counter = 0;
@@ -254,12 +261,51 @@ fn checkout(node: u64) -> Result<Conn, Errno> {
             return Ok(c);
         }
     }
-    let mut c = Conn::open(&names::node_ctl_name(node))?;
-    c.node = node;
+    let c = open_node(node)?;
     let mut st = STATE.lock();
     st.check_pid();
     st.mark_busy(&c);
     Ok(c)
+}
+
+/// A new connection to `node` by its abstract name, admitted (see [`admit`]).
+fn open_node(node: u64) -> Result<Conn, Errno> {
+    let mut c = Conn::open(&names::node_ctl_name(node))?;
+    c.node = node;
+    admit(&c, Some(node))?;
+    Ok(c)
+}
+
+/// A daemon admits its own user and root. A process of the node that runs as another user
+/// now (a worker after `setuid`) proves it belongs by handing over a socket of the node it
+/// holds (`Request::Join`). Without one the connection is used as it is (the daemon may
+/// admit our uid with `--allow-uid`).
+/// Before anything else on the connection: `node` if known (else any node's socket will do;
+/// the daemon checks it is one of its own).
+fn admit(c: &Conn, node: Option<u64>) -> Result<(), Errno> {
+    let me = sys::geteuid();
+    if me == 0 || c.peer_uid == me {
+        return Ok(());
+    }
+    let Some((fd, id)) = proof(node) else {
+        return Ok(());
+    };
+    match c.call(&Request::Join { id }, &[fd])?.0 {
+        Reply::Ok => Ok(()),
+        Reply::Err(e) => Err(e),
+        _ => Err(Errno::EPROTO),
+    }
+}
+
+/// An fd of ours that is the application end of a socket of `node` (any node: `None`;
+/// named by `names::socket_name`), and that socket's id.
+fn proof(node: Option<u64>) -> Option<(RawFd, u64)> {
+    let max = sys::fd_limit().clamp(64, 8192);
+    (0..max as RawFd).find_map(|fd| {
+        let name = sys::getsockname_unix(fd).ok().flatten()?;
+        let (n, id) = names::parse_socket_name(&name)?;
+        node.is_none_or(|want| want == n).then_some((fd, id))
+    })
 }
 
 /// Give a connection back after a call (`ok`), or close it (it failed: the daemon may be
@@ -286,7 +332,7 @@ fn checkin(c: Conn, ok: bool) {
 
 /// A connection to the home node, starting the node if needed.
 fn checkout_home() -> Result<Conn, Errno> {
-    {
+    let known = {
         let mut st = STATE.lock();
         st.check_pid();
         if let Some(n) = st.home
@@ -294,8 +340,14 @@ fn checkout_home() -> Result<Conn, Errno> {
         {
             return Ok(c);
         }
-    }
-    let c = join_home()?;
+        st.home
+    };
+    // A known node (joined before, or by the parent before a fork): by its abstract name,
+    // which a process that changed its uid can still reach.
+    let c = match known.map(open_node) {
+        Some(Ok(c)) => c,
+        _ => join_home()?,
+    };
     let mut st = STATE.lock();
     st.check_pid();
     st.home = Some(c.node);
@@ -331,7 +383,9 @@ fn join_home() -> Result<Conn, Errno> {
                     p.display()
                 ))
             })?;
-            hello(&mut c).map_err(|e| unusable(&format!("node at {}: {e}", p.display())))?;
+            admit(&c, None)
+                .and_then(|()| hello(&mut c))
+                .map_err(|e| unusable(&format!("node at {}: {e}", p.display())))?;
             Ok(c)
         }
         Home::Node { path, cfg, raw } => {
@@ -352,7 +406,14 @@ fn join_home() -> Result<Conn, Errno> {
                     path.display()
                 )))
             };
-            match Conn::open(&addr).and_then(|mut c| hello(&mut c).map(|()| c)) {
+            let join = || {
+                Conn::open(&addr).and_then(|mut c| {
+                    admit(&c, None)?;
+                    hello(&mut c)?;
+                    Ok(c)
+                })
+            };
+            match join() {
                 Ok(c) => return Ok(c),
                 // A daemon that is there but hung, or not ours: starting one would not help.
                 Err(e) => {
@@ -368,7 +429,7 @@ fn join_home() -> Result<Conn, Errno> {
             // The daemon is ready (or another process won the race and is finishing).
             let mut last = Errno::ENOENT;
             for _ in 0..200 {
-                match Conn::open(&addr).and_then(|mut c| hello(&mut c).map(|()| c)) {
+                match join() {
                     Ok(c) => return Ok(c),
                     Err(e) => {
                         if let Some(e) = refused(e) {

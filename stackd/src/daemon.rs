@@ -39,7 +39,19 @@ fn now() -> smoltcp::time::Instant {
     smoltcp::time::Instant::from(Instant::now())
 }
 
+/// A control connection and who it speaks for.
+struct Ctl {
+    fd: Fd,
+    /// The uid whose rights it has: its peer's, when that uid is admitted (ours, root,
+    /// `--allow-uid`, `--allow-gid`), or the owner's of a socket it proved to hold
+    /// (`Request::Join`); `None` until then (it may only `Join`).
+    who: Option<u32>,
+}
+
 pub struct Options {
+    /// Uids and gids admitted besides the daemon's own uid and root.
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
     pub persist: bool,
     pub linger: Duration,
     pub switch_loc: String,
@@ -54,7 +66,7 @@ pub struct Daemon {
     opts: Options,
     ep: Fd,
     ctl_listeners: Vec<Fd>,
-    ctl_conns: HashMap<u64, Fd>,
+    ctl_conns: HashMap<u64, Ctl>,
     next_ctl: u64,
     /// Reading other control connections for a `Register` (see `ctl_readable`).
     draining: bool,
@@ -290,6 +302,12 @@ impl Daemon {
 
     // ---------------------------------------------------------------- control connections
 
+    /// Whether `who` may act on socket `id`: root and the daemon's own uid on every socket,
+    /// others on their own (a socket that does not exist is the stack's `EBADF`).
+    fn may_use(&self, who: u32, id: u64) -> bool {
+        who == 0 || who == sys::geteuid() || self.stack.owner(id).is_none_or(|o| o == who)
+    }
+
     fn accept_ctl(&mut self) {
         for i in 0..self.ctl_listeners.len() {
             loop {
@@ -299,16 +317,17 @@ impl Daemon {
                     Err(e) if e == Errno::EINTR => continue,
                     Err(_) => break,
                 };
-                // Same user, root, or any user when the node itself runs as root: a server
-                // started as root (nginx) drops privileges in its workers, which must still
-                // reach their node.
-                match sys::peer_cred(c.raw()) {
-                    Ok((_, uid, _)) if uid == 0 || [uid, 0].contains(&sys::geteuid()) => {}
-                    other => {
-                        log::warn!("control connection refused: credentials {other:?}");
-                        continue;
-                    }
-                }
+                // Admitted: our uid, root, and the uids and gids allowed on the command line.
+                // Anyone else (a worker of ours after setuid, say) may only prove it holds a
+                // socket of the node (`Join`).
+                let who = match sys::peer_cred(c.raw()) {
+                    Ok((_, uid, gid)) => (uid == 0
+                        || uid == sys::geteuid()
+                        || self.opts.allow_uids.contains(&uid)
+                        || self.opts.allow_gids.contains(&gid))
+                    .then_some(uid),
+                    Err(_) => continue,
+                };
                 let cid = self.next_ctl;
                 self.next_ctl += 1;
                 if sys::epoll_ctl(
@@ -320,7 +339,7 @@ impl Daemon {
                 )
                 .is_ok()
                 {
-                    self.ctl_conns.insert(cid, c);
+                    self.ctl_conns.insert(cid, Ctl { fd: c, who });
                 }
             }
         }
@@ -329,7 +348,7 @@ impl Daemon {
     fn ctl_readable(&mut self, cid: u64) {
         let mut buf = [0u8; MAX_MSG];
         for _ in 0..64 {
-            let Some(fd) = self.ctl_conns.get(&cid).map(|f| f.raw()) else {
+            let Some((fd, who)) = self.ctl_conns.get(&cid).map(|c| (c.fd.raw(), c.who)) else {
                 return;
             };
             let got = match sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], libc::MSG_DONTWAIT) {
@@ -360,7 +379,8 @@ impl Daemon {
                             );
                         log::debug!("ctl {cid}: {req:?}");
                         let id = req.id();
-                        if ctl::is_client_id(id)
+                        if who.is_some()
+                            && ctl::is_client_id(id)
                             && !self.stack.has_socket(id)
                             && !matches!(req, Request::Register { .. })
                             && !self.draining
@@ -369,23 +389,46 @@ impl Daemon {
                             self.draining = true;
                             let others: Vec<u64> = self
                                 .ctl_conns
-                                .keys()
-                                .copied()
-                                .filter(|c| *c != cid)
+                                .iter()
+                                .filter(|(c, o)| **c != cid && o.who.is_some())
+                                .map(|(c, _)| *c)
                                 .collect();
                             for o in others {
                                 self.ctl_readable(o);
                             }
                             self.draining = false;
                         }
-                        match req {
+                        match (req, who) {
+                            (Request::Join { id }, _) => {
+                                let r = self.stack.handle(Request::Join { id }, got.fds, 0, now());
+                                if r.0 == Reply::Ok
+                                    && let Some(c) = self.ctl_conns.get_mut(&cid)
+                                {
+                                    c.who = self.stack.owner(id);
+                                }
+                                r
+                            }
+                            (_, None) => {
+                                log::warn!("control connection {cid}: not admitted; closed");
+                                self.ctl_conns.remove(&cid);
+                                return;
+                            }
                             // The daemon adds what only it knows.
-                            Request::NodeInfo => {
+                            (Request::NodeInfo, _) => {
                                 let mut t = self.stack.node_info();
                                 t.push_str(&format!("clients={}\n", self.ctl_conns.len()));
                                 (Reply::Bytes(t.into_bytes()), None)
                             }
-                            req => self.stack.handle(req, got.fds, now()),
+                            // A socket of another user's: as if the caller did not hold it.
+                            (req, Some(w))
+                                if id != 0
+                                    && !matches!(req, Request::Register { .. })
+                                    && !self.may_use(w, id) =>
+                            {
+                                log::warn!("uid {w} asked about socket {id:x}: refused");
+                                (Reply::Err(Errno::EBADF), None)
+                            }
+                            (req, Some(w)) => self.stack.handle(req, got.fds, w, now()),
                         }
                     }
                     Err(e) => (Reply::Err(e), None),

@@ -49,6 +49,13 @@ struct Cli {
     /// Control socket path (default: derived from the addresses and switch).
     #[arg(long)]
     ctl: Option<PathBuf>,
+    /// Users (numeric uids, comma-separated or repeated) who may use this node besides its
+    /// own user and root; each may act on its own sockets only.
+    #[arg(long, value_delimiter = ',')]
+    allow_uid: Vec<u32>,
+    /// Groups (numeric gids) whose members may use this node (as with --allow-uid).
+    #[arg(long, value_delimiter = ',')]
+    allow_gid: Vec<u32>,
     /// Keep running when no socket and no client is left.
     #[arg(long)]
     persist: bool,
@@ -180,6 +187,8 @@ fn main() {
     }
 
     let opts = daemon::Options {
+        allow_uids: cli.allow_uid.clone(),
+        allow_gids: cli.allow_gid.clone(),
         persist: cli.persist,
         linger: std::time::Duration::from_secs_f64(cli.linger),
         switch_loc: loc,

@@ -552,7 +552,7 @@ impl Pair {
     /// A control request to node `n`, as the shim would send it.
     pub fn request(&mut self, n: Node, req: Request, fds: Vec<Fd>) -> (Reply, Option<Fd>) {
         let now = self.now;
-        self.side(n).stack.handle(req, fds, now)
+        self.side(n).stack.handle(req, fds, sys::geteuid(), now)
     }
 
     /// `socket()`: the socket's id and its application end (non-blocking).

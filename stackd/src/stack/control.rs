@@ -6,8 +6,16 @@
 use super::*;
 
 impl<D: Link> Stack<D> {
-    /// Carry out one control request at `now`: the reply, and the fd it creates (`Socket`).
-    pub fn handle(&mut self, req: Request, fds: Vec<Fd>, now: Instant) -> (Reply, Option<Fd>) {
+    /// Carry out one control request of `caller` (a uid: new sockets are its) at `now`: the
+    /// reply, and the fd it creates (`Socket`). Who may ask is the owner's business
+    /// ([`crate::daemon`]).
+    pub fn handle(
+        &mut self,
+        req: Request,
+        fds: Vec<Fd>,
+        caller: u32,
+        now: Instant,
+    ) -> (Reply, Option<Fd>) {
         self.net.now = now;
         // Whatever the request did to its socket, the next poll looks at it.
         let id = req.id();
@@ -20,7 +28,7 @@ impl<D: Link> Stack<D> {
                 domain,
                 ty,
                 protocol,
-            } => return self.op_socket(domain, ty, protocol),
+            } => return self.op_socket((domain, ty, protocol), caller),
             Request::NodeInfo => Ok(Reply::Bytes(self.node_info().into_bytes())),
             Request::Register {
                 id,
@@ -28,7 +36,7 @@ impl<D: Link> Stack<D> {
                 ty,
                 protocol,
             } => {
-                if let Err(e) = self.op_register(id, domain, ty, protocol, fds) {
+                if let Err(e) = self.op_register(id, (domain, ty, protocol), fds, caller) {
                     log::debug!("register {id:x}: {e}");
                 }
                 Ok(Reply::Ok)
@@ -69,6 +77,10 @@ impl<D: Link> Stack<D> {
                 .and_then(|(net, s)| net.op_setsockopt(s, level, name, &value).map(|_| Reply::Ok)),
             Request::Shutdown { id, how } => self.split(id).and_then(|(_, s)| op_shutdown(s, how)),
             Request::SetNeighbour { addr, mac } => self.net.set_neighbour(addr, mac),
+            Request::Join { id } => match fds.first() {
+                Some(fd) if self.proves(id, fd) => Ok(Reply::Ok),
+                _ => Err(Errno(libc::EACCES)),
+            },
         };
         (r.unwrap_or_else(Reply::Err), None)
     }

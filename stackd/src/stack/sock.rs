@@ -74,12 +74,15 @@ pub(super) struct Sock {
     pub(super) dg: Dgram,
     /// Marks this socket as having work (see `work.rs`).
     pub(super) waker: Waker,
+    /// The uid whose socket it is: its creator's (accepted connections: their listener's).
+    pub(super) owner: u32,
 }
 
 impl Sock {
-    pub(super) fn new(domain: i32, kind: Kind, dmn: Fd, waker: Waker) -> Sock {
+    pub(super) fn new(domain: i32, kind: Kind, dmn: Fd, waker: Waker, owner: u32) -> Sock {
         Sock {
             waker,
+            owner,
             domain,
             kind,
             dmn,
@@ -224,10 +227,9 @@ impl<D: Link> Stack<D> {
     pub(super) fn op_register(
         &mut self,
         id: u64,
-        domain: i32,
-        ty: i32,
-        protocol: i32,
+        (domain, ty, protocol): (i32, i32, i32),
         fds: Vec<Fd>,
+        owner: u32,
     ) -> Result<(), Errno> {
         let d = fds.into_iter().next().ok_or(Errno::EINVAL)?;
         if !ctl::is_client_id(id) || self.socks.contains_key(&id) {
@@ -247,11 +249,15 @@ impl<D: Link> Stack<D> {
         sys::set_nonblocking(d.raw(), true)?;
         let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
         let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
-        self.install(id, domain, kind, d);
+        self.install(id, domain, kind, d, owner);
         Ok(())
     }
 
-    pub(super) fn op_socket(&mut self, domain: i32, ty: i32, protocol: i32) -> (Reply, Option<Fd>) {
+    pub(super) fn op_socket(
+        &mut self,
+        (domain, ty, protocol): (i32, i32, i32),
+        owner: u32,
+    ) -> (Reply, Option<Fd>) {
         let kind = match Self::sock_kind(domain, ty, protocol) {
             Ok(k) => k,
             Err(e) => return (Reply::Err(e), None),
@@ -268,15 +274,15 @@ impl<D: Link> Stack<D> {
             Ok(p) => p,
             Err(e) => return (Reply::Err(e), None),
         };
-        self.install(id, domain, kind, d);
+        self.install(id, domain, kind, d, owner);
         (Reply::Created(id), Some(a))
     }
 
     /// A new socket `id` whose socketpair end `d` is ready (non-blocking); the owner is told
     /// to watch it ([`Stack::take_watch`]).
-    pub(super) fn install(&mut self, id: u64, domain: i32, kind: Kind, d: Fd) {
+    pub(super) fn install(&mut self, id: u64, domain: i32, kind: Kind, d: Fd, owner: u32) {
         self.watch.push(id);
-        let mut s = Sock::new(domain, kind, d, self.work.waker(id));
+        let mut s = Sock::new(domain, kind, d, self.work.waker(id), owner);
         if kind == Kind::Icmp {
             let ident = self.alloc_ident();
             let mut so = icmp::Socket::new(dgram_buffer(), dgram_buffer());
@@ -305,6 +311,22 @@ impl<D: Link> Stack<D> {
                 return i;
             }
         }
+    }
+}
+
+impl<D: Link> Stack<D> {
+    /// The uid whose socket `id` is.
+    pub fn owner(&self, id: u64) -> Option<u32> {
+        self.socks.get(&id).map(|s| s.owner)
+    }
+
+    /// Whether `fd` is the application end of socket `id`: a socket bound to the socket's
+    /// name. Names are unique, and the application end holds that name while it is open, so
+    /// whoever can pass this fd holds the socket.
+    pub fn proves(&self, id: u64, fd: &Fd) -> bool {
+        self.socks.contains_key(&id)
+            && sys::getsockname_unix(fd.raw()).ok().flatten()
+                == Some(names::socket_name(self.net.id, id))
     }
 }
 

@@ -387,7 +387,7 @@ impl<D: Link> Stack<D> {
         let Some(l) = self.socks.get_mut(&lid) else {
             return;
         };
-        let mut s = Sock::new(l.domain, Kind::Tcp, d, self.work.waker(id));
+        let mut s = Sock::new(l.domain, Kind::Tcp, d, self.work.waker(id), l.owner);
         s.opts = l.opts.clone();
         s.opts.other.clear();
         s.bound = l.bound;

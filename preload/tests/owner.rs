@@ -292,3 +292,269 @@ fn a_stopped_daemon_bounds_calls_and_never_blocks_fork() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The attacker's side of the control protocol, raw: connect to a node's abstract control
+/// name, forge a membership proof, ask for a socket, ask about socket ids 1..=8. Prints one
+/// line per request: `<what> <status>` (0, an errno, or -1 when the daemon closed on us).
+const INTRUDER: &str = r#"
+import socket, struct, sys
+node = sys.argv[1]
+REQ = int.from_bytes(b"IOT1", "little")
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect("\0ioth/%s/ctl" % node)
+def ask(what, op, sid, body=b"", fds=()):
+    global s
+    try:
+        s.sendmsg([struct.pack("<IHHQ", REQ, op, 0, sid) + body],
+                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i" * len(fds), *fds))] if fds else [])
+        r, anc, flags, addr = s.recvmsg(4096, 1024)
+        st = struct.unpack("<i", r[4:8])[0] if len(r) >= 8 else -1
+        if st == 0 and len(r) >= 17 and r[8] == 1:
+            what += " id=%d" % struct.unpack("<Q", r[9:17])[0]
+    except OSError:
+        st = -1
+    print(what, st, flush=True)
+    return st
+# A forged proof: a socket of ours under a socket name of the node that no socket has.
+f = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+f.bind("\0ioth/%s/3f" % node)
+ask("join-forged", 15, 0x3f, fds=[f.fileno()])
+ask("join-wrong", 15, 1, fds=[f.fileno()])
+ask("socket", 2, 0, struct.pack("<iii", socket.AF_INET6, socket.SOCK_STREAM, 0))
+for sid in range(1, 9):
+    ask("sockopt %d" % sid, 8, sid, struct.pack("<iiI", socket.SOL_SOCKET, socket.SO_TYPE, 4))
+"#;
+
+/// A root node (fd00::1) with `extra` options, listening once on port 80 through iothctl;
+/// a second root node sends it a message. Returns the lab, the victim's node id and a check
+/// that the message arrived intact.
+fn root_node(lab: &Lab, extra: &[&str]) -> String {
+    let ctl = lab.path("run/root.ctl");
+    let mut d = Command::new(bin("ioth-stackd"));
+    d.args(["--ip", "fd00::1", "--persist", "--daemon", "--switch"])
+        .arg(lab.path("sw"))
+        .arg("--ctl")
+        .arg(&ctl)
+        .args(extra);
+    assert!(d.output().unwrap().status.success());
+    let info = Command::new(bin("iothctl"))
+        .arg("--ctl")
+        .arg(&ctl)
+        .arg("info")
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    info.lines()
+        .find_map(|l| l.strip_prefix("node="))
+        .unwrap_or_else(|| panic!("{info}"))
+        .to_string()
+}
+
+/// The victim's node still serves: a listener on fd00::1 port 80 (made before the attack, so
+/// it holds the first socket ids) receives a message from another node, intact.
+fn victim_serves(lab: &mut Lab, attack: impl FnOnce(&Lab)) {
+    let msg = "the victim's own data ".repeat(1000);
+    let mut l = Command::new(bin("iothctl"));
+    l.arg("--ctl")
+        .arg(lab.path("run/root.ctl"))
+        .args(["listen", "--once", "fd00::1", "80"]);
+    lab.spawn(l, "victim.log");
+    wait_for(Duration::from_secs(20), "victim listening", || {
+        lab.log("victim.log").contains("listening").then_some(())
+    });
+    attack(lab);
+    let mut d = Command::new(bin("ioth-stackd"));
+    d.args(["--ip", "fd00::2", "--persist", "--daemon", "--switch"])
+        .arg(lab.path("sw"))
+        .arg("--ctl")
+        .arg(lab.path("run/client.ctl"));
+    assert!(d.output().unwrap().status.success());
+    let mut c = Command::new(bin("iothctl"));
+    c.arg("--ctl")
+        .arg(lab.path("run/client.ctl"))
+        .args(["connect", "fd00::1", "80"])
+        .stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(msg.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let got = wait_for(Duration::from_secs(20), "the message", || {
+        let l = lab.log("victim.log");
+        l.contains(msg.as_str()).then_some(l)
+    });
+    assert!(got.contains(&msg));
+}
+
+fn intrude(node: &str) -> String {
+    // Debian's python3: another user cannot run root's own (pyenv) one.
+    let o = as_attacker("/usr/bin/python3")
+        .args(["-c", INTRUDER, node])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn another_user_cannot_use_a_root_node() {
+    if !have("python3") || !have("setpriv") || !root() {
+        eprintln!("SKIP: needs python3, setpriv and root (to play another uid)");
+        return;
+    }
+    let mut lab = Lab::new("owner-admit");
+    set_mode(&lab.dir, 0o755);
+    let node = root_node(&lab, &[]);
+    let mut seen = String::new();
+    victim_serves(&mut lab, |_| seen = intrude(&node));
+    // Not admitted: a forged proof is refused, and the first other request ends the
+    // connection; the attacker gets no socket and learns nothing about the victim's.
+    assert!(
+        seen.contains(&format!("join-forged {}", libc::EACCES)),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("join-wrong {}", libc::EACCES)),
+        "{seen}"
+    );
+    assert!(!seen.contains("id="), "the attacker got a socket: {seen}");
+    for sid in 1..=8 {
+        assert!(!seen.contains(&format!("sockopt {sid} 0")), "{seen}");
+    }
+}
+
+#[test]
+fn an_allowed_user_may_use_its_own_sockets_only() {
+    if !have("python3") || !have("setpriv") || !root() {
+        eprintln!("SKIP: needs python3, setpriv and root (to play another uid)");
+        return;
+    }
+    let mut lab = Lab::new("owner-allow");
+    set_mode(&lab.dir, 0o755);
+    let node = root_node(&lab, &["--allow-uid", ATTACKER]);
+    let mut seen = String::new();
+    victim_serves(&mut lab, |_| seen = intrude(&node));
+    let own: u64 = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("socket id="))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("an allowed user gets a socket: {seen}"));
+    for sid in 1..=8u64 {
+        let want = if sid == own { 0 } else { libc::EBADF };
+        assert!(
+            seen.contains(&format!("sockopt {sid} {want}\n")),
+            "socket {sid} (own {own}): {seen}"
+        );
+    }
+}
+
+fn nginx_bin() -> Option<String> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+}
+
+/// Debian's nginx layout: a root master whose workers run as another user (`user nobody;`)
+/// and open outbound connections of their own (`proxy_pass` to a python node). Each worker
+/// keeps using its node after `setuid`: it shows the daemon a listener it holds.
+#[test]
+fn nginx_workers_that_drop_privileges_keep_their_node() {
+    if nginx_bin().is_none() || !have("curl") || !have("python3") || !root() {
+        eprintln!("SKIP: needs nginx, curl, python3 and root (a root master)");
+        return;
+    }
+    let mut lab = Lab::new("owner-workers");
+    set_mode(&lab.dir, 0o755);
+    let up = lab.path("up");
+    std::fs::create_dir_all(&up).unwrap();
+    random_file(&up.join("blob"), 4 << 20);
+    let want = sha256(&up.join("blob"));
+    let mut py = lab.node("fd00::5", "python3");
+    py.args(["-m", "http.server", "8000", "--bind", "::", "--directory"])
+        .arg(&up);
+    lab.spawn(py, "upstream.log");
+    let d = lab.path("ngx");
+    for sub in ["tmp", "logs"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+        set_mode(&d.join(sub), 0o777);
+    }
+    set_mode(&d, 0o755);
+    let d = d.display().to_string();
+    let conf = format!(
+        r#"user nobody nogroup;
+daemon on; master_process on; worker_processes 2;
+pid {d}/logs/nginx.pid; error_log {d}/logs/error.log info;
+events {{ use epoll; worker_connections 256; }}
+http {{
+  access_log {d}/logs/access.log;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  server {{ listen [::]:80; location / {{ proxy_pass http://[fd00::5]:8000/; }} }}
+}}
+"#
+    );
+    let cp = format!("{d}/nginx.conf");
+    std::fs::write(&cp, conf).unwrap();
+    let mut n = lab.node("fd00::1", &nginx_bin().unwrap());
+    n.args(["-p", &d, "-e", &format!("{d}/logs/error.log"), "-c", &cp]);
+    let o = lab.run(n, Duration::from_secs(30));
+    assert!(o.status.success(), "nginx: {o:?}");
+    let fetch = |url: &str| {
+        let mut c = lab.node("fd00::3", "bash");
+        c.args([
+            "-c",
+            &format!("set -o pipefail; curl -sSf -m 60 '{url}' | sha256sum | cut -d' ' -f1"),
+        ]);
+        let o = lab.run(c, Duration::from_secs(90));
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // The upstream first (so that a failure below is nginx's).
+    wait_for(Duration::from_secs(30), "upstream", || {
+        fetch("http://[fd00::5]:8000/blob").0.then_some(())
+    });
+    let (ok, sha, err) = fetch("http://[fd00::1]/blob");
+    let log = std::fs::read_to_string(format!("{d}/logs/error.log")).unwrap_or_default();
+    assert!(ok && sha == want, "through nginx: {err}\nerror.log:\n{log}");
+    // The workers really run as nobody.
+    let workers = pids_with("nginx: worker process");
+    assert!(!workers.is_empty());
+    let o = Command::new("ps")
+        .args(["-o", "user=", "-p"])
+        .arg(
+            workers
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("nobody"),
+        "{o:?}"
+    );
+    let mut s = lab.node("fd00::1", &nginx_bin().unwrap());
+    s.args([
+        "-p",
+        &d,
+        "-e",
+        &format!("{d}/logs/error.log"),
+        "-c",
+        &cp,
+        "-s",
+        "stop",
+    ]);
+    let _ = lab.run(s, Duration::from_secs(30));
+}

@@ -558,3 +558,39 @@ http {{
     ]);
     let _ = lab.run(s, Duration::from_secs(30));
 }
+
+/// A program that drops privileges before its first socket (as `memcached -u nobody`) with a
+/// run directory of root's: it cannot use root's node, and says what to do in one line; with
+/// a run directory of its own it works.
+#[test]
+fn dropping_privileges_before_the_first_socket_says_what_to_do() {
+    if !have("python3") || !root() {
+        eprintln!("SKIP: needs python3 and root");
+        return;
+    }
+    let lab = Lab::new("owner-drop");
+    set_mode(&lab.dir, 0o755);
+    let script = format!("import os\nos.setgid(65534)\nos.setuid(65534)\n{VICTIM}");
+    // Debian's python3: root's own (pyenv) may not be readable after setuid.
+    let run = |rundir: &Path| {
+        let mut c = lab.node("fd00::5", "/usr/bin/python3");
+        c.env("IOTH_RUNDIR", rundir).args(["-c", &script]);
+        lab.run(c, Duration::from_secs(30))
+    };
+    let o = run(&lab.path("run"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        out.contains(&format!("errno {}", libc::ENETDOWN)),
+        "{out} {err}"
+    );
+    assert!(
+        err.lines().count() == 1 && err.contains("belongs to uid 0") && err.contains("IOTH_RUNDIR"),
+        "{err}"
+    );
+    let o = run(&lab.user_rundir("nobody"));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("ok "),
+        "{o:?}"
+    );
+}

@@ -25,15 +25,23 @@ struct Cli {
     /// Switch directory (holds ctl, native, mgmt and the ports' data sockets).
     #[arg(short = 's', long, required = true)]
     sock: Option<PathBuf>,
-    /// Mode of the sockets (octal).
+    /// Mode of the port sockets, ctl and native (octal; default 0600).
     #[arg(short = 'm', long, value_parser = parse_octal)]
     mode: Option<u32>,
-    /// Mode of the directory (octal; default 0700, or derived from --mode like vde_switch).
+    /// Mode of the directory (octal; default 0700, or derived from --mode and --mgmt-mode
+    /// like vde_switch: setgid, x where r or w).
     #[arg(long, value_parser = parse_octal)]
     dirmode: Option<u32>,
-    /// Group owning the directory and sockets (name or gid).
+    /// Group owning the directory and port sockets (name or gid).
     #[arg(short = 'g', long)]
     group: Option<String>,
+    /// Mode of the console socket DIR/mgmt (octal), whatever --mode says: the console can
+    /// stop the switch and change its VLANs.
+    #[arg(long, visible_alias = "mgmtmode", value_parser = parse_octal, default_value = "0600")]
+    mgmt_mode: u32,
+    /// Group of the console socket (name or gid; default: the directory's).
+    #[arg(long, visible_alias = "mgmtgroup")]
+    mgmt_group: Option<String>,
     /// Write every received frame to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
@@ -110,20 +118,37 @@ fn run(cli: Cli) -> ExitCode {
         eprintln!("ioth-switch: --sock DIR is required");
         return ExitCode::from(2);
     };
-    let group = match cli.group.as_deref().map(server::resolve_group).transpose() {
-        Ok(g) => g,
-        Err(e) => {
+    let (group, mgmt_group) = match (
+        cli.group.as_deref().map(server::resolve_group).transpose(),
+        cli.mgmt_group
+            .as_deref()
+            .map(server::resolve_group)
+            .transpose(),
+    ) {
+        (Ok(g), Ok(m)) => (g, m),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("ioth-switch: {e}");
             return ExitCode::from(2);
         }
     };
     let mode = cli.mode.unwrap_or(0o600);
+    // The owner must still reach the console: the derived mode covers both sockets' modes.
+    let dirmode = cli.dirmode.unwrap_or_else(|| {
+        cli.mode.map_or(0o700, |m| {
+            derived_dirmode(m) | derived_dirmode(cli.mgmt_mode)
+        })
+    });
+    if cli.dirmode.is_some() && cli.mgmt_mode & 0o600 != 0 && dirmode & 0o100 == 0 {
+        eprintln!(
+            "ioth-switch: warning: --dirmode {dirmode:o} does not let the owner reach DIR/mgmt"
+        );
+    }
     let cfg = Config {
         dir: absolute(&dir),
         mode,
-        dirmode: cli
-            .dirmode
-            .unwrap_or_else(|| cli.mode.map_or(0o700, derived_dirmode)),
+        mgmt_mode: cli.mgmt_mode,
+        mgmt_group,
+        dirmode,
         dirmode_explicit: cli.dirmode.is_some(),
         group,
         pcap: cli.pcap.as_deref().map(absolute),

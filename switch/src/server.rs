@@ -15,7 +15,9 @@
 //!   are: the switch does not verify checksums, and stacks on flagged ports do not either
 //!   (unix sockets do not corrupt data; a VDE peer's bad checksum reaches an ioth stack
 //!   unnoticed).
-//! * `DIR/mgmt`: the text console ([`crate::mgmt`]).
+//! * `DIR/mgmt`: the text console ([`crate::mgmt`]). Its socket has a mode (and group) of its
+//!   own, 0600 by default whatever the ports' mode: a LAN opened to everyone (`--mode 0666`)
+//!   must not let everyone stop the switch or change its VLANs.
 //!
 //! Shortcuts: native clients that ask for them ([`vde::NATIVE_FLAG_SHORTCUT`]; never with
 //! `--pcap`, `--hub` or `--no-shortcuts`) get, once the core proposes one
@@ -63,8 +65,13 @@ const MAX_PENDING: usize = 256;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub dir: PathBuf,
-    /// Mode of the sockets.
+    /// Mode of the port sockets (`ctl`, `native`, the VDE data sockets).
     pub mode: u32,
+    /// Mode of the console socket (`mgmt`), independent of `mode`: whoever can open the
+    /// console can stop the switch and rewire its VLANs.
+    pub mgmt_mode: u32,
+    /// Group of the console socket (none: whatever the directory gives it).
+    pub mgmt_group: Option<u32>,
     /// Mode of the directory (applied when created, or always when given explicitly).
     pub dirmode: u32,
     pub dirmode_explicit: bool,
@@ -336,7 +343,7 @@ fn clear_stale(path: &Path, ty: i32, dir: &Path) -> Result<(), SetupError> {
     }
 }
 
-fn listen_on(path: &Path, ty: i32, cfg: &Config) -> Result<Fd, SetupError> {
+fn listen_on(path: &Path, ty: i32, mode: u32, group: Option<u32>) -> Result<Fd, SetupError> {
     let fd = sys::socket(
         libc::AF_UNIX,
         ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
@@ -347,7 +354,7 @@ fn listen_on(path: &Path, ty: i32, cfg: &Config) -> Result<Fd, SetupError> {
         path: path.to_path_buf(),
         error,
     })?;
-    set_mode(path, cfg.mode, cfg.group)?;
+    set_mode(path, mode, group)?;
     sys::listen(fd.raw(), 128).map_err(|error| SetupError::Listen {
         path: path.to_path_buf(),
         error,
@@ -429,12 +436,30 @@ impl Server {
         };
         let mut bound = Vec::new();
         let r = (|| {
-            for (path, ty, src) in [
-                (&mgmt, libc::SOCK_STREAM, Source::MgmtListen),
-                (&native, libc::SOCK_SEQPACKET, Source::NativeListen),
-                (&ctl, libc::SOCK_STREAM, Source::CtlListen),
+            for (path, ty, src, mode, group) in [
+                (
+                    &mgmt,
+                    libc::SOCK_STREAM,
+                    Source::MgmtListen,
+                    cfg.mgmt_mode,
+                    cfg.mgmt_group,
+                ),
+                (
+                    &native,
+                    libc::SOCK_SEQPACKET,
+                    Source::NativeListen,
+                    cfg.mode,
+                    cfg.group,
+                ),
+                (
+                    &ctl,
+                    libc::SOCK_STREAM,
+                    Source::CtlListen,
+                    cfg.mode,
+                    cfg.group,
+                ),
             ] {
-                let fd = listen_on(path, ty, &cfg)?;
+                let fd = listen_on(path, ty, mode, group)?;
                 bound.push(path.clone());
                 s.register(fd.raw(), libc::EPOLLIN as u32, src)
                     .map_err(SetupError::Epoll)?;
@@ -1273,6 +1298,8 @@ mod tests {
         let e = Server::bind(Config {
             dir: dir.clone(),
             mode: 0o600,
+            mgmt_mode: 0o600,
+            mgmt_group: None,
             dirmode: 0o700,
             dirmode_explicit: false,
             group: None,

@@ -1,0 +1,201 @@
+//! A node belongs to its owner: attacks on the switch by another user of a shared LAN, each
+//! performed as uid 65534 (`setpriv --reuid=65534 --regid=65534 --clear-groups`, no user
+//! account needed) against a switch started by the test's user with `--mode 0666`, so that
+//! uid may plug in. Each test also checks that the honest ports keep working.
+//!
+//! The attacker is this test binary run again as uid 65534 with only the ignored test
+//! [`helper`] selected; `IOTH_SWITCH_TEST_HELPER` says what it does, and it reports on stdout
+//! in lines that start with `HELPER `. The tests need root (to change uid) and `setpriv`; they
+//! are skipped, with a message, without them.
+
+mod util;
+
+use ioth_common::sys::{self, UnixAddr};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use util::*;
+
+const HELPER_ENV: &str = "IOTH_SWITCH_TEST_HELPER";
+const NOBODY: &str = "65534";
+
+/// The attacker: a helper process running as uid 65534.
+struct Nobody {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Nobody {
+    /// Run [`helper`] as uid 65534 with `args` (tab-separated in the environment); `None`
+    /// (test skipped) when this process cannot change uid.
+    fn start(test: &str, args: &[&str]) -> Option<Nobody> {
+        if sys::geteuid() != 0 {
+            eprintln!("SKIPPED {test}: changing to uid 65534 needs root");
+            return None;
+        }
+        if !have("setpriv", test) {
+            return None;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new("setpriv")
+            .arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .arg("--clear-groups")
+            .arg(&exe)
+            .args(["--exact", "helper", "--ignored", "--nocapture"])
+            .args(["--test-threads", "1"])
+            .env(HELPER_ENV, args.join("\t"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run setpriv");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                // libtest may have written "test helper ... " on the same line.
+                if let Some(i) = l.find("HELPER ") {
+                    let _ = tx.send(l[i + 7..].to_string());
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Some(Nobody {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    /// The helper's next report (10 s at most).
+    fn report(&mut self) -> String {
+        match self.lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) => l,
+            Err(_) => panic!(
+                "no report from the helper running as uid {NOBODY} (can it execute {}?)",
+                std::env::current_exe().unwrap().display()
+            ),
+        }
+    }
+}
+
+impl Drop for Nobody {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The attacker's side, run as uid 65534 by [`Nobody::start`]. Without
+/// `IOTH_SWITCH_TEST_HELPER` (an ordinary `--ignored` run) it does nothing.
+#[test]
+#[ignore = "run by the other tests as another user"]
+fn helper() {
+    let Ok(spec) = std::env::var(HELPER_ENV) else {
+        return;
+    };
+    let args: Vec<&str> = spec.split('\t').collect();
+    let report = |s: String| {
+        println!("HELPER {s}");
+        let _ = std::io::stdout().flush();
+    };
+    let dir = std::path::Path::new(args[1]);
+    match args[0] {
+        // Open the console and ask it to stop the switch.
+        "mgmt" => {
+            let fd = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).unwrap();
+            if let Err(e) = sys::connect_unix(fd.raw(), &UnixAddr::path(dir.join("mgmt"))) {
+                return report(format!("refused {}", e.0));
+            }
+            sys::write_all(fd.raw(), b"shutdown\n").unwrap();
+            let mut all = Vec::new();
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                let mut b = [0u8; 4096];
+                if sys::wait_fd(fd.raw(), libc::POLLIN, 500).unwrap() {
+                    match sys::read(fd.raw(), &mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => all.extend_from_slice(&b[..n]),
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&all);
+            report(format!("answered {}", text.contains("1000 Success")));
+        }
+        other => panic!("unknown helper command {other}"),
+    }
+}
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Item 6: with `--mode 0666` every member of the LAN may plug in, but the console keeps
+/// mode 0600: another user cannot open it (so cannot `shutdown`), the owner can.
+#[test]
+fn console_is_the_owners_only_even_on_an_open_lan() {
+    let sw = Switch::start(&["--mode", "0666"]);
+    let Some(mut nobody) = Nobody::start(
+        "console_is_the_owners_only_even_on_an_open_lan",
+        &["mgmt", sw.dir.to_str().unwrap()],
+    ) else {
+        return;
+    };
+    let r = nobody.report();
+    assert_eq!(
+        r,
+        format!("refused {}", libc::EACCES),
+        "uid {NOBODY} on the console"
+    );
+    assert!(alive(sw.pid), "the switch still runs");
+    assert_eq!(mode_of(&sw.dir.join("ctl")), 0o666);
+    assert_eq!(mode_of(&sw.dir.join("native")), 0o666);
+    assert_eq!(mode_of(&sw.dir.join("mgmt")), 0o600);
+    assert_eq!(
+        mode_of(&sw.dir) & 0o700,
+        0o700,
+        "the owner reaches DIR/mgmt"
+    );
+    // The LAN itself is open to that user, and honest ports still talk.
+    let a = sw.native("a");
+    let b = sw.vde("b");
+    send(&a, &frame(BCAST, mac(1), 60, 1));
+    assert_eq!(recv(&b, 2000).unwrap()[14], 1);
+    // The owner can use the console, and stop the switch with it.
+    assert!(sw.ctl("showinfo").0);
+    let (ok, text) = sw.ctl("shutdown");
+    assert!(ok, "{text}");
+    assert!(
+        wait_gone(sw.pid, Duration::from_secs(5)),
+        "owner's shutdown"
+    );
+}
+
+/// `--mgmt-mode` (alias `--mgmtmode`) opens the console on purpose.
+#[test]
+fn mgmt_mode_is_configurable() {
+    let sw = Switch::start(&["--mode", "0660", "--mgmtmode", "0640"]);
+    assert_eq!(mode_of(&sw.dir.join("mgmt")), 0o640);
+    assert_eq!(mode_of(&sw.dir.join("ctl")), 0o660);
+    assert_eq!(mode_of(&sw.dir), 0o2770);
+    let sw = Switch::start(&["--mode", "0666", "--mgmt-mode", "0666"]);
+    assert_eq!(mode_of(&sw.dir.join("mgmt")), 0o666);
+    let Some(mut nobody) = Nobody::start(
+        "mgmt_mode_is_configurable",
+        &["mgmt", sw.dir.to_str().unwrap()],
+    ) else {
+        return;
+    };
+    assert_eq!(nobody.report(), "answered true");
+    assert!(
+        wait_gone(sw.pid, Duration::from_secs(5)),
+        "an open console obeys"
+    );
+}

@@ -58,6 +58,15 @@ struct Cli {
     /// there are none anyway with --pcap or --hub.
     #[arg(long)]
     no_shortcuts: bool,
+    /// Most MAC addresses the switch learns on one port; frames from further source
+    /// addresses are forwarded but not learned (counted as not_learned in port/print).
+    #[arg(long, default_value_t = ioth_switch::core::DEFAULT_MAX_MACS_PER_PORT as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_macs_per_port: u32,
+    /// Most MAC addresses the switch learns in all.
+    #[arg(long, default_value_t = ioth_switch::core::DEFAULT_MAX_MACS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_macs: u32,
     /// Fork into the background once listening (the parent exits 0 when ready).
     #[arg(short = 'd', long)]
     daemon: bool,
@@ -156,6 +165,8 @@ fn run(cli: Cli) -> ExitCode {
         hub: cli.hub,
         queue: cli.queue,
         shortcuts: !cli.no_shortcuts,
+        max_macs_per_port: cli.max_macs_per_port as usize,
+        max_macs: cli.max_macs as usize,
     };
     let pidfile = cli.pidfile.as_deref().map(absolute);
     let mut server = match Server::bind(cfg) {

@@ -127,6 +127,12 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             format!("numports {} in use {}", info.numports, core.ports().count()),
             format!("hub mode {}", if core.hub { "on" } else { "off" }),
             format!("ageing {} s", core.ageing_ms / 1000),
+            format!(
+                "learned MACs {} max {} per port {}",
+                core.learned(),
+                core.max_macs,
+                core.max_macs_per_port
+            ),
             format!("output queue limit {} bytes per port", info.queue_limit),
             format!("pcap {}", info.pcap.as_deref().unwrap_or("off")),
             format!(
@@ -295,6 +301,10 @@ fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Errn
             c.drop_queue, c.drop_toobig, c.drop_malformed, c.drop_vlan
         ));
         out.push(format!(" QUEUE: bytes {}", p.queued_bytes));
+        out.push(format!(
+            " MACS: learned {} not_learned {}",
+            p.learned, c.not_learned
+        ));
         if all {
             let tagged: Vec<String> = p.tagged.iter().map(|v| v.to_string()).collect();
             out.push(format!(" tagged VLANs [{}]", tagged.join(" ")));

@@ -82,6 +82,10 @@ pub struct Config {
     pub queue: usize,
     /// Offer shortcuts between native ports that take them (see the module documentation).
     pub shortcuts: bool,
+    /// Most MAC addresses learned on one port ([`Core::max_macs_per_port`]).
+    pub max_macs_per_port: usize,
+    /// Most MAC addresses learned in all ([`Core::max_macs`]).
+    pub max_macs: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -415,6 +419,8 @@ impl Server {
             core: {
                 let mut c = Core::new(cfg.hub);
                 c.shortcuts_enabled = cfg.shortcuts && !cfg.hub && cfg.pcap.is_none();
+                c.max_macs_per_port = cfg.max_macs_per_port;
+                c.max_macs = cfg.max_macs;
                 c
             },
             cfg: cfg.clone(),
@@ -1308,6 +1314,8 @@ mod tests {
             hub: false,
             queue: 1 << 16,
             shortcuts: false,
+            max_macs_per_port: 4,
+            max_macs: 16,
         })
         .err()
         .unwrap();

@@ -10,6 +10,7 @@
 
 mod util;
 
+use ioth_common::port::SwitchPort;
 use ioth_common::sys::{self, UnixAddr};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -19,6 +20,7 @@ use util::*;
 
 const HELPER_ENV: &str = "IOTH_SWITCH_TEST_HELPER";
 const NOBODY: &str = "65534";
+const FLOOD_BASE: [u8; 6] = [0x02, 0xaa, 0xff, 0xff, 0xff, 0xff];
 
 /// The attacker: a helper process running as uid 65534.
 struct Nobody {
@@ -72,7 +74,11 @@ impl Nobody {
 
     /// The helper's next report (10 s at most).
     fn report(&mut self) -> String {
-        match self.lines.recv_timeout(Duration::from_secs(10)) {
+        self.report_within(Duration::from_secs(10))
+    }
+
+    fn report_within(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
             Ok(l) => l,
             Err(_) => panic!(
                 "no report from the helper running as uid {NOBODY} (can it execute {}?)",
@@ -80,6 +86,20 @@ impl Nobody {
             ),
         }
     }
+
+    /// Tell the helper to finish (EOF on its stdin) and return its last report.
+    fn finish(mut self) -> String {
+        drop(self.stdin.take());
+        let r = self.report();
+        let _ = self.child.wait();
+        r
+    }
+}
+
+/// Block until the test closes our stdin (what [`Nobody::finish`] does).
+fn wait_for_eof_on_stdin() {
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
 }
 
 impl Drop for Nobody {
@@ -127,6 +147,25 @@ fn helper() {
             }
             let text = String::from_utf8_lossy(&all);
             report(format!("answered {}", text.contains("1000 Success")));
+        }
+        // Plug into the LAN and send made-up source addresses: the first frame (broadcast)
+        // from FLOOD_BASE, then N frames from N other addresses to FLOOD_BASE (learned on
+        // our own port, so they go nowhere: only the switch's table is under attack).
+        "flood" => {
+            let n: u32 = args[2].parse().unwrap();
+            let p = SwitchPort::open_native(&dir.join("native"), "flood", 1518).unwrap();
+            report(format!("port {}", p.port));
+            send(&p, &frame(BCAST, FLOOD_BASE, 60, 0));
+            for i in 1..=n {
+                let b = i.to_be_bytes();
+                send(
+                    &p,
+                    &frame(FLOOD_BASE, [0x02, 0xaa, b[0], b[1], b[2], b[3]], 60, 1),
+                );
+            }
+            report(format!("sent {n}"));
+            wait_for_eof_on_stdin();
+            report("done".into());
         }
         other => panic!("unknown helper command {other}"),
     }
@@ -198,4 +237,84 @@ fn mgmt_mode_is_configurable() {
         wait_gone(sw.pid, Duration::from_secs(5)),
         "an open console obeys"
     );
+}
+
+/// Resident memory of a process, in KiB (`VmRSS` in `/proc/PID/status`).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// The numbers on the line of `port/print PORT` that starts with `prefix`.
+fn port_numbers(sw: &Switch, port: u32, prefix: &str) -> Vec<u64> {
+    let (ok, text) = sw.ctl(&format!("port/print {port}"));
+    assert!(ok, "{text}");
+    text.lines()
+        .find(|l| l.trim_start().starts_with(prefix))
+        .unwrap_or_else(|| panic!("{prefix} in {text}"))
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// Item 7: 2 million frames with distinct source addresses from another user's port. The
+/// switch learns up to the per-port cap and no more (the rest is counted as not learned), its
+/// memory stays flat, and two honest ports still reach each other by unicast.
+#[test]
+fn a_flood_of_source_addresses_keeps_the_table_and_memory_bounded() {
+    const N: u32 = 2_000_000;
+    let sw = Switch::start(&["--mode", "0666"]);
+    let a = sw.native("a");
+    let b = sw.native("b");
+    send(&a, &frame(BCAST, mac(1), 60, 1));
+    assert!(recv(&b, 2000).is_some());
+    let before = rss_kib(sw.pid);
+    let Some(mut nobody) = Nobody::start(
+        "a_flood_of_source_addresses_keeps_the_table_and_memory_bounded",
+        &["flood", sw.dir.to_str().unwrap(), &N.to_string()],
+    ) else {
+        return;
+    };
+    let port: u32 = nobody
+        .report()
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .expect("the attacker's port");
+    assert_eq!(
+        nobody.report_within(Duration::from_secs(300)),
+        format!("sent {N}")
+    );
+    // Everything sent has been through the switch once the port's rx counter says so.
+    let end = Instant::now() + Duration::from_secs(60);
+    while port_numbers(&sw, port, "IN:")[0] < u64::from(N) + 1 {
+        assert!(
+            Instant::now() < end,
+            "the switch never read the whole flood"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = rss_kib(sw.pid);
+    eprintln!("switch RSS: {before} KiB before, {after} KiB after {N} source addresses");
+    assert!(
+        after < 20 * 1024,
+        "RSS {after} KiB after the flood (before: {before} KiB)"
+    );
+    let macs = port_numbers(&sw, port, "MACS:");
+    assert_eq!(
+        macs,
+        vec![1024, u64::from(N) + 1 - 1024],
+        "learned, not learned on the attacker's port"
+    );
+    // The flood's first frame was a broadcast; the honest ports still talk by unicast.
+    assert!(recv(&a, 2000).is_some() && recv(&b, 2000).is_some());
+    send(&b, &frame(mac(1), mac(2), 60, 2));
+    assert_eq!(recv(&a, 2000).unwrap()[14], 2);
+    send(&a, &frame(mac(2), mac(1), 60, 3));
+    assert_eq!(recv(&b, 2000).unwrap()[14], 3);
+    assert_eq!(port_numbers(&sw, a.port, "MACS:"), vec![1, 0]);
+    assert_eq!(nobody.finish(), "done");
 }

@@ -167,6 +167,47 @@ fn helper() {
             wait_for_eof_on_stdin();
             report("done".into());
         }
+        // Ask for a VDE port whose data socket is someone else's (args[2]), by name, through
+        // a symbolic link of our own, or an abstract name of our own.
+        "vde-name" | "vde-link" | "vde-abstract" => {
+            let mut _own = None;
+            let sock = match args[0] {
+                "vde-name" => UnixAddr::path(args[2]),
+                "vde-link" => {
+                    let link = std::env::temp_dir().join(format!("ioth-link-{}", sys::getpid()));
+                    let _ = std::fs::remove_file(&link);
+                    std::os::unix::fs::symlink(args[2], &link).unwrap();
+                    _own = Some(Unlink(link.clone()));
+                    UnixAddr::path(&link)
+                }
+                _ => {
+                    let a = abstract_name(&format!("ioth-nobody-{}", sys::getpid()));
+                    let fd = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0).unwrap();
+                    sys::bind_unix(fd.raw(), &a).unwrap();
+                    std::mem::forget(fd); // Bound until the helper exits.
+                    a
+                }
+            };
+            report(vde_request(dir, &sock));
+            wait_for_eof_on_stdin();
+            report("done".into());
+        }
+        // An honest VDE client: its own socket, bound in the switch directory as libvdeplug
+        // does; then one frame from the switch.
+        "vde-own" => {
+            match SwitchPort::open_vde(dir, "nobody", 0) {
+                Ok(p) => {
+                    report("port ok".into());
+                    match recv(&p, 5000) {
+                        Some(f) => report(format!("got {}", f[14])),
+                        None => report("got nothing".into()),
+                    }
+                    wait_for_eof_on_stdin();
+                }
+                Err(e) => report(format!("port error {e}")),
+            }
+            report("done".into());
+        }
         other => panic!("unknown helper command {other}"),
     }
 }
@@ -317,4 +358,173 @@ fn a_flood_of_source_addresses_keeps_the_table_and_memory_bounded() {
     assert_eq!(recv(&b, 2000).unwrap()[14], 3);
     assert_eq!(port_numbers(&sw, a.port, "MACS:"), vec![1, 0]);
     assert_eq!(nobody.finish(), "done");
+}
+
+/// Removes a file on drop.
+struct Unlink(std::path::PathBuf);
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An abstract name as VDE carries it: the whole 107 bytes of `sun_path` after the NUL.
+fn abstract_name(name: &str) -> UnixAddr {
+    let mut n = name.as_bytes().to_vec();
+    n.resize(107, 0);
+    UnixAddr::Abstract(n)
+}
+
+/// Send a VDE port request naming `sock` to `DIR/ctl`; "accepted" if the switch answers
+/// with its socket's address, "refused" if it closes the connection. The connection (and
+/// so the port) stays open until this process exits.
+fn vde_request(dir: &std::path::Path, sock: &UnixAddr) -> String {
+    let ctl = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0).unwrap();
+    sys::connect_unix(ctl.raw(), &UnixAddr::path(dir.join("ctl"))).unwrap();
+    let req = ioth_common::vde::VdeRequest {
+        port: 0,
+        port0: false,
+        sock: sock.clone(),
+        description: format!("uid {}", sys::geteuid()),
+    };
+    sys::send(ctl.raw(), &req.encode().unwrap(), libc::MSG_NOSIGNAL).unwrap();
+    let answer = if sys::wait_fd(ctl.raw(), libc::POLLIN, 5000).unwrap() {
+        match sys::read(ctl.raw(), &mut [0u8; 200]) {
+            Ok(n) if n > 0 => "accepted",
+            _ => "refused",
+        }
+    } else {
+        "no answer"
+    };
+    std::mem::forget(ctl);
+    answer.into()
+}
+
+/// The number of VDE ports the switch lists.
+fn vde_ports(sw: &Switch) -> usize {
+    sw.ctl("port/print")
+        .1
+        .lines()
+        .filter(|l| l.contains("kind=vde"))
+        .count()
+}
+
+/// Item 8: a VDE client running as another user names a datagram socket that belongs to the
+/// victim (the test's user; mode 0600, so that user could not send to it itself), directly
+/// or through a symbolic link of its own, or names an abstract socket (no owner to check).
+/// The switch must refuse those ports rather than write the LAN's frames into that socket;
+/// the same client naming its own socket gets its port, and the LAN keeps working.
+#[test]
+fn vde_client_cannot_aim_the_switch_at_another_users_socket() {
+    const TEST: &str = "vde_client_cannot_aim_the_switch_at_another_users_socket";
+    let sw = Switch::start(&["--mode", "0666"]);
+    let victim_path = sw.tmp.path().join("victim.sock");
+    let victim = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK, 0).unwrap();
+    sys::bind_unix(victim.raw(), &UnixAddr::path(&victim_path)).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&victim_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let a = sw.native("a");
+    let v = sw.vde("honest vde");
+    let dir = sw.dir.to_str().unwrap();
+    let target = victim_path.to_str().unwrap();
+    let mut attackers = Vec::new();
+    for how in ["vde-name", "vde-link", "vde-abstract"] {
+        let Some(mut nobody) = Nobody::start(TEST, &[how, dir, target]) else {
+            return;
+        };
+        assert_eq!(nobody.report(), "refused", "{how} by uid {NOBODY}");
+        attackers.push(nobody);
+    }
+    assert_eq!(vde_ports(&sw), 1, "only the honest VDE port");
+    // The LAN's broadcasts reach the honest ports, never the victim's socket.
+    send(&a, &frame(BCAST, mac(1), 60, 5));
+    assert_eq!(recv(&v, 2000).unwrap()[14], 5);
+    let mut buf = [0u8; 2000];
+    assert!(
+        !sys::wait_fd(victim.raw(), libc::POLLIN, 300).unwrap(),
+        "a frame reached the victim's socket: {:?}",
+        sys::recv(victim.raw(), &mut buf, 0)
+    );
+    // The same user with its own socket plugs in.
+    let Some(mut honest) = Nobody::start(TEST, &["vde-own", dir]) else {
+        return;
+    };
+    assert_eq!(honest.report(), "port ok");
+    assert_eq!(vde_ports(&sw), 2);
+    send(&a, &frame(BCAST, mac(1), 60, 7));
+    assert_eq!(honest.report(), "got 7");
+    assert_eq!(recv(&v, 2000).unwrap()[14], 7);
+    assert_eq!(honest.finish(), "done");
+    for n in attackers {
+        assert_eq!(n.finish(), "done");
+    }
+    // Root may name any socket; an abstract one too.
+    let abs = abstract_name(&format!("ioth-root-{}", sys::getpid()));
+    let fd = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0).unwrap();
+    sys::bind_unix(fd.raw(), &abs).unwrap();
+    assert_eq!(vde_request(&sw.dir, &abs), "accepted");
+}
+
+/// Item 8, the other side: Debian's `vde_plug` (vdeplug4's libvdeplug, as QEMU uses it)
+/// running as another user binds its own data socket, so the check lets it in.
+#[test]
+fn vde_plug_as_another_user_still_plugs_in() {
+    const TEST: &str = "vde_plug_as_another_user_still_plugs_in";
+    if sys::geteuid() != 0 {
+        eprintln!("SKIPPED {TEST}: changing to uid 65534 needs root");
+        return;
+    }
+    if !have("vde_plug", TEST) || !have("setpriv", TEST) {
+        return;
+    }
+    let sw = Switch::start(&["--mode", "0666"]);
+    let n = sw.native("native");
+    let mut plug = Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg("vde_plug")
+        .arg(&sw.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn vde_plug");
+    let end = Instant::now() + Duration::from_secs(10);
+    while vde_ports(&sw) < 1 {
+        if Instant::now() > end {
+            let _ = plug.kill();
+            let _ = plug.wait();
+            panic!("vde_plug as uid {NOBODY} never plugged in");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // vdestream on stdin/stdout: a 2-byte big-endian length, then the frame.
+    let f = frame(BCAST, mac(7), 100, 0x5a);
+    let mut msg = (f.len() as u16).to_be_bytes().to_vec();
+    msg.extend_from_slice(&f);
+    let mut stdin = plug.stdin.take().unwrap();
+    stdin.write_all(&msg).unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(recv(&n, 5000).as_deref(), Some(&f[..]), "from vde_plug");
+    // The way back goes through the socket the switch checked and connected to.
+    let g = frame(mac(7), mac(1), 80, 0xa5);
+    send(&n, &g);
+    let mut out = plug.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut len = [0u8; 2];
+        let r = std::io::Read::read_exact(&mut out, &mut len).and_then(|_| {
+            let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+            std::io::Read::read_exact(&mut out, &mut body).map(|_| body)
+        });
+        let _ = tx.send(r.ok());
+    });
+    let got = rx.recv_timeout(Duration::from_secs(5)).ok().flatten();
+    drop(stdin);
+    let _ = plug.kill();
+    let _ = plug.wait();
+    assert_eq!(got.as_deref(), Some(&g[..]), "to vde_plug");
 }

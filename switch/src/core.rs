@@ -19,7 +19,14 @@
 //!   tagged VLANs. An untagged frame belongs to its ingress port's untagged VLAN; a tagged
 //!   frame is accepted only on a port that is a tagged member of its VLAN. On the way out the
 //!   tag is removed for ports whose untagged VLAN it is, and added for tagged members;
-//! * hub mode floods every frame to every other port, VLANs ignored;
+//! * port lock ([`Core::port_lock`], `--port-lock`): the first unicast source address seen on
+//!   a port is that port's for its life; frames from it with any other source (broadcast and
+//!   multicast destinations included) are dropped and counted (`drop_lock`), and no other
+//!   port may take a locked address, so one member of the LAN cannot steal another's unicast
+//!   traffic by sending frames in its name. A port whose first source is already locked to
+//!   another port stays unlocked and drops that frame. Not for cables to other switches (a
+//!   cable carries many addresses);
+//! * hub mode floods every frame to every other port, VLANs ignored (port lock still applies);
 //! * frames shorter than 14 bytes (18 if tagged) are dropped and counted as malformed; a frame
 //!   that would exceed a destination port's largest frame is not sent there (`drop_toobig`).
 //!
@@ -84,6 +91,8 @@ pub struct Counters {
     /// Received frames whose source address was not learned because this port, or the whole
     /// table, holds as many addresses as allowed (the frames were forwarded all the same).
     pub not_learned: u64,
+    /// Received frames with a source address other than the port's, with port lock on.
+    pub drop_lock: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -103,6 +112,8 @@ pub struct Port {
     pub shortcut: bool,
     /// Addresses in the learning table that lead to this port (a gauge the core keeps).
     pub learned: usize,
+    /// With port lock: the port's address, once it sent a frame.
+    pub locked_mac: Option<Mac>,
 }
 
 impl Port {
@@ -118,6 +129,7 @@ impl Port {
             csum_fill: false,
             shortcut: false,
             learned: 0,
+            locked_mac: None,
         }
     }
 }
@@ -148,6 +160,8 @@ pub enum Verdict {
     Malformed,
     /// Tagged for a VLAN the ingress port is not a member of.
     VlanDenied,
+    /// With port lock: the source address is not the ingress port's.
+    Locked,
     /// The ingress port does not exist.
     NoSuchPort,
 }
@@ -212,6 +226,10 @@ pub struct Core {
     pub max_macs_per_port: usize,
     /// Most addresses in the learning table.
     pub max_macs: usize,
+    /// Each port keeps the first source address it sent (see the module documentation).
+    pub port_lock: bool,
+    /// Locked address -> its port.
+    locks: HashMap<Mac, PortId>,
     /// Scratch list of candidate ports (avoids an allocation per frame).
     scratch: Vec<PortId>,
     /// Whether shortcuts may be proposed at all (off in hub mode and with a pcap file).
@@ -255,6 +273,8 @@ impl Core {
             ageing_ms: DEFAULT_AGEING_MS,
             max_macs_per_port: DEFAULT_MAX_MACS_PER_PORT,
             max_macs: DEFAULT_MAX_MACS,
+            port_lock: false,
+            locks: HashMap::new(),
             scratch: Vec::new(),
             shortcuts_enabled: !hub,
             shortcut_limit: DEFAULT_SHORTCUT_LIMIT,
@@ -400,7 +420,11 @@ impl Core {
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
         self.forget_where(|e| e.port == id);
         self.revoke_where(|s| s.a.0 == id || s.b.0 == id);
-        self.ports.remove(&id)
+        let port = self.ports.remove(&id)?;
+        if let Some(m) = port.locked_mac {
+            self.locks.remove(&m);
+        }
+        Some(port)
     }
 
     pub fn port(&self, id: PortId) -> Option<&Port> {
@@ -627,6 +651,20 @@ impl Core {
         if u16::from_be_bytes([frame[12], frame[13]]) == TPID_8021Q && frame.len() < ETH_HDR + 4 {
             inp.counters.drop_malformed += 1;
             return Verdict::Malformed;
+        }
+        if self.port_lock {
+            let src: Mac = frame[6..12].try_into().unwrap_or([0xff; 6]);
+            match inp.locked_mac {
+                Some(m) if m == src => {}
+                None if !is_group(&src) && !self.locks.contains_key(&src) => {
+                    inp.locked_mac = Some(src);
+                    self.locks.insert(src, ingress);
+                }
+                _ => {
+                    inp.counters.drop_lock += 1;
+                    return Verdict::Locked;
+                }
+            }
         }
         let len = frame.len();
         if self.hub {
@@ -1075,6 +1113,61 @@ mod tests {
         assert_eq!(ports(&out), vec![2]);
         // The destination's entry expired on lookup: flooded, and its port's count drops.
         assert_eq!(c.port(2).unwrap().learned, 0);
+    }
+
+    #[test]
+    fn port_lock_keeps_each_ports_first_address() {
+        let mut c = core3();
+        c.port_lock = true;
+        let mut out = Vec::new();
+        assert_eq!(
+            c.handle_frame(1, &frame(BCAST, A), 0, &mut out),
+            Verdict::Forwarded(2)
+        );
+        assert_eq!(c.port(1).unwrap().locked_mac, Some(A));
+        // Port 1 in another's name, to a broadcast or a unicast address: dropped.
+        assert_eq!(
+            c.handle_frame(1, &frame(BCAST, B), 0, &mut out),
+            Verdict::Locked
+        );
+        assert_eq!(
+            c.handle_frame(1, &frame(C, B), 0, &mut out),
+            Verdict::Locked
+        );
+        // Port 2's very first frame claims A, which is port 1's: dropped, port 2 unlocked.
+        assert_eq!(
+            c.handle_frame(2, &frame(C, A), 0, &mut out),
+            Verdict::Locked
+        );
+        assert_eq!(c.port(2).unwrap().locked_mac, None);
+        assert_eq!(c.port(2).unwrap().counters.drop_lock, 1);
+        // A group source never locks a port.
+        let group: Mac = [0x33, 0x33, 0, 0, 0, 1];
+        assert_eq!(
+            c.handle_frame(2, &frame(BCAST, group), 0, &mut out),
+            Verdict::Locked
+        );
+        c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
+        assert_eq!(c.port(2).unwrap().locked_mac, Some(B));
+        // A's traffic still goes to port 1 only.
+        c.handle_frame(3, &frame(A, C), 0, &mut out);
+        assert_eq!(ports(&out), vec![1]);
+        assert_eq!(c.port(1).unwrap().counters.drop_lock, 2);
+        assert_eq!(c.port(1).unwrap().counters.rx_frames, 3);
+        // The lock goes with the port; hub mode keeps the locks.
+        c.remove_port(1);
+        c.hub = true;
+        assert_eq!(
+            c.handle_frame(2, &frame(BCAST, A), 0, &mut out),
+            Verdict::Locked
+        );
+        c.add_port(1, Port::new(PortKind::Native, "new", 1518))
+            .unwrap();
+        assert_eq!(
+            c.handle_frame(1, &frame(BCAST, A), 0, &mut out),
+            Verdict::Forwarded(2)
+        );
+        assert_eq!(c.port(1).unwrap().locked_mac, Some(A));
     }
 
     #[test]

@@ -67,6 +67,11 @@ struct Cli {
     #[arg(long, default_value_t = ioth_switch::core::DEFAULT_MAX_MACS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_macs: u32,
+    /// Port security: a port keeps the first source MAC it sends for its life; frames from
+    /// it with another source are dropped (counted as lock in port/print), and no other port
+    /// may use that MAC. Not for cables to other switches.
+    #[arg(long)]
+    port_lock: bool,
     /// Fork into the background once listening (the parent exits 0 when ready).
     #[arg(short = 'd', long)]
     daemon: bool,
@@ -167,6 +172,7 @@ fn run(cli: Cli) -> ExitCode {
         shortcuts: !cli.no_shortcuts,
         max_macs_per_port: cli.max_macs_per_port as usize,
         max_macs: cli.max_macs as usize,
+        port_lock: cli.port_lock,
     };
     let pidfile = cli.pidfile.as_deref().map(absolute);
     let mut server = match Server::bind(cfg) {

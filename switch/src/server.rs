@@ -99,6 +99,8 @@ pub struct Config {
     pub max_macs_per_port: usize,
     /// Most MAC addresses learned in all ([`Core::max_macs`]).
     pub max_macs: usize,
+    /// Each port keeps the first source address it sent ([`Core::port_lock`]).
+    pub port_lock: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -536,6 +538,7 @@ impl Server {
                 c.shortcuts_enabled = cfg.shortcuts && !cfg.hub && cfg.pcap.is_none();
                 c.max_macs_per_port = cfg.max_macs_per_port;
                 c.max_macs = cfg.max_macs;
+                c.port_lock = cfg.port_lock;
                 c
             },
             cfg: cfg.clone(),
@@ -1429,6 +1432,7 @@ mod tests {
             shortcuts: false,
             max_macs_per_port: 4,
             max_macs: 16,
+            port_lock: false,
         })
         .err()
         .unwrap();

@@ -21,6 +21,9 @@ use util::*;
 const HELPER_ENV: &str = "IOTH_SWITCH_TEST_HELPER";
 const NOBODY: &str = "65534";
 const FLOOD_BASE: [u8; 6] = [0x02, 0xaa, 0xff, 0xff, 0xff, 0xff];
+const ATTACKER: [u8; 6] = [0x02, 0x66, 0x66, 0x66, 0x66, 0x66];
+/// Frames the spoofing helper sends in its victim's name.
+const SPOOFED: u64 = 4;
 
 /// The attacker: a helper process running as uid 65534.
 struct Nobody {
@@ -207,6 +210,50 @@ fn helper() {
                 Err(e) => report(format!("port error {e}")),
             }
             report("done".into());
+        }
+        // Plug in (args[2]: native or vde), send one broadcast from our own address
+        // (args[3]: own) or none, then SPOOFED frames in the victim's name (mac(1)); then
+        // count the frames for the victim that reach us until told to finish.
+        "spoof" => {
+            let p = if args[2] == "native" {
+                SwitchPort::open_native(&dir.join("native"), "spoof-native", 1518).unwrap()
+            } else {
+                SwitchPort::open_vde(dir, "spoof-vde", 0).unwrap()
+            };
+            if args[3] == "own" {
+                send(&p, &frame(BCAST, ATTACKER, 60, 0x61));
+            }
+            for i in 0..SPOOFED {
+                let dst = if i % 2 == 0 { BCAST } else { mac(2) };
+                send(&p, &frame(dst, mac(1), 60, 0x62));
+            }
+            report("spoofed".into());
+            let mut stolen = 0;
+            let mut buf = vec![0u8; 70000];
+            loop {
+                let mut fds = [
+                    libc::pollfd {
+                        fd: p.data_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: 0,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                sys::poll(&mut fds, 10_000).unwrap();
+                while let Ok(n) = p.recv(&mut buf) {
+                    if n >= 14 && buf[..6] == mac(1) {
+                        stolen += 1;
+                    }
+                }
+                if fds[1].revents != 0 {
+                    break;
+                }
+            }
+            report(format!("stolen {stolen}"));
         }
         other => panic!("unknown helper command {other}"),
     }
@@ -527,4 +574,94 @@ fn vde_plug_as_another_user_still_plugs_in() {
     let _ = plug.kill();
     let _ = plug.wait();
     assert_eq!(got.as_deref(), Some(&g[..]), "to vde_plug");
+}
+
+/// The port whose description (in `port/print`) contains `desc`.
+fn port_named(sw: &Switch, desc: &str) -> u32 {
+    sw.ctl("port/print")
+        .1
+        .lines()
+        .find(|l| l.starts_with("Port ") && l.contains(desc))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no port {desc}"))
+}
+
+/// Item 9: with `--port-lock`, another user's ports send frames in the name of an honest
+/// port (mac(1)): one, native, after its own first frame; the other, VDE, with the victim's
+/// address as its very first source. Their frames are dropped and counted, the victim's
+/// unicast keeps going to the victim only, and their own broadcasts still pass.
+#[test]
+fn port_lock_stops_a_port_from_stealing_another_ports_address() {
+    const TEST: &str = "port_lock_stops_a_port_from_stealing_another_ports_address";
+    let sw = Switch::start(&["--mode", "0666", "--port-lock"]);
+    let a = sw.native("victim a");
+    let b = sw.vde("peer b");
+    send(&a, &frame(BCAST, mac(1), 60, 1));
+    assert_eq!(recv(&b, 2000).unwrap()[14], 1);
+    send(&b, &frame(mac(1), mac(2), 60, 2));
+    assert_eq!(recv(&a, 2000).unwrap()[14], 2);
+    let dir = sw.dir.to_str().unwrap();
+    let Some(mut native) = Nobody::start(TEST, &["spoof", dir, "native", "own"]) else {
+        return;
+    };
+    assert_eq!(native.report(), "spoofed");
+    // Its own broadcast passes.
+    assert_eq!(recv(&a, 2000).unwrap()[14], 0x61);
+    assert_eq!(recv(&b, 2000).unwrap()[14], 0x61);
+    let mut vde = Nobody::start(TEST, &["spoof", dir, "vde", "none"]).unwrap();
+    assert_eq!(vde.report(), "spoofed");
+    let (pn, pv) = (
+        port_named(&sw, "spoof-native"),
+        port_named(&sw, "spoof-vde"),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while port_numbers(&sw, pn, "IN:")[0] < SPOOFED + 1 || port_numbers(&sw, pv, "IN:")[0] < SPOOFED
+    {
+        assert!(
+            Instant::now() < end,
+            "the switch never read the spoofed frames"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The victim's peer talks to it by unicast: only the victim may get it.
+    for i in 0..5 {
+        send(&b, &frame(mac(1), mac(2), 60, 10 + i));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // Counted on the attackers' ports, while they are there. DROP: queue toobig malformed
+    // vlan lock.
+    let drops = (
+        port_numbers(&sw, pn, "DROP:")[4],
+        port_numbers(&sw, pv, "DROP:")[4],
+    );
+    let (_, native_text) = sw.ctl(&format!("port/print {pn}"));
+    assert_eq!(
+        native.finish(),
+        "stolen 0",
+        "frames for mac(1) on the native attacker"
+    );
+    assert_eq!(
+        vde.finish(),
+        "stolen 0",
+        "frames for mac(1) on the VDE attacker"
+    );
+    for i in 0..5 {
+        assert_eq!(
+            recv(&a, 2000).map(|f| f[14]),
+            Some(10 + i),
+            "the victim's unicast"
+        );
+    }
+    assert_silent(&a, "no spoofed broadcast reaches the victim");
+    assert_eq!(
+        drops,
+        (SPOOFED, SPOOFED),
+        "lock drops on the attackers' ports"
+    );
+    assert!(
+        native_text.contains("locked 02:66:66:66:66:66"),
+        "{native_text}"
+    );
+    let (_, text) = sw.ctl(&format!("port/print {}", a.port));
+    assert!(text.contains("locked 02:10:20:30:40:01"), "{text}");
 }

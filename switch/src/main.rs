@@ -29,7 +29,7 @@ struct Cli {
     #[arg(short = 'm', long, value_parser = parse_octal)]
     mode: Option<u32>,
     /// Mode of the directory (octal; default 0700, or derived from --mode and --mgmt-mode
-    /// like vde_switch: setgid, x where r or w).
+    /// like vde_switch: setgid, x where r or w; and sticky if others may write).
     #[arg(long, value_parser = parse_octal)]
     dirmode: Option<u32>,
     /// Group owning the directory and port sockets (name or gid).
@@ -111,9 +111,12 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// vde_switch's rule: setgid, plus x wherever the socket mode has r or w.
+/// vde_switch's rule: setgid, plus x wherever the socket mode has r or w; and sticky when
+/// others than the owner may write, so that they can add their own sockets (as `vde_plug`
+/// does) but not remove or replace the switch's (`mgmt`, `ctl`, `native`).
 fn derived_dirmode(mode: u32) -> u32 {
-    0o2000 | (mode & 0o777) | ((mode & 0o444) >> 2) | ((mode & 0o222) >> 1)
+    let d = 0o2000 | (mode & 0o777) | ((mode & 0o444) >> 2) | ((mode & 0o222) >> 1);
+    if d & 0o022 != 0 { d | 0o1000 } else { d }
 }
 
 fn main() -> ExitCode {

@@ -255,6 +255,17 @@ fn helper() {
             }
             report(format!("stolen {stolen}"));
         }
+        // Remove the switch's sockets from its directory.
+        "unlink" => {
+            let r: Vec<String> = ["mgmt", "ctl", "native"]
+                .iter()
+                .map(|f| match std::fs::remove_file(dir.join(f)) {
+                    Ok(()) => format!("{f} removed"),
+                    Err(e) => format!("{f} {}", e.raw_os_error().unwrap_or(0)),
+                })
+                .collect();
+            report(r.join(", "));
+        }
         other => panic!("unknown helper command {other}"),
     }
 }
@@ -290,6 +301,12 @@ fn console_is_the_owners_only_even_on_an_open_lan() {
         0o700,
         "the owner reaches DIR/mgmt"
     );
+    // Nor can that user take the console (or the LAN's sockets) away from the directory,
+    // which it may write to (sticky, as /tmp).
+    let mut unlinker = Nobody::start("console", &["unlink", sw.dir.to_str().unwrap()]).unwrap();
+    let e = libc::EPERM;
+    assert_eq!(unlinker.report(), format!("mgmt {e}, ctl {e}, native {e}"));
+    assert_eq!(mode_of(&sw.dir), 0o3777);
     // The LAN itself is open to that user, and honest ports still talk.
     let a = sw.native("a");
     let b = sw.vde("b");
@@ -311,7 +328,7 @@ fn mgmt_mode_is_configurable() {
     let sw = Switch::start(&["--mode", "0660", "--mgmtmode", "0640"]);
     assert_eq!(mode_of(&sw.dir.join("mgmt")), 0o640);
     assert_eq!(mode_of(&sw.dir.join("ctl")), 0o660);
-    assert_eq!(mode_of(&sw.dir), 0o2770);
+    assert_eq!(mode_of(&sw.dir), 0o3770);
     let sw = Switch::start(&["--mode", "0666", "--mgmt-mode", "0666"]);
     assert_eq!(mode_of(&sw.dir.join("mgmt")), 0o666);
     let Some(mut nobody) = Nobody::start(

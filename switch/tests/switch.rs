@@ -366,7 +366,11 @@ fn directory_and_socket_modes() {
     let sw2 = Switch::start(&["--mode", "660"]);
     assert_eq!(mode(&sw2.dir.join("ctl")), 0o660);
     assert_eq!(mode(&sw2.dir.join("native")), 0o660);
-    assert_eq!(mode(&sw2.dir), 0o2770);
+    assert_eq!(
+        mode(&sw2.dir),
+        0o3770,
+        "setgid, and sticky: group members write"
+    );
     let sw3 = Switch::start(&["--mode", "0666", "--dirmode", "0755"]);
     assert_eq!(mode(&sw3.dir.join("ctl")), 0o666);
     assert_eq!(mode(&sw3.dir), 0o755);

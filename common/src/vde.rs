@@ -124,7 +124,9 @@ pub fn sockaddr_un_bytes(addr: &UnixAddr) -> Result<[u8; SOCKADDR_UN_LEN], Errno
         UnixAddr::Path(p) => (p, 0),
         UnixAddr::Abstract(n) => (n, 1),
     };
-    if bytes.len() + off > 107 {
+    // 108 bytes of sun_path: a path keeps a terminating NUL, an abstract name fills the
+    // 107 bytes after its leading NUL (what [`parse_sockaddr_un`] gives back).
+    if bytes.len() + off > SOCKADDR_UN_LEN - 2 - usize::from(off == 0) {
         return Err(Errno(libc::ENAMETOOLONG));
     }
     out[2 + off..2 + off + bytes.len()].copy_from_slice(bytes);
@@ -300,6 +302,20 @@ mod tests {
         assert_eq!(&b[12..14], &[1, 0]);
         assert_eq!(b.len(), 147);
         assert_eq!(VdeRequest::parse(&b).unwrap(), r);
+    }
+
+    #[test]
+    fn a_full_length_abstract_name_roundtrips() {
+        let mut n = b"ioth".to_vec();
+        n.resize(107, 0);
+        let a = UnixAddr::Abstract(n);
+        assert_eq!(
+            parse_sockaddr_un(&sockaddr_un_bytes(&a).unwrap()).unwrap(),
+            a
+        );
+        assert!(sockaddr_un_bytes(&UnixAddr::Abstract(vec![1; 108])).is_err());
+        assert!(sockaddr_un_bytes(&UnixAddr::Path(vec![b'a'; 107])).is_ok());
+        assert!(sockaddr_un_bytes(&UnixAddr::Path(vec![b'a'; 108])).is_err());
     }
 
     #[test]

@@ -7,13 +7,26 @@
 //! What it does:
 //! * learning on (source MAC, VLAN), unless the source is a group (broadcast/multicast)
 //!   address; entries age out after [`Core::ageing_ms`] (default 300 s);
+//! * a bounded table: at most [`Core::max_macs_per_port`] addresses learned on one port and
+//!   [`Core::max_macs`] in all. A frame whose source cannot be learned (its port, or the
+//!   table, is full) is still forwarded, just not learned, and counted (`not_learned`): a
+//!   flood of made-up source addresses costs the switch no memory and the other ports
+//!   nothing. A full port cannot take over an address learned elsewhere either: that entry is
+//!   forgotten (its traffic flooded) rather than left pointing at the old port;
 //! * known unicast goes to its port only; broadcast, multicast and unknown unicast are flooded
 //!   to every other port of the frame's VLAN; nothing ever goes back to the ingress port;
 //! * 802.1Q as vde_switch does it: every port has one untagged VLAN (default 0) and a set of
 //!   tagged VLANs. An untagged frame belongs to its ingress port's untagged VLAN; a tagged
 //!   frame is accepted only on a port that is a tagged member of its VLAN. On the way out the
 //!   tag is removed for ports whose untagged VLAN it is, and added for tagged members;
-//! * hub mode floods every frame to every other port, VLANs ignored;
+//! * port lock ([`Core::port_lock`], `--port-lock`): the first unicast source address seen on
+//!   a port is that port's for its life; frames from it with any other source (broadcast and
+//!   multicast destinations included) are dropped and counted (`drop_lock`), and no other
+//!   port may take a locked address, so one member of the LAN cannot steal another's unicast
+//!   traffic by sending frames in its name. A port whose first source is already locked to
+//!   another port stays unlocked and drops that frame. Not for cables to other switches (a
+//!   cable carries many addresses);
+//! * hub mode floods every frame to every other port, VLANs ignored (port lock still applies);
 //! * frames shorter than 14 bytes (18 if tagged) are dropped and counted as malformed; a frame
 //!   that would exceed a destination port's largest frame is not sent there (`drop_toobig`).
 //!
@@ -75,6 +88,11 @@ pub struct Counters {
     pub drop_malformed: u64,
     /// Received tagged frame for a VLAN this port is not a member of.
     pub drop_vlan: u64,
+    /// Received frames whose source address was not learned because this port, or the whole
+    /// table, holds as many addresses as allowed (the frames were forwarded all the same).
+    pub not_learned: u64,
+    /// Received frames with a source address other than the port's, with port lock on.
+    pub drop_lock: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +110,10 @@ pub struct Port {
     pub csum_fill: bool,
     /// A native port whose client takes shortcut offers (`NATIVE_FLAG_SHORTCUT`).
     pub shortcut: bool,
+    /// Addresses in the learning table that lead to this port (a gauge the core keeps).
+    pub learned: usize,
+    /// With port lock: the port's address, once it sent a frame.
+    pub locked_mac: Option<Mac>,
 }
 
 impl Port {
@@ -106,6 +128,8 @@ impl Port {
             queued_bytes: 0,
             csum_fill: false,
             shortcut: false,
+            learned: 0,
+            locked_mac: None,
         }
     }
 }
@@ -136,6 +160,8 @@ pub enum Verdict {
     Malformed,
     /// Tagged for a VLAN the ingress port is not a member of.
     VlanDenied,
+    /// With port lock: the source address is not the ingress port's.
+    Locked,
     /// The ingress port does not exist.
     NoSuchPort,
 }
@@ -175,6 +201,13 @@ pub struct Shortcut {
 /// Default largest number of shortcuts at once (each holds two descriptors in the switch).
 pub const DEFAULT_SHORTCUT_LIMIT: usize = 256;
 
+/// Default largest number of addresses learned on one port. A port is one host (a stack
+/// daemon, a VM, a `vde_plug`) or a cable to another switch; 1024 hosts behind one cable is
+/// already a large LAN.
+pub const DEFAULT_MAX_MACS_PER_PORT: usize = 1024;
+/// Default largest number of learned addresses in all (64 ports of 1024, about 2.5 MB).
+pub const DEFAULT_MAX_MACS: usize = 65536;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Entry {
     pub port: PortId,
@@ -189,6 +222,14 @@ pub struct Core {
     table: HashMap<(Mac, Vlan), Entry>,
     pub hub: bool,
     pub ageing_ms: u64,
+    /// Most addresses learned on one port.
+    pub max_macs_per_port: usize,
+    /// Most addresses in the learning table.
+    pub max_macs: usize,
+    /// Each port keeps the first source address it sent (see the module documentation).
+    pub port_lock: bool,
+    /// Locked address -> its port.
+    locks: HashMap<Mac, PortId>,
     /// Scratch list of candidate ports (avoids an allocation per frame).
     scratch: Vec<PortId>,
     /// Whether shortcuts may be proposed at all (off in hub mode and with a pcap file).
@@ -230,6 +271,10 @@ impl Core {
             table: HashMap::new(),
             hub,
             ageing_ms: DEFAULT_AGEING_MS,
+            max_macs_per_port: DEFAULT_MAX_MACS_PER_PORT,
+            max_macs: DEFAULT_MAX_MACS,
+            port_lock: false,
+            locks: HashMap::new(),
             scratch: Vec::new(),
             shortcuts_enabled: !hub,
             shortcut_limit: DEFAULT_SHORTCUT_LIMIT,
@@ -373,9 +418,13 @@ impl Core {
 
     /// Remove a port and forget every address learned on it.
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
-        self.table.retain(|_, e| e.port != id);
+        self.forget_where(|e| e.port == id);
         self.revoke_where(|s| s.a.0 == id || s.b.0 == id);
-        self.ports.remove(&id)
+        let port = self.ports.remove(&id)?;
+        if let Some(m) = port.locked_mac {
+            self.locks.remove(&m);
+        }
+        Some(port)
     }
 
     pub fn port(&self, id: PortId) -> Option<&Port> {
@@ -435,7 +484,7 @@ impl Core {
         let p = self.ports.get_mut(&port).ok_or(CoreError::NoSuchPort)?;
         p.tagged.remove(&v);
         p.untagged_vlan = v;
-        self.table.retain(|_, e| e.port != port);
+        self.forget_where(|e| e.port == port);
         self.revoke_where(|s| s.a.0 == port || s.b.0 == port);
         Ok(())
     }
@@ -470,8 +519,87 @@ impl Core {
     /// Forget entries older than the ageing time.
     pub fn expire(&mut self, now_ms: u64) {
         let age = self.ageing_ms;
-        self.table
-            .retain(|_, e| now_ms.saturating_sub(e.last_seen_ms) <= age);
+        self.forget_where(|e| now_ms.saturating_sub(e.last_seen_ms) > age);
+    }
+
+    /// Number of learned addresses.
+    pub fn learned(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Forget the entries `f` selects, keeping the ports' counts.
+    fn forget_where(&mut self, f: impl Fn(&Entry) -> bool) {
+        let ports = &mut self.ports;
+        self.table.retain(|_, e| {
+            if !f(e) {
+                return true;
+            }
+            if let Some(p) = ports.get_mut(&e.port) {
+                p.learned = p.learned.saturating_sub(1);
+            }
+            false
+        });
+    }
+
+    /// Forget one entry, keeping its port's count.
+    fn forget(&mut self, key: &(Mac, Vlan)) {
+        if let Some(e) = self.table.remove(key)
+            && let Some(p) = self.ports.get_mut(&e.port)
+        {
+            p.learned = p.learned.saturating_sub(1);
+        }
+    }
+
+    /// Learn that `src` on `vlan` is behind `ingress`, within the caps (see the module
+    /// documentation); counts `not_learned` when it cannot.
+    fn learn(&mut self, src: Mac, vlan: Vlan, ingress: PortId, now_ms: u64) {
+        let key = (src, vlan);
+        let room = |p: Option<&Port>| p.is_some_and(|p| p.learned < self.max_macs_per_port);
+        match self.table.get_mut(&key) {
+            Some(e) if e.port == ingress => {
+                e.last_seen_ms = now_ms;
+                return;
+            }
+            Some(e) => {
+                // Moved. The old entry goes whether or not the new port may learn it.
+                let old = e.port;
+                if room(self.ports.get(&ingress)) {
+                    *e = Entry {
+                        port: ingress,
+                        last_seen_ms: now_ms,
+                    };
+                    for (p, up) in [(old, false), (ingress, true)] {
+                        if let Some(p) = self.ports.get_mut(&p) {
+                            p.learned = if up {
+                                p.learned + 1
+                            } else {
+                                p.learned.saturating_sub(1)
+                            };
+                        }
+                    }
+                    return;
+                }
+                self.forget(&key);
+            }
+            None => {
+                if self.table.len() < self.max_macs && room(self.ports.get(&ingress)) {
+                    self.table.insert(
+                        key,
+                        Entry {
+                            port: ingress,
+                            last_seen_ms: now_ms,
+                        },
+                    );
+                    if let Some(p) = self.ports.get_mut(&ingress) {
+                        p.learned += 1;
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(p) = self.ports.get_mut(&ingress) {
+            p.counters.not_learned += 1;
+        }
     }
 
     pub fn note_tx(&mut self, port: PortId, bytes: usize) {
@@ -524,6 +652,20 @@ impl Core {
             inp.counters.drop_malformed += 1;
             return Verdict::Malformed;
         }
+        if self.port_lock {
+            let src: Mac = frame[6..12].try_into().unwrap_or([0xff; 6]);
+            match inp.locked_mac {
+                Some(m) if m == src => {}
+                None if !is_group(&src) && !self.locks.contains_key(&src) => {
+                    inp.locked_mac = Some(src);
+                    self.locks.insert(src, ingress);
+                }
+                _ => {
+                    inp.counters.drop_lock += 1;
+                    return Verdict::Locked;
+                }
+            }
+        }
         let len = frame.len();
         if self.hub {
             let mut n = 0;
@@ -560,13 +702,7 @@ impl Core {
                 // The MAC moved: its shortcuts lead to the old port.
                 self.revoke_where(|s| s.a.1 == src || s.b.1 == src);
             }
-            self.table.insert(
-                (src, vlan),
-                Entry {
-                    port: ingress,
-                    last_seen_ms: now_ms,
-                },
-            );
+            self.learn(src, vlan, ingress, now_ms);
         }
         self.scratch.clear();
         let known = if is_group(&dst) {
@@ -575,7 +711,7 @@ impl Core {
             match self.table.get(&(dst, vlan)) {
                 Some(e) if now_ms.saturating_sub(e.last_seen_ms) <= self.ageing_ms => Some(e.port),
                 Some(_) => {
-                    self.table.remove(&(dst, vlan));
+                    self.forget(&(dst, vlan));
                     None
                 }
                 None => None,
@@ -921,6 +1057,117 @@ mod tests {
         c.vlan_add_port(5, 2).unwrap();
         assert_eq!(c.take_revoked(), vec![id]);
         assert_eq!(c.shortcuts().count(), 0);
+    }
+
+    fn nth_mac(i: u32) -> Mac {
+        let b = i.to_be_bytes();
+        [0x02, 0x99, b[0], b[1], b[2], b[3]]
+    }
+
+    #[test]
+    fn learning_is_capped_per_port_and_in_all_and_still_forwards() {
+        let mut c = core3();
+        c.max_macs_per_port = 4;
+        c.max_macs = 6;
+        let mut out = Vec::new();
+        // Port 1 floods made-up sources: 4 learned, the rest forwarded but not learned.
+        for i in 0..100 {
+            let v = c.handle_frame(1, &frame(BCAST, nth_mac(i)), 0, &mut out);
+            assert_eq!(v, Verdict::Forwarded(2), "frame {i} still forwarded");
+        }
+        assert_eq!(c.port(1).unwrap().learned, 4);
+        assert_eq!(c.port(1).unwrap().counters.not_learned, 96);
+        assert_eq!(c.learned(), 4);
+        // A known source refreshes, it does not count.
+        c.handle_frame(1, &frame(BCAST, nth_mac(0)), 1, &mut out);
+        assert_eq!(c.port(1).unwrap().counters.not_learned, 96);
+        // Port 2 still learns, up to the total.
+        c.handle_frame(2, &frame(BCAST, A), 0, &mut out);
+        c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
+        c.handle_frame(3, &frame(BCAST, C), 0, &mut out);
+        assert_eq!(c.learned(), 6);
+        assert_eq!(c.port(2).unwrap().learned, 2);
+        assert_eq!(c.port(3).unwrap().learned, 0);
+        assert_eq!(c.port(3).unwrap().counters.not_learned, 1);
+        // C was not learned: frames to it are flooded.
+        c.handle_frame(2, &frame(C, A), 0, &mut out);
+        assert_eq!(ports(&out), vec![1, 3]);
+        // A moves to the full port 1: forgotten (flooded), not left on port 2.
+        c.handle_frame(1, &frame(BCAST, A), 0, &mut out);
+        assert_eq!(c.port(2).unwrap().learned, 1);
+        assert_eq!(c.port(1).unwrap().learned, 4);
+        c.handle_frame(3, &frame(A, C), 0, &mut out);
+        assert_eq!(ports(&out), vec![1, 2]);
+        assert_eq!(c.port(3).unwrap().learned, 1, "room made by A's removal");
+        // VLAN changes, port removal and ageing give the room back.
+        c.set_port_vlan(2, 0).unwrap();
+        assert_eq!(c.port(2).unwrap().learned, 0);
+        c.remove_port(1);
+        assert_eq!(c.learned(), 1);
+        c.ageing_ms = 5;
+        c.handle_frame(2, &frame(BCAST, B), 10, &mut out);
+        c.expire(100);
+        assert_eq!((c.learned(), c.port(3).unwrap().learned), (0, 0));
+        c.handle_frame(2, &frame(BCAST, B), 100, &mut out);
+        c.handle_frame(3, &frame(B, C), 200, &mut out);
+        assert_eq!(ports(&out), vec![2]);
+        // The destination's entry expired on lookup: flooded, and its port's count drops.
+        assert_eq!(c.port(2).unwrap().learned, 0);
+    }
+
+    #[test]
+    fn port_lock_keeps_each_ports_first_address() {
+        let mut c = core3();
+        c.port_lock = true;
+        let mut out = Vec::new();
+        assert_eq!(
+            c.handle_frame(1, &frame(BCAST, A), 0, &mut out),
+            Verdict::Forwarded(2)
+        );
+        assert_eq!(c.port(1).unwrap().locked_mac, Some(A));
+        // Port 1 in another's name, to a broadcast or a unicast address: dropped.
+        assert_eq!(
+            c.handle_frame(1, &frame(BCAST, B), 0, &mut out),
+            Verdict::Locked
+        );
+        assert_eq!(
+            c.handle_frame(1, &frame(C, B), 0, &mut out),
+            Verdict::Locked
+        );
+        // Port 2's very first frame claims A, which is port 1's: dropped, port 2 unlocked.
+        assert_eq!(
+            c.handle_frame(2, &frame(C, A), 0, &mut out),
+            Verdict::Locked
+        );
+        assert_eq!(c.port(2).unwrap().locked_mac, None);
+        assert_eq!(c.port(2).unwrap().counters.drop_lock, 1);
+        // A group source never locks a port.
+        let group: Mac = [0x33, 0x33, 0, 0, 0, 1];
+        assert_eq!(
+            c.handle_frame(2, &frame(BCAST, group), 0, &mut out),
+            Verdict::Locked
+        );
+        c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
+        assert_eq!(c.port(2).unwrap().locked_mac, Some(B));
+        // A's traffic still goes to port 1 only.
+        c.handle_frame(3, &frame(A, C), 0, &mut out);
+        assert_eq!(ports(&out), vec![1]);
+        assert_eq!(c.port(1).unwrap().counters.drop_lock, 2);
+        assert_eq!(c.port(1).unwrap().counters.rx_frames, 3);
+        // The lock goes with the port; hub mode keeps the locks.
+        c.remove_port(1);
+        c.hub = true;
+        assert_eq!(
+            c.handle_frame(2, &frame(BCAST, A), 0, &mut out),
+            Verdict::Locked
+        );
+        c.add_port(1, Port::new(PortKind::Native, "new", 1518))
+            .unwrap();
+        assert_eq!(
+            c.handle_frame(1, &frame(BCAST, A), 0, &mut out),
+            Verdict::Forwarded(2)
+        );
+        assert_eq!(c.port(1).unwrap().locked_mac, Some(A));
     }
 
     #[test]

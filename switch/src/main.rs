@@ -25,15 +25,23 @@ struct Cli {
     /// Switch directory (holds ctl, native, mgmt and the ports' data sockets).
     #[arg(short = 's', long, required = true)]
     sock: Option<PathBuf>,
-    /// Mode of the sockets (octal).
+    /// Mode of the port sockets, ctl and native (octal; default 0600).
     #[arg(short = 'm', long, value_parser = parse_octal)]
     mode: Option<u32>,
-    /// Mode of the directory (octal; default 0700, or derived from --mode like vde_switch).
+    /// Mode of the directory (octal; default 0700, or derived from --mode and --mgmt-mode
+    /// like vde_switch: setgid, x where r or w; and sticky if others may write).
     #[arg(long, value_parser = parse_octal)]
     dirmode: Option<u32>,
-    /// Group owning the directory and sockets (name or gid).
+    /// Group owning the directory and port sockets (name or gid).
     #[arg(short = 'g', long)]
     group: Option<String>,
+    /// Mode of the console socket DIR/mgmt (octal), whatever --mode says: the console can
+    /// stop the switch and change its VLANs.
+    #[arg(long, visible_alias = "mgmtmode", value_parser = parse_octal, default_value = "0600")]
+    mgmt_mode: u32,
+    /// Group of the console socket (name or gid; default: the directory's).
+    #[arg(long, visible_alias = "mgmtgroup")]
+    mgmt_group: Option<String>,
     /// Write every received frame to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
@@ -50,6 +58,20 @@ struct Cli {
     /// there are none anyway with --pcap or --hub.
     #[arg(long)]
     no_shortcuts: bool,
+    /// Most MAC addresses the switch learns on one port; frames from further source
+    /// addresses are forwarded but not learned (counted as not_learned in port/print).
+    #[arg(long, default_value_t = ioth_switch::core::DEFAULT_MAX_MACS_PER_PORT as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_macs_per_port: u32,
+    /// Most MAC addresses the switch learns in all.
+    #[arg(long, default_value_t = ioth_switch::core::DEFAULT_MAX_MACS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_macs: u32,
+    /// Port security: a port keeps the first source MAC it sends for its life; frames from
+    /// it with another source are dropped (counted as lock in port/print), and no other port
+    /// may use that MAC. Not for cables to other switches.
+    #[arg(long)]
+    port_lock: bool,
     /// Fork into the background once listening (the parent exits 0 when ready).
     #[arg(short = 'd', long)]
     daemon: bool,
@@ -89,9 +111,12 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// vde_switch's rule: setgid, plus x wherever the socket mode has r or w.
+/// vde_switch's rule: setgid, plus x wherever the socket mode has r or w; and sticky when
+/// others than the owner may write, so that they can add their own sockets (as `vde_plug`
+/// does) but not remove or replace the switch's (`mgmt`, `ctl`, `native`).
 fn derived_dirmode(mode: u32) -> u32 {
-    0o2000 | (mode & 0o777) | ((mode & 0o444) >> 2) | ((mode & 0o222) >> 1)
+    let d = 0o2000 | (mode & 0o777) | ((mode & 0o444) >> 2) | ((mode & 0o222) >> 1);
+    if d & 0o022 != 0 { d | 0o1000 } else { d }
 }
 
 fn main() -> ExitCode {
@@ -110,20 +135,37 @@ fn run(cli: Cli) -> ExitCode {
         eprintln!("ioth-switch: --sock DIR is required");
         return ExitCode::from(2);
     };
-    let group = match cli.group.as_deref().map(server::resolve_group).transpose() {
-        Ok(g) => g,
-        Err(e) => {
+    let (group, mgmt_group) = match (
+        cli.group.as_deref().map(server::resolve_group).transpose(),
+        cli.mgmt_group
+            .as_deref()
+            .map(server::resolve_group)
+            .transpose(),
+    ) {
+        (Ok(g), Ok(m)) => (g, m),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("ioth-switch: {e}");
             return ExitCode::from(2);
         }
     };
     let mode = cli.mode.unwrap_or(0o600);
+    // The owner must still reach the console: the derived mode covers both sockets' modes.
+    let dirmode = cli.dirmode.unwrap_or_else(|| {
+        cli.mode.map_or(0o700, |m| {
+            derived_dirmode(m) | derived_dirmode(cli.mgmt_mode)
+        })
+    });
+    if cli.dirmode.is_some() && cli.mgmt_mode & 0o600 != 0 && dirmode & 0o100 == 0 {
+        eprintln!(
+            "ioth-switch: warning: --dirmode {dirmode:o} does not let the owner reach DIR/mgmt"
+        );
+    }
     let cfg = Config {
         dir: absolute(&dir),
         mode,
-        dirmode: cli
-            .dirmode
-            .unwrap_or_else(|| cli.mode.map_or(0o700, derived_dirmode)),
+        mgmt_mode: cli.mgmt_mode,
+        mgmt_group,
+        dirmode,
         dirmode_explicit: cli.dirmode.is_some(),
         group,
         pcap: cli.pcap.as_deref().map(absolute),
@@ -131,6 +173,9 @@ fn run(cli: Cli) -> ExitCode {
         hub: cli.hub,
         queue: cli.queue,
         shortcuts: !cli.no_shortcuts,
+        max_macs_per_port: cli.max_macs_per_port as usize,
+        max_macs: cli.max_macs as usize,
+        port_lock: cli.port_lock,
     };
     let pidfile = cli.pidfile.as_deref().map(absolute);
     let mut server = match Server::bind(cfg) {

@@ -126,7 +126,14 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             format!("sock dir {}", info.dir),
             format!("numports {} in use {}", info.numports, core.ports().count()),
             format!("hub mode {}", if core.hub { "on" } else { "off" }),
+            format!("port lock {}", if core.port_lock { "on" } else { "off" }),
             format!("ageing {} s", core.ageing_ms / 1000),
+            format!(
+                "learned MACs {} max {} per port {}",
+                core.learned(),
+                core.max_macs,
+                core.max_macs_per_port
+            ),
             format!("output queue limit {} bytes per port", info.queue_limit),
             format!("pcap {}", info.pcap.as_deref().unwrap_or("off")),
             format!(
@@ -291,10 +298,18 @@ fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Errn
         out.push(format!(" IN:  pkts {} bytes {}", c.rx_frames, c.rx_bytes));
         out.push(format!(" OUT: pkts {} bytes {}", c.tx_frames, c.tx_bytes));
         out.push(format!(
-            " DROP: queue {} toobig {} malformed {} vlan {}",
-            c.drop_queue, c.drop_toobig, c.drop_malformed, c.drop_vlan
+            " DROP: queue {} toobig {} malformed {} vlan {} lock {}",
+            c.drop_queue, c.drop_toobig, c.drop_malformed, c.drop_vlan, c.drop_lock
         ));
         out.push(format!(" QUEUE: bytes {}", p.queued_bytes));
+        out.push(format!(
+            " MACS: learned {} not_learned {}{}",
+            p.learned,
+            c.not_learned,
+            p.locked_mac
+                .map(|m| format!(" locked {}", mac_str(&m)))
+                .unwrap_or_default()
+        ));
         if all {
             let tagged: Vec<String> = p.tagged.iter().map(|v| v.to_string()).collect();
             out.push(format!(" tagged VLANs [{}]", tagged.join(" ")));

@@ -1,5 +1,6 @@
 //! The few process-level system calls `ioth_common::sys` does not wrap: fork, setsid, stdio
-//! redirection and a signalfd for SIGTERM/SIGINT. Each `unsafe` block says why it is sound.
+//! redirection, a signalfd for SIGTERM/SIGINT and a socket peer's credentials. Each `unsafe`
+//! block says why it is sound.
 //! Nothing here is used on the frame path.
 
 use ioth_common::sys::{Errno, Fd};
@@ -91,4 +92,16 @@ pub fn close_other_fds(keep: &[RawFd]) {
             ioth_common::sys::close(fd);
         }
     }
+}
+
+/// `(pid, uid, gid)` of the process that connected the unix socket `fd` (`SO_PEERCRED`:
+/// its credentials when it called `connect`).
+pub fn peer_cred(fd: RawFd) -> Result<(u32, u32, u32), Errno> {
+    let mut b = [0u8; 12];
+    let n = ioth_common::sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut b)?;
+    if n < 12 {
+        return Err(Errno::EINVAL);
+    }
+    let u = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    Ok((u(0), u(4), u(8)))
 }

@@ -6,6 +6,18 @@
 //!   most 256 bytes, [`VdeRequest::parse`], a new non-blocking `SOCK_DGRAM` socket connected
 //!   to the client's and bound to `DIR/NNN.FD`, the 110-byte `sockaddr_un` as the reply.
 //!   EOF on the control connection removes the port and unlinks its data socket.
+//!
+//!   The client names its datagram socket, and the switch connects to it with the switch's
+//!   own rights: unchecked, a client could make the switch write frames into a socket it
+//!   could not open itself (a confused deputy). So the named socket must belong to the client:
+//!   [`connect_client`] opens the path (`O_PATH`), requires a socket whose owner is the uid of
+//!   the control connection's peer (`SO_PEERCRED`), unless that peer is root, and connects to
+//!   that very inode through `/proc/self/fd/N`, so the name cannot be swapped between check
+//!   and connect. vde2's and vdeplug4's libvdeplug (`vde_plug`, QEMU) bind their socket
+//!   themselves, so it is theirs. An abstract name has no owner to check (it is no file): it
+//!   is accepted only from root or the switch's own user. Unnamed sockets cannot be named at
+//!   all ([`VdeRequest::parse`] refuses them). A refused client's control connection is closed
+//!   without a reply, as vde_switch refuses.
 //! * `DIR/native`: ioth's native ports (`SOCK_SEQPACKET`): [`NativeHello`] in,
 //!   [`NativeWelcome`] out, then one frame per message; EOF removes the port. A native client
 //!   may ask for checksum filling ([`vde::NATIVE_FLAG_CSUM_FILL`]): its frames then carry no
@@ -15,7 +27,9 @@
 //!   are: the switch does not verify checksums, and stacks on flagged ports do not either
 //!   (unix sockets do not corrupt data; a VDE peer's bad checksum reaches an ioth stack
 //!   unnoticed).
-//! * `DIR/mgmt`: the text console ([`crate::mgmt`]).
+//! * `DIR/mgmt`: the text console ([`crate::mgmt`]). Its socket has a mode (and group) of its
+//!   own, 0600 by default whatever the ports' mode: a LAN opened to everyone (`--mode 0666`)
+//!   must not let everyone stop the switch or change its VLANs.
 //!
 //! Shortcuts: native clients that ask for them ([`vde::NATIVE_FLAG_SHORTCUT`]; never with
 //! `--pcap`, `--hub` or `--no-shortcuts`) get, once the core proposes one
@@ -45,6 +59,7 @@ use ioth_common::vde::{self, NativeHello, NativeWelcome, VdeRequest};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -63,8 +78,13 @@ const MAX_PENDING: usize = 256;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub dir: PathBuf,
-    /// Mode of the sockets.
+    /// Mode of the port sockets (`ctl`, `native`, the VDE data sockets).
     pub mode: u32,
+    /// Mode of the console socket (`mgmt`), independent of `mode`: whoever can open the
+    /// console can stop the switch and rewire its VLANs.
+    pub mgmt_mode: u32,
+    /// Group of the console socket (none: whatever the directory gives it).
+    pub mgmt_group: Option<u32>,
     /// Mode of the directory (applied when created, or always when given explicitly).
     pub dirmode: u32,
     pub dirmode_explicit: bool,
@@ -75,6 +95,12 @@ pub struct Config {
     pub queue: usize,
     /// Offer shortcuts between native ports that take them (see the module documentation).
     pub shortcuts: bool,
+    /// Most MAC addresses learned on one port ([`Core::max_macs_per_port`]).
+    pub max_macs_per_port: usize,
+    /// Most MAC addresses learned in all ([`Core::max_macs`]).
+    pub max_macs: usize,
+    /// Each port keeps the first source address it sent ([`Core::port_lock`]).
+    pub port_lock: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +223,15 @@ pub enum SetupError {
         sock: UnixAddr,
         error: Errno,
     },
+    /// A VDE client named a datagram socket that is not its own (`owner`: the socket file's
+    /// owner; `None` for an abstract name, which has no owner to check).
+    NotOwner {
+        sock: UnixAddr,
+        peer_uid: u32,
+        owner: Option<u32>,
+    },
+    /// The credentials of a VDE client (`SO_PEERCRED`) cannot be read.
+    PeerCred(Errno),
     /// The data socket's address does not fit a `sockaddr_un`.
     Address(Errno),
     ShortReply(usize),
@@ -233,8 +268,32 @@ impl fmt::Display for SetupError {
             SetupError::Port { port, error } => write!(f, "port {port}: {error}"),
             SetupError::NoPort(e) => write!(f, "{e}"),
             SetupError::ConnectClient { sock, error } => {
-                write!(f, "connect to the client's socket {sock:?}: {error}")
+                write!(
+                    f,
+                    "connect to the client's socket {}: {error}",
+                    addr_str(sock)
+                )
             }
+            SetupError::NotOwner {
+                sock,
+                peer_uid,
+                owner: Some(owner),
+            } => write!(
+                f,
+                "the client (uid {peer_uid}) names {}, a socket of uid {owner}",
+                addr_str(sock)
+            ),
+            SetupError::NotOwner {
+                sock,
+                peer_uid,
+                owner: None,
+            } => write!(
+                f,
+                "the client (uid {peer_uid}) names the abstract socket {}, whose owner \
+                 cannot be checked (only root and the switch's own user may)",
+                addr_str(sock)
+            ),
+            SetupError::PeerCred(e) => write!(f, "SO_PEERCRED: {e}"),
             SetupError::Address(e) => write!(f, "{e}"),
             SetupError::ShortReply(n) => write!(f, "short reply ({n} bytes)"),
             SetupError::Reply(e) => write!(f, "reply: {e}"),
@@ -259,13 +318,27 @@ impl std::error::Error for SetupError {
             | SetupError::Epoll(error)
             | SetupError::Signalfd(error)
             | SetupError::NoPort(error)
+            | SetupError::PeerCred(error)
             | SetupError::Address(error)
             | SetupError::Reply(error)
             | SetupError::Welcome(error) => Some(error),
             SetupError::UnknownGroup(_)
             | SetupError::NotADirectory(_)
             | SetupError::AlreadyRunning(_)
+            | SetupError::NotOwner { .. }
             | SetupError::ShortReply(_) => None,
+        }
+    }
+}
+
+/// A unix address for messages: the path, `@name` for an abstract name (NULs dropped).
+fn addr_str(a: &UnixAddr) -> String {
+    match a {
+        UnixAddr::Unnamed => "(unnamed)".into(),
+        UnixAddr::Path(p) => String::from_utf8_lossy(p).into_owned(),
+        UnixAddr::Abstract(n) => {
+            let n: Vec<u8> = n.iter().copied().filter(|b| *b != 0).collect();
+            format!("@{}", String::from_utf8_lossy(&n))
         }
     }
 }
@@ -317,6 +390,61 @@ fn big_buffers(fd: RawFd) {
     }
 }
 
+/// Connect the datagram socket `data` to a VDE client's socket `sock`, provided it belongs to
+/// the client, whose uid is `peer_uid` (see the module documentation).
+fn connect_client(data: RawFd, sock: &UnixAddr, peer_uid: u32) -> Result<(), SetupError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let failed = |error: Errno| SetupError::ConnectClient {
+        sock: sock.clone(),
+        error,
+    };
+    let io_failed = |e: std::io::Error| failed(Errno(e.raw_os_error().unwrap_or(libc::EIO)));
+    let not_owner = |owner| SetupError::NotOwner {
+        sock: sock.clone(),
+        peer_uid,
+        owner,
+    };
+    let path = match sock {
+        UnixAddr::Path(p) => Path::new(std::ffi::OsStr::from_bytes(p)),
+        UnixAddr::Abstract(_) => {
+            if peer_uid != 0 && peer_uid != sys::geteuid() {
+                return Err(not_owner(None));
+            }
+            return sys::connect_unix(data, sock).map_err(failed);
+        }
+        UnixAddr::Unnamed => return Err(failed(Errno::EINVAL)),
+    };
+    // The socket itself (symbolic links followed), held open so that what is checked is
+    // what is connected to.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(io_failed)?;
+    let md = file.metadata().map_err(io_failed)?;
+    if !md.file_type().is_socket() {
+        return Err(failed(Errno::ECONNREFUSED));
+    }
+    if peer_uid != 0 && md.uid() != peer_uid {
+        return Err(not_owner(Some(md.uid())));
+    }
+    let held = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match sys::connect_unix(data, &UnixAddr::path(&held)) {
+        Err(Errno::ENOENT) if !Path::new("/proc/self/fd").is_dir() => {
+            // No /proc: connect by name, then make sure it was the same socket (a narrow
+            // window remains in which the name could be swapped and swapped back).
+            sys::connect_unix(data, sock).map_err(failed)?;
+            let now = std::fs::metadata(path).map_err(io_failed)?;
+            if (now.dev(), now.ino()) != (md.dev(), md.ino()) {
+                return Err(not_owner(Some(now.uid())));
+            }
+            Ok(())
+        }
+        r => r.map_err(failed),
+    }
+}
+
 /// Probe a socket path left by an earlier switch: `Ok(())` if it is free (removed if stale).
 fn clear_stale(path: &Path, ty: i32, dir: &Path) -> Result<(), SetupError> {
     if std::fs::symlink_metadata(path).is_err() {
@@ -336,7 +464,7 @@ fn clear_stale(path: &Path, ty: i32, dir: &Path) -> Result<(), SetupError> {
     }
 }
 
-fn listen_on(path: &Path, ty: i32, cfg: &Config) -> Result<Fd, SetupError> {
+fn listen_on(path: &Path, ty: i32, mode: u32, group: Option<u32>) -> Result<Fd, SetupError> {
     let fd = sys::socket(
         libc::AF_UNIX,
         ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
@@ -347,7 +475,7 @@ fn listen_on(path: &Path, ty: i32, cfg: &Config) -> Result<Fd, SetupError> {
         path: path.to_path_buf(),
         error,
     })?;
-    set_mode(path, cfg.mode, cfg.group)?;
+    set_mode(path, mode, group)?;
     sys::listen(fd.raw(), 128).map_err(|error| SetupError::Listen {
         path: path.to_path_buf(),
         error,
@@ -408,6 +536,9 @@ impl Server {
             core: {
                 let mut c = Core::new(cfg.hub);
                 c.shortcuts_enabled = cfg.shortcuts && !cfg.hub && cfg.pcap.is_none();
+                c.max_macs_per_port = cfg.max_macs_per_port;
+                c.max_macs = cfg.max_macs;
+                c.port_lock = cfg.port_lock;
                 c
             },
             cfg: cfg.clone(),
@@ -429,12 +560,30 @@ impl Server {
         };
         let mut bound = Vec::new();
         let r = (|| {
-            for (path, ty, src) in [
-                (&mgmt, libc::SOCK_STREAM, Source::MgmtListen),
-                (&native, libc::SOCK_SEQPACKET, Source::NativeListen),
-                (&ctl, libc::SOCK_STREAM, Source::CtlListen),
+            for (path, ty, src, mode, group) in [
+                (
+                    &mgmt,
+                    libc::SOCK_STREAM,
+                    Source::MgmtListen,
+                    cfg.mgmt_mode,
+                    cfg.mgmt_group,
+                ),
+                (
+                    &native,
+                    libc::SOCK_SEQPACKET,
+                    Source::NativeListen,
+                    cfg.mode,
+                    cfg.group,
+                ),
+                (
+                    &ctl,
+                    libc::SOCK_STREAM,
+                    Source::CtlListen,
+                    cfg.mode,
+                    cfg.group,
+                ),
             ] {
-                let fd = listen_on(path, ty, &cfg)?;
+                let fd = listen_on(path, ty, mode, group)?;
                 bound.push(path.clone());
                 s.register(fd.raw(), libc::EPOLLIN as u32, src)
                     .map_err(SetupError::Epoll)?;
@@ -744,10 +893,8 @@ impl Server {
             0,
         )
         .map_err(SetupError::Socket)?;
-        sys::connect_unix(data.raw(), &req.sock).map_err(|error| SetupError::ConnectClient {
-            sock: req.sock.clone(),
-            error,
-        })?;
+        let (_, peer_uid, _) = crate::os::peer_cred(ctl.raw()).map_err(SetupError::PeerCred)?;
+        connect_client(data.raw(), &req.sock, peer_uid)?;
         let path = self.cfg.dir.join(format!("{:03}.{}", id, data.raw()));
         let _ = std::fs::remove_file(&path);
         sys::bind_unix(data.raw(), &UnixAddr::path(&path)).map_err(|error| SetupError::Bind {
@@ -1273,6 +1420,8 @@ mod tests {
         let e = Server::bind(Config {
             dir: dir.clone(),
             mode: 0o600,
+            mgmt_mode: 0o600,
+            mgmt_group: None,
             dirmode: 0o700,
             dirmode_explicit: false,
             group: None,
@@ -1281,6 +1430,9 @@ mod tests {
             hub: false,
             queue: 1 << 16,
             shortcuts: false,
+            max_macs_per_port: 4,
+            max_macs: 16,
+            port_lock: false,
         })
         .err()
         .unwrap();

@@ -366,7 +366,11 @@ fn directory_and_socket_modes() {
     let sw2 = Switch::start(&["--mode", "660"]);
     assert_eq!(mode(&sw2.dir.join("ctl")), 0o660);
     assert_eq!(mode(&sw2.dir.join("native")), 0o660);
-    assert_eq!(mode(&sw2.dir), 0o2770);
+    assert_eq!(
+        mode(&sw2.dir),
+        0o3770,
+        "setgid, and sticky: group members write"
+    );
     let sw3 = Switch::start(&["--mode", "0666", "--dirmode", "0755"]);
     assert_eq!(mode(&sw3.dir.join("ctl")), 0o666);
     assert_eq!(mode(&sw3.dir), 0o755);
@@ -550,4 +554,41 @@ fn group_owns_directory_and_sockets() {
         .find(|e| e.file_name().to_string_lossy().starts_with("001."))
         .expect("data socket");
     assert_eq!(data.metadata().unwrap().gid(), gid);
+}
+
+#[test]
+fn mac_caps_are_configurable_and_shown() {
+    let sw = Switch::start(&["--max-macs-per-port", "3", "--max-macs", "4"]);
+    let a = sw.native("a");
+    let b = sw.native("b");
+    for i in 1..=5 {
+        send(&a, &frame(BCAST, mac(i), 60, i));
+        assert_eq!(recv(&b, 2000).unwrap()[14], i, "forwarded, learned or not");
+    }
+    send(&b, &frame(BCAST, mac(9), 60, 9));
+    send(&b, &frame(BCAST, mac(10), 60, 10));
+    assert!(recv(&a, 2000).is_some() && recv(&a, 2000).is_some());
+    let (ok, text) = sw.ctl(&format!("port/print {}", a.port));
+    assert!(
+        ok && text.contains(" MACS: learned 3 not_learned 2"),
+        "{text}"
+    );
+    let (ok, text) = sw.ctl(&format!("port/print {}", b.port));
+    assert!(
+        ok && text.contains(" MACS: learned 1 not_learned 1"),
+        "{text}"
+    );
+    let (ok, text) = sw.ctl("showinfo");
+    assert!(
+        ok && text.contains("learned MACs 4 max 4 per port 3"),
+        "{text}"
+    );
+    let tmp = TempDir::new("caps");
+    let e = start_on(
+        &tmp.path().join("sw"),
+        &tmp.path().join("pid"),
+        &["--max-macs", "0"],
+    )
+    .unwrap_err();
+    assert!(e.contains("--max-macs"), "{e}");
 }

@@ -131,6 +131,30 @@ fn a_stream_survives_revocations_in_its_middle() {
     assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", info(&a.ctl));
 }
 
+/// `--port-lock` (each port keeps the first MAC it sends) does not get in the way of honest
+/// stack daemons: their ports lock to their own MACs, nothing is dropped, shortcuts still
+/// come.
+#[test]
+fn nodes_on_a_port_locked_switch_talk_and_take_shortcuts() {
+    let tmp = TempDir::new("shortcut-lock");
+    let sw = tmp.join("sw");
+    let _switch = ioth_switch(&sw, &["--port-lock"]);
+    let a = node(&sw, "fd00::91/64", &tmp.join("a.ctl"));
+    let b = node(&sw, "fd00::92/64", &tmp.join("b.ctl"));
+    let data = random(2 << 20);
+    transfer(&tmp, &a.ctl, &b.ctl, "fd00::92", 6030, &data, || {});
+    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", info(&a.ctl));
+    let ports = switch_ctl(&sw, "port/print");
+    assert_eq!(ports.matches(" locked ").count(), 2, "{ports}");
+    assert!(
+        ports
+            .lines()
+            .filter(|l| l.contains("DROP:"))
+            .all(|l| l.ends_with(" lock 0")),
+        "{ports}"
+    );
+}
+
 #[test]
 fn no_shortcut_on_a_switch_writing_a_pcap_file() {
     let tmp = TempDir::new("shortcut-pcap");

@@ -161,7 +161,9 @@ fn udp_iperf3() {
 fn ping_from(lab: &NodeLab, user: Option<&str>, ip: &str, target: &str) -> std::process::Output {
     let iothrun = repo().join("scripts/iothrun");
     // A run directory of the user's own (the shim refuses one others may write).
-    let rundir = lab.dir.join(&format!("run-ping-{}", user.unwrap_or("self")));
+    let rundir = lab
+        .dir
+        .join(&format!("run-ping-{}", user.unwrap_or("self")));
     std::fs::create_dir_all(&rundir).unwrap();
     chmod(&rundir, 0o700);
     if let Some(u) = user {

@@ -86,9 +86,10 @@ pub fn no_reply(msg: &[u8]) -> bool {
 /// Socket identifier inside one node (never reused by a running daemon).
 pub type SockId = u64;
 
-/// Set in the ids clients choose for `Register` (never in the daemon's own ids, which count
-/// up from 1; bits 60..63 stay clear, the daemon uses them internally). A client fills the
-/// rest with a per-process random salt (bits 32..58) and a counter (bits 0..31).
+/// Set in the ids clients choose for `Register` (never in the daemon's own ids; bits 60..63
+/// stay clear, the daemon uses them internally). Both kinds are random ([`client_id`],
+/// [`daemon_id`]): socket names are public (`/proc/net/unix`), and predictable ones could be
+/// taken by another user first.
 pub const CLIENT_ID_BIT: u64 = 1 << 59;
 
 /// `SO_PRIORITY` of a registered socket's app end until its first `connect` or `listen`
@@ -101,9 +102,15 @@ pub const FRESH_PRIORITY: i32 = 1;
 /// `TCP_CORK` only ever changes segment boundaries, never the bytes.
 pub const CORK_PRIORITY: i32 = 4;
 
-/// A client-chosen socket id: `salt` (27 bits used) and `counter`.
-pub fn client_id(salt: u64, counter: u32) -> SockId {
-    CLIENT_ID_BIT | ((salt & 0x7ff_ffff) << 32) | counter as u64
+/// A client-chosen socket id from 59 random bits (`random`): unpredictable, so that no
+/// other user can take the names of our next sockets before we do.
+pub fn client_id(random: u64) -> SockId {
+    CLIENT_ID_BIT | (random & (CLIENT_ID_BIT - 1)) | 1
+}
+
+/// A daemon-chosen socket id from random bits: never a client id, bits 59..63 clear.
+pub fn daemon_id(random: u64) -> SockId {
+    (random & (CLIENT_ID_BIT - 1)) | 1
 }
 
 /// Whether `id` was chosen by a client ([`CLIENT_ID_BIT`]).
@@ -774,7 +781,7 @@ mod tests {
             },
             Request::NodeInfo,
             Request::Register {
-                id: client_id(0x123_4567, 9),
+                id: client_id(0x123_4567_89ab),
                 domain: libc::AF_INET,
                 ty: libc::SOCK_STREAM,
                 protocol: 0,
@@ -793,10 +800,15 @@ mod tests {
 
     #[test]
     fn client_ids_never_look_like_daemon_ids() {
-        let id = client_id(u64::MAX, u32::MAX);
-        assert!(is_client_id(id));
-        assert_eq!(id >> 60, 0, "bits 60..63 stay clear");
-        assert!(!is_client_id(1 << 40));
+        for r in [0, 1, u64::MAX, 0x5555_5555_5555_5555, 1 << 59] {
+            let (c, d) = (client_id(r), daemon_id(r));
+            assert!(is_client_id(c) && !is_client_id(d), "{r:x}");
+            assert!(
+                c >> 60 == 0 && d >> 60 == 0,
+                "bits 60..63 stay clear: {r:x}"
+            );
+            assert!(c != 0 && d != 0);
+        }
     }
 
     #[test]

@@ -164,10 +164,6 @@ struct State {
     busy: Vec<(RawFd, (u64, u64))>,
     /// Node id of the home node once joined.
     home: Option<u64>,
-    /// This process's part of the socket ids it picks (`ctl::client_id`): a random salt, new
-    /// in every process, and a counter.
-    salt: u64,
-    counter: u32,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
@@ -175,8 +171,6 @@ static STATE: Mutex<State> = Mutex::new(State {
     pool: Vec::new(),
     busy: Vec::new(),
     home: None,
-    salt: 0,
-    counter: 0,
 });
 
 /// Socket buffer sizes of both socketpair ends (as the daemon sets on the pairs it makes).
@@ -222,8 +216,6 @@ impl State {
             }
             // The home node stays: a child is a process of the same node.
             self.pid = pid;
-            self.salt = sys::random_u64();
-            self.counter = 0;
         }
     }
 
@@ -525,14 +517,10 @@ pub fn register_home(domain: i32, ty: i32, protocol: i32, pair_type: i32) -> Res
                 return Err(e);
             }
         };
-        // A taken name (a socket of a process that had our salt) means: next id.
+        // A taken name (a random id that met another) means: another id.
         let mut id = 0;
         for _ in 0..64 {
-            let cand = {
-                let mut st = STATE.lock();
-                st.counter = st.counter.wrapping_add(1);
-                ctl::client_id(st.salt, st.counter)
-            };
+            let cand = ctl::client_id(sys::random_u64());
             match sys::bind_unix(app.raw(), &names::socket_name(node, cand)) {
                 Ok(()) => {
                     id = cand;

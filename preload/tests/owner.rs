@@ -321,7 +321,14 @@ f.bind("\0ioth/%s/3f" % node)
 ask("join-forged", 15, 0x3f, fds=[f.fileno()])
 ask("join-wrong", 15, 1, fds=[f.fileno()])
 ask("socket", 2, 0, struct.pack("<iii", socket.AF_INET6, socket.SOCK_STREAM, 0))
-for sid in range(1, 9):
+# Socket names are public: every socket of the node, the victim's among them.
+ids = set()
+for l in open("/proc/net/unix"):
+    name = l.split()[-1] if len(l.split()) >= 8 else ""
+    if name.startswith("@ioth/%s/" % node) and not name.endswith("/ctl"):
+        ids.add(int(name.rsplit("/", 1)[1], 16))
+print("ids", " ".join(str(i) for i in sorted(ids)), flush=True)
+for sid in sorted(ids):
     ask("sockopt %d" % sid, 8, sid, struct.pack("<iiI", socket.SOL_SOCKET, socket.SO_TYPE, 4))
 "#;
 
@@ -425,9 +432,23 @@ fn another_user_cannot_use_a_root_node() {
         "{seen}"
     );
     assert!(!seen.contains("id="), "the attacker got a socket: {seen}");
-    for sid in 1..=8 {
-        assert!(!seen.contains(&format!("sockopt {sid} 0")), "{seen}");
+    let ids = listed(&seen);
+    assert!(!ids.is_empty(), "the victim's listener is listed: {seen}");
+    for sid in ids {
+        assert!(!seen.contains(&format!("sockopt {sid} 0\n")), "{seen}");
     }
+}
+
+/// The socket ids the intruder found in /proc/net/unix.
+fn listed(seen: &str) -> Vec<u64> {
+    seen.lines()
+        .find_map(|l| l.strip_prefix("ids"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -446,7 +467,9 @@ fn an_allowed_user_may_use_its_own_sockets_only() {
         .find_map(|l| l.strip_prefix("socket id="))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("an allowed user gets a socket: {seen}"));
-    for sid in 1..=8u64 {
+    let ids = listed(&seen);
+    assert!(ids.len() >= 2, "the victim's listener and ours: {seen}");
+    for sid in ids {
         let want = if sid == own { 0 } else { libc::EBADF };
         assert!(
             seen.contains(&format!("sockopt {sid} {want}\n")),
@@ -592,5 +615,106 @@ fn dropping_privileges_before_the_first_socket_says_what_to_do() {
     assert!(
         String::from_utf8_lossy(&o.stdout).starts_with("ok "),
         "{o:?}"
+    );
+}
+
+/// Squats the names the node's next sockets would get if they were predictable: for every
+/// socket name of `node` in /proc/net/unix, the next 300 ids (the daemon's counted up from
+/// 1; a client's were a per-process salt and a counter).
+const SQUATTER: &str = r#"
+import socket, sys
+node = sys.argv[1]
+seen = set()
+for l in open("/proc/net/unix"):
+    name = l.split()[-1] if len(l.split()) >= 8 else ""
+    if name.startswith("@ioth/%s/" % node) and not name.endswith("/ctl"):
+        seen.add(int(name.rsplit("/", 1)[1], 16))
+held = []
+for sid in seen:
+    for k in range(1, 301):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.bind("\0ioth/%s/%x" % (node, sid + k))
+            held.append(s)
+        except OSError:
+            s.close()
+print("squatted", len(held), flush=True)
+sys.stdin.read()
+"#;
+
+/// The victim: one socket, then (once the squatter is in place) 50 more.
+const MANY: &str = r#"
+import os, socket, sys, time
+first = socket.socket(socket.AF_INET6)
+first.bind(("fd00::5", 0))
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+made, socks = 0, []
+for i in range(50):
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("fd00::5", 0))
+        socks.append(s)
+        made += 1
+    except OSError as e:
+        print("errno", e.errno, flush=True)
+print("made", made, flush=True)
+"#;
+
+#[test]
+fn squatting_the_next_socket_names_stops_no_socket() {
+    if !have("python3") || !have("setpriv") || !root() {
+        eprintln!("SKIP: needs python3, setpriv and root (to play another uid)");
+        return;
+    }
+    let mut lab = Lab::new("owner-squat");
+    set_mode(&lab.dir, 0o755);
+    let flag = lab.path("go");
+    let mut v = lab.node("fd00::5", "python3");
+    v.args(["-c", MANY]).arg(&flag);
+    lab.spawn(v, "victim.log");
+    wait_for(Duration::from_secs(30), "victim ready", || {
+        lab.log("victim.log").contains("ready").then_some(())
+    });
+    let ctl = std::fs::read_dir(lab.path("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "ctl"))
+        .expect("the victim's control socket");
+    let info = Command::new(bin("iothctl"))
+        .arg("--ctl")
+        .arg(&ctl)
+        .arg("info")
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    let node = info
+        .lines()
+        .find_map(|l| l.strip_prefix("node="))
+        .unwrap_or_else(|| panic!("{info}"))
+        .to_string();
+    let mut squatter = as_attacker("/usr/bin/python3")
+        .args(["-c", SQUATTER, &node])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(squatter.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.starts_with("squatted "), "{line}");
+    std::fs::write(&flag, b"").unwrap();
+    let log = wait_for(Duration::from_secs(60), "the victim's sockets", || {
+        let l = lab.log("victim.log");
+        l.contains("made ").then_some(l)
+    });
+    drop(squatter.stdin.take());
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert!(
+        log.contains("made 50"),
+        "squatted names stopped sockets ({line}): {log}"
     );
 }

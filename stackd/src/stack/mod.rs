@@ -140,7 +140,8 @@ pub struct Stack<D: Link> {
     /// borrowed at once ([`Stack::split`]).
     net: Net<D>,
     socks: HashMap<u64, Sock>,
-    next_sock: u64,
+    /// Draws socket ids (seeded: the harness repeats its runs).
+    rng: u64,
     next_ident: u16,
     next_ephemeral: u16,
     /// Sockets with work to do (see `work.rs`).
@@ -313,7 +314,7 @@ impl<D: Link> Stack<D> {
         Stack {
             net,
             socks: HashMap::new(),
-            next_sock: 1,
+            rng: mix(&mut seed),
             next_ident,
             next_ephemeral,
             work: Work::default(),

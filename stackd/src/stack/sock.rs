@@ -199,9 +199,13 @@ impl<D: Link> Net<D> {
 
 impl<D: Link> Stack<D> {
     pub(super) fn new_id(&mut self) -> u64 {
-        let id = self.next_sock;
-        self.next_sock += 1;
-        id
+        // Random (ctl::daemon_id): socket names are public and must not be predictable.
+        loop {
+            let id = ioth_common::ctl::daemon_id(mix(&mut self.rng));
+            if !self.socks.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// What `socket(domain, ty, protocol)` makes, or the kernel's errno.

@@ -484,7 +484,15 @@ impl RxRing {
                 // The record's first word is the length and the frame's first 4 bytes.
                 buf[..4].copy_from_slice(&first.to_ne_bytes()[4..]);
                 let src = &self.data.words_from(HDR)[w + 1..w + words];
-                for (d, s) in buf[4..].chunks_exact_mut(8).zip(src) {
+                let dst = &mut buf[4..4 + src.len() * 8];
+                // Four words at a time: measurably faster than one at a time (loads can overlap).
+                let mut d4 = dst.chunks_exact_mut(32);
+                let mut s4 = src.chunks_exact(4);
+                for (d, s) in (&mut d4).zip(&mut s4) {
+                    let v = [0, 1, 2, 3].map(|i| s[i].load(Ordering::Relaxed).to_ne_bytes());
+                    d.copy_from_slice(v.as_flattened());
+                }
+                for (d, s) in d4.into_remainder().chunks_exact_mut(8).zip(s4.remainder()) {
                     d.copy_from_slice(&s.load(Ordering::Relaxed).to_ne_bytes());
                 }
                 self.pos += (skip + rec_len(n)) as u64;

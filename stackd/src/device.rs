@@ -1,8 +1,8 @@
 //! The smoltcp `Device` over a switch port.
 //!
-//! * Receive: the event loop reads one frame at a time into [`SwitchDevice::rx`] (or leaves
-//!   it in a shortcut's ring), looks at its headers first ([`SwitchDevice::frame`],
-//!   `frame.rs`), marks it staged, and calls
+//! * Receive: the event loop reads one frame at a time into [`SwitchDevice::rx`] (from the
+//!   switch socket, a shortcut's socket or a shortcut's ring), looks at its headers first
+//!   ([`SwitchDevice::frame`], `frame.rs`), marks it staged, and calls
 //!   `poll_ingress_single`; `receive()` hands out only that staged frame.
 //! * Transmit: frames are built in one reusable buffer and sent at once. `EAGAIN` keeps the
 //!   frame pending and `transmit()` returns `None` until it went out (back-pressure, never a
@@ -30,13 +30,17 @@
 //!   switch: the shortcut sockets are watched by the same epoll token as the switch socket
 //!   (edge-triggered), and [`SwitchDevice::recv_switch`] answers `EAGAIN` only once every
 //!   source said so in a row. A source keeps the turn for at most [`STREAK`] frames.
-//!   - Rings: each side makes a shared-memory ring for its direction and passes it over the
-//!     shortcut (`ring.rs`); once the peer's ring has arrived (so the peer speaks rings),
-//!     frames go through the rings and the socket carries only doorbells. smoltcp builds a
-//!     frame right in the ring when the last frame went to the same shortcut (a bet: a
-//!     frame for someone else is copied out and goes its way), and incoming ring frames are
-//!     handed to smoltcp in place ([`SwitchDevice::frame`]; given back at the next read).
-//!     Without rings (memfd refused), frames are sent on the socket itself.
+//!   - Rings: each side makes its half of the shared-memory rings (the ring it fills, the
+//!     page where it acknowledges the ring it drains) and passes it over the shortcut
+//!     (`ring.rs`); once the peer's half has arrived, frames go through the rings and the
+//!     socket carries only doorbells. smoltcp builds a frame right in our ring when the last
+//!     frame went to the same shortcut (a bet: a frame for someone else is copied out and
+//!     goes its way); an incoming ring frame is copied into `rx` before anything looks at
+//!     it, since the peer can still write the ring. Without rings (no memfd here), frames
+//!     are sent on the socket itself.
+//!   - The peer may be hostile (any process that may open the switch's native socket): a
+//!     ring it passes that is not a sealed memfd of the right size, or the first malformed
+//!     record or `head` it writes, ends the shortcut (counted as `shortcut_malformed`).
 //!   - A full shortcut never blocks: the frame goes through the switch instead (counted as
 //!     `shortcut_full`). Blocking there could stall two nodes waiting on each other, with
 //!     no switch queue in between.
@@ -49,8 +53,8 @@
 #![deny(unsafe_code)]
 
 use crate::link::{Link, Recv};
-use crate::ring::{self, Held, Ring};
-use crate::shortcut::{Shortcut, Shortcuts};
+use crate::ring::{self, Half};
+use crate::shortcut::{Broken, Shortcut, Shortcuts};
 use ioth_common::port::{Incoming, PortKind, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
 use ioth_common::vde;
@@ -74,6 +78,8 @@ pub struct SwitchDevice {
     pub own: Vec<IpAddr>,
     /// Largest Ethernet frame (no FCS).
     pub frame_mtu: usize,
+    /// Largest frame received: what the port carries (`rx` has 64 bytes more).
+    rx_max: usize,
     pub rx: Vec<u8>,
     pub staged: Option<usize>,
     tx: Vec<u8>,
@@ -93,8 +99,6 @@ pub struct SwitchDevice {
     /// row.
     rr: usize,
     streak: u32,
-    /// The staged frame, when it is read in place from a shortcut's ring (by id).
-    held: Option<(u32, Held)>,
 }
 
 /// Ask `ep` for `EPOLLOUT` on `fd` too (`on`), or only for `EPOLLIN`; edge-triggered.
@@ -125,6 +129,7 @@ impl SwitchDevice {
             mac,
             own,
             frame_mtu,
+            rx_max: bufsz,
             rx: vec![0; bufsz + 64],
             staged: None,
             tx: vec![0; frame_mtu],
@@ -139,7 +144,6 @@ impl SwitchDevice {
             shortcuts: Shortcuts::default(),
             rr: 0,
             streak: 0,
-            held: None,
         }
     }
 
@@ -163,24 +167,7 @@ impl SwitchDevice {
     /// The frame of `n` bytes just read by [`SwitchDevice::recv_switch`] or
     /// [`SwitchDevice::take_hairpin`].
     pub fn frame(&self, n: usize) -> &[u8] {
-        match &self.held {
-            Some((_, h)) => h.bytes(),
-            None => &self.rx[..n.min(self.rx.len())],
-        }
-    }
-
-    /// Give the held ring frame back to its ring, and unmap the rings of ended shortcuts.
-    fn release_held(&mut self) {
-        if let Some((id, h)) = self.held.take()
-            && let Some(i) = self.shortcuts.list.iter().position(|s| s.id == id)
-        {
-            let sc = &mut self.shortcuts.list[i];
-            let wake = sc.rx_ring.as_mut().is_some_and(|r| r.release(h.len()));
-            if wake && sc.ring().is_err() {
-                self.shortcuts.end(i, self.watch);
-            }
-        }
-        self.shortcuts.graveyard.clear();
+        &self.rx[..n.min(self.rx.len())]
     }
 
     /// One line for the node's info: shortcuts open, made, ended, frames sent and received.
@@ -188,14 +175,15 @@ impl SwitchDevice {
         let s = &self.shortcuts;
         format!(
             "shortcuts={} shortcuts_made={} shortcuts_ended={} shortcut_tx={} shortcut_rx={} \
-             shortcut_ring_tx={} shortcut_full={}\n",
+             shortcut_ring_tx={} shortcut_full={} shortcut_malformed={}\n",
             s.list.len(),
             s.made,
             s.ended,
             s.tx_frames,
             s.rx_frames,
             s.ring_tx,
-            s.full
+            s.full,
+            s.malformed
         )
     }
 
@@ -216,16 +204,16 @@ impl SwitchDevice {
             }
         }
         log::debug!("shortcut {} to {:02x?}", o.id, o.peer);
-        // Our ring towards the peer; without one, frames go through the socket.
-        let tx_ring = match Ring::create() {
-            Ok((mfd, r)) => {
+        // Our half of the rings; without it, frames go through the socket.
+        let half = match Half::create() {
+            Ok(h) => {
                 let sent = sys::sendmsg(
                     fd.raw(),
                     &[std::io::IoSlice::new(ring::SETUP_MAGIC)],
-                    &[mfd.raw()],
+                    &h.fds(),
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 );
-                sent.is_ok().then_some(r)
+                sent.is_ok().then_some(h)
             }
             Err(e) => {
                 log::debug!("shortcut ring: {e}");
@@ -237,8 +225,8 @@ impl SwitchDevice {
             id: o.id,
             peer: o.peer,
             fd,
-            tx_ring,
-            tx_on: false,
+            half,
+            tx_ring: None,
             rx_ring: None,
         });
     }
@@ -288,9 +276,6 @@ impl SwitchDevice {
 
     /// Take the next hairpinned frame into `rx`; its length.
     pub fn take_hairpin(&mut self) -> Option<usize> {
-        if self.held.is_some() {
-            self.release_held();
-        }
         let b = self.hairpin.pop_front()?;
         let n = b.len().min(self.rx.len());
         self.rx[..n].copy_from_slice(&b[..n]);
@@ -302,7 +287,6 @@ impl SwitchDevice {
     /// documentation); `EAGAIN` once every source is drained. `Ok(0)`: the switch closed the
     /// port. Shortcut offers are taken on the way.
     pub fn recv_switch(&mut self) -> Result<usize, Errno> {
-        self.release_held();
         if self.port.is_none() {
             self.shortcuts.clear(self.watch);
             return Err(Errno::EAGAIN);
@@ -356,8 +340,8 @@ impl SwitchDevice {
                     self.streak = 0;
                     self.rr += 1;
                 }
-                Err(()) => {
-                    self.shortcuts.end(i, self.watch);
+                Err(why) => {
+                    self.shortcuts.fail(i, self.watch, why);
                     dry = 0;
                 }
             }
@@ -365,28 +349,19 @@ impl SwitchDevice {
     }
 
     /// One frame from shortcut `i` into `rx`: from its ring, else from its socket (which
-    /// also brings doorbells and the peer's ring). `Ok(None)`: nothing now, and a doorbell or
-    /// an epoll event will say when; `Err`: the shortcut is over (EOF, error, bad ring).
-    fn recv_shortcut(&mut self, i: usize) -> Result<Option<usize>, ()> {
+    /// also brings doorbells and the peer's half of the rings). `Ok(None)`: nothing now, and
+    /// a doorbell or an epoll event will say when; `Err`: the shortcut is over (EOF, error,
+    /// a broken ring).
+    fn recv_shortcut(&mut self, i: usize) -> Result<Option<usize>, Broken> {
         let sc = &mut self.shortcuts.list[i];
         loop {
-            if let Some(r) = &mut sc.rx_ring {
-                match r.peek() {
-                    Ok(Some(f)) => {
-                        let n = f.len();
-                        if n > self.rx.len() || n < vde::MIN_FRAME {
-                            if r.release(n) {
-                                sc.ring().map_err(|_| ())?;
-                            }
-                            continue;
-                        }
-                        // Read in place; released by the next read (`release_held`).
-                        self.held = Some((sc.id, Held::new(f)));
-                        return Ok(Some(n));
-                    }
-                    Ok(None) => {}
-                    Err(_) => return Err(()),
+            if let Some(r) = &mut sc.rx_ring
+                && let Some((n, wake)) = r.pop(&mut self.rx)?
+            {
+                if wake {
+                    sc.ring()?;
                 }
+                return Ok(Some(n));
             }
             let r = sys::recvmsg(
                 sc.fd.raw(),
@@ -394,29 +369,29 @@ impl SwitchDevice {
                 libc::MSG_DONTWAIT | libc::MSG_TRUNC,
             );
             match r {
-                Ok(m) if m.len == 0 => return Err(()), // Revoked, or the peer is gone.
-                Ok(m) if m.len > self.rx.len() => {}   // Too big for us: dropped.
+                Ok(m) if m.len == 0 => return Err(Errno::EPIPE.into()), // Revoked, or gone.
+                Ok(m) if m.len > self.rx.len() => {}                    // Too big for us: dropped.
                 Ok(m) if m.len >= vde::MIN_FRAME => return Ok(Some(m.len)),
-                Ok(m) if &self.rx[..m.len] == ring::SETUP_MAGIC && m.fds.len() == 1 => {
-                    // The peer's ring: read from it from now on, and write into ours.
-                    match Ring::open(&m.fds[0]) {
-                        Ok(r) => {
-                            sc.rx_ring = Some(r);
-                            sc.tx_on = sc.tx_ring.is_some();
-                        }
-                        Err(e) => log::debug!("shortcut {}: peer's ring: {e}", sc.id),
+                Ok(m) if &self.rx[..m.len] == ring::SETUP_MAGIC && m.fds.len() == 2 => {
+                    // The peer's half: read from its ring and write into ours from now on.
+                    if sc.rx_ring.is_some() {
+                        return Err(ring::RingError::Setup.into());
+                    }
+                    if let Some(half) = sc.half.take() {
+                        let (tx, rx) = half.join(&m.fds[0], &m.fds[1], self.rx_max)?;
+                        sc.tx_ring = Some(tx);
+                        sc.rx_ring = Some(rx);
                     }
                 }
                 Ok(_) => {} // A doorbell (or nothing we know).
                 Err(e) if e.is_again() => {
                     // Ask for a doorbell; a frame may have come in meanwhile.
-                    match &sc.rx_ring {
-                        Some(r) if r.wait_data() => continue,
-                        _ => return Ok(None),
+                    if !sc.rx_ring.as_mut().is_some_and(|r| r.wait_data()) {
+                        return Ok(None);
                     }
                 }
                 Err(Errno::EINTR) => {}
-                Err(_) => return Err(()),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -537,13 +512,11 @@ impl phy::TxToken for Tx<'_> {
         let fill = self.fill_here();
         // The bet: the frame goes to the same shortcut as the last one, and is built right
         // in its ring. If it does not, it is copied out and goes the ordinary way.
+        // (A ring error here shows again when the frame is sent the ordinary way.)
         let bet = self.shortcuts.bet.and_then(|i| {
             let sc = self.shortcuts.list.get_mut(i)?;
-            if !sc.tx_on {
-                return None;
-            }
             let peer = sc.peer;
-            Some((i, peer, sc.tx_ring.as_mut()?.reserve(len)?))
+            Some((i, peer, sc.tx_ring.as_mut()?.reserve(len).ok()??))
         });
         let r = match bet {
             Some((i, peer, slot)) => {
@@ -553,15 +526,24 @@ impl phy::TxToken for Tx<'_> {
                         ioth_common::csum::fill(slot);
                     }
                     let sc = &mut self.shortcuts.list[i];
-                    let wake = sc.tx_ring.as_mut().is_some_and(|ring| ring.commit(len));
-                    if !wake || sc.ring().is_ok() {
-                        *self.sent += 1;
-                        self.shortcuts.tx_frames += 1;
-                        self.shortcuts.ring_tx += 1;
-                    } else {
-                        // The peer is gone (the frame with it; TCP sends it again).
-                        self.shortcuts.end(i, self.watch);
-                        *self.dropped += 1;
+                    let sent = match sc.tx_ring.as_mut().map(|ring| ring.commit(len)) {
+                        Some(Ok(true)) => sc.ring().map_err(Broken::from),
+                        Some(Ok(false)) => Ok(()),
+                        Some(Err(e)) => Err(e.into()),
+                        None => Err(Errno::EPIPE.into()),
+                    };
+                    match sent {
+                        Ok(()) => {
+                            *self.sent += 1;
+                            self.shortcuts.tx_frames += 1;
+                            self.shortcuts.ring_tx += 1;
+                        }
+                        Err(why) => {
+                            // The peer is gone or broke the ring (the frame with it; TCP
+                            // sends it again).
+                            self.shortcuts.fail(i, self.watch, why);
+                            *self.dropped += 1;
+                        }
                     }
                     return r;
                 }
@@ -589,7 +571,7 @@ impl phy::TxToken for Tx<'_> {
                 Ok(true) => {
                     *self.sent += 1;
                     self.shortcuts.tx_frames += 1;
-                    if sc.tx_on {
+                    if sc.tx_ring.is_some() {
                         self.shortcuts.ring_tx += 1;
                         self.shortcuts.bet = Some(i);
                     }
@@ -597,8 +579,8 @@ impl phy::TxToken for Tx<'_> {
                 }
                 // Full: through the switch this time.
                 Ok(false) => self.shortcuts.full += 1,
-                // Revoked or the peer is gone: through the switch.
-                Err(_) => self.shortcuts.end(i, self.watch),
+                // Revoked, the peer is gone or broke the ring: through the switch.
+                Err(why) => self.shortcuts.fail(i, self.watch, why),
             }
         }
         match self.port {
@@ -644,15 +626,10 @@ impl Device for SwitchDevice {
             watch,
             out_armed,
             shortcuts,
-            held,
             ..
         } = self;
-        let frame = match held {
-            Some((_, h)) => h.bytes(),
-            None => &rx[..n],
-        };
         Some((
-            Rx(frame),
+            Rx(&rx[..n]),
             Tx {
                 buf: tx,
                 pending,

@@ -4,7 +4,7 @@
 
 #![deny(unsafe_code)]
 
-use crate::ring::{self, Ring};
+use crate::ring::{self, Half, RingError, RxRing, TxRing};
 use ioth_common::sys::{self, Errno, Fd};
 use std::os::fd::RawFd;
 
@@ -13,12 +13,34 @@ pub(crate) struct Shortcut {
     pub(crate) id: u32,
     pub(crate) peer: [u8; 6],
     pub(crate) fd: Fd,
-    /// Our ring towards the peer (`ring.rs`), used once the peer showed it speaks rings
-    /// (`tx_on`: its own ring arrived); until then frames go through the socket.
-    pub(crate) tx_ring: Option<Ring>,
-    pub(crate) tx_on: bool,
+    /// Our half of the rings (`ring.rs`), sent to the peer, until the peer's half arrives.
+    pub(crate) half: Option<Half>,
+    /// Our ring towards the peer, once both halves met; until then frames go through the
+    /// socket.
+    pub(crate) tx_ring: Option<TxRing>,
     /// The peer's ring towards us.
-    pub(crate) rx_ring: Option<Ring>,
+    pub(crate) rx_ring: Option<RxRing>,
+}
+
+/// Why a shortcut ended.
+#[derive(Debug)]
+pub(crate) enum Broken {
+    /// EOF or an error on its socket: revoked, or the peer is gone.
+    Io(Errno),
+    /// The peer broke the ring protocol (see [`crate::ring`]).
+    Ring(RingError),
+}
+
+impl From<Errno> for Broken {
+    fn from(e: Errno) -> Broken {
+        Broken::Io(e)
+    }
+}
+
+impl From<RingError> for Broken {
+    fn from(e: RingError) -> Broken {
+        Broken::Ring(e)
+    }
 }
 
 impl Shortcut {
@@ -33,20 +55,20 @@ impl Shortcut {
     }
 
     /// Put `frame` into our ring: `Ok(true)` sent, `Ok(false)` full (and the consumer asked
-    /// to make room), `Err` the shortcut is dead. Only with `tx_on`.
-    pub(crate) fn ring_send(&mut self, frame: &[u8]) -> Result<bool, Errno> {
+    /// to make room), `Err` the shortcut is dead. Only with a `tx_ring`.
+    pub(crate) fn ring_send(&mut self, frame: &[u8]) -> Result<bool, Broken> {
         let Some(r) = &mut self.tx_ring else {
-            return Err(Errno::EPIPE);
+            return Err(Broken::Io(Errno::EPIPE));
         };
         loop {
-            if let Some(slot) = r.reserve(frame.len()) {
+            if let Some(slot) = r.reserve(frame.len())? {
                 slot.copy_from_slice(frame);
-                if r.commit(frame.len()) {
+                if r.commit(frame.len())? {
                     self.ring()?;
                 }
                 return Ok(true);
             }
-            if !r.wait_room(frame.len()) {
+            if !r.wait_room(frame.len())? {
                 return Ok(false);
             }
         }
@@ -55,14 +77,14 @@ impl Shortcut {
     /// Send one frame to the peer: ring or socket. `Ok(false)`: no room now (the caller
     /// sends it through the switch instead: a shortcut never blocks the node, so two nodes
     /// that both wait for room in each other's shortcut cannot stall each other).
-    pub(crate) fn send(&mut self, frame: &[u8]) -> Result<bool, Errno> {
-        if self.tx_on {
+    pub(crate) fn send(&mut self, frame: &[u8]) -> Result<bool, Broken> {
+        if self.tx_ring.is_some() {
             return self.ring_send(frame);
         }
         match send_frame(self.fd.raw(), frame) {
             Ok(_) => Ok(true),
             Err(e) if e.is_again() => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -79,11 +101,12 @@ pub struct Shortcuts {
     pub ring_tx: u64,
     /// Frames sent through the switch because the shortcut was full.
     pub full: u64,
+    /// Shortcuts ended because the peer broke the ring protocol: a ring it passed was
+    /// refused (not a sealed memfd, wrong size) or it wrote a malformed record or `head`.
+    pub malformed: u64,
     /// The shortcut the last frame went to, if it has a ring: smoltcp builds the next
     /// frame straight into that ring, on the bet that it goes there too.
     pub(crate) bet: Option<usize>,
-    /// Rings of ended shortcuts, kept mapped while a frame of theirs may be held.
-    pub(crate) graveyard: Vec<Ring>,
 }
 
 impl Shortcuts {
@@ -98,15 +121,25 @@ impl Shortcuts {
     /// switch holds a copy of the socket, so closing alone would not tell it).
     pub(crate) fn end(&mut self, i: usize, watch: Option<(RawFd, u64)>) {
         self.bet = None;
-        let mut s = self.list.swap_remove(i);
-        self.graveyard.extend(s.rx_ring.take());
-        self.graveyard.extend(s.tx_ring.take());
+        let s = self.list.swap_remove(i);
         if let Some((ep, _)) = watch {
             let _ = sys::epoll_ctl(ep, libc::EPOLL_CTL_DEL, s.fd.raw(), 0, 0);
         }
         let _ = sys::shutdown(s.fd.raw(), libc::SHUT_RDWR);
         self.ended += 1;
         log::debug!("shortcut {} ended", s.id);
+    }
+
+    /// End shortcut `i` for `why`: a broken ring is counted and logged.
+    pub(crate) fn fail(&mut self, i: usize, watch: Option<(RawFd, u64)>, why: Broken) {
+        match why {
+            Broken::Ring(e) => {
+                self.malformed += 1;
+                log::info!("shortcut {}: peer's ring: {e}", self.list[i].id);
+            }
+            Broken::Io(e) => log::debug!("shortcut {}: {e}", self.list[i].id),
+        }
+        self.end(i, watch);
     }
 
     pub(crate) fn clear(&mut self, watch: Option<(RawFd, u64)>) {

@@ -470,12 +470,16 @@ fn transport(e: Errno) -> Errno {
     Errno(libc::ENETDOWN)
 }
 
-/// Send a request to the home node (new sockets). One retry on a fresh connection if the
-/// cached one broke (the daemon may have exited and been restarted).
-pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
-    let fds: Vec<RawFd> = fd.into_iter().collect();
-    let c = checkout_home()?;
-    match c.call(req, &fds) {
+/// One round trip on a connection from `get`, with one retry on a fresh connection if the
+/// first one broke (the daemon may have exited and been restarted); none after a broken
+/// reply (`EPROTO`) or no answer within the bound.
+fn round_trip(
+    get: impl Fn() -> Result<Conn, Errno>,
+    req: &Request,
+    fds: &[RawFd],
+) -> Result<(Reply, Vec<Fd>), Errno> {
+    let c = get()?;
+    match c.call(req, fds) {
         Ok(r) => {
             checkin(c, true);
             Ok(r)
@@ -486,15 +490,20 @@ pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), E
                 return Err(e);
             }
             if e.is_again() {
-                // No answer within the bound: no second try.
                 return Err(transport(e));
             }
-            let c = checkout_home()?;
-            let r = c.call(req, &fds);
+            let c = get()?;
+            let r = c.call(req, fds);
             checkin(c, r.is_ok());
             r.map_err(transport)
         }
     }
+}
+
+/// Send a request to the home node (new sockets).
+pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
+    let fds: Vec<RawFd> = fd.into_iter().collect();
+    round_trip(checkout_home, req, &fds)
 }
 
 /// A new socket of the home node without a round trip: make the socketpair here, name our
@@ -596,24 +605,5 @@ pub fn post_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
 
 /// Send a request about a socket of `node`, with any number of fds attached.
 pub fn call_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
-    let c = checkout(node).map_err(transport)?;
-    match c.call(req, fds) {
-        Ok(r) => {
-            checkin(c, true);
-            Ok(r)
-        }
-        Err(e) => {
-            checkin(c, false);
-            if e == Errno::EPROTO {
-                return Err(e);
-            }
-            if e.is_again() {
-                return Err(transport(e));
-            }
-            let c = checkout(node).map_err(transport)?;
-            let r = c.call(req, fds);
-            checkin(c, r.is_ok());
-            r.map_err(transport)
-        }
-    }
+    round_trip(|| checkout(node).map_err(transport), req, fds)
 }

@@ -410,17 +410,26 @@ fn intrude(node: &str) -> String {
     )
 }
 
-#[test]
-fn another_user_cannot_use_a_root_node() {
+/// A root node started with `extra` options serves its own listener while the intruder runs
+/// against it; what the intruder saw (`None`: the test cannot run here).
+fn intrusion(tag: &str, extra: &[&str]) -> Option<String> {
     if !have("python3") || !have("setpriv") || !root() {
         eprintln!("SKIP: needs python3, setpriv and root (to play another uid)");
-        return;
+        return None;
     }
-    let mut lab = Lab::new("owner-admit");
+    let mut lab = Lab::new(tag);
     set_mode(&lab.dir, 0o755);
-    let node = root_node(&lab, &[]);
+    let node = root_node(&lab, extra);
     let mut seen = String::new();
     victim_serves(&mut lab, |_| seen = intrude(&node));
+    Some(seen)
+}
+
+#[test]
+fn another_user_cannot_use_a_root_node() {
+    let Some(seen) = intrusion("owner-admit", &[]) else {
+        return;
+    };
     // Not admitted: a forged proof is refused, and the first other request ends the
     // connection; the attacker gets no socket and learns nothing about the victim's.
     assert!(
@@ -453,15 +462,9 @@ fn listed(seen: &str) -> Vec<u64> {
 
 #[test]
 fn an_allowed_user_may_use_its_own_sockets_only() {
-    if !have("python3") || !have("setpriv") || !root() {
-        eprintln!("SKIP: needs python3, setpriv and root (to play another uid)");
+    let Some(seen) = intrusion("owner-allow", &["--allow-uid", ATTACKER]) else {
         return;
-    }
-    let mut lab = Lab::new("owner-allow");
-    set_mode(&lab.dir, 0o755);
-    let node = root_node(&lab, &["--allow-uid", ATTACKER]);
-    let mut seen = String::new();
-    victim_serves(&mut lab, |_| seen = intrude(&node));
+    };
     let own: u64 = seen
         .lines()
         .find_map(|l| l.strip_prefix("socket id="))

@@ -273,7 +273,9 @@ pub enum Request {
     NodeInfo,
     /// One-way, never answered: adopt the socketpair end attached as socket `id` (a client id,
     /// see [`CLIENT_ID_BIT`]), created as by `Socket { domain, ty, protocol }`. The pair is
-    /// `SOCK_STREAM` for TCP, `SOCK_SEQPACKET` for datagram sockets.
+    /// `SOCK_STREAM` for TCP, `SOCK_SEQPACKET` for datagram sockets. A second fd, the
+    /// client's own end, may follow: the daemon keeps only its inode, to tell that end from
+    /// another socket bound to the same name after the client closed it.
     Register {
         id: SockId,
         domain: i32,

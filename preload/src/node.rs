@@ -564,7 +564,9 @@ pub fn register_home(domain: i32, ty: i32, protocol: i32, pair_type: i32) -> Res
             ty,
             protocol,
         };
-        match c.post(&req, &[dmn.raw()]) {
+        // Our end goes along too: the daemon keeps its inode, to tell our socket from
+        // another one bound to the same name after we closed it.
+        match c.post(&req, &[dmn.raw(), app.raw()]) {
             Ok(()) => {
                 checkin(c, true);
                 return Ok(app);

@@ -721,3 +721,122 @@ fn squatting_the_next_socket_names_stops_no_socket() {
         "squatted names stopped sockets ({line}): {log}"
     );
 }
+
+/// The victim: a listener on port 8080; closed on cue; then port 8080 again.
+const REBIND: &str = r#"
+import os, socket, sys, time
+def wait(flag):
+    while not os.path.exists(flag):
+        time.sleep(0.01)
+s = socket.socket(socket.AF_INET6)
+s.bind(("fd00::5", 8080))
+s.listen(1)
+print("ready", flush=True)
+wait(sys.argv[1])
+s.close()
+print("closed", flush=True)
+wait(sys.argv[2])
+deadline = time.monotonic() + 10
+while True:
+    try:
+        t = socket.socket(socket.AF_INET6)
+        t.bind(("fd00::5", 8080))
+        print("rebound", flush=True)
+        break
+    except OSError as e:
+        t.close()
+        if time.monotonic() > deadline:
+            print("errno", e.errno, flush=True)
+            break
+        time.sleep(0.1)
+"#;
+
+/// Binds one abstract name (argv[1]) and holds it until stdin closes.
+const SQUAT_ONE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("\0" + sys.argv[1])
+print("bound", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn a_closed_sockets_name_bound_by_another_user_does_not_keep_it_alive() {
+    if !have("python3") || !have("setpriv") || !root() {
+        eprintln!("SKIP: needs python3, setpriv and root (to play another uid)");
+        return;
+    }
+    let mut lab = Lab::new("owner-alive");
+    set_mode(&lab.dir, 0o755);
+    let (go1, go2) = (lab.path("go1"), lab.path("go2"));
+    let mut v = lab.node("fd00::5", "python3");
+    v.args(["-c", REBIND]).arg(&go1).arg(&go2);
+    lab.spawn(v, "victim.log");
+    wait_for(Duration::from_secs(30), "victim ready", || {
+        lab.log("victim.log").contains("ready").then_some(())
+    });
+    let run = lab.path("run").to_string_lossy().into_owned();
+    let daemon = wait_for(Duration::from_secs(10), "stack daemon", || {
+        pids_with(&run).first().copied()
+    });
+    let ctl = std::fs::read_dir(lab.path("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "ctl"))
+        .expect("the victim's control socket");
+    let info = Command::new(bin("iothctl"))
+        .arg("--ctl")
+        .arg(&ctl)
+        .arg("info")
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    let node = info
+        .lines()
+        .find_map(|l| l.strip_prefix("node="))
+        .unwrap_or_else(|| panic!("{info}"))
+        .to_string();
+    // The listener's name, as anyone can read it.
+    let prefix = format!("@ioth/{node}/");
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let names: Vec<String> = table
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter(|n| n.starts_with(&prefix) && !n.ends_with("/ctl"))
+        .map(|n| n[1..].to_string())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    // The victim closes its listener while its daemon is stopped; the attacker binds the
+    // name the moment it is free, before the daemon looks.
+    // SAFETY: kill(2) on the stack daemon this test's node started.
+    unsafe { libc::kill(daemon, libc::SIGSTOP) };
+    std::fs::write(&go1, b"").unwrap();
+    wait_for(Duration::from_secs(10), "victim closed", || {
+        lab.log("victim.log").contains("closed").then_some(())
+    });
+    let mut squatter = as_attacker("/usr/bin/python3")
+        .args(["-c", SQUAT_ONE, &names[0]])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(squatter.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon, libc::SIGCONT) };
+    assert!(line.starts_with("bound"), "{line}");
+    std::fs::write(&go2, b"").unwrap();
+    let log = wait_for(Duration::from_secs(30), "the victim's verdict", || {
+        let l = lab.log("victim.log");
+        (l.contains("rebound") || l.contains("errno")).then_some(l)
+    });
+    drop(squatter.stdin.take());
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert!(
+        log.contains("rebound"),
+        "the closed listener still holds port 8080: {log}"
+    );
+}

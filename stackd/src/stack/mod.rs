@@ -388,7 +388,7 @@ impl<D: Link> Stack<D> {
     pub fn app_event(&mut self, id: u64, readable: bool, writable: bool, hup: bool) {
         // HUP only means both directions are shut: also after our own SHUT_WR plus the app's
         // shutdown(SHUT_WR). Closed is when its name is free again.
-        let gone = hup && self.socks.contains_key(&id) && app_gone(self.net.id, id);
+        let gone = hup && self.socks.contains_key(&id) && self.app_closed(id);
         if let Some(s) = self.socks.get_mut(&id) {
             s.rd |= readable || hup;
             s.wr |= writable;

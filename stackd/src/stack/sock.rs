@@ -76,6 +76,8 @@ pub(super) struct Sock {
     pub(super) waker: Waker,
     /// The uid whose socket it is: its creator's (accepted connections: their listener's).
     pub(super) owner: u32,
+    /// Inode of the application end, when known (see [`Stack::app_closed`]).
+    pub(super) app_ino: Option<u64>,
 }
 
 impl Sock {
@@ -83,6 +85,7 @@ impl Sock {
         Sock {
             waker,
             owner,
+            app_ino: None,
             domain,
             kind,
             dmn,
@@ -235,7 +238,13 @@ impl<D: Link> Stack<D> {
         fds: Vec<Fd>,
         owner: u32,
     ) -> Result<(), Errno> {
-        let d = fds.into_iter().next().ok_or(Errno::EINVAL)?;
+        let mut fds = fds.into_iter();
+        let d = fds.next().ok_or(Errno::EINVAL)?;
+        // The client's own end, when it sends it along: only its inode is kept.
+        let app_ino = fds
+            .next()
+            .and_then(|a| sys::fstat_id(a.raw()).ok())
+            .map(|i| i.1);
         if !ctl::is_client_id(id) || self.socks.contains_key(&id) {
             return Err(Errno::EADDRINUSE);
         }
@@ -254,6 +263,9 @@ impl<D: Link> Stack<D> {
         let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
         let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
         self.install(id, domain, kind, d, owner);
+        if let Some(s) = self.socks.get_mut(&id) {
+            s.app_ino = app_ino;
+        }
         Ok(())
     }
 
@@ -279,6 +291,9 @@ impl<D: Link> Stack<D> {
             Err(e) => return (Reply::Err(e), None),
         };
         self.install(id, domain, kind, d, owner);
+        if let Some(s) = self.socks.get_mut(&id) {
+            s.app_ino = sys::fstat_id(a.raw()).ok().map(|i| i.1);
+        }
         (Reply::Created(id), Some(a))
     }
 
@@ -334,6 +349,37 @@ impl<D: Link> Stack<D> {
     }
 }
 
+impl<D: Link> Stack<D> {
+    /// Whether the application closed socket `id` for good (its daemon end saw HUP, which
+    /// both directions shut down also gives). The name probe ([`app_gone`]) says "closed"
+    /// when the name is free; a name that is taken may have been bound by another user after
+    /// the close (names are public), so it counts as ours only if the socket holding it is
+    /// our application end (its inode, from `/proc/net/unix`). Without an inode or a readable
+    /// `/proc/net/unix` the name decides.
+    pub(super) fn app_closed(&self, id: u64) -> bool {
+        if app_gone(self.net.id, id) {
+            return true;
+        }
+        let Some(ino) = self.socks.get(&id).and_then(|s| s.app_ino) else {
+            return false;
+        };
+        let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+            return false;
+        };
+        let name = format!("@ioth/{:016x}/{id:x}", self.net.id);
+        !holds_name(&table, &name, ino)
+    }
+}
+
+/// Whether `/proc/net/unix` (`table`) lists a socket of inode `ino` bound to `name`.
+pub(super) fn holds_name(table: &str, name: &str, ino: u64) -> bool {
+    // Columns: Num RefCount Protocol Flags Type St Inode [Path].
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8 && f[7] == name && f[6].parse::<u64>() == Ok(ino)
+    })
+}
+
 /// Whether the app's end of socket `id` of node `node` is closed in every process: the kernel
 /// frees its abstract name (`names::socket_name`) when the last reference goes away.
 pub(super) fn app_gone(node: u64, id: u64) -> bool {
@@ -341,4 +387,22 @@ pub(super) fn app_gone(node: u64, id: u64) -> bool {
         return true;
     };
     sys::bind_unix(probe.raw(), &names::socket_name(node, id)) != Err(Errno::EADDRINUSE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_name;
+
+    #[test]
+    fn a_name_counts_only_with_its_inode() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00000000 0001 03 4242 @ioth/00000000000000aa/7
+0000000000000000: 00000002 00000000 00000000 0001 03 999 @ioth/00000000000000aa/8
+0000000000000000: 00000002 00000000 00000000 0001 03 77
+";
+        assert!(holds_name(table, "@ioth/00000000000000aa/7", 4242));
+        // The same name held by another socket (bound after the close): not ours.
+        assert!(!holds_name(table, "@ioth/00000000000000aa/7", 4243));
+        assert!(!holds_name(table, "@ioth/00000000000000aa/9", 4242));
+    }
 }

@@ -388,6 +388,7 @@ impl<D: Link> Stack<D> {
             return;
         };
         let mut s = Sock::new(l.domain, Kind::Tcp, d, self.work.waker(id), l.owner);
+        s.app_ino = sys::fstat_id(a.raw()).ok().map(|i| i.1);
         s.opts = l.opts.clone();
         s.opts.other.clear();
         s.bound = l.bound;

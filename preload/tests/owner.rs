@@ -840,3 +840,82 @@ fn a_closed_sockets_name_bound_by_another_user_does_not_keep_it_alive() {
         "the closed listener still holds port 8080: {log}"
     );
 }
+
+/// Debian's apache layout: a root parent whose prefork children run as `www-data` (`User`)
+/// and proxy (`mod_proxy`) to a python node. Before, the children's own connections failed
+/// and apache answered 503.
+#[test]
+fn apache_children_as_www_data_proxy_to_a_python_node() {
+    let apache = "/usr/sbin/apache2";
+    let modules = Path::new("/usr/lib/apache2/modules");
+    if !Path::new(apache).exists() || !have("curl") || !have("python3") || !root() {
+        eprintln!("SKIP: needs apache2, curl, python3 and root (a root parent)");
+        return;
+    }
+    let mut lab = Lab::new("owner-apache");
+    set_mode(&lab.dir, 0o755);
+    let up = lab.path("up");
+    std::fs::create_dir_all(&up).unwrap();
+    random_file(&up.join("blob"), 3 << 20);
+    let want = sha256(&up.join("blob"));
+    let mut py = lab.node("fd00::5", "python3");
+    py.args(["-m", "http.server", "8000", "--bind", "::", "--directory"])
+        .arg(&up);
+    lab.spawn(py, "upstream.log");
+    let d = lab.path("apache");
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    set_mode(&d, 0o755);
+    set_mode(&d.join("logs"), 0o777);
+    let m = modules.display();
+    let d = d.display().to_string();
+    let conf = format!(
+        r#"ServerRoot {d}
+ServerName node1
+PidFile {d}/httpd.pid
+ErrorLog {d}/logs/error.log
+LoadModule mpm_prefork_module {m}/mod_mpm_prefork.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule proxy_module {m}/mod_proxy.so
+LoadModule proxy_http_module {m}/mod_proxy_http.so
+User www-data
+Group www-data
+Listen 80
+StartServers 2
+ProxyPass "/" "http://[fd00::5]:8000/"
+"#
+    );
+    let cp = format!("{d}/httpd.conf");
+    std::fs::write(&cp, conf).unwrap();
+    let mut a = lab.node("fd00::1", apache);
+    a.args(["-f", &cp, "-k", "start"]);
+    let o = lab.run(a, Duration::from_secs(30));
+    assert!(o.status.success(), "apache: {o:?}");
+    let fetch = |url: &str| {
+        let mut c = lab.node("fd00::3", "bash");
+        c.args([
+            "-c",
+            &format!("set -o pipefail; curl -sSf -m 60 '{url}' | sha256sum | cut -d' ' -f1"),
+        ]);
+        let o = lab.run(c, Duration::from_secs(90));
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    wait_for(Duration::from_secs(30), "upstream", || {
+        fetch("http://[fd00::5]:8000/blob").0.then_some(())
+    });
+    let (ok, sha, err) = wait_for(Duration::from_secs(30), "apache", || {
+        let r = fetch("http://[fd00::1]/blob");
+        (r.0 || !r.2.contains("Connection refused")).then_some(r)
+    });
+    let log = std::fs::read_to_string(format!("{d}/logs/error.log")).unwrap_or_default();
+    let mut s = Command::new(apache);
+    s.env_remove("LD_PRELOAD").args(["-f", &cp, "-k", "stop"]);
+    let _ = s.output();
+    assert!(
+        ok && sha == want,
+        "through apache: {err}\nerror.log:\n{log}"
+    );
+}

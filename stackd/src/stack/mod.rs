@@ -443,9 +443,7 @@ impl<D: Link> Stack<D> {
             // Connects under way: their timeouts.
             at(Duration::from_millis(100));
         }
-        if let Some(_every) = self.sweep
-            && !self.socks.is_empty()
-        {
+        if self.sweep.is_some() && !self.socks.is_empty() {
             at(if self.next_sweep > now {
                 self.next_sweep - now
             } else {

@@ -108,16 +108,17 @@ impl<D: Link> Stack<D> {
         self.work.take(&mut ids);
         let mut accepted: Vec<SocketHandle> = Vec::new();
         for &id in &ids {
-            let Some(s) = self.socks.get(&id) else {
+            let Some(mut s) = self.socks.get_mut(&id) else {
                 continue;
             };
             if s.kind == Kind::Udp && s.dg.h.is_none() && s.rd {
                 // A first datagram from an unbound socket: bind it to an ephemeral port.
                 let _ = self.udp_open(id);
+                let Some(again) = self.socks.get_mut(&id) else {
+                    continue;
+                };
+                s = again;
             }
-            let Some(s) = self.socks.get_mut(&id) else {
-                continue;
-            };
             let net = &mut self.net;
             let keep = match s.kind {
                 Kind::Tcp => net.service_tcp(s, &mut accepted),

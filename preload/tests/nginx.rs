@@ -10,13 +10,6 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-fn nginx_bin() -> Option<String> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(|p| p.to_string())
-}
-
 /// Run as `nobody` when we are root (port 80 must not need privilege on a virtual node).
 fn as_user(lab: &Lab, ip: &str, args: &[&str]) -> Command {
     let nginx = nginx_bin().unwrap();

@@ -6,7 +6,7 @@
 
 mod harness;
 use harness::*;
-use ioth_e2e::Daemon;
+use ioth_e2e::{Daemon, info_field};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,6 +24,60 @@ fn as_attacker(prog: &str) -> Command {
         prog,
     ]);
     c
+}
+
+/// `script` (python) as the attacker with `arg`, holding what it made until killed: the
+/// process and the first line it printed.
+fn attacker_holding(script: &str, arg: &str) -> (std::process::Child, String) {
+    let mut c = as_attacker("/usr/bin/python3")
+        .args(["-c", script, arg])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(c.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    (c, line)
+}
+
+/// The control socket of the node the lab's programs started in its run directory.
+fn run_dir_ctl(lab: &Lab) -> std::path::PathBuf {
+    std::fs::read_dir(lab.path("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "ctl"))
+        .expect("the node's control socket")
+}
+
+/// A python HTTP server node at fd00::5 port 8000 serving `/blob` of `len` random bytes;
+/// the blob's sha256.
+fn python_upstream(lab: &mut Lab, len: usize) -> String {
+    let up = lab.path("up");
+    std::fs::create_dir_all(&up).unwrap();
+    random_file(&up.join("blob"), len);
+    let want = sha256(&up.join("blob"));
+    let mut py = lab.node("fd00::5", "python3");
+    py.args(["-m", "http.server", "8000", "--bind", "::", "--directory"])
+        .arg(&up);
+    lab.spawn(py, "upstream.log");
+    want
+}
+
+/// curl `url` from node fd00::3 into sha256: (success, digest, stderr).
+fn fetch_sha(lab: &Lab, url: &str) -> (bool, String, String) {
+    let mut c = lab.node("fd00::3", "bash");
+    c.args([
+        "-c",
+        &format!("set -o pipefail; curl -sSf -m 60 '{url}' | sha256sum | cut -d' ' -f1"),
+    ]);
+    let o = lab.run(c, Duration::from_secs(90));
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn root() -> bool {
@@ -171,16 +225,8 @@ fn a_daemon_of_another_user_is_not_talked_to() {
         }),
         name: "attacker's daemon".into(),
     };
-    let info = || {
-        let o = Command::new(bin("iothctl"))
-            .arg("--ctl")
-            .arg(&ctl)
-            .arg("info")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    assert!(info().contains("sockets=0"), "{}", info());
+    let sockets = || info_field(&ctl, "sockets");
+    assert_eq!(sockets(), "0");
     let mut c = lab.node("fd00::5", "python3");
     c.env_remove("IOTH_IP")
         .env("IOTH_STACK", &ctl)
@@ -196,11 +242,7 @@ fn a_daemon_of_another_user_is_not_talked_to() {
         err.starts_with("libioth: ") && err.contains(&ctl.display().to_string()),
         "{err}"
     );
-    assert!(
-        info().contains("sockets=0"),
-        "the attacker got a socket: {}",
-        info()
-    );
+    assert_eq!(sockets(), "0", "the attacker got a socket");
 }
 
 /// Holds a socket, waits for `stopped`, then blocks one thread in a control round trip with
@@ -344,17 +386,7 @@ fn root_node(lab: &Lab, extra: &[&str]) -> String {
         .arg(&ctl)
         .args(extra);
     assert!(d.output().unwrap().status.success());
-    let info = Command::new(bin("iothctl"))
-        .arg("--ctl")
-        .arg(&ctl)
-        .arg("info")
-        .output()
-        .unwrap();
-    let info = String::from_utf8_lossy(&info.stdout).into_owned();
-    info.lines()
-        .find_map(|l| l.strip_prefix("node="))
-        .unwrap_or_else(|| panic!("{info}"))
-        .to_string()
+    info_field(&ctl, "node")
 }
 
 /// The victim's node still serves: a listener on fd00::1 port 80 (made before the attack, so
@@ -481,13 +513,6 @@ fn an_allowed_user_may_use_its_own_sockets_only() {
     }
 }
 
-fn nginx_bin() -> Option<String> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .map(|p| p.to_string())
-}
-
 /// Debian's nginx layout: a root master whose workers run as another user (`user nobody;`)
 /// and open outbound connections of their own (`proxy_pass` to a python node). Each worker
 /// keeps using its node after `setuid`: it shows the daemon a listener it holds.
@@ -499,14 +524,7 @@ fn nginx_workers_that_drop_privileges_keep_their_node() {
     }
     let mut lab = Lab::new("owner-workers");
     set_mode(&lab.dir, 0o755);
-    let up = lab.path("up");
-    std::fs::create_dir_all(&up).unwrap();
-    random_file(&up.join("blob"), 4 << 20);
-    let want = sha256(&up.join("blob"));
-    let mut py = lab.node("fd00::5", "python3");
-    py.args(["-m", "http.server", "8000", "--bind", "::", "--directory"])
-        .arg(&up);
-    lab.spawn(py, "upstream.log");
+    let want = python_upstream(&mut lab, 4 << 20);
     let d = lab.path("ngx");
     for sub in ["tmp", "logs"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
@@ -533,19 +551,7 @@ http {{
     n.args(["-p", &d, "-e", &format!("{d}/logs/error.log"), "-c", &cp]);
     let o = lab.run(n, Duration::from_secs(30));
     assert!(o.status.success(), "nginx: {o:?}");
-    let fetch = |url: &str| {
-        let mut c = lab.node("fd00::3", "bash");
-        c.args([
-            "-c",
-            &format!("set -o pipefail; curl -sSf -m 60 '{url}' | sha256sum | cut -d' ' -f1"),
-        ]);
-        let o = lab.run(c, Duration::from_secs(90));
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
+    let fetch = |url: &str| fetch_sha(&lab, url);
     // The upstream first (so that a failure below is nginx's).
     wait_for(Duration::from_secs(30), "upstream", || {
         fetch("http://[fd00::5]:8000/blob").0.then_some(())
@@ -680,40 +686,15 @@ fn squatting_the_next_socket_names_stops_no_socket() {
     wait_for(Duration::from_secs(30), "victim ready", || {
         lab.log("victim.log").contains("ready").then_some(())
     });
-    let ctl = std::fs::read_dir(lab.path("run"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "ctl"))
-        .expect("the victim's control socket");
-    let info = Command::new(bin("iothctl"))
-        .arg("--ctl")
-        .arg(&ctl)
-        .arg("info")
-        .output()
-        .unwrap();
-    let info = String::from_utf8_lossy(&info.stdout).into_owned();
-    let node = info
-        .lines()
-        .find_map(|l| l.strip_prefix("node="))
-        .unwrap_or_else(|| panic!("{info}"))
-        .to_string();
-    let mut squatter = as_attacker("/usr/bin/python3")
-        .args(["-c", SQUATTER, &node])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(squatter.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let ctl = run_dir_ctl(&lab);
+    let node = info_field(&ctl, "node");
+    let (mut squatter, line) = attacker_holding(SQUATTER, &node);
     assert!(line.starts_with("squatted "), "{line}");
     std::fs::write(&flag, b"").unwrap();
     let log = wait_for(Duration::from_secs(60), "the victim's sockets", || {
         let l = lab.log("victim.log");
         l.contains("made ").then_some(l)
     });
-    drop(squatter.stdin.take());
     let _ = squatter.kill();
     let _ = squatter.wait();
     assert!(
@@ -779,24 +760,8 @@ fn a_closed_sockets_name_bound_by_another_user_does_not_keep_it_alive() {
     let daemon = wait_for(Duration::from_secs(10), "stack daemon", || {
         pids_with(&run).first().copied()
     });
-    let ctl = std::fs::read_dir(lab.path("run"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "ctl"))
-        .expect("the victim's control socket");
-    let info = Command::new(bin("iothctl"))
-        .arg("--ctl")
-        .arg(&ctl)
-        .arg("info")
-        .output()
-        .unwrap();
-    let info = String::from_utf8_lossy(&info.stdout).into_owned();
-    let node = info
-        .lines()
-        .find_map(|l| l.strip_prefix("node="))
-        .unwrap_or_else(|| panic!("{info}"))
-        .to_string();
+    let ctl = run_dir_ctl(&lab);
+    let node = info_field(&ctl, "node");
     // The listener's name, as anyone can read it.
     let prefix = format!("@ioth/{node}/");
     let table = std::fs::read_to_string("/proc/net/unix").unwrap();
@@ -815,15 +780,7 @@ fn a_closed_sockets_name_bound_by_another_user_does_not_keep_it_alive() {
     wait_for(Duration::from_secs(10), "victim closed", || {
         lab.log("victim.log").contains("closed").then_some(())
     });
-    let mut squatter = as_attacker("/usr/bin/python3")
-        .args(["-c", SQUAT_ONE, &names[0]])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(squatter.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let (mut squatter, line) = attacker_holding(SQUAT_ONE, &names[0]);
     // SAFETY: as above.
     unsafe { libc::kill(daemon, libc::SIGCONT) };
     assert!(line.starts_with("bound"), "{line}");
@@ -832,7 +789,6 @@ fn a_closed_sockets_name_bound_by_another_user_does_not_keep_it_alive() {
         let l = lab.log("victim.log");
         (l.contains("rebound") || l.contains("errno")).then_some(l)
     });
-    drop(squatter.stdin.take());
     let _ = squatter.kill();
     let _ = squatter.wait();
     assert!(
@@ -854,14 +810,7 @@ fn apache_children_as_www_data_proxy_to_a_python_node() {
     }
     let mut lab = Lab::new("owner-apache");
     set_mode(&lab.dir, 0o755);
-    let up = lab.path("up");
-    std::fs::create_dir_all(&up).unwrap();
-    random_file(&up.join("blob"), 3 << 20);
-    let want = sha256(&up.join("blob"));
-    let mut py = lab.node("fd00::5", "python3");
-    py.args(["-m", "http.server", "8000", "--bind", "::", "--directory"])
-        .arg(&up);
-    lab.spawn(py, "upstream.log");
+    let want = python_upstream(&mut lab, 3 << 20);
     let d = lab.path("apache");
     std::fs::create_dir_all(d.join("logs")).unwrap();
     set_mode(&d, 0o755);
@@ -890,19 +839,7 @@ ProxyPass "/" "http://[fd00::5]:8000/"
     a.args(["-f", &cp, "-k", "start"]);
     let o = lab.run(a, Duration::from_secs(30));
     assert!(o.status.success(), "apache: {o:?}");
-    let fetch = |url: &str| {
-        let mut c = lab.node("fd00::3", "bash");
-        c.args([
-            "-c",
-            &format!("set -o pipefail; curl -sSf -m 60 '{url}' | sha256sum | cut -d' ' -f1"),
-        ]);
-        let o = lab.run(c, Duration::from_secs(90));
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
+    let fetch = |url: &str| fetch_sha(&lab, url);
     wait_for(Duration::from_secs(30), "upstream", || {
         fetch("http://[fd00::5]:8000/blob").0.then_some(())
     });

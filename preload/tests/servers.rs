@@ -16,13 +16,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn nginx_bin() -> Option<String> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .map(|p| p.to_string())
-}
-
 /// A command that runs `prog args` as `nobody` when we are root.
 fn unprivileged(mut base: Command, prog: &str, args: &[&str]) -> Command {
     // SAFETY: getuid has no preconditions.

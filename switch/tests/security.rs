@@ -354,18 +354,6 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-/// The numbers on the line of `port/print PORT` that starts with `prefix`.
-fn port_numbers(sw: &Switch, port: u32, prefix: &str) -> Vec<u64> {
-    let (ok, text) = sw.ctl(&format!("port/print {port}"));
-    assert!(ok, "{text}");
-    text.lines()
-        .find(|l| l.trim_start().starts_with(prefix))
-        .unwrap_or_else(|| panic!("{prefix} in {text}"))
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect()
-}
-
 /// Item 7: 2 million frames with distinct source addresses from another user's port. The
 /// switch learns up to the per-port cap and no more (the rest is counted as not learned), its
 /// memory stays flat, and two honest ports still reach each other by unicast.

@@ -482,3 +482,53 @@ pub fn iothctl_listen(ctl: &Path, addr: &str, port: u16, out: &Path) -> std::pro
     }
     server
 }
+
+/// A node's description (`iothctl --ctl CTL info`), within 10 s.
+pub fn node_info(ctl: &Path) -> String {
+    let mut c = Command::new(bin("iothctl"));
+    c.arg("--ctl").arg(ctl).arg("info");
+    let o = run_for(10, c);
+    assert!(o.status.success(), "iothctl info: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `key=VALUE` from a node's description.
+pub fn info_field(ctl: &Path, key: &str) -> String {
+    let i = node_info(ctl);
+    i.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} in {i}"))
+        .to_string()
+}
+
+/// Send `data` from node `from` to `to_ip`:`port` on node `to` (both through iothctl) and
+/// check it arrived intact (sha256). `during` runs while the data flows (after the first
+/// half is written).
+pub fn checked_stream(
+    tmp: &TempDir,
+    (from, to): (&Path, &Path),
+    (to_ip, port): (&str, u16),
+    data: &[u8],
+    during: impl FnOnce(),
+) {
+    use std::io::Write;
+    let out = tmp.join(&format!("out{port}"));
+    let mut server = iothctl_listen(to, "::", port, &out);
+    let mut client = Command::new(bin("iothctl"))
+        .arg("--ctl")
+        .arg(from)
+        .args(["connect", to_ip, &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut tx = client.stdin.take().unwrap();
+    let half = data.len() / 2;
+    tx.write_all(&data[..half]).unwrap();
+    during();
+    tx.write_all(&data[half..]).unwrap();
+    drop(tx);
+    assert!(client.wait().unwrap().success(), "client");
+    assert!(server.wait().unwrap().success(), "server");
+    assert_eq!(sha256_file(&out), sha256_bytes(data), "stream differs");
+}

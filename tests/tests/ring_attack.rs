@@ -6,49 +6,18 @@
 //! alive, answer `iothctl info`, and carry a TCP stream from an honest node intact (sha256).
 
 use ioth_e2e::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-fn info(ctl: &Path) -> String {
-    let mut c = Command::new(bin("iothctl"));
-    c.arg("--ctl").arg(ctl).arg("info");
-    let o = run_for(10, c);
-    assert!(o.status.success(), "iothctl info: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// `key=VALUE` from the node's info.
-fn field(ctl: &Path, key: &str) -> String {
-    let i = info(ctl);
-    i.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} in {i}"))
-        .to_string()
-}
+use std::process::Command;
 
 fn counter(ctl: &Path, key: &str) -> u64 {
-    field(ctl, key).parse().unwrap()
+    info_field(ctl, key).parse().unwrap()
 }
 
 /// Send random bytes from node `from` to node `to` (at `to_ip`) and check they arrived.
 fn transfer(tmp: &TempDir, from: &Path, to: &Path, to_ip: &str, port: u16, len: usize) {
     let mut data = vec![0u8; len];
     ioth_common::sys::getrandom(&mut data).unwrap();
-    let out = tmp.join(&format!("out{port}"));
-    let mut server = iothctl_listen(to, "::", port, &out);
-    let mut client = Command::new(bin("iothctl"))
-        .arg("--ctl")
-        .arg(from)
-        .args(["connect", to_ip, &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    client.stdin.take().unwrap().write_all(&data).unwrap();
-    assert!(client.wait().unwrap().success(), "client");
-    assert!(server.wait().unwrap().success(), "server");
-    assert_eq!(sha256_file(&out), sha256_bytes(&data), "stream differs");
+    checked_stream(tmp, (from, to), (to_ip, port), &data, || {});
 }
 
 struct Lab {
@@ -93,7 +62,7 @@ fn lab(tag: &str) -> Option<Lab> {
 
 /// Run the attacker as `nobody` against the victim; its report.
 fn attack(lab: &Lab, mode: &str, id: u8) -> String {
-    let mac = field(&lab.victim.ctl, "mac");
+    let mac = info_field(&lab.victim.ctl, "mac");
     let mut c = Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(bin("ioth-attack-ring"))
@@ -130,7 +99,7 @@ fn still_serves(lab: &Lab, port: u16) {
     std::thread::sleep(std::time::Duration::from_millis(200));
     let pid = lab.victim.daemon.pid;
     running(pid).unwrap_or_else(|e| panic!("the victim daemon is {e}"));
-    info(&lab.victim.ctl);
+    node_info(&lab.victim.ctl);
     transfer(
         &lab.tmp,
         &lab.honest.ctl,

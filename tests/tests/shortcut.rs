@@ -5,31 +5,16 @@
 //! writes a pcap file. Every transfer is checked by sha256.
 
 use ioth_e2e::*;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn info(ctl: &Path) -> String {
-    text(&run_ok(
-        Command::new(bin("iothctl"))
-            .arg("--ctl")
-            .arg(ctl)
-            .arg("info"),
-    ))
-}
 
 /// A counter `key=N` from the node's info.
 fn counter(ctl: &Path, key: &str) -> u64 {
-    let i = info(ctl);
-    i.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{key} in {i}"))
+    info_field(ctl, key).parse().unwrap()
 }
 
-/// Send `data` from node `from` to `to_ip`:`port` on node `to` and check it arrived intact.
-/// `during` runs while the data flows (after the first half is written).
+/// A checked stream (`checked_stream`) of `data` from node `from` to `to_ip`:`port` on `to`.
 fn transfer(
     tmp: &TempDir,
     from: &Path,
@@ -39,25 +24,7 @@ fn transfer(
     data: &[u8],
     during: impl FnOnce(),
 ) {
-    let out = tmp.join(&format!("out{port}"));
-    let mut server = iothctl_listen(to, "::", port, &out);
-    let mut client = Command::new(bin("iothctl"))
-        .arg("--ctl")
-        .arg(from)
-        .args(["connect", to_ip, &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut tx = client.stdin.take().unwrap();
-    let half = data.len() / 2;
-    tx.write_all(&data[..half]).unwrap();
-    during();
-    tx.write_all(&data[half..]).unwrap();
-    drop(tx);
-    assert!(client.wait().unwrap().success(), "client");
-    assert!(server.wait().unwrap().success(), "server");
-    assert_eq!(sha256_file(&out), sha256_bytes(data), "stream differs");
+    checked_stream(tmp, (from, to), (to_ip, port), data, during);
 }
 
 fn random(len: usize) -> Vec<u8> {
@@ -84,14 +51,22 @@ fn nodes_talk_over_a_shortcut_and_fall_back_when_the_peer_is_killed() {
     let mut b = node(&sw, "fd00::52/64", &tmp.join("b.ctl"));
     let data = random(8 << 20);
     transfer(&tmp, &a.ctl, &b.ctl, "fd00::52", 6001, &data, || {});
-    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", info(&a.ctl));
-    assert!(counter(&a.ctl, "shortcut_tx") > 100, "{}", info(&a.ctl));
-    assert!(counter(&b.ctl, "shortcut_rx") > 100, "{}", info(&b.ctl));
+    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", node_info(&a.ctl));
+    assert!(
+        counter(&a.ctl, "shortcut_tx") > 100,
+        "{}",
+        node_info(&a.ctl)
+    );
+    assert!(
+        counter(&b.ctl, "shortcut_rx") > 100,
+        "{}",
+        node_info(&b.ctl)
+    );
     // Both daemons speak rings: the data frames went through shared memory.
     assert!(
         counter(&a.ctl, "shortcut_ring_tx") > 100,
         "{}",
-        info(&a.ctl)
+        node_info(&a.ctl)
     );
     assert!(switch_ctl(&sw, "shortcut/print").contains("Shortcut 0001"));
 
@@ -103,8 +78,16 @@ fn nodes_talk_over_a_shortcut_and_fall_back_when_the_peer_is_killed() {
     let b2 = node(&sw, "fd00::52/64", &tmp.join("b2.ctl"));
     let data = random(4 << 20);
     transfer(&tmp, &a.ctl, &b2.ctl, "fd00::52", 6002, &data, || {});
-    assert!(counter(&a.ctl, "shortcuts_ended") >= 1, "{}", info(&a.ctl));
-    assert!(counter(&b2.ctl, "shortcut_rx") > 0, "{}", info(&b2.ctl));
+    assert!(
+        counter(&a.ctl, "shortcuts_ended") >= 1,
+        "{}",
+        node_info(&a.ctl)
+    );
+    assert!(
+        counter(&b2.ctl, "shortcut_rx") > 0,
+        "{}",
+        node_info(&b2.ctl)
+    );
 }
 
 #[test]
@@ -124,11 +107,15 @@ fn a_stream_survives_revocations_in_its_middle() {
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    assert!(counter(&a.ctl, "shortcuts_ended") >= 1, "{}", info(&a.ctl));
+    assert!(
+        counter(&a.ctl, "shortcuts_ended") >= 1,
+        "{}",
+        node_info(&a.ctl)
+    );
     // After the last revocation, more traffic makes a new one.
     let data = random(1 << 20);
     transfer(&tmp, &a.ctl, &b.ctl, "fd00::62", 6004, &data, || {});
-    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", info(&a.ctl));
+    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", node_info(&a.ctl));
 }
 
 /// `--port-lock` (each port keeps the first MAC it sends) does not get in the way of honest
@@ -143,7 +130,7 @@ fn nodes_on_a_port_locked_switch_talk_and_take_shortcuts() {
     let b = node(&sw, "fd00::92/64", &tmp.join("b.ctl"));
     let data = random(2 << 20);
     transfer(&tmp, &a.ctl, &b.ctl, "fd00::92", 6030, &data, || {});
-    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", info(&a.ctl));
+    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", node_info(&a.ctl));
     let ports = switch_ctl(&sw, "port/print");
     assert_eq!(ports.matches(" locked ").count(), 2, "{ports}");
     assert!(
@@ -165,8 +152,13 @@ fn no_shortcut_on_a_switch_writing_a_pcap_file() {
     let b = node(&sw, "fd00::72/64", &tmp.join("b.ctl"));
     let data = random(2 << 20);
     transfer(&tmp, &a.ctl, &b.ctl, "fd00::72", 6005, &data, || {});
-    assert_eq!(counter(&a.ctl, "shortcuts_made"), 0, "{}", info(&a.ctl));
-    assert_eq!(counter(&b.ctl, "shortcut_rx"), 0, "{}", info(&b.ctl));
+    assert_eq!(
+        counter(&a.ctl, "shortcuts_made"),
+        0,
+        "{}",
+        node_info(&a.ctl)
+    );
+    assert_eq!(counter(&b.ctl, "shortcut_rx"), 0, "{}", node_info(&b.ctl));
     // Every byte went through the switch (and its capture), flushed within its 200 ms tick.
     wait_for(Duration::from_secs(5), "pcap holds the stream", || {
         (std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0) > data.len() as u64).then_some(())
@@ -202,10 +194,10 @@ fn streams_both_ways_at_once_do_not_stall_each_other() {
             });
         }
     });
-    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", info(&a.ctl));
+    assert_eq!(counter(&a.ctl, "shortcuts"), 1, "{}", node_info(&a.ctl));
     assert!(
         counter(&b.ctl, "shortcut_ring_tx") > 100,
         "{}",
-        info(&b.ctl)
+        node_info(&b.ctl)
     );
 }

@@ -20,6 +20,14 @@ fn kill(pid: i32, sig: i32) {
     unsafe { libc::kill(pid, sig) };
 }
 
+/// Debian's nginx, if installed.
+pub fn nginx_bin() -> Option<String> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
+}
+
 pub struct Lab {
     pub dir: PathBuf,
     switch: Option<Daemon>,

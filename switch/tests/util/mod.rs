@@ -151,18 +151,28 @@ pub fn ctl(dir: &Path, cmd: &str) -> (bool, String) {
     )
 }
 
+/// The numbers on the line of `text` (a `port/print` answer) that starts with `prefix`.
+pub fn numbers_after(text: &str, prefix: &str) -> Vec<u64> {
+    text.lines()
+        .find(|l| l.trim_start().starts_with(prefix))
+        .unwrap_or_else(|| panic!("{prefix} in {text}"))
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// The numbers on the line of `port/print PORT` that starts with `prefix`.
+pub fn port_numbers(sw: &Switch, port: u32, prefix: &str) -> Vec<u64> {
+    let (ok, text) = sw.ctl(&format!("port/print {port}"));
+    assert!(ok, "{text}");
+    numbers_after(&text, prefix)
+}
+
 /// Counters of port `port` from `port/print`: (rx, tx, drop_queue, drop_toobig, malformed).
 pub fn counters(sw: &Switch, port: u32) -> [u64; 5] {
     let (ok, text) = sw.ctl(&format!("port/print {port}"));
     assert!(ok, "{text}");
-    let nums = |prefix: &str| -> Vec<u64> {
-        text.lines()
-            .find(|l| l.trim_start().starts_with(prefix))
-            .unwrap_or_else(|| panic!("{prefix} in {text}"))
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect()
-    };
+    let nums = |prefix: &str| numbers_after(&text, prefix);
     let i = nums("IN:");
     let o = nums("OUT:");
     let d = nums("DROP:");

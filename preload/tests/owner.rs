@@ -221,7 +221,7 @@ fn a_daemon_of_another_user_is_not_talked_to() {
     assert!(o.status.success(), "attacker's daemon: {o:?}");
     let _daemon = Daemon {
         pid: wait_for(Duration::from_secs(10), "attacker daemon", || {
-            pids_with(&ctl.to_string_lossy()).first().copied()
+            stack_daemons(&ctl.to_string_lossy()).first().copied()
         }),
         name: "attacker's daemon".into(),
     };
@@ -293,7 +293,7 @@ fn a_stopped_daemon_bounds_calls_and_never_blocks_fork() {
     });
     let run = lab.path("run").to_string_lossy().into_owned();
     let daemon = wait_for(Duration::from_secs(10), "stack daemon", || {
-        pids_with(&run).first().copied()
+        stack_daemons(&run).first().copied()
     });
     // SAFETY: kill(2) on the stack daemon this test's node started.
     unsafe { libc::kill(daemon, libc::SIGSTOP) };
@@ -758,7 +758,7 @@ fn a_closed_sockets_name_bound_by_another_user_does_not_keep_it_alive() {
     });
     let run = lab.path("run").to_string_lossy().into_owned();
     let daemon = wait_for(Duration::from_secs(10), "stack daemon", || {
-        pids_with(&run).first().copied()
+        stack_daemons(&run).first().copied()
     });
     let ctl = run_dir_ctl(&lab);
     let node = info_field(&ctl, "node");

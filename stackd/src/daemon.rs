@@ -12,7 +12,8 @@
 #![deny(unsafe_code)]
 
 use crate::device::SwitchDevice;
-use crate::stack::{Stack, StackConfig, port_description};
+use crate::keeper::Reporter;
+use crate::stack::{KeptListener, Stack, StackConfig, port_description};
 use ioth_common::config::NodeConfig;
 use ioth_common::ctl::{self, MAX_MSG, Reply, Request};
 use ioth_common::port::{PortKind, SwitchPort};
@@ -58,6 +59,14 @@ pub struct Options {
     /// Written to (one byte) and closed once the node has an address: at once for fixed
     /// addresses, at the first DHCP lease or SLAAC address in auto mode (`--daemon`).
     pub ready: Option<Fd>,
+    /// The channel to the keeper (`crate::keeper`), which is told about listeners.
+    pub keeper: Option<Reporter>,
+    /// Listeners of the previous daemon of this node, from the keeper.
+    pub restored: Vec<(KeptListener, Fd)>,
+    /// The connection journal the keeper holds (`crate::journal`).
+    pub journal: Option<Fd>,
+    /// How many daemons of this node came before this one (`restarts=` in the node's info).
+    pub restarts: u32,
 }
 
 pub struct Daemon {
@@ -102,7 +111,24 @@ impl Daemon {
             seed: u64::from_ne_bytes(seed),
             link_name: opts.switch_loc.clone(),
         };
-        let stack = Stack::new(sc, dev, now());
+        let mut stack = Stack::new(sc, dev, now());
+        let mut opts = opts;
+        if opts.keeper.is_some() {
+            stack.keep_listeners();
+        }
+        for (k, fd) in std::mem::take(&mut opts.restored) {
+            stack.restore_listener(&k, fd, now());
+        }
+        if let Some(fd) = opts.journal.take() {
+            match crate::os::SharedFile::map(fd.raw()) {
+                Ok(f) => {
+                    let (j, left) = crate::journal::Journal::open(f);
+                    stack.set_journal(j);
+                    stack.reset_peers(left, now());
+                }
+                Err(e) => log::warn!("journal: {e}"),
+            }
+        }
         let ep = sys::epoll_create().map_err(|e| format!("epoll: {e}"))?;
         let mut ctl_listeners = vec![listener];
         if let Some(a) = abstract_listener {
@@ -189,8 +215,11 @@ impl Daemon {
         }
     }
 
-    /// Add the daemon ends of new sockets to the epoll set.
+    /// Add the daemon ends of new sockets to the epoll set; tell the keeper about listeners.
     fn watch_new(&mut self) {
+        if let Some(k) = &mut self.opts.keeper {
+            k.report(self.stack.take_kept());
+        }
         for (fd, id) in self.stack.take_watch() {
             let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
             if let Err(e) = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, fd, ev, T_SOCK | id)
@@ -220,10 +249,13 @@ impl Daemon {
                 self.switch_gone();
             }
             self.watch_new();
-            if self.stack.is_configured()
-                && let Some(fd) = self.opts.ready.take()
-            {
-                let _ = sys::write(fd.raw(), b"1");
+            if self.stack.is_configured() {
+                if let Some(fd) = self.opts.ready.take() {
+                    let _ = sys::write(fd.raw(), b"1");
+                }
+                if let Some(k) = &mut self.opts.keeper {
+                    k.up();
+                }
             }
             if self.switch_down && Instant::now() >= self.next_reconnect {
                 self.try_reconnect();
@@ -417,6 +449,8 @@ impl Daemon {
                             (Request::NodeInfo, _) => {
                                 let mut t = self.stack.node_info();
                                 t.push_str(&format!("clients={}\n", self.ctl_conns.len()));
+                                t.push_str(&format!("pid={}\n", sys::getpid()));
+                                t.push_str(&format!("restarts={}\n", self.opts.restarts));
                                 (Reply::Bytes(t.into_bytes()), None)
                             }
                             // A socket of another user's: as if the caller did not hold it.

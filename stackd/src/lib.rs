@@ -24,6 +24,8 @@ mod frame;
 #[cfg(test)]
 mod harness;
 mod icmperr;
+pub mod journal;
+pub mod keeper;
 pub mod link;
 mod mdns;
 mod neigh;

@@ -10,11 +10,11 @@
 //! plugs into the switch and forks into the background on request.
 
 use clap::Parser;
-use ioth_common::config::RawConfig;
+use ioth_common::config::{NodeConfig, RawConfig};
 use ioth_common::names;
 use ioth_common::port::SwitchPort;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
-use ioth_stackd::{daemon, os, stack};
+use ioth_stackd::{daemon, keeper, os, stack};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -147,7 +147,6 @@ fn main() {
         }
     };
 
-    let mut ready = None;
     if cli.daemon {
         // The parent exits once the child says it has an address (at once for fixed ones).
         let (rd, wr) = match std::io::pipe() {
@@ -173,37 +172,178 @@ fn main() {
             }
             Ok(os::Forked::Child) => {
                 drop(rd);
-                ready = Some(wr);
-                os::detach()
+                os::detach();
+                let node = Node {
+                    cli,
+                    cfg,
+                    id: node_id,
+                    ctl_path,
+                    listener,
+                    abstract_listener,
+                };
+                node.keep((loc, port), wr)
             }
             Err(e) => {
                 eprintln!("ioth-stackd: fork: {e}");
                 std::process::exit(1);
             }
         }
-    } else {
-        println!("ctl={}", ctl_path.display());
-        let _ = std::io::stdout().flush();
+    }
+    println!("ctl={}", ctl_path.display());
+    let _ = std::io::stdout().flush();
+    let node = Node {
+        cli,
+        cfg,
+        id: node_id,
+        ctl_path,
+        listener,
+        abstract_listener,
+    };
+    let opts = node.options(loc, None, None, Vec::new(), None, 0);
+    let code = node.run(port, opts);
+    std::process::exit(code);
+}
+
+/// One node's daemon, as started: what each of its daemons (see `keeper`) starts from.
+struct Node {
+    cli: Cli,
+    cfg: NodeConfig,
+    id: u64,
+    ctl_path: PathBuf,
+    listener: Fd,
+    abstract_listener: Option<Fd>,
+}
+
+impl Node {
+    fn options(
+        &self,
+        switch_loc: String,
+        ready: Option<Fd>,
+        keeper: Option<keeper::Reporter>,
+        restored: Vec<(ioth_stackd::stack::KeptListener, Fd)>,
+        journal: Option<Fd>,
+        restarts: u32,
+    ) -> daemon::Options {
+        daemon::Options {
+            allow_uids: self.cli.allow_uid.clone(),
+            allow_gids: self.cli.allow_gid.clone(),
+            persist: self.cli.persist,
+            linger: std::time::Duration::from_secs_f64(self.cli.linger),
+            switch_loc,
+            ready,
+            keeper,
+            restored,
+            journal,
+            restarts,
+        }
     }
 
-    let opts = daemon::Options {
-        allow_uids: cli.allow_uid.clone(),
-        allow_gids: cli.allow_gid.clone(),
-        persist: cli.persist,
-        linger: std::time::Duration::from_secs_f64(cli.linger),
-        switch_loc: loc,
-        ready,
-    };
-    let code = match daemon::Daemon::new(cfg, node_id, port, listener, abstract_listener, opts) {
-        Ok(mut n) => n.run(),
-        Err(e) => {
-            log::error!("{e}");
-            eprintln!("ioth-stackd: {e}");
-            1
+    /// Run the daemon; the exit code. A normal end (no socket left) removes the control
+    /// path.
+    fn run(self, port: SwitchPort, opts: daemon::Options) -> i32 {
+        let code = match daemon::Daemon::new(
+            self.cfg,
+            self.id,
+            port,
+            self.listener,
+            self.abstract_listener,
+            opts,
+        ) {
+            Ok(mut n) => n.run(),
+            Err(e) => {
+                log::error!("{e}");
+                eprintln!("ioth-stackd: {e}");
+                1
+            }
+        };
+        if code == 0 {
+            let _ = std::fs::remove_file(&self.ctl_path);
         }
-    };
-    let _ = std::fs::remove_file(&ctl_path);
-    std::process::exit(code);
+        code
+    }
+
+    /// The keeper (`ioth_stackd::keeper`): fork the daemon, hold its listeners, and start
+    /// it again if it dies after it came up.
+    fn keep(self, first: (String, SwitchPort), ready: Fd) -> ! {
+        let mut store = keeper::Store::default();
+        let mut budget = keeper::Budget::default();
+        let mut first = Some((first, ready));
+        let mut restarts = 0u32;
+        let journal = os::memfd(c"ioth-journal", ioth_stackd::journal::file_len())
+            .map_err(|e| log::warn!("keeper: journal: {e}"))
+            .ok();
+        loop {
+            let (kch, dch) =
+                match sys::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        log::error!("keeper: socketpair: {e}");
+                        self.give_up(1)
+                    }
+                };
+            match os::fork() {
+                Ok(os::Forked::Child) => {
+                    drop(kch);
+                    os::set_name(c"ioth-stackd");
+                    let ((loc, port), ready) = match first.take() {
+                        Some((sw, r)) => (sw, Some(r)),
+                        None => match open_switch(&self.cfg) {
+                            Ok(sw) => (sw, None),
+                            Err(e) => {
+                                log::error!("{e}");
+                                std::process::exit(1);
+                            }
+                        },
+                    };
+                    let restored = store.copies();
+                    drop(store);
+                    let journal = journal.as_ref().and_then(|j| j.dup_cloexec(0).ok());
+                    let reporter = Some(keeper::Reporter::new(dch));
+                    let opts = self.options(loc, ready, reporter, restored, journal, restarts);
+                    let code = self.run(port, opts);
+                    std::process::exit(code);
+                }
+                Ok(os::Forked::Parent(pid)) => {
+                    drop(dch);
+                    // The switch port and the ready pipe are the first daemon's alone.
+                    first = None;
+                    os::set_name(c"ioth-keeper");
+                    let ended = keeper::watch(&kch, pid, &mut store);
+                    log::warn!("daemon {pid} ended: {:?}", ended.exit);
+                    // As systemd's Restart=on-failure: an exit with status 0 (no socket
+                    // left) or by SIGTERM, SIGINT or SIGHUP is a stop, not a failure.
+                    match ended.exit {
+                        os::Exit::Code(0) => os::exit_now(0),
+                        os::Exit::Signal(libc::SIGTERM | libc::SIGINT | libc::SIGHUP) => {
+                            self.give_up(0)
+                        }
+                        os::Exit::Code(c) if !ended.was_up => self.give_up(c),
+                        os::Exit::Signal(_) if !ended.was_up => self.give_up(1),
+                        _ => {}
+                    }
+                    if !budget.allow() {
+                        log::error!(
+                            "keeper: {} restarts within {} s: giving up",
+                            keeper::MAX_RESTARTS,
+                            keeper::RESTART_WINDOW.as_secs()
+                        );
+                        self.give_up(1);
+                    }
+                    restarts += 1;
+                }
+                Err(e) => {
+                    log::error!("keeper: fork: {e}");
+                    self.give_up(1)
+                }
+            }
+        }
+    }
+
+    /// The keeper ends without a daemon: the control path goes (nobody serves it).
+    fn give_up(&self, code: i32) -> ! {
+        let _ = std::fs::remove_file(&self.ctl_path);
+        os::exit_now(code)
+    }
 }
 
 /// `--daemon` parent: wait for the child's "ready" byte. Fixed addresses are ready at once;

@@ -251,6 +251,17 @@ pub fn pids_with(needle: &str) -> Vec<i32> {
 }
 
 /// The pid of a running process whose command line contains `needle`.
+/// Stack daemons (not their keepers, `ioth-keeper`) whose command line contains `needle`.
+pub fn stack_daemons(needle: &str) -> Vec<i32> {
+    pids_with(needle)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "ioth-stackd")
+        })
+        .collect()
+}
+
 pub fn pid_by_cmdline(needle: &str) -> Option<i32> {
     pids_with(needle).into_iter().next()
 }
@@ -276,7 +287,7 @@ pub fn node(switch: &Path, ips: &str, ctl: &Path) -> Node {
     );
     let needle = ctl.to_string_lossy().to_string();
     let pid = wait_for(Duration::from_secs(5), "ioth-stackd process", || {
-        pid_by_cmdline(&needle)
+        stack_daemons(&needle).first().copied()
     });
     Node {
         ctl: ctl.to_path_buf(),

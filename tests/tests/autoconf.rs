@@ -342,7 +342,7 @@ fn auto_node(lab: &NodeLab, mode: &str, tag: &str) -> (PathBuf, Daemon) {
     assert!(o.status.success(), "ioth-stackd --ip {mode}: {}", text(&o));
     let needle = ctl.to_string_lossy().to_string();
     let pid = wait_for(Duration::from_secs(5), "ioth-stackd process", || {
-        pid_by_cmdline(&needle)
+        stack_daemons(&needle).first().copied()
     });
     (
         ctl,
@@ -470,10 +470,13 @@ fn shim_auto_client(lab: &NodeLab, name: &str, v6: &str, port: u16, tag: &str) {
     c.env("IOTH_NAME", name).args(["-c", &script]);
     let o = run_for(40, c);
     // The daemon the shim started: stopped by pid at the end.
-    let _node = pid_by_cmdline(&lab.dir.join("run").to_string_lossy()).map(|pid| Daemon {
-        pid,
-        name: "shim's ioth-stackd".into(),
-    });
+    let _node = stack_daemons(&lab.dir.join("run").to_string_lossy())
+        .first()
+        .copied()
+        .map(|pid| Daemon {
+            pid,
+            name: "shim's ioth-stackd".into(),
+        });
     assert!(
         o.status.success(),
         "{}\ndnsmasq: {}",

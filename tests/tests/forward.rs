@@ -138,8 +138,11 @@ fn expose_node_curl_reaches_a_host_service() {
         assert_eq!(sha256_file(&out), sum);
     }
     // The daemon the shim started for curl: stopped by pid at the end.
-    let _node = pid_by_cmdline(&lab.dir.join("run").to_string_lossy()).map(|pid| Daemon {
-        pid,
-        name: "curl's ioth-stackd".into(),
-    });
+    let _node = stack_daemons(&lab.dir.join("run").to_string_lossy())
+        .first()
+        .copied()
+        .map(|pid| Daemon {
+            pid,
+            name: "curl's ioth-stackd".into(),
+        });
 }

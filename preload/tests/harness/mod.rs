@@ -10,7 +10,7 @@
 
 use ioth_e2e::{Daemon, ioth_switch};
 pub use ioth_e2e::{bin, bin_dir, chmod as set_mode, have, random_file, sha256_file as sha256};
-pub use ioth_e2e::{pids_with, wait_for};
+pub use ioth_e2e::{pids_with, stack_daemons, wait_for};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -59,8 +59,10 @@ use std::task::Waker;
 
 mod control;
 mod dgram;
+mod keep;
 mod ports;
 mod pump;
+mod reset;
 mod sock;
 mod sockopt;
 mod stream;
@@ -71,6 +73,8 @@ use sock::*;
 use sockopt::*;
 use stream::*;
 use work::Work;
+
+pub use keep::{Kept, KeptListener};
 
 /// smoltcp TCP ring sizes (each direction).
 pub const TCP_BUF: usize = 1 << 20;
@@ -156,6 +160,12 @@ pub struct Stack<D: Link> {
     next_sweep: Instant,
     /// New sockets, for the owner to watch ([`Stack::take_watch`]).
     watch: Vec<u64>,
+    /// Listeners are reported for a keeper (`keep.rs`), and the reports not yet taken.
+    keeping: bool,
+    kept: Vec<Kept>,
+    kept_ids: std::collections::HashSet<u64>,
+    /// Where connections are recorded for the next daemon (`crate::journal`).
+    journal: Option<crate::journal::Journal>,
 }
 
 /// The node's network side: interface, link, smoltcp sockets, addresses, and what belongs
@@ -193,6 +203,8 @@ pub(super) struct Net<D: Link> {
     /// Gateways and DNS servers given in the configuration (auto mode adds learnt ones).
     given_gw: Vec<IpAddr>,
     given_dns: Vec<IpAddr>,
+    /// Probes that make a previous daemon's peers reset its connections (`reset.rs`).
+    resets: Option<reset::Resets>,
     /// The time of the current call (every entry point sets it).
     now: Instant,
     t0: Instant,
@@ -292,6 +304,7 @@ impl<D: Link> Stack<D> {
             icmp_errors,
             tcp_spare: Vec::new(),
             auto: None,
+            resets: None,
             now,
             t0: now,
         };
@@ -323,6 +336,10 @@ impl<D: Link> Stack<D> {
             sweep: Some(SWEEP),
             next_sweep: now + SWEEP,
             watch: Vec::new(),
+            keeping: false,
+            kept: Vec::new(),
+            kept_ids: Default::default(),
+            journal: None,
         }
     }
 
@@ -418,6 +435,7 @@ impl<D: Link> Stack<D> {
         self.net.autoconf();
         self.service();
         self.net.egress();
+        self.net.resets_tick();
         self.net.reap();
         // Egress can complete handshakes of hairpinned connections only after ingress;
         // a second pass keeps self-connections from waiting for a timeout.

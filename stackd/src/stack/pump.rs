@@ -137,6 +137,7 @@ impl<D: Link> Stack<D> {
             if !keep {
                 // Dropping it closes its daemon end, which leaves the owner's epoll set.
                 self.socks.remove(&id);
+                self.kept_drop(id);
                 continue;
             }
             net.rearm(s);

@@ -171,6 +171,7 @@ impl<D: Link> Stack<D> {
             queue: VecDeque::new(),
         });
         net.refill(s);
+        self.kept_listen(id);
         Ok(Reply::Ok)
     }
 
@@ -356,6 +357,11 @@ impl<D: Link> Stack<D> {
             start: net.now,
             hop,
         });
+        self.journal_add(
+            id,
+            SocketAddr::new(src, lport),
+            SocketAddr::new(dst, sa.port()),
+        );
         Err(Errno(libc::EINPROGRESS))
     }
 
@@ -415,6 +421,7 @@ impl<D: Link> Stack<D> {
             prev: tcp::State::Established,
         });
         self.socks.insert(id, s);
+        self.journal_add(id, local, remote);
         self.watch.push(id);
         self.work.add(id);
     }

@@ -211,12 +211,15 @@ impl<D: Link> Net<D> {
     }
 
     /// Free lingering sockets that smoltcp is done with (called after egress, so that an
-    /// aborted socket got its chance to send the RST).
+    /// aborted socket got its chance to send the RST), and bound the waits of orphans
+    /// (`timeout.rs`).
     pub(super) fn reap(&mut self) {
         let set = &mut self.set;
         let spare = &mut self.tcp_spare;
-        self.lingering.retain(|h| {
-            let t = set.get_mut::<tcp::Socket>(*h);
+        let (now, limits) = (self.now, self.timeouts);
+        let mut next_fin_wait2: Option<Instant> = None;
+        self.lingering.retain_mut(|o| {
+            let t = set.get_mut::<tcp::Socket>(o.h);
             if t.recv_queue() > 0 && t.state() != tcp::State::Closed {
                 // Data for a socket the app has closed: Linux answers with RST. Keep the
                 // socket until egress has sent it.
@@ -225,12 +228,26 @@ impl<D: Link> Net<D> {
             }
             let st = t.state();
             if matches!(st, tcp::State::Closed | tcp::State::TimeWait) {
-                keep_spare(spare, set.remove(*h));
-                false
-            } else {
-                true
+                keep_spare(spare, set.remove(o.h));
+                return false;
             }
+            let Some(w) = &mut o.watch else {
+                return true;
+            };
+            w.look(t, now);
+            if w.arm(t, now, &limits, true) {
+                // FIN-WAIT-2 is over: forget it without a word, as Linux's time-wait
+                // socket for it expires.
+                log::debug!("orphan in FIN-WAIT-2 dropped");
+                keep_spare(spare, set.remove(o.h));
+                return false;
+            }
+            if let Some(end) = w.fin_wait2_end(&limits) {
+                next_fin_wait2 = Some(next_fin_wait2.map_or(end, |n| n.min(end)));
+            }
+            true
         });
+        self.next_fin_wait2 = next_fin_wait2;
     }
 
     /// Service one TCP socket; `false` when it is gone.
@@ -271,7 +288,7 @@ impl<D: Link> Net<D> {
                     if let TcpState::Listening(l) = std::mem::replace(&mut s.tcp, TcpState::Done) {
                         for h in l.pool {
                             self.set.get_mut::<tcp::Socket>(h).abort();
-                            self.lingering.push(h);
+                            self.lingering.push(h.into());
                         }
                         // Queued connections: dropping their app ends makes them close.
                         drop(l.queue);
@@ -318,6 +335,7 @@ impl<D: Link> Net<D> {
         };
         let fd = s.dmn.raw();
         let t = self.set.get_mut::<tcp::Socket>(c.h);
+        c.watch.look(t, self.now);
         // net → app
         if s.wr {
             while t.can_recv() {
@@ -401,7 +419,7 @@ impl<D: Link> Net<D> {
             // Reads give EOF, writes EPIPE (SIGPIPE unless MSG_NOSIGNAL), as after an RST.
             let _ = sys::shutdown(fd, libc::SHUT_RDWR);
             // If we aborted (app closed with unread data), the RST still has to go out.
-            self.lingering.push(c.h);
+            self.lingering.push(c.h.into());
             s.tcp = TcpState::Done;
             return !s.hup;
         }
@@ -426,12 +444,15 @@ impl<D: Link> Net<D> {
             let unread = t.recv_queue() > 0
                 || sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
                     == Ok(libc::ECONNRESET);
-            if s.opts.linger == Some(0) || unread {
+            let watch = if s.opts.linger == Some(0) || unread {
                 t.abort();
+                None
             } else {
                 t.close();
-            }
-            self.lingering.push(c.h);
+                c.watch.arm(t, self.now, &self.timeouts, true);
+                Some(c.watch.clone())
+            };
+            self.lingering.push(Linger { h: c.h, watch });
             s.tcp = TcpState::Done;
             return false;
         }
@@ -441,6 +462,8 @@ impl<D: Link> Net<D> {
             s.tcp = TcpState::Done;
             return !s.hup;
         }
+        // Closed by the app (`hup`) with its last data still in the socketpair: an orphan.
+        c.watch.arm(t, self.now, &self.timeouts, s.hup);
         true
     }
 }

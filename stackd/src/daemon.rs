@@ -54,6 +54,8 @@ pub struct Options {
     pub allow_gids: Vec<u32>,
     pub persist: bool,
     pub linger: Duration,
+    /// How long connections wait for a silent peer (`Stack::set_tcp_timeouts`).
+    pub tcp_timeouts: crate::stack::TcpTimeouts,
     pub switch_loc: String,
     /// Written to (one byte) and closed once the node has an address: at once for fixed
     /// addresses, at the first DHCP lease or SLAAC address in auto mode (`--daemon`).
@@ -102,7 +104,8 @@ impl Daemon {
             seed: u64::from_ne_bytes(seed),
             link_name: opts.switch_loc.clone(),
         };
-        let stack = Stack::new(sc, dev, now());
+        let mut stack = Stack::new(sc, dev, now());
+        stack.set_tcp_timeouts(opts.tcp_timeouts);
         let ep = sys::epoll_create().map_err(|e| format!("epoll: {e}"))?;
         let mut ctl_listeners = vec![listener];
         if let Some(a) = abstract_listener {

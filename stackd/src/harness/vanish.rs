@@ -263,3 +263,48 @@ fn an_orphan_whose_fin_is_never_answered_is_dropped() {
         "took {took}"
     );
 }
+
+/// A's application fills the connection until B's window is shut (B's application never
+/// reads) and A's buffers are full.
+fn fill_the_window(p: &mut Pair, c: &Fd) {
+    let fd = c.raw();
+    let mut sent = 0;
+    p.run_until(secs(60), |_| {
+        sent += fill(c);
+        !writable(fd) && sent > 3 << 20
+    });
+    assert!(sent > 3 << 20, "only {sent} bytes went out");
+}
+
+#[test]
+fn tcp_user_timeout_ends_even_an_answered_zero_window() {
+    // As Linux since 5.13: with TCP_USER_TIMEOUT, a window that stays shut ends the
+    // connection although the peer answers the probes.
+    let mut p = Pair::new(149);
+    let (cid, c, _, _conn, _l) = established(&mut p);
+    let r = p.setsockopt_int(A, cid, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 30_000);
+    assert_eq!(r, Reply::Ok);
+    fill_the_window(&mut p, &c);
+    let took = until_eof(&mut p, &c, secs(600)).expect("the shut window lasted forever");
+    assert!(took <= secs(31), "took {took}");
+    assert_eq!(p.so_error(A, cid), libc::ETIMEDOUT);
+    assert!(p.stats().tcp_rst[1] > 0, "B was not told");
+}
+
+#[test]
+fn an_orphan_behind_a_window_that_never_opens_is_dropped() {
+    // B is alive and answers the window probes, but never reads: Linux drops the orphan
+    // once the probes' backoff reaches its maximum RTO (204.6 s); here twice the orphan limit.
+    let mut p = Pair::new(151);
+    let (_, c, _, _conn, _l) = established(&mut p);
+    fill_the_window(&mut p, &c);
+    drop(c);
+    let start = p.now;
+    assert!(
+        p.run_until(secs(3600), |p| p.a.stack.is_idle()),
+        "the orphan was never dropped"
+    );
+    let took = p.now - start;
+    assert!(took <= ORPHAN_TIMEOUT * 2 + secs(2), "took {took}");
+    assert!(p.stats().tcp_rst[1] > 0, "B was not told");
+}

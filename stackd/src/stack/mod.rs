@@ -51,7 +51,8 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
@@ -72,7 +73,7 @@ use sock::*;
 use sockopt::*;
 use stream::*;
 pub use timeout::TcpTimeouts;
-use timeout::{Bounds, Linger, Watch};
+use timeout::{Bounds, Linger, Verdict, Watch};
 use work::Work;
 
 /// smoltcp TCP ring sizes (each direction).
@@ -169,6 +170,8 @@ pub struct Stack<D: Link> {
     next_sweep: Instant,
     /// New sockets, for the owner to watch ([`Stack::take_watch`]).
     watch: Vec<u64>,
+    /// Connections to visit at a time whatever happens (`Watch::stall_end`), earliest first.
+    alarms: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 /// The node's network side: interface, link, smoltcp sockets, addresses, and what belongs
@@ -186,8 +189,8 @@ pub(super) struct Net<D: Link> {
     lingering: Vec<Linger>,
     /// How long connections wait for a silent peer (see `timeout.rs`).
     timeouts: TcpTimeouts,
-    /// When the first orphan's FIN-WAIT-2 ends (see `reap`).
-    next_fin_wait2: Option<Instant>,
+    /// When the first orphan's wait ends (`Watch::stall_end`; see `reap`).
+    next_orphan_end: Option<Instant>,
     /// When a frame last came from each neighbour.
     seen: HashMap<IpAddr, Instant>,
     /// When the stack last asked for each neighbour itself (`prime_neighbour`).
@@ -300,7 +303,7 @@ impl<D: Link> Stack<D> {
             ip_mtu,
             lingering: Vec::new(),
             timeouts: TcpTimeouts::default(),
-            next_fin_wait2: None,
+            next_orphan_end: None,
             seen: HashMap::new(),
             solicited: HashMap::new(),
             record_cost: measure_record_cost(),
@@ -342,6 +345,7 @@ impl<D: Link> Stack<D> {
             sweep: Some(SWEEP),
             next_sweep: now + SWEEP,
             watch: Vec::new(),
+            alarms: BinaryHeap::new(),
         }
     }
 
@@ -463,7 +467,8 @@ impl<D: Link> Stack<D> {
             // Connects under way: their timeouts.
             at(Duration::from_millis(100));
         }
-        if let Some(end) = self.net.next_fin_wait2 {
+        let alarm = self.alarms.peek().map(|a| a.0.0);
+        for end in [self.net.next_orphan_end, alarm].into_iter().flatten() {
             at(if end > now { end - now } else { Duration::ZERO });
         }
         if self.sweep.is_some() && !self.socks.is_empty() {

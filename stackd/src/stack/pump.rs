@@ -105,6 +105,12 @@ impl<D: Link> Stack<D> {
             self.next_sweep = self.net.now + every;
             ids.extend(self.socks.keys().copied());
         }
+        while let Some(Reverse((at, id))) = self.alarms.peek().copied()
+            && at <= self.net.now
+        {
+            self.alarms.pop();
+            ids.push(id);
+        }
         self.work.take(&mut ids);
         let mut accepted: Vec<SocketHandle> = Vec::new();
         for &id in &ids {
@@ -140,8 +146,23 @@ impl<D: Link> Stack<D> {
                 continue;
             }
             net.rearm(s);
-            if matches!(s.tcp, TcpState::Connecting(_)) {
-                self.revisit.push(id);
+            match &mut s.tcp {
+                TcpState::Connecting(_) => self.revisit.push(id),
+                TcpState::Conn(c) => {
+                    // A wait the stack ends itself: visit it then (one alarm at a time; a
+                    // visit at the old time sets the next).
+                    let w = &mut c.watch;
+                    if w.alarm.is_some_and(|a| a <= net.now) {
+                        w.alarm = None;
+                    }
+                    if let Some(end) = w.stall_end(&net.timeouts)
+                        && w.alarm.is_none_or(|a| a > end)
+                    {
+                        w.alarm = Some(end);
+                        self.alarms.push(Reverse((end, id)));
+                    }
+                }
+                _ => {}
             }
         }
         self.ids = ids;
@@ -217,7 +238,7 @@ impl<D: Link> Net<D> {
         let set = &mut self.set;
         let spare = &mut self.tcp_spare;
         let (now, limits) = (self.now, self.timeouts);
-        let mut next_fin_wait2: Option<Instant> = None;
+        let mut next_orphan_end: Option<Instant> = None;
         self.lingering.retain_mut(|o| {
             let t = set.get_mut::<tcp::Socket>(o.h);
             if t.recv_queue() > 0 && t.state() != tcp::State::Closed {
@@ -235,19 +256,27 @@ impl<D: Link> Net<D> {
                 return true;
             };
             w.look(t, now);
-            if w.arm(t, now, &limits, true) {
-                // FIN-WAIT-2 is over: forget it without a word, as Linux's time-wait
-                // socket for it expires.
-                log::debug!("orphan in FIN-WAIT-2 dropped");
-                keep_spare(spare, set.remove(o.h));
-                return false;
+            match w.arm(t, now, &limits, true) {
+                Verdict::Forget => {
+                    // FIN-WAIT-2 is over: forget it without a word, as Linux's time-wait
+                    // socket for it expires.
+                    log::debug!("orphan in FIN-WAIT-2 dropped");
+                    keep_spare(spare, set.remove(o.h));
+                    return false;
+                }
+                Verdict::Abort => {
+                    log::debug!("orphan without progress aborted");
+                    t.abort();
+                    return true;
+                }
+                Verdict::Wait => {}
             }
-            if let Some(end) = w.fin_wait2_end(&limits) {
-                next_fin_wait2 = Some(next_fin_wait2.map_or(end, |n| n.min(end)));
+            if let Some(end) = w.stall_end(&limits) {
+                next_orphan_end = Some(next_orphan_end.map_or(end, |n| n.min(end)));
             }
             true
         });
-        self.next_fin_wait2 = next_fin_wait2;
+        self.next_orphan_end = next_orphan_end;
     }
 
     /// Service one TCP socket; `false` when it is gone.
@@ -463,7 +492,15 @@ impl<D: Link> Net<D> {
             return !s.hup;
         }
         // Closed by the app (`hup`) with its last data still in the socketpair: an orphan.
-        c.watch.arm(t, self.now, &self.timeouts, s.hup);
+        if c.watch.arm(t, self.now, &self.timeouts, s.hup) != Verdict::Wait {
+            log::debug!("connection without progress aborted");
+            if s.so_error == 0 {
+                s.so_error = libc::ETIMEDOUT;
+            }
+            t.abort();
+            // Visited again (the reset path), as the abort's own wake-up may be lost.
+            s.waker.wake_by_ref();
+        }
         true
     }
 }

@@ -3,20 +3,27 @@
 //!
 //! - data or a FIN not acknowledged, or a zero window whose probes nobody answers: the
 //!   connection fails with `ETIMEDOUT` after [`RETRIES_TIMEOUT`] (Linux's `tcp_retries2`),
-//!   or `TCP_USER_TIMEOUT` when the application set it;
+//!   or `TCP_USER_TIMEOUT` when the application set it. With `TCP_USER_TIMEOUT`, a window
+//!   that stays shut ends it too, answered probes or not (as Linux since 5.13); without, an
+//!   answered zero window lasts as long as the peer answers (RFC 1122 4.2.2.17);
 //! - `SO_KEEPALIVE`: an idle connection is probed after `TCP_KEEPIDLE` of silence and fails
 //!   with `ETIMEDOUT` once the peer was silent for `TCP_KEEPIDLE + TCP_KEEPCNT x
 //!   TCP_KEEPINTVL` (with `TCP_USER_TIMEOUT`: that, but not before the first probe had an
-//!   interval to be answered);
-//! - orphans (closed by the application; they live on in `lingering`): unacknowledged data
-//!   or FIN end after [`ORPHAN_TIMEOUT`] (Linux's `tcp_orphan_retries`), FIN-WAIT-2 after
-//!   [`FIN_TIMEOUT`] (`tcp_fin_timeout`, or `TCP_LINGER2`), silently as Linux's FIN-WAIT-2
-//!   time-wait socket expires. The daemon, which exits when no socket is left, then can.
+//!   interval to be answered). smoltcp has one keep-alive interval: probes go out every
+//!   `TCP_KEEPIDLE` of silence, not every `TCP_KEEPINTVL` after the first;
+//! - orphans (closed by the application; they live on in `lingering`, or as a connection
+//!   whose last data still waits in the socketpair): unacknowledged data or FIN end after
+//!   [`ORPHAN_TIMEOUT`] (Linux's `tcp_orphan_retries`), data that makes no progress at all
+//!   (a window that never opens) after twice that (Linux: once the probes' backoff reaches
+//!   the maximum RTO, 204.6 s), FIN-WAIT-2 after [`FIN_TIMEOUT`] (`tcp_fin_timeout`, or
+//!   `TCP_LINGER2`), silently as Linux's FIN-WAIT-2 time-wait socket expires. The daemon,
+//!   which exits when no socket is left, then can.
 //!
 //! A quiet connection with nothing to send and no keep-alive is never timed out, as on
-//! Linux. The limits are counted from when the peer was last heard from, not in
-//! retransmissions: smoltcp retransmits with its own RTO (1 s minimum, 60 s maximum), so
-//! Linux's counts are turned into the times they take there with its RTO bounds.
+//! Linux. The limits are times counted from when the peer was last heard from, not
+//! retransmission counts: smoltcp retransmits with its own RTO (1 s minimum, 60 s maximum),
+//! so Linux's counts are turned into the times they take on Linux (200 ms minimum RTO
+//! doubling up to 120 s), which is what an application there sees.
 //!
 //! The clock is smoltcp's socket timeout (`set_timeout`), which aborts a socket once the
 //! peer was silent that long since the transmit queue last went from empty to busy. It fires
@@ -28,6 +35,10 @@
 //! moves to) and sets the timeout that much longer, so that it never fires before the
 //! limit counted from the start of the wait. Pure ACKs (answers to window probes and
 //! keep-alives) are seen by smoltcp only; they keep the connection alive there.
+//!
+//! The waits that pure ACKs must not extend (a shut window, FIN-WAIT-2) are the stack's own:
+//! [`Watch::stall_end`], checked at visits (connections get an alarm, `Stack::alarms`) and
+//! by `reap` (orphans).
 //!
 //! A timeout smoltcp fires in egress wakes the socket like any state change; the stack looks
 //! at the sockets woken in egress ([`super::Stack::note_timeouts`]) and reports a connection
@@ -111,6 +122,10 @@ pub(super) struct Watch {
     pub(super) wait: Wait,
     pub(super) since: Instant,
     pub(super) bounds: Bounds,
+    /// Whether the last look saw an orphan.
+    orphan: bool,
+    /// When the stack will visit it for [`Watch::stall_end`] (see `Stack::alarms`).
+    pub(super) alarm: Option<Instant>,
     /// Queue lengths and state at the end of the last look.
     sendq: usize,
     recvq: usize,
@@ -124,6 +139,8 @@ impl Watch {
             wait: Wait::None,
             since: now,
             bounds,
+            orphan: false,
+            alarm: None,
             sendq: t.send_queue(),
             recvq: t.recv_queue(),
             state: t.state(),
@@ -139,15 +156,16 @@ impl Watch {
         }
     }
 
-    /// After the socket is pumped: choose the wait and set smoltcp's timeout for it.
-    /// `true` when an orphan's FIN-WAIT-2 is over (the caller drops it).
+    /// After the socket is pumped: choose the wait and set smoltcp's timeout for it; what
+    /// the caller must do now.
     pub(super) fn arm(
         &mut self,
         t: &mut tcp::Socket,
         now: Instant,
         limits: &TcpTimeouts,
         orphan: bool,
-    ) -> bool {
+    ) -> Verdict {
+        self.orphan = orphan;
         let st = t.state();
         self.sendq = t.send_queue();
         self.recvq = t.recv_queue();
@@ -182,10 +200,7 @@ impl Watch {
                 Some(u) => u.max(idle + intvl),
                 None => idle + intvl * cnt,
             }),
-            Wait::FinWait2 => {
-                t.set_timeout(None);
-                return now >= self.since + b.linger2.unwrap_or(limits.fin);
-            }
+            Wait::FinWait2 => None,
         };
         // Data makes smoltcp count from its first transmission (the queue was empty before:
         // `send` forgets the old time); other waits may start long after it last heard.
@@ -198,19 +213,46 @@ impl Watch {
         if t.timeout() != want {
             t.set_timeout(want);
         }
-        false
+        match self.stall_end(limits) {
+            Some(end) if now >= end && wait == Wait::FinWait2 => Verdict::Forget,
+            Some(end) if now >= end => Verdict::Abort,
+            _ => Verdict::Wait,
+        }
     }
 
-    /// When an orphan's FIN-WAIT-2 ends, if it is in one.
-    pub(super) fn fin_wait2_end(&self, limits: &TcpTimeouts) -> Option<Instant> {
-        (self.wait == Wait::FinWait2)
-            .then(|| self.since + self.bounds.linger2.unwrap_or(limits.fin))
+    /// When the stack itself ends the wait, whatever smoltcp hears: an orphan's FIN-WAIT-2
+    /// (`tcp_fin_timeout`); data that makes no progress (nothing acknowledged: a zero window
+    /// whose probes the peer answers) of an orphan, or of a connection with
+    /// `TCP_USER_TIMEOUT`. Linux keeps such a window open forever otherwise (RFC 1122
+    /// 4.2.2.17), but not for an orphan (it gives up once the probes' backoff reaches the
+    /// maximum RTO, 204.6 s with a 200 ms RTO: here twice the orphan limit) nor past a
+    /// user timeout.
+    pub(super) fn stall_end(&self, limits: &TcpTimeouts) -> Option<Instant> {
+        let b = &self.bounds;
+        let stalled = self.since.max(self.heard);
+        match self.wait {
+            Wait::FinWait2 if self.orphan => Some(self.since + b.linger2.unwrap_or(limits.fin)),
+            Wait::Data if self.orphan => Some(stalled + b.user.unwrap_or(limits.orphan * 2)),
+            Wait::Data => b.user.map(|u| stalled + u),
+            _ => None,
+        }
     }
 
     /// Whether a wait for the peer ran (its end is a timeout, not a reset).
     pub(super) fn waiting(&self) -> bool {
         !matches!(self.wait, Wait::None | Wait::FinWait2)
     }
+}
+
+/// What [`Watch::arm`] asks of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Nothing yet.
+    Wait,
+    /// Drop the socket without a word (an orphan's FIN-WAIT-2 is over).
+    Forget,
+    /// Give up: abort (RST), `ETIMEDOUT` for the application.
+    Abort,
 }
 
 /// State changes the application causes (a close), which say nothing of the peer.

@@ -55,6 +55,8 @@ pub struct Options {
     pub allow_gids: Vec<u32>,
     pub persist: bool,
     pub linger: Duration,
+    /// How long connections wait for a silent peer (`Stack::set_tcp_timeouts`).
+    pub tcp_timeouts: crate::stack::TcpTimeouts,
     pub switch_loc: String,
     /// Written to (one byte) and closed once the node has an address: at once for fixed
     /// addresses, at the first DHCP lease or SLAAC address in auto mode (`--daemon`).
@@ -112,6 +114,7 @@ impl Daemon {
             link_name: opts.switch_loc.clone(),
         };
         let mut stack = Stack::new(sc, dev, now());
+        stack.set_tcp_timeouts(opts.tcp_timeouts);
         let mut opts = opts;
         if opts.keeper.is_some() {
             stack.keep_listeners();

@@ -70,6 +70,18 @@ struct Cli {
     /// Seconds to stay alive after the last socket and client are gone.
     #[arg(long, default_value_t = 2.0)]
     linger: f64,
+    /// Seconds a connection waits for the peer to acknowledge data or FIN (or to answer
+    /// zero-window probes) before failing with ETIMEDOUT; Linux's tcp_retries2 (15)
+    /// takes 924.6 s. TCP_USER_TIMEOUT overrides it per socket.
+    #[arg(long, env = "IOTH_TCP_RETRIES_TIMEOUT", default_value_t = 924.6)]
+    tcp_retries_timeout: f64,
+    /// The same for a connection the application closed (an orphan): Linux's
+    /// tcp_orphan_retries (8) takes 102.2 s.
+    #[arg(long, env = "IOTH_TCP_ORPHAN_TIMEOUT", default_value_t = 102.2)]
+    tcp_orphan_timeout: f64,
+    /// Seconds an orphan waits in FIN-WAIT-2 for the peer's FIN: Linux's tcp_fin_timeout.
+    #[arg(long, env = "IOTH_TCP_FIN_TIMEOUT", default_value_t = 60.0)]
+    tcp_fin_timeout: f64,
 }
 
 fn main() {
@@ -96,10 +108,23 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if !cli.linger.is_finite() || cli.linger < 0.0 {
-        eprintln!("ioth-stackd: --linger must be a number of seconds >= 0");
-        std::process::exit(2);
+    for (name, v) in [
+        ("--linger", cli.linger),
+        ("--tcp-retries-timeout", cli.tcp_retries_timeout),
+        ("--tcp-orphan-timeout", cli.tcp_orphan_timeout),
+        ("--tcp-fin-timeout", cli.tcp_fin_timeout),
+    ] {
+        if !v.is_finite() || !(0.0..=1e9).contains(&v) {
+            eprintln!("ioth-stackd: {name} must be a number of seconds >= 0");
+            std::process::exit(2);
+        }
     }
+    let secs = |v: f64| smoltcp::time::Duration::from_micros((v * 1e6) as u64);
+    let tcp_timeouts = stack::TcpTimeouts {
+        retries: secs(cli.tcp_retries_timeout),
+        orphan: secs(cli.tcp_orphan_timeout),
+        fin: secs(cli.tcp_fin_timeout),
+    };
     let ctl_path = cli
         .ctl
         .clone()
@@ -180,6 +205,7 @@ fn main() {
                     ctl_path,
                     listener,
                     abstract_listener,
+                    tcp_timeouts,
                 };
                 node.keep((loc, port), wr)
             }
@@ -198,6 +224,7 @@ fn main() {
         ctl_path,
         listener,
         abstract_listener,
+        tcp_timeouts,
     };
     let opts = node.options(loc, None, None, Vec::new(), None, 0);
     let code = node.run(port, opts);
@@ -212,6 +239,7 @@ struct Node {
     ctl_path: PathBuf,
     listener: Fd,
     abstract_listener: Option<Fd>,
+    tcp_timeouts: stack::TcpTimeouts,
 }
 
 impl Node {
@@ -229,6 +257,7 @@ impl Node {
             allow_gids: self.cli.allow_gid.clone(),
             persist: self.cli.persist,
             linger: std::time::Duration::from_secs_f64(self.cli.linger),
+            tcp_timeouts: self.tcp_timeouts,
             switch_loc,
             ready,
             keeper,

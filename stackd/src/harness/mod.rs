@@ -17,6 +17,7 @@
 
 mod tcp;
 mod udp;
+mod vanish;
 
 use crate::frame;
 use crate::link::{Link, Recv};

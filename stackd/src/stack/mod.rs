@@ -51,7 +51,8 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
@@ -66,12 +67,15 @@ mod reset;
 mod sock;
 mod sockopt;
 mod stream;
+mod timeout;
 mod work;
 
 use dgram::*;
 use sock::*;
 use sockopt::*;
 use stream::*;
+pub use timeout::TcpTimeouts;
+use timeout::{Bounds, Linger, Verdict, Watch};
 use work::Work;
 
 pub use keep::{Kept, KeptListener};
@@ -84,6 +88,16 @@ pub const APP_SOCKBUF: i32 = 1 << 20;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// A connect whose next hop never answered ARP/NDP fails with EHOSTUNREACH after this long.
 pub const NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(3);
+/// A connection whose peer acknowledges nothing (data or FIN sent, or a zero window probed)
+/// fails with `ETIMEDOUT` after this long: Linux's `tcp_retries2` (15) retransmissions with
+/// its minimum RTO of 200 ms doubling up to 120 s, ((2 << 9) - 1) x 0.2 s + 6 x 120 s.
+pub const RETRIES_TIMEOUT: Duration = Duration::from_millis(924_600);
+/// The same for an orphan (closed by the application): Linux's `tcp_orphan_retries` (0,
+/// which means 8 retransmissions), ((2 << 8) - 1) x 0.2 s.
+pub const ORPHAN_TIMEOUT: Duration = Duration::from_millis(102_200);
+/// An orphan whose FIN was acknowledged waits this long for the peer's FIN in FIN-WAIT-2:
+/// Linux's `tcp_fin_timeout`.
+pub const FIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle smoltcp sockets kept in `Listen` per listener.
 const LISTEN_IDLE: usize = 2;
 /// Closed smoltcp TCP sockets kept for reuse (rings and all): a new connection then costs no
@@ -166,6 +180,8 @@ pub struct Stack<D: Link> {
     kept_ids: std::collections::HashSet<u64>,
     /// Where connections are recorded for the next daemon (`crate::journal`).
     journal: Option<crate::journal::Journal>,
+    /// Connections to visit at a time whatever happens (`Watch::stall_end`), earliest first.
+    alarms: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 /// The node's network side: interface, link, smoltcp sockets, addresses, and what belongs
@@ -180,7 +196,11 @@ pub(super) struct Net<D: Link> {
     cidrs: Vec<config::Cidr>,
     own: Vec<IpAddr>,
     ip_mtu: usize,
-    lingering: Vec<SocketHandle>,
+    lingering: Vec<Linger>,
+    /// How long connections wait for a silent peer (see `timeout.rs`).
+    timeouts: TcpTimeouts,
+    /// When the first orphan's wait ends (`Watch::stall_end`; see `reap`).
+    next_orphan_end: Option<Instant>,
     /// When a frame last came from each neighbour.
     seen: HashMap<IpAddr, Instant>,
     /// When the stack last asked for each neighbour itself (`prime_neighbour`).
@@ -294,6 +314,8 @@ impl<D: Link> Stack<D> {
             own,
             ip_mtu,
             lingering: Vec::new(),
+            timeouts: TcpTimeouts::default(),
+            next_orphan_end: None,
             seen: HashMap::new(),
             solicited: HashMap::new(),
             record_cost: measure_record_cost(),
@@ -340,6 +362,7 @@ impl<D: Link> Stack<D> {
             kept: Vec::new(),
             kept_ids: Default::default(),
             journal: None,
+            alarms: BinaryHeap::new(),
         }
     }
 
@@ -436,6 +459,7 @@ impl<D: Link> Stack<D> {
         self.service();
         self.net.egress();
         self.net.resets_tick();
+        self.note_timeouts();
         self.net.reap();
         // Egress can complete handshakes of hairpinned connections only after ingress;
         // a second pass keeps self-connections from waiting for a timeout.
@@ -460,6 +484,10 @@ impl<D: Link> Stack<D> {
         if !self.revisit.is_empty() {
             // Connects under way: their timeouts.
             at(Duration::from_millis(100));
+        }
+        let alarm = self.alarms.peek().map(|a| a.0.0);
+        for end in [self.net.next_orphan_end, alarm].into_iter().flatten() {
+            at(if end > now { end - now } else { Duration::ZERO });
         }
         if self.sweep.is_some() && !self.socks.is_empty() {
             at(if self.next_sweep > now {

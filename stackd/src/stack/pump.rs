@@ -105,6 +105,12 @@ impl<D: Link> Stack<D> {
             self.next_sweep = self.net.now + every;
             ids.extend(self.socks.keys().copied());
         }
+        while let Some(Reverse((at, id))) = self.alarms.peek().copied()
+            && at <= self.net.now
+        {
+            self.alarms.pop();
+            ids.push(id);
+        }
         self.work.take(&mut ids);
         let mut accepted: Vec<SocketHandle> = Vec::new();
         for &id in &ids {
@@ -141,8 +147,23 @@ impl<D: Link> Stack<D> {
                 continue;
             }
             net.rearm(s);
-            if matches!(s.tcp, TcpState::Connecting(_)) {
-                self.revisit.push(id);
+            match &mut s.tcp {
+                TcpState::Connecting(_) => self.revisit.push(id),
+                TcpState::Conn(c) => {
+                    // A wait the stack ends itself: visit it then (one alarm at a time; a
+                    // visit at the old time sets the next).
+                    let w = &mut c.watch;
+                    if w.alarm.is_some_and(|a| a <= net.now) {
+                        w.alarm = None;
+                    }
+                    if let Some(end) = w.stall_end(&net.timeouts)
+                        && w.alarm.is_none_or(|a| a > end)
+                    {
+                        w.alarm = Some(end);
+                        self.alarms.push(Reverse((end, id)));
+                    }
+                }
+                _ => {}
             }
         }
         self.ids = ids;
@@ -212,12 +233,15 @@ impl<D: Link> Net<D> {
     }
 
     /// Free lingering sockets that smoltcp is done with (called after egress, so that an
-    /// aborted socket got its chance to send the RST).
+    /// aborted socket got its chance to send the RST), and bound the waits of orphans
+    /// (`timeout.rs`).
     pub(super) fn reap(&mut self) {
         let set = &mut self.set;
         let spare = &mut self.tcp_spare;
-        self.lingering.retain(|h| {
-            let t = set.get_mut::<tcp::Socket>(*h);
+        let (now, limits) = (self.now, self.timeouts);
+        let mut next_orphan_end: Option<Instant> = None;
+        self.lingering.retain_mut(|o| {
+            let t = set.get_mut::<tcp::Socket>(o.h);
             if t.recv_queue() > 0 && t.state() != tcp::State::Closed {
                 // Data for a socket the app has closed: Linux answers with RST. Keep the
                 // socket until egress has sent it.
@@ -226,12 +250,34 @@ impl<D: Link> Net<D> {
             }
             let st = t.state();
             if matches!(st, tcp::State::Closed | tcp::State::TimeWait) {
-                keep_spare(spare, set.remove(*h));
-                false
-            } else {
-                true
+                keep_spare(spare, set.remove(o.h));
+                return false;
             }
+            let Some(w) = &mut o.watch else {
+                return true;
+            };
+            w.look(t, now);
+            match w.arm(t, now, &limits, true) {
+                Verdict::Forget => {
+                    // FIN-WAIT-2 is over: forget it without a word, as Linux's time-wait
+                    // socket for it expires.
+                    log::debug!("orphan in FIN-WAIT-2 dropped");
+                    keep_spare(spare, set.remove(o.h));
+                    return false;
+                }
+                Verdict::Abort => {
+                    log::debug!("orphan without progress aborted");
+                    t.abort();
+                    return true;
+                }
+                Verdict::Wait => {}
+            }
+            if let Some(end) = w.stall_end(&limits) {
+                next_orphan_end = Some(next_orphan_end.map_or(end, |n| n.min(end)));
+            }
+            true
         });
+        self.next_orphan_end = next_orphan_end;
     }
 
     /// Service one TCP socket; `false` when it is gone.
@@ -272,7 +318,7 @@ impl<D: Link> Net<D> {
                     if let TcpState::Listening(l) = std::mem::replace(&mut s.tcp, TcpState::Done) {
                         for h in l.pool {
                             self.set.get_mut::<tcp::Socket>(h).abort();
-                            self.lingering.push(h);
+                            self.lingering.push(h.into());
                         }
                         // Queued connections: dropping their app ends makes them close.
                         drop(l.queue);
@@ -319,6 +365,7 @@ impl<D: Link> Net<D> {
         };
         let fd = s.dmn.raw();
         let t = self.set.get_mut::<tcp::Socket>(c.h);
+        c.watch.look(t, self.now);
         // net → app
         if s.wr {
             while t.can_recv() {
@@ -402,7 +449,7 @@ impl<D: Link> Net<D> {
             // Reads give EOF, writes EPIPE (SIGPIPE unless MSG_NOSIGNAL), as after an RST.
             let _ = sys::shutdown(fd, libc::SHUT_RDWR);
             // If we aborted (app closed with unread data), the RST still has to go out.
-            self.lingering.push(c.h);
+            self.lingering.push(c.h.into());
             s.tcp = TcpState::Done;
             return !s.hup;
         }
@@ -427,12 +474,15 @@ impl<D: Link> Net<D> {
             let unread = t.recv_queue() > 0
                 || sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
                     == Ok(libc::ECONNRESET);
-            if s.opts.linger == Some(0) || unread {
+            let watch = if s.opts.linger == Some(0) || unread {
                 t.abort();
+                None
             } else {
                 t.close();
-            }
-            self.lingering.push(c.h);
+                c.watch.arm(t, self.now, &self.timeouts, true);
+                Some(c.watch.clone())
+            };
+            self.lingering.push(Linger { h: c.h, watch });
             s.tcp = TcpState::Done;
             return false;
         }
@@ -441,6 +491,16 @@ impl<D: Link> Net<D> {
             self.free_tcp(h);
             s.tcp = TcpState::Done;
             return !s.hup;
+        }
+        // Closed by the app (`hup`) with its last data still in the socketpair: an orphan.
+        if c.watch.arm(t, self.now, &self.timeouts, s.hup) != Verdict::Wait {
+            log::debug!("connection without progress aborted");
+            if s.so_error == 0 {
+                s.so_error = libc::ETIMEDOUT;
+            }
+            t.abort();
+            // Visited again (the reset path), as the abort's own wake-up may be lost.
+            s.waker.wake_by_ref();
         }
         true
     }

@@ -41,6 +41,8 @@ pub(super) struct Conn {
     pub(super) app_eof: bool,
     pub(super) fin_to_app: bool,
     pub(super) prev: tcp::State,
+    /// How long it may wait for a silent peer (see `timeout.rs`).
+    pub(super) watch: Box<Watch>,
 }
 
 pub(super) enum TcpState {

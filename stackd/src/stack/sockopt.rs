@@ -12,6 +12,10 @@ pub(super) struct Opts {
     pub(super) keepidle: u32,
     pub(super) keepintvl: u32,
     pub(super) keepcnt: u32,
+    /// `TCP_USER_TIMEOUT`, ms (0: the default limits).
+    pub(super) user_timeout: u32,
+    /// `TCP_LINGER2`, s (0: `tcp_fin_timeout`; negative: none, as Linux's -1).
+    pub(super) linger2: i32,
     pub(super) sndbuf: i32,
     pub(super) rcvbuf: i32,
     pub(super) linger: Option<i32>,
@@ -35,6 +39,8 @@ impl Default for Opts {
             keepidle: 7200,
             keepintvl: 75,
             keepcnt: 9,
+            user_timeout: 0,
+            linger2: 0,
             sndbuf: APP_SOCKBUF,
             rcvbuf: APP_SOCKBUF,
             linger: None,
@@ -134,6 +140,11 @@ impl<D: Link> Net<D> {
             (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) => int(s.opts.keepidle as i32),
             (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) => int(s.opts.keepintvl as i32),
             (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => int(s.opts.keepcnt as i32),
+            (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => int(s.opts.user_timeout as i32),
+            (libc::IPPROTO_TCP, libc::TCP_LINGER2) => int(match s.opts.linger2 {
+                0 => self.timeouts.fin.secs() as i32,
+                v => v,
+            }),
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
                 let hdr = if s.peer.is_some_and(|p| p.is_ipv4()) {
                     40
@@ -236,6 +247,17 @@ impl<D: Link> Net<D> {
             (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) => {
                 s.opts.keepcnt = int_opt(val)?.clamp(1, 127) as u32
             }
+            (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT) => {
+                let v = int_opt(val)?;
+                if v < 0 {
+                    return Err(Errno::EINVAL);
+                }
+                s.opts.user_timeout = v as u32;
+            }
+            (libc::IPPROTO_TCP, libc::TCP_LINGER2) => {
+                // As Linux: negative is "no FIN-WAIT-2 wait", at most 120 s.
+                s.opts.linger2 = int_opt(val)?.clamp(-1, 120);
+            }
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
                 let v = int_opt(val)?;
                 if !(0..=65535).contains(&v) {
@@ -300,6 +322,11 @@ impl<D: Link> Net<D> {
         if let Some(h) = Self::tcp_handle(s) {
             apply_tcp_opts(self.set.get_mut::<tcp::Socket>(h), &s.opts);
         }
+        if let TcpState::Conn(c) = &mut s.tcp {
+            // The next visit sets the timeout for the new bounds.
+            c.watch.bounds = Bounds::of(&s.opts);
+            s.waker.wake_by_ref();
+        }
         Ok(())
     }
 }
@@ -327,9 +354,7 @@ pub(super) fn generic_option(k: (i32, i32)) -> bool {
             libc::TCP_DEFER_ACCEPT
                 | libc::TCP_FASTOPEN
                 | libc::TCP_QUICKACK
-                | libc::TCP_USER_TIMEOUT
                 | libc::TCP_NOTSENT_LOWAT
-                | libc::TCP_LINGER2
                 | libc::TCP_SYNCNT
                 | libc::TCP_WINDOW_CLAMP
                 | libc::TCP_FASTOPEN_CONNECT

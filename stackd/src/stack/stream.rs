@@ -94,11 +94,13 @@ impl<D: Link> Net<D> {
         if err == 0 {
             s.rd = true;
             s.wr = true;
+            let watch = Watch::new(self.now, self.set.get(c.h), Bounds::of(&s.opts));
             s.tcp = TcpState::Conn(Conn {
                 h: c.h,
                 app_eof: false,
                 fin_to_app: false,
                 prev: tcp::State::Established,
+                watch: Box::new(watch),
             });
             if let Some(l) = self.set.get::<tcp::Socket>(c.h).local_endpoint() {
                 s.local = Some(ep_to_sa(l));
@@ -111,7 +113,7 @@ impl<D: Link> Net<D> {
             // that it does not keep asking for an absent neighbour.
             if !matches!(t.state(), tcp::State::Closed | tcp::State::SynSent) {
                 t.abort();
-                self.lingering.push(c.h);
+                self.lingering.push(c.h.into());
             } else {
                 self.free_tcp(c.h);
             }
@@ -371,13 +373,13 @@ impl<D: Link> Stack<D> {
         let t = self.net.set.get::<tcp::Socket>(h);
         let (Some(local), Some(remote)) = (t.local_endpoint(), t.remote_endpoint()) else {
             self.net.set.get_mut::<tcp::Socket>(h).abort();
-            self.net.lingering.push(h);
+            self.net.lingering.push(h.into());
             return;
         };
         let (local, remote) = (ep_to_sa(local), ep_to_sa(remote));
         let Some(lid) = self.match_listener(local.ip(), local.port()) else {
             self.net.set.get_mut::<tcp::Socket>(h).abort();
-            self.net.lingering.push(h);
+            self.net.lingering.push(h.into());
             return;
         };
         let id = self.new_id();
@@ -386,7 +388,7 @@ impl<D: Link> Stack<D> {
             Err(e) => {
                 log::warn!("accept: socketpair: {e}");
                 self.net.set.get_mut::<tcp::Socket>(h).abort();
-                self.net.lingering.push(h);
+                self.net.lingering.push(h.into());
                 return;
             }
         };
@@ -413,12 +415,15 @@ impl<D: Link> Stack<D> {
         deliver(l);
         // (Should the listener have failed, its next visit drops it.)
         self.work.add(lid);
-        apply_tcp_opts(self.net.set.get_mut::<tcp::Socket>(h), &s.opts);
+        let t = self.net.set.get_mut::<tcp::Socket>(h);
+        apply_tcp_opts(t, &s.opts);
+        let watch = Watch::new(self.net.now, t, Bounds::of(&s.opts));
         s.tcp = TcpState::Conn(Conn {
             h,
             app_eof: false,
             fin_to_app: false,
             prev: tcp::State::Established,
+            watch: Box::new(watch),
         });
         self.socks.insert(id, s);
         self.journal_add(id, local, remote);
@@ -476,14 +481,11 @@ pub(super) fn apply_tcp_opts(t: &mut tcp::Socket<'static>, o: &Opts) {
     // drops (vde_plug to Debian's vde_switch), and a 1 MiB window sent blind into it is lost
     // again at every retransmission timeout.
     t.set_congestion_control(tcp::CongestionControl::Cubic);
-    if o.keepalive {
-        t.set_keep_alive(Some(smoltcp::time::Duration::from_secs(o.keepidle as u64)));
-        t.set_timeout(Some(smoltcp::time::Duration::from_secs(
-            (o.keepintvl as u64) * (o.keepcnt as u64) + o.keepidle as u64,
-        )));
-    } else {
-        t.set_keep_alive(None);
-        t.set_timeout(None);
+    // Probes after KEEPIDLE of silence (and again every KEEPIDLE: smoltcp has one interval);
+    // the timeout that ends the connection is the `Watch`'s (timeout.rs).
+    let idle = o.keepalive.then(|| Duration::from_secs(o.keepidle as u64));
+    if t.keep_alive() != idle {
+        t.set_keep_alive(idle);
     }
 }
 

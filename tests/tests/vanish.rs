@@ -78,11 +78,7 @@ while True:
 /// The pid of the stack daemon the shim started for the server (its `--ctl` is under the
 /// lab's run directory).
 fn server_daemon(rundir: &Path) -> Option<i32> {
-    let needle = rundir.to_string_lossy().to_string();
-    pids_with(&needle).into_iter().find(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("ioth-stackd"))
-    })
+    stack_daemons(&rundir.to_string_lossy()).first().copied()
 }
 
 fn alive(pid: i32) -> bool {
@@ -138,9 +134,24 @@ fn transfer_to_a_doomed_client(
     (client, server)
 }
 
-/// `kill -9` the client node's stack daemon: the node is gone without a word.
+/// `kill -9` the client node's keeper and stack daemon: the node is gone without a word
+/// (a daemon killed alone is started again by its keeper, and the new one resets the
+/// connections at once).
 fn kill_node(n: &mut Node) {
     let pid = n.daemon.pid;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ppid: i32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    if std::fs::read_to_string(format!("/proc/{ppid}/comm"))
+        .is_ok_and(|c| c.trim() == "ioth-keeper")
+    {
+        // SAFETY: signalling the keeper of the daemon this test started, by its pid.
+        unsafe { libc::kill(ppid, libc::SIGKILL) };
+    }
     // SAFETY: signalling the daemon this test started, by its pid.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_for(Duration::from_secs(5), "the client's daemon to die", || {

@@ -288,3 +288,60 @@ fn python_http_server_survives_the_death_of_its_stack_daemon() {
     });
     kill_mid_download(&lab, "fd00::1", "/big", &want, &[server]);
 }
+
+/// A client that fetches a page, waits for `go`, and fetches it again (a new socket, a new
+/// connection).
+const TWICE: &str = r#"
+import os, socket, sys, time
+host, go = sys.argv[1], sys.argv[2]
+def get():
+    s = socket.create_connection((host, 80), timeout=10)
+    s.sendall(b"GET /small HTTP/1.0\r\n\r\n")
+    b = b""
+    while True:
+        x = s.recv(65536)
+        if not x:
+            break
+        b += x
+    s.close()
+    return b.split(b"\r\n\r\n", 1)[1]
+print("first", get().decode().strip(), flush=True)
+while not os.path.exists(go):
+    time.sleep(0.01)
+print("second", get().decode().strip(), flush=True)
+"#;
+
+#[test]
+fn a_client_node_whose_daemon_died_carries_on() {
+    let mut lab = Lab::new("crash-client");
+    www(&lab);
+    let mut c = lab.node("fd00::1", "python3");
+    c.args(["-m", "http.server", "80", "--bind", "::", "--directory"])
+        .arg(lab.path("www"));
+    lab.spawn(c, "server.out");
+    wait_for(Duration::from_secs(10), "python serving", || {
+        lab.node("fd00::3", "curl")
+            .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/small"])
+            .status()
+            .ok()?
+            .success()
+            .then_some(())
+    });
+    let go = lab.path("go");
+    let mut c = lab.node("fd00::2", "python3");
+    c.args(["-c", TWICE, "fd00::1"]).arg(&go);
+    lab.spawn(c, "client.out");
+    wait_for(Duration::from_secs(10), "the first answer", || {
+        lab.log("client.out").contains("first small").then_some(())
+    });
+    let ctl = node_ctl(&lab.path("run"), "fd00::2");
+    let before = info(&ctl);
+    let dpid: i32 = field(&before, "pid").unwrap().parse().unwrap();
+    kill9(dpid);
+    std::fs::write(&go, b"").unwrap();
+    wait_for(Duration::from_secs(10), "the second answer", || {
+        lab.log("client.out").contains("second small").then_some(())
+    });
+    let after = info(&ctl);
+    assert_ne!(field(&after, "pid"), Some(dpid.to_string()), "{after}");
+}

@@ -163,6 +163,9 @@ pub struct Stack<D: Link> {
     /// TCP ports in use, gathered once per poll for the ephemeral ports of many connects
     /// (`None`: gather again; see `Stack::ephemeral`).
     tcp_ports: Option<std::collections::HashSet<u16>>,
+    /// Names of the node's sockets in `/proc/net/unix` by inode, read once per poll
+    /// (`Stack::app_closed`).
+    unix_names: Option<HashMap<u64, String>>,
 }
 
 /// The node's network side: interface, link, smoltcp sockets, addresses, and what belongs
@@ -329,6 +332,7 @@ impl<D: Link> Stack<D> {
             next_ephemeral,
             listeners: Vec::new(),
             tcp_ports: None,
+            unix_names: None,
             work: Work::default(),
             revisit: Vec::new(),
             ids: Vec::new(),
@@ -430,6 +434,7 @@ impl<D: Link> Stack<D> {
         self.listeners
             .retain(|id| socks.get(id).is_some_and(|s| s.is_listening()));
         self.tcp_ports = None;
+        self.unix_names = None;
         polled.link_down = self.ingress();
         self.net.autoconf();
         self.service();

@@ -160,9 +160,9 @@ pub struct Stack<D: Link> {
     /// Ids of the listening sockets (a few among thousands of connections): a SYN looks
     /// only at these. Ids that stopped listening are dropped at each poll.
     listeners: Vec<u64>,
-    /// TCP ports in use, gathered once per poll for the ephemeral ports of many connects
-    /// (`None`: gather again; see `Stack::ephemeral`).
-    tcp_ports: Option<std::collections::HashSet<u16>>,
+    /// TCP ports in use, gathered for the ephemeral ports of many connects at most once a
+    /// second, and when gathered (`None`: gather again; see `Stack::ephemeral`).
+    tcp_ports: Option<(Instant, std::collections::HashSet<u16>)>,
     /// Names of the node's sockets in `/proc/net/unix` by inode, read once per poll
     /// (`Stack::app_closed`).
     unix_names: Option<HashMap<u64, String>>,
@@ -433,7 +433,13 @@ impl<D: Link> Stack<D> {
         let socks = &self.socks;
         self.listeners
             .retain(|id| socks.get(id).is_some_and(|s| s.is_listening()));
-        self.tcp_ports = None;
+        if self
+            .tcp_ports
+            .as_ref()
+            .is_some_and(|(t, _)| now >= *t + SWEEP)
+        {
+            self.tcp_ports = None;
+        }
         self.unix_names = None;
         polled.link_down = self.ingress();
         self.net.autoconf();

@@ -99,14 +99,15 @@ impl<D: Link> Stack<D> {
         false
     }
 
-    /// A free port of the ephemeral range for a socket of `kind`. With many sockets, TCP
-    /// ports in use are gathered once per poll (not once per connect: 10,000 connects would
-    /// look at 10,000 sockets each); a port chosen since is added to them.
+    /// A free port of the ephemeral range for a socket of `kind`. With many sockets, the TCP
+    /// ports in use are gathered at most once a second (not once per connect: 10,000
+    /// connects would look at 10,000 sockets each); every TCP port bound since is added to
+    /// them, and a port freed since counts as used until they are gathered again.
     pub(super) fn ephemeral(&mut self, kind: Kind) -> Result<u16, Errno> {
         if kind == Kind::Tcp && self.socks.len() >= 256 {
-            let mut used = match self.tcp_ports.take() {
+            let (at, mut used) = match self.tcp_ports.take() {
                 Some(u) => u,
-                None => {
+                None => (self.net.now, {
                     let mut u: std::collections::HashSet<u16> = self
                         .socks
                         .values()
@@ -122,7 +123,7 @@ impl<D: Link> Stack<D> {
                         }
                     }
                     u
-                }
+                }),
             };
             let mut found = None;
             for _ in 0..16384 {
@@ -136,7 +137,12 @@ impl<D: Link> Stack<D> {
                     break;
                 }
             }
-            self.tcp_ports = Some(used);
+            if found.is_none() && at != self.net.now {
+                // Ports freed since the gathering may be all that is left: gather again.
+                self.tcp_ports = None;
+                return self.ephemeral(kind);
+            }
+            self.tcp_ports = Some((at, used));
             return found.ok_or(Errno::EADDRINUSE);
         }
         for _ in 0..16384 {
@@ -221,7 +227,7 @@ impl<D: Link> Stack<D> {
             return Err(Errno::EADDRINUSE);
         }
         if kind == Kind::Tcp
-            && let Some(u) = &mut self.tcp_ports
+            && let Some((_, u)) = &mut self.tcp_ports
         {
             u.insert(port);
         }

@@ -118,10 +118,12 @@ impl Demux {
         }
     }
 
-    /// Whether the next egress may be for the touched sockets only, at `now`.
+    /// Whether the next egress may be for the touched sockets only, at `now` (not when a
+    /// quarter of them or more were touched, as by the daemon's sweep: one pass is cheaper).
     fn targeted(&self, now: Instant) -> bool {
         !self.egress_all
             && self.by_handle.len() >= MANY
+            && self.dirty.len() < self.by_handle.len() / 4
             && self
                 .last_full
                 .is_some_and(|t| now < t + full_egress_every(self.by_handle.len()))

@@ -15,7 +15,7 @@
 //! asks for them.
 
 use crate::sys::{self, Errno, Fd, UnixAddr};
-use crate::vde::{self, NativeHello, NativeWelcome, VdeRequest};
+use crate::vde::{self, NativeHello, NativeRefusal, NativeWelcome, VdeRequest};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +73,21 @@ impl std::fmt::Display for OpenError {
 }
 
 impl std::error::Error for OpenError {}
+
+/// What a client says about a [`NativeRefusal`] from the switch whose native socket is `path`.
+fn refusal_text(path: &Path, r: &NativeRefusal) -> String {
+    let dir = path.parent().unwrap_or(path).display();
+    if r.reason == vde::REFUSED_FULL {
+        format!(
+            "the switch at {dir} is full: all its {} ports are in use (start it with a larger \
+             --numports, e.g. ioth-switch --numports {})",
+            r.ports,
+            r.ports.saturating_mul(2).clamp(2, 65535)
+        )
+    } else {
+        format!("the switch at {dir} refused the port (reason {})", r.reason)
+    }
+}
 
 fn err(errno: Errno, what: impl Into<String>) -> OpenError {
     OpenError {
@@ -175,6 +190,9 @@ impl SwitchPort {
                 format!("{}: the switch refused the port", what()),
             ));
         }
+        if let Ok(r) = NativeRefusal::parse(&buf[..n]) {
+            return Err(err(Errno::ECONNREFUSED, refusal_text(path, &r)));
+        }
         let w = NativeWelcome::parse(&buf[..n])
             .map_err(|e| err(e, format!("{}: not an ioth switch", what())))?;
         sys::set_nonblocking(fd.raw(), true).map_err(|e| err(e, what()))?;
@@ -253,9 +271,15 @@ impl SwitchPort {
             let n = sys::retry(|| sys::read(ctl.raw(), &mut reply[got..]))
                 .map_err(|e| err(e, what()))?;
             if n == 0 {
+                // VDE has no way to say why: a full switch (vde_switch's and ioth-switch's
+                // --numports) or a data socket the switch would not connect to.
                 return Err(err(
                     Errno::ECONNREFUSED,
-                    format!("{}: the switch refused the port", what()),
+                    format!(
+                        "{}: the switch refused the port (all its ports in use? see its \
+                         --numports)",
+                        what()
+                    ),
                 ));
             }
             got += n;

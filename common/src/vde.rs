@@ -21,6 +21,8 @@
 //! Native ports (ioth's own stacks): a `SOCK_SEQPACKET` connection to `DIR/native`; the client
 //! sends [`NativeHello`], the switch answers with [`NativeWelcome`]; then one frame per
 //! message, up to [`NATIVE_MAX_FRAME`] bytes.
+//! A switch that cannot take the port (all its ports in use) answers [`NativeRefusal`]
+//! instead of the welcome, then closes, so that the client can say why.
 //!
 //! Feature flags (added later, compatible both ways): a hello may end with `NUL, flags u32`
 //! after its description; a switch that understands them answers with a 20-byte welcome
@@ -283,6 +285,44 @@ impl NativeWelcome {
     }
 }
 
+/// Marker after [`NATIVE_MAGIC`] in a [`NativeRefusal`].
+pub const REFUSAL_MARK: &[u8; 8] = b"REFUSED\0";
+/// Length of a [`NativeRefusal`]: neither welcome length (16, 20), so an older client takes
+/// it for a bad welcome and still fails.
+pub const NATIVE_REFUSAL_LEN: usize = 24;
+/// [`NativeRefusal::reason`]: every port of the switch is in use.
+pub const REFUSED_FULL: u32 = 1;
+
+/// The switch's answer to a hello it cannot serve, sent instead of the welcome before it
+/// closes the connection: `magic[8], "REFUSED\0", reason u32, ports u32` (for
+/// [`REFUSED_FULL`]: the switch's number of ports). A switch that does not send it just
+/// closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeRefusal {
+    pub reason: u32,
+    pub ports: u32,
+}
+
+impl NativeRefusal {
+    pub fn encode(&self) -> [u8; NATIVE_REFUSAL_LEN] {
+        let mut b = [0u8; NATIVE_REFUSAL_LEN];
+        b[..8].copy_from_slice(NATIVE_MAGIC);
+        b[8..16].copy_from_slice(REFUSAL_MARK);
+        b[16..20].copy_from_slice(&self.reason.to_le_bytes());
+        b[20..].copy_from_slice(&self.ports.to_le_bytes());
+        b
+    }
+    pub fn parse(b: &[u8]) -> Result<NativeRefusal, Errno> {
+        if b.len() != NATIVE_REFUSAL_LEN || &b[..8] != NATIVE_MAGIC || &b[8..16] != REFUSAL_MARK {
+            return Err(Errno::EPROTO);
+        }
+        Ok(NativeRefusal {
+            reason: u32::from_le_bytes([b[16], b[17], b[18], b[19]]),
+            ports: u32::from_le_bytes([b[20], b[21], b[22], b[23]]),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,5 +437,22 @@ mod tests {
         assert_eq!(ShortcutOffer::parse(&b).unwrap(), o);
         assert!(ShortcutOffer::parse(&b[..11]).is_err());
         assert!(ShortcutOffer::parse(&[0u8; 12]).is_err());
+    }
+
+    #[test]
+    fn refusal_round_trips_and_is_no_welcome() {
+        let r = NativeRefusal {
+            reason: REFUSED_FULL,
+            ports: 1024,
+        };
+        let b = r.encode();
+        assert_eq!(NativeRefusal::parse(&b).unwrap(), r);
+        assert!(NativeWelcome::parse(&b).is_err());
+        let w = NativeWelcome {
+            port: 1,
+            max_frame: 1518,
+            flags: Some(1),
+        };
+        assert!(NativeRefusal::parse(&w.encode()).is_err());
     }
 }

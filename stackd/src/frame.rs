@@ -1,7 +1,8 @@
 //! Just enough header parsing of Ethernet frames for the daemon's own decisions, before (or
 //! instead of) smoltcp seeing a frame:
 //! * which incoming frames are TCP SYNs to which local address and port (the listen backlog
-//!   is enforced by dropping SYNs, like Linux, instead of smoltcp's RST);
+//!   is enforced by dropping SYNs, like Linux, instead of smoltcp's RST), and the 4-tuple of
+//!   every TCP segment (to find its socket without smoltcp's scan, `stack::demux`);
 //! * which outgoing frames are for the node itself (hairpin);
 //! * which neighbours answered ARP / neighbour solicitations (to tell "host unreachable");
 //! * the RST that refuses a SYN no listener of its family may take;
@@ -90,6 +91,16 @@ fn tcp_segment(f: &[u8]) -> Option<Segment<'_>> {
     };
     let tcp = TcpPacket::new_checked(tcp).ok()?;
     Some(Segment { eth, src, dst, tcp })
+}
+
+/// A TCP segment's 4-tuple as the receiver sees it, `(local address, local port, remote
+/// address, remote port)`, and whether it is a SYN without ACK.
+pub fn tcp_tuple(f: &[u8]) -> Option<((IpAddr, u16, IpAddr, u16), bool)> {
+    let Segment { src, dst, tcp, .. } = tcp_segment(f)?;
+    Some((
+        (dst, tcp.dst_port(), src, tcp.src_port()),
+        tcp.syn() && !tcp.ack() && !tcp.rst(),
+    ))
 }
 
 /// A TCP SYN (without ACK): `(source, destination address, destination port)`.

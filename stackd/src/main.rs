@@ -86,6 +86,7 @@ struct Cli {
 
 fn main() {
     os::large_allocations_from_mmap();
+    os::raise_fd_limit();
     let cli = Cli::parse();
     let filter = std::env::var("IOTH_LOG").unwrap_or_else(|_| "off".into());
     env_logger::Builder::new()

@@ -45,8 +45,10 @@ struct Cli {
     /// Write every received frame to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
-    /// Number of ports.
-    #[arg(short = 'n', long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    /// Most ports in use at once (each connected node takes one; a port costs nothing until
+    /// it is used). A client beyond them is refused, and told that the switch is full.
+    #[arg(short = 'n', long, visible_alias = "ports", default_value_t = DEFAULT_NUMPORTS,
+          value_parser = clap::value_parser!(u32).range(1..=65535))]
     numports: u32,
     /// Act as a hub: flood every frame to every port.
     #[arg(short = 'x', long)]
@@ -92,6 +94,14 @@ enum Cmd {
         command: Vec<String>,
     },
 }
+
+/// Default `--numports`: hundreds of nodes on one switch. Ports are made as clients come, so
+/// an idle switch costs the same whatever the number.
+const DEFAULT_NUMPORTS: u32 = 1024;
+
+/// Descriptors a switch may need beyond its ports: listeners, epoll, signalfd, the pcap file,
+/// handshakes in progress, console connections, both ends of each shortcut.
+const FD_OVERHEAD: u64 = 16 + 256 + 32 + 2 * ioth_switch::core::DEFAULT_SHORTCUT_LIMIT as u64;
 
 fn parse_octal(s: &str) -> Result<u32, String> {
     let t = s.strip_prefix("0o").unwrap_or(s);
@@ -177,6 +187,19 @@ fn run(cli: Cli) -> ExitCode {
         max_macs: cli.max_macs as usize,
         port_lock: cli.port_lock,
     };
+    // Every port holds a descriptor (two for a VDE port): the soft limit (often 1024) goes up
+    // to the hard one, and if even that is short of the ports asked for, say so now rather
+    // than when the ports run out.
+    let limit = ioth_switch::os::raise_fd_limit();
+    let need = 2 * u64::from(cli.numports) + FD_OVERHEAD;
+    if limit < need {
+        eprintln!(
+            "ioth-switch: warning: the open-file limit ({limit}) is below what {} ports may \
+             need ({need}: two per VDE port, one per native port); raise it (ulimit -Hn) or \
+             ask for fewer --numports",
+            cli.numports
+        );
+    }
     let pidfile = cli.pidfile.as_deref().map(absolute);
     let mut server = match Server::bind(cfg) {
         Ok(s) => s,

@@ -1,6 +1,6 @@
 //! The few process-level system calls `ioth_common::sys` does not wrap: fork, setsid, stdio
-//! redirection, a signalfd for SIGTERM/SIGINT and a socket peer's credentials. Each `unsafe`
-//! block says why it is sound.
+//! redirection, a signalfd for SIGTERM/SIGINT, a socket peer's credentials and the open-file
+//! limit. Each `unsafe` block says why it is sound.
 //! Nothing here is used on the frame path.
 
 use ioth_common::sys::{Errno, Fd};
@@ -104,4 +104,28 @@ pub fn peer_cred(fd: RawFd) -> Result<(u32, u32, u32), Errno> {
     }
     let u = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     Ok((u(0), u(4), u(8)))
+}
+
+/// Raise the soft limit on open files to the hard limit; the soft limit in force afterwards.
+pub fn raise_fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: setrlimit reads a valid rlimit; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            return want.rlim_cur;
+        }
+    }
+    r.rlim_cur
 }

@@ -165,6 +165,9 @@ pub struct Server {
     running: bool,
     /// The switch's copies of both ends of each shortcut, by id.
     sc_fds: HashMap<u32, (Fd, Fd)>,
+    /// A refusal for want of a free port was logged since the last port went away (one line
+    /// per episode, not one per retrying client).
+    full_said: bool,
 }
 
 /// Why the switch could not set itself up (its directory, listeners, signals) or a new port.
@@ -511,7 +514,7 @@ impl Server {
                 let n = e.file_name();
                 let n = n.to_string_lossy();
                 if let Some((a, b)) = n.split_once('.')
-                    && a.len() == 3
+                    && a.len() >= 3
                     && a.bytes().all(|c| c.is_ascii_digit())
                     && !b.is_empty()
                     && b.bytes().all(|c| c.is_ascii_digit())
@@ -557,6 +560,7 @@ impl Server {
             scratch: Vec::new(),
             running: true,
             sc_fds: HashMap::new(),
+            full_said: false,
         };
         let mut bound = Vec::new();
         let r = (|| {
@@ -881,12 +885,15 @@ impl Server {
     }
 
     fn setup_vde(&mut self, ctl: Fd, req: VdeRequest) -> Result<(), SetupError> {
-        let id = self
-            .alloc_port(req.port, req.port0)
-            .map_err(|error| SetupError::Port {
+        let id = self.alloc_port(req.port, req.port0).map_err(|error| {
+            if error == Errno(libc::ENOSPC) {
+                self.said_full(&req.description);
+            }
+            SetupError::Port {
                 port: req.port,
                 error,
-            })?;
+            }
+        })?;
         let data = sys::socket(
             libc::AF_UNIX,
             libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
@@ -945,8 +952,37 @@ impl Server {
         Ok(())
     }
 
+    /// Log (once until a port frees up) that a client was refused for want of a port.
+    fn said_full(&mut self, who: &str) {
+        if !self.full_said {
+            self.full_said = true;
+            log::error!(
+                "the switch is full: all its {} ports are in use; refused {who:?} (and \
+                 refusing others until a port frees up); start the switch with a larger \
+                 --numports",
+                self.cfg.numports
+            );
+        }
+    }
+
     fn setup_native(&mut self, fd: Fd, h: NativeHello) -> Result<(), SetupError> {
-        let id = self.alloc_port(0, false).map_err(SetupError::NoPort)?;
+        let id = match self.alloc_port(0, false) {
+            Ok(id) => id,
+            Err(e) => {
+                // Say why before closing, so that the client can tell its user.
+                let r = vde::NativeRefusal {
+                    reason: vde::REFUSED_FULL,
+                    ports: self.cfg.numports,
+                };
+                let _ = sys::send(
+                    fd.raw(),
+                    &r.encode(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                );
+                self.said_full(&h.description);
+                return Err(SetupError::NoPort(e));
+            }
+        };
         let max = (h.max_frame as usize).min(vde::NATIVE_MAX_FRAME);
         big_buffers(fd.raw());
         // Flags granted: checksum filling, if asked. A hello without flags gets the old
@@ -995,6 +1031,7 @@ impl Server {
         let Some(p) = self.ports.remove(&id) else {
             return;
         };
+        self.full_said = false;
         self.unregister(p.data.raw(), p.data_token);
         if let Some((ctl, t)) = &p.ctl {
             self.unregister(ctl.raw(), *t);

@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 #![allow(dead_code)]
 
+mod many;
 mod tcp;
 mod udp;
 mod vanish;

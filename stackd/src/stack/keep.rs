@@ -171,6 +171,7 @@ impl<D: Link> Stack<D> {
         });
         self.net.refill(&mut s);
         self.socks.insert(k.id, s);
+        self.listeners.push(k.id);
         self.kept_ids.insert(k.id);
         self.watch.push(k.id);
         self.work.add(k.id);

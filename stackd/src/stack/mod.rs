@@ -59,6 +59,7 @@ use std::os::fd::RawFd;
 use std::task::Waker;
 
 mod control;
+mod demux;
 mod dgram;
 mod keep;
 mod ports;
@@ -182,6 +183,15 @@ pub struct Stack<D: Link> {
     journal: Option<crate::journal::Journal>,
     /// Connections to visit at a time whatever happens (`Watch::stall_end`), earliest first.
     alarms: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Ids of the listening sockets (a few among thousands of connections): a SYN looks
+    /// only at these. Ids that stopped listening are dropped at each poll.
+    listeners: Vec<u64>,
+    /// TCP ports in use, gathered for the ephemeral ports of many connects at most once a
+    /// second, and when gathered (`None`: gather again; see `Stack::ephemeral`).
+    tcp_ports: Option<(Instant, std::collections::HashSet<u16>)>,
+    /// Names of the node's sockets in `/proc/net/unix` by inode, read once per poll
+    /// (`Stack::app_closed`).
+    unix_names: Option<HashMap<u64, String>>,
 }
 
 /// The node's network side: interface, link, smoltcp sockets, addresses, and what belongs
@@ -218,6 +228,8 @@ pub(super) struct Net<D: Link> {
     icmp_errors: crate::icmperr::IcmpErrors,
     /// Closed TCP sockets to reuse (see [`TCP_SPARE`]).
     tcp_spare: Vec<tcp::Socket<'static>>,
+    /// The connections' 4-tuples, to find a segment's socket without smoltcp's scan.
+    demux: demux::Demux,
     /// DHCPv4 and SLAAC in auto mode (see `crate::autoconf`).
     auto: Option<crate::autoconf::Autoconf>,
     /// Gateways and DNS servers given in the configuration (auto mode adds learnt ones).
@@ -325,6 +337,7 @@ impl<D: Link> Stack<D> {
             mdns: None,
             icmp_errors,
             tcp_spare: Vec::new(),
+            demux: demux::Demux::default(),
             auto: None,
             resets: None,
             now,
@@ -352,6 +365,9 @@ impl<D: Link> Stack<D> {
             rng: mix(&mut seed),
             next_ident,
             next_ephemeral,
+            listeners: Vec::new(),
+            tcp_ports: None,
+            unix_names: None,
             work: Work::default(),
             revisit: Vec::new(),
             ids: Vec::new(),
@@ -454,6 +470,17 @@ impl<D: Link> Stack<D> {
             self.net.more_rx = true;
         }
         self.net.iface.poll_maintenance(now);
+        let socks = &self.socks;
+        self.listeners
+            .retain(|id| socks.get(id).is_some_and(|s| s.is_listening()));
+        if self
+            .tcp_ports
+            .as_ref()
+            .is_some_and(|(t, _)| now >= *t + SWEEP)
+        {
+            self.tcp_ports = None;
+        }
+        self.unix_names = None;
         polled.link_down = self.ingress();
         self.net.autoconf();
         self.service();
@@ -479,7 +506,12 @@ impl<D: Link> Stack<D> {
         if self.net.more_rx || self.net.dev.has_hairpin() || self.work.pending() {
             return Some(Duration::ZERO);
         }
-        let mut t = self.net.iface.poll_delay(now, &self.net.set);
+        // A busy node with many connections tries every socket only so often (`demux.rs`):
+        // a timer due before then waits for it.
+        let mut t = match self.net.demux.full_due_in(now) {
+            Some(wait) => Some(wait),
+            None => self.net.iface.poll_delay(now, &self.net.set),
+        };
         let mut at = |d: Duration| t = Some(t.map_or(d, |t| t.min(d)));
         if !self.revisit.is_empty() {
             // Connects under way: their timeouts.

@@ -99,7 +99,52 @@ impl<D: Link> Stack<D> {
         false
     }
 
+    /// A free port of the ephemeral range for a socket of `kind`. With many sockets, the TCP
+    /// ports in use are gathered at most once a second (not once per connect: 10,000
+    /// connects would look at 10,000 sockets each); every TCP port bound since is added to
+    /// them, and a port freed since counts as used until they are gathered again.
     pub(super) fn ephemeral(&mut self, kind: Kind) -> Result<u16, Errno> {
+        if kind == Kind::Tcp && self.socks.len() >= 256 {
+            let (at, mut used) = match self.tcp_ports.take() {
+                Some(u) => u,
+                None => (self.net.now, {
+                    let mut u: std::collections::HashSet<u16> = self
+                        .socks
+                        .values()
+                        .filter(|s| s.kind == Kind::Tcp)
+                        .filter_map(|s| s.bound.map(|b| b.1))
+                        .collect();
+                    for (_, so) in self.net.set.iter() {
+                        if let smoltcp::socket::Socket::Tcp(t) = so {
+                            u.insert(t.listen_endpoint().port);
+                            if let Some(e) = t.local_endpoint() {
+                                u.insert(e.port);
+                            }
+                        }
+                    }
+                    u
+                }),
+            };
+            let mut found = None;
+            for _ in 0..16384 {
+                self.next_ephemeral = if self.next_ephemeral == 65535 {
+                    49152
+                } else {
+                    self.next_ephemeral + 1
+                };
+                if used.insert(self.next_ephemeral) {
+                    found = Some(self.next_ephemeral);
+                    break;
+                }
+            }
+            if found.is_none() && at != self.net.now {
+                // Ports freed since the gathering may be all that is left: gather again.
+                self.tcp_ports = None;
+                return self.ephemeral(kind);
+            }
+            self.tcp_ports = Some((at, used));
+            return found.ok_or(Errno::EADDRINUSE);
+        }
         for _ in 0..16384 {
             self.next_ephemeral = if self.next_ephemeral == 65535 {
                 49152
@@ -180,6 +225,11 @@ impl<D: Link> Stack<D> {
         };
         if self.conflicts(id, addr, port) {
             return Err(Errno::EADDRINUSE);
+        }
+        if kind == Kind::Tcp
+            && let Some((_, u)) = &mut self.tcp_ports
+        {
+            u.insert(port);
         }
         let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
         s.bound = Some((addr, port));

@@ -41,12 +41,20 @@ impl<D: Link> Stack<D> {
                 }
                 self.net.seen.insert(ip, self.net.now);
             }
+            let tuple = frame::tcp_tuple(f);
+            // The socket that takes a TCP segment, when the index knows it (`demux.rs`).
+            let mut hint = match &tuple {
+                Some((k, _)) if self.net.is_own(&k.0) => self.net.demux.lookup(&self.net.set, k),
+                _ => None,
+            };
             let mut syn_port = None;
+            let mut syn_listener = None;
             if let Some((_src, dst, port)) = frame::tcp_syn(f)
                 && self.net.is_own(&dst)
             {
                 match self.match_listener(dst, port) {
                     Some(lid) => {
+                        syn_listener = Some(lid);
                         let full = self
                             .socks
                             .get(&lid)
@@ -68,9 +76,8 @@ impl<D: Link> Stack<D> {
                         // A pool for another family would take it: refuse it as Linux does
                         // (no listener of its family) rather than misdeliver it.
                         if self
-                            .socks
-                            .values()
-                            .any(|s| s.is_listening() && s.bound.map(|b| b.1) == Some(port))
+                            .listening()
+                            .any(|(_, s)| s.bound.map(|b| b.1) == Some(port))
                         {
                             let mut rst = Vec::new();
                             // (A SYN of our own, hairpinned: the RST comes back the same way.)
@@ -82,10 +89,21 @@ impl<D: Link> Stack<D> {
                     }
                 }
             }
+            if hint.is_none()
+                && let (Some(lid), Some((k, _))) = (syn_listener, &tuple)
+            {
+                hint = self.pool_socket(lid, k);
+            }
             let net = &mut self.net;
             net.dev.stage(Some(n));
-            net.iface
-                .poll_ingress_single(net.now, &mut net.dev, &mut net.set);
+            match hint {
+                Some(h) => net.ingress_to(h),
+                None => {
+                    net.demux.egress_all = true;
+                    net.iface
+                        .poll_ingress_single(net.now, &mut net.dev, &mut net.set);
+                }
+            }
             net.dev.stage(None);
             if let Some(p) = syn_port {
                 self.refill_port(p);
@@ -179,7 +197,8 @@ impl<D: Link> Stack<D> {
 }
 
 impl<D: Link> Net<D> {
-    pub(super) fn egress(&mut self) {
+    /// smoltcp's egress: every socket is asked whether it has something to send.
+    pub(super) fn egress_every_socket(&mut self) {
         for _ in 0..100_000 {
             if !self.dev.flush() {
                 return;
@@ -209,9 +228,17 @@ impl<D: Link> Net<D> {
             TcpState::Conn(c) => tcp_arm(c.h),
             TcpState::Idle | TcpState::Done => {}
         }
+        // What the visit did may have to go out (see `demux.rs`).
+        match &s.tcp {
+            TcpState::Listening(l) => l.pool.iter().for_each(|h| self.demux.touch(*h)),
+            TcpState::Connecting(c) => self.demux.touch(c.h),
+            TcpState::Conn(c) => self.demux.touch(c.h),
+            TcpState::Idle | TcpState::Done => {}
+        }
         let Some(h) = s.dg.h else {
             return;
         };
+        self.demux.egress_all = true;
         match s.kind {
             Kind::Udp => {
                 let u = self.set.get_mut::<udp::Socket>(h);
@@ -238,6 +265,7 @@ impl<D: Link> Net<D> {
     pub(super) fn reap(&mut self) {
         let set = &mut self.set;
         let spare = &mut self.tcp_spare;
+        let demux = &mut self.demux;
         let (now, limits) = (self.now, self.timeouts);
         let mut next_orphan_end: Option<Instant> = None;
         self.lingering.retain_mut(|o| {
@@ -250,6 +278,7 @@ impl<D: Link> Net<D> {
             }
             let st = t.state();
             if matches!(st, tcp::State::Closed | tcp::State::TimeWait) {
+                demux.forget(o.h);
                 keep_spare(spare, set.remove(o.h));
                 return false;
             }
@@ -262,6 +291,7 @@ impl<D: Link> Net<D> {
                     // FIN-WAIT-2 is over: forget it without a word, as Linux's time-wait
                     // socket for it expires.
                     log::debug!("orphan in FIN-WAIT-2 dropped");
+                    demux.forget(o.h);
                     keep_spare(spare, set.remove(o.h));
                     return false;
                 }
@@ -300,7 +330,13 @@ impl<D: Link> Net<D> {
                 while i < l.pool.len() {
                     let h = l.pool[i];
                     match self.set.get::<tcp::Socket>(h).state() {
-                        tcp::State::Listen | tcp::State::SynReceived => i += 1,
+                        tcp::State::Listen => i += 1,
+                        tcp::State::SynReceived => {
+                            // (Taken by smoltcp's scan: index it for the rest of the
+                            // handshake.)
+                            self.demux.learn(h, self.set.get::<tcp::Socket>(h));
+                            i += 1;
+                        }
                         tcp::State::Closed => {
                             self.free_tcp(h);
                             l.pool.swap_remove(i);

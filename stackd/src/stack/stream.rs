@@ -22,7 +22,8 @@ impl<D: Link> Net<D> {
 
     /// Remove a TCP socket from the set, keeping it for reuse.
     pub(super) fn free_tcp(&mut self, h: SocketHandle) {
-        keep_spare(&mut self.tcp_spare, self.set.remove(h));
+        let so = self.remove_tcp(h);
+        keep_spare(&mut self.tcp_spare, so);
     }
 
     /// Keep LISTEN_IDLE smoltcp sockets in `Listen` in a listener's pool.
@@ -174,26 +175,52 @@ impl<D: Link> Stack<D> {
         });
         net.refill(s);
         self.kept_listen(id);
+        self.listeners.push(id);
         Ok(Reply::Ok)
+    }
+
+    /// The listening sockets.
+    pub(super) fn listening(&self) -> impl Iterator<Item = (u64, &Sock)> {
+        self.listeners.iter().filter_map(|id| {
+            self.socks
+                .get(id)
+                .filter(|s| s.is_listening())
+                .map(|s| (*id, s))
+        })
     }
 
     /// Refill every listener on `port` (a SYN may have taken any of their pools' sockets).
     pub(super) fn refill_port(&mut self, port: u16) {
         let net = &mut self.net;
-        for s in self.socks.values_mut() {
-            if s.is_listening() && s.bound.map(|b| b.1) == Some(port) {
+        for id in &self.listeners {
+            if let Some(s) = self.socks.get_mut(id)
+                && s.is_listening()
+                && s.bound.map(|b| b.1) == Some(port)
+            {
                 net.refill(s);
             }
         }
     }
 
+    /// An idle socket of listener `lid`'s pool that takes a SYN for `k` (what smoltcp's
+    /// `accepts` checks for a socket in `Listen`).
+    pub(super) fn pool_socket(&self, lid: u64, k: &demux::Key) -> Option<SocketHandle> {
+        let TcpState::Listening(l) = &self.socks.get(&lid)?.tcp else {
+            return None;
+        };
+        l.pool.iter().copied().find(|h| {
+            let t = self.net.set.get::<tcp::Socket>(*h);
+            let ep = t.listen_endpoint();
+            t.state() == tcp::State::Listen
+                && ep.port == k.1
+                && ep.addr.is_none_or(|a| to_ip(a) == k.0)
+        })
+    }
+
     /// The listener that takes a connection to (dst, port): specific address first.
     pub(super) fn match_listener(&self, dst: IpAddr, port: u16) -> Option<u64> {
         let mut best: Option<(u8, u64)> = None;
-        for (id, s) in &self.socks {
-            if !s.is_listening() {
-                continue;
-            }
+        for (id, s) in self.listening() {
             let Some((addr, p)) = s.bound else { continue };
             if p != port {
                 continue;
@@ -205,8 +232,8 @@ impl<D: Link> Stack<D> {
                 None if (dst.is_ipv4() && v4) || (dst.is_ipv6() && v6) => 1,
                 None => continue,
             };
-            if best.is_none_or(|(b, bid)| score > b || (score == b && *id < bid)) {
-                best = Some((score, *id));
+            if best.is_none_or(|(b, bid)| score > b || (score == b && id < bid)) {
+                best = Some((score, id));
             }
         }
         best.map(|b| b.1)
@@ -331,6 +358,7 @@ impl<D: Link> Stack<D> {
             return Err(Errno::EINVAL);
         };
         let h = net.set.add(t);
+        net.demux.learn(h, net.set.get::<tcp::Socket>(h));
         net.prime_neighbour(dst);
         // Hold the app's fd unwritable until the handshake ends (ctl.rs), unless the client
         // already did.
@@ -377,6 +405,7 @@ impl<D: Link> Stack<D> {
             return;
         };
         let (local, remote) = (ep_to_sa(local), ep_to_sa(remote));
+        self.net.demux.learn(h, self.net.set.get::<tcp::Socket>(h));
         let Some(lid) = self.match_listener(local.ip(), local.port()) else {
             self.net.set.get_mut::<tcp::Socket>(h).abort();
             self.net.lingering.push(h.into());

@@ -341,6 +341,31 @@ pub fn fd_limit() -> u64 {
     }
 }
 
+/// Raise the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit (for the daemons:
+/// a node's daemon holds one descriptor per socket of all its processes, and inherits the
+/// soft limit, often 1024, of whichever process started it). Returns the soft limit now.
+pub fn raise_fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: want is a valid rlimit; raising the soft limit up to the hard one is allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            return r.rlim_max;
+        }
+    }
+    r.rlim_cur
+}
+
 /// `(pid, uid, gid)` of the peer of a unix socket (`SO_PEERCRED`).
 pub fn peer_cred(fd: RawFd) -> Result<(u32, u32, u32)> {
     let mut b = [0u8; 12];

@@ -71,6 +71,10 @@ pub struct Daemon {
     /// Reading other control connections for a `Register` (see `ctl_readable`).
     draining: bool,
     idle_since: Option<Instant>,
+    /// Out of descriptors for new control connections (`EMFILE`): the control listeners
+    /// are left out of the epoll set until then, rather than reported readable at once,
+    /// again and again.
+    ctl_paused: Option<Instant>,
     switch_down: bool,
     next_reconnect: Instant,
 }
@@ -128,6 +132,7 @@ impl Daemon {
             next_ctl: 1,
             draining: false,
             idle_since: Some(Instant::now()),
+            ctl_paused: None,
             switch_down: false,
             next_reconnect: Instant::now(),
         };
@@ -228,6 +233,9 @@ impl Daemon {
             if self.switch_down && Instant::now() >= self.next_reconnect {
                 self.try_reconnect();
             }
+            if self.ctl_paused.is_some_and(|t| Instant::now() >= t) {
+                self.pause_ctl(false);
+            }
             if self.should_exit() {
                 log::info!("no socket and no client left: exiting");
                 return 0;
@@ -242,6 +250,9 @@ impl Daemon {
         }
         if self.switch_down {
             t = t.min(Duration::from_millis(200));
+        }
+        if let Some(until) = self.ctl_paused {
+            t = t.min(until.saturating_duration_since(Instant::now()));
         }
         if !self.opts.persist
             && let Some(since) = self.idle_since
@@ -308,6 +319,15 @@ impl Daemon {
         who == 0 || who == sys::geteuid() || self.stack.owner(id).is_none_or(|o| o == who)
     }
 
+    /// Stop (`true`) or resume watching the control listeners (see `ctl_paused`).
+    fn pause_ctl(&mut self, pause: bool) {
+        let ev = if pause { 0 } else { libc::EPOLLIN as u32 };
+        for l in &self.ctl_listeners {
+            let _ = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_MOD, l.raw(), ev, T_LISTEN);
+        }
+        self.ctl_paused = pause.then(|| Instant::now() + Duration::from_millis(100));
+    }
+
     fn accept_ctl(&mut self) {
         for i in 0..self.ctl_listeners.len() {
             loop {
@@ -315,6 +335,11 @@ impl Daemon {
                 let c = match sys::accept(l, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) {
                     Ok(c) => c,
                     Err(e) if e == Errno::EINTR => continue,
+                    Err(e) if e.0 == libc::EMFILE || e.0 == libc::ENFILE => {
+                        log::warn!("control connection: accept: {e}");
+                        self.pause_ctl(true);
+                        return;
+                    }
                     Err(_) => break,
                 };
                 // Admitted: our uid, root, and the uids and gids allowed on the command line.
@@ -364,19 +389,25 @@ impl Daemon {
                 self.ctl_conns.remove(&cid);
                 return;
             }
-            // A one-way request: a well-formed SetSockOpt with ctl::FLAG_NO_REPLY, a Register.
-            let mut silent = false;
+            // A one-way request (ctl::is_one_way) gets no reply whatever happens to it, even
+            // when it cannot be read (its fds truncated because our table is full): an answer
+            // would be taken for the reply to the client's next request. Every other message
+            // gets one reply, echoing its sequence number.
+            let msg_in = &buf[..got.len];
+            let silent = ctl::is_one_way(msg_in);
+            let seq = ctl::request_seq(msg_in);
             let (reply, fd_out) = if got.flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-                (Reply::Err(Errno::EPROTO), None)
+                log::warn!("ctl {cid}: request truncated (flags {:#x})", got.flags);
+                // Its descriptors were lost: our table is full (EMFILE), or it was too long.
+                let e = if got.flags & libc::MSG_CTRUNC != 0 {
+                    libc::EMFILE
+                } else {
+                    libc::EPROTO
+                };
+                (Reply::Err(Errno(e)), None)
             } else {
-                match Request::decode(&buf[..got.len]) {
+                match Request::decode(msg_in) {
                     Ok(req) => {
-                        silent = matches!(req, Request::SetSockOpt { .. })
-                            && ioth_common::ctl::no_reply(&buf[..got.len])
-                            || matches!(
-                                req,
-                                Request::Register { .. } | Request::ConnectAsync { .. }
-                            );
                         log::debug!("ctl {cid}: {req:?}");
                         let id = req.id();
                         if who.is_some()
@@ -438,7 +469,7 @@ impl Daemon {
             if silent {
                 continue;
             }
-            let msg = reply.encode();
+            let msg = reply.encode_seq(seq);
             let fds: Vec<RawFd> = fd_out.iter().map(|f| f.raw()).collect();
             let r = sys::retry(|| {
                 sys::sendmsg(

@@ -150,8 +150,11 @@ impl<D: Link> Stack<D> {
         if let Some(m) = &mut self.net.mdns {
             m.poll(&mut self.net.set, &self.net.own);
         }
+        for h in std::mem::take(&mut self.unpaired) {
+            self.accepted(h, false);
+        }
         for h in accepted {
-            self.accepted(h);
+            self.accepted(h, true);
         }
     }
 }

@@ -20,9 +20,11 @@ pub(super) struct Listener {
     pub(super) queue: VecDeque<Pending>,
 }
 
+/// One record for the listener's socketpair: a connection's (its app end attached), or an
+/// error record without one (`AcceptRecord::encode_error`).
 pub(super) struct Pending {
-    pub(super) app: Fd,
-    pub(super) rec: AcceptRecord,
+    pub(super) app: Option<Fd>,
+    pub(super) rec: [u8; ctl::ACCEPT_RECORD_LEN],
 }
 
 pub(super) struct Connecting {

@@ -359,9 +359,12 @@ impl<D: Link> Stack<D> {
         Err(Errno(libc::EINPROGRESS))
     }
 
-    /// A pool socket reached Established: give it a socketpair and queue it on the listener
-    /// that matches its local address.
-    pub(super) fn accepted(&mut self, h: SocketHandle) {
+    /// A pool socket reached Established (`first`), or is still waiting for a socketpair
+    /// (`unpaired`): give it a socketpair and queue it on the listener that matches its local
+    /// address. Out of descriptors, the connection waits in `unpaired` and, the first time,
+    /// the listener gets an error record: one `accept` fails with the errno, as the kernel's
+    /// does, and the connection is not lost.
+    pub(super) fn accepted(&mut self, h: SocketHandle, first: bool) {
         let t = self.net.set.get::<tcp::Socket>(h);
         let (Some(local), Some(remote)) = (t.local_endpoint(), t.remote_endpoint()) else {
             self.net.set.get_mut::<tcp::Socket>(h).abort();
@@ -377,6 +380,23 @@ impl<D: Link> Stack<D> {
         let id = self.new_id();
         let (d, a) = match self.net.make_pair(libc::SOCK_STREAM, id) {
             Ok(p) => p,
+            Err(e) if [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM].contains(&e.0) => {
+                if first {
+                    log::warn!("accept: socketpair: {e} (the connection waits)");
+                    if let Some(l) = self.socks.get_mut(&lid)
+                        && let TcpState::Listening(li) = &mut l.tcp
+                    {
+                        li.queue.push_back(Pending {
+                            app: None,
+                            rec: AcceptRecord::encode_error(e.0),
+                        });
+                        deliver(l);
+                        self.work.add(lid);
+                    }
+                }
+                self.unpaired.push(h);
+                return;
+            }
             Err(e) => {
                 log::warn!("accept: socketpair: {e}");
                 self.net.set.get_mut::<tcp::Socket>(h).abort();
@@ -402,7 +422,10 @@ impl<D: Link> Stack<D> {
             peer: s.present(remote),
         };
         if let TcpState::Listening(li) = &mut l.tcp {
-            li.queue.push_back(Pending { app: a, rec });
+            li.queue.push_back(Pending {
+                app: Some(a),
+                rec: rec.encode(),
+            });
         }
         deliver(l);
         // (Should the listener have failed, its next visit drops it.)
@@ -439,11 +462,11 @@ pub(super) fn deliver(s: &mut Sock) {
         return;
     };
     while let Some(p) = l.queue.front() {
-        let rec = p.rec.encode();
+        let app: Vec<RawFd> = p.app.iter().map(|a| a.raw()).collect();
         match sys::sendmsg(
             fd,
-            &[IoSlice::new(&rec)],
-            &[p.app.raw()],
+            &[IoSlice::new(&p.rec)],
+            &app,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         ) {
             Ok(_) => {

@@ -6,6 +6,7 @@
 mod harness;
 use harness::*;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 fn script(name: &str) -> PathBuf {
@@ -60,4 +61,137 @@ fn python_out_of_descriptors_connects_again() {
         "stdout: {out}\nstderr: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// nginx as a node, started under `ulimit -Sn 1024` with `worker_rlimit_nofile` raised (its
+/// stack daemon, started by nginx, inherits the 1024), and a python node holding 2,000
+/// connections to it at once: every one gets the file, whole (before: the daemon kept the
+/// 1,024 limit and about half the clients got `ECONNRESET`).
+#[test]
+fn nginx_under_a_low_soft_limit_serves_2000_clients_at_once() {
+    nginx_2000(false);
+}
+
+/// The same with a stack daemon that cannot raise its limit (hard limit 1,024, started by
+/// hand): connections it has no descriptors for wait in the daemon (nginx's `accept` fails
+/// with `EMFILE` once per shortage, and it logs it) until served ones free theirs; none is
+/// lost.
+#[test]
+fn a_daemon_out_of_descriptors_keeps_connections_waiting() {
+    nginx_2000(true);
+}
+
+fn nginx_2000(own_daemon: bool) {
+    let Some(nginx) = nginx_bin() else {
+        eprintln!("SKIP: nginx is not installed");
+        return;
+    };
+    if !have("python3") {
+        eprintln!("SKIP: python3 is not installed");
+        return;
+    }
+    let mut lab = Lab::new("nofile");
+    let d = lab.dir.display().to_string();
+    for sub in ["www", "tmp", "logs"] {
+        std::fs::create_dir_all(lab.path(sub)).unwrap();
+        set_mode(&lab.path(sub), 0o777);
+    }
+    random_file(&lab.path("www/f"), 24 << 10);
+    let want = sha256(&lab.path("www/f"));
+    let conf = format!(
+        r#"daemon on; master_process on; worker_processes 2; worker_rlimit_nofile 20000;
+pid {d}/logs/nginx.pid; error_log {d}/logs/error.log info;
+events {{ use epoll; worker_connections 4096; }}
+http {{
+  sendfile on; keepalive_timeout 5; access_log off;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  server {{ listen [::]:80 backlog=4096; root {d}/www; }}
+}}
+"#
+    );
+    let conf_path = lab.path("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    set_mode(&conf_path, 0o644);
+    let elog = format!("{d}/logs/error.log");
+    // As nobody when we are root: the workers would be nobody anyway.
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0 && have("setpriv");
+    let (rundir, user) = if root {
+        (
+            lab.user_rundir("nobody"),
+            "setpriv --reuid=nobody --regid=nogroup --clear-groups ",
+        )
+    } else {
+        (lab.path("run"), "")
+    };
+    let mut c = lab.node("fd00::1", "sh");
+    c.env("IOTH_RUNDIR", &rundir);
+    let mut limit = "ulimit -Sn 1024";
+    if own_daemon {
+        let ctl = rundir.join("srv.ctl");
+        let mut dm = Command::new("sh");
+        dm.arg("-c").arg(format!(
+            "ulimit -n 1024 && exec {user}{} --ip fd00::1 --switch {} --ctl {} --persist",
+            bin("ioth-stackd").display(),
+            lab.path("sw").display(),
+            ctl.display()
+        ));
+        lab.spawn(dm, "stackd.log");
+        wait_for(Duration::from_secs(10), "the stack daemon", || {
+            lab.log("stackd.log").contains("ctl=").then_some(())
+        });
+        c.env("IOTH_STACK", &ctl);
+        limit = "ulimit -n 1024";
+    }
+    c.arg("-c").arg(format!(
+        "{limit} && exec {user}{nginx} -p {d} -e {elog} -c {}",
+        conf_path.display()
+    ));
+    let o = lab.run(c, Duration::from_secs(30));
+    assert!(
+        o.status.success(),
+        "nginx start: {}{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        lab.log("logs/error.log")
+    );
+    wait_for(Duration::from_secs(30), "nginx answers", || {
+        let mut c = lab.node("fd00::9", "python3");
+        c.args([
+            "-c",
+            "import socket; socket.create_connection(('fd00::1', 80), timeout=3).close()",
+        ]);
+        lab.run(c, Duration::from_secs(10))
+            .status
+            .success()
+            .then_some(())
+    });
+    let mut c = lab.node("fd00::2", "python3");
+    c.arg(script("many.py"))
+        .args(["fd00::1", "80", "2000", "/f", &want]);
+    let o = lab.run(c, Duration::from_secs(180));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let errors = lab.log("logs/error.log");
+    assert!(
+        o.status.success() && out.contains("ok 2000"),
+        "stdout: {out}\nstderr: {}\nnginx: {}",
+        String::from_utf8_lossy(&o.stderr),
+        errors
+            .lines()
+            .filter(|l| !l.contains("[notice]"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let shortages = errors.matches("Too many open files").count();
+    if own_daemon {
+        // nginx saw the shortage (once per shortage, not once per waiting connection).
+        assert!(
+            (1..200).contains(&shortages),
+            "{shortages} EMFILE in nginx's log"
+        );
+    } else {
+        assert_eq!(shortages, 0, "nginx's log: {errors}");
+    }
 }

@@ -75,6 +75,8 @@ pub struct Daemon {
     /// are left out of the epoll set until then, rather than reported readable at once,
     /// again and again.
     ctl_paused: Option<Instant>,
+    /// Our soft limit on open files.
+    nofile: u64,
     switch_down: bool,
     next_reconnect: Instant,
 }
@@ -133,6 +135,7 @@ impl Daemon {
             draining: false,
             idle_since: Some(Instant::now()),
             ctl_paused: None,
+            nofile: sys::fd_limit(),
             switch_down: false,
             next_reconnect: Instant::now(),
         };
@@ -217,7 +220,14 @@ impl Daemon {
                     return 1;
                 }
             };
-            for ev in evs.iter().take(n) {
+            // Control requests after the sockets' events: a socket the app closed before its
+            // next request is known closed (and its descriptor can be freed) when the
+            // request is read.
+            for ev in evs.iter().take(n).filter(|e| e.u64 & T_MASK != T_CTL) {
+                let (tok, bits) = (ev.u64, ev.events);
+                self.event(tok, bits);
+            }
+            for ev in evs.iter().take(n).filter(|e| e.u64 & T_MASK == T_CTL) {
                 let (tok, bits) = (ev.u64, ev.events);
                 self.event(tok, bits);
             }
@@ -319,13 +329,58 @@ impl Daemon {
         who == 0 || who == sys::geteuid() || self.stack.owner(id).is_none_or(|o| o == who)
     }
 
-    /// Stop (`true`) or resume watching the control listeners (see `ctl_paused`).
+    /// Stop (`true`) or resume watching the control listeners and connections (see
+    /// `ctl_paused`).
     fn pause_ctl(&mut self, pause: bool) {
         let ev = if pause { 0 } else { libc::EPOLLIN as u32 };
         for l in &self.ctl_listeners {
             let _ = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_MOD, l.raw(), ev, T_LISTEN);
         }
+        for (cid, c) in &self.ctl_conns {
+            let _ = sys::epoll_ctl(
+                self.ep.raw(),
+                libc::EPOLL_CTL_MOD,
+                c.fd.raw(),
+                ev,
+                T_CTL | cid,
+            );
+        }
         self.ctl_paused = pause.then(|| Instant::now() + Duration::from_millis(100));
+    }
+
+    /// Whether our descriptor table has room for the fds one control message carries (two:
+    /// a `Register`'s). A message read without room loses them (`MSG_CTRUNC`: the kernel
+    /// closes what does not fit), and with them a socket its client thinks registered. Two
+    /// dups, closed at once (the kernel keeps no count of free slots to ask for).
+    fn fd_room(&self) -> bool {
+        if self.nofile > 1 << 16 {
+            // A daemon that may hold this many descriptors is not near the end of them.
+            return true;
+        }
+        let fd = self.ep.raw();
+        let a = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
+        let b = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
+        let room = a.is_ok() && b.is_ok();
+        for p in [a, b].into_iter().flatten() {
+            sys::close(p);
+        }
+        room
+    }
+
+    /// Make room for a control message's fds: free the sockets the apps have closed. `false`:
+    /// still none (control connections then wait, see `pause_ctl`).
+    fn make_fd_room(&mut self) -> bool {
+        if self.fd_room() {
+            return true;
+        }
+        let _ = self.stack.poll(now());
+        self.watch_new();
+        if self.fd_room() {
+            return true;
+        }
+        log::warn!("out of descriptors: control requests wait");
+        self.pause_ctl(true);
+        false
     }
 
     fn accept_ctl(&mut self) {
@@ -376,6 +431,9 @@ impl Daemon {
             let Some((fd, who)) = self.ctl_conns.get(&cid).map(|c| (c.fd.raw(), c.who)) else {
                 return;
             };
+            if self.ctl_paused.is_some() || !self.make_fd_room() {
+                return;
+            }
             let got = match sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], libc::MSG_DONTWAIT) {
                 Ok(g) => g,
                 Err(e) if e.is_again() => return,

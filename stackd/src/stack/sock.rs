@@ -18,6 +18,10 @@ pub(super) struct Listener {
     pub(super) backlog: usize,
     pub(super) pool: Vec<SocketHandle>,
     pub(super) queue: VecDeque<Pending>,
+    /// An error record was queued since the last connection got its socketpair: one
+    /// `accept` per shortage fails (nginx then waits half a second), not one per
+    /// connection waiting.
+    pub(super) short: bool,
 }
 
 /// One record for the listener's socketpair: a connection's (its app end attached), or an

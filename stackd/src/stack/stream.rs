@@ -169,6 +169,7 @@ impl<D: Link> Stack<D> {
             backlog,
             pool: Vec::new(),
             queue: VecDeque::new(),
+            short: false,
         });
         net.refill(s);
         Ok(Reply::Ok)
@@ -359,12 +360,11 @@ impl<D: Link> Stack<D> {
         Err(Errno(libc::EINPROGRESS))
     }
 
-    /// A pool socket reached Established (`first`), or is still waiting for a socketpair
-    /// (`unpaired`): give it a socketpair and queue it on the listener that matches its local
-    /// address. Out of descriptors, the connection waits in `unpaired` and, the first time,
-    /// the listener gets an error record: one `accept` fails with the errno, as the kernel's
-    /// does, and the connection is not lost.
-    pub(super) fn accepted(&mut self, h: SocketHandle, first: bool) {
+    /// A pool socket reached Established, or is still waiting for a socketpair (`unpaired`):
+    /// give it a socketpair and queue it on the listener that matches its local address. Out
+    /// of descriptors, the connection waits in `unpaired` (and is not lost), and the listener
+    /// gets an error record, once per shortage: one `accept` fails with the errno.
+    pub(super) fn accepted(&mut self, h: SocketHandle) {
         let t = self.net.set.get::<tcp::Socket>(h);
         let (Some(local), Some(remote)) = (t.local_endpoint(), t.remote_endpoint()) else {
             self.net.set.get_mut::<tcp::Socket>(h).abort();
@@ -381,18 +381,18 @@ impl<D: Link> Stack<D> {
         let (d, a) = match self.net.make_pair(libc::SOCK_STREAM, id) {
             Ok(p) => p,
             Err(e) if [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM].contains(&e.0) => {
-                if first {
-                    log::warn!("accept: socketpair: {e} (the connection waits)");
-                    if let Some(l) = self.socks.get_mut(&lid)
-                        && let TcpState::Listening(li) = &mut l.tcp
-                    {
-                        li.queue.push_back(Pending {
-                            app: None,
-                            rec: AcceptRecord::encode_error(e.0),
-                        });
-                        deliver(l);
-                        self.work.add(lid);
-                    }
+                if let Some(l) = self.socks.get_mut(&lid)
+                    && let TcpState::Listening(li) = &mut l.tcp
+                    && !li.short
+                {
+                    log::warn!("accept: socketpair: {e} (connections wait)");
+                    li.short = true;
+                    li.queue.push_back(Pending {
+                        app: None,
+                        rec: AcceptRecord::encode_error(e.0),
+                    });
+                    deliver(l);
+                    self.work.add(lid);
                 }
                 self.unpaired.push(h);
                 return;
@@ -422,6 +422,7 @@ impl<D: Link> Stack<D> {
             peer: s.present(remote),
         };
         if let TcpState::Listening(li) = &mut l.tcp {
+            li.short = false;
             li.queue.push_back(Pending {
                 app: Some(a),
                 rec: rec.encode(),

@@ -195,3 +195,25 @@ http {{
         assert_eq!(shortages, 0, "nginx's log: {errors}");
     }
 }
+
+/// Bad pointers (address 1) to `sendto`, `connect`, `bind`, `getsockname`, `getpeername`,
+/// `getsockopt`, `setsockopt` and `recvfrom` on virtual sockets give `EFAULT`, as the
+/// kernel's do, and the sockets keep working (before: SIGSEGV inside the shim).
+#[test]
+fn bad_pointers_give_efault() {
+    if !have("python3") {
+        eprintln!("SKIP: python3 is not installed");
+        return;
+    }
+    let lab = Lab::new("efault");
+    let mut c = lab.node("fd00::2", "python3");
+    c.arg(script("efault.py"));
+    let o = lab.run(c, Duration::from_secs(60));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("ok"),
+        "{:?}\nstdout: {out}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

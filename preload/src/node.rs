@@ -168,11 +168,20 @@ static HOME: OnceLock<Home> = OnceLock::new();
 /// The home node configuration, read from the environment once per process image.
 pub fn home() -> &'static Home {
     HOME.get_or_init(|| {
-        if let Some(p) = std::env::var_os("IOTH_STACK").filter(|p| !p.is_empty()) {
+        let stack = std::env::var_os("IOTH_STACK");
+        if let Some(p) = stack.clone().filter(|p| !p.is_empty()) {
             return Home::Stack(PathBuf::from(p));
         }
         let raw = RawConfig::from_env();
         if raw.ip.is_none() {
+            // Set but empty (`IOTH_IP=` in a script whose variable did not expand): the
+            // program was meant to be a node, and must not talk on the host's network.
+            if std::env::var_os("IOTH_IP").is_some() {
+                return Home::Bad(ConfigError::empty("IOTH_IP"));
+            }
+            if stack.is_some() {
+                return Home::Bad(ConfigError::empty("IOTH_STACK"));
+            }
             return Home::Inert;
         }
         match raw.parse() {

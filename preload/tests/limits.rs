@@ -217,3 +217,53 @@ fn bad_pointers_give_efault() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `IOTH_IP=''` (set but empty, as from a script whose variable did not expand): the program
+/// was meant to be a node, so its INET sockets fail with one clear line on stderr, and
+/// nothing reaches the host's network (a kernel listener on 127.0.0.1 sees no connection).
+/// Before: the shim was silently off and the program connected through the kernel, which
+/// the same program does here with `IOTH_IP` unset.
+#[test]
+fn empty_ioth_ip_is_an_error_not_the_host_network() {
+    if !have("python3") {
+        eprintln!("SKIP: python3 is not installed");
+        return;
+    }
+    let lab = Lab::new("emptyip");
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    host.set_nonblocking(true).unwrap();
+    let port = host.local_addr().unwrap().port().to_string();
+    let prog = "import socket, sys\n\
+                try:\n    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)\n\
+                except OSError as e:\n    print('failed', e.errno); sys.exit(3)\n\
+                print('connected')\n";
+    for ip in ["", " "] {
+        let mut c = lab.node("fd00::2", "python3");
+        c.env("IOTH_IP", ip).args(["-c", prog, &port]);
+        let o = lab.run(c, Duration::from_secs(30));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "IOTH_IP={ip:?}: {}{err}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(
+            err.contains("libioth: IOTH_IP: set but empty"),
+            "the reason, once: {err}"
+        );
+        assert_eq!(err.matches("libioth").count(), 1, "{err}");
+        assert!(
+            host.accept()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "IOTH_IP={ip:?} reached the host's network"
+        );
+    }
+    // The same program without IOTH_IP is not a node: it uses the kernel (so the check above
+    // can see a connection).
+    let mut c = lab.node("fd00::2", "python3");
+    c.env_remove("IOTH_IP").args(["-c", prog, &port]);
+    let o = lab.run(c, Duration::from_secs(30));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(host.accept().is_ok(), "the kernel connection arrives");
+}

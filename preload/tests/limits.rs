@@ -267,3 +267,75 @@ fn empty_ioth_ip_is_an_error_not_the_host_network() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(host.accept().is_ok(), "the kernel connection arrives");
 }
+
+/// A stack daemon killed with SIGKILL leaves its `node-*.ctl` behind; the next program of
+/// that node starts a new daemon at the same path (the stale socket file never blocks it).
+#[test]
+fn a_stale_control_socket_never_blocks_a_new_daemon() {
+    if !have("python3") {
+        eprintln!("SKIP: python3 is not installed");
+        return;
+    }
+    let mut lab = Lab::new("stale");
+    let hold = "import socket, time\n\
+                s = socket.socket(socket.AF_INET6)\n\
+                s.bind(('::', 0))\n\
+                print('bound', flush=True)\n\
+                time.sleep(60)\n";
+    let mut c = lab.node("fd00::2", "python3");
+    c.args(["-c", hold]);
+    let holder = lab.spawn(c, "hold.log");
+    wait_for(Duration::from_secs(30), "a socket of the node", || {
+        lab.log("hold.log").contains("bound").then_some(())
+    });
+    let run = lab.path("run").display().to_string();
+    let daemon = wait_for(Duration::from_secs(10), "the node's daemon", || {
+        pids_with(&run).into_iter().find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("ioth-stackd"))
+        })
+    });
+    let ctl_files = || -> Vec<PathBuf> {
+        std::fs::read_dir(lab.path("run"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".ctl"))
+            .collect()
+    };
+    let before = ctl_files();
+    assert_eq!(before.len(), 1, "{before:?}");
+    // SAFETY: kill(2) on the daemon this test's node started, and on our own child.
+    unsafe {
+        libc::kill(daemon, libc::SIGKILL);
+        libc::kill(holder as i32, libc::SIGKILL);
+    }
+    wait_for(Duration::from_secs(10), "the daemon gone", || {
+        (!std::path::Path::new(&format!("/proc/{daemon}")).exists()
+            || std::fs::read_to_string(format!("/proc/{daemon}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    });
+    assert_eq!(
+        ctl_files(),
+        before,
+        "the stale control socket is left behind"
+    );
+
+    // The node again: a new daemon at the same path; a connection over its loopback works.
+    let echo = "import socket\n\
+                l = socket.socket(socket.AF_INET6); l.bind(('::1', 0)); l.listen(1)\n\
+                c = socket.create_connection(l.getsockname()[:2], timeout=10)\n\
+                a, _ = l.accept(); c.sendall(b'again'); c.close()\n\
+                assert a.recv(16) == b'again'\n\
+                print('ok', flush=True)\n";
+    let mut c = lab.node("fd00::2", "python3");
+    c.args(["-c", echo]);
+    let o = lab.run(c, Duration::from_secs(30));
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(ctl_files(), before);
+}

@@ -12,8 +12,9 @@
 //! # Messages
 //! All integers little-endian. A request is a 16-byte header `magic "IOT1" (u32), op (u16),
 //! flags (u16), socket id (u64)` followed by the op's body; a reply is `magic "IOR1" (u32),
-//! status (i32: 0, or a positive errno), seq (u16)` followed by the body. Addresses use the
-//! 24-byte [`WireAddr`] layout. A message that does not parse gets `EPROTO`; the daemon never
+//! status (i32: 0, or a positive errno)` followed by the body, and, for a request with a
+//! sequence number, that number (u16) after the body. Addresses use the 24-byte
+//! [`WireAddr`] layout. A message that does not parse gets `EPROTO`; the daemon never
 //! trusts a length it has not checked.
 //!
 //! # Staying in step
@@ -23,7 +24,9 @@
 //! when it cannot be read (its descriptors truncated because the daemon's table is full, a
 //! body that does not parse); every other message gets exactly one reply. A client discards
 //! a reply whose sequence number is not that of its request (one left over from a call it
-//! gave up on), so that no failure can leave a connection one reply behind.
+//! gave up on), so that no failure can leave a connection one reply behind. Sequence numbers
+//! start at 1: a request without one (0) gets a reply without one, as before they existed,
+//! and a reply without one (from such a daemon) is taken as the reply.
 //!
 //! # The data path (TCP)
 //! `Socket` returns, with the reply, the application's end of a `SOCK_STREAM` socketpair; the
@@ -51,7 +54,10 @@
 //!   clears it before anything else.
 //! * After `Listen` the fd is a listener: for each established connection the daemon writes one
 //!   [`AcceptRecord`] (64 bytes) with the connection's fd attached. `accept` is one `recvmsg` of
-//!   64 bytes in any process that holds the listener.
+//!   64 bytes in any process that holds the listener. Out of descriptors for a connection's
+//!   socketpair, the daemon keeps the connection and writes one error record instead (no fd:
+//!   that `accept` fails with `EMFILE`); a client whose own table is full fails `accept` with
+//!   `EMFILE` before it takes a record (it would lose the fd), leaving the connection queued.
 //! * Peer FIN ⇒ the daemon shuts down its end for writing (the app reads EOF); the app's
 //!   `shutdown(SHUT_WR)` or last `close` ⇒ the daemon sees EOF and sends FIN; peer RST ⇒ the
 //!   daemon records `ECONNRESET` for `SO_ERROR` and shuts its end down both ways.
@@ -544,7 +550,7 @@ impl Reply {
         self.encode_seq(0)
     }
 
-    /// The reply to a request with sequence number `seq` ([`request_seq`]).
+    /// The reply to a request with sequence number `seq` ([`request_seq`]; 0: none).
     pub fn encode_seq(&self, seq: u16) -> Vec<u8> {
         let mut b = Vec::with_capacity(32);
         b.extend_from_slice(&REP_MAGIC.to_le_bytes());
@@ -553,7 +559,6 @@ impl Reply {
             _ => 0,
         };
         b.extend_from_slice(&status.to_le_bytes());
-        b.extend_from_slice(&seq.to_le_bytes());
         match self {
             Reply::Ok | Reply::Err(_) => b.push(0),
             Reply::Created(id) => {
@@ -570,6 +575,9 @@ impl Reply {
                 b.extend_from_slice(v);
             }
         }
+        if seq != 0 {
+            b.extend_from_slice(&seq.to_le_bytes());
+        }
         b
     }
 
@@ -577,14 +585,13 @@ impl Reply {
         Reply::decode_seq(b).map(|(_, r)| r)
     }
 
-    /// Parse a reply and the sequence number it echoes.
+    /// Parse a reply and the sequence number it echoes (0: none).
     pub fn decode_seq(b: &[u8]) -> Result<(u16, Reply), Errno> {
         let mut r = Reader::new(b);
         if r.u32()? != REP_MAGIC {
             return Err(Errno::EPROTO);
         }
         let status = r.i32()?;
-        let seq = r.u16()?;
         let kind = r.u8()?;
         let rep = match kind {
             0 if status > 0 => Reply::Err(Errno(status)),
@@ -600,7 +607,12 @@ impl Reply {
             }
             _ => return Err(Errno::EPROTO),
         };
-        if !r.is_empty() || (status != 0 && kind != 0) {
+        let seq = match r.b.len() {
+            0 => 0,
+            2 => r.u16()?,
+            _ => return Err(Errno::EPROTO),
+        };
+        if seq == 0 && !r.is_empty() || (status != 0 && kind != 0) {
             return Err(Errno::EPROTO);
         }
         Ok((seq, rep))
@@ -951,8 +963,18 @@ mod tests {
             assert_eq!(request_seq(&m), seq);
             assert!(!is_one_way(&m));
             assert_eq!(Request::decode(&m), Ok(req.clone()));
-            let r = Reply::Err(Errno::EBADF).encode_seq(seq);
-            assert_eq!(Reply::decode_seq(&r), Ok((seq, Reply::Err(Errno::EBADF))));
+            for rep in [
+                Reply::Err(Errno::EBADF),
+                Reply::Bytes(vec![7; 9]),
+                Reply::Created(3),
+            ] {
+                let r = rep.encode_seq(seq);
+                assert_eq!(Reply::decode_seq(&r), Ok((seq, rep.clone())));
+                // A reply without one is the old format, byte for byte.
+                if seq == 0 {
+                    assert_eq!(r, rep.encode());
+                }
+            }
         }
         assert!(is_one_way(&req.encode_no_reply()));
         let reg = Request::Register {

@@ -124,7 +124,8 @@ impl Conn {
                 return Err(Errno(libc::ECONNRESET));
             }
             let (rseq, rep) = Reply::decode_seq(&buf[..got.len])?;
-            if rseq != seq {
+            // 0: a daemon that does not echo them (started before they existed).
+            if rseq != seq && rseq != 0 {
                 crate::debug!("stale control reply {rseq} (waiting for {seq}): dropped");
                 continue;
             }

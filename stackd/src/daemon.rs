@@ -373,7 +373,9 @@ impl Daemon {
         if self.fd_room() {
             return true;
         }
-        let _ = self.stack.poll(now());
+        if self.stack.poll(now()).link_down {
+            self.switch_gone();
+        }
         self.watch_new();
         if self.fd_room() {
             return true;

@@ -36,6 +36,9 @@ pub enum ConfigError {
     MulticastMac(String),
     /// An empty address list.
     NoAddress,
+    /// Set, but to an empty value (for `IOTH_IP`: a program meant to be a node, which must
+    /// not fall back to the host's network).
+    Empty,
     /// Fixed addresses and `auto`/`slaac`/`dhcp` in one list.
     MixedModes,
     /// The same address twice in one list.
@@ -49,6 +52,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// `var` is set but empty ([`ConfigError::Empty`]).
+    pub fn empty(var: &'static str) -> ConfigError {
+        ConfigError::var(var)(ConfigError::Empty)
+    }
+
     fn var(var: &'static str) -> impl FnOnce(ConfigError) -> ConfigError {
         move |e| ConfigError::Var {
             var,
@@ -76,6 +84,10 @@ impl fmt::Display for ConfigError {
             ConfigError::NotAMac(s) => write!(f, "'{s}' is not a MAC address"),
             ConfigError::MulticastMac(s) => write!(f, "'{s}' is a multicast MAC address"),
             ConfigError::NoAddress => f.write_str("no address given"),
+            ConfigError::Empty => f.write_str(
+                "set but empty: no node to be (give an address, e.g. IOTH_IP=fd00::5/64, or \
+                 unset the variable)",
+            ),
             ConfigError::MixedModes => {
                 f.write_str("mixing fixed addresses with auto/dhcp is not supported yet")
             }

@@ -11,10 +11,22 @@
 //!
 //! # Messages
 //! All integers little-endian. A request is a 16-byte header `magic "IOT1" (u32), op (u16),
-//! reserved (u16), socket id (u64)` followed by the op's body; a reply is `magic "IOR1" (u32),
-//! status (i32: 0, or a positive errno)` followed by the body. Addresses use the 24-byte
+//! flags (u16), socket id (u64)` followed by the op's body; a reply is `magic "IOR1" (u32),
+//! status (i32: 0, or a positive errno)` followed by the body, and, for a request with a
+//! sequence number, that number (u16) after the body. Addresses use the 24-byte
 //! [`WireAddr`] layout. A message that does not parse gets `EPROTO`; the daemon never
 //! trusts a length it has not checked.
+//!
+//! # Staying in step
+//! The flags of a request are [`FLAG_NO_REPLY`] (bit 0) and a sequence number (bits 1..15)
+//! that the reply echoes ([`request_seq`], [`Reply::encode_seq`]). A one-way request
+//! ([`is_one_way`]: the flag, or a `Register` or `ConnectAsync`) is never answered, not even
+//! when it cannot be read (its descriptors truncated because the daemon's table is full, a
+//! body that does not parse); every other message gets exactly one reply. A client discards
+//! a reply whose sequence number is not that of its request (one left over from a call it
+//! gave up on), so that no failure can leave a connection one reply behind. Sequence numbers
+//! start at 1: a request without one (0) gets a reply without one, as before they existed,
+//! and a reply without one (from such a daemon) is taken as the reply.
 //!
 //! # The data path (TCP)
 //! `Socket` returns, with the reply, the application's end of a `SOCK_STREAM` socketpair; the
@@ -42,7 +54,10 @@
 //!   clears it before anything else.
 //! * After `Listen` the fd is a listener: for each established connection the daemon writes one
 //!   [`AcceptRecord`] (64 bytes) with the connection's fd attached. `accept` is one `recvmsg` of
-//!   64 bytes in any process that holds the listener.
+//!   64 bytes in any process that holds the listener. Out of descriptors for a connection's
+//!   socketpair, the daemon keeps the connection and writes one error record instead (no fd:
+//!   that `accept` fails with `EMFILE`); a client whose own table is full fails `accept` with
+//!   `EMFILE` before it takes a record (it would lose the fd), leaving the connection queued.
 //! * Peer FIN ⇒ the daemon shuts down its end for writing (the app reads EOF); the app's
 //!   `shutdown(SHUT_WR)` or last `close` ⇒ the daemon sees EOF and sends FIN; peer RST ⇒ the
 //!   daemon records `ECONNRESET` for `SO_ERROR` and shuts its end down both ways.
@@ -82,6 +97,28 @@ pub const FLAG_NO_REPLY: u16 = 1;
 pub fn no_reply(msg: &[u8]) -> bool {
     msg.len() >= 8 && u16::from_le_bytes([msg[6], msg[7]]) & FLAG_NO_REPLY != 0
 }
+
+/// Whether a received request message (parsed or not) must get no reply: a request header
+/// with [`FLAG_NO_REPLY`], or the op of a `Register` or `ConnectAsync` (one-way by nature).
+pub fn is_one_way(msg: &[u8]) -> bool {
+    if msg.len() < 8 || msg[..4] != REQ_MAGIC.to_le_bytes() {
+        return false;
+    }
+    let op = u16::from_le_bytes([msg[4], msg[5]]);
+    no_reply(msg) || op == Op::Register as u16 || op == Op::ConnectAsync as u16
+}
+
+/// The sequence number of an encoded request (0 if none or unreadable), which its reply
+/// echoes.
+pub fn request_seq(msg: &[u8]) -> u16 {
+    if msg.len() < 8 || msg[..4] != REQ_MAGIC.to_le_bytes() {
+        return 0;
+    }
+    u16::from_le_bytes([msg[6], msg[7]]) >> 1
+}
+
+/// Largest request sequence number (15 bits).
+pub const MAX_SEQ: u16 = 0x7fff;
 
 /// Socket identifier inside one node (never reused by a running daemon).
 pub type SockId = u64;
@@ -408,6 +445,13 @@ impl Request {
         b
     }
 
+    /// [`Request::encode`] with sequence number `seq` (low 15 bits), which the reply echoes.
+    pub fn encode_seq(&self, seq: u16) -> Vec<u8> {
+        let mut b = self.encode();
+        b[6..8].copy_from_slice(&((seq & MAX_SEQ) << 1).to_le_bytes());
+        b
+    }
+
     /// Parse a request; anything malformed is `EPROTO` (never a panic).
     pub fn decode(b: &[u8]) -> Result<Request, Errno> {
         let mut r = Reader::new(b);
@@ -501,7 +545,13 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// The reply to a request with sequence number 0.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_seq(0)
+    }
+
+    /// The reply to a request with sequence number `seq` ([`request_seq`]; 0: none).
+    pub fn encode_seq(&self, seq: u16) -> Vec<u8> {
         let mut b = Vec::with_capacity(32);
         b.extend_from_slice(&REP_MAGIC.to_le_bytes());
         let status = match self {
@@ -525,10 +575,18 @@ impl Reply {
                 b.extend_from_slice(v);
             }
         }
+        if seq != 0 {
+            b.extend_from_slice(&seq.to_le_bytes());
+        }
         b
     }
 
     pub fn decode(b: &[u8]) -> Result<Reply, Errno> {
+        Reply::decode_seq(b).map(|(_, r)| r)
+    }
+
+    /// Parse a reply and the sequence number it echoes (0: none).
+    pub fn decode_seq(b: &[u8]) -> Result<(u16, Reply), Errno> {
         let mut r = Reader::new(b);
         if r.u32()? != REP_MAGIC {
             return Err(Errno::EPROTO);
@@ -549,10 +607,15 @@ impl Reply {
             }
             _ => return Err(Errno::EPROTO),
         };
-        if !r.is_empty() || (status != 0 && kind != 0) {
+        let seq = match r.b.len() {
+            0 => 0,
+            2 => r.u16()?,
+            _ => return Err(Errno::EPROTO),
+        };
+        if seq == 0 && !r.is_empty() || (status != 0 && kind != 0) {
             return Err(Errno::EPROTO);
         }
-        Ok(rep)
+        Ok((seq, rep))
     }
 
     /// `Reply::Err(e)` as `Err(e)`, anything else as `Ok`.
@@ -565,7 +628,12 @@ impl Reply {
 }
 
 /// What a listener's fd carries for each accepted connection (with its fd attached):
-/// `magic "IOTA" u32, reserved u32, socket id u64, local WireAddr, peer WireAddr`.
+/// `magic "IOTA" u32, errno u32 (0), socket id u64, local WireAddr, peer WireAddr`.
+///
+/// An *error record* ([`AcceptRecord::encode_error`]: a nonzero errno, no fd attached) makes
+/// one `accept` fail with that errno: the daemon could not make the connection's socketpair
+/// (`EMFILE`/`ENFILE`); the connection itself stays queued in the daemon, as the kernel keeps
+/// it queued when `accept` fails for want of a descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AcceptRecord {
     pub id: SockId,
@@ -584,6 +652,23 @@ impl AcceptRecord {
         let mut out = [0u8; ACCEPT_RECORD_LEN];
         out.copy_from_slice(&v);
         out
+    }
+
+    /// An error record carrying `errno` (see the type's docs).
+    pub fn encode_error(errno: i32) -> [u8; ACCEPT_RECORD_LEN] {
+        let mut out = [0u8; ACCEPT_RECORD_LEN];
+        out[..4].copy_from_slice(&ACCEPT_MAGIC.to_le_bytes());
+        out[4..8].copy_from_slice(&(errno as u32).to_le_bytes());
+        out
+    }
+
+    /// The errno of an error record; `None` for a connection's record (or garbage).
+    pub fn decode_error(b: &[u8]) -> Option<Errno> {
+        if b.len() != ACCEPT_RECORD_LEN || b[..4] != ACCEPT_MAGIC.to_le_bytes() {
+            return None;
+        }
+        let e = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+        (e != 0 && e < 4096).then_some(Errno(e as i32))
     }
 
     pub fn decode(b: &[u8]) -> Result<AcceptRecord, Errno> {
@@ -865,5 +950,41 @@ mod tests {
         };
         assert_eq!(AcceptRecord::decode(&r.encode()), Ok(r));
         assert_eq!(AcceptRecord::decode(&[0u8; 64]), Err(Errno::EPROTO));
+        assert_eq!(AcceptRecord::decode_error(&r.encode()), None);
+        let e = AcceptRecord::encode_error(libc::EMFILE);
+        assert_eq!(AcceptRecord::decode_error(&e), Some(Errno(libc::EMFILE)));
+    }
+
+    #[test]
+    fn replies_echo_the_sequence_and_one_way_requests_are_known_unparsed() {
+        let req = Request::GetSockName { id: 4 };
+        for seq in [0, 1, 77, MAX_SEQ] {
+            let m = req.encode_seq(seq);
+            assert_eq!(request_seq(&m), seq);
+            assert!(!is_one_way(&m));
+            assert_eq!(Request::decode(&m), Ok(req.clone()));
+            for rep in [
+                Reply::Err(Errno::EBADF),
+                Reply::Bytes(vec![7; 9]),
+                Reply::Created(3),
+            ] {
+                let r = rep.encode_seq(seq);
+                assert_eq!(Reply::decode_seq(&r), Ok((seq, rep.clone())));
+                // A reply without one is the old format, byte for byte.
+                if seq == 0 {
+                    assert_eq!(r, rep.encode());
+                }
+            }
+        }
+        assert!(is_one_way(&req.encode_no_reply()));
+        let reg = Request::Register {
+            id: client_id(5),
+            domain: libc::AF_INET,
+            ty: libc::SOCK_STREAM,
+            protocol: 0,
+        };
+        // Even cut short (a body that does not parse), a Register gets no reply.
+        assert!(is_one_way(&reg.encode()[..10]));
+        assert!(!is_one_way(b"garbage!"));
     }
 }

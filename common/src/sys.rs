@@ -341,6 +341,31 @@ pub fn fd_limit() -> u64 {
     }
 }
 
+/// Raise the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit (for the daemons:
+/// a node's daemon holds one descriptor per socket of all its processes, and inherits the
+/// soft limit, often 1024, of whichever process started it). Returns the soft limit now.
+pub fn raise_fd_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: want is a valid rlimit; raising the soft limit up to the hard one is allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            return r.rlim_max;
+        }
+    }
+    r.rlim_cur
+}
+
 /// `(pid, uid, gid)` of the peer of a unix socket (`SO_PEERCRED`).
 pub fn peer_cred(fd: RawFd) -> Result<(u32, u32, u32)> {
     let mut b = [0u8; 12];
@@ -523,6 +548,129 @@ pub fn recvmsg(fd: RawFd, iov: &mut [IoSliceMut<'_>], flags: i32) -> Result<Rece
         fds,
         flags: msg.msg_flags,
     })
+}
+
+/// Whether `process_vm_readv`/`process_vm_writev` on our own pid work here (0: not tried,
+/// 1: yes, 2: refused, e.g. by a seccomp filter).
+static VM_COPY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// One `process_vm_readv` (`write: false`) or `process_vm_writev` on our own memory; `None`
+/// if the call is refused here (`ENOSYS`, `EPERM`).
+fn vm_copy(write: bool, local: &[libc::iovec], remote: &[libc::iovec]) -> Option<Result<()>> {
+    use std::sync::atomic::Ordering;
+    if VM_COPY.load(Ordering::Relaxed) == 2 {
+        return None;
+    }
+    let total: usize = local.iter().map(|v| v.iov_len).sum();
+    let nr = if write {
+        libc::SYS_process_vm_writev
+    } else {
+        libc::SYS_process_vm_readv
+    };
+    // SAFETY: local describes buffers of ours that the kernel reads or writes within their
+    // lengths; remote addresses are checked by the kernel (a bad one is EFAULT, never a
+    // fault here); flags 0.
+    let r = check(unsafe {
+        libc::syscall(
+            nr,
+            getpid() as libc::pid_t,
+            local.as_ptr(),
+            local.len(),
+            remote.as_ptr(),
+            remote.len(),
+            0 as libc::c_ulong,
+        )
+    });
+    match r {
+        Ok(n) => {
+            VM_COPY.store(1, Ordering::Relaxed);
+            Some(if n == total {
+                Ok(())
+            } else {
+                Err(Errno(libc::EFAULT))
+            })
+        }
+        Err(e) if e.0 == libc::ENOSYS || e.0 == libc::EPERM => {
+            VM_COPY.store(2, Ordering::Relaxed);
+            None
+        }
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// Copy `out.len()` bytes from address `src` of our own memory (an argument a caller of the
+/// preload shim passed), or `EFAULT` as the kernel would answer if any of it is not
+/// readable: the kernel copies (`process_vm_readv` on our own pid), so a bad pointer never
+/// faults in our code. Null is `EFAULT` without a system call.
+///
+/// # Safety
+/// Where the kernel refuses `process_vm_readv` (a seccomp filter), the bytes are read
+/// directly: then `src` must be valid for `out.len()` bytes, as the caller's contract says.
+pub unsafe fn copy_in(src: *const u8, out: &mut [u8]) -> Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    if src.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    let local = [libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    }];
+    let remote = [libc::iovec {
+        iov_base: src as *mut libc::c_void,
+        iov_len: out.len(),
+    }];
+    match vm_copy(false, &local, &remote) {
+        Some(r) => r,
+        None => {
+            // SAFETY: the caller guarantees src is valid for out.len() bytes (# Safety).
+            unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) };
+            Ok(())
+        }
+    }
+}
+
+/// Copy each `(dst, bytes)` into our own memory at `dst` (results for a caller of the preload
+/// shim: an address and its length), all in one system call, or `EFAULT` if any of it is not
+/// writable (then nothing or part may have been written, as with the kernel). Null `dst` is
+/// `EFAULT`.
+///
+/// # Safety
+/// Where the kernel refuses `process_vm_writev`, the bytes are written directly: then each
+/// `dst` must be valid for writes of its length, as the caller's contract says.
+pub unsafe fn copy_out(pieces: &[(*mut u8, &[u8])]) -> Result<()> {
+    let pieces: Vec<&(*mut u8, &[u8])> = pieces.iter().filter(|p| !p.1.is_empty()).collect();
+    if pieces.iter().any(|p| p.0.is_null()) {
+        return Err(Errno(libc::EFAULT));
+    }
+    if pieces.is_empty() {
+        return Ok(());
+    }
+    let local: Vec<libc::iovec> = pieces
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.1.as_ptr() as *mut libc::c_void,
+            iov_len: p.1.len(),
+        })
+        .collect();
+    let remote: Vec<libc::iovec> = pieces
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.0.cast(),
+            iov_len: p.1.len(),
+        })
+        .collect();
+    match vm_copy(true, &local, &remote) {
+        Some(r) => r,
+        None => {
+            for (dst, b) in pieces.iter().map(|p| (p.0, p.1)) {
+                // SAFETY: the caller guarantees dst is valid for b.len() bytes (# Safety).
+                unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst, b.len()) };
+            }
+            Ok(())
+        }
+    }
 }
 
 /// `poll` on a set of descriptors; `timeout_ms < 0` waits forever.
@@ -722,6 +870,37 @@ mod tests {
         assert_eq!(&got, b"ping");
         let fl = fcntl(r.fds[0].raw(), libc::F_GETFD, 0).unwrap();
         assert_ne!(fl & libc::FD_CLOEXEC, 0, "received fds are close-on-exec");
+    }
+
+    #[test]
+    fn copies_give_efault_for_bad_addresses() {
+        let src = *b"sockaddr";
+        let mut out = [0u8; 8];
+        // SAFETY: src is valid for 8 bytes; the bad addresses are checked by the kernel.
+        unsafe {
+            copy_in(src.as_ptr(), &mut out).unwrap();
+            assert_eq!(out, src);
+            assert_eq!(
+                copy_in(std::ptr::without_provenance::<u8>(1), &mut out),
+                Err(Errno(libc::EFAULT))
+            );
+            assert_eq!(
+                copy_in(std::ptr::null(), &mut out),
+                Err(Errno(libc::EFAULT))
+            );
+            let mut a = [0u8; 4];
+            let mut b = [0u8; 2];
+            copy_out(&[(a.as_mut_ptr(), b"abcd"), (b.as_mut_ptr(), b"xy")]).unwrap();
+            assert_eq!((&a, &b), (b"abcd", b"xy"));
+            let bad = copy_out(&[
+                (a.as_mut_ptr(), b"abcd"),
+                (std::ptr::without_provenance_mut::<u8>(8), b"xy"),
+            ]);
+            assert_eq!(bad, Err(Errno(libc::EFAULT)));
+            // Read-only memory (a string literal) is not writable either.
+            let ro = b"constant".as_ptr() as *mut u8;
+            assert_eq!(copy_out(&[(ro, b"x")]), Err(Errno(libc::EFAULT)));
+        }
     }
 
     #[test]

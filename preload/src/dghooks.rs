@@ -107,22 +107,16 @@ impl Iovs {
 ///
 /// # Safety
 /// `p` null or `*len` writable bytes; `len` null or valid.
-unsafe fn put_name(a: &WireAddr, p: *mut c_void, len: *mut socklen_t) {
+unsafe fn put_name(a: &WireAddr, p: *mut c_void, len: *mut socklen_t) -> Result<(), Errno> {
     if p.is_null() || len.is_null() {
-        return;
+        return Ok(());
     }
     if a.0.is_none() {
-        // SAFETY: len is valid (checked non-null).
-        unsafe { *len = 0 };
-        return;
+        // SAFETY: len is the caller's.
+        return unsafe { ioth_common::sys::copy_out(&[(len.cast(), &0u32.to_ne_bytes())]) };
     }
-    let b = addr::encode(a);
-    // SAFETY: len is valid; p has room for *len bytes and we copy at most that many.
-    unsafe {
-        let n = (*len as usize).min(b.len());
-        std::ptr::copy_nonoverlapping(b.as_ptr(), p.cast::<u8>(), n);
-        *len = b.len() as socklen_t;
-    }
+    // SAFETY: p/len are the caller's; at most *len bytes go to p.
+    unsafe { crate::hooks::write_truncated(&addr::encode(a), p, len) }
 }
 
 /// One datagram out.
@@ -147,10 +141,9 @@ unsafe fn send_dgram(
     let to = if dest.is_null() || dlen == 0 {
         None
     } else {
-        let n = (dlen as usize).min(128);
         // SAFETY: the caller guarantees dlen readable bytes at dest; we read at most that.
-        let b = unsafe { std::slice::from_raw_parts(dest.cast::<u8>(), n) };
-        Some(addr::decode(b)?)
+        let b = unsafe { crate::hooks::read_arg(dest, (dlen as usize).min(128)) }?;
+        Some(addr::decode(&b)?)
     };
     let mut probe = [0u8; DgramHeader::LEN];
     // SAFETY: iov/cnt from the caller (checked, then only lengths are read).
@@ -187,7 +180,7 @@ unsafe fn send_netlink(
             return Err(Errno::EINVAL);
         }
         // SAFETY: the caller guarantees dlen (>= 12) readable bytes at dest.
-        let a = unsafe { std::slice::from_raw_parts(dest.cast::<u8>(), 12) };
+        let a = unsafe { crate::hooks::read_arg(dest, 12) }?;
         if u16::from_ne_bytes([a[0], a[1]]) != libc::AF_NETLINK as u16 {
             return Err(Errno::EINVAL);
         }
@@ -238,7 +231,7 @@ unsafe fn recv_netlink(e: Entry, m: &mut msghdr, flags: c_int) -> Result<usize, 
         let a = crate::netlink::sockaddr_nl(0, 0);
         let k = (nlen as usize).min(a.len());
         // SAFETY: the caller's name buffer holds msg_namelen bytes; we write at most that.
-        unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), name.cast::<u8>(), k) };
+        unsafe { ioth_common::sys::copy_out(&[(name.cast(), &a[..k])]) }?;
         m.msg_namelen = a.len() as socklen_t;
     } else {
         m.msg_namelen = 0;
@@ -267,14 +260,15 @@ unsafe fn recv_dgram(
         m.msg_namelen = if nlen.is_null() {
             0
         } else {
-            // SAFETY: nlen is the caller's valid pointer.
-            unsafe { *nlen }
+            // SAFETY: nlen is the caller's pointer.
+            unsafe { crate::hooks::read_len(nlen) }?
         };
         // SAFETY: m describes the caller's buffers.
         let r = unsafe { recv_netlink(e, &mut m, flags) }?;
         if !nlen.is_null() {
+            let got = m.msg_namelen.to_ne_bytes();
             // SAFETY: as above.
-            unsafe { *nlen = m.msg_namelen };
+            unsafe { ioth_common::sys::copy_out(&[(nlen.cast(), &got)]) }?;
         }
         return Ok((r, m.msg_flags, WireAddr(None), 0));
     }
@@ -307,8 +301,9 @@ unsafe fn recv_dgram(
         }
         r => r?,
     };
-    // SAFETY: name/nlen from the caller.
-    unsafe { put_name(&g.from, name, nlen) };
+    // SAFETY: name/nlen from the caller. A bad one is EFAULT with the datagram consumed, as
+    // in the kernel.
+    unsafe { put_name(&g.from, name, nlen) }?;
     let mf = if g.truncated() { libc::MSG_TRUNC } else { 0 };
     Ok((g.ret(flags), mf, g.from, g.flags))
 }
@@ -574,8 +569,16 @@ hooks! {
         let deadline = if t.is_null() {
             None
         } else {
-            // SAFETY: t is the caller's valid timespec.
-            let ts = unsafe { *t };
+            let mut b = [0u8; std::mem::size_of::<timespec>()];
+            // SAFETY: t is the caller's timespec.
+            if let Err(e) = unsafe { ioth_common::sys::copy_in(t.cast(), &mut b) } {
+                e.set_errno();
+                return -1;
+            }
+            let ts = timespec {
+                tv_sec: i64::from_ne_bytes(b[..8].try_into().unwrap_or([0; 8])) as _,
+                tv_nsec: i64::from_ne_bytes(b[8..16].try_into().unwrap_or([0; 8])) as _,
+            };
             if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
                 Errno::EINVAL.set_errno();
                 return -1;

@@ -244,12 +244,27 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<(RawFd, WireAddr), Errno> {
 
 /// One connection from the listener fd `fd` (its accept record and fd, as the daemon queued
 /// them); `recv_flags` e.g. `MSG_DONTWAIT` (`EAGAIN` if none is queued).
+///
+/// Out of descriptors, it fails with `EMFILE` and leaves the connection queued, as the
+/// kernel's accept does: a record received into a full table would lose its fd (the kernel
+/// closes what does not fit, `MSG_CTRUNC`), so the table is checked first (a `dup` of the
+/// listener, closed at once). An error record from the daemon (it had no descriptor for the
+/// connection) fails this one call with its errno.
 pub fn take_connection(fd: RawFd, recv_flags: i32) -> Result<(Fd, WireAddr), Errno> {
+    let probe = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0)?;
+    sys::close(probe);
     let mut buf = [0u8; ACCEPT_RECORD_LEN];
     let got = sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], recv_flags)?;
     if got.len == 0 {
         // The daemon closed its end: the listener is gone (as after a shutdown).
         return Err(Errno::EINVAL);
+    }
+    if let Some(e) = AcceptRecord::decode_error(&buf[..got.len]) {
+        return Err(e);
+    }
+    if got.flags & libc::MSG_CTRUNC != 0 {
+        // Another thread took the last free descriptor since the check: this one is lost.
+        return Err(Errno(libc::EMFILE));
     }
     let mut fds = got.fds;
     let rec = match AcceptRecord::decode(&buf[..got.len]) {

@@ -41,6 +41,50 @@ fn virt(fd: c_int) -> Option<Virt> {
     catch_unwind(|| emu::virt(fd)).ok().flatten()
 }
 
+// The caller's address and option structures are read and written through
+// `sys::copy_in`/`sys::copy_out`: a bad pointer gives `EFAULT`, as from the kernel, instead
+// of a fault inside the shim. (Data buffers go to the kernel as they are; it checks them.)
+
+/// Read `n` bytes of a caller's argument at `p` (`EFAULT` if not readable).
+///
+/// # Safety
+/// `p` must be null or point to `n` readable bytes (see `sys::copy_in`).
+pub(crate) unsafe fn read_arg(p: *const c_void, n: usize) -> Result<Vec<u8>, Errno> {
+    let mut b = vec![0u8; n];
+    // SAFETY: the caller's contract, passed on.
+    unsafe { ioth_common::sys::copy_in(p.cast(), &mut b) }?;
+    Ok(b)
+}
+
+/// Read a caller's `socklen_t` (`EFAULT` if null or not readable).
+///
+/// # Safety
+/// `len` must be null or valid (see `sys::copy_in`).
+pub(crate) unsafe fn read_len(len: *const socklen_t) -> Result<socklen_t, Errno> {
+    let mut b = [0u8; 4];
+    // SAFETY: the caller's contract, passed on.
+    unsafe { ioth_common::sys::copy_in(len.cast(), &mut b) }?;
+    Ok(socklen_t::from_ne_bytes(b))
+}
+
+/// Write `b` with the kernel's truncation rule to a caller's buffer `p` of `*len` bytes
+/// (copy at most that, report the full length in `*len`). `EFAULT` if `len` or `p` is bad.
+///
+/// # Safety
+/// `p`, `len` as the caller's contract says (see `sys::copy_out`).
+pub(crate) unsafe fn write_truncated(
+    b: &[u8],
+    p: *mut c_void,
+    len: *mut socklen_t,
+) -> Result<(), Errno> {
+    // SAFETY: the caller's contract, passed on.
+    let room = unsafe { read_len(len) }? as usize;
+    let n = room.min(b.len());
+    let full = (b.len() as socklen_t).to_ne_bytes();
+    // SAFETY: the caller's contract, passed on; at most *len bytes go to p.
+    unsafe { ioth_common::sys::copy_out(&[(p.cast(), &b[..n]), (len.cast(), &full)]) }
+}
+
 /// Read a caller's address argument.
 ///
 /// # Safety
@@ -49,10 +93,9 @@ unsafe fn in_addr(p: *const sockaddr, len: socklen_t) -> Result<WireAddr, Errno>
     if p.is_null() {
         return Err(Errno(libc::EFAULT));
     }
-    let n = (len as usize).min(128);
     // SAFETY: the caller guarantees len readable bytes at p; we read at most that.
-    let b = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), n) };
-    addr::decode(b)
+    let b = unsafe { read_arg(p.cast(), (len as usize).min(128)) }?;
+    addr::decode(&b)
 }
 
 /// Write an address result with the kernel's truncation rule (copy at most `*len` bytes,
@@ -64,19 +107,8 @@ unsafe fn out_addr(a: &WireAddr, p: *mut sockaddr, len: *mut socklen_t) -> Resul
     if p.is_null() {
         return Ok(());
     }
-    if len.is_null() {
-        return Err(Errno(libc::EFAULT));
-    }
-    let b = addr::encode(a);
-    // SAFETY: len is a valid pointer (checked non-null; the caller vouches for validity).
-    let room = unsafe { *len } as usize;
-    let n = room.min(b.len());
-    // SAFETY: p has room for *len bytes and we copy at most that many.
-    unsafe {
-        std::ptr::copy_nonoverlapping(b.as_ptr(), p.cast::<u8>(), n);
-        *len = b.len() as socklen_t;
-    }
-    Ok(())
+    // SAFETY: the caller vouches for p and len.
+    unsafe { write_truncated(&addr::encode(a), p.cast(), len) }
 }
 
 /// What `socket` makes of its arguments; `None`: a kernel socket.
@@ -181,9 +213,8 @@ hooks! {
                     return Err(Errno(libc::EFAULT));
                 }
                 // SAFETY: the caller guarantees len readable bytes at a; we read at most 12.
-                let b =
-                    unsafe { std::slice::from_raw_parts(a.cast::<u8>(), (len as usize).min(12)) };
-                crate::netlink::bind(fd, b).map(|_| 0)
+                let b = unsafe { read_arg(a.cast(), (len as usize).min(12)) }?;
+                crate::netlink::bind(fd, &b).map(|_| 0)
             }),
             Sock::Virt(v) => guard(|| {
                 // SAFETY: a/len come from the caller of bind, who vouches for them.
@@ -229,14 +260,8 @@ hooks! {
                     return Err(Errno(libc::EFAULT));
                 }
                 let n = crate::netlink::name(fd)?;
-                // SAFETY: len is the caller's valid pointer; a has room for *len bytes and we
-                // copy at most that many.
-                unsafe {
-                    let k = (*len as usize).min(n.len());
-                    std::ptr::copy_nonoverlapping(n.as_ptr(), a.cast::<u8>(), k);
-                    *len = n.len() as socklen_t;
-                }
-                Ok(0)
+                // SAFETY: a/len come from the caller, who vouches for them.
+                unsafe { write_truncated(&n, a.cast(), len) }.map(|_| 0)
             }),
             Sock::Virt(v) => guard(|| {
                 let name = emu::name(&Daemons, v, false)?;
@@ -270,23 +295,15 @@ hooks! {
     ) -> c_int
     where virt(fd) => |v| {
         guard(|| {
-            if len.is_null() {
-                return Err(Errno(libc::EFAULT));
-            }
-            // SAFETY: len is non-null and the caller's.
-            let room = unsafe { *len } as i32;
+            // SAFETY: len is the caller's.
+            let room = unsafe { read_len(len) }? as i32;
             if room < 0 {
                 return Err(Errno::EINVAL);
             }
             let b = emu::getsockopt(&Daemons, v, fd, level, name, room as usize)?;
-            if !b.is_empty() && val.is_null() {
-                return Err(Errno(libc::EFAULT));
-            }
-            // SAFETY: val has room for *len bytes; b.len() <= *len.
-            unsafe {
-                std::ptr::copy_nonoverlapping(b.as_ptr(), val.cast::<u8>(), b.len());
-                *len = b.len() as socklen_t;
-            }
+            let got = (b.len() as socklen_t).to_ne_bytes();
+            // SAFETY: val has room for *len bytes (b.len() <= *len); len is the caller's.
+            unsafe { ioth_common::sys::copy_out(&[(val.cast(), &b), (len.cast(), &got)]) }?;
             Ok(0)
         })
     }
@@ -305,18 +322,13 @@ hooks! {
             Sock::Virt(v) => v,
         };
         guard(|| {
-            let value: &[u8] = if len == 0 {
-                &[]
-            } else if val.is_null() {
-                return Err(Errno(libc::EFAULT));
-            } else if len as usize > ioth_common::ctl::MAX_OPT {
+            if len as usize > ioth_common::ctl::MAX_OPT {
                 return Err(Errno::EINVAL);
-            } else {
-                // SAFETY: the caller guarantees len readable bytes at val.
-                unsafe { std::slice::from_raw_parts(val.cast::<u8>(), len as usize) }
-            };
-            emu::setsockopt(&Daemons, v, fd, level, name, value)?;
-            crate::dgram::option_set(fd, level, name, value);
+            }
+            // SAFETY: the caller guarantees len readable bytes at val.
+            let value = unsafe { read_arg(val, len as usize) }?;
+            emu::setsockopt(&Daemons, v, fd, level, name, &value)?;
+            crate::dgram::option_set(fd, level, name, &value);
             Ok(0)
         })
     }

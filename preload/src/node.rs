@@ -47,6 +47,18 @@ struct Conn {
     ident: (u64, u64),
     /// The daemon's uid (`SO_PEERCRED`).
     peer_uid: u32,
+    /// Sequence number of the last request (`ctl`, Staying in step).
+    seq: std::cell::Cell<u16>,
+}
+
+/// Replies with another sequence number read and dropped in one call before giving up on the
+/// connection (each is a reply to a call that gave up earlier, at most a few).
+const MAX_STALE: usize = 16;
+
+/// Errnos that say the process (or system) is out of descriptors or memory: the call fails
+/// with it, as the kernel's would, and nothing is retried or started.
+pub fn out_of_resources(e: Errno) -> bool {
+    [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM].contains(&e.0)
 }
 
 impl Conn {
@@ -77,6 +89,7 @@ impl Conn {
             fd,
             ident,
             peer_uid: uid,
+            seq: std::cell::Cell::new(0),
         })
     }
 
@@ -96,14 +109,32 @@ impl Conn {
             .map(drop)
     }
 
+    /// One round trip. The reply must echo the request's sequence number; others (left over
+    /// from a call that gave up) are dropped. A reply whose descriptors did not fit our table
+    /// (`MSG_CTRUNC`: the kernel closed them) is `EMFILE`, and the connection stays in step.
     fn call(&self, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
-        self.send(&req.encode(), fds)?;
+        let seq = self.seq.get() % ctl::MAX_SEQ + 1;
+        self.seq.set(seq);
+        self.send(&req.encode_seq(seq), fds)?;
         let mut buf = [0u8; ctl::MAX_MSG];
-        let got = sys::retry(|| sys::recvmsg(self.fd.raw(), &mut [IoSliceMut::new(&mut buf)], 0))?;
-        if got.len == 0 {
-            return Err(Errno(libc::ECONNRESET));
+        for _ in 0..MAX_STALE {
+            let got =
+                sys::retry(|| sys::recvmsg(self.fd.raw(), &mut [IoSliceMut::new(&mut buf)], 0))?;
+            if got.len == 0 {
+                return Err(Errno(libc::ECONNRESET));
+            }
+            let (rseq, rep) = Reply::decode_seq(&buf[..got.len])?;
+            // 0: a daemon that does not echo them (started before they existed).
+            if rseq != seq && rseq != 0 {
+                crate::debug!("stale control reply {rseq} (waiting for {seq}): dropped");
+                continue;
+            }
+            if got.flags & libc::MSG_CTRUNC != 0 {
+                return Err(Errno(libc::EMFILE));
+            }
+            return Ok((rep, got.fds));
         }
-        Ok((Reply::decode(&buf[..got.len])?, got.fds))
+        Err(Errno::EPROTO)
     }
 }
 
@@ -138,11 +169,20 @@ static HOME: OnceLock<Home> = OnceLock::new();
 /// The home node configuration, read from the environment once per process image.
 pub fn home() -> &'static Home {
     HOME.get_or_init(|| {
-        if let Some(p) = std::env::var_os("IOTH_STACK").filter(|p| !p.is_empty()) {
+        let stack = std::env::var_os("IOTH_STACK");
+        if let Some(p) = stack.clone().filter(|p| !p.is_empty()) {
             return Home::Stack(PathBuf::from(p));
         }
         let raw = RawConfig::from_env();
         if raw.ip.is_none() {
+            // Set but empty (`IOTH_IP=` in a script whose variable did not expand): the
+            // program was meant to be a node, and must not talk on the host's network.
+            if std::env::var_os("IOTH_IP").is_some() {
+                return Home::Bad(ConfigError::empty("IOTH_IP"));
+            }
+            if stack.is_some() {
+                return Home::Bad(ConfigError::empty("IOTH_STACK"));
+            }
             return Home::Inert;
         }
         match raw.parse() {
@@ -370,6 +410,9 @@ fn join_home() -> Result<Conn, Errno> {
         Home::Bad(e) => Err(unusable(&e.to_string())),
         Home::Stack(p) => {
             let mut c = Conn::open(&UnixAddr::path(p)).map_err(|e| {
+                if out_of_resources(e) {
+                    return e;
+                }
                 unusable(&format!(
                     "cannot reach the node at IOTH_STACK={}: {e}",
                     p.display()
@@ -388,6 +431,10 @@ fn join_home() -> Result<Conn, Errno> {
             }
             let addr = UnixAddr::path(path);
             let refused = |e: Errno| -> Option<Errno> {
+                if out_of_resources(e) {
+                    // Out of descriptors here: the kernel's answer, and no new daemon.
+                    return Some(e);
+                }
                 let why = match e.0 {
                     libc::EPERM => "is served by another user's daemon: not used",
                     libc::ETIMEDOUT | libc::EAGAIN => "does not answer in time",
@@ -464,9 +511,13 @@ pub fn active() -> bool {
     !matches!(home(), Home::Inert)
 }
 
-/// Transport failures (daemon gone) become `ENETDOWN` for the application.
+/// Transport failures (daemon gone) become `ENETDOWN` for the application; running out of
+/// descriptors or memory is the kernel's errno (`EMFILE`...), as for a kernel socket.
 fn transport(e: Errno) -> Errno {
     crate::debug!("control connection failed: {e}");
+    if out_of_resources(e) {
+        return e;
+    }
     Errno(libc::ENETDOWN)
 }
 
@@ -484,9 +535,14 @@ fn round_trip(
             checkin(c, true);
             Ok(r)
         }
+        // The reply came, its fds did not fit: the connection is in step.
+        Err(e) if e.0 == libc::EMFILE => {
+            checkin(c, true);
+            Err(e)
+        }
         Err(e) => {
             checkin(c, false);
-            if e == Errno::EPROTO {
+            if e == Errno::EPROTO || out_of_resources(e) {
                 return Err(e);
             }
             if e.is_again() {

@@ -82,6 +82,12 @@ pub struct Daemon {
     /// Reading other control connections for a `Register` (see `ctl_readable`).
     draining: bool,
     idle_since: Option<Instant>,
+    /// Out of descriptors for new control connections (`EMFILE`): the control listeners
+    /// are left out of the epoll set until then, rather than reported readable at once,
+    /// again and again.
+    ctl_paused: Option<Instant>,
+    /// Our soft limit on open files.
+    nofile: u64,
     switch_down: bool,
     next_reconnect: Instant,
 }
@@ -157,6 +163,8 @@ impl Daemon {
             next_ctl: 1,
             draining: false,
             idle_since: Some(Instant::now()),
+            ctl_paused: None,
+            nofile: sys::fd_limit(),
             switch_down: false,
             next_reconnect: Instant::now(),
         };
@@ -244,7 +252,14 @@ impl Daemon {
                     return 1;
                 }
             };
-            for ev in evs.iter().take(n) {
+            // Control requests after the sockets' events: a socket the app closed before its
+            // next request is known closed (and its descriptor can be freed) when the
+            // request is read.
+            for ev in evs.iter().take(n).filter(|e| e.u64 & T_MASK != T_CTL) {
+                let (tok, bits) = (ev.u64, ev.events);
+                self.event(tok, bits);
+            }
+            for ev in evs.iter().take(n).filter(|e| e.u64 & T_MASK == T_CTL) {
                 let (tok, bits) = (ev.u64, ev.events);
                 self.event(tok, bits);
             }
@@ -263,6 +278,9 @@ impl Daemon {
             if self.switch_down && Instant::now() >= self.next_reconnect {
                 self.try_reconnect();
             }
+            if self.ctl_paused.is_some_and(|t| Instant::now() >= t) {
+                self.pause_ctl(false);
+            }
             if self.should_exit() {
                 log::info!("no socket and no client left: exiting");
                 return 0;
@@ -277,6 +295,9 @@ impl Daemon {
         }
         if self.switch_down {
             t = t.min(Duration::from_millis(200));
+        }
+        if let Some(until) = self.ctl_paused {
+            t = t.min(until.saturating_duration_since(Instant::now()));
         }
         if !self.opts.persist
             && let Some(since) = self.idle_since
@@ -343,6 +364,62 @@ impl Daemon {
         who == 0 || who == sys::geteuid() || self.stack.owner(id).is_none_or(|o| o == who)
     }
 
+    /// Stop (`true`) or resume watching the control listeners and connections (see
+    /// `ctl_paused`).
+    fn pause_ctl(&mut self, pause: bool) {
+        let ev = if pause { 0 } else { libc::EPOLLIN as u32 };
+        for l in &self.ctl_listeners {
+            let _ = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_MOD, l.raw(), ev, T_LISTEN);
+        }
+        for (cid, c) in &self.ctl_conns {
+            let _ = sys::epoll_ctl(
+                self.ep.raw(),
+                libc::EPOLL_CTL_MOD,
+                c.fd.raw(),
+                ev,
+                T_CTL | cid,
+            );
+        }
+        self.ctl_paused = pause.then(|| Instant::now() + Duration::from_millis(100));
+    }
+
+    /// Whether our descriptor table has room for the fds one control message carries (two:
+    /// a `Register`'s). A message read without room loses them (`MSG_CTRUNC`: the kernel
+    /// closes what does not fit), and with them a socket its client thinks registered. Two
+    /// dups, closed at once (the kernel keeps no count of free slots to ask for).
+    fn fd_room(&self) -> bool {
+        if self.nofile > 1 << 16 {
+            // A daemon that may hold this many descriptors is not near the end of them.
+            return true;
+        }
+        let fd = self.ep.raw();
+        let a = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
+        let b = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
+        let room = a.is_ok() && b.is_ok();
+        for p in [a, b].into_iter().flatten() {
+            sys::close(p);
+        }
+        room
+    }
+
+    /// Make room for a control message's fds: free the sockets the apps have closed. `false`:
+    /// still none (control connections then wait, see `pause_ctl`).
+    fn make_fd_room(&mut self) -> bool {
+        if self.fd_room() {
+            return true;
+        }
+        if self.stack.poll(now()).link_down {
+            self.switch_gone();
+        }
+        self.watch_new();
+        if self.fd_room() {
+            return true;
+        }
+        log::warn!("out of descriptors: control requests wait");
+        self.pause_ctl(true);
+        false
+    }
+
     fn accept_ctl(&mut self) {
         for i in 0..self.ctl_listeners.len() {
             loop {
@@ -350,6 +427,11 @@ impl Daemon {
                 let c = match sys::accept(l, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) {
                     Ok(c) => c,
                     Err(e) if e == Errno::EINTR => continue,
+                    Err(e) if e.0 == libc::EMFILE || e.0 == libc::ENFILE => {
+                        log::warn!("control connection: accept: {e}");
+                        self.pause_ctl(true);
+                        return;
+                    }
                     Err(_) => break,
                 };
                 // Admitted: our uid, root, and the uids and gids allowed on the command line.
@@ -386,6 +468,9 @@ impl Daemon {
             let Some((fd, who)) = self.ctl_conns.get(&cid).map(|c| (c.fd.raw(), c.who)) else {
                 return;
             };
+            if self.ctl_paused.is_some() || !self.make_fd_room() {
+                return;
+            }
             let got = match sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], libc::MSG_DONTWAIT) {
                 Ok(g) => g,
                 Err(e) if e.is_again() => return,
@@ -399,19 +484,25 @@ impl Daemon {
                 self.ctl_conns.remove(&cid);
                 return;
             }
-            // A one-way request: a well-formed SetSockOpt with ctl::FLAG_NO_REPLY, a Register.
-            let mut silent = false;
+            // A one-way request (ctl::is_one_way) gets no reply whatever happens to it, even
+            // when it cannot be read (its fds truncated because our table is full): an answer
+            // would be taken for the reply to the client's next request. Every other message
+            // gets one reply, echoing its sequence number.
+            let msg_in = &buf[..got.len];
+            let silent = ctl::is_one_way(msg_in);
+            let seq = ctl::request_seq(msg_in);
             let (reply, fd_out) = if got.flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-                (Reply::Err(Errno::EPROTO), None)
+                log::warn!("ctl {cid}: request truncated (flags {:#x})", got.flags);
+                // Its descriptors were lost: our table is full (EMFILE), or it was too long.
+                let e = if got.flags & libc::MSG_CTRUNC != 0 {
+                    libc::EMFILE
+                } else {
+                    libc::EPROTO
+                };
+                (Reply::Err(Errno(e)), None)
             } else {
-                match Request::decode(&buf[..got.len]) {
+                match Request::decode(msg_in) {
                     Ok(req) => {
-                        silent = matches!(req, Request::SetSockOpt { .. })
-                            && ioth_common::ctl::no_reply(&buf[..got.len])
-                            || matches!(
-                                req,
-                                Request::Register { .. } | Request::ConnectAsync { .. }
-                            );
                         log::debug!("ctl {cid}: {req:?}");
                         let id = req.id();
                         if who.is_some()
@@ -475,7 +566,7 @@ impl Daemon {
             if silent {
                 continue;
             }
-            let msg = reply.encode();
+            let msg = reply.encode_seq(seq);
             let fds: Vec<RawFd> = fd_out.iter().map(|f| f.raw()).collect();
             let r = sys::retry(|| {
                 sys::sendmsg(

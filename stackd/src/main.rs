@@ -88,11 +88,15 @@ fn main() {
     os::large_allocations_from_mmap();
     os::raise_fd_limit();
     let cli = Cli::parse();
+    // One descriptor per socket of every process of the node: the soft limit we inherit
+    // (1024, say, from a shell, while nginx raises its own to 20,000) is not ours to keep.
+    let nofile = sys::raise_fd_limit();
     let filter = std::env::var("IOTH_LOG").unwrap_or_else(|_| "off".into());
     env_logger::Builder::new()
         .parse_filters(&filter)
         .target(env_logger::Target::Stderr)
         .init();
+    log::debug!("open files limit: {nofile}");
     let raw = RawConfig {
         ip: cli.ip.clone().filter(|s| !s.trim().is_empty()),
         gw: cli.gw.clone().filter(|s| !s.trim().is_empty()),

@@ -141,6 +141,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> ExitCode {
+    // One descriptor per port: the soft limit inherited from a shell is not ours to keep.
+    sys::raise_fd_limit();
     let Some(dir) = cli.sock else {
         eprintln!("ioth-switch: --sock DIR is required");
         return ExitCode::from(2);

@@ -169,6 +169,10 @@ pub struct Stack<D: Link> {
     /// timeouts), and the ids being visited now.
     revisit: Vec<u64>,
     ids: Vec<u64>,
+    /// Established connections still without a socketpair (we were out of descriptors):
+    /// tried again at every poll, as the kernel keeps a connection queued while `accept`
+    /// fails with `EMFILE`.
+    unpaired: Vec<SocketHandle>,
     /// A visit of every socket at this interval, in case a wake-up was missed (`None`: never,
     /// as in the tests, where a missed wake-up must show).
     sweep: Option<Duration>,
@@ -370,6 +374,7 @@ impl<D: Link> Stack<D> {
             unix_names: None,
             work: Work::default(),
             revisit: Vec::new(),
+            unpaired: Vec::new(),
             ids: Vec::new(),
             sweep: Some(SWEEP),
             next_sweep: now + SWEEP,
@@ -513,8 +518,8 @@ impl<D: Link> Stack<D> {
             None => self.net.iface.poll_delay(now, &self.net.set),
         };
         let mut at = |d: Duration| t = Some(t.map_or(d, |t| t.min(d)));
-        if !self.revisit.is_empty() {
-            // Connects under way: their timeouts.
+        if !self.revisit.is_empty() || !self.unpaired.is_empty() {
+            // Connects under way (their timeouts); connections waiting for descriptors.
             at(Duration::from_millis(100));
         }
         let alarm = self.alarms.peek().map(|a| a.0.0);

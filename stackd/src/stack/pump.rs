@@ -190,6 +190,15 @@ impl<D: Link> Stack<D> {
         if let Some(m) = &mut self.net.mdns {
             m.poll(&mut self.net.set, &self.net.own);
         }
+        // Connections waiting for descriptors, oldest first, until one still finds none.
+        let mut waiting = std::mem::take(&mut self.unpaired).into_iter();
+        for h in waiting.by_ref() {
+            self.accepted(h);
+            if !self.unpaired.is_empty() {
+                break;
+            }
+        }
+        self.unpaired.extend(waiting);
         for h in accepted {
             self.accepted(h);
         }

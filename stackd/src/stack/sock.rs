@@ -18,11 +18,17 @@ pub(super) struct Listener {
     pub(super) backlog: usize,
     pub(super) pool: Vec<SocketHandle>,
     pub(super) queue: VecDeque<Pending>,
+    /// An error record was queued since the last connection got its socketpair: one
+    /// `accept` per shortage fails (nginx then waits half a second), not one per
+    /// connection waiting.
+    pub(super) short: bool,
 }
 
+/// One record for the listener's socketpair: a connection's (its app end attached), or an
+/// error record without one (`AcceptRecord::encode_error`).
 pub(super) struct Pending {
-    pub(super) app: Fd,
-    pub(super) rec: AcceptRecord,
+    pub(super) app: Option<Fd>,
+    pub(super) rec: [u8; ctl::ACCEPT_RECORD_LEN],
 }
 
 pub(super) struct Connecting {

@@ -172,6 +172,7 @@ impl<D: Link> Stack<D> {
             backlog,
             pool: Vec::new(),
             queue: VecDeque::new(),
+            short: false,
         });
         net.refill(s);
         self.kept_listen(id);
@@ -395,8 +396,10 @@ impl<D: Link> Stack<D> {
         Err(Errno(libc::EINPROGRESS))
     }
 
-    /// A pool socket reached Established: give it a socketpair and queue it on the listener
-    /// that matches its local address.
+    /// A pool socket reached Established, or is still waiting for a socketpair (`unpaired`):
+    /// give it a socketpair and queue it on the listener that matches its local address. Out
+    /// of descriptors, the connection waits in `unpaired` (and is not lost), and the listener
+    /// gets an error record, once per shortage: one `accept` fails with the errno.
     pub(super) fn accepted(&mut self, h: SocketHandle) {
         let t = self.net.set.get::<tcp::Socket>(h);
         let (Some(local), Some(remote)) = (t.local_endpoint(), t.remote_endpoint()) else {
@@ -414,6 +417,23 @@ impl<D: Link> Stack<D> {
         let id = self.new_id();
         let (d, a) = match self.net.make_pair(libc::SOCK_STREAM, id) {
             Ok(p) => p,
+            Err(e) if [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM].contains(&e.0) => {
+                if let Some(l) = self.socks.get_mut(&lid)
+                    && let TcpState::Listening(li) = &mut l.tcp
+                    && !li.short
+                {
+                    log::warn!("accept: socketpair: {e} (connections wait)");
+                    li.short = true;
+                    li.queue.push_back(Pending {
+                        app: None,
+                        rec: AcceptRecord::encode_error(e.0),
+                    });
+                    deliver(l);
+                    self.work.add(lid);
+                }
+                self.unpaired.push(h);
+                return;
+            }
             Err(e) => {
                 log::warn!("accept: socketpair: {e}");
                 self.net.set.get_mut::<tcp::Socket>(h).abort();
@@ -439,7 +459,11 @@ impl<D: Link> Stack<D> {
             peer: s.present(remote),
         };
         if let TcpState::Listening(li) = &mut l.tcp {
-            li.queue.push_back(Pending { app: a, rec });
+            li.short = false;
+            li.queue.push_back(Pending {
+                app: Some(a),
+                rec: rec.encode(),
+            });
         }
         deliver(l);
         // (Should the listener have failed, its next visit drops it.)
@@ -480,11 +504,11 @@ pub(super) fn deliver(s: &mut Sock) {
         return;
     };
     while let Some(p) = l.queue.front() {
-        let rec = p.rec.encode();
+        let app: Vec<RawFd> = p.app.iter().map(|a| a.raw()).collect();
         match sys::sendmsg(
             fd,
-            &[IoSlice::new(&rec)],
-            &[p.app.raw()],
+            &[IoSlice::new(&p.rec)],
+            &app,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         ) {
             Ok(_) => {

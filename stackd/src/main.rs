@@ -86,7 +86,6 @@ struct Cli {
 
 fn main() {
     os::large_allocations_from_mmap();
-    os::raise_fd_limit();
     let cli = Cli::parse();
     // One descriptor per socket of every process of the node: the soft limit we inherit
     // (1024, say, from a shell, while nginx raises its own to 20,000) is not ours to keep.

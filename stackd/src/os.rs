@@ -1,7 +1,7 @@
 //! The few system calls the daemon needs that `ioth_common::sys` does not wrap: process
 //! control for `--daemon` (fork, setsid, stdio redirection, waiting for the daemon in its
-//! keeper, the process name), the unread-bytes counter of a socket (`SIOCOUTQ`), allocator
-//! tuning and the open-file limit.
+//! keeper, the process name), the unread-bytes counter of a socket (`SIOCOUTQ`), and
+//! allocator tuning.
 //!
 //! This is the only module of the crate with `unsafe`.
 
@@ -53,24 +53,6 @@ pub fn large_allocations_from_mmap() {
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
-}
-
-/// Raise the soft limit on open files to the hard one: the daemon holds one descriptor per
-/// socket of its node (its end of the socketpair), and inherits the limit of whatever
-/// started it (often 1024).
-pub fn raise_fd_limit() {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the rlimit we pass; setrlimit reads it. Raising the soft limit
-    // up to the hard one needs no privilege.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
     }
 }
 

@@ -141,8 +141,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> ExitCode {
-    // One descriptor per port: the soft limit inherited from a shell is not ours to keep.
-    sys::raise_fd_limit();
     let Some(dir) = cli.sock else {
         eprintln!("ioth-switch: --sock DIR is required");
         return ExitCode::from(2);
@@ -192,7 +190,7 @@ fn run(cli: Cli) -> ExitCode {
     // Every port holds a descriptor (two for a VDE port): the soft limit (often 1024) goes up
     // to the hard one, and if even that is short of the ports asked for, say so now rather
     // than when the ports run out.
-    let limit = ioth_switch::os::raise_fd_limit();
+    let limit = sys::raise_fd_limit();
     let need = 2 * u64::from(cli.numports) + FD_OVERHEAD;
     if limit < need {
         eprintln!(

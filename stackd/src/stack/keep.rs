@@ -168,6 +168,7 @@ impl<D: Link> Stack<D> {
             backlog: (k.backlog as usize).clamp(1, MAX_BACKLOG),
             pool: Vec::new(),
             queue: VecDeque::new(),
+            short: false,
         });
         self.net.refill(&mut s);
         self.socks.insert(k.id, s);

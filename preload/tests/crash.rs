@@ -144,6 +144,14 @@ fn kill_mid_download(lab: &Lab, server: &str, path: &str, want: &str, procs: &[i
         );
         if o.status.success() {
             served_after = Some(t0.elapsed());
+            // The handshake with the new daemon took no SYN retransmission (1 s): it asks
+            // for the client's link address at once rather than after smoltcp's rate limit.
+            let connect: f64 = String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::MAX);
+            assert!(connect < 0.9, "the first connect took {connect} s");
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

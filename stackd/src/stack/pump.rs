@@ -49,11 +49,19 @@ impl<D: Link> Stack<D> {
             };
             let mut syn_port = None;
             let mut syn_listener = None;
-            if let Some((_src, dst, port)) = frame::tcp_syn(f)
+            if let Some((src, dst, port)) = frame::tcp_syn(f)
                 && self.net.is_own(&dst)
             {
                 match self.match_listener(dst, port) {
                     Some(lid) => {
+                        // The SYN-ACK needs the client's link address, which smoltcp does
+                        // not learn from the SYN; its own request may be held back for up to
+                        // a second by its cache-wide rate limit (a fresh daemon that just
+                        // asked for another neighbour: the SYN-ACK waited for the client's
+                        // SYN retransmission).
+                        if !self.net.is_own(&src) {
+                            self.net.prime_neighbour(src);
+                        }
                         syn_listener = Some(lid);
                         let full = self
                             .socks

@@ -106,6 +106,10 @@ impl<D: Link> Stack<D> {
         if conns.is_empty() {
             return;
         }
+        // Every peer at once (smoltcp asks for one neighbour a second).
+        for (_, p) in &conns {
+            self.net.prime_neighbour(p.ip());
+        }
         let mut socks = Vec::new();
         for v in [IpVersion::Ipv4, IpVersion::Ipv6] {
             let buf = || {

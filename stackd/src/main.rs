@@ -176,51 +176,6 @@ fn main() {
         }
     };
 
-    if cli.daemon {
-        // The parent exits once the child says it has an address (at once for fixed ones).
-        let (rd, wr) = match std::io::pipe() {
-            Ok((r, w)) => (Fd::from(OwnedFd::from(r)), Fd::from(OwnedFd::from(w))),
-            Err(e) => {
-                let _ = std::fs::remove_file(&ctl_path);
-                eprintln!("ioth-stackd: pipe: {e}");
-                std::process::exit(1);
-            }
-        };
-        match os::fork() {
-            Ok(os::Forked::Parent(pid)) => {
-                drop(wr);
-                if let Err(e) = wait_ready(&rd, &cfg, cli.addr_timeout) {
-                    os::kill_child(pid);
-                    let _ = std::fs::remove_file(&ctl_path);
-                    eprintln!("ioth-stackd: {e}");
-                    os::exit_now(1);
-                }
-                println!("{}", ctl_path.display());
-                let _ = std::io::stdout().flush();
-                os::exit_now(0);
-            }
-            Ok(os::Forked::Child) => {
-                drop(rd);
-                os::detach();
-                let node = Node {
-                    cli,
-                    cfg,
-                    id: node_id,
-                    ctl_path,
-                    listener,
-                    abstract_listener,
-                    tcp_timeouts,
-                };
-                node.keep((loc, port), wr)
-            }
-            Err(e) => {
-                eprintln!("ioth-stackd: fork: {e}");
-                std::process::exit(1);
-            }
-        }
-    }
-    println!("ctl={}", ctl_path.display());
-    let _ = std::io::stdout().flush();
     let node = Node {
         cli,
         cfg,
@@ -230,6 +185,40 @@ fn main() {
         abstract_listener,
         tcp_timeouts,
     };
+    if node.cli.daemon {
+        // The parent exits once the child says it has an address (at once for fixed ones).
+        let (rd, wr) = match std::io::pipe() {
+            Ok((r, w)) => (Fd::from(OwnedFd::from(r)), Fd::from(OwnedFd::from(w))),
+            Err(e) => {
+                eprintln!("ioth-stackd: pipe: {e}");
+                node.give_up(1);
+            }
+        };
+        match os::fork() {
+            Ok(os::Forked::Parent(pid)) => {
+                drop(wr);
+                if let Err(e) = wait_ready(&rd, &node.cfg, node.cli.addr_timeout) {
+                    os::kill_child(pid);
+                    eprintln!("ioth-stackd: {e}");
+                    node.give_up(1);
+                }
+                println!("{}", node.ctl_path.display());
+                let _ = std::io::stdout().flush();
+                os::exit_now(0);
+            }
+            Ok(os::Forked::Child) => {
+                drop(rd);
+                os::detach();
+                node.keep((loc, port), wr)
+            }
+            Err(e) => {
+                eprintln!("ioth-stackd: fork: {e}");
+                node.give_up(1);
+            }
+        }
+    }
+    println!("ctl={}", node.ctl_path.display());
+    let _ = std::io::stdout().flush();
     let opts = node.options(loc, None, None, Vec::new(), None, 0);
     let code = node.run(port, opts);
     std::process::exit(code);
@@ -372,7 +361,8 @@ impl Node {
         }
     }
 
-    /// The keeper ends without a daemon: the control path goes (nobody serves it).
+    /// No daemon (any more): the control path goes (nobody serves it), and so does the
+    /// process.
     fn give_up(&self, code: i32) -> ! {
         let _ = std::fs::remove_file(&self.ctl_path);
         os::exit_now(code)

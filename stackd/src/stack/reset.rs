@@ -19,8 +19,8 @@ use super::*;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::raw;
 use smoltcp::wire::{
-    IpProtocol, IpVersion, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket,
-    TcpRepr, TcpSeqNumber,
+    IpProtocol, IpRepr, IpVersion, Ipv4Packet, Ipv6Packet, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber,
 };
 
 /// Longest the probe sockets stay.
@@ -34,42 +34,17 @@ pub(super) struct Resets {
 
 /// An IP packet carrying one TCP segment without payload.
 fn segment(local: SocketAddr, remote: SocketAddr, repr: &TcpRepr) -> Option<Vec<u8>> {
+    if local.is_ipv4() != remote.is_ipv4() {
+        return None;
+    }
     let caps = ChecksumCapabilities::default();
     let (src, dst) = (from_ip(local.ip()), from_ip(remote.ip()));
-    let tcp_len = repr.header_len();
-    match (local.ip(), remote.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let ip = Ipv4Repr {
-                src_addr: s,
-                dst_addr: d,
-                next_header: IpProtocol::Tcp,
-                payload_len: tcp_len,
-                hop_limit: 64,
-            };
-            let mut b = vec![0u8; ip.buffer_len() + tcp_len];
-            let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
-            ip.emit(&mut p, &caps);
-            let mut t = TcpPacket::new_unchecked(p.payload_mut());
-            repr.emit(&mut t, &src, &dst, &caps);
-            Some(b)
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let ip = Ipv6Repr {
-                src_addr: s,
-                dst_addr: d,
-                next_header: IpProtocol::Tcp,
-                payload_len: tcp_len,
-                hop_limit: 64,
-            };
-            let mut b = vec![0u8; ip.buffer_len() + tcp_len];
-            let mut p = Ipv6Packet::new_unchecked(&mut b[..]);
-            ip.emit(&mut p);
-            let mut t = TcpPacket::new_unchecked(p.payload_mut());
-            repr.emit(&mut t, &src, &dst, &caps);
-            Some(b)
-        }
-        _ => None,
-    }
+    let ip = IpRepr::new(src, dst, IpProtocol::Tcp, repr.header_len(), 64);
+    let mut b = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut b[..], &caps);
+    let mut t = TcpPacket::new_unchecked(&mut b[ip.header_len()..]);
+    repr.emit(&mut t, &src, &dst, &caps);
+    Some(b)
 }
 
 fn bare(local: SocketAddr, remote: SocketAddr, seq: u32, ack: Option<u32>) -> TcpRepr<'static> {

@@ -272,6 +272,30 @@ pub struct Node {
     pub daemon: Daemon,
 }
 
+impl Node {
+    /// The node dies without a word: its daemon and the daemon's keeper (which would
+    /// otherwise start another daemon), both with SIGKILL.
+    pub fn kill(&mut self) {
+        let pid = self.daemon.pid;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid: i32 = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if std::fs::read_to_string(format!("/proc/{ppid}/comm"))
+            .is_ok_and(|c| c.trim() == "ioth-keeper")
+        {
+            // SAFETY: signalling the keeper of the daemon this test started, by its pid.
+            unsafe { libc::kill(ppid, libc::SIGKILL) };
+        }
+        // SAFETY: signalling the daemon this test started, by its pid.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        self.daemon.stop();
+    }
+}
+
 pub fn node(switch: &Path, ips: &str, ctl: &Path) -> Node {
     run_ok(
         Command::new(bin("ioth-stackd"))

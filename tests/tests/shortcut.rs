@@ -72,9 +72,7 @@ fn nodes_talk_over_a_shortcut_and_fall_back_when_the_peer_is_killed() {
 
     // The peer dies without a word; a new node with the same address (and so the same MAC)
     // plugs in on another port: A's shortcut ends, and A reaches the newcomer.
-    // SAFETY: signalling a pid this test started.
-    unsafe { libc::kill(b.daemon.pid, libc::SIGKILL) };
-    b.daemon.stop();
+    b.kill();
     let b2 = node(&sw, "fd00::52/64", &tmp.join("b2.ctl"));
     let data = random(4 << 20);
     transfer(&tmp, &a.ctl, &b2.ctl, "fd00::52", 6002, &data, || {});

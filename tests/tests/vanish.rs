@@ -134,32 +134,6 @@ fn transfer_to_a_doomed_client(
     (client, server)
 }
 
-/// `kill -9` the client node's keeper and stack daemon: the node is gone without a word
-/// (a daemon killed alone is started again by its keeper, and the new one resets the
-/// connections at once).
-fn kill_node(n: &mut Node) {
-    let pid = n.daemon.pid;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let ppid: i32 = stat
-        .rsplit(')')
-        .next()
-        .and_then(|r| r.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    if std::fs::read_to_string(format!("/proc/{ppid}/comm"))
-        .is_ok_and(|c| c.trim() == "ioth-keeper")
-    {
-        // SAFETY: signalling the keeper of the daemon this test started, by its pid.
-        unsafe { libc::kill(ppid, libc::SIGKILL) };
-    }
-    // SAFETY: signalling the daemon this test started, by its pid.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for(Duration::from_secs(5), "the client's daemon to die", || {
-        (!alive(pid)).then_some(())
-    });
-    n.daemon.pid = 0;
-}
-
 #[test]
 fn server_lets_go_of_a_vanished_client_and_its_daemon_exits() {
     let mut lab = NodeLab::new("vanish", None);
@@ -169,7 +143,7 @@ fn server_lets_go_of_a_vanished_client_and_its_daemon_exits() {
         &[("IOTH_TCP_ORPHAN_TIMEOUT", "8")],
         "server.log",
     );
-    kill_node(&mut client);
+    client.kill();
     // The server's sends stall (nothing is acknowledged any more); it closes and exits.
     wait_for(Duration::from_secs(30), "the server to close", || {
         lab.log("server.log").contains("closed").then_some(())
@@ -203,7 +177,7 @@ fn a_connection_with_tcp_user_timeout_fails_with_etimedout() {
     let (mut client, server) =
         transfer_to_a_doomed_client(&mut lab, 7002, &[("USER_TIMEOUT", "2000")], "server.log");
     assert!(lab.log("server.log").contains("user timeout 2000"));
-    kill_node(&mut client);
+    client.kill();
     wait_for(Duration::from_secs(30), "the server to see the end", || {
         lab.log("server.log").contains("closed").then_some(())
     });

@@ -353,3 +353,74 @@ fn a_client_node_whose_daemon_died_carries_on() {
     let after = info(&ctl);
     assert_ne!(field(&after, "pid"), Some(dpid.to_string()), "{after}");
 }
+
+/// Keepers of the nodes in `lab`.
+fn keepers(lab: &Lab) -> Vec<i32> {
+    pids_with(&lab.dir.to_string_lossy())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "ioth-keeper")
+        })
+        .collect()
+}
+
+#[test]
+fn a_stopped_node_leaves_its_servers_quiet() {
+    let mut lab = Lab::new("crash-stop");
+    www(&lab);
+    let mut c = lab.node("fd00::1", "python3");
+    c.args(["-m", "http.server", "80", "--bind", "::", "--directory"])
+        .arg(lab.path("www"));
+    let server = lab.spawn(c, "server.out") as i32;
+    wait_for(Duration::from_secs(10), "python serving", || {
+        lab.node("fd00::3", "curl")
+            .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/small"])
+            .status()
+            .ok()?
+            .success()
+            .then_some(())
+    });
+    let ctl = node_ctl(&lab.path("run"), "fd00::1");
+    let dpid: i32 = field(&info(&ctl), "pid").unwrap().parse().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{dpid}/stat")).unwrap();
+    let keeper: i32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    assert!(
+        keepers(&lab).contains(&keeper),
+        "the daemon's parent is its keeper"
+    );
+    // The operator stops the node's daemon: it is not started again, and the server's
+    // listener stays quiet (no EOF to spin on).
+    // SAFETY: signalling the daemon this test's node started, by its pid.
+    unsafe { libc::kill(dpid, libc::SIGTERM) };
+    let t0 = Instant::now();
+    let ticks0 = cpu_ticks(server);
+    wait_for(Duration::from_secs(5), "the daemon to stop", || {
+        (!Path::new(&format!("/proc/{dpid}")).exists()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let used = (cpu_ticks(server) - ticks0) as f64 / hz;
+    let spent = t0.elapsed().as_secs_f64();
+    assert!(
+        used < 0.1 * spent + 0.05,
+        "the server used {used:.2} s of CPU in {spent:.2} s"
+    );
+    assert!(
+        Path::new(&format!("/proc/{server}")).exists(),
+        "the server died"
+    );
+    assert!(!ctl.exists(), "the control path of a stopped node is left");
+    // Once the server is gone, so is the keeper that held its listener.
+    // SAFETY: signalling the server this test started, by its pid.
+    unsafe { libc::kill(server, libc::SIGTERM) };
+    wait_for(Duration::from_secs(10), "the keeper to exit", || {
+        (!keepers(&lab).contains(&keeper)).then_some(())
+    });
+}

@@ -16,7 +16,8 @@
 //! end closes, reaps it, and starts another one if it failed after it came up (killed by a
 //! signal other than SIGTERM, SIGINT or SIGHUP, or exited with an error), at most
 //! [`MAX_RESTARTS`] times per [`RESTART_WINDOW`]. A daemon that stops (status 0: no socket
-//! left; or one of those signals) ends the keeper too.
+//! left; or one of those signals) ends the keeper too, but not before the applications
+//! closed the listeners it holds ([`hold`]): a listener of a stopped node stays quiet.
 
 use crate::os;
 use crate::stack::{Kept, KeptListener};
@@ -157,5 +158,35 @@ impl Budget {
         }
         self.restarts.push(now);
         true
+    }
+}
+
+/// Hold the stored listeners' daemon ends until every application end is closed (a
+/// stopped node: its listeners stay quiet, no connection arrives, rather than reading EOF).
+pub fn hold(mut store: Store) {
+    while !store.listeners.is_empty() {
+        let mut p: Vec<libc::pollfd> = store
+            .listeners
+            .iter()
+            .map(|(_, fd)| libc::pollfd {
+                fd: fd.raw(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            })
+            .collect();
+        match sys::poll(&mut p, -1) {
+            Ok(_) => {}
+            Err(e) if e == Errno::EINTR => continue,
+            Err(_) => return,
+        }
+        let gone: Vec<bool> = p
+            .iter()
+            .map(|q| q.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLNVAL) != 0)
+            .collect();
+        let mut i = 0;
+        store.listeners.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
     }
 }

@@ -300,7 +300,7 @@ impl Node {
                     Ok(p) => p,
                     Err(e) => {
                         log::error!("keeper: socketpair: {e}");
-                        self.give_up(1)
+                        self.stop(store, 1)
                     }
                 };
             match os::fork() {
@@ -337,10 +337,10 @@ impl Node {
                     match ended.exit {
                         os::Exit::Code(0) => os::exit_now(0),
                         os::Exit::Signal(libc::SIGTERM | libc::SIGINT | libc::SIGHUP) => {
-                            self.give_up(0)
+                            self.stop(store, 0)
                         }
-                        os::Exit::Code(c) if !ended.was_up => self.give_up(c),
-                        os::Exit::Signal(_) if !ended.was_up => self.give_up(1),
+                        os::Exit::Code(c) if !ended.was_up => self.stop(store, c),
+                        os::Exit::Signal(_) if !ended.was_up => self.stop(store, 1),
                         _ => {}
                     }
                     if !budget.allow() {
@@ -349,16 +349,27 @@ impl Node {
                             keeper::MAX_RESTARTS,
                             keeper::RESTART_WINDOW.as_secs()
                         );
-                        self.give_up(1);
+                        self.stop(store, 1);
                     }
                     restarts += 1;
                 }
                 Err(e) => {
                     log::error!("keeper: fork: {e}");
-                    self.give_up(1)
+                    self.stop(store, 1)
                 }
             }
         }
+    }
+
+    /// The keeper stops starting daemons: the control path and listeners go (a process of
+    /// the node starts a new node), and the listeners' daemon ends are held until the
+    /// applications close their ends (`keeper::hold`: their listeners stay quiet instead of
+    /// reading EOF, on which servers spin).
+    fn stop(self, store: keeper::Store, code: i32) -> ! {
+        let _ = std::fs::remove_file(&self.ctl_path);
+        drop(self);
+        keeper::hold(store);
+        os::exit_now(code)
     }
 
     /// No daemon (any more): the control path goes (nobody serves it), and so does the

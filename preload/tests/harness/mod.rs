@@ -139,7 +139,16 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // SIGTERM first: a server with workers (nginx's master) stops them; SIGKILL would
+        // leave them running, holding the node's listeners.
         for c in &mut self.children {
+            kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for c in &mut self.children {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -363,14 +363,23 @@ fn local_cork(fd: RawFd, level: i32, name: i32) -> bool {
         && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
 }
 
+/// Filler for [`connect_async`]: more than the smallest send buffer takes (about 4.5 KiB, the
+/// kernel's floor for `SO_SNDBUF` 0), so that one send fills the fd (read-only, zero).
+static FILLER: [u8; 16384] = [0; 16384];
+
 /// A non-blocking first connect without a round trip (`ConnectAsync`): make the fd unwritable
 /// here, tell the daemon, say `EINPROGRESS`. Errors arrive as `SO_ERROR`.
 fn connect_async(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<(), Errno> {
     sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 0)?;
-    let filler = [0u8; 512];
     let mut count = 0usize;
     while count <= 1 << 20 {
-        match sys::send(fd, &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+        match sys::send(fd, &FILLER, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            // A short send: the kernel stopped for want of send buffer, so the fd is full
+            // (unwritable) now; asking again would only say EAGAIN.
+            Ok(n) if n < FILLER.len() => {
+                count += n;
+                break;
+            }
             Ok(n) => count += n,
             Err(e) if e == Errno::EINTR => {}
             Err(_) => break,

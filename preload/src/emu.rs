@@ -54,8 +54,15 @@ pub trait Control {
         self.call_fds(node, req, fds).map(drop)
     }
     /// A new socket made here and registered with the home node without a round trip
-    /// (`Request::Register`); `None`: ask with `Request::Socket` instead.
-    fn register_home(&self, _domain: i32, _ty: i32, _protocol: i32) -> Option<Result<Fd, Errno>> {
+    /// (`Request::Register`), with `flags` (`SOCK_NONBLOCK`, `SOCK_CLOEXEC`) applied; `None`:
+    /// ask with `Request::Socket` instead.
+    fn register_home(
+        &self,
+        _domain: i32,
+        _ty: i32,
+        _protocol: i32,
+        _flags: i32,
+    ) -> Option<Result<Fd, Errno>> {
         None
     }
 }
@@ -77,9 +84,15 @@ impl Control for Daemons {
         node::post_fds(node, req, fds)
     }
     /// TCP sockets (the only kind `wants_virtual` lets through as `SOCK_STREAM`).
-    fn register_home(&self, domain: i32, ty: i32, protocol: i32) -> Option<Result<Fd, Errno>> {
+    fn register_home(
+        &self,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        flags: i32,
+    ) -> Option<Result<Fd, Errno>> {
         (ty == libc::SOCK_STREAM)
-            .then(|| node::register_home(domain, ty, protocol, libc::SOCK_STREAM))
+            .then(|| node::register_home(domain, ty, protocol, libc::SOCK_STREAM, flags))
     }
     fn post(&self, node: u64, req: &Request) -> Result<(), Errno> {
         node::post(node, req)
@@ -133,9 +146,8 @@ fn apply_flags(fd: &Fd, flags: i32) -> Result<(), Errno> {
 /// `socket()` for a virtual socket: the daemon creates it and hands us our end.
 pub fn socket(c: &dyn Control, domain: i32, ty: i32, protocol: i32) -> Result<RawFd, Errno> {
     let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    if let Some(r) = c.register_home(domain, ty & !flags, protocol) {
+    if let Some(r) = c.register_home(domain, ty & !flags, protocol, flags) {
         let fd = r?;
-        apply_flags(&fd, flags)?;
         crate::debug!(
             "socket({domain}, {ty:#x}, {protocol}) = {} (registered)",
             fd.raw()

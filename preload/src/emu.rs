@@ -19,6 +19,8 @@
 //!   so it survives fork and dup); `TCP_CORK` lives in another bit of that `SO_PRIORITY`.
 //!   Errors a first non-blocking connect would report at once (`ENETUNREACH`) then come as
 //!   `SO_ERROR` after `EINPROGRESS`, which programs already handle for a refused connect.
+//!   `SO_ERROR` of a TCP socket whose pair end shows no shutdown is 0, known here
+//!   ([`no_error_pending`]).
 //!
 //! Elsewhere: datagram framing for UDP and ICMP sockets ([`crate::dgram`], hooked in
 //! [`crate::dghooks`]) and name resolution ([`crate::resolv`]). Not here (yet): routing some
@@ -52,8 +54,15 @@ pub trait Control {
         self.call_fds(node, req, fds).map(drop)
     }
     /// A new socket made here and registered with the home node without a round trip
-    /// (`Request::Register`); `None`: ask with `Request::Socket` instead.
-    fn register_home(&self, _domain: i32, _ty: i32, _protocol: i32) -> Option<Result<Fd, Errno>> {
+    /// (`Request::Register`), with `flags` (`SOCK_NONBLOCK`, `SOCK_CLOEXEC`) applied; `None`:
+    /// ask with `Request::Socket` instead.
+    fn register_home(
+        &self,
+        _domain: i32,
+        _ty: i32,
+        _protocol: i32,
+        _flags: i32,
+    ) -> Option<Result<Fd, Errno>> {
         None
     }
 }
@@ -75,9 +84,15 @@ impl Control for Daemons {
         node::post_fds(node, req, fds)
     }
     /// TCP sockets (the only kind `wants_virtual` lets through as `SOCK_STREAM`).
-    fn register_home(&self, domain: i32, ty: i32, protocol: i32) -> Option<Result<Fd, Errno>> {
+    fn register_home(
+        &self,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        flags: i32,
+    ) -> Option<Result<Fd, Errno>> {
         (ty == libc::SOCK_STREAM)
-            .then(|| node::register_home(domain, ty, protocol, libc::SOCK_STREAM))
+            .then(|| node::register_home(domain, ty, protocol, libc::SOCK_STREAM, flags))
     }
     fn post(&self, node: u64, req: &Request) -> Result<(), Errno> {
         node::post(node, req)
@@ -131,9 +146,8 @@ fn apply_flags(fd: &Fd, flags: i32) -> Result<(), Errno> {
 /// `socket()` for a virtual socket: the daemon creates it and hands us our end.
 pub fn socket(c: &dyn Control, domain: i32, ty: i32, protocol: i32) -> Result<RawFd, Errno> {
     let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    if let Some(r) = c.register_home(domain, ty & !flags, protocol) {
+    if let Some(r) = c.register_home(domain, ty & !flags, protocol, flags) {
         let fd = r?;
-        apply_flags(&fd, flags)?;
         crate::debug!(
             "socket({domain}, {ty:#x}, {protocol}) = {} (registered)",
             fd.raw()
@@ -361,14 +375,23 @@ fn local_cork(fd: RawFd, level: i32, name: i32) -> bool {
         && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
 }
 
+/// Filler for [`connect_async`]: more than the smallest send buffer takes (about 4.5 KiB, the
+/// kernel's floor for `SO_SNDBUF` 0), so that one send fills the fd (read-only, zero).
+static FILLER: [u8; 16384] = [0; 16384];
+
 /// A non-blocking first connect without a round trip (`ConnectAsync`): make the fd unwritable
 /// here, tell the daemon, say `EINPROGRESS`. Errors arrive as `SO_ERROR`.
 fn connect_async(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<(), Errno> {
     sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 0)?;
-    let filler = [0u8; 512];
     let mut count = 0usize;
     while count <= 1 << 20 {
-        match sys::send(fd, &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+        match sys::send(fd, &FILLER, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            // A short send: the kernel stopped for want of send buffer, so the fd is full
+            // (unwritable) now; asking again would only say EAGAIN.
+            Ok(n) if n < FILLER.len() => {
+                count += n;
+                break;
+            }
             Ok(n) => count += n,
             Err(e) if e == Errno::EINTR => {}
             Err(_) => break,
@@ -438,6 +461,25 @@ pub fn name(c: &dyn Control, v: Virt, peer: bool) -> Result<WireAddr, Errno> {
     }
 }
 
+/// Whether a TCP socket's `SO_ERROR` is 0 for sure, known from its kernel fd alone: the
+/// daemon sets a TCP socket's error only together with shutting its end of the pair down
+/// both ways (a failed connect, a reset, a timeout), which the app's end shows as `POLLHUP`,
+/// and a failed connect's fd becomes writable only after that. While neither that nor
+/// `POLLRDHUP`/`POLLERR` shows, there is no error to report or clear, and the answer needs no
+/// round trip (a program polling thousands of non-blocking connects asks once per
+/// connection). Anything else, and datagram sockets (ICMP errors), ask.
+fn no_error_pending(fd: RawFd) -> bool {
+    if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) != Ok(libc::SOCK_STREAM) {
+        return false;
+    }
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    }];
+    sys::poll(&mut p, 0) == Ok(0)
+}
+
 /// Options that live on the application's kernel fd.
 fn native_option(level: i32, name: i32) -> bool {
     level == libc::SOL_SOCKET && (name == libc::SO_RCVTIMEO || name == libc::SO_SNDTIMEO)
@@ -464,6 +506,11 @@ pub fn getsockopt(
         let mut b = vec![0u8; len.min(64)];
         let n = sys::getsockopt_bytes(fd, level, name, &mut b)?;
         b.truncate(n);
+        return Ok(b);
+    }
+    if level == libc::SOL_SOCKET && name == libc::SO_ERROR && no_error_pending(fd) {
+        let mut b = 0i32.to_ne_bytes().to_vec();
+        b.truncate(len);
         return Ok(b);
     }
     let req = Request::GetSockOpt {
@@ -703,5 +750,33 @@ mod tests {
             Err(Errno::EINVAL),
             "bad how is checked before asking"
         );
+    }
+
+    #[test]
+    fn so_error_of_a_tcp_socket_needs_the_daemon_only_once_its_end_is_shut_down() {
+        let v = Virt { node: 1, id: 2 };
+        let (app, dmn) = pair();
+        let err = |f: &Fake| getsockopt(f, v, app.raw(), libc::SOL_SOCKET, libc::SO_ERROR, 4);
+        // Nothing shut down: no error can be pending, nobody is asked (the fake has no answer).
+        let f = Fake::new(vec![]);
+        assert_eq!(err(&f).unwrap(), vec![0; 4]);
+        assert_eq!(
+            getsockopt(&f, v, app.raw(), libc::SOL_SOCKET, libc::SO_ERROR, 2).unwrap(),
+            vec![0; 2],
+            "truncated to the caller's length"
+        );
+        assert!(f.seen.borrow().is_empty());
+        // The daemon fails a socket by shutting its end down both ways: then it tells.
+        sys::shutdown(dmn.raw(), libc::SHUT_RDWR).unwrap();
+        let refused = libc::ECONNREFUSED.to_ne_bytes().to_vec();
+        let f = Fake::new(vec![(Reply::Bytes(refused.clone()), None)]);
+        assert_eq!(err(&f).unwrap(), refused);
+        assert_eq!(f.seen.borrow().len(), 1);
+        // A datagram socket (ICMP errors come without a shutdown) always asks.
+        let (dg, _dg_dmn) =
+            sys::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC).unwrap();
+        let f = Fake::new(vec![(Reply::Bytes(refused.clone()), None)]);
+        let got = getsockopt(&f, v, dg.raw(), libc::SOL_SOCKET, libc::SO_ERROR, 4).unwrap();
+        assert_eq!(got, refused);
     }
 }

@@ -564,18 +564,35 @@ pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), E
 
 /// A new socket of the home node without a round trip: make the socketpair here, name our
 /// end with an id of our own, and hand the daemon its end in a one-way `Register`
-/// (`ctl::CLIENT_ID_BIT`). `pair_type`: `SOCK_STREAM` (TCP) or `SOCK_SEQPACKET` (datagrams).
-pub fn register_home(domain: i32, ty: i32, protocol: i32, pair_type: i32) -> Result<Fd, Errno> {
+/// (`ctl::CLIENT_ID_BIT`). `pair_type`: `SOCK_STREAM` (TCP) or `SOCK_SEQPACKET` (datagrams);
+/// `flags`: the app's `SOCK_NONBLOCK`/`SOCK_CLOEXEC`, which our end gets.
+pub fn register_home(
+    domain: i32,
+    ty: i32,
+    protocol: i32,
+    pair_type: i32,
+    flags: i32,
+) -> Result<Fd, Errno> {
     let mut last = Errno(libc::ENETDOWN);
     for _ in 0..2 {
         let c = checkout_home()?;
         let node = c.node;
-        // Non-blocking: the daemon needs its end so (and only checks); `emu::socket` sets ours
-        // as the app asked.
+        // Made with the app's O_NONBLOCK (which is per end), and close-on-exec until the
+        // daemon has its end; the daemon needs its end non-blocking (and only checks).
         let (app, dmn) = match sys::socketpair(
             libc::AF_UNIX,
-            pair_type | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-        ) {
+            pair_type | libc::SOCK_CLOEXEC | (flags & libc::SOCK_NONBLOCK),
+        )
+        .and_then(|(app, dmn)| {
+            if flags & libc::SOCK_NONBLOCK == 0 {
+                // A fresh socket's status flags are O_RDWR alone (F_SETFL keeps the mode).
+                sys::fcntl(dmn.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long)?;
+            }
+            if flags & libc::SOCK_CLOEXEC == 0 {
+                sys::set_cloexec(app.raw(), false)?;
+            }
+            Ok((app, dmn))
+        }) {
             Ok(p) => p,
             Err(e) => {
                 checkin(c, true);
@@ -602,8 +619,13 @@ pub fn register_home(domain: i32, ty: i32, protocol: i32, pair_type: i32) -> Res
             checkin(c, true);
             return Err(Errno(libc::ENFILE));
         }
-        for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-            let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, opt, SOCKBUF);
+        // A TCP end needs none: the daemon sets our send buffer on each connect (first to
+        // nothing, for the filler, then to the socket's SO_SNDBUF), a listener's end never
+        // sends, and a stream socket's receive buffer limits nothing.
+        if pair_type != libc::SOCK_STREAM {
+            for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+                let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, opt, SOCKBUF);
+            }
         }
         if pair_type == libc::SOCK_STREAM {
             // Never connected nor listening (ctl: `ConnectAsync`).

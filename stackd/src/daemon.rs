@@ -13,7 +13,7 @@
 
 use crate::device::SwitchDevice;
 use crate::keeper::Reporter;
-use crate::stack::{KeptListener, Stack, StackConfig, port_description};
+use crate::stack::{AppEvent, KeptListener, Stack, StackConfig, port_description};
 use ioth_common::config::NodeConfig;
 use ioth_common::ctl::{self, MAX_MSG, Reply, Request};
 use ioth_common::port::{PortKind, SwitchPort};
@@ -346,12 +346,9 @@ impl Daemon {
                 _ => {}
             },
             T_CTL => self.ctl_readable(tok & !T_MASK),
-            T_SOCK => self.stack.app_event(
-                tok & !T_MASK,
-                bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0,
-                bits & libc::EPOLLOUT as u32 != 0,
-                bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0,
-            ),
+            T_SOCK => self
+                .stack
+                .app_event(tok & !T_MASK, AppEvent::from_epoll(bits)),
             _ => {}
         }
     }

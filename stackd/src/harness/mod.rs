@@ -412,12 +412,8 @@ impl Side {
         let n = sys::epoll_wait(self.ep.raw(), &mut evs, 0).unwrap_or(0);
         for ev in evs.iter().take(n) {
             let (id, bits) = (ev.u64, ev.events);
-            self.stack.app_event(
-                id,
-                bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0,
-                bits & libc::EPOLLOUT as u32 != 0,
-                bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0,
-            );
+            self.stack
+                .app_event(id, crate::stack::AppEvent::from_epoll(bits));
         }
         self.stack.poll(now);
         n > 0 || !self.stack.link().out.is_empty()

@@ -85,6 +85,31 @@ pub use keep::{Kept, KeptListener};
 pub const TCP_BUF: usize = 1 << 20;
 /// Socket buffer asked for on both ends of each socketpair.
 pub const APP_SOCKBUF: i32 = 1 << 20;
+/// An edge-triggered event on a socket's daemon end ([`Stack::app_event`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppEvent {
+    /// Data to read (`EPOLLIN`).
+    pub readable: bool,
+    /// Room to write (`EPOLLOUT`).
+    pub writable: bool,
+    /// The app shut its sending side down, or closed (`EPOLLRDHUP`).
+    pub rdhup: bool,
+    /// Both directions shut (`EPOLLHUP`, `EPOLLERR`).
+    pub hup: bool,
+}
+
+impl AppEvent {
+    /// From `epoll_event.events`.
+    pub fn from_epoll(bits: u32) -> AppEvent {
+        AppEvent {
+            readable: bits & libc::EPOLLIN as u32 != 0,
+            writable: bits & libc::EPOLLOUT as u32 != 0,
+            rdhup: bits & libc::EPOLLRDHUP as u32 != 0,
+            hup: bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0,
+        }
+    }
+}
+
 /// A connect with no answer fails with ETIMEDOUT after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// A connect whose next hop never answered ARP/NDP fails with EHOSTUNREACH after this long.
@@ -444,14 +469,20 @@ impl<D: Link> Stack<D> {
             .collect()
     }
 
-    /// Socket `id`'s daemon end became readable (or the app shut its side), writable, or
-    /// saw both directions shut (`hup`).
-    pub fn app_event(&mut self, id: u64, readable: bool, writable: bool, hup: bool) {
+    /// What an event on socket `id`'s daemon end says (see [`AppEvent`]).
+    pub fn app_event(&mut self, id: u64, ev: AppEvent) {
+        let AppEvent {
+            readable,
+            writable,
+            rdhup,
+            hup,
+        } = ev;
         // HUP only means both directions are shut: also after our own SHUT_WR plus the app's
         // shutdown(SHUT_WR). Closed is when its name is free again.
         let gone = hup && self.socks.contains_key(&id) && self.app_closed(id);
         if let Some(s) = self.socks.get_mut(&id) {
-            s.rd |= readable || hup;
+            s.rd |= readable || rdhup || hup;
+            s.rd_eof |= rdhup || hup;
             s.wr |= writable;
             s.hup |= gone;
             self.work.add(id);

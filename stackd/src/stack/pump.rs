@@ -451,13 +451,21 @@ impl<D: Link> Net<D> {
                     break;
                 }
                 let r = t.send(|buf| match sys::read(fd, buf) {
-                    Ok(n) => (n, Ok(n)),
+                    Ok(n) => (n, Ok((n, buf.len()))),
                     Err(e) => (0, Err(e)),
                 });
                 match r {
-                    Ok(Ok(0)) => {
+                    Ok(Ok((0, _))) => {
                         c.app_eof = true;
                         t.close();
+                        break;
+                    }
+                    // A short read emptied the pair: more data (or the app's EOF) will come
+                    // with a new edge, so no read that would only say EAGAIN. Not once the
+                    // app's end has shut down (RDHUP or HUP seen): its EOF came with the
+                    // edge already taken, and is read now.
+                    Ok(Ok((n, room))) if n < room && !s.rd_eof => {
+                        s.rd = false;
                         break;
                     }
                     Ok(Ok(_)) => {}

@@ -77,6 +77,9 @@ pub(super) struct Sock {
     pub(super) so_error: i32,
     pub(super) rd: bool,
     pub(super) wr: bool,
+    /// The app's end reported RDHUP or HUP (it shut its sending side down, or closed): reads
+    /// go on until EOF (see `pump_tcp`).
+    pub(super) rd_eof: bool,
     pub(super) hup: bool,
     pub(super) tcp: TcpState,
     pub(super) dg: Dgram,
@@ -104,6 +107,7 @@ impl Sock {
             so_error: 0,
             rd: false,
             wr: false,
+            rd_eof: false,
             hup: false,
             tcp: TcpState::Idle,
             dg: Dgram {

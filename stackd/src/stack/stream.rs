@@ -84,6 +84,14 @@ impl<D: Link> Net<D> {
         let TcpState::Connecting(c) = std::mem::replace(&mut s.tcp, TcpState::Done) else {
             return;
         };
+        if err != 0 {
+            // Both ways, before the drain makes the app's fd writable: the app reads EOF and
+            // its writes fail with EPIPE, as on Linux (our own end then reports HUP, which
+            // `app_gone` tells apart from a close), and whoever the writable fd wakes sees
+            // the shutdown with it (the shim answers SO_ERROR itself until one shows).
+            // What the app's end sent (the filler) can still be read.
+            let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
+        }
         self.drain(s, c.filler);
         let _ = sys::setsockopt_int(
             c.app.raw(),
@@ -118,9 +126,6 @@ impl<D: Link> Net<D> {
             } else {
                 self.free_tcp(c.h);
             }
-            // Both ways: the app reads EOF and its writes fail with EPIPE, as on Linux (our
-            // own end then reports HUP, which `app_gone` tells apart from a close).
-            let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
         }
     }
 }
@@ -265,8 +270,10 @@ impl<D: Link> Stack<D> {
         match r {
             Err(e) if e.0 == libc::EINPROGRESS => {}
             Err(e) => {
-                // As a connect that failed later: drain, writable again, SO_ERROR, shut down.
+                // As a connect that failed later: shut down, drain, writable again, SO_ERROR
+                // (see `connect_done`).
                 let (net, s) = self.split(id)?;
+                let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
                 net.drain(s, filler as usize);
                 if let Some(a) = &app {
                     let _ = sys::setsockopt_int(
@@ -278,7 +285,6 @@ impl<D: Link> Stack<D> {
                 }
                 s.so_error = e.0;
                 s.tcp = TcpState::Done;
-                let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
             }
             Ok(_) => {}
         }

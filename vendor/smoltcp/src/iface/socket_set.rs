@@ -43,6 +43,9 @@ impl fmt::Display for SocketHandle {
 #[derive(Debug)]
 pub struct SocketSet<'a> {
     sockets: ManagedSlice<'a, SocketStorage<'a>>,
+    /// Every slot below this index is occupied: `add` starts looking here, so that adding
+    /// to a set of n sockets does not walk n slots (quadratic time to fill a large set).
+    free_from: usize,
 }
 
 impl<'a> SocketSet<'a> {
@@ -52,7 +55,10 @@ impl<'a> SocketSet<'a> {
         SocketsT: Into<ManagedSlice<'a, SocketStorage<'a>>>,
     {
         let sockets = sockets.into();
-        SocketSet { sockets }
+        SocketSet {
+            sockets,
+            free_from: 0,
+        }
     }
 
     /// Add a socket to the set, and return its handle.
@@ -73,8 +79,10 @@ impl<'a> SocketSet<'a> {
 
         let socket = socket.upcast();
 
-        for (index, slot) in self.sockets.iter_mut().enumerate() {
+        let start = self.free_from.min(self.sockets.len());
+        for (index, slot) in self.sockets.iter_mut().enumerate().skip(start) {
             if slot.inner.is_none() {
+                self.free_from = index + 1;
                 return put(index, slot, socket);
             }
         }
@@ -85,6 +93,7 @@ impl<'a> SocketSet<'a> {
             ManagedSlice::Owned(sockets) => {
                 sockets.push(SocketStorage { inner: None });
                 let index = sockets.len() - 1;
+                self.free_from = index + 1;
                 put(index, &mut sockets[index], socket)
             }
         }
@@ -124,7 +133,10 @@ impl<'a> SocketSet<'a> {
     pub fn remove(&mut self, handle: SocketHandle) -> Socket<'a> {
         net_trace!("[{}]: removing", handle.0);
         match self.sockets[handle.0].inner.take() {
-            Some(item) => item.socket,
+            Some(item) => {
+                self.free_from = self.free_from.min(handle.0);
+                item.socket
+            }
             None => panic!("handle does not refer to a valid socket"),
         }
     }
@@ -147,5 +159,44 @@ impl<'a> SocketSet<'a> {
     /// Iterate every socket in this set.
     pub(crate) fn items_mut(&mut self) -> impl Iterator<Item = &mut Item<'a>> + '_ {
         self.sockets.iter_mut().filter_map(|x| x.inner.as_mut())
+    }
+}
+
+#[cfg(all(test, feature = "alloc", feature = "socket-raw"))]
+mod test {
+    use super::*;
+    use crate::socket::raw;
+    use crate::wire::{IpProtocol, IpVersion};
+
+    fn raw_socket() -> raw::Socket<'static> {
+        let rx = raw::PacketBuffer::new(vec![raw::PacketMetadata::EMPTY], vec![0; 8]);
+        let tx = raw::PacketBuffer::new(vec![raw::PacketMetadata::EMPTY], vec![0; 8]);
+        raw::Socket::new(Some(IpVersion::Ipv4), Some(IpProtocol::Udp), rx, tx)
+    }
+
+    #[test]
+    fn add_reuses_the_lowest_free_slot() {
+        let mut set = SocketSet::new(vec![]);
+        let h: Vec<_> = (0..4).map(|_| set.add(raw_socket())).collect();
+        assert_eq!(h, [0, 1, 2, 3].map(SocketHandle));
+        set.remove(h[2]);
+        set.remove(h[1]);
+        assert_eq!(set.add(raw_socket()), SocketHandle(1));
+        assert_eq!(set.add(raw_socket()), SocketHandle(2));
+        assert_eq!(set.add(raw_socket()), SocketHandle(4));
+        set.remove(h[0]);
+        assert_eq!(set.add(raw_socket()), SocketHandle(0));
+        assert_eq!(set.add(raw_socket()), SocketHandle(5));
+    }
+
+    #[test]
+    fn add_fills_borrowed_storage() {
+        let mut storage = [SocketStorage::EMPTY, SocketStorage::EMPTY];
+        let mut set = SocketSet::new(&mut storage[..]);
+        let a = set.add(raw_socket());
+        let b = set.add(raw_socket());
+        set.remove(a);
+        assert_eq!(set.add(raw_socket()), a);
+        assert_ne!(a, b);
     }
 }

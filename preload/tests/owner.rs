@@ -633,17 +633,19 @@ fn dropping_privileges_before_the_first_socket_says_what_to_do() {
 const SQUATTER: &str = r#"
 import socket, sys
 node = sys.argv[1]
+# The ids as names::socket_name writes them (times an odd constant, modulo 2^64).
+K, KI, M = 0x9e3779b97f4a7c15, 0xf1de83e19937733d, (1 << 64) - 1
 seen = set()
 for l in open("/proc/net/unix"):
     name = l.split()[-1] if len(l.split()) >= 8 else ""
     if name.startswith("@ioth/%s/" % node) and not name.endswith("/ctl"):
-        seen.add(int(name.rsplit("/", 1)[1], 16))
+        seen.add(int(name.rsplit("/", 1)[1], 16) * KI & M)
 held = []
 for sid in seen:
     for k in range(1, 301):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            s.bind("\0ioth/%s/%x" % (node, sid + k))
+            s.bind("\0ioth/%s/%016x" % (node, (sid + k) * K & M))
             held.append(s)
         except OSError:
             s.close()

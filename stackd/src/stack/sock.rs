@@ -206,7 +206,10 @@ impl<D: Link> Net<D> {
         sys::bind_unix(a.raw(), &names::socket_name(self.id, id))?;
         for fd in [d.raw(), a.raw()] {
             let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
-            let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
+            // A stream socket's receive buffer limits nothing (the sender's send buffer does).
+            if ty != libc::SOCK_STREAM {
+                let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
+            }
         }
         Ok((d, a))
     }
@@ -271,9 +274,12 @@ impl<D: Link> Stack<D> {
         {
             return Err(Errno::EINVAL);
         }
-        sys::set_nonblocking(d.raw(), true)?;
+        // (A socket's only status flag is O_NONBLOCK: no need to read them first.)
+        sys::fcntl(d.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long)?;
         let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
-        let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
+        if want != libc::SOCK_STREAM {
+            let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
+        }
         self.install(id, domain, kind, d, owner);
         if let Some(s) = self.socks.get_mut(&id) {
             s.app_ino = app_ino;
@@ -385,7 +391,11 @@ impl<D: Link> Stack<D> {
             };
             self.unix_names = Some(names_by_inode(&table, &prefix));
         }
-        let name = format!("{prefix}{id:x}");
+        // As /proc/net/unix shows it: '@' for the leading NUL.
+        let sys::UnixAddr::Abstract(bytes) = names::socket_name(self.net.id, id) else {
+            return false;
+        };
+        let name = format!("@{}", String::from_utf8_lossy(&bytes));
         self.unix_names
             .as_ref()
             .is_some_and(|m| m.get(&ino) != Some(&name))

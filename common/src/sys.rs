@@ -112,6 +112,11 @@ impl Fd {
     pub unsafe fn from_raw(fd: RawFd) -> Fd {
         Fd(fd)
     }
+    /// No descriptor: every call on it fails with `EBADF`, and dropping it closes nothing
+    /// (a socket whose end went elsewhere, see the stack's cut-through).
+    pub fn none() -> Fd {
+        Fd(-1)
+    }
     pub fn raw(&self) -> RawFd {
         self.0
     }
@@ -129,7 +134,9 @@ impl Fd {
 
 impl Drop for Fd {
     fn drop(&mut self) {
-        close(self.0);
+        if self.0 >= 0 {
+            close(self.0);
+        }
     }
 }
 

@@ -166,15 +166,21 @@ pub const NATIVE_FLAG_SHORTCUT: u32 = 2;
 /// Magic of a [`ShortcutOffer`].
 pub const SHORTCUT_MAGIC: &[u8; 2] = b"SC";
 /// Length of a [`ShortcutOffer`]: shorter than [`MIN_FRAME`], so never a frame.
-pub const SHORTCUT_OFFER_LEN: usize = 12;
+pub const SHORTCUT_OFFER_LEN: usize = 13;
+/// [`ShortcutOffer::flags`]: the switch does not allow TCP cut-through on this shortcut
+/// (`ioth-switch --no-cut-through`): the connections' bytes must stay on the LAN.
+pub const SHORTCUT_NO_CUT: u8 = 1;
 
-/// The switch's offer of a direct path to `peer` (its MAC): `"SC", peer[6], id u32`, sent
-/// with one descriptor (`SCM_RIGHTS`): the client's end of the shortcut.
+/// The switch's offer of a direct path to `peer` (its MAC): `"SC", peer[6], id u32, flags
+/// u8` (an offer of 12 bytes, without flags, is also understood), sent with one descriptor
+/// (`SCM_RIGHTS`): the client's end of the shortcut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShortcutOffer {
     pub peer: [u8; 6],
     /// The switch's number for the shortcut (both ends get the same).
     pub id: u32,
+    /// [`SHORTCUT_NO_CUT`] or 0.
+    pub flags: u8,
 }
 
 impl ShortcutOffer {
@@ -182,11 +188,12 @@ impl ShortcutOffer {
         let mut b = [0u8; SHORTCUT_OFFER_LEN];
         b[..2].copy_from_slice(SHORTCUT_MAGIC);
         b[2..8].copy_from_slice(&self.peer);
-        b[8..].copy_from_slice(&self.id.to_le_bytes());
+        b[8..12].copy_from_slice(&self.id.to_le_bytes());
+        b[12] = self.flags;
         b
     }
     pub fn parse(b: &[u8]) -> Result<ShortcutOffer, Errno> {
-        if b.len() != SHORTCUT_OFFER_LEN || &b[..2] != SHORTCUT_MAGIC {
+        if !(12..=SHORTCUT_OFFER_LEN).contains(&b.len()) || &b[..2] != SHORTCUT_MAGIC {
             return Err(Errno::EPROTO);
         }
         let mut peer = [0u8; 6];
@@ -194,6 +201,7 @@ impl ShortcutOffer {
         Ok(ShortcutOffer {
             peer,
             id: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            flags: b.get(12).copied().unwrap_or(0),
         })
     }
 }
@@ -431,11 +439,15 @@ mod tests {
         let o = ShortcutOffer {
             peer: [2, 0, 0, 0, 0, 9],
             id: 77,
+            flags: SHORTCUT_NO_CUT,
         };
         let b = o.encode();
         assert!(b.len() < MIN_FRAME);
         assert_eq!(ShortcutOffer::parse(&b).unwrap(), o);
+        // An offer without flags (12 bytes) allows cut-through.
+        assert_eq!(ShortcutOffer::parse(&b[..12]).unwrap().flags, 0);
         assert!(ShortcutOffer::parse(&b[..11]).is_err());
+        assert!(ShortcutOffer::parse(&[b"SC".as_slice(), &[0; 12]].concat()).is_err());
         assert!(ShortcutOffer::parse(&[0u8; 12]).is_err());
     }
 

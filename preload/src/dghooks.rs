@@ -403,6 +403,32 @@ unsafe fn put_cmsgs(mh: &mut msghdr, msgs: &[dgram::Cmsg]) -> bool {
 }
 
 /// Learn virtual datagram sockets that arrived by `SCM_RIGHTS`.
+/// A virtual TCP socket whose peer is another node's application on this host (TCP
+/// cut-through: the peer end is named as that node's socket) reports no peer address on
+/// receive, as Linux TCP does (and as when the peer end is a daemon's, which has no name).
+///
+/// # Safety
+/// `alen` must be valid (the kernel just wrote it); `a` is only read through
+/// `process_vm_readv` (its buffer may be shorter than the name the kernel reported).
+unsafe fn hide_cut_peer(a: *const sockaddr, alen: *mut socklen_t) {
+    const PREFIX: &[u8] = b"\0ioth/";
+    // SAFETY: alen is valid (see above).
+    let len = unsafe { *alen } as usize;
+    // (Cheap for anything else: only names this long are looked at.)
+    if len < 2 + PREFIX.len() {
+        return;
+    }
+    let mut head = [0u8; 2 + PREFIX.len()];
+    // SAFETY: copy_in checks the source range (a bad one is an error, never a fault).
+    if unsafe { ioth_common::sys::copy_in(a.cast(), &mut head) }.is_err() {
+        return;
+    }
+    if u16::from_ne_bytes([head[0], head[1]]) == libc::AF_UNIX as u16 && &head[2..] == PREFIX {
+        // SAFETY: as above.
+        unsafe { *alen = 0 };
+    }
+}
+
 ///
 /// # Safety
 /// `m` must point to a msghdr the kernel just filled.
@@ -522,8 +548,17 @@ hooks! {
         flags: c_int,
         a: *mut sockaddr,
         alen: *mut socklen_t,
-    ) -> ssize_t
-    where entry(fd) => |e| {
+    ) -> ssize_t {
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual datagram socket: the caller's arguments, untouched,
+            // which it vouches for as recvfrom(2) requires.
+            let r = unsafe { real::recvfrom(fd, buf, n, flags, a, alen) };
+            if r >= 0 && !a.is_null() && !alen.is_null() {
+                // SAFETY: the kernel just wrote *alen (so it is valid) and the address.
+                unsafe { hide_cut_peer(a.cast_const(), alen) };
+            }
+            return r;
+        };
         let v = one(buf, n);
         // SAFETY: one iovec describing the caller's buffer; a/alen are the caller's.
         guard(|| unsafe { recv_dgram(e, &v, 1, flags, a.cast(), alen) }.map(|r| r.0))
@@ -550,8 +585,14 @@ hooks! {
             let r = unsafe { real::recvmsg(fd, m, flags) };
             if r >= 0 {
                 let saved = Errno::last();
-                // SAFETY: the kernel just filled *m.
-                unsafe { learn_passed_fds(m) };
+                // SAFETY: the kernel just filled *m (its name and length too).
+                unsafe {
+                    learn_passed_fds(m);
+                    if !(*m).msg_name.is_null() {
+                        let name = (*m).msg_name.cast_const().cast();
+                        hide_cut_peer(name, &mut (*m).msg_namelen);
+                    }
+                }
                 saved.set_errno();
             }
             return r;

@@ -57,6 +57,8 @@ pub struct Options {
     pub linger: Duration,
     /// How long connections wait for a silent peer (`Stack::set_tcp_timeouts`).
     pub tcp_timeouts: crate::stack::TcpTimeouts,
+    /// TCP cut-through with other nodes of this host (`stack/cut.rs`).
+    pub cut_through: bool,
     pub switch_loc: String,
     /// Written to (one byte) and closed once the node has an address: at once for fixed
     /// addresses, at the first DHCP lease or SLAAC address in auto mode (`--daemon`).
@@ -109,7 +111,8 @@ impl Daemon {
             .min(port.max_frame.saturating_sub(14))
             .max(1280);
         let port_no = port.port;
-        let dev = SwitchDevice::new(port, cfg.mac.0, Vec::new(), ip_mtu + 14);
+        let mut dev = SwitchDevice::new(port, cfg.mac.0, Vec::new(), ip_mtu + 14);
+        dev.cut_through = opts.cut_through;
         let mut seed = [0u8; 8];
         let _ = sys::getrandom(&mut seed);
         let sc = StackConfig {
@@ -139,6 +142,7 @@ impl Daemon {
             }
         }
         let ep = sys::epoll_create().map_err(|e| format!("epoll: {e}"))?;
+        stack.set_cut_through(opts.cut_through, ep.raw());
         let mut ctl_listeners = vec![listener];
         if let Some(a) = abstract_listener {
             ctl_listeners.push(a);

@@ -52,6 +52,7 @@
 
 #![deny(unsafe_code)]
 
+use crate::cut;
 use crate::link::{Link, Recv};
 use crate::ring::{self, Half};
 use crate::shortcut::{Broken, Shortcut, Shortcuts};
@@ -60,7 +61,7 @@ use ioth_common::sys::{self, Errno, Fd};
 use ioth_common::vde;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
@@ -99,6 +100,11 @@ pub struct SwitchDevice {
     /// row.
     rr: usize,
     streak: u32,
+    /// TCP cut-through (`crate::cut`): allowed on this node; the shortcut each address was
+    /// last heard from; messages received and not yet taken.
+    pub cut_through: bool,
+    cut_routes: HashMap<IpAddr, u32>,
+    cut_inbox: VecDeque<(u32, cut::Msg, Option<Fd>)>,
 }
 
 /// Ask `ep` for `EPOLLOUT` on `fd` too (`on`), or only for `EPOLLIN`; edge-triggered.
@@ -144,6 +150,9 @@ impl SwitchDevice {
             shortcuts: Shortcuts::default(),
             rr: 0,
             streak: 0,
+            cut_through: false,
+            cut_routes: HashMap::new(),
+            cut_inbox: VecDeque::new(),
         }
     }
 
@@ -224,6 +233,7 @@ impl SwitchDevice {
         self.shortcuts.list.push(Shortcut {
             id: o.id,
             peer: o.peer,
+            cut: o.flags & vde::SHORTCUT_NO_CUT == 0,
             fd,
             half,
             tx_ring: None,
@@ -333,6 +343,14 @@ impl SwitchDevice {
                 Ok(Some(n)) => {
                     self.streak += 1;
                     self.shortcuts.rx_frames += 1;
+                    let sc = &self.shortcuts.list[i];
+                    if self.cut_through
+                        && sc.cut
+                        && let Some(ip) = cut::frame_src_ip(&self.rx[..n])
+                        && self.cut_routes.get(&ip) != Some(&sc.id)
+                    {
+                        self.cut_routes.insert(ip, sc.id);
+                    }
                     return Ok(n);
                 }
                 Ok(None) => {
@@ -370,7 +388,19 @@ impl SwitchDevice {
             );
             match r {
                 Ok(m) if m.len == 0 => return Err(Errno::EPIPE.into()), // Revoked, or gone.
-                Ok(m) if m.len > self.rx.len() => {}                    // Too big for us: dropped.
+                Ok(mut m) if m.len <= self.rx.len() && self.rx[..m.len].starts_with(cut::MAGIC) => {
+                    // A cut-through message (never a frame: that would have a multicast
+                    // destination, which no shortcut carries). Garbage is dropped.
+                    // (Taken even where cut-through is off: the stack refuses, so that the
+                    // peer's connect goes on through TCP at once.)
+                    if let Some(msg) = cut::Msg::parse(&self.rx[..m.len])
+                        && self.cut_inbox.len() < 4096
+                    {
+                        let fd = (!m.fds.is_empty()).then(|| m.fds.swap_remove(0));
+                        self.cut_inbox.push_back((sc.id, msg, fd));
+                    }
+                }
+                Ok(m) if m.len > self.rx.len() => {} // Too big for us: dropped.
                 Ok(m) if m.len >= vde::MIN_FRAME => return Ok(Some(m.len)),
                 Ok(m) if &self.rx[..m.len] == ring::SETUP_MAGIC && m.fds.len() == 2 => {
                     // The peer's half: read from its ring and write into ours from now on.
@@ -458,6 +488,43 @@ impl Link for SwitchDevice {
 
     fn wakes_when_writable(&self) -> bool {
         SwitchDevice::wakes_when_writable(self)
+    }
+
+    fn cut_route(&self, ip: IpAddr) -> Option<u32> {
+        let id = *self.cut_routes.get(&ip)?;
+        self.shortcuts
+            .list
+            .iter()
+            .any(|s| s.id == id && s.cut)
+            .then_some(id)
+    }
+
+    fn cut_send(&mut self, sc: u32, msg: &[u8], fds: &[RawFd]) -> Result<(), Errno> {
+        let s = self
+            .shortcuts
+            .list
+            .iter()
+            .find(|s| s.id == sc)
+            .ok_or(Errno::EPIPE)?;
+        sys::sendmsg(
+            s.fd.raw(),
+            &[std::io::IoSlice::new(msg)],
+            fds,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+        .map(|_| ())
+    }
+
+    fn cut_recv(&mut self) -> Option<(u32, cut::Msg, Option<Fd>)> {
+        self.cut_inbox.pop_front()
+    }
+
+    fn cut_ended(&mut self) -> Vec<u32> {
+        let ended = std::mem::take(&mut self.shortcuts.ended_ids);
+        if !ended.is_empty() {
+            self.cut_routes.retain(|_, id| !ended.contains(id));
+        }
+        ended
     }
 
     fn info(&self) -> String {

@@ -12,12 +12,14 @@
 //! - [`daemon`]: the epoll loop, control server, switch reconnects and exit around a stack;
 //! - [`link`]: what the stack needs from its link; `device`: the link over a switch port
 //!   (with `shortcut`s through `ring`s);
+//! - `cut`: the messages of TCP cut-through between two daemons (over a shortcut);
 //! - `frame`: header peeking and the few frames built by hand; `neigh`: `SIOCSARP`;
 //! - `autoconf` (DHCPv4 and SLAAC for `--ip auto/dhcp/slaac`), `mdns` (the node's name),
 //!   `icmperr` (ICMP errors for connected UDP), `raw` (raw ICMPv6 sockets);
 //! - [`os`]: the few raw syscalls not in `ioth_common::sys`.
 
 mod autoconf;
+mod cut;
 pub mod daemon;
 mod device;
 mod frame;

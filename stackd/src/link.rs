@@ -15,8 +15,10 @@
 
 #![deny(unsafe_code)]
 
+use ioth_common::sys::{Errno, Fd};
 use smoltcp::phy::Device;
 use std::net::IpAddr;
+use std::os::fd::RawFd;
 
 /// What [`Link::recv`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,4 +55,24 @@ pub trait Link: Device {
     fn wakes_when_writable(&self) -> bool;
     /// Lines `key=value\n` for the node's info (port, counters).
     fn info(&self) -> String;
+
+    // TCP cut-through (`crate::cut`, `stack/cut.rs`): links without shortcuts have none.
+
+    /// The shortcut whose peer node has address `ip` (heard from through it), if that
+    /// shortcut may carry cut-through connections.
+    fn cut_route(&self, _ip: IpAddr) -> Option<u32> {
+        None
+    }
+    /// Send a cut-through message with descriptors on shortcut `sc`, without blocking.
+    fn cut_send(&mut self, _sc: u32, _msg: &[u8], _fds: &[RawFd]) -> Result<(), Errno> {
+        Err(Errno(libc::ENOTSUP))
+    }
+    /// The next cut-through message received: its shortcut, itself, its descriptor.
+    fn cut_recv(&mut self) -> Option<(u32, crate::cut::Msg, Option<Fd>)> {
+        None
+    }
+    /// Shortcuts that ended since the last call.
+    fn cut_ended(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
 }

@@ -82,6 +82,25 @@ struct Cli {
     /// Seconds an orphan waits in FIN-WAIT-2 for the peer's FIN: Linux's tcp_fin_timeout.
     #[arg(long, env = "IOTH_TCP_FIN_TIMEOUT", default_value_t = 60.0)]
     tcp_fin_timeout: f64,
+    /// Keep this node's TCP connections on the LAN: never hand a connection's socket
+    /// straight to (or take one from) another node's application on this host
+    /// (cut-through). Also IOTH_CUT_THROUGH=0.
+    #[arg(long)]
+    no_cut_through: bool,
+}
+
+/// `IOTH_CUT_THROUGH`: unset or 1/yes/on/true (cut-through allowed), 0/no/off/false.
+fn cut_through_env() -> Result<bool, String> {
+    match std::env::var("IOTH_CUT_THROUGH") {
+        Err(_) => Ok(true),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "1" | "yes" | "on" | "true" => Ok(true),
+            "0" | "no" | "off" | "false" => Ok(false),
+            _ => Err(format!(
+                "IOTH_CUT_THROUGH={v:?}: expected 1 or 0 (yes/no, on/off, true/false)"
+            )),
+        },
+    }
 }
 
 fn main() {
@@ -123,6 +142,13 @@ fn main() {
             std::process::exit(2);
         }
     }
+    let cut_through = match cut_through_env() {
+        Ok(on) => on && !cli.no_cut_through,
+        Err(e) => {
+            eprintln!("ioth-stackd: {e}");
+            std::process::exit(2);
+        }
+    };
     let secs = |v: f64| smoltcp::time::Duration::from_micros((v * 1e6) as u64);
     let tcp_timeouts = stack::TcpTimeouts {
         retries: secs(cli.tcp_retries_timeout),
@@ -184,6 +210,7 @@ fn main() {
         listener,
         abstract_listener,
         tcp_timeouts,
+        cut_through,
     };
     if node.cli.daemon {
         // The parent exits once the child says it has an address (at once for fixed ones).
@@ -233,6 +260,7 @@ struct Node {
     listener: Fd,
     abstract_listener: Option<Fd>,
     tcp_timeouts: stack::TcpTimeouts,
+    cut_through: bool,
 }
 
 impl Node {
@@ -251,6 +279,7 @@ impl Node {
             persist: self.cli.persist,
             linger: std::time::Duration::from_secs_f64(self.cli.linger),
             tcp_timeouts: self.tcp_timeouts,
+            cut_through: self.cut_through,
             switch_loc,
             ready,
             keeper,

@@ -86,6 +86,18 @@ pub fn outq(fd: RawFd) -> Result<usize, Errno> {
     }
 }
 
+/// Bytes waiting to be read on a socket (`FIONREAD`).
+pub fn inq(fd: RawFd) -> Result<usize, Errno> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into v.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut v as *mut libc::c_int) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(v.max(0) as usize)
+    }
+}
+
 /// How a child ended ([`wait_child`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

@@ -12,6 +12,8 @@ use std::os::fd::RawFd;
 pub(crate) struct Shortcut {
     pub(crate) id: u32,
     pub(crate) peer: [u8; 6],
+    /// The switch lets this shortcut carry cut-through connections.
+    pub(crate) cut: bool,
     pub(crate) fd: Fd,
     /// Our half of the rings (`ring.rs`), sent to the peer, until the peer's half arrives.
     pub(crate) half: Option<Half>,
@@ -107,6 +109,9 @@ pub struct Shortcuts {
     /// The shortcut the last frame went to, if it has a ring: smoltcp builds the next
     /// frame straight into that ring, on the bet that it goes there too.
     pub(crate) bet: Option<usize>,
+    /// Ids of the shortcuts that ended since the link last said (cut-through connects
+    /// waiting for an answer on one of them fail).
+    pub(crate) ended_ids: Vec<u32>,
 }
 
 impl Shortcuts {
@@ -127,6 +132,9 @@ impl Shortcuts {
         }
         let _ = sys::shutdown(s.fd.raw(), libc::SHUT_RDWR);
         self.ended += 1;
+        if s.cut {
+            self.ended_ids.push(s.id);
+        }
         log::debug!("shortcut {} ended", s.id);
     }
 

@@ -60,6 +60,10 @@ struct Cli {
     /// there are none anyway with --pcap or --hub.
     #[arg(long)]
     no_shortcuts: bool,
+    /// Keep TCP connections between nodes on the LAN: the stacks at the ends of a shortcut
+    /// may not hand a connection's socket from application to application (cut-through).
+    #[arg(long)]
+    no_cut_through: bool,
     /// Most MAC addresses the switch learns on one port; frames from further source
     /// addresses are forwarded but not learned (counted as not_learned in port/print).
     #[arg(long, default_value_t = ioth_switch::core::DEFAULT_MAX_MACS_PER_PORT as u32,
@@ -183,6 +187,7 @@ fn run(cli: Cli) -> ExitCode {
         hub: cli.hub,
         queue: cli.queue,
         shortcuts: !cli.no_shortcuts,
+        cut_through: !cli.no_cut_through,
         max_macs_per_port: cli.max_macs_per_port as usize,
         max_macs: cli.max_macs as usize,
         port_lock: cli.port_lock,

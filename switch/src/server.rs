@@ -95,6 +95,9 @@ pub struct Config {
     pub queue: usize,
     /// Offer shortcuts between native ports that take them (see the module documentation).
     pub shortcuts: bool,
+    /// Let the stacks at both ends of a shortcut carry TCP connections between their
+    /// applications directly (cut-through: the bytes are then not on the LAN).
+    pub cut_through: bool,
     /// Most MAC addresses learned on one port ([`Core::max_macs_per_port`]).
     pub max_macs_per_port: usize,
     /// Most MAC addresses learned in all ([`Core::max_macs`]).
@@ -1165,7 +1168,12 @@ impl Server {
             .add_shortcut((ingress, src), (egress, dst), vlan, now);
         let mut sent = 0;
         for (port, peer, end) in [(ingress, dst, &x), (egress, src, &y)] {
-            let msg = vde::ShortcutOffer { peer, id }.encode();
+            let flags = if self.cfg.cut_through {
+                0
+            } else {
+                vde::SHORTCUT_NO_CUT
+            };
+            let msg = vde::ShortcutOffer { peer, id, flags }.encode();
             let Some(pio) = self.ports.get(&port) else {
                 break;
             };
@@ -1467,6 +1475,7 @@ mod tests {
             hub: false,
             queue: 1 << 16,
             shortcuts: false,
+            cut_through: false,
             max_macs_per_port: 4,
             max_macs: 16,
             port_lock: false,

@@ -133,6 +133,7 @@ impl<D: Link> Stack<D> {
         }
         t.push_str(&format!("switch={}\n", n.link_name));
         t.push_str(&n.dev.info());
+        t.push_str(&self.cut_info());
         t.push_str(&format!("sockets={}\n", self.socks.len()));
         t.push_str(&format!("lingering={}\n", n.lingering.len()));
         t.push_str(&format!("uptime={}\n", (n.now - n.t0).secs()));

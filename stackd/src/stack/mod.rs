@@ -59,6 +59,7 @@ use std::os::fd::RawFd;
 use std::task::Waker;
 
 mod control;
+mod cut;
 mod demux;
 mod dgram;
 mod keep;
@@ -221,6 +222,8 @@ pub struct Stack<D: Link> {
     /// Names of the node's sockets in `/proc/net/unix` by inode, read once per poll
     /// (`Stack::app_closed`).
     unix_names: Option<HashMap<u64, String>>,
+    /// TCP cut-through with other nodes of this host (`cut.rs`).
+    cut: cut::CutThrough,
 }
 
 /// The node's network side: interface, link, smoltcp sockets, addresses, and what belongs
@@ -409,6 +412,7 @@ impl<D: Link> Stack<D> {
             kept_ids: Default::default(),
             journal: None,
             alarms: BinaryHeap::new(),
+            cut: cut::CutThrough::default(),
         }
     }
 
@@ -518,6 +522,7 @@ impl<D: Link> Stack<D> {
         }
         self.unix_names = None;
         polled.link_down = self.ingress();
+        self.cut_service();
         self.net.autoconf();
         self.service();
         self.net.egress();

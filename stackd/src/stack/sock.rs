@@ -56,6 +56,9 @@ pub(super) enum TcpState {
     Listening(Listener),
     Connecting(Connecting),
     Conn(Conn),
+    /// Cut-through (`cut.rs`): waiting for the peer daemon's answer; running from app to app.
+    CutPending(super::cut::CutPending),
+    Cut(super::cut::Cut),
     Done,
 }
 

@@ -261,6 +261,20 @@ impl<D: Link> Stack<D> {
                 c.filler += filler as usize;
                 return Err(Errno(libc::EALREADY));
             }
+            // Our end went to the peer daemon with the first filler only: this one goes now
+            // (a race of two processes connecting one socket at once, as above).
+            TcpState::CutPending(_) => {
+                let mut buf = [0u8; 4096];
+                let mut left = filler as usize;
+                while left > 0 {
+                    match sys::recv(s.dmn.raw(), &mut buf[..left.min(4096)], libc::MSG_DONTWAIT) {
+                        Ok(n) if n > 0 => left -= n,
+                        Err(e) if e == Errno::EINTR => {}
+                        _ => break,
+                    }
+                }
+                return Err(Errno(libc::EALREADY));
+            }
             TcpState::Idle if s.kind == Kind::Tcp => {}
             // Cannot happen with the client's mark; the filler is the app's problem then.
             _ => return Err(Errno(libc::EISCONN)),
@@ -269,30 +283,16 @@ impl<D: Link> Stack<D> {
         let r = self.op_connect(id, addr, &mut app, None, filler as usize);
         match r {
             Err(e) if e.0 == libc::EINPROGRESS => {}
-            Err(e) => {
-                // As a connect that failed later: shut down, drain, writable again, SO_ERROR
-                // (see `connect_done`).
-                let (net, s) = self.split(id)?;
-                let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
-                net.drain(s, filler as usize);
-                if let Some(a) = &app {
-                    let _ = sys::setsockopt_int(
-                        a.raw(),
-                        libc::SOL_SOCKET,
-                        libc::SO_SNDBUF,
-                        s.opts.sndbuf,
-                    );
-                }
-                s.so_error = e.0;
-                s.tcp = TcpState::Done;
-            }
+            // As a connect that failed later (see `connect_done`).
+            Err(e) => self.connect_failed(id, e.0, filler as usize, app),
             Ok(_) => {}
         }
         r
     }
 
     /// `app`: the app's fd (taken once the connect is under way). `prefilled`: filler bytes
-    /// the client already wrote (`ConnectAsync`).
+    /// the client already wrote (`ConnectAsync`). Cut-through first where it may be
+    /// (`cut.rs`).
     pub(super) fn op_connect(
         &mut self,
         id: u64,
@@ -301,14 +301,43 @@ impl<D: Link> Stack<D> {
         notify: Option<Fd>,
         prefilled: usize,
     ) -> Result<Reply, Errno> {
+        self.connect_via(id, addr, app, notify, prefilled, true)
+    }
+
+    /// [`Stack::op_connect`] through TCP only.
+    pub(super) fn op_connect_tcp(
+        &mut self,
+        id: u64,
+        addr: WireAddr,
+        app: &mut Option<Fd>,
+        notify: Option<Fd>,
+        prefilled: usize,
+    ) -> Result<Reply, Errno> {
+        self.connect_via(id, addr, app, notify, prefilled, false)
+    }
+
+    fn connect_via(
+        &mut self,
+        id: u64,
+        addr: WireAddr,
+        app: &mut Option<Fd>,
+        notify: Option<Fd>,
+        prefilled: usize,
+        try_cut: bool,
+    ) -> Result<Reply, Errno> {
+        let (mut notify, mut prefilled) = (notify, prefilled);
         let s = self.socks.get(&id).ok_or(Errno::EBADF)?;
         if s.kind != Kind::Tcp {
             return self.dgram_connect(id, addr);
         }
         match s.tcp {
             TcpState::Idle => {}
-            TcpState::Connecting(_) => return Err(Errno(libc::EALREADY)),
-            TcpState::Conn(_) | TcpState::Listening(_) => return Err(Errno(libc::EISCONN)),
+            TcpState::Connecting(_) | TcpState::CutPending(_) => {
+                return Err(Errno(libc::EALREADY));
+            }
+            TcpState::Conn(_) | TcpState::Listening(_) | TcpState::Cut(_) => {
+                return Err(Errno(libc::EISCONN));
+            }
             TcpState::Done => {
                 return Err(if s.peer.is_some() {
                     Errno(libc::EISCONN)
@@ -350,6 +379,14 @@ impl<D: Link> Stack<D> {
                 p
             }
         };
+        if try_cut && hop == dst {
+            let local = SocketAddr::new(src, lport);
+            let to = SocketAddr::new(dst, sa.port());
+            match self.cut_connect(id, local, to, app, &mut notify, prefilled) {
+                Ok(()) => return Err(Errno(libc::EINPROGRESS)),
+                Err(filled) => prefilled = filled,
+            }
+        }
         let (net, s) = self.split(id)?;
         let mut t = net.new_tcp(&s.opts);
         t.connect(
@@ -497,6 +534,8 @@ pub(super) fn op_shutdown(s: &Sock, how: i32) -> Result<Reply, Errno> {
     }
     match &s.tcp {
         TcpState::Conn(_) | TcpState::Connecting(_) => Ok(Reply::Ok),
+        // The app's own shutdown of its fd is all there is to do.
+        TcpState::Cut(_) | TcpState::CutPending(_) => Ok(Reply::Ok),
         TcpState::Listening(_) => Ok(Reply::Ok),
         _ if s.kind != Kind::Tcp => Ok(Reply::Ok),
         _ => Err(Errno(libc::ENOTCONN)),

@@ -1,0 +1,176 @@
+//! TCP cut-through between two nodes of one host: the messages two stack daemons exchange
+//! over the shortcut that joins them (see `stack/cut.rs` for what each side does).
+//!
+//! `Connect`: "my application connects from `src` to your `dst`; here is the other end of its
+//! socketpair (one descriptor), holding `filler` bytes that keep it unwritable until you
+//! answer". `Answer`: the connection `tag` was taken (queued on a listener, the filler
+//! drained) or refused (the client then connects through TCP, as it would have).
+//!
+//! Layout: `magic[8], kind u8, tag u64` and for `Connect`: `src, dst` (each `family u8` (4 or
+//! 6), `ip[16]`, `port u16`) and `filler u32`; for `Answer`: `ok u8`. Little-endian. The peer
+//! is not trusted: anything else is dropped.
+
+#![deny(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// First bytes of every cut-through message on a shortcut's socket.
+pub const MAGIC: &[u8; 8] = b"IOTHCUT1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Msg {
+    Connect {
+        tag: u64,
+        src: SocketAddr,
+        dst: SocketAddr,
+        filler: u32,
+    },
+    Answer {
+        tag: u64,
+        ok: bool,
+    },
+}
+
+const CONNECT: u8 = 1;
+const ANSWER: u8 = 2;
+
+fn put_addr(b: &mut Vec<u8>, a: SocketAddr) {
+    let (fam, ip) = match a.ip() {
+        IpAddr::V4(v4) => (4u8, v4.to_ipv6_mapped().octets()),
+        IpAddr::V6(v6) => (6u8, v6.octets()),
+    };
+    b.push(fam);
+    b.extend_from_slice(&ip);
+    b.extend_from_slice(&a.port().to_le_bytes());
+}
+
+fn get_addr(b: &[u8]) -> Option<SocketAddr> {
+    let ip: [u8; 16] = b.get(1..17)?.try_into().ok()?;
+    let port = u16::from_le_bytes(b.get(17..19)?.try_into().ok()?);
+    let v6 = Ipv6Addr::from(ip);
+    let ip = match b[0] {
+        4 => IpAddr::V4(v6.to_ipv4_mapped()?),
+        6 => IpAddr::V6(v6),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+impl Msg {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        match *self {
+            Msg::Connect {
+                tag,
+                src,
+                dst,
+                filler,
+            } => {
+                b.push(CONNECT);
+                b.extend_from_slice(&tag.to_le_bytes());
+                put_addr(&mut b, src);
+                put_addr(&mut b, dst);
+                b.extend_from_slice(&filler.to_le_bytes());
+            }
+            Msg::Answer { tag, ok } => {
+                b.push(ANSWER);
+                b.extend_from_slice(&tag.to_le_bytes());
+                b.push(u8::from(ok));
+            }
+        }
+        b
+    }
+
+    /// A message of ours, or `None` (not one, or malformed).
+    pub fn parse(b: &[u8]) -> Option<Msg> {
+        let rest = b.strip_prefix(MAGIC)?;
+        let kind = *rest.first()?;
+        let tag = u64::from_le_bytes(rest.get(1..9)?.try_into().ok()?);
+        let rest = &rest[9..];
+        match kind {
+            CONNECT if rest.len() == 19 + 19 + 4 => {
+                let src = get_addr(&rest[..19])?;
+                let dst = get_addr(&rest[19..38])?;
+                if src.is_ipv4() != dst.is_ipv4() {
+                    return None;
+                }
+                let filler = u32::from_le_bytes(rest[38..42].try_into().ok()?);
+                Some(Msg::Connect {
+                    tag,
+                    src,
+                    dst,
+                    filler,
+                })
+            }
+            ANSWER if rest.len() == 1 && rest[0] <= 1 => Some(Msg::Answer {
+                tag,
+                ok: rest[0] == 1,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The source address of an untagged IPv4 or IPv6 Ethernet frame.
+pub fn frame_src_ip(f: &[u8]) -> Option<IpAddr> {
+    match f.get(12..14)? {
+        [0x08, 0x00] => {
+            let b: [u8; 4] = f.get(26..30)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(b)))
+        }
+        [0x86, 0xdd] => {
+            let b: [u8; 16] = f.get(22..38)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_roundtrip_and_garbage_is_dropped() {
+        let c = Msg::Connect {
+            tag: 7,
+            src: "10.0.0.2:40000".parse().unwrap(),
+            dst: "10.0.0.1:80".parse().unwrap(),
+            filler: 4480,
+        };
+        let c6 = Msg::Connect {
+            tag: u64::MAX,
+            src: "[fd00::2]:1".parse().unwrap(),
+            dst: "[fd00::1]:80".parse().unwrap(),
+            filler: 0,
+        };
+        let a = Msg::Answer { tag: 9, ok: true };
+        for m in [c, c6, a, Msg::Answer { tag: 0, ok: false }] {
+            let b = m.encode();
+            assert_eq!(Msg::parse(&b), Some(m));
+            for n in 0..b.len() {
+                assert_eq!(Msg::parse(&b[..n]), None, "{m:?} cut at {n}");
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert_eq!(Msg::parse(&longer), None);
+        }
+        let mut bad = c.encode();
+        bad[17] = 5; // a family that is neither 4 nor 6
+        assert_eq!(Msg::parse(&bad), None);
+        let mut bad = a.encode();
+        *bad.last_mut().unwrap() = 2;
+        assert_eq!(Msg::parse(&bad), None);
+    }
+
+    #[test]
+    fn the_source_of_a_frame() {
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[26..30].copy_from_slice(&[10, 0, 0, 5]);
+        assert_eq!(frame_src_ip(&f), Some("10.0.0.5".parse().unwrap()));
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(frame_src_ip(&f), None);
+        assert_eq!(frame_src_ip(&f[..20]), None);
+    }
+}

@@ -1,0 +1,456 @@
+//! TCP cut-through between two nodes of one host.
+//!
+//! A connect to an address that this node hears through a shortcut (`Link::cut_route`: the
+//! peer is another stack daemon on this host, on the same switch and VLAN, and the switch
+//! allows it) does not start a TCP handshake. The daemon sends the peer daemon, over the
+//! shortcut, a `Connect` message (`crate::cut`) with its own end of the application's
+//! socketpair, still holding the filler that keeps the application's fd unwritable. The peer
+//! checks that one of its listeners takes the connection (address, port, backlog), names
+//! the end as one of its own sockets, drains the filler and queues the end on the listener:
+//! the accepting application gets, as its accepted fd, the other end of the connecting
+//! application's own socketpair. Then it answers. From then on the bytes go from application
+//! to application through one kernel socketpair, with no daemon and no TCP in the way; both
+//! daemons keep only a record of the socket (`TcpState::Cut`: addresses and options, for
+//! `getsockname`, `getpeername`, `getsockopt`), and drop it once the application's end is
+//! closed (its name is free again, `app_gone`: probed at growing intervals, since no
+//! descriptor of ours sees the close).
+//!
+//! A refusal (no listener, a full backlog, cut-through off on that node, anything odd) costs
+//! one round trip: the connect goes on through TCP as it would have, and meets the same
+//! listener, or its RST. A connection never changes path once it is established. If the
+//! answer does not come (the shortcut ended, or a few seconds passed), the connect fails
+//! with `ETIMEDOUT`: the peer may hold our end by then, so TCP cannot take over.
+//!
+//! What cut-through gives up: the bytes are not on the virtual LAN (no capture, no switch or
+//! shortcut counters). So it is off where that matters: the switch does not allow it with
+//! `--pcap`, `--hub`, `--no-shortcuts` or `--no-cut-through` (no shortcut, or one flagged
+//! `SHORTCUT_NO_CUT`), and a node started with `--no-cut-through` (`IOTH_CUT_THROUGH=0`)
+//! neither starts nor takes one. Counted in the node's info (`cut_*`).
+
+use super::*;
+use crate::cut::Msg;
+
+/// How long a connect waits for the peer daemon's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A cut-through socket's record is checked for the application's close after this, then
+/// at doubling intervals up to [`CHECK_MAX`].
+const CHECK_FIRST: Duration = Duration::from_millis(500);
+const CHECK_MAX: Duration = Duration::from_secs(30);
+/// Most filler a `Connect` may announce (the shim's and ours are far smaller).
+const MAX_FILLER: u32 = 4 << 20;
+
+#[derive(Default)]
+pub(super) struct CutThrough {
+    on: bool,
+    /// The owner's epoll set: an end that leaves for another process must leave it too (the
+    /// open file lives on there, and with it the registration).
+    ep: Option<RawFd>,
+    /// Connects waiting for an answer: tag → socket id.
+    pending: HashMap<u64, u64>,
+    next_tag: u64,
+    /// Connections made (ours connected), taken (to our listeners), refused (either way),
+    /// and connects that failed waiting for an answer.
+    pub(super) made: u64,
+    pub(super) taken: u64,
+    pub(super) refused: u64,
+    pub(super) lost: u64,
+}
+
+/// A connect whose `Connect` went to the peer daemon.
+pub(super) struct CutPending {
+    tag: u64,
+    sc: u32,
+    app: Fd,
+    _notify: Option<Fd>,
+    filler: usize,
+    start: Instant,
+}
+
+/// The record of a connection that runs from application to application.
+pub(super) struct Cut {
+    id: u64,
+    check_at: Instant,
+    every: Duration,
+}
+
+impl Cut {
+    fn new(id: u64, now: Instant) -> Cut {
+        Cut {
+            id,
+            check_at: now + CHECK_FIRST,
+            every: CHECK_FIRST,
+        }
+    }
+}
+
+/// Fill the app's end with zeros until it takes no more (its send buffer at the minimum), so
+/// that it stays unwritable until the connect ends; how many bytes went in.
+pub(super) fn fill(app: &Fd) -> usize {
+    let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
+    let filler = [0u8; 512];
+    let mut count = 0;
+    loop {
+        match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Ok(n) => count += n,
+            Err(e) if e == Errno::EINTR => continue,
+            Err(_) => break,
+        }
+        if count > 1 << 20 {
+            break;
+        }
+    }
+    count
+}
+
+/// Read and drop `n` bytes from `fd` without blocking (its flags are shared with a process
+/// that may have made it blocking); how many were there.
+fn drain_nb(fd: RawFd, mut n: usize) -> usize {
+    let mut buf = [0u8; 4096];
+    let mut got = 0;
+    while n > 0 {
+        match sys::recv(fd, &mut buf[..n.min(4096)], libc::MSG_DONTWAIT) {
+            Ok(0) => break,
+            Ok(k) => {
+                n -= k;
+                got += k;
+            }
+            Err(e) if e == Errno::EINTR => {}
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+impl<D: Link> Stack<D> {
+    /// Allow cut-through on this node (`on`); `ep`: the owner's epoll set.
+    pub fn set_cut_through(&mut self, on: bool, ep: RawFd) {
+        self.cut.on = on;
+        self.cut.ep = Some(ep);
+    }
+
+    /// Lines for the node's info.
+    pub(super) fn cut_info(&self) -> String {
+        let open = self
+            .socks
+            .values()
+            .filter(|s| matches!(s.tcp, TcpState::Cut(_)))
+            .count();
+        format!(
+            "cut_through={}\ncut_open={open}\ncut_made={}\ncut_taken={}\ncut_refused={}\ncut_lost={}\n",
+            if self.cut.on { "on" } else { "off" },
+            self.cut.made,
+            self.cut.taken,
+            self.cut.refused,
+            self.cut.lost
+        )
+    }
+
+    /// Try cut-through for socket `id`'s connect from `local` to `dst` (on-link, `hop`);
+    /// `app` and `notify` are taken if it starts. `Err(filler)`: it did not (the app's end
+    /// now holds `filler` bytes, 0 if it was not filled here).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cut_connect(
+        &mut self,
+        id: u64,
+        local: SocketAddr,
+        dst: SocketAddr,
+        app: &mut Option<Fd>,
+        notify: &mut Option<Fd>,
+        prefilled: usize,
+    ) -> Result<(), usize> {
+        if !self.cut.on {
+            return Err(prefilled);
+        }
+        let Some(sc) = self.net.dev.cut_route(dst.ip()) else {
+            return Err(prefilled);
+        };
+        let (Some(a), Some(s)) = (app.as_ref(), self.socks.get(&id)) else {
+            return Err(prefilled);
+        };
+        let filler = if prefilled == 0 { fill(a) } else { prefilled };
+        self.cut.next_tag = self.cut.next_tag.wrapping_add(1);
+        let tag = self.cut.next_tag ^ self.rng;
+        let msg = Msg::Connect {
+            tag,
+            src: local,
+            dst,
+            filler: filler as u32,
+        };
+        if self
+            .net
+            .dev
+            .cut_send(sc, &msg.encode(), &[s.dmn.raw()])
+            .is_err()
+        {
+            return Err(filler);
+        }
+        let (Some(app), Some(s)) = (app.take(), self.socks.get_mut(&id)) else {
+            return Err(filler);
+        };
+        s.local = Some(local);
+        s.peer = Some(dst);
+        s.tcp = TcpState::CutPending(CutPending {
+            tag,
+            sc,
+            app,
+            _notify: notify.take(),
+            filler,
+            start: self.net.now,
+        });
+        self.cut.pending.insert(tag, id);
+        self.revisit.push(id);
+        log::debug!("cut-through {local} -> {dst}: asked on shortcut {sc}");
+        Ok(())
+    }
+
+    /// Messages from peer daemons, and shortcuts that ended under connects.
+    pub(super) fn cut_service(&mut self) {
+        while let Some((sc, msg, fd)) = self.net.dev.cut_recv() {
+            match msg {
+                Msg::Connect {
+                    tag,
+                    src,
+                    dst,
+                    filler,
+                } => {
+                    let ok = self.cut_take(src, dst, filler, fd).is_some();
+                    if ok {
+                        self.cut.taken += 1;
+                    } else {
+                        self.cut.refused += 1;
+                    }
+                    let _ = self
+                        .net
+                        .dev
+                        .cut_send(sc, &Msg::Answer { tag, ok }.encode(), &[]);
+                }
+                Msg::Answer { tag, ok } => self.cut_answer(sc, tag, ok),
+            }
+        }
+        for sc in self.net.dev.cut_ended() {
+            let lost: Vec<u64> = self
+                .cut
+                .pending
+                .iter()
+                .filter(|(_, id)| {
+                    self.socks
+                        .get(id)
+                        .is_some_and(|s| matches!(&s.tcp, TcpState::CutPending(p) if p.sc == sc))
+                })
+                .map(|(t, _)| *t)
+                .collect();
+            for tag in lost {
+                if let Some(id) = self.cut.pending.remove(&tag) {
+                    self.cut_fail(id, libc::ETIMEDOUT);
+                }
+            }
+        }
+    }
+
+    /// A peer's `Connect` to one of our listeners: queue the connection with `fd` as its
+    /// app end, or `None` (refused, nothing of it taken).
+    fn cut_take(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        filler: u32,
+        fd: Option<Fd>,
+    ) -> Option<()> {
+        let refuse = |why: &str| {
+            log::debug!("cut-through {src} -> {dst}: refused: {why}");
+            None
+        };
+        let Some(d) = fd else {
+            return refuse("no descriptor");
+        };
+        if !self.cut.on {
+            return refuse("off here");
+        }
+        if !self.net.is_own(&dst.ip()) || filler > MAX_FILLER {
+            return refuse("not ours");
+        }
+        let Some(lid) = self.match_listener(dst.ip(), dst.port()) else {
+            return refuse("no listener");
+        };
+        let l = self.socks.get(&lid)?;
+        let TcpState::Listening(li) = &l.tcp else {
+            return None;
+        };
+        if self.net.accept_pending(l) >= li.backlog.max(1) {
+            return refuse("backlog full");
+        }
+        // A connected unix stream socket without a name, holding the whole filler.
+        if sys::getsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_DOMAIN) != Ok(libc::AF_UNIX)
+            || sys::getsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_TYPE)
+                != Ok(libc::SOCK_STREAM)
+        {
+            return refuse("not a unix stream socket");
+        }
+        if !matches!(
+            sys::getsockname_unix(d.raw()),
+            Ok(None | Some(sys::UnixAddr::Unnamed))
+        ) {
+            return refuse("named already");
+        }
+        if crate::os::inq(d.raw()).unwrap_or(0) < filler as usize {
+            return refuse("without its filler");
+        }
+        let id = self.new_id();
+        sys::bind_unix(d.raw(), &names::socket_name(self.net.id, id)).ok()?;
+        // Nothing can fail from here: the filler goes, and the connecting app may write.
+        drain_nb(d.raw(), filler as usize);
+        let _ = sys::fcntl(d.raw(), libc::F_SETFL, 0);
+        let now = self.net.now;
+        let waker = self.work.waker(id);
+        let l = self.socks.get_mut(&lid)?;
+        let mut s = Sock::new(l.domain, Kind::Tcp, Fd::none(), waker, l.owner);
+        s.app_ino = sys::fstat_id(d.raw()).ok().map(|i| i.1);
+        s.opts = l.opts.clone();
+        s.opts.other.clear();
+        s.bound = l.bound;
+        s.local = Some(dst);
+        s.peer = Some(src);
+        s.tcp = TcpState::Cut(Cut::new(id, now));
+        let rec = AcceptRecord {
+            id,
+            local: s.present(dst),
+            peer: s.present(src),
+        };
+        if let TcpState::Listening(li) = &mut l.tcp {
+            li.short = false;
+            li.queue.push_back(Pending {
+                app: Some(d),
+                rec: rec.encode(),
+            });
+        }
+        deliver(l);
+        self.work.add(lid);
+        self.socks.insert(id, s);
+        Some(())
+    }
+
+    /// The peer daemon's answer to our `Connect` `tag`.
+    fn cut_answer(&mut self, sc: u32, tag: u64, ok: bool) {
+        log::debug!("cut-through answer on shortcut {sc}: {ok}");
+        let Some(&id) = self.cut.pending.get(&tag) else {
+            return;
+        };
+        let Some(s) = self.socks.get_mut(&id) else {
+            self.cut.pending.remove(&tag);
+            return;
+        };
+        if !matches!(&s.tcp, TcpState::CutPending(p) if p.sc == sc) {
+            return;
+        }
+        self.cut.pending.remove(&tag);
+        let TcpState::CutPending(p) = std::mem::replace(&mut s.tcp, TcpState::Idle) else {
+            return;
+        };
+        if ok {
+            // Our end now belongs to the peer's application.
+            if let Some(ep) = self.cut.ep {
+                let _ = sys::epoll_ctl(ep, libc::EPOLL_CTL_DEL, s.dmn.raw(), 0, 0);
+            }
+            s.dmn = Fd::none();
+            let _ = sys::setsockopt_int(
+                p.app.raw(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                s.opts.sndbuf,
+            );
+            s.tcp = TcpState::Cut(Cut::new(id, self.net.now));
+            s.so_error = 0;
+            self.cut.made += 1;
+            // (Dropping `p` wakes a blocking connect.)
+            return;
+        }
+        // Through TCP, as if cut-through had not been tried.
+        self.cut.refused += 1;
+        let dst = s.peer.take();
+        s.local = None;
+        let CutPending {
+            app,
+            _notify: notify,
+            filler,
+            ..
+        } = p;
+        let mut app = Some(app);
+        let r = match dst {
+            Some(dst) => self.op_connect_tcp(id, WireAddr(Some(dst)), &mut app, notify, filler),
+            None => Err(Errno::EINVAL),
+        };
+        match r {
+            Err(e) if e.0 == libc::EINPROGRESS => {}
+            Err(e) => self.connect_failed(id, e.0, filler, app),
+            Ok(_) => {}
+        }
+    }
+
+    /// A connect waiting for an answer that will not come: fail it with `err`.
+    fn cut_fail(&mut self, id: u64, err: i32) {
+        self.cut.lost += 1;
+        let Some(s) = self.socks.get_mut(&id) else {
+            return;
+        };
+        let TcpState::CutPending(p) = std::mem::replace(&mut s.tcp, TcpState::Done) else {
+            return;
+        };
+        self.cut.pending.remove(&p.tag);
+        let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
+        drain_nb(s.dmn.raw(), p.filler);
+        let _ = sys::setsockopt_int(
+            p.app.raw(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            s.opts.sndbuf,
+        );
+        s.so_error = err;
+    }
+
+    /// A connect that failed after its app end was filled: shut down, drain, writable again,
+    /// `SO_ERROR` (see `connect_done`).
+    pub(super) fn connect_failed(&mut self, id: u64, err: i32, filler: usize, app: Option<Fd>) {
+        let Ok((net, s)) = self.split(id) else {
+            return;
+        };
+        let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
+        net.drain(s, filler);
+        if let Some(a) = &app {
+            let _ = sys::setsockopt_int(a.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, s.opts.sndbuf);
+        }
+        s.so_error = err;
+        s.tcp = TcpState::Done;
+    }
+
+    /// Visit a cut-through socket's record or pending connect (from `service`): `false` once
+    /// it can go.
+    pub(super) fn cut_visit(&mut self, id: u64) -> bool {
+        let now = self.net.now;
+        let node = self.net.id;
+        let Some(s) = self.socks.get_mut(&id) else {
+            return false;
+        };
+        match &mut s.tcp {
+            TcpState::CutPending(p) => {
+                if now >= p.start + ANSWER_TIMEOUT {
+                    self.cut_fail(id, libc::ETIMEDOUT);
+                } else {
+                    self.revisit.push(id);
+                }
+                true
+            }
+            TcpState::Cut(c) => {
+                if now < c.check_at {
+                    return true;
+                }
+                if app_gone(node, c.id) {
+                    return false;
+                }
+                c.every = (c.every * 2).min(CHECK_MAX);
+                c.check_at = now + c.every;
+                true
+            }
+            _ => true,
+        }
+    }
+}

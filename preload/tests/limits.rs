@@ -132,7 +132,10 @@ http {{
         let ctl = rundir.join("srv.ctl");
         let mut dm = Command::new("sh");
         dm.arg("-c").arg(format!(
-            "ulimit -n 1024 && exec {user}{} --ip fd00::1 --switch {} --ctl {} --persist",
+            // (No cut-through: the connections must go through this daemon's descriptors,
+            // not straight to nginx.)
+            "ulimit -n 1024 && exec {user}{} --ip fd00::1 --switch {} --ctl {} --persist \
+             --no-cut-through",
             bin("ioth-stackd").display(),
             lab.path("sw").display(),
             ctl.display()

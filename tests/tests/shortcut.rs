@@ -167,7 +167,8 @@ fn no_shortcut_on_a_switch_writing_a_pcap_file() {
 fn streams_both_ways_at_once_do_not_stall_each_other() {
     let tmp = TempDir::new("shortcut-both");
     let sw = tmp.join("sw");
-    let _switch = ioth_switch(&sw, &[]);
+    // The streams must go through the rings, not from process to process (cut-through).
+    let _switch = ioth_switch(&sw, &["--no-cut-through"]);
     let a = node(&sw, "fd00::81/64", &tmp.join("a.ctl"));
     let b = node(&sw, "fd00::82/64", &tmp.join("b.ctl"));
     // A first exchange makes the shortcut; then eight bulk streams cross, four each way: more
@@ -198,4 +199,75 @@ fn streams_both_ways_at_once_do_not_stall_each_other() {
         "{}",
         node_info(&b.ctl)
     );
+}
+
+/// TCP cut-through: once two nodes have a shortcut, a connection between them runs from
+/// process to process (counted on both sides, the bytes intact, no shortcut frames for
+/// them); with `--no-cut-through` on the switch the same connection stays on the LAN.
+#[test]
+fn connections_over_a_shortcut_are_cut_through_unless_the_switch_says_no() {
+    for cut in [true, false] {
+        let tmp = TempDir::new("shortcut-cut");
+        let sw = tmp.join("sw");
+        let args: &[&str] = if cut { &[] } else { &["--no-cut-through"] };
+        let _switch = ioth_switch(&sw, args);
+        let a = node(&sw, "fd00::91/64,10.0.9.1/24", &tmp.join("a.ctl"));
+        let b = node(&sw, "fd00::92/64,10.0.9.2/24", &tmp.join("b.ctl"));
+        // The first connections make the shortcut and let each side hear the other's
+        // addresses through it (they go through TCP).
+        transfer(
+            &tmp,
+            &a.ctl,
+            &b.ctl,
+            "fd00::92",
+            6040,
+            &random(64 << 10),
+            || {},
+        );
+        transfer(
+            &tmp,
+            &a.ctl,
+            &b.ctl,
+            "10.0.9.2",
+            6043,
+            &random(64 << 10),
+            || {},
+        );
+        wait_for(Duration::from_secs(5), "the shortcut", || {
+            (counter(&a.ctl, "shortcuts") == 1).then_some(())
+        });
+        let frames = counter(&a.ctl, "shortcut_tx");
+        // Then both families, 4 MiB each, sha256-checked by checked_stream.
+        transfer(
+            &tmp,
+            &a.ctl,
+            &b.ctl,
+            "fd00::92",
+            6041,
+            &random(4 << 20),
+            || {},
+        );
+        transfer(
+            &tmp,
+            &a.ctl,
+            &b.ctl,
+            "10.0.9.2",
+            6042,
+            &random(4 << 20),
+            || {},
+        );
+        let info = format!("{}\n{}", node_info(&a.ctl), node_info(&b.ctl));
+        if cut {
+            assert_eq!(counter(&a.ctl, "cut_made"), 2, "{info}");
+            assert_eq!(counter(&b.ctl, "cut_taken"), 2, "{info}");
+            // 8 MiB crossed, yet only a handful of frames (neighbour traffic, the first
+            // connections' last ACKs) went through the shortcut: through TCP the data alone
+            // takes 128 frames of 64 KiB or more.
+            assert!(counter(&a.ctl, "shortcut_tx") - frames < 64, "{info}");
+        } else {
+            assert_eq!(counter(&a.ctl, "cut_made"), 0, "{info}");
+            assert_eq!(counter(&b.ctl, "cut_taken"), 0, "{info}");
+            assert!(counter(&a.ctl, "shortcut_tx") - frames >= 128, "{info}");
+        }
+    }
 }

@@ -11,35 +11,129 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sockets.py");
 const V6: (&str, &str) = ("fd00::10", "fd00::11");
 const V4: (&str, &str) = ("10.0.0.10", "10.0.0.11");
 
-/// Start the server node, then run `case` on the client node once per address family given.
+/// A client node that stays up while the cases run, and connects to the server over and
+/// over (both families) until told to stop (the file `argv[1]` appears): the first
+/// connections go through TCP and make the shortcut; then the node hears the server's
+/// addresses through it and cuts its connections through.
+const WARM: &str = r#"
+import os, socket, sys
+flag, hosts = sys.argv[1], sys.argv[2:]
+while not os.path.exists(flag):
+    for h in hosts:
+        socket.create_connection((h, 7000)).close()
+print("warm", flush=True)
+sys.stdin.read()
+"#;
+
+/// Cases that open no TCP connection to the server's listeners (nothing to cut through):
+/// they connect within the client node itself, to closed ports, or to nothing.
+const NO_CUT: &[&str] = &[
+    "loopback",
+    "unreachable",
+    "non_inet_untouched",
+    "accept_flags",
+    "econnrefused",
+    "reuseaddr",
+];
+
+/// A counter of the node whose info shows address `addr`.
+fn node_counter(lab: &Lab, addr: &str, key: &str) -> Option<u64> {
+    for e in std::fs::read_dir(lab.path("run")).ok()?.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "ctl") {
+            continue;
+        }
+        let Ok(o) = std::process::Command::new(bin("iothctl"))
+            .arg("--ctl")
+            .arg(&p)
+            .arg("info")
+            .output()
+        else {
+            continue;
+        };
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        if t.lines().any(|l| l.starts_with(&format!("addr={addr}/"))) {
+            return t
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .and_then(|v| v.parse().ok());
+        }
+    }
+    None
+}
+
+/// Run `case` twice: through the stacks (both nodes with `IOTH_CUT_THROUGH=0`), and with
+/// every connection cut through (a client node warmed up first; the case must cut at least
+/// one connection, unless it opens none).
 fn run_case(case: &str, families: &[(&str, &str)], limit: Duration) {
+    for cut in [false, true] {
+        run_case_mode(case, families, limit, cut);
+    }
+}
+
+/// Start the server node, then run `case` on the client node once per address family given.
+fn run_case_mode(case: &str, families: &[(&str, &str)], limit: Duration, cut: bool) {
     if !have("python3") {
         eprintln!("SKIP: python3 missing");
         return;
     }
-    let mut lab = Lab::new(&format!("sk-{}", &case[..case.len().min(8)]));
+    let mode = if cut { "cut" } else { "stack" };
+    let mut lab = Lab::new(&format!("sk-{}-{mode}", &case[..case.len().min(8)]));
+    let set_mode = |c: &mut std::process::Command| {
+        if !cut {
+            c.env("IOTH_CUT_THROUGH", "0");
+        }
+    };
     let mut s = lab.node("fd00::10,10.0.0.10", "python3");
     s.args([SCRIPT, "server"]);
+    set_mode(&mut s);
     lab.spawn(s, "server.log");
     wait_for(Duration::from_secs(30), "server ready", || {
         lab.log("server.log").contains("ready").then_some(())
     });
+    let mut made = 0;
+    if cut {
+        let flag = lab.path("warm");
+        let mut w = lab.node("fd00::11,10.0.0.11", "python3");
+        w.args(["-c", WARM])
+            .arg(&flag)
+            .args(["fd00::10", "10.0.0.10"])
+            .stdin(std::process::Stdio::piped());
+        lab.spawn(w, "warm.log");
+        // Two rounds of both families cut through: both routes are known.
+        made = wait_for(Duration::from_secs(30), "connections cut through", || {
+            node_counter(&lab, "fd00::11", "cut_made").filter(|n| *n >= 4)
+        });
+        std::fs::write(&flag, b"").unwrap();
+        wait_for(Duration::from_secs(30), "warm-up over", || {
+            lab.log("warm.log").contains("warm").then_some(())
+        });
+        made = node_counter(&lab, "fd00::11", "cut_made").unwrap_or(made);
+    }
     for (host, me) in families {
         let mut c = lab.node("fd00::11,10.0.0.11", "python3");
         c.args([SCRIPT, case, host, me]);
         if case == "v6only" {
             c.args(["fd00::11"]);
         }
+        set_mode(&mut c);
         let o = lab.run(c, limit);
         let out = String::from_utf8_lossy(&o.stdout);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             o.status.success() && out.contains(&format!("ok {case}")),
-            "{case} ({me} -> {host}): {}\nstdout: {out}\nstderr: {err}\nserver: {}",
+            "{case} ({me} -> {host}, {mode}): {}\nstdout: {out}\nstderr: {err}\nserver: {}",
             o.status,
             lab.log("server.log")
         );
         assert!(err.is_empty(), "{case}: the shim must be silent: {err}");
+    }
+    if cut && !NO_CUT.contains(&case) {
+        let now = node_counter(&lab, "fd00::11", "cut_made").unwrap_or(0);
+        assert!(
+            now > made,
+            "{case}: no connection was cut through ({made} before, {now} after)"
+        );
     }
 }
 

@@ -439,7 +439,13 @@ pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<()
         return Err(Errno(libc::EINPROGRESS));
     }
     wait_connect(fd, waiter)?;
-    let err = so_error(c, v);
+    // The connect ended; without a shutdown on our end it succeeded (`no_error_pending`),
+    // which needs no round trip.
+    let err = if no_error_pending(fd) {
+        Ok(0)
+    } else {
+        so_error(c, v)
+    };
     crate::debug!("connect({fd}) finished: SO_ERROR {err:?}");
     match err? {
         0 => Ok(()),
@@ -712,14 +718,21 @@ mod tests {
     #[test]
     fn nonblocking_connect_in_progress_and_blocking_connect_waits_for_so_error() {
         let v = Virt { node: 1, id: 2 };
-        let (app, _dmn) = pair();
+        let (app, dmn) = pair();
         sys::set_nonblocking(app.raw(), true).unwrap();
         let to = WireAddr(Some("10.0.0.1:80".parse().unwrap()));
         let f = Fake::new(vec![(Reply::Err(Errno(libc::EINPROGRESS)), None)]);
         assert_eq!(connect(&f, v, app.raw(), to), Err(Errno(libc::EINPROGRESS)));
         assert!(f.seen.borrow()[0].2, "the fd travels with Connect");
-        // Blocking: the fd is writable at once here, so SO_ERROR decides.
+        // Blocking: the fd is writable at once here. Without a shutdown of the pair the
+        // connect succeeded, and nothing is asked.
         sys::set_nonblocking(app.raw(), false).unwrap();
+        let f = Fake::new(vec![(Reply::Err(Errno(libc::EINPROGRESS)), None)]);
+        assert_eq!(connect(&f, v, app.raw(), to), Ok(()));
+        assert_eq!(f.seen.borrow().len(), 1, "no SO_ERROR round trip");
+        // A failed connect comes with the pair shut down (the daemon's doing): SO_ERROR
+        // decides.
+        sys::shutdown(dmn.raw(), libc::SHUT_RDWR).unwrap();
         let refused = (libc::ECONNREFUSED).to_ne_bytes().to_vec();
         let f = Fake::new(vec![
             (Reply::Err(Errno(libc::EINPROGRESS)), None),

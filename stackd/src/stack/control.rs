@@ -21,6 +21,8 @@ impl<D: Link> Stack<D> {
         let id = req.id();
         if self.socks.contains_key(&id) {
             self.work.add(id);
+            // A cut-through connect the application sees finished (its end writable) is.
+            self.cut_settle(id);
         }
         let r = match req {
             Request::Hello { .. } => Ok(Reply::Created(self.net.id)),

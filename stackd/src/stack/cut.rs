@@ -386,6 +386,28 @@ impl<D: Link> Stack<D> {
         }
     }
 
+    /// Socket `id`'s cut-through connect ended well if the application's end is writable
+    /// again: the peer daemon drains the filler only once it has taken the connection, and
+    /// its answer may not have been read yet while the application, woken by the drain,
+    /// already asks (`connect` again must then say `EISCONN`, as on Linux).
+    pub(super) fn cut_settle(&mut self, id: u64) {
+        let Some(s) = self.socks.get(&id) else {
+            return;
+        };
+        let TcpState::CutPending(p) = &s.tcp else {
+            return;
+        };
+        let mut pfd = [libc::pollfd {
+            fd: p.app.raw(),
+            events: libc::POLLOUT,
+            revents: 0,
+        }];
+        if sys::poll(&mut pfd, 0) == Ok(1) && pfd[0].revents & libc::POLLOUT != 0 {
+            let (tag, sc) = (p.tag, p.sc);
+            self.cut_answer(sc, tag, true);
+        }
+    }
+
     /// A connect waiting for an answer that will not come: fail it with `err`.
     fn cut_fail(&mut self, id: u64, err: i32) {
         self.cut.lost += 1;

@@ -47,6 +47,8 @@ pub(super) struct CutThrough {
     ep: Option<RawFd>,
     /// Connects waiting for an answer: tag → socket id.
     pending: HashMap<u64, u64>,
+    /// Records due for a look at their application's end (see [`Stack::cut_sweep`]).
+    due: Vec<u64>,
     next_tag: u64,
     /// Connections made (ours connected), taken (to our listeners), refused (either way),
     /// and connects that failed waiting for an answer.
@@ -408,6 +410,49 @@ impl<D: Link> Stack<D> {
         }
     }
 
+    /// Drop the records (due for a look, from `cut_visit`) whose application's end is
+    /// closed: its name is free. Many at once (a busy server: thousands of short
+    /// connections a second) cost one read of `/proc/net/unix` rather than a probe each.
+    pub(super) fn cut_sweep(&mut self) {
+        if self.cut.due.is_empty() {
+            return;
+        }
+        let due = std::mem::take(&mut self.cut.due);
+        let node = self.net.id;
+        let name = |id: u64| match names::socket_name(node, id) {
+            sys::UnixAddr::Abstract(b) => format!("@{}", String::from_utf8_lossy(&b)),
+            _ => String::new(),
+        };
+        let present: Option<std::collections::HashSet<String>> = if due.len() > 16 {
+            let prefix = format!("@ioth/{node:016x}/");
+            std::fs::read_to_string("/proc/net/unix")
+                .ok()
+                .map(|t| names_by_inode(&t, &prefix).into_values().collect())
+        } else {
+            None
+        };
+        let now = self.net.now;
+        for id in due {
+            let Some(s) = self.socks.get_mut(&id) else {
+                continue;
+            };
+            let TcpState::Cut(c) = &mut s.tcp else {
+                continue;
+            };
+            let gone = match &present {
+                Some(names) => !names.contains(&name(id)),
+                None => app_gone(node, id),
+            };
+            if gone {
+                self.socks.remove(&id);
+                self.kept_drop(id);
+            } else {
+                c.every = (c.every * 2).min(CHECK_MAX);
+                c.check_at = now + c.every;
+            }
+        }
+    }
+
     /// A connect waiting for an answer that will not come: fail it with `err`.
     fn cut_fail(&mut self, id: u64, err: i32) {
         self.cut.lost += 1;
@@ -448,7 +493,6 @@ impl<D: Link> Stack<D> {
     /// it can go.
     pub(super) fn cut_visit(&mut self, id: u64) -> bool {
         let now = self.net.now;
-        let node = self.net.id;
         let Some(s) = self.socks.get_mut(&id) else {
             return false;
         };
@@ -462,14 +506,9 @@ impl<D: Link> Stack<D> {
                 true
             }
             TcpState::Cut(c) => {
-                if now < c.check_at {
-                    return true;
+                if now >= c.check_at {
+                    self.cut.due.push(c.id);
                 }
-                if app_gone(node, c.id) {
-                    return false;
-                }
-                c.every = (c.every * 2).min(CHECK_MAX);
-                c.check_at = now + c.every;
                 true
             }
             _ => true,

@@ -525,6 +525,7 @@ impl<D: Link> Stack<D> {
         self.cut_service();
         self.net.autoconf();
         self.service();
+        self.cut_sweep();
         self.net.egress();
         self.net.resets_tick();
         self.note_timeouts();

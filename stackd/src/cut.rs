@@ -111,6 +111,20 @@ impl Msg {
     }
 }
 
+/// The sender's address of an untagged IPv4, IPv6 or ARP (Ethernet/IPv4) frame: with the
+/// frame's source MAC, what tells which node has that address.
+pub fn frame_sender_ip(f: &[u8]) -> Option<IpAddr> {
+    if f.get(12..14)? == [0x08, 0x06] {
+        // ARP: htype 1, ptype 0x0800, hlen 6, plen 4; sender IP after the sender MAC.
+        if f.get(14..20)? != [0, 1, 8, 0, 6, 4] {
+            return None;
+        }
+        let b: [u8; 4] = f.get(28..32)?.try_into().ok()?;
+        return Some(IpAddr::V4(Ipv4Addr::from(b)));
+    }
+    frame_src_ip(f)
+}
+
 /// The source address of an untagged IPv4 or IPv6 Ethernet frame.
 pub fn frame_src_ip(f: &[u8]) -> Option<IpAddr> {
     match f.get(12..14)? {
@@ -171,6 +185,10 @@ mod tests {
         assert_eq!(frame_src_ip(&f), Some("10.0.0.5".parse().unwrap()));
         f[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(frame_src_ip(&f), None);
+        assert_eq!(frame_sender_ip(&f), None, "not Ethernet/IPv4 ARP");
+        f[14..20].copy_from_slice(&[0, 1, 8, 0, 6, 4]);
+        f[28..32].copy_from_slice(&[10, 0, 0, 7]);
+        assert_eq!(frame_sender_ip(&f), Some("10.0.0.7".parse().unwrap()));
         assert_eq!(frame_src_ip(&f[..20]), None);
     }
 }

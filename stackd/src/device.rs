@@ -100,10 +100,10 @@ pub struct SwitchDevice {
     /// row.
     rr: usize,
     streak: u32,
-    /// TCP cut-through (`crate::cut`): allowed on this node; the shortcut each address was
-    /// last heard from; messages received and not yet taken.
+    /// TCP cut-through (`crate::cut`): allowed on this node; the MAC each address was last
+    /// heard from (any frame, ARP included); messages received and not yet taken.
     pub cut_through: bool,
-    cut_routes: HashMap<IpAddr, u32>,
+    cut_macs: HashMap<IpAddr, [u8; 6]>,
     cut_inbox: VecDeque<(u32, cut::Msg, Option<Fd>)>,
 }
 
@@ -151,7 +151,7 @@ impl SwitchDevice {
             rr: 0,
             streak: 0,
             cut_through: false,
-            cut_routes: HashMap::new(),
+            cut_macs: HashMap::new(),
             cut_inbox: VecDeque::new(),
         }
     }
@@ -343,14 +343,6 @@ impl SwitchDevice {
                 Ok(Some(n)) => {
                     self.streak += 1;
                     self.shortcuts.rx_frames += 1;
-                    let sc = &self.shortcuts.list[i];
-                    if self.cut_through
-                        && sc.cut
-                        && let Some(ip) = cut::frame_src_ip(&self.rx[..n])
-                        && self.cut_routes.get(&ip) != Some(&sc.id)
-                    {
-                        self.cut_routes.insert(ip, sc.id);
-                    }
                     return Ok(n);
                 }
                 Ok(None) => {
@@ -427,6 +419,27 @@ impl SwitchDevice {
     }
 }
 
+impl SwitchDevice {
+    /// Note which MAC sent the frame of `len` bytes in `rx` from its address (cut-through
+    /// looks for a shortcut to that MAC).
+    fn learn_sender(&mut self, len: usize) {
+        let f = &self.rx[..len.min(self.rx.len())];
+        let Some(ip) = cut::frame_sender_ip(f) else {
+            return;
+        };
+        let Ok(mac) = <[u8; 6]>::try_from(&f[6..12]) else {
+            return;
+        };
+        if mac[0] & 1 != 0 || self.cut_macs.get(&ip) == Some(&mac) {
+            return;
+        }
+        if self.cut_macs.len() >= 4096 {
+            self.cut_macs.clear();
+        }
+        self.cut_macs.insert(ip, mac);
+    }
+}
+
 impl Link for SwitchDevice {
     fn recv(&mut self) -> Recv {
         if let Some(len) = self.take_hairpin() {
@@ -436,10 +449,15 @@ impl Link for SwitchDevice {
             return match self.recv_switch() {
                 // A native port (SOCK_SEQPACKET) reads 0 bytes once the switch closed it.
                 Ok(0) if self.port_kind == PortKind::Native => Recv::Down,
-                Ok(len) => Recv::Frame {
-                    len,
-                    hairpin: false,
-                },
+                Ok(len) => {
+                    if self.cut_through {
+                        self.learn_sender(len);
+                    }
+                    Recv::Frame {
+                        len,
+                        hairpin: false,
+                    }
+                }
                 Err(e) if e.is_again() => Recv::Empty,
                 Err(e) if e == Errno::EMSGSIZE || e == Errno::EINTR => continue,
                 Err(e) => {
@@ -491,12 +509,16 @@ impl Link for SwitchDevice {
     }
 
     fn cut_route(&self, ip: IpAddr) -> Option<u32> {
-        let id = *self.cut_routes.get(&ip)?;
+        let mac = self.cut_macs.get(&ip)?;
         self.shortcuts
             .list
             .iter()
-            .any(|s| s.id == id && s.cut)
-            .then_some(id)
+            .find(|s| s.peer == *mac && s.cut)
+            .map(|s| s.id)
+    }
+
+    fn cut_known(&self, ip: IpAddr) -> bool {
+        self.cut_macs.contains_key(&ip)
     }
 
     fn cut_send(&mut self, sc: u32, msg: &[u8], fds: &[RawFd]) -> Result<(), Errno> {
@@ -520,11 +542,7 @@ impl Link for SwitchDevice {
     }
 
     fn cut_ended(&mut self) -> Vec<u32> {
-        let ended = std::mem::take(&mut self.shortcuts.ended_ids);
-        if !ended.is_empty() {
-            self.cut_routes.retain(|_, id| !ended.contains(id));
-        }
-        ended
+        std::mem::take(&mut self.shortcuts.ended_ids)
     }
 
     fn info(&self) -> String {

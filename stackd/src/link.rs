@@ -63,6 +63,11 @@ pub trait Link: Device {
     fn cut_route(&self, _ip: IpAddr) -> Option<u32> {
         None
     }
+    /// Whether the link knows which peer has address `ip` (else a connect may wait for the
+    /// neighbour's answer before it chooses between cut-through and TCP).
+    fn cut_known(&self, _ip: IpAddr) -> bool {
+        true
+    }
     /// Send a cut-through message with descriptors on shortcut `sc`, without blocking.
     fn cut_send(&mut self, _sc: u32, _msg: &[u8], _fds: &[RawFd]) -> Result<(), Errno> {
         Err(Errno(libc::ENOTSUP))

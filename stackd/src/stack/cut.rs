@@ -68,6 +68,25 @@ pub(super) struct CutPending {
     start: Instant,
 }
 
+/// A connect to a neighbour not heard from yet: it waits (as its SYN would) for the
+/// neighbour's answer, and then for a shortcut to it, before choosing between cut-through
+/// and TCP (a shortcut comes with the first unicast frame between the two, the neighbour's
+/// answer).
+pub(super) struct CutWait {
+    app: Fd,
+    notify: Option<Fd>,
+    pub(super) filler: usize,
+    start: Instant,
+    dst: SocketAddr,
+    /// When the neighbour's address was first known.
+    known: Option<Instant>,
+}
+
+/// How long a connect waits for the neighbour's answer, and then for the shortcut, before
+/// it goes through TCP.
+const WAIT_NEIGHBOUR: Duration = Duration::from_millis(200);
+const WAIT_SHORTCUT: Duration = Duration::from_millis(20);
+
 /// The record of a connection that runs from application to application.
 pub(super) struct Cut {
     id: u64,
@@ -164,7 +183,27 @@ impl<D: Link> Stack<D> {
             return Err(prefilled);
         }
         let Some(sc) = self.net.dev.cut_route(dst.ip()) else {
-            return Err(prefilled);
+            if self.net.dev.cut_known(dst.ip()) {
+                return Err(prefilled);
+            }
+            // Not heard from yet: wait for its answer (a SYN would too).
+            let (Some(a), Some(s)) = (app.take(), self.socks.get_mut(&id)) else {
+                return Err(prefilled);
+            };
+            let filler = if prefilled == 0 { fill(&a) } else { prefilled };
+            s.local = Some(local);
+            s.peer = Some(dst);
+            s.tcp = TcpState::CutWait(CutWait {
+                app: a,
+                notify: notify.take(),
+                filler,
+                start: self.net.now,
+                dst,
+                known: None,
+            });
+            self.net.prime_neighbour(dst.ip());
+            self.revisit.push(id);
+            return Ok(());
         };
         let (Some(a), Some(s)) = (app.as_ref(), self.socks.get(&id)) else {
             return Err(prefilled);
@@ -453,6 +492,41 @@ impl<D: Link> Stack<D> {
         }
     }
 
+    /// Go on with a connect that waited for its neighbour: cut-through if a shortcut to it
+    /// came, else TCP.
+    fn cut_resume(&mut self, id: u64) {
+        let Some(s) = self.socks.get_mut(&id) else {
+            return;
+        };
+        let TcpState::CutWait(w) = std::mem::replace(&mut s.tcp, TcpState::Idle) else {
+            return;
+        };
+        let local = s.local.take();
+        s.peer = None;
+        let CutWait {
+            app,
+            notify,
+            filler,
+            dst,
+            ..
+        } = w;
+        let mut app = Some(app);
+        let mut notify = notify;
+        if let Some(local) = local
+            && self.net.dev.cut_route(dst.ip()).is_some()
+            && self
+                .cut_connect(id, local, dst, &mut app, &mut notify, filler)
+                .is_ok()
+        {
+            return;
+        }
+        match self.op_connect_tcp(id, WireAddr(Some(dst)), &mut app, notify, filler) {
+            Err(e) if e.0 == libc::EINPROGRESS => {}
+            Err(e) => self.connect_failed(id, e.0, filler, app),
+            Ok(_) => {}
+        }
+    }
+
     /// A connect waiting for an answer that will not come: fail it with `err`.
     fn cut_fail(&mut self, id: u64, err: i32) {
         self.cut.lost += 1;
@@ -497,6 +571,24 @@ impl<D: Link> Stack<D> {
             return false;
         };
         match &mut s.tcp {
+            TcpState::CutWait(w) => {
+                if s.hup {
+                    return false;
+                }
+                let ip = w.dst.ip();
+                if w.known.is_none() && self.net.dev.cut_known(ip) {
+                    w.known = Some(now);
+                }
+                let go = self.net.dev.cut_route(ip).is_some()
+                    || now >= w.start + WAIT_NEIGHBOUR
+                    || w.known.is_some_and(|t| now >= t + WAIT_SHORTCUT);
+                if !go {
+                    self.revisit.push(id);
+                    return true;
+                }
+                self.cut_resume(id);
+                true
+            }
             TcpState::CutPending(p) => {
                 if now >= p.start + ANSWER_TIMEOUT {
                     self.cut_fail(id, libc::ETIMEDOUT);

@@ -140,11 +140,12 @@ impl<D: Link> Stack<D> {
         self.work.take(&mut ids);
         let mut accepted: Vec<SocketHandle> = Vec::new();
         for &id in &ids {
-            if self
-                .socks
-                .get(&id)
-                .is_some_and(|s| matches!(s.tcp, TcpState::Cut(_) | TcpState::CutPending(_)))
-            {
+            if self.socks.get(&id).is_some_and(|s| {
+                matches!(
+                    s.tcp,
+                    TcpState::Cut(_) | TcpState::CutPending(_) | TcpState::CutWait(_)
+                )
+            }) {
                 if !self.cut_visit(id) {
                     self.socks.remove(&id);
                     self.kept_drop(id);
@@ -254,14 +255,22 @@ impl<D: Link> Net<D> {
             TcpState::Listening(l) => l.pool.iter().for_each(|h| tcp_arm(*h)),
             TcpState::Connecting(c) => tcp_arm(c.h),
             TcpState::Conn(c) => tcp_arm(c.h),
-            TcpState::Idle | TcpState::Done | TcpState::Cut(_) | TcpState::CutPending(_) => {}
+            TcpState::Idle
+            | TcpState::Done
+            | TcpState::Cut(_)
+            | TcpState::CutPending(_)
+            | TcpState::CutWait(_) => {}
         }
         // What the visit did may have to go out (see `demux.rs`).
         match &s.tcp {
             TcpState::Listening(l) => l.pool.iter().for_each(|h| self.demux.touch(*h)),
             TcpState::Connecting(c) => self.demux.touch(c.h),
             TcpState::Conn(c) => self.demux.touch(c.h),
-            TcpState::Idle | TcpState::Done | TcpState::Cut(_) | TcpState::CutPending(_) => {}
+            TcpState::Idle
+            | TcpState::Done
+            | TcpState::Cut(_)
+            | TcpState::CutPending(_)
+            | TcpState::CutWait(_) => {}
         }
         let Some(h) = s.dg.h else {
             return;
@@ -343,7 +352,7 @@ impl<D: Link> Net<D> {
         match &mut s.tcp {
             TcpState::Idle => !s.hup,
             // (Visited in `service` before this.)
-            TcpState::Cut(_) | TcpState::CutPending(_) => true,
+            TcpState::Cut(_) | TcpState::CutPending(_) | TcpState::CutWait(_) => true,
             TcpState::Done => {
                 // Whatever the app still writes has nowhere to go.
                 while s.rd {

@@ -57,6 +57,7 @@ pub(super) enum TcpState {
     Connecting(Connecting),
     Conn(Conn),
     /// Cut-through (`cut.rs`): waiting for the peer daemon's answer; running from app to app.
+    CutWait(super::cut::CutWait),
     CutPending(super::cut::CutPending),
     Cut(super::cut::Cut),
     Done,

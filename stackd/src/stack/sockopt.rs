@@ -187,7 +187,7 @@ impl<D: Link> Net<D> {
         let (state, rtt) = match &s.tcp {
             TcpState::Listening(_) => (10, 0),
             TcpState::Done | TcpState::Idle => (7, 0),
-            TcpState::CutPending(_) => (2, 0),
+            TcpState::CutPending(_) | TcpState::CutWait(_) => (2, 0),
             TcpState::Cut(_) => (1, 0),
             TcpState::Connecting(c) => (linux_state(self.set.get::<tcp::Socket>(c.h).state()), 0),
             TcpState::Conn(c) => {

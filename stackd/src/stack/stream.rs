@@ -261,6 +261,11 @@ impl<D: Link> Stack<D> {
                 c.filler += filler as usize;
                 return Err(Errno(libc::EALREADY));
             }
+            // Nothing sent yet: the first connect's drain takes this filler too.
+            TcpState::CutWait(w) => {
+                w.filler += filler as usize;
+                return Err(Errno(libc::EALREADY));
+            }
             // Our end went to the peer daemon with the first filler only: this one goes now
             // (a race of two processes connecting one socket at once, as above).
             TcpState::CutPending(_) => {
@@ -332,7 +337,7 @@ impl<D: Link> Stack<D> {
         }
         match s.tcp {
             TcpState::Idle => {}
-            TcpState::Connecting(_) | TcpState::CutPending(_) => {
+            TcpState::Connecting(_) | TcpState::CutPending(_) | TcpState::CutWait(_) => {
                 return Err(Errno(libc::EALREADY));
             }
             TcpState::Conn(_) | TcpState::Listening(_) | TcpState::Cut(_) => {
@@ -535,7 +540,7 @@ pub(super) fn op_shutdown(s: &Sock, how: i32) -> Result<Reply, Errno> {
     match &s.tcp {
         TcpState::Conn(_) | TcpState::Connecting(_) => Ok(Reply::Ok),
         // The app's own shutdown of its fd is all there is to do.
-        TcpState::Cut(_) | TcpState::CutPending(_) => Ok(Reply::Ok),
+        TcpState::Cut(_) | TcpState::CutPending(_) | TcpState::CutWait(_) => Ok(Reply::Ok),
         TcpState::Listening(_) => Ok(Reply::Ok),
         _ if s.kind != Kind::Tcp => Ok(Reply::Ok),
         _ => Err(Errno(libc::ENOTCONN)),

@@ -37,6 +37,15 @@ except OSError as e:
 print("END %d %s" % (got, how), flush=True)
 "#;
 
+/// A node whose connections go through its stack daemon (`IOTH_CUT_THROUGH=0`): what these
+/// tests kill is that daemon, with the connections on it. (A cut-through connection has no
+/// daemon on its path and does not notice.)
+fn tcp_node(lab: &Lab, ip: &str, prog: &str) -> Command {
+    let mut c = lab.node(ip, prog);
+    c.env("IOTH_CUT_THROUGH", "0");
+    c
+}
+
 fn kill9(pid: i32) {
     // SAFETY: plain kill(2) on a daemon this test's nodes started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -239,7 +248,7 @@ http {{
     );
     std::fs::write(lab.path("nginx.conf"), conf).unwrap();
     let elog = format!("{d}/logs/error.log");
-    let mut c = lab.node("fd00::1,10.0.0.1", &nginx);
+    let mut c = tcp_node(&lab, "fd00::1,10.0.0.1", &nginx);
     c.args(["-p", &d, "-e", &elog, "-c"])
         .arg(lab.path("nginx.conf"));
     let master = lab.spawn(c, "nginx.out") as i32;
@@ -253,7 +262,7 @@ http {{
         (w.len() == 2).then_some(w)
     });
     wait_for(Duration::from_secs(10), "nginx serving", || {
-        lab.node("fd00::3", "curl")
+        tcp_node(&lab, "fd00::3", "curl")
             .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/big"])
             .status()
             .ok()?
@@ -282,12 +291,12 @@ http {{
 fn python_http_server_survives_the_death_of_its_stack_daemon() {
     let mut lab = Lab::new("crash-python");
     let want = www(&lab);
-    let mut c = lab.node("fd00::1", "python3");
+    let mut c = tcp_node(&lab, "fd00::1", "python3");
     c.args(["-m", "http.server", "80", "--bind", "::", "--directory"])
         .arg(lab.path("www"));
     let server = lab.spawn(c, "python.out") as i32;
     wait_for(Duration::from_secs(10), "python serving", || {
-        lab.node("fd00::3", "curl")
+        tcp_node(&lab, "fd00::3", "curl")
             .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/big"])
             .status()
             .ok()?
@@ -323,12 +332,12 @@ print("second", get().decode().strip(), flush=True)
 fn a_client_node_whose_daemon_died_carries_on() {
     let mut lab = Lab::new("crash-client");
     www(&lab);
-    let mut c = lab.node("fd00::1", "python3");
+    let mut c = tcp_node(&lab, "fd00::1", "python3");
     c.args(["-m", "http.server", "80", "--bind", "::", "--directory"])
         .arg(lab.path("www"));
     lab.spawn(c, "server.out");
     wait_for(Duration::from_secs(10), "python serving", || {
-        lab.node("fd00::3", "curl")
+        tcp_node(&lab, "fd00::3", "curl")
             .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/small"])
             .status()
             .ok()?
@@ -336,7 +345,7 @@ fn a_client_node_whose_daemon_died_carries_on() {
             .then_some(())
     });
     let go = lab.path("go");
-    let mut c = lab.node("fd00::2", "python3");
+    let mut c = tcp_node(&lab, "fd00::2", "python3");
     c.args(["-c", TWICE, "fd00::1"]).arg(&go);
     lab.spawn(c, "client.out");
     wait_for(Duration::from_secs(10), "the first answer", || {
@@ -369,12 +378,12 @@ fn keepers(lab: &Lab) -> Vec<i32> {
 fn a_stopped_node_leaves_its_servers_quiet() {
     let mut lab = Lab::new("crash-stop");
     www(&lab);
-    let mut c = lab.node("fd00::1", "python3");
+    let mut c = tcp_node(&lab, "fd00::1", "python3");
     c.args(["-m", "http.server", "80", "--bind", "::", "--directory"])
         .arg(lab.path("www"));
     let server = lab.spawn(c, "server.out") as i32;
     wait_for(Duration::from_secs(10), "python serving", || {
-        lab.node("fd00::3", "curl")
+        tcp_node(&lab, "fd00::3", "curl")
             .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/small"])
             .status()
             .ok()?

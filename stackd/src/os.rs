@@ -76,21 +76,19 @@ pub fn exit_now(code: i32) -> ! {
 
 /// Bytes (kernel accounting units) sent on `fd` that the peer has not read yet (`SIOCOUTQ`).
 pub fn outq(fd: RawFd) -> Result<usize, Errno> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int into v.
-    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut v as *mut libc::c_int) };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(v.max(0) as usize)
-    }
+    ioctl_count(fd, libc::TIOCOUTQ)
 }
 
 /// Bytes waiting to be read on a socket (`FIONREAD`).
 pub fn inq(fd: RawFd) -> Result<usize, Errno> {
+    ioctl_count(fd, libc::FIONREAD)
+}
+
+/// An `ioctl` that writes one non-negative int: a byte count.
+fn ioctl_count(fd: RawFd, req: libc::c_ulong) -> Result<usize, Errno> {
     let mut v: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int into v.
-    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut v as *mut libc::c_int) };
+    // SAFETY: TIOCOUTQ and FIONREAD (the only requests passed) write one int into v.
+    let r = unsafe { libc::ioctl(fd, req, &mut v as *mut libc::c_int) };
     if r < 0 {
         Err(Errno::last())
     } else {

@@ -104,44 +104,6 @@ impl Cut {
     }
 }
 
-/// Fill the app's end with zeros until it takes no more (its send buffer at the minimum), so
-/// that it stays unwritable until the connect ends; how many bytes went in.
-pub(super) fn fill(app: &Fd) -> usize {
-    let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
-    let filler = [0u8; 512];
-    let mut count = 0;
-    loop {
-        match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-            Ok(n) => count += n,
-            Err(e) if e == Errno::EINTR => continue,
-            Err(_) => break,
-        }
-        if count > 1 << 20 {
-            break;
-        }
-    }
-    count
-}
-
-/// Read and drop `n` bytes from `fd` without blocking (its flags are shared with a process
-/// that may have made it blocking); how many were there.
-fn drain_nb(fd: RawFd, mut n: usize) -> usize {
-    let mut buf = [0u8; 4096];
-    let mut got = 0;
-    while n > 0 {
-        match sys::recv(fd, &mut buf[..n.min(4096)], libc::MSG_DONTWAIT) {
-            Ok(0) => break,
-            Ok(k) => {
-                n -= k;
-                got += k;
-            }
-            Err(e) if e == Errno::EINTR => {}
-            Err(_) => break,
-        }
-    }
-    got
-}
-
 impl<D: Link> Stack<D> {
     /// Allow cut-through on this node (`on`); `ep`: the owner's epoll set.
     pub fn set_cut_through(&mut self, on: bool, ep: RawFd) {
@@ -344,27 +306,9 @@ impl<D: Link> Stack<D> {
         let now = self.net.now;
         let waker = self.work.waker(id);
         let l = self.socks.get_mut(&lid)?;
-        let mut s = Sock::new(l.domain, Kind::Tcp, Fd::none(), waker, l.owner);
-        s.app_ino = sys::fstat_id(d.raw()).ok().map(|i| i.1);
-        s.opts = l.opts.clone();
-        s.opts.other.clear();
-        s.bound = l.bound;
-        s.local = Some(dst);
-        s.peer = Some(src);
+        // (Its daemon end is the peer's application's: none here.)
+        let mut s = queue_accepted(l, (id, Fd::none(), waker), d, dst, src);
         s.tcp = TcpState::Cut(Cut::new(id, now));
-        let rec = AcceptRecord {
-            id,
-            local: s.present(dst),
-            peer: s.present(src),
-        };
-        if let TcpState::Listening(li) = &mut l.tcp {
-            li.short = false;
-            li.queue.push_back(Pending {
-                app: Some(d),
-                rec: rec.encode(),
-            });
-        }
-        deliver(l);
         self.work.add(lid);
         self.socks.insert(id, s);
         Some(())
@@ -458,10 +402,6 @@ impl<D: Link> Stack<D> {
         }
         let due = std::mem::take(&mut self.cut.due);
         let node = self.net.id;
-        let name = |id: u64| match names::socket_name(node, id) {
-            sys::UnixAddr::Abstract(b) => format!("@{}", String::from_utf8_lossy(&b)),
-            _ => String::new(),
-        };
         let present: Option<std::collections::HashSet<String>> = if due.len() > 16 {
             let prefix = format!("@ioth/{node:016x}/");
             std::fs::read_to_string("/proc/net/unix")
@@ -479,7 +419,7 @@ impl<D: Link> Stack<D> {
                 continue;
             };
             let gone = match &present {
-                Some(names) => !names.contains(&name(id)),
+                Some(names) => !names.contains(&proc_name(node, id)),
                 None => app_gone(node, id),
             };
             if gone {
@@ -537,25 +477,18 @@ impl<D: Link> Stack<D> {
             return;
         };
         self.cut.pending.remove(&p.tag);
-        let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
-        drain_nb(s.dmn.raw(), p.filler);
-        let _ = sys::setsockopt_int(
-            p.app.raw(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            s.opts.sndbuf,
-        );
-        s.so_error = err;
+        self.connect_failed(id, err, p.filler, Some(p.app));
     }
 
     /// A connect that failed after its app end was filled: shut down, drain, writable again,
-    /// `SO_ERROR` (see `connect_done`).
+    /// `SO_ERROR` (see `connect_done`). The drain never blocks: after a cut-through
+    /// `Connect` our end's flags are shared with the peer's application.
     pub(super) fn connect_failed(&mut self, id: u64, err: i32, filler: usize, app: Option<Fd>) {
-        let Ok((net, s)) = self.split(id) else {
+        let Some(s) = self.socks.get_mut(&id) else {
             return;
         };
         let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
-        net.drain(s, filler);
+        drain_nb(s.dmn.raw(), filler);
         if let Some(a) = &app {
             let _ = sys::setsockopt_int(a.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, s.opts.sndbuf);
         }

@@ -395,14 +395,19 @@ impl<D: Link> Stack<D> {
             };
             self.unix_names = Some(names_by_inode(&table, &prefix));
         }
-        // As /proc/net/unix shows it: '@' for the leading NUL.
-        let sys::UnixAddr::Abstract(bytes) = names::socket_name(self.net.id, id) else {
-            return false;
-        };
-        let name = format!("@{}", String::from_utf8_lossy(&bytes));
+        let name = proc_name(self.net.id, id);
         self.unix_names
             .as_ref()
             .is_some_and(|m| m.get(&ino) != Some(&name))
+    }
+}
+
+/// Socket `id`'s name (`names::socket_name`) as `/proc/net/unix` shows it: '@' for the
+/// leading NUL.
+pub(super) fn proc_name(node: u64, id: u64) -> String {
+    match names::socket_name(node, id) {
+        sys::UnixAddr::Abstract(b) => format!("@{}", String::from_utf8_lossy(&b)),
+        _ => String::new(),
     }
 }
 

@@ -269,15 +269,7 @@ impl<D: Link> Stack<D> {
             // Our end went to the peer daemon with the first filler only: this one goes now
             // (a race of two processes connecting one socket at once, as above).
             TcpState::CutPending(_) => {
-                let mut buf = [0u8; 4096];
-                let mut left = filler as usize;
-                while left > 0 {
-                    match sys::recv(s.dmn.raw(), &mut buf[..left.min(4096)], libc::MSG_DONTWAIT) {
-                        Ok(n) if n > 0 => left -= n,
-                        Err(e) if e == Errno::EINTR => {}
-                        _ => break,
-                    }
-                }
+                drain_nb(s.dmn.raw(), filler as usize);
                 return Err(Errno(libc::EALREADY));
             }
             TcpState::Idle if s.kind == Kind::Tcp => {}
@@ -411,21 +403,11 @@ impl<D: Link> Stack<D> {
         net.prime_neighbour(dst);
         // Hold the app's fd unwritable until the handshake ends (ctl.rs), unless the client
         // already did.
-        let filler = [0u8; 512];
-        let mut count = prefilled;
-        if prefilled == 0 {
-            let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
-            loop {
-                match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-                    Ok(n) => count += n,
-                    Err(e) if e == Errno::EINTR => continue,
-                    Err(_) => break,
-                }
-                if count > 1 << 20 {
-                    break;
-                }
-            }
-        }
+        let count = if prefilled == 0 {
+            fill(&app)
+        } else {
+            prefilled
+        };
         s.local = Some(SocketAddr::new(src, lport));
         s.peer = Some(SocketAddr::new(dst, sa.port()));
         s.tcp = TcpState::Connecting(Connecting {
@@ -492,28 +474,9 @@ impl<D: Link> Stack<D> {
         let Some(l) = self.socks.get_mut(&lid) else {
             return;
         };
-        let mut s = Sock::new(l.domain, Kind::Tcp, d, self.work.waker(id), l.owner);
-        s.app_ino = sys::fstat_id(a.raw()).ok().map(|i| i.1);
-        s.opts = l.opts.clone();
-        s.opts.other.clear();
-        s.bound = l.bound;
-        s.local = Some(local);
-        s.peer = Some(remote);
+        let mut s = queue_accepted(l, (id, d, self.work.waker(id)), a, local, remote);
         s.wr = true;
         s.rd = true;
-        let rec = AcceptRecord {
-            id,
-            local: s.present(local),
-            peer: s.present(remote),
-        };
-        if let TcpState::Listening(li) = &mut l.tcp {
-            li.short = false;
-            li.queue.push_back(Pending {
-                app: Some(a),
-                rec: rec.encode(),
-            });
-        }
-        deliver(l);
         // (Should the listener have failed, its next visit drops it.)
         self.work.add(lid);
         let t = self.net.set.get_mut::<tcp::Socket>(h);
@@ -545,6 +508,39 @@ pub(super) fn op_shutdown(s: &Sock, how: i32) -> Result<Reply, Errno> {
         _ if s.kind != Kind::Tcp => Ok(Reply::Ok),
         _ => Err(Errno(libc::ENOTCONN)),
     }
+}
+
+/// A connection from `remote` to `local` accepted on listener `l`: its socket (`id`, its
+/// daemon end and waker), with the listener's options and binding; its accept record is
+/// queued on the listener with the app's end `app`, and written out if there is room.
+pub(super) fn queue_accepted(
+    l: &mut Sock,
+    (id, dmn, waker): (u64, Fd, Waker),
+    app: Fd,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Sock {
+    let mut s = Sock::new(l.domain, Kind::Tcp, dmn, waker, l.owner);
+    s.app_ino = sys::fstat_id(app.raw()).ok().map(|i| i.1);
+    s.opts = l.opts.clone();
+    s.opts.other.clear();
+    s.bound = l.bound;
+    s.local = Some(local);
+    s.peer = Some(remote);
+    let rec = AcceptRecord {
+        id,
+        local: s.present(local),
+        peer: s.present(remote),
+    };
+    if let TcpState::Listening(li) = &mut l.tcp {
+        li.short = false;
+        li.queue.push_back(Pending {
+            app: Some(app),
+            rec: rec.encode(),
+        });
+    }
+    deliver(l);
+    s
 }
 
 /// Write queued accept records (with their fds) to the listener's socketpair.
@@ -625,4 +621,42 @@ pub(super) fn measure_record_cost() -> usize {
         Ok(n) if n > 0 => n,
         _ => ioth_common::ctl::ACCEPT_RECORD_LEN,
     }
+}
+
+/// Fill the app's end with zeros until it takes no more (its send buffer at the minimum), so
+/// that it stays unwritable until the connect ends; how many bytes went in.
+pub(super) fn fill(app: &Fd) -> usize {
+    let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
+    let filler = [0u8; 512];
+    let mut count = 0;
+    loop {
+        match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Ok(n) => count += n,
+            Err(e) if e == Errno::EINTR => continue,
+            Err(_) => break,
+        }
+        if count > 1 << 20 {
+            break;
+        }
+    }
+    count
+}
+
+/// Read and drop `n` bytes from `fd` without blocking (its flags are shared with a process
+/// that may have made it blocking); how many were there.
+pub(super) fn drain_nb(fd: RawFd, mut n: usize) -> usize {
+    let mut buf = [0u8; 4096];
+    let mut got = 0;
+    while n > 0 {
+        match sys::recv(fd, &mut buf[..n.min(4096)], libc::MSG_DONTWAIT) {
+            Ok(0) => break,
+            Ok(k) => {
+                n -= k;
+                got += k;
+            }
+            Err(e) if e == Errno::EINTR => {}
+            Err(_) => break,
+        }
+    }
+    got
 }

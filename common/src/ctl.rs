@@ -133,12 +133,6 @@ pub const CLIENT_ID_BIT: u64 = 1 << 59;
 /// (see `ConnectAsync` in the module docs).
 pub const FRESH_PRIORITY: i32 = 1;
 
-/// Bit of a TCP socket's app end `SO_PRIORITY` that holds its `TCP_CORK` (set and read by
-/// the client alone: nginx corks around every response, and a message per toggle woke the
-/// daemon twice per request). The daemon sends what the app wrote as soon as it has it;
-/// `TCP_CORK` only ever changes segment boundaries, never the bytes.
-pub const CORK_PRIORITY: i32 = 4;
-
 /// A client-chosen socket id from 59 random bits (`random`): unpredictable, so that no
 /// other user can take the names of our next sockets before we do.
 pub fn client_id(random: u64) -> SockId {

@@ -561,6 +561,9 @@ pub fn recvmsg(fd: RawFd, iov: &mut [IoSliceMut<'_>], flags: i32) -> Result<Rece
 /// 1: yes, 2: refused, e.g. by a seccomp filter).
 static VM_COPY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
+/// Our pid as `copy_in` last found it (0: not yet): see [`vm_read_cached`].
+static SELF_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// One `process_vm_readv` (`write: false`) or `process_vm_writev` on our own memory; `None`
 /// if the call is refused here (`ENOSYS`, `EPERM`).
 fn vm_copy(write: bool, local: &[libc::iovec], remote: &[libc::iovec]) -> Option<Result<()>> {
@@ -569,26 +572,11 @@ fn vm_copy(write: bool, local: &[libc::iovec], remote: &[libc::iovec]) -> Option
         return None;
     }
     let total: usize = local.iter().map(|v| v.iov_len).sum();
-    let nr = if write {
-        libc::SYS_process_vm_writev
-    } else {
-        libc::SYS_process_vm_readv
-    };
-    // SAFETY: local describes buffers of ours that the kernel reads or writes within their
-    // lengths; remote addresses are checked by the kernel (a bad one is EFAULT, never a
-    // fault here); flags 0.
-    let r = check(unsafe {
-        libc::syscall(
-            nr,
-            getpid() as libc::pid_t,
-            local.as_ptr(),
-            local.len(),
-            remote.as_ptr(),
-            remote.len(),
-            0 as libc::c_ulong,
-        )
-    });
-    match r {
+    let pid = getpid();
+    if !write {
+        SELF_PID.store(pid, Ordering::Relaxed);
+    }
+    match vm_call(write, pid, local, remote) {
         Ok(n) => {
             VM_COPY.store(1, Ordering::Relaxed);
             Some(if n == total {
@@ -605,10 +593,136 @@ fn vm_copy(write: bool, local: &[libc::iovec], remote: &[libc::iovec]) -> Option
     }
 }
 
+fn vm_call(write: bool, pid: u32, local: &[libc::iovec], remote: &[libc::iovec]) -> Result<usize> {
+    let nr = if write {
+        libc::SYS_process_vm_writev
+    } else {
+        libc::SYS_process_vm_readv
+    };
+    // SAFETY: local describes buffers of ours that the kernel reads or writes within their
+    // lengths; remote addresses are checked by the kernel (a bad one is EFAULT, never a
+    // fault here); flags 0.
+    check(unsafe {
+        libc::syscall(
+            nr,
+            pid as libc::pid_t,
+            local.as_ptr(),
+            local.len(),
+            remote.as_ptr(),
+            remote.len(),
+            0 as libc::c_ulong,
+        )
+    })
+}
+
+/// `process_vm_readv` of `out.len()` bytes at `src` with the pid found last time, saving the
+/// `getpid` (nginx corks and uncorks every response: one `copy_in` each). A process made by
+/// a raw `clone` without the C library's `fork` still has its parent's pid there, so the same
+/// call also reads back a nonce from our own stack (clock and counter, never the same twice):
+/// only our own memory holds it at that address. `None` when that cannot be shown (no pid
+/// yet, a stale one, a refusal): then [`vm_copy`] asks for the pid.
+fn vm_read_cached(src: *const u8, out: &mut [u8]) -> Option<Result<()>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let pid = SELF_PID.load(Ordering::Relaxed);
+    if pid == 0 {
+        return None;
+    }
+    let nonce: u64 = monotonic_ns() ^ COUNT.fetch_add(1, Ordering::Relaxed).rotate_left(40);
+    let mut seen: u64 = !nonce;
+    let local = [
+        libc::iovec {
+            iov_base: (&mut seen as *mut u64).cast(),
+            iov_len: 8,
+        },
+        libc::iovec {
+            iov_base: out.as_mut_ptr().cast(),
+            iov_len: out.len(),
+        },
+    ];
+    let remote = [
+        libc::iovec {
+            iov_base: (&nonce as *const u64).cast_mut().cast(),
+            iov_len: 8,
+        },
+        libc::iovec {
+            iov_base: src as *mut libc::c_void,
+            iov_len: out.len(),
+        },
+    ];
+    match vm_call(false, pid, &local, &remote) {
+        // The first piece is read before the second: a short count is the caller's bad
+        // pointer, as the kernel would say.
+        Ok(n) if n >= 8 && seen == nonce => Some(if n == 8 + out.len() {
+            Ok(())
+        } else {
+            Err(Errno(libc::EFAULT))
+        }),
+        _ => None,
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (the vDSO: no system call).
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: t is a valid timespec of ours.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
+}
+
+/// The top of the main thread's stack (glibc's `__libc_stack_end`, the stack pointer at
+/// `_start`), once [`note_main_stack`] found it; 0: unknown.
+static MAIN_STACK_TOP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Learn where the main thread's stack ends (from the preload shim's constructor), so that
+/// [`copy_in`] and [`copy_out`] need no system call for the caller's own stack variables.
+pub fn note_main_stack() {
+    // SAFETY: a NUL-terminated name; dlsym only looks the symbol up.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_stack_end".as_ptr()) };
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: glibc's `__libc_stack_end` is a `void *` variable set before any constructor
+    // runs and never changed after.
+    let top = unsafe { std::ptr::read(p.cast::<usize>()) };
+    MAIN_STACK_TOP.store(top, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `[p, p + len)` lies in the part of the main thread's stack that is in use now,
+/// between our own frame and the stack's top: memory that is there, readable and writable
+/// (the stack is one mapping from its lowest page in use up to its top), as the caller's
+/// own variables are. Only on the main thread: a stack pointer within 64 MiB under the top
+/// (the kernel keeps other mappings at least 128 MiB away from the stack).
+fn on_own_stack(p: *const u8, len: usize) -> bool {
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker as *const u8) as usize;
+    in_stack_part(
+        MAIN_STACK_TOP.load(std::sync::atomic::Ordering::Relaxed),
+        here,
+        p as usize,
+        len,
+    )
+}
+
+/// `[p, p + len)` within `[here, top)`, `here` within 64 MiB under `top` (0: unknown).
+fn in_stack_part(top: usize, here: usize, p: usize, len: usize) -> bool {
+    top != 0
+        && here < top
+        && top - here < 64 << 20
+        && p >= here
+        && p.checked_add(len).is_some_and(|end| end <= top)
+}
+
 /// Copy `out.len()` bytes from address `src` of our own memory (an argument a caller of the
 /// preload shim passed), or `EFAULT` as the kernel would answer if any of it is not
 /// readable: the kernel copies (`process_vm_readv` on our own pid), so a bad pointer never
-/// faults in our code. Null is `EFAULT` without a system call.
+/// faults in our code. Null is `EFAULT` without a system call, and so is a read of the
+/// caller's own stack variables ([`on_own_stack`]), which are there.
 ///
 /// # Safety
 /// Where the kernel refuses `process_vm_readv` (a seccomp filter), the bytes are read
@@ -620,6 +734,11 @@ pub unsafe fn copy_in(src: *const u8, out: &mut [u8]) -> Result<()> {
     if src.is_null() {
         return Err(Errno(libc::EFAULT));
     }
+    if on_own_stack(src, out.len()) {
+        // SAFETY: the bytes are in the stack in use (see on_own_stack): mapped and readable.
+        unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) };
+        return Ok(());
+    }
     let local = [libc::iovec {
         iov_base: out.as_mut_ptr().cast(),
         iov_len: out.len(),
@@ -628,6 +747,9 @@ pub unsafe fn copy_in(src: *const u8, out: &mut [u8]) -> Result<()> {
         iov_base: src as *mut libc::c_void,
         iov_len: out.len(),
     }];
+    if let Some(r) = vm_read_cached(src, out) {
+        return r;
+    }
     match vm_copy(false, &local, &remote) {
         Some(r) => r,
         None => {
@@ -639,9 +761,9 @@ pub unsafe fn copy_in(src: *const u8, out: &mut [u8]) -> Result<()> {
 }
 
 /// Copy each `(dst, bytes)` into our own memory at `dst` (results for a caller of the preload
-/// shim: an address and its length), all in one system call, or `EFAULT` if any of it is not
-/// writable (then nothing or part may have been written, as with the kernel). Null `dst` is
-/// `EFAULT`.
+/// shim: an address and its length), all in one system call (none when every `dst` is on the
+/// caller's own stack, [`on_own_stack`]), or `EFAULT` if any of it is not writable (then
+/// nothing or part may have been written, as with the kernel). Null `dst` is `EFAULT`.
 ///
 /// # Safety
 /// Where the kernel refuses `process_vm_writev`, the bytes are written directly: then each
@@ -652,6 +774,13 @@ pub unsafe fn copy_out(pieces: &[(*mut u8, &[u8])]) -> Result<()> {
         return Err(Errno(libc::EFAULT));
     }
     if pieces.is_empty() {
+        return Ok(());
+    }
+    if pieces.iter().all(|p| on_own_stack(p.0, p.1.len())) {
+        for (dst, b) in pieces.iter().map(|p| (p.0, p.1)) {
+            // SAFETY: dst is in the stack in use (see on_own_stack): mapped and writable.
+            unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), dst, b.len()) };
+        }
         return Ok(());
     }
     let local: Vec<libc::iovec> = pieces
@@ -877,6 +1006,62 @@ mod tests {
         assert_eq!(&got, b"ping");
         let fl = fcntl(r.fds[0].raw(), libc::F_GETFD, 0).unwrap();
         assert_ne!(fl & libc::FD_CLOEXEC, 0, "received fds are close-on-exec");
+    }
+
+    #[test]
+    fn only_the_stack_in_use_is_read_without_the_kernel() {
+        let top = 0x7fff_0000_0000;
+        let here = top - 0x3000;
+        assert!(in_stack_part(top, here, here + 8, 4));
+        assert!(in_stack_part(top, here, top - 4, 4));
+        assert!(!in_stack_part(top, here, top - 3, 4), "past the top");
+        assert!(
+            !in_stack_part(top, here, here - 4, 4),
+            "below our own frame"
+        );
+        assert!(!in_stack_part(top, here, usize::MAX - 1, 4), "wraps");
+        assert!(!in_stack_part(0, here, here + 8, 4), "top unknown");
+        assert!(
+            !in_stack_part(top, top + 8, top + 16, 4),
+            "not on the main stack"
+        );
+        assert!(
+            !in_stack_part(top, top - (64 << 20), top - 8, 4),
+            "too far under the top"
+        );
+        note_main_stack();
+        let v = *b"own";
+        let mut out = [0u8; 3];
+        // SAFETY: v is valid for 3 bytes.
+        unsafe { copy_in(v.as_ptr(), &mut out) }.unwrap();
+        assert_eq!(&out, b"own");
+    }
+
+    #[test]
+    fn copy_in_never_reads_another_process_with_a_stale_pid() {
+        use std::sync::atomic::Ordering;
+        let src = *b"own copy";
+        let mut out = [0u8; 8];
+        // SAFETY: src is valid for 8 bytes; the bad address is checked by the kernel.
+        unsafe {
+            copy_in(src.as_ptr(), &mut out).unwrap();
+            assert_eq!(SELF_PID.load(Ordering::Relaxed), getpid());
+            // As after a raw clone: the pid of another process of ours (the parent, whose
+            // memory we may read) or of none.
+            // SAFETY: no arguments.
+            let parent = libc::getppid() as u32;
+            for stale in [parent, 0x3fff_fff0] {
+                SELF_PID.store(stale, Ordering::Relaxed);
+                out = [0; 8];
+                copy_in(src.as_ptr(), &mut out).unwrap();
+                assert_eq!(out, src);
+                assert_eq!(SELF_PID.load(Ordering::Relaxed), getpid());
+            }
+            assert_eq!(
+                copy_in(std::ptr::without_provenance::<u8>(8), &mut out),
+                Err(Errno(libc::EFAULT))
+            );
+        }
     }
 
     #[test]

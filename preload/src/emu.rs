@@ -16,7 +16,7 @@
 //! * *No round trip where none is needed*: a TCP `socket` makes its socketpair here and
 //!   registers it one-way (`Register`); the first non-blocking `connect` of such a socket is
 //!   one-way too (`ConnectAsync`; "never connected" is a mark in the fd's own `SO_PRIORITY`,
-//!   so it survives fork and dup); `TCP_CORK` lives in another bit of that `SO_PRIORITY`.
+//!   so it survives fork and dup); `TCP_CORK` is kept by the process ([`crate::cork`]).
 //!   Errors a first non-blocking connect would report at once (`ENETUNREACH`) then come as
 //!   `SO_ERROR` after `EINPROGRESS`, which programs already handle for a refused connect.
 //!   `SO_ERROR` of a TCP socket whose pair end shows no shutdown is 0, known here
@@ -252,8 +252,9 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<(RawFd, WireAddr), Errno> {
     }
     let (conn, peer) = take_connection(fd, 0)?;
     apply_flags(&conn, flags)?;
+    crate::cork::stream(conn.raw(), peer.1);
     crate::debug!("accept({fd}) = {} from {:?}", conn.raw(), peer.0);
-    Ok((conn.into_raw(), peer))
+    Ok((conn.into_raw(), peer.0))
 }
 
 /// One connection from the listener fd `fd` (its accept record and fd, as the daemon queued
@@ -264,7 +265,7 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<(RawFd, WireAddr), Errno> {
 /// closes what does not fit, `MSG_CTRUNC`), so the table is checked first (a `dup` of the
 /// listener, closed at once). An error record from the daemon (it had no descriptor for the
 /// connection) fails this one call with its errno.
-pub fn take_connection(fd: RawFd, recv_flags: i32) -> Result<(Fd, WireAddr), Errno> {
+pub fn take_connection(fd: RawFd, recv_flags: i32) -> Result<(Fd, (WireAddr, u64)), Errno> {
     let probe = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0)?;
     sys::close(probe);
     let mut buf = [0u8; ACCEPT_RECORD_LEN];
@@ -285,7 +286,7 @@ pub fn take_connection(fd: RawFd, recv_flags: i32) -> Result<(Fd, WireAddr), Err
         Ok(r) if !fds.is_empty() => r,
         _ => return Err(Errno(libc::ECONNABORTED)),
     };
-    Ok((fds.swap_remove(0), rec.peer))
+    Ok((fds.swap_remove(0), (rec.peer, rec.id)))
 }
 
 /// `SO_SNDTIMEO` of the fd as a poll timeout (-1: none).
@@ -367,12 +368,14 @@ fn claim_fresh(v: Virt, fd: RawFd) -> bool {
     }
 }
 
-/// Whether `(level, name)` is `TCP_CORK` on a TCP socket: kept in the app fd's own
-/// `SO_PRIORITY` (`ctl::CORK_PRIORITY`), never sent to the daemon.
-fn local_cork(fd: RawFd, level: i32, name: i32) -> bool {
-    level == libc::IPPROTO_TCP
-        && name == libc::TCP_CORK
-        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
+/// `TCP_CORK` on a TCP socket: its current setting, kept by the process ([`crate::cork`]),
+/// never sent to the daemon. `None` for any other option or socket.
+fn local_cork(v: Virt, fd: RawFd, level: i32, name: i32) -> Option<bool> {
+    if level == libc::IPPROTO_TCP && name == libc::TCP_CORK {
+        crate::cork::get(fd, v.id)
+    } else {
+        None
+    }
 }
 
 /// Filler for [`connect_async`]: more than the smallest send buffer takes (about 4.5 KiB, the
@@ -500,11 +503,8 @@ pub fn getsockopt(
     name: i32,
     len: usize,
 ) -> Result<Vec<u8>, Errno> {
-    if local_cork(fd, level, name) {
-        let p = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY)?;
-        let mut b = ((p & ctl::CORK_PRIORITY != 0) as i32)
-            .to_ne_bytes()
-            .to_vec();
+    if let Some(on) = local_cork(v, fd, level, name) {
+        let mut b = (on as i32).to_ne_bytes().to_vec();
         b.truncate(len);
         return Ok(b);
     }
@@ -549,15 +549,10 @@ pub fn setsockopt(
     if value.len() > ioth_common::ctl::MAX_OPT {
         return Err(Errno::EINVAL);
     }
-    if value.len() >= 4 && local_cork(fd, level, name) {
+    if value.len() >= 4 && local_cork(v, fd, level, name).is_some() {
         let on = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]) != 0;
-        let p = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY)?;
-        let p = if on {
-            p | ctl::CORK_PRIORITY
-        } else {
-            p & !ctl::CORK_PRIORITY
-        };
-        return sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, p);
+        crate::cork::set(v.id, on);
+        return Ok(());
     }
     let req = Request::SetSockOpt {
         id: v.id,
@@ -568,7 +563,7 @@ pub fn setsockopt(
     // nginx sets TCP_NODELAY on keep-alive connections: it cannot fail on a TCP socket (a
     // SOCK_STREAM pair), so it goes without waiting for the daemon.
     if level == libc::IPPROTO_TCP
-        && (name == libc::TCP_NODELAY || name == libc::TCP_CORK)
+        && name == libc::TCP_NODELAY
         && value.len() >= 4
         && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
     {

@@ -27,6 +27,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod addr;
+pub mod cork;
 pub mod dghooks;
 pub mod dgram;
 pub mod emu;
@@ -44,6 +45,7 @@ extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {
         log::quiet_panics();
         hook::resolve_all();
+        ioth_common::sys::note_main_stack();
         dgram::scan_inherited();
         node::install_atfork();
         let _ = spawn::self_dir();

@@ -502,11 +502,31 @@ def case_nodelay_cork(host, me):
     assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
     for i in range(10):
         c.send(b"c")
+    d = c.dup()
+    assert d.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 1
+    d.close()
     c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
     assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
     c.settimeout(10)
     assert recv_n(c, 10) == b"c" * 10
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    n = c.fileno()
     c.close()
+    # A new socket that gets the same descriptor number starts uncorked.
+    e = socket.socket(fam(host), socket.SOCK_STREAM)
+    assert e.fileno() == n, (e.fileno(), n)
+    assert e.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+    e.close()
+    u = socket.socket(fam(host), socket.SOCK_DGRAM)
+    for op, want in ((lambda: u.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1), errno.ENOPROTOOPT),
+                     (lambda: u.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK),
+                      errno.EOPNOTSUPP if fam(host) == socket.AF_INET else errno.ENOPROTOOPT)):
+        try:
+            op()
+            raise AssertionError("TCP_CORK on a UDP socket")
+        except OSError as x:
+            assert x.errno == want, x
+    u.close()
 
 
 def case_keepalive(host, me):

@@ -273,7 +273,7 @@ fn fd_call(listener: RawFd, n: &Notif, fd: Fd, v: Virt) -> Answer {
 fn take_connection(fd: RawFd, flags: i32) -> Result<(Fd, WireAddr), Errno> {
     let (conn, peer) = emu::take_connection(fd, libc::MSG_DONTWAIT)?;
     sys::set_nonblocking(conn.raw(), flags & libc::SOCK_NONBLOCK != 0)?;
-    Ok((conn, peer))
+    Ok((conn, peer.0))
 }
 
 fn accept(listener: RawFd, n: &Notif, fd: &Fd, v: Virt, flags: i32) -> Answer {

@@ -134,6 +134,11 @@ impl<D: Link> Net<D> {
                 v.extend_from_slice(&t.to_ne_bytes());
                 Ok(v)
             }
+            // Linux: ip_getsockopt refuses a level other than SOL_IP with EOPNOTSUPP,
+            // ipv6_getsockopt one other than SOL_IPV6 with ENOPROTOOPT.
+            (libc::IPPROTO_TCP, _) if !tcp && s.domain == libc::AF_INET => {
+                Err(Errno(libc::EOPNOTSUPP))
+            }
             (libc::IPPROTO_TCP, _) if !tcp => Err(Errno(libc::ENOPROTOOPT)),
             (libc::IPPROTO_TCP, libc::TCP_NODELAY) => int(s.opts.nodelay as i32),
             (libc::IPPROTO_TCP, libc::TCP_CORK) => int(s.opts.cork as i32),

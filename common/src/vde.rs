@@ -206,6 +206,40 @@ impl ShortcutOffer {
     }
 }
 
+/// Magic of a [`CutReport`].
+pub const CUT_REPORT_MAGIC: &[u8; 4] = b"ICUT";
+/// Length of a [`CutReport`]: shorter than [`MIN_FRAME`], so never a frame.
+pub const CUT_REPORT_LEN: usize = 12;
+
+/// A stack daemon's count of the TCP connections it cut through over a shortcut (from its
+/// side: the ones it connected), for the switch's `shortcut/print`: `"ICUT", shortcut id
+/// u32, made u32`, sent on the daemon's native port now and then (the bytes of those
+/// connections never reach the switch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CutReport {
+    pub shortcut: u32,
+    pub made: u32,
+}
+
+impl CutReport {
+    pub fn encode(&self) -> [u8; CUT_REPORT_LEN] {
+        let mut b = [0u8; CUT_REPORT_LEN];
+        b[..4].copy_from_slice(CUT_REPORT_MAGIC);
+        b[4..8].copy_from_slice(&self.shortcut.to_le_bytes());
+        b[8..12].copy_from_slice(&self.made.to_le_bytes());
+        b
+    }
+    pub fn parse(b: &[u8]) -> Option<CutReport> {
+        if b.len() != CUT_REPORT_LEN || &b[..4] != CUT_REPORT_MAGIC {
+            return None;
+        }
+        Some(CutReport {
+            shortcut: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            made: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        })
+    }
+}
+
 /// First message on a native port: `magic[8], max_frame u32, description (UTF-8)`, and when
 /// `flags` is not 0, `NUL, flags u32` after the description.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -443,6 +477,14 @@ mod tests {
         };
         let b = o.encode();
         assert!(b.len() < MIN_FRAME);
+        let r = CutReport {
+            shortcut: 7,
+            made: 41,
+        };
+        assert!(r.encode().len() < MIN_FRAME);
+        assert_eq!(CutReport::parse(&r.encode()), Some(r));
+        assert_eq!(CutReport::parse(&r.encode()[..11]), None);
+        assert_eq!(CutReport::parse(b"XCUT\0\0\0\0\0\0\0\0"), None);
         assert_eq!(ShortcutOffer::parse(&b).unwrap(), o);
         // An offer without flags (12 bytes) allows cut-through.
         assert_eq!(ShortcutOffer::parse(&b[..12]).unwrap().flags, 0);

@@ -105,7 +105,12 @@ pub struct SwitchDevice {
     pub cut_through: bool,
     cut_macs: HashMap<IpAddr, [u8; 6]>,
     cut_inbox: VecDeque<(u32, cut::Msg, Option<Fd>)>,
+    /// When the switch was last told how many connections were cut through.
+    cut_reported_at: Option<std::time::Instant>,
 }
+
+/// At most one [`vde::CutReport`] round per this long (the switch's `shortcut/print`).
+const CUT_REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Ask `ep` for `EPOLLOUT` on `fd` too (`on`), or only for `EPOLLIN`; edge-triggered.
 fn arm(watch: Option<(RawFd, u64)>, fd: RawFd, armed: &mut bool, on: bool) {
@@ -153,6 +158,7 @@ impl SwitchDevice {
             cut_through: false,
             cut_macs: HashMap::new(),
             cut_inbox: VecDeque::new(),
+            cut_reported_at: None,
         }
     }
 
@@ -238,6 +244,8 @@ impl SwitchDevice {
             half,
             tx_ring: None,
             rx_ring: None,
+            cut_made: 0,
+            cut_reported: 0,
         });
     }
 
@@ -420,6 +428,45 @@ impl SwitchDevice {
 }
 
 impl SwitchDevice {
+    /// Tell the switch how many connections were cut through over each shortcut whose count
+    /// changed, at most every [`CUT_REPORT_EVERY`] (what is left goes on a later call: the
+    /// stack calls [`Link::cut_ended`] on every poll).
+    fn report_cuts(&mut self) {
+        if self
+            .shortcuts
+            .list
+            .iter()
+            .all(|s| s.cut_made == s.cut_reported)
+        {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .cut_reported_at
+            .is_some_and(|t| now < t + CUT_REPORT_EVERY)
+        {
+            return;
+        }
+        let Some(p) = &self.port else {
+            return;
+        };
+        if self.port_kind != PortKind::Native {
+            return;
+        }
+        self.cut_reported_at = Some(now);
+        for s in &mut self.shortcuts.list {
+            if s.cut_made != s.cut_reported {
+                let r = vde::CutReport {
+                    shortcut: s.id,
+                    made: s.cut_made,
+                };
+                if p.send(&r.encode()).is_ok() {
+                    s.cut_reported = s.cut_made;
+                }
+            }
+        }
+    }
+
     /// Note which MAC sent the frame of `len` bytes in `rx` from its address (cut-through
     /// looks for a shortcut to that MAC).
     fn learn_sender(&mut self, len: usize) {
@@ -542,7 +589,15 @@ impl Link for SwitchDevice {
     }
 
     fn cut_ended(&mut self) -> Vec<u32> {
+        self.report_cuts();
         std::mem::take(&mut self.shortcuts.ended_ids)
+    }
+
+    fn cut_made(&mut self, sc: u32) {
+        if let Some(s) = self.shortcuts.list.iter_mut().find(|s| s.id == sc) {
+            s.cut_made = s.cut_made.wrapping_add(1);
+        }
+        self.report_cuts();
     }
 
     fn info(&self) -> String {

@@ -76,6 +76,8 @@ pub trait Link: Device {
     fn cut_recv(&mut self) -> Option<(u32, crate::cut::Msg, Option<Fd>)> {
         None
     }
+    /// A connection was cut through over shortcut `sc` (counted for the switch).
+    fn cut_made(&mut self, _sc: u32) {}
     /// Shortcuts that ended since the last call.
     fn cut_ended(&mut self) -> Vec<u32> {
         Vec::new()

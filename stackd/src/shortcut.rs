@@ -22,6 +22,10 @@ pub(crate) struct Shortcut {
     pub(crate) tx_ring: Option<TxRing>,
     /// The peer's ring towards us.
     pub(crate) rx_ring: Option<RxRing>,
+    /// Connections we cut through over it, and how many of them the switch was told of
+    /// ([`ioth_common::vde::CutReport`]).
+    pub(crate) cut_made: u32,
+    pub(crate) cut_reported: u32,
 }
 
 /// Why a shortcut ended.

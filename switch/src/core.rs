@@ -196,6 +196,9 @@ pub struct Shortcut {
     pub b: (PortId, Mac),
     pub vlan: Vlan,
     pub created_ms: u64,
+    /// TCP connections cut through over it, as each end's daemon reported them
+    /// ([`ioth_common::vde::CutReport`]: the ones it connected).
+    pub cut: (u32, u32),
 }
 
 /// Default largest number of shortcuts at once (each holds two descriptors in the switch).
@@ -350,6 +353,7 @@ impl Core {
                 b,
                 vlan,
                 created_ms: now_ms,
+                cut: (0, 0),
             },
         );
         self.sc_pairs.insert(Self::pair(a.1, b.1), id);
@@ -401,6 +405,18 @@ impl Core {
     /// Whether any shortcut was revoked since the last [`Core::take_revoked`].
     pub fn has_revoked(&self) -> bool {
         !self.revoked.is_empty()
+    }
+
+    /// A port's daemon reports `made` connections cut through over shortcut `id` (ignored
+    /// unless that port is one of its ends).
+    pub fn note_cut_report(&mut self, port: PortId, id: u32, made: u32) {
+        if let Some(s) = self.shortcuts.get_mut(&id) {
+            if s.a.0 == port {
+                s.cut.0 = made;
+            } else if s.b.0 == port {
+                s.cut.1 = made;
+            }
+        }
     }
 
     /// The shortcuts: `(id, shortcut)`, by id.

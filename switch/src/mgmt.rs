@@ -219,13 +219,14 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             core.shortcuts()
                 .map(|(id, s)| {
                     format!(
-                        "Shortcut {id:04} port {:03} {} <-> port {:03} {} VLAN {:04} age {} secs",
+                        "Shortcut {id:04} port {:03} {} <-> port {:03} {} VLAN {:04} age {} secs cut-through {}",
                         s.a.0,
                         mac_str(&s.a.1),
                         s.b.0,
                         mac_str(&s.b.1),
                         s.vlan,
-                        info.now_ms.saturating_sub(s.created_ms) / 1000
+                        info.now_ms.saturating_sub(s.created_ms) / 1000,
+                        u64::from(s.cut.0) + u64::from(s.cut.1)
                     )
                 })
                 .collect(),

@@ -1086,6 +1086,12 @@ impl Server {
                     break;
                 }
                 Ok(0) => continue, // vde2's libvdeplug says goodbye with an empty datagram.
+                // Never a frame (shorter than an Ethernet header): a daemon's count.
+                Ok(n)
+                    if is_native && let Some(r) = vde::CutReport::parse(&rx[..n.min(rx.len())]) =>
+                {
+                    self.core.note_cut_report(id, r.shortcut, r.made);
+                }
                 Ok(n) => {
                     let max = self.core.port(id).map_or(0, |p| p.max_frame);
                     if n > rx.len() || n > max {

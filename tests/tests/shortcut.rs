@@ -163,10 +163,14 @@ fn no_shortcut_on_a_switch_writing_a_pcap_file() {
     // Every byte went through the switch and its capture (flushed within its 200 ms tick):
     // the stream reassembled from the TCP segments in the pcap file is the data sent.
     let want = sha256_bytes(&data);
-    wait_for(Duration::from_secs(5), "the pcap file holds the whole stream", || {
-        let got = tcp_stream_to(&std::fs::read(&pcap).unwrap_or_default(), 6005);
-        (sha256_bytes(&got) == want).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "the pcap file holds the whole stream",
+        || {
+            let got = tcp_stream_to(&std::fs::read(&pcap).unwrap_or_default(), 6005);
+            (sha256_bytes(&got) == want).then_some(())
+        },
+    );
 }
 
 /// The bytes of the TCP stream(s) to `port` in a classic pcap file of Ethernet frames
@@ -179,7 +183,10 @@ fn tcp_stream_to(pcap: &[u8], port: u16) -> Vec<u8> {
     let mut syn = None;
     let mut off = 24;
     while off + 16 <= pcap.len() {
-        let (incl, orig) = (u32le(pcap, off + 8) as usize, u32le(pcap, off + 12) as usize);
+        let (incl, orig) = (
+            u32le(pcap, off + 8) as usize,
+            u32le(pcap, off + 12) as usize,
+        );
         let Some(f) = pcap.get(off + 16..off + 16 + incl) else {
             break;
         };
@@ -321,15 +328,30 @@ fn connections_over_a_shortcut_are_cut_through_unless_the_switch_says_no() {
             || {},
         );
         let info = format!("{}\n{}", node_info(&a.ctl), node_info(&b.ctl));
+        // The switch's console counts them too, as the daemons report them.
+        let printed = |n: u32| {
+            let p = switch_ctl(&sw, "shortcut/print");
+            p.contains(&format!(" cut-through {n}\n")).then_some(p)
+        };
         if cut {
             assert_eq!(counter(&a.ctl, "cut_made"), 4, "{info}");
             assert_eq!(counter(&b.ctl, "cut_taken"), 4, "{info}");
+            wait_for(
+                Duration::from_secs(5),
+                "shortcut/print: cut-through 4",
+                || printed(4),
+            );
             // 8 MiB crossed, yet only a handful of frames (neighbour traffic) went through
             // the shortcut: through TCP the data alone takes 128 frames of 64 KiB or more.
             assert!(counter(&a.ctl, "shortcut_tx") - frames < 64, "{info}");
         } else {
             assert_eq!(counter(&a.ctl, "cut_made"), 0, "{info}");
             assert_eq!(counter(&b.ctl, "cut_taken"), 0, "{info}");
+            assert!(
+                printed(0).is_some(),
+                "{}",
+                switch_ctl(&sw, "shortcut/print")
+            );
             assert!(counter(&a.ctl, "shortcut_tx") - frames >= 128, "{info}");
         }
     }

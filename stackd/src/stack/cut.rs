@@ -346,6 +346,7 @@ impl<D: Link> Stack<D> {
             s.tcp = TcpState::Cut(Cut::new(id, self.net.now));
             s.so_error = 0;
             self.cut.made += 1;
+            self.net.dev.cut_made(sc);
             // (Dropping `p` wakes a blocking connect.)
             return;
         }

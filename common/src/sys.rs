@@ -100,6 +100,17 @@ pub fn retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Fd(RawFd);
 
+/// The highest descriptor number an [`Fd`] was made with in this process (-1: none yet).
+static HIGHEST_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The highest descriptor number any [`Fd`] of this process was made with: every number
+/// above it is free, unless something opened it without an `Fd` (the stack daemon makes
+/// all of its lasting descriptors as `Fd`s, so it knows it has room for a message's fds
+/// without asking the kernel).
+pub fn highest_fd() -> RawFd {
+    HIGHEST_FD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Fd {
     /// Take ownership of `fd`: the returned `Fd` closes it on drop.
     ///
@@ -110,6 +121,11 @@ impl Fd {
     /// uses, or, once its number was reused, a stranger's open file. A std [`OwnedFd`]
     /// converts safely with `Fd::from`.
     pub unsafe fn from_raw(fd: RawFd) -> Fd {
+        Fd::made(fd)
+    }
+    /// A descriptor just made (its number noted for [`highest_fd`]).
+    fn made(fd: RawFd) -> Fd {
+        HIGHEST_FD.fetch_max(fd, std::sync::atomic::Ordering::Relaxed);
         Fd(fd)
     }
     /// No descriptor: every call on it fails with `EBADF`, and dropping it closes nothing
@@ -128,7 +144,7 @@ impl Fd {
     }
     /// A new descriptor for the same open file (`fcntl(F_DUPFD_CLOEXEC)`), at `min` or above.
     pub fn dup_cloexec(&self, min: RawFd) -> Result<Fd> {
-        fcntl(self.0, libc::F_DUPFD_CLOEXEC, min as libc::c_long).map(|fd| Fd(fd as RawFd))
+        fcntl(self.0, libc::F_DUPFD_CLOEXEC, min as libc::c_long).map(|fd| Fd::made(fd as RawFd))
     }
 }
 
@@ -156,7 +172,7 @@ impl AsFd for Fd {
 
 impl From<OwnedFd> for Fd {
     fn from(fd: OwnedFd) -> Fd {
-        Fd(fd.into_raw_fd())
+        Fd::made(fd.into_raw_fd())
     }
 }
 
@@ -177,14 +193,14 @@ pub fn close(fd: RawFd) {
 pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<Fd> {
     // SAFETY: plain integer arguments.
     check(unsafe { libc::syscall(libc::SYS_socket, domain, ty, protocol) })
-        .map(|fd| Fd(fd as RawFd))
+        .map(|fd| Fd::made(fd as RawFd))
 }
 
 pub fn socketpair(domain: i32, ty: i32) -> Result<(Fd, Fd)> {
     let mut sv = [0 as libc::c_int; 2];
     // SAFETY: sv is a valid 2-int array the kernel writes into.
     check(unsafe { libc::syscall(libc::SYS_socketpair, domain, ty, 0, sv.as_mut_ptr()) })?;
-    Ok((Fd(sv[0]), Fd(sv[1])))
+    Ok((Fd::made(sv[0]), Fd::made(sv[1])))
 }
 
 /// A unix-domain socket address: a path, an abstract name (without the leading NUL), or none.
@@ -275,7 +291,7 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<Fd> {
             flags,
         )
     })
-    .map(|fd| Fd(fd as RawFd))
+    .map(|fd| Fd::made(fd as RawFd))
 }
 
 /// The unix address a socket is bound to; `None` if it is not an AF_UNIX socket.
@@ -544,7 +560,7 @@ pub fn recvmsg(fd: RawFd, iov: &mut [IoSliceMut<'_>], flags: i32) -> Result<Rece
                 let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
                 let p = libc::CMSG_DATA(c) as *const RawFd;
                 for i in 0..n {
-                    fds.push(Fd(std::ptr::read_unaligned(p.add(i))));
+                    fds.push(Fd::made(std::ptr::read_unaligned(p.add(i))));
                 }
             }
             c = libc::CMSG_NXTHDR(&msg, c);
@@ -887,7 +903,7 @@ pub fn fstat_id(fd: RawFd) -> Result<(u64, u64)> {
 pub fn epoll_create() -> Result<Fd> {
     // SAFETY: integer argument.
     check(unsafe { libc::syscall(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) })
-        .map(|fd| Fd(fd as RawFd))
+        .map(|fd| Fd::made(fd as RawFd))
 }
 
 pub fn epoll_ctl(ep: RawFd, op: i32, fd: RawFd, events: u32, data: u64) -> Result<()> {

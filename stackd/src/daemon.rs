@@ -386,10 +386,12 @@ impl Daemon {
 
     /// Whether our descriptor table has room for the fds one control message carries (two:
     /// a `Register`'s). A message read without room loses them (`MSG_CTRUNC`: the kernel
-    /// closes what does not fit), and with them a socket its client thinks registered. Two
-    /// dups, closed at once (the kernel keeps no count of free slots to ask for).
+    /// closes what does not fit), and with them a socket its client thinks registered.
+    /// Known without a system call while the highest descriptor we ever made
+    /// (`sys::highest_fd`) is well under the limit; near it, two dups, closed at once (the
+    /// kernel keeps no count of free slots to ask for).
     fn fd_room(&self) -> bool {
-        if self.nofile > 1 << 16 {
+        if self.nofile > 1 << 16 || (sys::highest_fd().max(0) as u64) + 4 < self.nofile {
             // A daemon that may hold this many descriptors is not near the end of them.
             return true;
         }

@@ -645,10 +645,11 @@ pub(super) fn fill(app: &Fd) -> usize {
 /// Read and drop `n` bytes from `fd` without blocking (its flags are shared with a process
 /// that may have made it blocking); how many were there.
 pub(super) fn drain_nb(fd: RawFd, mut n: usize) -> usize {
-    let mut buf = [0u8; 4096];
+    // A connect's filler (about 4.5 KiB, see the shim's `connect_async`) in one call.
+    let mut buf = [0u8; 16384];
     let mut got = 0;
     while n > 0 {
-        match sys::recv(fd, &mut buf[..n.min(4096)], libc::MSG_DONTWAIT) {
+        match sys::recv(fd, &mut buf[..n.min(16384)], libc::MSG_DONTWAIT) {
             Ok(0) => break,
             Ok(k) => {
                 n -= k;

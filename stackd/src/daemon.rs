@@ -59,6 +59,8 @@ pub struct Options {
     pub tcp_timeouts: crate::stack::TcpTimeouts,
     /// TCP cut-through with other nodes of this host (`stack/cut.rs`).
     pub cut_through: bool,
+    /// Local ports for connects and binds to port 0 (`Stack::set_port_range`).
+    pub port_range: (u16, u16),
     pub switch_loc: String,
     /// Written to (one byte) and closed once the node has an address: at once for fixed
     /// addresses, at the first DHCP lease or SLAAC address in auto mode (`--daemon`).
@@ -124,6 +126,7 @@ impl Daemon {
         };
         let mut stack = Stack::new(sc, dev, now());
         stack.set_tcp_timeouts(opts.tcp_timeouts);
+        stack.set_port_range(opts.port_range);
         let mut opts = opts;
         if opts.keeper.is_some() {
             stack.keep_listeners();

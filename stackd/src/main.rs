@@ -87,6 +87,26 @@ struct Cli {
     /// (cut-through). Also IOTH_CUT_THROUGH=0.
     #[arg(long)]
     no_cut_through: bool,
+    /// Local ports for connects and binds to port 0, LOW-HIGH (Linux's
+    /// ip_local_port_range; default 49152-65535).
+    #[arg(long, env = "IOTH_PORT_RANGE")]
+    port_range: Option<String>,
+}
+
+/// `--port-range`/`IOTH_PORT_RANGE`: `LOW-HIGH` (or `LOW HIGH`, as the sysctl prints it),
+/// 1 <= LOW <= HIGH <= 65535.
+fn parse_port_range(v: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("IOTH_PORT_RANGE={v:?}: expected LOW-HIGH, ports 1 to 65535, LOW <= HIGH");
+    let (a, b) = v
+        .trim()
+        .split_once(|c: char| c == '-' || c.is_whitespace())
+        .ok_or_else(bad)?;
+    let lo: u16 = a.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = b.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
 }
 
 /// `IOTH_CUT_THROUGH`: unset or 1/yes/on/true (cut-through allowed), 0/no/off/false.
@@ -145,6 +165,14 @@ fn main() {
     let cut_through = match cut_through_env() {
         Ok(on) => on && !cli.no_cut_through,
         Err(e) => {
+            eprintln!("ioth-stackd: {e}");
+            std::process::exit(2);
+        }
+    };
+    let port_range = match cli.port_range.as_deref().map(parse_port_range) {
+        None => stack::DEFAULT_PORT_RANGE,
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
             eprintln!("ioth-stackd: {e}");
             std::process::exit(2);
         }
@@ -211,6 +239,7 @@ fn main() {
         abstract_listener,
         tcp_timeouts,
         cut_through,
+        port_range,
     };
     if node.cli.daemon {
         // The parent exits once the child says it has an address (at once for fixed ones).
@@ -261,6 +290,7 @@ struct Node {
     abstract_listener: Option<Fd>,
     tcp_timeouts: stack::TcpTimeouts,
     cut_through: bool,
+    port_range: (u16, u16),
 }
 
 impl Node {
@@ -280,6 +310,7 @@ impl Node {
             linger: std::time::Duration::from_secs_f64(self.cli.linger),
             tcp_timeouts: self.tcp_timeouts,
             cut_through: self.cut_through,
+            port_range: self.port_range,
             switch_loc,
             ready,
             keeper,

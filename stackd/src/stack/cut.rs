@@ -49,6 +49,9 @@ pub(super) struct CutThrough {
     pending: HashMap<u64, u64>,
     /// Records due for a look at their application's end (see [`Stack::cut_sweep`]).
     due: Vec<u64>,
+    /// When every record was last looked at at once, and whether that freed none
+    /// ([`Stack::cut_sweep_all`]).
+    swept_all: Option<(Instant, bool)>,
     next_tag: u64,
     /// Connections made (ours connected), taken (to our listeners), refused (either way),
     /// and connects that failed waiting for an answer.
@@ -403,11 +406,8 @@ impl<D: Link> Stack<D> {
         }
         let due = std::mem::take(&mut self.cut.due);
         let node = self.net.id;
-        let present: Option<std::collections::HashSet<String>> = if due.len() > 16 {
-            let prefix = format!("@ioth/{node:016x}/");
-            std::fs::read_to_string("/proc/net/unix")
-                .ok()
-                .map(|t| names_by_inode(&t, &prefix).into_values().collect())
+        let present = if due.len() > 16 {
+            self.names_present()
         } else {
             None
         };
@@ -431,6 +431,56 @@ impl<D: Link> Stack<D> {
                 c.check_at = now + c.every;
             }
         }
+    }
+
+    /// The names of this node's sockets that exist now (one read of `/proc/net/unix`).
+    fn names_present(&self) -> Option<std::collections::HashSet<String>> {
+        let prefix = format!("@ioth/{:016x}/", self.net.id);
+        std::fs::read_to_string("/proc/net/unix")
+            .ok()
+            .map(|t| names_by_inode(&t, &prefix).into_values().collect())
+    }
+
+    /// Drop every record whose application's end is closed, due for a look or not; how many
+    /// went. For a connect that found no free ephemeral port: a record keeps its connection's
+    /// port until its next look (0.5 s after the connect at the earliest), so thousands of
+    /// short cut-through connections a second hold thousands of ports of the 16,384 that
+    /// their applications closed long ago. Each sweep is a read of every unix socket of the
+    /// host: after one that freed nothing (the ports belong to open connections), the next
+    /// waits 100 ms.
+    pub(super) fn cut_sweep_all(&mut self) -> usize {
+        let now = self.net.now;
+        if self
+            .cut
+            .swept_all
+            .is_some_and(|(t, none)| none && now < t + Duration::from_millis(100))
+        {
+            return 0;
+        }
+        self.cut.swept_all = Some((now, true));
+        let node = self.net.id;
+        let records: Vec<u64> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| matches!(s.tcp, TcpState::Cut(_)))
+            .map(|(id, _)| *id)
+            .collect();
+        if records.is_empty() {
+            return 0;
+        }
+        let Some(present) = self.names_present() else {
+            return 0;
+        };
+        let mut gone = 0;
+        for id in records {
+            if !present.contains(&proc_name(node, id)) {
+                self.socks.remove(&id);
+                self.kept_drop(id);
+                gone += 1;
+            }
+        }
+        self.cut.swept_all = Some((now, gone == 0));
+        gone
     }
 
     /// Go on with a connect that waited for its neighbour: cut-through if a shortcut to it
@@ -488,6 +538,7 @@ impl<D: Link> Stack<D> {
         let Some(s) = self.socks.get_mut(&id) else {
             return;
         };
+        log::debug!(target: "ioth_stackd::connect", "connect of socket {id:x} failed: errno {err}");
         let _ = sys::shutdown(s.dmn.raw(), libc::SHUT_RDWR);
         drain_nb(s.dmn.raw(), filler);
         if let Some(a) = &app {

@@ -125,6 +125,10 @@ pub const ORPHAN_TIMEOUT: Duration = Duration::from_millis(102_200);
 /// An orphan whose FIN was acknowledged waits this long for the peer's FIN in FIN-WAIT-2:
 /// Linux's `tcp_fin_timeout`.
 pub const FIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Local ports for connects and binds to port 0 unless the node is told otherwise
+/// (`--port-range`): IANA's dynamic range, 16,384 ports (Linux's default
+/// `ip_local_port_range` is 32768-60999).
+pub const DEFAULT_PORT_RANGE: (u16, u16) = (49152, 65535);
 /// Idle smoltcp sockets kept in `Listen` per listener.
 const LISTEN_IDLE: usize = 2;
 /// Closed smoltcp TCP sockets kept for reuse (rings and all): a new connection then costs no
@@ -189,6 +193,8 @@ pub struct Stack<D: Link> {
     rng: u64,
     next_ident: u16,
     next_ephemeral: u16,
+    /// The ephemeral range, inclusive ([`Stack::set_port_range`]).
+    port_range: (u16, u16),
     /// Sockets with work to do (see `work.rs`).
     work: Work,
     /// Sockets to visit again at the next poll whatever happens (connects under way: their
@@ -397,6 +403,7 @@ impl<D: Link> Stack<D> {
             rng: mix(&mut seed),
             next_ident,
             next_ephemeral,
+            port_range: DEFAULT_PORT_RANGE,
             listeners: Vec::new(),
             tcp_ports: None,
             unix_names: None,

@@ -126,14 +126,10 @@ impl<D: Link> Stack<D> {
                 }),
             };
             let mut found = None;
-            for _ in 0..16384 {
-                self.next_ephemeral = if self.next_ephemeral == 65535 {
-                    49152
-                } else {
-                    self.next_ephemeral + 1
-                };
-                if used.insert(self.next_ephemeral) {
-                    found = Some(self.next_ephemeral);
+            for _ in 0..self.port_count() {
+                let p = self.next_port();
+                if used.insert(p) {
+                    found = Some(p);
                     break;
                 }
             }
@@ -142,21 +138,48 @@ impl<D: Link> Stack<D> {
                 self.tcp_ports = None;
                 return self.ephemeral(kind);
             }
+            if found.is_none() && self.cut_sweep_all() > 0 {
+                // Cut-through records of closed connections held them.
+                self.tcp_ports = None;
+                return self.ephemeral(kind);
+            }
             self.tcp_ports = Some((at, used));
             return found.ok_or(Errno::EADDRINUSE);
         }
-        for _ in 0..16384 {
-            self.next_ephemeral = if self.next_ephemeral == 65535 {
-                49152
-            } else {
-                self.next_ephemeral + 1
-            };
-            let p = self.next_ephemeral;
+        for _ in 0..self.port_count() {
+            let p = self.next_port();
             if !self.port_used(kind, p) {
                 return Ok(p);
             }
         }
+        if kind == Kind::Tcp && self.cut_sweep_all() > 0 {
+            return self.ephemeral(kind);
+        }
         Err(Errno::EADDRINUSE)
+    }
+
+    /// Local ports for connects and binds to port 0: `lo..=hi` (Linux's
+    /// `ip_local_port_range`), the next one tried picked at random inside.
+    pub fn set_port_range(&mut self, (lo, hi): (u16, u16)) {
+        let (lo, hi) = (lo.max(1), hi.max(lo.max(1)));
+        self.port_range = (lo, hi);
+        let n = u32::from(hi - lo) + 1;
+        self.next_ephemeral = lo + (self.rng % u64::from(n)) as u16;
+    }
+
+    fn port_count(&self) -> u32 {
+        u32::from(self.port_range.1 - self.port_range.0) + 1
+    }
+
+    /// The next port of the range after the last one tried.
+    fn next_port(&mut self) -> u16 {
+        let (lo, hi) = self.port_range;
+        self.next_ephemeral = if self.next_ephemeral >= hi || self.next_ephemeral < lo {
+            lo
+        } else {
+            self.next_ephemeral + 1
+        };
+        self.next_ephemeral
     }
 
     /// Whether binding socket `id` to (addr, port) conflicts with another socket.

@@ -85,6 +85,7 @@ impl<D: Link> Net<D> {
             return;
         };
         if err != 0 {
+            log::debug!(target: "ioth_stackd::connect", "connect failed: errno {err}");
             // Both ways, before the drain makes the app's fd writable: the app reads EOF and
             // its writes fail with EPIPE, as on Linux (our own end then reports HUP, which
             // `app_gone` tells apart from a close), and whoever the writable fd wakes sees
@@ -371,7 +372,14 @@ impl<D: Link> Stack<D> {
         let lport = match s.bound {
             Some((_, p)) => p,
             None => {
-                let p = self.ephemeral(Kind::Tcp)?;
+                // No port left: EADDRNOTAVAIL for a connect, as on Linux.
+                let p = self.ephemeral(Kind::Tcp).map_err(|e| {
+                    if e == Errno::EADDRINUSE {
+                        Errno(libc::EADDRNOTAVAIL)
+                    } else {
+                        e
+                    }
+                })?;
                 self.socks.get_mut(&id).ok_or(Errno::EBADF)?.bound = Some((None, p));
                 p
             }

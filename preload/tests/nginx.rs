@@ -2,7 +2,8 @@
 //! user as a node on fd00::1 and 10.0.0.1, listening on `[::]:80` (nginx's default sets
 //! IPV6_V6ONLY) and on `10.0.0.1:80` at the same time, as Linux allows; curl (IPv6) and wget
 //! (IPv4) as other nodes download 10/20/40 MiB files (and 1 GiB unless `IOTH_TEST_QUICK` is
-//! set) with a sha256 check; both workers serve; `nginx -s reload` and `nginx -s stop` work.
+//! set) with a sha256 check, cut through and then with `IOTH_CUT_THROUGH=0`; both workers
+//! serve; `nginx -s reload` and `nginx -s stop` work.
 
 mod harness;
 use harness::*;
@@ -96,31 +97,54 @@ http {{
         .then_some(())
     });
 
-    for mb in sizes {
-        let want = sha256(&lab.path(&format!("www/f{mb}")));
-        let o6 = lab.path(&format!("c6-{mb}")).display().to_string();
-        let o = lab.run(
-            curl(&format!("http://[fd00::1]/f{mb}"), &o6),
-            Duration::from_secs(120),
-        );
-        assert!(
-            o.status.success(),
-            "curl f{mb}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_eq!(sha256(std::path::Path::new(&o6)), want, "curl -6 f{mb}");
-        let o4 = lab.path(&format!("w4-{mb}"));
-        let mut w = lab.node("10.0.0.3", "wget");
-        w.args(["-q", "-T", "60", "-t", "1", "-O"])
-            .arg(&o4)
-            .arg(format!("http://10.0.0.1/f{mb}"));
-        let o = lab.run(w, Duration::from_secs(120));
-        assert!(
-            o.status.success(),
-            "wget f{mb}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_eq!(sha256(&o4), want, "wget -4 f{mb}");
+    // Every file twice: from clients whose connections are cut through (the default: their
+    // bytes go from nginx to the client through one socketpair), then from clients with
+    // IOTH_CUT_THROUGH=0 (through both stacks and the shortcut's rings). nginx's node counts
+    // the connections it took cut through: each round must move it, or leave it, as said.
+    let taken = || lab.node_counter("fd00::1", "cut_taken").unwrap_or(0);
+    for (cut, curl_ip, wget_ip) in [
+        (true, "fd00::2,10.0.0.2", "10.0.0.3"),
+        (false, "fd00::5,10.0.0.5", "10.0.0.6"),
+    ] {
+        let before = taken();
+        for mb in sizes {
+            let want = sha256(&lab.path(&format!("www/f{mb}")));
+            let o6 = lab.path(&format!("c6-{mb}-{cut}")).display().to_string();
+            let mut c = lab.node(curl_ip, "curl");
+            c.args(["-sSf", "-m", "60", "-o", &o6])
+                .arg(format!("http://[fd00::1]/f{mb}"));
+            if !cut {
+                c.env("IOTH_CUT_THROUGH", "0");
+            }
+            let o = lab.run(c, Duration::from_secs(120));
+            assert!(
+                o.status.success(),
+                "curl f{mb} (cut-through {cut}): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(sha256(std::path::Path::new(&o6)), want, "curl -6 f{mb}");
+            let o4 = lab.path(&format!("w4-{mb}-{cut}"));
+            let mut w = lab.node(wget_ip, "wget");
+            w.args(["-q", "-T", "60", "-t", "1", "-O"])
+                .arg(&o4)
+                .arg(format!("http://10.0.0.1/f{mb}"));
+            if !cut {
+                w.env("IOTH_CUT_THROUGH", "0");
+            }
+            let o = lab.run(w, Duration::from_secs(120));
+            assert!(
+                o.status.success(),
+                "wget f{mb} (cut-through {cut}): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(sha256(&o4), want, "wget -4 f{mb}");
+        }
+        let after = taken();
+        if cut {
+            assert!(after >= before + 6, "cut through: {before} -> {after}");
+        } else {
+            assert_eq!(after, before, "IOTH_CUT_THROUGH=0: none cut through");
+        }
     }
 
     // 1 GiB over IPv6, streamed into sha256sum (not in quick mode).

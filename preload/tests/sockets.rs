@@ -36,32 +36,6 @@ const NO_CUT: &[&str] = &[
     "reuseaddr",
 ];
 
-/// A counter of the node whose info shows address `addr`.
-fn node_counter(lab: &Lab, addr: &str, key: &str) -> Option<u64> {
-    for e in std::fs::read_dir(lab.path("run")).ok()?.flatten() {
-        let p = e.path();
-        if p.extension().is_none_or(|x| x != "ctl") {
-            continue;
-        }
-        let Ok(o) = std::process::Command::new(bin("iothctl"))
-            .arg("--ctl")
-            .arg(&p)
-            .arg("info")
-            .output()
-        else {
-            continue;
-        };
-        let t = String::from_utf8_lossy(&o.stdout).to_string();
-        if t.lines().any(|l| l.starts_with(&format!("addr={addr}/"))) {
-            return t
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .and_then(|v| v.parse().ok());
-        }
-    }
-    None
-}
-
 /// Run `case` twice: through the stacks (both nodes with `IOTH_CUT_THROUGH=0`), and with
 /// every connection cut through (a client node warmed up first; the case must cut at least
 /// one connection, unless it opens none).
@@ -102,13 +76,13 @@ fn run_case_mode(case: &str, families: &[(&str, &str)], limit: Duration, cut: bo
         lab.spawn(w, "warm.log");
         // Two rounds of both families cut through: both routes are known.
         made = wait_for(Duration::from_secs(30), "connections cut through", || {
-            node_counter(&lab, "fd00::11", "cut_made").filter(|n| *n >= 4)
+            lab.node_counter("fd00::11", "cut_made").filter(|n| *n >= 4)
         });
         std::fs::write(&flag, b"").unwrap();
         wait_for(Duration::from_secs(30), "warm-up over", || {
             lab.log("warm.log").contains("warm").then_some(())
         });
-        made = node_counter(&lab, "fd00::11", "cut_made").unwrap_or(made);
+        made = lab.node_counter("fd00::11", "cut_made").unwrap_or(made);
     }
     for (host, me) in families {
         let mut c = lab.node("fd00::11,10.0.0.11", "python3");
@@ -129,7 +103,7 @@ fn run_case_mode(case: &str, families: &[(&str, &str)], limit: Duration, cut: bo
         assert!(err.is_empty(), "{case}: the shim must be silent: {err}");
     }
     if cut && !NO_CUT.contains(&case) {
-        let now = node_counter(&lab, "fd00::11", "cut_made").unwrap_or(0);
+        let now = lab.node_counter("fd00::11", "cut_made").unwrap_or(0);
         assert!(
             now > made,
             "{case}: no connection was cut through ({made} before, {now} after)"

@@ -132,6 +132,38 @@ impl Lab {
         d
     }
 
+    /// A counter `key=N` from `iothctl info` of the node that has address `addr`, looked up
+    /// among the control sockets of the lab's run directories (`run`, `run-USER`).
+    pub fn node_counter(&self, addr: &str, key: &str) -> Option<u64> {
+        for d in std::fs::read_dir(&self.dir).ok()?.flatten() {
+            if !d.file_name().to_string_lossy().starts_with("run") {
+                continue;
+            }
+            for e in std::fs::read_dir(d.path()).ok()?.flatten() {
+                let p = e.path();
+                if p.extension().is_none_or(|x| x != "ctl") {
+                    continue;
+                }
+                let Ok(o) = Command::new(bin("iothctl"))
+                    .arg("--ctl")
+                    .arg(&p)
+                    .arg("info")
+                    .output()
+                else {
+                    continue;
+                };
+                let t = String::from_utf8_lossy(&o.stdout).to_string();
+                if t.lines().any(|l| l.starts_with(&format!("addr={addr}/"))) {
+                    return t
+                        .lines()
+                        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                        .and_then(|v| v.parse().ok());
+                }
+            }
+        }
+        None
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }

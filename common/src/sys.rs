@@ -534,6 +534,22 @@ pub struct Received {
 
 /// `recvmsg` accepting up to [`MAX_FDS`] descriptors, always with `MSG_CMSG_CLOEXEC`.
 pub fn recvmsg(fd: RawFd, iov: &mut [IoSliceMut<'_>], flags: i32) -> Result<Received> {
+    recvmsg_fds(fd, iov, flags, true)
+}
+
+/// [`recvmsg`], the received descriptors close-on-exec or not (`accept` without
+/// `SOCK_CLOEXEC` gives the application one without the flag, as the kernel's does).
+pub fn recvmsg_fds(
+    fd: RawFd,
+    iov: &mut [IoSliceMut<'_>],
+    flags: i32,
+    cloexec: bool,
+) -> Result<Received> {
+    let flags = if cloexec {
+        flags | libc::MSG_CMSG_CLOEXEC
+    } else {
+        flags & !libc::MSG_CMSG_CLOEXEC
+    };
     let mut cbuf = [0u64; 8];
     // SAFETY: msghdr is plain old data.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -543,12 +559,7 @@ pub fn recvmsg(fd: RawFd, iov: &mut [IoSliceMut<'_>], flags: i32) -> Result<Rece
     msg.msg_controllen = std::mem::size_of_val(&cbuf);
     // SAFETY: msg describes writable iovecs and a control buffer of the size given.
     let len = check(unsafe {
-        libc::syscall(
-            libc::SYS_recvmsg,
-            fd,
-            &mut msg as *mut libc::msghdr,
-            flags | libc::MSG_CMSG_CLOEXEC,
-        )
+        libc::syscall(libc::SYS_recvmsg, fd, &mut msg as *mut libc::msghdr, flags)
     })?;
     let mut fds = Vec::new();
     // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* macros walk it within

@@ -250,26 +250,38 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<(RawFd, WireAddr), Errno> {
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
         return Err(Errno::EINVAL);
     }
-    let (conn, peer) = take_connection(fd, 0)?;
-    apply_flags(&conn, flags)?;
+    let (conn, peer) = take_connection(fd, 0, flags & libc::SOCK_CLOEXEC != 0)?;
+    // The daemon hands a connection over blocking (its socketpair's app end, or a cut-through
+    // peer's end after `F_SETFL 0`): SOCK_NONBLOCK is one F_SETFL (a socket has no other
+    // status flag to keep), and close-on-exec came as asked with the descriptor.
+    if flags & libc::SOCK_NONBLOCK != 0 {
+        sys::fcntl(conn.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long)?;
+    } else {
+        sys::set_nonblocking(conn.raw(), false)?;
+    }
     crate::cork::stream(conn.raw(), peer.1);
     crate::debug!("accept({fd}) = {} from {:?}", conn.raw(), peer.0);
     Ok((conn.into_raw(), peer.0))
 }
 
 /// One connection from the listener fd `fd` (its accept record and fd, as the daemon queued
-/// them); `recv_flags` e.g. `MSG_DONTWAIT` (`EAGAIN` if none is queued).
+/// them); `recv_flags` e.g. `MSG_DONTWAIT` (`EAGAIN` if none is queued); the fd close-on-exec
+/// if `cloexec`.
 ///
 /// Out of descriptors, it fails with `EMFILE` and leaves the connection queued, as the
 /// kernel's accept does: a record received into a full table would lose its fd (the kernel
 /// closes what does not fit, `MSG_CTRUNC`), so the table is checked first (a `dup` of the
 /// listener, closed at once). An error record from the daemon (it had no descriptor for the
 /// connection) fails this one call with its errno.
-pub fn take_connection(fd: RawFd, recv_flags: i32) -> Result<(Fd, (WireAddr, u64)), Errno> {
+pub fn take_connection(
+    fd: RawFd,
+    recv_flags: i32,
+    cloexec: bool,
+) -> Result<(Fd, (WireAddr, u64)), Errno> {
     let probe = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0)?;
     sys::close(probe);
     let mut buf = [0u8; ACCEPT_RECORD_LEN];
-    let got = sys::recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], recv_flags)?;
+    let got = sys::recvmsg_fds(fd, &mut [IoSliceMut::new(&mut buf)], recv_flags, cloexec)?;
     if got.len == 0 {
         // The daemon closed its end: the listener is gone (as after a shutdown).
         return Err(Errno::EINVAL);

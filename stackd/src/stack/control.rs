@@ -21,8 +21,12 @@ impl<D: Link> Stack<D> {
         let id = req.id();
         if self.socks.contains_key(&id) {
             self.work.add(id);
-            // A cut-through connect the application sees finished (its end writable) is.
-            self.cut_settle(id);
+            // A cut-through connect the application sees finished (its end writable) is
+            // (an option set does not depend on it: nginx and wrk set TCP_NODELAY on every
+            // new connection, a poll each).
+            if !matches!(req, Request::SetSockOpt { .. }) {
+                self.cut_settle(id);
+            }
         }
         let r = match req {
             Request::Hello { .. } => Ok(Reply::Created(self.net.id)),

@@ -89,6 +89,8 @@ pub(super) struct CutWait {
 /// it goes through TCP.
 const WAIT_NEIGHBOUR: Duration = Duration::from_millis(200);
 const WAIT_SHORTCUT: Duration = Duration::from_millis(20);
+/// How often a connect waiting for its neighbour looks whether the answer came.
+const CUT_WAIT_LOOK: Duration = Duration::from_millis(2);
 
 /// The record of a connection that runs from application to application.
 pub(super) struct Cut {
@@ -564,11 +566,16 @@ impl<D: Link> Stack<D> {
                 if w.known.is_none() && self.net.dev.cut_known(ip) {
                     w.known = Some(now);
                 }
-                let go = self.net.dev.cut_route(ip).is_some()
-                    || now >= w.start + WAIT_NEIGHBOUR
-                    || w.known.is_some_and(|t| now >= t + WAIT_SHORTCUT);
+                let mut until = w.start + WAIT_NEIGHBOUR;
+                if let Some(t) = w.known {
+                    until = until.min(t + WAIT_SHORTCUT);
+                }
+                let go = self.net.dev.cut_route(ip).is_some() || now >= until;
                 if !go {
-                    self.revisit.push(id);
+                    // The answer comes with no event of this socket's: look again soon, and
+                    // at the deadline exactly.
+                    self.alarms
+                        .push(Reverse((until.min(now + CUT_WAIT_LOOK), id)));
                     return true;
                 }
                 self.cut_resume(id);

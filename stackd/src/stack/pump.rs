@@ -149,6 +149,13 @@ impl<D: Link> Stack<D> {
                 if !self.cut_visit(id) {
                     self.socks.remove(&id);
                     self.kept_drop(id);
+                } else if let Some(s) = self.socks.get(&id)
+                    && matches!(s.tcp, TcpState::Connecting(_))
+                {
+                    // A wait for the neighbour that ended in TCP: smoltcp must wake it when
+                    // the handshake ends, as for any connect.
+                    self.net.rearm(s);
+                    self.revisit.push(id);
                 }
                 continue;
             }

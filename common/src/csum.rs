@@ -56,6 +56,13 @@ pub fn finish(mut acc: u64) -> u16 {
     !(acc as u16)
 }
 
+/// A checksum field after one 16-bit word it covers changed from `old` to `new` (RFC 1624,
+/// eqn. 3: `HC' = ~(~HC + ~m + m')`).
+pub fn adjust(ck: u16, old: u16, new: u16) -> u16 {
+    let acc = u64::from(!ck) + u64::from(!old) + u64::from(new);
+    finish(acc)
+}
+
 fn be16(b: &[u8], o: usize) -> u16 {
     u16::from_be_bytes([b[o], b[o + 1]])
 }

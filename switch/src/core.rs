@@ -62,6 +62,8 @@ pub const DEFAULT_AGEING_MS: u64 = 300_000;
 pub enum PortKind {
     Vde,
     Native,
+    /// A VXLAN tunnel to other hosts ([`crate::uplink`]).
+    Vxlan,
 }
 
 impl PortKind {
@@ -69,6 +71,7 @@ impl PortKind {
         match self {
             PortKind::Vde => "vde",
             PortKind::Native => "native",
+            PortKind::Vxlan => "vxlan",
         }
     }
 }
@@ -114,6 +117,9 @@ pub struct Port {
     pub learned: usize,
     /// With port lock: the port's address, once it sent a frame.
     pub locked_mac: Option<Mac>,
+    /// Lines `port/print` adds about this port's kind (an uplink's state and counters; the
+    /// I/O layer keeps them up to date).
+    pub detail: Vec<String>,
 }
 
 impl Port {
@@ -130,6 +136,7 @@ impl Port {
             shortcut: false,
             learned: 0,
             locked_mac: None,
+            detail: Vec::new(),
         }
     }
 }

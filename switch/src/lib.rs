@@ -6,6 +6,7 @@
 //! * [`pcap`]: classic pcap capture files.
 //! * [`mgmt`]: the vde_switch-style text console (command interpreter, line splitting).
 //! * [`server`]: the directory, the sockets and the epoll loop.
+//! * [`uplink`]: VXLAN uplinks to other hosts (`--uplink vxlan://…`).
 //! * [`os`]: fork/setsid/signalfd, the few process calls `ioth_common::sys` lacks.
 //!
 //! The binary (`main.rs`) is the command line: run a switch, or `ctl` to talk to one.
@@ -17,6 +18,7 @@ pub mod mgmt;
 pub mod os;
 pub mod pcap;
 pub mod server;
+pub mod uplink;
 
 /// Removes a file when dropped (unless forgotten).
 pub(crate) struct Unlink(pub std::path::PathBuf);

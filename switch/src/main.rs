@@ -78,6 +78,11 @@ struct Cli {
     /// may use that MAC. Not for cables to other switches.
     #[arg(long)]
     port_lock: bool,
+    /// Carry the LAN to other hosts: `vxlan://ADDR[/port=4789][/vni=1][/ttl=1][/if=IFACE]`
+    /// (vdeplug4's syntax; ADDR a multicast group, default 239.0.0.1, or unicast peers
+    /// separated by commas). Repeatable; each uplink is one port.
+    #[arg(long, value_parser = ioth_switch::uplink::parse)]
+    uplink: Vec<ioth_switch::uplink::UplinkSpec>,
     /// Fork into the background once listening (the parent exits 0 when ready).
     #[arg(short = 'd', long)]
     daemon: bool,
@@ -191,6 +196,7 @@ fn run(cli: Cli) -> ExitCode {
         max_macs_per_port: cli.max_macs_per_port as usize,
         max_macs: cli.max_macs as usize,
         port_lock: cli.port_lock,
+        uplinks: cli.uplink,
     };
     // Every port holds a descriptor (two for a VDE port): the soft limit (often 1024) goes up
     // to the hard one, and if even that is short of the ports asked for, say so now rather

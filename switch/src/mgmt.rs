@@ -311,6 +311,7 @@ fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Errn
                 .map(|m| format!(" locked {}", mac_str(&m)))
                 .unwrap_or_default()
         ));
+        out.extend(p.detail.iter().map(|d| format!(" {d}")));
         if all {
             let tagged: Vec<String> = p.tagged.iter().map(|v| v.to_string()).collect();
             out.push(format!(" tagged VLANs [{}]", tagged.join(" ")));

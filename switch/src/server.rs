@@ -53,6 +53,7 @@
 use crate::core::{self, Core, Egress, Port, PortId, PortKind};
 use crate::mgmt::{self, Action, Line, LineBuf};
 use crate::pcap::PcapWriter;
+use crate::uplink::{self, Recv, Uplink, UplinkSpec};
 use ioth_common::csum;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
 use ioth_common::vde::{self, NativeHello, NativeWelcome, VdeRequest};
@@ -104,6 +105,19 @@ pub struct Config {
     pub max_macs: usize,
     /// Each port keeps the first source address it sent ([`Core::port_lock`]).
     pub port_lock: bool,
+    /// VXLAN uplinks to other hosts, one port each ([`crate::uplink`]).
+    pub uplinks: Vec<UplinkSpec>,
+}
+
+/// How long a failed uplink waits before its socket is opened again.
+const UPLINK_RETRY: Duration = Duration::from_secs(1);
+
+/// An uplink port's tunnel and its registration.
+struct UplinkIo {
+    up: Uplink,
+    /// The epoll token, while the socket is open.
+    token: Option<u64>,
+    next_try: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +130,7 @@ enum Source {
     Mgmt,
     PortCtl(PortId),
     PortData(PortId),
+    Uplink(PortId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +183,7 @@ pub struct Server {
     running: bool,
     /// The switch's copies of both ends of each shortcut, by id.
     sc_fds: HashMap<u32, (Fd, Fd)>,
+    uplinks: HashMap<PortId, UplinkIo>,
     /// A refusal for want of a free port was logged since the last port went away (one line
     /// per episode, not one per retrying client).
     full_said: bool,
@@ -563,6 +579,7 @@ impl Server {
             scratch: Vec::new(),
             running: true,
             sc_fds: HashMap::new(),
+            uplinks: HashMap::new(),
             full_said: false,
         };
         let mut bound = Vec::new();
@@ -604,7 +621,163 @@ impl Server {
             }
             return Err(e);
         }
+        for spec in &cfg.uplinks {
+            let id = match s.alloc_port(0, false) {
+                Ok(id) => id,
+                Err(e) => {
+                    for p in &bound {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(SetupError::NoPort(e));
+                }
+            };
+            let up = Uplink::new(spec.clone());
+            let _ = s.core.add_port(
+                id,
+                Port::new(PortKind::Vxlan, spec.url.clone(), up.max_frame),
+            );
+            s.uplinks.insert(
+                id,
+                UplinkIo {
+                    up,
+                    token: None,
+                    next_try: Instant::now(),
+                },
+            );
+            s.open_uplink(id);
+        }
         Ok(s)
+    }
+
+    /// Open an uplink's socket and watch it; on failure say why (once per distinct reason)
+    /// and try again after [`UPLINK_RETRY`].
+    fn open_uplink(&mut self, id: PortId) {
+        let Some(u) = self.uplinks.get_mut(&id) else {
+            return;
+        };
+        let before = u.up.down.clone();
+        u.next_try = Instant::now() + UPLINK_RETRY;
+        match u.up.open() {
+            Ok(()) => {
+                let fd = u.up.fd();
+                let max = u.up.max_frame;
+                if let Some(p) = self.core.port_mut(id) {
+                    p.max_frame = max;
+                }
+                if let Some(fd) = fd {
+                    match self.register(fd, libc::EPOLLIN as u32, Source::Uplink(id)) {
+                        Ok(t) => {
+                            if let Some(u) = self.uplinks.get_mut(&id) {
+                                u.token = Some(t);
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(u) = self.uplinks.get_mut(&id) {
+                                u.up.fail(format!("epoll: {e}"));
+                            }
+                        }
+                    }
+                }
+                log::info!(
+                    "port {id}: uplink {} up, frames up to {max} bytes",
+                    self.uplink_url(id)
+                );
+            }
+            Err(e) => {
+                if before.as_deref() != Some(e.as_str()) {
+                    log::error!(
+                        "port {id}: uplink {}: {e}; retrying every {} s",
+                        self.uplink_url(id),
+                        UPLINK_RETRY.as_secs()
+                    );
+                }
+            }
+        }
+        self.uplink_detail(id);
+    }
+
+    fn uplink_url(&self, id: PortId) -> String {
+        self.uplinks
+            .get(&id)
+            .map(|u| u.up.spec.url.clone())
+            .unwrap_or_default()
+    }
+
+    /// Refresh the lines `port/print` shows for an uplink.
+    fn uplink_detail(&mut self, id: PortId) {
+        let Some(u) = self.uplinks.get(&id) else {
+            return;
+        };
+        let s = &u.up.spec;
+        let addrs: Vec<String> = s.addrs.iter().map(|a| a.to_string()).collect();
+        let state = match &u.up.down {
+            None => "up".to_string(),
+            Some(why) => format!("down ({why})"),
+        };
+        let st = u.up.stats;
+        let lines = vec![
+            format!(
+                "UPLINK: {state} {} {} port {} vni {}",
+                if s.multicast() { "group" } else { "remote" },
+                addrs.join(","),
+                s.port,
+                s.vni
+            ),
+            format!(
+                "TUNNEL: learned {} bad {} tx_errors {} mss_clamped {}",
+                u.up.learned(),
+                st.bad,
+                st.tx_errors,
+                st.mss_clamped
+            ),
+        ];
+        if let Some(p) = self.core.port_mut(id) {
+            p.detail = lines;
+        }
+    }
+
+    /// Datagrams from an uplink: each a frame for the switch.
+    fn read_uplink(&mut self, id: PortId) {
+        let mut rx = std::mem::take(&mut self.rxbuf);
+        let now = self.now_ms();
+        for _ in 0..BATCH {
+            let Some(u) = self.uplinks.get_mut(&id) else {
+                break;
+            };
+            match u.up.recv(&mut rx, now) {
+                Recv::Frame(n) => {
+                    let max = u.up.max_frame;
+                    if uplink::clamp_mss(&mut rx[uplink::HDR..n], max) {
+                        u.up.stats.mss_clamped += 1;
+                    }
+                    self.forward(id, &mut rx[uplink::HDR..n]);
+                }
+                Recv::Skip => continue,
+                Recv::Again => break,
+                Recv::Err(e) => {
+                    log::error!(
+                        "port {id}: uplink {}: receive: {e}; reopening",
+                        u.up.spec.url
+                    );
+                    self.close_uplink(id, format!("receive: {e}"));
+                    break;
+                }
+            }
+        }
+        self.rxbuf = rx;
+    }
+
+    fn close_uplink(&mut self, id: PortId, why: String) {
+        let Some(u) = self.uplinks.get_mut(&id) else {
+            return;
+        };
+        let (fd, token) = (u.up.fd(), u.token.take());
+        u.up.fail(why);
+        u.next_try = Instant::now() + UPLINK_RETRY;
+        if let (Some(fd), Some(t)) = (fd, token) {
+            self.unregister(fd, t);
+        }
+        self.uplink_detail(id);
     }
 
     /// Handle SIGTERM/SIGINT/SIGHUP through a signalfd (call in the process that runs).
@@ -622,6 +795,7 @@ impl Server {
         let mut v = vec![self.ep.raw()];
         v.extend(self.listeners.iter().map(|(fd, _)| fd.raw()));
         v.extend(self.signal.iter().map(|f| f.raw()));
+        v.extend(self.uplinks.values().filter_map(|u| u.up.fd()));
         if let Some(p) = &self.pcap {
             v.push(p.get_ref().as_raw_fd());
         }
@@ -692,6 +866,18 @@ impl Server {
         }
         let now_ms = self.now_ms();
         self.core.expire(now_ms);
+        let ids: Vec<PortId> = self.uplinks.keys().copied().collect();
+        for id in ids {
+            let Some(u) = self.uplinks.get_mut(&id) else {
+                continue;
+            };
+            u.up.expire(now_ms);
+            if u.up.down.is_some() && u.next_try <= now {
+                self.open_uplink(id);
+            } else {
+                self.uplink_detail(id);
+            }
+        }
     }
 
     fn cleanup(&mut self) {
@@ -725,6 +911,7 @@ impl Server {
             Source::Pending => self.pending_ready(token),
             Source::Mgmt => self.mgmt_ready(token, evs),
             Source::PortCtl(id) => self.port_ctl_ready(id),
+            Source::Uplink(id) => self.read_uplink(id),
             Source::PortData(id) => {
                 if evs & libc::EPOLLOUT as u32 != 0 {
                     self.flush_port(id);
@@ -1222,6 +1409,19 @@ impl Server {
     }
 
     fn deliver(&mut self, port: PortId, bytes: &[u8]) {
+        if let Some(u) = self.uplinks.get_mut(&port) {
+            match u.up.send(bytes) {
+                Ok(()) => self.core.note_tx(port, bytes.len()),
+                Err(e) => {
+                    log::error!(
+                        "port {port}: uplink {}: send: {e}; reopening",
+                        u.up.spec.url
+                    );
+                    self.close_uplink(port, format!("send: {e}"));
+                }
+            }
+            return;
+        }
         let Some(pio) = self.ports.get_mut(&port) else {
             return;
         };
@@ -1485,6 +1685,7 @@ mod tests {
             max_macs_per_port: 4,
             max_macs: 16,
             port_lock: false,
+            uplinks: Vec::new(),
         })
         .err()
         .unwrap();

@@ -567,3 +567,93 @@ pub fn checked_stream(
     assert!(server.wait().unwrap().success(), "server");
     assert_eq!(sha256_file(&out), sha256_bytes(data), "stream differs");
 }
+
+/// A network namespace made for a test (`ip netns add`), standing in for another host;
+/// deleted on drop. Stop the processes started in it first (by pid).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// `None` (the caller skips) when this process may not make namespaces (not root, or no
+    /// `ip`).
+    pub fn new(tag: &str) -> Option<Netns> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || !have("ip") {
+            return None;
+        }
+        let name = format!(
+            "ioth-{tag}-{:x}",
+            ioth_common::sys::random_u64() & 0xff_ffff
+        );
+        let o = run(Command::new("ip").args(["netns", "add", &name]));
+        if !o.status.success() {
+            return None;
+        }
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    /// `ip -n NAME ARGS…`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        run_ok(Command::new("ip").args(["-n", &self.name]).args(args));
+    }
+
+    /// `prog` run inside the namespace (`ip netns exec`, which execs it: the pid is the
+    /// program's).
+    pub fn exec(&self, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(prog);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A veth pair between two namespaces: `a_if` with `a_addr` (CIDR) in `a`, `b_if` with
+/// `b_addr` in `b`, both up.
+pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) {
+    run_ok(Command::new("ip").args([
+        "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]));
+    a.ip(&["addr", "add", a_addr, "dev", a_if]);
+    b.ip(&["addr", "add", b_addr, "dev", b_if]);
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+}
+
+/// `ioth-switch --sock DIR --daemon EXTRA…` started inside `ns` (ready when this returns).
+pub fn ioth_switch_in(ns: &Netns, dir: &Path, extra: &[&str]) -> Daemon {
+    let pidfile = dir.with_extension("pid");
+    run_ok(
+        ns.exec(bin("ioth-switch"))
+            .arg("--sock")
+            .arg(dir)
+            .args(extra)
+            .arg("--daemon")
+            .arg("--pidfile")
+            .arg(&pidfile),
+    );
+    Daemon::from_pidfile("ioth-switch", &pidfile)
+}
+
+/// One console command on a running switch (`ioth-switch ctl`); its output.
+pub fn switch_ctl(dir: &Path, cmd: &str) -> String {
+    let o = run_ok(
+        Command::new(bin("ioth-switch"))
+            .arg("ctl")
+            .arg("--sock")
+            .arg(dir)
+            .args(cmd.split_whitespace()),
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

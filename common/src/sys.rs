@@ -1002,6 +1002,157 @@ pub fn random_u64() -> u64 {
     u64::from_ne_bytes(b)
 }
 
+/// A `sockaddr_in`/`sockaddr_in6` for `a`, with its length.
+fn inet_sockaddr(a: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        std::net::SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
+            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// The address in a `sockaddr_storage` the kernel filled (`None`: not IPv4/IPv6).
+fn inet_from_storage(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(std::net::SocketAddr::new(
+                std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()).into(),
+                u16::from_be(sin.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
+                sin6.sin6_addr.s6_addr.into(),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Send `buf` to `to` on the UDP socket `fd` as datagrams of `seg` bytes each (the last may
+/// be shorter), cut by the kernel (`UDP_SEGMENT`, segmentation offload: one call for many
+/// datagrams). `seg == 0` or `seg >= buf.len()`: one datagram.
+pub fn send_udp_gso(fd: RawFd, buf: &[u8], seg: u16, to: &std::net::SocketAddr) -> Result<usize> {
+    let (mut ss, slen) = inet_sockaddr(to);
+    let iov = [IoSlice::new(buf)];
+    let mut cbuf = [0u64; 4];
+    // SAFETY: msghdr is plain old data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &mut ss as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = slen;
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = 1;
+    if seg > 0 && (seg as usize) < buf.len() {
+        let payload = std::mem::size_of::<u16>() as u32;
+        // SAFETY: CMSG_SPACE is a pure computation.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload) } as usize;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        // SAFETY: msg_control points to cbuf (32 bytes), room for one cmsghdr and a u16;
+        // CMSG_FIRSTHDR/CMSG_DATA stay within it.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(payload) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg);
+        }
+    }
+    // SAFETY: msg describes a valid address, one iovec and control data of the size given.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_sendmsg,
+            fd,
+            &msg as *const libc::msghdr,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
+/// `recvmmsg` without waiting: up to `out.capacity()`… datagrams into consecutive slots of
+/// `slot` bytes of `buf` (as many as fit, at most 64); `out` gets each one's length (clipped
+/// to the slot; longer ones are marked by `len > slot`) and sender. `Ok(0)`: none waiting.
+pub fn recv_udp_batch(
+    fd: RawFd,
+    buf: &mut [u8],
+    slot: usize,
+    out: &mut Vec<(usize, Option<std::net::SocketAddr>)>,
+) -> Result<usize> {
+    const MAX: usize = 64;
+    out.clear();
+    let n = (buf.len() / slot.max(1)).min(MAX);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: these are plain old data; all zeroes is a valid value for each.
+    let mut names: [libc::sockaddr_storage; MAX] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+    let mut iovs: Vec<libc::iovec> = buf
+        .chunks_mut(slot)
+        .take(n)
+        .map(|c| libc::iovec {
+            iov_base: c.as_mut_ptr() as *mut libc::c_void,
+            iov_len: c.len(),
+        })
+        .collect();
+    for i in 0..n {
+        hdrs[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
+        hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: hdrs[..n] point to n writable slots of buf and n name buffers, all alive for
+    // the call; the kernel writes within the lengths given.
+    let got = check(unsafe {
+        libc::syscall(
+            libc::SYS_recvmmsg,
+            fd,
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            std::ptr::null_mut::<libc::timespec>(),
+        )
+    })?;
+    for i in 0..got {
+        out.push((hdrs[i].msg_len as usize, inet_from_storage(&names[i])));
+    }
+    Ok(got)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -644,7 +644,28 @@ impl Core {
         }
     }
 
-    /// A received datagram was larger than the ingress port's largest frame.
+    /// The largest frame the port that a unicast `frame` from `ingress` goes to takes, less
+    /// room for a VLAN tag (`None`: flooded, unknown, or back where it came from).
+    pub fn unicast_room(&self, ingress: PortId, frame: &[u8]) -> Option<usize> {
+        if self.hub || frame.len() < ETH_HDR || is_group(&frame[..6]) {
+            return None;
+        }
+        let vlan = match tag_of(frame) {
+            Some(v) => v,
+            None => self.ports.get(&ingress)?.untagged_vlan,
+        };
+        let dst: Mac = frame[..6].try_into().ok()?;
+        let e = self.table.get(&(dst, vlan))?;
+        if e.port == ingress {
+            return None;
+        }
+        self.ports
+            .get(&e.port)
+            .map(|p| p.max_frame.saturating_sub(4))
+    }
+
+    /// A received datagram was larger than the ingress port's largest frame, or a frame too
+    /// large for a port's link was dropped there.
     pub fn note_rx_oversize(&mut self, port: PortId) {
         if let Some(p) = self.ports.get_mut(&port) {
             p.counters.drop_toobig += 1;

@@ -6,6 +6,7 @@
 //! * [`pcap`]: classic pcap capture files.
 //! * [`mgmt`]: the vde_switch-style text console (command interpreter, line splitting).
 //! * [`server`]: the directory, the sockets and the epoll loop.
+//! * [`offload`]: TCP segmentation and coalescing at uplinks.
 //! * [`uplink`]: VXLAN uplinks to other hosts (`--uplink vxlan://…`).
 //! * [`os`]: fork/setsid/signalfd, the few process calls `ioth_common::sys` lacks.
 //!
@@ -15,6 +16,7 @@
 
 pub mod core;
 pub mod mgmt;
+pub mod offload;
 pub mod os;
 pub mod pcap;
 pub mod server;

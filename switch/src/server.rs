@@ -52,8 +52,9 @@
 
 use crate::core::{self, Core, Egress, Port, PortId, PortKind};
 use crate::mgmt::{self, Action, Line, LineBuf};
+use crate::offload::Coalescer;
 use crate::pcap::PcapWriter;
-use crate::uplink::{self, Recv, Uplink, UplinkSpec};
+use crate::uplink::{self, Sent, Uplink, UplinkSpec};
 use ioth_common::csum;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
 use ioth_common::vde::{self, NativeHello, NativeWelcome, VdeRequest};
@@ -115,6 +116,12 @@ const UPLINK_RETRY: Duration = Duration::from_secs(1);
 /// An uplink port's tunnel and its registration.
 struct UplinkIo {
     up: Uplink,
+    /// Receive slots ([`uplink::BATCH`] of [`uplink::SLOT`] bytes).
+    rx: Vec<u8>,
+    frames: Vec<(usize, usize)>,
+    gro: Coalescer,
+    /// The last joined frame's storage (swapped with the coalescer's).
+    joined: Vec<u8>,
     /// The epoll token, while the socket is open.
     token: Option<u64>,
     next_try: Instant,
@@ -632,14 +639,22 @@ impl Server {
                 }
             };
             let up = Uplink::new(spec.clone());
-            let _ = s.core.add_port(
-                id,
-                Port::new(PortKind::Vxlan, spec.url.clone(), up.max_frame),
-            );
+            // The port takes the nodes' 64 KiB frames: the uplink cuts TCP to the wire's size.
+            // Checksums are the uplink's business both ways: it fills them in what it sends
+            // (per segment), and what arrives may lack them (a kernel peer on the same host
+            // hands over its offloaded segments as they are), so the switch fills them before
+            // a frame goes to a port or a capture that needs them.
+            let mut port = Port::new(PortKind::Vxlan, spec.url.clone(), vde::NATIVE_MAX_FRAME);
+            port.csum_fill = true;
+            let _ = s.core.add_port(id, port);
             s.uplinks.insert(
                 id,
                 UplinkIo {
                     up,
+                    rx: Vec::new(),
+                    frames: Vec::new(),
+                    gro: Coalescer::default(),
+                    joined: Vec::new(),
                     token: None,
                     next_try: Instant::now(),
                 },
@@ -661,8 +676,8 @@ impl Server {
             Ok(()) => {
                 let fd = u.up.fd();
                 let max = u.up.max_frame;
-                if let Some(p) = self.core.port_mut(id) {
-                    p.max_frame = max;
+                if u.rx.is_empty() {
+                    u.rx = vec![0u8; uplink::BATCH * uplink::SLOT];
                 }
                 if let Some(fd) = fd {
                     match self.register(fd, libc::EPOLLIN as u32, Source::Uplink(id)) {
@@ -717,18 +732,20 @@ impl Server {
         let st = u.up.stats;
         let lines = vec![
             format!(
-                "UPLINK: {state} {} {} port {} vni {}",
+                "UPLINK: {state} {} {} port {} vni {} wire_frame {}",
                 if s.multicast() { "group" } else { "remote" },
                 addrs.join(","),
                 s.port,
-                s.vni
+                s.vni,
+                u.up.max_frame
             ),
             format!(
-                "TUNNEL: learned {} bad {} tx_errors {} mss_clamped {}",
+                "TUNNEL: learned {} bad {} tx_errors {} segmented {} joined {}",
                 u.up.learned(),
                 st.bad,
                 st.tx_errors,
-                st.mss_clamped
+                st.segmented,
+                st.joined
             ),
         ];
         if let Some(p) = self.core.port_mut(id) {
@@ -736,25 +753,26 @@ impl Server {
         }
     }
 
-    /// Datagrams from an uplink: each a frame for the switch.
+    /// Datagrams from an uplink: each a frame for the switch. Consecutive segments of one
+    /// TCP connection for a port that takes larger frames are joined first.
     fn read_uplink(&mut self, id: PortId) {
-        let mut rx = std::mem::take(&mut self.rxbuf);
         let now = self.now_ms();
-        for _ in 0..BATCH {
+        let Some(u) = self.uplinks.get_mut(&id) else {
+            return;
+        };
+        let mut rx = std::mem::take(&mut u.rx);
+        let mut frames = std::mem::take(&mut u.frames);
+        let mut gro = std::mem::take(&mut u.gro);
+        let mut joined_buf = std::mem::take(&mut u.joined);
+        // A few batches per wakeup: level-triggered epoll brings the rest back.
+        for _ in 0..4 {
             let Some(u) = self.uplinks.get_mut(&id) else {
                 break;
             };
-            match u.up.recv(&mut rx, now) {
-                Recv::Frame(n) => {
-                    let max = u.up.max_frame;
-                    if uplink::clamp_mss(&mut rx[uplink::HDR..n], max) {
-                        u.up.stats.mss_clamped += 1;
-                    }
-                    self.forward(id, &mut rx[uplink::HDR..n]);
-                }
-                Recv::Skip => continue,
-                Recv::Again => break,
-                Recv::Err(e) => {
+            match u.up.recv_batch(&mut rx, &mut frames, now) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
                     log::error!(
                         "port {id}: uplink {}: receive: {e}; reopening",
                         u.up.spec.url
@@ -763,8 +781,38 @@ impl Server {
                     break;
                 }
             }
+            for &(a, b) in &frames {
+                let f = &mut rx[a..b];
+                let room = self.core.unicast_room(id, f).unwrap_or(0);
+                if room > b - a && gro.offer(f, room) {
+                    continue;
+                }
+                if !gro.is_empty() {
+                    self.flush_joined(id, &mut gro, &mut joined_buf);
+                    if room > b - a && gro.offer(f, room) {
+                        continue;
+                    }
+                }
+                self.forward(id, f);
+            }
         }
-        self.rxbuf = rx;
+        if !gro.is_empty() {
+            self.flush_joined(id, &mut gro, &mut joined_buf);
+        }
+        if let Some(u) = self.uplinks.get_mut(&id) {
+            u.joined = joined_buf;
+            u.rx = rx;
+            u.frames = frames;
+            u.gro = gro;
+        }
+    }
+
+    fn flush_joined(&mut self, id: PortId, gro: &mut Coalescer, buf: &mut Vec<u8>) {
+        let n = gro.take(buf);
+        if let Some(u) = self.uplinks.get_mut(&id) {
+            u.up.stats.joined += n.saturating_sub(1) as u64;
+        }
+        self.forward(id, buf);
     }
 
     fn close_uplink(&mut self, id: PortId, why: String) {
@@ -1411,7 +1459,8 @@ impl Server {
     fn deliver(&mut self, port: PortId, bytes: &[u8]) {
         if let Some(u) = self.uplinks.get_mut(&port) {
             match u.up.send(bytes) {
-                Ok(()) => self.core.note_tx(port, bytes.len()),
+                Ok(Sent::Out) => self.core.note_tx(port, bytes.len()),
+                Ok(Sent::TooBig) => self.core.note_rx_oversize(port),
                 Err(e) => {
                     log::error!(
                         "port {port}: uplink {}: send: {e}; reopening",
@@ -1581,6 +1630,11 @@ impl Server {
                         now_ms: self.now_ms(),
                         uptime_s: self.start.elapsed().as_secs(),
                     };
+                    // The uplinks' lines as they are now, not as the last tick left them.
+                    let ids: Vec<PortId> = self.uplinks.keys().copied().collect();
+                    for id in ids {
+                        self.uplink_detail(id);
+                    }
                     let a = mgmt::execute(&mut self.core, &info, &t);
                     self.end_revoked();
                     (a.text, a.action)

@@ -19,13 +19,17 @@
 //! counted (`bad`); so are the switch's own multicast datagrams (the socket does not loop
 //! them back). Only UDP sockets are used: no privilege is needed, except for ports below 1024.
 //!
-//! The largest frame an uplink carries is the underlay's MTU less the outer IP, UDP and
-//! VXLAN headers (50 bytes of encapsulation on IPv4, counting the inner Ethernet header):
-//! the interface's MTU with `if=`, the route's MTU towards a unicast peer, 1500 otherwise.
-//! Larger frames are dropped and counted (`toobig`, as on any port), and TCP never needs
-//! them: the switch lowers the MSS option of every SYN that crosses an uplink, in both
-//! directions, to what fits ([`clamp_mss`]).
+//! The largest frame an uplink carries on the wire is the underlay's MTU less the outer IP,
+//! UDP and VXLAN headers (50 bytes of encapsulation on IPv4, counting the inner Ethernet
+//! header): the interface's MTU with `if=`, the route's MTU towards a unicast peer, 1500
+//! otherwise. The nodes keep their 64 KiB frames: a larger TCP frame is cut into segments
+//! that fit ([`crate::offload::segment`], as a NIC's TSO), sent with one system call per
+//! 64 KiB (`UDP_SEGMENT`); other frames too large are dropped and counted (`toobig`).
+//! Datagrams are received up to 64 per system call (`recvmmsg`), and the switch glues
+//! consecutive segments of one connection back together for the local node
+//! ([`crate::offload::Coalescer`]).
 
+use crate::offload;
 use ioth_common::csum;
 use ioth_common::sys::{self, Errno};
 use std::collections::HashMap;
@@ -190,9 +194,21 @@ pub struct UplinkStats {
     pub bad: u64,
     /// Sends the kernel refused (no route, buffer full): the frame is lost, and counted here.
     pub tx_errors: u64,
-    /// SYNs whose MSS option was lowered to fit.
-    pub mss_clamped: u64,
+    /// TCP frames cut into segments that fit the wire.
+    pub segmented: u64,
+    /// Received segments glued onto the one before (counted by the server).
+    pub joined: u64,
 }
+
+/// Datagrams read per system call.
+pub const BATCH: usize = 64;
+/// Room for one received datagram (the largest UDP payload, and one byte to tell a longer
+/// one).
+pub const SLOT: usize = 65536;
+/// Most bytes handed to one segmentation-offload send (the kernel's limit is 64 KiB of UDP
+/// payload).
+const GSO_BYTES: usize = 60 * 1024;
+const GSO_SEGMENTS: usize = 64;
 
 /// A running (or retrying) uplink.
 pub struct Uplink {
@@ -206,23 +222,19 @@ pub struct Uplink {
     pub stats: UplinkStats,
     /// Why the socket is not open (shown by `port/print`; `None` while it is).
     pub down: Option<String>,
-    /// Largest inner frame (underlay MTU less [`UplinkSpec::overhead`]).
+    /// Largest inner frame on the wire (underlay MTU less [`UplinkSpec::overhead`]).
     pub max_frame: usize,
     buf: Vec<u8>,
+    got: Vec<(usize, Option<SocketAddr>)>,
 }
 
-/// What one receive gave.
-pub enum Recv {
-    /// A frame, at `buf[HDR..n]` of the buffer passed.
-    Frame(usize),
-    /// Something that was not a frame for us (counted).
-    Skip,
-    Again,
-    Err(Errno),
-}
-
-fn io_errno(e: &std::io::Error) -> Errno {
-    Errno(e.raw_os_error().unwrap_or(libc::EIO))
+/// What [`Uplink::send`] did with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Gone (or lost and counted in `tx_errors`).
+    Out,
+    /// Too large for the wire and not TCP that can be cut: dropped.
+    TooBig,
 }
 
 fn ifindex(name: &str) -> Result<u32, String> {
@@ -279,9 +291,18 @@ impl Uplink {
             down: Some("not opened yet".into()),
             max_frame: 0,
             buf: Vec::with_capacity(HDR + 65536),
+            got: Vec::with_capacity(BATCH),
         };
-        u.max_frame = u.underlay_mtu().saturating_sub(u.spec.overhead());
+        u.max_frame = u.wire_frame();
         u
+    }
+
+    /// The largest inner frame the wire takes (and a UDP datagram holds).
+    fn wire_frame(&self) -> usize {
+        let udp_max = if self.spec.v6() { 65527 } else { 65507 } - HDR;
+        self.underlay_mtu()
+            .saturating_sub(self.spec.overhead())
+            .min(udp_max)
     }
 
     fn underlay_mtu(&self) -> usize {
@@ -310,7 +331,7 @@ impl Uplink {
             Ok(s) => {
                 self.sock = Some(s);
                 self.down = None;
-                self.max_frame = self.underlay_mtu().saturating_sub(self.spec.overhead());
+                self.max_frame = self.wire_frame();
                 Ok(())
             }
             Err(e) => {
@@ -408,56 +429,97 @@ impl Uplink {
             .retain(|_, (_, t)| now_ms.saturating_sub(*t) < FDB_AGE_MS);
     }
 
-    /// Receive one datagram into `buf`; a frame is at `buf[HDR..n]`.
-    pub fn recv(&mut self, buf: &mut [u8], now_ms: u64) -> Recv {
+    /// Receive up to [`BATCH`] datagrams into `buf` (slots of [`SLOT`] bytes) without waiting;
+    /// `frames` gets the place of each frame for us (`buf[start..end]`), in order. What is
+    /// not VXLAN for our VNI is dropped and counted. `Ok(0)`: nothing was waiting.
+    pub fn recv_batch(
+        &mut self,
+        buf: &mut [u8],
+        frames: &mut Vec<(usize, usize)>,
+        now_ms: u64,
+    ) -> Result<usize, Errno> {
+        frames.clear();
         let Some(sock) = &self.sock else {
-            return Recv::Again;
+            return Ok(0);
         };
-        let (n, from) = match sock.recv_from(buf) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Recv::Again,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Recv::Skip,
-            Err(e) => return Recv::Err(io_errno(&e)),
+        let mut got = std::mem::take(&mut self.got);
+        let r = sys::recv_udp_batch(sock.as_raw_fd(), buf, SLOT, &mut got);
+        let n = match r {
+            Ok(n) => n,
+            Err(e) if e.is_again() || e == Errno::EINTR => 0,
+            Err(e) => {
+                self.got = got;
+                return Err(e);
+            }
         };
-        // RFC 7348: the I flag set, our VNI; the reserved bits are ignored.
-        if n < HDR + 14 || n > buf.len() || buf[0] & 0x08 == 0 || buf[4..7] != self.hdr[4..7] {
-            self.stats.bad += 1;
-            return Recv::Skip;
+        for (i, (len, from)) in got.iter().enumerate() {
+            let start = i * SLOT;
+            let d = &buf[start..start + (*len).min(SLOT)];
+            // RFC 7348: the I flag set, our VNI; the reserved bits are ignored.
+            if *len < HDR + 14 || *len >= SLOT || d[0] & 0x08 == 0 || d[4..7] != self.hdr[4..7] {
+                self.stats.bad += 1;
+                continue;
+            }
+            if let Some(from) = from {
+                self.learn(&d[HDR + 6..HDR + 12], from.ip(), now_ms);
+            }
+            frames.push((start + HDR, start + len));
         }
-        let src: [u8; 6] = buf[HDR + 6..HDR + 12].try_into().unwrap_or_default();
-        if src[0] & 1 == 0 {
-            // Learned endpoints are addressed on our port (senders pick theirs by flow hash).
-            let to = SocketAddr::new(from.ip(), self.spec.port);
-            let known = self.fdb.contains_key(&src);
-            if known || self.fdb.len() < MAX_FDB {
-                self.fdb.insert(src, (to, now_ms));
-            } else if let Some(old) = self
+        self.got = got;
+        Ok(n)
+    }
+
+    fn learn(&mut self, src: &[u8], ip: IpAddr, now_ms: u64) {
+        let Ok(src) = <[u8; 6]>::try_from(src) else {
+            return;
+        };
+        if src[0] & 1 != 0 {
+            return;
+        }
+        // Learned endpoints are addressed on our port (senders pick theirs by flow hash).
+        let to = SocketAddr::new(ip, self.spec.port);
+        if let Some(e) = self.fdb.get_mut(&src) {
+            *e = (to, now_ms);
+            return;
+        }
+        if self.fdb.len() >= MAX_FDB
+            && let Some(old) = self
                 .fdb
                 .iter()
                 .min_by_key(|(_, (_, t))| *t)
                 .map(|(m, _)| *m)
-            {
-                self.fdb.remove(&old);
-                self.fdb.insert(src, (to, now_ms));
-            }
+        {
+            self.fdb.remove(&old);
         }
-        Recv::Frame(n)
+        self.fdb.insert(src, (to, now_ms));
     }
 
     /// Send `frame` through the tunnel: to the endpoint its destination was learned from, or
-    /// to the group / every peer. Errors are counted; `Err` only for an error that needs the
-    /// socket reopened.
-    pub fn send(&mut self, frame: &[u8]) -> Result<(), Errno> {
+    /// to the group / every peer; cut into segments if it is TCP too large for the wire.
+    /// Errors of the kernel are counted; `Err` only for one that needs the socket reopened.
+    pub fn send(&mut self, frame: &[u8]) -> Result<Sent, Errno> {
         let Some(sock) = &self.sock else {
             self.stats.tx_errors += 1;
-            return Ok(());
+            return Ok(Sent::Out);
         };
+        let fd = sock.as_raw_fd();
         self.buf.clear();
-        self.buf.extend_from_slice(&self.hdr);
-        self.buf.extend_from_slice(frame);
-        if clamp_mss(&mut self.buf[HDR..], self.max_frame) {
-            self.stats.mss_clamped += 1;
-        }
+        let unit = if frame.len() <= self.max_frame {
+            self.buf.extend_from_slice(&self.hdr);
+            self.buf.extend_from_slice(frame);
+            // The switch hands the uplink frames whose checksums may be missing (see
+            // `server.rs`): the wire gets them right.
+            csum::fill(&mut self.buf[HDR..]);
+            self.buf.len()
+        } else {
+            match offload::segment(frame, self.max_frame, &self.hdr, &mut self.buf) {
+                Some(unit) => {
+                    self.stats.segmented += 1;
+                    unit
+                }
+                None => return Ok(Sent::TooBig),
+            }
+        };
         let dst: [u8; 6] = frame[..6].try_into().unwrap_or_default();
         let one;
         let dests: &[SocketAddr] = match self.fdb.get(&dst) {
@@ -467,98 +529,23 @@ impl Uplink {
             }
             _ => &self.flood,
         };
+        let per = (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS) * unit;
+        let mut errors = 0;
         for to in dests {
-            match sock.send_to(&self.buf, to) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Err(Errno(libc::EBADF)),
-                Err(e) => {
-                    log::debug!("uplink {}: send to {to}: {e}", self.spec.url);
-                    self.stats.tx_errors += 1;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Lower the MSS option of a TCP SYN in `frame` (Ethernet, untagged or one 802.1Q tag, IPv4
-/// or IPv6 without extension headers) so that segments fit in frames of `max_frame` bytes,
-/// updating the TCP checksum. Returns whether the frame changed. Anything else is left alone.
-pub fn clamp_mss(frame: &mut [u8], max_frame: usize) -> bool {
-    let mut off = 12;
-    let mut ethertype =
-        u16::from_be_bytes([*frame.get(12).unwrap_or(&0), *frame.get(13).unwrap_or(&0)]);
-    if ethertype == 0x8100 {
-        off += 4;
-        ethertype = match frame.get(off..off + 2) {
-            Some(b) => u16::from_be_bytes([b[0], b[1]]),
-            None => return false,
-        };
-    }
-    let l3 = off + 2;
-    let (l4, ip_hdr) = match ethertype {
-        0x0800 => {
-            let Some(&vihl) = frame.get(l3) else {
-                return false;
-            };
-            let ihl = ((vihl & 0x0f) as usize) * 4;
-            // TCP, and not a fragment past the first.
-            if frame.get(l3 + 9) != Some(&6) || ihl < 20 {
-                return false;
-            }
-            let frag = u16::from_be_bytes([frame[l3 + 6], frame[l3 + 7]]);
-            if frag & 0x1fff != 0 {
-                return false;
-            }
-            (l3 + ihl, 20)
-        }
-        0x86dd => {
-            if frame.get(l3 + 6) != Some(&6) {
-                return false;
-            }
-            (l3 + 40, 40)
-        }
-        _ => return false,
-    };
-    let Some(tcp) = frame.get(l4..l4 + 20) else {
-        return false;
-    };
-    let doff = ((tcp[12] >> 4) as usize) * 4;
-    if tcp[13] & 0x02 == 0 || doff < 20 || frame.len() < l4 + doff {
-        return false;
-    }
-    let limit = max_frame.saturating_sub(l3 + ip_hdr + 20).min(65535) as u16;
-    let mut i = l4 + 20;
-    let end = l4 + doff;
-    while i < end {
-        match frame[i] {
-            0 => break,
-            1 => i += 1,
-            kind => {
-                let Some(&len) = frame.get(i + 1) else {
-                    return false;
-                };
-                let len = len as usize;
-                if len < 2 || i + len > end {
-                    return false;
-                }
-                if kind == 2 && len == 4 {
-                    let mss = u16::from_be_bytes([frame[i + 2], frame[i + 3]]);
-                    if mss <= limit {
-                        return false;
+            for chunk in self.buf.chunks(per) {
+                match sys::send_udp_gso(fd, chunk, unit as u16, to) {
+                    Ok(_) => {}
+                    Err(e) if e.0 == libc::EBADF => return Err(e),
+                    Err(e) => {
+                        log::debug!("uplink {}: send to {to}: {e}", self.spec.url);
+                        errors += 1;
                     }
-                    frame[i + 2..i + 4].copy_from_slice(&limit.to_be_bytes());
-                    // RFC 1624: HC' = ~(~HC + ~m + m').
-                    let ck = u16::from_be_bytes([frame[l4 + 16], frame[l4 + 17]]);
-                    let new = csum::adjust(ck, mss, limit);
-                    frame[l4 + 16..l4 + 18].copy_from_slice(&new.to_be_bytes());
-                    return true;
                 }
-                i += len;
             }
         }
+        self.stats.tx_errors += errors;
+        Ok(Sent::Out)
     }
-    false
 }
 
 #[cfg(test)]
@@ -602,50 +589,5 @@ mod tests {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
-    }
-
-    /// An IPv4 SYN with MSS `mss` and a correct checksum.
-    fn syn_v4(mss: u16) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 24];
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        let ip = &mut f[14..34];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&44u16.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = 6;
-        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
-        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
-        let tcp = &mut f[34..];
-        tcp[0..2].copy_from_slice(&1234u16.to_be_bytes());
-        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
-        tcp[12] = 6 << 4;
-        tcp[13] = 0x02;
-        tcp[20..24].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
-        csum::fill(&mut f);
-        f
-    }
-
-    #[test]
-    fn syn_mss_is_clamped_with_a_checksum_that_stays_right() {
-        let mut f = syn_v4(65480);
-        assert!(clamp_mss(&mut f, 1464));
-        assert_eq!(u16::from_be_bytes([f[56], f[57]]), 1464 - 14 - 40);
-        let mut g = f.clone();
-        g[50..52].copy_from_slice(&[0, 0]);
-        csum::fill(&mut g);
-        assert_eq!(f, g, "incremental checksum equals a full one");
-        // Already small enough, not a SYN, not TCP: unchanged.
-        let mut f = syn_v4(1000);
-        assert!(!clamp_mss(&mut f, 1464));
-        let mut f = syn_v4(9000);
-        f[47] = 0x10;
-        assert!(!clamp_mss(&mut f, 1464));
-        let mut f = syn_v4(9000);
-        f[23] = 17;
-        assert!(!clamp_mss(&mut f, 1464));
-        // Truncated options never read past the frame.
-        let mut f = syn_v4(9000);
-        f.truncate(56);
-        assert!(!clamp_mss(&mut f, 1464));
     }
 }

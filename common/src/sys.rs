@@ -1102,16 +1102,28 @@ pub fn send_udp_gso(fd: RawFd, buf: &[u8], seg: u16, to: &std::net::SocketAddr) 
     })
 }
 
-/// `recvmmsg` without waiting: up to `out.capacity()`… datagrams into consecutive slots of
-/// `slot` bytes of `buf` (as many as fit, at most 64); `out` gets each one's length (clipped
-/// to the slot; longer ones are marked by `len > slot`) and sender. `Ok(0)`: none waiting.
+/// One datagram (or run of datagrams) [`recv_udp_batch`] received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpGot {
+    /// Bytes received (more than the slot: it was cut).
+    pub len: usize,
+    pub from: Option<std::net::SocketAddr>,
+    /// With `UDP_GRO` on the socket: the kernel joined datagrams of this size (the last may be
+    /// shorter) into this one reception; 0: a single datagram.
+    pub gso: usize,
+}
+
+/// `recvmmsg` without waiting: up to 64 receptions into consecutive slots of `slot` bytes of
+/// `buf` (as many as fit); `out` gets each one's length, sender and, on a socket with
+/// `UDP_GRO`, the size of the datagrams it joins. `Ok(0)`: none waiting.
 pub fn recv_udp_batch(
     fd: RawFd,
     buf: &mut [u8],
     slot: usize,
-    out: &mut Vec<(usize, Option<std::net::SocketAddr>)>,
+    out: &mut Vec<UdpGot>,
 ) -> Result<usize> {
     const MAX: usize = 64;
+    const CTL: usize = 4;
     out.clear();
     let n = (buf.len() / slot.max(1)).min(MAX);
     if n == 0 {
@@ -1121,6 +1133,8 @@ pub fn recv_udp_batch(
     let mut names: [libc::sockaddr_storage; MAX] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut hdrs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+    // Room for one cmsghdr and an int per reception, aligned for cmsghdr.
+    let mut ctl = [[0u64; CTL]; MAX];
     let mut iovs: Vec<libc::iovec> = buf
         .chunks_mut(slot)
         .take(n)
@@ -1130,13 +1144,16 @@ pub fn recv_udp_batch(
         })
         .collect();
     for i in 0..n {
-        hdrs[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
-        hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
-        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
+        h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        h.msg_iov = &mut iovs[i];
+        h.msg_iovlen = 1;
+        h.msg_control = ctl[i].as_mut_ptr() as *mut libc::c_void;
+        h.msg_controllen = std::mem::size_of_val(&ctl[i]);
     }
-    // SAFETY: hdrs[..n] point to n writable slots of buf and n name buffers, all alive for
-    // the call; the kernel writes within the lengths given.
+    // SAFETY: hdrs[..n] point to n writable slots of buf, n name buffers and n control
+    // buffers, all alive for the call; the kernel writes within the lengths given.
     let got = check(unsafe {
         libc::syscall(
             libc::SYS_recvmmsg,
@@ -1148,7 +1165,25 @@ pub fn recv_udp_batch(
         )
     })?;
     for i in 0..got {
-        out.push((hdrs[i].msg_len as usize, inet_from_storage(&names[i])));
+        let mut gso = 0;
+        // SAFETY: the kernel filled msg_control/msg_controllen of this message; the CMSG_*
+        // macros walk it within those bounds, and a UDP_GRO payload is one int.
+        unsafe {
+            let h = &hdrs[i].msg_hdr;
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                    gso =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int) as usize;
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        out.push(UdpGot {
+            len: hdrs[i].msg_len as usize,
+            from: inet_from_storage(&names[i]),
+            gso,
+        });
     }
     Ok(got)
 }

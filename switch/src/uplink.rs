@@ -25,7 +25,9 @@
 //! otherwise. The nodes keep their 64 KiB frames: a larger TCP frame is cut into segments
 //! that fit ([`crate::offload::segment`], as a NIC's TSO), sent with one system call per
 //! 64 KiB (`UDP_SEGMENT`); other frames too large are dropped and counted (`toobig`).
-//! Datagrams are received up to 64 per system call (`recvmmsg`), and the switch glues
+//! Datagrams are received up to 64 per system call (`recvmmsg`; with `UDP_GRO`, a run of
+//! datagrams from one sender, such as a peer's offloaded send, is one of them), and the
+//! switch glues
 //! consecutive segments of one connection back together for the local node
 //! ([`crate::offload::Coalescer`]).
 
@@ -225,7 +227,7 @@ pub struct Uplink {
     /// Largest inner frame on the wire (underlay MTU less [`UplinkSpec::overhead`]).
     pub max_frame: usize,
     buf: Vec<u8>,
-    got: Vec<(usize, Option<SocketAddr>)>,
+    got: Vec<sys::UdpGot>,
 }
 
 /// What [`Uplink::send`] did with a frame.
@@ -406,6 +408,9 @@ impl Uplink {
         };
         sock.set_nonblocking(true)
             .map_err(|e| ctx("non-blocking", e))?;
+        // Runs of datagrams from one sender come in one reception (and the kernel does not
+        // cut a peer's segmentation-offload sends back into datagrams for us).
+        let _ = sys::setsockopt_int(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1);
         for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
             let _ = sys::setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, 4 << 20);
         }
@@ -452,18 +457,29 @@ impl Uplink {
                 return Err(e);
             }
         };
-        for (i, (len, from)) in got.iter().enumerate() {
-            let start = i * SLOT;
-            let d = &buf[start..start + (*len).min(SLOT)];
-            // RFC 7348: the I flag set, our VNI; the reserved bits are ignored.
-            if *len < HDR + 14 || *len >= SLOT || d[0] & 0x08 == 0 || d[4..7] != self.hdr[4..7] {
+        for (i, g) in got.iter().enumerate() {
+            let slot = i * SLOT;
+            if g.len >= SLOT {
                 self.stats.bad += 1;
                 continue;
             }
-            if let Some(from) = from {
-                self.learn(&d[HDR + 6..HDR + 12], from.ip(), now_ms);
+            // One datagram, or several of `gso` bytes that the kernel received together.
+            let step = if g.gso > 0 { g.gso } else { g.len };
+            let mut at = slot;
+            while at < slot + g.len {
+                let end = (at + step).min(slot + g.len);
+                let d = &buf[at..end];
+                at = end;
+                // RFC 7348: the I flag set, our VNI; the reserved bits are ignored.
+                if d.len() < HDR + 14 || d[0] & 0x08 == 0 || d[4..7] != self.hdr[4..7] {
+                    self.stats.bad += 1;
+                    continue;
+                }
+                if let Some(from) = g.from {
+                    self.learn(&d[HDR + 6..HDR + 12], from.ip(), now_ms);
+                }
+                frames.push((end - d.len() + HDR, end));
             }
-            frames.push((start + HDR, start + len));
         }
         self.got = got;
         Ok(n)

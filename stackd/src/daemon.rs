@@ -176,6 +176,9 @@ impl Daemon {
             next_reconnect: Instant::now(),
         };
         d.register_switch().map_err(|e| format!("epoll: {e}"))?;
+        // A node that moved here from another host (same addresses, same MAC) is found here
+        // at once, not when the old place's entries age out.
+        d.stack.announce_all();
         log::info!("node {id:016x} on port {port_no}");
         Ok(d)
     }
@@ -224,6 +227,8 @@ impl Daemon {
                 self.stack.link_ready(false);
                 if self.register_switch().is_err() {
                     self.switch_gone();
+                } else {
+                    self.stack.announce_all();
                 }
             }
             Err(e) => {

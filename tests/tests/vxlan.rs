@@ -215,3 +215,133 @@ fn two_ioth_switches_joined_by_vxlan_unicast_and_multicast() {
         }
     }
 }
+
+/// The migration client: a node that fetches `/who` from `10.9.9.1` in a loop, a fresh
+/// connection each time, and prints `SECONDS ANSWER` (or `SECONDS -` for a failed try) until
+/// the file `argv[1]` exists.
+const MIGRATION_CLIENT: &str = r#"
+import os, socket, sys, time
+stop, t0 = sys.argv[1], time.monotonic()
+while not os.path.exists(stop) and time.monotonic() - t0 < 60:
+    t = time.monotonic() - t0
+    try:
+        s = socket.create_connection(("10.9.9.1", 80), timeout=0.2)
+        s.settimeout(0.5)
+        s.sendall(b"GET /who HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+        s.close()
+        body = data.partition(b"\r\n\r\n")[2].decode().strip() or "-"
+    except OSError:
+        body = "-"
+    print(f"{t:.3f} {body}", flush=True)
+    time.sleep(0.02)
+"#;
+
+#[test]
+fn a_node_stopped_on_one_host_and_started_on_another_is_found_there_at_once() {
+    let (Some(a), Some(b)) = (Netns::new("mga"), Netns::new("mgb")) else {
+        return skip("not root: cannot make network namespaces");
+    };
+    if nginx_bin().is_none() || !have("python3") {
+        return skip("nginx or python3 missing");
+    }
+    let tmp = TempDir::new("vxlan-move");
+    veth(&a, "mga0", "10.96.0.1/24", &b, "mgb0", "10.96.0.2/24");
+    let (swa, swb) = (tmp.join("swa"), tmp.join("swb"));
+    let _sa = ioth_switch_in(&a, &swa, &["--uplink", "vxlan://10.96.0.2/vni=9"]);
+    let _sb = ioth_switch_in(&b, &swb, &["--uplink", "vxlan://10.96.0.1/vni=9"]);
+    // The same node (address, so MAC) serves "A" on host A, later "B" on host B. IPv4 only:
+    // an IPv6 node's multicast listener reports would tell the switches where it is anyway.
+    let serve = |host: &str, sw: &Path| -> (Daemon, std::path::PathBuf) {
+        let www = tmp.join(&format!("www-{host}"));
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(www.join("who"), host).unwrap();
+        let conf = nginx_conf(&tmp.join(&format!("ngx-{host}")), &www, &["80"]);
+        let rundir = tmp.join(&format!("run-{host}"));
+        run_ok(
+            as_node(nginx_bin().unwrap(), sw, &rundir, "10.9.9.1")
+                .arg("-c")
+                .arg(&conf),
+        );
+        let pidfile = tmp.join(&format!("ngx-{host}/nginx.pid"));
+        (Daemon::from_pidfile("nginx node", &pidfile), rundir)
+    };
+    let (mut nginx_a, rundir_a) = serve("A", &swa);
+    let script = tmp.join("client.py");
+    std::fs::write(&script, MIGRATION_CLIENT).unwrap();
+    let stop = tmp.join("stop");
+    let out = tmp.join("client.out");
+    let mut client = as_node("python3", &swb, &tmp.join("run-client"), "10.9.9.2")
+        .arg(&script)
+        .arg(&stop)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let answers = || std::fs::read_to_string(&out).unwrap_or_default();
+    wait_for(Duration::from_secs(20), "the client served by A", || {
+        answers().lines().any(|l| l.ends_with(" A")).then_some(())
+    });
+    // Stop the node on host A: nginx, then its stack daemon (SIGTERM: stopped, not
+    // restarted), whose switch port then closes.
+    nginx_a.stop();
+    for p in stack_daemons(&rundir_a.display().to_string()) {
+        // SAFETY: stopping the stack daemon of the node this test started on host A.
+        unsafe { libc::kill(p, libc::SIGTERM) };
+    }
+    wait_for(Duration::from_secs(10), "node A gone", || {
+        stack_daemons(&rundir_a.display().to_string())
+            .is_empty()
+            .then_some(())
+    });
+    let served_before = answers().lines().count();
+    let (_nginx_b, rundir_b) = serve("B", &swb);
+    let started = answers().lines().count();
+    wait_for(Duration::from_secs(20), "the client served by B", || {
+        answers().lines().any(|l| l.ends_with(" B")).then_some(())
+    });
+    // A little more traffic after the move, then stop the client.
+    let after = answers().lines().count();
+    wait_for(Duration::from_secs(10), "more answers", || {
+        (answers().lines().count() > after + 10).then_some(())
+    });
+    std::fs::write(&stop, "").unwrap();
+    assert!(client.wait().unwrap().success());
+    let text = answers();
+    let lines: Vec<(f64, &str)> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(t, b)| (t.parse().unwrap(), b))
+        .collect();
+    // The time the node was up on B: the first try the client made after nginx B's start
+    // returned; the first answer from B within a second of it.
+    let t_start = lines[started.min(lines.len() - 1)].0;
+    let first_b = lines.iter().find(|(_, b)| *b == "B").unwrap().0;
+    assert!(
+        first_b - t_start <= 1.0,
+        "the moved node answered {:.3} s after it started on host B (tries: {})",
+        first_b - t_start,
+        &text[..text.len().min(4000)]
+    );
+    // Nobody answers in A's name once B has: no stale node.
+    let after_b: Vec<&str> = lines
+        .iter()
+        .filter(|(t, _)| *t >= first_b)
+        .map(|(_, b)| *b)
+        .collect();
+    assert!(
+        !after_b.contains(&"A"),
+        "a stale answer after the move: {text}"
+    );
+    assert!(served_before >= 1);
+    for r in [&rundir_b, &tmp.join("run-client")] {
+        for p in stack_daemons(&r.display().to_string()) {
+            // SAFETY: stopping a stack daemon this test's nodes started (its run dir is ours).
+            unsafe { libc::kill(p, libc::SIGTERM) };
+        }
+    }
+}

@@ -437,6 +437,12 @@ impl<D: Link> Stack<D> {
         &mut self.net.dev
     }
 
+    /// Announce every address of the node on the LAN (at start, and when it plugs in again):
+    /// see `Net::announce`.
+    pub fn announce_all(&mut self) {
+        announce(&mut self.net.dev, self.net.cfg.mac.0, &self.net.own);
+    }
+
     /// The link has frames (an event said so), or room for the waiting one.
     pub fn link_ready(&mut self, writable: bool) {
         if writable {
@@ -581,6 +587,17 @@ impl<D: Link> Stack<D> {
     }
 }
 
+/// Tell the LAN that `addrs` are at `mac` (`frame::announcement`): switches and neighbours
+/// that knew them elsewhere (a node that moved) learn where they are now.
+fn announce<D: Link>(dev: &mut D, mac: [u8; 6], addrs: &[IpAddr]) {
+    let mut f = Vec::new();
+    for a in addrs {
+        if frame::announcement(mac, *a, &mut f) {
+            dev.send_now(&f);
+        }
+    }
+}
+
 impl<D: Link> Net<D> {
     /// Auto mode: take new leases and SLAAC addresses into the node's view.
     fn autoconf(&mut self) {
@@ -592,9 +609,15 @@ impl<D: Link> Net<D> {
             self.cidrs = crate::autoconf::global_cidrs(&self.iface);
             let mut own: Vec<IpAddr> = self.cidrs.iter().map(|c| c.addr).collect();
             own.push(IpAddr::V6(config::link_local(&self.cfg.mac)));
+            let new: Vec<IpAddr> = own
+                .iter()
+                .filter(|a| !self.own.contains(a))
+                .copied()
+                .collect();
             self.own = own.clone();
             own.extend(LOOPBACK);
             self.dev.set_own(own);
+            announce(&mut self.dev, self.cfg.mac.0, &new);
             let mut gw = self.given_gw.clone();
             gw.extend(a.gateways(&mut self.iface));
             self.cfg.gateways = gw;

@@ -80,9 +80,11 @@ struct Cli {
     port_lock: bool,
     /// Carry the LAN to other hosts: `vxlan://ADDR[/port=4789][/vni=1][/ttl=1][/if=IFACE]`
     /// (vdeplug4's syntax; ADDR a multicast group, default 239.0.0.1, or unicast peers
-    /// separated by commas). Repeatable; each uplink is one port.
-    #[arg(long, value_parser = ioth_switch::uplink::parse)]
-    uplink: Vec<ioth_switch::uplink::UplinkSpec>,
+    /// separated by commas), or any other vdeplug4 URL (`vxvde://`, `slirp://`, `tap://`,
+    /// `udp://`, `vde://`…) through Debian's `vde_plug`, which the switch runs and restarts.
+    /// Repeatable; each uplink is one port.
+    #[arg(long, value_parser = ioth_switch::uplink::parse_url)]
+    uplink: Vec<ioth_switch::uplink::UplinkUrl>,
     /// Fork into the background once listening (the parent exits 0 when ready).
     #[arg(short = 'd', long)]
     daemon: bool,

@@ -97,6 +97,11 @@ fn set_len(f: &mut [u8], t: &Tcp, end: usize) {
     }
 }
 
+/// Whether [`segment`] can cut `frame` into frames of at most `max_frame` bytes.
+pub fn can_segment(frame: &[u8], max_frame: usize) -> bool {
+    parse(frame).is_some_and(|t| max_frame > t.data && t.end > t.data)
+}
+
 /// If `frame` is TCP that can be cut into frames of at most `max_frame` bytes, append each
 /// segment to `out`, preceded by `pre` (an encapsulation header), and return the size of
 /// each `pre` + segment except the last (which may be shorter), the unit of a

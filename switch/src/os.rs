@@ -105,3 +105,13 @@ pub fn peer_cred(fd: RawFd) -> Result<(u32, u32, u32), Errno> {
     let u = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     Ok((u(0), u(4), u(8)))
 }
+
+/// SIGTERM to a child process the switch started (a cable's `vde_plug`), by pid.
+pub fn terminate(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child's, not yet
+    // reaped, so it names no other process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+}

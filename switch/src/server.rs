@@ -54,7 +54,7 @@ use crate::core::{self, Core, Egress, Port, PortId, PortKind};
 use crate::mgmt::{self, Action, Line, LineBuf};
 use crate::offload::Coalescer;
 use crate::pcap::PcapWriter;
-use crate::uplink::{self, Sent, Uplink, UplinkSpec};
+use crate::uplink::{self, Sent, Uplink, UplinkUrl};
 use ioth_common::csum;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
 use ioth_common::vde::{self, NativeHello, NativeWelcome, VdeRequest};
@@ -106,9 +106,30 @@ pub struct Config {
     pub max_macs: usize,
     /// Each port keeps the first source address it sent ([`Core::port_lock`]).
     pub port_lock: bool,
-    /// VXLAN uplinks to other hosts, one port each ([`crate::uplink`]).
-    pub uplinks: Vec<UplinkSpec>,
+    /// Uplinks to other hosts, one port each: VXLAN tunnels of the switch's own
+    /// ([`crate::uplink`]) and cables through Debian's `vde_plug` ([`Cable`]).
+    pub uplinks: Vec<UplinkUrl>,
 }
+
+/// An uplink through Debian's `vde_plug` (any vdeplug4 URL the switch does not speak itself):
+/// the switch runs `vde_plug vde://DIR[PORT] URL` on a port it keeps for it, and runs it again
+/// when it exits (after 1 s, doubling up to 30 s while it keeps failing at once). While it is
+/// not connected, the port is there with no one behind it, and `port/print` says why.
+struct Cable {
+    url: String,
+    port: PortId,
+    child: Option<std::process::Child>,
+    started: Instant,
+    next_try: Instant,
+    backoff: Duration,
+    restarts: u32,
+    /// Why it is not connected (`None` while it is).
+    down: Option<String>,
+    /// vde_plug's standard error (its last line is the reason it gives when it exits).
+    err_path: PathBuf,
+}
+
+const CABLE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// How long a failed uplink waits before its socket is opened again.
 const UPLINK_RETRY: Duration = Duration::from_secs(1);
@@ -191,6 +212,11 @@ pub struct Server {
     /// The switch's copies of both ends of each shortcut, by id.
     sc_fds: HashMap<u32, (Fd, Fd)>,
     uplinks: HashMap<PortId, UplinkIo>,
+    cables: Vec<Cable>,
+    /// Scratch space for the segments of a frame too large for its port.
+    segs: Vec<u8>,
+    /// Debian's `vde_plug`, when a cable needs it.
+    vde_plug: Option<PathBuf>,
     /// A refusal for want of a free port was logged since the last port went away (one line
     /// per episode, not one per retrying client).
     full_said: bool,
@@ -266,6 +292,8 @@ pub enum SetupError {
     ShortReply(usize),
     Reply(Errno),
     Welcome(Errno),
+    /// An uplink cannot be set up at all (say, `vde_plug` is missing).
+    Uplink(String),
 }
 
 impl fmt::Display for SetupError {
@@ -327,6 +355,7 @@ impl fmt::Display for SetupError {
             SetupError::ShortReply(n) => write!(f, "short reply ({n} bytes)"),
             SetupError::Reply(e) => write!(f, "reply: {e}"),
             SetupError::Welcome(e) => write!(f, "welcome: {e}"),
+            SetupError::Uplink(e) => write!(f, "{e}"),
         }
     }
 }
@@ -355,7 +384,8 @@ impl std::error::Error for SetupError {
             | SetupError::NotADirectory(_)
             | SetupError::AlreadyRunning(_)
             | SetupError::NotOwner { .. }
-            | SetupError::ShortReply(_) => None,
+            | SetupError::ShortReply(_)
+            | SetupError::Uplink(_) => None,
         }
     }
 }
@@ -391,6 +421,31 @@ fn set_mode(path: &Path, mode: u32, group: Option<u32>) -> Result<(), SetupError
 }
 
 /// Resolve a group given by name or number (names from `/etc/group`).
+/// The URL given to `vde_plug` for a cable: as the user wrote it, except that a `vxvde://`
+/// endpoint gets a 4 MiB receive buffer unless one is given (`rcvbuf=`). Its default (the
+/// system's, 208 KiB) overflows under the bursts of a TCP stream cut into 1500-byte frames,
+/// and every datagram lost there costs a TCP retransmission.
+fn cable_url(url: &str) -> String {
+    if url.starts_with("vxvde://") && !url.contains("rcvbuf=") {
+        format!("{}/rcvbuf={}", url.trim_end_matches('/'), 4 << 20)
+    } else {
+        url.to_string()
+    }
+}
+
+/// `prog` in `PATH`, as a shell would find it.
+fn find_in_path(prog: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_else(|| vec!["/usr/bin".into(), "/bin".into()])
+        .into_iter()
+        .map(|d| d.join(prog))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 pub fn resolve_group(g: &str) -> Result<u32, SetupError> {
     if let Ok(n) = g.parse::<u32>() {
         return Ok(n);
@@ -587,6 +642,9 @@ impl Server {
             running: true,
             sc_fds: HashMap::new(),
             uplinks: HashMap::new(),
+            cables: Vec::new(),
+            segs: Vec::new(),
+            vde_plug: None,
             full_said: false,
         };
         let mut bound = Vec::new();
@@ -628,7 +686,7 @@ impl Server {
             }
             return Err(e);
         }
-        for spec in &cfg.uplinks {
+        for url in &cfg.uplinks {
             let id = match s.alloc_port(0, false) {
                 Ok(id) => id,
                 Err(e) => {
@@ -636,6 +694,35 @@ impl Server {
                         let _ = std::fs::remove_file(p);
                     }
                     return Err(SetupError::NoPort(e));
+                }
+            };
+            let spec = match url {
+                UplinkUrl::Vxlan(spec) => spec,
+                UplinkUrl::Cable(url) => {
+                    if s.vde_plug.is_none() {
+                        s.vde_plug = find_in_path("vde_plug");
+                    }
+                    if s.vde_plug.is_none() {
+                        for p in &bound {
+                            let _ = std::fs::remove_file(p);
+                        }
+                        return Err(SetupError::Uplink(format!(
+                            "--uplink {url}: needs Debian's vde_plug (package vdeplug), which is not in PATH"
+                        )));
+                    }
+                    s.cables.push(Cable {
+                        url: url.clone(),
+                        port: id,
+                        child: None,
+                        started: Instant::now(),
+                        next_try: Instant::now(),
+                        backoff: UPLINK_RETRY,
+                        restarts: 0,
+                        down: Some("not started yet".into()),
+                        err_path: cfg.dir.join(format!("uplink-{id}.err")),
+                    });
+                    s.cable_placeholder(id);
+                    continue;
                 }
             };
             let up = Uplink::new(spec.clone());
@@ -662,6 +749,127 @@ impl Server {
             s.open_uplink(id);
         }
         Ok(s)
+    }
+
+    /// The port of a cable that is not connected: there, with no one behind it (frames to it
+    /// go nowhere), and `port/print` says why.
+    fn cable_placeholder(&mut self, id: PortId) {
+        let _ = self.core.add_port(
+            id,
+            Port::new(PortKind::Vde, self.cable_url(id), vde::VDE_MAX_FRAME),
+        );
+        self.cable_detail(id);
+    }
+
+    fn cable_url(&self, id: PortId) -> String {
+        self.cables
+            .iter()
+            .find(|c| c.port == id)
+            .map(|c| c.url.clone())
+            .unwrap_or_default()
+    }
+
+    fn cable_detail(&mut self, id: PortId) {
+        let Some(c) = self.cables.iter().find(|c| c.port == id) else {
+            return;
+        };
+        let state = match &c.down {
+            None => "up".to_string(),
+            Some(why) => format!("down ({why})"),
+        };
+        let pid = c.child.as_ref().map_or(0, |ch| ch.id());
+        let line = format!(
+            "UPLINK: {state} cable {} vde_plug pid {pid} restarts {}",
+            c.url, c.restarts
+        );
+        if let Some(p) = self.core.port_mut(id) {
+            p.detail = vec![line];
+        }
+    }
+
+    /// Start the cables whose time has come; notice the ones whose `vde_plug` exited. Runs in
+    /// the process that serves (after `--daemon`'s fork), from the loop.
+    fn supervise_cables(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.cables.len() {
+            let c = &mut self.cables[i];
+            let id = c.port;
+            if let Some(ch) = &mut c.child {
+                let Ok(Some(status)) = ch.try_wait() else {
+                    continue;
+                };
+                let said = std::fs::read_to_string(&c.err_path).unwrap_or_default();
+                let last = said
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                let why = format!(
+                    "vde_plug exited, {status}{}{last}",
+                    if last.is_empty() { "" } else { ": " }
+                );
+                if c.down.as_deref() != Some(why.as_str()) {
+                    log::error!("port {id}: uplink {}: {why}; running it again", c.url);
+                }
+                c.child = None;
+                c.restarts += 1;
+                c.backoff = if now.duration_since(c.started) > Duration::from_secs(10) {
+                    UPLINK_RETRY
+                } else {
+                    (c.backoff * 2).min(CABLE_RETRY_MAX)
+                };
+                c.next_try = now + c.backoff;
+                c.down = Some(why);
+                self.cable_detail(id);
+                continue;
+            }
+            if now < c.next_try {
+                continue;
+            }
+            let (Some(vde_plug), Ok(err)) = (&self.vde_plug, std::fs::File::create(&c.err_path))
+            else {
+                continue;
+            };
+            let spawned = std::process::Command::new(vde_plug)
+                .arg(format!("vde://{}[{id}]", self.cfg.dir.display()))
+                .arg(cable_url(&c.url))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(err)
+                .spawn();
+            c.started = now;
+            match spawned {
+                Ok(ch) => {
+                    log::info!("port {id}: uplink {}: vde_plug pid {}", c.url, ch.id());
+                    c.child = Some(ch);
+                    if c.down.is_some() {
+                        c.down = Some("vde_plug started, not connected yet".into());
+                    }
+                }
+                Err(e) => {
+                    c.backoff = (c.backoff * 2).min(CABLE_RETRY_MAX);
+                    c.next_try = now + c.backoff;
+                    c.down = Some(format!("cannot run vde_plug: {e}"));
+                }
+            }
+            self.cable_detail(id);
+        }
+    }
+
+    /// Stop every cable's `vde_plug` (at exit).
+    fn stop_cables(&mut self) {
+        for c in &mut self.cables {
+            if let Some(mut ch) = c.child.take() {
+                crate::os::terminate(ch.id());
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < deadline && matches!(ch.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = ch.kill();
+                let _ = ch.wait();
+            }
+            let _ = std::fs::remove_file(&c.err_path);
+        }
     }
 
     /// Open an uplink's socket and watch it; on failure say why (once per distinct reason)
@@ -869,6 +1077,7 @@ impl Server {
 
     /// Run until shutdown (signal or console), then clean up the directory.
     pub fn run(mut self) {
+        self.supervise_cables();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut last_tick = Instant::now();
         while self.running {
@@ -914,6 +1123,7 @@ impl Server {
         }
         let now_ms = self.now_ms();
         self.core.expire(now_ms);
+        self.supervise_cables();
         let ids: Vec<PortId> = self.uplinks.keys().copied().collect();
         for id in ids {
             let Some(u) = self.uplinks.get_mut(&id) else {
@@ -930,14 +1140,17 @@ impl Server {
 
     fn cleanup(&mut self) {
         log::info!("shutting down");
+        // The directory first: a switch started on it while this one waits for its cables
+        // to stop must not lose its sockets to this one's cleanup.
+        for (_, path) in &self.listeners {
+            let _ = std::fs::remove_file(path);
+        }
+        self.stop_cables();
         let ids: Vec<PortId> = self.ports.keys().copied().collect();
         self.core.revoke_all();
         self.end_revoked();
         for id in ids {
             self.remove_port(id);
-        }
-        for (_, path) in &self.listeners {
-            let _ = std::fs::remove_file(path);
         }
         if let Some(p) = self.pcap.take() {
             let _ = p.into_inner();
@@ -1123,6 +1336,36 @@ impl Server {
     }
 
     fn setup_vde(&mut self, ctl: Fd, req: VdeRequest) -> Result<(), SetupError> {
+        let (peer_pid, _, _) = crate::os::peer_cred(ctl.raw()).map_err(SetupError::PeerCred)?;
+        // A cable's own vde_plug takes the port kept for it; nobody else can.
+        let cable = self.cables.iter().position(|c| {
+            req.port != 0
+                && c.port == req.port
+                && c.child.as_ref().is_some_and(|ch| ch.id() == peer_pid)
+                && !self.ports.contains_key(&c.port)
+        });
+        if cable.is_some() {
+            self.core.remove_port(req.port);
+        }
+        let r = self.setup_vde_port(ctl, req);
+        if let Some(i) = cable {
+            let id = self.cables[i].port;
+            if r.is_ok() {
+                self.cables[i].down = None;
+                let url = self.cables[i].url.clone();
+                log::info!("port {id}: uplink {url} connected");
+                if let Some(p) = self.core.port_mut(id) {
+                    p.description = url;
+                }
+            } else {
+                self.cable_placeholder(id);
+            }
+            self.cable_detail(id);
+        }
+        r
+    }
+
+    fn setup_vde_port(&mut self, ctl: Fd, req: VdeRequest) -> Result<(), SetupError> {
         let id = self.alloc_port(req.port, req.port0).map_err(|error| {
             if error == Errno(libc::ENOSPC) {
                 self.said_full(&req.description);
@@ -1280,6 +1523,10 @@ impl Server {
         self.core.remove_port(id);
         self.end_revoked();
         log::info!("port {id}: removed");
+        if let Some(c) = self.cables.iter_mut().find(|c| c.port == id) {
+            c.down = Some("vde_plug disconnected".into());
+            self.cable_placeholder(id);
+        }
     }
 
     fn port_ctl_ready(&mut self, id: PortId) {
@@ -1471,6 +1718,31 @@ impl Server {
             }
             return;
         }
+        let max = self.core.port(port).map_or(usize::MAX, |p| p.max_frame);
+        if bytes.len() > max {
+            // TCP too large for this port (the core let only such frames through): cut it
+            // into segments that fit, an untagged one into 1500-byte IP packets on a VDE port
+            // (the far side is a kernel or a VM with the usual MTU), as a NIC's TSO does.
+            let tagged = bytes.len() >= 14 && bytes[12..14] == [0x81, 0x00];
+            let limit = if tagged { max } else { max - 4 };
+            let mut segs = std::mem::take(&mut self.segs);
+            segs.clear();
+            match crate::offload::segment(bytes, limit, &[], &mut segs) {
+                Some(unit) => {
+                    for seg in segs.chunks(unit) {
+                        self.deliver_frame(port, seg);
+                    }
+                }
+                None => self.core.note_rx_oversize(port),
+            }
+            self.segs = segs;
+            return;
+        }
+        self.deliver_frame(port, bytes);
+    }
+
+    /// Send one frame to a port now, or queue it (bounded) until the port takes it.
+    fn deliver_frame(&mut self, port: PortId, bytes: &[u8]) {
         let Some(pio) = self.ports.get_mut(&port) else {
             return;
         };

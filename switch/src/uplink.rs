@@ -92,7 +92,36 @@ fn parse_num<T: std::str::FromStr>(url: &str, key: &str, v: &str) -> Result<T, S
         .map_err(|_| format!("{url}: {key}={v:?} is not a valid number"))
 }
 
-/// Parse an uplink URL (`vxlan://…`). Errors say what is wrong, with the URL.
+/// An `--uplink` as given: a VXLAN tunnel of the switch's own, or any other vdeplug4 URL,
+/// reached through Debian's `vde_plug` as a cable the switch runs and supervises.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UplinkUrl {
+    Vxlan(UplinkSpec),
+    Cable(String),
+}
+
+/// Parse an uplink URL. Errors say what is wrong, with the URL.
+pub fn parse_url(url: &str) -> Result<UplinkUrl, String> {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(format!(
+            "{url:?}: an uplink is a URL such as vxlan://239.0.0.1/vni=42, vxlan://10.0.0.2 or \
+             any vdeplug4 URL (vxvde://, slirp://, tap://, udp://…)"
+        ));
+    };
+    if scheme == "vxlan" {
+        return parse(url).map(UplinkUrl::Vxlan);
+    }
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(format!("{url}: {scheme:?} is not a vdeplug4 URL scheme"));
+    }
+    Ok(UplinkUrl::Cable(url.to_string()))
+}
+
+/// Parse a `vxlan://` URL. Errors say what is wrong, with the URL.
 pub fn parse(url: &str) -> Result<UplinkSpec, String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
@@ -100,9 +129,7 @@ pub fn parse(url: &str) -> Result<UplinkSpec, String> {
         ));
     };
     if scheme != "vxlan" {
-        return Err(format!(
-            "{url}: unknown uplink type {scheme:?} (this switch speaks vxlan://)"
-        ));
+        return Err(format!("{url}: not a vxlan:// URL"));
     }
     let mut parts = rest.split('/');
     let first = parts.next().unwrap_or("");
@@ -587,9 +614,23 @@ mod tests {
         let s = parse("vxlan://[fd99::2]/vni=7").unwrap();
         assert_eq!(s.addrs, vec!["fd99::2".parse::<IpAddr>().unwrap()]);
         assert_eq!(s.overhead(), 56);
+        assert_eq!(
+            parse_url("vxvde://239.0.0.1/vni=3"),
+            Ok(UplinkUrl::Cable("vxvde://239.0.0.1/vni=3".into()))
+        );
+        assert!(matches!(
+            parse_url("vxlan://10.0.0.2"),
+            Ok(UplinkUrl::Vxlan(_))
+        ));
+        assert!(parse_url("slirp").unwrap_err().contains("vdeplug4 URL"));
+        assert!(
+            parse_url("s l://x")
+                .unwrap_err()
+                .contains("not a vdeplug4 URL scheme")
+        );
         for (bad, says) in [
             ("vxlan:10.0.0.1", "is a URL"),
-            ("gre://10.0.0.1", "unknown uplink type"),
+            ("gre://10.0.0.1", "not a vxlan:// URL"),
             ("vxlan://10.0.0.1/vni=16777216", "24 bits"),
             ("vxlan://10.0.0.1/vni=x", "not a valid number"),
             ("vxlan://10.0.0.1/ttl=0", "ttl"),

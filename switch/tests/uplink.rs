@@ -29,7 +29,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 fn wrong_uplink_urls_stop_the_switch_with_a_clear_error() {
     let tmp = TempDir::new("uplink-bad");
     for (url, says) in [
-        ("gre://10.0.0.1", "unknown uplink type"),
+        ("slirp", "vdeplug4 URL"),
         ("vxlan://10.0.0.1/vni=16777216", "24 bits"),
         ("vxlan://10.0.0.1/colour=red", "unknown option"),
         ("vxlan://nowhere", "not an IPv4 or IPv6 address"),
@@ -115,4 +115,31 @@ fn frames_cross_the_tunnel_and_what_is_not_vxlan_is_counted() {
     let (_, text) = sw.ctl("port/print 1");
     assert!(text.contains("wire_frame 65499"), "{text}");
     assert!(text.contains("max_frame=65536"), "{text}");
+}
+
+#[test]
+fn a_cable_whose_vde_plug_fails_is_shown_down_and_run_again() {
+    if !have(
+        "vde_plug",
+        "a_cable_whose_vde_plug_fails_is_shown_down_and_run_again",
+    ) {
+        return;
+    }
+    // vde_plug knows no such plugin: it exits at once, saying so.
+    let sw = Switch::start(&["--uplink", "nosuch://nowhere"]);
+    wait_until("two runs of vde_plug", || {
+        let (_, text) = sw.ctl("port/print 1");
+        text.contains("UPLINK: down (vde_plug exited")
+            && numbers_after(&text, "UPLINK:")
+                .last()
+                .is_some_and(|r| *r >= 2)
+    });
+    let (_, text) = sw.ctl("port/print 1");
+    assert!(text.contains("cable nosuch://nowhere"), "{text}");
+    // The switch itself goes on: a native port still works.
+    let a = sw.native("a");
+    let b = sw.native("b");
+    let f = frame(BCAST, mac(1), 100, 1);
+    send(&a, &f);
+    assert_eq!(recv(&b, 2000).as_deref(), Some(&f[..]));
 }

@@ -609,12 +609,23 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A file that programs run in the namespace see at `/etc/NAME` (`ip netns exec` binds
+    /// `/etc/netns/NS/NAME` over it), e.g. its own `resolv.conf`; removed on drop.
+    pub fn etc(&self, name: &str, content: &str) {
+        let d = Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(name), content).unwrap();
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .status();
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
     }
 }
 

@@ -717,7 +717,7 @@ impl Core {
                 if *id == ingress {
                     continue;
                 }
-                if len > p.max_frame && !crate::offload::can_segment(frame, p.max_frame) {
+                if len > p.max_frame && !crate::offload::can_cut(frame, p.max_frame) {
                     p.counters.drop_toobig += 1;
                     continue;
                 }
@@ -793,9 +793,10 @@ impl Core {
                 Tagging::Untag => len - 4,
                 Tagging::Tag(_) => len + 4,
             };
-            // Too large: TCP is cut to the port's size where it goes out (the I/O layer, as
-            // a NIC's TSO); anything else is dropped and counted.
-            if out_len > p.max_frame && !crate::offload::can_segment(frame, p.max_frame - 4) {
+            // Too large: TCP is cut into segments, other IP packets into fragments, of the
+            // port's size where it goes out (the I/O layer, as a NIC's offloads); anything
+            // else is dropped and counted.
+            if out_len > p.max_frame && !crate::offload::can_cut(frame, p.max_frame - 4) {
                 p.counters.drop_toobig += 1;
                 continue;
             }

@@ -97,9 +97,107 @@ fn set_len(f: &mut [u8], t: &Tcp, end: usize) {
     }
 }
 
-/// Whether [`segment`] can cut `frame` into frames of at most `max_frame` bytes.
-pub fn can_segment(frame: &[u8], max_frame: usize) -> bool {
+/// Whether [`segment`] or [`fragment`] can cut `frame` into frames of at most `max_frame`
+/// bytes.
+pub fn can_cut(frame: &[u8], max_frame: usize) -> bool {
     parse(frame).is_some_and(|t| max_frame > t.data && t.end > t.data)
+        || ip_layout(frame).is_some_and(|(l3, v4, end)| {
+            end > l3 + if v4 { 20 } else { 40 } && per_fragment(l3, v4, max_frame) >= 8
+        })
+}
+
+/// The IP packet of `frame` that [`fragment`] can cut: (offset of the IP header, IPv4?, end
+/// of the packet). IPv4 without options and not a fragment already; IPv6 without extension
+/// headers.
+fn ip_layout(f: &[u8]) -> Option<(usize, bool, usize)> {
+    if f.len() < 14 {
+        return None;
+    }
+    let (ethertype, l3) = match be16(f, 12) {
+        0x8100 if f.len() >= 18 => (be16(f, 16), 18),
+        t => (t, 14),
+    };
+    match ethertype {
+        0x0800 => {
+            let ip = f.get(l3..l3 + 20)?;
+            if ip[0] != 0x45 || be16(ip, 6) & 0x3fff != 0 {
+                return None;
+            }
+            let end = l3 + be16(ip, 2) as usize;
+            (end <= f.len() && end >= l3 + 20).then_some((l3, true, end))
+        }
+        0x86dd => {
+            let ip = f.get(l3..l3 + 40)?;
+            // Upper-layer payloads only: TCP, UDP, ICMPv6 and the like, no extension header.
+            if ip[0] >> 4 != 6 || matches!(ip[6], 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140) {
+                return None;
+            }
+            let end = l3 + 40 + be16(ip, 4) as usize;
+            (end <= f.len()).then_some((l3, false, end))
+        }
+        _ => None,
+    }
+}
+
+/// Payload bytes per fragment (a multiple of 8) for frames of `max_frame` bytes.
+fn per_fragment(l3: usize, v4: bool, max_frame: usize) -> usize {
+    let hdr = if v4 { 20 } else { 40 + 8 };
+    (max_frame.saturating_sub(l3 + hdr) / 8) * 8
+}
+
+/// Cut the IP packet in `frame` (one [`segment`] does not take: UDP, ICMP…), too large for
+/// frames of `max_frame` bytes, into IP fragments that fit, as a sending host's network card
+/// does for it (UDP fragmentation offload): IPv4 fragments (offsets, MF, DF cleared, the
+/// given `id`), or IPv6 fragments with a Fragment header (identification `id`). The
+/// checksums of the whole packet are filled first (the first fragment carries the transport
+/// header). Each fragment is appended to `out` after `pre`; returns the size of each `pre` +
+/// fragment except the last, as [`segment`] does. `None`: not such a packet.
+pub fn fragment(
+    frame: &[u8],
+    max_frame: usize,
+    pre: &[u8],
+    out: &mut Vec<u8>,
+    id: u32,
+) -> Option<usize> {
+    let (l3, v4, end) = ip_layout(frame)?;
+    let per = per_fragment(l3, v4, max_frame);
+    let hdr = if v4 { 20 } else { 40 };
+    if per < 8 || end <= l3 + hdr {
+        return None;
+    }
+    let mut whole = frame[..end].to_vec();
+    csum::fill(&mut whole);
+    let payload = &whole[l3 + hdr..];
+    let n = payload.len().div_ceil(per);
+    for (i, chunk) in payload.chunks(per).enumerate() {
+        let more = i + 1 < n;
+        let off = i * per;
+        let at = out.len() + pre.len();
+        out.extend_from_slice(pre);
+        out.extend_from_slice(&whole[..l3 + hdr]);
+        if v4 {
+            out.extend_from_slice(chunk);
+            let f = &mut out[at..];
+            let ip = &mut f[l3..l3 + 20];
+            ip[2..4].copy_from_slice(&((20 + chunk.len()) as u16).to_be_bytes());
+            ip[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+            let fo = ((off / 8) as u16) | if more { 0x2000 } else { 0 };
+            ip[6..8].copy_from_slice(&fo.to_be_bytes());
+            // Only the header's checksum: the transport one is in the first fragment.
+            csum::fill(f);
+        } else {
+            let next = whole[l3 + 6];
+            let fo = ((off / 8) as u16) << 3 | u16::from(more);
+            let fo = fo.to_be_bytes();
+            let idb = id.to_be_bytes();
+            out.extend_from_slice(&[next, 0, fo[0], fo[1], idb[0], idb[1], idb[2], idb[3]]);
+            out.extend_from_slice(chunk);
+            let f = &mut out[at..];
+            f[l3 + 4..l3 + 6].copy_from_slice(&((8 + chunk.len()) as u16).to_be_bytes());
+            f[l3 + 6] = 44;
+        }
+    }
+    Some(pre.len() + l3 + hdr + if v4 { 0 } else { 8 } + per)
 }
 
 /// If `frame` is TCP that can be cut into frames of at most `max_frame` bytes, append each
@@ -345,6 +443,87 @@ mod tests {
         }
     }
 
+    /// A UDP frame (IPv4 or IPv6) carrying `payload`, checksums left zero as a node sends.
+    fn udp_frame(v4: bool, payload: &[u8]) -> Vec<u8> {
+        let mut f = tcp_frame(v4, 0, ACK, &[]);
+        let l3 = 14;
+        let l4 = if v4 { l3 + 20 } else { l3 + 40 };
+        f.truncate(l4);
+        if v4 {
+            f[l3 + 9] = 17;
+            f[l3 + 6] = 0x40; // DF, as smoltcp sends
+            f[l3 + 2..l3 + 4].copy_from_slice(&((20 + 8 + payload.len()) as u16).to_be_bytes());
+            f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+        } else {
+            f[l3 + 6] = 17;
+            f[l3 + 4..l3 + 6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        }
+        let mut udp = vec![0u8; 8];
+        udp[0..2].copy_from_slice(&5353u16.to_be_bytes());
+        udp[2..4].copy_from_slice(&9999u16.to_be_bytes());
+        udp[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&udp);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn large_datagrams_become_fragments_that_reassemble_to_the_checksummed_original() {
+        for v4 in [true, false] {
+            let data = payload(8000);
+            let f = udp_frame(v4, &data);
+            let mut whole = f.clone();
+            csum::fill(&mut whole);
+            assert!(can_cut(&f, 1464));
+            let pre = [7u8; 8];
+            let mut out = Vec::new();
+            let unit = fragment(&f, 1464, &pre, &mut out, 0x1234_5678).unwrap();
+            let l3 = 14;
+            let hdr = if v4 { 20 } else { 48 };
+            let mut body = vec![0u8; 0];
+            let mut pieces = 0;
+            for d in out.chunks(unit) {
+                assert_eq!(&d[..8], &pre);
+                let g = &d[8..];
+                assert!(g.len() <= 1464);
+                assert_eq!(g[..l3], whole[..l3]);
+                let (off, more) = if v4 {
+                    assert_eq!(be16(g, l3 + 4), 0x5678, "the id");
+                    let fo = be16(g, l3 + 6);
+                    assert_eq!(fo & 0x4000, 0, "DF cleared");
+                    let mut again = g.to_vec();
+                    csum::fill(&mut again);
+                    assert_eq!(again, g, "header checksum right");
+                    (((fo & 0x1fff) as usize) * 8, fo & 0x2000 != 0)
+                } else {
+                    assert_eq!(g[l3 + 6], 44, "a fragment header follows");
+                    assert_eq!(g[l3 + 40], 17, "then UDP");
+                    assert_eq!(be32(g, l3 + 44), 0x1234_5678);
+                    let fo = be16(g, l3 + 42);
+                    (((fo >> 3) as usize) * 8, fo & 1 != 0)
+                };
+                assert_eq!(off, body.len(), "in order, no gap");
+                body.extend_from_slice(&g[l3 + hdr..]);
+                pieces += 1;
+                assert_eq!(
+                    more,
+                    body.len() < whole.len() - l3 - if v4 { 20 } else { 40 }
+                );
+            }
+            assert!(pieces >= 6);
+            // Reassembled: the original datagram with its checksum filled in.
+            let l4 = l3 + if v4 { 20 } else { 40 };
+            assert_eq!(body, whole[l4..], "v4 {v4}");
+        }
+        // Already a fragment, or IPv4 with options: left alone.
+        let mut frag = udp_frame(true, &payload(3000));
+        frag[14 + 6] = 0x20;
+        assert!(fragment(&frag, 1464, &[], &mut Vec::new(), 1).is_none());
+        let mut opts = udp_frame(true, &payload(3000));
+        opts[14] = 0x46;
+        assert!(fragment(&opts, 1464, &[], &mut Vec::new(), 1).is_none());
+    }
+
     #[test]
     fn what_is_not_plain_tcp_data_is_neither_cut_nor_joined() {
         let mut out = Vec::new();
@@ -352,6 +531,9 @@ mod tests {
         let mut udp = tcp_frame(true, 1, ACK, &payload(3000));
         udp[23] = 17;
         assert_eq!(segment(&udp, 1464, &[], &mut out), None);
+        for n in 0..udp.len() {
+            let _ = fragment(&udp[..n], 100, &[], &mut Vec::new(), 1);
+        }
         let mut frag = tcp_frame(true, 1, ACK, &payload(3000));
         frag[20] = 0x20;
         assert_eq!(segment(&frag, 1464, &[], &mut out), None);

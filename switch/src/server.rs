@@ -215,6 +215,8 @@ pub struct Server {
     cables: Vec<Cable>,
     /// Scratch space for the segments of a frame too large for its port.
     segs: Vec<u8>,
+    /// The last IP fragment identification used on a VDE port.
+    frag_id: u32,
     /// Debian's `vde_plug`, when a cable needs it.
     vde_plug: Option<PathBuf>,
     /// A refusal for want of a free port was logged since the last port went away (one line
@@ -644,6 +646,7 @@ impl Server {
             uplinks: HashMap::new(),
             cables: Vec::new(),
             segs: Vec::new(),
+            frag_id: sys::random_u64() as u32,
             vde_plug: None,
             full_said: false,
         };
@@ -948,11 +951,12 @@ impl Server {
                 u.up.max_frame
             ),
             format!(
-                "TUNNEL: learned {} bad {} tx_errors {} segmented {} joined {}",
+                "TUNNEL: learned {} bad {} tx_errors {} segmented {} fragmented {} joined {}",
                 u.up.learned(),
                 st.bad,
                 st.tx_errors,
                 st.segmented,
+                st.fragmented,
                 st.joined
             ),
         ];
@@ -1720,14 +1724,18 @@ impl Server {
         }
         let max = self.core.port(port).map_or(usize::MAX, |p| p.max_frame);
         if bytes.len() > max {
-            // TCP too large for this port (the core let only such frames through): cut it
-            // into segments that fit, an untagged one into 1500-byte IP packets on a VDE port
-            // (the far side is a kernel or a VM with the usual MTU), as a NIC's TSO does.
+            // An IP packet too large for this port (the core let only such frames through):
+            // TCP cut into segments, anything else into IP fragments, untagged ones into
+            // 1500-byte IP packets on a VDE port (the far side is a kernel or a VM with the
+            // usual MTU), as a NIC's offloads do.
             let tagged = bytes.len() >= 14 && bytes[12..14] == [0x81, 0x00];
             let limit = if tagged { max } else { max - 4 };
             let mut segs = std::mem::take(&mut self.segs);
             segs.clear();
-            match crate::offload::segment(bytes, limit, &[], &mut segs) {
+            self.frag_id = self.frag_id.wrapping_add(1);
+            let cut = crate::offload::segment(bytes, limit, &[], &mut segs)
+                .or_else(|| crate::offload::fragment(bytes, limit, &[], &mut segs, self.frag_id));
+            match cut {
                 Some(unit) => {
                     for seg in segs.chunks(unit) {
                         self.deliver_frame(port, seg);

@@ -24,7 +24,9 @@
 //! header): the interface's MTU with `if=`, the route's MTU towards a unicast peer, 1500
 //! otherwise. The nodes keep their 64 KiB frames: a larger TCP frame is cut into segments
 //! that fit ([`crate::offload::segment`], as a NIC's TSO), sent with one system call per
-//! 64 KiB (`UDP_SEGMENT`); other frames too large are dropped and counted (`toobig`).
+//! 64 KiB (`UDP_SEGMENT`); another IP packet too large (a UDP datagram, an ICMP echo) is cut
+//! into IP fragments ([`crate::offload::fragment`], as a NIC's UDP fragmentation offload);
+//! what is neither is dropped and counted (`toobig`).
 //! Datagrams are received up to 64 per system call (`recvmmsg`; with `UDP_GRO`, a run of
 //! datagrams from one sender, such as a peer's offloaded send, is one of them), and the
 //! switch glues
@@ -225,6 +227,8 @@ pub struct UplinkStats {
     pub tx_errors: u64,
     /// TCP frames cut into segments that fit the wire.
     pub segmented: u64,
+    /// Other IP packets cut into fragments that fit the wire.
+    pub fragmented: u64,
     /// Received segments glued onto the one before (counted by the server).
     pub joined: u64,
 }
@@ -255,6 +259,8 @@ pub struct Uplink {
     pub max_frame: usize,
     buf: Vec<u8>,
     got: Vec<sys::UdpGot>,
+    /// The last fragment identification used.
+    frag_id: u32,
 }
 
 /// What [`Uplink::send`] did with a frame.
@@ -321,6 +327,7 @@ impl Uplink {
             max_frame: 0,
             buf: Vec::with_capacity(HDR + 65536),
             got: Vec::with_capacity(BATCH),
+            frag_id: sys::random_u64() as u32,
         };
         u.max_frame = u.wire_frame();
         u
@@ -560,7 +567,17 @@ impl Uplink {
                     self.stats.segmented += 1;
                     unit
                 }
-                None => return Ok(Sent::TooBig),
+                None => {
+                    self.frag_id = self.frag_id.wrapping_add(1);
+                    let id = self.frag_id;
+                    match offload::fragment(frame, self.max_frame, &self.hdr, &mut self.buf, id) {
+                        Some(unit) => {
+                            self.stats.fragmented += 1;
+                            unit
+                        }
+                        None => return Ok(Sent::TooBig),
+                    }
+                }
             }
         };
         let dst: [u8; 6] = frame[..6].try_into().unwrap_or_default();

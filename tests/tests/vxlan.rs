@@ -47,6 +47,52 @@ http {{ sendfile on; access_log off; client_body_temp_path {d}/tmp/b; proxy_temp
     p
 }
 
+/// The datagram [`big_datagram`] sends: 8000 bytes.
+const DATAGRAM: &str = "bytes(range(256)) * 31 + bytes(64)";
+
+fn datagram_sha() -> String {
+    let mut d: Vec<u8> = (0..=255u8).cycle().take(256 * 31).collect();
+    d.extend_from_slice(&[0; 64]);
+    sha256_bytes(&d)
+}
+
+/// One 8000-byte UDP datagram from the program `sender` runs (python3) to `to_ip` port 9999,
+/// where the one `receiver` runs listens; the sha256 of what arrived. The sender repeats
+/// (the first may go while the neighbour is being resolved) until the receiver has one.
+fn big_datagram(mut receiver: Command, mut sender: Command, to_ip: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let fam = if to_ip.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    receiver
+        .arg("-c")
+        .arg(format!(
+            "import socket, hashlib\n\
+             s = socket.socket(socket.{fam}, socket.SOCK_DGRAM)\n\
+             s.bind(('{to_ip}', 9999)); s.settimeout(30)\n\
+             print('ready', flush=True)\n\
+             d, _ = s.recvfrom(65535)\n\
+             print(hashlib.sha256(d).hexdigest(), flush=True)\n"
+        ))
+        .stdout(std::process::Stdio::piped());
+    let mut r = receiver.spawn().unwrap();
+    let mut lines = BufReader::new(r.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    sender.arg("-c").arg(format!(
+        "import socket, time\n\
+         s = socket.socket(socket.{fam}, socket.SOCK_DGRAM)\n\
+         for _ in range(50):\n    s.sendto({DATAGRAM}, ('{to_ip}', 9999)); time.sleep(0.2)\n"
+    ));
+    let mut snd = sender.stdout(std::process::Stdio::null()).spawn().unwrap();
+    let got = lines.next().map(|l| l.unwrap()).unwrap_or_default();
+    let _ = snd.kill();
+    let _ = snd.wait();
+    let _ = r.wait();
+    got
+}
+
 /// `curl URL` (run by `c`) into `out`; its sha256.
 fn curl_sha(mut c: Command, url: &str, out: &Path) -> String {
     c.args(["-sSf", "-m", "120", "-o"]).arg(out).arg(url);
@@ -151,8 +197,43 @@ fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
         );
     }
 
+    // Datagrams and echoes larger than the wire: the kernel fragments its own, the switch
+    // fragments the nodes' (their MTU is 64 KiB), and each side reassembles.
+    let o = run_ok(
+        b.exec("ping")
+            .args(["-c", "2", "-i", "0.2", "-s", "4000", "10.1.0.1"]),
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(" 0% packet loss"),
+        "ping -s 4000: {}",
+        text(&o)
+    );
+    for (node_ip, kernel_ip) in [("10.1.0.7", "10.1.0.2"), ("fd01::7", "fd01::2")] {
+        let got = big_datagram(
+            b.exec("python3"),
+            as_node("python3", &sw, &rundir, node_ip),
+            kernel_ip,
+        );
+        assert_eq!(
+            got,
+            datagram_sha(),
+            "a node's 8000-byte datagram to {kernel_ip}"
+        );
+    }
+    let got = big_datagram(
+        as_node("python3", &sw, &rundir, "10.1.0.8"),
+        b.exec("python3"),
+        "10.1.0.8",
+    );
+    assert_eq!(
+        got,
+        datagram_sha(),
+        "the kernel's 8000-byte datagram to a node"
+    );
+
     let print = switch_ctl(&sw, "port/print 1");
     assert!(print.contains("kind=vxlan"), "{print}");
+    assert!(counter(&print, "fragmented") >= 2, "{print}");
     assert!(
         print.contains("UPLINK: up remote 10.99.0.2 port 4789 vni 42"),
         "{print}"

@@ -477,7 +477,11 @@ impl SwitchDevice {
         let Ok(mac) = <[u8; 6]>::try_from(&f[6..12]) else {
             return;
         };
-        if mac[0] & 1 != 0 || self.cut_macs.get(&ip) == Some(&mac) {
+        // Only from frames sent to us: the switch offers a shortcut just before the first
+        // unicast frame between two nodes, so once one came, the offer (if any) is here too
+        // and a connect need not wait for it. A broadcast (a node's announcement at start)
+        // would make the address known before any offer could come.
+        if f[0] & 1 != 0 || mac[0] & 1 != 0 || self.cut_macs.get(&ip) == Some(&mac) {
             return;
         }
         if self.cut_macs.len() >= 4096 {

@@ -349,7 +349,7 @@ pub fn solicitation(mac: [u8; 6], src: IpAddr, target: IpAddr, out: &mut Vec<u8>
     }
 }
 
-/// The frame that tells the LAN "`addr` is at `mac`", sent when a node starts or plugs in
+/// The frame that tells the LAN "`addr` is at `mac`", for a node that starts or plugs in
 /// again, so that switches and neighbours that knew the address elsewhere (a node that moved
 /// to another host) learn where it is now: for IPv4 a gratuitous ARP request (sender and
 /// target both `addr`, to everyone), as Linux sends with `arp_notify`; for IPv6 an

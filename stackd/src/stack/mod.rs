@@ -587,11 +587,16 @@ impl<D: Link> Stack<D> {
     }
 }
 
-/// Tell the LAN that `addrs` are at `mac` (`frame::announcement`): switches and neighbours
-/// that knew them elsewhere (a node that moved) learn where they are now.
+/// Tell the LAN that the IPv4 addresses among `addrs` are at `mac` (`frame::announcement`):
+/// switches and neighbours that knew them elsewhere (a node that moved) learn where they are
+/// now. Not the IPv6 ones: an unsolicited advertisement fills the neighbour caches of the
+/// smoltcp nodes that hear it, while nodes that start later never hear ours, and smoltcp
+/// drops the packet (an echo reply, a SYN-ACK) that waits for a neighbour instead of
+/// queueing it: the first exchange after it would be lost. An IPv6 node's multicast listener
+/// reports at start teach the switches where it is all the same.
 fn announce<D: Link>(dev: &mut D, mac: [u8; 6], addrs: &[IpAddr]) {
     let mut f = Vec::new();
-    for a in addrs {
+    for a in addrs.iter().filter(|a| a.is_ipv4()) {
         if frame::announcement(mac, *a, &mut f) {
             dev.send_now(&f);
         }

@@ -8,7 +8,9 @@
 //!   name through slirp's DNS forwarder (10.0.2.3 -> dnsmasq) and fetches from the host's
 //!   loopback through the host alias 10.0.2.2 (sha256);
 //! * the other way, `tcpfwd=8080:10.0.2.50:80` forwards the host's port 8080 to an nginx node
-//!   (a kernel curl on the host gets its file, sha256).
+//!   (a kernel curl on the host gets its file, sha256);
+//! * `--uplink tap://IFACE` bridges the LAN to a kernel tap interface (root): the kernel
+//!   pings a node and sends it a TCP stream (sha256).
 //!
 //! Needs root (namespaces), vde_plug and libvdeplug-slirp; skipped otherwise.
 
@@ -159,4 +161,62 @@ http {{ sendfile on; access_log off; client_body_temp_path {0}/tmp/b; proxy_temp
         // SAFETY: stopping a stack daemon this test's nodes started (its run dir is ours).
         unsafe { libc::kill(p, libc::SIGTERM) };
     }
+}
+
+#[test]
+fn a_root_switch_bridges_the_lan_to_a_kernel_tap_interface() {
+    let Some(host) = Netns::new("tap") else {
+        return skip("not root: cannot make network namespaces");
+    };
+    if !have("vde_plug") || !have("ping") || !have("python3") {
+        return skip("vde_plug, ping or python3 missing");
+    }
+    let tmp = TempDir::new("tap");
+    // The tap interface exists first (as `ip tuntap` makes it for a user), then the switch
+    // in the namespace attaches to it through vde_plug.
+    host.ip(&["tuntap", "add", "dev", "iotap0", "mode", "tap"]);
+    host.ip(&["addr", "add", "10.4.0.2/24", "dev", "iotap0"]);
+    host.ip(&["link", "set", "iotap0", "up"]);
+    let sw = tmp.join("sw");
+    let _switch = ioth_switch_in(&host, &sw, &["--uplink", "tap://iotap0"]);
+    wait_for(Duration::from_secs(10), "the tap uplink up", || {
+        switch_ctl(&sw, "port/print 1")
+            .contains("UPLINK: up cable tap://")
+            .then_some(())
+    });
+    let n = node(&sw, "10.4.0.1/24", &tmp.join("n.ctl"));
+    // The kernel reaches the node through its tap interface, and the node the kernel.
+    wait_for(
+        Duration::from_secs(20),
+        "the node answering the kernel's ping",
+        || {
+            run(host.exec("ping").args(["-c", "1", "-W", "1", "10.4.0.1"]))
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let mut c = Command::new(bin("iothctl"));
+    c.arg("--ctl")
+        .arg(&n.ctl)
+        .args(["ping", "-c", "3", "10.4.0.2"]);
+    let o = run_for(30, c);
+    assert!(o.status.success(), "ping the kernel: {}", text(&o));
+    // A TCP stream from the kernel to the node (python on the kernel side, iothctl on the
+    // node's), checked by sha256.
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let out = tmp.join("out");
+    let mut server = iothctl_listen(&n.ctl, "0.0.0.0", 7001, &out);
+    let src = tmp.join("in");
+    std::fs::write(&src, &data).unwrap();
+    let send = run(host.exec("python3").arg("-c").arg(format!(
+        "import socket; s = socket.create_connection(('10.4.0.1', 7001), timeout=30); \
+         s.sendall(open('{}', 'rb').read()); s.close()",
+        src.display()
+    )));
+    assert!(send.status.success(), "kernel sender: {}", text(&send));
+    assert!(server.wait().unwrap().success());
+    assert_eq!(sha256_file(&out), sha256_bytes(&data));
 }

@@ -246,8 +246,21 @@ pub(crate) const MAX_DECOMPRESSED_LEN: usize = 1500;
 pub(crate) enum FragKey {
     #[cfg(feature = "proto-ipv4-fragmentation")]
     Ipv4(Ipv4FragKey),
+    #[cfg(feature = "proto-ipv6-fragmentation")]
+    Ipv6(Ipv6FragKey),
     #[cfg(feature = "proto-sixlowpan-fragmentation")]
     Sixlowpan(SixlowpanFragKey),
+}
+
+/// What identifies the fragments of one IPv6 packet (RFC 8200, section 4.5): its source and
+/// destination addresses and the Fragment header's identification.
+#[cfg(feature = "proto-ipv6-fragmentation")]
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) struct Ipv6FragKey {
+    pub(crate) id: u32,
+    pub(crate) src_addr: Ipv6Address,
+    pub(crate) dst_addr: Ipv6Address,
 }
 
 pub(crate) struct FragmentsBuffer {

@@ -192,8 +192,11 @@ impl InterfaceInner {
         meta: PacketMeta,
         source_hardware_addr: HardwareAddress,
         ipv6_packet: &Ipv6Packet<&'frame [u8]>,
+        #[cfg_attr(not(feature = "proto-ipv6-fragmentation"), allow(unused_variables))]
+        frag: Option<&'frame mut FragmentsBuffer>,
     ) -> Option<Packet<'frame>> {
-        let ipv6_repr = check!(Ipv6Repr::parse(ipv6_packet));
+        #[cfg_attr(not(feature = "proto-ipv6-fragmentation"), allow(unused_mut))]
+        let mut ipv6_repr = check!(Ipv6Repr::parse(ipv6_packet));
 
         if !ipv6_repr.src_addr.x_is_unicast() {
             // Discard packets with non-unicast source addresses.
@@ -208,6 +211,45 @@ impl InterfaceInner {
             }
         } else {
             (ipv6_repr.next_header, ipv6_packet.payload())
+        };
+
+        // A fragment: keep it until the whole packet is there (RFC 8200, section 4.5), as
+        // IPv4 fragments are kept; then go on with the reassembled payload.
+        #[cfg(feature = "proto-ipv6-fragmentation")]
+        let (next_header, ip_payload) = if next_header == IpProtocol::Ipv6Frag {
+            let Some(frag) = frag else {
+                net_debug!("IPv6 fragment without a reassembly buffer");
+                return None;
+            };
+            let ext = check!(Ipv6ExtHeader::new_checked(ip_payload));
+            let header = check!(Ipv6FragmentHeader::new_checked(ext.payload()));
+            // The Fragment header is 8 bytes: what follows is this fragment's data.
+            let data = check!(ip_payload.get(8..).ok_or(Error));
+            let offset = header.frag_offset() as usize * 8;
+            let key = FragKey::Ipv6(super::super::fragmentation::Ipv6FragKey {
+                id: header.ident(),
+                src_addr: ipv6_repr.src_addr,
+                dst_addr: ipv6_repr.dst_addr,
+            });
+            let f = match frag.assembler.get(&key, self.now + frag.reassembly_timeout) {
+                Ok(f) => f,
+                Err(_) => {
+                    net_debug!("No available packet assembler for fragmented packet");
+                    return None;
+                }
+            };
+            if !header.more_frags() {
+                check!(f.set_total_size(offset + data.len()));
+            }
+            if let Err(e) = f.add(data, offset) {
+                net_debug!("fragmentation error: {:?}", e);
+                return None;
+            }
+            let payload = f.assemble()?;
+            ipv6_repr.payload_len = payload.len();
+            (ext.next_header(), payload)
+        } else {
+            (next_header, ip_payload)
         };
 
         if !self.has_ip_addr(ipv6_repr.dst_addr)

@@ -95,6 +95,8 @@ impl InterfaceInner {
                 None => HardwareAddress::Ieee802154(Ieee802154Address::Absent),
             },
             &check!(Ipv6Packet::new_checked(payload)),
+            // The buffer holds the decompressed packet: 6LoWPAN reassembles on its own.
+            None,
         )
     }
 

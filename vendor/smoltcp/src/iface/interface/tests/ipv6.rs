@@ -85,7 +85,8 @@ fn any_ip(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         None
     );
@@ -99,7 +100,8 @@ fn any_ip(#[case] medium: Medium) {
                 &mut sockets,
                 PacketMeta::default(),
                 HardwareAddress::default(),
-                &Ipv6Packet::new_checked(&data[..]).unwrap()
+                &Ipv6Packet::new_checked(&data[..]).unwrap(),
+                None
             )
             .is_some()
     );
@@ -128,7 +130,8 @@ fn multicast_source_address(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -177,7 +180,8 @@ fn hop_by_hop_skip_with_icmp(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -213,7 +217,8 @@ fn hop_by_hop_discard_with_icmp(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -268,7 +273,8 @@ fn hop_by_hop_discard_param_problem(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -326,7 +332,8 @@ fn hop_by_hop_discard_with_multicast(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -386,7 +393,8 @@ fn imcp_empty_echo_request(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -447,7 +455,77 @@ fn icmp_echo_request(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
+        ),
+        response
+    );
+}
+
+#[rstest]
+#[case::ip(Medium::Ip)]
+#[cfg(all(feature = "medium-ip", feature = "proto-ipv6-fragmentation"))]
+#[case::ethernet(Medium::Ethernet)]
+#[cfg(all(feature = "medium-ethernet", feature = "proto-ipv6-fragmentation"))]
+fn icmp_echo_request_in_two_fragments(#[case] medium: Medium) {
+    // The echo request of `icmp_echo_request` (19 bytes of ICMPv6), cut after 8 bytes into
+    // two fragments: IPv6 header (next header 44), Fragment header (next header 58, offset,
+    // M flag, identification), data.
+    let icmp = [
+        0x80, 0x0, 0x2c, 0x88, 0x0, 0x2a, 0x1, 0xa4, 0x4c, 0x6f, 0x72, 0x65, 0x6d, 0x20, 0x49,
+        0x70, 0x73, 0x75, 0x6d,
+    ];
+    let fragment = |data: &[u8], offset: usize, more: bool| -> Vec<u8> {
+        let mut p = vec![0x60, 0x0, 0x0, 0x0, 0x0, 0x0, 44, 0x40];
+        p[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&Ipv6Address::new(0xfdbe, 0, 0, 0, 0, 0, 0, 2).octets());
+        p.extend_from_slice(&Ipv6Address::new(0xfdbe, 0, 0, 0, 0, 0, 0, 1).octets());
+        let fo = ((offset / 8) as u16) << 3 | u16::from(more);
+        p.extend_from_slice(&[58, 0]);
+        p.extend_from_slice(&fo.to_be_bytes());
+        p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        p.extend_from_slice(data);
+        p
+    };
+    let first = fragment(&icmp[..8], 0, true);
+    let last = fragment(&icmp[8..], 8, false);
+
+    let response = Some(Packet::new_ipv6(
+        Ipv6Repr {
+            src_addr: Ipv6Address::new(0xfdbe, 0, 0, 0, 0, 0, 0, 0x0001),
+            dst_addr: Ipv6Address::new(0xfdbe, 0, 0, 0, 0, 0, 0, 0x0002),
+            hop_limit: 64,
+            next_header: IpProtocol::Icmpv6,
+            payload_len: 19,
+        },
+        IpPayload::Icmpv6(Icmpv6Repr::EchoReply {
+            ident: 42,
+            seq_no: 420,
+            data: b"Lorem Ipsum",
+        }),
+    ));
+
+    let (mut iface, mut sockets, _device) = setup(medium);
+
+    // The first fragment alone is kept, not answered.
+    assert_eq!(
+        iface.inner.process_ipv6(
+            &mut sockets,
+            PacketMeta::default(),
+            HardwareAddress::default(),
+            &Ipv6Packet::new_checked(&first[..]).unwrap(),
+            Some(&mut iface.fragments)
+        ),
+        None
+    );
+    // With the last one the packet is whole and answered as the unfragmented one is.
+    assert_eq!(
+        iface.inner.process_ipv6(
+            &mut sockets,
+            PacketMeta::default(),
+            HardwareAddress::default(),
+            &Ipv6Packet::new_checked(&last[..]).unwrap(),
+            Some(&mut iface.fragments)
         ),
         response
     );
@@ -495,7 +573,8 @@ fn icmp_echo_reply_as_input(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -544,7 +623,8 @@ fn unknown_proto_with_multicast_dst_address(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -594,7 +674,8 @@ fn unknown_proto(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -639,7 +720,8 @@ fn ndisc_neighbor_advertisement_ethernet(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -696,7 +778,8 @@ fn ndisc_neighbor_advertisement_ethernet_multicast_addr(#[case] medium: Medium) 
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );
@@ -749,7 +832,8 @@ fn ndisc_neighbor_advertisement_ieee802154(#[case] medium: Medium) {
             &mut sockets,
             PacketMeta::default(),
             HardwareAddress::default(),
-            &Ipv6Packet::new_checked(&data[..]).unwrap()
+            &Ipv6Packet::new_checked(&data[..]).unwrap(),
+            None
         ),
         response
     );

@@ -220,15 +220,26 @@ fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
             "a node's 8000-byte datagram to {kernel_ip}"
         );
     }
-    let got = big_datagram(
-        as_node("python3", &sw, &rundir, "10.1.0.8"),
-        b.exec("python3"),
-        "10.1.0.8",
+    for node_ip in ["10.1.0.8", "fd01::8"] {
+        let got = big_datagram(
+            as_node("python3", &sw, &rundir, node_ip),
+            b.exec("python3"),
+            node_ip,
+        );
+        assert_eq!(
+            got,
+            datagram_sha(),
+            "the kernel's 8000-byte datagram to {node_ip}"
+        );
+    }
+    let o = run_ok(
+        b.exec("ping")
+            .args(["-c", "2", "-i", "0.2", "-s", "4000", "fd01::1"]),
     );
-    assert_eq!(
-        got,
-        datagram_sha(),
-        "the kernel's 8000-byte datagram to a node"
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(" 0% packet loss"),
+        "ping -s 4000 over IPv6: {}",
+        text(&o)
     );
 
     let print = switch_ctl(&sw, "port/print 1");

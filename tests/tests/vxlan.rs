@@ -501,3 +501,63 @@ fn ioth_switches_and_a_debian_vde_switch_joined_by_vxvde() {
     let print = switch_ctl(&swa, "port/print 1");
     assert_eq!(counter(&print, "toobig"), 0, "{print}");
 }
+
+#[test]
+fn a_kernel_vxlan_device_on_a_multicast_group_reaches_a_node() {
+    let (Some(a), Some(b)) = (Netns::new("vma"), Netns::new("vmb")) else {
+        return skip("not root: cannot make network namespaces");
+    };
+    if !have("curl") {
+        return skip("curl missing");
+    }
+    let tmp = TempDir::new("vxlan-group");
+    veth(&a, "vma0", "10.94.0.1/24", &b, "vmb0", "10.94.0.2/24");
+    b.ip(&[
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "43",
+        "dstport",
+        "4789",
+        "group",
+        "239.1.4.3",
+        "dev",
+        "vmb0",
+        "ttl",
+        "1",
+    ]);
+    b.ip(&["addr", "add", "10.3.0.2/24", "dev", "vx0"]);
+    b.ip(&["link", "set", "vx0", "up"]);
+    let sw = tmp.join("sw");
+    let _switch = ioth_switch_in(&a, &sw, &["--uplink", "vxlan://239.1.4.3/vni=43/if=vma0"]);
+    let n = node(&sw, "10.3.0.1/24", &tmp.join("n.ctl"));
+    // The kernel floods its first ARP request to the group; the switch learns where the
+    // kernel's MAC is, and its answer goes back unicast.
+    wait_for(Duration::from_secs(20), "the node answering ping", || {
+        run(b.exec("ping").args(["-c", "1", "-W", "1", "10.3.0.1"]))
+            .status
+            .success()
+            .then_some(())
+    });
+    let data: Vec<u8> = (0..(4u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
+        .collect();
+    let out = tmp.join("out");
+    let mut server = iothctl_listen(&n.ctl, "0.0.0.0", 7002, &out);
+    let src = tmp.join("in");
+    std::fs::write(&src, &data).unwrap();
+    let send = run(b.exec("python3").arg("-c").arg(format!(
+        "import socket; s = socket.create_connection(('10.3.0.1', 7002), timeout=30); \
+         s.sendall(open('{}', 'rb').read()); s.close()",
+        src.display()
+    )));
+    assert!(send.status.success(), "kernel sender: {}", text(&send));
+    assert!(server.wait().unwrap().success());
+    assert_eq!(sha256_file(&out), sha256_bytes(&data));
+    let print = switch_ctl(&sw, "port/print 1");
+    assert!(print.contains("UPLINK: up group 239.1.4.3"), "{print}");
+    assert_eq!(counter(&print, "bad"), 0, "{print}");
+}

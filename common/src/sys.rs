@@ -1063,20 +1063,25 @@ fn inet_from_storage(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAddr
     }
 }
 
-/// Send `buf` to `to` on the UDP socket `fd` as datagrams of `seg` bytes each (the last may
-/// be shorter), cut by the kernel (`UDP_SEGMENT`, segmentation offload: one call for many
-/// datagrams). `seg == 0` or `seg >= buf.len()`: one datagram.
-pub fn send_udp_gso(fd: RawFd, buf: &[u8], seg: u16, to: &std::net::SocketAddr) -> Result<usize> {
+/// Send the bytes of `iov` (gathered) to `to` on the UDP socket `fd` as datagrams of `seg`
+/// bytes each (the last may be shorter), cut by the kernel (`UDP_SEGMENT`, segmentation
+/// offload: one call for many datagrams). `seg == 0` or `seg >=` the total: one datagram.
+pub fn send_udp_gso(
+    fd: RawFd,
+    iov: &[IoSlice<'_>],
+    seg: u16,
+    to: &std::net::SocketAddr,
+) -> Result<usize> {
     let (mut ss, slen) = inet_sockaddr(to);
-    let iov = [IoSlice::new(buf)];
+    let total: usize = iov.iter().map(|v| v.len()).sum();
     let mut cbuf = [0u64; 4];
     // SAFETY: msghdr is plain old data.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = &mut ss as *mut _ as *mut libc::c_void;
     msg.msg_namelen = slen;
     msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = 1;
-    if seg > 0 && (seg as usize) < buf.len() {
+    msg.msg_iovlen = iov.len();
+    if seg > 0 && (seg as usize) < total {
         let payload = std::mem::size_of::<u16>() as u32;
         // SAFETY: CMSG_SPACE is a pure computation.
         msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload) } as usize;
@@ -1091,7 +1096,8 @@ pub fn send_udp_gso(fd: RawFd, buf: &[u8], seg: u16, to: &std::net::SocketAddr) 
             std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg);
         }
     }
-    // SAFETY: msg describes a valid address, one iovec and control data of the size given.
+    // SAFETY: msg describes a valid address, iovecs (IoSlice is ABI-compatible with iovec)
+    // and control data of the size given.
     check(unsafe {
         libc::syscall(
             libc::SYS_sendmsg,

@@ -241,6 +241,73 @@ pub fn segment(frame: &[u8], max_frame: usize, pre: &[u8], out: &mut Vec<u8>) ->
     Some(pre.len() + t.data + mss)
 }
 
+/// [`segment`] without copying the payload: for each segment, `pre` and the segment's
+/// headers (checksums computed over the headers and the payload where it lies) are appended to
+/// `hdrs`, and `parts` gets (range in `hdrs`, range in `frame`) of the headers and the payload.
+/// Sent as a gather list (header, payload, header, payload…), the result is byte for byte
+/// what [`segment`] builds. Returns the size of each `pre` + segment but the last, or `None`
+/// as [`segment`] does.
+pub fn segment_parts(
+    frame: &[u8],
+    max_frame: usize,
+    pre: &[u8],
+    hdrs: &mut Vec<u8>,
+    parts: &mut Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+) -> Option<usize> {
+    let t = parse(frame)?;
+    let mss = max_frame.checked_sub(t.data).filter(|m| *m > 0)?;
+    if t.end == t.data {
+        return None;
+    }
+    let seq = be32(frame, t.l4 + 4);
+    let flags = frame[t.l4 + 13];
+    let id = if t.v4 { be16(frame, t.l3 + 4) } else { 0 };
+    let n = (t.end - t.data).div_ceil(mss);
+    // The pseudo-header's addresses and protocol; the length is added per segment.
+    let addrs = if t.v4 {
+        &frame[t.l3 + 12..t.l3 + 20]
+    } else {
+        &frame[t.l3 + 8..t.l3 + 40]
+    };
+    let pseudo = csum::sum(addrs, u64::from(TCP));
+    for i in 0..n {
+        let (a, b) = (t.data + i * mss, (t.data + (i + 1) * mss).min(t.end));
+        let start = hdrs.len();
+        hdrs.extend_from_slice(pre);
+        let h0 = hdrs.len();
+        hdrs.extend_from_slice(&frame[..t.data]);
+        let h = &mut hdrs[h0..];
+        let end = t.data + (b - a);
+        set_len(h, &t, end);
+        if t.v4 {
+            h[t.l3 + 4..t.l3 + 6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+            h[t.l3 + 10..t.l3 + 12].copy_from_slice(&[0, 0]);
+            let c = csum::finish(csum::sum(&h[t.l3..t.l3 + 20], 0));
+            h[t.l3 + 10..t.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        let off = (i * mss) as u32;
+        h[t.l4 + 4..t.l4 + 8].copy_from_slice(&seq.wrapping_add(off).to_be_bytes());
+        let mut fl = flags;
+        if i + 1 < n {
+            fl &= !(FIN | PSH);
+        }
+        if i > 0 {
+            fl &= !CWR;
+        }
+        h[t.l4 + 13] = fl;
+        h[t.l4 + 16..t.l4 + 18].copy_from_slice(&[0, 0]);
+        // The TCP header is a whole number of 32-bit words: its sum and the payload's add.
+        let tcp_len = (end - t.l4) as u64;
+        let c = csum::finish(csum::sum(
+            &frame[a..b],
+            csum::sum(&h[t.l4..t.data], pseudo + tcp_len),
+        ));
+        h[t.l4 + 16..t.l4 + 18].copy_from_slice(&c.to_be_bytes());
+        parts.push((start..hdrs.len(), a..b));
+    }
+    Some(pre.len() + t.data + mss)
+}
+
 /// Builds one frame out of consecutive segments of one TCP connection (see the module
 /// documentation).
 #[derive(Debug, Default)]
@@ -522,6 +589,27 @@ mod tests {
         let mut opts = udp_frame(true, &payload(3000));
         opts[14] = 0x46;
         assert!(fragment(&opts, 1464, &[], &mut Vec::new(), 1).is_none());
+    }
+
+    #[test]
+    fn segment_parts_gather_to_what_segment_builds() {
+        for v4 in [true, false] {
+            for len in [1, 1000, 1410, 1411, 10_000, 65_000] {
+                let big = tcp_frame(v4, 7, ACK | PSH | FIN | CWR, &payload(len));
+                let pre = [3u8; 8];
+                let mut whole = Vec::new();
+                let unit = segment(&big, 1464, &pre, &mut whole).unwrap();
+                let (mut hdrs, mut parts) = (Vec::new(), Vec::new());
+                let unit2 = segment_parts(&big, 1464, &pre, &mut hdrs, &mut parts).unwrap();
+                assert_eq!(unit, unit2);
+                let mut gathered = Vec::new();
+                for (h, p) in &parts {
+                    gathered.extend_from_slice(&hdrs[h.clone()]);
+                    gathered.extend_from_slice(&big[p.clone()]);
+                }
+                assert_eq!(gathered, whole, "v4 {v4} len {len}");
+            }
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ use crate::offload;
 use ioth_common::csum;
 use ioth_common::sys::{self, Errno};
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
@@ -261,6 +262,8 @@ pub struct Uplink {
     got: Vec<sys::UdpGot>,
     /// The last fragment identification used.
     frag_id: u32,
+    /// Where the headers (in `buf`) and the payload (in the frame) of each segment lie.
+    parts: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
 /// What [`Uplink::send`] did with a frame.
@@ -328,6 +331,7 @@ impl Uplink {
             buf: Vec::with_capacity(HDR + 65536),
             got: Vec::with_capacity(BATCH),
             frag_id: sys::random_u64() as u32,
+            parts: Vec::new(),
         };
         u.max_frame = u.wire_frame();
         u
@@ -554,6 +558,54 @@ impl Uplink {
         };
         let fd = sock.as_raw_fd();
         self.buf.clear();
+        let dst: [u8; 6] = frame[..6].try_into().unwrap_or_default();
+        let to_one = match self.fdb.get(&dst) {
+            Some((to, _)) if dst[0] & 1 == 0 => Some(*to),
+            _ => None,
+        };
+        // TCP larger than the wire: headers built apart, payload sent from where it lies.
+        if frame.len() > self.max_frame {
+            self.parts.clear();
+            if let Some(unit) = offload::segment_parts(
+                frame,
+                self.max_frame,
+                &self.hdr,
+                &mut self.buf,
+                &mut self.parts,
+            ) {
+                self.stats.segmented += 1;
+                let per = (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS);
+                let mut errors = 0;
+                let dests = match &to_one {
+                    Some(to) => std::slice::from_ref(to),
+                    None => &self.flood[..],
+                };
+                for to in dests {
+                    for group in self.parts.chunks(per) {
+                        let iov: Vec<IoSlice<'_>> = group
+                            .iter()
+                            .flat_map(|(h, p)| {
+                                [
+                                    IoSlice::new(&self.buf[h.clone()]),
+                                    IoSlice::new(&frame[p.clone()]),
+                                ]
+                            })
+                            .collect();
+                        match sys::send_udp_gso(fd, &iov, unit as u16, to) {
+                            Ok(_) => {}
+                            Err(e) if e.0 == libc::EBADF => return Err(e),
+                            Err(e) => {
+                                log::debug!("uplink {}: send to {to}: {e}", self.spec.url);
+                                errors += 1;
+                            }
+                        }
+                    }
+                }
+                self.stats.tx_errors += errors;
+                return Ok(Sent::Out);
+            }
+            self.buf.clear();
+        }
         let unit = if frame.len() <= self.max_frame {
             self.buf.extend_from_slice(&self.hdr);
             self.buf.extend_from_slice(frame);
@@ -562,38 +614,25 @@ impl Uplink {
             csum::fill(&mut self.buf[HDR..]);
             self.buf.len()
         } else {
-            match offload::segment(frame, self.max_frame, &self.hdr, &mut self.buf) {
+            self.frag_id = self.frag_id.wrapping_add(1);
+            let id = self.frag_id;
+            match offload::fragment(frame, self.max_frame, &self.hdr, &mut self.buf, id) {
                 Some(unit) => {
-                    self.stats.segmented += 1;
+                    self.stats.fragmented += 1;
                     unit
                 }
-                None => {
-                    self.frag_id = self.frag_id.wrapping_add(1);
-                    let id = self.frag_id;
-                    match offload::fragment(frame, self.max_frame, &self.hdr, &mut self.buf, id) {
-                        Some(unit) => {
-                            self.stats.fragmented += 1;
-                            unit
-                        }
-                        None => return Ok(Sent::TooBig),
-                    }
-                }
+                None => return Ok(Sent::TooBig),
             }
         };
-        let dst: [u8; 6] = frame[..6].try_into().unwrap_or_default();
-        let one;
-        let dests: &[SocketAddr] = match self.fdb.get(&dst) {
-            Some((to, _)) if dst[0] & 1 == 0 => {
-                one = [*to];
-                &one
-            }
-            _ => &self.flood,
+        let dests = match &to_one {
+            Some(to) => std::slice::from_ref(to),
+            None => &self.flood[..],
         };
         let per = (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS) * unit;
         let mut errors = 0;
         for to in dests {
             for chunk in self.buf.chunks(per) {
-                match sys::send_udp_gso(fd, chunk, unit as u16, to) {
+                match sys::send_udp_gso(fd, &[IoSlice::new(chunk)], unit as u16, to) {
                     Ok(_) => {}
                     Err(e) if e.0 == libc::EBADF => return Err(e),
                     Err(e) => {

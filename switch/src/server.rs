@@ -993,9 +993,25 @@ impl Server {
                     break;
                 }
             }
+            // Consecutive frames mostly go to one destination: look it up once per run (only
+            // frames from the uplink are forwarded here, so no entry for a local port moves
+            // meanwhile).
+            let mut last: Option<([u8; 10], usize)> = None;
             for &(a, b) in &frames {
                 let f = &mut rx[a..b];
-                let room = self.core.unicast_room(id, f).unwrap_or(0);
+                let key: Option<[u8; 10]> = f.get(..16).map(|h| {
+                    [
+                        h[0], h[1], h[2], h[3], h[4], h[5], h[12], h[13], h[14], h[15],
+                    ]
+                });
+                let room = match (key, last) {
+                    (Some(k), Some((lk, r))) if k == lk => r,
+                    _ => {
+                        let r = self.core.unicast_room(id, f).unwrap_or(0);
+                        last = key.map(|k| (k, r));
+                        r
+                    }
+                };
                 if room > b - a && gro.offer(f, room) {
                     continue;
                 }

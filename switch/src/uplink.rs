@@ -495,6 +495,8 @@ impl Uplink {
                 return Err(e);
             }
         };
+        // A run of datagrams comes from one sender and one MAC: learn each pair once.
+        let mut last: Option<([u8; 6], IpAddr)> = None;
         for (i, g) in got.iter().enumerate() {
             let slot = i * SLOT;
             if g.len >= SLOT {
@@ -513,8 +515,11 @@ impl Uplink {
                     self.stats.bad += 1;
                     continue;
                 }
-                if let Some(from) = g.from {
-                    self.learn(&d[HDR + 6..HDR + 12], from.ip(), now_ms);
+                if let (Some(from), Ok(src)) = (g.from, <[u8; 6]>::try_from(&d[HDR + 6..HDR + 12]))
+                    && last != Some((src, from.ip()))
+                {
+                    last = Some((src, from.ip()));
+                    self.learn(src, from.ip(), now_ms);
                 }
                 frames.push((end - d.len() + HDR, end));
             }
@@ -523,10 +528,7 @@ impl Uplink {
         Ok(n)
     }
 
-    fn learn(&mut self, src: &[u8], ip: IpAddr, now_ms: u64) {
-        let Ok(src) = <[u8; 6]>::try_from(src) else {
-            return;
-        };
+    fn learn(&mut self, src: [u8; 6], ip: IpAddr, now_ms: u64) {
         if src[0] & 1 != 0 {
             return;
         }

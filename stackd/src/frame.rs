@@ -286,22 +286,7 @@ pub fn solicitation(mac: [u8; 6], src: IpAddr, target: IpAddr, out: &mut Vec<u8>
     let me = EthernetAddress(mac);
     match (src, target) {
         (IpAddr::V4(s), IpAddr::V4(t)) => {
-            let arp = ArpRepr::EthernetIpv4 {
-                operation: ArpOperation::Request,
-                source_hardware_addr: me,
-                source_protocol_addr: s,
-                target_hardware_addr: EthernetAddress([0; 6]),
-                target_protocol_addr: t,
-            };
-            out.resize(ETH_HDR + arp.buffer_len(), 0);
-            let mut f = EthernetFrame::new_unchecked(&mut out[..]);
-            EthernetRepr {
-                src_addr: me,
-                dst_addr: EthernetAddress::BROADCAST,
-                ethertype: EthernetProtocol::Arp,
-            }
-            .emit(&mut f);
-            arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+            arp_request(me, s, t, out);
             true
         }
         (IpAddr::V6(s), IpAddr::V6(t)) => {
@@ -349,6 +334,27 @@ pub fn solicitation(mac: [u8; 6], src: IpAddr, target: IpAddr, out: &mut Vec<u8>
     }
 }
 
+/// A broadcast ARP request from (`me`, `sender`) for `target` into `out`.
+fn arp_request(me: EthernetAddress, sender: Ipv4Addr, target: Ipv4Addr, out: &mut Vec<u8>) {
+    use smoltcp::wire::EthernetRepr;
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: me,
+        source_protocol_addr: sender,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    out.resize(ETH_HDR + arp.buffer_len(), 0);
+    let mut f = EthernetFrame::new_unchecked(&mut out[..]);
+    EthernetRepr {
+        src_addr: me,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut f);
+    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+}
+
 /// The frame that tells the LAN "`addr` is at `mac`", for a node that starts or plugs in
 /// again, so that switches and neighbours that knew the address elsewhere (a node that moved
 /// to another host) learn where it is now: for IPv4 a gratuitous ARP request (sender and
@@ -361,22 +367,7 @@ pub fn announcement(mac: [u8; 6], addr: IpAddr, out: &mut Vec<u8>) -> bool {
     let me = EthernetAddress(mac);
     match addr {
         IpAddr::V4(a) => {
-            let arp = ArpRepr::EthernetIpv4 {
-                operation: ArpOperation::Request,
-                source_hardware_addr: me,
-                source_protocol_addr: a,
-                target_hardware_addr: EthernetAddress([0; 6]),
-                target_protocol_addr: a,
-            };
-            out.resize(ETH_HDR + arp.buffer_len(), 0);
-            let mut f = EthernetFrame::new_unchecked(&mut out[..]);
-            EthernetRepr {
-                src_addr: me,
-                dst_addr: EthernetAddress::BROADCAST,
-                ethertype: EthernetProtocol::Arp,
-            }
-            .emit(&mut f);
-            arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+            arp_request(me, a, a, out);
             true
         }
         IpAddr::V6(a) => {

@@ -559,56 +559,51 @@ impl Uplink {
             return Ok(Sent::Out);
         };
         let fd = sock.as_raw_fd();
-        self.buf.clear();
         let dst: [u8; 6] = frame[..6].try_into().unwrap_or_default();
         let to_one = match self.fdb.get(&dst) {
             Some((to, _)) if dst[0] & 1 == 0 => Some(*to),
             _ => None,
         };
+        let dests = match &to_one {
+            Some(to) => std::slice::from_ref(to),
+            None => &self.flood[..],
+        };
+        let url = &self.spec.url;
+        let mut errors = 0;
+        self.buf.clear();
+        self.parts.clear();
         // TCP larger than the wire: headers built apart, payload sent from where it lies.
-        if frame.len() > self.max_frame {
-            self.parts.clear();
-            if let Some(unit) = offload::segment_parts(
+        let cut = frame.len() > self.max_frame;
+        if cut
+            && let Some(unit) = offload::segment_parts(
                 frame,
                 self.max_frame,
                 &self.hdr,
                 &mut self.buf,
                 &mut self.parts,
-            ) {
-                self.stats.segmented += 1;
-                let per = (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS);
-                let mut errors = 0;
-                let dests = match &to_one {
-                    Some(to) => std::slice::from_ref(to),
-                    None => &self.flood[..],
-                };
-                for to in dests {
-                    for group in self.parts.chunks(per) {
-                        let iov: Vec<IoSlice<'_>> = group
-                            .iter()
-                            .flat_map(|(h, p)| {
-                                [
-                                    IoSlice::new(&self.buf[h.clone()]),
-                                    IoSlice::new(&frame[p.clone()]),
-                                ]
-                            })
-                            .collect();
-                        match sys::send_udp_gso(fd, &iov, unit as u16, to) {
-                            Ok(_) => {}
-                            Err(e) if e.0 == libc::EBADF => return Err(e),
-                            Err(e) => {
-                                log::debug!("uplink {}: send to {to}: {e}", self.spec.url);
-                                errors += 1;
-                            }
-                        }
-                    }
+            )
+        {
+            self.stats.segmented += 1;
+            let per = (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS);
+            for to in dests {
+                for group in self.parts.chunks(per) {
+                    let iov: Vec<IoSlice<'_>> = group
+                        .iter()
+                        .flat_map(|(h, p)| {
+                            [
+                                IoSlice::new(&self.buf[h.clone()]),
+                                IoSlice::new(&frame[p.clone()]),
+                            ]
+                        })
+                        .collect();
+                    gso_send(fd, &iov, unit, to, url, &mut errors)?;
                 }
-                self.stats.tx_errors += errors;
-                return Ok(Sent::Out);
             }
-            self.buf.clear();
+            self.stats.tx_errors += errors;
+            return Ok(Sent::Out);
         }
-        let unit = if frame.len() <= self.max_frame {
+        self.buf.clear();
+        let unit = if !cut {
             self.buf.extend_from_slice(&self.hdr);
             self.buf.extend_from_slice(frame);
             // The switch hands the uplink frames whose checksums may be missing (see
@@ -617,8 +612,13 @@ impl Uplink {
             self.buf.len()
         } else {
             self.frag_id = self.frag_id.wrapping_add(1);
-            let id = self.frag_id;
-            match offload::fragment(frame, self.max_frame, &self.hdr, &mut self.buf, id) {
+            match offload::fragment(
+                frame,
+                self.max_frame,
+                &self.hdr,
+                &mut self.buf,
+                self.frag_id,
+            ) {
                 Some(unit) => {
                     self.stats.fragmented += 1;
                     unit
@@ -626,26 +626,35 @@ impl Uplink {
                 None => return Ok(Sent::TooBig),
             }
         };
-        let dests = match &to_one {
-            Some(to) => std::slice::from_ref(to),
-            None => &self.flood[..],
-        };
         let per = (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS) * unit;
-        let mut errors = 0;
         for to in dests {
             for chunk in self.buf.chunks(per) {
-                match sys::send_udp_gso(fd, &[IoSlice::new(chunk)], unit as u16, to) {
-                    Ok(_) => {}
-                    Err(e) if e.0 == libc::EBADF => return Err(e),
-                    Err(e) => {
-                        log::debug!("uplink {}: send to {to}: {e}", self.spec.url);
-                        errors += 1;
-                    }
-                }
+                gso_send(fd, &[IoSlice::new(chunk)], unit, to, url, &mut errors)?;
             }
         }
         self.stats.tx_errors += errors;
         Ok(Sent::Out)
+    }
+}
+
+/// One segmentation-offload send of datagrams of `unit` bytes; an error of the kernel is
+/// logged and counted in `errors`, `Err` only for one that needs the socket reopened.
+fn gso_send(
+    fd: std::os::fd::RawFd,
+    iov: &[IoSlice<'_>],
+    unit: usize,
+    to: &SocketAddr,
+    url: &str,
+    errors: &mut u64,
+) -> Result<(), Errno> {
+    match sys::send_udp_gso(fd, iov, unit as u16, to) {
+        Ok(_) => Ok(()),
+        Err(e) if e.0 == libc::EBADF => Err(e),
+        Err(e) => {
+            log::debug!("uplink {url}: send to {to}: {e}");
+            *errors += 1;
+            Ok(())
+        }
     }
 }
 

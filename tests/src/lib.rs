@@ -198,10 +198,14 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Start `ioth-switch --sock DIR --daemon` (ready when the call returns).
 pub fn ioth_switch(dir: &Path, extra: &[&str]) -> Daemon {
+    start_switch(Command::new(bin("ioth-switch")), dir, extra)
+}
+
+/// `cmd` (ioth-switch, however it is run) `--sock DIR EXTRA… --daemon --pidfile DIR.pid`.
+fn start_switch(mut cmd: Command, dir: &Path, extra: &[&str]) -> Daemon {
     let pidfile = dir.with_extension("pid");
     run_ok(
-        Command::new(bin("ioth-switch"))
-            .arg("--sock")
+        cmd.arg("--sock")
             .arg(dir)
             .args(extra)
             .arg("--daemon")
@@ -644,17 +648,7 @@ pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: 
 
 /// `ioth-switch --sock DIR --daemon EXTRA…` started inside `ns` (ready when this returns).
 pub fn ioth_switch_in(ns: &Netns, dir: &Path, extra: &[&str]) -> Daemon {
-    let pidfile = dir.with_extension("pid");
-    run_ok(
-        ns.exec(bin("ioth-switch"))
-            .arg("--sock")
-            .arg(dir)
-            .args(extra)
-            .arg("--daemon")
-            .arg("--pidfile")
-            .arg(&pidfile),
-    );
-    Daemon::from_pidfile("ioth-switch", &pidfile)
+    start_switch(ns.exec(bin("ioth-switch")), dir, extra)
 }
 
 /// One console command on a running switch (`ioth-switch ctl`); its output.

@@ -93,6 +93,16 @@ fn big_datagram(mut receiver: Command, mut sender: Command, to_ip: &str) -> Stri
     got
 }
 
+/// The kernel's `ping ARGS ADDR` in `ns` (a try every 0.2 s), with no loss.
+fn kernel_ping(ns: &Netns, args: &[&str], addr: &str) {
+    let o = run_ok(ns.exec("ping").args(["-i", "0.2"]).args(args).arg(addr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(" 0% packet loss"),
+        "ping {args:?} {addr}: {}",
+        text(&o)
+    );
+}
+
 /// `curl URL` (run by `c`) into `out`; its sha256.
 fn curl_sha(mut c: Command, url: &str, out: &Path) -> String {
     c.args(["-sSf", "-m", "120", "-o"]).arg(out).arg(url);
@@ -168,12 +178,7 @@ fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
             .then_some(())
     });
     for addr in ["10.1.0.1", "fd01::1"] {
-        let o = run_ok(b.exec("ping").args(["-c", "3", "-i", "0.2", addr]));
-        assert!(
-            String::from_utf8_lossy(&o.stdout).contains(" 0% packet loss"),
-            "ping {addr}: {}",
-            text(&o)
-        );
+        kernel_ping(&b, &["-c", "3"], addr);
     }
     for url in ["http://10.1.0.1/f", "http://[fd01::1]/f"] {
         let got = curl_sha(b.exec("curl"), url, &tmp.join("got"));
@@ -199,15 +204,7 @@ fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
 
     // Datagrams and echoes larger than the wire: the kernel fragments its own, the switch
     // fragments the nodes' (their MTU is 64 KiB), and each side reassembles.
-    let o = run_ok(
-        b.exec("ping")
-            .args(["-c", "2", "-i", "0.2", "-s", "4000", "10.1.0.1"]),
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains(" 0% packet loss"),
-        "ping -s 4000: {}",
-        text(&o)
-    );
+    kernel_ping(&b, &["-c", "2", "-s", "4000"], "10.1.0.1");
     for (node_ip, kernel_ip) in [("10.1.0.7", "10.1.0.2"), ("fd01::7", "fd01::2")] {
         let got = big_datagram(
             b.exec("python3"),
@@ -232,15 +229,7 @@ fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
             "the kernel's 8000-byte datagram to {node_ip}"
         );
     }
-    let o = run_ok(
-        b.exec("ping")
-            .args(["-c", "2", "-i", "0.2", "-s", "4000", "fd01::1"]),
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains(" 0% packet loss"),
-        "ping -s 4000 over IPv6: {}",
-        text(&o)
-    );
+    kernel_ping(&b, &["-c", "2", "-s", "4000"], "fd01::1");
 
     let print = switch_ctl(&sw, "port/print 1");
     assert!(print.contains("kind=vxlan"), "{print}");

@@ -8,15 +8,6 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 use util::*;
 
-/// A free UDP port on loopback (bound and released).
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {
@@ -46,8 +37,9 @@ fn wrong_uplink_urls_stop_the_switch_with_a_clear_error() {
 
 #[test]
 fn an_uplink_whose_port_is_taken_waits_and_comes_up_when_it_is_free() {
-    let port = free_port();
-    let squatter = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    // The port is the squatter's from the start: no window in which another test takes it.
+    let squatter = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
     let url = format!("vxlan://127.0.0.2/port={port}/local=127.0.0.1");
     let sw = Switch::start(&["--uplink", &url]);
     let (ok, text) = sw.ctl("port/print 1");
@@ -66,8 +58,8 @@ fn an_uplink_whose_port_is_taken_waits_and_comes_up_when_it_is_free() {
 
 #[test]
 fn frames_cross_the_tunnel_and_what_is_not_vxlan_is_counted() {
-    let port = free_port();
-    let vtep = UdpSocket::bind(("127.0.0.2", port)).unwrap();
+    let vtep = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let port = vtep.local_addr().unwrap().port();
     vtep.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let url = format!("vxlan://127.0.0.2/port={port}/vni=5/local=127.0.0.1");
     let sw = Switch::start(&["--uplink", &url]);

@@ -205,48 +205,21 @@ pub fn fragment(
 /// each `pre` + segment except the last (which may be shorter), the unit of a
 /// segmentation-offload send. `None`: not such TCP, or not even its headers fit.
 pub fn segment(frame: &[u8], max_frame: usize, pre: &[u8], out: &mut Vec<u8>) -> Option<usize> {
-    let t = parse(frame)?;
-    let payload = &frame[t.data..t.end];
-    let mss = max_frame.checked_sub(t.data).filter(|m| *m > 0)?;
-    if payload.is_empty() {
-        return None;
+    let (mut hdrs, mut parts) = (Vec::new(), Vec::new());
+    let unit = segment_parts(frame, max_frame, pre, &mut hdrs, &mut parts)?;
+    for (h, p) in parts {
+        out.extend_from_slice(&hdrs[h]);
+        out.extend_from_slice(&frame[p]);
     }
-    let seq = be32(frame, t.l4 + 4);
-    let flags = frame[t.l4 + 13];
-    let id = if t.v4 { be16(frame, t.l3 + 4) } else { 0 };
-    let n = payload.len().div_ceil(mss);
-    for (i, chunk) in payload.chunks(mss).enumerate() {
-        let at = out.len() + pre.len();
-        out.extend_from_slice(pre);
-        out.extend_from_slice(&frame[..t.data]);
-        out.extend_from_slice(chunk);
-        let s = &mut out[at..];
-        let end = t.data + chunk.len();
-        set_len(s, &t, end);
-        if t.v4 {
-            s[t.l3 + 4..t.l3 + 6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-        }
-        let off = (i * mss) as u32;
-        s[t.l4 + 4..t.l4 + 8].copy_from_slice(&seq.wrapping_add(off).to_be_bytes());
-        let mut fl = flags;
-        if i + 1 < n {
-            fl &= !(FIN | PSH);
-        }
-        if i > 0 {
-            fl &= !CWR;
-        }
-        s[t.l4 + 13] = fl;
-        csum::fill(s);
-    }
-    Some(pre.len() + t.data + mss)
+    Some(unit)
 }
 
-/// [`segment`] without copying the payload: for each segment, `pre` and the segment's
-/// headers (checksums computed over the headers and the payload where it lies) are appended to
-/// `hdrs`, and `parts` gets (range in `hdrs`, range in `frame`) of the headers and the payload.
-/// Sent as a gather list (header, payload, header, payload…), the result is byte for byte
-/// what [`segment`] builds. Returns the size of each `pre` + segment but the last, or `None`
-/// as [`segment`] does.
+/// [`segment`] without copying the payload (what [`segment`] is made of): for each segment,
+/// `pre` and the segment's headers (checksums computed over the headers and the payload where
+/// it lies) are appended to `hdrs`, and `parts` gets (range in `hdrs`, range in `frame`) of
+/// the headers and the payload, to send as a gather list (header, payload, header,
+/// payload…). Returns the size of each `pre` + segment but the last, or `None` as [`segment`]
+/// does.
 pub fn segment_parts(
     frame: &[u8],
     max_frame: usize,
@@ -592,22 +565,33 @@ mod tests {
     }
 
     #[test]
-    fn segment_parts_gather_to_what_segment_builds() {
+    fn segments_of_any_length_fit_are_checksummed_and_carry_the_payload_in_order() {
         for v4 in [true, false] {
             for len in [1, 1000, 1410, 1411, 10_000, 65_000] {
-                let big = tcp_frame(v4, 7, ACK | PSH | FIN | CWR, &payload(len));
+                let data = payload(len);
+                let big = tcp_frame(v4, 7, ACK | PSH | FIN | CWR, &data);
                 let pre = [3u8; 8];
-                let mut whole = Vec::new();
-                let unit = segment(&big, 1464, &pre, &mut whole).unwrap();
-                let (mut hdrs, mut parts) = (Vec::new(), Vec::new());
-                let unit2 = segment_parts(&big, 1464, &pre, &mut hdrs, &mut parts).unwrap();
-                assert_eq!(unit, unit2);
-                let mut gathered = Vec::new();
-                for (h, p) in &parts {
-                    gathered.extend_from_slice(&hdrs[h.clone()]);
-                    gathered.extend_from_slice(&big[p.clone()]);
+                let mut out = Vec::new();
+                let unit = segment(&big, 1464, &pre, &mut out).unwrap();
+                let l4 = if v4 { 14 + 20 } else { 14 + 40 };
+                let (mut body, mut n) = (Vec::new(), 0);
+                let count = out.chunks(unit).count();
+                for d in out.chunks(unit) {
+                    assert_eq!(&d[..8], &pre);
+                    let s = &d[8..];
+                    assert!(s.len() <= 1464, "v4 {v4} len {len}");
+                    let mut again = s.to_vec();
+                    csum::fill(&mut again);
+                    assert_eq!(again, s, "checksums right, v4 {v4} len {len} #{n}");
+                    assert_eq!(be32(s, l4 + 4), 7 + body.len() as u32, "sequence");
+                    let last = n + 1 == count;
+                    let want =
+                        if last { ACK | PSH | FIN } else { ACK } | if n == 0 { CWR } else { 0 };
+                    assert_eq!(s[l4 + 13], want, "flags of #{n}");
+                    body.extend_from_slice(&s[l4 + 32..]);
+                    n += 1;
                 }
-                assert_eq!(gathered, whole, "v4 {v4} len {len}");
+                assert_eq!(body, data, "v4 {v4} len {len}");
             }
         }
     }

@@ -587,7 +587,7 @@ impl<D: Link> Stack<D> {
     }
 }
 
-/// Tell the LAN that the IPv4 addresses among `addrs` are at `mac` (`frame::announcement`):
+/// Tell the LAN that the IPv4 addresses among `addrs` are at `mac` (`frame::gratuitous_arp`):
 /// switches and neighbours that knew them elsewhere (a node that moved) learn where they are
 /// now. Not the IPv6 ones: an unsolicited advertisement fills the neighbour caches of the
 /// smoltcp nodes that hear it, while nodes that start later never hear ours, and smoltcp
@@ -596,8 +596,9 @@ impl<D: Link> Stack<D> {
 /// reports at start teach the switches where it is all the same.
 fn announce<D: Link>(dev: &mut D, mac: [u8; 6], addrs: &[IpAddr]) {
     let mut f = Vec::new();
-    for a in addrs.iter().filter(|a| a.is_ipv4()) {
-        if frame::announcement(mac, *a, &mut f) {
+    for a in addrs {
+        if let IpAddr::V4(a) = a {
+            frame::gratuitous_arp(mac, *a, &mut f);
             dev.send_now(&f);
         }
     }

@@ -107,37 +107,33 @@ http {{
         (false, "fd00::5,10.0.0.5", "10.0.0.6"),
     ] {
         let before = taken();
-        for mb in sizes {
-            let want = sha256(&lab.path(&format!("www/f{mb}")));
-            let o6 = lab.path(&format!("c6-{mb}-{cut}")).display().to_string();
-            let mut c = lab.node(curl_ip, "curl");
-            c.args(["-sSf", "-m", "60", "-o", &o6])
-                .arg(format!("http://[fd00::1]/f{mb}"));
+        // One download by `c` into `out`, which must hold file `f{mb}`.
+        let fetch = |mut c: std::process::Command, out: &std::path::Path, what: &str, mb: usize| {
             if !cut {
                 c.env("IOTH_CUT_THROUGH", "0");
             }
             let o = lab.run(c, Duration::from_secs(120));
             assert!(
                 o.status.success(),
-                "curl f{mb} (cut-through {cut}): {}",
+                "{what} f{mb} (cut-through {cut}): {}",
                 String::from_utf8_lossy(&o.stderr)
             );
-            assert_eq!(sha256(std::path::Path::new(&o6)), want, "curl -6 f{mb}");
+            let want = sha256(&lab.path(&format!("www/f{mb}")));
+            assert_eq!(sha256(out), want, "{what} f{mb}");
+        };
+        for mb in sizes {
+            let o6 = lab.path(&format!("c6-{mb}-{cut}"));
+            let mut c = lab.node(curl_ip, "curl");
+            c.args(["-sSf", "-m", "60", "-o"])
+                .arg(&o6)
+                .arg(format!("http://[fd00::1]/f{mb}"));
+            fetch(c, &o6, "curl -6", mb);
             let o4 = lab.path(&format!("w4-{mb}-{cut}"));
             let mut w = lab.node(wget_ip, "wget");
             w.args(["-q", "-T", "60", "-t", "1", "-O"])
                 .arg(&o4)
                 .arg(format!("http://10.0.0.1/f{mb}"));
-            if !cut {
-                w.env("IOTH_CUT_THROUGH", "0");
-            }
-            let o = lab.run(w, Duration::from_secs(120));
-            assert!(
-                o.status.success(),
-                "wget f{mb} (cut-through {cut}): {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            assert_eq!(sha256(&o4), want, "wget -4 f{mb}");
+            fetch(w, &o4, "wget -4", mb);
         }
         let after = taken();
         if cut {

@@ -633,6 +633,48 @@ impl Drop for Netns {
     }
 }
 
+impl Netns {
+    /// Wait (20 s at most) until the kernel here gets an answer to a ping of `addr`: the
+    /// readiness of a node reached through a tunnel or a tap.
+    pub fn wait_ping(&self, addr: &str) {
+        wait_for(
+            Duration::from_secs(20),
+            &format!("{addr} answering ping"),
+            || {
+                run(self.exec("ping").args(["-c", "1", "-W", "1", addr]))
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
+    }
+
+    /// A TCP stream of `len` random bytes from the kernel here (python) to `node_ip`:`port`,
+    /// where the node at `ctl` listens (iothctl); checked by sha256. `tmp` holds the files.
+    pub fn stream_to_node(
+        &self,
+        tmp: &TempDir,
+        ctl: &Path,
+        (node_ip, port): (&str, u16),
+        len: usize,
+    ) {
+        let mut data = vec![0u8; len];
+        ioth_common::sys::getrandom(&mut data).unwrap();
+        let out = tmp.join(&format!("stream{port}.out"));
+        let src = tmp.join(&format!("stream{port}.in"));
+        std::fs::write(&src, &data).unwrap();
+        let mut server = iothctl_listen(ctl, "0.0.0.0", port, &out);
+        let send = run(self.exec("python3").arg("-c").arg(format!(
+            "import socket; s = socket.create_connection(('{node_ip}', {port}), timeout=30); \
+             s.sendall(open('{}', 'rb').read()); s.close()",
+            src.display()
+        )));
+        assert!(send.status.success(), "kernel sender: {}", text(&send));
+        assert!(server.wait().unwrap().success());
+        assert_eq!(sha256_file(&out), sha256_bytes(&data));
+    }
+}
+
 /// A veth pair between two namespaces: `a_if` with `a_addr` (CIDR) in `a`, `b_if` with
 /// `b_addr` in `b`, both up.
 pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: &str) {

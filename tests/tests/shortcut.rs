@@ -33,15 +33,6 @@ fn random(len: usize) -> Vec<u8> {
     d
 }
 
-fn switch_ctl(sw: &Path, cmd: &str) -> String {
-    text(&run_ok(
-        Command::new(bin("ioth-switch"))
-            .args(["ctl", "--sock"])
-            .arg(sw)
-            .args(cmd.split_whitespace()),
-    ))
-}
-
 #[test]
 fn nodes_talk_over_a_shortcut_and_fall_back_when_the_peer_is_killed() {
     let tmp = TempDir::new("shortcut");

@@ -186,37 +186,13 @@ fn a_root_switch_bridges_the_lan_to_a_kernel_tap_interface() {
     });
     let n = node(&sw, "10.4.0.1/24", &tmp.join("n.ctl"));
     // The kernel reaches the node through its tap interface, and the node the kernel.
-    wait_for(
-        Duration::from_secs(20),
-        "the node answering the kernel's ping",
-        || {
-            run(host.exec("ping").args(["-c", "1", "-W", "1", "10.4.0.1"]))
-                .status
-                .success()
-                .then_some(())
-        },
-    );
+    host.wait_ping("10.4.0.1");
     let mut c = Command::new(bin("iothctl"));
     c.arg("--ctl")
         .arg(&n.ctl)
         .args(["ping", "-c", "3", "10.4.0.2"]);
     let o = run_for(30, c);
     assert!(o.status.success(), "ping the kernel: {}", text(&o));
-    // A TCP stream from the kernel to the node (python on the kernel side, iothctl on the
-    // node's), checked by sha256.
-    let data: Vec<u8> = (0..(1u32 << 20))
-        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
-        .collect();
-    let out = tmp.join("out");
-    let mut server = iothctl_listen(&n.ctl, "0.0.0.0", 7001, &out);
-    let src = tmp.join("in");
-    std::fs::write(&src, &data).unwrap();
-    let send = run(host.exec("python3").arg("-c").arg(format!(
-        "import socket; s = socket.create_connection(('10.4.0.1', 7001), timeout=30); \
-         s.sendall(open('{}', 'rb').read()); s.close()",
-        src.display()
-    )));
-    assert!(send.status.success(), "kernel sender: {}", text(&send));
-    assert!(server.wait().unwrap().success());
-    assert_eq!(sha256_file(&out), sha256_bytes(&data));
+    // A TCP stream from the kernel to the node, checked by sha256.
+    host.stream_to_node(&tmp, &n.ctl, ("10.4.0.1", 7001), 1 << 20);
 }

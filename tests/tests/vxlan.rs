@@ -171,12 +171,7 @@ fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
             .arg(&conf),
     );
     let _nginx_node = Daemon::from_pidfile("nginx node", &tmp.join("ngx-node/nginx.pid"));
-    wait_for(Duration::from_secs(20), "the node answering ping", || {
-        run(b.exec("ping").args(["-c", "1", "-W", "1", "10.1.0.1"]))
-            .status
-            .success()
-            .then_some(())
-    });
+    b.wait_ping("10.1.0.1");
     for addr in ["10.1.0.1", "fd01::1"] {
         kernel_ping(&b, &["-c", "3"], addr);
     }
@@ -525,27 +520,8 @@ fn a_kernel_vxlan_device_on_a_multicast_group_reaches_a_node() {
     let n = node(&sw, "10.3.0.1/24", &tmp.join("n.ctl"));
     // The kernel floods its first ARP request to the group; the switch learns where the
     // kernel's MAC is, and its answer goes back unicast.
-    wait_for(Duration::from_secs(20), "the node answering ping", || {
-        run(b.exec("ping").args(["-c", "1", "-W", "1", "10.3.0.1"]))
-            .status
-            .success()
-            .then_some(())
-    });
-    let data: Vec<u8> = (0..(4u32 << 20))
-        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
-        .collect();
-    let out = tmp.join("out");
-    let mut server = iothctl_listen(&n.ctl, "0.0.0.0", 7002, &out);
-    let src = tmp.join("in");
-    std::fs::write(&src, &data).unwrap();
-    let send = run(b.exec("python3").arg("-c").arg(format!(
-        "import socket; s = socket.create_connection(('10.3.0.1', 7002), timeout=30); \
-         s.sendall(open('{}', 'rb').read()); s.close()",
-        src.display()
-    )));
-    assert!(send.status.success(), "kernel sender: {}", text(&send));
-    assert!(server.wait().unwrap().success());
-    assert_eq!(sha256_file(&out), sha256_bytes(&data));
+    b.wait_ping("10.3.0.1");
+    b.stream_to_node(&tmp, &n.ctl, ("10.3.0.1", 7002), 4 << 20);
     let print = switch_ctl(&sw, "port/print 1");
     assert!(print.contains("UPLINK: up group 239.1.4.3"), "{print}");
     assert_eq!(counter(&print, "bad"), 0, "{print}");

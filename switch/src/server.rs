@@ -427,7 +427,7 @@ fn set_mode(path: &Path, mode: u32, group: Option<u32>) -> Result<(), SetupError
 /// endpoint gets a 4 MiB receive buffer unless one is given (`rcvbuf=`). Its default (the
 /// system's, 208 KiB) overflows under the bursts of a TCP stream cut into 1500-byte frames,
 /// and every datagram lost there costs a TCP retransmission.
-fn cable_url(url: &str) -> String {
+fn vde_plug_url(url: &str) -> String {
     if url.starts_with("vxvde://") && !url.contains("rcvbuf=") {
         format!("{}/rcvbuf={}", url.trim_end_matches('/'), 4 << 20)
     } else {
@@ -835,7 +835,7 @@ impl Server {
             };
             let spawned = std::process::Command::new(vde_plug)
                 .arg(format!("vde://{}[{id}]", self.cfg.dir.display()))
-                .arg(cable_url(&c.url))
+                .arg(vde_plug_url(&c.url))
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(err)
@@ -985,10 +985,6 @@ impl Server {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
-                    log::error!(
-                        "port {id}: uplink {}: receive: {e}; reopening",
-                        u.up.spec.url
-                    );
                     self.close_uplink(id, format!("receive: {e}"));
                     break;
                 }
@@ -1043,10 +1039,12 @@ impl Server {
         self.forward(id, buf);
     }
 
+    /// An uplink's socket failed (`why`): close it, say so, and open it again later.
     fn close_uplink(&mut self, id: PortId, why: String) {
         let Some(u) = self.uplinks.get_mut(&id) else {
             return;
         };
+        log::error!("port {id}: uplink {}: {why}; reopening", u.up.spec.url);
         let (fd, token) = (u.up.fd(), u.token.take());
         u.up.fail(why);
         u.next_try = Instant::now() + UPLINK_RETRY;
@@ -1728,13 +1726,7 @@ impl Server {
             match u.up.send(bytes) {
                 Ok(Sent::Out) => self.core.note_tx(port, bytes.len()),
                 Ok(Sent::TooBig) => self.core.note_rx_oversize(port),
-                Err(e) => {
-                    log::error!(
-                        "port {port}: uplink {}: send: {e}; reopening",
-                        u.up.spec.url
-                    );
-                    self.close_uplink(port, format!("send: {e}"));
-                }
+                Err(e) => self.close_uplink(port, format!("send: {e}")),
             }
             return;
         }

@@ -666,7 +666,7 @@ impl Core {
 
     /// A received datagram was larger than the ingress port's largest frame, or a frame too
     /// large for a port's link was dropped there.
-    pub fn note_rx_oversize(&mut self, port: PortId) {
+    pub fn note_toobig(&mut self, port: PortId) {
         if let Some(p) = self.ports.get_mut(&port) {
             p.counters.drop_toobig += 1;
         }
@@ -717,7 +717,7 @@ impl Core {
                 if *id == ingress {
                     continue;
                 }
-                if len > p.max_frame && !crate::offload::can_cut(frame, p.max_frame) {
+                if len > p.max_frame && !crate::offload::can_cut(frame, p.max_frame - 4) {
                     p.counters.drop_toobig += 1;
                     continue;
                 }

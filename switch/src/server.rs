@@ -1596,7 +1596,7 @@ impl Server {
                     let max = self.core.port(id).map_or(0, |p| p.max_frame);
                     if n > rx.len() || n > max {
                         log::debug!("port {id}: oversized frame ({n} bytes) dropped");
-                        self.core.note_rx_oversize(id);
+                        self.core.note_toobig(id);
                         continue;
                     }
                     self.forward(id, &mut rx[..n]);
@@ -1725,7 +1725,7 @@ impl Server {
         if let Some(u) = self.uplinks.get_mut(&port) {
             match u.up.send(bytes) {
                 Ok(Sent::Out) => self.core.note_tx(port, bytes.len()),
-                Ok(Sent::TooBig) => self.core.note_rx_oversize(port),
+                Ok(Sent::TooBig) => self.core.note_toobig(port),
                 Err(e) => self.close_uplink(port, format!("send: {e}")),
             }
             return;
@@ -1749,7 +1749,7 @@ impl Server {
                         self.deliver_frame(port, seg);
                     }
                 }
-                None => self.core.note_rx_oversize(port),
+                None => self.core.note_toobig(port),
             }
             self.segs = segs;
             return;

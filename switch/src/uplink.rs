@@ -256,7 +256,8 @@ pub struct Uplink {
     pub stats: UplinkStats,
     /// Why the socket is not open (shown by `port/print`; `None` while it is).
     pub down: Option<String>,
-    /// Largest inner frame on the wire (underlay MTU less [`UplinkSpec::overhead`]).
+    /// Largest inner frame on the wire (underlay MTU less [`UplinkSpec::overhead`]), found at
+    /// each [`Uplink::open`].
     pub max_frame: usize,
     buf: Vec<u8>,
     got: Vec<sys::UdpGot>,
@@ -319,7 +320,7 @@ impl Uplink {
             .iter()
             .map(|a| SocketAddr::new(*a, spec.port))
             .collect();
-        let mut u = Uplink {
+        Uplink {
             spec,
             sock: None,
             fdb: HashMap::new(),
@@ -332,9 +333,7 @@ impl Uplink {
             got: Vec::with_capacity(BATCH),
             frag_id: sys::random_u64() as u32,
             parts: Vec::new(),
-        };
-        u.max_frame = u.wire_frame();
-        u
+        }
     }
 
     /// The largest inner frame the wire takes (and a UDP datagram holds).
@@ -364,14 +363,15 @@ impl Uplink {
         self.sock.as_ref().map(|s| s.as_raw_fd())
     }
 
-    /// Open the socket (bind the port, join the group). On failure the uplink stays down, with
-    /// the reason, and the caller retries later.
+    /// Open the socket (bind the port, join the group) and find the wire's frame size (the
+    /// interface or route may have changed since the last try). On failure the uplink stays
+    /// down, with the reason, and the caller retries later.
     pub fn open(&mut self) -> Result<(), String> {
+        self.max_frame = self.wire_frame();
         match self.try_open() {
             Ok(s) => {
                 self.sock = Some(s);
                 self.down = None;
-                self.max_frame = self.wire_frame();
                 Ok(())
             }
             Err(e) => {

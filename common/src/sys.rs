@@ -932,6 +932,41 @@ pub fn epoll_ctl(ep: RawFd, op: i32, fd: RawFd, events: u32, data: u64) -> Resul
     .map(drop)
 }
 
+/// `epoll_pwait2`: `epoll_wait` with a timeout in nanoseconds (a delay of 10 ms must not
+/// become 11). Kernels before 5.11 lack it: there, the timeout is rounded up to milliseconds.
+/// EINTR is reported as zero events.
+pub fn epoll_wait_ns(
+    ep: RawFd,
+    events: &mut [libc::epoll_event],
+    timeout: std::time::Duration,
+) -> Result<usize> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: events is a writable array of events.len() entries, ts a valid timespec; no
+    // sigmask.
+    let r = check(unsafe {
+        libc::syscall(
+            libc::SYS_epoll_pwait2,
+            ep,
+            events.as_mut_ptr(),
+            events.len() as libc::c_int,
+            &ts as *const libc::timespec,
+            std::ptr::null::<libc::sigset_t>(),
+            8,
+        )
+    });
+    match r {
+        Err(Errno::EINTR) => Ok(0),
+        Err(e) if e.0 == libc::ENOSYS => {
+            let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            epoll_wait(ep, events, ms)
+        }
+        r => r,
+    }
+}
+
 /// `epoll_wait`; `timeout_ms < 0` waits forever. EINTR is reported as zero events.
 pub fn epoll_wait(ep: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) -> Result<usize> {
     // SAFETY: events is a writable array of events.len() entries; no sigmask.

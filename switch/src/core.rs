@@ -45,6 +45,7 @@
 
 #![deny(unsafe_code)]
 
+use crate::impair::{Settings, Shaper};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Port number on the switch.
@@ -96,6 +97,9 @@ pub struct Counters {
     pub not_learned: u64,
     /// Received frames with a source address other than the port's, with port lock on.
     pub drop_lock: u64,
+    /// Frames not delivered to this port because their ingress port and this one are
+    /// blocked from each other (`block`, `partition`).
+    pub drop_block: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +124,8 @@ pub struct Port {
     /// Lines `port/print` adds about this port's kind (an uplink's state and counters; the
     /// I/O layer keeps them up to date).
     pub detail: Vec<String>,
+    /// The impairment of the frames delivered to this port (`impair`), at work.
+    pub impair: Option<Box<Shaper>>,
 }
 
 impl Port {
@@ -137,6 +143,7 @@ impl Port {
             learned: 0,
             locked_mac: None,
             detail: Vec::new(),
+            impair: None,
         }
     }
 }
@@ -183,6 +190,10 @@ pub enum CoreError {
     InvalidVlan,
     /// VLAN already exists / port already used.
     Exists,
+    /// A port blocked from itself.
+    SamePort,
+    /// Unblocking two ports that were not blocked.
+    NotBlocked,
 }
 
 impl CoreError {
@@ -192,6 +203,8 @@ impl CoreError {
             CoreError::NoSuchVlan => libc::ENOENT,
             CoreError::InvalidVlan => libc::EINVAL,
             CoreError::Exists => libc::EEXIST,
+            CoreError::SamePort => libc::EINVAL,
+            CoreError::NotBlocked => libc::ENOENT,
         }
     }
 }
@@ -252,6 +265,15 @@ pub struct Core {
     sc_macs: HashMap<Mac, (PortId, usize)>,
     next_sc: u32,
     revoked: Vec<u32>,
+    /// Seeds the impairments that name no seed of their own ([`crate::impair::port_seed`]).
+    pub seed: u64,
+    /// Ports with an impairment.
+    impaired: BTreeSet<PortId>,
+    /// Pairs of ports (lower first) that exchange nothing, and the frames dropped between
+    /// them.
+    blocks: BTreeMap<(PortId, PortId), u64>,
+    /// Frames an impairment let go early (cleared or replaced), for [`Core::take_due`].
+    released: Vec<(PortId, Vec<u8>)>,
 }
 
 impl Default for Core {
@@ -293,6 +315,10 @@ impl Core {
             sc_macs: HashMap::new(),
             next_sc: 1,
             revoked: Vec::new(),
+            seed: 0,
+            impaired: BTreeSet::new(),
+            blocks: BTreeMap::new(),
+            released: Vec::new(),
         }
     }
 
@@ -323,6 +349,9 @@ impl Core {
         let (pi, pe) = (self.ports.get(&ingress)?, self.ports.get(&e.port)?);
         let alike = pi.shortcut
             && pe.shortcut
+            && pi.impair.is_none()
+            && pe.impair.is_none()
+            && !self.blocked(ingress, e.port)
             && pi.kind == PortKind::Native
             && pe.kind == PortKind::Native
             && pi.csum_fill == pe.csum_fill
@@ -443,6 +472,9 @@ impl Core {
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
         self.forget_where(|e| e.port == id);
         self.revoke_where(|s| s.a.0 == id || s.b.0 == id);
+        self.impaired.remove(&id);
+        self.blocks.retain(|(a, b), _| *a != id && *b != id);
+        self.released.retain(|(p, _)| *p != id);
         let port = self.ports.remove(&id)?;
         if let Some(m) = port.locked_mac {
             self.locks.remove(&m);
@@ -672,6 +704,103 @@ impl Core {
         }
     }
 
+    // ---- impairments and partitions (see crate::impair) ----
+
+    fn ordered(a: PortId, b: PortId) -> (PortId, PortId) {
+        if a <= b { (a, b) } else { (b, a) }
+    }
+
+    /// Whether `a` and `b` are blocked from each other.
+    pub fn blocked(&self, a: PortId, b: PortId) -> bool {
+        !self.blocks.is_empty() && self.blocks.contains_key(&Self::ordered(a, b))
+    }
+
+    /// Drop everything between `a` and `b`, both ways (their shortcut ends).
+    pub fn block(&mut self, a: PortId, b: PortId) -> Result<(), CoreError> {
+        if !self.has_port(a) || !self.has_port(b) {
+            return Err(CoreError::NoSuchPort);
+        }
+        if a == b {
+            return Err(CoreError::SamePort);
+        }
+        self.blocks.entry(Self::ordered(a, b)).or_insert(0);
+        self.revoke_where(|s| Self::ordered(s.a.0, s.b.0) == Self::ordered(a, b));
+        Ok(())
+    }
+
+    /// Let `a` and `b` exchange frames again.
+    pub fn unblock(&mut self, a: PortId, b: PortId) -> Result<(), CoreError> {
+        match self.blocks.remove(&Self::ordered(a, b)) {
+            Some(_) => Ok(()),
+            None => Err(CoreError::NotBlocked),
+        }
+    }
+
+    /// End every block.
+    pub fn heal(&mut self) {
+        self.blocks.clear();
+    }
+
+    /// The blocked pairs (lower port first) and the frames dropped between each.
+    pub fn blocks(&self) -> impl Iterator<Item = ((PortId, PortId), u64)> + '_ {
+        self.blocks.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Impair the frames delivered to `port` from now on (`None`: no more). Frames the old
+    /// impairment held go at once ([`Core::take_due`]); the port's shortcuts end.
+    pub fn set_impairment(&mut self, port: PortId, s: Option<Settings>) -> Result<(), CoreError> {
+        let p = self.ports.get_mut(&port).ok_or(CoreError::NoSuchPort)?;
+        if let Some(mut old) = p.impair.take() {
+            self.released
+                .extend(old.drain().into_iter().map(|f| (port, f)));
+        }
+        match s {
+            Some(s) => {
+                p.impair = Some(Box::new(Shaper::new(s)));
+                self.impaired.insert(port);
+                self.revoke_where(|s| s.a.0 == port || s.b.0 == port);
+            }
+            None => {
+                self.impaired.remove(&port);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand a frame for `port` to its impairment: `None` if the port has none (send the frame
+    /// as usual), else how many copies go now (the rest wait for [`Core::take_due`]).
+    pub fn impair(&mut self, port: PortId, now_ns: u64, frame: &[u8]) -> Option<usize> {
+        if self.impaired.is_empty() {
+            return None;
+        }
+        let sh = self.ports.get_mut(&port)?.impair.as_deref_mut()?;
+        Some(sh.push(now_ns, frame))
+    }
+
+    /// When the first frame an impairment holds is due (or frames were released: now).
+    pub fn next_due(&self) -> Option<u64> {
+        if !self.released.is_empty() {
+            return Some(0);
+        }
+        self.impaired
+            .iter()
+            .filter_map(|p| self.ports.get(p)?.impair.as_ref()?.next_due())
+            .min()
+    }
+
+    /// Move the frames whose time has come to `out`, as (port, frame), each port's in order.
+    pub fn take_due(&mut self, now_ns: u64, out: &mut Vec<(PortId, Vec<u8>)>) {
+        out.append(&mut self.released);
+        for id in &self.impaired {
+            let Some(sh) = self.ports.get_mut(id).and_then(|p| p.impair.as_deref_mut()) else {
+                continue;
+            };
+            while let Some(f) = sh.pop_due(now_ns) {
+                out.push((*id, f));
+            }
+        }
+    }
+
     /// Decide where a frame received on `ingress` goes; the copies to send are appended to
     /// `out` (cleared first). Counts rx, malformed, VLAN and too-big drops.
     pub fn handle_frame(
@@ -715,6 +844,11 @@ impl Core {
             let mut n = 0;
             for (id, p) in self.ports.iter_mut() {
                 if *id == ingress {
+                    continue;
+                }
+                if let Some(n) = self.blocks.get_mut(&Self::ordered(ingress, *id)) {
+                    *n += 1;
+                    p.counters.drop_block += 1;
                     continue;
                 }
                 if len > p.max_frame && !crate::offload::can_cut(frame, p.max_frame - 4) {
@@ -773,6 +907,11 @@ impl Core {
             let Some(p) = self.ports.get_mut(id) else {
                 continue;
             };
+            if let Some(n) = self.blocks.get_mut(&Self::ordered(ingress, *id)) {
+                *n += 1;
+                p.counters.drop_block += 1;
+                continue;
+            }
             let tagging = if p.untagged_vlan == vlan {
                 if tag.is_some() {
                     Tagging::Untag
@@ -1049,6 +1188,75 @@ mod tests {
         c.revoke_all();
         assert_eq!(c.take_revoked(), vec![id]);
         assert_eq!(c.shortcuts().count(), 0);
+    }
+
+    #[test]
+    fn blocked_ports_exchange_nothing_and_the_drops_are_counted() {
+        let mut c = core3();
+        let mut out = Vec::new();
+        c.block(1, 2).unwrap();
+        assert_eq!(c.block(1, 1), Err(CoreError::SamePort));
+        assert_eq!(c.block(1, 9), Err(CoreError::NoSuchPort));
+        // A broadcast from 1 reaches 3 only; then unicast 2 -> 1 goes nowhere.
+        c.handle_frame(1, &frame(BCAST, A), 0, &mut out);
+        assert_eq!(ports(&out), vec![3]);
+        c.handle_frame(2, &frame(A, B), 0, &mut out);
+        assert_eq!(ports(&out), Vec::<PortId>::new());
+        assert_eq!(c.port(2).unwrap().counters.drop_block, 1);
+        assert_eq!(c.port(1).unwrap().counters.drop_block, 1);
+        assert_eq!(c.blocks().collect::<Vec<_>>(), vec![((1, 2), 2)]);
+        c.unblock(2, 1).unwrap();
+        assert_eq!(c.unblock(2, 1), Err(CoreError::NotBlocked));
+        c.handle_frame(2, &frame(A, B), 0, &mut out);
+        assert_eq!(ports(&out), vec![1]);
+        c.block(2, 3).unwrap();
+        c.remove_port(3);
+        assert_eq!(c.blocks().count(), 0, "a removed port's blocks go with it");
+        c.block(1, 2).unwrap();
+        c.heal();
+        assert!(!c.blocked(1, 2));
+    }
+
+    #[test]
+    fn impaired_or_blocked_ports_get_no_shortcut_and_lose_theirs() {
+        let mut c = sc_core();
+        let mut out = Vec::new();
+        c.handle_frame(1, &frame(BCAST, A), 0, &mut out);
+        c.handle_frame(2, &frame(A, B), 0, &mut out);
+        let id = c.add_shortcut((2, B), (1, A), 0, 0);
+        c.set_impairment(3, Some(Settings::none(1))).unwrap();
+        assert!(!c.has_revoked(), "another port's impairment");
+        c.set_impairment(1, Some(Settings::none(1))).unwrap();
+        assert_eq!(c.take_revoked(), vec![id]);
+        assert_eq!(c.shortcut_candidate(2, &frame(A, B), &out), None);
+        c.set_impairment(1, None).unwrap();
+        assert!(c.shortcut_candidate(2, &frame(A, B), &out).is_some());
+        let id = c.add_shortcut((2, B), (1, A), 0, 0);
+        c.block(1, 2).unwrap();
+        assert_eq!(c.take_revoked(), vec![id]);
+        assert_eq!(c.shortcut_candidate(2, &frame(A, B), &out), None);
+        assert_eq!(c.set_impairment(9, None), Err(CoreError::NoSuchPort));
+    }
+
+    #[test]
+    fn an_impairment_holds_frames_until_due_and_clearing_releases_them() {
+        let mut c = core3();
+        let mut s = Settings::none(3);
+        s.delay_ns = 1_000;
+        c.set_impairment(2, Some(s)).unwrap();
+        assert_eq!(c.impair(1, 0, b"x"), None, "port 1 is not impaired");
+        assert_eq!(c.impair(2, 0, b"a"), Some(0));
+        assert_eq!(c.impair(2, 10, b"b"), Some(0));
+        assert_eq!(c.next_due(), Some(1_000));
+        let mut due = Vec::new();
+        c.take_due(1_005, &mut due);
+        assert_eq!(due, vec![(2, b"a".to_vec())]);
+        c.set_impairment(2, None).unwrap();
+        assert_eq!(c.next_due(), Some(0), "released at once");
+        due.clear();
+        c.take_due(0, &mut due);
+        assert_eq!(due, vec![(2, b"b".to_vec())]);
+        assert_eq!(c.next_due(), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! ioth's faster native port type.
 //!
 //! * [`core`]: the pure switching logic (learning, flooding, VLANs, counters); no I/O.
+//! * [`impair`]: netem-like impairments of the frames delivered to a port (delay, loss…).
 //! * [`pcap`]: classic pcap capture files.
 //! * [`mgmt`]: the vde_switch-style text console (command interpreter, line splitting).
 //! * [`server`]: the directory, the sockets and the epoll loop.
@@ -15,6 +16,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod core;
+pub mod impair;
 pub mod mgmt;
 pub mod offload;
 pub mod os;

@@ -85,6 +85,11 @@ struct Cli {
     /// Repeatable; each uplink is one port.
     #[arg(long, value_parser = ioth_switch::uplink::parse_url)]
     uplink: Vec<ioth_switch::uplink::UplinkUrl>,
+    /// Seed of the impairments' random decisions (loss, duplication, jitter, reordering)
+    /// that set no `seed=` of their own: the same seed and the same traffic repeat a run.
+    /// Default: a random one, shown by `showinfo`.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Fork into the background once listening (the parent exits 0 when ready).
     #[arg(short = 'd', long)]
     daemon: bool,
@@ -199,6 +204,7 @@ fn run(cli: Cli) -> ExitCode {
         max_macs: cli.max_macs as usize,
         port_lock: cli.port_lock,
         uplinks: cli.uplink,
+        seed: cli.seed,
     };
     // Every port holds a descriptor (two for a VDE port): the soft limit (often 1024) goes up
     // to the hard one, and if even that is short of the ports asked for, say so now rather

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 use crate::core::{Core, CoreError, PortId, Vlan, mac_str};
+use crate::impair::{Settings, port_seed};
 use ioth_common::sys::Errno;
 
 pub const BANNER: &str = concat!(
@@ -76,6 +77,23 @@ const HELP: &[(&str, &str, &str)] = &[
         "SECS",
         "set the ageing time of learned addresses",
     ),
+    (
+        "impair",
+        "[PORT [OPTS|clear]]",
+        "impair frames to PORT: delay=MS jitter=MS loss=PCT dup=PCT reorder=PCT rate=MBIT limit=FRAMES seed=N",
+    ),
+    (
+        "block",
+        "[A B]",
+        "drop every frame between ports A and B (list blocks)",
+    ),
+    ("unblock", "A B", "end the block between A and B"),
+    (
+        "partition",
+        "A,B.. [C,D..]..",
+        "block every pair of ports in different groups (one group: from all others)",
+    ),
+    ("heal", "", "end every block and partition"),
 ];
 
 /// An answer: the bytes to send (without the prompt) and what to do next.
@@ -85,7 +103,18 @@ pub struct Answer {
     pub action: Action,
 }
 
-fn ok_data(lines: Vec<String>) -> Result<Vec<String>, Errno> {
+/// A failed command: the errno of its answer line, and what was wrong when the errno alone
+/// would not say (`1022 Invalid argument: loss: '150' is not a percentage 0..100`).
+#[derive(Debug)]
+struct Fail(Errno, Option<String>);
+
+impl From<Errno> for Fail {
+    fn from(e: Errno) -> Fail {
+        Fail(e, None)
+    }
+}
+
+fn ok_data(lines: Vec<String>) -> Result<Vec<String>, Fail> {
     Ok(lines)
 }
 
@@ -102,6 +131,140 @@ pub fn error_line(e: Errno) -> String {
     format!("1{:03} {}\n", e.0.clamp(0, 999), e)
 }
 
+fn fail_line(f: Fail) -> String {
+    match f.1 {
+        None => error_line(f.0),
+        Some(why) => format!("1{:03} {}: {why}\n", f.0.0.clamp(0, 999), f.0),
+    }
+}
+
+/// A port named by its number, or by a word of its description as `port/print` shows it (a
+/// node's address or name), or by a MAC address learned on it.
+pub fn resolve_port(core: &Core, now_ms: u64, name: &str) -> Result<PortId, String> {
+    if let Ok(n) = name.parse::<PortId>() {
+        return if core.has_port(n) {
+            Ok(n)
+        } else {
+            Err(format!("no port {n}"))
+        };
+    }
+    let ip: Option<std::net::IpAddr> = name.parse().ok();
+    let same = |w: &str| w == name || (ip.is_some() && w.parse().ok() == ip);
+    let mut found: Vec<PortId> = core
+        .ports()
+        .filter(|(_, p)| p.description.split_whitespace().any(same))
+        .map(|(id, _)| id)
+        .collect();
+    if found.is_empty() {
+        let mac = name.to_ascii_lowercase();
+        found = core
+            .table(now_ms)
+            .into_iter()
+            .filter(|(m, ..)| mac_str(m) == mac)
+            .map(|(_, _, p, _)| p)
+            .collect();
+        found.dedup();
+    }
+    match found[..] {
+        [p] => Ok(p),
+        [] => Err(format!("no port has the address, name or MAC '{name}'")),
+        _ => Err(format!(
+            "'{name}' names several ports ({}): give a port number",
+            found
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
+    }
+}
+
+fn port_arg(core: &Core, info: &Info, name: Option<&&str>) -> Result<PortId, Fail> {
+    let name = name.ok_or(Fail(Errno::EINVAL, Some("a port is missing".into())))?;
+    resolve_port(core, info.now_ms, name).map_err(|why| Fail(Errno(libc::ENXIO), Some(why)))
+}
+
+/// `impair` without a port: every impaired port; with one: its impairment, set or cleared.
+fn impair(core: &mut Core, info: &Info, args: &[&str]) -> Result<Vec<String>, Fail> {
+    let show = |core: &Core, id: PortId| -> Vec<String> {
+        match core.port(id).and_then(|p| p.impair.as_ref()) {
+            Some(sh) => vec![
+                format!("Port {id:04} {}", sh.settings),
+                format!("  {}", sh.stats_line()),
+            ],
+            None => vec![format!("Port {id:04} none")],
+        }
+    };
+    let Some(first) = args.first() else {
+        let ids: Vec<PortId> = core
+            .ports()
+            .filter(|(_, p)| p.impair.is_some())
+            .map(|(id, _)| id)
+            .collect();
+        return Ok(ids.into_iter().flat_map(|id| show(core, id)).collect());
+    };
+    let id = port_arg(core, info, Some(first))?;
+    match &args[1..] {
+        [] => Ok(show(core, id)),
+        ["clear"] => {
+            core.set_impairment(id, None).map_err(core_err)?;
+            Ok(Vec::new())
+        }
+        opts => {
+            let s = Settings::parse(opts, port_seed(core.seed, id))
+                .map_err(|why| Fail(Errno::EINVAL, Some(why)))?;
+            core.set_impairment(id, Some(s)).map_err(core_err)?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// `partition G1 G2…`: groups of comma-separated ports.
+fn partition(core: &mut Core, info: &Info, args: &[&str]) -> Result<Vec<String>, Fail> {
+    let mut groups: Vec<Vec<PortId>> = Vec::new();
+    for g in args {
+        let mut ids = Vec::new();
+        for name in g.split(',').filter(|n| !n.is_empty()) {
+            ids.push(port_arg(core, info, Some(&name))?);
+        }
+        groups.push(ids);
+    }
+    if groups.len() == 1 {
+        let rest: Vec<PortId> = core
+            .ports()
+            .map(|(id, _)| id)
+            .filter(|id| !groups[0].contains(id))
+            .collect();
+        groups.push(rest);
+    }
+    if groups.is_empty() || groups.iter().any(|g| g.is_empty()) {
+        return Err(Fail(
+            Errno::EINVAL,
+            Some("give groups of ports, such as 1,2 3,4".into()),
+        ));
+    }
+    for (i, g) in groups.iter().enumerate() {
+        for h in &groups[i + 1..] {
+            if let Some(p) = g.iter().find(|p| h.contains(p)) {
+                return Err(Fail(
+                    Errno::EINVAL,
+                    Some(format!("port {p} is in two groups")),
+                ));
+            }
+        }
+    }
+    for (i, g) in groups.iter().enumerate() {
+        for h in &groups[i + 1..] {
+            for a in g {
+                for b in h {
+                    core.block(*a, *b).map_err(core_err)?;
+                }
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
 /// Execute one command line.
 pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
     let line = line.trim();
@@ -115,7 +278,7 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
     let cmd = words.next().unwrap_or("");
     let args: Vec<&str> = words.collect();
     let mut action = Action::Continue;
-    let r: Result<Vec<String>, Errno> = match cmd {
+    let r: Result<Vec<String>, Fail> = match cmd {
         "help" => ok_data(
             HELP.iter()
                 .map(|(c, a, d)| format!("{:<20} {:<8} {}", c, a, d))
@@ -141,6 +304,7 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
                 if core.shortcuts_enabled { "on" } else { "off" },
                 core.shortcuts().count()
             ),
+            format!("seed {}", core.seed),
             format!("uptime {} s", info.uptime_s),
         ]),
         "logout" => {
@@ -152,31 +316,31 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             Ok(Vec::new())
         }
         "port/print" | "port/allprint" => port_print(core, &args, cmd == "port/allprint"),
-        "port/setvlan" => (|| {
+        "port/setvlan" => (|| -> Result<Vec<String>, Errno> {
             let p: PortId = parse_num(args.first().copied())?;
             let v: Vlan = parse_num(args.get(1).copied())?;
             core.set_port_vlan(p, v).map_err(core_err)?;
             Ok(Vec::new())
-        })(),
-        "port/resetcounter" => (|| {
+        })().map_err(Fail::from),
+        "port/resetcounter" => (|| -> Result<Vec<String>, Errno> {
             let p = match args.first() {
                 Some(s) => Some(parse_num::<PortId>(Some(s))?),
                 None => None,
             };
             core.reset_counters(p).map_err(core_err)?;
             Ok(Vec::new())
-        })(),
-        "vlan/create" => (|| {
+        })().map_err(Fail::from),
+        "vlan/create" => (|| -> Result<Vec<String>, Errno> {
             let v: Vlan = parse_num(args.first().copied())?;
             core.create_vlan(v).map_err(core_err)?;
             Ok(Vec::new())
-        })(),
-        "vlan/addport" => (|| {
+        })().map_err(Fail::from),
+        "vlan/addport" => (|| -> Result<Vec<String>, Errno> {
             let v: Vlan = parse_num(args.first().copied())?;
             let p: PortId = parse_num(args.get(1).copied())?;
             core.vlan_add_port(v, p).map_err(core_err)?;
             Ok(Vec::new())
-        })(),
+        })().map_err(Fail::from),
         "vlan/print" => {
             let vlans: Vec<Vlan> = core.vlans().collect();
             ok_data(
@@ -231,7 +395,7 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
                 })
                 .collect(),
         ),
-        "shortcut/revoke" => (|| {
+        "shortcut/revoke" => (|| -> Result<Vec<String>, Errno> {
             match args.first() {
                 Some(s) => {
                     let id: u32 = parse_num(Some(s))?;
@@ -243,16 +407,40 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
                 None => core.revoke_all(),
             }
             Ok(Vec::new())
-        })(),
-        "hash/setexpire" => (|| {
+        })().map_err(Fail::from),
+        "hash/setexpire" => (|| -> Result<Vec<String>, Errno> {
             let s: u64 = parse_num(args.first().copied())?;
             if s == 0 || s > 86_400 * 365 {
                 return Err(Errno::EINVAL);
             }
             core.ageing_ms = s * 1000;
             Ok(Vec::new())
+        })().map_err(Fail::from),
+        "impair" => impair(core, info, &args),
+        "block" if args.is_empty() => ok_data(
+            core.blocks()
+                .map(|((a, b), n)| format!("Block port {a:03} <-> port {b:03} dropped {n}"))
+                .collect(),
+        ),
+        "block" | "unblock" => (|| {
+            if args.len() != 2 {
+                return Err(Fail(Errno::EINVAL, Some("give two ports".into())));
+            }
+            let a = port_arg(core, info, args.first())?;
+            let b = port_arg(core, info, args.get(1))?;
+            if cmd == "block" {
+                core.block(a, b).map_err(core_err)?;
+            } else {
+                core.unblock(a, b).map_err(core_err)?;
+            }
+            Ok(Vec::new())
         })(),
-        _ => Err(Errno(libc::ENOSYS)),
+        "partition" => partition(core, info, &args),
+        "heal" => {
+            core.heal();
+            Ok(Vec::new())
+        }
+        _ => Err(Fail(Errno(libc::ENOSYS), None)),
     };
     let text = match r {
         Ok(lines) if lines.is_empty() => "1000 Success\n".to_string(),
@@ -265,15 +453,15 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             t.push_str(".\n1000 Success\n");
             t
         }
-        Err(e) => {
+        Err(f) => {
             action = Action::Continue;
-            error_line(e)
+            fail_line(f)
         }
     };
     Answer { text, action }
 }
 
-fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Errno> {
+fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Fail> {
     let only: Option<PortId> = match args.first() {
         Some(s) => Some(parse_num(Some(s))?),
         None => None,
@@ -281,7 +469,7 @@ fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Errn
     if let Some(p) = only
         && !core.has_port(p)
     {
-        return Err(Errno(libc::ENXIO));
+        return Err(Errno(libc::ENXIO).into());
     }
     let mut out = Vec::new();
     for (id, p) in core.ports() {
@@ -299,8 +487,8 @@ fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Errn
         out.push(format!(" IN:  pkts {} bytes {}", c.rx_frames, c.rx_bytes));
         out.push(format!(" OUT: pkts {} bytes {}", c.tx_frames, c.tx_bytes));
         out.push(format!(
-            " DROP: queue {} toobig {} malformed {} vlan {} lock {}",
-            c.drop_queue, c.drop_toobig, c.drop_malformed, c.drop_vlan, c.drop_lock
+            " DROP: queue {} toobig {} malformed {} vlan {} lock {} block {}",
+            c.drop_queue, c.drop_toobig, c.drop_malformed, c.drop_vlan, c.drop_lock, c.drop_block
         ));
         out.push(format!(" QUEUE: bytes {}", p.queued_bytes));
         out.push(format!(
@@ -312,6 +500,10 @@ fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Errn
                 .unwrap_or_default()
         ));
         out.extend(p.detail.iter().map(|d| format!(" {d}")));
+        if let Some(sh) = &p.impair {
+            out.push(format!(" IMPAIR: {}", sh.settings));
+            out.push(format!(" IMPAIRED: {}", sh.stats_line()));
+        }
         if all {
             let tagged: Vec<String> = p.tagged.iter().map(|v| v.to_string()).collect();
             out.push(format!(" tagged VLANs [{}]", tagged.join(" ")));
@@ -413,6 +605,87 @@ mod tests {
             Action::Shutdown
         );
         assert_eq!(execute(&mut c, &info(), "").text, "");
+    }
+
+    #[test]
+    fn impairments_and_blocks_by_number_address_or_mac() {
+        let mut c = Core::new(false);
+        c.seed = 5;
+        c.add_port(
+            1,
+            Port::new(PortKind::Native, "ioth-stackd fd00::5 pid=10", 65536),
+        )
+        .unwrap();
+        c.add_port(
+            2,
+            Port::new(PortKind::Native, "ioth-stackd web pid=11", 65536),
+        )
+        .unwrap();
+        c.add_port(3, Port::new(PortKind::Vde, "qemu", 1518))
+            .unwrap();
+        let mut out = Vec::new();
+        let mut f = vec![0xffu8; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 0x33, 8, 0]);
+        c.handle_frame(3, &f, 0, &mut out);
+        let ok = |c: &mut Core, cmd: &str| {
+            let t = execute(c, &info(), cmd).text;
+            assert!(t.ends_with("1000 Success\n"), "{cmd}: {t}");
+            t
+        };
+        ok(&mut c, "impair fd00:0::5 delay=10 loss=1");
+        ok(&mut c, "impair web rate=100mbit");
+        ok(&mut c, "impair 02:00:00:00:00:33 dup=2 seed=77");
+        let t = ok(&mut c, "impair");
+        assert!(
+            t.contains("Port 0001 delay=10ms jitter=0ms loss=1% dup=0%"),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("seed={}", crate::impair::port_seed(5, 1))),
+            "{t}"
+        );
+        assert!(
+            t.contains("Port 0002 delay=0ms") && t.contains("rate=100000kbit"),
+            "{t}"
+        );
+        assert!(t.contains("dup=2%") && t.contains("seed=77"), "{t}");
+        assert!(t.contains("  frames 0 sent 0 lost 0"), "{t}");
+        let t = ok(&mut c, "port/print 1");
+        assert!(
+            t.contains(" IMPAIR: delay=10ms") && t.contains(" IMPAIRED: frames 0"),
+            "{t}"
+        );
+        ok(&mut c, "impair 1 clear");
+        assert!(ok(&mut c, "impair 1").contains("Port 0001 none"));
+        for (cmd, start, why) in [
+            ("impair 9 delay=1", "1006 ", "no port 9"),
+            ("impair fd00::6 delay=1", "1006 ", "no port has"),
+            (
+                "impair 1 loss=150",
+                "1022 ",
+                "loss: '150' is not a percentage",
+            ),
+            ("impair 1 colour=red", "1022 ", "unknown option 'colour'"),
+            ("impair 1", "", ""),
+            ("block 1", "1022 ", "give two ports"),
+            ("block 1 1", "1022 ", ""),
+            ("unblock 1 2", "1002 ", ""),
+            ("partition 1,2 2,3", "1022 ", "port 2 is in two groups"),
+            ("partition 1,x", "1006 ", "'x'"),
+        ] {
+            let t = execute(&mut c, &info(), cmd).text;
+            assert!(t.starts_with(start) && t.contains(why), "{cmd}: {t}");
+        }
+        ok(&mut c, "block fd00::5 web");
+        assert!(c.blocked(1, 2));
+        ok(&mut c, "heal");
+        ok(&mut c, "partition 3");
+        assert!(c.blocked(3, 1) && c.blocked(3, 2) && !c.blocked(1, 2));
+        let t = ok(&mut c, "block");
+        assert!(t.contains("Block port 001 <-> port 003 dropped 0"), "{t}");
+        ok(&mut c, "heal");
+        ok(&mut c, "partition 1 2,3");
+        assert!(c.blocked(1, 2) && c.blocked(1, 3) && !c.blocked(2, 3));
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub struct Config {
     /// Uplinks to other hosts, one port each: VXLAN tunnels of the switch's own
     /// ([`crate::uplink`]) and cables through Debian's `vde_plug` ([`Cable`]).
     pub uplinks: Vec<UplinkUrl>,
+    /// Seeds the impairments (`impair`) that name no seed of their own; `None`: a random
+    /// one (`showinfo` says which).
+    pub seed: Option<u64>,
 }
 
 /// An uplink through Debian's `vde_plug` (any vdeplug4 URL the switch does not speak itself):
@@ -625,6 +628,7 @@ impl Server {
                 c.max_macs_per_port = cfg.max_macs_per_port;
                 c.max_macs = cfg.max_macs;
                 c.port_lock = cfg.port_lock;
+                c.seed = cfg.seed.unwrap_or_else(sys::random_u64);
                 c
             },
             cfg: cfg.clone(),
@@ -1093,13 +1097,24 @@ impl Server {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// The impairments' clock.
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
     /// Run until shutdown (signal or console), then clean up the directory.
     pub fn run(mut self) {
         self.supervise_cables();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut last_tick = Instant::now();
+        let mut due = Vec::new();
         while self.running {
-            let n = match sys::epoll_wait(self.ep.raw(), &mut events, TICK_MS) {
+            // Frames held by impairments wake the loop when their time comes.
+            let mut wait = Duration::from_millis(TICK_MS as u64);
+            if let Some(at) = self.core.next_due() {
+                wait = wait.min(Duration::from_nanos(at.saturating_sub(self.now_ns())));
+            }
+            let n = match sys::epoll_wait_ns(self.ep.raw(), &mut events, wait) {
                 Ok(n) => n,
                 Err(e) => {
                     log::error!("epoll_wait: {e}");
@@ -1114,6 +1129,12 @@ impl Server {
                 self.dispatch(token, src, evs);
                 if !self.running {
                     break;
+                }
+            }
+            if self.core.next_due().is_some_and(|at| at <= self.now_ns()) {
+                self.core.take_due(self.now_ns(), &mut due);
+                for (port, frame) in due.drain(..) {
+                    self.deliver_now(port, &frame);
                 }
             }
             if last_tick.elapsed() >= Duration::from_millis(TICK_MS as u64) {
@@ -1721,7 +1742,20 @@ impl Server {
         }
     }
 
+    /// Send a frame to a port, through its impairment if it has one.
     fn deliver(&mut self, port: PortId, bytes: &[u8]) {
+        let now = self.now_ns();
+        match self.core.impair(port, now, bytes) {
+            None => self.deliver_now(port, bytes),
+            Some(copies) => {
+                for _ in 0..copies {
+                    self.deliver_now(port, bytes);
+                }
+            }
+        }
+    }
+
+    fn deliver_now(&mut self, port: PortId, bytes: &[u8]) {
         if let Some(u) = self.uplinks.get_mut(&port) {
             match u.up.send(bytes) {
                 Ok(Sent::Out) => self.core.note_tx(port, bytes.len()),
@@ -2028,6 +2062,7 @@ mod tests {
             max_macs: 16,
             port_lock: false,
             uplinks: Vec::new(),
+            seed: None,
         })
         .err()
         .unwrap();

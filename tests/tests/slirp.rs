@@ -34,11 +34,6 @@ fn spawn(mut c: Command) -> Daemon {
     }
 }
 
-fn nginx() -> Option<std::path::PathBuf> {
-    which("nginx")
-        .or_else(|| Some(std::path::PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists()))
-}
-
 #[test]
 fn a_dhcp_node_reaches_the_host_by_name_and_the_host_reaches_a_node_through_slirp() {
     let Some(host) = Netns::new("slirp") else {
@@ -48,7 +43,7 @@ fn a_dhcp_node_reaches_the_host_by_name_and_the_host_reaches_a_node_through_slir
     if !have("vde_plug") || !plugin.exists() {
         return skip("vde_plug or libvdeplug-slirp missing");
     }
-    let Some(nginx) = nginx() else {
+    let Some(nginx) = nginx_bin() else {
         return skip("nginx missing");
     };
     if !have("dnsmasq") || !have("curl") || !have("python3") {
@@ -121,23 +116,7 @@ fn a_dhcp_node_reaches_the_host_by_name_and_the_host_reaches_a_node_through_slir
 
     // The host reaches an nginx node through the forwarded port.
     let d = tmp.join("ngx");
-    std::fs::create_dir_all(d.join("tmp")).unwrap();
-    let conf = d.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon on; master_process on; worker_processes 1; user root;
-pid {0}/nginx.pid; error_log {0}/error.log;
-events {{ worker_connections 64; }}
-http {{ sendfile on; access_log off; client_body_temp_path {0}/tmp/b; proxy_temp_path {0}/tmp/p;
-  fastcgi_temp_path {0}/tmp/f; uwsgi_temp_path {0}/tmp/u; scgi_temp_path {0}/tmp/s;
-  server {{ listen 80; root {1}; }} }}
-",
-            d.display(),
-            www.display()
-        ),
-    )
-    .unwrap();
+    let conf = nginx_conf(&d, &www, &["80"]);
     run_ok(
         as_node(&nginx, &sw, &rundir, "10.0.2.50/24")
             .env("IOTH_GW", "10.0.2.2")

@@ -17,36 +17,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn nginx_bin() -> Option<std::path::PathBuf> {
-    which("nginx").or_else(|| {
-        ["/usr/sbin/nginx"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.exists())
-    })
-}
-
-/// An nginx configuration in `dir` serving `root`, listening on `listen` (nginx `listen`
-/// arguments), with its pid file at `dir/nginx.pid`.
-fn nginx_conf(dir: &Path, root: &Path, listen: &[&str]) -> std::path::PathBuf {
-    let d = dir.display();
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    let listens: String = listen.iter().map(|l| format!("listen {l}; ")).collect();
-    let conf = format!(
-        "daemon on; master_process on; worker_processes 1; user root;
-pid {d}/nginx.pid; error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{ sendfile on; access_log off; client_body_temp_path {d}/tmp/b; proxy_temp_path {d}/tmp/p;
-  fastcgi_temp_path {d}/tmp/f; uwsgi_temp_path {d}/tmp/u; scgi_temp_path {d}/tmp/s;
-  server {{ {listens} root {}; }} }}
-",
-        root.display()
-    );
-    let p = dir.join("nginx.conf");
-    std::fs::write(&p, conf).unwrap();
-    p
-}
-
 /// A kernel vxlan device `vx0` in `ns` on port 4789 (`how`: its id and peers, as `ip link add
 /// … type vxlan` takes them), with the LAN addresses `addrs`, up.
 fn kernel_vxlan(ns: &Netns, how: &[&str], addrs: &[&str]) {

@@ -173,6 +173,8 @@ struct RttEstimator {
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
+    /// Lower bound of a computed RTO, in milliseconds (`Socket::set_rto_min`).
+    min_rto: u32,
 }
 
 impl Default for RttEstimator {
@@ -185,6 +187,7 @@ impl Default for RttEstimator {
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
+            min_rto: RTTE_MIN_RTO,
         }
     }
 }
@@ -214,7 +217,7 @@ impl RttEstimator {
 
         // RFC 6298 (2.2), (2.3)
         let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        self.rto = (self.srtt + margin).clamp(self.min_rto, RTTE_MAX_RTO);
 
         self.rto_count = 0;
 
@@ -632,6 +635,25 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// Set the lower bound of the retransmission timeout computed from round-trip time
+    /// measurements (RFC 6298 (2.4)); it is 1 second unless set.
+    ///
+    /// RFC 6298 recommends 1 second "to keep TCP conservative and avoid spurious
+    /// retransmissions"; Linux uses 200 ms (`TCP_RTO_MIN`), which recovers a lost segment
+    /// five times sooner on short paths. The timeout before the first measurement (1 second)
+    /// and the upper bound (60 seconds) do not change. The bound is clamped to 1 ms..=60 s.
+    pub fn set_rto_min(&mut self, min: Duration) {
+        self.rtte.min_rto = (min.total_millis() as u32).clamp(1, RTTE_MAX_RTO);
+        if self.rtte.have_measurement {
+            self.rtte.rto = self.rtte.rto.max(self.rtte.min_rto);
+        }
+    }
+
+    /// Return the lower bound of the retransmission timeout. See also [`Self::set_rto_min`].
+    pub fn rto_min(&self) -> Duration {
+        Duration::from_millis(self.rtte.min_rto as u64)
+    }
+
     /// Enable or disable TCP Timestamp.
     pub fn set_tsval_generator(&mut self, generator: Option<TcpTimestampGenerator>) {
         self.tsval_generator = generator;
@@ -907,7 +929,10 @@ impl<'a> Socket<'a> {
 
         self.state = State::Closed;
         self.timer = Timer::new();
-        self.rtte = RttEstimator::default();
+        self.rtte = RttEstimator {
+            min_rto: self.rtte.min_rto,
+            ..RttEstimator::default()
+        };
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -9582,6 +9607,60 @@ mod test {
             r.sample(2000);
             assert_eq!(r.retransmission_timeout(), Duration::from_millis(rto));
         }
+    }
+
+    #[test]
+    fn test_rtt_estimator_min_rto() {
+        let mut s = socket_established();
+        assert_eq!(s.rto_min(), Duration::from_millis(1000));
+        s.set_rto_min(Duration::from_millis(200));
+        assert_eq!(s.rto_min(), Duration::from_millis(200));
+        for _ in 0..8 {
+            s.rtte.sample(10);
+        }
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(200));
+        s.rtte.sample(300);
+        assert!(s.rtte.retransmission_timeout() > Duration::from_millis(300));
+        s.reset();
+        assert_eq!(s.rto_min(), Duration::from_millis(200), "kept across reset");
+        assert_eq!(
+            s.rtte.retransmission_timeout(),
+            Duration::from_millis(1000),
+            "no measurement yet: the initial RTO"
+        );
+    }
+
+    #[test]
+    fn test_retransmit_after_min_rto() {
+        let mut s = socket_established();
+        s.set_rto_min(Duration::from_millis(200));
+        s.send_slice(b"abc").unwrap();
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abc"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time 1010, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 3),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"def").unwrap();
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"def"[..],
+            ..RECV_TEMPL
+        }));
+        // A 10 ms round trip: the timeout is the 200 ms floor, not 1 s.
+        recv_nothing!(s, time 1219);
+        recv!(s, time 1220, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"def"[..],
+            ..RECV_TEMPL
+        }));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::wire::{
 };
 
 mod congestion;
+mod scoreboard;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -526,6 +527,17 @@ pub struct Socket<'a> {
     local_rx_dup_acks: u8,
     /// If a fast retransmit needs to occur
     pending_fast_retransmit: bool,
+    /// What the remote reported holding beyond `local_seq_no` (RFC 2018 SACK blocks).
+    sack_board: scoreboard::Scoreboard,
+    /// In loss recovery until `local_seq_no` reaches this: the highest sequence number sent
+    /// when the recovery began (RFC 6582's "recover").
+    recovery_point: Option<TcpSeqNumber>,
+    /// In recovery, retransmissions continue from here (RFC 6675's HighRxt).
+    rexmit_next: TcpSeqNumber,
+    /// Lost segments that may be retransmitted now: one per ACK received in recovery.
+    rexmit_credit: u8,
+    /// A retransmission timeout fired since the cumulative ACK last advanced.
+    rto_since_ack: bool,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -617,6 +629,11 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
+            sack_board: scoreboard::Scoreboard::new(),
+            recovery_point: None,
+            rexmit_next: TcpSeqNumber::default(),
+            rexmit_credit: 0,
+            rto_since_ack: false,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -949,6 +966,11 @@ impl<'a> Socket<'a> {
         self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
         self.remote_mss = DEFAULT_MSS;
         self.remote_last_ts = None;
+        self.sack_board.clear();
+        self.recovery_point = None;
+        self.rexmit_next = TcpSeqNumber::default();
+        self.rexmit_credit = 0;
+        self.rto_since_ack = false;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
 
@@ -1423,11 +1445,44 @@ impl<'a> Socket<'a> {
         self.remote_last_seq - self.local_seq_no
     }
 
+    /// Octets in flight that the remote does not hold: those sent and not acknowledged,
+    /// less those it reported in SACK blocks (RFC 6675's "pipe", without the retransmissions,
+    /// which one-per-ACK credits pace instead).
+    fn pipe(&self) -> usize {
+        self.flight_size()
+            .saturating_sub(self.sack_board.sacked_below(self.remote_last_seq))
+    }
+
     fn cwnd_remaining(&self) -> usize {
         self.congestion_controller
             .inner()
             .window()
-            .saturating_sub(self.flight_size())
+            .saturating_sub(self.pipe())
+    }
+
+    /// In loss recovery, the next stretch to send again, as `(seq, len)`: with SACK, the
+    /// first hole at or after `rexmit_next` below data the remote holds (RFC 6675); without,
+    /// after a partial acknowledgement, the first unacknowledged segment (RFC 6582).
+    fn hole_to_retransmit(&self) -> Option<(TcpSeqNumber, usize)> {
+        let recover = self.recovery_point?;
+        if self.rexmit_credit == 0 || self.pending_fast_retransmit {
+            return None;
+        }
+        let from = self.rexmit_next.max(self.local_seq_no);
+        let limit = recover.min(self.remote_last_seq);
+        if from >= limit {
+            return None;
+        }
+        let (start, end) = if self.sack_board.is_empty() {
+            if from != self.local_seq_no {
+                return None;
+            }
+            (from, limit)
+        } else {
+            let (start, end) = self.sack_board.next_hole(from)?;
+            (start, end.min(limit))
+        };
+        (start < end).then(|| (start, end - start))
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -2114,6 +2169,20 @@ impl<'a> Socket<'a> {
         }
 
         if let Some(ack_number) = repr.ack_number {
+            // RFC 2018: record what the remote holds beyond the acknowledgement.
+            if self.remote_has_sack {
+                self.sack_board.advance(ack_number);
+                let max = ack_number + self.tx_buffer.len() + 1;
+                for (left, right) in repr.sack_ranges.iter().flatten() {
+                    self.sack_board.add(
+                        TcpSeqNumber(*left as i32),
+                        TcpSeqNumber(*right as i32),
+                        ack_number,
+                        max,
+                    );
+                }
+            }
+
             // TODO: When flow control is implemented,
             // refractor the following block within that implementation
 
@@ -2141,18 +2210,26 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
+                    if self.recovery_point.is_some() {
+                        // Each duplicate ACK in recovery lets one more lost segment go.
+                        self.rexmit_credit = self.rexmit_credit.saturating_add(1).min(2);
+                    } else if self.local_rx_dup_acks == 3 {
                         self.timer.set_for_fast_retransmit();
+                        self.recovery_point = Some(self.remote_last_seq);
+                        self.rexmit_next = ack_number;
                         net_debug!("started fast retransmit");
                     }
 
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
+                    // Notify of duplicate ACK. With SACK information the window is not
+                    // inflated: the octets the remote holds leave the pipe instead.
+                    if self.sack_board.is_empty() {
+                        let in_flight = self.flight_size();
+                        self.congestion_controller.inner_mut().on_dup_ack(
+                            cx.now(),
+                            self.remote_mss,
+                            in_flight,
+                        );
+                    }
                 }
 
                 // No duplicate ACK means we reset the duplicate ACK count
@@ -2163,6 +2240,20 @@ impl<'a> Socket<'a> {
                         net_debug!("reset duplicate ACK count");
                     }
                     self.local_rx_last_ack = Some(ack_number);
+
+                    if ack_len > 0 {
+                        self.rto_since_ack = false;
+                    }
+                    if let Some(recover) = self.recovery_point {
+                        if ack_number >= recover {
+                            net_debug!("loss recovery done");
+                            self.recovery_point = None;
+                            self.rexmit_credit = 0;
+                        } else if ack_len > 0 {
+                            // A partial acknowledgement: the next lost segment may go.
+                            self.rexmit_credit = self.rexmit_credit.saturating_add(1).min(2);
+                        }
+                    }
 
                     // Notify of fresh ACK
                     self.rtte.on_ack(cx.now(), ack_number);
@@ -2324,6 +2415,10 @@ impl<'a> Socket<'a> {
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+            return true;
+        }
+        // So should the retransmissions of loss recovery, paced by the ACKs that come back.
+        if self.hole_to_retransmit().is_some() {
             return true;
         }
 
@@ -2509,8 +2604,16 @@ impl<'a> Socket<'a> {
 
                 // Rewind "last sequence number sent", as if we never
                 // had sent them. This will cause all data in the queue
-                // to be sent again.
+                // to be sent again, except what the remote reported holding; but a
+                // second timeout in a row may mean it dropped that (RFC 2018 allows it to
+                // renege): then everything goes again.
                 self.remote_last_seq = self.local_seq_no;
+                if self.rto_since_ack {
+                    self.sack_board.clear();
+                }
+                self.rto_since_ack = true;
+                self.recovery_point = None;
+                self.rexmit_credit = 0;
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
@@ -2540,6 +2643,11 @@ impl<'a> Socket<'a> {
         #[cfg(feature = "socket-tcp-pause-synack")]
         if matches!(self.state, State::SynReceived) && self.synack_paused {
             return Ok(());
+        }
+
+        // After a timeout rewound `remote_last_seq`, do not send again what the remote holds.
+        while let Some(end) = self.sack_board.covering(self.remote_last_seq) {
+            self.remote_last_seq = end;
         }
 
         // Decide whether we're sending a packet.
@@ -2657,13 +2765,30 @@ impl<'a> Socket<'a> {
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
                 let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
+                    let mut size = effective_mss.min(self.tx_buffer.len());
+                    // Only the hole, not what the remote holds after it.
+                    if let Some(next) = self.sack_board.next_after(self.local_seq_no) {
+                        size = size.min(next - self.local_seq_no);
+                    }
                     repr.seq_number = self.local_seq_no;
                     repr.payload = self.tx_buffer.get_allocated(0, size);
 
                     self.pending_fast_retransmit = false;
+                    self.rexmit_next = self.rexmit_next.max(self.local_seq_no + size);
 
                     0
+                } else if let Some((seq, len)) = self.hole_to_retransmit() {
+                    net_debug!("retransmitting {} octets at {} in loss recovery", len, seq);
+                    let offset = seq - self.local_seq_no;
+                    repr.seq_number = seq;
+                    repr.payload = self
+                        .tx_buffer
+                        .get_allocated(offset, len.min(effective_mss));
+                    self.rexmit_next = seq + repr.payload.len();
+                    self.rexmit_credit -= 1;
+                    self.rtte.on_retransmit();
+
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2728,6 +2853,11 @@ impl<'a> Socket<'a> {
                         win_limit.min(device_limit)
                     } else {
                         win_limit.min(device_limit).min(self.cwnd_remaining())
+                    };
+                    // Stop where data the remote holds begins (after a timeout).
+                    let size = match self.sack_board.next_after(self.remote_last_seq) {
+                        Some(next) => size.min(next - self.remote_last_seq),
+                        None => size,
                     };
 
                     let offset = self.flight_size();
@@ -7046,6 +7176,184 @@ mod test {
             ack_number: Some(LOCAL_SEQ + 1 + (3 * 5)),
             ..SEND_TEMPL
         });
+    }
+
+    /// Send `text` in segments of `mss` octets and receive them all.
+    fn send_segments(mut s: TestSocket, text: &'static [u8], mss: usize, at: i64) -> TestSocket {
+        // The remote acknowledged the connection: the ACKs that follow are duplicates.
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        s.remote_mss = mss;
+        s.send_slice(text).unwrap();
+        for (i, chunk) in text.chunks(mss).enumerate() {
+            recv!(s, time at, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * mss,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload:    chunk,
+                ..RECV_TEMPL
+            }));
+        }
+        s
+    }
+
+    fn sack(a: usize, b: usize) -> Option<(u32, u32)> {
+        Some(((LOCAL_SEQ + 1 + a).0 as u32, (LOCAL_SEQ + 1 + b).0 as u32))
+    }
+
+    /// An ACK of `ack` octets with these SACK blocks.
+    fn sack_ack(ack: usize, blocks: [Option<(u32, u32)>; 3]) -> TcpRepr<'static> {
+        TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + ack),
+            sack_ranges: blocks,
+            ..SEND_TEMPL
+        }
+    }
+
+    #[test]
+    fn test_sack_recovery_retransmits_only_the_holes() {
+        let mut s = socket_established();
+        s.remote_has_sack = true;
+        // Four segments; the first and the third are lost.
+        s = send_segments(s, b"abcdef123456ABCDEFxyzxyz", 6, 1000);
+        send!(s, time 1010, sack_ack(0, [sack(6, 12), None, None]));
+        send!(s, time 1011, sack_ack(0, [sack(18, 24), sack(6, 12), None]));
+        send!(s, time 1012, sack_ack(0, [sack(18, 24), sack(6, 12), None]));
+        // Fast retransmit: the first hole only, not the octets the remote holds after it.
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        // The partial acknowledgement lets the second hole go at once, and nothing else.
+        send!(s, time 1030, sack_ack(12, [sack(18, 24), None, None]));
+        recv!(s, time 1031, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ABCDEF"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1032);
+        send!(s, time 1040, sack_ack(24, [None, None, None]));
+        assert_eq!(s.recovery_point, None, "recovery ends with everything acknowledged");
+        assert!(s.sack_board.is_empty());
+        assert!(s.tx_buffer.is_empty());
+    }
+
+    #[test]
+    fn test_sack_recovery_sends_each_hole_as_acks_come() {
+        let mut s = socket_established();
+        s.remote_has_sack = true;
+        // Six segments; the first, third and fifth are lost.
+        s = send_segments(s, b"aaaBBBcccDDDeeeFFF", 3, 1000);
+        send!(s, time 1010, sack_ack(0, [sack(3, 6), None, None]));
+        send!(s, time 1011, sack_ack(0, [sack(9, 12), sack(3, 6), None]));
+        send!(s, time 1012, sack_ack(0, [sack(15, 18), sack(9, 12), sack(3, 6)]));
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        // Another duplicate ACK (a segment sent earlier arrived): the next hole goes,
+        // before the first retransmission is even acknowledged.
+        send!(s, time 1021, sack_ack(0, [sack(15, 18), sack(9, 12), sack(3, 6)]));
+        recv!(s, time 1022, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ccc"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1023);
+        send!(s, time 1030, sack_ack(12, [sack(15, 18), None, None]));
+        recv!(s, time 1031, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"eee"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time 1040, sack_ack(18, [None, None, None]));
+        assert!(s.tx_buffer.is_empty());
+        assert_eq!(s.recovery_point, None);
+    }
+
+    #[test]
+    fn test_newreno_partial_ack_retransmits_the_next_segment_at_once() {
+        let mut s = socket_established();
+        // No SACK: the first and third segments are lost.
+        s = send_segments(s, b"abcdef123456ABCDEFxyzxyz", 6, 1000);
+        for t in 1010..1013 {
+            send!(s, time t, sack_ack(0, [None, None, None]));
+        }
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        // RFC 6582: the partial ACK shows the next loss; it goes without waiting for the RTO.
+        send!(s, time 1030, sack_ack(12, [None, None, None]));
+        recv!(s, time 1031, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ABCDEF"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1032);
+        send!(s, time 1040, sack_ack(24, [None, None, None]));
+        assert!(s.tx_buffer.is_empty());
+    }
+
+    #[test]
+    fn test_retransmission_timeout_skips_what_the_remote_holds() {
+        let mut s = socket_established();
+        s.remote_has_sack = true;
+        s = send_segments(s, b"abcdef123456ABCDEF", 6, 1000);
+        // One duplicate ACK only: no fast retransmit; the timer fires.
+        send!(s, time 1010, sack_ack(0, [sack(6, 12), None, None]));
+        send!(s, time 1011, sack_ack(0, [sack(6, 12), sack(12, 18), None]));
+        recv!(s, time 2000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        // Go-back-N, but not over the octets the remote reported.
+        recv_nothing!(s, time 2001);
+        send!(s, time 2010, sack_ack(18, [None, None, None]));
+        assert!(s.tx_buffer.is_empty());
+    }
+
+    #[test]
+    fn test_second_timeout_forgets_sack_information() {
+        let mut s = socket_established();
+        s.remote_has_sack = true;
+        s = send_segments(s, b"abcdef123456", 6, 1000);
+        send!(s, time 1010, sack_ack(0, [sack(6, 12), None, None]));
+        recv!(s, time 2000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 2001);
+        // No answer: the remote may have dropped what it reported (RFC 2018 lets it).
+        recv!(s, time 4000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 4000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"123456"[..],
+            ..RECV_TEMPL
+        }));
     }
 
     #[test]

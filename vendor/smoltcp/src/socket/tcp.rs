@@ -478,6 +478,9 @@ pub struct Socket<'a> {
     assembler: Assembler,
     rx_buffer: SocketBuffer<'a>,
     rx_fin_received: bool,
+    /// The sequence number of a FIN that arrived while data before it was missing: it takes
+    /// effect once that data is in.
+    rx_fin_pending: Option<TcpSeqNumber>,
     tx_buffer: SocketBuffer<'a>,
     /// Interval after which, if no inbound packets are received, the connection is aborted.
     timeout: Option<Duration>,
@@ -609,6 +612,7 @@ impl<'a> Socket<'a> {
             tx_buffer,
             rx_buffer,
             rx_fin_received: false,
+            rx_fin_pending: None,
             timeout: None,
             keep_alive: None,
             hop_limit: None,
@@ -954,6 +958,7 @@ impl<'a> Socket<'a> {
         self.tx_buffer.clear();
         self.rx_buffer.clear();
         self.rx_fin_received = false;
+        self.rx_fin_pending = None;
         self.listen_endpoint = IpListenEndpoint::default();
         self.tuple = None;
         self.local_seq_no = TcpSeqNumber::default();
@@ -1944,14 +1949,19 @@ impl<'a> Socket<'a> {
         let mut control = repr.control;
         control = control.quash_psh();
 
-        // If a FIN is received at the end of the current segment, but
-        // we have a hole in the assembler before the current segment, disregard this FIN.
+        // If a FIN is received at the end of the current segment, but we have a hole in the
+        // assembler before the current segment, it cannot take effect yet: remember where it
+        // is (if inside the window), and act on it once the data before it is in, so the
+        // remote does not have to send it again.
         if control == TcpControl::Fin && window_start < segment_start {
             tcp_trace!(
-                "ignoring FIN because we don't have full data yet. window_start={} segment_start={}",
+                "FIN waits for the data before it. window_start={} segment_start={}",
                 window_start,
                 segment_start
             );
+            if segment_end <= window_end && !self.rx_fin_received {
+                self.rx_fin_pending = Some(segment_end);
+            }
             control = TcpControl::None;
         }
 
@@ -2362,6 +2372,14 @@ impl<'a> Socket<'a> {
             self.rx_waker.wake();
         }
 
+        // A FIN that came before the data that has now filled the hole in front of it.
+        if let Some(fin) = self.rx_fin_pending
+            && self.remote_seq_no + self.rx_buffer.len() == fin
+        {
+            self.rx_fin_pending = None;
+            self.process_pending_fin(cx);
+        }
+
         if !self.assembler.is_empty() {
             // Print the ranges recorded in the assembler.
             tcp_trace!("assembler: {}", self.assembler);
@@ -2402,6 +2420,31 @@ impl<'a> Socket<'a> {
             Some(self.ack_reply(ip_repr, repr))
         } else {
             None
+        }
+    }
+
+    /// The state change of a FIN received in order, for one that arrived early
+    /// ([`Self::rx_fin_pending`]).
+    fn process_pending_fin(&mut self, cx: &mut Context) {
+        tcp_trace!("received FIN (it came before data now in)");
+        match self.state {
+            State::SynReceived | State::Established => {
+                self.remote_seq_no += 1;
+                self.rx_fin_received = true;
+                self.set_state(State::CloseWait);
+            }
+            State::FinWait1 => {
+                self.remote_seq_no += 1;
+                self.rx_fin_received = true;
+                self.set_state(State::Closing);
+            }
+            State::FinWait2 => {
+                self.remote_seq_no += 1;
+                self.rx_fin_received = true;
+                self.set_state(State::TimeWait);
+                self.timer.set_for_close(cx.now());
+            }
+            _ => {}
         }
     }
 
@@ -5530,12 +5573,52 @@ mod test {
             },
             Some(TcpRepr {
                 seq_number: LOCAL_SEQ + 1,
-                ack_number: Some(REMOTE_SEQ + 1 + 6 + 6),
+                ack_number: Some(REMOTE_SEQ + 1 + 6 + 6 + 1),
                 window_len: 52,
                 ..RECV_TEMPL
             })
         );
-        assert_eq!(s.state, State::Established);
+        // The FIN that came early takes effect once the data before it is in.
+        assert_eq!(s.state, State::CloseWait);
+        let mut got = [0u8; 12];
+        assert_eq!(s.recv_slice(&mut got), Ok(12));
+        assert_eq!(&got, b"abcdef123456");
+        assert_eq!(s.recv_slice(&mut got), Err(RecvError::Finished));
+    }
+
+    #[test]
+    fn test_fin_wait_2_early_fin_then_missing_data() {
+        let mut s = socket_fin_wait_2();
+        // A bare FIN after data that is lost.
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1 + 3,
+                ack_number: Some(LOCAL_SEQ + 1 + 1),
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::FinWait2);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::TimeWait);
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 3 + 1),
+                window_len: 61,
+                ..RECV_TEMPL
+            }]
+        );
     }
 
     #[test]

@@ -1614,6 +1614,24 @@ impl<'a> Socket<'a> {
                     .next()
                     .map(|(left, right)| (left.0 as u32, right.0 as u32));
             }
+
+            // RFC 2018: "The data receiver SHOULD include as many distinct SACK blocks as
+            // possible in the SACK option", repeating the most recently reported ones: the
+            // other ranges, highest first (the most recent ones when data arrives in order, as
+            // in the RFC's examples). Three blocks fit beside timestamps.
+            if let Some(first) = reply_repr.sack_ranges[0] {
+                let mut others = [None; 2];
+                for range in self
+                    .assembler
+                    .iter_data()
+                    .map(|(left, right)| ((ack + left).0 as u32, (ack + right).0 as u32))
+                    .filter(|r| *r != first)
+                {
+                    others = [Some(range), others[0]];
+                }
+                reply_repr.sack_ranges[1] = others[0];
+                reply_repr.sack_ranges[2] = others[1];
+            }
         }
 
         // Since the sACK option may have changed the length of the payload, update that.
@@ -4873,6 +4891,55 @@ mod test {
                         None,
                         None
                     ],
+                    ..RECV_TEMPL
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn test_established_rfc2018_case_3_several_blocks() {
+        let (mut s, segment) = setup_rfc2018_cases();
+        // RFC 2018, case 3: the 2nd, 4th, 6th and 8th segments are dropped.
+        //
+        //   Triggering  ACK    First Block   2nd Block     3rd Block
+        //   Segment            Left   Right  Left   Right  Left   Right
+        //   5000       5500
+        //   6000       5500    6000   6500
+        //   7000       5500    7000   7500   6000   6500
+        //   8000       5500    8000   8500   7000   7500   6000   6500
+        let r = |a: u32, b: u32| Some((REMOTE_SEQ.0 as u32 + 1 + a, REMOTE_SEQ.0 as u32 + 1 + b));
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 5000,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &segment,
+            ..SEND_TEMPL
+        });
+        recv!(s, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1 + 5500),
+            window_len: 3500,
+            ..RECV_TEMPL
+        }]);
+        let expect = [
+            (6000, [r(6000, 6500), None, None]),
+            (7000, [r(7000, 7500), r(6000, 6500), None]),
+            (8000, [r(8000, 8500), r(7000, 7500), r(6000, 6500)]),
+        ];
+        for (at, blocks) in expect {
+            send!(
+                s,
+                TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + at as usize,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: &segment,
+                    ..SEND_TEMPL
+                },
+                Some(TcpRepr {
+                    seq_number: LOCAL_SEQ + 1,
+                    ack_number: Some(REMOTE_SEQ + 1 + 5500),
+                    window_len: 3500,
+                    sack_ranges: blocks,
                     ..RECV_TEMPL
                 })
             );

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 mod many;
+mod recovery;
 mod restart;
 mod tcp;
 mod udp;

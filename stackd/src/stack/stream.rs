@@ -584,10 +584,17 @@ pub(super) fn deliver(s: &mut Sock) {
 pub(super) fn apply_tcp_opts(t: &mut tcp::Socket<'static>, o: &Opts) {
     t.set_nagle_enabled(o.cork || !o.nodelay);
     t.set_ack_delay(None);
+    // Linux's floor (TCP_RTO_MIN) rather than RFC 6298's 1 s: a loss fast retransmit cannot
+    // repair costs 200 ms on a short path, not a second (smoltcp patch 3).
+    t.set_rto_min(smoltcp::time::Duration::from_millis(200));
     // Always: even from a native port, the path may cross a VDE cable to a switch that
     // drops (vde_plug to Debian's vde_switch), and a 1 MiB window sent blind into it is lost
     // again at every retransmission timeout.
-    t.set_congestion_control(tcp::CongestionControl::Cubic);
+    // Set once: setting it again starts a fresh controller (cwnd back to its initial 2 KB),
+    // and this runs at every setsockopt (nginx sets TCP_NODELAY on a connection in use).
+    if t.congestion_control() != tcp::CongestionControl::Cubic {
+        t.set_congestion_control(tcp::CongestionControl::Cubic);
+    }
     // Probes after KEEPIDLE of silence (and again every KEEPIDLE: smoltcp has one interval);
     // the timeout that ends the connection is the `Watch`'s (timeout.rs).
     let idle = o.keepalive.then(|| Duration::from_secs(o.keepidle as u64));

@@ -274,6 +274,9 @@ pub struct Core {
     blocks: BTreeMap<(PortId, PortId), u64>,
     /// Frames an impairment let go early (cleared or replaced), for [`Core::take_due`].
     released: Vec<(PortId, Vec<u8>)>,
+    /// Impairments of the frames from one port to another, `(from, to)`: they take the place
+    /// of `to`'s own impairment for those frames.
+    pair_impair: BTreeMap<(PortId, PortId), Box<Shaper>>,
 }
 
 impl Default for Core {
@@ -319,6 +322,7 @@ impl Core {
             impaired: BTreeSet::new(),
             blocks: BTreeMap::new(),
             released: Vec::new(),
+            pair_impair: BTreeMap::new(),
         }
     }
 
@@ -352,6 +356,7 @@ impl Core {
             && pi.impair.is_none()
             && pe.impair.is_none()
             && !self.blocked(ingress, e.port)
+            && !self.pair_impaired(ingress, e.port)
             && pi.kind == PortKind::Native
             && pe.kind == PortKind::Native
             && pi.csum_fill == pe.csum_fill
@@ -475,6 +480,7 @@ impl Core {
         self.impaired.remove(&id);
         self.blocks.retain(|(a, b), _| *a != id && *b != id);
         self.released.retain(|(p, _)| *p != id);
+        self.pair_impair.retain(|(a, b), _| *a != id && *b != id);
         let port = self.ports.remove(&id)?;
         if let Some(m) = port.locked_mac {
             self.locks.remove(&m);
@@ -767,9 +773,64 @@ impl Core {
         Ok(())
     }
 
-    /// Hand a frame for `port` to its impairment: `None` if the port has none (send the frame
-    /// as usual), else how many copies go now (the rest wait for [`Core::take_due`]).
-    pub fn impair(&mut self, port: PortId, now_ns: u64, frame: &[u8]) -> Option<usize> {
+    /// Whether the frames from `a` to `b`, or from `b` to `a`, have an impairment of their own.
+    fn pair_impaired(&self, a: PortId, b: PortId) -> bool {
+        !self.pair_impair.is_empty()
+            && (self.pair_impair.contains_key(&(a, b)) || self.pair_impair.contains_key(&(b, a)))
+    }
+
+    /// Impair the frames from `from` delivered to `to` (`None`: no more); as
+    /// [`Core::set_impairment`], for one direction between two ports.
+    pub fn set_pair_impairment(
+        &mut self,
+        from: PortId,
+        to: PortId,
+        s: Option<Settings>,
+    ) -> Result<(), CoreError> {
+        if !self.has_port(from) || !self.has_port(to) {
+            return Err(CoreError::NoSuchPort);
+        }
+        if from == to {
+            return Err(CoreError::SamePort);
+        }
+        if let Some(mut old) = self.pair_impair.remove(&(from, to)) {
+            self.released
+                .extend(old.drain().into_iter().map(|f| (to, f)));
+        }
+        if let Some(s) = s {
+            self.pair_impair
+                .insert((from, to), Box::new(Shaper::new(s)));
+            let pair = Self::ordered(from, to);
+            self.revoke_where(|s| Self::ordered(s.a.0, s.b.0) == pair);
+        }
+        Ok(())
+    }
+
+    /// The impairments between pairs of ports: `((from, to), shaper)`.
+    pub fn pair_impairments(&self) -> impl Iterator<Item = ((PortId, PortId), &Shaper)> {
+        self.pair_impair.iter().map(|(k, v)| (*k, &**v))
+    }
+
+    /// The impairment of the frames from `from` to `to`, if set.
+    pub fn pair_impairment(&self, from: PortId, to: PortId) -> Option<&Shaper> {
+        self.pair_impair.get(&(from, to)).map(|b| &**b)
+    }
+
+    /// Hand a frame from `from` for `port` to its impairment (the pair's, else the port's):
+    /// `None` if there is none (send the frame as usual), else how many copies go now (the
+    /// rest wait for [`Core::take_due`]).
+    pub fn impair(
+        &mut self,
+        from: PortId,
+        port: PortId,
+        now_ns: u64,
+        frame: &[u8],
+    ) -> Option<usize> {
+        if !self.pair_impair.is_empty()
+            && let Some(sh) = self.pair_impair.get_mut(&(from, port))
+        {
+            return Some(sh.push(now_ns, frame));
+        }
         if self.impaired.is_empty() {
             return None;
         }
@@ -782,13 +843,16 @@ impl Core {
         if !self.released.is_empty() {
             return Some(0);
         }
-        self.impaired
+        let ports = self
+            .impaired
             .iter()
-            .filter_map(|p| self.ports.get(p)?.impair.as_ref()?.next_due())
-            .min()
+            .filter_map(|p| self.ports.get(p)?.impair.as_ref()?.next_due());
+        let pairs = self.pair_impair.values().filter_map(|sh| sh.next_due());
+        ports.chain(pairs).min()
     }
 
-    /// Move the frames whose time has come to `out`, as (port, frame), each port's in order.
+    /// Move the frames whose time has come to `out`, as (port, frame), each port's and each
+    /// pair's in order.
     pub fn take_due(&mut self, now_ns: u64, out: &mut Vec<(PortId, Vec<u8>)>) {
         out.append(&mut self.released);
         for id in &self.impaired {
@@ -797,6 +861,11 @@ impl Core {
             };
             while let Some(f) = sh.pop_due(now_ns) {
                 out.push((*id, f));
+            }
+        }
+        for ((_, to), sh) in self.pair_impair.iter_mut() {
+            while let Some(f) = sh.pop_due(now_ns) {
+                out.push((*to, f));
             }
         }
     }
@@ -1244,9 +1313,9 @@ mod tests {
         let mut s = Settings::none(3);
         s.delay_ns = 1_000;
         c.set_impairment(2, Some(s)).unwrap();
-        assert_eq!(c.impair(1, 0, b"x"), None, "port 1 is not impaired");
-        assert_eq!(c.impair(2, 0, b"a"), Some(0));
-        assert_eq!(c.impair(2, 10, b"b"), Some(0));
+        assert_eq!(c.impair(2, 1, 0, b"x"), None, "port 1 is not impaired");
+        assert_eq!(c.impair(1, 2, 0, b"a"), Some(0));
+        assert_eq!(c.impair(3, 2, 10, b"b"), Some(0));
         assert_eq!(c.next_due(), Some(1_000));
         let mut due = Vec::new();
         c.take_due(1_005, &mut due);
@@ -1257,6 +1326,51 @@ mod tests {
         c.take_due(0, &mut due);
         assert_eq!(due, vec![(2, b"b".to_vec())]);
         assert_eq!(c.next_due(), None);
+    }
+
+    #[test]
+    fn a_pair_impairment_acts_on_one_direction_between_two_ports_only() {
+        let mut c = sc_core();
+        let mut out = Vec::new();
+        c.handle_frame(1, &frame(BCAST, A), 0, &mut out);
+        c.handle_frame(2, &frame(A, B), 0, &mut out);
+        let id = c.add_shortcut((2, B), (1, A), 0, 0);
+        let mut s = Settings::none(3);
+        s.delay_ns = 1_000;
+        assert_eq!(
+            c.set_pair_impairment(1, 1, Some(s.clone())),
+            Err(CoreError::SamePort)
+        );
+        assert_eq!(
+            c.set_pair_impairment(1, 9, Some(s.clone())),
+            Err(CoreError::NoSuchPort)
+        );
+        c.set_pair_impairment(1, 2, Some(s.clone())).unwrap();
+        assert_eq!(c.take_revoked(), vec![id], "the pair's shortcut ends");
+        assert_eq!(
+            c.shortcut_candidate(2, &frame(A, B), &out),
+            None,
+            "either way"
+        );
+        assert_eq!(c.impair(1, 2, 0, b"a"), Some(0), "1 -> 2 waits");
+        assert_eq!(c.impair(2, 1, 0, b"b"), None, "2 -> 1 does not");
+        assert_eq!(c.impair(3, 2, 0, b"c"), None, "3 -> 2 does not");
+        // A port's own impairment still acts on the others' frames.
+        let mut own = Settings::none(4);
+        own.loss = 1.0;
+        c.set_impairment(2, Some(own)).unwrap();
+        assert_eq!(c.impair(3, 2, 0, b"c"), Some(0), "lost");
+        assert_eq!(
+            c.impair(1, 2, 0, b"d"),
+            Some(0),
+            "the pair's, not the port's"
+        );
+        let mut due = Vec::new();
+        c.take_due(1_000, &mut due);
+        assert_eq!(due, vec![(2, b"a".to_vec()), (2, b"d".to_vec())]);
+        assert_eq!(c.pair_impairments().count(), 1);
+        c.remove_port(1);
+        assert_eq!(c.pair_impairments().count(), 0, "gone with its port");
     }
 
     #[test]

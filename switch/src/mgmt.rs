@@ -9,7 +9,7 @@
 #![deny(unsafe_code)]
 
 use crate::core::{Core, CoreError, PortId, Vlan, mac_str};
-use crate::impair::{Settings, port_seed};
+use crate::impair::{Settings, Shaper, port_seed};
 use ioth_common::sys::Errno;
 
 pub const BANNER: &str = concat!(
@@ -79,8 +79,8 @@ const HELP: &[(&str, &str, &str)] = &[
     ),
     (
         "impair",
-        "[PORT [OPTS|clear]]",
-        "impair frames to PORT: delay=MS jitter=MS loss=PCT dup=PCT reorder=PCT rate=MBIT limit=FRAMES seed=N",
+        "[PORT [FROM] [OPTS|clear]]",
+        "impair frames to PORT (from FROM only): delay=MS jitter=MS loss=PCT dup=PCT reorder=PCT rate=MBIT limit=FRAMES seed=N",
     ),
     (
         "block",
@@ -184,39 +184,62 @@ fn port_arg(core: &Core, info: &Info, name: Option<&&str>) -> Result<PortId, Fai
     resolve_port(core, info.now_ms, name).map_err(|why| Fail(Errno(libc::ENXIO), Some(why)))
 }
 
-/// `impair` without a port: every impaired port; with one: its impairment, set or cleared.
+/// The lines `impair` shows for one impairment.
+fn impair_lines(head: String, sh: Option<&Shaper>) -> Vec<String> {
+    match sh {
+        Some(sh) => vec![
+            format!("{head} {}", sh.settings),
+            format!("  {}", sh.stats_line()),
+        ],
+        None => vec![format!("{head} none")],
+    }
+}
+
+/// `impair` without a port: every impairment; `impair PORT [FROM] …`: the impairment of the
+/// frames to PORT (from FROM only), shown, set or cleared.
 fn impair(core: &mut Core, info: &Info, args: &[&str]) -> Result<Vec<String>, Fail> {
-    let show = |core: &Core, id: PortId| -> Vec<String> {
-        match core.port(id).and_then(|p| p.impair.as_ref()) {
-            Some(sh) => vec![
-                format!("Port {id:04} {}", sh.settings),
-                format!("  {}", sh.stats_line()),
-            ],
-            None => vec![format!("Port {id:04} none")],
-        }
-    };
+    let port_head = |id: PortId| format!("Port {id:04}");
+    let pair_head = |to: PortId, from: PortId| format!("Port {to:04} from {from:04}");
     let Some(first) = args.first() else {
-        let ids: Vec<PortId> = core
-            .ports()
-            .filter(|(_, p)| p.impair.is_some())
-            .map(|(id, _)| id)
-            .collect();
-        return Ok(ids.into_iter().flat_map(|id| show(core, id)).collect());
+        let mut out: Vec<String> = Vec::new();
+        for (id, p) in core.ports() {
+            if let Some(sh) = &p.impair {
+                out.extend(impair_lines(port_head(id), Some(sh)));
+            }
+        }
+        for ((from, to), sh) in core.pair_impairments() {
+            out.extend(impair_lines(pair_head(to, from), Some(sh)));
+        }
+        return Ok(out);
     };
     let id = port_arg(core, info, Some(first))?;
-    match &args[1..] {
-        [] => Ok(show(core, id)),
-        ["clear"] => {
-            core.set_impairment(id, None).map_err(core_err)?;
-            Ok(Vec::new())
+    // A second word that is neither an option nor `clear` names the port the frames come
+    // from.
+    let from = match args.get(1) {
+        Some(w) if *w != "clear" && !w.contains('=') => Some(port_arg(core, info, Some(w))?),
+        _ => None,
+    };
+    let rest = &args[1 + usize::from(from.is_some())..];
+    let seed = port_seed(core.seed, id) ^ from.map_or(0, |f| port_seed(core.seed, f));
+    let settings = match rest {
+        [] => {
+            return Ok(match from {
+                None => impair_lines(
+                    port_head(id),
+                    core.port(id).and_then(|p| p.impair.as_deref()),
+                ),
+                Some(f) => impair_lines(pair_head(id, f), core.pair_impairment(f, id)),
+            });
         }
-        opts => {
-            let s = Settings::parse(opts, port_seed(core.seed, id))
-                .map_err(|why| Fail(Errno::EINVAL, Some(why)))?;
-            core.set_impairment(id, Some(s)).map_err(core_err)?;
-            Ok(Vec::new())
-        }
+        ["clear"] => None,
+        opts => Some(Settings::parse(opts, seed).map_err(|why| Fail(Errno::EINVAL, Some(why)))?),
+    };
+    match from {
+        None => core.set_impairment(id, settings),
+        Some(f) => core.set_pair_impairment(f, id, settings),
     }
+    .map_err(core_err)?;
+    Ok(Vec::new())
 }
 
 /// `partition G1 G2…`: groups of comma-separated ports.
@@ -504,6 +527,10 @@ fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Fail
             out.push(format!(" IMPAIR: {}", sh.settings));
             out.push(format!(" IMPAIRED: {}", sh.stats_line()));
         }
+        for ((from, _), sh) in core.pair_impairments().filter(|((_, to), _)| *to == id) {
+            out.push(format!(" IMPAIR from {from:04}: {}", sh.settings));
+            out.push(format!(" IMPAIRED from {from:04}: {}", sh.stats_line()));
+        }
         if all {
             let tagged: Vec<String> = p.tagged.iter().map(|v| v.to_string()).collect();
             out.push(format!(" tagged VLANs [{}]", tagged.join(" ")));
@@ -686,6 +713,18 @@ mod tests {
         ok(&mut c, "heal");
         ok(&mut c, "partition 1 2,3");
         assert!(c.blocked(1, 2) && c.blocked(1, 3) && !c.blocked(2, 3));
+        // Between two ports, one way.
+        ok(&mut c, "impair web fd00::5 delay=5");
+        assert!(c.pair_impairment(1, 2).is_some() && c.pair_impairment(2, 1).is_none());
+        let t = ok(&mut c, "impair 2 1");
+        assert!(t.contains("Port 0002 from 0001 delay=5ms"), "{t}");
+        assert!(ok(&mut c, "impair").contains("Port 0002 from 0001 delay=5ms"));
+        assert!(ok(&mut c, "port/print 2").contains(" IMPAIR from 0001: delay=5ms"));
+        assert!(ok(&mut c, "impair 1 2").contains("Port 0001 from 0002 none"));
+        let t = execute(&mut c, &info(), "impair 2 2 delay=1").text;
+        assert!(t.starts_with("1022 "), "{t}");
+        ok(&mut c, "impair 2 1 clear");
+        assert!(c.pair_impairments().next().is_none());
     }
 
     #[test]

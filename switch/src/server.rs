@@ -1664,7 +1664,7 @@ impl Server {
                 unfilled = false;
             }
             let bytes = core::render(frame, e.tagging, &mut scratch);
-            self.deliver(e.port, bytes);
+            self.deliver(ingress, e.port, bytes);
         }
         self.egress = egress;
         self.scratch = scratch;
@@ -1742,10 +1742,10 @@ impl Server {
         }
     }
 
-    /// Send a frame to a port, through its impairment if it has one.
-    fn deliver(&mut self, port: PortId, bytes: &[u8]) {
+    /// Send a frame from `from` to a port, through an impairment if one applies.
+    fn deliver(&mut self, from: PortId, port: PortId, bytes: &[u8]) {
         let now = self.now_ns();
-        match self.core.impair(port, now, bytes) {
+        match self.core.impair(from, port, now, bytes) {
             None => self.deliver_now(port, bytes),
             Some(copies) => {
                 for _ in 0..copies {

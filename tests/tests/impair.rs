@@ -92,6 +92,7 @@ fn each_impairment_does_what_it_says() {
     let _switch = ioth_switch(&sw, &["--seed", "1"]);
     let a = node(&sw, "fd00::1/64", &tmp.join("a.ctl"));
     let _b = node(&sw, "fd00::2/64", &tmp.join("b.ctl"));
+    let c = node(&sw, "fd00::3/64", &tmp.join("c.ctl"));
     let out = ping(&a.ctl, &rundir, &["-c", "3", "-i", "0.05", "fd00::2"]);
     assert_eq!(summary(&out).1, 3, "unimpaired: {out}");
 
@@ -169,7 +170,27 @@ fn each_impairment_does_what_it_says() {
 
     switch_ctl(&sw, "impair fd00::2 clear");
     let out = ping(&a.ctl, &rundir, &["-c", "5", "-i", "0.05", "fd00::2"]);
-    assert!(rtts(&out).iter().all(|x| *x < 10.0), "cleared: {out}");
+    let t = rtts(&out);
+    assert!(
+        t.len() >= 4 && t.iter().all(|x| *x < 10.0),
+        "cleared: {out}"
+    );
+
+    // Between two ports: the frames from fd00::1 to fd00::2 only.
+    switch_ctl(&sw, "impair fd00::2 fd00::1 delay=30");
+    let out = ping(&a.ctl, &rundir, &["-c", "5", "-i", "0.05", "fd00::2"]);
+    let t = rtts(&out);
+    assert!(
+        t.len() >= 4 && t.iter().all(|x| *x >= 30.0),
+        "from fd00::1: {out}"
+    );
+    let out = ping(&c.ctl, &rundir, &["-c", "5", "-i", "0.05", "fd00::2"]);
+    let t = rtts(&out);
+    assert!(
+        t.len() >= 4 && t.iter().all(|x| *x < 10.0),
+        "from fd00::3: {out}"
+    );
+    assert!(switch_ctl(&sw, "impair").contains(" from "));
 }
 
 /// nginx on a node serving `www`, started with `IOTH_STACK` (it joins the node at `ctl`).

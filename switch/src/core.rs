@@ -277,6 +277,8 @@ pub struct Core {
     /// Impairments of the frames from one port to another, `(from, to)`: they take the place
     /// of `to`'s own impairment for those frames.
     pair_impair: BTreeMap<(PortId, PortId), Box<Shaper>>,
+    /// Live captures (`capture`): how many watch each port (`None`: every port).
+    captures: BTreeMap<Option<PortId>, usize>,
 }
 
 impl Default for Core {
@@ -323,6 +325,7 @@ impl Core {
             blocks: BTreeMap::new(),
             released: Vec::new(),
             pair_impair: BTreeMap::new(),
+            captures: BTreeMap::new(),
         }
     }
 
@@ -357,6 +360,8 @@ impl Core {
             && pe.impair.is_none()
             && !self.blocked(ingress, e.port)
             && !self.pair_impaired(ingress, e.port)
+            && !self.captured(ingress)
+            && !self.captured(e.port)
             && pi.kind == PortKind::Native
             && pe.kind == PortKind::Native
             && pi.csum_fill == pe.csum_fill
@@ -771,6 +776,37 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// A live capture of `port`'s frames (`None`: every port's) begins: the shortcuts it would
+    /// miss end, and no new one is made while it runs, so that no frame escapes it.
+    pub fn capture_begin(&mut self, port: Option<PortId>) {
+        *self.captures.entry(port).or_default() += 1;
+        match port {
+            Some(p) => self.revoke_where(|s| s.a.0 == p || s.b.0 == p),
+            None => self.revoke_all(),
+        }
+    }
+
+    /// A live capture begun with [`Core::capture_begin`] ends.
+    pub fn capture_end(&mut self, port: Option<PortId>) {
+        if let Some(n) = self.captures.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.captures.remove(&port);
+            }
+        }
+    }
+
+    /// Whether any live capture runs.
+    pub fn capturing(&self) -> bool {
+        !self.captures.is_empty()
+    }
+
+    /// Whether a live capture watches `port`.
+    pub fn captured(&self, port: PortId) -> bool {
+        !self.captures.is_empty()
+            && (self.captures.contains_key(&None) || self.captures.contains_key(&Some(port)))
     }
 
     /// Whether the frames from `a` to `b`, or from `b` to `a`, have an impairment of their own.
@@ -1326,6 +1362,34 @@ mod tests {
         c.take_due(0, &mut due);
         assert_eq!(due, vec![(2, b"b".to_vec())]);
         assert_eq!(c.next_due(), None);
+    }
+
+    #[test]
+    fn a_capture_ends_and_withholds_the_shortcuts_of_its_ports() {
+        let mut c = sc_core();
+        let mut out = Vec::new();
+        c.handle_frame(1, &frame(BCAST, A), 0, &mut out);
+        c.handle_frame(2, &frame(A, B), 0, &mut out);
+        let id = c.add_shortcut((2, B), (1, A), 0, 0);
+        c.capture_begin(Some(3));
+        assert!(!c.has_revoked(), "another port's capture");
+        c.capture_begin(Some(1));
+        c.capture_begin(Some(1));
+        assert_eq!(c.take_revoked(), vec![id]);
+        assert_eq!(c.shortcut_candidate(2, &frame(A, B), &out), None);
+        c.capture_end(Some(1));
+        assert_eq!(
+            c.shortcut_candidate(2, &frame(A, B), &out),
+            None,
+            "one still runs"
+        );
+        c.capture_end(Some(1));
+        assert!(c.shortcut_candidate(2, &frame(A, B), &out).is_some());
+        c.capture_begin(None);
+        assert!(c.captured(2) && c.shortcut_candidate(2, &frame(A, B), &out).is_none());
+        c.capture_end(None);
+        c.capture_end(None);
+        assert!(!c.captured(2) && c.captured(3));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use clap::{Parser, Subcommand};
 use ioth_common::sys::{self, UnixAddr};
 use ioth_switch::server::{self, Config, Server};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -151,6 +152,9 @@ fn main() -> ExitCode {
         .parse_filters(&std::env::var("IOTH_LOG").unwrap_or_else(|_| "error".into()))
         .init();
     match cli.cmd {
+        Some(Cmd::Ctl { sock, command }) if command.first().is_some_and(|c| c == "capture") => {
+            capture(&sock, &command[1..])
+        }
         Some(Cmd::Ctl { sock, command }) => ctl(&sock, &command.join(" ")),
         None => run(cli),
     }
@@ -315,15 +319,99 @@ fn parse_answer(text: &str) -> (Vec<&str>, Option<(usize, &str)>) {
     (data, None)
 }
 
-fn ctl(dir: &Path, command: &str) -> ExitCode {
+/// A console connection past the banner and first prompt.
+fn console(dir: &Path) -> Result<sys::Fd, String> {
     let path = dir.join("mgmt");
+    let fd = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        .map_err(|e| e.to_string())?;
+    sys::retry(|| sys::connect_unix(fd.raw(), &UnixAddr::path(&path)))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut buf = Vec::new();
+    read_until(fd.raw(), &mut buf, |b| b.ends_with(b"vde$ "))?;
+    Ok(fd)
+}
+
+/// `ctl capture [PORT] [--count N]`: the console's `capture`, its pcap stream copied to
+/// standard output until the switch ends it (after N frames) or the reader goes
+/// (`| tcpdump -r -` exiting is a normal end).
+fn capture(dir: &Path, args: &[String]) -> ExitCode {
     let r = (|| -> Result<ExitCode, String> {
-        let fd = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-            .map_err(|e| e.to_string())?;
-        sys::retry(|| sys::connect_unix(fd.raw(), &UnixAddr::path(&path)))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut line = String::from("capture");
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--count" | "-c" => {
+                    let n = it.next().ok_or("--count needs a number")?;
+                    line.push_str(&format!(" count={n}"));
+                }
+                _ => line.push_str(&format!(" {a}")),
+            }
+        }
+        line.push('\n');
+        let fd = console(dir)?;
+        sys::send(fd.raw(), line.as_bytes(), libc::MSG_NOSIGNAL).map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
-        read_until(fd.raw(), &mut buf, |b| b.ends_with(b"vde$ "))?;
+        read_until(fd.raw(), &mut buf, |b| b.contains(&b'\n'))?;
+        let nl = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+        let first = String::from_utf8_lossy(&buf[..nl]).into_owned();
+        if !first.starts_with("1000 ") {
+            eprintln!("ioth-switch ctl: {first}");
+            return Ok(ExitCode::FAILURE);
+        }
+        let mut out = std::io::stdout().lock();
+        let mut rest = buf.split_off((nl + 1).min(buf.len()));
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            if let Err(e) = out.write_all(&rest).and_then(|_| out.flush()) {
+                // The reader went (tcpdump exited): the capture is over.
+                return if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    Err(format!("standard output: {e}"))
+                };
+            }
+            // Wait for frames, or for the reader of standard output to go (a pipe whose
+            // reader closed polls POLLERR): `| tcpdump -c N` ends the capture when tcpdump does,
+            // not at the next frame.
+            let mut pfd = [
+                libc::pollfd {
+                    fd: fd.raw(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: libc::STDOUT_FILENO,
+                    events: 0,
+                    revents: 0,
+                },
+            ];
+            sys::poll(&mut pfd, -1).map_err(|e| e.to_string())?;
+            if pfd[1].revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+                return Ok(ExitCode::SUCCESS);
+            }
+            if pfd[0].revents == 0 {
+                rest.clear();
+                continue;
+            }
+            match sys::retry(|| sys::read(fd.raw(), &mut chunk)) {
+                Ok(0) => return Ok(ExitCode::SUCCESS),
+                Ok(n) => rest = chunk[..n].to_vec(),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })();
+    match r {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ioth-switch ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ctl(dir: &Path, command: &str) -> ExitCode {
+    let r = (|| -> Result<ExitCode, String> {
+        let fd = console(dir)?;
         let line = format!("{}\n", command.replace('\n', " "));
         sys::send(fd.raw(), line.as_bytes(), libc::MSG_NOSIGNAL).map_err(|e| e.to_string())?;
         let mut ans = Vec::new();

@@ -28,6 +28,12 @@ pub enum Action {
     Continue,
     Logout,
     Shutdown,
+    /// From now on the connection carries a pcap stream of the frames of this port (`None`:
+    /// every port), `count` of them at most (`None`: until the client goes).
+    Capture {
+        port: Option<PortId>,
+        count: Option<u64>,
+    },
 }
 
 /// Facts about the running switch that only the I/O layer knows.
@@ -94,6 +100,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "block every pair of ports in different groups (one group: from all others)",
     ),
     ("heal", "", "end every block and partition"),
+    (
+        "capture",
+        "[PORT] [count=N]",
+        "stream the frames of PORT (every port) as pcap on this connection",
+    ),
 ];
 
 /// An answer: the bytes to send (without the prompt) and what to do next.
@@ -463,6 +474,23 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             core.heal();
             Ok(Vec::new())
         }
+        "capture" => (|| {
+            let mut port = None;
+            let mut count = None;
+            for a in &args {
+                if let Some(n) = a.strip_prefix("count=") {
+                    count = Some(n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Fail(Errno::EINVAL, Some(format!("count: '{n}' is not a number of frames")))
+                    })?);
+                } else if port.is_none() {
+                    port = Some(port_arg(core, info, Some(a))?);
+                } else {
+                    return Err(Fail(Errno::EINVAL, Some(format!("'{a}': one port at most"))));
+                }
+            }
+            action = Action::Capture { port, count };
+            Ok(Vec::new())
+        })(),
         _ => Err(Fail(Errno(libc::ENOSYS), None)),
     };
     let text = match r {

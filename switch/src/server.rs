@@ -53,7 +53,7 @@
 use crate::core::{self, Core, Egress, Port, PortId, PortKind};
 use crate::mgmt::{self, Action, Line, LineBuf};
 use crate::offload::Coalescer;
-use crate::pcap::PcapWriter;
+use crate::pcap::{self, PcapWriter};
 use crate::uplink::{self, Sent, Uplink, UplinkUrl};
 use ioth_common::csum;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
@@ -192,7 +192,21 @@ struct MgmtConn {
     out: Vec<u8>,
     want_out: bool,
     close_after_flush: bool,
+    /// The connection carries a live capture (`capture`).
+    capture: Option<Capture>,
 }
+
+/// A live capture on a console connection: the frames of one port (or all) as pcap.
+struct Capture {
+    port: Option<PortId>,
+    /// Frames still to send (`None`: until the client goes).
+    left: Option<u64>,
+    /// Frames left out because the client read too slowly (the switch never waits for it).
+    dropped: u64,
+}
+
+/// Bytes a capture may hold for a slow reader before frames are left out.
+const CAPTURE_BUF: usize = 8 << 20;
 
 /// A bound switch, ready to run.
 pub struct Server {
@@ -1652,6 +1666,13 @@ impl Server {
         let mut egress = std::mem::take(&mut self.egress);
         let mut scratch = std::mem::take(&mut self.scratch);
         self.core.handle_frame(ingress, frame, now, &mut egress);
+        if self.core.capturing() {
+            if unfilled {
+                csum::fill(frame);
+                unfilled = false;
+            }
+            self.capture_frame(ingress, &egress, frame);
+        }
         if self.core.has_revoked() {
             self.end_revoked();
         }
@@ -1894,6 +1915,7 @@ impl Server {
                 out: Vec::new(),
                 want_out: false,
                 close_after_flush: false,
+                capture: None,
             };
             c.out.extend_from_slice(mgmt::BANNER.as_bytes());
             c.out.extend_from_slice(mgmt::PROMPT.as_bytes());
@@ -1905,6 +1927,56 @@ impl Server {
     fn close_mgmt(&mut self, token: u64) {
         if let Some(c) = self.mgmts.remove(&token) {
             self.unregister(c.fd.raw(), token);
+            if let Some(cap) = c.capture {
+                self.core.capture_end(cap.port);
+                log::info!(
+                    "capture of {} ended ({} frames left out for a slow reader)",
+                    cap.port
+                        .map_or("every port".into(), |p| format!("port {p}")),
+                    cap.dropped
+                );
+            }
+        }
+    }
+
+    /// Copy a frame to the live captures that watch its ingress port or one of its egress
+    /// ports, as a pcap record each; a capture whose reader lags leaves frames out.
+    fn capture_frame(&mut self, ingress: PortId, egress: &[Egress], frame: &[u8]) {
+        let now = SystemTime::now();
+        let tokens: Vec<u64> = self
+            .mgmts
+            .iter()
+            .filter(|(_, c)| {
+                !c.close_after_flush
+                    && c.capture.as_ref().is_some_and(|cap| match cap.port {
+                        None => true,
+                        Some(p) => p == ingress || egress.iter().any(|e| e.port == p),
+                    })
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tokens {
+            let Some(c) = self.mgmts.get_mut(&t) else {
+                continue;
+            };
+            let Some(cap) = c.capture.as_mut() else {
+                continue;
+            };
+            if c.out.len() > CAPTURE_BUF {
+                cap.dropped += 1;
+                continue;
+            }
+            let n = frame.len().min(pcap::SNAPLEN as usize);
+            c.out
+                .extend_from_slice(&pcap::record_header(now, n, frame.len()));
+            c.out.extend_from_slice(&frame[..n]);
+            if let Some(left) = cap.left.as_mut() {
+                *left -= 1;
+                if *left == 0 {
+                    c.close_after_flush = true;
+                }
+            }
+            self.mgmt_flush(t);
         }
     }
 
@@ -1941,6 +2013,10 @@ impl Server {
             }
         }
         for l in lines {
+            // A capturing connection's lines are not commands: the stream is all it gets.
+            if self.mgmts.get(&token).is_some_and(|c| c.capture.is_some()) {
+                break;
+            }
             let (text, action) = match l {
                 Line::TooLong => (mgmt::error_line(Errno::EMSGSIZE), Action::Continue),
                 Line::Text(t) => {
@@ -1977,6 +2053,20 @@ impl Server {
                     log::info!("shutdown requested on the console");
                     self.running = false;
                 }
+                Action::Capture { port, count } => {
+                    c.out.extend_from_slice(&pcap::file_header());
+                    c.capture = Some(Capture {
+                        port,
+                        left: count,
+                        dropped: 0,
+                    });
+                    self.core.capture_begin(port);
+                    self.end_revoked();
+                    log::info!(
+                        "capture of {} begins",
+                        port.map_or("every port".into(), |p| format!("port {p}"))
+                    );
+                }
             }
         }
         if eof {
@@ -2003,7 +2093,7 @@ impl Server {
                 }
             }
         }
-        if c.out.len() > MAX_MGMT_OUT {
+        if c.out.len() > MAX_MGMT_OUT && c.capture.is_none() {
             log::warn!("console client does not read its answers; closed");
             self.close_mgmt(token);
             return;

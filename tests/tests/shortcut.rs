@@ -164,66 +164,6 @@ fn no_shortcut_on_a_switch_writing_a_pcap_file() {
     );
 }
 
-/// The bytes of the TCP stream(s) to `port` in a classic pcap file of Ethernet frames
-/// (IPv4 or IPv6 without extension headers), in sequence order from the SYN, retransmissions
-/// counted once; up to the first hole.
-fn tcp_stream_to(pcap: &[u8], port: u16) -> Vec<u8> {
-    let u16be = |b: &[u8], i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
-    let u32le = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-    let mut segs: Vec<(u32, Vec<u8>)> = Vec::new();
-    let mut syn = None;
-    let mut off = 24;
-    while off + 16 <= pcap.len() {
-        let (incl, orig) = (
-            u32le(pcap, off + 8) as usize,
-            u32le(pcap, off + 12) as usize,
-        );
-        let Some(f) = pcap.get(off + 16..off + 16 + incl) else {
-            break;
-        };
-        off += 16 + incl;
-        assert_eq!(incl, orig, "a frame cut short in the capture");
-        let (ip, tcp) = match f.get(12..14).map(|t| u16be(t, 0)) {
-            Some(0x0800) if f.len() >= 34 && f[23] == 6 => {
-                let ihl = usize::from(f[14] & 0xf) * 4;
-                let total = usize::from(u16be(f, 16));
-                (14 + total, 14 + ihl)
-            }
-            Some(0x86dd) if f.len() >= 54 && f[20] == 6 => (54 + usize::from(u16be(f, 18)), 54),
-            _ => continue,
-        };
-        let Some(t) = f.get(tcp..ip.min(f.len())) else {
-            continue;
-        };
-        if t.len() < 20 || u16be(t, 2) != port {
-            continue;
-        }
-        let seq = u32::from_be_bytes(t[4..8].try_into().unwrap());
-        if t[13] & 0x02 != 0 {
-            syn = Some(seq.wrapping_add(1));
-        }
-        let data = &t[usize::from(t[12] >> 4) * 4..];
-        if !data.is_empty() {
-            segs.push((seq, data.to_vec()));
-        }
-    }
-    let Some(start) = syn else {
-        return Vec::new();
-    };
-    segs.sort_by_key(|s| s.0.wrapping_sub(start));
-    let mut out = Vec::new();
-    for (seq, d) in segs {
-        let at = seq.wrapping_sub(start) as usize;
-        if at > out.len() {
-            break;
-        }
-        if at + d.len() > out.len() {
-            out.extend_from_slice(&d[out.len() - at..]);
-        }
-    }
-    out
-}
-
 #[test]
 fn streams_both_ways_at_once_do_not_stall_each_other() {
     let tmp = TempDir::new("shortcut-both");

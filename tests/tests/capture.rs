@@ -1,0 +1,157 @@
+//! Live capture (issue 15): `ioth-switch ctl capture [PORT] [--count N]` streams pcap while
+//! it runs, and no byte escapes it: the ports it watches lose their shortcuts and get none
+//! (so no cut-through either) until it ends. A curl download from an nginx node, captured
+//! by two captures at once (one port, every port), is rebuilt from each pcap (sha256).
+
+use ioth_e2e::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// `ioth-switch ctl --sock SW capture ARGS…` writing to `out`.
+fn capture(sw: &Path, args: &[&str], out: &Path) -> Child {
+    Command::new(bin("ioth-switch"))
+        .arg("ctl")
+        .arg("--sock")
+        .arg(sw)
+        .arg("capture")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Frames in a pcap file (records after the 24-byte header).
+fn records(pcap: &[u8]) -> usize {
+    let (mut off, mut n) = (24, 0);
+    while off + 16 <= pcap.len() {
+        let incl = u32::from_le_bytes(pcap[off + 8..off + 12].try_into().unwrap()) as usize;
+        off += 16 + incl;
+        n += usize::from(off <= pcap.len());
+    }
+    n
+}
+
+fn node_env(c: &mut Command, ctl: &Path, rundir: &Path) {
+    c.env("LD_PRELOAD", libioth())
+        .env("IOTH_STACK", ctl)
+        .env("IOTH_RUNDIR", rundir)
+        .env_remove("IOTH_IP");
+}
+
+#[test]
+fn live_captures_hold_a_whole_download_through_shortcut_capable_ports() {
+    if nginx_bin().is_none() || !have("curl") {
+        return skip("nginx or curl missing");
+    }
+    let tmp = TempDir::new("capture");
+    let sw = tmp.join("sw");
+    let rundir = tmp.join("run");
+    let _switch = ioth_switch(&sw, &[]);
+    let web = node(&sw, "fd00::51/64", &tmp.join("web.ctl"));
+    let cli = node(&sw, "fd00::52/64", &tmp.join("cli.ctl"));
+    let www = tmp.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    random_file(&www.join("f"), 4 << 20);
+    let want = sha256_file(&www.join("f"));
+    let ngx = tmp.join("ngx");
+    let mut n = Command::new(nginx_bin().unwrap());
+    n.arg("-c").arg(nginx_conf(&ngx, &www, &["[::]:80"]));
+    node_env(&mut n, &web.ctl, &rundir);
+    run_ok(&mut n);
+    let _nginx = Daemon::from_pidfile("nginx node", &ngx.join("nginx.pid"));
+    let fetch = |out: &Path| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "60", "-o"])
+            .arg(out)
+            .arg("http://[fd00::51]/f");
+        node_env(&mut c, &cli.ctl, &rundir);
+        run_ok(&mut c);
+    };
+    // The two nodes talk: a shortcut comes, the path a capture must take away.
+    fetch(&tmp.join("warm"));
+    wait_for(
+        Duration::from_secs(10),
+        "a shortcut between the nodes",
+        || {
+            switch_ctl(&sw, "shortcut/print")
+                .contains("Shortcut")
+                .then_some(())
+        },
+    );
+
+    // Bad input: a clear error, no stream.
+    let o = run(Command::new(bin("ioth-switch"))
+        .arg("ctl")
+        .arg("--sock")
+        .arg(&sw)
+        .args(["capture", "99"]));
+    assert!(
+        !o.status.success() && text(&o).contains("no port 99"),
+        "{}",
+        text(&o)
+    );
+
+    // Two captures at once: the client's port, and every port.
+    let (one, all) = (tmp.join("one.pcap"), tmp.join("all.pcap"));
+    let mut caps = [capture(&sw, &["fd00::52"], &one), capture(&sw, &[], &all)];
+    for f in [&one, &all] {
+        wait_for(Duration::from_secs(10), "the capture's pcap header", || {
+            (std::fs::metadata(f).map_or(0, |m| m.len()) >= 24).then_some(())
+        });
+    }
+    assert!(
+        switch_ctl(&sw, "shortcut/print").trim().is_empty(),
+        "the captured ports keep no shortcut"
+    );
+    let got = tmp.join("got");
+    fetch(&got);
+    assert_eq!(sha256_file(&got), want);
+    assert!(
+        switch_ctl(&sw, "shortcut/print").trim().is_empty(),
+        "and get none while the capture runs"
+    );
+    // The whole response is in each capture (flushed as it goes; the last ACKs may trail).
+    for f in [&one, &all] {
+        wait_for(
+            Duration::from_secs(10),
+            "the download in the capture",
+            || {
+                let stream = tcp_stream_from(&std::fs::read(f).unwrap_or_default(), 80);
+                let at = stream.windows(4).position(|w| w == b"\r\n\r\n")?;
+                (sha256_bytes(&stream[at + 4..]) == want).then_some(())
+            },
+        );
+    }
+    for c in caps.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    // `--count N` ends by itself after N frames.
+    let few = tmp.join("few.pcap");
+    let mut c = capture(&sw, &["fd00::52", "--count", "5"], &few);
+    wait_for(Duration::from_secs(10), "the capture's pcap header", || {
+        (std::fs::metadata(&few).map_or(0, |m| m.len()) >= 24).then_some(())
+    });
+    fetch(&tmp.join("again"));
+    let st = wait_for(Duration::from_secs(10), "capture --count 5 to end", || {
+        c.try_wait().unwrap()
+    });
+    assert!(st.success());
+    assert_eq!(records(&std::fs::read(&few).unwrap()), 5);
+
+    // With no capture left, the nodes get a shortcut again.
+    fetch(&tmp.join("after"));
+    wait_for(
+        Duration::from_secs(10),
+        "a shortcut once the captures ended",
+        || {
+            switch_ctl(&sw, "shortcut/print")
+                .contains("Shortcut")
+                .then_some(())
+        },
+    );
+}

@@ -7,6 +7,7 @@
 //! * [`pcap`]: classic pcap capture files.
 //! * [`mgmt`]: the vde_switch-style text console (command interpreter, line splitting).
 //! * [`server`]: the directory, the sockets and the epoll loop.
+//! * [`status`]: the status page, `/api/ports` and `/metrics` over HTTP (`--http`).
 //! * [`offload`]: TCP segmentation and coalescing at uplinks.
 //! * [`uplink`]: VXLAN uplinks to other hosts (`--uplink vxlan://…`).
 //! * [`os`]: fork/setsid/signalfd, the few process calls `ioth_common::sys` lacks.
@@ -22,6 +23,7 @@ pub mod offload;
 pub mod os;
 pub mod pcap;
 pub mod server;
+pub mod status;
 pub mod uplink;
 
 /// Removes a file when dropped (unless forgotten).

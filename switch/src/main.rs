@@ -91,6 +91,11 @@ struct Cli {
     /// Default: a random one, shown by `showinfo`.
     #[arg(long)]
     seed: Option<u64>,
+    /// Serve a status page (`/`), the LAN as JSON (`/api/ports`) and Prometheus metrics
+    /// (`/metrics`) on this TCP address, e.g. 127.0.0.1:8080 (port 0: any; `showinfo` says
+    /// which). Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    http: Option<String>,
     /// Fork into the background once listening (the parent exits 0 when ready).
     #[arg(short = 'd', long)]
     daemon: bool,
@@ -209,6 +214,7 @@ fn run(cli: Cli) -> ExitCode {
         port_lock: cli.port_lock,
         uplinks: cli.uplink,
         seed: cli.seed,
+        http: cli.http,
     };
     // Every port holds a descriptor (two for a VDE port): the soft limit (often 1024) goes up
     // to the hard one, and if even that is short of the ports asked for, say so now rather

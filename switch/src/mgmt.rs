@@ -43,6 +43,8 @@ pub struct Info {
     pub numports: u32,
     pub pcap: Option<String>,
     pub queue_limit: usize,
+    /// The status server's address (`--http`).
+    pub http: Option<String>,
     pub now_ms: u64,
     pub uptime_s: u64,
 }
@@ -339,6 +341,10 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
                 core.shortcuts().count()
             ),
             format!("seed {}", core.seed),
+            format!(
+                "http {}",
+                info.http.as_deref().map_or("off".into(), |a| format!("http://{a}/"))
+            ),
             format!("uptime {} s", info.uptime_s),
         ]),
         "logout" => {

@@ -54,6 +54,7 @@ use crate::core::{self, Core, Egress, Port, PortId, PortKind};
 use crate::mgmt::{self, Action, Line, LineBuf};
 use crate::offload::Coalescer;
 use crate::pcap::{self, PcapWriter};
+use crate::status;
 use crate::uplink::{self, Sent, Uplink, UplinkUrl};
 use ioth_common::csum;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
@@ -64,6 +65,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Frames read from one port per wakeup.
@@ -112,6 +114,9 @@ pub struct Config {
     /// Seeds the impairments (`impair`) that name no seed of their own; `None`: a random
     /// one (`showinfo` says which).
     pub seed: Option<u64>,
+    /// Serve the status page, `/api/ports` and `/metrics` on this TCP address
+    /// ([`crate::status`]).
+    pub http: Option<String>,
 }
 
 /// An uplink through Debian's `vde_plug` (any vdeplug4 URL the switch does not speak itself):
@@ -239,6 +244,10 @@ pub struct Server {
     /// A refusal for want of a free port was logged since the last port went away (one line
     /// per episode, not one per retrying client).
     full_said: bool,
+    /// `--http`: the bound socket until the switch runs, then the server and its snapshot.
+    http_listener: Option<std::net::TcpListener>,
+    http: Option<(Arc<tiny_http::Server>, Arc<Mutex<status::Snapshot>>)>,
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 /// Why the switch could not set itself up (its directory, listeners, signals) or a new port.
@@ -313,6 +322,11 @@ pub enum SetupError {
     Welcome(Errno),
     /// An uplink cannot be set up at all (say, `vde_plug` is missing).
     Uplink(String),
+    /// The status server's address cannot be bound (`--http`).
+    Http {
+        addr: String,
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for SetupError {
@@ -375,6 +389,7 @@ impl fmt::Display for SetupError {
             SetupError::Reply(e) => write!(f, "reply: {e}"),
             SetupError::Welcome(e) => write!(f, "welcome: {e}"),
             SetupError::Uplink(e) => write!(f, "{e}"),
+            SetupError::Http { addr, error } => write!(f, "--http {addr}: {error}"),
         }
     }
 }
@@ -405,6 +420,7 @@ impl std::error::Error for SetupError {
             | SetupError::NotOwner { .. }
             | SetupError::ShortReply(_)
             | SetupError::Uplink(_) => None,
+            SetupError::Http { error, .. } => Some(error),
         }
     }
 }
@@ -634,6 +650,17 @@ impl Server {
             }
             None => None,
         };
+        // The status server's socket now (a busy address is a setup error); its threads when
+        // the switch runs (after `--daemon` forked).
+        let http = match &cfg.http {
+            Some(addr) => Some(std::net::TcpListener::bind(addr.as_str()).map_err(|error| {
+                SetupError::Http {
+                    addr: addr.clone(),
+                    error,
+                }
+            })?),
+            None => None,
+        };
         let ep = sys::epoll_create().map_err(SetupError::Epoll)?;
         let mut s = Server {
             core: {
@@ -667,6 +694,9 @@ impl Server {
             frag_id: sys::random_u64() as u32,
             vde_plug: None,
             full_said: false,
+            http_addr: http.as_ref().and_then(|l| l.local_addr().ok()),
+            http_listener: http,
+            http: None,
         };
         let mut bound = Vec::new();
         let r = (|| {
@@ -1091,7 +1121,59 @@ impl Server {
         if let Some(p) = &self.pcap {
             v.push(p.get_ref().as_raw_fd());
         }
+        if let Some(l) = &self.http_listener {
+            v.push(l.as_raw_fd());
+        }
         v
+    }
+
+    /// The address the status server listens on (`--http`, with the port the kernel chose
+    /// for port 0).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
+    }
+
+    /// Start the status server's threads (tiny_http's acceptor, and ours answering).
+    fn start_http(&mut self) {
+        let Some(l) = self.http_listener.take() else {
+            return;
+        };
+        let addr = l.local_addr().ok();
+        match tiny_http::Server::from_listener(l, None) {
+            Ok(server) => {
+                let server = Arc::new(server);
+                let snap = Arc::new(Mutex::new(status::Snapshot::default()));
+                let (sv, sn) = (server.clone(), snap.clone());
+                std::thread::Builder::new()
+                    .name("http".into())
+                    .spawn(move || status::serve(sv, sn))
+                    .map_err(|e| log::error!("status server thread: {e}"))
+                    .ok();
+                self.http = Some((server, snap));
+                self.refresh_status();
+                if let Some(a) = addr {
+                    log::info!("status page on http://{a}/");
+                }
+            }
+            Err(e) => log::error!("status server: {e}"),
+        }
+    }
+
+    /// Render what the status server hands out.
+    fn refresh_status(&mut self) {
+        let Some((_, snap)) = &self.http else {
+            return;
+        };
+        let facts = status::Facts {
+            dir: self.cfg.dir.display().to_string(),
+            uptime_s: self.start.elapsed().as_secs(),
+            now_ms: self.start.elapsed().as_millis() as u64,
+        };
+        let fresh = status::Snapshot {
+            ports_json: status::ports_json(&self.core, &facts),
+            metrics: status::metrics(&self.core, &facts),
+        };
+        *snap.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
     }
 
     fn register(&mut self, fd: RawFd, events: u32, src: Source) -> Result<u64, Errno> {
@@ -1118,6 +1200,7 @@ impl Server {
 
     /// Run until shutdown (signal or console), then clean up the directory.
     pub fn run(mut self) {
+        self.start_http();
         self.supervise_cables();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut last_tick = Instant::now();
@@ -1163,6 +1246,7 @@ impl Server {
         if let Some(p) = &mut self.pcap {
             p.flush();
         }
+        self.refresh_status();
         let now = Instant::now();
         let expired: Vec<u64> = self
             .pending
@@ -1193,6 +1277,9 @@ impl Server {
 
     fn cleanup(&mut self) {
         log::info!("shutting down");
+        if let Some((server, _)) = self.http.take() {
+            server.unblock();
+        }
         // The directory first: a switch started on it while this one waits for its cables
         // to stop must not lose its sockets to this one's cleanup.
         for (_, path) in &self.listeners {
@@ -2025,6 +2112,7 @@ impl Server {
                         numports: self.cfg.numports,
                         pcap: self.cfg.pcap.as_ref().map(|p| p.display().to_string()),
                         queue_limit: self.cfg.queue,
+                        http: self.http_addr.map(|a| a.to_string()),
                         now_ms: self.now_ms(),
                         uptime_s: self.start.elapsed().as_secs(),
                     };
@@ -2035,6 +2123,7 @@ impl Server {
                     }
                     let a = mgmt::execute(&mut self.core, &info, &t);
                     self.end_revoked();
+                    self.refresh_status();
                     (a.text, a.action)
                 }
             };
@@ -2153,6 +2242,7 @@ mod tests {
             port_lock: false,
             uplinks: Vec::new(),
             seed: None,
+            http: None,
         })
         .err()
         .unwrap();

@@ -1,0 +1,361 @@
+//! The switch seen from outside (issue 15): `--http ADDR:PORT` serves a status page (`/`,
+//! static HTML and JavaScript embedded in the binary), the LAN as JSON (`/api/ports`, which
+//! the page reads every second) and Prometheus metrics (`/metrics`, text exposition format
+//! 0.0.4). HTTP is tiny_http's, on a thread of its own: the frame path never waits for a
+//! browser. The event loop renders a [`Snapshot`] (pure functions of the core, here) at
+//! every tick and after console commands; the thread only hands out the latest one.
+
+#![deny(unsafe_code)]
+
+use crate::core::{Core, mac_str};
+use serde_json::json;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+/// The page: one table of ports, refreshed from `/api/ports`.
+pub const PAGE: &str = include_str!("status.html");
+
+/// What the HTTP thread serves, rendered by the event loop.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub ports_json: String,
+    pub metrics: String,
+}
+
+/// Facts the core does not hold.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    pub dir: String,
+    pub uptime_s: u64,
+    pub now_ms: u64,
+}
+
+/// `/api/ports`: every port with its kind, description, MACs, VLANs, counters, drops, queue,
+/// uplink lines and impairment; the shortcuts and the blocks.
+pub fn ports_json(core: &Core, f: &Facts) -> String {
+    let table = core.table(f.now_ms);
+    let ports: Vec<serde_json::Value> = core
+        .ports()
+        .map(|(id, p)| {
+            let c = &p.counters;
+            let macs: Vec<String> = table
+                .iter()
+                .filter(|(_, _, port, _)| *port == id)
+                .map(|(m, ..)| mac_str(m))
+                .collect();
+            let pairs: Vec<serde_json::Value> = core
+                .pair_impairments()
+                .filter(|((_, to), _)| *to == id)
+                .map(|((from, _), sh)| {
+                    json!({"from": from, "settings": sh.settings.to_string(), "stats": sh.stats_line()})
+                })
+                .collect();
+            json!({
+                "port": id,
+                "kind": p.kind.name(),
+                "description": p.description,
+                "untagged_vlan": p.untagged_vlan,
+                "tagged_vlans": p.tagged.iter().collect::<Vec<_>>(),
+                "max_frame": p.max_frame,
+                "macs": macs,
+                "rx_frames": c.rx_frames, "rx_bytes": c.rx_bytes,
+                "tx_frames": c.tx_frames, "tx_bytes": c.tx_bytes,
+                "drops": {
+                    "queue": c.drop_queue, "toobig": c.drop_toobig, "malformed": c.drop_malformed,
+                    "vlan": c.drop_vlan, "lock": c.drop_lock, "block": c.drop_block,
+                },
+                "queue_bytes": p.queued_bytes,
+                "detail": p.detail,
+                "captured": core.captured(id),
+                "impair": p.impair.as_ref().map(|sh| json!({
+                    "settings": sh.settings.to_string(), "stats": sh.stats_line()
+                })),
+                "impair_from": pairs,
+            })
+        })
+        .collect();
+    let shortcuts: Vec<serde_json::Value> = core
+        .shortcuts()
+        .map(|(id, s)| {
+            json!({
+                "id": id, "a": {"port": s.a.0, "mac": mac_str(&s.a.1)},
+                "b": {"port": s.b.0, "mac": mac_str(&s.b.1)}, "vlan": s.vlan,
+                "cut_through": u64::from(s.cut.0) + u64::from(s.cut.1),
+            })
+        })
+        .collect();
+    let blocks: Vec<serde_json::Value> = core
+        .blocks()
+        .map(|((a, b), n)| json!({"a": a, "b": b, "dropped": n}))
+        .collect();
+    json!({
+        "switch": {
+            "dir": f.dir, "uptime_s": f.uptime_s, "learned_macs": core.learned(),
+            "hub": core.hub, "shortcuts_enabled": core.shortcuts_enabled,
+        },
+        "ports": ports,
+        "shortcuts": shortcuts,
+        "blocks": blocks,
+    })
+    .to_string()
+}
+
+/// A label value, escaped as the exposition format wants (`\`, `"`, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One metric family: its HELP and TYPE lines, then `(labels, value)` samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// A number read off a port.
+type PortValue = dyn Fn(&crate::core::Port) -> f64;
+
+/// `/metrics`: per port frames and bytes each way, drops by cause, queued bytes, learned
+/// addresses; the switch's learning table, shortcuts (with their cut-through connections)
+/// and impairments. Counters end in `_total`, sizes are in bytes, ports are labelled by
+/// number, kind and description.
+pub fn metrics(core: &Core, f: &Facts) -> String {
+    let mut out = String::new();
+    let port_labels = |id: u32, p: &crate::core::Port| {
+        format!(
+            "port=\"{id}\",kind=\"{}\",description=\"{}\"",
+            p.kind.name(),
+            esc(&p.description)
+        )
+    };
+    let per_port = |get: &PortValue| -> Vec<(String, f64)> {
+        core.ports()
+            .map(|(id, p)| (port_labels(id, p), get(p)))
+            .collect()
+    };
+    let counters: [(&str, &str, &PortValue); 4] = [
+        (
+            "ioth_switch_port_received_frames_total",
+            "Frames received on the port.",
+            &|p| p.counters.rx_frames as f64,
+        ),
+        (
+            "ioth_switch_port_received_bytes_total",
+            "Bytes received on the port.",
+            &|p| p.counters.rx_bytes as f64,
+        ),
+        (
+            "ioth_switch_port_sent_frames_total",
+            "Frames sent out of the port.",
+            &|p| p.counters.tx_frames as f64,
+        ),
+        (
+            "ioth_switch_port_sent_bytes_total",
+            "Bytes sent out of the port.",
+            &|p| p.counters.tx_bytes as f64,
+        ),
+    ];
+    for (name, help, get) in counters {
+        family(&mut out, name, "counter", help, &per_port(get));
+    }
+    let mut drops = Vec::new();
+    for (id, p) in core.ports() {
+        let c = &p.counters;
+        for (cause, n) in [
+            ("queue", c.drop_queue),
+            ("toobig", c.drop_toobig),
+            ("malformed", c.drop_malformed),
+            ("vlan", c.drop_vlan),
+            ("lock", c.drop_lock),
+            ("block", c.drop_block),
+        ] {
+            drops.push((
+                format!("{},cause=\"{cause}\"", port_labels(id, p)),
+                n as f64,
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "ioth_switch_port_dropped_frames_total",
+        "counter",
+        "Frames dropped, by cause: queue full, too big, malformed, VLAN, port lock, block.",
+        &drops,
+    );
+    family(
+        &mut out,
+        "ioth_switch_port_not_learned_frames_total",
+        "counter",
+        "Frames whose source address was not learned (the port's or the table's limit).",
+        &per_port(&|p| p.counters.not_learned as f64),
+    );
+    family(
+        &mut out,
+        "ioth_switch_port_queue_bytes",
+        "gauge",
+        "Bytes waiting in the port's output queue.",
+        &per_port(&|p| p.queued_bytes as f64),
+    );
+    family(
+        &mut out,
+        "ioth_switch_port_learned_addresses",
+        "gauge",
+        "MAC addresses learned on the port.",
+        &per_port(&|p| p.learned as f64),
+    );
+    let mut imp = Vec::new();
+    for (id, p) in core.ports() {
+        if let Some(sh) = &p.impair {
+            for (what, n) in impair_counts(sh) {
+                imp.push((
+                    format!("{},from=\"\",outcome=\"{what}\"", port_labels(id, p)),
+                    n as f64,
+                ));
+            }
+        }
+    }
+    for ((from, to), sh) in core.pair_impairments() {
+        if let Some(p) = core.port(to) {
+            for (what, n) in impair_counts(sh) {
+                imp.push((
+                    format!("{},from=\"{from}\",outcome=\"{what}\"", port_labels(to, p)),
+                    n as f64,
+                ));
+            }
+        }
+    }
+    family(
+        &mut out,
+        "ioth_switch_impairment_frames_total",
+        "counter",
+        "What the port's impairment did to the frames offered to it, by outcome.",
+        &imp,
+    );
+    family(
+        &mut out,
+        "ioth_switch_learned_addresses",
+        "gauge",
+        "MAC addresses in the learning table.",
+        &[(String::new(), core.learned() as f64)],
+    );
+    family(
+        &mut out,
+        "ioth_switch_ports",
+        "gauge",
+        "Ports in use.",
+        &[(String::new(), core.ports().count() as f64)],
+    );
+    family(
+        &mut out,
+        "ioth_switch_shortcuts",
+        "gauge",
+        "Shortcuts (direct paths between two stacks) in place.",
+        &[(String::new(), core.shortcuts().count() as f64)],
+    );
+    let cut: Vec<(String, f64)> = core
+        .shortcuts()
+        .map(|(id, s)| {
+            (
+                format!(
+                    "shortcut=\"{id}\",port_a=\"{}\",port_b=\"{}\"",
+                    s.a.0, s.b.0
+                ),
+                (u64::from(s.cut.0) + u64::from(s.cut.1)) as f64,
+            )
+        })
+        .collect();
+    family(
+        &mut out,
+        "ioth_switch_shortcut_cut_through_connections_total",
+        "counter",
+        "TCP connections cut through over the shortcut, as its two stacks reported them.",
+        &cut,
+    );
+    family(
+        &mut out,
+        "ioth_switch_uptime_seconds",
+        "gauge",
+        "Seconds since the switch started.",
+        &[(String::new(), f.uptime_s as f64)],
+    );
+    out
+}
+
+fn impair_counts(sh: &crate::impair::Shaper) -> [(&'static str, u64); 6] {
+    let s = &sh.stats;
+    [
+        ("offered", s.frames),
+        ("sent", s.sent),
+        ("lost", s.lost),
+        ("duplicated", s.duplicated),
+        ("reordered", s.reordered),
+        ("dropped", s.dropped),
+    ]
+}
+
+/// The HTTP side: serve the latest snapshot until the server is unblocked.
+pub fn serve(server: Arc<tiny_http::Server>, snap: Arc<Mutex<Snapshot>>) {
+    for req in server.incoming_requests() {
+        let path = req.url().split('?').next().unwrap_or("/").to_string();
+        let (body, ctype, code) = {
+            let s = snap.lock().unwrap_or_else(|e| e.into_inner());
+            match (req.method(), path.as_str()) {
+                (tiny_http::Method::Get, "/") | (tiny_http::Method::Get, "/index.html") => {
+                    (PAGE.to_string(), "text/html; charset=utf-8", 200)
+                }
+                (tiny_http::Method::Get, "/api/ports") => {
+                    (s.ports_json.clone(), "application/json", 200)
+                }
+                (tiny_http::Method::Get, "/metrics") => (
+                    s.metrics.clone(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    200,
+                ),
+                (tiny_http::Method::Get, _) => ("not found\n".into(), "text/plain", 404),
+                _ => ("method not allowed\n".into(), "text/plain", 405),
+            }
+        };
+        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes())
+            .expect("a valid header");
+        let resp = tiny_http::Response::from_string(body)
+            .with_status_code(code)
+            .with_header(header);
+        // A client that went away mid-answer is its own problem.
+        let _ = req.respond(resp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Port, PortKind};
+
+    #[test]
+    fn metrics_follow_the_exposition_format() {
+        let mut c = Core::new(false);
+        c.add_port(
+            1,
+            Port::new(PortKind::Native, "ioth-stackd \"q\" pid=1", 65536),
+        )
+        .unwrap();
+        c.port_mut(1).unwrap().counters.rx_bytes = 12345;
+        let m = metrics(&c, &Facts::default());
+        assert!(m.contains("# TYPE ioth_switch_port_received_bytes_total counter\n"));
+        assert!(m.contains(
+            "ioth_switch_port_received_bytes_total{port=\"1\",kind=\"native\",description=\"ioth-stackd \\\"q\\\" pid=1\"} 12345\n"
+        ));
+        assert!(m.contains("cause=\"block\"} 0\n"));
+        let j: serde_json::Value =
+            serde_json::from_str(&ports_json(&c, &Facts::default())).unwrap();
+        assert_eq!(j["ports"][0]["rx_bytes"], 12345);
+        assert_eq!(j["ports"][0]["description"], "ioth-stackd \"q\" pid=1");
+    }
+}

@@ -132,3 +132,96 @@ fn status_page_api_and_metrics_show_the_lan() {
         text(&o)
     );
 }
+
+/// The page as headless Chromium renders it, after its script has fetched `/api/ports`.
+fn rendered(url: &str) -> String {
+    let mut c = Command::new("chromium");
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=3000",
+        "--dump-dom",
+        url,
+    ]);
+    String::from_utf8_lossy(&run_for(60, c).stdout).into_owned()
+}
+
+/// The sum of the numbers in the rendered table's cells of class `class`.
+fn column(dom: &str, class: &str) -> u64 {
+    dom.split(&format!("class=\"num {class}\">"))
+        .skip(1)
+        .filter_map(|c| c.split('<').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_status_page_in_a_browser_shows_every_node_and_counts_traffic() {
+    if !have("chromium") || nginx_bin().is_none() || !have("curl") {
+        return skip("chromium, nginx or curl missing");
+    }
+    let tmp = TempDir::new("status-page");
+    let sw = tmp.join("sw");
+    let rundir = tmp.join("run");
+    // No shortcuts: the downloads cross the switch, so its counters move.
+    let _switch = ioth_switch(&sw, &["--http", "127.0.0.1:0", "--no-shortcuts"]);
+    let info = switch_ctl(&sw, "showinfo");
+    let url = info
+        .lines()
+        .find_map(|l| l.strip_prefix("http "))
+        .unwrap_or_else(|| panic!("no http address in showinfo: {info}"))
+        .to_string();
+    let www = tmp.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    random_file(&www.join("f"), 2 << 20);
+    let mut nodes = Vec::new();
+    let mut nginxes = Vec::new();
+    for (i, ip) in ["fd00::81", "fd00::82"].iter().enumerate() {
+        let n = node(&sw, &format!("{ip}/64"), &tmp.join(&format!("web{i}.ctl")));
+        let dir = tmp.join(&format!("ngx{i}"));
+        run_ok(
+            Command::new(nginx_bin().unwrap())
+                .arg("-c")
+                .arg(nginx_conf(&dir, &www, &["[::]:80"]))
+                .env("LD_PRELOAD", libioth())
+                .env("IOTH_STACK", &n.ctl)
+                .env("IOTH_RUNDIR", &rundir)
+                .env_remove("IOTH_IP"),
+        );
+        nginxes.push(Daemon::from_pidfile("nginx node", &dir.join("nginx.pid")));
+        nodes.push(n);
+    }
+    let cli = node(&sw, "fd00::83/64", &tmp.join("cli.ctl"));
+    let dom = rendered(&url);
+    for ip in ["fd00::81", "fd00::82", "fd00::83"] {
+        assert!(
+            dom.contains(&format!("ioth-stackd {ip} ")),
+            "{ip} not on the page:\n{dom}"
+        );
+    }
+    let before = column(&dom, "rx-bytes");
+    for ip in ["fd00::81", "fd00::82"] {
+        let got = tmp.join("got");
+        run_ok(
+            Command::new("curl")
+                .args(["-sS", "--max-time", "30", "-o"])
+                .arg(&got)
+                .arg(format!("http://[{ip}]/f"))
+                .env("LD_PRELOAD", libioth())
+                .env("IOTH_STACK", &cli.ctl)
+                .env("IOTH_RUNDIR", &rundir)
+                .env_remove("IOTH_IP"),
+        );
+        assert_eq!(sha256_file(&got), sha256_file(&www.join("f")));
+    }
+    // The page refreshes itself from the switch's counters.
+    let after = wait_for(
+        std::time::Duration::from_secs(20),
+        "the page's counters",
+        || {
+            let n = column(&rendered(&url), "rx-bytes");
+            (n >= before + (4 << 20)).then_some(n)
+        },
+    );
+    eprintln!("received bytes on the page: {before} then {after}");
+}

@@ -806,3 +806,26 @@ pub fn tcp_stream_to(pcap: &[u8], port: u16) -> Vec<u8> {
 pub fn tcp_stream_from(pcap: &[u8], port: u16) -> Vec<u8> {
     tcp_stream_where(pcap, |src, _| src == port)
 }
+
+/// `prog` as a process of the node whose stack daemon listens on `ctl` (`IOTH_STACK`, with
+/// the shim), its run directory `rundir`.
+pub fn on_node(prog: impl AsRef<std::ffi::OsStr>, ctl: &Path, rundir: &Path) -> Command {
+    let mut c = Command::new(prog);
+    c.env("LD_PRELOAD", libioth())
+        .env("IOTH_STACK", ctl)
+        .env("IOTH_RUNDIR", rundir)
+        .env_remove("IOTH_IP");
+    c
+}
+
+/// Debian's nginx as a process of the node at `ctl`, serving `www` on `[::]:80`, its files
+/// in `dir`; stopped (by its pid file) on drop.
+pub fn nginx_on(ctl: &Path, rundir: &Path, dir: &Path, www: &Path) -> Daemon {
+    let conf = nginx_conf(dir, www, &["[::]:80"]);
+    run_ok(
+        on_node(nginx_bin().expect("nginx"), ctl, rundir)
+            .arg("-c")
+            .arg(&conf),
+    );
+    Daemon::from_pidfile("nginx node", &dir.join("nginx.pid"))
+}

@@ -34,13 +34,6 @@ fn records(pcap: &[u8]) -> usize {
     n
 }
 
-fn node_env(c: &mut Command, ctl: &Path, rundir: &Path) {
-    c.env("LD_PRELOAD", libioth())
-        .env("IOTH_STACK", ctl)
-        .env("IOTH_RUNDIR", rundir)
-        .env_remove("IOTH_IP");
-}
-
 #[test]
 fn live_captures_hold_a_whole_download_through_shortcut_capable_ports() {
     if nginx_bin().is_none() || !have("curl") {
@@ -56,19 +49,14 @@ fn live_captures_hold_a_whole_download_through_shortcut_capable_ports() {
     std::fs::create_dir_all(&www).unwrap();
     random_file(&www.join("f"), 4 << 20);
     let want = sha256_file(&www.join("f"));
-    let ngx = tmp.join("ngx");
-    let mut n = Command::new(nginx_bin().unwrap());
-    n.arg("-c").arg(nginx_conf(&ngx, &www, &["[::]:80"]));
-    node_env(&mut n, &web.ctl, &rundir);
-    run_ok(&mut n);
-    let _nginx = Daemon::from_pidfile("nginx node", &ngx.join("nginx.pid"));
+    let _nginx = nginx_on(&web.ctl, &rundir, &tmp.join("ngx"), &www);
     let fetch = |out: &Path| {
-        let mut c = Command::new("curl");
-        c.args(["-sS", "--max-time", "60", "-o"])
-            .arg(out)
-            .arg("http://[fd00::51]/f");
-        node_env(&mut c, &cli.ctl, &rundir);
-        run_ok(&mut c);
+        run_ok(
+            on_node("curl", &cli.ctl, &rundir)
+                .args(["-sS", "--max-time", "60", "-o"])
+                .arg(out)
+                .arg("http://[fd00::51]/f"),
+        );
     };
     // The two nodes talk: a shortcut comes, the path a capture must take away.
     fetch(&tmp.join("warm"));

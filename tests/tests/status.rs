@@ -178,17 +178,12 @@ fn the_status_page_in_a_browser_shows_every_node_and_counts_traffic() {
     let mut nginxes = Vec::new();
     for (i, ip) in ["fd00::81", "fd00::82"].iter().enumerate() {
         let n = node(&sw, &format!("{ip}/64"), &tmp.join(&format!("web{i}.ctl")));
-        let dir = tmp.join(&format!("ngx{i}"));
-        run_ok(
-            Command::new(nginx_bin().unwrap())
-                .arg("-c")
-                .arg(nginx_conf(&dir, &www, &["[::]:80"]))
-                .env("LD_PRELOAD", libioth())
-                .env("IOTH_STACK", &n.ctl)
-                .env("IOTH_RUNDIR", &rundir)
-                .env_remove("IOTH_IP"),
-        );
-        nginxes.push(Daemon::from_pidfile("nginx node", &dir.join("nginx.pid")));
+        nginxes.push(nginx_on(
+            &n.ctl,
+            &rundir,
+            &tmp.join(&format!("ngx{i}")),
+            &www,
+        ));
         nodes.push(n);
     }
     let cli = node(&sw, "fd00::83/64", &tmp.join("cli.ctl"));
@@ -203,14 +198,10 @@ fn the_status_page_in_a_browser_shows_every_node_and_counts_traffic() {
     for ip in ["fd00::81", "fd00::82"] {
         let got = tmp.join("got");
         run_ok(
-            Command::new("curl")
+            on_node("curl", &cli.ctl, &rundir)
                 .args(["-sS", "--max-time", "30", "-o"])
                 .arg(&got)
-                .arg(format!("http://[{ip}]/f"))
-                .env("LD_PRELOAD", libioth())
-                .env("IOTH_STACK", &cli.ctl)
-                .env("IOTH_RUNDIR", &rundir)
-                .env_remove("IOTH_IP"),
+                .arg(format!("http://[{ip}]/f")),
         );
         assert_eq!(sha256_file(&got), sha256_file(&www.join("f")));
     }

@@ -102,6 +102,20 @@ pub struct Counters {
     pub drop_block: u64,
 }
 
+impl Counters {
+    /// The drop counters by cause, as `port/print`, `/api/ports` and `/metrics` name them.
+    pub fn drops(&self) -> [(&'static str, u64); 6] {
+        [
+            ("queue", self.drop_queue),
+            ("toobig", self.drop_toobig),
+            ("malformed", self.drop_malformed),
+            ("vlan", self.drop_vlan),
+            ("lock", self.drop_lock),
+            ("block", self.drop_block),
+        ]
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Port {
     pub kind: PortKind,
@@ -721,6 +735,31 @@ impl Core {
         if a <= b { (a, b) } else { (b, a) }
     }
 
+    /// Whether a frame from `ingress` to port `id` (`p`) meets a block; if so it is counted,
+    /// on the pair and on `p`.
+    fn count_block(
+        blocks: &mut BTreeMap<(PortId, PortId), u64>,
+        ingress: PortId,
+        id: PortId,
+        p: &mut Port,
+    ) -> bool {
+        if blocks.is_empty() {
+            return false;
+        }
+        let Some(n) = blocks.get_mut(&Self::ordered(ingress, id)) else {
+            return false;
+        };
+        *n += 1;
+        p.counters.drop_block += 1;
+        true
+    }
+
+    /// End the shortcuts between ports `a` and `b`.
+    fn revoke_between(&mut self, a: PortId, b: PortId) {
+        let pair = Self::ordered(a, b);
+        self.revoke_where(|s| Self::ordered(s.a.0, s.b.0) == pair);
+    }
+
     /// Whether `a` and `b` are blocked from each other.
     pub fn blocked(&self, a: PortId, b: PortId) -> bool {
         !self.blocks.is_empty() && self.blocks.contains_key(&Self::ordered(a, b))
@@ -735,7 +774,7 @@ impl Core {
             return Err(CoreError::SamePort);
         }
         self.blocks.entry(Self::ordered(a, b)).or_insert(0);
-        self.revoke_where(|s| Self::ordered(s.a.0, s.b.0) == Self::ordered(a, b));
+        self.revoke_between(a, b);
         Ok(())
     }
 
@@ -836,8 +875,7 @@ impl Core {
         if let Some(s) = s {
             self.pair_impair
                 .insert((from, to), Box::new(Shaper::new(s)));
-            let pair = Self::ordered(from, to);
-            self.revoke_where(|s| Self::ordered(s.a.0, s.b.0) == pair);
+            self.revoke_between(from, to);
         }
         Ok(())
     }
@@ -850,6 +888,11 @@ impl Core {
     /// The impairment of the frames from `from` to `to`, if set.
     pub fn pair_impairment(&self, from: PortId, to: PortId) -> Option<&Shaper> {
         self.pair_impair.get(&(from, to)).map(|b| &**b)
+    }
+
+    /// Whether any impairment (of a port or a pair) is set.
+    pub fn impairing(&self) -> bool {
+        !self.impaired.is_empty() || !self.pair_impair.is_empty()
     }
 
     /// Hand a frame from `from` for `port` to its impairment (the pair's, else the port's):
@@ -951,9 +994,7 @@ impl Core {
                 if *id == ingress {
                     continue;
                 }
-                if let Some(n) = self.blocks.get_mut(&Self::ordered(ingress, *id)) {
-                    *n += 1;
-                    p.counters.drop_block += 1;
+                if Self::count_block(&mut self.blocks, ingress, *id, p) {
                     continue;
                 }
                 if len > p.max_frame && !crate::offload::can_cut(frame, p.max_frame - 4) {
@@ -1012,9 +1053,7 @@ impl Core {
             let Some(p) = self.ports.get_mut(id) else {
                 continue;
             };
-            if let Some(n) = self.blocks.get_mut(&Self::ordered(ingress, *id)) {
-                *n += 1;
-                p.counters.drop_block += 1;
+            if Self::count_block(&mut self.blocks, ingress, *id, p) {
                 continue;
             }
             let tagging = if p.untagged_vlan == vlan {

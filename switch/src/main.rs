@@ -325,6 +325,14 @@ fn parse_answer(text: &str) -> (Vec<&str>, Option<(usize, &str)>) {
     (data, None)
 }
 
+/// The exit status of a `ctl` command; its error, if any, on standard error.
+fn exit_code(r: Result<ExitCode, String>) -> ExitCode {
+    r.unwrap_or_else(|e| {
+        eprintln!("ioth-switch ctl: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// A console connection past the banner and first prompt.
 fn console(dir: &Path) -> Result<sys::Fd, String> {
     let path = dir.join("mgmt");
@@ -406,13 +414,7 @@ fn capture(dir: &Path, args: &[String]) -> ExitCode {
             }
         }
     })();
-    match r {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ioth-switch ctl: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(r)
 }
 
 fn ctl(dir: &Path, command: &str) -> ExitCode {
@@ -439,11 +441,5 @@ fn ctl(dir: &Path, command: &str) -> ExitCode {
             None => Err("no answer".into()),
         }
     })();
-    match r {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ioth-switch ctl: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(r)
 }

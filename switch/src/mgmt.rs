@@ -127,6 +127,13 @@ impl From<Errno> for Fail {
     }
 }
 
+impl Fail {
+    /// `EINVAL`, and why.
+    fn invalid(why: impl Into<String>) -> Fail {
+        Fail(Errno::EINVAL, Some(why.into()))
+    }
+}
+
 fn ok_data(lines: Vec<String>) -> Result<Vec<String>, Fail> {
     Ok(lines)
 }
@@ -141,14 +148,12 @@ fn parse_num<T: std::str::FromStr>(s: Option<&str>) -> Result<T, Errno> {
 
 /// The error line for `e`.
 pub fn error_line(e: Errno) -> String {
-    format!("1{:03} {}\n", e.0.clamp(0, 999), e)
+    fail_line(e.into())
 }
 
 fn fail_line(f: Fail) -> String {
-    match f.1 {
-        None => error_line(f.0),
-        Some(why) => format!("1{:03} {}: {why}\n", f.0.0.clamp(0, 999), f.0),
-    }
+    let why = f.1.map(|w| format!(": {w}")).unwrap_or_default();
+    format!("1{:03} {}{why}\n", f.0.0.clamp(0, 999), f.0)
 }
 
 /// A port named by its number, or by a word of its description as `port/print` shows it (a
@@ -192,8 +197,7 @@ pub fn resolve_port(core: &Core, now_ms: u64, name: &str) -> Result<PortId, Stri
     }
 }
 
-fn port_arg(core: &Core, info: &Info, name: Option<&&str>) -> Result<PortId, Fail> {
-    let name = name.ok_or(Fail(Errno::EINVAL, Some("a port is missing".into())))?;
+fn port_arg(core: &Core, info: &Info, name: &str) -> Result<PortId, Fail> {
     resolve_port(core, info.now_ms, name).map_err(|why| Fail(Errno(libc::ENXIO), Some(why)))
 }
 
@@ -225,11 +229,11 @@ fn impair(core: &mut Core, info: &Info, args: &[&str]) -> Result<Vec<String>, Fa
         }
         return Ok(out);
     };
-    let id = port_arg(core, info, Some(first))?;
+    let id = port_arg(core, info, first)?;
     // A second word that is neither an option nor `clear` names the port the frames come
     // from.
     let from = match args.get(1) {
-        Some(w) if *w != "clear" && !w.contains('=') => Some(port_arg(core, info, Some(w))?),
+        Some(&w) if w != "clear" && !w.contains('=') => Some(port_arg(core, info, w)?),
         _ => None,
     };
     let rest = &args[1 + usize::from(from.is_some())..];
@@ -245,7 +249,7 @@ fn impair(core: &mut Core, info: &Info, args: &[&str]) -> Result<Vec<String>, Fa
             });
         }
         ["clear"] => None,
-        opts => Some(Settings::parse(opts, seed).map_err(|why| Fail(Errno::EINVAL, Some(why)))?),
+        opts => Some(Settings::parse(opts, seed).map_err(Fail::invalid)?),
     };
     match from {
         None => core.set_impairment(id, settings),
@@ -261,7 +265,7 @@ fn partition(core: &mut Core, info: &Info, args: &[&str]) -> Result<Vec<String>,
     for g in args {
         let mut ids = Vec::new();
         for name in g.split(',').filter(|n| !n.is_empty()) {
-            ids.push(port_arg(core, info, Some(&name))?);
+            ids.push(port_arg(core, info, name)?);
         }
         groups.push(ids);
     }
@@ -274,18 +278,12 @@ fn partition(core: &mut Core, info: &Info, args: &[&str]) -> Result<Vec<String>,
         groups.push(rest);
     }
     if groups.is_empty() || groups.iter().any(|g| g.is_empty()) {
-        return Err(Fail(
-            Errno::EINVAL,
-            Some("give groups of ports, such as 1,2 3,4".into()),
-        ));
+        return Err(Fail::invalid("give groups of ports, such as 1,2 3,4"));
     }
     for (i, g) in groups.iter().enumerate() {
         for h in &groups[i + 1..] {
             if let Some(p) = g.iter().find(|p| h.contains(p)) {
-                return Err(Fail(
-                    Errno::EINVAL,
-                    Some(format!("port {p} is in two groups")),
-                ));
+                return Err(Fail::invalid(format!("port {p} is in two groups")));
             }
         }
     }
@@ -356,31 +354,31 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             Ok(Vec::new())
         }
         "port/print" | "port/allprint" => port_print(core, &args, cmd == "port/allprint"),
-        "port/setvlan" => (|| -> Result<Vec<String>, Errno> {
+        "port/setvlan" => (|| -> Result<Vec<String>, Fail> {
             let p: PortId = parse_num(args.first().copied())?;
             let v: Vlan = parse_num(args.get(1).copied())?;
             core.set_port_vlan(p, v).map_err(core_err)?;
             Ok(Vec::new())
-        })().map_err(Fail::from),
-        "port/resetcounter" => (|| -> Result<Vec<String>, Errno> {
+        })(),
+        "port/resetcounter" => (|| -> Result<Vec<String>, Fail> {
             let p = match args.first() {
                 Some(s) => Some(parse_num::<PortId>(Some(s))?),
                 None => None,
             };
             core.reset_counters(p).map_err(core_err)?;
             Ok(Vec::new())
-        })().map_err(Fail::from),
-        "vlan/create" => (|| -> Result<Vec<String>, Errno> {
+        })(),
+        "vlan/create" => (|| -> Result<Vec<String>, Fail> {
             let v: Vlan = parse_num(args.first().copied())?;
             core.create_vlan(v).map_err(core_err)?;
             Ok(Vec::new())
-        })().map_err(Fail::from),
-        "vlan/addport" => (|| -> Result<Vec<String>, Errno> {
+        })(),
+        "vlan/addport" => (|| -> Result<Vec<String>, Fail> {
             let v: Vlan = parse_num(args.first().copied())?;
             let p: PortId = parse_num(args.get(1).copied())?;
             core.vlan_add_port(v, p).map_err(core_err)?;
             Ok(Vec::new())
-        })().map_err(Fail::from),
+        })(),
         "vlan/print" => {
             let vlans: Vec<Vlan> = core.vlans().collect();
             ok_data(
@@ -435,27 +433,27 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
                 })
                 .collect(),
         ),
-        "shortcut/revoke" => (|| -> Result<Vec<String>, Errno> {
+        "shortcut/revoke" => (|| -> Result<Vec<String>, Fail> {
             match args.first() {
                 Some(s) => {
                     let id: u32 = parse_num(Some(s))?;
                     if !core.shortcuts().any(|(i, _)| i == id) {
-                        return Err(Errno(libc::ENOENT));
+                        return Err(Errno(libc::ENOENT).into());
                     }
                     core.revoke_shortcut(id);
                 }
                 None => core.revoke_all(),
             }
             Ok(Vec::new())
-        })().map_err(Fail::from),
-        "hash/setexpire" => (|| -> Result<Vec<String>, Errno> {
+        })(),
+        "hash/setexpire" => (|| -> Result<Vec<String>, Fail> {
             let s: u64 = parse_num(args.first().copied())?;
             if s == 0 || s > 86_400 * 365 {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EINVAL.into());
             }
             core.ageing_ms = s * 1000;
             Ok(Vec::new())
-        })().map_err(Fail::from),
+        })(),
         "impair" => impair(core, info, &args),
         "block" if args.is_empty() => ok_data(
             core.blocks()
@@ -464,10 +462,10 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
         ),
         "block" | "unblock" => (|| {
             if args.len() != 2 {
-                return Err(Fail(Errno::EINVAL, Some("give two ports".into())));
+                return Err(Fail::invalid("give two ports"));
             }
-            let a = port_arg(core, info, args.first())?;
-            let b = port_arg(core, info, args.get(1))?;
+            let a = port_arg(core, info, args[0])?;
+            let b = port_arg(core, info, args[1])?;
             if cmd == "block" {
                 core.block(a, b).map_err(core_err)?;
             } else {
@@ -486,12 +484,12 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             for a in &args {
                 if let Some(n) = a.strip_prefix("count=") {
                     count = Some(n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        Fail(Errno::EINVAL, Some(format!("count: '{n}' is not a number of frames")))
+                        Fail::invalid(format!("count: '{n}' is not a number of frames"))
                     })?);
                 } else if port.is_none() {
-                    port = Some(port_arg(core, info, Some(a))?);
+                    port = Some(port_arg(core, info, a)?);
                 } else {
-                    return Err(Fail(Errno::EINVAL, Some(format!("'{a}': one port at most"))));
+                    return Err(Fail::invalid(format!("'{a}': one port at most")));
                 }
             }
             action = Action::Capture { port, count };
@@ -543,10 +541,8 @@ fn port_print(core: &Core, args: &[&str], all: bool) -> Result<Vec<String>, Fail
         ));
         out.push(format!(" IN:  pkts {} bytes {}", c.rx_frames, c.rx_bytes));
         out.push(format!(" OUT: pkts {} bytes {}", c.tx_frames, c.tx_bytes));
-        out.push(format!(
-            " DROP: queue {} toobig {} malformed {} vlan {} lock {} block {}",
-            c.drop_queue, c.drop_toobig, c.drop_malformed, c.drop_vlan, c.drop_lock, c.drop_block
-        ));
+        let drops: Vec<String> = c.drops().iter().map(|(k, n)| format!("{k} {n}")).collect();
+        out.push(format!(" DROP: {}", drops.join(" ")));
         out.push(format!(" QUEUE: bytes {}", p.queued_bytes));
         out.push(format!(
             " MACS: learned {} not_learned {}{}",

@@ -213,6 +213,11 @@ struct Capture {
 /// Bytes a capture may hold for a slow reader before frames are left out.
 const CAPTURE_BUF: usize = 8 << 20;
 
+/// What a capture watches, for the log.
+fn captured_what(port: Option<PortId>) -> String {
+    port.map_or("every port".into(), |p| format!("port {p}"))
+}
+
 /// A bound switch, ready to run.
 pub struct Server {
     cfg: Config,
@@ -1138,7 +1143,6 @@ impl Server {
         let Some(l) = self.http_listener.take() else {
             return;
         };
-        let addr = l.local_addr().ok();
         match tiny_http::Server::from_listener(l, None) {
             Ok(server) => {
                 let server = Arc::new(server);
@@ -1151,7 +1155,7 @@ impl Server {
                     .ok();
                 self.http = Some((server, snap));
                 self.refresh_status();
-                if let Some(a) = addr {
+                if let Some(a) = self.http_addr {
                     log::info!("status page on http://{a}/");
                 }
             }
@@ -1850,16 +1854,17 @@ impl Server {
         }
     }
 
-    /// Send a frame from `from` to a port, through an impairment if one applies.
+    /// Send a frame from `from` to a port, through an impairment if one applies (the clock is
+    /// read only then).
     fn deliver(&mut self, from: PortId, port: PortId, bytes: &[u8]) {
-        let now = self.now_ns();
-        match self.core.impair(from, port, now, bytes) {
-            None => self.deliver_now(port, bytes),
-            Some(copies) => {
-                for _ in 0..copies {
-                    self.deliver_now(port, bytes);
-                }
-            }
+        let copies = if self.core.impairing() {
+            let now = self.now_ns();
+            self.core.impair(from, port, now, bytes).unwrap_or(1)
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            self.deliver_now(port, bytes);
         }
     }
 
@@ -2018,8 +2023,7 @@ impl Server {
                 self.core.capture_end(cap.port);
                 log::info!(
                     "capture of {} ended ({} frames left out for a slow reader)",
-                    cap.port
-                        .map_or("every port".into(), |p| format!("port {p}")),
+                    captured_what(cap.port),
                     cap.dropped
                 );
             }
@@ -2151,10 +2155,7 @@ impl Server {
                     });
                     self.core.capture_begin(port);
                     self.end_revoked();
-                    log::info!(
-                        "capture of {} begins",
-                        port.map_or("every port".into(), |p| format!("port {p}"))
-                    );
+                    log::info!("capture of {} begins", captured_what(port));
                 }
             }
         }

@@ -60,10 +60,8 @@ pub fn ports_json(core: &Core, f: &Facts) -> String {
                 "macs": macs,
                 "rx_frames": c.rx_frames, "rx_bytes": c.rx_bytes,
                 "tx_frames": c.tx_frames, "tx_bytes": c.tx_bytes,
-                "drops": {
-                    "queue": c.drop_queue, "toobig": c.drop_toobig, "malformed": c.drop_malformed,
-                    "vlan": c.drop_vlan, "lock": c.drop_lock, "block": c.drop_block,
-                },
+                "drops": c.drops().iter().map(|(k, n)| (k.to_string(), json!(n)))
+                    .collect::<serde_json::Map<_, _>>(),
                 "queue_bytes": p.queued_bytes,
                 "detail": p.detail,
                 "captured": core.captured(id),
@@ -168,15 +166,7 @@ pub fn metrics(core: &Core, f: &Facts) -> String {
     }
     let mut drops = Vec::new();
     for (id, p) in core.ports() {
-        let c = &p.counters;
-        for (cause, n) in [
-            ("queue", c.drop_queue),
-            ("toobig", c.drop_toobig),
-            ("malformed", c.drop_malformed),
-            ("vlan", c.drop_vlan),
-            ("lock", c.drop_lock),
-            ("block", c.drop_block),
-        ] {
+        for (cause, n) in p.counters.drops() {
             drops.push((
                 format!("{},cause=\"{cause}\"", port_labels(id, p)),
                 n as f64,

@@ -636,6 +636,18 @@ impl Pair {
         self.request(n, req, vec![]).0
     }
 
+    /// A connection from node a to a listener of node b on `server`: (client id, client
+    /// fd, server connection fd, listener fd).
+    pub fn established(&mut self, server: &str) -> (u64, Fd, Fd, Fd) {
+        let sec = Duration::from_secs(1);
+        let (_, l) = self.listener(Node::B, server, 16);
+        let (cid, c) = self.connecting(Node::A, server);
+        assert!(self.until_writable(&c, sec), "handshake did not finish");
+        assert_eq!(self.so_error(Node::A, cid), 0);
+        let (_, conn) = self.accept(&l, sec).expect("no connection to accept");
+        (cid, c, conn, l)
+    }
+
     /// Run until `fd` polls writable (a connect ended), at most `limit`.
     pub fn until_writable(&mut self, fd: &Fd, limit: Duration) -> bool {
         let fd = fd.raw();

@@ -4,20 +4,13 @@
 //! needed again, and a `setsockopt` on a busy connection leaves its congestion window alone.
 
 use super::*;
-use Node::{A, B};
+use Node::A;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 const SEC: Duration = Duration::from_secs(1);
-
-fn established(p: &mut Pair) -> (u64, Fd, Fd, Fd) {
-    let (_, l) = p.listener(B, "10.0.0.2:80", 16);
-    let (cid, c) = p.connecting(A, "10.0.0.2:80");
-    assert!(p.until_writable(&c, SEC), "handshake did not finish");
-    let (_, conn) = p.accept(&l, SEC).expect("no connection to accept");
-    (cid, c, conn, l)
-}
+const SERVER: &str = "10.0.0.2:80";
 
 /// A TCP segment from node a to node b over IPv4: (sequence number, payload length, FIN).
 fn segment(to_b: bool, f: &[u8]) -> Option<(u32, usize, bool)> {
@@ -81,13 +74,6 @@ fn drop_once(p: &mut Pair, lose: Vec<usize>) -> Rc<RefCell<Seen>> {
     seen
 }
 
-/// Send `data` from `c` to `conn`, closing after it; (what arrived, virtual time taken).
-fn timed_transfer(p: &mut Pair, c: &Fd, conn: &Fd, data: &[u8]) -> (Vec<u8>, Duration) {
-    let t0 = p.now;
-    let got = p.transfer(c, conn, data, true, Duration::from_secs(60));
-    (got, p.now - t0)
-}
-
 fn delay(p: &mut Pair, ms: u64) {
     p.impair(Impair {
         delay: Duration::from_millis(ms),
@@ -95,24 +81,30 @@ fn delay(p: &mut Pair, ms: u64) {
     });
 }
 
+/// `data` from a to b over a new connection on a wire of 5 ms each way, closed after it,
+/// the stream offsets `lose` lost once each: (what arrived, virtual time taken, what the
+/// wire saw).
+fn lossy_transfer(seed: u64, data: &[u8], lose: &[usize]) -> (Vec<u8>, Duration, Seen) {
+    let mut p = Pair::new(seed);
+    let (_, c, conn, _l) = p.established(SERVER);
+    delay(&mut p, 5);
+    let seen = drop_once(&mut p, lose.to_vec());
+    let t0 = p.now;
+    let got = p.transfer(&c, &conn, data, true, Duration::from_secs(60));
+    let took = p.now - t0;
+    (got, took, seen.take())
+}
+
 #[test]
 fn sack_holes_are_resent_one_by_one_without_a_timeout() {
     let data = pattern(400_000, 1);
     // The same transfer, intact, for the time it takes.
-    let mut p = Pair::new(3);
-    let (_, c, conn, _l) = established(&mut p);
-    delay(&mut p, 5);
-    let (got, clean) = timed_transfer(&mut p, &c, &conn, &data);
+    let (got, clean, _) = lossy_transfer(3, &data, &[]);
     assert!(got == data);
 
     // Three segments lost in the middle of the stream.
-    let mut p = Pair::new(3);
-    let (_, c, conn, _l) = established(&mut p);
-    delay(&mut p, 5);
-    let seen = drop_once(&mut p, vec![100_000, 103_000, 106_000]);
-    let (got, lossy) = timed_transfer(&mut p, &c, &conn, &data);
+    let (got, lossy, seen) = lossy_transfer(3, &data, &[100_000, 103_000, 106_000]);
     assert!(got == data, "content differs");
-    let seen = seen.borrow();
     assert_eq!(seen.resent(), 3, "only the lost segments go again");
     // No retransmission timeout (200 ms at least): a few round trips more than intact.
     assert!(
@@ -125,7 +117,7 @@ fn sack_holes_are_resent_one_by_one_without_a_timeout() {
 fn a_lost_tail_is_resent_after_200_ms_not_a_second() {
     let data = pattern(50_000, 2);
     let mut p = Pair::new(5);
-    let (_, c, conn, _l) = established(&mut p);
+    let (_, c, conn, _l) = p.established(SERVER);
     delay(&mut p, 5);
     // Warm the estimator up, then lose the last data segment: nothing follows it, so no
     // duplicate ACK, and only the timer can repair it.
@@ -146,24 +138,15 @@ fn a_lost_tail_is_resent_after_200_ms_not_a_second() {
 #[test]
 fn a_fin_that_overtook_a_lost_segment_is_not_needed_again() {
     let data = pattern(200_000, 4);
-    let mut p = Pair::new(9);
-    let (_, c, conn, _l) = established(&mut p);
-    delay(&mut p, 5);
-    let clean = {
-        let mut q = Pair::new(9);
-        let (_, c, conn, _l) = established(&mut q);
-        delay(&mut q, 5);
-        timed_transfer(&mut q, &c, &conn, &data).1
-    };
+    let (_, clean, _) = lossy_transfer(9, &data, &[]);
     // Lose a segment a few before the end: the segments after it, the FIN among them,
     // arrive first, and their duplicate ACKs bring the lost one back (fast retransmit). The
     // FIN is not sent again: the receiver kept it (after a timeout it would be, as the
     // sender cannot know whether it arrived).
-    let seen = drop_once(&mut p, vec![data.len() - 8000]);
-    let (got, took) = timed_transfer(&mut p, &c, &conn, &data);
+    let (got, took, seen) = lossy_transfer(9, &data, &[data.len() - 8000]);
     assert!(got == data, "content differs or no EOF");
-    assert_eq!(seen.borrow().resent(), 1);
-    assert_eq!(seen.borrow().fins, 1, "the receiver kept the early FIN");
+    assert_eq!(seen.resent(), 1);
+    assert_eq!(seen.fins, 1, "the receiver kept the early FIN");
     assert!(
         took < clean + Duration::from_millis(150),
         "intact {clean}, with the loss {took}"
@@ -175,7 +158,7 @@ fn setsockopt_on_a_busy_connection_keeps_its_congestion_window() {
     let data = pattern(4 << 20, 5);
     let run = |poke: bool| -> Duration {
         let mut p = Pair::new(13);
-        let (cid, c, conn, _l) = established(&mut p);
+        let (cid, c, conn, _l) = p.established(SERVER);
         delay(&mut p, 10);
         let (wfd, rfd) = (c.raw(), conn.raw());
         let (mut sent, mut got) = (0, 0);

@@ -10,16 +10,6 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// An established connection: (client id, client fd, server connection fd, listener fd).
-fn established(p: &mut Pair, server: &str) -> (u64, Fd, Fd, Fd) {
-    let (_, l) = p.listener(B, server, 16);
-    let (cid, c) = p.connecting(A, server);
-    assert!(p.until_writable(&c, SEC), "handshake did not finish");
-    assert_eq!(p.so_error(A, cid), 0);
-    let (_, conn) = p.accept(&l, SEC).expect("no connection to accept");
-    (cid, c, conn, l)
-}
-
 #[test]
 fn handshake_and_data_both_ways_v4_and_v6() {
     for (server, client_ip) in [("10.0.0.2:80", "10.0.0.1"), ("[fd00::2]:80", "fd00::1")] {
@@ -75,7 +65,7 @@ fn backlog_full_drops_syns_and_never_resets() {
 #[test]
 fn close_with_unread_data_resets() {
     let mut p = Pair::new(13);
-    let (cid, c, conn, _l) = established(&mut p, "10.0.0.2:80");
+    let (cid, c, conn, _l) = p.established("10.0.0.2:80");
     sys::write(c.raw(), b"never read").unwrap();
     // Let the data reach the server's application end, unread.
     let fd = conn.raw();
@@ -122,7 +112,7 @@ fn refused_and_reset_are_told_apart() {
 #[test]
 fn half_close_keeps_the_other_direction() {
     let mut p = Pair::new(19);
-    let (_, c, conn, _l) = established(&mut p, "10.0.0.2:80");
+    let (_, c, conn, _l) = p.established("10.0.0.2:80");
     let q = pattern(5_000, 3);
     // The client sends its request and shuts down its side: the server reads it all, then EOF.
     assert_eq!(p.transfer(&c, &conn, &q, true, secs(5)), q);
@@ -199,7 +189,7 @@ fn non_blocking_connect_completes_through_connect_async() {
 #[test]
 fn transfer_survives_five_percent_frame_loss() {
     let mut p = Pair::new(37);
-    let (_, c, conn, _l) = established(&mut p, "10.0.0.2:80");
+    let (_, c, conn, _l) = p.established("10.0.0.2:80");
     p.impair(Impair {
         loss: 0.05,
         delay: Duration::from_millis(1),
@@ -219,7 +209,7 @@ fn transfer_survives_five_percent_frame_loss() {
 #[test]
 fn reordering_and_jitter_keep_the_byte_stream() {
     let mut p = Pair::new(41);
-    let (_, c, conn, _l) = established(&mut p, "[fd00::2]:80");
+    let (_, c, conn, _l) = p.established("[fd00::2]:80");
     p.impair(Impair {
         delay: Duration::from_millis(5),
         jitter: Duration::from_millis(5),

@@ -693,16 +693,30 @@ pub fn ioth_switch_in(ns: &Netns, dir: &Path, extra: &[&str]) -> Daemon {
     start_switch(ns.exec(bin("ioth-switch")), dir, extra)
 }
 
+/// `ioth-switch ctl --sock DIR CMD…`, not started.
+pub fn switch_ctl_command(dir: &Path, cmd: &str) -> Command {
+    let mut c = Command::new(bin("ioth-switch"));
+    c.arg("ctl")
+        .arg("--sock")
+        .arg(dir)
+        .args(cmd.split_whitespace());
+    c
+}
+
 /// One console command on a running switch (`ioth-switch ctl`); its output.
 pub fn switch_ctl(dir: &Path, cmd: &str) -> String {
-    let o = run_ok(
-        Command::new(bin("ioth-switch"))
-            .arg("ctl")
-            .arg("--sock")
-            .arg(dir)
-            .args(cmd.split_whitespace()),
-    );
+    let o = run_ok(&mut switch_ctl_command(dir, cmd));
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A console command that must fail, saying `why`.
+pub fn switch_ctl_fails(dir: &Path, cmd: &str, why: &str) {
+    let o = run(&mut switch_ctl_command(dir, cmd));
+    assert!(
+        !o.status.success() && text(&o).contains(why),
+        "{cmd}: {}",
+        text(&o)
+    );
 }
 
 /// Debian's nginx, if installed.

@@ -5,22 +5,31 @@
 
 use ioth_e2e::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-/// `ioth-switch ctl --sock SW capture ARGS…` writing to `out`.
-fn capture(sw: &Path, args: &[&str], out: &Path) -> Child {
-    Command::new(bin("ioth-switch"))
-        .arg("ctl")
-        .arg("--sock")
-        .arg(sw)
-        .arg("capture")
-        .args(args)
+/// `ioth-switch ctl --sock SW capture ARGS…` writing to `out`, once the capture runs (its
+/// pcap header is out).
+fn capture(sw: &Path, args: &str, out: &Path) -> Child {
+    let c = switch_ctl_command(sw, &format!("capture {args}"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(out).unwrap())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the capture's pcap header", || {
+        (std::fs::metadata(out).map_or(0, |m| m.len()) >= 24).then_some(())
+    });
+    c
+}
+
+/// Wait until the switch has made a shortcut (`what` says why one is expected).
+fn a_shortcut(sw: &Path, what: &str) {
+    wait_for(Duration::from_secs(10), what, || {
+        switch_ctl(sw, "shortcut/print")
+            .contains("Shortcut")
+            .then_some(())
+    });
 }
 
 /// Frames in a pcap file (records after the 24-byte header).
@@ -60,36 +69,14 @@ fn live_captures_hold_a_whole_download_through_shortcut_capable_ports() {
     };
     // The two nodes talk: a shortcut comes, the path a capture must take away.
     fetch(&tmp.join("warm"));
-    wait_for(
-        Duration::from_secs(10),
-        "a shortcut between the nodes",
-        || {
-            switch_ctl(&sw, "shortcut/print")
-                .contains("Shortcut")
-                .then_some(())
-        },
-    );
+    a_shortcut(&sw, "a shortcut between the nodes");
 
     // Bad input: a clear error, no stream.
-    let o = run(Command::new(bin("ioth-switch"))
-        .arg("ctl")
-        .arg("--sock")
-        .arg(&sw)
-        .args(["capture", "99"]));
-    assert!(
-        !o.status.success() && text(&o).contains("no port 99"),
-        "{}",
-        text(&o)
-    );
+    switch_ctl_fails(&sw, "capture 99", "no port 99");
 
     // Two captures at once: the client's port, and every port.
     let (one, all) = (tmp.join("one.pcap"), tmp.join("all.pcap"));
-    let mut caps = [capture(&sw, &["fd00::52"], &one), capture(&sw, &[], &all)];
-    for f in [&one, &all] {
-        wait_for(Duration::from_secs(10), "the capture's pcap header", || {
-            (std::fs::metadata(f).map_or(0, |m| m.len()) >= 24).then_some(())
-        });
-    }
+    let mut caps = [capture(&sw, "fd00::52", &one), capture(&sw, "", &all)];
     assert!(
         switch_ctl(&sw, "shortcut/print").trim().is_empty(),
         "the captured ports keep no shortcut"
@@ -120,10 +107,7 @@ fn live_captures_hold_a_whole_download_through_shortcut_capable_ports() {
 
     // `--count N` ends by itself after N frames.
     let few = tmp.join("few.pcap");
-    let mut c = capture(&sw, &["fd00::52", "--count", "5"], &few);
-    wait_for(Duration::from_secs(10), "the capture's pcap header", || {
-        (std::fs::metadata(&few).map_or(0, |m| m.len()) >= 24).then_some(())
-    });
+    let mut c = capture(&sw, "fd00::52 --count 5", &few);
     fetch(&tmp.join("again"));
     let st = wait_for(Duration::from_secs(10), "capture --count 5 to end", || {
         c.try_wait().unwrap()
@@ -133,13 +117,5 @@ fn live_captures_hold_a_whole_download_through_shortcut_capable_ports() {
 
     // With no capture left, the nodes get a shortcut again.
     fetch(&tmp.join("after"));
-    wait_for(
-        Duration::from_secs(10),
-        "a shortcut once the captures ended",
-        || {
-            switch_ctl(&sw, "shortcut/print")
-                .contains("Shortcut")
-                .then_some(())
-        },
-    );
+    a_shortcut(&sw, "a shortcut once the captures ended");
 }

@@ -68,19 +68,6 @@ fn impair_count(sw: &Path, port: &str, what: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {what} in: {t}"))
 }
 
-fn ctl_fails(sw: &Path, cmd: &str, why: &str) {
-    let o = run(Command::new(bin("ioth-switch"))
-        .arg("ctl")
-        .arg("--sock")
-        .arg(sw)
-        .args(cmd.split_whitespace()));
-    assert!(
-        !o.status.success() && text(&o).contains(why),
-        "{cmd}: {}",
-        text(&o)
-    );
-}
-
 #[test]
 fn each_impairment_does_what_it_says() {
     if !have("ping") {
@@ -97,10 +84,10 @@ fn each_impairment_does_what_it_says() {
     assert_eq!(summary(&out).1, 3, "unimpaired: {out}");
 
     // Bad input: a clear error, nothing changed.
-    ctl_fails(&sw, "impair 99 delay=1", "no port 99");
-    ctl_fails(&sw, "impair fd00::2 loss=150", "is not a percentage");
-    ctl_fails(&sw, "impair fd00::2 reorder=5", "reorder needs a delay");
-    ctl_fails(&sw, "partition fd00::1,fd00::2 fd00::2", "in two groups");
+    switch_ctl_fails(&sw, "impair 99 delay=1", "no port 99");
+    switch_ctl_fails(&sw, "impair fd00::2 loss=150", "is not a percentage");
+    switch_ctl_fails(&sw, "impair fd00::2 reorder=5", "reorder needs a delay");
+    switch_ctl_fails(&sw, "partition fd00::1,fd00::2 fd00::2", "in two groups");
     assert!(switch_ctl(&sw, "impair fd00::2").contains("none"));
 
     // Delay, on the frames to fd00::2 only: every round trip takes it once.

@@ -45,14 +45,7 @@ fn three_hundred_nodes_on_a_default_switch_each_answer() {
     }
     eprintln!("{NODES} nodes answered in {:?}", t.elapsed());
     // The switch shows them all.
-    let o = run_ok(
-        Command::new(bin("ioth-switch"))
-            .arg("ctl")
-            .arg("--sock")
-            .arg(&sw)
-            .arg("showinfo"),
-    );
-    let info = String::from_utf8_lossy(&o.stdout).into_owned();
+    let info = switch_ctl(&sw, "showinfo");
     assert!(
         info.contains(&format!("in use {}", NODES + 1)),
         "showinfo: {info}"

@@ -80,11 +80,7 @@ fn vde_plug_cable_between_ioth_switch_and_debian_vde_switch() {
         Duration::from_secs(10),
         "vde_plug port on ioth-switch",
         || {
-            let out = run(Command::new(bin("ioth-switch"))
-                .arg("ctl")
-                .arg("--sock")
-                .arg(&ours)
-                .arg("port/print"));
+            let out = run(&mut switch_ctl_command(&ours, "port/print"));
             String::from_utf8_lossy(&out.stdout)
                 .contains("vde")
                 .then_some(())

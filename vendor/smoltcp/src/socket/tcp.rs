@@ -1465,6 +1465,11 @@ impl<'a> Socket<'a> {
             .saturating_sub(self.pipe())
     }
 
+    /// One more lost segment may be retransmitted in recovery (at most two wait).
+    fn grant_rexmit(&mut self) {
+        self.rexmit_credit = self.rexmit_credit.saturating_add(1).min(2);
+    }
+
     /// In loss recovery, the next stretch to send again, as `(seq, len)`: with SACK, the
     /// first hole at or after `rexmit_next` below data the remote holds (RFC 6675); without,
     /// after a partial acknowledgement, the first unacknowledged segment (RFC 6582).
@@ -2049,11 +2054,7 @@ impl<'a> Socket<'a> {
             // FIN packets in the SYN-RECEIVED state change it to CLOSE-WAIT.
             // It's not obvious from RFC 793 that this is permitted, but
             // 7th and 8th steps in the "SEGMENT ARRIVES" event describe this behavior.
-            (State::SynReceived, TcpControl::Fin) => {
-                self.remote_seq_no += 1;
-                self.rx_fin_received = true;
-                self.set_state(State::CloseWait);
-            }
+            (State::SynReceived, TcpControl::Fin) => self.receive_fin(cx, ack_of_fin),
 
             // SYN|ACK packets in the SYN-SENT state change it to ESTABLISHED.
             // SYN packets in the SYN-SENT state change it to SYN-RECEIVED.
@@ -2097,11 +2098,7 @@ impl<'a> Socket<'a> {
             (State::Established, TcpControl::None) => {}
 
             // FIN packets in ESTABLISHED state indicate the remote side has closed.
-            (State::Established, TcpControl::Fin) => {
-                self.remote_seq_no += 1;
-                self.rx_fin_received = true;
-                self.set_state(State::CloseWait);
-            }
+            (State::Established, TcpControl::Fin) => self.receive_fin(cx, ack_of_fin),
 
             // ACK packets in FIN-WAIT-1 state change it to FIN-WAIT-2, if we've already
             // sent everything in the transmit buffer. If not, they reset the retransmit timer.
@@ -2113,26 +2110,12 @@ impl<'a> Socket<'a> {
 
             // FIN packets in FIN-WAIT-1 state change it to CLOSING, or to TIME-WAIT
             // if they also acknowledge our FIN.
-            (State::FinWait1, TcpControl::Fin) => {
-                self.remote_seq_no += 1;
-                self.rx_fin_received = true;
-                if ack_of_fin {
-                    self.set_state(State::TimeWait);
-                    self.timer.set_for_close(cx.now());
-                } else {
-                    self.set_state(State::Closing);
-                }
-            }
+            (State::FinWait1, TcpControl::Fin) => self.receive_fin(cx, ack_of_fin),
 
             (State::FinWait2, TcpControl::None) => {}
 
             // FIN packets in FIN-WAIT-2 state change it to TIME-WAIT.
-            (State::FinWait2, TcpControl::Fin) => {
-                self.remote_seq_no += 1;
-                self.rx_fin_received = true;
-                self.set_state(State::TimeWait);
-                self.timer.set_for_close(cx.now());
-            }
+            (State::FinWait2, TcpControl::Fin) => self.receive_fin(cx, ack_of_fin),
 
             // ACK packets in CLOSING state change it to TIME-WAIT.
             (State::Closing, TcpControl::None) => {
@@ -2240,7 +2223,7 @@ impl<'a> Socket<'a> {
 
                     if self.recovery_point.is_some() {
                         // Each duplicate ACK in recovery lets one more lost segment go.
-                        self.rexmit_credit = self.rexmit_credit.saturating_add(1).min(2);
+                        self.grant_rexmit();
                     } else if self.local_rx_dup_acks == 3 {
                         self.timer.set_for_fast_retransmit();
                         self.recovery_point = Some(self.remote_last_seq);
@@ -2279,7 +2262,7 @@ impl<'a> Socket<'a> {
                             self.rexmit_credit = 0;
                         } else if ack_len > 0 {
                             // A partial acknowledgement: the next lost segment may go.
-                            self.rexmit_credit = self.rexmit_credit.saturating_add(1).min(2);
+                            self.grant_rexmit();
                         }
                     }
 
@@ -2395,7 +2378,9 @@ impl<'a> Socket<'a> {
             && self.remote_seq_no + self.rx_buffer.len() == fin
         {
             self.rx_fin_pending = None;
-            self.process_pending_fin(cx);
+            tcp_trace!("received FIN (it came before data now in)");
+            // Whether this segment acknowledged our FIN, the state already says.
+            self.receive_fin(cx, false);
         }
 
         if !self.assembler.is_empty() {
@@ -2441,28 +2426,22 @@ impl<'a> Socket<'a> {
         }
     }
 
-    /// The state change of a FIN received in order, for one that arrived early
-    /// ([`Self::rx_fin_pending`]).
-    fn process_pending_fin(&mut self, cx: &mut Context) {
-        tcp_trace!("received FIN (it came before data now in)");
-        match self.state {
-            State::SynReceived | State::Established => {
-                self.remote_seq_no += 1;
-                self.rx_fin_received = true;
-                self.set_state(State::CloseWait);
-            }
-            State::FinWait1 => {
-                self.remote_seq_no += 1;
-                self.rx_fin_received = true;
-                self.set_state(State::Closing);
-            }
-            State::FinWait2 => {
-                self.remote_seq_no += 1;
-                self.rx_fin_received = true;
-                self.set_state(State::TimeWait);
-                self.timer.set_for_close(cx.now());
-            }
-            _ => {}
+    /// A FIN from the remote takes effect (in order, or once the data it overtook is in):
+    /// CLOSE-WAIT from SYN-RECEIVED or ESTABLISHED, CLOSING from FIN-WAIT-1 (TIME-WAIT if the
+    /// segment also acknowledged our FIN), TIME-WAIT from FIN-WAIT-2.
+    fn receive_fin(&mut self, cx: &mut Context, ack_of_fin: bool) {
+        let next = match self.state {
+            State::SynReceived | State::Established => State::CloseWait,
+            State::FinWait1 if ack_of_fin => State::TimeWait,
+            State::FinWait1 => State::Closing,
+            State::FinWait2 => State::TimeWait,
+            _ => return,
+        };
+        self.remote_seq_no += 1;
+        self.rx_fin_received = true;
+        self.set_state(next);
+        if next == State::TimeWait {
+            self.timer.set_for_close(cx.now());
         }
     }
 
@@ -2842,9 +2821,7 @@ impl<'a> Socket<'a> {
                     net_debug!("retransmitting {} octets at {} in loss recovery", len, seq);
                     let offset = seq - self.local_seq_no;
                     repr.seq_number = seq;
-                    repr.payload = self
-                        .tx_buffer
-                        .get_allocated(offset, len.min(effective_mss));
+                    repr.payload = self.tx_buffer.get_allocated(offset, len.min(effective_mss));
                     self.rexmit_next = seq + repr.payload.len();
                     self.rexmit_credit -= 1;
                     self.rtte.on_retransmit();
@@ -4909,18 +4886,24 @@ mod test {
         //   7000       5500    7000   7500   6000   6500
         //   8000       5500    8000   8500   7000   7500   6000   6500
         let r = |a: u32, b: u32| Some((REMOTE_SEQ.0 as u32 + 1 + a, REMOTE_SEQ.0 as u32 + 1 + b));
-        send!(s, TcpRepr {
-            seq_number: REMOTE_SEQ + 1 + 5000,
-            ack_number: Some(LOCAL_SEQ + 1),
-            payload: &segment,
-            ..SEND_TEMPL
-        });
-        recv!(s, [TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1 + 5500),
-            window_len: 3500,
-            ..RECV_TEMPL
-        }]);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 5000,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &segment,
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 5500),
+                window_len: 3500,
+                ..RECV_TEMPL
+            }]
+        );
         let expect = [
             (6000, [r(6000, 6500), None, None]),
             (7000, [r(7000, 7500), r(6000, 6500), None]),
@@ -7389,7 +7372,10 @@ mod test {
         }));
         recv_nothing!(s, time 1032);
         send!(s, time 1040, sack_ack(24, [None, None, None]));
-        assert_eq!(s.recovery_point, None, "recovery ends with everything acknowledged");
+        assert_eq!(
+            s.recovery_point, None,
+            "recovery ends with everything acknowledged"
+        );
         assert!(s.sack_board.is_empty());
         assert!(s.tx_buffer.is_empty());
     }

@@ -175,10 +175,7 @@ mod test {
         b.add(s(300), s(400), s(100), s(1000));
         b.add(s(150), s(200), s(100), s(1000));
         b.add(s(500), s(600), s(100), s(1000));
-        assert_eq!(
-            ranges(&b).as_slice(),
-            &[(150, 200), (300, 400), (500, 600)]
-        );
+        assert_eq!(ranges(&b).as_slice(), &[(150, 200), (300, 400), (500, 600)]);
         b.add(s(200), s(300), s(100), s(1000));
         assert_eq!(ranges(&b).as_slice(), &[(150, 400), (500, 600)]);
         b.add(s(350), s(550), s(100), s(1000));
@@ -233,7 +230,11 @@ mod test {
         }
         b.add(s(5000), s(5100), s(100), s(10_000));
         assert_eq!(b.len, MAX_RANGES);
-        assert_eq!(b.next_after(s(900)), None, "the highest new range was dropped");
+        assert_eq!(
+            b.next_after(s(900)),
+            None,
+            "the highest new range was dropped"
+        );
         b.add(s(120), s(130), s(100), s(10_000));
         assert_eq!(b.len, MAX_RANGES);
         assert_eq!(b.next_hole(s(100)), Some((s(100), s(120))));
@@ -243,7 +244,12 @@ mod test {
     #[test]
     fn sequence_numbers_wrap() {
         let mut b = Scoreboard::new();
-        b.add(s(i32::MAX - 10), s(i32::MIN + 10), s(i32::MAX - 100), s(i32::MIN + 100));
+        b.add(
+            s(i32::MAX - 10),
+            s(i32::MIN + 10),
+            s(i32::MAX - 100),
+            s(i32::MIN + 100),
+        );
         assert_eq!(b.sacked_below(s(i32::MIN + 100)), 21);
         assert_eq!(
             b.next_hole(s(i32::MAX - 100)),

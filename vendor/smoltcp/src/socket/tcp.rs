@@ -502,6 +502,10 @@ pub struct Socket<'a> {
     /// The last sequence number sent.
     /// I.e. in an idle socket, local_seq_no+tx_buffer.len().
     remote_last_seq: TcpSeqNumber,
+    /// The highest sequence number sent: the end of the sequence space sent so far. Unlike
+    /// `remote_last_seq`, a retransmission timeout does not rewind it, so a segment that
+    /// starts below it is a retransmission.
+    remote_seq_max: TcpSeqNumber,
     /// The last acknowledgement number sent.
     /// I.e. in an idle socket, remote_seq_no+rx_buffer.len().
     remote_last_ack: Option<TcpSeqNumber>,
@@ -541,6 +545,12 @@ pub struct Socket<'a> {
     rexmit_credit: u8,
     /// A retransmission timeout fired since the cumulative ACK last advanced.
     rto_since_ack: bool,
+    /// Segments sent again, see [`Socket::retransmitted_segments`].
+    retransmitted_segments: u64,
+    /// Retransmission timeouts, see [`Socket::timeouts`].
+    timeouts: u64,
+    /// Fast retransmits, see [`Socket::fast_retransmits`].
+    fast_retransmits: u64,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -621,6 +631,7 @@ impl<'a> Socket<'a> {
             local_seq_no: TcpSeqNumber::default(),
             remote_seq_no: TcpSeqNumber::default(),
             remote_last_seq: TcpSeqNumber::default(),
+            remote_seq_max: TcpSeqNumber::default(),
             remote_last_ack: None,
             remote_last_win: 0,
             remote_win_len: 0,
@@ -638,6 +649,9 @@ impl<'a> Socket<'a> {
             rexmit_next: TcpSeqNumber::default(),
             rexmit_credit: 0,
             rto_since_ack: false,
+            retransmitted_segments: 0,
+            timeouts: 0,
+            fast_retransmits: 0,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -673,6 +687,35 @@ impl<'a> Socket<'a> {
     /// Return the lower bound of the retransmission timeout. See also [`Self::set_rto_min`].
     pub fn rto_min(&self) -> Duration {
         Duration::from_millis(self.rtte.min_rto as u64)
+    }
+
+    /// Return the number of segments this socket sent again: segments carrying sequence
+    /// space (data, SYN or FIN) that starts below the highest sequence number sent before,
+    /// whether after a retransmission timeout, as a fast retransmit, or in loss recovery.
+    /// It counts segments, not octets, like Linux's `RetransSegs`; keep-alives and
+    /// zero-window probes are not counted.
+    ///
+    /// This counter, [`Self::timeouts`] and [`Self::fast_retransmits`] only grow over the
+    /// life of the socket: they are not cleared when the socket is reset (by `connect`,
+    /// `listen`, or at the end of a connection, e.g. when TIME-WAIT expires), so that an
+    /// application can export the difference between two readings (e.g. as a Prometheus
+    /// counter) without losing what happened just before the socket closed.
+    pub fn retransmitted_segments(&self) -> u64 {
+        self.retransmitted_segments
+    }
+
+    /// Return the number of times the retransmission timer expired and the unacknowledged
+    /// data (or SYN, or FIN) was sent again, like Linux's `TCPTimeouts`.
+    /// See [`Self::retransmitted_segments`] for when the counter is cleared (never).
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts
+    }
+
+    /// Return the number of times this socket entered fast retransmit (and loss recovery)
+    /// on a third duplicate acknowledgement: recovery episodes, not the segments they send.
+    /// See [`Self::retransmitted_segments`] for when the counter is cleared (never).
+    pub fn fast_retransmits(&self) -> u64 {
+        self.fast_retransmits
     }
 
     /// Enable or disable TCP Timestamp.
@@ -964,6 +1007,7 @@ impl<'a> Socket<'a> {
         self.local_seq_no = TcpSeqNumber::default();
         self.remote_seq_no = TcpSeqNumber::default();
         self.remote_last_seq = TcpSeqNumber::default();
+        self.remote_seq_max = TcpSeqNumber::default();
         self.remote_last_ack = None;
         self.remote_last_win = 0;
         self.remote_win_len = 0;
@@ -976,6 +1020,7 @@ impl<'a> Socket<'a> {
         self.rexmit_next = TcpSeqNumber::default();
         self.rexmit_credit = 0;
         self.rto_since_ack = false;
+        // The counters (`retransmitted_segments`, `timeouts`, `fast_retransmits`) are kept.
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
 
@@ -1115,6 +1160,7 @@ impl<'a> Socket<'a> {
         let seq = Self::random_seq_no(cx);
         self.local_seq_no = seq;
         self.remote_last_seq = seq;
+        self.remote_seq_max = seq;
         Ok(())
     }
 
@@ -2032,6 +2078,7 @@ impl<'a> Socket<'a> {
                 self.local_seq_no = Self::random_seq_no(cx);
                 self.remote_seq_no = repr.seq_number + 1;
                 self.remote_last_seq = self.local_seq_no;
+                self.remote_seq_max = self.local_seq_no;
                 self.remote_has_sack = repr.sack_permitted;
                 self.remote_win_scale = repr.window_scale;
                 // Remote doesn't support window scaling, don't do it.
@@ -2228,6 +2275,7 @@ impl<'a> Socket<'a> {
                         self.timer.set_for_fast_retransmit();
                         self.recovery_point = Some(self.remote_last_seq);
                         self.rexmit_next = ack_number;
+                        self.fast_retransmits += 1;
                         net_debug!("started fast retransmit");
                     }
 
@@ -2635,6 +2683,7 @@ impl<'a> Socket<'a> {
             if let Timer::Retransmit { .. } = self.timer {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
                 net_debug!("retransmitting after rto");
+                self.timeouts += 1;
 
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
@@ -3012,11 +3061,16 @@ impl<'a> Socket<'a> {
         }
 
         // We've sent a packet successfully, so we can update the internal state now.
+        // Sequence space that starts below the highest sequence number sent was sent
+        // before: after a timeout, as a fast retransmit, or as a hole in loss recovery.
+        let seq_end = repr.seq_number + repr.segment_len();
+        if repr.segment_len() > 0 && repr.seq_number < self.remote_seq_max {
+            self.retransmitted_segments += 1;
+        }
+        self.remote_seq_max = self.remote_seq_max.max(seq_end);
         // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
         // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
-        self.remote_last_seq = self
-            .remote_last_seq
-            .max(repr.seq_number + repr.segment_len());
+        self.remote_last_seq = self.remote_last_seq.max(seq_end);
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
 
@@ -3393,6 +3447,7 @@ mod test {
         s.local_seq_no = LOCAL_SEQ;
         s.remote_seq_no = REMOTE_SEQ + 1;
         s.remote_last_seq = LOCAL_SEQ;
+        s.remote_seq_max = LOCAL_SEQ;
         s.remote_win_len = 256;
         s
     }
@@ -3407,6 +3462,7 @@ mod test {
         s.tuple = Some(TUPLE);
         s.local_seq_no = LOCAL_SEQ;
         s.remote_last_seq = LOCAL_SEQ;
+        s.remote_seq_max = LOCAL_SEQ;
         s
     }
 
@@ -3419,6 +3475,7 @@ mod test {
         s.state = State::Established;
         s.local_seq_no = LOCAL_SEQ + 1;
         s.remote_last_seq = LOCAL_SEQ + 1;
+        s.remote_seq_max = LOCAL_SEQ + 1;
         s.remote_last_ack = Some(REMOTE_SEQ + 1);
         s.remote_last_win = s.scaled_window();
         s
@@ -3439,6 +3496,7 @@ mod test {
         s.state = State::FinWait2;
         s.local_seq_no = LOCAL_SEQ + 1 + 1;
         s.remote_last_seq = LOCAL_SEQ + 1 + 1;
+        s.remote_seq_max = LOCAL_SEQ + 1 + 1;
         s
     }
 
@@ -3446,6 +3504,7 @@ mod test {
         let mut s = socket_fin_wait_1();
         s.state = State::Closing;
         s.remote_last_seq = LOCAL_SEQ + 1 + 1;
+        s.remote_seq_max = LOCAL_SEQ + 1 + 1;
         s.remote_seq_no = REMOTE_SEQ + 1 + 1;
         s.timer = Timer::Retransmit {
             expires_at: Instant::from_millis_const(1000),
@@ -5239,6 +5298,7 @@ mod test {
         let local_seq_start = TcpSeqNumber(i32::MAX - 1);
         s.local_seq_no = local_seq_start + 1;
         s.remote_last_seq = local_seq_start + 1;
+        s.remote_seq_max = local_seq_start + 1;
         s.send_slice(b"abc").unwrap();
         recv!(s, time 1000, Ok(TcpRepr {
             seq_number: local_seq_start + 1,
@@ -10105,6 +10165,255 @@ mod test {
             payload:    &b"def"[..],
             ..RECV_TEMPL
         }));
+    }
+
+    /// The counters as `(retransmitted_segments, timeouts, fast_retransmits)`.
+    fn counters(s: &TestSocket) -> (u64, u64, u64) {
+        (
+            s.retransmitted_segments(),
+            s.timeouts(),
+            s.fast_retransmits(),
+        )
+    }
+
+    #[test]
+    fn test_counters_retransmission_timeout() {
+        let mut s = socket_established();
+        s = send_segments(s, b"aaaBBB", 3, 1000);
+        assert_eq!(counters(&s), (0, 0, 0));
+        recv_nothing!(s, time 1999);
+        // One timeout sends both segments again: two retransmitted segments.
+        recv!(s, time 2000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(counters(&s), (1, 1, 0));
+        recv!(s, time 2000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"BBB"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(counters(&s), (2, 1, 0));
+        // New data after the retransmissions is not a retransmission.
+        send!(s, time 2010, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"ccc").unwrap();
+        recv!(s, time 2020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ccc"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(counters(&s), (2, 1, 0));
+        // The counters outlive the connection.
+        s.reset();
+        assert_eq!(counters(&s), (2, 1, 0), "kept across reset");
+    }
+
+    #[test]
+    fn test_counters_fast_retransmit() {
+        let mut s = socket_established();
+        s = send_segments(s, b"aaaBBBcccDDD", 3, 1000);
+        // Three duplicate ACKs: the first segment was lost.
+        for t in [1010, 1011, 1012] {
+            send!(s, time t, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            });
+        }
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaa"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1021);
+        assert_eq!(counters(&s), (1, 0, 1));
+        send!(s, time 1030, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        assert!(s.tx_buffer.is_empty());
+        recv_nothing!(s, time 3000);
+        assert_eq!(counters(&s), (1, 0, 1));
+    }
+
+    #[test]
+    fn test_counters_sack_recovery() {
+        let mut s = socket_established();
+        s.remote_has_sack = true;
+        // Four segments; the first and the third are lost.
+        s = send_segments(s, b"abcdef123456ABCDEFxyzxyz", 6, 1000);
+        send!(s, time 1010, sack_ack(0, [sack(6, 12), None, None]));
+        send!(s, time 1011, sack_ack(0, [sack(18, 24), sack(6, 12), None]));
+        send!(s, time 1012, sack_ack(0, [sack(18, 24), sack(6, 12), None]));
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time 1030, sack_ack(12, [sack(18, 24), None, None]));
+        recv!(s, time 1031, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ABCDEF"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time 1040, sack_ack(24, [None, None, None]));
+        // One episode, two holes sent again.
+        assert_eq!(counters(&s), (2, 0, 1));
+    }
+
+    #[test]
+    fn test_counters_clean_transfer() {
+        let mut s = socket();
+        s.local_seq_no = LOCAL_SEQ;
+        s.socket
+            .connect(&mut s.cx, REMOTE_END, LOCAL_END.port)
+            .unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            control:    TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: None,
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            sack_permitted: true,
+            ..RECV_TEMPL
+        }));
+        send!(s, time 10, TcpRepr {
+            control:    TcpControl::Syn,
+            seq_number: REMOTE_SEQ,
+            ack_number: Some(LOCAL_SEQ + 1),
+            max_seg_size: Some(BASE_MSS),
+            ..SEND_TEMPL
+        });
+        recv!(s, time 10, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.state, State::Established);
+        for (i, chunk) in [&b"abcdef"[..], &b"ghijkl"[..]].into_iter().enumerate() {
+            s.send_slice(chunk).unwrap();
+            recv!(s, time 20, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 6 * i,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload:    chunk,
+                ..RECV_TEMPL
+            }));
+            send!(s, time 30, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 6 * (i + 1)),
+                ..SEND_TEMPL
+            });
+        }
+        // A keep-alive repeats an octet that was acknowledged, but is no retransmission.
+        s.set_keep_alive(Some(Duration::from_millis(100)));
+        recv!(s, time 130, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12 - 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &[0],
+            ..RECV_TEMPL
+        }));
+        s.set_keep_alive(None);
+        s.close();
+        recv!(s, time 140, Ok(TcpRepr {
+            control:    TcpControl::Fin,
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            ..RECV_TEMPL
+        }));
+        send!(s, time 150, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12 + 1),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.state, State::FinWait2);
+        recv_nothing!(s, time 5000);
+        assert_eq!(counters(&s), (0, 0, 0));
+    }
+
+    #[test]
+    fn test_counters_syn_retransmit() {
+        let mut s = socket();
+        s.local_seq_no = LOCAL_SEQ;
+        s.socket
+            .connect(&mut s.cx, REMOTE_END, LOCAL_END.port)
+            .unwrap();
+        let syn = TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: None,
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            sack_permitted: true,
+            ..RECV_TEMPL
+        };
+        recv!(s, time 0, Ok(syn));
+        assert_eq!(counters(&s), (0, 0, 0));
+        recv_nothing!(s, time 999);
+        recv!(s, time 1000, Ok(syn));
+        assert_eq!(counters(&s), (1, 1, 0));
+        send!(s, time 1010, TcpRepr {
+            control:    TcpControl::Syn,
+            seq_number: REMOTE_SEQ,
+            ack_number: Some(LOCAL_SEQ + 1),
+            max_seg_size: Some(BASE_MSS),
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1010, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.state, State::Established);
+        assert_eq!(counters(&s), (1, 1, 0));
+    }
+
+    #[test]
+    fn test_counters_syn_ack_retransmit_after_listen() {
+        let mut s = socket_listen();
+        send!(s, time 0, TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: REMOTE_SEQ,
+            ack_number: None,
+            ..SEND_TEMPL
+        });
+        let syn_ack = TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: Some(REMOTE_SEQ + 1),
+            max_seg_size: Some(BASE_MSS),
+            ..RECV_TEMPL
+        };
+        recv!(s, time 0, Ok(syn_ack));
+        recv!(s, time 1000, Ok(syn_ack));
+        assert_eq!(counters(&s), (1, 1, 0));
+    }
+
+    #[test]
+    fn test_counters_fin_retransmit() {
+        let mut s = socket_established();
+        s.close();
+        let fin = TcpRepr {
+            control: TcpControl::Fin,
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            ..RECV_TEMPL
+        };
+        recv!(s, time 0, Ok(fin));
+        assert_eq!(counters(&s), (0, 0, 0));
+        recv!(s, time 1000, Ok(fin));
+        assert_eq!(counters(&s), (1, 1, 0));
     }
 
     #[test]

@@ -987,6 +987,13 @@ pub fn epoll_wait(ep: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) 
     }
 }
 
+/// The size of a memory page (4096 if the system will not say).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf reads a system constant.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
 pub fn getpid() -> u32 {
     // SAFETY: no arguments.
     unsafe { libc::syscall(libc::SYS_getpid) as u32 }

@@ -240,6 +240,85 @@ impl CutReport {
     }
 }
 
+/// Length of a [`StatReport`]: shorter than [`MIN_FRAME`], so never a frame.
+pub const STAT_REPORT_LEN: usize = 13;
+/// Magic of a [`StatReport`].
+pub const STAT_REPORT_MAGIC: &[u8; 2] = b"IS";
+/// Largest value a [`StatReport`] carries (48 bits; larger ones are sent as this).
+pub const STAT_MAX: u64 = (1 << 48) - 1;
+
+/// One figure of a stack daemon about itself, for the switch's `/metrics`: `"IS", metric u8,
+/// key u32, value u48` (little-endian), sent on the daemon's native port when it changed
+/// (at most once a second). The metrics and their keys are in [`stat`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatReport {
+    pub metric: u8,
+    pub key: u32,
+    pub value: u64,
+}
+
+/// The metrics of a [`StatReport`].
+pub mod stat {
+    /// TCP sockets (smoltcp's, listeners' pools included) in a state; key: index in
+    /// [`TCP_STATES`]. Gauge.
+    pub const TCP_STATE: u8 = 1;
+    /// TCP connections cut through (`Cut` records). Gauge.
+    pub const CUT_THROUGH: u8 = 2;
+    /// The applications' sockets, by kind; key: index in [`SOCKET_KINDS`]. Gauge.
+    pub const SOCKETS: u8 = 3;
+    /// TCP segments retransmitted. Counter.
+    pub const RETRANSMITTED: u8 = 4;
+    /// TCP retransmission timeouts. Counter.
+    pub const TIMEOUTS: u8 = 5;
+    /// TCP fast retransmits. Counter.
+    pub const FAST_RETRANSMITS: u8 = 6;
+    /// The daemon's resident memory, bytes. Gauge.
+    pub const RESIDENT: u8 = 7;
+    /// Frames sent over a shortcut; key: the shortcut's id. Counter.
+    pub const SHORTCUT_FRAMES: u8 = 8;
+    /// Bytes sent over a shortcut; key: the shortcut's id. Counter.
+    pub const SHORTCUT_BYTES: u8 = 9;
+    /// TCP states, in smoltcp's order, as Prometheus label values.
+    pub const TCP_STATES: [&str; 11] = [
+        "closed",
+        "listen",
+        "syn_sent",
+        "syn_received",
+        "established",
+        "fin_wait_1",
+        "fin_wait_2",
+        "close_wait",
+        "closing",
+        "last_ack",
+        "time_wait",
+    ];
+    /// Kinds of sockets.
+    pub const SOCKET_KINDS: [&str; 4] = ["tcp", "udp", "icmp", "raw"];
+}
+
+impl StatReport {
+    pub fn encode(&self) -> [u8; STAT_REPORT_LEN] {
+        let mut b = [0u8; STAT_REPORT_LEN];
+        b[..2].copy_from_slice(STAT_REPORT_MAGIC);
+        b[2] = self.metric;
+        b[3..7].copy_from_slice(&self.key.to_le_bytes());
+        b[7..13].copy_from_slice(&self.value.min(STAT_MAX).to_le_bytes()[..6]);
+        b
+    }
+    pub fn parse(b: &[u8]) -> Option<StatReport> {
+        if b.len() != STAT_REPORT_LEN || &b[..2] != STAT_REPORT_MAGIC {
+            return None;
+        }
+        let mut v = [0u8; 8];
+        v[..6].copy_from_slice(&b[7..13]);
+        Some(StatReport {
+            metric: b[2],
+            key: u32::from_le_bytes([b[3], b[4], b[5], b[6]]),
+            value: u64::from_le_bytes(v),
+        })
+    }
+}
+
 /// First message on a native port: `magic[8], max_frame u32, description (UTF-8)`, and when
 /// `flags` is not 0, `NUL, flags u32` after the description.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -491,6 +570,26 @@ mod tests {
         assert!(ShortcutOffer::parse(&b[..11]).is_err());
         assert!(ShortcutOffer::parse(&[b"SC".as_slice(), &[0; 12]].concat()).is_err());
         assert!(ShortcutOffer::parse(&[0u8; 12]).is_err());
+    }
+
+    #[test]
+    fn stat_report_roundtrip_saturates_and_is_never_a_frame() {
+        let r = StatReport {
+            metric: stat::SHORTCUT_BYTES,
+            key: 0x0102_0304,
+            value: 123_456_789_012,
+        };
+        let b = r.encode();
+        assert!(b.len() < MIN_FRAME);
+        assert_eq!(StatReport::parse(&b), Some(r));
+        assert_eq!(StatReport::parse(&b[..12]), None);
+        assert_eq!(CutReport::parse(&b), None);
+        let big = StatReport {
+            value: u64::MAX,
+            ..r
+        };
+        assert_eq!(StatReport::parse(&big.encode()).unwrap().value, STAT_MAX);
+        assert_eq!(StatReport::parse(b"XS\0\0\0\0\0\0\0\0\0\0\0"), None);
     }
 
     #[test]

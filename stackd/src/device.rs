@@ -107,6 +107,8 @@ pub struct SwitchDevice {
     cut_inbox: VecDeque<(u32, cut::Msg, Option<Fd>)>,
     /// When the switch was last told how many connections were cut through.
     cut_reported_at: Option<std::time::Instant>,
+    /// The figures the switch was last told ([`vde::StatReport`]: metric, key, value).
+    stats_sent: HashMap<(u8, u32), u64>,
 }
 
 /// At most one [`vde::CutReport`] round per this long (the switch's `shortcut/print`).
@@ -159,6 +161,7 @@ impl SwitchDevice {
             cut_macs: HashMap::new(),
             cut_inbox: VecDeque::new(),
             cut_reported_at: None,
+            stats_sent: HashMap::new(),
         }
     }
 
@@ -172,6 +175,8 @@ impl SwitchDevice {
         self.port_no = port.port;
         self.port_kind = port.kind;
         self.port = Some(port);
+        // A new switch knows nothing yet.
+        self.stats_sent.clear();
     }
 
     /// Unplug (the switch went away); frames are dropped until [`SwitchDevice::plug`].
@@ -246,6 +251,8 @@ impl SwitchDevice {
             rx_ring: None,
             cut_made: 0,
             cut_reported: 0,
+            sent_frames: 0,
+            sent_bytes: 0,
         });
     }
 
@@ -467,6 +474,43 @@ impl SwitchDevice {
         }
     }
 
+    /// Tell the switch the figures of `stats` that changed since it was last told, with the
+    /// daemon's resident memory and the frames and bytes sent over each shortcut (what could
+    /// not be sent goes next time).
+    fn send_stats(&mut self, stats: &[(u8, u32, u64)]) {
+        let Some(p) = &self.port else {
+            return;
+        };
+        if self.port_kind != PortKind::Native {
+            return;
+        }
+        let mut all = stats.to_vec();
+        if let Some(rss) = resident_bytes() {
+            all.push((vde::stat::RESIDENT, 0, rss));
+        }
+        for s in &self.shortcuts.list {
+            all.push((vde::stat::SHORTCUT_FRAMES, s.id, s.sent_frames));
+            all.push((vde::stat::SHORTCUT_BYTES, s.id, s.sent_bytes));
+        }
+        let live = |m: u8, k: u32| {
+            (m != vde::stat::SHORTCUT_FRAMES && m != vde::stat::SHORTCUT_BYTES)
+                || self.shortcuts.list.iter().any(|s| s.id == k)
+        };
+        self.stats_sent.retain(|(m, k), _| live(*m, *k));
+        for (metric, key, value) in all {
+            if self.stats_sent.get(&(metric, key)) == Some(&value) {
+                continue;
+            }
+            let r = vde::StatReport { metric, key, value };
+            match p.send(&r.encode()) {
+                Ok(_) => {
+                    self.stats_sent.insert((metric, key), value);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Note which MAC sent the frame of `len` bytes in `rx` from its address (cut-through
     /// looks for a shortcut to that MAC).
     fn learn_sender(&mut self, len: usize) {
@@ -604,6 +648,10 @@ impl Link for SwitchDevice {
         self.report_cuts();
     }
 
+    fn report_stats(&mut self, stats: &[(u8, u32, u64)]) {
+        self.send_stats(stats);
+    }
+
     fn info(&self) -> String {
         let kind = match self.port_kind {
             PortKind::Native => "native",
@@ -681,6 +729,8 @@ impl phy::TxToken for Tx<'_> {
                             *self.sent += 1;
                             self.shortcuts.tx_frames += 1;
                             self.shortcuts.ring_tx += 1;
+                            sc.sent_frames += 1;
+                            sc.sent_bytes += len as u64;
                         }
                         Err(why) => {
                             // The peer is gone or broke the ring (the frame with it; TCP
@@ -715,6 +765,8 @@ impl phy::TxToken for Tx<'_> {
                 Ok(true) => {
                     *self.sent += 1;
                     self.shortcuts.tx_frames += 1;
+                    sc.sent_frames += 1;
+                    sc.sent_bytes += frame.len() as u64;
                     if sc.tx_ring.is_some() {
                         self.shortcuts.ring_tx += 1;
                         self.shortcuts.bet = Some(i);
@@ -826,4 +878,11 @@ impl Device for SwitchDevice {
         }
         c
     }
+}
+
+/// The process's resident memory (`/proc/self/statm`'s second field, in pages).
+fn resident_bytes() -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = t.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * sys::page_size())
 }

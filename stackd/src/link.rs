@@ -55,6 +55,9 @@ pub trait Link: Device {
     fn wakes_when_writable(&self) -> bool;
     /// Lines `key=value\n` for the node's info (port, counters).
     fn info(&self) -> String;
+    /// Report the node's figures (`(metric, key, value)`, [`ioth_common::vde::stat`]) to
+    /// whoever shows them (the switch's `/metrics`); called about once a second.
+    fn report_stats(&mut self, _stats: &[(u8, u32, u64)]) {}
 
     // TCP cut-through (`crate::cut`, `stack/cut.rs`): links without shortcuts have none.
 

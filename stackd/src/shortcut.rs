@@ -26,6 +26,9 @@ pub(crate) struct Shortcut {
     /// ([`ioth_common::vde::CutReport`]).
     pub(crate) cut_made: u32,
     pub(crate) cut_reported: u32,
+    /// Frames and bytes sent over it (reported to the switch, [`ioth_common::vde::stat`]).
+    pub(crate) sent_frames: u64,
+    pub(crate) sent_bytes: u64,
 }
 
 /// Why a shortcut ended.

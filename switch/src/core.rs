@@ -46,6 +46,7 @@
 #![deny(unsafe_code)]
 
 use crate::impair::{Settings, Shaper};
+use ioth_common::vde::{StatReport, stat};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Port number on the switch.
@@ -140,6 +141,23 @@ pub struct Port {
     pub detail: Vec<String>,
     /// The impairment of the frames delivered to this port (`impair`), at work.
     pub impair: Option<Box<Shaper>>,
+    /// What the port's stack daemon reports of itself (none until it does).
+    pub node: Option<Box<NodeStats>>,
+}
+
+/// A stack daemon's figures about itself ([`ioth_common::vde::StatReport`]; the metrics are
+/// in [`ioth_common::vde::stat`]). Fixed in size: a daemon cannot make the switch hold more.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// TCP sockets by state (`stat::TCP_STATES`).
+    pub tcp_states: [u64; stat::TCP_STATES.len()],
+    pub cut_through: u64,
+    /// Sockets by kind (`stat::SOCKET_KINDS`).
+    pub sockets: [u64; stat::SOCKET_KINDS.len()],
+    pub retransmitted: u64,
+    pub timeouts: u64,
+    pub fast_retransmits: u64,
+    pub resident_bytes: u64,
 }
 
 impl Port {
@@ -158,6 +176,7 @@ impl Port {
             locked_mac: None,
             detail: Vec::new(),
             impair: None,
+            node: None,
         }
     }
 }
@@ -233,6 +252,10 @@ pub struct Shortcut {
     /// TCP connections cut through over it, as each end's daemon reported them
     /// ([`ioth_common::vde::CutReport`]: the ones it connected).
     pub cut: (u32, u32),
+    /// Frames and bytes sent over it by the end at `a` and by the end at `b`, as their
+    /// daemons reported them (the switch does not see them).
+    pub frames: (u64, u64),
+    pub bytes: (u64, u64),
 }
 
 /// Default largest number of shortcuts at once (each holds two descriptors in the switch).
@@ -414,6 +437,8 @@ impl Core {
                 vlan,
                 created_ms: now_ms,
                 cut: (0, 0),
+                frames: (0, 0),
+                bytes: (0, 0),
             },
         );
         self.sc_pairs.insert(Self::pair(a.1, b.1), id);
@@ -476,6 +501,45 @@ impl Core {
             } else if s.b.0 == port {
                 s.cut.1 = made;
             }
+        }
+    }
+
+    /// A figure the stack daemon on `port` reports of itself; one it should not know (a
+    /// shortcut that is not its own, a key out of range, a metric unknown) is ignored.
+    pub fn note_stat(&mut self, port: PortId, r: StatReport) {
+        let (m, k, v) = (r.metric, r.key as usize, r.value);
+        if m == stat::SHORTCUT_FRAMES || m == stat::SHORTCUT_BYTES {
+            let Some(s) = self.shortcuts.get_mut(&r.key) else {
+                return;
+            };
+            let (fa, fb) = if m == stat::SHORTCUT_FRAMES {
+                (&mut s.frames.0, &mut s.frames.1)
+            } else {
+                (&mut s.bytes.0, &mut s.bytes.1)
+            };
+            if s.a.0 == port {
+                *fa = v;
+            } else if s.b.0 == port {
+                *fb = v;
+            }
+            return;
+        }
+        let Some(p) = self.ports.get_mut(&port) else {
+            return;
+        };
+        let n = p.node.get_or_insert_with(Box::default);
+        let slot = match m {
+            stat::TCP_STATE => n.tcp_states.get_mut(k),
+            stat::CUT_THROUGH => Some(&mut n.cut_through),
+            stat::SOCKETS => n.sockets.get_mut(k),
+            stat::RETRANSMITTED => Some(&mut n.retransmitted),
+            stat::TIMEOUTS => Some(&mut n.timeouts),
+            stat::FAST_RETRANSMITS => Some(&mut n.fast_retransmits),
+            stat::RESIDENT => Some(&mut n.resident_bytes),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            *slot = v;
         }
     }
 
@@ -1529,6 +1593,36 @@ mod tests {
         c.vlan_add_port(5, 2).unwrap();
         assert_eq!(c.take_revoked(), vec![id]);
         assert_eq!(c.shortcuts().count(), 0);
+    }
+
+    #[test]
+    fn a_daemon_reports_only_its_own_figures() {
+        use ioth_common::vde::{StatReport, stat};
+        let mut c = sc_core();
+        let id = c.add_shortcut((1, A), (2, B), 0, 0);
+        let r = |metric, key, value| StatReport { metric, key, value };
+        c.note_stat(1, r(stat::SHORTCUT_BYTES, id, 1000));
+        c.note_stat(2, r(stat::SHORTCUT_FRAMES, id, 7));
+        // Port 3 is not on the shortcut; no shortcut 99.
+        c.note_stat(3, r(stat::SHORTCUT_BYTES, id, 5));
+        c.note_stat(1, r(stat::SHORTCUT_BYTES, 99, 5));
+        let (_, s) = c.shortcuts().next().unwrap();
+        assert_eq!((s.bytes, s.frames), ((1000, 0), (0, 7)));
+        c.note_stat(1, r(stat::TCP_STATE, 4, 12));
+        c.note_stat(1, r(stat::RESIDENT, 0, 1 << 20));
+        // Out of range, unknown: ignored, and nothing grows.
+        c.note_stat(1, r(stat::TCP_STATE, 11, 1));
+        c.note_stat(1, r(stat::SOCKETS, 4, 1));
+        c.note_stat(1, r(200, 0, 1));
+        let n = c.port(1).unwrap().node.as_deref().unwrap();
+        assert_eq!(n.tcp_states[4], 12);
+        assert_eq!(n.tcp_states.iter().sum::<u64>(), 12);
+        assert_eq!(n.sockets, [0; 4]);
+        assert_eq!(n.resident_bytes, 1 << 20);
+        assert!(c.port(2).unwrap().node.is_none());
+        // No port 9: nothing made.
+        c.note_stat(9, r(stat::RESIDENT, 0, 1));
+        assert!(c.port(9).is_none());
     }
 
     fn nth_mac(i: u32) -> Mac {

@@ -16,6 +16,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod child;
 pub mod core;
 pub mod impair;
 pub mod mgmt;

@@ -7,7 +7,8 @@
 
 use clap::{Parser, Subcommand};
 use ioth_common::sys::{self, UnixAddr};
-use ioth_switch::server::{self, Config, Server};
+use ioth_switch::server::{self, Config, HttpNode, Server};
+use ioth_switch::status;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -96,6 +97,19 @@ struct Cli {
     /// which). Off by default.
     #[arg(long, value_name = "ADDR:PORT")]
     http: Option<String>,
+    /// Serve the same on the virtual LAN, on port 80 of a node of the switch's own with
+    /// these addresses (`IOTH_IP`'s syntax, e.g. `fd00::80,10.0.0.80`). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    http_node: Option<String>,
+    /// The name of `--http-node`'s node (answered over multicast DNS: `NAME` and
+    /// `NAME.local`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "ioth-switch",
+        requires = "http_node"
+    )]
+    http_node_name: String,
     /// Fork into the background once listening (the parent exits 0 when ready).
     #[arg(short = 'd', long)]
     daemon: bool,
@@ -114,6 +128,15 @@ enum Cmd {
         /// The command and its arguments, e.g. `port/print`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
+    },
+    /// `--http-node`'s program (the switch runs it as a node of its own): serve the status
+    /// page, `/api/ports` and `/metrics` on LISTEN, asking the console of the switch at DIR.
+    #[command(hide = true)]
+    StatusNode {
+        #[arg(short = 's', long)]
+        sock: PathBuf,
+        #[arg(long, default_value = "[::]:80")]
+        listen: String,
     },
 }
 
@@ -161,6 +184,7 @@ fn main() -> ExitCode {
             capture(&sock, &command[1..])
         }
         Some(Cmd::Ctl { sock, command }) => ctl(&sock, &command.join(" ")),
+        Some(Cmd::StatusNode { sock, listen }) => status_node(&sock, &listen),
         None => run(cli),
     }
 }
@@ -195,6 +219,14 @@ fn run(cli: Cli) -> ExitCode {
             "ioth-switch: warning: --dirmode {dirmode:o} does not let the owner reach DIR/mgmt"
         );
     }
+    let http_node = match cli.http_node.map(|ip| http_node(ip, cli.http_node_name)) {
+        Some(Err(e)) => {
+            eprintln!("ioth-switch: --http-node: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(n)) => Some(n),
+        None => None,
+    };
     let cfg = Config {
         dir: absolute(&dir),
         mode,
@@ -215,6 +247,7 @@ fn run(cli: Cli) -> ExitCode {
         uplinks: cli.uplink,
         seed: cli.seed,
         http: cli.http,
+        http_node,
     };
     // Every port holds a descriptor (two for a VDE port): the soft limit (often 1024) goes up
     // to the hard one, and if even that is short of the ports asked for, say so now rather
@@ -417,29 +450,106 @@ fn capture(dir: &Path, args: &[String]) -> ExitCode {
     exit_code(r)
 }
 
+/// One console command: the lines of its answer's data, and its result line with the code.
+fn ask(dir: &Path, command: &str) -> Result<(Vec<String>, usize, String), String> {
+    let fd = console(dir)?;
+    let line = format!("{}\n", command.replace('\n', " "));
+    sys::send(fd.raw(), line.as_bytes(), libc::MSG_NOSIGNAL).map_err(|e| e.to_string())?;
+    let mut ans = Vec::new();
+    read_until(fd.raw(), &mut ans, |b| {
+        parse_answer(&String::from_utf8_lossy(b)).1.is_some()
+    })?;
+    let _ = sys::send(fd.raw(), b"logout\n", libc::MSG_NOSIGNAL);
+    let text = String::from_utf8_lossy(&ans).into_owned();
+    let (data, result) = parse_answer(&text);
+    let (code, l) = result.ok_or("no answer")?;
+    Ok((
+        data.iter().map(|l| l.to_string()).collect(),
+        code,
+        l.to_string(),
+    ))
+}
+
 fn ctl(dir: &Path, command: &str) -> ExitCode {
-    let r = (|| -> Result<ExitCode, String> {
-        let fd = console(dir)?;
-        let line = format!("{}\n", command.replace('\n', " "));
-        sys::send(fd.raw(), line.as_bytes(), libc::MSG_NOSIGNAL).map_err(|e| e.to_string())?;
-        let mut ans = Vec::new();
-        read_until(fd.raw(), &mut ans, |b| {
-            parse_answer(&String::from_utf8_lossy(b)).1.is_some()
-        })?;
-        let _ = sys::send(fd.raw(), b"logout\n", libc::MSG_NOSIGNAL);
-        let text = String::from_utf8_lossy(&ans).into_owned();
-        let (data, result) = parse_answer(&text);
+    let r = ask(dir, command).map(|(data, code, line)| {
         for l in data {
             println!("{l}");
         }
-        match result {
-            Some((1000, _)) => Ok(ExitCode::SUCCESS),
-            Some((_, l)) => {
-                eprintln!("ioth-switch ctl: {l}");
-                Ok(ExitCode::FAILURE)
-            }
-            None => Err("no answer".into()),
+        if code == 1000 {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("ioth-switch ctl: {line}");
+            ExitCode::FAILURE
         }
-    })();
+    });
     exit_code(r)
+}
+
+/// `--http-node ADDR`: checked as a node would check its `IOTH_IP` and `IOTH_NAME`, and the
+/// shim found (`IOTH_LIB`, or `libioth.so` beside this program or in `../lib`).
+fn http_node(ip: String, name: String) -> Result<HttpNode, String> {
+    let raw = ioth_common::config::RawConfig {
+        ip: Some(ip.clone()),
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    let cfg = raw.parse().map_err(|e| e.to_string())?;
+    let v6 = match &cfg.addrs {
+        ioth_common::config::AddrMode::Static(v) => v.iter().any(|c| c.addr.is_ipv6()),
+        ioth_common::config::AddrMode::Auto { slaac, .. } => *slaac,
+    };
+    let exe = std::env::current_exe().map_err(|e| format!("where is this program: {e}"))?;
+    let here = exe.parent().unwrap_or(Path::new("/"));
+    let lib = std::env::var_os("IOTH_LIB")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([here.join("libioth.so"), here.join("../lib/libioth.so")])
+        .find(|p| p.is_file())
+        .ok_or("libioth.so not found beside ioth-switch or in ../lib (set IOTH_LIB)")?;
+    Ok(HttpNode {
+        ip,
+        name: Some(name),
+        lib: lib.canonicalize().unwrap_or(lib),
+        exe,
+        listen: if v6 { "[::]:80" } else { "0.0.0.0:80" }.into(),
+    })
+}
+
+/// `status-node`: the status server of `--http-node`, in a node of the switch's own. Each
+/// request asks the switch's console; the program ends when the switch that started it
+/// does (its parent changes).
+fn status_node(dir: &Path, listen: &str) -> ExitCode {
+    let server = match tiny_http::Server::http(listen) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => {
+            eprintln!("ioth-switch status-node: {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let parent = std::os::unix::process::parent_id();
+    let watch = server.clone();
+    std::thread::spawn(move || {
+        while std::os::unix::process::parent_id() == parent {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        watch.unblock();
+    });
+    status::serve(server, |want| {
+        let cmd = match want {
+            status::Want::Ports => "status/json",
+            status::Want::Metrics => "status/metrics",
+        };
+        match ask(dir, cmd) {
+            Ok((data, 1000, _)) => Some(data.join("\n") + "\n"),
+            Ok((_, _, line)) => {
+                log::warn!("{cmd}: {line}");
+                None
+            }
+            Err(e) => {
+                log::warn!("{cmd}: {e}");
+                None
+            }
+        }
+    });
+    ExitCode::SUCCESS
 }

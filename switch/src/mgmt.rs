@@ -45,6 +45,8 @@ pub struct Info {
     pub queue_limit: usize,
     /// The status server's address (`--http`).
     pub http: Option<String>,
+    /// `--http-node`: the node's addresses, name, pid and state.
+    pub http_node: Option<String>,
     pub now_ms: u64,
     pub uptime_s: u64,
 }
@@ -107,6 +109,12 @@ const HELP: &[(&str, &str, &str)] = &[
         "[PORT] [count=N]",
         "stream the frames of PORT (every port) as pcap on this connection",
     ),
+    (
+        "status/json",
+        "",
+        "the LAN as the status page reads it (/api/ports)",
+    ),
+    ("status/metrics", "", "the Prometheus metrics (/metrics)"),
 ];
 
 /// An answer: the bytes to send (without the prompt) and what to do next.
@@ -343,6 +351,7 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
                 "http {}",
                 info.http.as_deref().map_or("off".into(), |a| format!("http://{a}/"))
             ),
+            format!("http node {}", info.http_node.as_deref().unwrap_or("off")),
             format!("uptime {} s", info.uptime_s),
         ]),
         "logout" => {
@@ -495,6 +504,20 @@ pub fn execute(core: &mut Core, info: &Info, line: &str) -> Answer {
             action = Action::Capture { port, count };
             Ok(Vec::new())
         })(),
+        "status/json" | "status/metrics" if args.is_empty() => {
+            let facts = crate::status::Facts {
+                dir: info.dir.clone(),
+                uptime_s: info.uptime_s,
+                now_ms: info.now_ms,
+            };
+            let body = if cmd == "status/json" {
+                crate::status::ports_json(core, &facts)
+            } else {
+                crate::status::metrics(core, &facts)
+            };
+            ok_data(body.lines().map(str::to_string).collect())
+        }
+        "status/json" | "status/metrics" => Err(Errno::EINVAL.into()),
         _ => Err(Fail(Errno(libc::ENOSYS), None)),
     };
     let text = match r {

@@ -50,6 +50,7 @@
 //! Clients that connect and never speak are closed after [`HANDSHAKE_TIMEOUT`]; nothing a
 //! client sends can block or stop the loop.
 
+use crate::child::{Event, Supervised};
 use crate::core::{self, Core, Egress, Port, PortId, PortKind};
 use crate::mgmt::{self, Action, Line, LineBuf};
 use crate::offload::Coalescer;
@@ -117,6 +118,26 @@ pub struct Config {
     /// Serve the status page, `/api/ports` and `/metrics` on this TCP address
     /// ([`crate::status`]).
     pub http: Option<String>,
+    /// Serve the same on the LAN, from a node of its own ([`HttpNode`]).
+    pub http_node: Option<HttpNode>,
+}
+
+/// `--http-node`: the status page served on the virtual LAN by a node of the switch's own, a
+/// copy of this program (`ioth-switch status-node`) run with the shim preloaded, which asks
+/// the console for `status/json` and `status/metrics` on each request. Supervised as the
+/// cables are ([`Supervised`]).
+#[derive(Clone, Debug)]
+pub struct HttpNode {
+    /// The node's addresses, in `IOTH_IP`'s syntax.
+    pub ip: String,
+    /// Its name (`IOTH_NAME`: its stack daemon answers multicast DNS for it).
+    pub name: Option<String>,
+    /// The shim (`libioth.so`).
+    pub lib: PathBuf,
+    /// This program.
+    pub exe: PathBuf,
+    /// Where the node listens (`[::]:80`, which takes IPv4 too, or `0.0.0.0:80`).
+    pub listen: String,
 }
 
 /// An uplink through Debian's `vde_plug` (any vdeplug4 URL the switch does not speak itself):
@@ -126,18 +147,9 @@ pub struct Config {
 struct Cable {
     url: String,
     port: PortId,
-    child: Option<std::process::Child>,
-    started: Instant,
-    next_try: Instant,
-    backoff: Duration,
-    restarts: u32,
-    /// Why it is not connected (`None` while it is).
-    down: Option<String>,
-    /// vde_plug's standard error (its last line is the reason it gives when it exits).
-    err_path: PathBuf,
+    /// Its `vde_plug`; `down` says why the cable is not connected (`None` while it is).
+    run: Supervised,
 }
-
-const CABLE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// How long a failed uplink waits before its socket is opened again.
 const UPLINK_RETRY: Duration = Duration::from_secs(1);
@@ -253,6 +265,8 @@ pub struct Server {
     http_listener: Option<std::net::TcpListener>,
     http: Option<(Arc<tiny_http::Server>, Arc<Mutex<status::Snapshot>>)>,
     http_addr: Option<std::net::SocketAddr>,
+    /// `--http-node`'s program.
+    status_node: Option<Supervised>,
 }
 
 /// Why the switch could not set itself up (its directory, listeners, signals) or a new port.
@@ -702,6 +716,10 @@ impl Server {
             http_addr: http.as_ref().and_then(|l| l.local_addr().ok()),
             http_listener: http,
             http: None,
+            status_node: cfg
+                .http_node
+                .as_ref()
+                .map(|_| Supervised::new("status node", cfg.dir.join("status-node.err"))),
         };
         let mut bound = Vec::new();
         let r = (|| {
@@ -769,13 +787,7 @@ impl Server {
                     s.cables.push(Cable {
                         url: url.clone(),
                         port: id,
-                        child: None,
-                        started: Instant::now(),
-                        next_try: Instant::now(),
-                        backoff: UPLINK_RETRY,
-                        restarts: 0,
-                        down: Some("not started yet".into()),
-                        err_path: cfg.dir.join(format!("uplink-{id}.err")),
+                        run: Supervised::new("vde_plug", cfg.dir.join(format!("uplink-{id}.err"))),
                     });
                     s.cable_placeholder(id);
                     continue;
@@ -829,14 +841,15 @@ impl Server {
         let Some(c) = self.cables.iter().find(|c| c.port == id) else {
             return;
         };
-        let state = match &c.down {
+        let state = match &c.run.down {
             None => "up".to_string(),
             Some(why) => format!("down ({why})"),
         };
-        let pid = c.child.as_ref().map_or(0, |ch| ch.id());
         let line = format!(
-            "UPLINK: {state} cable {} vde_plug pid {pid} restarts {}",
-            c.url, c.restarts
+            "UPLINK: {state} cable {} vde_plug pid {} restarts {}",
+            c.url,
+            c.run.pid(),
+            c.run.restarts
         );
         if let Some(p) = self.core.port_mut(id) {
             p.detail = vec![line];
@@ -847,84 +860,105 @@ impl Server {
     /// the process that serves (after `--daemon`'s fork), from the loop.
     fn supervise_cables(&mut self) {
         let now = Instant::now();
+        let dir = self.cfg.dir.display().to_string();
         for i in 0..self.cables.len() {
+            let vde_plug = self.vde_plug.clone();
             let c = &mut self.cables[i];
             let id = c.port;
-            if let Some(ch) = &mut c.child {
-                let Ok(Some(status)) = ch.try_wait() else {
-                    continue;
-                };
-                let said = std::fs::read_to_string(&c.err_path).unwrap_or_default();
-                let last = said
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                let why = format!(
-                    "vde_plug exited, {status}{}{last}",
-                    if last.is_empty() { "" } else { ": " }
-                );
-                if c.down.as_deref() != Some(why.as_str()) {
-                    log::error!("port {id}: uplink {}: {why}; running it again", c.url);
-                }
-                c.child = None;
-                c.restarts += 1;
-                c.backoff = if now.duration_since(c.started) > Duration::from_secs(10) {
-                    UPLINK_RETRY
-                } else {
-                    (c.backoff * 2).min(CABLE_RETRY_MAX)
-                };
-                c.next_try = now + c.backoff;
-                c.down = Some(why);
-                self.cable_detail(id);
-                continue;
-            }
-            if now < c.next_try {
-                continue;
-            }
-            let (Some(vde_plug), Ok(err)) = (&self.vde_plug, std::fs::File::create(&c.err_path))
-            else {
-                continue;
-            };
-            let spawned = std::process::Command::new(vde_plug)
-                .arg(format!("vde://{}[{id}]", self.cfg.dir.display()))
-                .arg(vde_plug_url(&c.url))
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(err)
-                .spawn();
-            c.started = now;
-            match spawned {
-                Ok(ch) => {
-                    log::info!("port {id}: uplink {}: vde_plug pid {}", c.url, ch.id());
-                    c.child = Some(ch);
-                    if c.down.is_some() {
-                        c.down = Some("vde_plug started, not connected yet".into());
+            let url = c.url.clone();
+            let before = c.run.down.clone();
+            let ev = c.run.supervise(now, || {
+                let mut cmd = std::process::Command::new(vde_plug?);
+                cmd.arg(format!("vde://{dir}[{id}]"))
+                    .arg(vde_plug_url(&url));
+                Some(cmd)
+            });
+            match ev {
+                Event::Nothing => continue,
+                Event::Exited => {
+                    // Once per distinct reason.
+                    if c.run.down != before {
+                        let why = c.run.down.clone().unwrap_or_default();
+                        log::error!("port {id}: uplink {url}: {why}; running it again");
                     }
                 }
-                Err(e) => {
-                    c.backoff = (c.backoff * 2).min(CABLE_RETRY_MAX);
-                    c.next_try = now + c.backoff;
-                    c.down = Some(format!("cannot run vde_plug: {e}"));
+                Event::Started(pid) => {
+                    log::info!("port {id}: uplink {url}: vde_plug pid {pid}");
+                    c.run.down = Some("vde_plug started, not connected yet".into());
                 }
+                Event::Failed => {}
             }
             self.cable_detail(id);
         }
     }
 
+    /// Start `--http-node`'s program, and again when it exits.
+    fn supervise_status_node(&mut self) {
+        let (Some(run), Some(node)) = (&mut self.status_node, &self.cfg.http_node) else {
+            return;
+        };
+        let dir = &self.cfg.dir;
+        let before = run.down.clone();
+        let ev = run.supervise(Instant::now(), || {
+            let mut cmd = std::process::Command::new(&node.exe);
+            cmd.arg("status-node")
+                .arg("--sock")
+                .arg(dir)
+                .arg("--listen")
+                .arg(&node.listen);
+            // A node of its own: nothing of the switch's own environment names another.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy();
+                if k.starts_with("IOTH_") && !matches!(&*k, "IOTH_LOG" | "IOTH_RUNDIR") {
+                    cmd.env_remove(&*k);
+                }
+            }
+            cmd.env("LD_PRELOAD", &node.lib)
+                .env("IOTH_IP", &node.ip)
+                .env("IOTH_SWITCH", dir);
+            if let Some(n) = &node.name {
+                cmd.env("IOTH_NAME", n);
+            }
+            Some(cmd)
+        });
+        match ev {
+            Event::Started(pid) => {
+                log::info!("status node {}: pid {pid}", node.ip);
+                run.down = None;
+            }
+            Event::Exited | Event::Failed if run.down != before => {
+                log::error!(
+                    "status node: {}; running it again",
+                    run.down.as_deref().unwrap_or("")
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// What `showinfo` says of `--http-node`.
+    fn status_node_line(&self) -> Option<String> {
+        let (run, node) = (self.status_node.as_ref()?, self.cfg.http_node.as_ref()?);
+        let name = node
+            .name
+            .as_deref()
+            .map(|n| format!(" name {n}"))
+            .unwrap_or_default();
+        Some(match &run.down {
+            None => format!(
+                "{}{name} pid {} restarts {}",
+                node.ip,
+                run.pid(),
+                run.restarts
+            ),
+            Some(why) => format!("{}{name} down ({why}) restarts {}", node.ip, run.restarts),
+        })
+    }
+
     /// Stop every cable's `vde_plug` (at exit).
     fn stop_cables(&mut self) {
         for c in &mut self.cables {
-            if let Some(mut ch) = c.child.take() {
-                crate::os::terminate(ch.id());
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while Instant::now() < deadline && matches!(ch.try_wait(), Ok(None)) {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                let _ = ch.kill();
-                let _ = ch.wait();
-            }
-            let _ = std::fs::remove_file(&c.err_path);
+            c.run.stop();
         }
     }
 
@@ -1150,7 +1184,7 @@ impl Server {
                 let (sv, sn) = (server.clone(), snap.clone());
                 std::thread::Builder::new()
                     .name("http".into())
-                    .spawn(move || status::serve(sv, sn))
+                    .spawn(move || status::serve_snapshot(sv, sn))
                     .map_err(|e| log::error!("status server thread: {e}"))
                     .ok();
                 self.http = Some((server, snap));
@@ -1206,6 +1240,7 @@ impl Server {
     pub fn run(mut self) {
         self.start_http();
         self.supervise_cables();
+        self.supervise_status_node();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut last_tick = Instant::now();
         let mut due = Vec::new();
@@ -1265,6 +1300,7 @@ impl Server {
         let now_ms = self.now_ms();
         self.core.expire(now_ms);
         self.supervise_cables();
+        self.supervise_status_node();
         let ids: Vec<PortId> = self.uplinks.keys().copied().collect();
         for id in ids {
             let Some(u) = self.uplinks.get_mut(&id) else {
@@ -1290,6 +1326,9 @@ impl Server {
             let _ = std::fs::remove_file(path);
         }
         self.stop_cables();
+        if let Some(n) = &mut self.status_node {
+            n.stop();
+        }
         let ids: Vec<PortId> = self.ports.keys().copied().collect();
         self.core.revoke_all();
         self.end_revoked();
@@ -1485,7 +1524,7 @@ impl Server {
         let cable = self.cables.iter().position(|c| {
             req.port != 0
                 && c.port == req.port
-                && c.child.as_ref().is_some_and(|ch| ch.id() == peer_pid)
+                && c.run.pid() == peer_pid
                 && !self.ports.contains_key(&c.port)
         });
         if cable.is_some() {
@@ -1495,7 +1534,7 @@ impl Server {
         if let Some(i) = cable {
             let id = self.cables[i].port;
             if r.is_ok() {
-                self.cables[i].down = None;
+                self.cables[i].run.down = None;
                 let url = self.cables[i].url.clone();
                 log::info!("port {id}: uplink {url} connected");
                 if let Some(p) = self.core.port_mut(id) {
@@ -1668,7 +1707,7 @@ impl Server {
         self.end_revoked();
         log::info!("port {id}: removed");
         if let Some(c) = self.cables.iter_mut().find(|c| c.port == id) {
-            c.down = Some("vde_plug disconnected".into());
+            c.run.down = Some("vde_plug disconnected".into());
             self.cable_placeholder(id);
         }
     }
@@ -1717,6 +1756,12 @@ impl Server {
                     if is_native && let Some(r) = vde::CutReport::parse(&rx[..n.min(rx.len())]) =>
                 {
                     self.core.note_cut_report(id, r.shortcut, r.made);
+                }
+                Ok(n)
+                    if is_native
+                        && let Some(r) = vde::StatReport::parse(&rx[..n.min(rx.len())]) =>
+                {
+                    self.core.note_stat(id, r);
                 }
                 Ok(n) => {
                     let max = self.core.port(id).map_or(0, |p| p.max_frame);
@@ -2117,6 +2162,7 @@ impl Server {
                         pcap: self.cfg.pcap.as_ref().map(|p| p.display().to_string()),
                         queue_limit: self.cfg.queue,
                         http: self.http_addr.map(|a| a.to_string()),
+                        http_node: self.status_node_line(),
                         now_ms: self.now_ms(),
                         uptime_s: self.start.elapsed().as_secs(),
                     };
@@ -2136,6 +2182,13 @@ impl Server {
             };
             if c.close_after_flush {
                 break;
+            }
+            // One answer may be large (`status/metrics` of a big LAN); a client that sends
+            // commands without reading their answers is cut off.
+            if c.out.len() > MAX_MGMT_OUT {
+                log::warn!("console client does not read its answers; closed");
+                self.close_mgmt(token);
+                return;
             }
             c.out.extend_from_slice(text.as_bytes());
             match action {
@@ -2182,11 +2235,6 @@ impl Server {
                     return;
                 }
             }
-        }
-        if c.out.len() > MAX_MGMT_OUT && c.capture.is_none() {
-            log::warn!("console client does not read its answers; closed");
-            self.close_mgmt(token);
-            return;
         }
         if c.out.is_empty() && c.close_after_flush {
             self.close_mgmt(token);
@@ -2244,6 +2292,7 @@ mod tests {
             uplinks: Vec::new(),
             seed: None,
             http: None,
+            http_node: None,
         })
         .err()
         .unwrap();

@@ -7,7 +7,8 @@
 
 #![deny(unsafe_code)]
 
-use crate::core::{Core, mac_str};
+use crate::core::{Core, NodeStats, mac_str};
+use ioth_common::vde::stat;
 use serde_json::json;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,7 @@ pub fn ports_json(core: &Core, f: &Facts) -> String {
                     "settings": sh.settings.to_string(), "stats": sh.stats_line()
                 })),
                 "impair_from": pairs,
+                "node": p.node.as_ref().map(|n| node_json(n)),
             })
         })
         .collect();
@@ -79,6 +81,8 @@ pub fn ports_json(core: &Core, f: &Facts) -> String {
                 "id": id, "a": {"port": s.a.0, "mac": mac_str(&s.a.1)},
                 "b": {"port": s.b.0, "mac": mac_str(&s.b.1)}, "vlan": s.vlan,
                 "cut_through": u64::from(s.cut.0) + u64::from(s.cut.1),
+                "a_sent": {"frames": s.frames.0, "bytes": s.bytes.0},
+                "b_sent": {"frames": s.frames.1, "bytes": s.bytes.1},
             })
         })
         .collect();
@@ -96,6 +100,26 @@ pub fn ports_json(core: &Core, f: &Facts) -> String {
         "blocks": blocks,
     })
     .to_string()
+}
+
+/// What a port's stack daemon reported of itself.
+fn node_json(n: &NodeStats) -> serde_json::Value {
+    let named = |names: &[&str], v: &[u64]| -> serde_json::Map<String, serde_json::Value> {
+        names
+            .iter()
+            .zip(v)
+            .map(|(k, n)| (k.to_string(), json!(n)))
+            .collect()
+    };
+    json!({
+        "tcp_states": named(&stat::TCP_STATES, &n.tcp_states),
+        "cut_through": n.cut_through,
+        "sockets": named(&stat::SOCKET_KINDS, &n.sockets),
+        "retransmitted_segments": n.retransmitted,
+        "timeouts": n.timeouts,
+        "fast_retransmits": n.fast_retransmits,
+        "resident_bytes": n.resident_bytes,
+    })
 }
 
 /// A label value, escaped as the exposition format wants (`\`, `"`, newline).
@@ -269,6 +293,34 @@ pub fn metrics(core: &Core, f: &Facts) -> String {
         "TCP connections cut through over the shortcut, as its two stacks reported them.",
         &cut,
     );
+    let sent = |get: &dyn Fn(&crate::core::Shortcut) -> (u64, u64)| -> Vec<(String, f64)> {
+        core.shortcuts()
+            .flat_map(|(id, s)| {
+                let (a, b) = get(s);
+                [(s.a.0, s.b.0, a), (s.b.0, s.a.0, b)].map(|(from, to, v)| {
+                    (
+                        format!("shortcut=\"{id}\",from_port=\"{from}\",to_port=\"{to}\""),
+                        v as f64,
+                    )
+                })
+            })
+            .collect()
+    };
+    family(
+        &mut out,
+        "ioth_switch_shortcut_sent_frames_total",
+        "counter",
+        "Frames sent over the shortcut from one port's stack to the other's, as it reported them.",
+        &sent(&|s| s.frames),
+    );
+    family(
+        &mut out,
+        "ioth_switch_shortcut_sent_bytes_total",
+        "counter",
+        "Bytes sent over the shortcut from one port's stack to the other's, as it reported them.",
+        &sent(&|s| s.bytes),
+    );
+    node_metrics(&mut out, core, &port_labels);
     family(
         &mut out,
         "ioth_switch_uptime_seconds",
@@ -277,6 +329,84 @@ pub fn metrics(core: &Core, f: &Facts) -> String {
         &[(String::new(), f.uptime_s as f64)],
     );
     out
+}
+
+/// A number read off a node's figures.
+type NodeValue = dyn Fn(&NodeStats) -> u64;
+
+/// The figures the ports' stack daemons report of themselves (`ioth_node_*`), labelled as
+/// their ports are.
+fn node_metrics(
+    out: &mut String,
+    core: &Core,
+    port_labels: &dyn Fn(u32, &crate::core::Port) -> String,
+) {
+    let nodes: Vec<(String, &NodeStats)> = core
+        .ports()
+        .filter_map(|(id, p)| Some((port_labels(id, p), p.node.as_deref()?)))
+        .collect();
+    let by = |label: &str, names: &[&str], get: &dyn Fn(&NodeStats) -> Vec<u64>| {
+        let mut v = Vec::new();
+        for (l, n) in &nodes {
+            for (name, x) in names.iter().zip(get(n)) {
+                v.push((format!("{l},{label}=\"{name}\""), x as f64));
+            }
+        }
+        v
+    };
+    family(
+        out,
+        "ioth_node_tcp_connections",
+        "gauge",
+        "TCP sockets of the node's stack by state (listeners' spare sockets count as listen).",
+        &by("state", &stat::TCP_STATES, &|n| n.tcp_states.to_vec()),
+    );
+    family(
+        out,
+        "ioth_node_sockets",
+        "gauge",
+        "The applications' sockets on the node, by protocol.",
+        &by("protocol", &stat::SOCKET_KINDS, &|n| n.sockets.to_vec()),
+    );
+    let one: [(&str, &str, &str, &NodeValue); 5] = [
+        (
+            "ioth_node_tcp_cut_through_connections",
+            "gauge",
+            "TCP connections of the node cut through to another node of this host.",
+            &|n| n.cut_through,
+        ),
+        (
+            "ioth_node_tcp_retransmitted_segments_total",
+            "counter",
+            "TCP segments the node's stack sent again.",
+            &|n| n.retransmitted,
+        ),
+        (
+            "ioth_node_tcp_timeouts_total",
+            "counter",
+            "Retransmission timeouts of the node's TCP connections.",
+            &|n| n.timeouts,
+        ),
+        (
+            "ioth_node_tcp_fast_retransmits_total",
+            "counter",
+            "Fast retransmits of the node's TCP connections.",
+            &|n| n.fast_retransmits,
+        ),
+        (
+            "ioth_node_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the node's stack daemon.",
+            &|n| n.resident_bytes,
+        ),
+    ];
+    for (name, kind, help, get) in one {
+        let v: Vec<(String, f64)> = nodes
+            .iter()
+            .map(|(l, n)| (l.clone(), get(n) as f64))
+            .collect();
+        family(out, name, kind, help, &v);
+    }
 }
 
 fn impair_counts(sh: &crate::impair::Shaper) -> [(&'static str, u64); 6] {
@@ -291,27 +421,34 @@ fn impair_counts(sh: &crate::impair::Shaper) -> [(&'static str, u64); 6] {
     ]
 }
 
-/// The HTTP side: serve the latest snapshot until the server is unblocked.
-pub fn serve(server: Arc<tiny_http::Server>, snap: Arc<Mutex<Snapshot>>) {
+/// What a request asks for besides the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// `/api/ports`.
+    Ports,
+    /// `/metrics`.
+    Metrics,
+}
+
+/// The HTTP side: answer requests until the server is unblocked, with what `fetch` gives
+/// (`None`: not available now, 503).
+pub fn serve(server: Arc<tiny_http::Server>, fetch: impl Fn(Want) -> Option<String>) {
     for req in server.incoming_requests() {
         let path = req.url().split('?').next().unwrap_or("/").to_string();
-        let (body, ctype, code) = {
-            let s = snap.lock().unwrap_or_else(|e| e.into_inner());
-            match (req.method(), path.as_str()) {
-                (tiny_http::Method::Get, "/") | (tiny_http::Method::Get, "/index.html") => {
-                    (PAGE.to_string(), "text/html; charset=utf-8", 200)
-                }
-                (tiny_http::Method::Get, "/api/ports") => {
-                    (s.ports_json.clone(), "application/json", 200)
-                }
-                (tiny_http::Method::Get, "/metrics") => (
-                    s.metrics.clone(),
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    200,
-                ),
-                (tiny_http::Method::Get, _) => ("not found\n".into(), "text/plain", 404),
-                _ => ("method not allowed\n".into(), "text/plain", 405),
+        let get = |w: Want, ctype: &'static str| match fetch(w) {
+            Some(body) => (body, ctype, 200),
+            None => ("the switch does not answer\n".into(), "text/plain", 503),
+        };
+        let (body, ctype, code) = match (req.method(), path.as_str()) {
+            (tiny_http::Method::Get, "/") | (tiny_http::Method::Get, "/index.html") => {
+                (PAGE.to_string(), "text/html; charset=utf-8", 200)
             }
+            (tiny_http::Method::Get, "/api/ports") => get(Want::Ports, "application/json"),
+            (tiny_http::Method::Get, "/metrics") => {
+                get(Want::Metrics, "text/plain; version=0.0.4; charset=utf-8")
+            }
+            (tiny_http::Method::Get, _) => ("not found\n".into(), "text/plain", 404),
+            _ => ("method not allowed\n".into(), "text/plain", 405),
         };
         let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes())
             .expect("a valid header");
@@ -321,6 +458,17 @@ pub fn serve(server: Arc<tiny_http::Server>, snap: Arc<Mutex<Snapshot>>) {
         // A client that went away mid-answer is its own problem.
         let _ = req.respond(resp);
     }
+}
+
+/// [`serve`] from the snapshot the event loop keeps fresh.
+pub fn serve_snapshot(server: Arc<tiny_http::Server>, snap: Arc<Mutex<Snapshot>>) {
+    serve(server, |w| {
+        let s = snap.lock().unwrap_or_else(|e| e.into_inner());
+        Some(match w {
+            Want::Ports => s.ports_json.clone(),
+            Want::Metrics => s.metrics.clone(),
+        })
+    })
 }
 
 #[cfg(test)]

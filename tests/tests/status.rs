@@ -216,3 +216,191 @@ fn the_status_page_in_a_browser_shows_every_node_and_counts_traffic() {
     );
     eprintln!("received bytes on the page: {before} then {after}");
 }
+
+/// The port number the switch gave the node whose description contains `who`.
+fn port_of(metrics: &str, who: &str) -> String {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("ioth_switch_port_received_bytes_total{") && l.contains(who))
+        .find_map(|l| Some(l.split("port=\"").nth(1)?.split('"').next()?.to_string()))
+        .unwrap_or_else(|| panic!("no port for {who} in the metrics: {metrics}"))
+}
+
+/// The stack daemons report themselves to the switch: bytes and frames sent over each
+/// shortcut (which the switch never sees), TCP sockets by state, retransmissions and
+/// timeouts, resident memory; and `--http-node` serves the same page on the virtual LAN from
+/// a node of the switch's own, by address and by its mDNS name, supervised.
+#[test]
+fn nodes_report_themselves_and_the_page_is_on_the_lan() {
+    let tmp = TempDir::new("status-node");
+    let sw = tmp.join("sw");
+    // No cut-through: the transfer goes from stack to stack over their shortcut.
+    let _switch = ioth_switch(
+        &sw,
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--no-cut-through",
+            "--http-node",
+            "fd00::80,10.7.0.80",
+            "--http-node-name",
+            "lanstatus",
+            "--seed",
+            "7",
+        ],
+    );
+    let info = switch_ctl(&sw, "showinfo");
+    let addr = info
+        .lines()
+        .find_map(|l| l.strip_prefix("http http://"))
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("no http address in showinfo: {info}"))
+        .to_string();
+    let a = node(&sw, "fd00::71/64", &tmp.join("a.ctl"));
+    let b = node(&sw, "fd00::72/64", &tmp.join("b.ctl"));
+    let data = {
+        let mut d = vec![0u8; 10 << 20];
+        ioth_common::sys::getrandom(&mut d).unwrap();
+        d
+    };
+    checked_stream(&tmp, (&a.ctl, &b.ctl), ("fd00::72", 5071), &data, || {});
+    // The page is rendered every 200 ms: the transfer may be over before the nodes show.
+    let m = wait_for(
+        std::time::Duration::from_secs(5),
+        "both nodes in /metrics",
+        || {
+            let m = get(&addr, "/metrics").1;
+            (m.contains("ioth-stackd fd00::71") && m.contains("ioth-stackd fd00::72")).then_some(m)
+        },
+    );
+    let (pa, pb) = (port_of(&m, "fd00::71"), port_of(&m, "fd00::72"));
+    let over = format!("from_port=\"{pa}\",to_port=\"{pb}\"");
+    let m = wait_for(
+        std::time::Duration::from_secs(5),
+        "the shortcut's bytes in /metrics",
+        || {
+            let m = get(&addr, "/metrics").1;
+            (sum(&m, "ioth_switch_shortcut_sent_bytes_total", &over) >= data.len() as f64)
+                .then_some(m)
+        },
+    );
+    assert!(sum(&m, "ioth_switch_shortcut_sent_frames_total", &over) >= 160.0);
+    // The switch itself saw almost none of it.
+    assert!(
+        sum(&m, "ioth_switch_port_received_bytes_total", "fd00::71") < (1 << 20) as f64,
+        "{m}"
+    );
+    assert!(sum(&m, "ioth_node_resident_memory_bytes", "fd00::71") > 1e6);
+    assert_eq!(
+        sum(&m, "ioth_node_tcp_retransmitted_segments_total", "fd00::71"),
+        0.0,
+        "a clean transfer retransmits nothing"
+    );
+
+    // A listener shows in the node's figures; loss on the way to the receiver makes the
+    // sender retransmit (the impairment takes the shortcut away: through the switch).
+    let out = tmp.join("listening");
+    let mut l = iothctl_listen(&b.ctl, "::", 5099, &out);
+    wait_for(
+        std::time::Duration::from_secs(5),
+        "the listener in /metrics",
+        || {
+            let m = get(&addr, "/metrics").1;
+            (sum(&m, "ioth_node_tcp_connections", "fd00::72") > 0.0
+                && m.lines().any(|x| {
+                    x.starts_with("ioth_node_tcp_connections{")
+                        && x.contains("fd00::72")
+                        && x.contains("state=\"listen\"")
+                        && !x.ends_with(" 0")
+                }))
+            .then_some(())
+        },
+    );
+    let _ = l.kill();
+    let _ = l.wait();
+    switch_ctl(&sw, &format!("impair {pb} loss=10"));
+    checked_stream(
+        &tmp,
+        (&a.ctl, &b.ctl),
+        ("fd00::72", 5072),
+        &data[..8 << 20],
+        || {},
+    );
+    let m = wait_for(
+        std::time::Duration::from_secs(5),
+        "retransmissions in /metrics",
+        || {
+            let m = get(&addr, "/metrics").1;
+            (sum(&m, "ioth_node_tcp_retransmitted_segments_total", "fd00::71") > 0.0).then_some(m)
+        },
+    );
+    assert!(
+        sum(&m, "ioth_node_tcp_timeouts_total", "fd00::71")
+            + sum(&m, "ioth_node_tcp_fast_retransmits_total", "fd00::71")
+            > 0.0,
+        "{m}"
+    );
+    if have("promtool") {
+        let mut c = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "promtool check metrics: {}", text(&o));
+    }
+
+    // The page on the LAN: a curl node reaches the status node by address and by name.
+    let curl = |url: &str, ip: &str| {
+        let mut c = as_node("curl", &sw, &tmp.join("run"), ip);
+        c.args(["-sS", "--max-time", "10", url]);
+        let o = run_for(30, c);
+        assert!(o.status.success(), "curl {url}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let page = curl("http://[fd00::80]/", "fd00::73/64");
+    assert!(
+        page.contains("<html") && page.contains("/api/ports"),
+        "{page}"
+    );
+    let ports = curl("http://10.7.0.80/api/ports", "10.7.0.73/24");
+    assert!(
+        ports.contains("\"description\":\"ioth-stackd fd00::71")
+            && ports.contains("\"description\":\"ioth-stackd lanstatus"),
+        "{ports}"
+    );
+    let metrics = curl("http://lanstatus/metrics", "fd00::74/64");
+    assert!(
+        metrics.contains("ioth_switch_shortcut_sent_bytes_total{"),
+        "{metrics}"
+    );
+
+    // Killed, it runs again, and answers again.
+    let pid_of = || {
+        switch_ctl(&sw, "showinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("http node "))
+            .and_then(|l| {
+                l.split(" pid ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<i32>()
+                    .ok()
+            })
+    };
+    let first = pid_of().expect("the status node's pid in showinfo");
+    let _ = Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status();
+    wait_for(
+        std::time::Duration::from_secs(10),
+        "the status node to run again",
+        || pid_of().filter(|p| *p != first),
+    );
+    let again = curl("http://[fd00::80]/api/ports", "fd00::73/64");
+    assert!(again.contains("\"ports\""), "{again}");
+}

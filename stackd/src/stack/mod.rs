@@ -68,6 +68,7 @@ mod pump;
 mod reset;
 mod sock;
 mod sockopt;
+mod stats;
 mod stream;
 mod timeout;
 mod work;
@@ -230,6 +231,10 @@ pub struct Stack<D: Link> {
     unix_names: Option<HashMap<u64, String>>,
     /// TCP cut-through with other nodes of this host (`cut.rs`).
     cut: cut::CutThrough,
+    /// When the node's figures go to the link next (`stats.rs`), and whether anything
+    /// happened since they last went.
+    next_stats: Instant,
+    stats_dirty: bool,
 }
 
 /// The node's network side: interface, link, smoltcp sockets, addresses, and what belongs
@@ -266,6 +271,8 @@ pub(super) struct Net<D: Link> {
     icmp_errors: crate::icmperr::IcmpErrors,
     /// Closed TCP sockets to reuse (see [`TCP_SPARE`]).
     tcp_spare: Vec<tcp::Socket<'static>>,
+    /// The retransmission counters of TCP sockets no longer in the set (`stats.rs`).
+    tcp_gone: stats::TcpCounters,
     /// The connections' 4-tuples, to find a segment's socket without smoltcp's scan.
     demux: demux::Demux,
     /// DHCPv4 and SLAAC in auto mode (see `crate::autoconf`).
@@ -375,6 +382,7 @@ impl<D: Link> Stack<D> {
             mdns: None,
             icmp_errors,
             tcp_spare: Vec::new(),
+            tcp_gone: stats::TcpCounters::default(),
             demux: demux::Demux::default(),
             auto: None,
             resets: None,
@@ -413,6 +421,8 @@ impl<D: Link> Stack<D> {
             ids: Vec::new(),
             sweep: Some(SWEEP),
             next_sweep: now + SWEEP,
+            next_stats: now,
+            stats_dirty: true,
             watch: Vec::new(),
             keeping: false,
             kept: Vec::new(),
@@ -543,6 +553,7 @@ impl<D: Link> Stack<D> {
         self.net.resets_tick();
         self.note_timeouts();
         self.net.reap();
+        self.report_stats();
         // Egress can complete handshakes of hairpinned connections only after ingress;
         // a second pass keeps self-connections from waiting for a timeout.
         if self.net.dev.has_hairpin() {
@@ -573,7 +584,11 @@ impl<D: Link> Stack<D> {
             at(Duration::from_millis(100));
         }
         let alarm = self.alarms.peek().map(|a| a.0.0);
-        for end in [self.net.next_orphan_end, alarm].into_iter().flatten() {
+        let stats = self.stats_dirty.then_some(self.next_stats);
+        for end in [self.net.next_orphan_end, alarm, stats]
+            .into_iter()
+            .flatten()
+        {
             at(if end > now { end - now } else { Duration::ZERO });
         }
         if self.sweep.is_some() && !self.socks.is_empty() {

@@ -309,6 +309,7 @@ impl<D: Link> Net<D> {
     pub(super) fn reap(&mut self) {
         let set = &mut self.set;
         let spare = &mut self.tcp_spare;
+        let gone = &mut self.tcp_gone;
         let demux = &mut self.demux;
         let (now, limits) = (self.now, self.timeouts);
         let mut next_orphan_end: Option<Instant> = None;
@@ -323,7 +324,7 @@ impl<D: Link> Net<D> {
             let st = t.state();
             if matches!(st, tcp::State::Closed | tcp::State::TimeWait) {
                 demux.forget(o.h);
-                keep_spare(spare, set.remove(o.h));
+                keep_spare(spare, gone, set.remove(o.h));
                 return false;
             }
             let Some(w) = &mut o.watch else {
@@ -336,7 +337,7 @@ impl<D: Link> Net<D> {
                     // socket for it expires.
                     log::debug!("orphan in FIN-WAIT-2 dropped");
                     demux.forget(o.h);
-                    keep_spare(spare, set.remove(o.h));
+                    keep_spare(spare, gone, set.remove(o.h));
                     return false;
                 }
                 Verdict::Abort => {

@@ -9,12 +9,17 @@ impl<D: Link> Net<D> {
     /// A closed TCP socket: a spare one (its state is reset by `listen`/`connect`, its options
     /// here), else a new one.
     pub(super) fn new_tcp(&mut self, opts: &Opts) -> tcp::Socket<'static> {
-        let mut t = self.tcp_spare.pop().unwrap_or_else(|| {
-            tcp::Socket::new(
+        let mut t = match self.tcp_spare.pop() {
+            Some(t) => {
+                // Back in the set, where its counters are read live.
+                self.tcp_gone.sub(&t);
+                t
+            }
+            None => tcp::Socket::new(
                 tcp::SocketBuffer::new(vec![0; TCP_BUF]),
                 tcp::SocketBuffer::new(vec![0; TCP_BUF]),
-            )
-        });
+            ),
+        };
         t.set_hop_limit(None);
         apply_tcp_opts(&mut t, opts);
         t
@@ -23,7 +28,7 @@ impl<D: Link> Net<D> {
     /// Remove a TCP socket from the set, keeping it for reuse.
     pub(super) fn free_tcp(&mut self, h: SocketHandle) {
         let so = self.remove_tcp(h);
-        keep_spare(&mut self.tcp_spare, so);
+        keep_spare(&mut self.tcp_spare, &mut self.tcp_gone, so);
     }
 
     /// Keep LISTEN_IDLE smoltcp sockets in `Listen` in a listener's pool.
@@ -603,17 +608,20 @@ pub(super) fn apply_tcp_opts(t: &mut tcp::Socket<'static>, o: &Opts) {
     }
 }
 
-/// Keep a socket removed from the set for reuse if it is a TCP socket and there is room.
+/// Keep a socket removed from the set for reuse if it is a TCP socket and there is room;
+/// either way its counters go to `gone`.
 pub(super) fn keep_spare(
     spare: &mut Vec<tcp::Socket<'static>>,
+    gone: &mut super::stats::TcpCounters,
     so: smoltcp::socket::Socket<'static>,
 ) {
-    if let smoltcp::socket::Socket::Tcp(mut t) = so
-        && spare.len() < TCP_SPARE
-    {
-        // Closed, so that `listen`/`connect` take it (they reset an unopened socket).
-        t.abort();
-        spare.push(t);
+    if let smoltcp::socket::Socket::Tcp(mut t) = so {
+        gone.add(&t);
+        if spare.len() < TCP_SPARE {
+            // Closed, so that `listen`/`connect` take it (they reset an unopened socket).
+            t.abort();
+            spare.push(t);
+        }
     }
 }
 

@@ -122,6 +122,19 @@ fn node_json(n: &NodeStats) -> serde_json::Value {
     })
 }
 
+/// The `node` label of a port: a stack daemon's node as its description names it (address or
+/// name), without the pid, so that a node keeps its series across a restart of its daemon;
+/// any other port's description (an uplink's URL, a `vde_plug`'s) as it is.
+fn node_label(description: &str) -> &str {
+    let Some(who) = description.strip_prefix("ioth-stackd ") else {
+        return description;
+    };
+    match who.rsplit_once(" pid=") {
+        Some((w, pid)) if pid.bytes().all(|b| b.is_ascii_digit()) => w,
+        _ => who,
+    }
+}
+
 /// A label value, escaped as the exposition format wants (`\`, `"`, newline).
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -148,14 +161,14 @@ type PortValue = dyn Fn(&crate::core::Port) -> f64;
 /// `/metrics`: per port frames and bytes each way, drops by cause, queued bytes, learned
 /// addresses; the switch's learning table, shortcuts (with their cut-through connections)
 /// and impairments. Counters end in `_total`, sizes are in bytes, ports are labelled by
-/// number, kind and description.
+/// number, kind and node ([`node_label`]).
 pub fn metrics(core: &Core, f: &Facts) -> String {
     let mut out = String::new();
     let port_labels = |id: u32, p: &crate::core::Port| {
         format!(
-            "port=\"{id}\",kind=\"{}\",description=\"{}\"",
+            "port=\"{id}\",kind=\"{}\",node=\"{}\"",
             p.kind.name(),
-            esc(&p.description)
+            esc(node_label(&p.description))
         )
     };
     let per_port = |get: &PortValue| -> Vec<(String, f64)> {
@@ -488,9 +501,12 @@ mod tests {
         let m = metrics(&c, &Facts::default());
         assert!(m.contains("# TYPE ioth_switch_port_received_bytes_total counter\n"));
         assert!(m.contains(
-            "ioth_switch_port_received_bytes_total{port=\"1\",kind=\"native\",description=\"ioth-stackd \\\"q\\\" pid=1\"} 12345\n"
+            "ioth_switch_port_received_bytes_total{port=\"1\",kind=\"native\",node=\"\\\"q\\\"\"} 12345\n"
         ));
         assert!(m.contains("cause=\"block\"} 0\n"));
+        assert_eq!(node_label("ioth-stackd web pid=12"), "web");
+        assert_eq!(node_label("ioth-stackd fd00::5 pid=x"), "fd00::5 pid=x");
+        assert_eq!(node_label("vxlan://239.0.0.1"), "vxlan://239.0.0.1");
         let j: serde_json::Value =
             serde_json::from_str(&ports_json(&c, &Facts::default())).unwrap();
         assert_eq!(j["ports"][0]["rx_bytes"], 12345);

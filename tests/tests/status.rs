@@ -68,7 +68,7 @@ fn status_page_api_and_metrics_show_the_lan() {
     assert!(ports.contains("\"kind\":\"native\""), "{ports}");
 
     let before = get(&addr, "/metrics").1;
-    let sent = "ioth-stackd fd00::61";
+    let sent = "node=\"fd00::61\"";
     let data = {
         let mut d = vec![0u8; 10 << 20];
         ioth_common::sys::getrandom(&mut d).unwrap();
@@ -270,7 +270,7 @@ fn nodes_report_themselves_and_the_page_is_on_the_lan() {
         "both nodes in /metrics",
         || {
             let m = get(&addr, "/metrics").1;
-            (m.contains("ioth-stackd fd00::71") && m.contains("ioth-stackd fd00::72")).then_some(m)
+            (m.contains("node=\"fd00::71\"") && m.contains("node=\"fd00::72\"")).then_some(m)
         },
     );
     let (pa, pb) = (port_of(&m, "fd00::71"), port_of(&m, "fd00::72"));

@@ -87,6 +87,11 @@ pub const ACCEPT_MAGIC: u32 = u32::from_le_bytes(*b"IOTA");
 pub const MAX_MSG: usize = 4096;
 /// Largest socket option value carried.
 pub const MAX_OPT: usize = 1024;
+/// A `GetSockOpt` name of ioth's own (level `SOL_SOCKET`): the error a `read` at end of
+/// stream must report instead of EOF, 0 if none. A TCP connection reset (or timed out)
+/// before its FIN reached the application reports `ECONNRESET` (`ETIMEDOUT`) once, as Linux's
+/// `read` does, and that clears the socket's `SO_ERROR` as Linux's does; after a FIN, EOF.
+pub const SO_IOTH_READ_ERROR: i32 = 0x494f_0001;
 pub const ACCEPT_RECORD_LEN: usize = 64;
 /// Flag in a request header's reserved field: the client reads no reply, and the daemon
 /// sends none. For requests that cannot fail (`TCP_NODELAY`/`TCP_CORK` on a TCP socket,

@@ -491,14 +491,51 @@ fn chk_ours(fd: c_int, n: size_t, buflen: size_t) -> Option<()> {
     (n <= buflen && dgram::hit(fd) != 0).then_some(())
 }
 
+/// What a read of another fd returns: `r` from the real call, unless it is end of stream
+/// (`r == 0` with room asked for, `asked`) on a virtual TCP socket that was reset, which gives
+/// the error Linux's read would ([`crate::emu::read_error`]). errno is kept otherwise.
+fn stream_end(fd: c_int, r: ssize_t, asked: bool) -> ssize_t {
+    if r != 0 || !asked {
+        return r;
+    }
+    let saved = Errno::last();
+    match catch_unwind(|| crate::emu::read_error(&crate::emu::Daemons, fd)) {
+        Ok(Some(e)) => {
+            e.set_errno();
+            -1
+        }
+        _ => {
+            saved.set_errno();
+            0
+        }
+    }
+}
+
+/// Whether `cnt` iovecs at `iov` have room for a byte (unreadable ones count as room: the
+/// kernel already said what it thought of them).
+///
+/// # Safety
+/// `iov` must be null or point to `cnt` iovecs, as the caller of readv/recvmsg vouches.
+unsafe fn iov_room(iov: *const iovec, cnt: usize) -> bool {
+    if iov.is_null() {
+        return false;
+    }
+    // SAFETY: the caller's cnt iovecs, which the kernel just read without EFAULT.
+    (0..cnt.min(IOV_MAX)).any(|i| unsafe { (*iov.add(i)).iov_len } > 0)
+}
+
 /// Reject a negative iovec count as the kernel does.
 fn iov_count(cnt: c_int) -> Result<usize, Errno> {
     usize::try_from(cnt).map_err(|_| Errno::EINVAL)
 }
 
 hooks! {
-    fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
-    where entry(fd) => |e| {
+    fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual datagram socket: the caller's arguments, untouched.
+            let r = unsafe { real::read(fd, buf, n) };
+            return stream_end(fd, r, n > 0);
+        };
         let v = one(buf, n);
         guard(|| {
             // SAFETY: one iovec describing the caller's buffer.
@@ -513,8 +550,13 @@ hooks! {
         unsafe { read(fd, buf, n) }
     }
 
-    fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t
-    where entry(fd) => |e| {
+    fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual datagram socket: the caller's arguments, untouched.
+            let r = unsafe { real::readv(fd, iov, cnt) };
+            // SAFETY: the kernel accepted cnt iovecs at iov (r is 0, not an error).
+            return stream_end(fd, r, r == 0 && unsafe { iov_room(iov, cnt.max(0) as usize) });
+        };
         guard(|| {
             let cnt = iov_count(cnt)?;
             // SAFETY: the caller's cnt iovecs.
@@ -525,8 +567,12 @@ hooks! {
         })
     }
 
-    fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t
-    where entry(fd) => |e| {
+    fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual datagram socket: the caller's arguments, untouched.
+            let r = unsafe { real::recv(fd, buf, n, flags) };
+            return stream_end(fd, r, n > 0);
+        };
         let v = one(buf, n);
         guard(|| {
             // SAFETY: one iovec describing the caller's buffer.
@@ -557,7 +603,7 @@ hooks! {
                 // SAFETY: the kernel just wrote *alen (so it is valid) and the address.
                 unsafe { hide_cut_peer(a.cast_const(), alen) };
             }
-            return r;
+            return stream_end(fd, r, n > 0);
         };
         let v = one(buf, n);
         // SAFETY: one iovec describing the caller's buffer; a/alen are the caller's.
@@ -595,7 +641,8 @@ hooks! {
                 }
                 saved.set_errno();
             }
-            return r;
+            // SAFETY: the kernel just read the caller's msghdr and its iovecs.
+            return stream_end(fd, r, r == 0 && unsafe { iov_room((*m).msg_iov, (*m).msg_iovlen) });
         };
         // SAFETY: the caller's msghdr.
         guard(|| unsafe { recvmsg_dgram(e, m, flags) })

@@ -482,6 +482,44 @@ pub fn name(c: &dyn Control, v: Virt, peer: bool) -> Result<WireAddr, Errno> {
     }
 }
 
+/// The error a `read` that met end of stream on `fd` must give instead of EOF: a virtual TCP
+/// socket whose connection was reset (or timed out) before its FIN came gives `ECONNRESET`
+/// (`ETIMEDOUT`) once, as Linux's `read` does (`ctl::SO_IOTH_READ_ERROR`). The daemon shuts
+/// the pair down both ways only then (or after a failed connect), which shows as `POLLHUP`:
+/// an ordinary EOF (a FIN: the pair shut one way; a file, whose poll never says `POLLHUP`)
+/// costs one `poll`, a closed pipe also a `getsockname`. A cut-through connection's peer is
+/// the other application's end (a name of ours), whose close the kernel already reports
+/// as Linux's TCP would: no round trip. What remains (a reset, or the app had shut its own
+/// sending side) asks the daemon.
+pub fn read_error(c: &dyn Control, fd: RawFd) -> Option<Errno> {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    }];
+    if sys::poll(&mut p, 0) != Ok(1) || p[0].revents & libc::POLLHUP == 0 {
+        return None;
+    }
+    let v = virt(fd)?;
+    let peer = sys::getpeername_unix(fd).ok().flatten();
+    if peer.is_some_and(|n| names::parse_socket_name(&n).is_some()) {
+        return None;
+    }
+    let req = Request::GetSockOpt {
+        id: v.id,
+        level: libc::SOL_SOCKET,
+        name: ioth_common::ctl::SO_IOTH_READ_ERROR,
+        len: 4,
+    };
+    match c.call(v.node, &req, None).ok()?.0 {
+        Reply::Bytes(b) if b.len() >= 4 => {
+            let e = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            (e != 0).then_some(Errno(e))
+        }
+        _ => None,
+    }
+}
+
 /// Whether a TCP socket's `SO_ERROR` is 0 for sure, known from its kernel fd alone: the
 /// daemon sets a TCP socket's error only together with shutting its end of the pair down
 /// both ways (a failed connect, a reset, a timeout), which the app's end shows as `POLLHUP`,

@@ -71,6 +71,7 @@ mod sockopt;
 mod stats;
 mod stream;
 mod timeout;
+mod timewait;
 mod work;
 
 use dgram::*;
@@ -114,8 +115,17 @@ impl AppEvent {
 
 /// A connect with no answer fails with ETIMEDOUT after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// A connect whose next hop never answered ARP/NDP fails with EHOSTUNREACH after this long.
+/// A connect whose next hop does not answer ARP/NDP fails with EHOSTUNREACH after this long
+/// (Linux: 3 probes a second apart, `mcast_solicit`/`ucast_solicit`).
 pub const NEIGHBOUR_TIMEOUT: Duration = Duration::from_secs(3);
+/// A neighbour that answered ARP/NDP counts as reachable for this long (Linux's
+/// `base_reachable_time`); after that, a connect asks again before it relies on it.
+pub const REACHABLE: Duration = Duration::from_secs(30);
+/// Probes for a neighbour a connect waits for go out this often.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// A reachable neighbour is probed when a connect to it had no answer for this long (the
+/// SYN's first retransmission).
+const SUSPECT: Duration = Duration::from_secs(1);
 /// A connection whose peer acknowledges nothing (data or FIN sent, or a zero window probed)
 /// fails with `ETIMEDOUT` after this long: Linux's `tcp_retries2` (15) retransmissions with
 /// its minimum RTO of 200 ms doubling up to 120 s, ((2 << 9) - 1) x 0.2 s + 6 x 120 s.
@@ -273,6 +283,8 @@ pub(super) struct Net<D: Link> {
     tcp_spare: Vec<tcp::Socket<'static>>,
     /// The retransmission counters of TCP sockets no longer in the set (`stats.rs`).
     tcp_gone: stats::TcpCounters,
+    /// Local endpoints of connections closed here first (`timewait.rs`).
+    time_wait: timewait::TimeWait,
     /// The connections' 4-tuples, to find a segment's socket without smoltcp's scan.
     demux: demux::Demux,
     /// DHCPv4 and SLAAC in auto mode (see `crate::autoconf`).
@@ -383,6 +395,7 @@ impl<D: Link> Stack<D> {
             icmp_errors,
             tcp_spare: Vec::new(),
             tcp_gone: stats::TcpCounters::default(),
+            time_wait: timewait::TimeWait::default(),
             demux: demux::Demux::default(),
             auto: None,
             resets: None,

@@ -32,6 +32,36 @@ impl<D: Link> Net<D> {
     /// `RESOLICIT` (see `frame::solicitation`: smoltcp's own request may be held back for up to
     /// a second by its cache-wide rate limit).
     pub(super) fn prime_neighbour(&mut self, dst: IpAddr) {
+        self.solicit(dst, RESOLICIT);
+    }
+
+    /// Whether a connect that began at `start` must give up on its next hop `hop`, as Linux
+    /// gives up on a neighbour whose entry failed: a neighbour not heard from (ARP,
+    /// neighbour advertisement) within [`REACHABLE`] is probed at once, one heard from is
+    /// probed once the SYN went [`SUSPECT`] without an answer; probes go every
+    /// [`PROBE_INTERVAL`], and without an answer within [`NEIGHBOUR_TIMEOUT`] the connect
+    /// fails with `EHOSTUNREACH`. A node that is gone is found so within seconds, not at the
+    /// connect timeout; a node that is there but drops SYNs (full backlog) answers the probe,
+    /// and the connect waits as before.
+    pub(super) fn neighbour_failed(&mut self, hop: IpAddr, start: Instant) -> bool {
+        if self.is_own(&hop) {
+            return false;
+        }
+        let seen = self.seen.get(&hop).copied();
+        let since = if seen.is_some_and(|t| t + REACHABLE > start) {
+            start + SUSPECT
+        } else {
+            start
+        };
+        if self.now < since || seen.is_some_and(|t| t >= since) {
+            return false;
+        }
+        self.solicit(hop, PROBE_INTERVAL);
+        self.now >= since + NEIGHBOUR_TIMEOUT
+    }
+
+    /// Ask for the link address of the next hop towards `dst`, unless we did within `every`.
+    fn solicit(&mut self, dst: IpAddr, every: Duration) {
         let Ok(hop) = self.next_hop(&dst) else {
             return;
         };
@@ -44,11 +74,7 @@ impl<D: Link> Net<D> {
             return;
         }
         let now = self.now;
-        if self
-            .solicited
-            .get(&hop)
-            .is_some_and(|t| now - *t < RESOLICIT)
-        {
+        if self.solicited.get(&hop).is_some_and(|t| now - *t < every) {
             return;
         }
         let Some(src) = self.iface.get_source_address(&from_ip(hop)).map(to_ip) else {
@@ -188,6 +214,10 @@ impl<D: Link> Stack<D> {
             return false;
         };
         let (v4, v6) = s.families();
+        if s.kind == Kind::Tcp && !s.opts.reuseaddr && self.net.closing_holds(addr, (v4, v6), port)
+        {
+            return true;
+        }
         for (oid, o) in &self.socks {
             if *oid == id || o.kind != s.kind || o.bound.map(|b| b.1) != Some(port) {
                 continue;

@@ -310,6 +310,7 @@ impl<D: Link> Net<D> {
         let set = &mut self.set;
         let spare = &mut self.tcp_spare;
         let gone = &mut self.tcp_gone;
+        let time_wait = &mut self.time_wait;
         let demux = &mut self.demux;
         let (now, limits) = (self.now, self.timeouts);
         let mut next_orphan_end: Option<Instant> = None;
@@ -323,6 +324,9 @@ impl<D: Link> Net<D> {
             }
             let st = t.state();
             if matches!(st, tcp::State::Closed | tcp::State::TimeWait) {
+                if st == tcp::State::TimeWait {
+                    time_wait.note(t, now);
+                }
                 demux.forget(o.h);
                 keep_spare(spare, gone, set.remove(o.h));
                 return false;
@@ -417,10 +421,7 @@ impl<D: Link> Net<D> {
                     tcp::State::SynSent | tcp::State::SynReceived => {
                         if elapsed >= CONNECT_TIMEOUT {
                             Some(libc::ETIMEDOUT)
-                        } else if elapsed >= NEIGHBOUR_TIMEOUT
-                            && !self.is_own(&c.hop)
-                            && !self.seen.contains_key(&c.hop)
-                        {
+                        } else if self.neighbour_failed(c.hop, c.start) {
                             Some(libc::EHOSTUNREACH)
                         } else {
                             None
@@ -537,7 +538,10 @@ impl<D: Link> Net<D> {
                     libc::ECONNRESET
                 };
             }
-            // Reads give EOF, writes EPIPE (SIGPIPE unless MSG_NOSIGNAL), as after an RST.
+            // Reads give EOF, writes EPIPE (SIGPIPE unless MSG_NOSIGNAL), as after an RST; the
+            // shim turns that EOF into the error (`ctl::SO_IOTH_READ_ERROR`) unless the app
+            // had its EOF from a FIN first.
+            s.read_error = !c.fin_to_app;
             let _ = sys::shutdown(fd, libc::SHUT_RDWR);
             // If we aborted (app closed with unread data), the RST still has to go out.
             self.lingering.push(c.h.into());
@@ -578,6 +582,9 @@ impl<D: Link> Net<D> {
             return false;
         }
         if matches!(st, tcp::State::Closed | tcp::State::TimeWait) && c.fin_to_app && c.app_eof {
+            if st == tcp::State::TimeWait {
+                self.time_wait.note(t, self.now);
+            }
             let h = c.h;
             self.free_tcp(h);
             s.tcp = TcpState::Done;

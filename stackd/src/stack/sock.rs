@@ -79,6 +79,9 @@ pub(super) struct Sock {
     pub(super) peer: Option<SocketAddr>,
     pub(super) opts: Opts,
     pub(super) so_error: i32,
+    /// The connection was reset (or timed out) before the app got EOF: its next read at end
+    /// of stream reports `so_error` (`ctl::SO_IOTH_READ_ERROR`).
+    pub(super) read_error: bool,
     pub(super) rd: bool,
     pub(super) wr: bool,
     /// The app's end reported RDHUP or HUP (it shut its sending side down, or closed): reads
@@ -109,6 +112,7 @@ impl Sock {
             peer: None,
             opts: Opts::default(),
             so_error: 0,
+            read_error: false,
             rd: false,
             wr: false,
             rd_eof: false,

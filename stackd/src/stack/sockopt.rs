@@ -104,6 +104,14 @@ impl<D: Link> Net<D> {
                 s.so_error = 0;
                 int(e)
             }
+            (libc::SOL_SOCKET, ctl::SO_IOTH_READ_ERROR) => {
+                let e = if std::mem::take(&mut s.read_error) {
+                    std::mem::take(&mut s.so_error)
+                } else {
+                    0
+                };
+                int(e)
+            }
             (libc::SOL_SOCKET, libc::SO_TYPE) => int(if tcp {
                 libc::SOCK_STREAM
             } else if s.kind == Kind::Raw {
@@ -181,6 +189,8 @@ impl<D: Link> Net<D> {
             }
             k => match s.opts.other.get(&k) {
                 Some(v) => Ok(v.clone()),
+                // Bound to no device: an empty name (sshd asks on every connection).
+                None if k == (libc::SOL_SOCKET, libc::SO_BINDTODEVICE) => Ok(Vec::new()),
                 None if generic_option(k) => int(0),
                 None => Err(Errno(libc::ENOPROTOOPT)),
             },
@@ -316,6 +326,22 @@ impl<D: Link> Net<D> {
                     self.iface.leave_multicast_group(group)
                 };
                 r.map_err(|_| Errno(libc::ENOBUFS))?;
+            }
+            (libc::SOL_SOCKET, libc::SO_BINDTODEVICE) => {
+                // The node's interfaces are its link (`vde0`, as the shim names it) and `lo`;
+                // an empty name unbinds, as on Linux.
+                let name: Vec<u8> = val.iter().take_while(|b| **b != 0).copied().collect();
+                match name.as_slice() {
+                    b"" => {
+                        s.opts.other.remove(&(level, libc::SO_BINDTODEVICE));
+                    }
+                    b"vde0" | b"lo" => {
+                        let mut v = name.clone();
+                        v.push(0);
+                        s.opts.other.insert((level, libc::SO_BINDTODEVICE), v);
+                    }
+                    _ => return Err(Errno(libc::ENODEV)),
+                }
             }
             k if s.kind == Kind::Raw && crate::raw::is_raw_option(k) => {
                 crate::raw::check_option(k, val)?;

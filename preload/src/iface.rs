@@ -82,6 +82,8 @@ pub struct Iface {
     pub mac: [u8; 6],
     pub mtu: u32,
     pub addrs: Vec<Addr>,
+    /// Default gateways (`gw=` lines: given, or from DHCP/router advertisements).
+    pub gws: Vec<IpAddr>,
 }
 
 impl Iface {
@@ -91,6 +93,7 @@ impl Iface {
             mac: [0; 6],
             mtu: 1500,
             addrs: Vec::new(),
+            gws: Vec::new(),
         };
         for line in text.lines() {
             if let Some(m) = line.strip_prefix("mac=") {
@@ -103,6 +106,10 @@ impl Iface {
                 }
             } else if let Some(m) = line.strip_prefix("mtu=") {
                 i.mtu = m.trim().parse().unwrap_or(1500);
+            } else if let Some(g) = line.strip_prefix("gw=") {
+                if let Ok(ip) = g.trim().parse::<IpAddr>() {
+                    i.gws.push(ip);
+                }
             } else if let Some(a) = line.strip_prefix("addr=") {
                 let (ip, prefix) = a.split_once('/').unwrap_or((a, ""));
                 if let Ok(ip) = ip.parse::<IpAddr>() {

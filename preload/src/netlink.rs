@@ -6,7 +6,9 @@
 //! other end (close-on-exec, at a high fd number). A request the application sends is
 //! answered right away, in the shim, by writing the kernel's reply datagrams into the other
 //! end: `RTM_GETLINK` and `RTM_GETADDR` (dump or one interface) give `RTM_NEWLINK` /
-//! `RTM_NEWADDR` messages and `NLMSG_DONE`; `RTM_GETROUTE` dumps are empty; requests that
+//! `RTM_NEWADDR` messages and `NLMSG_DONE`; `RTM_GETROUTE` dumps give the node's routes as
+//! Linux would show them (`RTM_NEWROUTE`: a prefix route per address, `proto kernel`, and a
+//! default route per gateway, in the main table); requests that
 //! change something get `NLMSG_ERROR` `EPERM`, unknown ones `EOPNOTSUPP`; `NLM_F_ACK` gets
 //! an ack. Every reply carries the request's sequence number and the socket's port id;
 //! `recvfrom`/`recvmsg` report the kernel (`nl_pid` 0) as the sender. `bind` (port id and
@@ -36,7 +38,22 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
+const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_PREFSRC: u16 = 7;
+const RTA_TABLE: u16 = 15;
+const RTA_PREF: u16 = 20;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_KERNEL: u8 = 2;
+const RTPROT_STATIC: u8 = 4;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+const RTN_UNICAST: u8 = 1;
+const RTM_F_CLONED: u32 = 0x200;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_BROADCAST: u16 = 2;
 const IFLA_IFNAME: u16 = 3;
@@ -143,6 +160,151 @@ fn newaddr(b: &mut Vec<u8>, a: &iface::Addr, flags: u16, seq: u32, pid: u32) {
     });
 }
 
+/// The bytes of an address.
+fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    }
+}
+
+/// The network of `a` (its address with the host bits cleared).
+fn network(a: &iface::Addr) -> IpAddr {
+    match a.ip {
+        IpAddr::V4(v) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(a.prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v) & m).into())
+        }
+        IpAddr::V6(v) => {
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(a.prefix))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(v) & m).into())
+        }
+    }
+}
+
+/// One route of the main table: to `dst`/`len` (`len` 0: default), through `gw` or on the
+/// link (from `src`).
+struct Route {
+    dst: IpAddr,
+    len: u8,
+    gw: Option<IpAddr>,
+    src: Option<IpAddr>,
+    /// An answer to `ip route get` (a cloned host route: `RTM_F_CLONED`, no protocol).
+    cloned: bool,
+}
+
+/// The node's routes as Linux would list them for its addresses and gateways: a prefix route
+/// per address (`proto kernel`; IPv4 `scope link src ADDR`, IPv6 `metric 256`), a default
+/// route per gateway (`proto static`; IPv6 `metric 1024`).
+fn routes(i: &Iface) -> Vec<Route> {
+    let mut v: Vec<Route> = Vec::new();
+    for a in &i.addrs {
+        let dst = network(a);
+        let max = if a.ip.is_ipv4() { 32 } else { 128 };
+        if a.prefix == max || v.iter().any(|r| r.dst == dst && r.len == a.prefix) {
+            continue;
+        }
+        v.push(Route {
+            dst,
+            len: a.prefix,
+            gw: None,
+            src: a.ip.is_ipv4().then_some(a.ip),
+            cloned: false,
+        });
+    }
+    for g in &i.gws {
+        let any = if g.is_ipv4() {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        };
+        let r = Route {
+            dst: any,
+            len: 0,
+            gw: Some(*g),
+            src: None,
+            cloned: false,
+        };
+        // Linux lists IPv4's default route first, IPv6's last.
+        if g.is_ipv4() {
+            v.insert(0, r);
+        } else {
+            v.push(r);
+        }
+    }
+    v
+}
+
+/// `ip route get DST`: the route a packet to `dst` takes (longest prefix), as a host route
+/// with the source address the node would use.
+fn route_to(i: &Iface, dst: IpAddr) -> Option<Route> {
+    let within = |net: IpAddr, len: u8| {
+        network(&iface::Addr {
+            ip: dst,
+            prefix: len,
+        }) == net
+    };
+    let best = routes(i)
+        .into_iter()
+        .filter(|r| r.dst.is_ipv4() == dst.is_ipv4() && within(r.dst, r.len))
+        .max_by_key(|r| r.len)?;
+    let src = i
+        .addrs
+        .iter()
+        .filter(|a| a.ip.is_ipv4() == dst.is_ipv4())
+        .find(|a| best.gw.is_some() || network(a) == best.dst)
+        .map(|a| a.ip);
+    Some(Route {
+        dst,
+        len: if dst.is_ipv4() { 32 } else { 128 },
+        gw: best.gw,
+        src,
+        cloned: true,
+    })
+}
+
+fn newroute(b: &mut Vec<u8>, r: &Route, flags: u16, seq: u32, pid: u32) {
+    message(b, RTM_NEWROUTE, flags, seq, pid, |b| {
+        let v4 = r.dst.is_ipv4();
+        b.push(if v4 { libc::AF_INET } else { libc::AF_INET6 } as u8);
+        b.push(r.len);
+        b.push(0); // src_len
+        b.push(0); // tos
+        b.push(RT_TABLE_MAIN);
+        b.push(match (r.cloned, r.gw) {
+            (true, _) => 0,
+            (false, Some(_)) => RTPROT_STATIC,
+            (false, None) => RTPROT_KERNEL,
+        });
+        b.push(if v4 && r.gw.is_none() && !r.cloned {
+            RT_SCOPE_LINK
+        } else {
+            RT_SCOPE_UNIVERSE
+        });
+        b.push(RTN_UNICAST);
+        let flags: u32 = if r.cloned { RTM_F_CLONED } else { 0 };
+        b.extend_from_slice(&flags.to_ne_bytes());
+        attr(b, RTA_TABLE, &u32::from(RT_TABLE_MAIN).to_ne_bytes());
+        if r.len > 0 {
+            attr(b, RTA_DST, &octets(r.dst));
+        }
+        if let Some(s) = r.src {
+            attr(b, RTA_PREFSRC, &octets(s));
+        }
+        if let Some(g) = r.gw {
+            attr(b, RTA_GATEWAY, &octets(g));
+        }
+        if !v4 && !r.cloned {
+            let metric: u32 = if r.gw.is_some() { 1024 } else { 256 };
+            attr(b, RTA_PRIORITY, &metric.to_ne_bytes());
+            attr(b, RTA_PREF, &[0]); // ICMPV6_ROUTER_PREF_MEDIUM
+        }
+        attr(b, RTA_OIF, &iface::INDEX.to_ne_bytes());
+    });
+}
+
 fn error(b: &mut Vec<u8>, err: i32, req: &[u8], seq: u32, pid: u32) {
     message(b, NLMSG_ERROR, 0, seq, pid, |b| {
         b.extend_from_slice(&(-err).to_ne_bytes());
@@ -234,7 +396,42 @@ pub fn answer(req: &[u8], iface: Option<&Iface>, pid: u32) -> Vec<Vec<u8>> {
                 out.push(d);
                 continue;
             }
-            RTM_GETROUTE if dump => done(&mut b, seq, pid),
+            RTM_GETROUTE if !dump => {
+                // rtmsg (12 bytes), then RTA_DST.
+                let fam = body.first().copied().unwrap_or(0) as i32;
+                let dst = attrs(body.get(12..).unwrap_or(&[]))
+                    .find(|(t, _)| *t == RTA_DST)
+                    .and_then(|(_, v)| match (fam, v.len()) {
+                        (libc::AF_INET, 4) => Some(IpAddr::from([v[0], v[1], v[2], v[3]])),
+                        (libc::AF_INET6, 16) => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
+                        _ => None,
+                    });
+                match dst.map(|d| route_to(i, d)) {
+                    Some(Some(r)) => newroute(&mut b, &r, 0, seq, pid),
+                    Some(None) => error(&mut b, libc::ENETUNREACH, m, seq, pid),
+                    None => error(&mut b, libc::EINVAL, m, seq, pid),
+                }
+            }
+            RTM_GETROUTE => {
+                let fam = body.first().copied().unwrap_or(0) as i32;
+                for r in routes(i) {
+                    let af = if r.dst.is_ipv4() {
+                        libc::AF_INET
+                    } else {
+                        libc::AF_INET6
+                    };
+                    if fam == libc::AF_UNSPEC || fam == af {
+                        newroute(&mut b, &r, NLM_F_MULTI, seq, pid);
+                    }
+                }
+                if !b.is_empty() {
+                    out.push(b);
+                }
+                let mut d = Vec::new();
+                done(&mut d, seq, pid);
+                out.push(d);
+                continue;
+            }
             // Other GET requests (RTM_GETADDR of one address, neighbours, rules, …).
             t if (t - RTM_NEWLINK) % 4 == 2 => error(&mut b, libc::EOPNOTSUPP, m, seq, pid),
             // NEW, DEL, SET: the node's configuration belongs to its daemon.
@@ -515,12 +712,57 @@ mod tests {
             i32::from_ne_bytes(m[0].4[..4].try_into().unwrap()),
             -libc::ENODEV
         );
+        // The routes: one per prefix (the link-local one too), one per gateway; by family.
+        let gw = Iface::parse("addr=10.0.9.1/24\naddr=10.0.9.7/24\ngw=10.0.9.254\n");
         let r = answer(
             &request(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 5, &[0; 12]),
+            Some(&gw),
+            1,
+        );
+        let m = parse(&r[0]);
+        assert_eq!(
+            m.len(),
+            2,
+            "one prefix route (two addresses in it), one default"
+        );
+        assert!(m.iter().all(|x| x.0 == RTM_NEWROUTE && x.1 == NLM_F_MULTI));
+        // The default route first (as Linux lists IPv4's), then the prefix route:
+        // 10.0.9.0/24, scope link, src 10.0.9.1.
+        let (fam, len, table, proto, scope) =
+            (m[1].4[0], m[1].4[1], m[1].4[4], m[1].4[5], m[1].4[6]);
+        assert_eq!(
+            (fam as i32, len, table, proto, scope),
+            (
+                libc::AF_INET,
+                24,
+                RT_TABLE_MAIN,
+                RTPROT_KERNEL,
+                RT_SCOPE_LINK
+            )
+        );
+        let a: Vec<(u16, Vec<u8>)> = attrs(&m[1].4[12..]).map(|(t, v)| (t, v.to_vec())).collect();
+        assert!(a.contains(&(RTA_DST, vec![10, 0, 9, 0])));
+        assert!(a.contains(&(RTA_PREFSRC, vec![10, 0, 9, 1])));
+        let d: Vec<(u16, Vec<u8>)> = attrs(&m[0].4[12..]).map(|(t, v)| (t, v.to_vec())).collect();
+        assert_eq!(m[0].4[1], 0);
+        assert!(d.contains(&(RTA_GATEWAY, vec![10, 0, 9, 254])));
+        assert_eq!(parse(&r[1])[0].0, NLMSG_DONE);
+        let r = answer(
+            &request(
+                RTM_GETROUTE,
+                NLM_F_REQUEST | NLM_F_DUMP,
+                5,
+                &[libc::AF_INET6 as u8; 12],
+            ),
             Some(&node()),
             1,
         );
-        assert_eq!(parse(&r[0])[0].0, NLMSG_DONE);
+        let m = parse(&r[0]);
+        assert_eq!(m.len(), 2, "fd00:9::/64 and fe80::/64: {m:?}");
+        assert!(
+            m.iter()
+                .all(|x| x.4[0] as i32 == libc::AF_INET6 && x.4[1] == 64)
+        );
         // Garbage and truncation never panic.
         assert!(answer(&[1, 2, 3], Some(&node()), 1).is_empty());
         assert!(answer(&[0xff; 40], Some(&node()), 1).is_empty());

@@ -11,7 +11,33 @@
 use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
+/// The system call entry these wrappers use (see [`set_raw_syscall`]); null: libc's.
+static RAW_SYSCALL: AtomicPtr<libc::c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// A raw system call, as libc's `syscall`.
+type RawSyscall = unsafe extern "C" fn(libc::c_long, ...) -> libc::c_long;
+
+/// In a process where a library of ours interposes libc's `syscall` (the shim, whose hook
+/// sends an application's socket calls on virtual sockets to its emulation), the wrappers
+/// here must reach the kernel, not that hook: the shim gives the next definition of
+/// `syscall` (libc's, from `dlsym(RTLD_NEXT)`) at start. `p` must be null or the address
+/// of a function with libc's `syscall` signature.
+pub fn set_raw_syscall(p: *mut libc::c_void) {
+    RAW_SYSCALL.store(p, Ordering::Release);
+}
+
+/// libc's `syscall`, or what [`set_raw_syscall`] gave.
+fn raw_syscall() -> RawSyscall {
+    let p = RAW_SYSCALL.load(Ordering::Acquire);
+    if p.is_null() {
+        libc::syscall
+    } else {
+        // SAFETY: set_raw_syscall's contract: p is a function with syscall's signature.
+        unsafe { std::mem::transmute::<*mut libc::c_void, RawSyscall>(p) }
+    }
+}
 /// A positive errno value, as the kernel reports it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);
@@ -187,19 +213,19 @@ impl From<Fd> for OwnedFd {
 /// Raw `close`; errors are ignored (the descriptor is gone either way on Linux).
 pub fn close(fd: RawFd) {
     // SAFETY: close takes an integer; on an fd we do not own it is the caller's bug, not UB.
-    unsafe { libc::syscall(libc::SYS_close, fd) };
+    unsafe { raw_syscall()(libc::SYS_close, fd) };
 }
 
 pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<Fd> {
     // SAFETY: plain integer arguments.
-    check(unsafe { libc::syscall(libc::SYS_socket, domain, ty, protocol) })
+    check(unsafe { raw_syscall()(libc::SYS_socket, domain, ty, protocol) })
         .map(|fd| Fd::made(fd as RawFd))
 }
 
 pub fn socketpair(domain: i32, ty: i32) -> Result<(Fd, Fd)> {
     let mut sv = [0 as libc::c_int; 2];
     // SAFETY: sv is a valid 2-int array the kernel writes into.
-    check(unsafe { libc::syscall(libc::SYS_socketpair, domain, ty, 0, sv.as_mut_ptr()) })?;
+    check(unsafe { raw_syscall()(libc::SYS_socketpair, domain, ty, 0, sv.as_mut_ptr()) })?;
     Ok((Fd::made(sv[0]), Fd::made(sv[1])))
 }
 
@@ -265,25 +291,25 @@ impl UnixAddr {
 pub fn bind_unix(fd: RawFd, addr: &UnixAddr) -> Result<()> {
     let (sa, len) = addr.to_raw()?;
     // SAFETY: sa is a valid sockaddr_un of len bytes.
-    check(unsafe { libc::syscall(libc::SYS_bind, fd, &sa as *const _, len) }).map(drop)
+    check(unsafe { raw_syscall()(libc::SYS_bind, fd, &sa as *const _, len) }).map(drop)
 }
 
 pub fn connect_unix(fd: RawFd, addr: &UnixAddr) -> Result<()> {
     let (sa, len) = addr.to_raw()?;
     // SAFETY: sa is a valid sockaddr_un of len bytes.
-    check(unsafe { libc::syscall(libc::SYS_connect, fd, &sa as *const _, len) }).map(drop)
+    check(unsafe { raw_syscall()(libc::SYS_connect, fd, &sa as *const _, len) }).map(drop)
 }
 
 pub fn listen(fd: RawFd, backlog: i32) -> Result<()> {
     // SAFETY: integer arguments.
-    check(unsafe { libc::syscall(libc::SYS_listen, fd, backlog) }).map(drop)
+    check(unsafe { raw_syscall()(libc::SYS_listen, fd, backlog) }).map(drop)
 }
 
 /// `accept4` without the peer address.
 pub fn accept(fd: RawFd, flags: i32) -> Result<Fd> {
     // SAFETY: null address pointers are allowed by accept4.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_accept4,
             fd,
             std::ptr::null_mut::<libc::sockaddr>(),
@@ -300,7 +326,7 @@ pub fn getsockname_unix(fd: RawFd) -> Result<Option<UnixAddr>> {
     let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: sa/len point to a buffer of the size given in len.
-    check(unsafe { libc::syscall(libc::SYS_getsockname, fd, &mut sa as *mut _, &mut len) })?;
+    check(unsafe { raw_syscall()(libc::SYS_getsockname, fd, &mut sa as *mut _, &mut len) })?;
     Ok(UnixAddr::from_raw(&sa, len))
 }
 
@@ -310,14 +336,14 @@ pub fn getpeername_unix(fd: RawFd) -> Result<Option<UnixAddr>> {
     let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: sa/len point to a buffer of the size given in len.
-    check(unsafe { libc::syscall(libc::SYS_getpeername, fd, &mut sa as *mut _, &mut len) })?;
+    check(unsafe { raw_syscall()(libc::SYS_getpeername, fd, &mut sa as *mut _, &mut len) })?;
     Ok(UnixAddr::from_raw(&sa, len))
 }
 
 pub fn setsockopt_bytes(fd: RawFd, level: i32, name: i32, val: &[u8]) -> Result<()> {
     // SAFETY: val is a valid buffer of val.len() bytes.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_setsockopt,
             fd,
             level,
@@ -338,7 +364,7 @@ pub fn getsockopt_bytes(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> Res
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: buf/len describe a writable buffer.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_getsockopt,
             fd,
             level,
@@ -418,17 +444,17 @@ pub fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> Result<i32> {
 
 pub fn shutdown(fd: RawFd, how: i32) -> Result<()> {
     // SAFETY: integer arguments.
-    check(unsafe { libc::syscall(libc::SYS_shutdown, fd, how) }).map(drop)
+    check(unsafe { raw_syscall()(libc::SYS_shutdown, fd, how) }).map(drop)
 }
 
 pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize> {
     // SAFETY: buf is a writable buffer of buf.len() bytes.
-    check(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
+    check(unsafe { raw_syscall()(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
 }
 
 pub fn write(fd: RawFd, buf: &[u8]) -> Result<usize> {
     // SAFETY: buf is a readable buffer of buf.len() bytes.
-    check(unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })
+    check(unsafe { raw_syscall()(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })
 }
 
 /// Write all of `buf`, retrying on EINTR and short writes (blocking fds only).
@@ -443,7 +469,7 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<()> {
 pub fn recv(fd: RawFd, buf: &mut [u8], flags: i32) -> Result<usize> {
     // SAFETY: buf is writable; null address pointers are allowed.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_recvfrom,
             fd,
             buf.as_mut_ptr(),
@@ -458,7 +484,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8], flags: i32) -> Result<usize> {
 pub fn send(fd: RawFd, buf: &[u8], flags: i32) -> Result<usize> {
     // SAFETY: buf is readable; a null address is allowed.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_sendto,
             fd,
             buf.as_ptr(),
@@ -475,7 +501,7 @@ pub fn sendto_unix(fd: RawFd, buf: &[u8], flags: i32, to: &UnixAddr) -> Result<u
     let (sa, len) = to.to_raw()?;
     // SAFETY: buf is readable; sa is a valid sockaddr_un of len bytes.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_sendto,
             fd,
             buf.as_ptr(),
@@ -520,7 +546,7 @@ pub fn sendmsg(fd: RawFd, iov: &[IoSlice<'_>], fds: &[RawFd], flags: i32) -> Res
         }
     }
     // SAFETY: msg describes valid iovecs (IoSlice is ABI-compatible with iovec) and control data.
-    check(unsafe { libc::syscall(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, flags) })
+    check(unsafe { raw_syscall()(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, flags) })
 }
 
 /// What [`recvmsg`] received.
@@ -559,7 +585,7 @@ pub fn recvmsg_fds(
     msg.msg_controllen = std::mem::size_of_val(&cbuf);
     // SAFETY: msg describes writable iovecs and a control buffer of the size given.
     let len = check(unsafe {
-        libc::syscall(libc::SYS_recvmsg, fd, &mut msg as *mut libc::msghdr, flags)
+        raw_syscall()(libc::SYS_recvmsg, fd, &mut msg as *mut libc::msghdr, flags)
     })?;
     let mut fds = Vec::new();
     // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* macros walk it within
@@ -630,7 +656,7 @@ fn vm_call(write: bool, pid: u32, local: &[libc::iovec], remote: &[libc::iovec])
     // lengths; remote addresses are checked by the kernel (a bad one is EFAULT, never a
     // fault here); flags 0.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             nr,
             pid as libc::pid_t,
             local.as_ptr(),
@@ -850,7 +876,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize> {
     };
     // SAFETY: fds is a valid pollfd array; tsp is null or a valid timespec; no sigmask.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_ppoll,
             fds.as_mut_ptr(),
             fds.len(),
@@ -873,7 +899,7 @@ pub fn wait_fd(fd: RawFd, events: i16, timeout_ms: i32) -> Result<bool> {
 
 pub fn fcntl(fd: RawFd, cmd: i32, arg: libc::c_long) -> Result<i32> {
     // SAFETY: the commands used here take an integer argument.
-    check(unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) }).map(|v| v as i32)
+    check(unsafe { raw_syscall()(libc::SYS_fcntl, fd, cmd, arg) }).map(|v| v as i32)
 }
 
 pub fn set_nonblocking(fd: RawFd, on: bool) -> Result<()> {
@@ -907,13 +933,13 @@ pub fn fstat_id(fd: RawFd) -> Result<(u64, u64)> {
     // SAFETY: stat is plain old data.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid, writable stat buffer.
-    check(unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) })?;
+    check(unsafe { raw_syscall()(libc::SYS_fstat, fd, &mut st as *mut libc::stat) })?;
     Ok((st.st_dev, st.st_ino))
 }
 
 pub fn epoll_create() -> Result<Fd> {
     // SAFETY: integer argument.
-    check(unsafe { libc::syscall(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) })
+    check(unsafe { raw_syscall()(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) })
         .map(|fd| Fd::made(fd as RawFd))
 }
 
@@ -921,7 +947,7 @@ pub fn epoll_ctl(ep: RawFd, op: i32, fd: RawFd, events: u32, data: u64) -> Resul
     let mut ev = libc::epoll_event { events, u64: data };
     // SAFETY: ev is a valid epoll_event.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_epoll_ctl,
             ep,
             op,
@@ -947,7 +973,7 @@ pub fn epoll_wait_ns(
     // SAFETY: events is a writable array of events.len() entries, ts a valid timespec; no
     // sigmask.
     let r = check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_epoll_pwait2,
             ep,
             events.as_mut_ptr(),
@@ -971,7 +997,7 @@ pub fn epoll_wait_ns(
 pub fn epoll_wait(ep: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) -> Result<usize> {
     // SAFETY: events is a writable array of events.len() entries; no sigmask.
     let r = check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_epoll_pwait,
             ep,
             events.as_mut_ptr(),
@@ -996,17 +1022,17 @@ pub fn page_size() -> u64 {
 
 pub fn getpid() -> u32 {
     // SAFETY: no arguments.
-    unsafe { libc::syscall(libc::SYS_getpid) as u32 }
+    unsafe { raw_syscall()(libc::SYS_getpid) as u32 }
 }
 
 pub fn getuid() -> u32 {
     // SAFETY: no arguments.
-    unsafe { libc::syscall(libc::SYS_getuid) as u32 }
+    unsafe { raw_syscall()(libc::SYS_getuid) as u32 }
 }
 
 pub fn geteuid() -> u32 {
     // SAFETY: no arguments.
-    unsafe { libc::syscall(libc::SYS_geteuid) as u32 }
+    unsafe { raw_syscall()(libc::SYS_geteuid) as u32 }
 }
 
 /// Fill `buf` from the kernel's random source (`getrandom(2)`).
@@ -1015,7 +1041,7 @@ pub fn getrandom(buf: &mut [u8]) -> Result<()> {
     while off < buf.len() {
         // SAFETY: buf[off..] is writable.
         let n = check(unsafe {
-            libc::syscall(
+            raw_syscall()(
                 libc::SYS_getrandom,
                 buf[off..].as_mut_ptr(),
                 buf.len() - off,
@@ -1141,7 +1167,7 @@ pub fn send_udp_gso(
     // SAFETY: msg describes a valid address, iovecs (IoSlice is ABI-compatible with iovec)
     // and control data of the size given.
     check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_sendmsg,
             fd,
             &msg as *const libc::msghdr,
@@ -1203,7 +1229,7 @@ pub fn recv_udp_batch(
     // SAFETY: hdrs[..n] point to n writable slots of buf, n name buffers and n control
     // buffers, all alive for the call; the kernel writes within the lengths given.
     let got = check(unsafe {
-        libc::syscall(
+        raw_syscall()(
             libc::SYS_recvmmsg,
             fd,
             hdrs.as_mut_ptr(),

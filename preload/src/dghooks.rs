@@ -767,6 +767,75 @@ hooks! {
         sent as c_int
     }
 
+    /// libc's `syscall(2)`: programs that make socket calls through it (libuv before 1.45,
+    /// as Debian 12's, sends and receives UDP with `syscall(SYS_sendmmsg, …)` and
+    /// `syscall(SYS_recvmmsg, …)`: bind9's `dig`, node.js) reach the hooks above for a
+    /// virtual datagram socket; every other call goes to libc's untouched. Declared with six
+    /// fixed arguments after the number: on x86-64 and aarch64 Linux a variadic call passes
+    /// them where fixed ones go, and libc's `syscall` reads all six whatever the caller gave,
+    /// as this does (and `long`, its result, is `ssize_t` on both).
+    fn syscall(
+        n: libc::c_long,
+        a1: libc::c_long,
+        a2: libc::c_long,
+        a3: libc::c_long,
+        a4: libc::c_long,
+        a5: libc::c_long,
+        a6: libc::c_long,
+    ) -> ssize_t {
+        let fd = a1 as c_int;
+        let ours = matches!(
+            n,
+            libc::SYS_sendmmsg
+                | libc::SYS_recvmmsg
+                | libc::SYS_sendmsg
+                | libc::SYS_recvmsg
+                | libc::SYS_sendto
+                | libc::SYS_recvfrom
+        ) && a1 == libc::c_long::from(fd)
+            && dgram::hit(fd) != 0;
+        if !ours {
+            // SAFETY: not a call of ours: the caller's number and arguments, untouched, to
+            // libc's syscall, which the caller meant to call.
+            return unsafe { real::syscall(n, a1, a2, a3, a4, a5, a6) };
+        }
+        // SAFETY: the caller's arguments for system call n, passed to the hook of the libc
+        // function of the same arguments (its pointers are the caller's, as the kernel would
+        // have taken them).
+        unsafe {
+            match n {
+                libc::SYS_sendmmsg => {
+                    sendmmsg(fd, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int) as ssize_t
+                }
+                libc::SYS_recvmmsg => recvmmsg(
+                    fd,
+                    a2 as *mut mmsghdr,
+                    a3 as c_uint,
+                    a4 as c_int,
+                    a5 as *mut timespec,
+                ) as ssize_t,
+                libc::SYS_sendmsg => sendmsg(fd, a2 as *const msghdr, a3 as c_int),
+                libc::SYS_recvmsg => recvmsg(fd, a2 as *mut msghdr, a3 as c_int),
+                libc::SYS_sendto => sendto(
+                    fd,
+                    a2 as *const c_void,
+                    a3 as size_t,
+                    a4 as c_int,
+                    a5 as *const sockaddr,
+                    a6 as socklen_t,
+                ),
+                _ => recvfrom(
+                    fd,
+                    a2 as *mut c_void,
+                    a3 as size_t,
+                    a4 as c_int,
+                    a5 as *mut sockaddr,
+                    a6 as *mut socklen_t,
+                ),
+            }
+        }
+    }
+
     fn dup(fd: c_int) -> c_int {
         // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
         let r = unsafe { real::dup(fd) };

@@ -39,6 +39,7 @@ pub fn resolve_all() {
     crate::dghooks::real::resolve_all();
     crate::ifhooks::real::resolve_all();
     crate::resolv::real::resolve_all();
+    crate::files::real::resolve_all();
 }
 
 /// The slot's address, resolving it first if it is still empty. `name` ends in a NUL.

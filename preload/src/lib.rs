@@ -31,6 +31,7 @@ pub mod cork;
 pub mod dghooks;
 pub mod dgram;
 pub mod emu;
+pub mod files;
 pub mod hook;
 pub mod hooks;
 pub mod iface;
@@ -45,6 +46,10 @@ extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {
         log::quiet_panics();
         hook::resolve_all();
+        // The shim's own system calls go to libc's syscall, not to its hook of it.
+        // SAFETY: RTLD_NEXT is a valid pseudo-handle; the name is NUL-terminated.
+        let next = unsafe { libc::dlsym(libc::RTLD_NEXT, c"syscall".as_ptr()) };
+        ioth_common::sys::set_raw_syscall(next);
         ioth_common::sys::note_main_stack();
         dgram::scan_inherited();
         node::install_atfork();

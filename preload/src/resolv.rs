@@ -91,6 +91,21 @@ fn node_info() -> Info {
     i
 }
 
+/// The node's `/etc/resolv.conf` (see `crate::files`): its DNS servers as `nameserver`
+/// lines; `None` where the shim does not answer names (inert, or `IOTH_RESOLVE=kernel`).
+pub fn resolv_conf() -> Option<String> {
+    if !ours() {
+        return None;
+    }
+    let mut t = String::from(
+        "# the resolver configuration of this ioth node (IOTH_DNS, or its DHCP lease)\n",
+    );
+    for d in node_info().dns {
+        t.push_str(&format!("nameserver {d}\n"));
+    }
+    Some(t)
+}
+
 // ------------------------------------------------------------------------ /etc/hosts
 
 fn hosts_file() -> String {

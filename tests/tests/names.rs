@@ -179,3 +179,45 @@ fn ioth_name_is_found_by_other_nodes() {
     let o = run_for(30, g);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// Resolvers that are not glibc's (issue 16): bind9's `dig`, `nslookup` and `host` send
+/// through libuv (`syscall(SYS_sendmmsg)`, which the shim's `syscall` hook serves) and read
+/// `/etc/resolv.conf` themselves, which shows the node's DNS servers as a node opens it.
+#[test]
+fn dig_nslookup_and_host_ask_the_nodes_dns_server() {
+    if !have("dnsmasq") || !have("dig") || !have("nslookup") || !have("host") {
+        return skip("dnsmasq (dnsmasq-base), dig, nslookup or host (bind9-dnsutils) missing");
+    }
+    let mut lab = NodeLab::new("dig", None);
+    let dns = lab.node("fd00::90,10.0.0.90");
+    dnsmasq(&mut lab, &dns, &["web9.lan,fd00::99,10.0.0.99"]);
+    let client = |lab: &NodeLab, prog: &str, args: &[&str]| {
+        let mut c = lab.at("fd00::92,10.0.0.92", prog);
+        c.env("IOTH_DNS", "10.0.0.90,fd00::90").args(args);
+        let o = run_for(30, c);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{prog} {args:?}: {}\ndnsmasq: {}",
+            text(&o),
+            lab.log("dnsmasq.log")
+        );
+        out
+    };
+    // The node's resolv.conf, as any program that opens it sees it.
+    let conf = client(&lab, "cat", &["/etc/resolv.conf"]);
+    assert!(
+        conf.contains("nameserver 10.0.0.90\n") && conf.contains("nameserver fd00::90\n"),
+        "{conf}"
+    );
+    let short = ["+short", "+time=2", "+tries=2"];
+    let dig = |args: &[&str]| client(&lab, "dig", &[&short[..], args].concat());
+    assert_eq!(dig(&["@fd00::90", "web9.lan", "AAAA"]).trim(), "fd00::99");
+    assert_eq!(dig(&["@10.0.0.90", "web9.lan", "A"]).trim(), "10.0.0.99");
+    // No server named: the one in the node's resolv.conf.
+    assert_eq!(dig(&["web9.lan", "A"]).trim(), "10.0.0.99");
+    let ns = client(&lab, "nslookup", &["web9.lan"]);
+    assert!(ns.contains("10.0.0.99") && ns.contains("fd00::99"), "{ns}");
+    let h = client(&lab, "host", &["-t", "A", "web9.lan"]);
+    assert!(h.contains("web9.lan has address 10.0.0.99"), "{h}");
+}

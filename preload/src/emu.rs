@@ -487,9 +487,9 @@ pub fn name(c: &dyn Control, v: Virt, peer: bool) -> Result<WireAddr, Errno> {
 /// (`ETIMEDOUT`) once, as Linux's `read` does (`ctl::SO_IOTH_READ_ERROR`). The daemon shuts
 /// the pair down both ways only then (or after a failed connect), which shows as `POLLHUP`:
 /// an ordinary EOF (a FIN: the pair shut one way; a file, whose poll never says `POLLHUP`)
-/// costs one `poll`, a closed pipe also a `getsockname`. A cut-through connection's peer is
-/// the other application's end (a name of ours), whose close the kernel already reports
-/// as Linux's TCP would: no round trip. What remains (a reset, or the app had shut its own
+/// costs one `poll`, a closed pipe or a closed cut-through connection also a `getpeername`
+/// (a cut-through connection's peer is the other application's end, a name of ours, whose
+/// close the kernel already reports as Linux's TCP would: no round trip). What remains (a reset, or the app had shut its own
 /// sending side) asks the daemon.
 pub fn read_error(c: &dyn Control, fd: RawFd) -> Option<Errno> {
     let mut p = [libc::pollfd {
@@ -500,11 +500,12 @@ pub fn read_error(c: &dyn Control, fd: RawFd) -> Option<Errno> {
     if sys::poll(&mut p, 0) != Ok(1) || p[0].revents & libc::POLLHUP == 0 {
         return None;
     }
-    let v = virt(fd)?;
-    let peer = sys::getpeername_unix(fd).ok().flatten();
+    // A pipe or another kind of socket fails here; a cut-through peer has a name of ours.
+    let peer = sys::getpeername_unix(fd).ok()?;
     if peer.is_some_and(|n| names::parse_socket_name(&n).is_some()) {
         return None;
     }
+    let v = virt(fd)?;
     let req = Request::GetSockOpt {
         id: v.id,
         level: libc::SOL_SOCKET,

@@ -276,27 +276,63 @@ pub struct Node {
     pub daemon: Daemon,
 }
 
+/// The keeper (`ioth-keeper`) that is the parent of stack daemon `pid`, if it has one.
+fn keeper_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ppid: i32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    std::fs::read_to_string(format!("/proc/{ppid}/comm"))
+        .is_ok_and(|c| c.trim() == "ioth-keeper")
+        .then_some(ppid)
+}
+
 impl Node {
     /// The node dies without a word: its daemon and the daemon's keeper (which would
     /// otherwise start another daemon), both with SIGKILL.
     pub fn kill(&mut self) {
         let pid = self.daemon.pid;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid: i32 = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if std::fs::read_to_string(format!("/proc/{ppid}/comm"))
-            .is_ok_and(|c| c.trim() == "ioth-keeper")
-        {
+        if let Some(k) = keeper_of(pid) {
             // SAFETY: signalling the keeper of the daemon this test started, by its pid.
-            unsafe { libc::kill(ppid, libc::SIGKILL) };
+            unsafe { libc::kill(k, libc::SIGKILL) };
         }
         // SAFETY: signalling the daemon this test started, by its pid.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         self.daemon.stop();
+    }
+}
+
+impl Drop for Node {
+    /// Stop the daemon (SIGTERM, which its keeper takes as a stop). A daemon too busy to go
+    /// within 3 s is killed, which its keeper would take for a crash and answer with a new
+    /// daemon: so the keeper goes too, and any daemon of this node that is left.
+    fn drop(&mut self) {
+        let keeper = keeper_of(self.daemon.pid);
+        self.daemon.stop();
+        if let Some(k) = keeper {
+            // Running, not a zombie its new parent has yet to reap.
+            let running = || {
+                std::fs::read_to_string(format!("/proc/{k}/stat")).is_ok_and(|st| {
+                    st.rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().next())
+                        .is_some_and(|state| state != "Z" && state != "X")
+                })
+            };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // SAFETY: the keeper of the daemon this test started, by its pid.
+            unsafe { libc::kill(k, libc::SIGKILL) };
+        }
+        for p in stack_daemons(&self.ctl.to_string_lossy()) {
+            // SAFETY: a daemon of this test's node (its own control socket path).
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
     }
 }
 

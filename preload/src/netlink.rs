@@ -319,6 +319,16 @@ fn done(b: &mut Vec<u8>, seq: u32, pid: u32) {
     });
 }
 
+/// The end of a dump: its messages `b` (one datagram, if any), then `NLMSG_DONE` (another).
+fn dump_end(out: &mut Vec<Vec<u8>>, b: Vec<u8>, seq: u32, pid: u32) {
+    if !b.is_empty() {
+        out.push(b);
+    }
+    let mut d = Vec::new();
+    done(&mut d, seq, pid);
+    out.push(d);
+}
+
 /// The reply datagrams to the request datagram `req` for a socket with port id `pid`.
 /// `None` for the interface means it could not be read: requests are answered `ENODEV`.
 pub fn answer(req: &[u8], iface: Option<&Iface>, pid: u32) -> Vec<Vec<u8>> {
@@ -350,10 +360,7 @@ pub fn answer(req: &[u8], iface: Option<&Iface>, pid: u32) -> Vec<Vec<u8>> {
         match ty {
             RTM_GETLINK if dump => {
                 newlink(&mut b, i, NLM_F_MULTI, seq, pid);
-                out.push(b);
-                let mut d = Vec::new();
-                done(&mut d, seq, pid);
-                out.push(d);
+                dump_end(&mut out, b, seq, pid);
                 continue;
             }
             RTM_GETLINK => {
@@ -388,12 +395,7 @@ pub fn answer(req: &[u8], iface: Option<&Iface>, pid: u32) -> Vec<Vec<u8>> {
                         newaddr(&mut b, a, NLM_F_MULTI, seq, pid);
                     }
                 }
-                if !b.is_empty() {
-                    out.push(b);
-                }
-                let mut d = Vec::new();
-                done(&mut d, seq, pid);
-                out.push(d);
+                dump_end(&mut out, b, seq, pid);
                 continue;
             }
             RTM_GETROUTE if !dump => {
@@ -424,12 +426,7 @@ pub fn answer(req: &[u8], iface: Option<&Iface>, pid: u32) -> Vec<Vec<u8>> {
                         newroute(&mut b, &r, NLM_F_MULTI, seq, pid);
                     }
                 }
-                if !b.is_empty() {
-                    out.push(b);
-                }
-                let mut d = Vec::new();
-                done(&mut d, seq, pid);
-                out.push(d);
+                dump_end(&mut out, b, seq, pid);
                 continue;
             }
             // Other GET requests (RTM_GETADDR of one address, neighbours, rules, …).

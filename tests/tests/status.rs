@@ -23,6 +23,43 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
+/// The status server's address, as `showinfo` gives it.
+fn http_addr(sw: &std::path::Path) -> String {
+    let info = switch_ctl(sw, "showinfo");
+    info.lines()
+        .find_map(|l| l.strip_prefix("http http://"))
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("no http address in showinfo: {info}"))
+        .to_string()
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut d = vec![0u8; n];
+    ioth_common::sys::getrandom(&mut d).unwrap();
+    d
+}
+
+/// Prometheus's own checker accepts `metrics` (skipped, and said, without it).
+fn promtool_accepts(metrics: &str) {
+    if !have("promtool") {
+        return skip("promtool (Debian's prometheus) missing: the exposition is not checked by it");
+    }
+    let mut c = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "promtool check metrics: {}", text(&o));
+}
+
 /// The sum of a metric's samples whose labels contain `with`.
 fn sum(metrics: &str, name: &str, with: &str) -> f64 {
     metrics
@@ -38,13 +75,7 @@ fn status_page_api_and_metrics_show_the_lan() {
     let sw = tmp.join("sw");
     // No shortcuts: the transfer's frames cross the switch and its counters.
     let _switch = ioth_switch(&sw, &["--http", "127.0.0.1:0", "--no-shortcuts"]);
-    let info = switch_ctl(&sw, "showinfo");
-    let addr = info
-        .lines()
-        .find_map(|l| l.strip_prefix("http http://"))
-        .and_then(|a| a.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("no http address in showinfo: {info}"))
-        .to_string();
+    let addr = http_addr(&sw);
     let a = node(&sw, "fd00::61/64", &tmp.join("a.ctl"));
     let b = node(&sw, "fd00::62/64", &tmp.join("b.ctl"));
 
@@ -69,11 +100,7 @@ fn status_page_api_and_metrics_show_the_lan() {
 
     let before = get(&addr, "/metrics").1;
     let sent = "node=\"fd00::61\"";
-    let data = {
-        let mut d = vec![0u8; 10 << 20];
-        ioth_common::sys::getrandom(&mut d).unwrap();
-        d
-    };
+    let data = random_bytes(10 << 20);
     checked_stream(&tmp, (&a.ctl, &b.ctl), ("fd00::62", 5070), &data, || {});
     let grown = wait_for(
         std::time::Duration::from_secs(5),
@@ -92,20 +119,7 @@ fn status_page_api_and_metrics_show_the_lan() {
     );
 
     // Prometheus's checker accepts the exposition.
-    if have("promtool") {
-        let mut c = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(grown.as_bytes()).unwrap();
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "promtool check metrics: {}", text(&o));
-    } else {
-        skip("promtool (Debian's prometheus) missing: the exposition is not checked by it");
-    }
+    promtool_accepts(&grown);
 
     // A client that sends half a request and goes, then one that never sends: the switch
     // still switches and still answers.
@@ -249,20 +263,10 @@ fn nodes_report_themselves_and_the_page_is_on_the_lan() {
             "7",
         ],
     );
-    let info = switch_ctl(&sw, "showinfo");
-    let addr = info
-        .lines()
-        .find_map(|l| l.strip_prefix("http http://"))
-        .and_then(|a| a.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("no http address in showinfo: {info}"))
-        .to_string();
+    let addr = http_addr(&sw);
     let a = node(&sw, "fd00::71/64", &tmp.join("a.ctl"));
     let b = node(&sw, "fd00::72/64", &tmp.join("b.ctl"));
-    let data = {
-        let mut d = vec![0u8; 10 << 20];
-        ioth_common::sys::getrandom(&mut d).unwrap();
-        d
-    };
+    let data = random_bytes(10 << 20);
     checked_stream(&tmp, (&a.ctl, &b.ctl), ("fd00::72", 5071), &data, || {});
     // The page is rendered every 200 ms: the transfer may be over before the nodes show.
     let m = wait_for(
@@ -340,18 +344,7 @@ fn nodes_report_themselves_and_the_page_is_on_the_lan() {
             > 0.0,
         "{m}"
     );
-    if have("promtool") {
-        let mut c = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "promtool check metrics: {}", text(&o));
-    }
+    promtool_accepts(&m);
 
     // The page on the LAN: a curl node reaches the status node by address and by name.
     let curl = |url: &str, ip: &str| {

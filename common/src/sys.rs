@@ -1013,6 +1013,43 @@ pub fn epoll_wait(ep: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) 
     }
 }
 
+/// A new, empty memfd that can be sealed (`MFD_ALLOW_SEALING`, plus `flags`, e.g.
+/// `MFD_CLOEXEC`).
+pub fn memfd(name: &std::ffi::CStr, flags: libc::c_uint) -> Result<Fd> {
+    // SAFETY: memfd_create with a NUL-terminated name and flags.
+    let fd = check(unsafe {
+        raw_syscall()(
+            libc::SYS_memfd_create,
+            name.as_ptr(),
+            flags | libc::MFD_ALLOW_SEALING,
+        )
+    })?;
+    Ok(Fd::made(fd as RawFd))
+}
+
+/// Write all of `data` at offset 0 of `fd` (a file, a memfd), whatever its file offset.
+pub fn pwrite_all(fd: RawFd, data: &[u8]) -> Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        let rest = &data[done..];
+        // SAFETY: rest is a valid buffer of rest.len() bytes.
+        let n = check(unsafe {
+            raw_syscall()(
+                libc::SYS_pwrite64,
+                fd,
+                rest.as_ptr(),
+                rest.len(),
+                done as libc::off_t,
+            )
+        })?;
+        if n == 0 {
+            return Err(Errno::EIO);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
 /// The size of a memory page (4096 if the system will not say).
 pub fn page_size() -> u64 {
     // SAFETY: sysconf reads a system constant.

@@ -321,10 +321,15 @@ fn send_timeout_ms(fd: RawFd) -> i32 {
 
 /// `SO_ERROR` as the daemon reports it.
 pub fn so_error(c: &dyn Control, v: Virt) -> Result<i32, Errno> {
+    socket_int(c, v, libc::SO_ERROR)
+}
+
+/// An integer `SOL_SOCKET` option `name` as the daemon reports it.
+fn socket_int(c: &dyn Control, v: Virt, name: i32) -> Result<i32, Errno> {
     let req = Request::GetSockOpt {
         id: v.id,
         level: libc::SOL_SOCKET,
-        name: libc::SO_ERROR,
+        name,
         len: 4,
     };
     match c.call(v.node, &req, None)?.0 {
@@ -505,20 +510,8 @@ pub fn read_error(c: &dyn Control, fd: RawFd) -> Option<Errno> {
     if peer.is_some_and(|n| names::parse_socket_name(&n).is_some()) {
         return None;
     }
-    let v = virt(fd)?;
-    let req = Request::GetSockOpt {
-        id: v.id,
-        level: libc::SOL_SOCKET,
-        name: ioth_common::ctl::SO_IOTH_READ_ERROR,
-        len: 4,
-    };
-    match c.call(v.node, &req, None).ok()?.0 {
-        Reply::Bytes(b) if b.len() >= 4 => {
-            let e = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-            (e != 0).then_some(Errno(e))
-        }
-        _ => None,
-    }
+    let e = socket_int(c, virt(fd)?, ioth_common::ctl::SO_IOTH_READ_ERROR).ok()?;
+    (e != 0).then_some(Errno(e))
 }
 
 /// Whether a TCP socket's `SO_ERROR` is 0 for sure, known from its kernel fd alone: the

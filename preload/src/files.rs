@@ -52,41 +52,12 @@ fn node_resolv_conf(flags: c_int) -> Option<Result<c_int, Errno>> {
         } else {
             0
         };
-        // SAFETY: memfd_create with a NUL-terminated name and flags.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_memfd_create,
-                c"resolv.conf".as_ptr(),
-                cloexec | libc::MFD_ALLOW_SEALING,
-            )
-        } as c_int;
-        if fd < 0 {
-            return Err(Errno::last());
-        }
-        let done = sys::write(fd, text.as_bytes()).and_then(|_| {
-            // SAFETY: fd is the memfd just made; lseek and fcntl take integers.
-            let (seek, seal) = unsafe {
-                (
-                    libc::lseek(fd, 0, libc::SEEK_SET),
-                    libc::fcntl(
-                        fd,
-                        libc::F_ADD_SEALS,
-                        libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK,
-                    ),
-                )
-            };
-            if seek < 0 || seal < 0 {
-                Err(Errno::last())
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = done {
-            // SAFETY: fd is ours, made above.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
-        Ok(fd)
+        let fd = sys::memfd(c"resolv.conf", cloexec)?;
+        // At offset 0, leaving the file offset there for the reader.
+        sys::pwrite_all(fd.raw(), text.as_bytes())?;
+        let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK;
+        sys::fcntl(fd.raw(), libc::F_ADD_SEALS, seals as libc::c_long)?;
+        Ok(fd.into_raw())
     })())
 }
 

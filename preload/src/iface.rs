@@ -57,6 +57,15 @@ impl Addr {
         }
     }
 
+    /// The address with its host bits cleared.
+    pub fn network(&self) -> IpAddr {
+        match (self.ip, self.netmask()) {
+            (IpAddr::V4(a), IpAddr::V4(m)) => IpAddr::V4(a & m),
+            (IpAddr::V6(a), IpAddr::V6(m)) => IpAddr::V6(a & m),
+            (ip, _) => ip,
+        }
+    }
+
     /// IPv4 subnet broadcast (`None` for IPv6 and /31, /32).
     pub fn broadcast(&self) -> Option<Ipv4Addr> {
         match (self.ip, self.netmask()) {

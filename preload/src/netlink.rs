@@ -168,22 +168,6 @@ fn octets(ip: IpAddr) -> Vec<u8> {
     }
 }
 
-/// The network of `a` (its address with the host bits cleared).
-fn network(a: &iface::Addr) -> IpAddr {
-    match a.ip {
-        IpAddr::V4(v) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(a.prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(v) & m).into())
-        }
-        IpAddr::V6(v) => {
-            let m = u128::MAX
-                .checked_shl(128 - u32::from(a.prefix))
-                .unwrap_or(0);
-            IpAddr::V6((u128::from(v) & m).into())
-        }
-    }
-}
-
 /// One route of the main table: to `dst`/`len` (`len` 0: default), through `gw` or on the
 /// link (from `src`).
 struct Route {
@@ -201,7 +185,7 @@ struct Route {
 fn routes(i: &Iface) -> Vec<Route> {
     let mut v: Vec<Route> = Vec::new();
     for a in &i.addrs {
-        let dst = network(a);
+        let dst = a.network();
         let max = if a.ip.is_ipv4() { 32 } else { 128 };
         if a.prefix == max || v.iter().any(|r| r.dst == dst && r.len == a.prefix) {
             continue;
@@ -241,10 +225,12 @@ fn routes(i: &Iface) -> Vec<Route> {
 /// with the source address the node would use.
 fn route_to(i: &Iface, dst: IpAddr) -> Option<Route> {
     let within = |net: IpAddr, len: u8| {
-        network(&iface::Addr {
+        iface::Addr {
             ip: dst,
             prefix: len,
-        }) == net
+        }
+        .network()
+            == net
     };
     let best = routes(i)
         .into_iter()
@@ -254,7 +240,7 @@ fn route_to(i: &Iface, dst: IpAddr) -> Option<Route> {
         .addrs
         .iter()
         .filter(|a| a.ip.is_ipv4() == dst.is_ipv4())
-        .find(|a| best.gw.is_some() || network(a) == best.dst)
+        .find(|a| best.gw.is_some() || a.network() == best.dst)
         .map(|a| a.ip);
     Some(Route {
         dst,

@@ -209,19 +209,7 @@ impl Mapping {
 
 /// A new memfd of `len` bytes that can be sealed.
 fn memfd(name: &std::ffi::CStr, len: usize) -> Result<Fd, Errno> {
-    // SAFETY: memfd_create with a NUL-terminated name and flags.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_memfd_create,
-            name.as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: memfd_create succeeded: fd is a new descriptor that only we hold.
-    let fd = unsafe { Fd::from_raw(fd as RawFd) };
+    let fd = sys::memfd(name, libc::MFD_CLOEXEC)?;
     // SAFETY: plain syscall on our own fd.
     if unsafe { libc::ftruncate(fd.raw(), len as libc::off_t) } < 0 {
         return Err(Errno::last());

@@ -185,8 +185,10 @@ fn two_nginx_nodes_on_port_80_and_one_on_kernel_loopback() {
     assert_eq!(fetch_sha(&lab, client, "wget", "http://10.0.0.1/a"), sha_a);
     assert_eq!(fetch_sha(&lab, client, "curl", "http://[fd00::2]/b"), sha_b);
     assert_eq!(fetch_sha(&lab, client, "wget", "http://10.0.0.2/b"), sha_b);
-    // Each serves only its own content.
-    let mut c = lab.node("fd00::3", "curl");
+    // Each serves only its own content. (The same node as the other fetches: a node with
+    // only fd00::3 would be a second node with that address and MAC, and while its daemon
+    // lingered the switch would send the next fetch's segments to it, which resets them.)
+    let mut c = lab.node(client.unwrap(), "curl");
     c.args([
         "-s",
         "-o",

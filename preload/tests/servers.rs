@@ -188,7 +188,7 @@ fn two_nginx_nodes_on_port_80_and_one_on_kernel_loopback() {
     // Each serves only its own content. (The same node as the other fetches: a node with
     // only fd00::3 would be a second node with that address and MAC, and while its daemon
     // lingered the switch would send the next fetch's segments to it, which resets them.)
-    let mut c = lab.node(client.unwrap(), "curl");
+    let mut c = lab.node("fd00::3,10.0.0.3", "curl");
     c.args([
         "-s",
         "-o",

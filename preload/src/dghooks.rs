@@ -27,6 +27,7 @@ use ioth_common::sys::Errno;
 use libc::{
     c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, timespec,
 };
+use std::os::fd::RawFd;
 use std::panic::catch_unwind;
 
 /// Largest iovec count (`UIO_MAXIOV`).
@@ -357,6 +358,79 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
     }
     mh.msg_flags = mf;
     Ok(r)
+}
+
+/// What a receive for a supervisor gave ([`serve_recv`]): the call's result and what
+/// `recvmsg` would have written back into the caller's `msghdr`.
+pub struct Received {
+    pub ret: usize,
+    pub namelen: u32,
+    pub controllen: usize,
+    pub flags: c_int,
+}
+
+/// For a supervisor that serves another process's calls (`ioth-exec`): `recvmsg` on `fd`,
+/// its duplicate of a virtual datagram socket (taken with [`dgram::adopt`]), into the
+/// supervisor's own buffers. An empty `name` or `control` is a null one.
+pub fn serve_recv(
+    fd: RawFd,
+    buf: &mut [u8],
+    name: &mut [u8],
+    control: &mut [u8],
+    flags: c_int,
+) -> Result<Received, Errno> {
+    let e = entry(fd).ok_or(Errno::EBADF)?;
+    let mut v = one(buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: msghdr is plain old data.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut v;
+    m.msg_iovlen = 1;
+    if !name.is_empty() {
+        m.msg_name = name.as_mut_ptr().cast();
+        m.msg_namelen = name.len() as socklen_t;
+    }
+    if !control.is_empty() {
+        m.msg_control = control.as_mut_ptr().cast();
+        m.msg_controllen = control.len();
+    }
+    // SAFETY: m describes our own buffers, alive for the call.
+    let ret = unsafe { recvmsg_dgram(e, &mut m, flags) }?;
+    Ok(Received {
+        ret,
+        namelen: m.msg_namelen,
+        controllen: if m.msg_control.is_null() {
+            0
+        } else {
+            m.msg_controllen
+        },
+        flags: m.msg_flags,
+    })
+}
+
+/// The same for `sendmsg` of `data` to `name` (empty: none) with `control`.
+pub fn serve_send(
+    fd: RawFd,
+    data: &[u8],
+    name: &[u8],
+    control: &[u8],
+    flags: c_int,
+) -> Result<usize, Errno> {
+    let e = entry(fd).ok_or(Errno::EBADF)?;
+    let mut v = one(data.as_ptr().cast(), data.len());
+    // SAFETY: msghdr is plain old data.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut v;
+    m.msg_iovlen = 1;
+    if !name.is_empty() {
+        m.msg_name = name.as_ptr().cast_mut().cast();
+        m.msg_namelen = name.len() as socklen_t;
+    }
+    if !control.is_empty() {
+        m.msg_control = control.as_ptr().cast_mut().cast();
+        m.msg_controllen = control.len();
+    }
+    // SAFETY: m describes our own buffers, alive for the call (only read).
+    unsafe { sendmsg_dgram(e, &m, flags) }
 }
 
 /// Write control messages into the caller's control buffer; `false` if they did not all fit.

@@ -63,6 +63,9 @@ const RECVTTL: u64 = 1 << 55;
 const RECVHOPS: u64 = 1 << 54;
 /// A virtual rtnetlink socket ([`crate::netlink`]), not a datagram socket of the daemon.
 const NETLINK: u64 = 1 << 53;
+/// `IPV6_2292HOPLIMIT` (RFC 2292's spelling, which busybox `ping` asks for): the hop limit
+/// as a control message of that type.
+const HOPS2292: u64 = 1 << 52;
 const INO: u64 = 0xffff_ffff;
 
 /// Largest UDP payload over IPv4 and IPv6 (65535 minus the headers).
@@ -105,16 +108,11 @@ pub fn confirm(fd: RawFd, bits: u64) -> Option<Entry> {
     if bits == 0 {
         return None;
     }
-    match sys::fstat_id(fd) {
-        Ok((dev, ino)) if dev == SOCKFS_DEV.load(Ordering::Relaxed) && ino & INO == bits & INO => {
-            Some(Entry { fd, bits })
-        }
-        _ => {
-            let _ =
-                TABLE[fd as usize].compare_exchange(bits, 0, Ordering::Relaxed, Ordering::Relaxed);
-            None
-        }
+    if confirm_bits(fd, bits) {
+        return Some(Entry { fd, bits });
     }
+    let _ = TABLE[fd as usize].compare_exchange(bits, 0, Ordering::Relaxed, Ordering::Relaxed);
+    None
 }
 
 fn store(fd: RawFd, bits: u64) {
@@ -178,6 +176,7 @@ pub fn option_set(fd: RawFd, level: i32, name: i32, value: &[u8]) {
         (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO) => PKTINFO6,
         (libc::IPPROTO_IP, libc::IP_RECVTTL) => RECVTTL,
         (libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT) => RECVHOPS,
+        (libc::IPPROTO_IPV6, libc::IPV6_2292HOPLIMIT) => HOPS2292,
         _ => return,
     };
     let on = value.iter().any(|b| *b != 0);
@@ -228,12 +227,12 @@ pub struct Cmsg {
 }
 
 /// The control messages the application asked for (`IP_PKTINFO`, `IPV6_RECVPKTINFO`,
-/// `IP_RECVTTL`, `IPV6_RECVHOPLIMIT`) for a datagram from `from`. Interface index 1
+/// `IP_RECVTTL`, `IPV6_RECVHOPLIMIT`, `IPV6_2292HOPLIMIT`) for a datagram from `from`. Interface index 1
 /// ([`crate::iface::INDEX`]); hop limit: the one the daemon reports in the header's `flags`
 /// (raw ICMPv6 sockets), else 64.
 pub fn cmsgs(e: &Entry, from: &WireAddr, hdr_flags: u32) -> Vec<Cmsg> {
     let mut v = Vec::new();
-    if e.bits & (PKTINFO4 | PKTINFO6 | RECVTTL | RECVHOPS) == 0 {
+    if e.bits & (PKTINFO4 | PKTINFO6 | RECVTTL | RECVHOPS | HOPS2292) == 0 {
         return v;
     }
     let v4 = match from.0 {
@@ -275,17 +274,22 @@ pub fn cmsgs(e: &Entry, from: &WireAddr, hdr_flags: u32) -> Vec<Cmsg> {
             data: 64i32.to_ne_bytes().to_vec(),
         });
     }
-    if !v4 && e.bits & RECVHOPS != 0 {
-        let hops = if hdr_flags & HOPS_PRESENT != 0 {
-            (hdr_flags & 0xff) as i32
-        } else {
-            64
-        };
-        v.push(Cmsg {
-            level: libc::IPPROTO_IPV6,
-            ty: libc::IPV6_HOPLIMIT,
-            data: hops.to_ne_bytes().to_vec(),
-        });
+    let hops = if hdr_flags & HOPS_PRESENT != 0 {
+        (hdr_flags & 0xff) as i32
+    } else {
+        64
+    };
+    for (bit, ty) in [
+        (RECVHOPS, libc::IPV6_HOPLIMIT),
+        (HOPS2292, libc::IPV6_2292HOPLIMIT),
+    ] {
+        if !v4 && e.bits & bit != 0 {
+            v.push(Cmsg {
+                level: libc::IPPROTO_IPV6,
+                ty,
+                data: hops.to_ne_bytes().to_vec(),
+            });
+        }
     }
     v
 }
@@ -345,6 +349,36 @@ pub fn learn(fd: RawFd) {
         SOCKFS_DEV.store(dev, Ordering::Relaxed);
         store(fd, PRESENT | (ino & INO));
     }
+}
+
+/// For a supervisor that serves another process's sockets through duplicates of them
+/// (`ioth-exec`): take `fd`, our duplicate, as a virtual datagram socket with the facts
+/// `kept` from an earlier duplicate of the same socket ([`keep`]; 0: learn them). Whether it
+/// is one.
+pub fn adopt(fd: RawFd, kept: u64) -> bool {
+    if (fd as u32 as usize) >= SLOTS {
+        return false;
+    }
+    if kept != 0 && confirm_bits(fd, kept) {
+        store(fd, kept);
+        return true;
+    }
+    learn(fd);
+    hit(fd) != 0
+}
+
+/// Whether `fd` is the socket of the table entry `bits` (same sockfs device and inode).
+fn confirm_bits(fd: RawFd, bits: u64) -> bool {
+    matches!(sys::fstat_id(fd), Ok((dev, ino))
+        if dev == SOCKFS_DEV.load(Ordering::Relaxed) && ino & INO == bits & INO)
+}
+
+/// The facts kept about `fd` (for [`adopt`] on a later duplicate), and forget them here:
+/// `fd` is about to be closed.
+pub fn keep(fd: RawFd) -> u64 {
+    let bits = hit(fd);
+    store(fd, 0);
+    bits
 }
 
 /// `dup2(old, new)` (or `dup`) succeeded: `new` is what `old` is.

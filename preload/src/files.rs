@@ -19,7 +19,8 @@ use ioth_common::sys::{self, Errno};
 use libc::{FILE, c_char, c_int, mode_t};
 use std::panic::catch_unwind;
 
-const PATH: &[u8] = b"/etc/resolv.conf";
+/// The path whose opens are answered.
+pub const PATH: &[u8] = b"/etc/resolv.conf";
 
 /// Whether `path`, which libc's call just got past the kernel with (`failed`: the errno it
 /// failed with, if it did), is `/etc/resolv.conf` opened only for reading.
@@ -44,7 +45,8 @@ fn is_resolv_conf(path: *const c_char, flags: c_int, failed: Option<Errno>) -> b
 }
 
 /// The node's resolver configuration, as a file descriptor (`None`: not ours to answer).
-fn node_resolv_conf(flags: c_int) -> Option<Result<c_int, Errno>> {
+/// `ioth-exec` gives it to static programs too.
+pub fn node_resolv_conf(flags: c_int) -> Option<Result<c_int, Errno>> {
     let text = catch_unwind(crate::resolv::resolv_conf).ok()??;
     Some((|| {
         let cloexec = if flags & libc::O_CLOEXEC != 0 {

@@ -24,7 +24,6 @@ mod serve;
 use ioth::node::{self, Home};
 use ioth_common::sys;
 use std::ffi::OsString;
-use std::io::IoSliceMut;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
 
@@ -106,9 +105,17 @@ fn supervise(cmd: OsString, args: Vec<OsString>) -> i32 {
     let mut c = Command::new(&cmd);
     c.args(&args);
     notify::on_exec(&mut c, theirs.raw());
-    let mut child = match c.spawn() {
+    // The child hands over its listener while `spawn` waits for its exec.
+    let chan = ours.raw();
+    let taker = std::thread::spawn(move || notify::take_listener(chan));
+    let spawned = c.spawn();
+    drop(theirs);
+    let mut child = match spawned {
         Ok(ch) => ch,
         Err(e) => {
+            // The child is gone; so is its end of the channel, which ends the taker.
+            let _ = sys::shutdown(ours.raw(), libc::SHUT_RDWR);
+            let _ = taker.join();
             eprintln!("ioth-exec: {}: {e}", cmd.to_string_lossy());
             return match e.kind() {
                 std::io::ErrorKind::NotFound => 127,
@@ -117,13 +124,11 @@ fn supervise(cmd: OsString, args: Vec<OsString>) -> i32 {
             };
         }
     };
-    drop(theirs);
     notify::forward_signals(child.id() as i32);
-    let mut b = [0u8; 1];
-    let listener = match sys::recvmsg(ours.raw(), &mut [IoSliceMut::new(&mut b)], 0) {
-        Ok(mut got) if !got.fds.is_empty() => got.fds.swap_remove(0),
-        _ => {
-            eprintln!("ioth-exec: no seccomp listener from the child");
+    let listener = match taker.join() {
+        Ok(Ok(l)) => l,
+        r => {
+            eprintln!("ioth-exec: no seccomp listener from the child: {r:?}");
             let _ = child.kill();
             let _ = child.wait();
             return 125;

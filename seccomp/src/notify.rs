@@ -52,6 +52,7 @@ const IOCTL_SEND: libc::c_ulong = 0xc018_2101;
 const IOCTL_ID_VALID: libc::c_ulong = 0x4008_2102;
 const IOCTL_ADDFD: libc::c_ulong = 0x4018_2103;
 const USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+const ADDFD_FLAG_SETFD: u32 = 1;
 const ADDFD_FLAG_SEND: u32 = 2;
 const SET_MODE_FILTER: libc::c_ulong = 1;
 const FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
@@ -86,6 +87,46 @@ pub const NOTIFIED: [libc::c_long; 11] = [
     libc::SYS_shutdown,
 ];
 
+/// Calls that always go to the supervisor although most of them are not for a virtual
+/// socket: message calls (their addresses and control data are behind a `msghdr` the
+/// filter cannot read) and opens (the node's `/etc/resolv.conf`; the path is a string the
+/// filter cannot read). The supervisor lets the kernel run the others.
+#[cfg(target_arch = "x86_64")]
+pub const ALWAYS: [libc::c_long; 7] = [
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_recvmmsg,
+    libc::SYS_openat,
+    libc::SYS_openat2,
+    libc::SYS_open,
+];
+#[cfg(not(target_arch = "x86_64"))]
+pub const ALWAYS: [libc::c_long; 6] = [
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_recvmmsg,
+    libc::SYS_openat,
+    libc::SYS_openat2,
+];
+
+/// Data calls that go to the supervisor when their descriptor is in [`DGRAM_FDS`], where
+/// the supervisor installs virtual datagram sockets, whose every message carries a header
+/// the program must not see. `sendto` and `recvfrom` go there too, and always when they
+/// carry an address.
+pub const IN_RANGE: [libc::c_long; 4] = [
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+];
+
+/// The descriptor numbers of virtual datagram sockets in the target: the top 64 below
+/// 1024 (the usual soft `RLIMIT_NOFILE`, which Go raises), so that the program's own
+/// descriptors, always the lowest free numbers, reach them only past 960 open files.
+pub const DGRAM_FDS: std::ops::Range<u32> = 960..1024;
+
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter {
         code,
@@ -95,24 +136,104 @@ fn stmt(code: u16, k: u32) -> libc::sock_filter {
     }
 }
 
-fn jump(code: u16, k: u32, jt: usize, jf: usize) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: jt as u8,
-        jf: jf as u8,
-        k,
-    }
-}
-
 /// BPF_LD | BPF_W | BPF_ABS: load a word of `seccomp_data`.
 const LD_W_ABS: u16 = 0x20;
 /// BPF_JMP | BPF_JEQ | BPF_K.
 const JEQ_K: u16 = 0x15;
 /// BPF_JMP | BPF_JGE | BPF_K (unsigned).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const JGE_K: u16 = 0x35;
 /// BPF_RET | BPF_K.
 const RET_K: u16 = 0x06;
+
+/// One instruction with symbolic jump targets (resolved by [`assemble`]).
+enum Insn {
+    /// Load the word at this offset of `seccomp_data`.
+    Load(u32),
+    /// Jump to `yes` when the accumulator equals (`ge`: is at least, unsigned) `k`, else
+    /// to `no`.
+    Jump {
+        ge: bool,
+        k: u32,
+        yes: Label,
+        no: Label,
+    },
+    Ret(u32),
+    /// A jump target (takes no room).
+    Here(Label),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Label {
+    Next,
+    Allow,
+    Notify,
+    Enosys,
+    /// `sendto`/`recvfrom`: notified if the address argument is not null, else as `read`.
+    AddrArg,
+    AddrHigh,
+    /// Notified if `args[0]` is in [`DGRAM_FDS`].
+    FdRange,
+    FdBelowTop,
+}
+
+/// Offsets in `struct seccomp_data`: `nr`, `arch`, and `args[i]` (its low word on a
+/// little-endian machine; the high word 4 bytes further).
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const fn off_arg(i: u32) -> u32 {
+    16 + 8 * i
+}
+
+fn assemble(prog: &[Insn]) -> Vec<libc::sock_filter> {
+    let mut at = std::collections::HashMap::new();
+    let mut n = 0usize;
+    for i in prog {
+        match i {
+            Insn::Here(l) => {
+                at.insert(*l, n);
+            }
+            _ => n += 1,
+        }
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in prog {
+        let pc = out.len();
+        let to = |l: &Label| -> u8 {
+            let t = if *l == Label::Next { pc + 1 } else { at[l] };
+            u8::try_from(t - pc - 1).expect("filter jumps are forward and short")
+        };
+        match i {
+            Insn::Here(_) => {}
+            Insn::Load(k) => out.push(stmt(LD_W_ABS, *k)),
+            Insn::Ret(k) => out.push(stmt(RET_K, *k)),
+            Insn::Jump { ge, k, yes, no } => out.push(libc::sock_filter {
+                code: if *ge { JGE_K } else { JEQ_K },
+                jt: to(yes),
+                jf: to(no),
+                k: *k,
+            }),
+        }
+    }
+    out
+}
+
+fn eq(k: u32, yes: Label, no: Label) -> Insn {
+    Insn::Jump {
+        ge: false,
+        k,
+        yes,
+        no,
+    }
+}
+
+fn ge(k: u32, yes: Label, no: Label) -> Insn {
+    Insn::Jump {
+        ge: true,
+        k,
+        yes,
+        no,
+    }
+}
 
 /// The filter:
 ///
@@ -123,39 +244,48 @@ const RET_K: u16 = 0x06;
 ///    notifications and open a socket on the host's network. `ENOSYS` is what a kernel
 ///    without that ABI answers, so a program falls back or fails cleanly; a program that is
 ///    entirely i386 or x32 cannot run under `ioth-exec` (its first call fails).
-/// 2. The calls of [`NOTIFIED`] go to the supervisor.
+/// 2. The calls of [`NOTIFIED`] and [`ALWAYS`] go to the supervisor; so do those of
+///    [`IN_RANGE`], `sendto` and `recvfrom` on a descriptor in [`DGRAM_FDS`], and `sendto`
+///    and `recvfrom` with an address.
 /// 3. `io_uring_setup` fails with `ENOSYS` (io_uring could open and connect sockets without
 ///    any of those calls).
 /// 4. Everything else runs natively.
 pub fn filter() -> Vec<libc::sock_filter> {
-    let n = NOTIFIED.len();
-    // The three returns at the end, as indices into the program.
-    let x32 = usize::from(cfg!(target_arch = "x86_64"));
-    let allow = 3 + x32 + n + 1;
-    let (notif, enosys) = (allow + 1, allow + 2);
-    // The offset of a jump at index `at` to index `to` (relative to the next instruction).
-    let off = |at: usize, to: usize| to - at - 1;
-    let mut f = vec![
-        stmt(LD_W_ABS, 4), // arch
-        jump(JEQ_K, AUDIT_ARCH, 0, off(1, enosys)),
-        stmt(LD_W_ABS, 0), // nr
-    ];
+    use Insn::*;
+    use Label::*;
+    let mut p = vec![Load(OFF_ARCH), eq(AUDIT_ARCH, Next, Enosys), Load(OFF_NR)];
     #[cfg(target_arch = "x86_64")]
-    f.push(jump(JGE_K, X32_SYSCALL_BIT, off(f.len(), enosys), 0));
-    for nr in NOTIFIED {
-        f.push(jump(JEQ_K, nr as u32, off(f.len(), notif), 0));
+    p.push(ge(X32_SYSCALL_BIT, Enosys, Next));
+    for nr in NOTIFIED.iter().chain(ALWAYS.iter()) {
+        p.push(eq(*nr as u32, Notify, Next));
     }
-    f.push(jump(
-        JEQ_K,
-        libc::SYS_io_uring_setup as u32,
-        off(f.len(), enosys),
-        0,
-    ));
-    assert_eq!(f.len(), allow, "the filter's jumps");
-    f.push(stmt(RET_K, RET_ALLOW));
-    f.push(stmt(RET_K, RET_USER_NOTIF));
-    f.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
-    f
+    for nr in IN_RANGE {
+        p.push(eq(nr as u32, FdRange, Next));
+    }
+    for nr in [libc::SYS_sendto, libc::SYS_recvfrom] {
+        p.push(eq(nr as u32, AddrArg, Next));
+    }
+    p.push(eq(libc::SYS_io_uring_setup as u32, Enosys, Allow));
+    p.extend([
+        Here(AddrArg),
+        Load(off_arg(4)),
+        eq(0, AddrHigh, Notify),
+        Here(AddrHigh),
+        Load(off_arg(4) + 4),
+        eq(0, FdRange, Notify),
+        Here(FdRange),
+        Load(off_arg(0)),
+        ge(DGRAM_FDS.start, FdBelowTop, Allow),
+        Here(FdBelowTop),
+        ge(DGRAM_FDS.end, Allow, Notify),
+        Here(Allow),
+        Ret(RET_ALLOW),
+        Here(Notify),
+        Ret(RET_USER_NOTIF),
+        Here(Enosys),
+        Ret(RET_ERRNO | libc::ENOSYS as u32),
+    ]);
+    assemble(&p)
 }
 
 /// In the child, before `execve`: no new privileges, then the filter; returns the listener.
@@ -259,6 +389,25 @@ pub fn add_fd_reply(listener: RawFd, id: u64, fd: RawFd, cloexec: bool) -> Resul
     ioctl(listener, IOCTL_ADDFD, &mut a)
 }
 
+/// Install `fd` in the target as descriptor `at` (which must be free: it would be replaced)
+/// and answer the call with that number, atomically.
+pub fn add_fd_reply_at(
+    listener: RawFd,
+    id: u64,
+    fd: RawFd,
+    at: u32,
+    cloexec: bool,
+) -> Result<i32, Errno> {
+    let mut a = AddFd {
+        id,
+        flags: ADDFD_FLAG_SEND | ADDFD_FLAG_SETFD,
+        srcfd: fd as u32,
+        newfd: at,
+        newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+    };
+    ioctl(listener, IOCTL_ADDFD, &mut a)
+}
+
 /// Has thread `tid` a signal pending that it does not block? (From `/proc/TID/status`; a
 /// thread we cannot inspect has none.)
 pub fn signal_pending(tid: u32) -> bool {
@@ -335,6 +484,26 @@ pub fn read_mem(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
     Ok(buf)
 }
 
+/// The NUL-terminated string at `addr` in the target, if it is at most `max` bytes long
+/// (`Ok(None)` when longer). Read a page at a time, so a short string at the end of the
+/// target's mapped memory is read without touching the next page.
+pub fn read_cstr(pid: u32, addr: u64, max: usize) -> Result<Option<Vec<u8>>, Errno> {
+    const PAGE: u64 = 4096;
+    let mut out = Vec::new();
+    let mut p = addr;
+    while out.len() <= max {
+        let n = (PAGE - p % PAGE).min((max + 1 - out.len()) as u64) as usize;
+        let b = read_mem(pid, p, n)?;
+        if let Some(end) = b.iter().position(|c| *c == 0) {
+            out.extend_from_slice(&b[..end]);
+            return Ok(Some(out));
+        }
+        out.extend_from_slice(&b);
+        p += n as u64;
+    }
+    Ok(None)
+}
+
 /// Write `data` at `addr` in the target (`EFAULT` if it cannot be written).
 pub fn write_mem(pid: u32, addr: u64, data: &[u8]) -> Result<(), Errno> {
     if data.is_empty() {
@@ -389,22 +558,56 @@ pub fn forward_signals(pid: i32) {
     }
 }
 
-/// `pre_exec` hook for `cmd`: in the child, after `fork`, install the filter and send the
-/// listener to the supervisor over `chan` (one byte with the fd attached).
+/// `pre_exec` hook for `cmd`: in the child, after `fork`, install the filter, then tell the
+/// supervisor over `chan` its pid and the listener's number, and wait for the supervisor to
+/// have taken the listener ([`take_listener`]) before `exec` closes it (it is close-on-exec).
+/// Not `SCM_RIGHTS`: `sendmsg` is a notified call, which would wait for a supervisor that
+/// has no listener yet; `write` and `read` on a low descriptor are not.
 pub fn on_exec(cmd: &mut std::process::Command, chan: RawFd) {
     use std::os::unix::process::CommandExt;
     let f = filter();
     let hook = move || -> std::io::Result<()> {
         die_with_parent();
         let l = install(&f).map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
-        let sent = ioth_common::sys::sendmsg(chan, &[std::io::IoSlice::new(&[1])], &[l], 0);
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&pid.to_ne_bytes());
+        msg[4..].copy_from_slice(&l.to_ne_bytes());
+        let io = |r: Result<usize, Errno>| r.map_err(|e| std::io::Error::from_raw_os_error(e.0));
+        io(ioth_common::sys::write(chan, &msg))?;
+        let mut ack = [0u8; 1];
+        let got = io(ioth_common::sys::read(chan, &mut ack))?;
         ioth_common::sys::close(l);
-        sent.map(drop)
-            .map_err(|e| std::io::Error::from_raw_os_error(e.0))
+        if got != 1 {
+            return Err(std::io::Error::from_raw_os_error(libc::EPIPE));
+        }
+        Ok(())
     };
-    // SAFETY: the hook runs in the forked child of a single-threaded supervisor (it spawns
-    // before starting any thread) and only makes system calls on its own data.
+    // SAFETY: the hook runs in the forked child and only makes system calls on its own
+    // stack data and the filter, built before the fork (no allocation, no lock).
     unsafe { cmd.pre_exec(hook) };
+}
+
+/// The supervisor's side of [`on_exec`]'s handshake on `chan` (run while the child is being
+/// spawned): the child's listener, duplicated with `pidfd_getfd`, then the acknowledgement.
+pub fn take_listener(chan: RawFd) -> Result<Fd, Errno> {
+    let mut msg = [0u8; 8];
+    let mut got = 0;
+    while got < msg.len() {
+        match ioth_common::sys::read(chan, &mut msg[got..]) {
+            Ok(0) => return Err(Errno(libc::EPIPE)),
+            Ok(k) => got += k,
+            Err(e) if e == Errno::EINTR => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let pid = i32::from_ne_bytes(msg[..4].try_into().unwrap_or([0; 4]));
+    let l = i32::from_ne_bytes(msg[4..].try_into().unwrap_or([0; 4]));
+    let pidfd = pidfd(pid as u32)?;
+    let listener = get_fd(&pidfd, l)?;
+    ioth_common::sys::write(chan, &[1])?;
+    Ok(listener)
 }
 
 #[cfg(test)]
@@ -416,6 +619,11 @@ mod tests {
 
     /// Run the filter on (arch, nr) as the kernel would: the instructions it uses only.
     fn verdict(f: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
+        verdict_args(f, arch, nr, [0; 6])
+    }
+
+    /// The same with the call's arguments.
+    fn verdict_args(f: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         let mut a = 0u32;
         let mut pc = 0;
         loop {
@@ -424,8 +632,16 @@ mod tests {
             match i.code {
                 LD_W_ABS => {
                     a = match i.k {
-                        0 => nr,
-                        4 => arch,
+                        OFF_NR => nr,
+                        OFF_ARCH => arch,
+                        k if (16..64).contains(&k) && k % 4 == 0 => {
+                            let v = args[(k as usize - 16) / 8];
+                            if k % 8 == 0 {
+                                v as u32
+                            } else {
+                                (v >> 32) as u32
+                            }
+                        }
                         k => panic!("load at offset {k}"),
                     }
                 }
@@ -444,17 +660,41 @@ mod tests {
     #[test]
     fn native_calls_are_notified_or_allowed() {
         let f = filter();
-        for nr in NOTIFIED {
-            assert_eq!(verdict(&f, AUDIT_ARCH, nr as u32), RET_USER_NOTIF, "{nr}");
+        for nr in NOTIFIED.iter().chain(ALWAYS.iter()) {
+            assert_eq!(verdict(&f, AUDIT_ARCH, *nr as u32), RET_USER_NOTIF, "{nr}");
         }
-        for nr in [
-            libc::SYS_read,
-            libc::SYS_write,
-            libc::SYS_sendmsg,
-            libc::SYS_exit_group,
-        ] {
+        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_exit_group] {
             assert_eq!(verdict(&f, AUDIT_ARCH, nr as u32), RET_ALLOW, "{nr}");
         }
+    }
+
+    #[test]
+    fn data_calls_are_notified_for_datagram_fds_and_addresses_only() {
+        let f = filter();
+        let v = |nr: libc::c_long, fd: u64, addr: u64| {
+            verdict_args(&f, AUDIT_ARCH, nr as u32, [fd, 0, 0, 0, addr, 0])
+        };
+        let (lo, hi) = (u64::from(DGRAM_FDS.start), u64::from(DGRAM_FDS.end));
+        for nr in IN_RANGE
+            .iter()
+            .chain(&[libc::SYS_sendto, libc::SYS_recvfrom])
+        {
+            for fd in [0, 3, lo - 1, hi, hi + 1, 1 << 20] {
+                assert_eq!(v(*nr, fd, 0), RET_ALLOW, "{nr} fd {fd}");
+            }
+            // The kernel takes the descriptor's low 32 bits, as the filter does.
+            for fd in [lo, lo + 1, hi - 1, (1 << 32) | lo] {
+                assert_eq!(v(*nr, fd, 0), RET_USER_NOTIF, "{nr} fd {fd}");
+            }
+        }
+        for nr in [libc::SYS_sendto, libc::SYS_recvfrom] {
+            for addr in [8, 0x7fff_0000_1000, 1 << 32] {
+                assert_eq!(v(nr, 3, addr), RET_USER_NOTIF, "{nr} addr {addr:#x}");
+            }
+        }
+        // Other calls do not look at the arguments.
+        assert_eq!(v(libc::SYS_close, lo, 0), RET_ALLOW);
+        assert_eq!(v(libc::SYS_pread64, lo, 8), RET_ALLOW);
         let uring = libc::SYS_io_uring_setup as u32;
         assert_eq!(verdict(&f, AUDIT_ARCH, uring), ENOSYS);
     }

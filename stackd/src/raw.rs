@@ -55,6 +55,9 @@ pub fn is_raw_option(k: (i32, i32)) -> bool {
     matches!(
         k,
         (libc::IPPROTO_ICMPV6, ICMP6_FILTER)
+            // The checksum offset at level SOL_RAW, as busybox `ping` sets it (Linux refuses
+            // IPV6_CHECKSUM on ICMPv6 at level IPPROTO_IPV6 only).
+            | (libc::SOL_RAW, libc::IPV6_CHECKSUM)
             | (
                 libc::IPPROTO_IPV6,
                 libc::IPV6_UNICAST_HOPS
@@ -64,6 +67,7 @@ pub fn is_raw_option(k: (i32, i32)) -> bool {
                     | libc::IPV6_CHECKSUM
                     | libc::IPV6_RECVPKTINFO
                     | libc::IPV6_RECVHOPLIMIT
+                    | libc::IPV6_2292HOPLIMIT
                     | libc::IPV6_HOPLIMIT
             )
     )

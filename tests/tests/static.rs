@@ -1,10 +1,12 @@
 //! Statically linked programs as IoTh nodes through `ioth-exec` (seccomp user notification):
 //! a static `busybox httpd` serving curl (a shim node), a static `busybox wget` downloading
 //! from python's http.server (a shim node), and plain programs under `ioth-exec` behaving as
-//! without it (exit status, signals, unix sockets; UDP refused with `EPERM`); a signal
+//! without it (exit status, signals, unix sockets; UDP virtual, raw IP refused with `EPERM`); a signal
 //! interrupts a blocking accept; socket calls through a foreign ABI (i386, x32) fail with
 //! `ENOSYS` (`ioth-abi-probe`, a helper of this crate); a Go HTTP server and client (static,
-//! raw system calls, many threads) as nodes when `go` is installed.
+//! raw system calls, many threads) as nodes when `go` is installed, the client resolving the
+//! server's name with Go's own resolver from a dnsmasq node; static busybox `nslookup` and
+//! `ping` (IPv6) as nodes.
 //!
 //! Skipped when `busybox` is not the static build (Debian's `busybox-static`) or when the
 //! kernel refuses seccomp user notification here (probed with `ioth-exec --check`).
@@ -202,7 +204,8 @@ fn plain_programs_under_ioth_exec_are_unchanged() {
 
     if have("python3") {
         // A unix socketpair (not INET: the kernel's), a TCP socket (virtual: named by the
-        // node's daemon) and a UDP socket (refused: it would reach the host's network).
+        // node's daemon), a UDP socket (virtual: a datagram to itself, unconnected and
+        // connected) and a raw socket (refused: it would reach the host's network).
         let script = r#"
 import socket
 a, b = socket.socketpair()
@@ -211,11 +214,20 @@ print(b.recv(16).decode())
 t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 t.bind(("0.0.0.0", 0))
 print("tcp", t.getsockname()[0])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("10.0.0.40", 0))
+me = u.getsockname()
+u.sendto(b"udp ok", me)
+d, frm = u.recvfrom(64)
+print(d.decode(), frm == me)
+u.connect(me)
+u.send(b"connected udp ok")
+print(u.recv(64).decode())
 try:
-    socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    print("udp created")
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    print("raw created")
 except PermissionError:
-    print("udp refused")
+    print("raw refused")
 "#;
         let mut c = exec_at(&lab, "10.0.0.40", Path::new("python3"));
         c.args(["-c", script]);
@@ -223,7 +235,7 @@ except PermissionError:
         assert!(o.status.success(), "{}", text(&o));
         assert_eq!(
             String::from_utf8_lossy(&o.stdout),
-            "unix ok\ntcp 0.0.0.0\nudp refused\n",
+            "unix ok\ntcp 0.0.0.0\nudp ok True\nconnected udp ok\nraw refused\n",
             "{}",
             text(&o)
         );
@@ -316,17 +328,29 @@ fn foreign_abi_socket_calls_fail_under_ioth_exec() {
 const GO_HTTP: &str = r#"package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"sort"
+	"strings"
 )
 
-// serve ADDR DIR: an HTTP file server; get URL: prints the body's sha256 and length.
+// serve ADDR DIR: an HTTP file server; get URL: prints the body's sha256 and length;
+// resolve NAME: prints the name's addresses, sorted, with Go's own resolver.
 func main() {
 	switch os.Args[1] {
+	case "resolve":
+		addrs, err := net.DefaultResolver.LookupHost(context.Background(), os.Args[2])
+		if err != nil {
+			fmt.Println("resolve:", err)
+			os.Exit(1)
+		}
+		sort.Strings(addrs)
+		fmt.Println(strings.Join(addrs, " "))
 	case "serve":
 		ln, err := net.Listen("tcp", os.Args[2])
 		if err != nil {
@@ -406,6 +430,32 @@ fn go_http_server_and_client_as_nodes() {
             lab.log("go-server.log")
         );
     }
+    // Names: Go's own resolver reads the node's /etc/resolv.conf (IOTH_DNS) and asks a
+    // dnsmasq node over UDP (a connected socket: write and read).
+    if have("dnsmasq") {
+        let dns = lab.node("fd00::53,10.0.0.53");
+        dnsmasq(&mut lab, &dns, &["goweb,fd00::50,10.0.0.50"]);
+        let mut c = exec_at(&lab, "fd00::51,10.0.0.51", &exe);
+        c.args(["resolve", "goweb"]).env("IOTH_DNS", "fd00::53");
+        let o = run_for(30, c);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "10.0.0.50 fd00::50",
+            "Go resolving goweb: {}\ndnsmasq: {}",
+            text(&o),
+            lab.log("dnsmasq.log")
+        );
+        let mut c = exec_at(&lab, "fd00::51,10.0.0.51", &exe);
+        c.args(["get", "http://goweb:8080/f.bin"])
+            .env("IOTH_DNS", "10.0.0.53");
+        let o = run_for(30, c);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("{want} {}", 4 << 20),
+            "Go client by name: {}",
+            text(&o)
+        );
+    }
     if have("curl") {
         let out = lab.dir.join("curl.bin");
         let mut c = lab.at("fd00::52,10.0.0.52", "curl");
@@ -416,4 +466,79 @@ fn go_http_server_and_client_as_nodes() {
         assert!(o.status.success(), "curl from the Go server: {}", text(&o));
         assert_eq!(sha256_file(&out), want);
     }
+}
+
+/// A dnsmasq node (`ctl`) answering `records` (`--host-record`), started and ready.
+fn dnsmasq(lab: &mut NodeLab, ctl: &Path, records: &[&str]) {
+    let mut c = lab.on(ctl, "dnsmasq");
+    c.args([
+        "--no-daemon",
+        "--no-resolv",
+        "--no-hosts",
+        "--log-queries",
+        "--port=53",
+        "--user=root",
+    ]);
+    for r in records {
+        c.arg(format!("--host-record={r}"));
+    }
+    lab.spawn(c, "dnsmasq.log");
+    wait_for(Duration::from_secs(20), "dnsmasq started", || {
+        lab.log("dnsmasq.log").contains("started").then_some(())
+    });
+}
+
+#[test]
+fn static_busybox_nslookup_and_ping_as_nodes() {
+    let Some(bb) = ready() else { return };
+    if !have("dnsmasq") {
+        return skip("dnsmasq missing (apt-get install dnsmasq-base)");
+    }
+    let mut lab = NodeLab::new("static-names", None);
+    let dns = lab.node("fd00::70,10.0.0.70");
+    dnsmasq(&mut lab, &dns, &["bbweb,fd00::71,10.0.0.71"]);
+    let bb_at = |args: &[&str], dns: Option<&str>| {
+        let mut c = exec_at(&lab, "fd00::72,10.0.0.72", &bb);
+        c.args(args);
+        if let Some(d) = dns {
+            c.env("IOTH_DNS", d);
+        }
+        run_for(30, c)
+    };
+    // The server from the node's /etc/resolv.conf (IOTH_DNS), then named on the command
+    // line, over IPv4 and IPv6: each answer has both of bbweb's addresses.
+    for (args, dns) in [
+        (&["nslookup", "bbweb"][..], Some("fd00::70")),
+        (&["nslookup", "bbweb"][..], Some("10.0.0.70")),
+        (&["nslookup", "bbweb", "10.0.0.70"][..], None),
+        (&["nslookup", "bbweb", "fd00::70"][..], None),
+    ] {
+        let o = bb_at(args, dns);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success() && out.contains("fd00::71") && out.contains("10.0.0.71"),
+            "busybox {args:?} (IOTH_DNS {dns:?}): {}\ndnsmasq: {}",
+            text(&o),
+            lab.log("dnsmasq.log")
+        );
+    }
+    let o = bb_at(&["nslookup", "nosuchname"], Some("fd00::70"));
+    assert!(!o.status.success(), "an unknown name: {}", text(&o));
+
+    // ping over IPv6 (a raw ICMPv6 socket, moved to fd 0 by busybox): replies with the hop
+    // limit from the control message, as on the kernel.
+    let o = bb_at(&["ping", "-c", "2", "fd00::70"], None);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success() && out.contains("2 packets received") && out.contains("ttl=64"),
+        "busybox ping fd00::70: {}",
+        text(&o)
+    );
+    let o = bb_at(&["ping", "-c", "1", "-W", "2", "fd00::7f"], None);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !o.status.success() && out.contains("0 packets received"),
+        "busybox ping of a missing node: {}",
+        text(&o)
+    );
 }

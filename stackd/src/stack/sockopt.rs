@@ -415,6 +415,7 @@ pub(super) fn generic_option(k: (i32, i32)) -> bool {
                 | libc::IPV6_MULTICAST_HOPS
                 | libc::IPV6_MULTICAST_LOOP
                 | libc::IPV6_RECVHOPLIMIT
+                | libc::IPV6_2292HOPLIMIT
                 | libc::IPV6_MULTICAST_IF
         )
     )

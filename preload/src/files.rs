@@ -11,8 +11,9 @@
 //! fault here), and no system call of ours on any other file.
 //!
 //! Not done: other spellings of the path (relative, through symlinks), `stat` of it (the
-//! host's file's size and times), statically linked programs (`ioth-exec`), glibc's own
-//! resolver (its reads are inside libc; `resolv.rs` answers its functions instead).
+//! host's file's size and times), glibc's own resolver (its reads are inside libc;
+//! `resolv.rs` answers its functions instead). Statically linked programs get the same file
+//! from `ioth-exec`, which calls [`node_resolv_conf`].
 
 use crate::hook::hooks;
 use ioth_common::sys::{self, Errno};

@@ -3,10 +3,20 @@
 //!
 //! * `socket(AF_INET/AF_INET6, SOCK_STREAM, 0|IPPROTO_TCP)` makes a virtual socket exactly as
 //!   the shim does (a socketpair end registered with the node's daemon) and installs it in
-//!   the target (`SECCOMP_IOCTL_NOTIF_ADDFD` answering the call atomically). Other INET
-//!   sockets (UDP, raw, ICMP, MPTCP) and `AF_PACKET` must not reach the host's network:
-//!   `EPERM` (`EPROTONOSUPPORT` for a stream protocol other than TCP, so that programs
-//!   trying MPTCP fall back to TCP). Every other family runs in the kernel.
+//!   the target (`SECCOMP_IOCTL_NOTIF_ADDFD` answering the call atomically). So do UDP,
+//!   ICMP echo and raw ICMPv6 sockets, installed at a free descriptor of
+//!   [`notify::DGRAM_FDS`]. Other INET sockets (raw IPv4, MPTCP) and `AF_PACKET` must not
+//!   reach the host's network: `EPERM` (`EPROTONOSUPPORT` for a stream protocol other than
+//!   TCP, so that programs trying MPTCP fall back to TCP). Every other family runs in the
+//!   kernel.
+//! * Data calls on a datagram socket (reads and writes on those descriptors, and the calls
+//!   that carry an address or a `msghdr`, which the filter sends for any descriptor): the
+//!   shim's datagram code (`dghooks::serve_send`/`serve_recv`) on our duplicate, the data
+//!   copied between our buffers and the target's; on any other descriptor the kernel runs
+//!   the call. The facts the shim keeps per datagram socket (options, hints) are kept here
+//!   by inode ([`KEPT`]).
+//! * Opens: `/etc/resolv.conf` for reading is the node's own ([`files::node_resolv_conf`]);
+//!   every other open runs in the kernel.
 //! * Calls on a descriptor: `pidfd_getfd` gives our own duplicate (same open file
 //!   description, so `O_NONBLOCK`, socket options and the connect filler trick behave as in
 //!   the target); if it is not a virtual socket ([`ioth::emu::virt`]) the kernel runs the

@@ -92,6 +92,61 @@ pub const MAX_OPT: usize = 1024;
 /// before its FIN reached the application reports `ECONNRESET` (`ETIMEDOUT`) once, as Linux's
 /// `read` does, and that clears the socket's `SO_ERROR` as Linux's does; after a FIN, EOF.
 pub const SO_IOTH_READ_ERROR: i32 = 0x494f_0001;
+/// A `GetSockOpt` name of ioth's own (level `SOL_SOCKET`): take the oldest entry of a UDP
+/// socket's error queue (`IP_RECVERR`/`IPV6_RECVERR`; `recvmsg(MSG_ERRQUEUE)`), encoded as an
+/// [`ErrQueueEntry`]; `EAGAIN` when it is empty.
+pub const SO_IOTH_ERRQUEUE: i32 = 0x494f_0002;
+
+/// One entry of a socket's error queue: Linux's `struct sock_extended_err` (origin, ICMP type
+/// and code, info), who sent the ICMP error, the destination of the datagram it quotes, and
+/// the part of that datagram's payload it quotes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrQueueEntry {
+    pub errno: u32,
+    /// `SO_EE_ORIGIN_ICMP` (2) or `SO_EE_ORIGIN_ICMP6` (3).
+    pub origin: u8,
+    pub ty: u8,
+    pub code: u8,
+    pub info: u32,
+    pub offender: WireAddr,
+    pub dest: WireAddr,
+    pub payload: Vec<u8>,
+}
+
+impl ErrQueueEntry {
+    /// The fixed part: errno, origin, type, code, a pad byte, info, two addresses.
+    pub const FIXED: usize = 12 + 2 * WireAddr::LEN;
+    /// The most payload an entry carries (it fits one socket option value).
+    pub const MAX_PAYLOAD: usize = MAX_OPT - Self::FIXED;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::FIXED + self.payload.len());
+        v.extend_from_slice(&self.errno.to_le_bytes());
+        v.extend_from_slice(&[self.origin, self.ty, self.code, 0]);
+        v.extend_from_slice(&self.info.to_le_bytes());
+        self.offender.encode(&mut v);
+        self.dest.encode(&mut v);
+        v.extend_from_slice(&self.payload[..self.payload.len().min(Self::MAX_PAYLOAD)]);
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<ErrQueueEntry, Errno> {
+        if b.len() < Self::FIXED {
+            return Err(Errno::EPROTO);
+        }
+        let word = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        Ok(ErrQueueEntry {
+            errno: word(0),
+            origin: b[4],
+            ty: b[5],
+            code: b[6],
+            info: word(8),
+            offender: WireAddr::decode(&b[12..])?,
+            dest: WireAddr::decode(&b[12 + WireAddr::LEN..])?,
+            payload: b[Self::FIXED..].to_vec(),
+        })
+    }
+}
 pub const ACCEPT_RECORD_LEN: usize = 64;
 /// Flag in a request header's reserved field: the client reads no reply, and the daemon
 /// sends none. For requests that cannot fail (`TCP_NODELAY`/`TCP_CORK` on a TCP socket,
@@ -825,6 +880,32 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_queue_entries_round_trip_and_short_ones_are_refused() {
+        let e = ErrQueueEntry {
+            errno: libc::ECONNREFUSED as u32,
+            origin: 2,
+            ty: 3,
+            code: 3,
+            info: 0,
+            offender: WireAddr(Some("10.0.0.2:0".parse().unwrap())),
+            dest: WireAddr(Some("10.0.0.2:9000".parse().unwrap())),
+            payload: b"quoted".to_vec(),
+        };
+        let b = e.encode();
+        assert_eq!(b.len(), ErrQueueEntry::FIXED + 6);
+        assert_eq!(ErrQueueEntry::decode(&b), Ok(e.clone()));
+        assert_eq!(
+            ErrQueueEntry::decode(&b[..ErrQueueEntry::FIXED - 1]),
+            Err(Errno::EPROTO)
+        );
+        let big = ErrQueueEntry {
+            payload: vec![7; 5000],
+            ..e
+        };
+        assert_eq!(big.encode().len(), MAX_OPT);
+    }
 
     fn all_requests() -> Vec<Request> {
         let a = WireAddr(Some("[fd00::5%3]:80".parse().unwrap()));

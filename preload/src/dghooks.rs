@@ -22,7 +22,7 @@
 use crate::addr;
 use crate::dgram::{self, Entry, Got};
 use crate::hook::hooks;
-use ioth_common::ctl::{DgramHeader, WireAddr};
+use ioth_common::ctl::{DgramHeader, ErrQueueEntry, WireAddr};
 use ioth_common::sys::Errno;
 use libc::{
     c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, timespec,
@@ -274,7 +274,9 @@ unsafe fn recv_dgram(
         return Ok((r, m.msg_flags, WireAddr(None), 0));
     }
     if flags & libc::MSG_ERRQUEUE != 0 {
-        return Err(Errno::EAGAIN);
+        // SAFETY: iov/cnt and name/nlen from the caller.
+        let (n, mf, _) = unsafe { recv_errqueue(&e, iov, cnt, name, nlen) }?;
+        return Ok((n, mf, WireAddr(None), 0));
     }
     if flags & libc::MSG_OOB != 0 {
         return Err(Errno(libc::EOPNOTSUPP));
@@ -309,6 +311,80 @@ unsafe fn recv_dgram(
     Ok((g.ret(flags), mf, g.from, g.flags))
 }
 
+/// `MSG_ERRQUEUE`: the oldest entry of the socket's error queue (`IP_RECVERR`), from the
+/// daemon: the quoted payload as the data (`MSG_TRUNC` if it did not fit), the destination
+/// of the datagram it quotes as the source address, `MSG_ERRQUEUE` in the flags, and the
+/// entry (for its control message). `EAGAIN` when the queue is empty, as Linux's
+/// `ip_recv_error`, which also replaces the socket's pending error with the next one: the
+/// error record at the head of the socketpair goes too.
+///
+/// # Safety
+/// `iov`/`cnt` as for readv; `name`/`nlen` as for recvfrom.
+unsafe fn recv_errqueue(
+    e: &Entry,
+    iov: *const iovec,
+    cnt: usize,
+    name: *mut c_void,
+    nlen: *mut socklen_t,
+) -> Result<(usize, c_int, ErrQueueEntry), Errno> {
+    let v = crate::emu::virt(e.fd).ok_or(Errno::EBADF)?;
+    let b = crate::emu::getsockopt(
+        &crate::emu::Daemons,
+        v,
+        e.fd,
+        libc::SOL_SOCKET,
+        ioth_common::ctl::SO_IOTH_ERRQUEUE,
+        ioth_common::ctl::MAX_OPT,
+    )?;
+    let q = ErrQueueEntry::decode(&b)?;
+    dgram::take_error(e.fd);
+    if cnt > IOV_MAX || (cnt > 0 && iov.is_null()) {
+        return Err(Errno::EINVAL);
+    }
+    let mut left: &[u8] = &q.payload;
+    for i in 0..cnt {
+        if left.is_empty() {
+            break;
+        }
+        // SAFETY: the caller guarantees cnt valid iovecs at iov.
+        let v = unsafe { *iov.add(i) };
+        let k = v.iov_len.min(left.len());
+        // SAFETY: the caller's iovec describes writable memory of iov_len bytes.
+        unsafe { ioth_common::sys::copy_out(&[(v.iov_base.cast(), &left[..k])]) }?;
+        left = &left[k..];
+    }
+    let n = q.payload.len() - left.len();
+    // SAFETY: name/nlen from the caller.
+    unsafe { put_name(&q.dest, name, nlen) }?;
+    let mf = libc::MSG_ERRQUEUE | if left.is_empty() { 0 } else { libc::MSG_TRUNC };
+    Ok((n, mf, q))
+}
+
+/// The `IP_RECVERR`/`IPV6_RECVERR` control message of an error queue entry: Linux's
+/// `struct sock_extended_err` followed by the offender's address.
+fn errqueue_cmsg(q: &ErrQueueEntry) -> dgram::Cmsg {
+    let mut data = Vec::with_capacity(16 + 28);
+    data.extend_from_slice(&q.errno.to_ne_bytes());
+    data.extend_from_slice(&[q.origin, q.ty, q.code, 0]);
+    data.extend_from_slice(&q.info.to_ne_bytes());
+    data.extend_from_slice(&0u32.to_ne_bytes());
+    data.extend_from_slice(&addr::encode(&q.offender));
+    let v6 = q.origin == 3;
+    dgram::Cmsg {
+        level: if v6 {
+            libc::IPPROTO_IPV6
+        } else {
+            libc::IPPROTO_IP
+        },
+        ty: if v6 {
+            libc::IPV6_RECVERR
+        } else {
+            libc::IP_RECVERR
+        },
+        data,
+    }
+}
+
 /// A confirmed datagram entry for `fd`, if the table says so.
 #[inline(always)]
 fn entry(fd: c_int) -> Option<Entry> {
@@ -339,6 +415,24 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
     if e.is_netlink() {
         // SAFETY: the caller's msghdr.
         return unsafe { recv_netlink(e, mh, flags) };
+    }
+    if flags & libc::MSG_ERRQUEUE != 0 {
+        // SAFETY: mh is the caller's valid msghdr (buffers, name, control).
+        let (n, mut mf, q) = unsafe {
+            recv_errqueue(
+                &e,
+                mh.msg_iov,
+                mh.msg_iovlen,
+                mh.msg_name,
+                &mut mh.msg_namelen,
+            )
+        }?;
+        // SAFETY: mh is the caller's valid msghdr; put_cmsgs stays within its control buffer.
+        if !unsafe { put_cmsgs(mh, &[errqueue_cmsg(&q)]) } {
+            mf |= libc::MSG_CTRUNC;
+        }
+        mh.msg_flags = mf;
+        return Ok(n);
     }
     // SAFETY: mh is the caller's valid msghdr: msg_iov/msg_iovlen describe its buffers and
     // msg_name/msg_namelen its name buffer, as recvmsg(2) requires of it.

@@ -294,6 +294,23 @@ pub fn cmsgs(e: &Entry, from: &WireAddr, hdr_flags: u32) -> Vec<Cmsg> {
     v
 }
 
+/// The pending error of a virtual datagram socket `fd`, taken (`SO_ERROR`, and reading the
+/// error queue, which on Linux replaces the socket's error with the next queued one's): the
+/// error record at the head of its socketpair, if there is one. `fd` must be a virtual
+/// socket (it is not looked up in the table: `ioth-exec` serves duplicates).
+pub fn take_error(fd: RawFd) -> Option<i32> {
+    if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM) {
+        return None;
+    }
+    let mut hdr = [0u8; DgramHeader::LEN];
+    let n = sys::recv(fd, &mut hdr, libc::MSG_PEEK | libc::MSG_DONTWAIT).ok()?;
+    let errno = DgramHeader::decode(&hdr[..n]).ok()?.errno()?;
+    // Only that record: a datagram that arrived meanwhile stays (the record is first, and
+    // messages keep their order).
+    let _ = sys::recv(fd, &mut hdr, libc::MSG_DONTWAIT);
+    Some(errno)
+}
+
 /// Register `fd` (a virtual socket just created by `socket(domain, ty, protocol)`).
 pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);

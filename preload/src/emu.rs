@@ -558,10 +558,18 @@ pub fn getsockopt(
         b.truncate(n);
         return Ok(b);
     }
-    if level == libc::SOL_SOCKET && name == libc::SO_ERROR && no_error_pending(fd) {
-        let mut b = 0i32.to_ne_bytes().to_vec();
-        b.truncate(len);
-        return Ok(b);
+    if level == libc::SOL_SOCKET && name == libc::SO_ERROR {
+        let known = if no_error_pending(fd) {
+            Some(0)
+        } else {
+            // A datagram socket's ICMP error waits as a record on its socketpair.
+            crate::dgram::take_error(fd)
+        };
+        if let Some(e) = known {
+            let mut b = e.to_ne_bytes().to_vec();
+            b.truncate(len);
+            return Ok(b);
+        }
     }
     let req = Request::GetSockOpt {
         id: v.id,

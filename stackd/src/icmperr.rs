@@ -15,8 +15,13 @@
 //! socketpair (`DgramHeader::error`), which the shim turns into `-1`/errno on the next
 //! receive.
 //!
-//! Not done: `IP_RECVERR`/`MSG_ERRQUEUE` (the shim answers `EAGAIN`), errors on `send` (only
-//! the next receive reports it), `SO_ERROR` and `POLLERR` for these errors, path MTU from
+//! With `IP_RECVERR`/`IPV6_RECVERR` set, as on Linux, every error (soft ones too, and on
+//! unconnected sockets) is reported, and also queued with its ICMP details, the offender and
+//! the quoted payload for `recvmsg(MSG_ERRQUEUE)` (`ctl::SO_IOTH_ERRQUEUE`). `SO_ERROR`
+//! takes the pending error record (the shim peeks at the socketpair).
+//!
+//! Not done: errors on `send` (only the next receive or `SO_ERROR` reports it), `POLLERR`
+//! (the socket polls readable instead: the record is a message), path MTU from
 //! "fragmentation needed"/"packet too big".
 
 #![deny(unsafe_code)]
@@ -26,13 +31,29 @@ use smoltcp::socket::raw;
 use smoltcp::wire::{IpProtocol, IpVersion, Ipv4Packet, Ipv6Packet};
 use std::net::{IpAddr, SocketAddr};
 
-/// An ICMP error for the UDP socket bound to `port` and connected to `peer`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An ICMP error about a datagram the UDP socket bound to `port` sent to `peer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpError {
     pub port: u16,
     pub peer: SocketAddr,
     pub errno: i32,
+    /// A "hard" error, reported to a connected socket without `IP_RECVERR` too.
+    pub hard: bool,
+    /// `SO_EE_ORIGIN_ICMP` (2) or `SO_EE_ORIGIN_ICMP6` (3), and the ICMP type and code.
+    pub origin: u8,
+    pub ty: u8,
+    pub code: u8,
+    /// The MTU of "fragmentation needed" / "packet too big", else 0.
+    pub info: u32,
+    /// The ICMP error's source.
+    pub offender: IpAddr,
+    /// The quoted datagram's payload (what follows its UDP header, as far as it is quoted).
+    pub payload: Vec<u8>,
 }
+
+/// `SO_EE_ORIGIN_ICMP`, `SO_EE_ORIGIN_ICMP6`.
+pub const ORIGIN_ICMP: u8 = 2;
+pub const ORIGIN_ICMP6: u8 = 3;
 
 /// The two raw sockets that see ICMP errors.
 pub struct IcmpErrors {
@@ -66,48 +87,56 @@ impl IcmpErrors {
     }
 }
 
-/// Linux's `icmp_err_convert` for "destination unreachable" codes: the errno, and whether the
-/// error is hard (reported to connected sockets).
-fn v4_unreach(code: u8) -> Option<i32> {
-    let (errno, fatal) = match code {
-        0 => (libc::ENETUNREACH, false),
-        1 => (libc::EHOSTUNREACH, false),
-        2 => (libc::ENOPROTOOPT, true),
-        3 => (libc::ECONNREFUSED, true),
-        4 => (libc::EMSGSIZE, false),
-        5 => (libc::EOPNOTSUPP, false),
-        6 => (libc::ENETUNREACH, true),
-        7 => (libc::EHOSTDOWN, true),
-        8 => (libc::ENONET, true),
-        9 => (libc::ENETUNREACH, true),
-        10 => (libc::EHOSTUNREACH, true),
-        11 => (libc::ENETUNREACH, false),
-        12 => (libc::EHOSTUNREACH, false),
-        13..=15 => (libc::EHOSTUNREACH, true),
+/// Linux's `icmp_err_convert`: the errno of an ICMPv4 error and whether it is hard.
+fn v4_error(ty: u8, code: u8) -> Option<(i32, bool)> {
+    Some(match (ty, code) {
+        (3, 0) => (libc::ENETUNREACH, false),
+        (3, 1) => (libc::EHOSTUNREACH, false),
+        (3, 2) => (libc::ENOPROTOOPT, true),
+        (3, 3) => (libc::ECONNREFUSED, true),
+        (3, 4) => (libc::EMSGSIZE, false),
+        (3, 5) => (libc::EOPNOTSUPP, false),
+        (3, 6) => (libc::ENETUNREACH, true),
+        (3, 7) => (libc::EHOSTDOWN, true),
+        (3, 8) => (libc::ENONET, true),
+        (3, 9) => (libc::ENETUNREACH, true),
+        (3, 10) => (libc::EHOSTUNREACH, true),
+        (3, 11) => (libc::ENETUNREACH, false),
+        (3, 12) => (libc::EHOSTUNREACH, false),
+        (3, 13..=15) => (libc::EHOSTUNREACH, true),
+        // Time exceeded, parameter problem.
+        (11, _) => (libc::EHOSTUNREACH, false),
+        (12, _) => (libc::EPROTO, true),
         _ => return None,
-    };
-    fatal.then_some(errno)
+    })
 }
 
-/// Linux's `icmpv6_err_convert` for the hard errors.
-fn v6_error(ty: u8, code: u8) -> Option<i32> {
-    match (ty, code) {
-        // Destination unreachable: administratively prohibited, port unreachable, source
-        // address failed policy, reject route.
-        (1, 1) | (1, 5) | (1, 6) => Some(libc::EACCES),
-        (1, 4) => Some(libc::ECONNREFUSED),
-        // Parameter problem.
-        (4, _) => Some(libc::EPROTO),
-        _ => None,
-    }
+/// Linux's `icmpv6_err_convert`.
+fn v6_error(ty: u8, code: u8) -> Option<(i32, bool)> {
+    Some(match (ty, code) {
+        // Destination unreachable: no route, beyond scope, address unreachable (soft);
+        // administratively prohibited, source address failed policy, reject route; port
+        // unreachable.
+        (1, 0) | (1, 2) | (1, 3) => (libc::EHOSTUNREACH, false),
+        (1, 1) | (1, 5) | (1, 6) => (libc::EACCES, true),
+        (1, 4) => (libc::ECONNREFUSED, true),
+        (1, _) => (libc::EPROTO, true),
+        // Packet too big, time exceeded, parameter problem.
+        (2, _) => (libc::EMSGSIZE, false),
+        (3, _) => (libc::EHOSTUNREACH, false),
+        (4, _) => (libc::EPROTO, true),
+        _ => return None,
+    })
 }
 
-/// Source and destination ports of the UDP header quoted in an ICMP error.
-fn quoted_ports(udp: &[u8]) -> Option<(u16, u16)> {
-    let b = udp.get(..4)?;
+/// Source and destination ports of the UDP header quoted in an ICMP error, and the quoted
+/// payload after it.
+fn quoted_udp(udp: &[u8]) -> Option<(u16, u16, Vec<u8>)> {
+    let b = udp.get(..8)?;
     Some((
         u16::from_be_bytes([b[0], b[1]]),
         u16::from_be_bytes([b[2], b[3]]),
+        udp[8..].to_vec(),
     ))
 }
 
@@ -115,20 +144,33 @@ fn quoted_ports(udp: &[u8]) -> Option<(u16, u16)> {
 pub fn parse_v4(pkt: &[u8]) -> Option<UdpError> {
     let ip = Ipv4Packet::new_checked(pkt).ok()?;
     let icmp = ip.payload();
-    if icmp.len() < 8 || icmp[0] != 3 {
+    if icmp.len() < 8 {
         return None;
     }
-    let errno = v4_unreach(icmp[1])?;
+    let (ty, code) = (icmp[0], icmp[1]);
+    let (errno, hard) = v4_error(ty, code)?;
+    let info = if (ty, code) == (3, 4) {
+        u32::from(u16::from_be_bytes([icmp[6], icmp[7]]))
+    } else {
+        0
+    };
     let inner = Ipv4Packet::new_checked(&icmp[8..]).ok()?;
     if inner.next_header() != IpProtocol::Udp {
         return None;
     }
     let hl = usize::from(inner.header_len());
-    let (sport, dport) = quoted_ports(icmp.get(8 + hl..)?)?;
+    let (sport, dport, payload) = quoted_udp(icmp.get(8 + hl..)?)?;
     Some(UdpError {
         port: sport,
         peer: SocketAddr::new(IpAddr::V4(inner.dst_addr()), dport),
         errno,
+        hard,
+        origin: ORIGIN_ICMP,
+        ty,
+        code,
+        info,
+        offender: IpAddr::V4(ip.src_addr()),
+        payload,
     })
 }
 
@@ -140,18 +182,31 @@ pub fn parse_v6(pkt: &[u8]) -> Option<UdpError> {
     if icmp.len() < 8 {
         return None;
     }
-    let errno = v6_error(icmp[0], icmp[1])?;
+    let (ty, code) = (icmp[0], icmp[1]);
+    let (errno, hard) = v6_error(ty, code)?;
+    let info = if ty == 2 {
+        u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]])
+    } else {
+        0
+    };
     let inner = &icmp[8..];
     if inner.len() < 40 || inner[0] >> 4 != 6 || inner[6] != 17 {
         return None;
     }
     let mut dst = [0u8; 16];
     dst.copy_from_slice(&inner[24..40]);
-    let (sport, dport) = quoted_ports(&inner[40..])?;
+    let (sport, dport, payload) = quoted_udp(&inner[40..])?;
     Some(UdpError {
         port: sport,
         peer: SocketAddr::new(IpAddr::V6(dst.into()), dport),
         errno,
+        hard,
+        origin: ORIGIN_ICMP6,
+        ty,
+        code,
+        info,
+        offender: IpAddr::V6(ip.src_addr()),
+        payload,
     })
 }
 
@@ -204,15 +259,18 @@ mod tests {
         assert_eq!(e.port, 50000);
         assert_eq!(e.peer, "10.0.0.2:9000".parse().unwrap());
         assert_eq!(e.errno, libc::ECONNREFUSED);
+        assert!(e.hard);
+        assert_eq!((e.origin, e.ty, e.code), (ORIGIN_ICMP, 3, 3));
+        assert_eq!(e.offender, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(e.payload, [1, 2, 3, 4]);
     }
 
     #[test]
-    fn soft_errors_v4_are_not_reported() {
-        assert_eq!(
-            parse_v4(&icmp4(Icmpv4DstUnreachable::HostUnreachable)),
-            None
-        );
-        assert_eq!(parse_v4(&icmp4(Icmpv4DstUnreachable::NetUnreachable)), None);
+    fn soft_errors_v4_are_soft() {
+        let e = parse_v4(&icmp4(Icmpv4DstUnreachable::HostUnreachable)).unwrap();
+        assert_eq!((e.errno, e.hard), (libc::EHOSTUNREACH, false));
+        let e = parse_v4(&icmp4(Icmpv4DstUnreachable::NetUnreachable)).unwrap();
+        assert_eq!((e.errno, e.hard), (libc::ENETUNREACH, false));
         assert_eq!(parse_v4(&[0u8; 10]), None);
     }
 
@@ -252,5 +310,9 @@ mod tests {
         assert_eq!(e.port, 50000);
         assert_eq!(e.peer, "[fd00::2]:9000".parse().unwrap());
         assert_eq!(e.errno, libc::ECONNREFUSED);
+        assert!(e.hard);
+        assert_eq!((e.origin, e.ty, e.code), (ORIGIN_ICMP6, 1, 4));
+        assert_eq!(e.offender, "fd00::2".parse::<IpAddr>().unwrap());
+        assert_eq!(e.payload, [1, 2, 3, 4]);
     }
 }

@@ -230,20 +230,60 @@ impl<D: Link> Stack<D> {
         Ok(Reply::Ok)
     }
 
-    /// ICMP errors for connected UDP sockets: an error record on the socket's socketpair.
+    /// ICMP errors for UDP sockets, as Linux's `__udp4_lib_err`/`__udp6_lib_err` deliver
+    /// them: to the socket the quoted datagram came from (connected to its destination, else
+    /// bound to its port). Without `IP_RECVERR` (`IPV6_RECVERR` for ICMPv6) only hard errors
+    /// reach a connected socket; with it every error reaches any socket and is also queued
+    /// for `MSG_ERRQUEUE`. Reaching it: an error record on the socket's socketpair, which
+    /// the next receive (or `SO_ERROR`) reports.
     pub(super) fn udp_errors(&mut self) {
         let mut errs = Vec::new();
         self.net.icmp_errors.take(&mut self.net.set, &mut errs);
         for e in errs {
             let peer = SocketAddr::new(e.peer.ip().to_canonical(), e.peer.port());
-            if let Some(s) = self.socks.values().find(|s| {
-                s.kind == Kind::Udp
-                    && s.bound.map(|b| b.1) == Some(e.port)
-                    && s.dg.peer == Some(peer)
-            }) {
-                let hdr = DgramHeader::error(e.errno).encode();
-                let _ = sys::send(s.dmn.raw(), &hdr, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+            let on_port = |s: &Sock| s.kind == Kind::Udp && s.bound.map(|b| b.1) == Some(e.port);
+            let find = |want: &dyn Fn(&Sock) -> bool| {
+                self.socks
+                    .iter()
+                    .find(|(_, s)| on_port(s) && want(s))
+                    .map(|(id, _)| *id)
+            };
+            let id = find(&|s| s.dg.peer == Some(peer))
+                .or_else(|| find(&|s| s.dg.peer.is_none() && dgram_wants(s, peer)));
+            let Some(s) = id.and_then(|id| self.socks.get_mut(&id)) else {
+                continue;
+            };
+            let recverr_opt = if e.origin == crate::icmperr::ORIGIN_ICMP6 {
+                (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+            } else {
+                (libc::IPPROTO_IP, libc::IP_RECVERR)
+            };
+            let recverr = s
+                .opts
+                .other
+                .get(&recverr_opt)
+                .is_some_and(|v| v.iter().any(|b| *b != 0));
+            if !(recverr || e.hard && s.dg.peer.is_some()) {
+                continue;
             }
+            if recverr {
+                if s.dg.errq.len() >= ERRQUEUE_MAX {
+                    s.dg.errq.pop_front();
+                }
+                let offender = s.present(SocketAddr::new(e.offender.to_canonical(), 0));
+                s.dg.errq.push_back(ctl::ErrQueueEntry {
+                    errno: e.errno as u32,
+                    origin: e.origin,
+                    ty: e.ty,
+                    code: e.code,
+                    info: e.info,
+                    offender,
+                    dest: s.present(peer),
+                    payload: e.payload,
+                });
+            }
+            let hdr = DgramHeader::error(e.errno).encode();
+            let _ = sys::send(s.dmn.raw(), &hdr, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
         }
     }
 

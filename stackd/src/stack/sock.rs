@@ -66,7 +66,14 @@ pub(super) enum TcpState {
 pub(super) struct Dgram {
     pub(super) h: Option<SocketHandle>,
     pub(super) peer: Option<SocketAddr>,
+    /// The error queue (`IP_RECVERR`/`IPV6_RECVERR`), oldest first, at most
+    /// [`ERRQUEUE_MAX`] entries.
+    pub(super) errq: std::collections::VecDeque<ctl::ErrQueueEntry>,
 }
+
+/// A UDP socket's error queue holds at most this many errors (Linux bounds it by the
+/// receive buffer); older ones are dropped first.
+pub(super) const ERRQUEUE_MAX: usize = 64;
 
 pub(super) struct Sock {
     pub(super) domain: i32,
@@ -121,6 +128,7 @@ impl Sock {
             dg: Dgram {
                 h: None,
                 peer: None,
+                errq: Default::default(),
             },
         }
     }

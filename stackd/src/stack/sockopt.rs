@@ -112,6 +112,10 @@ impl<D: Link> Net<D> {
                 };
                 int(e)
             }
+            (libc::SOL_SOCKET, ctl::SO_IOTH_ERRQUEUE) => match s.dg.errq.pop_front() {
+                Some(e) => Ok(e.encode()),
+                None => Err(Errno::EAGAIN),
+            },
             (libc::SOL_SOCKET, libc::SO_TYPE) => int(if tcp {
                 libc::SOCK_STREAM
             } else if s.kind == Kind::Raw {

@@ -1062,6 +1062,21 @@ pub fn getpid() -> u32 {
     unsafe { raw_syscall()(libc::SYS_getpid) as u32 }
 }
 
+/// Send `sig` to the calling thread (`tgkill`), as the kernel sends `SIGPIPE` to the thread
+/// whose write found the pipe or socket closed.
+pub fn raise_for_thread(sig: i32) {
+    // SAFETY: integer arguments only; the ids are our own process and thread.
+    unsafe {
+        let tid = raw_syscall()(libc::SYS_gettid);
+        raw_syscall()(
+            libc::SYS_tgkill,
+            getpid() as libc::c_long,
+            tid,
+            sig as libc::c_long,
+        );
+    }
+}
+
 pub fn getuid() -> u32 {
     // SAFETY: no arguments.
     unsafe { raw_syscall()(libc::SYS_getuid) as u32 }

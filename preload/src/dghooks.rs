@@ -385,6 +385,42 @@ fn errqueue_cmsg(q: &ErrQueueEntry) -> dgram::Cmsg {
     }
 }
 
+/// A send on a virtual TCP socket, made with `MSG_NOSIGNAL` by `send`: the kernel raises no
+/// `SIGPIPE` when the daemon shut its end after a reset or a timeout. On `EPIPE` the
+/// socket's pending error comes first, without `SIGPIPE`, as Linux's `tcp_sendmsg` reports
+/// it (`ECONNRESET` after a reset; the kernel's own `SO_ERROR` for a cut-through connection,
+/// whose peer is an application's unix socket); then `EPIPE`, with `SIGPIPE` for the calling
+/// thread unless the caller asked for `MSG_NOSIGNAL`.
+fn stream_send(fd: c_int, nosignal: bool, send: impl FnOnce() -> ssize_t) -> ssize_t {
+    let r = send();
+    if r >= 0 || Errno::last() != Errno::EPIPE {
+        return r;
+    }
+    let pending = catch_unwind(|| {
+        match ioth_common::sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+            Ok(e) if e != 0 => return Some(e),
+            _ => {}
+        }
+        let v = crate::emu::virt(fd)?;
+        crate::emu::so_error(&crate::emu::Daemons, v)
+            .ok()
+            .filter(|e| *e != 0)
+    })
+    .ok()
+    .flatten();
+    // EPIPE itself (a reset after the peer's FIN, as Linux's tcp_reset in CLOSE_WAIT) goes on
+    // to SIGPIPE like the kernel's.
+    if let Some(e) = pending.filter(|e| *e != libc::EPIPE) {
+        Errno(e).set_errno();
+        return -1;
+    }
+    if !nosignal {
+        ioth_common::sys::raise_for_thread(libc::SIGPIPE);
+    }
+    Errno::EPIPE.set_errno();
+    -1
+}
+
 /// A confirmed datagram entry for `fd`, if the table says so.
 #[inline(always)]
 fn entry(fd: c_int) -> Option<Entry> {
@@ -867,15 +903,46 @@ hooks! {
         got as c_int
     }
 
-    fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t
-    where entry(fd) => |e| {
+    fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+        if dgram::is_stream(fd) {
+            // SAFETY: the caller's buffer, as for write(2) (a send with no flags).
+            let r = stream_send(fd, false, || unsafe {
+                real::send(fd, buf, n, libc::MSG_NOSIGNAL)
+            });
+            if r >= 0 || Errno::last() != Errno(libc::ENOTSOCK) {
+                return r;
+            }
+            // A stale mark: whatever fd is now, it is not a socket.
+            dgram::stream_mark(fd, false);
+        }
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual socket of ours: the caller's arguments, untouched.
+            return unsafe { real::write(fd, buf, n) };
+        };
         let v = one(buf, n);
         // SAFETY: one iovec describing the caller's buffer.
         guard(|| unsafe { send_dgram(e, &v, 1, 0, std::ptr::null(), 0) })
     }
 
-    fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t
-    where entry(fd) => |e| {
+    fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+        if dgram::is_stream(fd) && (0..=IOV_MAX as c_int).contains(&cnt) {
+            // SAFETY: msghdr is plain old data.
+            let mut m: msghdr = unsafe { std::mem::zeroed() };
+            m.msg_iov = iov.cast_mut();
+            m.msg_iovlen = cnt as usize;
+            // SAFETY: the caller's iovecs, as for writev(2) (a sendmsg with no flags).
+            let r = stream_send(fd, false, || unsafe {
+                real::sendmsg(fd, &m, libc::MSG_NOSIGNAL)
+            });
+            if r >= 0 || Errno::last() != Errno(libc::ENOTSOCK) {
+                return r;
+            }
+            dgram::stream_mark(fd, false);
+        }
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual socket of ours: the caller's arguments, untouched.
+            return unsafe { real::writev(fd, iov, cnt) };
+        };
         guard(|| {
             let cnt = iov_count(cnt)?;
             // SAFETY: the caller's cnt iovecs.
@@ -883,8 +950,18 @@ hooks! {
         })
     }
 
-    fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t
-    where entry(fd) => |e| {
+    fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+        if dgram::is_stream(fd) {
+            let nosig = flags & libc::MSG_NOSIGNAL != 0;
+            // SAFETY: the caller's arguments, with MSG_NOSIGNAL added.
+            return stream_send(fd, nosig, || unsafe {
+                real::send(fd, buf, n, flags | libc::MSG_NOSIGNAL)
+            });
+        }
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual socket of ours: the caller's arguments, untouched.
+            return unsafe { real::send(fd, buf, n, flags) };
+        };
         let v = one(buf, n);
         // SAFETY: one iovec describing the caller's buffer.
         guard(|| unsafe { send_dgram(e, &v, 1, flags, std::ptr::null(), 0) })
@@ -897,15 +974,35 @@ hooks! {
         flags: c_int,
         a: *const sockaddr,
         alen: socklen_t,
-    ) -> ssize_t
-    where entry(fd) => |e| {
+    ) -> ssize_t {
+        if dgram::is_stream(fd) {
+            let nosig = flags & libc::MSG_NOSIGNAL != 0;
+            // SAFETY: the caller's arguments, with MSG_NOSIGNAL added.
+            return stream_send(fd, nosig, || unsafe {
+                real::sendto(fd, buf, n, flags | libc::MSG_NOSIGNAL, a, alen)
+            });
+        }
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual socket of ours: the caller's arguments, untouched.
+            return unsafe { real::sendto(fd, buf, n, flags, a, alen) };
+        };
         let v = one(buf, n);
         // SAFETY: one iovec describing the caller's buffer; a/alen are the caller's.
         guard(|| unsafe { send_dgram(e, &v, 1, flags, a.cast(), alen) })
     }
 
-    fn sendmsg(fd: c_int, m: *const msghdr, flags: c_int) -> ssize_t
-    where entry(fd) => |e| {
+    fn sendmsg(fd: c_int, m: *const msghdr, flags: c_int) -> ssize_t {
+        if dgram::is_stream(fd) {
+            let nosig = flags & libc::MSG_NOSIGNAL != 0;
+            // SAFETY: the caller's arguments, with MSG_NOSIGNAL added.
+            return stream_send(fd, nosig, || unsafe {
+                real::sendmsg(fd, m, flags | libc::MSG_NOSIGNAL)
+            });
+        }
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual socket of ours: the caller's arguments, untouched.
+            return unsafe { real::sendmsg(fd, m, flags) };
+        };
         // SAFETY: the caller's msghdr.
         guard(|| unsafe { sendmsg_dgram(e, m, flags) })
     }
@@ -1007,7 +1104,7 @@ hooks! {
     fn dup(fd: c_int) -> c_int {
         // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
         let r = unsafe { real::dup(fd) };
-        if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
+        if r >= 0 && (dgram::tracked(fd) || dgram::tracked(r)) {
             let saved = Errno::last();
             let _ = catch_unwind(|| dgram::duplicated(fd, r));
             saved.set_errno();
@@ -1018,7 +1115,7 @@ hooks! {
     fn dup2(fd: c_int, to: c_int) -> c_int {
         // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
         let r = unsafe { real::dup2(fd, to) };
-        if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
+        if r >= 0 && (dgram::tracked(fd) || dgram::tracked(r)) {
             let _ = catch_unwind(|| dgram::duplicated(fd, r));
         }
         r
@@ -1027,7 +1124,7 @@ hooks! {
     fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
         // SAFETY: integer arguments only; a bad descriptor is EBADF, not a memory error.
         let r = unsafe { real::dup3(fd, to, flags) };
-        if r >= 0 && (dgram::hit(fd) != 0 || dgram::hit(r) != 0) {
+        if r >= 0 && (dgram::tracked(fd) || dgram::tracked(r)) {
             let _ = catch_unwind(|| dgram::duplicated(fd, r));
         }
         r

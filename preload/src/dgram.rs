@@ -72,6 +72,39 @@ const INO: u64 = 0xffff_ffff;
 const MAX_UDP4: usize = 65507;
 const MAX_UDP6: usize = 65527;
 
+/// Virtual stream (TCP) sockets, one bit per fd number below [`SLOTS`]: their sends take
+/// `MSG_NOSIGNAL`, so that a send after a reset can fail with `ECONNRESET` and no `SIGPIPE`
+/// first, as on Linux ([`crate::dghooks`]). A stale bit (a close the shim did not see) costs
+/// nothing but that: the send on whatever the number is now behaves as the kernel's.
+static STREAMS: [AtomicU64; SLOTS / 64] = [const { AtomicU64::new(0) }; SLOTS / 64];
+
+/// Mark (or unmark) `fd` as a virtual stream socket.
+pub fn stream_mark(fd: RawFd, on: bool) {
+    let i = fd as u32 as usize;
+    if i >= SLOTS {
+        return;
+    }
+    let bit = 1u64 << (i % 64);
+    if on {
+        STREAMS[i / 64].fetch_or(bit, Ordering::Relaxed);
+    } else if STREAMS[i / 64].load(Ordering::Relaxed) & bit != 0 {
+        STREAMS[i / 64].fetch_and(!bit, Ordering::Relaxed);
+    }
+}
+
+/// Whether `fd` was marked a virtual stream socket. One atomic load.
+#[inline(always)]
+pub fn is_stream(fd: RawFd) -> bool {
+    let i = fd as u32 as usize;
+    i < SLOTS && STREAMS[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+}
+
+/// Whether `dup` and friends must tell this module about a copy of `fd` (or a copy onto it).
+#[inline(always)]
+pub fn tracked(fd: RawFd) -> bool {
+    hit(fd) != 0 || is_stream(fd)
+}
+
 /// The raw table entry of `fd` (0: not a virtual datagram socket). One atomic load.
 #[inline(always)]
 pub fn hit(fd: RawFd) -> u64 {
@@ -314,6 +347,7 @@ pub fn take_error(fd: RawFd) -> Option<i32> {
 /// Register `fd` (a virtual socket just created by `socket(domain, ty, protocol)`).
 pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    stream_mark(fd, base == libc::SOCK_STREAM);
     if base != libc::SOCK_DGRAM && base != libc::SOCK_RAW {
         // A TCP socket may reuse the number of a closed datagram socket.
         store(fd, 0);
@@ -339,18 +373,14 @@ pub fn created_netlink(fd: RawFd) {
         return;
     };
     SOCKFS_DEV.store(dev, Ordering::Relaxed);
+    stream_mark(fd, false);
     store(fd, PRESENT | KNOWN | NETLINK | (ino & INO));
 }
 
-/// Whether `fd` is a virtual socket of a boundary-keeping type (a datagram socket).
-fn is_virtual_dgram(fd: RawFd) -> bool {
-    if emu::virt(fd).is_none() {
-        return false;
-    }
-    matches!(
-        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE),
-        Ok(libc::SOCK_DGRAM) | Ok(libc::SOCK_SEQPACKET)
-    )
+/// The kernel type of `fd` if it is a virtual socket.
+fn virtual_type(fd: RawFd) -> Option<i32> {
+    emu::virt(fd)?;
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()
 }
 
 /// Learn an fd that arrived from elsewhere (`SCM_RIGHTS`, inherited over `exec`).
@@ -358,7 +388,9 @@ pub fn learn(fd: RawFd) {
     if (fd as u32 as usize) >= SLOTS {
         return;
     }
-    if !is_virtual_dgram(fd) {
+    let ty = virtual_type(fd);
+    stream_mark(fd, ty == Some(libc::SOCK_STREAM));
+    if !matches!(ty, Some(libc::SOCK_DGRAM) | Some(libc::SOCK_SEQPACKET)) {
         store(fd, 0);
         return;
     }
@@ -403,6 +435,7 @@ pub fn duplicated(old: RawFd, new: RawFd) {
     if old == new {
         return;
     }
+    stream_mark(new, is_stream(old));
     let bits = hit(old);
     let bits = match confirm(old, bits) {
         Some(e) => e.bits & !(CONNECTED | BOUND),

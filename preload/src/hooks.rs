@@ -184,6 +184,7 @@ unsafe fn do_accept(
             ioth_common::sys::close(conn);
             return Err(e);
         }
+        crate::dgram::stream_mark(conn, true);
         Ok(conn)
     })
 }

@@ -9,7 +9,9 @@ usage: tcp_semantics.py ADDR   (an address of this host, or of the node)
 No sleeps: every wait is for a readiness (poll) with a 10 s bound.
 """
 import errno
+import os
 import select
+import signal
 import socket
 import struct
 import sys
@@ -102,6 +104,53 @@ reset(s)
 wait(c, select.POLLHUP)
 out("rst_recvmsg", outcome(lambda: c.recvmsg(100)[0]))
 c.close()
+
+# Writing after a reset: the first write fails with ECONNRESET and no SIGPIPE, the next
+# with EPIPE and SIGPIPE (send, write and sendmsg paths); after a read took the error, EPIPE.
+pipes = []
+signal.signal(signal.SIGPIPE, lambda *_: pipes.append(1))
+for how, w in [
+    ("send", lambda c: c.send(b"x")),
+    ("write", lambda c: os.write(c.fileno(), b"x")),
+    ("sendmsg", lambda c: c.sendmsg([b"x", b"y"])),
+]:
+    c, s, _ = pair()
+    reset(s)
+    wait(c, select.POLLHUP)
+    del pipes[:]
+    out(f"rst_{how}", outcome(lambda: w(c)))
+    out(f"rst_{how}_sigpipe", len(pipes))
+    out(f"rst_{how}_again", outcome(lambda: w(c)))
+    out(f"rst_{how}_again_sigpipe", len(pipes))
+    c.close()
+c, s, _ = pair()
+reset(s)
+wait(c, select.POLLHUP)
+outcome(lambda: c.recv(10))
+del pipes[:]
+out("rst_read_then_send", outcome(lambda: c.send(b"x")))
+out("rst_read_then_send_sigpipe", len(pipes))
+c.close()
+# The peer's FIN, then its reset: the write error is EPIPE, with SIGPIPE.
+c, s, _ = pair()
+s.shutdown(socket.SHUT_WR)
+wait(c, select.POLLIN)
+outcome(lambda: c.recv(10))
+reset(s)
+wait(c, select.POLLHUP)
+del pipes[:]
+out("fin_rst_send", outcome(lambda: c.send(b"x")))
+out("fin_rst_send_sigpipe", len(pipes))
+c.close()
+c, s, _ = pair()
+reset(s)
+wait(c, select.POLLHUP)
+out("rst_send_nosignal", outcome(lambda: c.send(b"x", socket.MSG_NOSIGNAL)))
+del pipes[:]
+out("rst_send_nosignal_again", outcome(lambda: c.send(b"x", socket.MSG_NOSIGNAL)))
+out("rst_send_nosignal_sigpipe", len(pipes))
+c.close()
+signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 # A FIN first, then the reset: EOF, not an error.
 c, s, _ = pair()

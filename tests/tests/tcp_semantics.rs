@@ -1,6 +1,8 @@
 //! TCP as a program sees it where ioth used to differ from the kernel (issue 16): a reset
 //! makes `read`/`recv`/`recvmsg` fail with `ECONNRESET` once (after any data still unread,
-//! and not after a FIN), `SO_ERROR` takes the error first; a port closed first stays busy for
+//! and not after a FIN), `SO_ERROR` takes the error first; the first write after a reset
+//! fails with `ECONNRESET` and no `SIGPIPE`, the next with `EPIPE` and `SIGPIPE` (`send`,
+//! `write`, `sendmsg`); a port closed first stays busy for
 //! a `bind` without `SO_REUSEADDR` (TIME_WAIT, and FIN-WAIT while the peer has not closed)
 //! and `SO_REUSEADDR` frees it; `getsockopt(SO_BINDTODEVICE)` answers an empty name.
 //!
@@ -41,6 +43,10 @@ fn resets_time_wait_and_options_as_the_kernel_has_them() {
         for want in [
             "rst_read: ECONNRESET",
             "rst_unread_then: ECONNRESET",
+            "rst_send: ECONNRESET",
+            "rst_send_sigpipe: 0",
+            "rst_send_again: EPIPE",
+            "rst_send_again_sigpipe: 1",
             "fin_then_rst_read: b''",
             "time_wait_bind: EADDRINUSE",
             "time_wait_bind_reuseaddr: None",

@@ -532,10 +532,12 @@ impl<D: Link> Net<D> {
         if reset {
             log::debug!("connection reset (was {})", c.prev);
             if s.so_error == 0 {
-                s.so_error = if c.prev == tcp::State::SynReceived {
-                    libc::ECONNREFUSED
-                } else {
-                    libc::ECONNRESET
+                // As Linux's tcp_reset: after the peer's FIN (CLOSE_WAIT) the error is EPIPE,
+                // which a write reports with SIGPIPE.
+                s.so_error = match c.prev {
+                    tcp::State::SynReceived => libc::ECONNREFUSED,
+                    tcp::State::CloseWait => libc::EPIPE,
+                    _ => libc::ECONNRESET,
                 };
             }
             // Reads give EOF, writes EPIPE (SIGPIPE unless MSG_NOSIGNAL), as after an RST; the

@@ -21,13 +21,13 @@
 #![deny(unsafe_code)]
 
 use crate::iface::{self, Iface};
+use ioth_common::rtnl::{NLMSG_HDR, RTM_NEWADDR, addr_msg, align4, attr, message, name_z};
 use ioth_common::sys::{self, Errno, Fd};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
-const NLMSG_HDR: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
@@ -36,7 +36,6 @@ const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
-const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
@@ -60,54 +59,7 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_TXQLEN: u16 = 13;
 const IFLA_OPERSTATE: u16 = 16;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_LABEL: u16 = 3;
-const IFA_BROADCAST: u16 = 4;
-const IFA_CACHEINFO: u16 = 6;
-const IFA_FLAGS: u16 = 8;
-const IFA_F_PERMANENT: u32 = 0x80;
 const IF_OPER_UP: u8 = 6;
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Append one attribute (padded to 4 bytes).
-fn attr(b: &mut Vec<u8>, ty: u16, data: &[u8]) {
-    let len = 4 + data.len();
-    b.extend_from_slice(&(len as u16).to_ne_bytes());
-    b.extend_from_slice(&ty.to_ne_bytes());
-    b.extend_from_slice(data);
-    b.resize(align4(b.len()), 0);
-}
-
-/// Append one message: header (length filled in), then `body(b)`.
-fn message(
-    b: &mut Vec<u8>,
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    pid: u32,
-    body: impl FnOnce(&mut Vec<u8>),
-) {
-    let start = b.len();
-    b.extend_from_slice(&[0u8; 4]);
-    b.extend_from_slice(&ty.to_ne_bytes());
-    b.extend_from_slice(&flags.to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&pid.to_ne_bytes());
-    body(b);
-    b.resize(align4(b.len()), 0);
-    let len = (b.len() - start) as u32;
-    b[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-fn name_z() -> Vec<u8> {
-    let mut v = iface::NAME.as_bytes().to_vec();
-    v.push(0);
-    v
-}
 
 fn newlink(b: &mut Vec<u8>, i: &Iface, flags: u16, seq: u32, pid: u32) {
     message(b, RTM_NEWLINK, flags, seq, pid, |b| {
@@ -125,38 +77,6 @@ fn newlink(b: &mut Vec<u8>, i: &Iface, flags: u16, seq: u32, pid: u32) {
         attr(b, IFLA_MTU, &i.mtu.to_ne_bytes());
         attr(b, IFLA_TXQLEN, &1000u32.to_ne_bytes());
         attr(b, IFLA_OPERSTATE, &[IF_OPER_UP]);
-    });
-}
-
-fn newaddr(b: &mut Vec<u8>, a: &iface::Addr, flags: u16, seq: u32, pid: u32) {
-    message(b, RTM_NEWADDR, flags, seq, pid, |b| {
-        let fam = if a.ip.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        b.push(fam as u8);
-        b.push(a.prefix);
-        b.push(IFA_F_PERMANENT as u8);
-        b.push(a.scope());
-        b.extend_from_slice(&iface::INDEX.to_ne_bytes());
-        match a.ip {
-            IpAddr::V4(v) => {
-                attr(b, IFA_ADDRESS, &v.octets());
-                attr(b, IFA_LOCAL, &v.octets());
-                if let Some(bc) = a.broadcast() {
-                    attr(b, IFA_BROADCAST, &bc.octets());
-                }
-                attr(b, IFA_LABEL, &name_z());
-            }
-            IpAddr::V6(v) => attr(b, IFA_ADDRESS, &v.octets()),
-        }
-        let mut ci = Vec::with_capacity(16);
-        for v in [u32::MAX, u32::MAX, 0, 0] {
-            ci.extend_from_slice(&v.to_ne_bytes());
-        }
-        attr(b, IFA_CACHEINFO, &ci);
-        attr(b, IFA_FLAGS, &IFA_F_PERMANENT.to_ne_bytes());
     });
 }
 
@@ -378,7 +298,7 @@ pub fn answer(req: &[u8], iface: Option<&Iface>, pid: u32) -> Vec<Vec<u8>> {
                         libc::AF_INET6
                     };
                     if fam == libc::AF_UNSPEC || fam == af {
-                        newaddr(&mut b, a, NLM_F_MULTI, seq, pid);
+                        addr_msg(&mut b, RTM_NEWADDR, a, NLM_F_MULTI, seq, pid);
                     }
                 }
                 dump_end(&mut out, b, seq, pid);
@@ -585,6 +505,7 @@ pub fn send(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ioth_common::rtnl::{IFA_ADDRESS, IFA_CACHEINFO};
 
     fn node() -> Iface {
         Iface::parse(

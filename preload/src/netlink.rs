@@ -1,7 +1,7 @@
 //! Virtual rtnetlink sockets: `socket(AF_NETLINK, SOCK_RAW|SOCK_DGRAM, NETLINK_ROUTE)` in an
 //! active node shows the node's interface ([`crate::iface`]), not the host's.
 //!
-//! The application gets one end of a kernel `AF_UNIX` `SOCK_DGRAM` socketpair (a real fd:
+//! The application gets one end of a kernel `AF_UNIX` `SOCK_SEQPACKET` socketpair (a real fd:
 //! `poll`, `epoll`, `O_NONBLOCK`, `MSG_PEEK`/`MSG_TRUNC` work natively); the shim keeps the
 //! other end (close-on-exec, at a high fd number). A request the application sends is
 //! answered right away, in the shim, by writing the kernel's reply datagrams into the other
@@ -12,8 +12,15 @@
 //! change something get `NLMSG_ERROR` `EPERM`, unknown ones `EOPNOTSUPP`; `NLM_F_ACK` gets
 //! an ack. Every reply carries the request's sequence number and the socket's port id;
 //! `recvfrom`/`recvmsg` report the kernel (`nl_pid` 0) as the sender. `bind` (port id and
-//! groups), `getsockname`, `setsockopt(SOL_NETLINK, …)` are accepted; no events are ever
-//! sent (the node's addresses change only by DHCP/SLAAC in the daemon).
+//! groups), `getsockname`, `setsockopt(SOL_NETLINK, …)` are accepted.
+//!
+//! Events: the node's addresses change only in its daemon (DHCP, SLAAC). A socket that joins
+//! `RTMGRP_IPV4_IFADDR` or `RTMGRP_IPV6_IFADDR` (`bind` with `nl_groups`, or
+//! `NETLINK_ADD_MEMBERSHIP` of `RTNLGRP_IPV4_IFADDR`/`RTNLGRP_IPV6_IFADDR`) has the daemon
+//! write `RTM_NEWADDR`/`RTM_DELADDR` messages into a copy of the shim's end (`Subscribe`,
+//! `stackd/src/stack/rtnl.rs`), so they wait in the application's end like the kernel's and
+//! wake `poll`/`epoll`. No link events (the link never changes) and no route events (not
+//! even the prefix route that comes with an address, nor a new gateway).
 //!
 //! The fd is marked in the datagram fd table ([`crate::dgram`]), so the send/receive hooks
 //! find it with the same one atomic load. Other netlink protocols go to the kernel.
@@ -21,7 +28,10 @@
 #![deny(unsafe_code)]
 
 use crate::iface::{self, Iface};
-use ioth_common::rtnl::{NLMSG_HDR, RTM_NEWADDR, addr_msg, align4, attr, message, name_z};
+use ioth_common::ctl::{Reply, Request};
+use ioth_common::rtnl::{
+    EVENT_GROUPS, NLMSG_HDR, RTM_NEWADDR, addr_msg, align4, attr, message, name_z,
+};
 use ioth_common::sys::{self, Errno, Fd};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -385,7 +395,11 @@ struct Sock {
     peer: Fd,
     peer_id: (u64, u64),
     pid: u32,
-    groups: u32,
+    /// Multicast groups joined: bit `n - 1` for group `n` (1..=64); the low 32 bits are
+    /// `nl_groups`.
+    groups: u64,
+    /// The event groups the daemon sends into `peer` (the last `Subscribe`).
+    subscribed: u32,
 }
 
 static SOCKS: Mutex<Option<HashMap<u64, Sock>>> = Mutex::new(None);
@@ -404,7 +418,9 @@ pub fn wants(domain: i32, ty: i32, protocol: i32) -> bool {
 /// Create one; returns the application's fd.
 pub fn create(ty: i32) -> Result<RawFd, Errno> {
     let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    let (app, ours) = sys::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC)?;
+    // Sequenced packets: datagrams, and the daemon's copy of our end (events) sees HUP once
+    // the application's end is closed.
+    let (app, ours) = sys::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC)?;
     let ours = ours.dup_cloexec(HIGH_FD).unwrap_or(ours);
     sys::set_nonblocking(ours.raw(), true)?;
     let _ = sys::setsockopt_int(ours.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20);
@@ -415,13 +431,32 @@ pub fn create(ty: i32) -> Result<RawFd, Errno> {
     }
     let (_, ino) = sys::fstat_id(app.raw())?;
     let peer_id = sys::fstat_id(ours.raw())?;
-    SOCKS.lock().get_or_insert_with(HashMap::new).insert(
+    let mut socks = SOCKS.lock();
+    let socks = socks.get_or_insert_with(HashMap::new);
+    // Our ends of the sockets the application has closed since (HUP: its end is gone in
+    // every process) are closed now.
+    socks.retain(|_, s| {
+        if sys::fstat_id(s.peer.raw()) != Ok(s.peer_id) {
+            // Not ours any more (the application closed or reused the number): not ours to
+            // close either.
+            let _ = std::mem::replace(&mut s.peer, Fd::none()).into_raw();
+            return false;
+        }
+        let mut p = [libc::pollfd {
+            fd: s.peer.raw(),
+            events: 0,
+            revents: 0,
+        }];
+        !matches!(sys::poll(&mut p, 0), Ok(1) if p[0].revents & libc::POLLHUP != 0)
+    });
+    socks.insert(
         ino,
         Sock {
             peer: ours,
             peer_id,
             pid: 0,
             groups: 0,
+            subscribed: 0,
         },
     );
     let fd = app.into_raw();
@@ -468,14 +503,74 @@ pub fn bind(fd: RawFd, a: &[u8]) -> Result<(), Errno> {
             s.pid = pid;
         }
         autobind(s);
-        s.groups = groups;
+        s.groups = (s.groups & !0xffff_ffff) | u64::from(groups);
         Ok(())
-    })
+    })?;
+    subscribe(fd);
+    Ok(())
 }
 
 /// `getsockname`: the socket's own `sockaddr_nl`.
 pub fn name(fd: RawFd) -> Result<[u8; 12], Errno> {
-    with(fd, |s| Ok(sockaddr_nl(s.pid, s.groups)))
+    with(fd, |s| Ok(sockaddr_nl(s.pid, s.groups as u32)))
+}
+
+/// rtnetlink's groups (`RTNLGRP_MAX`, Linux 6.x).
+const RTNLGRP_MAX: i32 = 40;
+
+/// `setsockopt(SOL_NETLINK, name, value)`: memberships change the groups, other options
+/// (`NETLINK_NO_ENOBUFS`, extended acks, strict checking, …) are accepted and change nothing.
+pub fn setsockopt(fd: RawFd, name: i32, value: &[u8]) -> Result<(), Errno> {
+    let join = match name {
+        libc::NETLINK_ADD_MEMBERSHIP => true,
+        libc::NETLINK_DROP_MEMBERSHIP => false,
+        _ => return with(fd, |_| Ok(())),
+    };
+    let Some(g) = value.get(..4) else {
+        return Err(Errno::EINVAL);
+    };
+    let g = i32::from_ne_bytes([g[0], g[1], g[2], g[3]]);
+    if !(1..=RTNLGRP_MAX).contains(&g) {
+        return Err(Errno::EINVAL);
+    }
+    with(fd, |s| {
+        let bit = 1u64 << (g - 1);
+        if join {
+            s.groups |= bit;
+        } else {
+            s.groups &= !bit;
+        }
+        Ok(())
+    })?;
+    subscribe(fd);
+    Ok(())
+}
+
+/// Tell the daemon which event groups the socket is in, when that changed: it writes the
+/// events into a copy of our end (`stackd/src/stack/rtnl.rs`), so that they reach the
+/// application's end without the shim. A daemon that cannot be asked means no events, not a
+/// failed call (the kernel's `bind` and `setsockopt` would succeed).
+fn subscribe(fd: RawFd) {
+    let Ok((peer, want, had)) = with(fd, |s| {
+        if sys::fstat_id(s.peer.raw()) != Ok(s.peer_id) {
+            return Err(Errno(libc::ECONNREFUSED));
+        }
+        Ok((s.peer.raw(), s.groups as u32 & EVENT_GROUPS, s.subscribed))
+    }) else {
+        return;
+    };
+    if want == had {
+        return;
+    }
+    match crate::node::call_home(&Request::Subscribe { groups: want }, Some(peer)) {
+        Ok((Reply::Ok, _)) => {
+            let _ = with(fd, |s| {
+                s.subscribed = want;
+                Ok(())
+            });
+        }
+        r => crate::debug!("netlink: subscribe {want:#x}: {r:?}"),
+    }
 }
 
 /// A datagram the application sent: answer it into the socket. Returns its length.
@@ -501,7 +596,8 @@ pub fn send(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
 }
 
 /// After `fork` nothing changes (the child shares the map's fds); after the application
-/// closed its end the entry stays until the process ends (a few bytes; rare).
+/// closed its end the entry (and our end) stays until the next virtual netlink socket is
+/// made.
 #[cfg(test)]
 mod tests {
     use super::*;

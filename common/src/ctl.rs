@@ -282,6 +282,7 @@ pub enum Op {
     ConnectAsync = 13,
     SetNeighbour = 14,
     Join = 15,
+    Subscribe = 16,
 }
 
 impl Op {
@@ -303,6 +304,7 @@ impl Op {
             13 => ConnectAsync,
             14 => SetNeighbour,
             15 => Join,
+            16 => Subscribe,
             _ => return None,
         })
     }
@@ -394,6 +396,16 @@ pub enum Request {
     Join {
         id: SockId,
     },
+    /// rtnetlink address events: the attached fd (the shim's end of a virtual netlink
+    /// socket's `SOCK_SEQPACKET` pair) gets one `RTM_NEWADDR`/`RTM_DELADDR` datagram per
+    /// change of the node's addresses in `groups` (`nl_groups` bits; only
+    /// `rtnl::EVENT_GROUPS` count), written with `MSG_DONTWAIT`, so that it reaches the
+    /// application's end. A later `Subscribe` with the same socket replaces the groups
+    /// (none: unsubscribed); the daemon lets go of the fd when the application's end is
+    /// closed. Answered `Ok`, `EINVAL` for an fd of another kind.
+    Subscribe {
+        groups: u32,
+    },
 }
 
 impl Request {
@@ -414,6 +426,7 @@ impl Request {
             Request::ConnectAsync { .. } => Op::ConnectAsync,
             Request::SetNeighbour { .. } => Op::SetNeighbour,
             Request::Join { .. } => Op::Join,
+            Request::Subscribe { .. } => Op::Subscribe,
         }
     }
 
@@ -488,6 +501,7 @@ impl Request {
                 b.extend_from_slice(value);
             }
             Request::Shutdown { how, .. } => b.extend_from_slice(&how.to_le_bytes()),
+            Request::Subscribe { groups } => b.extend_from_slice(&groups.to_le_bytes()),
         }
         b
     }
@@ -569,6 +583,7 @@ impl Request {
                 protocol: r.i32()?,
             },
             Op::Join => Request::Join { id },
+            Op::Subscribe => Request::Subscribe { groups: r.u32()? },
             Op::SetNeighbour => {
                 let addr = r.addr()?;
                 let mut mac = [0u8; 6];
@@ -962,6 +977,7 @@ mod tests {
                 addr: b,
                 mac: [2, 0, 0, 0, 0, 7],
             },
+            Request::Subscribe { groups: 0x110 },
         ]
     }
 

@@ -6,6 +6,8 @@
 //!   ioth stacks);
 //! * [`ctl`]: the control protocol between `libioth.so` and `ioth-stackd`, and the record that
 //!   a listening socket carries for each accepted connection;
+//! * [`rtnl`]: rtnetlink messages for a node's interface (the shim's netlink sockets, the
+//!   daemon's address events);
 //! * [`names`]: where things live (run directory, default switch, node control sockets) and the
 //!   abstract unix names that give every virtual socket fd its identity;
 //! * [`sys`]: the raw system-call layer. Everything here goes straight to the kernel with
@@ -23,5 +25,6 @@ pub mod ctl;
 pub mod dns;
 pub mod names;
 pub mod port;
+pub mod rtnl;
 pub mod sys;
 pub mod vde;

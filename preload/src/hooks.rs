@@ -318,8 +318,18 @@ hooks! {
     ) -> c_int
     where sock(fd, level == libc::SOL_NETLINK) => |s| {
         let v = match s {
-            // Memberships, NETLINK_NO_ENOBUFS, extended acks…: accepted, nothing to do.
-            Sock::Netlink => return 0,
+            Sock::Netlink => {
+                return guard(|| {
+                    // The kernel reads an int when there is room for one (else 0).
+                    let value = if len >= 4 {
+                        // SAFETY: the caller guarantees len (>= 4) readable bytes at val.
+                        unsafe { read_arg(val, 4) }?
+                    } else {
+                        Vec::new()
+                    };
+                    crate::netlink::setsockopt(fd, name, &value).map(|_| 0)
+                });
+            }
             Sock::Virt(v) => v,
         };
         guard(|| {

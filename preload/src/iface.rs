@@ -20,70 +20,15 @@
 use ioth_common::sys::Errno;
 use std::net::{IpAddr, Ipv4Addr};
 
-pub const NAME: &str = "vde0";
-pub const INDEX: u32 = 1;
+pub use ioth_common::rtnl::Addr;
+
+pub const NAME: &str = ioth_common::rtnl::IFNAME;
+pub const INDEX: u32 = ioth_common::rtnl::IFINDEX;
 /// `IFF_UP | IFF_BROADCAST | IFF_RUNNING | IFF_MULTICAST`.
 pub const FLAGS: u32 =
     (libc::IFF_UP | libc::IFF_BROADCAST | libc::IFF_RUNNING | libc::IFF_MULTICAST) as u32;
 /// `sizeof(struct ifreq)`.
 pub const IFREQ_LEN: usize = 40;
-
-/// One address of the interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Addr {
-    pub ip: IpAddr,
-    pub prefix: u8,
-}
-
-impl Addr {
-    pub fn netmask(&self) -> IpAddr {
-        match self.ip {
-            IpAddr::V4(_) => {
-                let m = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix.min(32) as u32)
-                };
-                IpAddr::V4(Ipv4Addr::from(m))
-            }
-            IpAddr::V6(_) => {
-                let m = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix.min(128) as u32)
-                };
-                IpAddr::V6(std::net::Ipv6Addr::from(m))
-            }
-        }
-    }
-
-    /// The address with its host bits cleared.
-    pub fn network(&self) -> IpAddr {
-        match (self.ip, self.netmask()) {
-            (IpAddr::V4(a), IpAddr::V4(m)) => IpAddr::V4(a & m),
-            (IpAddr::V6(a), IpAddr::V6(m)) => IpAddr::V6(a & m),
-            (ip, _) => ip,
-        }
-    }
-
-    /// IPv4 subnet broadcast (`None` for IPv6 and /31, /32).
-    pub fn broadcast(&self) -> Option<Ipv4Addr> {
-        match (self.ip, self.netmask()) {
-            (IpAddr::V4(a), IpAddr::V4(m)) if self.prefix < 31 => {
-                Some(Ipv4Addr::from(u32::from(a) | !u32::from(m)))
-            }
-            _ => None,
-        }
-    }
-
-    /// rtnetlink scope: link for fe80::/10, else universe.
-    pub fn scope(&self) -> u8 {
-        match self.ip {
-            IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80 => libc::RT_SCOPE_LINK,
-            _ => libc::RT_SCOPE_UNIVERSE,
-        }
-    }
-}
 
 /// The interface.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Virtual rtnetlink sockets: `socket(AF_NETLINK, SOCK_RAW|SOCK_DGRAM, NETLINK_ROUTE)` in an
 //! active node shows the node's interface ([`crate::iface`]), not the host's.
 //!
-//! The application gets one end of a kernel `AF_UNIX` `SOCK_DGRAM` socketpair (a real fd:
+//! The application gets one end of a kernel `AF_UNIX` `SOCK_SEQPACKET` socketpair (a real fd:
 //! `poll`, `epoll`, `O_NONBLOCK`, `MSG_PEEK`/`MSG_TRUNC` work natively); the shim keeps the
 //! other end (close-on-exec, at a high fd number). A request the application sends is
 //! answered right away, in the shim, by writing the kernel's reply datagrams into the other
@@ -12,8 +12,15 @@
 //! change something get `NLMSG_ERROR` `EPERM`, unknown ones `EOPNOTSUPP`; `NLM_F_ACK` gets
 //! an ack. Every reply carries the request's sequence number and the socket's port id;
 //! `recvfrom`/`recvmsg` report the kernel (`nl_pid` 0) as the sender. `bind` (port id and
-//! groups), `getsockname`, `setsockopt(SOL_NETLINK, …)` are accepted; no events are ever
-//! sent (the node's addresses change only by DHCP/SLAAC in the daemon).
+//! groups), `getsockname`, `setsockopt(SOL_NETLINK, …)` are accepted.
+//!
+//! Events: the node's addresses change only in its daemon (DHCP, SLAAC). A socket that joins
+//! `RTMGRP_IPV4_IFADDR` or `RTMGRP_IPV6_IFADDR` (`bind` with `nl_groups`, or
+//! `NETLINK_ADD_MEMBERSHIP` of `RTNLGRP_IPV4_IFADDR`/`RTNLGRP_IPV6_IFADDR`) has the daemon
+//! write `RTM_NEWADDR`/`RTM_DELADDR` messages into a copy of the shim's end (`Subscribe`,
+//! `stackd/src/stack/rtnl.rs`), so they wait in the application's end like the kernel's and
+//! wake `poll`/`epoll`. No link events (the link never changes) and no route events (not
+//! even the prefix route that comes with an address, nor a new gateway).
 //!
 //! The fd is marked in the datagram fd table ([`crate::dgram`]), so the send/receive hooks
 //! find it with the same one atomic load. Other netlink protocols go to the kernel.
@@ -21,13 +28,16 @@
 #![deny(unsafe_code)]
 
 use crate::iface::{self, Iface};
+use ioth_common::ctl::{Reply, Request};
+use ioth_common::rtnl::{
+    EVENT_GROUPS, NLMSG_HDR, RTM_NEWADDR, addr_msg, align4, attr, message, name_z,
+};
 use ioth_common::sys::{self, Errno, Fd};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
-const NLMSG_HDR: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
@@ -36,7 +46,6 @@ const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
-const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
@@ -60,54 +69,7 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_TXQLEN: u16 = 13;
 const IFLA_OPERSTATE: u16 = 16;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_LABEL: u16 = 3;
-const IFA_BROADCAST: u16 = 4;
-const IFA_CACHEINFO: u16 = 6;
-const IFA_FLAGS: u16 = 8;
-const IFA_F_PERMANENT: u32 = 0x80;
 const IF_OPER_UP: u8 = 6;
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Append one attribute (padded to 4 bytes).
-fn attr(b: &mut Vec<u8>, ty: u16, data: &[u8]) {
-    let len = 4 + data.len();
-    b.extend_from_slice(&(len as u16).to_ne_bytes());
-    b.extend_from_slice(&ty.to_ne_bytes());
-    b.extend_from_slice(data);
-    b.resize(align4(b.len()), 0);
-}
-
-/// Append one message: header (length filled in), then `body(b)`.
-fn message(
-    b: &mut Vec<u8>,
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    pid: u32,
-    body: impl FnOnce(&mut Vec<u8>),
-) {
-    let start = b.len();
-    b.extend_from_slice(&[0u8; 4]);
-    b.extend_from_slice(&ty.to_ne_bytes());
-    b.extend_from_slice(&flags.to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&pid.to_ne_bytes());
-    body(b);
-    b.resize(align4(b.len()), 0);
-    let len = (b.len() - start) as u32;
-    b[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-fn name_z() -> Vec<u8> {
-    let mut v = iface::NAME.as_bytes().to_vec();
-    v.push(0);
-    v
-}
 
 fn newlink(b: &mut Vec<u8>, i: &Iface, flags: u16, seq: u32, pid: u32) {
     message(b, RTM_NEWLINK, flags, seq, pid, |b| {
@@ -125,38 +87,6 @@ fn newlink(b: &mut Vec<u8>, i: &Iface, flags: u16, seq: u32, pid: u32) {
         attr(b, IFLA_MTU, &i.mtu.to_ne_bytes());
         attr(b, IFLA_TXQLEN, &1000u32.to_ne_bytes());
         attr(b, IFLA_OPERSTATE, &[IF_OPER_UP]);
-    });
-}
-
-fn newaddr(b: &mut Vec<u8>, a: &iface::Addr, flags: u16, seq: u32, pid: u32) {
-    message(b, RTM_NEWADDR, flags, seq, pid, |b| {
-        let fam = if a.ip.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        b.push(fam as u8);
-        b.push(a.prefix);
-        b.push(IFA_F_PERMANENT as u8);
-        b.push(a.scope());
-        b.extend_from_slice(&iface::INDEX.to_ne_bytes());
-        match a.ip {
-            IpAddr::V4(v) => {
-                attr(b, IFA_ADDRESS, &v.octets());
-                attr(b, IFA_LOCAL, &v.octets());
-                if let Some(bc) = a.broadcast() {
-                    attr(b, IFA_BROADCAST, &bc.octets());
-                }
-                attr(b, IFA_LABEL, &name_z());
-            }
-            IpAddr::V6(v) => attr(b, IFA_ADDRESS, &v.octets()),
-        }
-        let mut ci = Vec::with_capacity(16);
-        for v in [u32::MAX, u32::MAX, 0, 0] {
-            ci.extend_from_slice(&v.to_ne_bytes());
-        }
-        attr(b, IFA_CACHEINFO, &ci);
-        attr(b, IFA_FLAGS, &IFA_F_PERMANENT.to_ne_bytes());
     });
 }
 
@@ -378,7 +308,7 @@ pub fn answer(req: &[u8], iface: Option<&Iface>, pid: u32) -> Vec<Vec<u8>> {
                         libc::AF_INET6
                     };
                     if fam == libc::AF_UNSPEC || fam == af {
-                        newaddr(&mut b, a, NLM_F_MULTI, seq, pid);
+                        addr_msg(&mut b, RTM_NEWADDR, a, NLM_F_MULTI, seq, pid);
                     }
                 }
                 dump_end(&mut out, b, seq, pid);
@@ -465,7 +395,11 @@ struct Sock {
     peer: Fd,
     peer_id: (u64, u64),
     pid: u32,
-    groups: u32,
+    /// Multicast groups joined: bit `n - 1` for group `n` (1..=64); the low 32 bits are
+    /// `nl_groups`.
+    groups: u64,
+    /// The event groups the daemon sends into `peer` (the last `Subscribe`).
+    subscribed: u32,
 }
 
 static SOCKS: Mutex<Option<HashMap<u64, Sock>>> = Mutex::new(None);
@@ -484,7 +418,9 @@ pub fn wants(domain: i32, ty: i32, protocol: i32) -> bool {
 /// Create one; returns the application's fd.
 pub fn create(ty: i32) -> Result<RawFd, Errno> {
     let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    let (app, ours) = sys::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC)?;
+    // Sequenced packets: datagrams, and the daemon's copy of our end (events) sees HUP once
+    // the application's end is closed.
+    let (app, ours) = sys::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC)?;
     let ours = ours.dup_cloexec(HIGH_FD).unwrap_or(ours);
     sys::set_nonblocking(ours.raw(), true)?;
     let _ = sys::setsockopt_int(ours.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 1 << 20);
@@ -495,13 +431,32 @@ pub fn create(ty: i32) -> Result<RawFd, Errno> {
     }
     let (_, ino) = sys::fstat_id(app.raw())?;
     let peer_id = sys::fstat_id(ours.raw())?;
-    SOCKS.lock().get_or_insert_with(HashMap::new).insert(
+    let mut socks = SOCKS.lock();
+    let socks = socks.get_or_insert_with(HashMap::new);
+    // Our ends of the sockets the application has closed since (HUP: its end is gone in
+    // every process) are closed now.
+    socks.retain(|_, s| {
+        if sys::fstat_id(s.peer.raw()) != Ok(s.peer_id) {
+            // Not ours any more (the application closed or reused the number): not ours to
+            // close either.
+            let _ = std::mem::replace(&mut s.peer, Fd::none()).into_raw();
+            return false;
+        }
+        let mut p = [libc::pollfd {
+            fd: s.peer.raw(),
+            events: 0,
+            revents: 0,
+        }];
+        !matches!(sys::poll(&mut p, 0), Ok(1) if p[0].revents & libc::POLLHUP != 0)
+    });
+    socks.insert(
         ino,
         Sock {
             peer: ours,
             peer_id,
             pid: 0,
             groups: 0,
+            subscribed: 0,
         },
     );
     let fd = app.into_raw();
@@ -548,14 +503,75 @@ pub fn bind(fd: RawFd, a: &[u8]) -> Result<(), Errno> {
             s.pid = pid;
         }
         autobind(s);
-        s.groups = groups;
+        s.groups = (s.groups & !0xffff_ffff) | u64::from(groups);
         Ok(())
-    })
+    })?;
+    subscribe(fd);
+    Ok(())
 }
 
 /// `getsockname`: the socket's own `sockaddr_nl`.
 pub fn name(fd: RawFd) -> Result<[u8; 12], Errno> {
-    with(fd, |s| Ok(sockaddr_nl(s.pid, s.groups)))
+    with(fd, |s| Ok(sockaddr_nl(s.pid, s.groups as u32)))
+}
+
+/// rtnetlink's groups (`RTNLGRP_MAX`, Linux 6.x).
+const RTNLGRP_MAX: i32 = 40;
+
+/// `setsockopt(SOL_NETLINK, name, value)`: memberships change the groups, other options
+/// (`NETLINK_NO_ENOBUFS`, extended acks, strict checking, …) are accepted and change nothing.
+pub fn setsockopt(fd: RawFd, name: i32, value: &[u8]) -> Result<(), Errno> {
+    let join = match name {
+        libc::NETLINK_ADD_MEMBERSHIP => true,
+        libc::NETLINK_DROP_MEMBERSHIP => false,
+        _ => return with(fd, |_| Ok(())),
+    };
+    let Some(g) = value.get(..4) else {
+        return Err(Errno::EINVAL);
+    };
+    let g = i32::from_ne_bytes([g[0], g[1], g[2], g[3]]);
+    if !(1..=RTNLGRP_MAX).contains(&g) {
+        return Err(Errno::EINVAL);
+    }
+    with(fd, |s| {
+        let bit = 1u64 << (g - 1);
+        if join {
+            s.groups |= bit;
+        } else {
+            s.groups &= !bit;
+        }
+        Ok(())
+    })?;
+    subscribe(fd);
+    Ok(())
+}
+
+/// Tell the daemon which event groups the socket is in, when that changed: it writes the
+/// events into a copy of our end (`stackd/src/stack/rtnl.rs`), so that they reach the
+/// application's end without the shim. A daemon that cannot be asked means no events, not a
+/// failed call (the kernel's `bind` and `setsockopt` would succeed).
+fn subscribe(fd: RawFd) {
+    let Ok((peer, want, had)) = with(fd, |s| {
+        if sys::fstat_id(s.peer.raw()) != Ok(s.peer_id) {
+            return Err(Errno(libc::ECONNREFUSED));
+        }
+        Ok((s.peer.raw(), s.groups as u32 & EVENT_GROUPS, s.subscribed))
+    }) else {
+        return;
+    };
+    // (Virtual netlink sockets are made in active nodes only; not in unit tests.)
+    if want == had || !crate::node::active() {
+        return;
+    }
+    match crate::node::call_home(&Request::Subscribe { groups: want }, Some(peer)) {
+        Ok((Reply::Ok, _)) => {
+            let _ = with(fd, |s| {
+                s.subscribed = want;
+                Ok(())
+            });
+        }
+        r => crate::debug!("netlink: subscribe {want:#x}: {r:?}"),
+    }
 }
 
 /// A datagram the application sent: answer it into the socket. Returns its length.
@@ -581,10 +597,12 @@ pub fn send(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
 }
 
 /// After `fork` nothing changes (the child shares the map's fds); after the application
-/// closed its end the entry stays until the process ends (a few bytes; rare).
+/// closed its end the entry (and our end) stays until the next virtual netlink socket is
+/// made.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ioth_common::rtnl::{IFA_ADDRESS, IFA_CACHEINFO};
 
     fn node() -> Iface {
         Iface::parse(
@@ -616,6 +634,42 @@ mod tests {
             o += align4(len);
         }
         v
+    }
+
+    #[test]
+    fn groups_by_bind_and_membership() {
+        let fd = create(libc::SOCK_RAW | libc::SOCK_CLOEXEC).unwrap();
+        let groups = |fd| u32::from_ne_bytes(name(fd).unwrap()[8..12].try_into().unwrap());
+        bind(fd, &sockaddr_nl(0, 0x100)).unwrap();
+        assert_eq!(groups(fd), 0x100);
+        let add = libc::NETLINK_ADD_MEMBERSHIP;
+        setsockopt(fd, add, &5i32.to_ne_bytes()).unwrap();
+        assert_eq!(
+            groups(fd),
+            0x110,
+            "RTNLGRP_IPV4_IFADDR is RTMGRP_IPV4_IFADDR"
+        );
+        // Groups above 32 are joined, but not in nl_groups; bind replaces only those.
+        setsockopt(fd, add, &33i32.to_ne_bytes()).unwrap();
+        assert_eq!(groups(fd), 0x110);
+        bind(fd, &sockaddr_nl(0, 0x1)).unwrap();
+        assert_eq!(groups(fd), 0x1);
+        assert_eq!(with(fd, |s| Ok(s.groups)), Ok(1 | 1 << 32));
+        setsockopt(fd, libc::NETLINK_DROP_MEMBERSHIP, &1i32.to_ne_bytes()).unwrap();
+        assert_eq!(groups(fd), 0);
+        for bad in [&0i32.to_ne_bytes()[..], &41i32.to_ne_bytes(), &[5, 0]] {
+            assert_eq!(setsockopt(fd, add, bad), Err(Errno::EINVAL), "{bad:?}");
+        }
+        // Other options change nothing.
+        setsockopt(fd, libc::NETLINK_NO_ENOBUFS, &1i32.to_ne_bytes()).unwrap();
+        assert_eq!(with(fd, |s| Ok(s.groups)), Ok(1 << 32));
+        // The application closes its end: the next netlink socket closes ours.
+        let (peer, peer_id) = with(fd, |s| Ok((s.peer.raw(), s.peer_id))).unwrap();
+        sys::close(fd);
+        assert_eq!(sys::fstat_id(peer), Ok(peer_id));
+        let next = create(libc::SOCK_RAW | libc::SOCK_CLOEXEC).unwrap();
+        assert_ne!(sys::fstat_id(peer), Ok(peer_id));
+        sys::close(next);
     }
 
     #[test]

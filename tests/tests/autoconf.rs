@@ -652,3 +652,94 @@ fn dhcp_lease_renews_and_expires() {
     });
     assert!(!i.contains("gw=") && !i.contains("dns="), "{i}");
 }
+
+/// `iothctl info` of the node at `ctl`, once its daemon answers.
+fn info_when_up(ctl: &Path) -> Option<String> {
+    let mut c = Command::new(bin("iothctl"));
+    c.arg("--ctl").arg(ctl).arg("info");
+    let o = run_for(10, c);
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// `ip monitor address` as a process of a node whose addresses come and go (issue 16): the
+/// DHCP lease and the SLAAC address appear as `ip` prints new addresses, the lease's end as
+/// a deleted one; `ip -6 monitor address` hears of the IPv6 address only.
+#[test]
+fn ip_monitor_hears_address_changes() {
+    if !have("ip") {
+        return skip("ip (iproute2) missing");
+    }
+    let mut lab = NodeLab::new("autoconf-monitor", None);
+    // The node's daemon in the foreground: with `--daemon` it would return only once it has
+    // its addresses, and the monitors must be listening before they come.
+    let ctl = lab.dir.join("mon.ctl");
+    let mut d = Command::new(bin("ioth-stackd"));
+    d.args(["--ip", "auto", "--name", "monnode", "--persist", "--switch"])
+        .arg(&lab.sw)
+        .arg("--ctl")
+        .arg(&ctl)
+        .env_remove("LD_PRELOAD");
+    lab.spawn(d, "stackd.log");
+    let i = wait_for(Duration::from_secs(10), "the node's daemon", || {
+        info_when_up(&ctl)
+    });
+    assert!(i.contains("netlink_subscribers=0\n"), "{i}");
+    let ll = link_local(&Mac(mac_of(&i))).segments();
+    let v6 = std::net::Ipv6Addr::new(0xfd09, 0, 0, 0, ll[4], ll[5], ll[6], ll[7]);
+    for (args, log) in [
+        (&["monitor", "address"][..], "monitor.log"),
+        (&["-6", "monitor", "address"][..], "monitor6.log"),
+    ] {
+        let mut m = lab.on(&ctl, "ip");
+        m.args(args);
+        lab.spawn(m, log);
+    }
+    let i = wait_for(Duration::from_secs(10), "both monitors listening", || {
+        info_when_up(&ctl).filter(|i| i.contains("netlink_subscribers=2\n"))
+    });
+    assert!(
+        !i.contains("addr=10.9.") && !i.contains("addr=fd09::"),
+        "{i}"
+    );
+    // What `ip` prints, lines without trailing blanks.
+    let log = |name: &str| {
+        lab.log(name)
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let lease = "1: vde0    inet 10.9.0.100/24 brd 10.9.0.255 scope global vde0\n       \
+                 valid_lft forever preferred_lft forever";
+    let slaac = format!(
+        "1: vde0    inet6 {v6}/64 scope global\n       valid_lft forever preferred_lft forever"
+    );
+    let svc = lan_services_lease(&lab.sw, 4);
+    wait_for(
+        Duration::from_secs(20),
+        "the lease and the SLAAC address",
+        || {
+            let l = log("monitor.log");
+            (l.contains(lease) && l.contains(&slaac)).then_some(())
+        },
+    );
+    let six = wait_for(Duration::from_secs(10), "the SLAAC address (-6)", || {
+        let l = log("monitor6.log");
+        l.contains(&slaac).then_some(l)
+    });
+    assert!(!six.contains("inet "), "an IPv4 event for ip -6: {six}");
+    // Without the server the lease runs out.
+    drop(svc);
+    let l = wait_for(Duration::from_secs(20), "the lease's end", || {
+        let l = log("monitor.log");
+        l.contains(&format!("Deleted {lease}")).then_some(l)
+    });
+    assert!(!l.contains(&format!("Deleted {slaac}")), "{l}");
+    assert!(
+        !log("monitor6.log").contains("Deleted"),
+        "{}",
+        log("monitor6.log")
+    );
+}

@@ -1,6 +1,6 @@
 //! Control requests ([`ctl::Request`]) dispatched to the socket operations of the other
-//! files, with the reply (and the fd a request creates). Also `NodeInfo` and `SetNeighbour`
-//! (`SIOCSARP`, see `crate::neigh`). Reading and answering control connections is the
+//! files, with the reply (and the fd a request creates). Also `NodeInfo`, `SetNeighbour`
+//! (`SIOCSARP`, see `crate::neigh`) and `Subscribe` (rtnetlink events, see `rtnl.rs`). Reading and answering control connections is the
 //! daemon's part (`crate::daemon`).
 
 use super::*;
@@ -83,6 +83,10 @@ impl<D: Link> Stack<D> {
                 .and_then(|(net, s)| net.op_setsockopt(s, level, name, &value).map(|_| Reply::Ok)),
             Request::Shutdown { id, how } => self.split(id).and_then(|(_, s)| op_shutdown(s, how)),
             Request::SetNeighbour { addr, mac } => self.net.set_neighbour(addr, mac),
+            Request::Subscribe { groups } => match fds.into_iter().next() {
+                Some(fd) => self.net.rtnl.subscribe(fd, groups).map(|_| Reply::Ok),
+                None => Err(Errno::EINVAL),
+            },
             Request::Join { id } => match fds.first() {
                 Some(fd) if self.proves(id, fd) => Ok(Reply::Ok),
                 _ => Err(Errno(libc::EACCES)),
@@ -141,6 +145,7 @@ impl<D: Link> Stack<D> {
         t.push_str(&n.dev.info());
         t.push_str(&self.cut_info());
         t.push_str(&format!("sockets={}\n", self.socks.len()));
+        t.push_str(&format!("netlink_subscribers={}\n", n.rtnl.len()));
         t.push_str(&format!("lingering={}\n", n.lingering.len()));
         t.push_str(&format!("uptime={}\n", (n.now - n.t0).secs()));
         t

@@ -33,7 +33,8 @@
 //! - `stream.rs`: TCP listen, backlog, accept records, connect;
 //! - `sockopt.rs`: socket options;
 //! - `dgram.rs`: UDP and ICMP sockets;
-//! - `pump.rs`: ingress, egress, and moving data between smoltcp and the socketpairs.
+//! - `pump.rs`: ingress, egress, and moving data between smoltcp and the socketpairs;
+//! - `rtnl.rs`: address events for the node's rtnetlink sockets.
 //!
 //! Not done here: TCP urgent data, SO_LINGER with a timeout (only 0 = RST is honoured), IP
 //! options, raw sockets other than ICMPv6.
@@ -66,6 +67,7 @@ mod keep;
 mod ports;
 mod pump;
 mod reset;
+mod rtnl;
 mod sock;
 mod sockopt;
 mod stats;
@@ -294,6 +296,8 @@ pub(super) struct Net<D: Link> {
     given_dns: Vec<IpAddr>,
     /// Probes that make a previous daemon's peers reset its connections (`reset.rs`).
     resets: Option<reset::Resets>,
+    /// The rtnetlink sockets that hear of address changes (`rtnl.rs`).
+    rtnl: rtnl::Subscribers,
     /// The time of the current call (every entry point sets it).
     now: Instant,
     t0: Instant,
@@ -399,6 +403,7 @@ impl<D: Link> Stack<D> {
             demux: demux::Demux::default(),
             auto: None,
             resets: None,
+            rtnl: rtnl::Subscribers::default(),
             now,
             t0: now,
         };
@@ -485,9 +490,9 @@ impl<D: Link> Stack<D> {
         self.socks.contains_key(&id)
     }
 
-    /// No socket left, and none lingering.
+    /// No socket left, none lingering, no netlink socket listening for events.
     pub fn is_idle(&self) -> bool {
-        self.socks.is_empty() && self.net.lingering.is_empty()
+        self.socks.is_empty() && self.net.lingering.is_empty() && !self.net.rtnl.any_alive()
     }
 
     /// Whether the node has its addresses (at once for fixed ones; in auto mode, a lease or a
@@ -640,7 +645,10 @@ impl<D: Link> Net<D> {
         };
         self.iface.poll_maintenance(self.now);
         if a.poll(&mut self.iface, &mut self.set) {
-            self.cidrs = crate::autoconf::global_cidrs(&self.iface);
+            let old =
+                std::mem::replace(&mut self.cidrs, crate::autoconf::global_cidrs(&self.iface));
+            self.rtnl
+                .changed(&rtnl::addrs(&old), &rtnl::addrs(&self.cidrs));
             let mut own: Vec<IpAddr> = self.cidrs.iter().map(|c| c.addr).collect();
             own.push(IpAddr::V6(config::link_local(&self.cfg.mac)));
             let new: Vec<IpAddr> = own

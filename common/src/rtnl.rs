@@ -1,0 +1,284 @@
+//! rtnetlink messages as Linux encodes them, for a node's one interface (`vde0`, index 1).
+//!
+//! Two users: the shim's virtual netlink sockets answer link, address and route dumps with
+//! them (`preload/src/netlink.rs`), and the stack daemon sends address events
+//! (`RTM_NEWADDR`/`RTM_DELADDR`, [`addr_events`]) to the netlink sockets that joined the
+//! address groups, when DHCP or SLAAC changes the node's addresses
+//! (`stackd/src/stack/rtnl.rs`). Both must describe an address the same way, so that `ip
+//! monitor` shows what `ip addr` would.
+//!
+//! Everything here is in native byte order, as netlink is.
+
+#![deny(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The node's interface, as its processes see it.
+pub const IFNAME: &str = "vde0";
+pub const IFINDEX: u32 = 1;
+
+pub const NLMSG_HDR: usize = 16;
+pub const RTM_NEWADDR: u16 = 20;
+pub const RTM_DELADDR: u16 = 21;
+/// Multicast groups (`nl_groups` bits): `1 << (RTNLGRP_IPV4_IFADDR - 1)`, and IPv6's.
+pub const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+pub const RTMGRP_IPV6_IFADDR: u32 = 0x100;
+/// The groups the daemon sends events for.
+pub const EVENT_GROUPS: u32 = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+
+pub const IFA_ADDRESS: u16 = 1;
+pub const IFA_LOCAL: u16 = 2;
+pub const IFA_LABEL: u16 = 3;
+pub const IFA_BROADCAST: u16 = 4;
+pub const IFA_CACHEINFO: u16 = 6;
+pub const IFA_FLAGS: u16 = 8;
+pub const IFA_F_PERMANENT: u32 = 0x80;
+
+/// One address of the interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addr {
+    pub ip: IpAddr,
+    pub prefix: u8,
+}
+
+impl Addr {
+    pub fn netmask(&self) -> IpAddr {
+        match self.ip {
+            IpAddr::V4(_) => {
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix.min(32) as u32)
+                };
+                IpAddr::V4(Ipv4Addr::from(m))
+            }
+            IpAddr::V6(_) => {
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix.min(128) as u32)
+                };
+                IpAddr::V6(Ipv6Addr::from(m))
+            }
+        }
+    }
+
+    /// The address with its host bits cleared.
+    pub fn network(&self) -> IpAddr {
+        match (self.ip, self.netmask()) {
+            (IpAddr::V4(a), IpAddr::V4(m)) => IpAddr::V4(a & m),
+            (IpAddr::V6(a), IpAddr::V6(m)) => IpAddr::V6(a & m),
+            (ip, _) => ip,
+        }
+    }
+
+    /// IPv4 subnet broadcast (`None` for IPv6 and /31, /32).
+    pub fn broadcast(&self) -> Option<Ipv4Addr> {
+        match (self.ip, self.netmask()) {
+            (IpAddr::V4(a), IpAddr::V4(m)) if self.prefix < 31 => {
+                Some(Ipv4Addr::from(u32::from(a) | !u32::from(m)))
+            }
+            _ => None,
+        }
+    }
+
+    /// rtnetlink scope: link for fe80::/10, else universe.
+    pub fn scope(&self) -> u8 {
+        match self.ip {
+            IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80 => libc::RT_SCOPE_LINK,
+            _ => libc::RT_SCOPE_UNIVERSE,
+        }
+    }
+
+    /// The multicast group of its events.
+    pub fn group(&self) -> u32 {
+        if self.ip.is_ipv4() {
+            RTMGRP_IPV4_IFADDR
+        } else {
+            RTMGRP_IPV6_IFADDR
+        }
+    }
+}
+
+pub fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Append one attribute (padded to 4 bytes).
+pub fn attr(b: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    let len = 4 + data.len();
+    b.extend_from_slice(&(len as u16).to_ne_bytes());
+    b.extend_from_slice(&ty.to_ne_bytes());
+    b.extend_from_slice(data);
+    b.resize(align4(b.len()), 0);
+}
+
+/// Append one message: header (length filled in), then `body(b)`.
+pub fn message(
+    b: &mut Vec<u8>,
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+    body: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = b.len();
+    b.extend_from_slice(&[0u8; 4]);
+    b.extend_from_slice(&ty.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&pid.to_ne_bytes());
+    body(b);
+    b.resize(align4(b.len()), 0);
+    let len = (b.len() - start) as u32;
+    b[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+/// The interface name, NUL-terminated.
+pub fn name_z() -> Vec<u8> {
+    let mut v = IFNAME.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// Append an `RTM_NEWADDR` (or, `ty`, `RTM_DELADDR`) message for `a`: `ifaddrmsg`, then
+/// `IFA_ADDRESS` (and for IPv4 `IFA_LOCAL`, `IFA_BROADCAST`, `IFA_LABEL`), `IFA_CACHEINFO`
+/// (lifetimes forever), `IFA_FLAGS` (permanent), as Linux describes a static address.
+pub fn addr_msg(b: &mut Vec<u8>, ty: u16, a: &Addr, flags: u16, seq: u32, pid: u32) {
+    message(b, ty, flags, seq, pid, |b| {
+        let fam = if a.ip.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        b.push(fam as u8);
+        b.push(a.prefix);
+        b.push(IFA_F_PERMANENT as u8);
+        b.push(a.scope());
+        b.extend_from_slice(&IFINDEX.to_ne_bytes());
+        match a.ip {
+            IpAddr::V4(v) => {
+                attr(b, IFA_ADDRESS, &v.octets());
+                attr(b, IFA_LOCAL, &v.octets());
+                if let Some(bc) = a.broadcast() {
+                    attr(b, IFA_BROADCAST, &bc.octets());
+                }
+                attr(b, IFA_LABEL, &name_z());
+            }
+            IpAddr::V6(v) => attr(b, IFA_ADDRESS, &v.octets()),
+        }
+        let mut ci = Vec::with_capacity(16);
+        for v in [u32::MAX, u32::MAX, 0, 0] {
+            ci.extend_from_slice(&v.to_ne_bytes());
+        }
+        attr(b, IFA_CACHEINFO, &ci);
+        attr(b, IFA_FLAGS, &IFA_F_PERMANENT.to_ne_bytes());
+    });
+}
+
+/// The events that tell a socket in `groups` that the addresses went from `old` to `new`:
+/// one datagram per event, as the kernel sends them (sequence number and port id 0, no
+/// flags), the removals first. Only addresses whose family's group is in `groups`.
+pub fn addr_events(old: &[Addr], new: &[Addr], groups: u32) -> Vec<Vec<u8>> {
+    let gone = old
+        .iter()
+        .filter(|a| !new.contains(a))
+        .map(|a| (RTM_DELADDR, a));
+    let came = new
+        .iter()
+        .filter(|a| !old.contains(a))
+        .map(|a| (RTM_NEWADDR, a));
+    gone.chain(came)
+        .filter(|(_, a)| a.group() & groups != 0)
+        .map(|(ty, a)| {
+            let mut b = Vec::new();
+            addr_msg(&mut b, ty, a, 0, 0, 0);
+            b
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Addr {
+        let (ip, p) = s.split_once('/').unwrap();
+        Addr {
+            ip: ip.parse().unwrap(),
+            prefix: p.parse().unwrap(),
+        }
+    }
+
+    /// (type, flags, seq, pid, body) of the one message in `d`.
+    fn one(d: &[u8]) -> (u16, u16, u32, u32, &[u8]) {
+        let len = u32::from_ne_bytes(d[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, d.len(), "one message per datagram");
+        (
+            u16::from_ne_bytes([d[4], d[5]]),
+            u16::from_ne_bytes([d[6], d[7]]),
+            u32::from_ne_bytes(d[8..12].try_into().unwrap()),
+            u32::from_ne_bytes(d[12..16].try_into().unwrap()),
+            &d[16..],
+        )
+    }
+
+    /// The attributes of an `ifaddrmsg` body.
+    fn attrs(body: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        let mut v = Vec::new();
+        let mut b = &body[8..];
+        while b.len() >= 4 {
+            let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+            v.push((u16::from_ne_bytes([b[2], b[3]]), b[4..len].to_vec()));
+            b = &b[align4(len).min(b.len())..];
+        }
+        v
+    }
+
+    #[test]
+    fn lease_change_and_slaac_address() {
+        let ll = a("fe80::1/64");
+        let old = [a("10.9.0.100/24"), ll];
+        let new = [a("10.9.0.101/24"), ll, a("fd09::1/64")];
+        let all = addr_events(&old, &new, EVENT_GROUPS);
+        assert_eq!(all.len(), 3, "one removal, two additions");
+        let (ty, flags, seq, pid, body) = one(&all[0]);
+        assert_eq!((ty, flags, seq, pid), (RTM_DELADDR, 0, 0, 0));
+        assert_eq!(
+            &body[..8],
+            &[
+                libc::AF_INET as u8,
+                24,
+                IFA_F_PERMANENT as u8,
+                0,
+                1,
+                0,
+                0,
+                0
+            ]
+        );
+        let at = attrs(body);
+        assert!(at.contains(&(IFA_LOCAL, vec![10, 9, 0, 100])), "{at:?}");
+        assert!(at.contains(&(IFA_BROADCAST, vec![10, 9, 0, 255])));
+        assert!(at.contains(&(IFA_LABEL, b"vde0\0".to_vec())));
+        let (ty, _, _, _, body) = one(&all[1]);
+        assert_eq!(ty, RTM_NEWADDR);
+        assert!(attrs(body).contains(&(IFA_ADDRESS, vec![10, 9, 0, 101])));
+        let (ty, _, _, _, body) = one(&all[2]);
+        assert_eq!(
+            (ty, body[0] as i32, body[1]),
+            (RTM_NEWADDR, libc::AF_INET6, 64)
+        );
+        let v6: Vec<u8> = "fd09::1".parse::<Ipv6Addr>().unwrap().octets().to_vec();
+        assert!(attrs(body).contains(&(IFA_ADDRESS, v6)));
+        // By group: a socket in the IPv6 group only hears of the IPv6 address.
+        let six = addr_events(&old, &new, RTMGRP_IPV6_IFADDR);
+        assert_eq!(six, all[2..].to_vec());
+        assert_eq!(
+            addr_events(&old, &new, RTMGRP_IPV4_IFADDR),
+            all[..2].to_vec()
+        );
+        assert!(addr_events(&old, &new, 0x1).is_empty(), "RTMGRP_LINK only");
+        assert!(addr_events(&new, &new, EVENT_GROUPS).is_empty());
+    }
+}

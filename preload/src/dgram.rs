@@ -167,10 +167,11 @@ fn add_bits(e: &mut Entry, more: u64) {
     e.bits = new;
 }
 
-/// Should `socket(domain, SOCK_RAW, protocol)` be virtual? Raw ICMPv6 only (router
-/// advertisement daemons), see `stackd/src/raw.rs`.
+/// Should `socket(domain, SOCK_RAW, protocol)` be virtual? Raw ICMPv6 (router advertisement
+/// daemons) and raw ICMPv4 (busybox `ping`), see `stackd/src/raw.rs`.
 pub fn wants_raw(domain: i32, protocol: i32) -> bool {
-    domain == libc::AF_INET6 && protocol == libc::IPPROTO_ICMPV6
+    (domain == libc::AF_INET6 && protocol == libc::IPPROTO_ICMPV6)
+        || (domain == libc::AF_INET && protocol == libc::IPPROTO_ICMP)
 }
 
 /// Should `socket(domain, SOCK_DGRAM, protocol)` be virtual? UDP, and ICMP echo sockets of

@@ -4,8 +4,8 @@
 //! * `socket(AF_INET/AF_INET6, SOCK_STREAM, 0|IPPROTO_TCP)` makes a virtual socket exactly as
 //!   the shim does (a socketpair end registered with the node's daemon) and installs it in
 //!   the target (`SECCOMP_IOCTL_NOTIF_ADDFD` answering the call atomically). So do UDP,
-//!   ICMP echo and raw ICMPv6 sockets, installed at a free descriptor of
-//!   [`notify::DGRAM_FDS`]. Other INET sockets (raw IPv4, MPTCP) and `AF_PACKET` must not
+//!   ICMP echo and raw ICMP sockets, installed at a free descriptor of
+//!   [`notify::DGRAM_FDS`]. Other INET sockets (raw IP other than ICMP, MPTCP) and `AF_PACKET` must not
 //!   reach the host's network: `EPERM` (`EPROTONOSUPPORT` for a stream protocol other than
 //!   TCP, so that programs trying MPTCP fall back to TCP). Every other family runs in the
 //!   kernel.

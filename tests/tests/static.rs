@@ -6,7 +6,7 @@
 //! `ENOSYS` (`ioth-abi-probe`, a helper of this crate); a Go HTTP server and client (static,
 //! raw system calls, many threads) as nodes when `go` is installed, the client resolving the
 //! server's name with Go's own resolver from a dnsmasq node; static busybox `nslookup` and
-//! `ping` (IPv6) as nodes.
+//! `ping` (IPv6 and IPv4) as nodes.
 //!
 //! Skipped when `busybox` is not the static build (Debian's `busybox-static`) or when the
 //! kernel refuses seccomp user notification here (probed with `ioth-exec --check`).
@@ -525,20 +525,24 @@ fn static_busybox_nslookup_and_ping_as_nodes() {
     let o = bb_at(&["nslookup", "nosuchname"], Some("fd00::70"));
     assert!(!o.status.success(), "an unknown name: {}", text(&o));
 
-    // ping over IPv6 (a raw ICMPv6 socket, moved to fd 0 by busybox): replies with the hop
-    // limit from the control message, as on the kernel.
-    let o = bb_at(&["ping", "-c", "2", "fd00::70"], None);
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success() && out.contains("2 packets received") && out.contains("ttl=64"),
-        "busybox ping fd00::70: {}",
-        text(&o)
-    );
-    let o = bb_at(&["ping", "-c", "1", "-W", "2", "fd00::7f"], None);
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        !o.status.success() && out.contains("0 packets received"),
-        "busybox ping of a missing node: {}",
-        text(&o)
-    );
+    // ping over IPv6 and IPv4 (raw ICMP sockets, moved to fd 0 by busybox): replies with the
+    // hop limit from the control message (IPv6) or the IPv4 header, as on the kernel.
+    for dst in ["fd00::70", "10.0.0.70"] {
+        let o = bb_at(&["ping", "-c", "2", dst], None);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success() && out.contains("2 packets received") && out.contains("ttl=64"),
+            "busybox ping {dst}: {}",
+            text(&o)
+        );
+    }
+    for dst in ["fd00::7f", "10.0.0.127"] {
+        let o = bb_at(&["ping", "-c", "1", "-W", "2", dst], None);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            !o.status.success() && out.contains("0 packets received"),
+            "busybox ping of a missing node {dst}: {}",
+            text(&o)
+        );
+    }
 }

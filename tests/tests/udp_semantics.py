@@ -253,8 +253,34 @@ def client(s6, s4):
     m.sendto(b"mcast", (GROUP, PORT + 2, 0, ifindex))
     d, a = m.recvfrom(100)
     check("multicast6", d == b"mcast" and a[0].startswith("fe80::") and a[3] == ifindex)
+    # A raw ICMPv4 socket (busybox ping's): an echo request with our checksum, and the
+    # reply with its IPv4 header, from the server.
+    r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    r.settimeout(10)
+    body = b"\x08\x00\x00\x00" + (0x4242).to_bytes(2, "big") + (7).to_bytes(2, "big") + b"raw"
+    r.sendto(body[:2] + inet_checksum(body).to_bytes(2, "big") + body[4:], (s4, 0))
+    while True:
+        d, a = r.recvfrom(200)
+        hl = (d[0] & 15) * 4
+        if d[hl] == 0:
+            break
+    check(
+        "raw-icmp4",
+        d[0] >> 4 == 4 and d[9] == 1 and socket.inet_ntoa(d[12:16]) == s4 and a[0] == s4
+        and d[hl + 4 : hl + 8] == body[4:8] and d[hl + 8 :] == b"raw",
+    )
+    r.close()
     s.sendto(b"quit", srv)
     print("all-ok", flush=True)
+
+
+def inet_checksum(b):
+    if len(b) % 2:
+        b += b"\0"
+    t = sum(int.from_bytes(b[i : i + 2], "big") for i in range(0, len(b), 2))
+    while t >> 16:
+        t = (t & 0xFFFF) + (t >> 16)
+    return ~t & 0xFFFF
 
 
 if __name__ == "__main__":

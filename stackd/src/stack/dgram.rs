@@ -1,7 +1,7 @@
 //! UDP and ICMP echo sockets: opening the smoltcp socket, connected datagram sockets, the
 //! pump between smoltcp and the socketpair (one [`DgramHeader`] per datagram), datagrams
 //! smoltcp handed to the wrong socket of a port ([`Stack::redispatch`]), and ICMP errors for
-//! connected UDP (`crate::icmperr`). Raw ICMPv6 sockets are pumped by `crate::raw`.
+//! connected UDP (`crate::icmperr`). Raw ICMP sockets are pumped by `crate::raw`.
 
 use super::*;
 
@@ -27,6 +27,7 @@ impl<D: Link> Net<D> {
             };
             let rs = crate::raw::Sock {
                 h,
+                v6: s.domain == libc::AF_INET6,
                 fd,
                 opts: &s.opts.other,
                 peer: s.dg.peer,

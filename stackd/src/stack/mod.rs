@@ -22,7 +22,7 @@
 //! in the stack until its [`AcceptRecord`] (with the app's end attached) fits on the
 //! listener's socketpair. Backlog = queued here + records not yet received by the app.
 //!
-//! Raw ICMPv6 sockets are pumped by `crate::raw`; `SIOCSARP` neighbour entries come from
+//! Raw ICMP sockets are pumped by `crate::raw`; `SIOCSARP` neighbour entries come from
 //! `crate::neigh`.
 //!
 //! The files, each adding an `impl Stack` block for one concern:

@@ -10,7 +10,7 @@ pub(super) enum Kind {
     Tcp,
     Udp,
     Icmp,
-    /// Raw ICMPv6 (see `crate::raw`).
+    /// Raw ICMPv6 or ICMPv4 (see `crate::raw`).
     Raw,
 }
 
@@ -254,6 +254,7 @@ impl<D: Link> Stack<D> {
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMP) if domain == libc::AF_INET => Kind::Icmp,
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6) if domain == libc::AF_INET6 => Kind::Icmp,
             (libc::SOCK_RAW, libc::IPPROTO_ICMPV6) if domain == libc::AF_INET6 => Kind::Raw,
+            (libc::SOCK_RAW, libc::IPPROTO_ICMP) if domain == libc::AF_INET => Kind::Raw,
             (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => {
                 return Err(Errno(libc::EPROTONOSUPPORT));
             }
@@ -344,7 +345,8 @@ impl<D: Link> Stack<D> {
             s.bound = Some((None, ident));
         }
         if kind == Kind::Raw {
-            s.dg.h = Some(crate::raw::open(&mut self.net.set));
+            let v6 = s.domain == libc::AF_INET6;
+            s.dg.h = Some(crate::raw::open(&mut self.net.set, v6));
             s.bound = Some((None, 0));
         }
         self.socks.insert(id, s);

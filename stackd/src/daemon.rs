@@ -282,6 +282,10 @@ impl Daemon {
             if self.stack.is_configured() {
                 if let Some(fd) = self.opts.ready.take() {
                     let _ = sys::write(fd.raw(), b"1");
+                    // The linger counts from now: the wait for an address (a DHCP server's
+                    // ping check alone takes 3 s) is not idleness, and the process that
+                    // started us is only now about to connect.
+                    self.idle_since = None;
                 }
                 if let Some(k) = &mut self.opts.keeper {
                     k.up();

@@ -488,7 +488,21 @@ impl<D: Link> Net<D> {
                 match r {
                     Ok(Ok((0, _))) => {
                         c.app_eof = true;
-                        t.close();
+                        // Closed (not only shut down) with SO_LINGER 0: Linux sends the RST
+                        // alone. A FIN first would give the peer's reads an EOF.
+                        let closed = || {
+                            let mut p = [libc::pollfd {
+                                fd,
+                                events: 0,
+                                revents: 0,
+                            }];
+                            sys::poll(&mut p, 0).is_ok() && p[0].revents & libc::POLLHUP != 0
+                        };
+                        if s.opts.linger == Some(0) && closed() {
+                            t.abort();
+                        } else {
+                            t.close();
+                        }
                         break;
                     }
                     // A short read emptied the pair: more data (or the app's EOF) will come
@@ -533,10 +547,12 @@ impl<D: Link> Net<D> {
             log::debug!("connection reset (was {})", c.prev);
             if s.so_error == 0 {
                 // As Linux's tcp_reset: after the peer's FIN (CLOSE_WAIT) the error is EPIPE,
-                // which a write reports with SIGPIPE.
+                // which a write reports with SIGPIPE. Only once that FIN reached the app: a
+                // FIN and an RST back to back (a peer of ours closing with SO_LINGER 0) is a
+                // reset, as Linux's peer would have sent the RST alone.
                 s.so_error = match c.prev {
                     tcp::State::SynReceived => libc::ECONNREFUSED,
-                    tcp::State::CloseWait => libc::EPIPE,
+                    tcp::State::CloseWait if c.fin_to_app => libc::EPIPE,
                     _ => libc::ECONNRESET,
                 };
             }

@@ -173,31 +173,63 @@ pub struct Sock<'a> {
     pub wr: &'a mut bool,
 }
 
-/// Move datagrams both ways between the app's socketpair and the smoltcp raw socket.
-pub fn pump(cx: Ctx, s: Sock) {
-    if !s.v6 {
-        return pump4(cx, s);
-    }
-    // app → net
+/// The next datagram the application sent (its header and length in `scratch`), if the
+/// smoltcp socket has room for it; `None` when there is none now (`rd` cleared when the
+/// application's end has nothing more) or no room. Undecodable datagrams are dropped.
+fn from_app(cx: &mut Ctx, s: &mut Sock) -> Option<(DgramHeader, usize)> {
     while *s.rd {
         if !cx.set.get::<raw::Socket>(s.h).can_send() {
-            break;
+            return None;
         }
         let n = match sys::recv(s.fd, cx.scratch, libc::MSG_DONTWAIT) {
             Ok(0) => {
                 *s.rd = false;
-                break;
+                return None;
             }
             Ok(n) => n,
             Err(e) if e == Errno::EINTR => continue,
             Err(_) => {
                 *s.rd = false;
-                break;
+                return None;
             }
         };
-        let Ok(hdr) = DgramHeader::decode(&cx.scratch[..n]) else {
-            continue;
-        };
+        if let Ok(hdr) = DgramHeader::decode(&cx.scratch[..n]) {
+            return Some((hdr, n));
+        }
+    }
+    None
+}
+
+/// Give the application a datagram `msg` from `from` (with `flags`); `false` (and `wr`
+/// cleared) when its end is full.
+fn to_app(s: &mut Sock, from: SocketAddr, flags: u32, msg: &[u8]) -> bool {
+    let hdr = DgramHeader {
+        addr: WireAddr(Some(from)),
+        len: msg.len() as u32,
+        flags,
+    }
+    .encode();
+    match sys::sendmsg(
+        s.fd,
+        &[IoSlice::new(&hdr), IoSlice::new(msg)],
+        &[],
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    ) {
+        Err(e) if e.is_again() => {
+            *s.wr = false;
+            false
+        }
+        _ => true,
+    }
+}
+
+/// Move datagrams both ways between the app's socketpair and the smoltcp raw socket.
+pub fn pump(mut cx: Ctx, mut s: Sock) {
+    if !s.v6 {
+        return pump4(cx, s);
+    }
+    // app → net
+    while let Some((hdr, n)) = from_app(&mut cx, &mut s) {
         let dst = match hdr.addr.0.or(s.peer).map(|a| a.ip()) {
             Some(IpAddr::V6(d)) if d.to_ipv4_mapped().is_none() => d,
             _ => continue,
@@ -242,23 +274,9 @@ pub fn pump(cx: Ctx, s: Sock) {
         let _ = dst;
         if wanted {
             let scope = if link_scope(&src) { 1 } else { 0 };
-            let hdr = DgramHeader {
-                addr: WireAddr(Some(SocketAddr::V6(SocketAddrV6::new(src, 0, 0, scope)))),
-                len: msg.len() as u32,
-                flags: HOPS_PRESENT | hops as u32,
-            }
-            .encode();
-            match sys::sendmsg(
-                s.fd,
-                &[IoSlice::new(&hdr), IoSlice::new(msg)],
-                &[],
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            ) {
-                Err(e) if e.is_again() => {
-                    *s.wr = false;
-                    break;
-                }
-                _ => {}
+            let from = SocketAddr::V6(SocketAddrV6::new(src, 0, 0, scope));
+            if !to_app(&mut s, from, HOPS_PRESENT | hops as u32, msg) {
+                break;
             }
         }
         let _ = cx.set.get_mut::<raw::Socket>(s.h).recv();
@@ -286,27 +304,9 @@ pub fn build4(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, msg: &[u8]) -> Vec<u8> {
 }
 
 /// [`pump`] for a raw ICMPv4 socket.
-fn pump4(cx: Ctx, s: Sock) {
+fn pump4(mut cx: Ctx, mut s: Sock) {
     // app → net
-    while *s.rd {
-        if !cx.set.get::<raw::Socket>(s.h).can_send() {
-            break;
-        }
-        let n = match sys::recv(s.fd, cx.scratch, libc::MSG_DONTWAIT) {
-            Ok(0) => {
-                *s.rd = false;
-                break;
-            }
-            Ok(n) => n,
-            Err(e) if e == Errno::EINTR => continue,
-            Err(_) => {
-                *s.rd = false;
-                break;
-            }
-        };
-        let Ok(hdr) = DgramHeader::decode(&cx.scratch[..n]) else {
-            continue;
-        };
+    while let Some((hdr, n)) = from_app(&mut cx, &mut s) {
         let dst = match hdr.addr.0.or(s.peer).map(|a| a.ip()) {
             Some(IpAddr::V4(d)) => d,
             _ => continue,
@@ -343,23 +343,10 @@ fn pump4(cx: Ctx, s: Sock) {
         let wanted = ty.is_some_and(|t| t >= 32 || filter.is_none_or(|f| f & (1 << t) == 0))
             && s.peer.is_none_or(|a| a.ip() == IpAddr::V4(src));
         if wanted {
-            let hdr = DgramHeader {
-                addr: WireAddr(Some(SocketAddr::V4(SocketAddrV4::new(src, 0)))),
-                len: pkt.len() as u32,
-                flags: HOPS_PRESENT | p.hop_limit() as u32,
-            }
-            .encode();
-            match sys::sendmsg(
-                s.fd,
-                &[IoSlice::new(&hdr), IoSlice::new(pkt)],
-                &[],
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            ) {
-                Err(e) if e.is_again() => {
-                    *s.wr = false;
-                    break;
-                }
-                _ => {}
+            let from = SocketAddr::V4(SocketAddrV4::new(src, 0));
+            let flags = HOPS_PRESENT | p.hop_limit() as u32;
+            if !to_app(&mut s, from, flags, pkt) {
+                break;
             }
         }
         let _ = cx.set.get_mut::<raw::Socket>(s.h).recv();

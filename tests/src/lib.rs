@@ -497,6 +497,62 @@ impl NodeLab {
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
+
+    /// A real DNS server as a process of the node at `ctl`: dnsmasq answering `records`
+    /// (`--host-record`), started and ready; its log is `dnsmasq.log`.
+    pub fn dnsmasq(&mut self, ctl: &Path, records: &[&str]) {
+        let mut c = self.on(ctl, "dnsmasq");
+        c.args([
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--log-queries",
+            "--port=53",
+            "--user=root",
+        ]);
+        for r in records {
+            c.arg(format!("--host-record={r}"));
+        }
+        self.spawn(c, "dnsmasq.log");
+        wait_for(Duration::from_secs(20), "dnsmasq started", || {
+            self.log("dnsmasq.log").contains("started").then_some(())
+        });
+    }
+}
+
+/// Run a semantics script (`NAME: OUTCOME` lines, then `done`) over the kernel's loopback
+/// and as an ioth node, IPv6 and IPv4, in this test run, and require the same lines: what
+/// is expected is what the kernel does. `wants`: lines the kernel's output must have, so the
+/// comparison means something on this kernel. Cases: (kernel address, node's `IOTH_IP`,
+/// node's address).
+pub fn same_as_the_kernel(script: &str, tag: &str, cases: &[(&str, &str, &str)], wants: &[&str]) {
+    let lines = |o: &Output, who: &str| -> Vec<String> {
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success() && out.ends_with("done\n"),
+            "{who}: {}",
+            text(o)
+        );
+        out.lines().map(str::to_string).collect()
+    };
+    let tmp = TempDir::new(tag);
+    let sw = tmp.join("sw");
+    let _switch = ioth_switch(&sw, &[]);
+    for (kernel_addr, node_ip, addr) in cases {
+        let mut k = Command::new("python3");
+        k.args([script, kernel_addr]).env_remove("LD_PRELOAD");
+        let kernel = lines(&run_for(60, k), "kernel");
+        for want in wants {
+            assert!(kernel.iter().any(|l| l == want), "kernel: {kernel:?}");
+        }
+        let mut n = as_node("python3", &sw, &tmp.join("run"), node_ip);
+        n.args([script, addr]);
+        let node = lines(&run_for(60, n), "node");
+        assert_eq!(
+            node, kernel,
+            "as an ioth node ({addr}) vs the kernel ({kernel_addr})"
+        );
+    }
 }
 
 impl Drop for NodeLab {

@@ -13,25 +13,6 @@ fn nginx_bin() -> Option<String> {
         .map(|s| s.to_string())
 }
 
-fn dnsmasq(lab: &mut NodeLab, ctl: &std::path::Path, records: &[&str]) {
-    let mut c = lab.on(ctl, "dnsmasq");
-    c.args([
-        "--no-daemon",
-        "--no-resolv",
-        "--no-hosts",
-        "--log-queries",
-        "--port=53",
-        "--user=root",
-    ]);
-    for r in records {
-        c.arg(format!("--host-record={r}"));
-    }
-    lab.spawn(c, "dnsmasq.log");
-    wait_for(Duration::from_secs(20), "dnsmasq started", || {
-        lab.log("dnsmasq.log").contains("started").then_some(())
-    });
-}
-
 #[test]
 fn dnsmasq_node_serves_names_to_curl_wget_getent() {
     let Some(nginx) = nginx_bin() else {
@@ -43,7 +24,7 @@ fn dnsmasq_node_serves_names_to_curl_wget_getent() {
     let mut lab = NodeLab::new("names", None);
     let dns = lab.node("fd00::80,10.0.0.80");
     let web = lab.node("fd00::81,10.0.0.81");
-    dnsmasq(&mut lab, &dns, &["web1,fd00::81,10.0.0.81"]);
+    lab.dnsmasq(&dns, &["web1,fd00::81,10.0.0.81"]);
     let d = lab.dir.path().display().to_string();
     for sub in ["www", "logs", "tmp"] {
         std::fs::create_dir_all(lab.dir.join(sub)).unwrap();
@@ -190,7 +171,7 @@ fn dig_nslookup_and_host_ask_the_nodes_dns_server() {
     }
     let mut lab = NodeLab::new("dig", None);
     let dns = lab.node("fd00::90,10.0.0.90");
-    dnsmasq(&mut lab, &dns, &["web9.lan,fd00::99,10.0.0.99"]);
+    lab.dnsmasq(&dns, &["web9.lan,fd00::99,10.0.0.99"]);
     let client = |lab: &NodeLab, prog: &str, args: &[&str]| {
         let mut c = lab.at("fd00::92,10.0.0.92", prog);
         c.env("IOTH_DNS", "10.0.0.90,fd00::90").args(args);

@@ -59,6 +59,26 @@ fn a_connect_to_a_node_that_is_gone_fails_with_ehostunreach() {
     assert_eq!(line.trim(), "first ECONNREFUSED", "the server node answers");
     let _ = server.kill();
     let _ = server.wait();
+    // The first connect's frames gave the two nodes a shortcut; wait until the client's
+    // daemon has seen it end (the switch ends it when the server's port closes). A connect
+    // sent over a shortcut whose peer died but whose end has not reached us yet loses its
+    // answer and fails with ETIMEDOUT at once (the peer might have taken the connection):
+    // not the case this test is about.
+    let run = tmp.join("run");
+    let client_ctl = wait_for(Duration::from_secs(10), "the client node's socket", || {
+        std::fs::read_dir(&run)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("node-") && n.ends_with(".ctl"))
+            })
+    });
+    wait_for(Duration::from_secs(10), "the shortcut to end", || {
+        (info_field(&client_ctl, "shortcuts") == "0").then_some(())
+    });
     client.stdin.take().unwrap().write_all(b"go\n").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();

@@ -434,7 +434,7 @@ fn go_http_server_and_client_as_nodes() {
     // dnsmasq node over UDP (a connected socket: write and read).
     if have("dnsmasq") {
         let dns = lab.node("fd00::53,10.0.0.53");
-        dnsmasq(&mut lab, &dns, &["goweb,fd00::50,10.0.0.50"]);
+        lab.dnsmasq(&dns, &["goweb,fd00::50,10.0.0.50"]);
         let mut c = exec_at(&lab, "fd00::51,10.0.0.51", &exe);
         c.args(["resolve", "goweb"]).env("IOTH_DNS", "fd00::53");
         let o = run_for(30, c);
@@ -468,26 +468,6 @@ fn go_http_server_and_client_as_nodes() {
     }
 }
 
-/// A dnsmasq node (`ctl`) answering `records` (`--host-record`), started and ready.
-fn dnsmasq(lab: &mut NodeLab, ctl: &Path, records: &[&str]) {
-    let mut c = lab.on(ctl, "dnsmasq");
-    c.args([
-        "--no-daemon",
-        "--no-resolv",
-        "--no-hosts",
-        "--log-queries",
-        "--port=53",
-        "--user=root",
-    ]);
-    for r in records {
-        c.arg(format!("--host-record={r}"));
-    }
-    lab.spawn(c, "dnsmasq.log");
-    wait_for(Duration::from_secs(20), "dnsmasq started", || {
-        lab.log("dnsmasq.log").contains("started").then_some(())
-    });
-}
-
 #[test]
 fn static_busybox_nslookup_and_ping_as_nodes() {
     let Some(bb) = ready() else { return };
@@ -496,7 +476,7 @@ fn static_busybox_nslookup_and_ping_as_nodes() {
     }
     let mut lab = NodeLab::new("static-names", None);
     let dns = lab.node("fd00::70,10.0.0.70");
-    dnsmasq(&mut lab, &dns, &["bbweb,fd00::71,10.0.0.71"]);
+    lab.dnsmasq(&dns, &["bbweb,fd00::71,10.0.0.71"]);
     let bb_at = |args: &[&str], dns: Option<&str>| {
         let mut c = exec_at(&lab, "fd00::72,10.0.0.72", &bb);
         c.args(args);

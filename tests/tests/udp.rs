@@ -242,40 +242,18 @@ fn icmp_errors_on_udp_sockets_as_the_kernel_has_them() {
     if !have("python3") {
         return skip("python3 missing");
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/udp_errors.py");
-    let tmp = TempDir::new("udperr");
-    let sw = tmp.join("sw");
-    let _switch = ioth_switch(&sw, &[]);
-    let lines = |o: &std::process::Output, who: &str| -> Vec<String> {
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(
-            o.status.success() && out.ends_with("done\n"),
-            "{who}: {}",
-            text(o)
-        );
-        out.lines().map(str::to_string).collect()
-    };
-    for (kernel_addr, node_ip, addr) in [
-        ("::1", "fd00::41/64", "fd00::41"),
-        ("127.0.0.1", "10.4.0.41/24", "10.4.0.41"),
-    ] {
-        let mut k = Command::new("python3");
-        k.args([script, kernel_addr]).env_remove("LD_PRELOAD");
-        let kernel = lines(&run_for(60, k), "kernel");
-        for want in [
+    same_as_the_kernel(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/udp_errors.py"),
+        "udperr",
+        &[
+            ("::1", "fd00::41/64", "fd00::41"),
+            ("127.0.0.1", "10.4.0.41/24", "10.4.0.41"),
+        ],
+        &[
             "connected_recv: ECONNREFUSED",
             "so_error: ECONNREFUSED",
             "unconnected_no_error: b'self'",
             "errqueue_data: b'quoted payload'",
-        ] {
-            assert!(kernel.iter().any(|l| l == want), "kernel: {kernel:?}");
-        }
-        let mut n = as_node("python3", &sw, &tmp.join("run"), node_ip);
-        n.args([script, addr]);
-        let node = lines(&run_for(60, n), "node");
-        assert_eq!(
-            node, kernel,
-            "as an ioth node ({addr}) vs the kernel ({kernel_addr})"
-        );
-    }
+        ],
+    );
 }

@@ -1,11 +1,11 @@
 //! rtnetlink messages as Linux encodes them, for a node's one interface (`vde0`, index 1).
 //!
 //! Two users: the shim's virtual netlink sockets answer link, address and route dumps with
-//! them (`preload/src/netlink.rs`), and the stack daemon sends address events
-//! (`RTM_NEWADDR`/`RTM_DELADDR`, [`addr_events`]) to the netlink sockets that joined the
-//! address groups, when DHCP or SLAAC changes the node's addresses
+//! them (`preload/src/netlink.rs`; the routes: [`routes`], [`route_msg`]), and the stack
+//! daemon sends address events (`RTM_NEWADDR`/`RTM_DELADDR`, [`addr_events`]) to the netlink
+//! sockets that joined the address groups, when DHCP or SLAAC changes the node's addresses
 //! (`stackd/src/stack/rtnl.rs`). Both must describe an address the same way, so that `ip
-//! monitor` shows what `ip addr` would.
+//! monitor` shows what `ip addr` would; route events are to describe routes as the dumps do.
 //!
 //! Everything here is in native byte order, as netlink is.
 
@@ -20,6 +20,8 @@ pub const IFINDEX: u32 = 1;
 pub const NLMSG_HDR: usize = 16;
 pub const RTM_NEWADDR: u16 = 20;
 pub const RTM_DELADDR: u16 = 21;
+pub const RTM_NEWROUTE: u16 = 24;
+pub const RTM_DELROUTE: u16 = 25;
 /// Multicast groups (`nl_groups` bits): `1 << (RTNLGRP_IPV4_IFADDR - 1)`, and IPv6's.
 pub const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 pub const RTMGRP_IPV6_IFADDR: u32 = 0x100;
@@ -33,6 +35,21 @@ pub const IFA_BROADCAST: u16 = 4;
 pub const IFA_CACHEINFO: u16 = 6;
 pub const IFA_FLAGS: u16 = 8;
 pub const IFA_F_PERMANENT: u32 = 0x80;
+
+pub const RTA_DST: u16 = 1;
+pub const RTA_OIF: u16 = 4;
+pub const RTA_GATEWAY: u16 = 5;
+pub const RTA_PRIORITY: u16 = 6;
+pub const RTA_PREFSRC: u16 = 7;
+pub const RTA_TABLE: u16 = 15;
+pub const RTA_PREF: u16 = 20;
+pub const RT_TABLE_MAIN: u8 = 254;
+pub const RTPROT_KERNEL: u8 = 2;
+pub const RTPROT_STATIC: u8 = 4;
+pub const RT_SCOPE_UNIVERSE: u8 = 0;
+pub const RT_SCOPE_LINK: u8 = 253;
+pub const RTN_UNICAST: u8 = 1;
+pub const RTM_F_CLONED: u32 = 0x200;
 
 /// One address of the interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +190,112 @@ pub fn addr_msg(b: &mut Vec<u8>, ty: u16, a: &Addr, flags: u16, seq: u32, pid: u
         }
         attr(b, IFA_CACHEINFO, &ci);
         attr(b, IFA_FLAGS, &IFA_F_PERMANENT.to_ne_bytes());
+    });
+}
+
+/// The bytes of an address.
+pub fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    }
+}
+
+/// One route of the main table: to `dst`/`len` (`len` 0: default), through `gw` or on the
+/// link (from `src`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub dst: IpAddr,
+    pub len: u8,
+    pub gw: Option<IpAddr>,
+    pub src: Option<IpAddr>,
+    /// An answer to `ip route get` (a cloned host route: `RTM_F_CLONED`, no protocol).
+    pub cloned: bool,
+}
+
+/// The node's routes as Linux would list them for its addresses and gateways: a prefix route
+/// per address (`proto kernel`; IPv4 `scope link src ADDR`, IPv6 `metric 256`), a default
+/// route per gateway (`proto static`; IPv6 `metric 1024`).
+pub fn routes(addrs: &[Addr], gws: &[IpAddr]) -> Vec<Route> {
+    let mut v: Vec<Route> = Vec::new();
+    for a in addrs {
+        let dst = a.network();
+        let max = if a.ip.is_ipv4() { 32 } else { 128 };
+        if a.prefix == max || v.iter().any(|r| r.dst == dst && r.len == a.prefix) {
+            continue;
+        }
+        v.push(Route {
+            dst,
+            len: a.prefix,
+            gw: None,
+            src: a.ip.is_ipv4().then_some(a.ip),
+            cloned: false,
+        });
+    }
+    for g in gws {
+        let any = if g.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        };
+        let r = Route {
+            dst: any,
+            len: 0,
+            gw: Some(*g),
+            src: None,
+            cloned: false,
+        };
+        // Linux lists IPv4's default route first, IPv6's last.
+        if g.is_ipv4() {
+            v.insert(0, r);
+        } else {
+            v.push(r);
+        }
+    }
+    v
+}
+
+/// Append an `RTM_NEWROUTE` (or, `ty`, `RTM_DELROUTE`) message for `r`: `rtmsg` (main
+/// table, unicast; `proto kernel` and, for IPv4, `scope link` on the link, `proto static`
+/// through a gateway), then `RTA_TABLE`, `RTA_DST` (not for a default route),
+/// `RTA_PREFSRC`, `RTA_GATEWAY`, for IPv6 `RTA_PRIORITY` and `RTA_PREF`, `RTA_OIF`.
+pub fn route_msg(b: &mut Vec<u8>, ty: u16, r: &Route, flags: u16, seq: u32, pid: u32) {
+    message(b, ty, flags, seq, pid, |b| {
+        let v4 = r.dst.is_ipv4();
+        b.push(if v4 { libc::AF_INET } else { libc::AF_INET6 } as u8);
+        b.push(r.len);
+        b.push(0); // src_len
+        b.push(0); // tos
+        b.push(RT_TABLE_MAIN);
+        b.push(match (r.cloned, r.gw) {
+            (true, _) => 0,
+            (false, Some(_)) => RTPROT_STATIC,
+            (false, None) => RTPROT_KERNEL,
+        });
+        b.push(if v4 && r.gw.is_none() && !r.cloned {
+            RT_SCOPE_LINK
+        } else {
+            RT_SCOPE_UNIVERSE
+        });
+        b.push(RTN_UNICAST);
+        let flags: u32 = if r.cloned { RTM_F_CLONED } else { 0 };
+        b.extend_from_slice(&flags.to_ne_bytes());
+        attr(b, RTA_TABLE, &u32::from(RT_TABLE_MAIN).to_ne_bytes());
+        if r.len > 0 {
+            attr(b, RTA_DST, &octets(r.dst));
+        }
+        if let Some(s) = r.src {
+            attr(b, RTA_PREFSRC, &octets(s));
+        }
+        if let Some(g) = r.gw {
+            attr(b, RTA_GATEWAY, &octets(g));
+        }
+        if !v4 && !r.cloned {
+            let metric: u32 = if r.gw.is_some() { 1024 } else { 256 };
+            attr(b, RTA_PRIORITY, &metric.to_ne_bytes());
+            attr(b, RTA_PREF, &[0]); // ICMPV6_ROUTER_PREF_MEDIUM
+        }
+        attr(b, RTA_OIF, &IFINDEX.to_ne_bytes());
     });
 }
 

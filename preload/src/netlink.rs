@@ -14,13 +14,15 @@
 //! `recvfrom`/`recvmsg` report the kernel (`nl_pid` 0) as the sender. `bind` (port id and
 //! groups), `getsockname`, `setsockopt(SOL_NETLINK, …)` are accepted.
 //!
-//! Events: the node's addresses change only in its daemon (DHCP, SLAAC). A socket that joins
-//! `RTMGRP_IPV4_IFADDR` or `RTMGRP_IPV6_IFADDR` (`bind` with `nl_groups`, or
-//! `NETLINK_ADD_MEMBERSHIP` of `RTNLGRP_IPV4_IFADDR`/`RTNLGRP_IPV6_IFADDR`) has the daemon
-//! write `RTM_NEWADDR`/`RTM_DELADDR` messages into a copy of the shim's end (`Subscribe`,
+//! Events: the node's addresses and gateways change only in its daemon (DHCP, SLAAC). A
+//! socket that joins `RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`, `RTMGRP_IPV4_ROUTE` or
+//! `RTMGRP_IPV6_ROUTE` (`bind` with `nl_groups`, or `NETLINK_ADD_MEMBERSHIP` of
+//! `RTNLGRP_IPV4_IFADDR`/`RTNLGRP_IPV6_IFADDR`/`RTNLGRP_IPV4_ROUTE`/`RTNLGRP_IPV6_ROUTE`) has
+//! the daemon write `RTM_NEWADDR`/`RTM_DELADDR` and `RTM_NEWROUTE`/`RTM_DELROUTE` messages
+//! (the prefix route that comes and goes with an address, the default route of a gateway,
+//! encoded as the route dumps here encode them) into a copy of the shim's end (`Subscribe`,
 //! `stackd/src/stack/rtnl.rs`), so they wait in the application's end like the kernel's and
-//! wake `poll`/`epoll`. No link events (the link never changes) and no route events (not
-//! even the prefix route that comes with an address, nor a new gateway).
+//! wake `poll`/`epoll`. No link events (the link never changes).
 //!
 //! The fd is marked in the datagram fd table ([`crate::dgram`]), so the send/receive hooks
 //! find it with the same one atomic load. Other netlink protocols go to the kernel.

@@ -776,3 +776,105 @@ fn ip_monitor_hears_address_changes() {
         log("monitor6.log")
     );
 }
+
+/// `ip monitor route` as a process of a node whose lease and router come and go: the lease's
+/// prefix route and default route appear as `ip route` as the node lists them, the SLAAC
+/// prefix route and the router's default route as `ip -6 route` does, and the lease's routes
+/// are deleted when it runs out. `ip -6 monitor route` hears of the IPv6 routes only, and
+/// `ip monitor` of addresses and routes.
+#[test]
+fn ip_monitor_hears_route_changes() {
+    if !have("ip") {
+        return skip("ip (iproute2) missing");
+    }
+    let mut lab = NodeLab::new("autoconf-monitor-route", None);
+    let (ctl, _) = monitored_node(
+        &mut lab,
+        &[
+            (&["monitor", "route"], "route.log"),
+            (&["-6", "monitor", "route"], "route6.log"),
+            (&["monitor"], "all.log"),
+        ],
+    );
+    let log = |name: &str| printed(&lab, name);
+    let router = link_local(&Mac(SERVER_MAC));
+    let prefix4 = "10.9.0.0/24 dev vde0 proto kernel scope link src 10.9.0.100";
+    let default4 = format!("default via {ROUTER_IP} dev vde0 proto static");
+    let prefix6 = "fd09::/64 dev vde0 proto kernel metric 256 pref medium";
+    let default6 = format!("default via {router} dev vde0 proto static metric 1024 pref medium");
+    let svc = lan_services_lease(&lab.sw, 4);
+    let l = wait_for(Duration::from_secs(20), "the four routes", || {
+        let l = log("route.log");
+        [prefix4, &default4, prefix6, &default6]
+            .iter()
+            .all(|r| l.lines().any(|x| x == *r))
+            .then_some(l)
+    });
+    assert!(!l.contains("Deleted"), "{l}");
+    // What `ip route` and `ip -6 route` as the node print, the monitor printed (but
+    // fe80::/64, there before the monitor).
+    let ip = |args: &[&str]| {
+        let mut c = lab.on(&ctl, "ip");
+        c.args(args);
+        let o = run_for(10, c);
+        assert!(o.status.success(), "ip {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let table = ip(&["route"]) + &ip(&["-6", "route"]);
+    let listed: Vec<&str> = table
+        .lines()
+        .map(str::trim_end)
+        .filter(|r| !r.starts_with("fe80::/64"))
+        .collect();
+    assert_eq!(listed.len(), 4, "{table}");
+    for r in &listed {
+        assert!(
+            l.lines().any(|x| x == *r),
+            "{r:?} not in the monitor's\n{l}"
+        );
+    }
+    let six = wait_for(Duration::from_secs(10), "the IPv6 routes (-6)", || {
+        let l = log("route6.log");
+        (l.lines().any(|x| x == prefix6) && l.lines().any(|x| x == default6)).then_some(l)
+    });
+    assert!(!six.contains("10.9.0."), "an IPv4 route for ip -6: {six}");
+    // Without the server the lease runs out: its default route, then its prefix route go
+    // (between them, for `ip monitor`, its address).
+    drop(svc);
+    let gone = [format!("Deleted {default4}"), format!("Deleted {prefix4}")];
+    let l = wait_for(
+        Duration::from_secs(20),
+        "the lease's routes deleted",
+        || {
+            let l = log("route.log");
+            gone.iter().all(|g| l.lines().any(|x| x == g)).then_some(l)
+        },
+    );
+    assert!(!l.contains("Deleted fd09::") && !l.contains(&format!("Deleted {default6}")));
+    let all = wait_for(Duration::from_secs(10), "ip monitor (everything)", || {
+        let l = log("all.log");
+        gone.iter().all(|g| l.lines().any(|x| x == g)).then_some(l)
+    });
+    let at = |what: &str| {
+        all.find(what)
+            .unwrap_or_else(|| panic!("{what:?} not in\n{all}"))
+    };
+    assert!(at(prefix4) < at(&default4), "{all}");
+    assert!(
+        at("inet 10.9.0.100/24") < at(prefix4),
+        "the address, then its route: {all}"
+    );
+    assert!(
+        at(&gone[0]) < at("Deleted 1: vde0    inet 10.9.0.100/24"),
+        "{all}"
+    );
+    assert!(
+        at("Deleted 1: vde0    inet 10.9.0.100/24") < at(&gone[1]),
+        "{all}"
+    );
+    assert!(
+        !log("route6.log").contains("Deleted"),
+        "{}",
+        log("route6.log")
+    );
+}

@@ -396,13 +396,14 @@ pub enum Request {
     Join {
         id: SockId,
     },
-    /// rtnetlink address events: the attached fd (the shim's end of a virtual netlink
-    /// socket's `SOCK_SEQPACKET` pair) gets one `RTM_NEWADDR`/`RTM_DELADDR` datagram per
-    /// change of the node's addresses in `groups` (`nl_groups` bits; only
-    /// `rtnl::EVENT_GROUPS` count), written with `MSG_DONTWAIT`, so that it reaches the
-    /// application's end. A later `Subscribe` with the same socket replaces the groups
-    /// (none: unsubscribed); the daemon lets go of the fd when the application's end is
-    /// closed. Answered `Ok`, `EINVAL` for an fd of another kind.
+    /// rtnetlink address and route events: the attached fd (the shim's end of a virtual
+    /// netlink socket's `SOCK_SEQPACKET` pair) gets one `RTM_NEWADDR`/`RTM_DELADDR` or
+    /// `RTM_NEWROUTE`/`RTM_DELROUTE` datagram per change of the node's addresses and routes
+    /// in `groups` (`nl_groups` bits; only `rtnl::EVENT_GROUPS` count), written with
+    /// `MSG_DONTWAIT`, so that it reaches the application's end. A later `Subscribe` with
+    /// the same socket replaces the groups (none: unsubscribed); the daemon lets go of the
+    /// fd when the application's end is closed. Answered `Ok`, `EINVAL` for an fd of another
+    /// kind.
     Subscribe {
         groups: u32,
     },

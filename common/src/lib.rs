@@ -7,7 +7,7 @@
 //! * [`ctl`]: the control protocol between `libioth.so` and `ioth-stackd`, and the record that
 //!   a listening socket carries for each accepted connection;
 //! * [`rtnl`]: rtnetlink messages for a node's interface (the shim's netlink sockets, the
-//!   daemon's address events);
+//!   daemon's address and route events);
 //! * [`names`]: where things live (run directory, default switch, node control sockets) and the
 //!   abstract unix names that give every virtual socket fd its identity;
 //! * [`sys`]: the raw system-call layer. Everything here goes straight to the kernel with

@@ -8,19 +8,21 @@
 //! end: `RTM_GETLINK` and `RTM_GETADDR` (dump or one interface) give `RTM_NEWLINK` /
 //! `RTM_NEWADDR` messages and `NLMSG_DONE`; `RTM_GETROUTE` dumps give the node's routes as
 //! Linux would show them (`RTM_NEWROUTE`: a prefix route per address, `proto kernel`, and a
-//! default route per gateway, in the main table); requests that
+//! default route per gateway, in the main table; `ioth_common::rtnl::routes`); requests that
 //! change something get `NLMSG_ERROR` `EPERM`, unknown ones `EOPNOTSUPP`; `NLM_F_ACK` gets
 //! an ack. Every reply carries the request's sequence number and the socket's port id;
 //! `recvfrom`/`recvmsg` report the kernel (`nl_pid` 0) as the sender. `bind` (port id and
 //! groups), `getsockname`, `setsockopt(SOL_NETLINK, …)` are accepted.
 //!
-//! Events: the node's addresses change only in its daemon (DHCP, SLAAC). A socket that joins
-//! `RTMGRP_IPV4_IFADDR` or `RTMGRP_IPV6_IFADDR` (`bind` with `nl_groups`, or
-//! `NETLINK_ADD_MEMBERSHIP` of `RTNLGRP_IPV4_IFADDR`/`RTNLGRP_IPV6_IFADDR`) has the daemon
-//! write `RTM_NEWADDR`/`RTM_DELADDR` messages into a copy of the shim's end (`Subscribe`,
+//! Events: the node's addresses and gateways change only in its daemon (DHCP, SLAAC). A
+//! socket that joins `RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`, `RTMGRP_IPV4_ROUTE` or
+//! `RTMGRP_IPV6_ROUTE` (`bind` with `nl_groups`, or `NETLINK_ADD_MEMBERSHIP` of
+//! `RTNLGRP_IPV4_IFADDR`/`RTNLGRP_IPV6_IFADDR`/`RTNLGRP_IPV4_ROUTE`/`RTNLGRP_IPV6_ROUTE`) has
+//! the daemon write `RTM_NEWADDR`/`RTM_DELADDR` and `RTM_NEWROUTE`/`RTM_DELROUTE` messages
+//! (the prefix route that comes and goes with an address, the default route of a gateway,
+//! encoded as the route dumps here encode them) into a copy of the shim's end (`Subscribe`,
 //! `stackd/src/stack/rtnl.rs`), so they wait in the application's end like the kernel's and
-//! wake `poll`/`epoll`. No link events (the link never changes) and no route events (not
-//! even the prefix route that comes with an address, nor a new gateway).
+//! wake `poll`/`epoll`. No link events (the link never changes).
 //!
 //! The fd is marked in the datagram fd table ([`crate::dgram`]), so the send/receive hooks
 //! find it with the same one atomic load. Other netlink protocols go to the kernel.
@@ -30,7 +32,8 @@
 use crate::iface::{self, Iface};
 use ioth_common::ctl::{Reply, Request};
 use ioth_common::rtnl::{
-    EVENT_GROUPS, NLMSG_HDR, RTM_NEWADDR, addr_msg, align4, attr, message, name_z,
+    EVENT_GROUPS, NLMSG_HDR, RTA_DST, RTM_NEWADDR, RTM_NEWROUTE, Route, addr_msg, align4, attr,
+    message, name_z, route_msg, routes,
 };
 use ioth_common::sys::{self, Errno, Fd};
 use parking_lot::Mutex;
@@ -47,22 +50,7 @@ const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_GETADDR: u16 = 22;
-const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_GATEWAY: u16 = 5;
-const RTA_PRIORITY: u16 = 6;
-const RTA_PREFSRC: u16 = 7;
-const RTA_TABLE: u16 = 15;
-const RTA_PREF: u16 = 20;
-const RT_TABLE_MAIN: u8 = 254;
-const RTPROT_KERNEL: u8 = 2;
-const RTPROT_STATIC: u8 = 4;
-const RT_SCOPE_UNIVERSE: u8 = 0;
-const RT_SCOPE_LINK: u8 = 253;
-const RTN_UNICAST: u8 = 1;
-const RTM_F_CLONED: u32 = 0x200;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_BROADCAST: u16 = 2;
 const IFLA_IFNAME: u16 = 3;
@@ -90,67 +78,6 @@ fn newlink(b: &mut Vec<u8>, i: &Iface, flags: u16, seq: u32, pid: u32) {
     });
 }
 
-/// The bytes of an address.
-fn octets(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v) => v.octets().to_vec(),
-        IpAddr::V6(v) => v.octets().to_vec(),
-    }
-}
-
-/// One route of the main table: to `dst`/`len` (`len` 0: default), through `gw` or on the
-/// link (from `src`).
-struct Route {
-    dst: IpAddr,
-    len: u8,
-    gw: Option<IpAddr>,
-    src: Option<IpAddr>,
-    /// An answer to `ip route get` (a cloned host route: `RTM_F_CLONED`, no protocol).
-    cloned: bool,
-}
-
-/// The node's routes as Linux would list them for its addresses and gateways: a prefix route
-/// per address (`proto kernel`; IPv4 `scope link src ADDR`, IPv6 `metric 256`), a default
-/// route per gateway (`proto static`; IPv6 `metric 1024`).
-fn routes(i: &Iface) -> Vec<Route> {
-    let mut v: Vec<Route> = Vec::new();
-    for a in &i.addrs {
-        let dst = a.network();
-        let max = if a.ip.is_ipv4() { 32 } else { 128 };
-        if a.prefix == max || v.iter().any(|r| r.dst == dst && r.len == a.prefix) {
-            continue;
-        }
-        v.push(Route {
-            dst,
-            len: a.prefix,
-            gw: None,
-            src: a.ip.is_ipv4().then_some(a.ip),
-            cloned: false,
-        });
-    }
-    for g in &i.gws {
-        let any = if g.is_ipv4() {
-            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-        };
-        let r = Route {
-            dst: any,
-            len: 0,
-            gw: Some(*g),
-            src: None,
-            cloned: false,
-        };
-        // Linux lists IPv4's default route first, IPv6's last.
-        if g.is_ipv4() {
-            v.insert(0, r);
-        } else {
-            v.push(r);
-        }
-    }
-    v
-}
-
 /// `ip route get DST`: the route a packet to `dst` takes (longest prefix), as a host route
 /// with the source address the node would use.
 fn route_to(i: &Iface, dst: IpAddr) -> Option<Route> {
@@ -162,7 +89,7 @@ fn route_to(i: &Iface, dst: IpAddr) -> Option<Route> {
         .network()
             == net
     };
-    let best = routes(i)
+    let best = routes(&i.addrs, &i.gws)
         .into_iter()
         .filter(|r| r.dst.is_ipv4() == dst.is_ipv4() && within(r.dst, r.len))
         .max_by_key(|r| r.len)?;
@@ -179,46 +106,6 @@ fn route_to(i: &Iface, dst: IpAddr) -> Option<Route> {
         src,
         cloned: true,
     })
-}
-
-fn newroute(b: &mut Vec<u8>, r: &Route, flags: u16, seq: u32, pid: u32) {
-    message(b, RTM_NEWROUTE, flags, seq, pid, |b| {
-        let v4 = r.dst.is_ipv4();
-        b.push(if v4 { libc::AF_INET } else { libc::AF_INET6 } as u8);
-        b.push(r.len);
-        b.push(0); // src_len
-        b.push(0); // tos
-        b.push(RT_TABLE_MAIN);
-        b.push(match (r.cloned, r.gw) {
-            (true, _) => 0,
-            (false, Some(_)) => RTPROT_STATIC,
-            (false, None) => RTPROT_KERNEL,
-        });
-        b.push(if v4 && r.gw.is_none() && !r.cloned {
-            RT_SCOPE_LINK
-        } else {
-            RT_SCOPE_UNIVERSE
-        });
-        b.push(RTN_UNICAST);
-        let flags: u32 = if r.cloned { RTM_F_CLONED } else { 0 };
-        b.extend_from_slice(&flags.to_ne_bytes());
-        attr(b, RTA_TABLE, &u32::from(RT_TABLE_MAIN).to_ne_bytes());
-        if r.len > 0 {
-            attr(b, RTA_DST, &octets(r.dst));
-        }
-        if let Some(s) = r.src {
-            attr(b, RTA_PREFSRC, &octets(s));
-        }
-        if let Some(g) = r.gw {
-            attr(b, RTA_GATEWAY, &octets(g));
-        }
-        if !v4 && !r.cloned {
-            let metric: u32 = if r.gw.is_some() { 1024 } else { 256 };
-            attr(b, RTA_PRIORITY, &metric.to_ne_bytes());
-            attr(b, RTA_PREF, &[0]); // ICMPV6_ROUTER_PREF_MEDIUM
-        }
-        attr(b, RTA_OIF, &iface::INDEX.to_ne_bytes());
-    });
 }
 
 fn error(b: &mut Vec<u8>, err: i32, req: &[u8], seq: u32, pid: u32) {
@@ -325,21 +212,21 @@ pub fn answer(req: &[u8], iface: Option<&Iface>, pid: u32) -> Vec<Vec<u8>> {
                         _ => None,
                     });
                 match dst.map(|d| route_to(i, d)) {
-                    Some(Some(r)) => newroute(&mut b, &r, 0, seq, pid),
+                    Some(Some(r)) => route_msg(&mut b, RTM_NEWROUTE, &r, 0, seq, pid),
                     Some(None) => error(&mut b, libc::ENETUNREACH, m, seq, pid),
                     None => error(&mut b, libc::EINVAL, m, seq, pid),
                 }
             }
             RTM_GETROUTE => {
                 let fam = body.first().copied().unwrap_or(0) as i32;
-                for r in routes(i) {
+                for r in routes(&i.addrs, &i.gws) {
                     let af = if r.dst.is_ipv4() {
                         libc::AF_INET
                     } else {
                         libc::AF_INET6
                     };
                     if fam == libc::AF_UNSPEC || fam == af {
-                        newroute(&mut b, &r, NLM_F_MULTI, seq, pid);
+                        route_msg(&mut b, RTM_NEWROUTE, &r, NLM_F_MULTI, seq, pid);
                     }
                 }
                 dump_end(&mut out, b, seq, pid);
@@ -602,7 +489,10 @@ pub fn send(fd: RawFd, data: &[u8]) -> Result<usize, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ioth_common::rtnl::{IFA_ADDRESS, IFA_CACHEINFO};
+    use ioth_common::rtnl::{
+        IFA_ADDRESS, IFA_CACHEINFO, RT_SCOPE_LINK, RT_TABLE_MAIN, RTA_GATEWAY, RTA_PREFSRC,
+        RTPROT_KERNEL,
+    };
 
     fn node() -> Iface {
         Iface::parse(

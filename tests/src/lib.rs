@@ -477,7 +477,8 @@ impl NodeLab {
     }
 
     /// Start `c` in the background with its output in `log`; stopped by pid on drop.
-    pub fn spawn(&mut self, mut c: Command, log: &str) {
+    /// Returns its pid.
+    pub fn spawn(&mut self, mut c: Command, log: &str) -> i32 {
         let out = File::create(self.dir.join(log)).unwrap();
         let err = out.try_clone().unwrap();
         // Reaped by `Daemon::stop` (waitpid on its pid).
@@ -488,10 +489,12 @@ impl NodeLab {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {c:?}: {e}"));
+        let pid = child.id() as i32;
         self.procs.push(Daemon {
-            pid: child.id() as i32,
+            pid,
             name: log.to_string(),
         });
+        pid
     }
 
     pub fn log(&self, name: &str) -> String {

@@ -14,7 +14,7 @@ use ioth_e2e::*;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::Duration as SDuration;
 use smoltcp::wire::*;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -663,15 +663,10 @@ fn info_when_up(ctl: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-/// `ip monitor address` as a process of a node whose addresses come and go (issue 16): the
-/// DHCP lease and the SLAAC address appear as `ip` prints new addresses, the lease's end as
-/// a deleted one; `ip -6 monitor address` hears of the IPv6 address only.
-#[test]
-fn ip_monitor_hears_address_changes() {
-    if !have("ip") {
-        return skip("ip (iproute2) missing");
-    }
-    let mut lab = NodeLab::new("autoconf-monitor", None);
+/// A node in auto mode (`monnode`, its daemon in the foreground) with `ip` monitors running
+/// as its processes, each `(arguments, log)`, all listening before any address comes: its
+/// control socket and the SLAAC address it is to get.
+fn monitored_node(lab: &mut NodeLab, monitors: &[(&[&str], &str)]) -> (PathBuf, Ipv6Addr) {
     // The node's daemon in the foreground: with `--daemon` it would return only once it has
     // its addresses, and the monitors must be listening before they come.
     let ctl = lab.dir.join("mon.ctl");
@@ -687,30 +682,68 @@ fn ip_monitor_hears_address_changes() {
     });
     assert!(i.contains("netlink_subscribers=0\n"), "{i}");
     let ll = link_local(&Mac(mac_of(&i))).segments();
-    let v6 = std::net::Ipv6Addr::new(0xfd09, 0, 0, 0, ll[4], ll[5], ll[6], ll[7]);
-    for (args, log) in [
-        (&["monitor", "address"][..], "monitor.log"),
-        (&["-6", "monitor", "address"][..], "monitor6.log"),
-    ] {
+    let v6 = Ipv6Addr::new(0xfd09, 0, 0, 0, ll[4], ll[5], ll[6], ll[7]);
+    let mut pids = Vec::new();
+    for (args, log) in monitors {
         let mut m = lab.on(&ctl, "ip");
-        m.args(args);
-        lab.spawn(m, log);
+        m.args(*args);
+        pids.push(lab.spawn(m, log));
     }
-    let i = wait_for(Duration::from_secs(10), "both monitors listening", || {
-        info_when_up(&ctl).filter(|i| i.contains("netlink_subscribers=2\n"))
+    let all = format!("netlink_subscribers={}\n", monitors.len());
+    let i = wait_for(Duration::from_secs(10), "the monitors subscribed", || {
+        info_when_up(&ctl).filter(|i| i.contains(&all))
     });
+    // `ip monitor` subscribes (binds) before it reads the interfaces and probes for
+    // namespace ids (`RTM_GETNSID`) on the same socket: an event that came in between would
+    // be taken for the probe's answer and not printed. Once it waits in `recvmsg` it is in
+    // its listening loop (the shim's answers are there before it reads them).
+    for p in pids {
+        wait_for(
+            Duration::from_secs(10),
+            "a monitor waiting in recvmsg",
+            || {
+                let s = std::fs::read_to_string(format!("/proc/{p}/syscall")).unwrap_or_default();
+                let nr = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<i64>().ok());
+                (nr == Some(libc::SYS_recvmsg)).then_some(())
+            },
+        );
+    }
     assert!(
-        !i.contains("addr=10.9.") && !i.contains("addr=fd09::"),
+        !i.contains("addr=10.9.") && !i.contains("addr=fd09::") && !i.contains("gw="),
         "{i}"
     );
-    // What `ip` prints, lines without trailing blanks.
-    let log = |name: &str| {
-        lab.log(name)
-            .lines()
-            .map(|l| l.trim_end().to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    (ctl, v6)
+}
+
+/// The log `name` of `lab`: what `ip` printed, lines without trailing blanks.
+fn printed(lab: &NodeLab, name: &str) -> String {
+    lab.log(name)
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `ip monitor address` as a process of a node whose addresses come and go (issue 16): the
+/// DHCP lease and the SLAAC address appear as `ip` prints new addresses, the lease's end as
+/// a deleted one; `ip -6 monitor address` hears of the IPv6 address only.
+#[test]
+fn ip_monitor_hears_address_changes() {
+    if !have("ip") {
+        return skip("ip (iproute2) missing");
+    }
+    let mut lab = NodeLab::new("autoconf-monitor", None);
+    let (_ctl, v6) = monitored_node(
+        &mut lab,
+        &[
+            (&["monitor", "address"], "monitor.log"),
+            (&["-6", "monitor", "address"], "monitor6.log"),
+        ],
+    );
+    let log = |name: &str| printed(&lab, name);
     let lease = "1: vde0    inet 10.9.0.100/24 brd 10.9.0.255 scope global vde0\n       \
                  valid_lft forever preferred_lft forever";
     let slaac = format!(
@@ -741,5 +774,107 @@ fn ip_monitor_hears_address_changes() {
         !log("monitor6.log").contains("Deleted"),
         "{}",
         log("monitor6.log")
+    );
+}
+
+/// `ip monitor route` as a process of a node whose lease and router come and go: the lease's
+/// prefix route and default route appear as `ip route` as the node lists them, the SLAAC
+/// prefix route and the router's default route as `ip -6 route` does, and the lease's routes
+/// are deleted when it runs out. `ip -6 monitor route` hears of the IPv6 routes only, and
+/// `ip monitor` of addresses and routes.
+#[test]
+fn ip_monitor_hears_route_changes() {
+    if !have("ip") {
+        return skip("ip (iproute2) missing");
+    }
+    let mut lab = NodeLab::new("autoconf-monitor-route", None);
+    let (ctl, _) = monitored_node(
+        &mut lab,
+        &[
+            (&["monitor", "route"], "route.log"),
+            (&["-6", "monitor", "route"], "route6.log"),
+            (&["monitor"], "all.log"),
+        ],
+    );
+    let log = |name: &str| printed(&lab, name);
+    let router = link_local(&Mac(SERVER_MAC));
+    let prefix4 = "10.9.0.0/24 dev vde0 proto kernel scope link src 10.9.0.100";
+    let default4 = format!("default via {ROUTER_IP} dev vde0 proto static");
+    let prefix6 = "fd09::/64 dev vde0 proto kernel metric 256 pref medium";
+    let default6 = format!("default via {router} dev vde0 proto static metric 1024 pref medium");
+    let svc = lan_services_lease(&lab.sw, 4);
+    let l = wait_for(Duration::from_secs(20), "the four routes", || {
+        let l = log("route.log");
+        [prefix4, &default4, prefix6, &default6]
+            .iter()
+            .all(|r| l.lines().any(|x| x == *r))
+            .then_some(l)
+    });
+    assert!(!l.contains("Deleted"), "{l}");
+    // What `ip route` and `ip -6 route` as the node print, the monitor printed (but
+    // fe80::/64, there before the monitor).
+    let ip = |args: &[&str]| {
+        let mut c = lab.on(&ctl, "ip");
+        c.args(args);
+        let o = run_for(10, c);
+        assert!(o.status.success(), "ip {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let table = ip(&["route"]) + &ip(&["-6", "route"]);
+    let listed: Vec<&str> = table
+        .lines()
+        .map(str::trim_end)
+        .filter(|r| !r.starts_with("fe80::/64"))
+        .collect();
+    assert_eq!(listed.len(), 4, "{table}");
+    for r in &listed {
+        assert!(
+            l.lines().any(|x| x == *r),
+            "{r:?} not in the monitor's\n{l}"
+        );
+    }
+    let six = wait_for(Duration::from_secs(10), "the IPv6 routes (-6)", || {
+        let l = log("route6.log");
+        (l.lines().any(|x| x == prefix6) && l.lines().any(|x| x == default6)).then_some(l)
+    });
+    assert!(!six.contains("10.9.0."), "an IPv4 route for ip -6: {six}");
+    // Without the server the lease runs out: its default route, then its prefix route go
+    // (between them, for `ip monitor`, its address).
+    drop(svc);
+    let gone = [format!("Deleted {default4}"), format!("Deleted {prefix4}")];
+    let l = wait_for(
+        Duration::from_secs(20),
+        "the lease's routes deleted",
+        || {
+            let l = log("route.log");
+            gone.iter().all(|g| l.lines().any(|x| x == g)).then_some(l)
+        },
+    );
+    assert!(!l.contains("Deleted fd09::") && !l.contains(&format!("Deleted {default6}")));
+    let all = wait_for(Duration::from_secs(10), "ip monitor (everything)", || {
+        let l = log("all.log");
+        gone.iter().all(|g| l.lines().any(|x| x == g)).then_some(l)
+    });
+    let at = |what: &str| {
+        all.find(what)
+            .unwrap_or_else(|| panic!("{what:?} not in\n{all}"))
+    };
+    assert!(at(prefix4) < at(&default4), "{all}");
+    assert!(
+        at("inet 10.9.0.100/24") < at(prefix4),
+        "the address, then its route: {all}"
+    );
+    assert!(
+        at(&gone[0]) < at("Deleted 1: vde0    inet 10.9.0.100/24"),
+        "{all}"
+    );
+    assert!(
+        at("Deleted 1: vde0    inet 10.9.0.100/24") < at(&gone[1]),
+        "{all}"
+    );
+    assert!(
+        !log("route6.log").contains("Deleted"),
+        "{}",
+        log("route6.log")
     );
 }

@@ -34,7 +34,7 @@
 //! - `sockopt.rs`: socket options;
 //! - `dgram.rs`: UDP and ICMP sockets;
 //! - `pump.rs`: ingress, egress, and moving data between smoltcp and the socketpairs;
-//! - `rtnl.rs`: address events for the node's rtnetlink sockets.
+//! - `rtnl.rs`: address and route events for the node's rtnetlink sockets.
 //!
 //! Not done here: TCP urgent data, SO_LINGER with a timeout (only 0 = RST is honoured), IP
 //! options, raw sockets other than ICMPv6.
@@ -296,7 +296,7 @@ pub(super) struct Net<D: Link> {
     given_dns: Vec<IpAddr>,
     /// Probes that make a previous daemon's peers reset its connections (`reset.rs`).
     resets: Option<reset::Resets>,
-    /// The rtnetlink sockets that hear of address changes (`rtnl.rs`).
+    /// The rtnetlink sockets that hear of address and route changes (`rtnl.rs`).
     rtnl: rtnl::Subscribers,
     /// The time of the current call (every entry point sets it).
     now: Instant,
@@ -645,12 +645,11 @@ impl<D: Link> Net<D> {
         };
         self.iface.poll_maintenance(self.now);
         if a.poll(&mut self.iface, &mut self.set) {
-            let old =
-                std::mem::replace(&mut self.cidrs, crate::autoconf::global_cidrs(&self.iface));
-            self.rtnl
-                .changed(&rtnl::addrs(&old), &rtnl::addrs(&self.cidrs));
+            let ll = config::link_local(&self.cfg.mac);
+            let before = rtnl::view(&self.cidrs, ll, &self.cfg.gateways);
+            self.cidrs = crate::autoconf::global_cidrs(&self.iface);
             let mut own: Vec<IpAddr> = self.cidrs.iter().map(|c| c.addr).collect();
-            own.push(IpAddr::V6(config::link_local(&self.cfg.mac)));
+            own.push(IpAddr::V6(ll));
             let new: Vec<IpAddr> = own
                 .iter()
                 .filter(|a| !self.own.contains(a))
@@ -666,6 +665,8 @@ impl<D: Link> Net<D> {
             let mut dns = self.given_dns.clone();
             dns.extend(a.dns());
             self.cfg.dns = dns;
+            let after = rtnl::view(&self.cidrs, ll, &self.cfg.gateways);
+            self.rtnl.changed(&before, &after);
             log::info!(
                 "addresses {:?} gateways {:?} dns {:?}",
                 self.cidrs,

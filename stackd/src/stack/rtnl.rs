@@ -1,12 +1,15 @@
-//! rtnetlink address events for the node's processes (`ip monitor address`).
+//! rtnetlink address and route events for the node's processes (`ip monitor address`,
+//! `ip monitor route`).
 //!
 //! A virtual netlink socket of the shim (`preload/src/netlink.rs`) is one end of a kernel
 //! `SOCK_SEQPACKET` socketpair held by the application; the shim keeps the other end. When
 //! the socket joins the address groups (`bind` with `nl_groups`, or
-//! `NETLINK_ADD_MEMBERSHIP`), the shim hands a copy of its end to the daemon in a
-//! `Subscribe` request. Whenever DHCP or SLAAC changes the node's addresses
-//! ([`Net::autoconf`](super::Net)), the daemon writes the `RTM_DELADDR`/`RTM_NEWADDR`
-//! messages ([`ioth_common::rtnl::addr_events`]) into each subscribed end: they arrive in the
+//! `NETLINK_ADD_MEMBERSHIP`) or the route groups, the shim hands a copy of its end to the
+//! daemon in a `Subscribe` request. Whenever DHCP or SLAAC changes the node's addresses or
+//! gateways ([`Net::autoconf`](super::Net)), the daemon writes the `RTM_DELADDR`/
+//! `RTM_NEWADDR` and `RTM_DELROUTE`/`RTM_NEWROUTE` messages ([`ioth_common::rtnl::events`]:
+//! the prefix route of each address, the default route of each gateway, as the shim's dumps
+//! list them) into each subscribed end: they arrive in the
 //! application's end in order, which becomes readable (`poll`, `epoll`) as it would with the
 //! kernel's socket. Nothing runs in the application for it.
 //!
@@ -18,18 +21,28 @@
 //! restart of the daemon.
 
 use ioth_common::config::Cidr;
-use ioth_common::rtnl::{Addr, EVENT_GROUPS, addr_events};
+use ioth_common::rtnl::{Addr, EVENT_GROUPS, View, events};
 use ioth_common::sys::{self, Errno, Fd};
+use std::net::{IpAddr, Ipv6Addr};
 
-/// The node's addresses as rtnetlink describes them.
-pub(super) fn addrs(cidrs: &[Cidr]) -> Vec<Addr> {
-    cidrs
+/// The node as its rtnetlink sockets see it: its addresses `cidrs`, then the link-local
+/// one, and its gateways (as `NodeInfo` lists them, from which the shim's dumps come).
+pub(super) fn view(cidrs: &[Cidr], link_local: Ipv6Addr, gws: &[IpAddr]) -> View {
+    let mut addrs: Vec<Addr> = cidrs
         .iter()
         .map(|c| Addr {
             ip: c.addr,
             prefix: c.prefix,
         })
-        .collect()
+        .collect();
+    addrs.push(Addr {
+        ip: IpAddr::V6(link_local),
+        prefix: 64,
+    });
+    View {
+        addrs,
+        gws: gws.to_vec(),
+    }
 }
 
 /// Most sockets subscribed at once (each holds one of the daemon's fds).
@@ -95,11 +108,15 @@ impl Subscribers {
         self.v.iter().any(Subscriber::alive)
     }
 
-    /// The node's addresses went from `old` to `new`: tell every subscriber in their groups.
-    pub fn changed(&mut self, old: &[Addr], new: &[Addr]) {
+    /// The node's addresses or gateways went from `old` to `new`: tell every subscriber in
+    /// their groups.
+    pub fn changed(&mut self, old: &View, new: &View) {
+        if old == new {
+            return;
+        }
         self.prune();
         self.v.retain(|s| {
-            for d in addr_events(old, new, s.groups) {
+            for d in events(old, new, s.groups) {
                 match sys::send(s.fd.raw(), &d, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
                     Ok(_) => {}
                     Err(e) if e.is_again() => {
@@ -124,14 +141,16 @@ impl Subscribers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ioth_common::rtnl::{RTM_DELADDR, RTM_NEWADDR, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR};
+    use ioth_common::rtnl::{
+        RTM_DELADDR, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWROUTE, RTMGRP_IPV4_IFADDR,
+        RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE,
+    };
 
-    fn a(s: &str) -> Addr {
-        let (ip, p) = s.split_once('/').unwrap();
-        Addr {
-            ip: ip.parse().unwrap(),
-            prefix: p.parse().unwrap(),
-        }
+    /// The node with addresses `cidrs` (and fe80::1) and gateways `gws`.
+    fn v(cidrs: &[&str], gws: &[&str]) -> View {
+        let cidrs: Vec<Cidr> = cidrs.iter().map(|c| Cidr::parse(c).unwrap()).collect();
+        let gws: Vec<IpAddr> = gws.iter().map(|g| g.parse().unwrap()).collect();
+        view(&cidrs, "fe80::1".parse().unwrap(), &gws)
     }
 
     fn pair() -> (Fd, Fd) {
@@ -162,8 +181,8 @@ mod tests {
         subs.subscribe(ours4, RTMGRP_IPV4_IFADDR).unwrap();
         subs.subscribe(ours6, RTMGRP_IPV6_IFADDR | 1).unwrap();
         assert_eq!(subs.len(), 2);
-        let old = [a("10.9.0.100/24")];
-        let new = [a("10.9.0.101/24"), a("fd09::5/64")];
+        let old = v(&["10.9.0.100/24"], &[]);
+        let new = v(&["10.9.0.101/24", "fd09::5/64"], &[]);
         subs.changed(&old, &new);
         assert_eq!(types(&app4), [RTM_DELADDR, RTM_NEWADDR]);
         assert_eq!(types(&app6), [RTM_NEWADDR]);
@@ -184,5 +203,36 @@ mod tests {
         // Not a socketpair end of the right kind.
         let (dg, _other) = sys::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM).unwrap();
         assert_eq!(subs.subscribe(dg, RTMGRP_IPV4_IFADDR), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn route_groups_hear_prefix_and_default_routes() {
+        let mut subs = Subscribers::default();
+        let (app_r, ours_r) = pair();
+        let (app_a, ours_a) = pair();
+        // `ip monitor route` (with the multicast route groups, which never hear anything),
+        // `ip monitor address`.
+        subs.subscribe(ours_r, RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | 0x80 | 0x200)
+            .unwrap();
+        subs.subscribe(ours_a, RTMGRP_IPV4_IFADDR).unwrap();
+        let bare = v(&[], &[]);
+        let lease = v(&["10.9.0.100/24"], &["10.9.0.1"]);
+        subs.changed(&bare, &lease);
+        assert_eq!(types(&app_r), [RTM_NEWROUTE, RTM_NEWROUTE]);
+        assert_eq!(types(&app_a), [RTM_NEWADDR]);
+        // The same view again (a SLAAC refresh that changed nothing): no events.
+        subs.changed(&lease, &lease.clone());
+        assert_eq!(types(&app_r), Vec::<u16>::new());
+        // A router advertisement: the IPv6 prefix route and default route.
+        let both = v(&["10.9.0.100/24", "fd09::5/64"], &["10.9.0.1", "fe80::99"]);
+        subs.changed(&lease, &both);
+        assert_eq!(types(&app_r), [RTM_NEWROUTE, RTM_NEWROUTE]);
+        assert_eq!(types(&app_a), Vec::<u16>::new(), "IPv6 only");
+        subs.changed(&both, &bare);
+        assert_eq!(
+            types(&app_r),
+            [RTM_DELROUTE, RTM_DELROUTE, RTM_DELROUTE, RTM_DELROUTE]
+        );
+        assert_eq!(types(&app_a), [RTM_DELADDR]);
     }
 }

@@ -274,7 +274,12 @@ impl Slaac {
     /// Get the next time the SLAAC state must be polled for updates.
     pub(crate) fn poll_at(&self, now: Instant) -> Option<Instant> {
         match self.phase {
-            Phase::Discovering | Phase::Start => Some(self.retry_rs_at),
+            // Once the solicitations are used up nothing is due until an advertisement comes
+            // (`rs_sent` is not called again, so the phase stays and `retry_rs_at` passes).
+            Phase::Discovering | Phase::Start if self.num_solicitations > 0 => {
+                Some(self.retry_rs_at)
+            }
+            Phase::Discovering | Phase::Start => None,
             Phase::Maintaining => {
                 let prefix_at = self.prefix.values().filter_map(|prefix_info| {
                     if prefix_info.is_valid(now) {
@@ -359,6 +364,22 @@ mod test {
         slaac.rs_sent(now);
         assert_eq!(slaac.phase, Phase::None);
         assert!(slaac.poll_at(now).is_none());
+    }
+
+    #[test]
+    fn test_solicitations_used_up_nothing_due() {
+        let mut slaac = Slaac::new();
+        let mut now = Instant::from_millis(1);
+        for _ in 0..MAX_RTR_SOLICITATIONS {
+            assert!(slaac.rs_required(now));
+            slaac.rs_sent(now);
+            now += RTR_SOLICITATION_INTERVAL;
+        }
+        // No router answered: no more solicitations, and no poll due (a time in the past
+        // would make the caller poll in a loop).
+        assert!(!slaac.rs_required(now));
+        assert_eq!(slaac.poll_at(now), None);
+        assert_eq!(slaac.poll_at(now + Duration::from_secs(60)), None);
     }
 
     #[test]

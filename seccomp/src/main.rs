@@ -4,10 +4,14 @@
 //!
 //! The child installs a seccomp filter that sends the socket control calls (`socket`,
 //! `connect`, `bind`, `listen`, `accept[4]`, `get{sock,peer}name`, `{set,get}sockopt`,
-//! `shutdown`) to this supervisor as user notifications, hands the listener back over a
-//! socketpair, and execs CMD. The supervisor answers each call with the shim's own emulation
-//! ([`serve`]): a virtual TCP socket is one end of a kernel socketpair pumped by the node's
-//! stack daemon, so reads, writes and polling stay native system calls the filter allows.
+//! `shutdown`) to this supervisor as user notifications, tells it its pid and the listener's
+//! number over a socketpair (the supervisor takes it with `pidfd_getfd`), and execs CMD. The
+//! supervisor answers each call with the shim's own emulation ([`serve`]): a virtual TCP
+//! socket is one end of a kernel socketpair pumped by the node's stack daemon, so reads,
+//! writes and polling stay native system calls the filter allows. Datagram sockets sit at
+//! [`notify::DGRAM_FDS`], whose reads and writes the filter sends here too (their messages
+//! carry the shim's header), as it does calls with addresses or a `msghdr`, and opens (the
+//! node's `/etc/resolv.conf`).
 //! Calls of a foreign ABI (i386 through `int 0x80`, x32) fail with `ENOSYS`: the filter
 //! knows only the native numbers, so they would bypass the notifications and reach the
 //! host's network ([`notify::filter`]).

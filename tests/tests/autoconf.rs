@@ -424,20 +424,7 @@ fn shim_node_with_ioth_ip_auto_resolves_and_connects() {
     let _svc = lan_services(&lab.sw);
     listener(&mut lab, &router, 7008, "listen.log");
     // A real DNS server at the address the DHCP lease names as DNS server.
-    let mut d = lab.on(&router, "dnsmasq");
-    d.args([
-        "--no-daemon",
-        "--no-resolv",
-        "--no-hosts",
-        "--log-queries",
-        "--port=53",
-        "--user=root",
-        "--host-record=gw9,10.9.0.1",
-    ]);
-    lab.spawn(d, "dnsmasq.log");
-    wait_for(Duration::from_secs(20), "dnsmasq started", || {
-        lab.log("dnsmasq.log").contains("started").then_some(())
-    });
+    lab.dnsmasq(&router, &["gw9,10.9.0.1"]);
     // The shim starts the node's daemon (IOTH_IP=auto, IOTH_NAME for a stable MAC) and its
     // first socket call returns once the node has its addresses; `gw9` is resolved by the DNS
     // server the DHCP lease gave (no IOTH_DNS).

@@ -97,6 +97,103 @@ pub const SO_IOTH_READ_ERROR: i32 = 0x494f_0001;
 /// [`ErrQueueEntry`]; `EAGAIN` when it is empty.
 pub const SO_IOTH_ERRQUEUE: i32 = 0x494f_0002;
 
+/// A `SetSockOpt` name of ioth's own (level `SOL_PACKET`): `bind` of a packet socket, the
+/// caller's `struct sockaddr_ll` as the value (the daemon checks the family and interface).
+pub const SO_IOTH_PACKET_BIND: i32 = 0x494f_0003;
+/// A `GetSockOpt` name of ioth's own (level `SOL_PACKET`): a packet socket's name, the
+/// `struct sockaddr_ll` `getsockname` gives.
+pub const SO_IOTH_PACKET_NAME: i32 = 0x494f_0004;
+
+/// Length of `struct sockaddr_ll`.
+pub const SOCKADDR_LL_LEN: usize = 20;
+
+/// Header in front of every frame on a packet socket's (`AF_PACKET`) socketpair: the same 32
+/// bytes as a [`DgramHeader`], with a `struct sockaddr_ll` as the kernel lays it out (family
+/// `AF_PACKET` first, so that it never reads as a [`WireAddr`]) where the address is.
+/// Daemon → app: the frame's source (protocol, interface 1, `ARPHRD_ETHER`, packet type,
+/// the sender's MAC) and its length before truncation. App → daemon: the destination given
+/// to the send (all zero: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LlHeader {
+    pub sll: [u8; SOCKADDR_LL_LEN],
+    pub len: u32,
+    pub flags: u32,
+}
+
+impl LlHeader {
+    pub const LEN: usize = DgramHeader::LEN;
+
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..SOCKADDR_LL_LEN].copy_from_slice(&self.sll);
+        out[24..28].copy_from_slice(&self.len.to_le_bytes());
+        out[28..32].copy_from_slice(&self.flags.to_le_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<LlHeader, Errno> {
+        if b.len() < Self::LEN {
+            return Err(Errno::EPROTO);
+        }
+        let mut sll = [0u8; SOCKADDR_LL_LEN];
+        sll.copy_from_slice(&b[..SOCKADDR_LL_LEN]);
+        let fam = u16::from_ne_bytes([sll[0], sll[1]]);
+        if fam != 0 && fam != libc::AF_PACKET as u16 {
+            return Err(Errno::EPROTO);
+        }
+        Ok(LlHeader {
+            sll,
+            len: u32::from_le_bytes([b[24], b[25], b[26], b[27]]),
+            flags: u32::from_le_bytes([b[28], b[29], b[30], b[31]]),
+        })
+    }
+}
+
+/// The fields of a `struct sockaddr_ll` (`sll_protocol` in network order, as the kernel keeps
+/// it; the address: `halen` bytes of `addr`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockaddrLl {
+    pub protocol: u16,
+    pub ifindex: i32,
+    pub hatype: u16,
+    pub pkttype: u8,
+    pub halen: u8,
+    pub addr: [u8; 8],
+}
+
+impl SockaddrLl {
+    /// Parse the caller's bytes (at least up to the address, as `packet_bind` and
+    /// `packet_snd` ask); another family is `EINVAL`.
+    pub fn parse(b: &[u8]) -> Result<SockaddrLl, Errno> {
+        if b.len() < 12 || u16::from_ne_bytes([b[0], b[1]]) != libc::AF_PACKET as u16 {
+            return Err(Errno::EINVAL);
+        }
+        let mut a = SockaddrLl {
+            protocol: u16::from_ne_bytes([b[2], b[3]]),
+            ifindex: i32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            hatype: u16::from_ne_bytes([b[8], b[9]]),
+            pkttype: b[10],
+            halen: b[11],
+            addr: [0; 8],
+        };
+        let n = (a.halen as usize).min(8).min(b.len() - 12);
+        a.addr[..n].copy_from_slice(&b[12..12 + n]);
+        Ok(a)
+    }
+
+    pub fn to_bytes(&self) -> [u8; SOCKADDR_LL_LEN] {
+        let mut b = [0u8; SOCKADDR_LL_LEN];
+        b[0..2].copy_from_slice(&(libc::AF_PACKET as u16).to_ne_bytes());
+        b[2..4].copy_from_slice(&self.protocol.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.ifindex.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.hatype.to_ne_bytes());
+        b[10] = self.pkttype;
+        b[11] = self.halen;
+        b[12..20].copy_from_slice(&self.addr);
+        b
+    }
+}
+
 /// One entry of a socket's error queue: Linux's `struct sock_extended_err` (origin, ICMP type
 /// and code, info), who sent the ICMP error, the destination of the datagram it quotes, and
 /// the part of that datagram's payload it quotes.

@@ -293,7 +293,7 @@ pub mod stat {
         "time_wait",
     ];
     /// Kinds of sockets.
-    pub const SOCKET_KINDS: [&str; 4] = ["tcp", "udp", "icmp", "raw"];
+    pub const SOCKET_KINDS: [&str; 5] = ["tcp", "udp", "icmp", "raw", "packet"];
 }
 
 impl StatReport {

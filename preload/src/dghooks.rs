@@ -22,7 +22,7 @@
 use crate::addr;
 use crate::dgram::{self, Entry, Got};
 use crate::hook::hooks;
-use ioth_common::ctl::{DgramHeader, ErrQueueEntry, WireAddr};
+use ioth_common::ctl::{DgramHeader, ErrQueueEntry};
 use ioth_common::sys::Errno;
 use libc::{
     c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t, timespec,
@@ -108,10 +108,15 @@ impl Iovs {
 ///
 /// # Safety
 /// `p` null or `*len` writable bytes; `len` null or valid.
-unsafe fn put_name(a: &WireAddr, p: *mut c_void, len: *mut socklen_t) -> Result<(), Errno> {
+unsafe fn put_name(g: &Got, p: *mut c_void, len: *mut socklen_t) -> Result<(), Errno> {
     if p.is_null() || len.is_null() {
         return Ok(());
     }
+    if let Some(ll) = &g.ll {
+        // SAFETY: p/len are the caller's; at most *len bytes go to p.
+        return unsafe { crate::hooks::write_truncated(ll, p, len) };
+    }
+    let a = &g.from;
     if a.0.is_none() {
         // SAFETY: len is the caller's.
         return unsafe { ioth_common::sys::copy_out(&[(len.cast(), &0u32.to_ne_bytes())]) };
@@ -139,17 +144,21 @@ unsafe fn send_dgram(
         // SAFETY: iov/cnt from the caller.
         return unsafe { send_netlink(e, iov, cnt, dest, dlen) };
     }
-    let to = if dest.is_null() || dlen == 0 {
+    let dest = if dest.is_null() || dlen == 0 {
         None
     } else {
         // SAFETY: the caller guarantees dlen readable bytes at dest; we read at most that.
-        let b = unsafe { crate::hooks::read_arg(dest, (dlen as usize).min(128)) }?;
-        Some(addr::decode(&b)?)
+        Some(unsafe { crate::hooks::read_arg(dest, (dlen as usize).min(128)) }?)
     };
     let mut probe = [0u8; DgramHeader::LEN];
     // SAFETY: iov/cnt from the caller (checked, then only lengths are read).
     let total = unsafe { Iovs::new(probe.as_mut_ptr(), iov, cnt) }?.user_len();
-    let mut hdr = e.prepare_send(to, total)?;
+    let mut hdr = if e.is_packet() {
+        crate::packet::send_header(dest.as_deref(), total)?
+    } else {
+        let to = dest.map(|b| addr::decode(&b)).transpose()?;
+        e.prepare_send(to, total)?
+    };
     // SAFETY: iov/cnt from the caller.
     let mut v = unsafe { Iovs::new(hdr.as_mut_ptr(), iov, cnt) }?;
     // SAFETY: msghdr is plain old data.
@@ -251,7 +260,7 @@ unsafe fn recv_dgram(
     flags: c_int,
     name: *mut c_void,
     nlen: *mut socklen_t,
-) -> Result<(usize, c_int, WireAddr, u32), Errno> {
+) -> Result<(usize, c_int, Got), Errno> {
     if e.is_netlink() {
         // SAFETY: msghdr is plain old data.
         let mut m: msghdr = unsafe { std::mem::zeroed() };
@@ -271,12 +280,12 @@ unsafe fn recv_dgram(
             // SAFETY: as above.
             unsafe { ioth_common::sys::copy_out(&[(nlen.cast(), &got)]) }?;
         }
-        return Ok((r, m.msg_flags, WireAddr(None), 0));
+        return Ok((r, m.msg_flags, Got::default()));
     }
     if flags & libc::MSG_ERRQUEUE != 0 {
         // SAFETY: iov/cnt and name/nlen from the caller.
         let (n, mf, _) = unsafe { recv_errqueue(&e, iov, cnt, name, nlen) }?;
-        return Ok((n, mf, WireAddr(None), 0));
+        return Ok((n, mf, Got::default()));
     }
     if flags & libc::MSG_OOB != 0 {
         return Err(Errno(libc::EOPNOTSUPP));
@@ -306,9 +315,9 @@ unsafe fn recv_dgram(
     };
     // SAFETY: name/nlen from the caller. A bad one is EFAULT with the datagram consumed, as
     // in the kernel.
-    unsafe { put_name(&g.from, name, nlen) }?;
+    unsafe { put_name(&g, name, nlen) }?;
     let mf = if g.truncated() { libc::MSG_TRUNC } else { 0 };
-    Ok((g.ret(flags), mf, g.from, g.flags))
+    Ok((g.ret(flags), mf, g))
 }
 
 /// `MSG_ERRQUEUE`: the oldest entry of the socket's error queue (`IP_RECVERR`), from the
@@ -354,8 +363,12 @@ unsafe fn recv_errqueue(
         left = &left[k..];
     }
     let n = q.payload.len() - left.len();
+    let g = Got {
+        from: q.dest,
+        ..Got::default()
+    };
     // SAFETY: name/nlen from the caller.
-    unsafe { put_name(&q.dest, name, nlen) }?;
+    unsafe { put_name(&g, name, nlen) }?;
     let mf = libc::MSG_ERRQUEUE | if left.is_empty() { 0 } else { libc::MSG_TRUNC };
     Ok((n, mf, q))
 }
@@ -472,7 +485,7 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
     }
     // SAFETY: mh is the caller's valid msghdr: msg_iov/msg_iovlen describe its buffers and
     // msg_name/msg_namelen its name buffer, as recvmsg(2) requires of it.
-    let (r, mut mf, from, hflags) = unsafe {
+    let (r, mut mf, g) = unsafe {
         recv_dgram(
             e,
             mh.msg_iov,
@@ -483,7 +496,7 @@ unsafe fn recvmsg_dgram(e: Entry, m: *mut msghdr, flags: c_int) -> Result<usize,
         )
     }?;
     // SAFETY: mh is the caller's valid msghdr; put_cmsgs stays within its control buffer.
-    if !unsafe { put_cmsgs(mh, &dgram::cmsgs(&e, &from, hflags)) } {
+    if !unsafe { put_cmsgs(mh, &dgram::cmsgs(&e, &g)) } {
         mf |= libc::MSG_CTRUNC;
     }
     mh.msg_flags = mf;

@@ -66,6 +66,10 @@ const NETLINK: u64 = 1 << 53;
 /// `IPV6_2292HOPLIMIT` (RFC 2292's spelling, which busybox `ping` asks for): the hop limit
 /// as a control message of that type.
 const HOPS2292: u64 = 1 << 52;
+/// A packet socket (`AF_PACKET`, [`crate::packet`]): messages carry an `LlHeader`.
+const PACKET: u64 = 1 << 51;
+/// `PACKET_AUXDATA` asked for.
+const AUXDATA: u64 = 1 << 50;
 const INO: u64 = 0xffff_ffff;
 
 /// Largest UDP payload over IPv4 and IPv6 (65535 minus the headers).
@@ -211,6 +215,7 @@ pub fn option_set(fd: RawFd, level: i32, name: i32, value: &[u8]) {
         (libc::IPPROTO_IP, libc::IP_RECVTTL) => RECVTTL,
         (libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT) => RECVHOPS,
         (libc::IPPROTO_IPV6, libc::IPV6_2292HOPLIMIT) => HOPS2292,
+        (libc::SOL_PACKET, libc::PACKET_AUXDATA) => AUXDATA,
         _ => return,
     };
     let on = value.iter().any(|b| *b != 0);
@@ -264,8 +269,19 @@ pub struct Cmsg {
 /// `IP_RECVTTL`, `IPV6_RECVHOPLIMIT`, `IPV6_2292HOPLIMIT`) for a datagram from `from`. Interface index 1
 /// ([`crate::iface::INDEX`]); hop limit: the one the daemon reports in the header's `flags`
 /// (raw ICMPv6 sockets), else 64.
-pub fn cmsgs(e: &Entry, from: &WireAddr, hdr_flags: u32) -> Vec<Cmsg> {
+pub fn cmsgs(e: &Entry, g: &Got) -> Vec<Cmsg> {
+    let (from, hdr_flags) = (&g.from, g.flags);
     let mut v = Vec::new();
+    if g.ll.is_some() {
+        if e.bits & AUXDATA != 0 {
+            v.push(Cmsg {
+                level: libc::SOL_PACKET,
+                ty: libc::PACKET_AUXDATA,
+                data: crate::packet::auxdata(g.full, g.copied),
+            });
+        }
+        return v;
+    }
     if e.bits & (PKTINFO4 | PKTINFO6 | RECVTTL | RECVHOPS | HOPS2292) == 0 {
         return v;
     }
@@ -362,7 +378,9 @@ pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
     if domain == libc::AF_INET6 {
         bits |= V6;
     }
-    if protocol == libc::IPPROTO_ICMP || protocol == libc::IPPROTO_ICMPV6 {
+    if domain == libc::AF_PACKET {
+        bits |= PACKET;
+    } else if protocol == libc::IPPROTO_ICMP || protocol == libc::IPPROTO_ICMPV6 {
         bits |= ICMP;
     }
     store(fd, bits);
@@ -489,7 +507,9 @@ impl Entry {
         if domain == libc::AF_INET6 {
             more |= V6;
         }
-        if proto == libc::IPPROTO_ICMP || proto == libc::IPPROTO_ICMPV6 {
+        if domain == libc::AF_PACKET {
+            more |= PACKET;
+        } else if proto == libc::IPPROTO_ICMP || proto == libc::IPPROTO_ICMPV6 {
             more |= ICMP;
         }
         add_bits(self, more);
@@ -498,6 +518,12 @@ impl Entry {
 
     pub fn is_netlink(&self) -> bool {
         self.bits & NETLINK != 0
+    }
+
+    /// Whether it is a packet socket ([`crate::packet`]).
+    pub fn is_packet(&mut self) -> bool {
+        let _ = self.meta();
+        self.bits & PACKET != 0
     }
 
     pub fn is_icmp(&mut self) -> bool {
@@ -601,32 +627,51 @@ pub struct Got {
     pub from: WireAddr,
     /// The header's flags (see [`HOPS_PRESENT`]).
     pub flags: u32,
+    /// A packet socket's source (`struct sockaddr_ll`), in place of `from`.
+    pub ll: Option<[u8; ioth_common::ctl::SOCKADDR_LL_LEN]>,
+}
+
+impl Default for Got {
+    fn default() -> Got {
+        Got {
+            copied: 0,
+            full: 0,
+            from: WireAddr(None),
+            flags: 0,
+            ll: None,
+        }
+    }
 }
 
 impl Got {
     /// `n` bytes arrived with `hdr` in front (`n == 0`: end of file).
     pub fn parse(hdr: &[u8; DgramHeader::LEN], n: usize) -> Result<Got, Errno> {
         if n == 0 {
-            return Ok(Got {
-                copied: 0,
-                full: 0,
-                from: WireAddr(None),
-                flags: 0,
-            });
+            return Ok(Got::default());
         }
         if n < DgramHeader::LEN {
             return Err(Errno::EPROTO);
+        }
+        let copied = n - DgramHeader::LEN;
+        if crate::packet::is_ll(hdr) {
+            let h = ioth_common::ctl::LlHeader::decode(hdr)?;
+            return Ok(Got {
+                copied,
+                full: (h.len as usize).max(copied),
+                ll: Some(h.sll),
+                ..Got::default()
+            });
         }
         let h = DgramHeader::decode(hdr)?;
         if let Some(errno) = h.errno() {
             return Err(Errno(errno));
         }
-        let copied = n - DgramHeader::LEN;
         Ok(Got {
             copied,
             full: (h.len as usize).max(copied),
             from: h.addr,
             flags: h.flags,
+            ll: None,
         })
     }
 

@@ -117,9 +117,12 @@ pub fn virt(fd: RawFd) -> Option<Virt> {
 }
 
 /// Should `socket(domain, ty, protocol)` be virtual? TCP, UDP, ICMP echo and raw ICMPv6
-/// over IPv4/IPv6.
+/// over IPv4/IPv6; packet sockets (`crate::packet`).
 pub fn wants_virtual(domain: i32, ty: i32, protocol: i32) -> bool {
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    if domain == libc::AF_PACKET {
+        return base == libc::SOCK_DGRAM || base == libc::SOCK_RAW;
+    }
     (domain == libc::AF_INET || domain == libc::AF_INET6)
         && ((base == libc::SOCK_STREAM && (protocol == 0 || protocol == libc::IPPROTO_TCP))
             || (base == libc::SOCK_DGRAM && crate::dgram::wants(domain, protocol))

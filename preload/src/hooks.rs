@@ -144,6 +144,15 @@ fn netlink_fd(fd: c_int) -> bool {
         .unwrap_or(false)
 }
 
+/// Is `fd` a virtual packet socket ([`crate::packet`])? One atomic load for other fds.
+fn packet_fd(fd: c_int) -> bool {
+    crate::dgram::hit(fd) != 0
+        && catch_unwind(|| {
+            crate::dgram::confirm(fd, crate::dgram::hit(fd)).is_some_and(|mut e| e.is_packet())
+        })
+        .unwrap_or(false)
+}
+
 /// A socket of ours, for the calls that also serve virtual netlink sockets.
 enum Sock {
     Netlink,
@@ -218,9 +227,15 @@ hooks! {
                 crate::netlink::bind(fd, &b).map(|_| 0)
             }),
             Sock::Virt(v) => guard(|| {
-                // SAFETY: a/len come from the caller of bind, who vouches for them.
-                let to = unsafe { in_addr(a, len) }?;
-                emu::bind(&Daemons, v, to).map(|_| 0)
+                if a.is_null() {
+                    return Err(Errno(libc::EFAULT));
+                }
+                // SAFETY: the caller guarantees len readable bytes at a; we read at most that.
+                let b = unsafe { read_arg(a.cast(), (len as usize).min(128)) }?;
+                if crate::packet::is_ll(&b) {
+                    return crate::packet::bind(&Daemons, v, fd, &b).map(|_| 0);
+                }
+                emu::bind(&Daemons, v, crate::addr::decode(&b)?).map(|_| 0)
             }),
         }
     }
@@ -265,6 +280,14 @@ hooks! {
                 unsafe { write_truncated(&n, a.cast(), len) }.map(|_| 0)
             }),
             Sock::Virt(v) => guard(|| {
+                if packet_fd(fd) {
+                    let n = crate::packet::name(&Daemons, v, fd)?;
+                    if a.is_null() || len.is_null() {
+                        return Err(Errno(libc::EFAULT));
+                    }
+                    // SAFETY: a/len come from the caller, who vouches for them.
+                    return unsafe { write_truncated(&n, a.cast(), len) }.map(|_| 0);
+                }
                 let name = emu::name(&Daemons, v, false)?;
                 if a.is_null() {
                     return Err(Errno(libc::EFAULT));

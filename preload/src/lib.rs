@@ -39,6 +39,7 @@ pub mod ifhooks;
 pub mod log;
 pub mod netlink;
 pub mod node;
+pub mod packet;
 pub mod resolv;
 pub mod spawn;
 

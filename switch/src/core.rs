@@ -1617,7 +1617,7 @@ mod tests {
         let n = c.port(1).unwrap().node.as_deref().unwrap();
         assert_eq!(n.tcp_states[4], 12);
         assert_eq!(n.tcp_states.iter().sum::<u64>(), 12);
-        assert_eq!(n.sockets, [0; 4]);
+        assert_eq!(n.sockets, [0; 5]);
         assert_eq!(n.resident_bytes, 1 << 20);
         assert!(c.port(2).unwrap().node.is_none());
         // No port 9: nothing made.

@@ -17,6 +17,9 @@ impl<D: Link> Net<D> {
     /// Pump a UDP or ICMP socket both ways.
     pub(super) fn pump_dgram(&mut self, s: &mut Sock) {
         let fd = s.dmn.raw();
+        if s.kind == Kind::Packet {
+            return self.pump_packet(s);
+        }
         if s.kind == Kind::Raw {
             let Some(h) = s.dg.h else { return };
             let cx = crate::raw::Ctx {

@@ -64,6 +64,7 @@ mod cut;
 mod demux;
 mod dgram;
 mod keep;
+mod packet;
 mod ports;
 mod pump;
 mod reset;
@@ -235,6 +236,8 @@ pub struct Stack<D: Link> {
     /// Ids of the listening sockets (a few among thousands of connections): a SYN looks
     /// only at these. Ids that stopped listening are dropped at each poll.
     listeners: Vec<u64>,
+    /// Ids of the packet sockets (`packet.rs`): every frame from the link visits these.
+    packets: Vec<u64>,
     /// TCP ports in use, gathered for the ephemeral ports of many connects at most once a
     /// second, and when gathered (`None`: gather again; see `Stack::ephemeral`).
     tcp_ports: Option<(Instant, std::collections::HashSet<u16>)>,
@@ -431,6 +434,7 @@ impl<D: Link> Stack<D> {
             next_ephemeral,
             port_range: DEFAULT_PORT_RANGE,
             listeners: Vec::new(),
+            packets: Vec::new(),
             tcp_ports: None,
             unix_names: None,
             work: Work::default(),

@@ -252,6 +252,10 @@ impl<D: Link> Stack<D> {
     pub(super) fn op_bind(&mut self, id: u64, addr: WireAddr) -> Result<Reply, Errno> {
         let s = self.socks.get(&id).ok_or(Errno::EBADF)?;
         let kind = s.kind;
+        if kind == Kind::Packet {
+            // (The shim binds a packet socket with `ctl::SO_IOTH_PACKET_BIND`.)
+            return Err(Errno::EINVAL);
+        }
         if s.bound.is_some() && !matches!(kind, Kind::Icmp | Kind::Raw) {
             return Err(Errno::EINVAL);
         }

@@ -30,6 +30,9 @@ impl<D: Link> Stack<D> {
                 Recv::Empty => return false,
                 Recv::Down => return true,
             };
+            if !hairpin {
+                self.packet_tap(n);
+            }
             let f = self.net.dev.frame(n);
             if !hairpin && frame::loopback_martian(f) {
                 log::debug!("frame with a loopback address from the switch: dropped");
@@ -299,7 +302,7 @@ impl<D: Link> Net<D> {
                 r.register_recv_waker(w);
                 r.register_send_waker(w);
             }
-            Kind::Tcp => {}
+            Kind::Tcp | Kind::Packet => {}
         }
     }
 

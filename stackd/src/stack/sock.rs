@@ -12,6 +12,8 @@ pub(super) enum Kind {
     Icmp,
     /// Raw ICMPv6 or ICMPv4 (see `crate::raw`).
     Raw,
+    /// `AF_PACKET` (see `packet.rs`).
+    Packet,
 }
 
 pub(super) struct Listener {
@@ -69,6 +71,8 @@ pub(super) struct Dgram {
     /// The error queue (`IP_RECVERR`/`IPV6_RECVERR`), oldest first, at most
     /// [`ERRQUEUE_MAX`] entries.
     pub(super) errq: std::collections::VecDeque<ctl::ErrQueueEntry>,
+    /// A packet socket's state.
+    pub(super) pk: super::packet::Packet,
 }
 
 /// A UDP socket's error queue holds at most this many errors (Linux bounds it by the
@@ -129,6 +133,7 @@ impl Sock {
                 h: None,
                 peer: None,
                 errq: Default::default(),
+                pk: Default::default(),
             },
         }
     }
@@ -245,6 +250,12 @@ impl<D: Link> Stack<D> {
     /// What `socket(domain, ty, protocol)` makes, or the kernel's errno.
     pub(super) fn sock_kind(domain: i32, ty: i32, protocol: i32) -> Result<Kind, Errno> {
         let ty = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        if domain == libc::AF_PACKET {
+            return match ty {
+                libc::SOCK_DGRAM | libc::SOCK_RAW => Ok(Kind::Packet),
+                _ => Err(Errno(libc::ESOCKTNOSUPPORT)),
+            };
+        }
         if domain != libc::AF_INET && domain != libc::AF_INET6 {
             return Err(Errno(libc::EAFNOSUPPORT));
         }
@@ -260,6 +271,15 @@ impl<D: Link> Stack<D> {
             }
             _ => return Err(Errno(libc::ESOCKTNOSUPPORT)),
         })
+    }
+
+    /// Packet sockets are the node owner's (and root's) only: a user let in with
+    /// `--allow-uid` must not read the owner's frames (Linux asks for `CAP_NET_RAW`).
+    fn may_open(kind: Kind, owner: u32) -> Result<(), Errno> {
+        if kind == Kind::Packet && owner != 0 && owner != sys::geteuid() {
+            return Err(Errno(libc::EPERM));
+        }
+        Ok(())
     }
 
     /// `Register`: adopt a socketpair end the client made (see `ctl`), as socket `id`.
@@ -281,6 +301,7 @@ impl<D: Link> Stack<D> {
             return Err(Errno::EADDRINUSE);
         }
         let kind = Self::sock_kind(domain, ty, protocol)?;
+        Self::may_open(kind, owner)?;
         let want = if kind == Kind::Tcp {
             libc::SOCK_STREAM
         } else {
@@ -300,6 +321,7 @@ impl<D: Link> Stack<D> {
         self.install(id, domain, kind, d, owner);
         if let Some(s) = self.socks.get_mut(&id) {
             s.app_ino = app_ino;
+            s.dg.pk = super::packet::Packet::new(ty, protocol);
         }
         Ok(())
     }
@@ -309,7 +331,9 @@ impl<D: Link> Stack<D> {
         (domain, ty, protocol): (i32, i32, i32),
         owner: u32,
     ) -> (Reply, Option<Fd>) {
-        let kind = match Self::sock_kind(domain, ty, protocol) {
+        let kind = match Self::sock_kind(domain, ty, protocol)
+            .and_then(|k| Self::may_open(k, owner).map(|_| k))
+        {
             Ok(k) => k,
             Err(e) => return (Reply::Err(e), None),
         };
@@ -328,6 +352,7 @@ impl<D: Link> Stack<D> {
         self.install(id, domain, kind, d, owner);
         if let Some(s) = self.socks.get_mut(&id) {
             s.app_ino = sys::fstat_id(a.raw()).ok().map(|i| i.1);
+            s.dg.pk = super::packet::Packet::new(ty, protocol);
         }
         (Reply::Created(id), Some(a))
     }
@@ -343,6 +368,9 @@ impl<D: Link> Stack<D> {
             let _ = so.bind(icmp::Endpoint::Ident(ident));
             s.dg.h = Some(self.net.set.add(so));
             s.bound = Some((None, ident));
+        }
+        if kind == Kind::Packet {
+            self.packets.push(id);
         }
         if kind == Kind::Raw {
             let v6 = s.domain == libc::AF_INET6;

@@ -112,13 +112,19 @@ impl<D: Link> Net<D> {
                 };
                 int(e)
             }
+            (libc::SOL_PACKET, ctl::SO_IOTH_PACKET_NAME) if s.kind == Kind::Packet => {
+                Ok(self.packet_name(s))
+            }
+            (libc::SOL_PACKET, libc::PACKET_AUXDATA) if s.kind == Kind::Packet => {
+                int(s.opts.other.contains_key(&(level, name)) as i32)
+            }
             (libc::SOL_SOCKET, ctl::SO_IOTH_ERRQUEUE) => match s.dg.errq.pop_front() {
                 Some(e) => Ok(e.encode()),
                 None => Err(Errno::EAGAIN),
             },
             (libc::SOL_SOCKET, libc::SO_TYPE) => int(if tcp {
                 libc::SOCK_STREAM
-            } else if s.kind == Kind::Raw {
+            } else if s.kind == Kind::Raw || (s.kind == Kind::Packet && s.dg.pk.raw) {
                 libc::SOCK_RAW
             } else {
                 libc::SOCK_DGRAM
@@ -129,6 +135,7 @@ impl<D: Link> Net<D> {
                 Kind::Udp => libc::IPPROTO_UDP,
                 Kind::Icmp | Kind::Raw if s.domain == libc::AF_INET6 => libc::IPPROTO_ICMPV6,
                 Kind::Icmp | Kind::Raw => libc::IPPROTO_ICMP,
+                Kind::Packet => i32::from(u16::from_ne_bytes(s.dg.pk.proto.to_be_bytes())),
             }),
             (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => int(s.is_listening() as i32),
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => int(s.opts.reuseaddr as i32),
@@ -237,6 +244,32 @@ impl<D: Link> Net<D> {
         val: &[u8],
     ) -> Result<(), Errno> {
         let tcp = s.kind == Kind::Tcp;
+        if s.kind == Kind::Packet && level == libc::SOL_PACKET {
+            match name {
+                ctl::SO_IOTH_PACKET_BIND => super::packet::bind(&mut s.dg.pk, val)?,
+                libc::PACKET_ADD_MEMBERSHIP | libc::PACKET_DROP_MEMBERSHIP => {
+                    let add = name == libc::PACKET_ADD_MEMBERSHIP;
+                    super::packet::membership(&mut s.dg.pk, add, val)?
+                }
+                libc::PACKET_AUXDATA => {
+                    if int_opt(val)? != 0 {
+                        s.opts.other.insert((level, name), val.to_vec());
+                    } else {
+                        s.opts.other.remove(&(level, name));
+                    }
+                }
+                _ => return Err(Errno(libc::ENOPROTOOPT)),
+            }
+            return Ok(());
+        }
+        if s.kind == Kind::Packet
+            && matches!(
+                level,
+                libc::IPPROTO_IP | libc::IPPROTO_IPV6 | libc::IPPROTO_TCP
+            )
+        {
+            return Err(Errno(libc::ENOPROTOOPT));
+        }
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR) => s.opts.reuseaddr = int_opt(val)? != 0,
             (libc::SOL_SOCKET, libc::SO_REUSEPORT) => s.opts.reuseport = int_opt(val)? != 0,

@@ -69,6 +69,7 @@ impl<D: Link> Stack<D> {
                 Kind::Udp => 1,
                 Kind::Icmp => 2,
                 Kind::Raw => 3,
+                Kind::Packet => 4,
             }] += 1;
             cut += u64::from(matches!(s.tcp, TcpState::Cut(_)));
         }

@@ -176,6 +176,7 @@ fn add_bits(e: &mut Entry, more: u64) {
 pub fn wants_raw(domain: i32, protocol: i32) -> bool {
     (domain == libc::AF_INET6 && protocol == libc::IPPROTO_ICMPV6)
         || (domain == libc::AF_INET && protocol == libc::IPPROTO_ICMP)
+        || (domain == libc::AF_INET && protocol == libc::IPPROTO_RAW)
 }
 
 /// Should `socket(domain, SOCK_DGRAM, protocol)` be virtual? UDP, and ICMP echo sockets of
@@ -361,6 +362,15 @@ pub fn take_error(fd: RawFd) -> Option<i32> {
     Some(errno)
 }
 
+/// Protocols without ports, whose sockets take the [`ICMP`] bit: ICMP, and raw IP
+/// (`IPPROTO_RAW`, whose packets carry their own header).
+fn portless(protocol: i32) -> bool {
+    matches!(
+        protocol,
+        libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6 | libc::IPPROTO_RAW
+    )
+}
+
 /// Register `fd` (a virtual socket just created by `socket(domain, ty, protocol)`).
 pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
@@ -380,7 +390,7 @@ pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
     }
     if domain == libc::AF_PACKET {
         bits |= PACKET;
-    } else if protocol == libc::IPPROTO_ICMP || protocol == libc::IPPROTO_ICMPV6 {
+    } else if portless(protocol) {
         bits |= ICMP;
     }
     store(fd, bits);
@@ -509,7 +519,7 @@ impl Entry {
         }
         if domain == libc::AF_PACKET {
             more |= PACKET;
-        } else if proto == libc::IPPROTO_ICMP || proto == libc::IPPROTO_ICMPV6 {
+        } else if portless(proto) {
             more |= ICMP;
         }
         add_bits(self, more);

@@ -31,7 +31,8 @@ fn active() -> Option<()> {
         .then_some(())
 }
 
-const SET_REQS: [c_ulong; 7] = [
+/// Requests that set interface properties: `EPERM`.
+pub const SET_REQS: [c_ulong; 7] = [
     libc::SIOCSIFFLAGS,
     libc::SIOCSIFADDR,
     libc::SIOCSIFNETMASK,
@@ -94,21 +95,7 @@ unsafe fn iface_ioctl(req: c_ulong, arg: *mut c_void) -> c_int {
             libc::SIOCSARP | libc::SIOCDARP | libc::SIOCGARP => {
                 // SAFETY: arg points to the caller's struct arpreq (68 bytes).
                 let b = unsafe { std::slice::from_raw_parts(arg.cast::<u8>(), 68) };
-                let (ip, mac) = iface::parse_arpreq(b)?;
-                match req {
-                    libc::SIOCSARP => {
-                        let r = crate::node::call_home(
-                            &Request::SetNeighbour {
-                                addr: WireAddr(Some(SocketAddr::new(IpAddr::V4(ip), 0))),
-                                mac,
-                            },
-                            None,
-                        )?;
-                        r.0.into_result().map(|_| 0)
-                    }
-                    libc::SIOCDARP => Ok(0),
-                    _ => Err(Errno(libc::ENXIO)),
-                }
+                arp(req, b)
             }
             _ => {
                 let i = iface::current().ok_or(Errno(libc::ENODEV))?;
@@ -124,6 +111,26 @@ unsafe fn iface_ioctl(req: c_ulong, arg: *mut c_void) -> c_int {
             }
         }
     })
+}
+
+/// `SIOCSARP` (an entry in the node's ARP cache), `SIOCDARP` (accepted, nothing done),
+/// `SIOCGARP` (`ENXIO`) with the caller's `struct arpreq`.
+pub fn arp(req: c_ulong, b: &[u8]) -> Result<c_int, Errno> {
+    let (ip, mac) = iface::parse_arpreq(b)?;
+    match req {
+        libc::SIOCSARP => {
+            let r = crate::node::call_home(
+                &Request::SetNeighbour {
+                    addr: WireAddr(Some(SocketAddr::new(IpAddr::V4(ip), 0))),
+                    mac,
+                },
+                None,
+            )?;
+            r.0.into_result().map(|_| 0)
+        }
+        libc::SIOCDARP => Ok(0),
+        _ => Err(Errno(libc::ENXIO)),
+    }
 }
 
 /// `SIOCGIFCONF` into the caller's `struct ifconf` (`ifc_len` at 0, `ifc_buf` at 8).

@@ -363,6 +363,8 @@ f.bind("\0ioth/%s/3f" % node)
 ask("join-forged", 15, 0x3f, fds=[f.fileno()])
 ask("join-wrong", 15, 1, fds=[f.fileno()])
 ask("socket", 2, 0, struct.pack("<iii", socket.AF_INET6, socket.SOCK_STREAM, 0))
+# A packet socket would read the owner's frames.
+ask("packet", 2, 0, struct.pack("<iii", socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)))
 # Socket names are public: every socket of the node, the victim's among them.
 ids = set()
 for l in open("/proc/net/unix"):
@@ -502,6 +504,11 @@ fn an_allowed_user_may_use_its_own_sockets_only() {
         .find_map(|l| l.strip_prefix("socket id="))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("an allowed user gets a socket: {seen}"));
+    // ... but no packet socket, which would read the owner's frames.
+    assert!(
+        seen.contains(&format!("packet {}\n", libc::EPERM)),
+        "an allowed user's packet socket: {seen}"
+    );
     let ids = listed(&seen);
     assert!(ids.len() >= 2, "the victim's listener and ours: {seen}");
     for sid in ids {

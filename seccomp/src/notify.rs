@@ -174,6 +174,9 @@ enum Label {
     /// Notified if `args[0]` is in [`DGRAM_FDS`].
     FdRange,
     FdBelowTop,
+    /// `ioctl`: notified for the socket requests (`0x8900`-`0x89ff`: interfaces, ARP).
+    IoctlReq,
+    IoctlTop,
 }
 
 /// Offsets in `struct seccomp_data`: `nr`, `arch`, and `args[i]` (its low word on a
@@ -235,6 +238,10 @@ fn ge(k: u32, yes: Label, no: Label) -> Insn {
     }
 }
 
+/// The `ioctl` requests the supervisor sees: the socket ones (`SIOCGIFINDEX`, `SIOCGIFHWADDR`,
+/// `SIOCGIFCONF`, `SIOCSARP` ...), which the kernel would answer for the host's interfaces.
+pub const IOCTL_REQS: std::ops::Range<u32> = 0x8900..0x8a00;
+
 /// The filter:
 ///
 /// 1. A call of a foreign ABI fails with `ENOSYS`: another `seccomp_data.arch` (i386 through
@@ -247,6 +254,7 @@ fn ge(k: u32, yes: Label, no: Label) -> Insn {
 /// 2. The calls of [`NOTIFIED`] and [`ALWAYS`] go to the supervisor; so do those of
 ///    [`IN_RANGE`], `sendto` and `recvfrom` on a descriptor in [`DGRAM_FDS`], and `sendto`
 ///    and `recvfrom` with an address.
+///    So does `ioctl` with a request in [`IOCTL_REQS`].
 /// 3. `io_uring_setup` fails with `ENOSYS` (io_uring could open and connect sockets without
 ///    any of those calls).
 /// 4. Everything else runs natively.
@@ -265,8 +273,15 @@ pub fn filter() -> Vec<libc::sock_filter> {
     for nr in [libc::SYS_sendto, libc::SYS_recvfrom] {
         p.push(eq(nr as u32, AddrArg, Next));
     }
+    p.push(eq(libc::SYS_ioctl as u32, IoctlReq, Next));
     p.push(eq(libc::SYS_io_uring_setup as u32, Enosys, Allow));
     p.extend([
+        Here(IoctlReq),
+        // The kernel takes the request's low 32 bits.
+        Load(off_arg(1)),
+        ge(IOCTL_REQS.start, IoctlTop, Allow),
+        Here(IoctlTop),
+        ge(IOCTL_REQS.end, Allow, Notify),
         Here(AddrArg),
         Load(off_arg(4)),
         eq(0, AddrHigh, Notify),
@@ -695,6 +710,29 @@ mod tests {
         // Other calls do not look at the arguments.
         assert_eq!(v(libc::SYS_close, lo, 0), RET_ALLOW);
         assert_eq!(v(libc::SYS_pread64, lo, 8), RET_ALLOW);
+        // ioctl: the socket requests only.
+        let io = |req: u64| {
+            verdict_args(
+                &f,
+                AUDIT_ARCH,
+                libc::SYS_ioctl as u32,
+                [lo, req, 8, 0, 0, 0],
+            )
+        };
+        for req in [
+            0x8933,
+            0x8927,
+            0x8912,
+            0x8955,
+            0x8900,
+            0x89ff,
+            (1 << 32) | 0x8933,
+        ] {
+            assert_eq!(io(req), RET_USER_NOTIF, "ioctl {req:#x}");
+        }
+        for req in [libc::FIONREAD, libc::TCGETS, 0x88ff, 0x8a00, 0x5401] {
+            assert_eq!(io(req), RET_ALLOW, "ioctl {req:#x}");
+        }
         let uring = libc::SYS_io_uring_setup as u32;
         assert_eq!(verdict(&f, AUDIT_ARCH, uring), ENOSYS);
     }

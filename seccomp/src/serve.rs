@@ -39,6 +39,7 @@
 use crate::notify::{self, Notif};
 use ioth::addr;
 use ioth::emu::{self, Daemons, Virt};
+use ioth::iface::IFREQ_LEN;
 use ioth::{dghooks, dgram, files};
 use ioth_common::ctl::{MAX_OPT, WireAddr};
 use ioth_common::sys::{self, Errno, Fd};
@@ -59,6 +60,11 @@ pub fn dispatch(listener: RawFd, n: Notif) {
     let nr = n.data.nr as libc::c_long;
     if is_open(nr) {
         let a = open(listener, &n);
+        finish(listener, &n, a);
+        return;
+    }
+    if nr == libc::SYS_ioctl {
+        let a = ioctl(&n);
         finish(listener, &n, a);
         return;
     }
@@ -164,10 +170,7 @@ fn target_virt(n: &Notif) -> Result<Option<(Fd, Virt)>, Errno> {
 
 fn socket(listener: RawFd, n: &Notif) -> Answer {
     let [domain, ty, protocol, ..] = n.data.args.map(|a| a as i32);
-    if domain == libc::AF_PACKET {
-        return Answer::Done(Err(Errno(libc::EPERM)));
-    }
-    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+    if domain != libc::AF_INET && domain != libc::AF_INET6 && domain != libc::AF_PACKET {
         return Answer::Continue;
     }
     let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
@@ -271,6 +274,11 @@ fn with_dgram(fd: &Fd, f: impl FnOnce(RawFd)) {
 
 /// Read an address argument (at most 128 bytes, as the kernel's `sockaddr_storage`).
 fn in_addr(n: &Notif, p: u64, len: u64) -> Result<WireAddr, Errno> {
+    addr::decode(&addr_bytes(n, p, len)?)
+}
+
+/// The bytes of an address argument.
+fn addr_bytes(n: &Notif, p: u64, len: u64) -> Result<Vec<u8>, Errno> {
     let len = len as u32 as i32;
     if len < 0 || len as usize > 128 {
         return Err(Errno::EINVAL);
@@ -278,7 +286,67 @@ fn in_addr(n: &Notif, p: u64, len: u64) -> Result<WireAddr, Errno> {
     if p == 0 {
         return Err(Errno(libc::EFAULT));
     }
-    addr::decode(&notify::read_mem(n.pid, p, len as usize)?)
+    notify::read_mem(n.pid, p, len as usize)
+}
+
+/// Whether our duplicate `fd` is a virtual packet socket.
+fn is_packet(fd: &Fd) -> bool {
+    Dgram::adopt(fd).is_some_and(|d| {
+        let fd = d.fd.raw();
+        dgram::confirm(fd, dgram::hit(fd)).is_some_and(|mut e| e.is_packet())
+    })
+}
+
+/// `ioctl` (the filter sends the socket requests, `0x8900`-`0x89ff`): the node's interface
+/// and ARP requests answered as the shim answers them (`ioth::ifhooks`); the rest is the
+/// kernel's.
+fn ioctl(n: &Notif) -> Answer {
+    let req = u64::from(n.data.args[1] as u32);
+    let p = n.data.args[2];
+    let r = (|| -> Result<i64, Errno> {
+        if ioth::ifhooks::SET_REQS.contains(&req) {
+            return Err(Errno(libc::EPERM));
+        }
+        if p == 0 {
+            return Err(Errno(libc::EFAULT));
+        }
+        match req {
+            libc::SIOCGIFCONF => {
+                let i = ioth::iface::current().ok_or(Errno(libc::ENODEV))?;
+                let reqs = ioth::iface::ifconf(&i);
+                let c = notify::read_mem(n.pid, p, 16)?;
+                let room = i32::from_ne_bytes([c[0], c[1], c[2], c[3]]).max(0) as usize;
+                let buf =
+                    u64::from_ne_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]);
+                let k = if buf == 0 {
+                    reqs.len()
+                } else {
+                    let k = (room / IFREQ_LEN).min(reqs.len());
+                    notify::write_mem(n.pid, buf, &reqs[..k].concat())?;
+                    k
+                };
+                notify::write_mem(n.pid, p, &((k * IFREQ_LEN) as i32).to_ne_bytes())?;
+                Ok(0)
+            }
+            libc::SIOCSARP | libc::SIOCDARP | libc::SIOCGARP => {
+                let b = notify::read_mem(n.pid, p, 68)?;
+                ioth::ifhooks::arp(req, &b).map(i64::from)
+            }
+            _ if ioth::iface::is_ifreq_get(req) => {
+                let i = ioth::iface::current().ok_or(Errno(libc::ENODEV))?;
+                let mut r = [0u8; IFREQ_LEN];
+                r.copy_from_slice(&notify::read_mem(n.pid, p, IFREQ_LEN)?);
+                ioth::iface::ifreq_get(&i, req, &mut r)?;
+                notify::write_mem(n.pid, p, &r)?;
+                Ok(0)
+            }
+            _ => Err(Errno::ENOENT),
+        }
+    })();
+    match r {
+        Err(Errno::ENOENT) => Answer::Continue,
+        r => Answer::Done(r),
+    }
 }
 
 /// Read a `socklen_t` argument.
@@ -292,6 +360,11 @@ fn read_len(n: &Notif, p: u64) -> Result<i32, Errno> {
 
 /// Write an address result with the kernel's truncation rule.
 fn out_addr(n: &Notif, a: &WireAddr, p: u64, lenp: u64) -> Result<(), Errno> {
+    out_bytes(n, &addr::encode(a), p, lenp)
+}
+
+/// The same for the bytes of an address.
+fn out_bytes(n: &Notif, b: &[u8], p: u64, lenp: u64) -> Result<(), Errno> {
     if p == 0 {
         return Ok(());
     }
@@ -299,7 +372,6 @@ fn out_addr(n: &Notif, a: &WireAddr, p: u64, lenp: u64) -> Result<(), Errno> {
     if room < 0 {
         return Err(Errno::EINVAL);
     }
-    let b = addr::encode(a);
     notify::write_mem(n.pid, p, &b[..(room as usize).min(b.len())])?;
     notify::write_mem(n.pid, lenp, &(b.len() as u32).to_ne_bytes())
 }
@@ -335,9 +407,20 @@ fn fd_call(listener: RawFd, n: &Notif, fd: Fd, v: Virt) -> Answer {
                 Ok(0)
             }
             libc::SYS_bind => {
-                let at = in_addr(n, a[1], a[2])?;
+                let b = addr_bytes(n, a[1], a[2])?;
                 pending(listener, n)?;
-                emu::bind(&Daemons, v, at).map(|_| 0)
+                if ioth::packet::is_ll(&b) {
+                    return ioth::packet::bind(&Daemons, v, d, &b).map(|_| 0);
+                }
+                emu::bind(&Daemons, v, addr::decode(&b)?).map(|_| 0)
+            }
+            libc::SYS_getsockname if is_packet(&fd) => {
+                let name = ioth::packet::name(&Daemons, v, d)?;
+                if a[1] == 0 {
+                    return Err(Errno(libc::EFAULT));
+                }
+                pending(listener, n)?;
+                out_bytes(n, &name, a[1], a[2]).map(|_| 0)
             }
             libc::SYS_listen => emu::listen(&Daemons, v, d, a[1] as i32).map(|_| 0),
             libc::SYS_getsockname | libc::SYS_getpeername => {

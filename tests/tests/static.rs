@@ -526,3 +526,84 @@ fn static_busybox_nslookup_and_ping_as_nodes() {
         );
     }
 }
+
+/// Static busybox `udhcpc` as a node without an IPv4 address takes a lease from a dnsmasq
+/// node: its packet sockets (`AF_PACKET`, `SOCK_DGRAM`) send the broadcast discover and read
+/// the answers, its `IPPROTO_RAW` socket and `SIOCGIFINDEX`/`SIOCGIFHWADDR` show the node's
+/// `vde0`, and its script gets the lease (address in the range, router, DNS server, mask).
+#[test]
+fn static_busybox_udhcpc_takes_a_lease_from_a_dnsmasq_node() {
+    let Some(bb) = ready() else { return };
+    if !have("dnsmasq") {
+        return skip("dnsmasq missing (apt-get install dnsmasq-base)");
+    }
+    let mut lab = NodeLab::new("static-udhcpc", None);
+    let server = lab.node("10.0.9.1/24");
+    let leases = lab.dir.join("leases");
+    let mut d = lab.on(&server, "dnsmasq");
+    d.args([
+        "--no-daemon",
+        "--no-resolv",
+        "--no-hosts",
+        "--log-dhcp",
+        "--port=53",
+        "--user=root",
+        "--dhcp-range=10.0.9.100,10.0.9.150,1h",
+    ])
+    .arg(format!("--dhcp-leasefile={}", leases.display()));
+    lab.spawn(d, "dnsmasq.log");
+    wait_for(Duration::from_secs(20), "dnsmasq started", || {
+        lab.log("dnsmasq.log")
+            .contains("DHCP, IP range")
+            .then_some(())
+    });
+    let out = lab.dir.join("lease.out");
+    let script = lab.dir.join("lease.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 ip=$ip mask=$mask router=$router dns=$dns interface=$interface\" >> {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    chmod(&script, 0o755);
+    let mut c = exec_at(&lab, "fd00:9::7", &bb);
+    c.args([
+        "udhcpc", "-i", "vde0", "-f", "-q", "-n", "-t", "5", "-T", "2", "-s",
+    ])
+    .arg(&script);
+    let o = run_for(60, c);
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    let bound = got
+        .lines()
+        .find(|l| l.starts_with("bound "))
+        .unwrap_or_else(|| {
+            panic!(
+                "udhcpc: {}\nscript: {got}\ndnsmasq: {}",
+                text(&o),
+                lab.log("dnsmasq.log")
+            )
+        });
+    assert!(o.status.success(), "udhcpc: {}", text(&o));
+    let ip: std::net::Ipv4Addr = bound
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("ip="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{bound}"));
+    assert!(
+        (100..=150).contains(&ip.octets()[3]) && ip.octets()[..3] == [10, 0, 9],
+        "{bound}"
+    );
+    for want in [
+        "mask=24",
+        "router=10.0.9.1",
+        "dns=10.0.9.1",
+        "interface=vde0",
+    ] {
+        assert!(bound.contains(want), "{want}: {bound}");
+    }
+    // dnsmasq recorded the lease it gave.
+    let l = std::fs::read_to_string(&leases).unwrap_or_default();
+    assert!(l.contains(&ip.to_string()), "leases: {l}");
+}

@@ -20,6 +20,9 @@ impl<D: Link> Net<D> {
         if s.kind == Kind::Packet {
             return self.pump_packet(s);
         }
+        if s.dg.hdrincl {
+            return self.pump_hdrincl(s);
+        }
         if s.kind == Kind::Raw {
             let Some(h) = s.dg.h else { return };
             let cx = crate::raw::Ctx {

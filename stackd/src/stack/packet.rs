@@ -165,6 +165,59 @@ pub(super) fn membership(p: &mut Packet, add: bool, val: &[u8]) -> Result<(), Er
 }
 
 impl<D: Link> Net<D> {
+    /// Send what the application wrote on an `IPPROTO_RAW` socket: whole IPv4 packets (the
+    /// destination of the send is not looked at, as on Linux). smoltcp sends them through a
+    /// raw socket for any protocol that exists only while packets wait: such a socket takes
+    /// every incoming packet (it would keep smoltcp from answering a datagram to a closed
+    /// port), so a program that opens one only for its `ioctl`s (busybox `udhcpc`) changes
+    /// nothing.
+    pub(super) fn pump_hdrincl(&mut self, s: &mut Sock) {
+        let fd = s.dmn.raw();
+        if let Some(h) = s.dg.h
+            && self.set.get::<smoltcp::socket::raw::Socket>(h).send_queue() == 0
+        {
+            self.set.remove(h);
+            s.dg.h = None;
+        }
+        while s.rd {
+            let n = match sys::recv(fd, &mut self.scratch, libc::MSG_DONTWAIT) {
+                Ok(0) => {
+                    s.rd = false;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e == Errno::EINTR => continue,
+                Err(_) => {
+                    s.rd = false;
+                    break;
+                }
+            };
+            if n < DgramHeader::LEN + 20 || DgramHeader::decode(&self.scratch[..n]).is_err() {
+                continue;
+            }
+            let h = *s.dg.h.get_or_insert_with(|| {
+                use smoltcp::socket::raw;
+                let none = raw::PacketBuffer::new(Vec::new(), Vec::new());
+                let tx = raw::PacketBuffer::new(
+                    vec![raw::PacketMetadata::EMPTY; 64],
+                    vec![0u8; 128 * 1024],
+                );
+                self.set.add(raw::Socket::new(
+                    Some(smoltcp::wire::IpVersion::Ipv4),
+                    None,
+                    none,
+                    tx,
+                ))
+            });
+            let r = self.set.get_mut::<smoltcp::socket::raw::Socket>(h);
+            if !r.can_send() {
+                // (Visited again when the queue drains: the socket's send waker.)
+                break;
+            }
+            let _ = r.send_slice(&self.scratch[DgramHeader::LEN..n]);
+        }
+    }
+
     /// `getsockname` of a packet socket (`ctl::SO_IOTH_PACKET_NAME`).
     pub(super) fn packet_name(&self, s: &Sock) -> Vec<u8> {
         let mut addr = [0u8; 8];

@@ -73,6 +73,8 @@ pub(super) struct Dgram {
     pub(super) errq: std::collections::VecDeque<ctl::ErrQueueEntry>,
     /// A packet socket's state.
     pub(super) pk: super::packet::Packet,
+    /// A raw `IPPROTO_RAW` socket: the application sends whole IPv4 packets.
+    pub(super) hdrincl: bool,
 }
 
 /// A UDP socket's error queue holds at most this many errors (Linux bounds it by the
@@ -134,6 +136,7 @@ impl Sock {
                 peer: None,
                 errq: Default::default(),
                 pk: Default::default(),
+                hdrincl: false,
             },
         }
     }
@@ -266,11 +269,31 @@ impl<D: Link> Stack<D> {
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6) if domain == libc::AF_INET6 => Kind::Icmp,
             (libc::SOCK_RAW, libc::IPPROTO_ICMPV6) if domain == libc::AF_INET6 => Kind::Raw,
             (libc::SOCK_RAW, libc::IPPROTO_ICMP) if domain == libc::AF_INET => Kind::Raw,
+            // Whole IPv4 packets, sent only (`packet.rs`, `pump_hdrincl`).
+            (libc::SOCK_RAW, libc::IPPROTO_RAW) if domain == libc::AF_INET => Kind::Raw,
             (libc::SOCK_STREAM | libc::SOCK_DGRAM, _) => {
                 return Err(Errno(libc::EPROTONOSUPPORT));
             }
             _ => return Err(Errno(libc::ESOCKTNOSUPPORT)),
         })
+    }
+
+    /// What `install` does not know: a packet socket's type and protocol, a raw socket's
+    /// `IPPROTO_RAW` (no smoltcp socket until it sends).
+    fn installed(&mut self, id: u64, ty: i32, protocol: i32) {
+        let Some(s) = self.socks.get_mut(&id) else {
+            return;
+        };
+        match s.kind {
+            Kind::Packet => s.dg.pk = super::packet::Packet::new(ty, protocol),
+            Kind::Raw if protocol == libc::IPPROTO_RAW => {
+                s.dg.hdrincl = true;
+                if let Some(h) = s.dg.h.take() {
+                    self.net.set.remove(h);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Packet sockets are the node owner's (and root's) only: a user let in with
@@ -321,8 +344,8 @@ impl<D: Link> Stack<D> {
         self.install(id, domain, kind, d, owner);
         if let Some(s) = self.socks.get_mut(&id) {
             s.app_ino = app_ino;
-            s.dg.pk = super::packet::Packet::new(ty, protocol);
         }
+        self.installed(id, ty, protocol);
         Ok(())
     }
 
@@ -352,8 +375,8 @@ impl<D: Link> Stack<D> {
         self.install(id, domain, kind, d, owner);
         if let Some(s) = self.socks.get_mut(&id) {
             s.app_ino = sys::fstat_id(a.raw()).ok().map(|i| i.1);
-            s.dg.pk = super::packet::Packet::new(ty, protocol);
         }
+        self.installed(id, ty, protocol);
         (Reply::Created(id), Some(a))
     }
 

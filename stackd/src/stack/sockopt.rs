@@ -133,6 +133,7 @@ impl<D: Link> Net<D> {
             (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(match s.kind {
                 Kind::Tcp => libc::IPPROTO_TCP,
                 Kind::Udp => libc::IPPROTO_UDP,
+                Kind::Raw if s.dg.hdrincl => libc::IPPROTO_RAW,
                 Kind::Icmp | Kind::Raw if s.domain == libc::AF_INET6 => libc::IPPROTO_ICMPV6,
                 Kind::Icmp | Kind::Raw => libc::IPPROTO_ICMP,
                 Kind::Packet => i32::from(u16::from_ne_bytes(s.dg.pk.proto.to_be_bytes())),

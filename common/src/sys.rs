@@ -902,6 +902,15 @@ pub fn fcntl(fd: RawFd, cmd: i32, arg: libc::c_long) -> Result<i32> {
     check(unsafe { raw_syscall()(libc::SYS_fcntl, fd, cmd, arg) }).map(|v| v as i32)
 }
 
+/// An `ioctl` that writes an `int` (`FIONREAD`, `SIOCOUTQ`), by the raw system call (the
+/// shim hooks libc's `ioctl`).
+pub fn ioctl_int(fd: RawFd, req: libc::c_ulong) -> Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the requests used here write one int to the pointer, which is ours.
+    check(unsafe { raw_syscall()(libc::SYS_ioctl, fd, req, &mut v as *mut libc::c_int) })?;
+    Ok(v)
+}
+
 pub fn set_nonblocking(fd: RawFd, on: bool) -> Result<()> {
     let fl = fcntl(fd, libc::F_GETFL, 0)?;
     let new = if on {

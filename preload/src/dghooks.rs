@@ -15,9 +15,15 @@
 //! Control messages on receive (`recvmsg`): `IP_PKTINFO`, `IPV6_PKTINFO`, `IP_TTL`,
 //! `IPV6_HOPLIMIT` when the socket asked for them (see `dgram::cmsgs`).
 //!
+//! `poll`, `ppoll` and `__poll_chk` report a pending socket error (an ICMP error on a UDP
+//! socket, queued as an error record, see `DgramHeader::ERROR`) as `POLLERR`, as Linux's
+//! `datagram_poll` does, and without `POLLIN` when nothing but that record is queued. The
+//! kernel saw a readable socketpair; `select` needs nothing (it reports an error as readable
+//! and writable), and `epoll` reports `EPOLLIN` (its events carry the caller's data, not the
+//! fd: not done).
+//!
 //! Not done: other ancillary data (`SO_TIMESTAMP` and friends give none; programs fall back),
-//! control messages on send (ignored), `MSG_ERRQUEUE` (always `EAGAIN`: no ICMP errors are queued; a connected socket gets hard
-//! ICMP errors as an error record, see `DgramHeader::ERROR`), `MSG_OOB` (`EOPNOTSUPP`).
+//! control messages on send (ignored), `MSG_OOB` (`EOPNOTSUPP`).
 
 use crate::addr;
 use crate::dgram::{self, Entry, Got};
@@ -746,7 +752,65 @@ fn iov_count(cnt: c_int) -> Result<usize, Errno> {
     usize::try_from(cnt).map_err(|_| Errno::EINVAL)
 }
 
+/// After a `poll` that found `n` descriptors ready: a virtual datagram socket whose next
+/// message is an error record polls as Linux's `datagram_poll` answers for a socket with a
+/// pending error (`POLLERR`, and `POLLIN` only if datagrams wait behind it). One atomic
+/// load per descriptor; `errno` is kept.
+///
+/// # Safety
+/// `fds` points to `nfds` valid `pollfd`s (the caller's, after the kernel's poll).
+unsafe fn poll_errors(fds: *mut libc::pollfd, nfds: libc::nfds_t, n: c_int) {
+    if n <= 0 || fds.is_null() {
+        return;
+    }
+    let saved = Errno::last();
+    for i in 0..nfds as usize {
+        // SAFETY: i < nfds, inside the caller's array.
+        let p = unsafe { &mut *fds.add(i) };
+        if p.revents & libc::POLLIN == 0 || dgram::hit(p.fd) == 0 {
+            continue;
+        }
+        let Ok(Some(only)) = catch_unwind(|| dgram::error_pending(p.fd)) else {
+            continue;
+        };
+        p.revents |= libc::POLLERR;
+        if only {
+            p.revents &= !(libc::POLLIN | libc::POLLRDNORM);
+        }
+    }
+    saved.set_errno();
+}
+
 hooks! {
+    fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int {
+        // SAFETY: the caller's arguments, as for poll(2).
+        let n = unsafe { real::poll(fds, nfds, timeout) };
+        // SAFETY: the kernel accepted fds/nfds.
+        unsafe { poll_errors(fds, nfds, n) };
+        n
+    }
+
+    fn ppoll(
+        fds: *mut libc::pollfd,
+        nfds: libc::nfds_t,
+        t: *const timespec,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        // SAFETY: the caller's arguments, as for ppoll(2).
+        let n = unsafe { real::ppoll(fds, nfds, t, mask) };
+        // SAFETY: the kernel accepted fds/nfds.
+        unsafe { poll_errors(fds, nfds, n) };
+        n
+    }
+
+    fn __poll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int, fdslen: size_t) -> c_int {
+        // SAFETY: the caller's arguments, as for __poll_chk (glibc checks fdslen).
+        let n = unsafe { real::__poll_chk(fds, nfds, timeout, fdslen) };
+        // SAFETY: the kernel accepted fds/nfds.
+        unsafe { poll_errors(fds, nfds, n) };
+        n
+    }
+
     fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
         let Some(e) = entry(fd) else {
             // SAFETY: not a virtual datagram socket: the caller's arguments, untouched.

@@ -371,6 +371,21 @@ fn portless(protocol: i32) -> bool {
     )
 }
 
+/// Whether the next message of virtual datagram socket `fd` is an error record (`None`: it
+/// is not, or `fd` is not one), and whether it is all that is queued. Peeks, takes nothing.
+pub fn error_pending(fd: RawFd) -> Option<bool> {
+    let e = confirm(fd, hit(fd))?;
+    if e.is_netlink() {
+        return None;
+    }
+    let mut hdr = [0u8; DgramHeader::LEN];
+    let n = sys::recv(fd, &mut hdr, libc::MSG_PEEK | libc::MSG_DONTWAIT).ok()?;
+    DgramHeader::decode(&hdr[..n]).ok()?.errno()?;
+    // SIOCINQ of a SOCK_SEQPACKET socket counts every queued byte.
+    let queued = sys::ioctl_int(fd, libc::FIONREAD).unwrap_or(0);
+    Some(queued as usize <= DgramHeader::LEN)
+}
+
 /// Register `fd` (a virtual socket just created by `socket(domain, ty, protocol)`).
 pub fn created(fd: RawFd, domain: i32, ty: i32, protocol: i32) {
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);

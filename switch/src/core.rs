@@ -1612,7 +1612,7 @@ mod tests {
         c.note_stat(1, r(stat::RESIDENT, 0, 1 << 20));
         // Out of range, unknown: ignored, and nothing grows.
         c.note_stat(1, r(stat::TCP_STATE, 11, 1));
-        c.note_stat(1, r(stat::SOCKETS, 4, 1));
+        c.note_stat(1, r(stat::SOCKETS, 5, 1));
         c.note_stat(1, r(200, 0, 1));
         let n = c.port(1).unwrap().node.as_deref().unwrap();
         assert_eq!(n.tcp_states[4], 12);

@@ -74,6 +74,25 @@ show("connected_recv", outcome(lambda: c.recv(100)))
 show("connected_recv_again", outcome(lambda: c.recv(100)))
 c.close()
 
+# What poll says of a socket with a pending error: POLLERR, not POLLIN (nothing is queued);
+# once a receive took the error, neither.
+def revents(s):
+    p = select.poll()
+    p.register(s, select.POLLIN | select.POLLOUT)
+    r = p.poll(0)
+    bits = r[0][1] if r else 0
+    return "|".join(n for n, b in (("IN", select.POLLIN), ("OUT", select.POLLOUT),
+                                   ("ERR", select.POLLERR), ("HUP", select.POLLHUP)) if bits & b)
+
+
+c = sock()
+c.connect(dst)
+c.send(b"nobody")
+wait(c)
+show("poll_error", revents(c))
+show("poll_after_recv", outcome(lambda: c.recv(100)) + " " + revents(c))
+c.close()
+
 # SO_ERROR takes the error first; the receive after it has nothing.
 c = sock()
 c.connect(dst)

@@ -19,8 +19,9 @@
 //! socket, queued as an error record, see `DgramHeader::ERROR`) as `POLLERR`, as Linux's
 //! `datagram_poll` does, and without `POLLIN` when nothing but that record is queued. The
 //! kernel saw a readable socketpair; `select` needs nothing (it reports an error as readable
-//! and writable), and `epoll` reports `EPOLLIN` (its events carry the caller's data, not the
-//! fd: not done).
+//! and writable). `epoll` the same: its events carry the caller's data, not the fd, so
+//! `epoll_ctl` remembers which data stands for a virtual datagram socket ([`epolled`]), and
+//! `epoll_wait`, `epoll_pwait` and `epoll_pwait2` look at those only.
 //!
 //! Not done: other ancillary data (`SO_TIMESTAMP` and friends give none; programs fall back),
 //! control messages on send (ignored), `MSG_OOB` (`EOPNOTSUPP`).
@@ -781,7 +782,130 @@ unsafe fn poll_errors(fds: *mut libc::pollfd, nfds: libc::nfds_t, n: c_int) {
     saved.set_errno();
 }
 
+/// Which `(epoll instance, data)` stands for which virtual datagram socket, for the epoll
+/// hooks: a lock-free table (no lock a `fork` could leave held), a slot per key by hash,
+/// overwritten on collision (a miss only loses the `EPOLLERR` of that socket). A stale
+/// entry (the socket closed, its number reused) is harmless: the fd is confirmed as a
+/// datagram socket before it is looked at.
+mod epolled {
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+
+    const SLOTS: usize = 1024;
+    static KEYS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+    static FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
+    /// Set once a datagram socket was added to an epoll instance: until then the wait hooks
+    /// cost one load.
+    pub static ANY: AtomicBool = AtomicBool::new(false);
+
+    fn key(epfd: i32, data: u64) -> u64 {
+        ((epfd as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ data.rotate_left(17)).max(1)
+    }
+
+    pub fn set(epfd: i32, data: u64, fd: Option<i32>) {
+        let k = key(epfd, data);
+        let i = (k % SLOTS as u64) as usize;
+        match fd {
+            Some(fd) => {
+                FDS[i].store(fd, Ordering::Relaxed);
+                KEYS[i].store(k, Ordering::Release);
+                ANY.store(true, Ordering::Relaxed);
+            }
+            None => {
+                let _ = KEYS[i].compare_exchange(k, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn get(epfd: i32, data: u64) -> Option<i32> {
+        let k = key(epfd, data);
+        let i = (k % SLOTS as u64) as usize;
+        (KEYS[i].load(Ordering::Acquire) == k).then(|| FDS[i].load(Ordering::Relaxed))
+    }
+}
+
+/// After an `epoll_wait` that gave `n` events: those of virtual datagram sockets whose next
+/// message is an error record, as for [`poll_errors`]. `errno` is kept.
+///
+/// # Safety
+/// `ev` points to at least `n` events (the caller's, after the kernel's wait).
+unsafe fn epoll_errors(epfd: c_int, ev: *mut libc::epoll_event, n: c_int) {
+    if n <= 0 || ev.is_null() || !epolled::ANY.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let saved = Errno::last();
+    for i in 0..n as usize {
+        // SAFETY: i < n, inside the caller's array the kernel just filled.
+        let e = unsafe { &mut *ev.add(i) };
+        let (events, data) = (e.events, e.u64);
+        if events & libc::EPOLLIN as u32 == 0 {
+            continue;
+        }
+        let Some(fd) = epolled::get(epfd, data) else {
+            continue;
+        };
+        let Ok(Some(only)) = catch_unwind(|| dgram::error_pending(fd)) else {
+            continue;
+        };
+        let mut new = events | libc::EPOLLERR as u32;
+        if only {
+            new &= !((libc::EPOLLIN | libc::EPOLLRDNORM) as u32);
+        }
+        e.events = new;
+    }
+    saved.set_errno();
+}
+
 hooks! {
+    fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int {
+        // SAFETY: the caller's arguments, as for epoll_ctl(2).
+        let r = unsafe { real::epoll_ctl(epfd, op, fd, event) };
+        if r == 0 && (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD) && !event.is_null() {
+            // SAFETY: the kernel just read the event at `event`.
+            let data = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*event).u64)) };
+            let ours = dgram::hit(fd) != 0
+                && catch_unwind(|| dgram::confirm(fd, dgram::hit(fd)).is_some_and(|e| !e.is_netlink()))
+                    .unwrap_or(false);
+            epolled::set(epfd, data, ours.then_some(fd));
+        }
+        r
+    }
+
+    fn epoll_wait(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int {
+        // SAFETY: the caller's arguments, as for epoll_wait(2).
+        let n = unsafe { real::epoll_wait(epfd, ev, max, timeout) };
+        // SAFETY: the kernel filled n events at ev.
+        unsafe { epoll_errors(epfd, ev, n) };
+        n
+    }
+
+    fn epoll_pwait(
+        epfd: c_int,
+        ev: *mut libc::epoll_event,
+        max: c_int,
+        timeout: c_int,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        // SAFETY: the caller's arguments, as for epoll_pwait(2).
+        let n = unsafe { real::epoll_pwait(epfd, ev, max, timeout, mask) };
+        // SAFETY: the kernel filled n events at ev.
+        unsafe { epoll_errors(epfd, ev, n) };
+        n
+    }
+
+    fn epoll_pwait2(
+        epfd: c_int,
+        ev: *mut libc::epoll_event,
+        max: c_int,
+        t: *const timespec,
+        mask: *const libc::sigset_t,
+    ) -> c_int {
+        // SAFETY: the caller's arguments, as for epoll_pwait2(2).
+        let n = unsafe { real::epoll_pwait2(epfd, ev, max, t, mask) };
+        // SAFETY: the kernel filled n events at ev.
+        unsafe { epoll_errors(epfd, ev, n) };
+        n
+    }
+
     fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int {
         // SAFETY: the caller's arguments, as for poll(2).
         let n = unsafe { real::poll(fds, nfds, timeout) };

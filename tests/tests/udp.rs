@@ -232,7 +232,8 @@ fn ping_v6_v4() {
 }
 
 /// ICMP errors on UDP sockets as a program sees them (`udp_errors.py`): a connected socket's
-/// next receive or `SO_ERROR` takes the error once, and it polls as `POLLERR` meanwhile; an
+/// next receive or `SO_ERROR` takes the error once, and it polls as `POLLERR` (`poll`,
+/// `epoll`) meanwhile; an
 /// unconnected one hears nothing unless it
 /// set `IP_RECVERR`/`IPV6_RECVERR`, and then `recvmsg(MSG_ERRQUEUE)` gives the quoted payload,
 /// the destination, `sock_extended_err` and the offender. The same script over the kernel's
@@ -254,7 +255,8 @@ fn icmp_errors_on_udp_sockets_as_the_kernel_has_them() {
             "connected_recv: ECONNREFUSED",
             "so_error: ECONNREFUSED",
             "poll_error: OUT|ERR",
-            "poll_after_recv: ECONNREFUSED OUT",
+            "epoll_error: OUT|ERR",
+            "poll_after_recv: ECONNREFUSED OUT OUT",
             "unconnected_no_error: b'self'",
             "errqueue_data: b'quoted payload'",
         ],

@@ -85,12 +85,23 @@ def revents(s):
                                    ("ERR", select.POLLERR), ("HUP", select.POLLHUP)) if bits & b)
 
 
+def epoll_events(s):
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN | select.EPOLLOUT)
+    r = ep.poll(0)
+    ep.close()
+    bits = r[0][1] if r else 0
+    return "|".join(n for n, b in (("IN", select.EPOLLIN), ("OUT", select.EPOLLOUT),
+                                   ("ERR", select.EPOLLERR), ("HUP", select.EPOLLHUP)) if bits & b)
+
+
 c = sock()
 c.connect(dst)
 c.send(b"nobody")
 wait(c)
 show("poll_error", revents(c))
-show("poll_after_recv", outcome(lambda: c.recv(100)) + " " + revents(c))
+show("epoll_error", epoll_events(c))
+show("poll_after_recv", outcome(lambda: c.recv(100)) + " " + revents(c) + " " + epoll_events(c))
 c.close()
 
 # SO_ERROR takes the error first; the receive after it has nothing.

@@ -405,6 +405,46 @@ fn errqueue_cmsg(q: &ErrQueueEntry) -> dgram::Cmsg {
     }
 }
 
+/// The error a send on virtual TCP socket `fd` that met `EPIPE` must report first, taken:
+/// the kernel's own `SO_ERROR` (a cut-through connection, whose peer is an application's
+/// unix socket), else the daemon's (`ECONNRESET` after a reset). `None`: `EPIPE` it is
+/// (also when the pending error is `EPIPE`, a reset after the peer's FIN as Linux's
+/// `tcp_reset` in CLOSE_WAIT).
+fn pending_error(fd: c_int) -> Option<i32> {
+    catch_unwind(|| {
+        match ioth_common::sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+            Ok(e) if e != 0 => return Some(e),
+            _ => {}
+        }
+        let v = crate::emu::virt(fd)?;
+        crate::emu::so_error(&crate::emu::Daemons, v)
+            .ok()
+            .filter(|e| *e != 0)
+    })
+    .ok()
+    .flatten()
+    .filter(|e| *e != libc::EPIPE)
+}
+
+/// `sendfile`/`splice` into a virtual TCP socket that gave `r`: on `EPIPE`, the pending
+/// error instead, as [`stream_send`] (the kernel raised `SIGPIPE` already: these calls have
+/// no `MSG_NOSIGNAL`, so a program that does not ignore `SIGPIPE` gets it one call early).
+fn stream_spliced(fd: c_int, r: ssize_t) -> ssize_t {
+    if r >= 0 || !dgram::is_stream(fd) || Errno::last() != Errno::EPIPE {
+        return r;
+    }
+    match pending_error(fd) {
+        Some(e) => {
+            Errno(e).set_errno();
+            -1
+        }
+        None => {
+            Errno::EPIPE.set_errno();
+            -1
+        }
+    }
+}
+
 /// A send on a virtual TCP socket, made with `MSG_NOSIGNAL` by `send`: the kernel raises no
 /// `SIGPIPE` when the daemon shut its end after a reset or a timeout. On `EPIPE` the
 /// socket's pending error comes first, without `SIGPIPE`, as Linux's `tcp_sendmsg` reports
@@ -416,21 +456,7 @@ fn stream_send(fd: c_int, nosignal: bool, send: impl FnOnce() -> ssize_t) -> ssi
     if r >= 0 || Errno::last() != Errno::EPIPE {
         return r;
     }
-    let pending = catch_unwind(|| {
-        match ioth_common::sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-            Ok(e) if e != 0 => return Some(e),
-            _ => {}
-        }
-        let v = crate::emu::virt(fd)?;
-        crate::emu::so_error(&crate::emu::Daemons, v)
-            .ok()
-            .filter(|e| *e != 0)
-    })
-    .ok()
-    .flatten();
-    // EPIPE itself (a reset after the peer's FIN, as Linux's tcp_reset in CLOSE_WAIT) goes on
-    // to SIGPIPE like the kernel's.
-    if let Some(e) = pending.filter(|e| *e != libc::EPIPE) {
+    if let Some(e) = pending_error(fd) {
         Errno(e).set_errno();
         return -1;
     }
@@ -1102,6 +1128,28 @@ hooks! {
             }
         }
         got as c_int
+    }
+
+    fn sendfile(out: c_int, input: c_int, off: *mut libc::off_t, n: size_t) -> ssize_t {
+        // SAFETY: the caller's arguments, as for sendfile(2).
+        stream_spliced(out, unsafe { real::sendfile(out, input, off, n) })
+    }
+
+    fn sendfile64(out: c_int, input: c_int, off: *mut libc::off64_t, n: size_t) -> ssize_t {
+        // SAFETY: the caller's arguments, as for sendfile64.
+        stream_spliced(out, unsafe { real::sendfile64(out, input, off, n) })
+    }
+
+    fn splice(
+        input: c_int,
+        off_in: *mut libc::loff_t,
+        out: c_int,
+        off_out: *mut libc::loff_t,
+        n: size_t,
+        flags: c_uint,
+    ) -> ssize_t {
+        // SAFETY: the caller's arguments, as for splice(2).
+        stream_spliced(out, unsafe { real::splice(input, off_in, out, off_out, n, flags) })
     }
 
     fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {

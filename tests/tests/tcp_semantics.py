@@ -152,6 +152,25 @@ out("rst_send_nosignal_sigpipe", len(pipes))
 c.close()
 signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
+# sendfile and splice after a reset, SIGPIPE ignored (as servers have it): ECONNRESET, then
+# EPIPE, as for write.
+src = os.open(".", os.O_RDWR | os.O_TMPFILE)
+os.write(src, b"x" * 100)
+rp, wp = os.pipe()
+for how, w in [
+    ("sendfile", lambda c: os.sendfile(c.fileno(), src, 0, 10)),
+    ("splice", lambda c: (os.write(wp, b"y" * 10), os.splice(rp, c.fileno(), 10))[1]),
+]:
+    c, s, _ = pair()
+    reset(s)
+    wait(c, select.POLLHUP)
+    out(f"rst_{how}", outcome(lambda: w(c)))
+    out(f"rst_{how}_again", outcome(lambda: w(c)))
+    c.close()
+os.close(src)
+os.close(rp)
+os.close(wp)
+
 # A FIN first, then the reset: EOF, not an error.
 c, s, _ = pair()
 s.shutdown(socket.SHUT_WR)

@@ -164,7 +164,11 @@ unsafe fn send_dgram(
         crate::packet::send_header(dest.as_deref(), total)?
     } else {
         let to = dest.map(|b| addr::decode(&b)).transpose()?;
-        e.prepare_send(to, total)?
+        let h = e.prepare_send(to, total)?;
+        if let Some(err) = e.send_error() {
+            return Err(err);
+        }
+        h
     };
     // SAFETY: iov/cnt from the caller.
     let mut v = unsafe { Iovs::new(hdr.as_mut_ptr(), iov, cnt) }?;

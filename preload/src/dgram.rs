@@ -70,6 +70,8 @@ const HOPS2292: u64 = 1 << 52;
 const PACKET: u64 = 1 << 51;
 /// `PACKET_AUXDATA` asked for.
 const AUXDATA: u64 = 1 << 50;
+/// `IP_RECVERR`/`IPV6_RECVERR` set: ICMP errors reach the socket unconnected too.
+const RECVERR: u64 = 1 << 49;
 const INO: u64 = 0xffff_ffff;
 
 /// Largest UDP payload over IPv4 and IPv6 (65535 minus the headers).
@@ -217,6 +219,7 @@ pub fn option_set(fd: RawFd, level: i32, name: i32, value: &[u8]) {
         (libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT) => RECVHOPS,
         (libc::IPPROTO_IPV6, libc::IPV6_2292HOPLIMIT) => HOPS2292,
         (libc::SOL_PACKET, libc::PACKET_AUXDATA) => AUXDATA,
+        (libc::IPPROTO_IP, libc::IP_RECVERR) | (libc::IPPROTO_IPV6, libc::IPV6_RECVERR) => RECVERR,
         _ => return,
     };
     let on = value.iter().any(|b| *b != 0);
@@ -572,6 +575,20 @@ impl Entry {
             );
         }
         self.bits = new;
+    }
+
+    /// A pending socket error fails the next send, as Linux's `sock_alloc_send_pskb` fails it
+    /// (and takes it): the error record at the head of the queue, taken. Looked for only on
+    /// sockets that can have one (connected, or with `IP_RECVERR`), at one peek each.
+    pub fn send_error(&self) -> Option<Errno> {
+        if self.bits & (CONNECTED | RECVERR) == 0 || self.bits & (NETLINK | PACKET) != 0 {
+            return None;
+        }
+        let mut hdr = [0u8; DgramHeader::LEN];
+        let n = sys::recv(self.fd, &mut hdr, libc::MSG_PEEK | libc::MSG_DONTWAIT).ok()?;
+        let errno = DgramHeader::decode(&hdr[..n]).ok()?.errno()?;
+        let _ = sys::recv(self.fd, &mut hdr, libc::MSG_DONTWAIT);
+        Some(Errno(errno))
     }
 
     /// Everything a send needs before the datagram goes out: checks of the destination (as

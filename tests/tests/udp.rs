@@ -256,6 +256,7 @@ fn icmp_errors_on_udp_sockets_as_the_kernel_has_them() {
             "so_error: ECONNREFUSED",
             "poll_error: OUT|ERR",
             "epoll_error: OUT|ERR",
+            "send_after_error: ECONNREFUSED",
             "poll_after_recv: ECONNREFUSED OUT OUT",
             "unconnected_no_error: b'self'",
             "errqueue_data: b'quoted payload'",

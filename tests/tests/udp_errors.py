@@ -104,6 +104,15 @@ show("epoll_error", epoll_events(c))
 show("poll_after_recv", outcome(lambda: c.recv(100)) + " " + revents(c) + " " + epoll_events(c))
 c.close()
 
+# The next send fails with the error and takes it.
+c = sock()
+c.connect(dst)
+c.send(b"nobody")
+wait(c)
+show("send_after_error", outcome(lambda: c.send(b"again")))
+show("send_after_error_recv", outcome(lambda: c.recv(100)))
+c.close()
+
 # SO_ERROR takes the error first; the receive after it has nothing.
 c = sock()
 c.connect(dst)

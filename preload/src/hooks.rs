@@ -6,10 +6,11 @@
 //! caller's pointers turned into slices here and nowhere else. No panic crosses this
 //! boundary: a panic becomes `EIO` and -1, and the call is never re-run on the kernel.
 //!
-//! Not hooked on purpose (the fd is a real kernel socket): `sendfile`, `poll`, `select`,
-//! `epoll_*`, `close`, `fcntl`, `ioctl` (`FIONBIO`, `FIONREAD` work natively). `read`,
-//! `write`, `send*`, `recv*` and `dup*` are hooked in [`crate::dghooks`] only to frame
-//! datagram sockets: for any other fd they cost one atomic load. `recvfrom`/`recvmsg` already report an empty
+//! Not hooked on purpose (the fd is a real kernel socket): `select`, `close`, `fcntl`
+//! (`FIONBIO` works natively). `read`, `write`, `send*`, `recv*` and `dup*` are hooked in
+//! [`crate::dghooks`] only to frame datagram sockets: for any other fd they cost one atomic
+//! load; `sendfile`/`splice` there only change the errno of a failed call, and `poll`/`epoll`
+//! only the events of a datagram socket with a pending error. `ioctl`: [`crate::ifhooks`]. `recvfrom`/`recvmsg` already report an empty
 //! peer address on a virtual TCP socket, as Linux TCP does, because the daemon's end of the
 //! socketpair has no name.
 

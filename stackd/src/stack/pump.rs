@@ -461,7 +461,13 @@ impl<D: Link> Net<D> {
                     Err(e) => (0, Err(e)),
                 });
                 match r {
-                    Ok(Ok(n)) if n > 0 => {}
+                    Ok(Ok(n)) if n > 0 => {
+                        let was = bulk(c.rx_bytes, c.tx_bytes);
+                        c.rx_bytes += n as u64;
+                        if !was && bulk(c.rx_bytes, c.tx_bytes) {
+                            t.set_ack_delay(Some(ACK_DELAY));
+                        }
+                    }
                     Ok(Err(e)) if e.is_again() => {
                         s.wr = false;
                         break;
@@ -488,6 +494,15 @@ impl<D: Link> Net<D> {
                     Ok(n) => (n, Ok((n, buf.len()))),
                     Err(e) => (0, Err(e)),
                 });
+                if let Ok(Ok((n, _))) = r
+                    && n > 0
+                {
+                    let was = bulk(c.rx_bytes, c.tx_bytes);
+                    c.tx_bytes += n as u64;
+                    if was && !bulk(c.rx_bytes, c.tx_bytes) {
+                        t.set_ack_delay(None);
+                    }
+                }
                 match r {
                     Ok(Ok((0, _))) => {
                         c.app_eof = true;

@@ -21,6 +21,9 @@ impl<D: Link> Net<D> {
             ),
         };
         t.set_hop_limit(None);
+        // Every segment acknowledged at once until the connection is a bulk transfer
+        // (`BULK`, `pump_tcp`).
+        t.set_ack_delay(None);
         apply_tcp_opts(&mut t, opts);
         t
     }
@@ -116,6 +119,8 @@ impl<D: Link> Net<D> {
                 fin_to_app: false,
                 prev: tcp::State::Established,
                 watch: Box::new(watch),
+                rx_bytes: 0,
+                tx_bytes: 0,
             });
             if let Some(l) = self.set.get::<tcp::Socket>(c.h).local_endpoint() {
                 s.local = Some(ep_to_sa(l));
@@ -501,6 +506,8 @@ impl<D: Link> Stack<D> {
             fin_to_app: false,
             prev: tcp::State::Established,
             watch: Box::new(watch),
+            rx_bytes: 0,
+            tx_bytes: 0,
         });
         self.socks.insert(id, s);
         self.journal_add(id, local, remote);
@@ -588,7 +595,6 @@ pub(super) fn deliver(s: &mut Sock) {
 
 pub(super) fn apply_tcp_opts(t: &mut tcp::Socket<'static>, o: &Opts) {
     t.set_nagle_enabled(o.cork || !o.nodelay);
-    t.set_ack_delay(None);
     // Linux's floor (TCP_RTO_MIN) rather than RFC 6298's 1 s: a loss fast retransmit cannot
     // repair costs 200 ms on a short path, not a second (smoltcp patch 3).
     t.set_rto_min(smoltcp::time::Duration::from_millis(200));

@@ -437,16 +437,8 @@ fn stream_spliced(fd: c_int, r: ssize_t) -> ssize_t {
     if r >= 0 || !dgram::is_stream(fd) || Errno::last() != Errno::EPIPE {
         return r;
     }
-    match pending_error(fd) {
-        Some(e) => {
-            Errno(e).set_errno();
-            -1
-        }
-        None => {
-            Errno::EPIPE.set_errno();
-            -1
-        }
-    }
+    Errno(pending_error(fd).unwrap_or(libc::EPIPE)).set_errno();
+    -1
 }
 
 /// A send on a virtual TCP socket, made with `MSG_NOSIGNAL` by `send`: the kernel raises no
@@ -479,6 +471,16 @@ fn entry(fd: c_int) -> Option<Entry> {
         return None;
     }
     catch_unwind(|| dgram::confirm(fd, bits)).ok().flatten()
+}
+
+/// Whether `fd` is a virtual datagram socket for which `f` holds (one atomic load for other
+/// fds).
+pub fn entry_is(fd: c_int, f: impl FnOnce(&mut Entry) -> bool) -> bool {
+    dgram::hit(fd) != 0
+        && catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dgram::confirm(fd, dgram::hit(fd)).is_some_and(|mut e| f(&mut e))
+        }))
+        .unwrap_or(false)
 }
 
 fn one(buf: *const c_void, n: size_t) -> iovec {
@@ -798,18 +800,24 @@ unsafe fn poll_errors(fds: *mut libc::pollfd, nfds: libc::nfds_t, n: c_int) {
     for i in 0..nfds as usize {
         // SAFETY: i < nfds, inside the caller's array.
         let p = unsafe { &mut *fds.add(i) };
-        if p.revents & libc::POLLIN == 0 || dgram::hit(p.fd) == 0 {
-            continue;
-        }
-        let Ok(Some(only)) = catch_unwind(|| dgram::error_pending(p.fd)) else {
-            continue;
-        };
-        p.revents |= libc::POLLERR;
-        if only {
-            p.revents &= !(libc::POLLIN | libc::POLLRDNORM);
+        if p.revents & libc::POLLIN != 0 && dgram::hit(p.fd) != 0 {
+            p.revents = with_error(p.fd, p.revents as u32) as i16;
         }
     }
     saved.set_errno();
+}
+
+/// Ready events `ev` (`POLLIN` among them; `poll` and `epoll` give `IN`, `ERR` and `RDNORM`
+/// the same bits) of datagram socket `fd` as Linux's `datagram_poll` has them: `ERR` added
+/// when its next message is an error record, `IN` taken away when that record is all there
+/// is.
+fn with_error(fd: c_int, ev: u32) -> u32 {
+    const IN: u32 = (libc::POLLIN | libc::POLLRDNORM) as u32;
+    match catch_unwind(|| dgram::error_pending(fd)) {
+        Ok(Some(true)) => (ev | libc::POLLERR as u32) & !IN,
+        Ok(Some(false)) => ev | libc::POLLERR as u32,
+        _ => ev,
+    }
 }
 
 /// Which `(epoll instance, data)` stands for which virtual datagram socket, for the epoll
@@ -867,20 +875,11 @@ unsafe fn epoll_errors(epfd: c_int, ev: *mut libc::epoll_event, n: c_int) {
         // SAFETY: i < n, inside the caller's array the kernel just filled.
         let e = unsafe { &mut *ev.add(i) };
         let (events, data) = (e.events, e.u64);
-        if events & libc::EPOLLIN as u32 == 0 {
-            continue;
+        if events & libc::EPOLLIN as u32 != 0
+            && let Some(fd) = epolled::get(epfd, data)
+        {
+            e.events = with_error(fd, events);
         }
-        let Some(fd) = epolled::get(epfd, data) else {
-            continue;
-        };
-        let Ok(Some(only)) = catch_unwind(|| dgram::error_pending(fd)) else {
-            continue;
-        };
-        let mut new = events | libc::EPOLLERR as u32;
-        if only {
-            new &= !((libc::EPOLLIN | libc::EPOLLRDNORM) as u32);
-        }
-        e.events = new;
     }
     saved.set_errno();
 }
@@ -892,9 +891,7 @@ hooks! {
         if r == 0 && (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD) && !event.is_null() {
             // SAFETY: the kernel just read the event at `event`.
             let data = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*event).u64)) };
-            let ours = dgram::hit(fd) != 0
-                && catch_unwind(|| dgram::confirm(fd, dgram::hit(fd)).is_some_and(|e| !e.is_netlink()))
-                    .unwrap_or(false);
+            let ours = entry_is(fd, |e| !e.is_netlink());
             epolled::set(epfd, data, ours.then_some(fd));
         }
         r

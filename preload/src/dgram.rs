@@ -356,11 +356,22 @@ pub fn take_error(fd: RawFd) -> Option<i32> {
     if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM) {
         return None;
     }
+    take_head_error(fd)
+}
+
+/// The errno of the error record at the head of `fd`'s queue, if the next message is one
+/// (peeked, nothing taken).
+fn head_error(fd: RawFd) -> Option<i32> {
     let mut hdr = [0u8; DgramHeader::LEN];
     let n = sys::recv(fd, &mut hdr, libc::MSG_PEEK | libc::MSG_DONTWAIT).ok()?;
-    let errno = DgramHeader::decode(&hdr[..n]).ok()?.errno()?;
-    // Only that record: a datagram that arrived meanwhile stays (the record is first, and
-    // messages keep their order).
+    DgramHeader::decode(&hdr[..n]).ok()?.errno()
+}
+
+/// The same, and the record taken. Only that record: a datagram that arrived meanwhile stays
+/// (the record is first, and messages keep their order).
+fn take_head_error(fd: RawFd) -> Option<i32> {
+    let errno = head_error(fd)?;
+    let mut hdr = [0u8; DgramHeader::LEN];
     let _ = sys::recv(fd, &mut hdr, libc::MSG_DONTWAIT);
     Some(errno)
 }
@@ -381,9 +392,7 @@ pub fn error_pending(fd: RawFd) -> Option<bool> {
     if e.is_netlink() {
         return None;
     }
-    let mut hdr = [0u8; DgramHeader::LEN];
-    let n = sys::recv(fd, &mut hdr, libc::MSG_PEEK | libc::MSG_DONTWAIT).ok()?;
-    DgramHeader::decode(&hdr[..n]).ok()?.errno()?;
+    head_error(fd)?;
     // SIOCINQ of a SOCK_SEQPACKET socket counts every queued byte.
     let queued = sys::ioctl_int(fd, libc::FIONREAD).unwrap_or(0);
     Some(queued as usize <= DgramHeader::LEN)
@@ -584,11 +593,7 @@ impl Entry {
         if self.bits & (CONNECTED | RECVERR) == 0 || self.bits & (NETLINK | PACKET) != 0 {
             return None;
         }
-        let mut hdr = [0u8; DgramHeader::LEN];
-        let n = sys::recv(self.fd, &mut hdr, libc::MSG_PEEK | libc::MSG_DONTWAIT).ok()?;
-        let errno = DgramHeader::decode(&hdr[..n]).ok()?.errno()?;
-        let _ = sys::recv(self.fd, &mut hdr, libc::MSG_DONTWAIT);
-        Some(Errno(errno))
+        take_head_error(self.fd).map(Errno)
     }
 
     /// Everything a send needs before the datagram goes out: checks of the destination (as

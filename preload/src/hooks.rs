@@ -138,20 +138,12 @@ fn new_socket(domain: c_int, ty: c_int, protocol: c_int) -> Option<NewSocket> {
 
 /// Is `fd` a virtual netlink socket ([`crate::netlink`])? One atomic load for other fds.
 fn netlink_fd(fd: c_int) -> bool {
-    crate::dgram::hit(fd) != 0
-        && catch_unwind(|| {
-            crate::dgram::confirm(fd, crate::dgram::hit(fd)).is_some_and(|e| e.is_netlink())
-        })
-        .unwrap_or(false)
+    crate::dghooks::entry_is(fd, |e| e.is_netlink())
 }
 
 /// Is `fd` a virtual packet socket ([`crate::packet`])? One atomic load for other fds.
 fn packet_fd(fd: c_int) -> bool {
-    crate::dgram::hit(fd) != 0
-        && catch_unwind(|| {
-            crate::dgram::confirm(fd, crate::dgram::hit(fd)).is_some_and(|mut e| e.is_packet())
-        })
-        .unwrap_or(false)
+    crate::dghooks::entry_is(fd, |e| e.is_packet())
 }
 
 /// A socket of ours, for the calls that also serve virtual netlink sockets.

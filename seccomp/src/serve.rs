@@ -291,10 +291,7 @@ fn addr_bytes(n: &Notif, p: u64, len: u64) -> Result<Vec<u8>, Errno> {
 
 /// Whether our duplicate `fd` is a virtual packet socket.
 fn is_packet(fd: &Fd) -> bool {
-    Dgram::adopt(fd).is_some_and(|d| {
-        let fd = d.fd.raw();
-        dgram::confirm(fd, dgram::hit(fd)).is_some_and(|mut e| e.is_packet())
-    })
+    Dgram::adopt(fd).is_some_and(|d| ioth::dghooks::entry_is(d.fd.raw(), |e| e.is_packet()))
 }
 
 /// `ioctl` (the filter sends the socket requests, `0x8900`-`0x89ff`): the node's interface

@@ -181,18 +181,7 @@ fn from_app(cx: &mut Ctx, s: &mut Sock) -> Option<(DgramHeader, usize)> {
         if !cx.set.get::<raw::Socket>(s.h).can_send() {
             return None;
         }
-        let n = match sys::recv(s.fd, cx.scratch, libc::MSG_DONTWAIT) {
-            Ok(0) => {
-                *s.rd = false;
-                return None;
-            }
-            Ok(n) => n,
-            Err(e) if e == Errno::EINTR => continue,
-            Err(_) => {
-                *s.rd = false;
-                return None;
-            }
-        };
+        let n = crate::stack::app_message(s.fd, cx.scratch, s.rd)?;
         if let Ok(hdr) = DgramHeader::decode(&cx.scratch[..n]) {
             return Some((hdr, n));
         }

@@ -501,6 +501,31 @@ impl NodeLab {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 
+    /// dnsmasq as the LAN's DHCPv4 server, a process of the node at `ctl`: leases from
+    /// `range` (`--dhcp-range`) recorded in `DIR/leases`, started and ready; its log is
+    /// `dnsmasq.log`. Returns the lease file.
+    pub fn dhcp_server(&mut self, ctl: &Path, range: &str) -> PathBuf {
+        let leases = self.dir.join("leases");
+        let mut d = self.on(ctl, "dnsmasq");
+        d.args([
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--log-dhcp",
+            "--port=53",
+            "--user=root",
+        ])
+        .arg(format!("--dhcp-range={range}"))
+        .arg(format!("--dhcp-leasefile={}", leases.display()));
+        self.spawn(d, "dnsmasq.log");
+        wait_for(Duration::from_secs(20), "dnsmasq started", || {
+            self.log("dnsmasq.log")
+                .contains("DHCP, IP range")
+                .then_some(())
+        });
+        leases
+    }
+
     /// A real DNS server as a process of the node at `ctl`: dnsmasq answering `records`
     /// (`--host-record`), started and ready; its log is `dnsmasq.log`.
     pub fn dnsmasq(&mut self, ctl: &Path, records: &[&str]) {

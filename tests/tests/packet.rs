@@ -6,7 +6,6 @@
 //! `preload/tests/owner.rs`.
 
 use ioth_e2e::*;
-use std::time::Duration;
 
 #[test]
 fn packet_sockets_send_and_read_frames_on_the_nodes_link() {
@@ -15,26 +14,7 @@ fn packet_sockets_send_and_read_frames_on_the_nodes_link() {
     }
     let mut lab = NodeLab::new("packet", None);
     let server = lab.node("10.0.9.1/24");
-    let mut d = lab.on(&server, "dnsmasq");
-    d.args([
-        "--no-daemon",
-        "--no-resolv",
-        "--no-hosts",
-        "--log-dhcp",
-        "--port=53",
-        "--user=root",
-        "--dhcp-range=10.0.9.100,10.0.9.150,1h",
-    ])
-    .arg(format!(
-        "--dhcp-leasefile={}",
-        lab.dir.join("leases").display()
-    ));
-    lab.spawn(d, "dnsmasq.log");
-    wait_for(Duration::from_secs(20), "dnsmasq started", || {
-        lab.log("dnsmasq.log")
-            .contains("DHCP, IP range")
-            .then_some(())
-    });
+    lab.dhcp_server(&server, "10.0.9.100,10.0.9.150,1h");
     let mut c = lab.at("fd00:9::8", "python3");
     c.arg(repo().join("tests/tests/packet.py"));
     let o = run_for(60, c);

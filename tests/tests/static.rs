@@ -539,24 +539,7 @@ fn static_busybox_udhcpc_takes_a_lease_from_a_dnsmasq_node() {
     }
     let mut lab = NodeLab::new("static-udhcpc", None);
     let server = lab.node("10.0.9.1/24");
-    let leases = lab.dir.join("leases");
-    let mut d = lab.on(&server, "dnsmasq");
-    d.args([
-        "--no-daemon",
-        "--no-resolv",
-        "--no-hosts",
-        "--log-dhcp",
-        "--port=53",
-        "--user=root",
-        "--dhcp-range=10.0.9.100,10.0.9.150,1h",
-    ])
-    .arg(format!("--dhcp-leasefile={}", leases.display()));
-    lab.spawn(d, "dnsmasq.log");
-    wait_for(Duration::from_secs(20), "dnsmasq started", || {
-        lab.log("dnsmasq.log")
-            .contains("DHCP, IP range")
-            .then_some(())
-    });
+    let leases = lab.dhcp_server(&server, "10.0.9.100,10.0.9.150,1h");
     let out = lab.dir.join("lease.out");
     let script = lab.dir.join("lease.sh");
     std::fs::write(

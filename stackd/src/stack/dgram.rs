@@ -53,23 +53,9 @@ impl<D: Link> Net<D> {
             if !room {
                 break;
             }
-            let n = match sys::recv(fd, &mut self.scratch, libc::MSG_DONTWAIT) {
-                Ok(n) => n,
-                Err(e) if e.is_again() => {
-                    s.rd = false;
-                    break;
-                }
-                Err(e) if e == Errno::EINTR => continue,
-                Err(_) => {
-                    s.rd = false;
-                    break;
-                }
-            };
-            if n == 0 {
-                // EOF (every datagram from the shim has a header): reading on would spin.
-                s.rd = false;
+            let Some(n) = app_message(fd, &mut self.scratch, &mut s.rd) else {
                 break;
-            }
+            };
             let Ok(hdr) = DgramHeader::decode(&self.scratch[..n]) else {
                 continue;
             };

@@ -178,6 +178,23 @@ pub fn port_description(cfg: &NodeConfig) -> String {
 }
 
 /// What a stack is made of besides its link.
+/// The next message the application wrote on a datagram-like socket's end `fd` (UDP, ICMP,
+/// raw, packet: one message each), into `buf`: its length, or `None` with `rd` cleared when
+/// there is none now, or never again (end of file: every message from the shim has a header,
+/// so a 0 is the end, and reading on would spin).
+pub(crate) fn app_message(fd: RawFd, buf: &mut [u8], rd: &mut bool) -> Option<usize> {
+    loop {
+        match sys::recv(fd, buf, libc::MSG_DONTWAIT) {
+            Ok(n) if n > 0 => return Some(n),
+            Err(e) if e == Errno::EINTR => continue,
+            _ => {
+                *rd = false;
+                return None;
+            }
+        }
+    }
+}
+
 pub struct StackConfig {
     pub node: NodeConfig,
     /// The node's id: part of its sockets' abstract names (`names::socket_name`).

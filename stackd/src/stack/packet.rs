@@ -180,17 +180,8 @@ impl<D: Link> Net<D> {
             s.dg.h = None;
         }
         while s.rd {
-            let n = match sys::recv(fd, &mut self.scratch, libc::MSG_DONTWAIT) {
-                Ok(0) => {
-                    s.rd = false;
-                    break;
-                }
-                Ok(n) => n,
-                Err(e) if e == Errno::EINTR => continue,
-                Err(_) => {
-                    s.rd = false;
-                    break;
-                }
+            let Some(n) = app_message(fd, &mut self.scratch, &mut s.rd) else {
+                break;
             };
             if n < DgramHeader::LEN + 20 || DgramHeader::decode(&self.scratch[..n]).is_err() {
                 continue;
@@ -238,17 +229,8 @@ impl<D: Link> Net<D> {
         let fd = s.dmn.raw();
         let own = self.cfg.mac.0;
         while s.rd {
-            let n = match sys::recv(fd, &mut self.scratch[14..], libc::MSG_DONTWAIT) {
-                Ok(0) => {
-                    s.rd = false;
-                    break;
-                }
-                Ok(n) => n,
-                Err(e) if e == Errno::EINTR => continue,
-                Err(_) => {
-                    s.rd = false;
-                    break;
-                }
+            let Some(n) = app_message(fd, &mut self.scratch[14..], &mut s.rd) else {
+                break;
             };
             let Ok(hdr) = LlHeader::decode(&self.scratch[14..14 + n]) else {
                 continue;

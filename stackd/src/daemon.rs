@@ -243,10 +243,8 @@ impl Daemon {
         if let Some(k) = &mut self.opts.keeper {
             k.report(self.stack.take_kept());
         }
-        for (fd, id) in self.stack.take_watch() {
-            let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-            if let Err(e) = sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, fd, ev, T_SOCK | id)
-            {
+        for (fd, id, op, ev) in self.stack.take_watch() {
+            if let Err(e) = sys::epoll_ctl(self.ep.raw(), op, fd, ev, T_SOCK | id) {
                 log::warn!("socket {id:x}: epoll: {e}");
             }
         }

@@ -405,9 +405,8 @@ impl Side {
     /// Watch new sockets, hand their events to the stack, poll it. `true` if anything
     /// happened.
     fn pump(&mut self, now: Instant) -> bool {
-        for (fd, id) in self.stack.take_watch() {
-            let ev = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-            sys::epoll_ctl(self.ep.raw(), libc::EPOLL_CTL_ADD, fd, ev, id).expect("epoll_ctl");
+        for (fd, id, op, ev) in self.stack.take_watch() {
+            sys::epoll_ctl(self.ep.raw(), op, fd, ev, id).expect("epoll_ctl");
         }
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
         let n = sys::epoll_wait(self.ep.raw(), &mut evs, 0).unwrap_or(0);

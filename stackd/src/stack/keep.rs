@@ -174,7 +174,7 @@ impl<D: Link> Stack<D> {
         self.socks.insert(k.id, s);
         self.listeners.push(k.id);
         self.kept_ids.insert(k.id);
-        self.watch.push(k.id);
+        self.watch.push((k.id, libc::EPOLL_CTL_ADD));
         self.work.add(k.id);
         log::info!(
             "listener {:x} restored on {:?} port {}",

@@ -91,6 +91,11 @@ pub use keep::{Kept, KeptListener};
 pub const TCP_BUF: usize = 1 << 20;
 /// Socket buffer asked for on both ends of each socketpair.
 pub const APP_SOCKBUF: i32 = 1 << 20;
+/// What a socket's daemon end is watched for ([`Stack::take_watch`]): everything, or only the
+/// application's close (`EPOLLHUP` comes without asking).
+pub const WATCH_ALL: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+pub const WATCH_CLOSE: u32 = (libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 /// An edge-triggered event on a socket's daemon end ([`Stack::app_event`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AppEvent {
@@ -240,8 +245,9 @@ pub struct Stack<D: Link> {
     /// as in the tests, where a missed wake-up must show).
     sweep: Option<Duration>,
     next_sweep: Instant,
-    /// New sockets, for the owner to watch ([`Stack::take_watch`]).
-    watch: Vec<u64>,
+    /// Sockets for the owner to start watching (`EPOLL_CTL_ADD`) or to watch for everything
+    /// from now on (`EPOLL_CTL_MOD`, [`Stack::loud`]) ([`Stack::take_watch`]).
+    watch: Vec<(u64, i32)>,
     /// Listeners are reported for a keeper (`keep.rs`), and the reports not yet taken.
     keeping: bool,
     kept: Vec<Kept>,
@@ -525,14 +531,33 @@ impl<D: Link> Stack<D> {
             .is_none_or(|a| a.ready(&self.net.cidrs))
     }
 
-    /// Daemon ends of sockets made since the last call, with their ids: the owner watches
-    /// them (readable, writable, peer closed; edge-triggered) and reports with
-    /// [`Stack::app_event`]. A daemon end leaves the watch when the stack closes it.
-    pub fn take_watch(&mut self) -> Vec<(RawFd, u64)> {
+    /// Changes to what the owner watches on the sockets' daemon ends, made since the last
+    /// call: `(fd, id, op, events)` for `epoll_ctl` (edge-triggered; reported with
+    /// [`Stack::app_event`]). A daemon end leaves the watch when the stack closes it.
+    ///
+    /// A TCP socket that neither connects nor listens yet ([`Sock::quiet`]) is watched for
+    /// its close only ([`WATCH_CLOSE`]): nothing it could say otherwise is news (the
+    /// writable end of a fresh socketpair, the shim's filler arriving), and a connect cut
+    /// through never needs more. Each would be a wake-up of the daemon per connection.
+    pub fn take_watch(&mut self) -> Vec<(RawFd, u64, i32, u32)> {
         let ids = std::mem::take(&mut self.watch);
         ids.into_iter()
-            .filter_map(|id| Some((self.socks.get(&id)?.dmn.raw(), id)))
+            .filter_map(|(id, op)| {
+                let s = self.socks.get(&id)?;
+                let ev = if s.quiet { WATCH_CLOSE } else { WATCH_ALL };
+                (s.dmn.raw() >= 0).then(|| (s.dmn.raw(), id, op, ev))
+            })
             .collect()
+    }
+
+    /// Socket `id` starts a TCP connect or listens: watch everything on its daemon end from
+    /// now on (the events pending show at once).
+    pub(super) fn loud(&mut self, id: u64) {
+        if let Some(s) = self.socks.get_mut(&id)
+            && std::mem::take(&mut s.quiet)
+        {
+            self.watch.push((id, libc::EPOLL_CTL_MOD));
+        }
     }
 
     /// What an event on socket `id`'s daemon end says (see [`AppEvent`]).

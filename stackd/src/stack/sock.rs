@@ -126,6 +126,9 @@ pub(super) struct Sock {
     pub(super) owner: u32,
     /// Inode of the application end, when known (see [`Stack::app_closed`]).
     pub(super) app_ino: Option<u64>,
+    /// A TCP socket made by `socket` that neither connects through TCP nor listens yet: its
+    /// daemon end is watched for the app's close only ([`Stack::take_watch`]).
+    pub(super) quiet: bool,
 }
 
 impl Sock {
@@ -134,6 +137,7 @@ impl Sock {
             waker,
             owner,
             app_ino: None,
+            quiet: false,
             domain,
             kind,
             dmn,
@@ -400,8 +404,9 @@ impl<D: Link> Stack<D> {
     /// A new socket `id` whose socketpair end `d` is ready (non-blocking); the owner is told
     /// to watch it ([`Stack::take_watch`]).
     pub(super) fn install(&mut self, id: u64, domain: i32, kind: Kind, d: Fd, owner: u32) {
-        self.watch.push(id);
+        self.watch.push((id, libc::EPOLL_CTL_ADD));
         let mut s = Sock::new(domain, kind, d, self.work.waker(id), owner);
+        s.quiet = kind == Kind::Tcp;
         if kind == Kind::Icmp {
             let ident = self.alloc_ident();
             let mut so = icmp::Socket::new(dgram_buffer(), dgram_buffer());

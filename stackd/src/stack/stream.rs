@@ -193,6 +193,7 @@ impl<D: Link> Stack<D> {
         net.refill(s);
         self.kept_listen(id);
         self.listeners.push(id);
+        self.loud(id);
         Ok(Reply::Ok)
     }
 
@@ -441,6 +442,7 @@ impl<D: Link> Stack<D> {
             SocketAddr::new(src, lport),
             SocketAddr::new(dst, sa.port()),
         );
+        self.loud(id);
         Err(Errno(libc::EINPROGRESS))
     }
 
@@ -511,7 +513,7 @@ impl<D: Link> Stack<D> {
         });
         self.socks.insert(id, s);
         self.journal_add(id, local, remote);
-        self.watch.push(id);
+        self.watch.push((id, libc::EPOLL_CTL_ADD));
         self.work.add(id);
     }
 }

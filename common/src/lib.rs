@@ -10,10 +10,12 @@
 //!   daemon's address and route events);
 //! * [`names`]: where things live (run directory, default switch, node control sockets) and the
 //!   abstract unix names that give every virtual socket fd its identity;
+//! * [`ring`]: shared-memory frame rings between two processes that may not trust each other
+//!   (switch shortcuts between stack daemons, and native switch ports). With [`sys`], the
+//!   only module of this crate with `unsafe` (its mappings);
 //! * [`sys`]: the raw system-call layer. Everything here goes straight to the kernel with
 //!   `syscall(2)`, never through a libc symbol that the preload shim interposes, so the same
-//!   code is safe to run inside the shim and inside the daemons. It is the only module of this
-//!   crate with `unsafe`.
+//!   code is safe to run inside the shim and inside the daemons.
 //!
 //! This crate stays small on purpose: no daemon logic, no smoltcp.
 
@@ -25,6 +27,7 @@ pub mod ctl;
 pub mod dns;
 pub mod names;
 pub mod port;
+pub mod ring;
 pub mod rtnl;
 pub mod sys;
 pub mod vde;

@@ -42,6 +42,9 @@ pub struct SwitchPort {
     /// The switch may send [`vde::ShortcutOffer`]s on this port (read them with
     /// [`SwitchPort::recv_any`]).
     pub shortcuts: bool,
+    /// The switch takes shared-memory rings on this port ([`vde::NATIVE_FLAG_RINGS`]; its
+    /// half comes through [`SwitchPort::recv_any`]).
+    pub rings: bool,
 }
 
 /// What [`SwitchPort::recv_any`] read.
@@ -51,6 +54,8 @@ pub enum Incoming {
     Frame(usize),
     /// A shortcut offer, with the client's end of the socketpair.
     Shortcut(vde::ShortcutOffer, Fd),
+    /// The switch's half of the port's rings (its data and ack memfds, [`crate::ring`]).
+    Rings(Fd, Fd),
     /// A message that is neither (too short for a frame, or an offer without its descriptor):
     /// dropped.
     Ignored,
@@ -107,14 +112,16 @@ impl SwitchPort {
     }
 
     /// [`SwitchPort::open`], and on a native port ask for shortcut offers
-    /// ([`vde::NATIVE_FLAG_SHORTCUT`]): the caller must then read with
+    /// ([`vde::NATIVE_FLAG_SHORTCUT`]) and for rings ([`vde::NATIVE_FLAG_RINGS`], used only
+    /// if the caller sends its half): the caller must then read with
     /// [`SwitchPort::recv_any`] and serve the shortcuts it accepts.
     pub fn open_with_shortcuts(
         loc: &str,
         description: &str,
         want_max_frame: usize,
     ) -> Result<SwitchPort, OpenError> {
-        Self::open_flags(loc, description, want_max_frame, vde::NATIVE_FLAG_SHORTCUT)
+        let flags = vde::NATIVE_FLAG_SHORTCUT | vde::NATIVE_FLAG_RINGS;
+        Self::open_flags(loc, description, want_max_frame, flags)
     }
 
     fn open_flags(
@@ -204,6 +211,7 @@ impl SwitchPort {
             port: w.port,
             csum_fill: w.has(vde::NATIVE_FLAG_CSUM_FILL),
             shortcuts: w.has(vde::NATIVE_FLAG_SHORTCUT),
+            rings: w.has(vde::NATIVE_FLAG_RINGS),
         })
     }
 
@@ -299,6 +307,7 @@ impl SwitchPort {
             port: 0,
             csum_fill: false,
             shortcuts: false,
+            rings: false,
         })
     }
 
@@ -334,9 +343,10 @@ impl SwitchPort {
 
 impl SwitchPort {
     /// Receive one message without blocking: a frame (into `buf`) or, on a port granted
-    /// shortcuts, a [`vde::ShortcutOffer`] with its descriptor. Errors as [`SwitchPort::recv`].
+    /// shortcuts, a [`vde::ShortcutOffer`] with its descriptor, or on one granted rings, the
+    /// switch's half. Errors as [`SwitchPort::recv`].
     pub fn recv_any(&self, buf: &mut [u8]) -> Result<Incoming, Errno> {
-        if !self.shortcuts {
+        if !self.shortcuts && !self.rings {
             return self.recv(buf).map(Incoming::Frame);
         }
         let r = sys::recvmsg(
@@ -351,8 +361,12 @@ impl SwitchPort {
             return Ok(Incoming::Frame(r.len));
         }
         let mut fds = r.fds;
+        if self.rings && &buf[..r.len] == crate::ring::SETUP_MAGIC && fds.len() == 2 {
+            let ack = fds.remove(1);
+            return Ok(Incoming::Rings(fds.remove(0), ack));
+        }
         match (vde::ShortcutOffer::parse(&buf[..r.len]), fds.len()) {
-            (Ok(o), 1) => Ok(Incoming::Shortcut(o, fds.remove(0))),
+            (Ok(o), 1) if self.shortcuts => Ok(Incoming::Shortcut(o, fds.remove(0))),
             _ => Ok(Incoming::Ignored),
         }
     }

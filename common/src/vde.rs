@@ -40,6 +40,16 @@
 //! the port) and must read frames from it as if they came from the switch. The switch ends a
 //! shortcut by `shutdown(SHUT_RDWR)` on its own copies of both ends: the clients then see EOF
 //! (reading) or `EPIPE` (sending), drop the shortcut and go through the switch again.
+//!
+//! [`NATIVE_FLAG_RINGS`] (a client that can move its frames through shared-memory rings,
+//! [`crate::ring`]): once granted, the client may send its half of the rings on the port
+//! (`ring::SETUP_MAGIC` with its two memfds, as between the two ends of a shortcut); the
+//! switch answers with its own half. From then on the frames of both directions go through
+//! the rings, and the port's socket carries one-byte doorbells (`ring::DOORBELL`), control
+//! messages and shortcut offers. Frames sent on the socket are still taken (those of the
+//! moment the rings start). Each ring costs a 2 MiB memfd; the switch maps the client's
+//! read-only, checks every record (a client that breaks the protocol loses its port), and
+//! copies each frame out before it looks at it.
 
 #![deny(unsafe_code)]
 
@@ -162,6 +172,9 @@ pub const NATIVE_MAGIC: &[u8; 8] = b"IOTHPRT1";
 pub const NATIVE_FLAG_CSUM_FILL: u32 = 1;
 /// Native port flag: the client takes [`ShortcutOffer`]s (see the module documentation).
 pub const NATIVE_FLAG_SHORTCUT: u32 = 2;
+/// Native port flag: the client may move frames through shared-memory rings (see the module
+/// documentation).
+pub const NATIVE_FLAG_RINGS: u32 = 4;
 
 /// Magic of a [`ShortcutOffer`].
 pub const SHORTCUT_MAGIC: &[u8; 2] = b"SC";

@@ -54,7 +54,7 @@
 
 use crate::cut;
 use crate::link::{Link, Recv};
-use crate::ring::{self, Half};
+use crate::ring::{self, Half, RingError, RxRing, TxRing};
 use crate::shortcut::{Broken, Shortcut, Shortcuts};
 use ioth_common::port::{Incoming, PortKind, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
@@ -109,6 +109,70 @@ pub struct SwitchDevice {
     cut_reported_at: Option<std::time::Instant>,
     /// The figures the switch was last told ([`vde::StatReport`]: metric, key, value).
     stats_sent: HashMap<(u8, u32), u64>,
+    /// Shared-memory rings with the switch itself, on a native port that takes them.
+    sw: SwitchRings,
+}
+
+/// The rings of a native switch port ([`vde::NATIVE_FLAG_RINGS`]): our half goes to the switch
+/// when the port opens, and the switch answers with its own; from then on frames go both ways
+/// through them, and the port's socket carries doorbells (see the module documentation).
+#[derive(Default)]
+struct SwitchRings {
+    /// Our half, sent, until the switch's arrives.
+    half: Option<Half>,
+    tx: Option<TxRing>,
+    rx: Option<RxRing>,
+    /// A frame waits for room in `tx`: the switch rings when it frees some.
+    full: bool,
+    /// The switch broke the ring protocol (a bug): the port is dropped and opened again.
+    broken: bool,
+    tx_frames: u64,
+    rx_frames: u64,
+}
+
+impl SwitchRings {
+    /// Send our half on a port that takes rings.
+    fn start(port: &SwitchPort) -> SwitchRings {
+        let mut r = SwitchRings::default();
+        if !port.rings {
+            return r;
+        }
+        match Half::create() {
+            Ok(h) => {
+                let sent = sys::sendmsg(
+                    port.data_fd(),
+                    &[std::io::IoSlice::new(ring::SETUP_MAGIC)],
+                    &h.fds(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                );
+                r.half = sent.is_ok().then_some(h);
+            }
+            Err(e) => log::debug!("switch ring: {e}"),
+        }
+        r
+    }
+}
+
+/// Tell the switch there is a frame, or room, for it (a full socket means it will look anyway).
+fn doorbell(fd: RawFd) {
+    let _ = sys::send(fd, ring::DOORBELL, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+}
+
+/// Put `frame` into the switch's ring: `Ok(false)` if it is full (the switch rings when it
+/// frees room).
+fn ring_put(t: &mut TxRing, fd: RawFd, frame: &[u8]) -> Result<bool, RingError> {
+    loop {
+        if let Some(slot) = t.reserve(frame.len())? {
+            slot.copy_from_slice(frame);
+            if t.commit(frame.len())? {
+                doorbell(fd);
+            }
+            return Ok(true);
+        }
+        if !t.wait_room(frame.len())? {
+            return Ok(false);
+        }
+    }
 }
 
 /// At most one [`vde::CutReport`] round per this long (the switch's `shortcut/print`).
@@ -138,7 +202,7 @@ impl SwitchDevice {
         SwitchDevice {
             port_no: port.port,
             port_kind: port.kind,
-            port: Some(port),
+            port: None,
             mac,
             own,
             frame_mtu,
@@ -162,7 +226,14 @@ impl SwitchDevice {
             cut_inbox: VecDeque::new(),
             cut_reported_at: None,
             stats_sent: HashMap::new(),
+            sw: SwitchRings::start(&port),
         }
+        .with_port(port)
+    }
+
+    fn with_port(mut self, port: SwitchPort) -> Self {
+        self.port = Some(port);
+        self
     }
 
     /// The switch port, if plugged in.
@@ -174,6 +245,7 @@ impl SwitchDevice {
     pub fn plug(&mut self, port: SwitchPort) {
         self.port_no = port.port;
         self.port_kind = port.kind;
+        self.sw = SwitchRings::start(&port);
         self.port = Some(port);
         // A new switch knows nothing yet.
         self.stats_sent.clear();
@@ -181,6 +253,7 @@ impl SwitchDevice {
 
     /// Unplug (the switch went away); frames are dropped until [`SwitchDevice::plug`].
     pub fn unplug(&mut self) -> Option<SwitchPort> {
+        self.sw = SwitchRings::default();
         self.port.take()
     }
 
@@ -204,6 +277,11 @@ impl SwitchDevice {
             s.ring_tx,
             s.full,
             s.malformed
+        ) + &format!(
+            "switch_rings={} switch_ring_tx={} switch_ring_rx={}\n",
+            u8::from(self.sw.tx.is_some()),
+            self.sw.tx_frames,
+            self.sw.rx_frames
         )
     }
 
@@ -266,7 +344,7 @@ impl SwitchDevice {
     /// Whether an `EPOLLOUT` event will come when the pending frame can go (if `false` while
     /// blocked, the caller has to retry on its own).
     pub fn wakes_when_writable(&self) -> bool {
-        self.out_armed
+        self.out_armed || self.sw.full
     }
 
     /// Whether a frame waits for room on the switch socket.
@@ -278,6 +356,24 @@ impl SwitchDevice {
     pub fn flush(&mut self) -> bool {
         if self.port.is_none() && !self.shortcuts.list.is_empty() {
             self.shortcuts.clear(self.watch);
+        }
+        if let Some(n) = self.pending
+            && let (Some(t), Some(p)) = (&mut self.sw.tx, &self.port)
+        {
+            match ring_put(t, p.data_fd(), &self.tx[..n]) {
+                Ok(false) => return false,
+                Ok(true) => {
+                    self.sw.tx_frames += 1;
+                    self.sent += 1;
+                }
+                Err(e) => {
+                    log::warn!("switch ring: {e}");
+                    self.sw.broken = true;
+                    self.dropped_down += 1;
+                }
+            }
+            self.pending = None;
+            self.sw.full = false;
         }
         if let Some(n) = self.pending {
             // (Checksums, if needed, were filled when the frame was first sent.)
@@ -334,6 +430,27 @@ impl SwitchDevice {
                 let Some(p) = &self.port else {
                     return Err(Errno::EAGAIN);
                 };
+                if self.sw.broken {
+                    return Err(Errno::EPIPE);
+                }
+                if let Some(r) = &mut self.sw.rx {
+                    match r.pop(&mut self.rx) {
+                        Ok(Some((n, wake))) => {
+                            if wake {
+                                doorbell(p.data_fd());
+                            }
+                            self.sw.rx_frames += 1;
+                            self.streak += 1;
+                            return Ok(n);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            log::warn!("switch ring: {e}");
+                            self.sw.broken = true;
+                            return Err(Errno::EPIPE);
+                        }
+                    }
+                }
                 match p.recv_any(&mut self.rx) {
                     Ok(Incoming::Frame(n)) => {
                         self.streak += 1;
@@ -343,7 +460,26 @@ impl SwitchDevice {
                         self.accept_shortcut(o, fd);
                         dry = 0;
                     }
+                    Ok(Incoming::Rings(data, ack)) => {
+                        // The switch's half: its frames come through its ring from now on.
+                        if let Some(h) = self.sw.half.take() {
+                            match h.join(&data, &ack, self.rx_max) {
+                                Ok((tx, rx)) => {
+                                    self.sw.tx = Some(tx);
+                                    self.sw.rx = Some(rx);
+                                }
+                                Err(e) => log::warn!("switch ring: {e}"),
+                            }
+                        }
+                        dry = 0;
+                    }
+                    // A doorbell (or nothing we know).
                     Ok(Incoming::Ignored) => {}
+                    Err(e)
+                        if e.is_again() && self.sw.rx.as_mut().is_some_and(|r| r.wait_data()) =>
+                    {
+                        // A frame came into the ring meanwhile.
+                    }
                     Err(e) if e.is_again() => {
                         dry += 1;
                         self.streak = 0;
@@ -687,6 +823,7 @@ pub struct Tx<'a> {
     watch: Option<(RawFd, u64)>,
     out_armed: &'a mut bool,
     shortcuts: &'a mut Shortcuts,
+    sw: &'a mut SwitchRings,
 }
 
 impl Tx<'_> {
@@ -744,7 +881,49 @@ impl phy::TxToken for Tx<'_> {
                 self.buf[..len].copy_from_slice(slot);
                 r
             }
-            None => f(&mut self.buf[..len]),
+            None => match self
+                .sw
+                .tx
+                .as_mut()
+                .and_then(|t| t.reserve(len).ok().flatten())
+            {
+                // Most frames go to the switch: with rings, each is built right in the
+                // switch's ring, and copied out only if it turns out to be for a shortcut or
+                // for ourselves.
+                Some(slot) => {
+                    let r = f(slot);
+                    let to_switch = len >= 14
+                        && !crate::frame::is_for_self(slot, &self.mac, self.own)
+                        && self.shortcuts.find(&slot[..6]).is_none();
+                    if !to_switch {
+                        self.buf[..len].copy_from_slice(slot);
+                        r
+                    } else {
+                        if fill {
+                            ioth_common::csum::fill(slot);
+                        }
+                        self.shortcuts.bet = None;
+                        let t = self.sw.tx.as_mut().map(|t| t.commit(len));
+                        match t {
+                            Some(Ok(rung)) => {
+                                if rung && let Some(p) = self.port {
+                                    doorbell(p.data_fd());
+                                }
+                                *self.sent += 1;
+                                self.sw.tx_frames += 1;
+                            }
+                            Some(Err(e)) => {
+                                log::warn!("switch ring: {e}");
+                                self.sw.broken = true;
+                                *self.dropped += 1;
+                            }
+                            None => *self.dropped += 1,
+                        }
+                        return r;
+                    }
+                }
+                None => f(&mut self.buf[..len]),
+            },
         };
         let frame = &self.buf[..len];
         if crate::frame::is_for_self(frame, &self.mac, self.own) {
@@ -780,6 +959,21 @@ impl phy::TxToken for Tx<'_> {
             }
         }
         match self.port {
+            Some(p) if let Some(t) = &mut self.sw.tx => match ring_put(t, p.data_fd(), frame) {
+                Ok(true) => {
+                    *self.sent += 1;
+                    self.sw.tx_frames += 1;
+                }
+                Ok(false) => {
+                    *self.pending = Some(len);
+                    self.sw.full = true;
+                }
+                Err(e) => {
+                    log::warn!("switch ring: {e}");
+                    self.sw.broken = true;
+                    *self.dropped += 1;
+                }
+            },
             Some(p) => match p.send(frame) {
                 Ok(_) => *self.sent += 1,
                 Err(e) if e.is_again() => {
@@ -822,6 +1016,7 @@ impl Device for SwitchDevice {
             watch,
             out_armed,
             shortcuts,
+            sw,
             ..
         } = self;
         Some((
@@ -840,6 +1035,7 @@ impl Device for SwitchDevice {
                 watch: *watch,
                 out_armed,
                 shortcuts,
+                sw,
             },
         ))
     }
@@ -862,6 +1058,7 @@ impl Device for SwitchDevice {
             watch: self.watch,
             out_armed: &mut self.out_armed,
             shortcuts: &mut self.shortcuts,
+            sw: &mut self.sw,
         })
     }
 

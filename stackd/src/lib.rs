@@ -33,6 +33,6 @@ mod mdns;
 mod neigh;
 pub mod os;
 mod raw;
-mod ring;
+pub(crate) use ioth_common::ring;
 mod shortcut;
 pub mod stack;

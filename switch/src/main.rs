@@ -62,6 +62,10 @@ struct Cli {
     /// there are none anyway with --pcap or --hub.
     #[arg(long)]
     no_shortcuts: bool,
+    /// Move frames between the switch and the stacks' native ports through their sockets
+    /// only, not through shared-memory rings.
+    #[arg(long)]
+    no_rings: bool,
     /// Keep TCP connections between nodes on the LAN: the stacks at the ends of a shortcut
     /// may not hand a connection's socket from application to application (cut-through).
     #[arg(long)]
@@ -240,6 +244,7 @@ fn run(cli: Cli) -> ExitCode {
         hub: cli.hub,
         queue: cli.queue,
         shortcuts: !cli.no_shortcuts,
+        rings: !cli.no_rings,
         cut_through: !cli.no_cut_through,
         max_macs_per_port: cli.max_macs_per_port as usize,
         max_macs: cli.max_macs as usize,

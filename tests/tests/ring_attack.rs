@@ -4,6 +4,10 @@
 //! (`ioth-attack-ring`: rings it truncates after handing them over, the victim's own ring
 //! shrunk, grown and written, malformed records). After each attack the victim must be
 //! alive, answer `iothctl info`, and carry a TCP stream from an honest node intact (sha256).
+//!
+//! The switch's own rings (a native port's, `NATIVE_FLAG_RINGS`) meet the same attacks from
+//! a port client: the switch must stay up, lose at most the attacker's port, and carry the
+//! honest nodes' streams (which go through it: no shortcuts there) intact.
 
 use ioth_e2e::*;
 use std::path::{Path, PathBuf};
@@ -33,13 +37,17 @@ const VICTIM_V4: &str = "10.77.0.1";
 /// A switch anyone may plug into, a victim and an honest node that already talk (so the
 /// switch knows the victim's MAC); `None` where an attacker cannot run as another user.
 fn lab(tag: &str) -> Option<Lab> {
+    lab_with(tag, &[])
+}
+
+fn lab_with(tag: &str, switch_args: &[&str]) -> Option<Lab> {
     if ioth_common::sys::geteuid() != 0 || !have("setpriv") {
         skip("needs root and setpriv to run the attacker as another user");
         return None;
     }
     let tmp = TempDir::new(tag);
     let sw = tmp.join("sw");
-    let _switch = ioth_switch(&sw, &["--mode", "0666"]);
+    let _switch = ioth_switch(&sw, &[&["--mode", "0666"], switch_args].concat());
     let victim = node(&sw, "fd00::a1/64,10.77.0.1/24", &tmp.join("victim.ctl"));
     let honest = node(&sw, "fd00::a2/64,10.77.0.2/24", &tmp.join("honest.ctl"));
     let lab = Lab {
@@ -155,4 +163,38 @@ fn malformed_records_end_the_shortcut_at_once() {
     still_serves(&lab, 7030);
     assert!(out.contains("the victim ended the shortcut"), "{out}");
     assert!(counter(&lab.victim.ctl, "shortcut_malformed") >= 1);
+}
+
+/// The attacks on the switch's rings, one after another on one switch.
+#[test]
+fn a_port_client_cannot_kill_the_switch_through_its_rings() {
+    let Some(lab) = lab_with("ring-switch", &["--no-shortcuts"]) else {
+        return;
+    };
+    let alive = |lab: &Lab| {
+        running(lab._switch.pid).unwrap_or_else(|e| panic!("the switch is {e}"));
+        assert_eq!(info_field(&lab.victim.ctl, "switch_rings"), "1");
+    };
+    alive(&lab);
+    // Refused: no half comes back, and nothing maps what the attacker pulls away.
+    let out = attack(&lab, "switch-unsealed", 21);
+    assert!(out.contains("no rings from the switch"), "{out}");
+    still_serves(&lab, 7040);
+    alive(&lab);
+    // The switch's memfds are sealed: the attacker can change none of them.
+    let out = attack(&lab, "switch-shrink", 22);
+    assert_eq!(
+        out.matches("shrunk false grown false written false")
+            .count(),
+        2,
+        "{out}"
+    );
+    still_serves(&lab, 7050);
+    alive(&lab);
+    // Malformed records: the attacker's port is gone at once, the others stay.
+    let out = attack(&lab, "switch-garbage", 23);
+    assert!(out.contains("the switch removed the port"), "{out}");
+    assert!(!switch_ctl(&lab.sw, "port/print").contains("ioth-attack-ring"));
+    still_serves(&lab, 7060);
+    alive(&lab);
 }

@@ -16,6 +16,16 @@
 //! * `garbage`: hands over well-formed rings, rewrites frames after publishing them, then
 //!   publishes malformed records (zero lengths) as fast as it can.
 //!
+//! The `switch-` modes attack the switch itself through the rings of a native port
+//! (`NATIVE_FLAG_RINGS`): the attacker plugs in asking for rings, hands over its half and
+//! takes the switch's, then does as above to the switch (VICTIM_MAC and VICTIM_IPV4 only
+//! name the ARP requests it sends):
+//! * `switch-unsealed`: unsealed memfds, truncated once handed over (the switch must refuse
+//!   them and answer with no half);
+//! * `switch-shrink`: truncates, grows and writes the switch's memfds;
+//! * `switch-garbage`: rewritten frames, then malformed records (the switch must drop the
+//!   port).
+//!
 //! It speaks whichever ring protocol the victim's setup message shows: the current one (two
 //! memfds: data and ack, see `stackd/src/ring.rs`) or the one before the fix (one memfd, read
 //! and written by both sides), so that the test also shows what the attacks did to daemons
@@ -197,6 +207,11 @@ fn main() {
     let me = [0x02, 0xa7, 0x7a, 0xc0, 0x00, id];
     let mut sip = vip.octets();
     sip[3] = id;
+    if let Some(m) = mode.strip_prefix("switch-") {
+        let arp = arp_request(me, victim, sip, vip.octets());
+        attack_switch(&a[1], m, &arp);
+        return;
+    }
 
     // Plug in as a stack daemon does (same frame size, so the switch pairs us with it).
     let port = SwitchPort::open_native_flags(
@@ -355,4 +370,85 @@ fn garbage(ours: &Ours, sc: RawFd, arp: &[u8]) {
         doorbell(sc);
     }
     println!("published {published} zero-length records");
+}
+
+/// The `switch-` modes (see the module documentation).
+fn attack_switch(dir: &str, mode: &str, arp: &[u8]) {
+    let port = SwitchPort::open_native_flags(
+        &Path::new(dir).join("native"),
+        "ioth-attack-ring",
+        65535,
+        vde::NATIVE_FLAG_RINGS,
+    )
+    .unwrap_or_else(|e| die(&e.to_string()));
+    if !port.rings {
+        println!("rings not granted");
+        std::process::exit(2);
+    }
+    let p = port.data_fd();
+    let ours = our_rings(true, mode != "unsealed");
+    send_setup(p, &ours);
+    // The switch's half, if it takes ours.
+    let mut buf = vec![0u8; 70000];
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut theirs: Option<[File; 2]> = None;
+    while Instant::now() < end && theirs.is_none() {
+        match port.recv_any(&mut buf) {
+            Ok(Incoming::Rings(d, a)) => {
+                theirs = Some([File::from(OwnedFd::from(d)), File::from(OwnedFd::from(a))]);
+            }
+            Ok(_) => {}
+            Err(e) if e.is_again() => {
+                readable(p, 50);
+            }
+            Err(e) => die(&format!("port: {e}")),
+        }
+    }
+    println!(
+        "{}",
+        if theirs.is_some() {
+            "the switch sent its rings"
+        } else {
+            "no rings from the switch"
+        }
+    );
+    match mode {
+        "unsealed" => {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = ours.data.set_len(0);
+            if let Some(a) = &ours.ack {
+                let _ = a.set_len(0);
+            }
+            doorbell(p);
+            let _ = port.send(arp);
+            println!("truncated the rings we handed over");
+        }
+        "shrink" => {
+            let Some(theirs) = &theirs else {
+                die("nothing to shrink");
+            };
+            for f in theirs {
+                let grown = f.set_len(64 << 20).is_ok();
+                let written = f.write_at(&[0xff; 64], 0).is_ok();
+                let shrunk = f.set_len(0).is_ok();
+                println!("switch's memfd: shrunk {shrunk} grown {grown} written {written}");
+            }
+            // Frames for the switch to carry (and to answer into its ring).
+            for _ in 0..3 {
+                let _ = port.send(arp);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        "garbage" => {
+            if theirs.is_none() {
+                die("the switch took no rings");
+            }
+            garbage(&ours, p, arp);
+        }
+        _ => die("unknown mode"),
+    }
+    println!("attack done");
+    if ended(p, 1000) {
+        println!("the switch removed the port");
+    }
 }

@@ -63,8 +63,8 @@
 //! frame is copied once more than a frame read in place would be.
 //! Not done: more than one producer or consumer per ring (each daemon is single-threaded).
 
-use ioth_common::sys::{self, Errno, Fd};
-use ioth_common::vde::MIN_FRAME;
+use crate::sys::{self, Errno, Fd};
+use crate::vde::MIN_FRAME;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
@@ -276,6 +276,12 @@ impl Half {
     /// The descriptors to send to the peer: data, ack.
     pub fn fds(&self) -> [RawFd; 2] {
         [self.data_fd.raw(), self.ack_fd.raw()]
+    }
+
+    /// Copies of [`Half::fds`], to send after [`Half::join`] (which closes ours): a side that
+    /// answers a peer's half sends its own only once the peer's proved good.
+    pub fn dup_fds(&self) -> Result<[Fd; 2], Errno> {
+        Ok([self.data_fd.dup_cloexec(0)?, self.ack_fd.dup_cloexec(0)?])
     }
 
     /// With the peer's half (its data and ack memfds, checked here), the rings: ours towards

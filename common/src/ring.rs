@@ -278,6 +278,14 @@ impl Half {
         [self.data_fd.raw(), self.ack_fd.raw()]
     }
 
+    /// Make our half and send it on `fd` ([`send_setup`]); if either fails, frames go on
+    /// through the socket.
+    pub fn offer(fd: RawFd) -> Result<Half, RingError> {
+        let h = Half::create()?;
+        send_setup(fd, &h.fds())?;
+        Ok(h)
+    }
+
     /// Copies of [`Half::fds`], to send after [`Half::join`] (which closes ours): a side that
     /// answers a peer's half sends its own only once the peer's proved good.
     pub fn dup_fds(&self) -> Result<[Fd; 2], Errno> {
@@ -328,6 +336,22 @@ impl Half {
         };
         Ok((tx, rx))
     }
+}
+
+/// Send a half's two descriptors (data, ack) on `fd`, as [`SETUP_MAGIC`].
+pub fn send_setup(fd: RawFd, fds: &[RawFd; 2]) -> Result<usize, Errno> {
+    sys::sendmsg(
+        fd,
+        &[std::io::IoSlice::new(SETUP_MAGIC)],
+        fds,
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    )
+}
+
+/// Ring the doorbell on `fd`: there is a frame, or room, for the peer. A full socket means
+/// the peer has doorbells to read anyway.
+pub fn doorbell(fd: RawFd) {
+    let _ = sys::send(fd, DOORBELL, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
 }
 
 /// Our ring towards the peer: we write the records, `tail` and `tx_wait`; the peer's `head`
@@ -426,6 +450,24 @@ impl TxRing {
         fence(Ordering::SeqCst);
         let w = self.ack.word(A_RXW).load(Ordering::Relaxed);
         Ok(w != std::mem::replace(&mut self.rung, w))
+    }
+
+    /// Copy `frame` into the ring and publish it, ringing the doorbell on `bell` if the
+    /// consumer asked; `Ok(false)` if the ring is full (the consumer was asked to ring when it
+    /// frees room).
+    pub fn put(&mut self, frame: &[u8], bell: RawFd) -> Result<bool, RingError> {
+        loop {
+            if let Some(slot) = self.reserve(frame.len())? {
+                slot.copy_from_slice(frame);
+                if self.commit(frame.len())? {
+                    doorbell(bell);
+                }
+                return Ok(true);
+            }
+            if !self.wait_room(frame.len())? {
+                return Ok(false);
+            }
+        }
     }
 
     /// The ring was full: ask the consumer for a doorbell when it frees room. `true` if

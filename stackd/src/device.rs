@@ -54,7 +54,7 @@
 
 use crate::cut;
 use crate::link::{Link, Recv};
-use crate::ring::{self, Half, RingError, RxRing, TxRing};
+use crate::ring::{self, Half, RxRing, TxRing};
 use crate::shortcut::{Broken, Shortcut, Shortcuts};
 use ioth_common::port::{Incoming, PortKind, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
@@ -134,44 +134,12 @@ impl SwitchRings {
     /// Send our half on a port that takes rings.
     fn start(port: &SwitchPort) -> SwitchRings {
         let mut r = SwitchRings::default();
-        if !port.rings {
-            return r;
-        }
-        match Half::create() {
-            Ok(h) => {
-                let sent = sys::sendmsg(
-                    port.data_fd(),
-                    &[std::io::IoSlice::new(ring::SETUP_MAGIC)],
-                    &h.fds(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                );
-                r.half = sent.is_ok().then_some(h);
-            }
-            Err(e) => log::debug!("switch ring: {e}"),
+        if port.rings {
+            r.half = Half::offer(port.data_fd())
+                .map_err(|e| log::debug!("switch ring: {e}"))
+                .ok();
         }
         r
-    }
-}
-
-/// Tell the switch there is a frame, or room, for it (a full socket means it will look anyway).
-fn doorbell(fd: RawFd) {
-    let _ = sys::send(fd, ring::DOORBELL, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
-}
-
-/// Put `frame` into the switch's ring: `Ok(false)` if it is full (the switch rings when it
-/// frees room).
-fn ring_put(t: &mut TxRing, fd: RawFd, frame: &[u8]) -> Result<bool, RingError> {
-    loop {
-        if let Some(slot) = t.reserve(frame.len())? {
-            slot.copy_from_slice(frame);
-            if t.commit(frame.len())? {
-                doorbell(fd);
-            }
-            return Ok(true);
-        }
-        if !t.wait_room(frame.len())? {
-            return Ok(false);
-        }
     }
 }
 
@@ -303,21 +271,9 @@ impl SwitchDevice {
         }
         log::debug!("shortcut {} to {:02x?}", o.id, o.peer);
         // Our half of the rings; without it, frames go through the socket.
-        let half = match Half::create() {
-            Ok(h) => {
-                let sent = sys::sendmsg(
-                    fd.raw(),
-                    &[std::io::IoSlice::new(ring::SETUP_MAGIC)],
-                    &h.fds(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                );
-                sent.is_ok().then_some(h)
-            }
-            Err(e) => {
-                log::debug!("shortcut ring: {e}");
-                None
-            }
-        };
+        let half = Half::offer(fd.raw())
+            .map_err(|e| log::debug!("shortcut ring: {e}"))
+            .ok();
         self.shortcuts.made += 1;
         self.shortcuts.list.push(Shortcut {
             id: o.id,
@@ -360,7 +316,7 @@ impl SwitchDevice {
         if let Some(n) = self.pending
             && let (Some(t), Some(p)) = (&mut self.sw.tx, &self.port)
         {
-            match ring_put(t, p.data_fd(), &self.tx[..n]) {
+            match t.put(&self.tx[..n], p.data_fd()) {
                 Ok(false) => return false,
                 Ok(true) => {
                     self.sw.tx_frames += 1;
@@ -437,7 +393,7 @@ impl SwitchDevice {
                     match r.pop(&mut self.rx) {
                         Ok(Some((n, wake))) => {
                             if wake {
-                                doorbell(p.data_fd());
+                                ring::doorbell(p.data_fd());
                             }
                             self.sw.rx_frames += 1;
                             self.streak += 1;
@@ -907,7 +863,7 @@ impl phy::TxToken for Tx<'_> {
                         match t {
                             Some(Ok(rung)) => {
                                 if rung && let Some(p) = self.port {
-                                    doorbell(p.data_fd());
+                                    ring::doorbell(p.data_fd());
                                 }
                                 *self.sent += 1;
                                 self.sw.tx_frames += 1;
@@ -959,7 +915,7 @@ impl phy::TxToken for Tx<'_> {
             }
         }
         match self.port {
-            Some(p) if let Some(t) = &mut self.sw.tx => match ring_put(t, p.data_fd(), frame) {
+            Some(p) if let Some(t) = &mut self.sw.tx => match t.put(frame, p.data_fd()) {
                 Ok(true) => {
                     *self.sent += 1;
                     self.sw.tx_frames += 1;

@@ -72,7 +72,7 @@ use crate::pcap::{self, PcapWriter};
 use crate::status;
 use crate::uplink::{self, Sent, Uplink, UplinkUrl};
 use ioth_common::csum;
-use ioth_common::ring::{self, Half, RingError, RxRing, TxRing};
+use ioth_common::ring::{self, Half, RxRing, TxRing};
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
 use ioth_common::vde::{self, NativeHello, NativeWelcome, VdeRequest};
 use std::collections::{HashMap, VecDeque};
@@ -230,29 +230,6 @@ struct PortIo {
 struct PortRings {
     tx: TxRing,
     rx: RxRing,
-}
-
-/// Tell a port's client there is a frame, or room, for it (a full socket means it will look
-/// anyway).
-fn doorbell(fd: RawFd) {
-    let _ = sys::send(fd, ring::DOORBELL, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
-}
-
-/// Put `frame` into a port's ring: `Ok(false)` if it is full (the client rings when it
-/// frees room).
-fn ring_put(t: &mut TxRing, fd: RawFd, frame: &[u8]) -> Result<bool, RingError> {
-    loop {
-        if let Some(slot) = t.reserve(frame.len())? {
-            slot.copy_from_slice(frame);
-            if t.commit(frame.len())? {
-                doorbell(fd);
-            }
-            return Ok(true);
-        }
-        if !t.wait_room(frame.len())? {
-            return Ok(false);
-        }
-    }
 }
 
 struct MgmtConn {
@@ -1916,13 +1893,7 @@ impl Server {
                 return;
             }
         };
-        let sent = sys::sendmsg(
-            pio.data.raw(),
-            &[std::io::IoSlice::new(ring::SETUP_MAGIC)],
-            &[ours[0].raw(), ours[1].raw()],
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        );
-        match sent {
+        match ring::send_setup(pio.data.raw(), &[ours[0].raw(), ours[1].raw()]) {
             Ok(_) => {
                 log::info!("port {id}: frames through shared-memory rings");
                 pio.rings = Some(PortRings { tx, rx });
@@ -1945,7 +1916,7 @@ impl Server {
             match r.rx.pop(&mut rx) {
                 Ok(Some((n, wake))) => {
                     if wake {
-                        doorbell(fd);
+                        ring::doorbell(fd);
                     }
                     self.forward(id, &mut rx[..n]);
                     left -= 1;
@@ -2138,7 +2109,7 @@ impl Server {
         if pio.queue.is_empty()
             && let Some(r) = &mut pio.rings
         {
-            match ring_put(&mut r.tx, pio.data.raw(), bytes) {
+            match r.tx.put(bytes, pio.data.raw()) {
                 Ok(true) => {
                     self.core.note_tx(port, bytes.len());
                     return;
@@ -2193,7 +2164,7 @@ impl Server {
         };
         while let Some(f) = pio.queue.front() {
             if let Some(r) = &mut pio.rings {
-                match ring_put(&mut r.tx, pio.data.raw(), f) {
+                match r.tx.put(f, pio.data.raw()) {
                     Ok(true) => self.core.note_tx(id, f.len()),
                     Ok(false) => {
                         self.core.note_queued(id, pio.qbytes);

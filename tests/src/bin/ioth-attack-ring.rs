@@ -27,7 +27,7 @@
 //!   port).
 //!
 //! It speaks whichever ring protocol the victim's setup message shows: the current one (two
-//! memfds: data and ack, see `stackd/src/ring.rs`) or the one before the fix (one memfd, read
+//! memfds: data and ack, see `common/src/ring.rs`) or the one before the fix (one memfd, read
 //! and written by both sides), so that the test also shows what the attacks did to daemons
 //! of that version. Prints what it did; exits 0 once the attack ran, 2 if it never got a
 //! shortcut.

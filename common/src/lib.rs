@@ -8,6 +8,8 @@
 //!   a listening socket carries for each accepted connection;
 //! * [`rtnl`]: rtnetlink messages for a node's interface (the shim's netlink sockets, the
 //!   daemon's address and route events);
+//! * [`offload`]: TCP segmentation and coalescing where 64 KiB frames meet a wire of 1500
+//!   bytes (the switch's uplinks, and a stack daemon sending straight to a tunnel endpoint);
 //! * [`names`]: where things live (run directory, default switch, node control sockets) and the
 //!   abstract unix names that give every virtual socket fd its identity;
 //! * [`ring`]: shared-memory frame rings between two processes that may not trust each other
@@ -26,6 +28,7 @@ pub mod csum;
 pub mod ctl;
 pub mod dns;
 pub mod names;
+pub mod offload;
 pub mod port;
 pub mod ring;
 pub mod rtnl;

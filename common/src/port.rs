@@ -45,6 +45,8 @@ pub struct SwitchPort {
     /// The switch takes shared-memory rings on this port ([`vde::NATIVE_FLAG_RINGS`]; its
     /// half comes through [`SwitchPort::recv_any`]).
     pub rings: bool,
+    /// The switch may send [`vde::UplinkOffer`]s on this port ([`vde::NATIVE_FLAG_UPLINK`]).
+    pub uplink: bool,
 }
 
 /// What [`SwitchPort::recv_any`] read.
@@ -56,6 +58,9 @@ pub enum Incoming {
     Shortcut(vde::ShortcutOffer, Fd),
     /// The switch's half of the port's rings (its data and ack memfds, [`crate::ring`]).
     Rings(Fd, Fd),
+    /// An offer to send a remote MAC's frames straight to its tunnel endpoint, with the
+    /// client's end of its socketpair (the [`vde::UplinkRoute`] waits there).
+    Uplink(vde::UplinkOffer, Fd),
     /// A message that is neither (too short for a frame, or an offer without its descriptor):
     /// dropped.
     Ignored,
@@ -112,15 +117,16 @@ impl SwitchPort {
     }
 
     /// [`SwitchPort::open`], and on a native port ask for shortcut offers
-    /// ([`vde::NATIVE_FLAG_SHORTCUT`]) and for rings ([`vde::NATIVE_FLAG_RINGS`], used only
-    /// if the caller sends its half): the caller must then read with
+    /// ([`vde::NATIVE_FLAG_SHORTCUT`]), for rings ([`vde::NATIVE_FLAG_RINGS`], used only
+    /// if the caller sends its half) and for uplink offers ([`vde::NATIVE_FLAG_UPLINK`]):
+    /// the caller must then read with
     /// [`SwitchPort::recv_any`] and serve the shortcuts it accepts.
     pub fn open_with_shortcuts(
         loc: &str,
         description: &str,
         want_max_frame: usize,
     ) -> Result<SwitchPort, OpenError> {
-        let flags = vde::NATIVE_FLAG_SHORTCUT | vde::NATIVE_FLAG_RINGS;
+        let flags = vde::NATIVE_FLAG_SHORTCUT | vde::NATIVE_FLAG_RINGS | vde::NATIVE_FLAG_UPLINK;
         Self::open_flags(loc, description, want_max_frame, flags)
     }
 
@@ -212,6 +218,7 @@ impl SwitchPort {
             csum_fill: w.has(vde::NATIVE_FLAG_CSUM_FILL),
             shortcuts: w.has(vde::NATIVE_FLAG_SHORTCUT),
             rings: w.has(vde::NATIVE_FLAG_RINGS),
+            uplink: w.has(vde::NATIVE_FLAG_UPLINK),
         })
     }
 
@@ -308,6 +315,7 @@ impl SwitchPort {
             csum_fill: false,
             shortcuts: false,
             rings: false,
+            uplink: false,
         })
     }
 
@@ -346,7 +354,7 @@ impl SwitchPort {
     /// shortcuts, a [`vde::ShortcutOffer`] with its descriptor, or on one granted rings, the
     /// switch's half. Errors as [`SwitchPort::recv`].
     pub fn recv_any(&self, buf: &mut [u8]) -> Result<Incoming, Errno> {
-        if !self.shortcuts && !self.rings {
+        if !self.shortcuts && !self.rings && !self.uplink {
             return self.recv(buf).map(Incoming::Frame);
         }
         let r = sys::recvmsg(
@@ -364,6 +372,12 @@ impl SwitchPort {
         if self.rings && &buf[..r.len] == crate::ring::SETUP_MAGIC && fds.len() == 2 {
             let ack = fds.remove(1);
             return Ok(Incoming::Rings(fds.remove(0), ack));
+        }
+        if self.uplink
+            && fds.len() == 1
+            && let Some(o) = vde::UplinkOffer::parse(&buf[..r.len])
+        {
+            return Ok(Incoming::Uplink(o, fds.remove(0)));
         }
         match (vde::ShortcutOffer::parse(&buf[..r.len]), fds.len()) {
             (Ok(o), 1) if self.shortcuts => Ok(Incoming::Shortcut(o, fds.remove(0))),

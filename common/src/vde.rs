@@ -175,6 +175,8 @@ pub const NATIVE_FLAG_SHORTCUT: u32 = 2;
 /// Native port flag: the client may move frames through shared-memory rings (see the module
 /// documentation).
 pub const NATIVE_FLAG_RINGS: u32 = 4;
+/// Native port flag: the client takes [`UplinkOffer`]s (see the module documentation).
+pub const NATIVE_FLAG_UPLINK: u32 = 8;
 
 /// Magic of a [`ShortcutOffer`].
 pub const SHORTCUT_MAGIC: &[u8; 2] = b"SC";
@@ -215,6 +217,141 @@ impl ShortcutOffer {
             peer,
             id: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
             flags: b.get(12).copied().unwrap_or(0),
+        })
+    }
+}
+
+/// Magic of an [`UplinkOffer`].
+pub const UPLINK_OFFER_MAGIC: &[u8; 2] = b"UO";
+/// Length of an [`UplinkOffer`]: shorter than [`MIN_FRAME`], so never a frame.
+pub const UPLINK_OFFER_LEN: usize = 12;
+
+/// The switch's offer to send the frames for `peer` (a MAC learned behind a VXLAN uplink)
+/// straight to its tunnel endpoint: `"UO", peer[6], id u32`, sent with one descriptor
+/// (`SCM_RIGHTS`), the client's end of a `SOCK_SEQPACKET` socketpair whose first message is
+/// the [`UplinkRoute`] and whose end of file means the offer is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UplinkOffer {
+    pub peer: [u8; 6],
+    /// The switch's number for it (shortcuts and uplink offers share the numbers).
+    pub id: u32,
+}
+
+impl UplinkOffer {
+    pub fn encode(&self) -> [u8; UPLINK_OFFER_LEN] {
+        let mut b = [0u8; UPLINK_OFFER_LEN];
+        b[..2].copy_from_slice(UPLINK_OFFER_MAGIC);
+        b[2..8].copy_from_slice(&self.peer);
+        b[8..12].copy_from_slice(&self.id.to_le_bytes());
+        b
+    }
+    pub fn parse(b: &[u8]) -> Option<UplinkOffer> {
+        if b.len() != UPLINK_OFFER_LEN || &b[..2] != UPLINK_OFFER_MAGIC {
+            return None;
+        }
+        let mut peer = [0u8; 6];
+        peer.copy_from_slice(&b[2..8]);
+        Some(UplinkOffer {
+            peer,
+            id: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        })
+    }
+}
+
+/// Magic of an [`UplinkRoute`].
+pub const UPLINK_ROUTE_MAGIC: &[u8; 4] = b"IOUR";
+/// Length of an [`UplinkRoute`].
+pub const UPLINK_ROUTE_LEN: usize = 4 + 19 + 17 + 8 + 4 + 1 + 16;
+
+/// Where an [`UplinkOffer`]'s frames go, and how: the tunnel endpoint (`to`), the address the
+/// uplink sends from (`local`, `None`: any), the VXLAN header to put before each frame, the
+/// largest frame the wire takes (larger TCP is cut into segments of that size, anything else
+/// larger goes through the switch), the unicast TTL, and the switch's network namespace
+/// (device and inode of `/proc/self/ns/net`): the endpoint is reachable from there, so the
+/// client takes the offer only in the same one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UplinkRoute {
+    pub to: std::net::SocketAddr,
+    pub local: Option<std::net::IpAddr>,
+    pub header: [u8; 8],
+    pub max_frame: u32,
+    pub ttl: u8,
+    pub netns: (u64, u64),
+}
+
+/// An address as `family u8 (0 none, 4, 6), address[16]` into `b` (17 bytes).
+fn put_addr(b: &mut [u8], a: Option<std::net::IpAddr>) {
+    match a {
+        Some(std::net::IpAddr::V4(v)) => {
+            b[0] = 4;
+            b[1..5].copy_from_slice(&v.octets());
+        }
+        Some(std::net::IpAddr::V6(v)) => {
+            b[0] = 6;
+            b[1..17].copy_from_slice(&v.octets());
+        }
+        None => b[0] = 0,
+    }
+}
+
+/// The network namespace of process `pid` (`"self"` for ours): device and inode of
+/// `/proc/PID/ns/net`; `None` if it cannot be read (another user's process).
+pub fn netns_of(pid: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+fn get_addr(b: &[u8]) -> Result<Option<std::net::IpAddr>, Errno> {
+    match b[0] {
+        0 => Ok(None),
+        4 => Ok(Some(std::net::IpAddr::from([b[1], b[2], b[3], b[4]]))),
+        6 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&b[1..17]);
+            Ok(Some(std::net::IpAddr::from(o)))
+        }
+        _ => Err(Errno::EPROTO),
+    }
+}
+
+impl UplinkRoute {
+    /// `magic[4], to (family u8: 4 or 6, address[16], port u16), local (family u8: 0 for
+    /// none, address[16]), header[8], max_frame u32, ttl u8, netns dev u64, ino u64`
+    /// (little-endian numbers).
+    pub fn encode(&self) -> [u8; UPLINK_ROUTE_LEN] {
+        let mut b = [0u8; UPLINK_ROUTE_LEN];
+        b[..4].copy_from_slice(UPLINK_ROUTE_MAGIC);
+        put_addr(&mut b[4..21], Some(self.to.ip()));
+        b[21..23].copy_from_slice(&self.to.port().to_le_bytes());
+        put_addr(&mut b[23..40], self.local);
+        b[40..48].copy_from_slice(&self.header);
+        b[48..52].copy_from_slice(&self.max_frame.to_le_bytes());
+        b[52] = self.ttl;
+        b[53..61].copy_from_slice(&self.netns.0.to_le_bytes());
+        b[61..69].copy_from_slice(&self.netns.1.to_le_bytes());
+        b
+    }
+    pub fn parse(b: &[u8]) -> Result<UplinkRoute, Errno> {
+        if b.len() != UPLINK_ROUTE_LEN || &b[..4] != UPLINK_ROUTE_MAGIC {
+            return Err(Errno::EPROTO);
+        }
+        let ip = get_addr(&b[4..21])?.ok_or(Errno::EPROTO)?;
+        let port = u16::from_le_bytes([b[21], b[22]]);
+        let u64_at = |i: usize| {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(v)
+        };
+        let mut header = [0u8; 8];
+        header.copy_from_slice(&b[40..48]);
+        Ok(UplinkRoute {
+            to: std::net::SocketAddr::new(ip, port),
+            local: get_addr(&b[23..40])?,
+            header,
+            max_frame: u32::from_le_bytes([b[48], b[49], b[50], b[51]]),
+            ttl: b[52],
+            netns: (u64_at(53), u64_at(61)),
         })
     }
 }
@@ -460,6 +597,43 @@ impl NativeRefusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uplink_offers_and_routes_round_trip_and_garbage_is_refused() {
+        let o = UplinkOffer {
+            peer: [2, 0, 0, 0, 0, 9],
+            id: 77,
+        };
+        assert_eq!(UplinkOffer::parse(&o.encode()), Some(o));
+        assert!(o.encode().len() < MIN_FRAME);
+        assert_eq!(ShortcutOffer::parse(&o.encode()), Err(Errno::EPROTO));
+        for (to, local) in [
+            ("10.1.2.3:4789", None),
+            ("[fd00::1]:14789", Some("fd00::2".parse().unwrap())),
+            ("10.1.2.3:1", Some("10.9.9.9".parse().unwrap())),
+        ] {
+            let r = UplinkRoute {
+                to: to.parse().unwrap(),
+                local,
+                header: [8, 0, 0, 0, 0, 0, 42, 0],
+                max_frame: 1464,
+                ttl: 64,
+                netns: (4, 0xf000_0001),
+            };
+            let b = r.encode();
+            assert_eq!(UplinkRoute::parse(&b), Ok(r));
+            assert_eq!(UplinkRoute::parse(&b[..b.len() - 1]), Err(Errno::EPROTO));
+            let mut bad = b;
+            bad[4] = 5;
+            assert_eq!(UplinkRoute::parse(&bad), Err(Errno::EPROTO));
+            let mut bad = b;
+            bad[23] = 9;
+            assert_eq!(UplinkRoute::parse(&bad), Err(Errno::EPROTO));
+        }
+        let mut none = [0u8; UPLINK_ROUTE_LEN];
+        none[..4].copy_from_slice(UPLINK_ROUTE_MAGIC);
+        assert_eq!(UplinkRoute::parse(&none), Err(Errno::EPROTO), "no endpoint");
+    }
 
     #[test]
     fn request_v3_layout_matches_vde_md_example() {

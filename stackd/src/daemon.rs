@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 const T_SWITCH: u64 = 1;
 const T_SWITCH_CTL: u64 = 2;
 const T_LISTEN: u64 = 3;
+const T_UPLINK: u64 = 4;
 const T_CTL: u64 = 1 << 60;
 const T_SOCK: u64 = 2 << 60;
 const T_MASK: u64 = 0xf << 60;
@@ -195,6 +196,7 @@ impl Daemon {
                 sys::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, ev, T_SWITCH_CTL)?;
             }
             dev.watch(ep, T_SWITCH);
+            dev.direct.watch(ep, T_UPLINK);
         }
         Ok(())
     }
@@ -357,6 +359,7 @@ impl Daemon {
                     }
                 }
                 T_LISTEN => self.accept_ctl(),
+                T_UPLINK => self.stack.link_mut().direct.check(),
                 _ => {}
             },
             T_CTL => self.ctl_readable(tok & !T_MASK),

@@ -53,6 +53,7 @@
 #![deny(unsafe_code)]
 
 use crate::cut;
+use crate::direct::{self, Directs};
 use crate::link::{Link, Recv};
 use crate::ring::{self, Half, RxRing, TxRing};
 use crate::shortcut::{Broken, Shortcut, Shortcuts};
@@ -111,6 +112,9 @@ pub struct SwitchDevice {
     stats_sent: HashMap<(u8, u32), u64>,
     /// Shared-memory rings with the switch itself, on a native port that takes them.
     sw: SwitchRings,
+    /// Uplink shortcuts: frames for MACs behind the switch's VXLAN uplinks, sent straight to
+    /// their tunnel endpoints (`crate::direct`).
+    pub direct: Directs,
 }
 
 /// The rings of a native switch port ([`vde::NATIVE_FLAG_RINGS`]): our half goes to the switch
@@ -195,6 +199,7 @@ impl SwitchDevice {
             cut_reported_at: None,
             stats_sent: HashMap::new(),
             sw: SwitchRings::start(&port),
+            direct: Directs::default(),
         }
         .with_port(port)
     }
@@ -222,6 +227,7 @@ impl SwitchDevice {
     /// Unplug (the switch went away); frames are dropped until [`SwitchDevice::plug`].
     pub fn unplug(&mut self) -> Option<SwitchPort> {
         self.sw = SwitchRings::default();
+        self.direct.clear();
         self.port.take()
     }
 
@@ -250,7 +256,7 @@ impl SwitchDevice {
             u8::from(self.sw.tx.is_some()),
             self.sw.tx_frames,
             self.sw.rx_frames
-        )
+        ) + &self.direct.info()
     }
 
     /// Take a shortcut the switch offered.
@@ -414,6 +420,10 @@ impl SwitchDevice {
                     }
                     Ok(Incoming::Shortcut(o, fd)) => {
                         self.accept_shortcut(o, fd);
+                        dry = 0;
+                    }
+                    Ok(Incoming::Uplink(o, fd)) => {
+                        self.direct.accept(o, fd);
                         dry = 0;
                     }
                     Ok(Incoming::Rings(data, ack)) => {
@@ -584,9 +594,14 @@ impl SwitchDevice {
             all.push((vde::stat::SHORTCUT_FRAMES, s.id, s.sent_frames));
             all.push((vde::stat::SHORTCUT_BYTES, s.id, s.sent_bytes));
         }
+        for d in &self.direct.list {
+            all.push((vde::stat::SHORTCUT_FRAMES, d.id, d.frames));
+            all.push((vde::stat::SHORTCUT_BYTES, d.id, d.bytes));
+        }
         let live = |m: u8, k: u32| {
             (m != vde::stat::SHORTCUT_FRAMES && m != vde::stat::SHORTCUT_BYTES)
                 || self.shortcuts.list.iter().any(|s| s.id == k)
+                || self.direct.list.iter().any(|d| d.id == k)
         };
         self.stats_sent.retain(|(m, k), _| live(*m, *k));
         for (metric, key, value) in all {
@@ -780,6 +795,7 @@ pub struct Tx<'a> {
     out_armed: &'a mut bool,
     shortcuts: &'a mut Shortcuts,
     sw: &'a mut SwitchRings,
+    direct: &'a mut Directs,
 }
 
 impl Tx<'_> {
@@ -855,10 +871,18 @@ impl phy::TxToken for Tx<'_> {
                         self.buf[..len].copy_from_slice(slot);
                         r
                     } else {
+                        self.shortcuts.bet = None;
+                        // For a MAC behind the switch's uplink, with an uplink shortcut:
+                        // from here to the tunnel endpoint (the slot is not committed).
+                        if let Some(i) = self.direct.find(&slot[..6])
+                            && self.direct.send(i, slot) == direct::Sent::Out
+                        {
+                            *self.sent += 1;
+                            return r;
+                        }
                         if fill {
                             ioth_common::csum::fill(slot);
                         }
-                        self.shortcuts.bet = None;
                         let t = self.sw.tx.as_mut().map(|t| t.commit(len));
                         match t {
                             Some(Ok(rung)) => {
@@ -914,6 +938,13 @@ impl phy::TxToken for Tx<'_> {
                 Err(why) => self.shortcuts.fail(i, self.watch, why),
             }
         }
+        if let Some(i) = self.direct.find(&frame[..6])
+            && self.direct.send(i, &mut self.buf[..len]) == direct::Sent::Out
+        {
+            *self.sent += 1;
+            return r;
+        }
+        let frame = &self.buf[..len];
         match self.port {
             Some(p) if let Some(t) = &mut self.sw.tx => match t.put(frame, p.data_fd()) {
                 Ok(true) => {
@@ -973,6 +1004,7 @@ impl Device for SwitchDevice {
             out_armed,
             shortcuts,
             sw,
+            direct,
             ..
         } = self;
         Some((
@@ -992,6 +1024,7 @@ impl Device for SwitchDevice {
                 out_armed,
                 shortcuts,
                 sw,
+                direct,
             },
         ))
     }
@@ -1015,6 +1048,7 @@ impl Device for SwitchDevice {
             out_armed: &mut self.out_armed,
             shortcuts: &mut self.shortcuts,
             sw: &mut self.sw,
+            direct: &mut self.direct,
         })
     }
 

@@ -22,6 +22,7 @@ mod autoconf;
 mod cut;
 pub mod daemon;
 mod device;
+mod direct;
 mod frame;
 #[cfg(test)]
 mod harness;

@@ -132,6 +132,9 @@ pub struct Port {
     pub csum_fill: bool,
     /// A native port whose client takes shortcut offers (`NATIVE_FLAG_SHORTCUT`).
     pub shortcut: bool,
+    /// A native port whose client takes uplink offers (`NATIVE_FLAG_UPLINK`): it may send
+    /// the frames for a MAC learned behind a VXLAN uplink straight to its tunnel endpoint.
+    pub uplink_offers: bool,
     /// Addresses in the learning table that lead to this port (a gauge the core keeps).
     pub learned: usize,
     /// With port lock: the port's address, once it sent a frame.
@@ -172,6 +175,7 @@ impl Port {
             queued_bytes: 0,
             csum_fill: false,
             shortcut: false,
+            uplink_offers: false,
             learned: 0,
             locked_mac: None,
             detail: Vec::new(),
@@ -295,6 +299,8 @@ pub struct Core {
     /// Whether shortcuts may be proposed at all (off in hub mode and with a pcap file).
     pub shortcuts_enabled: bool,
     pub shortcut_limit: usize,
+    /// Whether uplink offers may be proposed (off with `--no-uplink-shortcuts`).
+    pub uplink_shortcuts: bool,
     shortcuts: BTreeMap<u32, Shortcut>,
     /// Ordered MAC pair -> shortcut id.
     sc_pairs: HashMap<(Mac, Mac), u32>,
@@ -352,6 +358,7 @@ impl Core {
             scratch: Vec::new(),
             shortcuts_enabled: !hub,
             shortcut_limit: DEFAULT_SHORTCUT_LIMIT,
+            uplink_shortcuts: true,
             shortcuts: BTreeMap::new(),
             sc_pairs: HashMap::new(),
             sc_macs: HashMap::new(),
@@ -378,7 +385,34 @@ impl Core {
         frame: &[u8],
         out: &[Egress],
     ) -> Option<(Mac, PortId, Mac, PortId, Vlan)> {
+        self.candidate(ingress, frame, out, false)
+    }
+
+    /// An uplink offer worth making for `frame`, just forwarded from `ingress` to `out`: the
+    /// same conditions as [`Core::shortcut_candidate`], but from a native port whose client
+    /// takes uplink offers to a VXLAN uplink (the caller checks that the uplink knows where
+    /// the destination is). The offer is recorded as a shortcut between the two ports, so it
+    /// ends for the same reasons.
+    pub fn uplink_candidate(
+        &self,
+        ingress: PortId,
+        frame: &[u8],
+        out: &[Egress],
+    ) -> Option<(Mac, PortId, Mac, PortId, Vlan)> {
+        self.candidate(ingress, frame, out, true)
+    }
+
+    fn candidate(
+        &self,
+        ingress: PortId,
+        frame: &[u8],
+        out: &[Egress],
+        uplink: bool,
+    ) -> Option<(Mac, PortId, Mac, PortId, Vlan)> {
         if !self.shortcuts_enabled || self.hub || out.len() != 1 || frame.len() < ETH_HDR {
+            return None;
+        }
+        if uplink && !self.uplink_shortcuts {
             return None;
         }
         let e = out[0];
@@ -391,18 +425,23 @@ impl Core {
             return None;
         }
         let (pi, pe) = (self.ports.get(&ingress)?, self.ports.get(&e.port)?);
-        let alike = pi.shortcut
-            && pe.shortcut
+        let ends = if uplink {
+            pi.uplink_offers && pi.kind == PortKind::Native && pe.kind == PortKind::Vxlan
+        } else {
+            pi.shortcut
+                && pe.shortcut
+                && pi.kind == PortKind::Native
+                && pe.kind == PortKind::Native
+                && pi.csum_fill == pe.csum_fill
+                && pi.max_frame == pe.max_frame
+        };
+        let alike = ends
             && pi.impair.is_none()
             && pe.impair.is_none()
             && !self.blocked(ingress, e.port)
             && !self.pair_impaired(ingress, e.port)
             && !self.captured(ingress)
             && !self.captured(e.port)
-            && pi.kind == PortKind::Native
-            && pe.kind == PortKind::Native
-            && pi.csum_fill == pe.csum_fill
-            && pi.max_frame == pe.max_frame
             && pi.untagged_vlan == pe.untagged_vlan;
         if !alike
             || self.shortcuts.len() >= self.shortcut_limit
@@ -475,6 +514,17 @@ impl Core {
         for id in ids {
             self.revoke_shortcut(id);
         }
+    }
+
+    /// Revoke the shortcuts (uplink offers) of `mac` as seen on `port`: an uplink's
+    /// endpoint for it changed or was forgotten.
+    pub fn revoke_mac_at(&mut self, port: PortId, mac: Mac) {
+        self.revoke_where(|s| s.a == (port, mac) || s.b == (port, mac));
+    }
+
+    /// Revoke the shortcuts (uplink offers) of `port`: an uplink closed or opened again.
+    pub fn revoke_port(&mut self, port: PortId) {
+        self.revoke_where(|s| s.a.0 == port || s.b.0 == port);
     }
 
     /// Revoke every shortcut.
@@ -1061,7 +1111,7 @@ impl Core {
                 if Self::count_block(&mut self.blocks, ingress, *id, p) {
                     continue;
                 }
-                if len > p.max_frame && !crate::offload::can_cut(frame, p.max_frame - 4) {
+                if len > p.max_frame && !ioth_common::offload::can_cut(frame, p.max_frame - 4) {
                     p.counters.drop_toobig += 1;
                     continue;
                 }
@@ -1143,7 +1193,7 @@ impl Core {
             // Too large: TCP is cut into segments, other IP packets into fragments, of the
             // port's size where it goes out (the I/O layer, as a NIC's offloads); anything
             // else is dropped and counted.
-            if out_len > p.max_frame && !crate::offload::can_cut(frame, p.max_frame - 4) {
+            if out_len > p.max_frame && !ioth_common::offload::can_cut(frame, p.max_frame - 4) {
                 p.counters.drop_toobig += 1;
                 continue;
             }
@@ -1593,6 +1643,63 @@ mod tests {
         c.vlan_add_port(5, 2).unwrap();
         assert_eq!(c.take_revoked(), vec![id]);
         assert_eq!(c.shortcuts().count(), 0);
+    }
+
+    #[test]
+    fn uplink_offers_go_from_asking_native_ports_to_vxlan_uplinks_and_end_like_shortcuts() {
+        let mut c = Core::new(false);
+        c.add_port(1, Port::new(PortKind::Native, "node", 65536))
+            .unwrap();
+        c.add_port(2, Port::new(PortKind::Vxlan, "vxlan://", 65536))
+            .unwrap();
+        c.add_port(3, Port::new(PortKind::Native, "old node", 65536))
+            .unwrap();
+        c.port_mut(1).unwrap().uplink_offers = true;
+        let mut out = Vec::new();
+        // B is behind the uplink; A and C are nodes.
+        c.handle_frame(2, &frame(BCAST, B), 0, &mut out);
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert_eq!(c.shortcut_candidate(1, &frame(B, A), &out), None);
+        assert_eq!(
+            c.uplink_candidate(1, &frame(B, A), &out),
+            Some((A, 1, B, 2, 0))
+        );
+        // Not from a port that did not ask, nor towards a node.
+        c.handle_frame(3, &frame(B, C), 0, &mut out);
+        assert_eq!(c.uplink_candidate(3, &frame(B, C), &out), None);
+        c.handle_frame(1, &frame(C, A), 0, &mut out);
+        assert_eq!(c.uplink_candidate(1, &frame(C, A), &out), None);
+        // Switched off.
+        c.uplink_shortcuts = false;
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert_eq!(c.uplink_candidate(1, &frame(B, A), &out), None);
+        c.uplink_shortcuts = true;
+        // Recorded as a shortcut; it ends when B moves behind the uplink, when the uplink
+        // reopens, and with a capture of either port.
+        let id = c.add_shortcut((1, A), (2, B), 0, 0);
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert_eq!(
+            c.uplink_candidate(1, &frame(B, A), &out),
+            None,
+            "made already"
+        );
+        c.revoke_mac_at(2, B);
+        assert_eq!(c.take_revoked(), vec![id]);
+        let id = c.add_shortcut((1, A), (2, B), 0, 0);
+        c.revoke_port(2);
+        assert_eq!(c.take_revoked(), vec![id]);
+        let id = c.add_shortcut((1, A), (2, B), 0, 0);
+        c.capture_begin(Some(2));
+        assert_eq!(c.take_revoked(), vec![id]);
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert_eq!(c.uplink_candidate(1, &frame(B, A), &out), None, "captured");
+        c.capture_end(Some(2));
+        c.handle_frame(1, &frame(B, A), 0, &mut out);
+        assert!(c.uplink_candidate(1, &frame(B, A), &out).is_some());
+        // B comes home, to a node's port: over.
+        let id = c.add_shortcut((1, A), (2, B), 0, 0);
+        c.handle_frame(3, &frame(BCAST, B), 0, &mut out);
+        assert_eq!(c.take_revoked(), vec![id]);
     }
 
     #[test]

@@ -8,7 +8,6 @@
 //! * [`mgmt`]: the vde_switch-style text console (command interpreter, line splitting).
 //! * [`server`]: the directory, the sockets and the epoll loop.
 //! * [`status`]: the status page, `/api/ports` and `/metrics` over HTTP (`--http`).
-//! * [`offload`]: TCP segmentation and coalescing at uplinks.
 //! * [`uplink`]: VXLAN uplinks to other hosts (`--uplink vxlan://…`).
 //! * [`os`]: fork/setsid/signalfd, the few process calls `ioth_common::sys` lacks.
 //!
@@ -20,7 +19,6 @@ pub mod child;
 pub mod core;
 pub mod impair;
 pub mod mgmt;
-pub mod offload;
 pub mod os;
 pub mod pcap;
 pub mod server;

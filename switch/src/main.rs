@@ -66,6 +66,10 @@ struct Cli {
     /// only, not through shared-memory rings.
     #[arg(long)]
     no_rings: bool,
+    /// Send every frame for a VXLAN uplink through the switch: never let a stack daemon send
+    /// the frames for a MAC learned behind the uplink straight to its tunnel endpoint.
+    #[arg(long)]
+    no_uplink_shortcuts: bool,
     /// Keep TCP connections between nodes on the LAN: the stacks at the ends of a shortcut
     /// may not hand a connection's socket from application to application (cut-through).
     #[arg(long)]
@@ -245,6 +249,7 @@ fn run(cli: Cli) -> ExitCode {
         queue: cli.queue,
         shortcuts: !cli.no_shortcuts,
         rings: !cli.no_rings,
+        uplink_shortcuts: !cli.no_uplink_shortcuts,
         cut_through: !cli.no_cut_through,
         max_macs_per_port: cli.max_macs_per_port as usize,
         max_macs: cli.max_macs as usize,

@@ -67,11 +67,11 @@
 use crate::child::{Event, Supervised};
 use crate::core::{self, Core, Egress, Port, PortId, PortKind};
 use crate::mgmt::{self, Action, Line, LineBuf};
-use crate::offload::Coalescer;
 use crate::pcap::{self, PcapWriter};
 use crate::status;
 use crate::uplink::{self, Sent, Uplink, UplinkUrl};
 use ioth_common::csum;
+use ioth_common::offload::Coalescer;
 use ioth_common::ring::{self, Half, RxRing, TxRing};
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
 use ioth_common::vde::{self, NativeHello, NativeWelcome, VdeRequest};
@@ -118,6 +118,10 @@ pub struct Config {
     /// Take shared-memory rings on native ports that ask for them (see the module
     /// documentation).
     pub rings: bool,
+    /// Offer native ports that take them uplink shortcuts: the frames for a MAC learned
+    /// behind a VXLAN uplink go from the stack daemon straight to the tunnel endpoint (see
+    /// the module documentation).
+    pub uplink_shortcuts: bool,
     /// Let the stacks at both ends of a shortcut carry TCP connections between their
     /// applications directly (cut-through: the bytes are then not on the LAN).
     pub cut_through: bool,
@@ -279,8 +283,11 @@ pub struct Server {
     egress: Vec<Egress>,
     scratch: Vec<u8>,
     running: bool,
-    /// The switch's copies of both ends of each shortcut, by id.
+    /// The switch's copies of both ends of each shortcut, by id (of an uplink offer: the
+    /// socketpair whose one end went to the port).
     sc_fds: HashMap<u32, (Fd, Fd)>,
+    /// Our network namespace (device, inode): uplink offers go only to clients in it.
+    netns: Option<(u64, u64)>,
     uplinks: HashMap<PortId, UplinkIo>,
     cables: Vec<Cable>,
     /// Scratch space for the segments of a frame too large for its port.
@@ -716,6 +723,7 @@ impl Server {
             core: {
                 let mut c = Core::new(cfg.hub);
                 c.shortcuts_enabled = cfg.shortcuts && !cfg.hub && cfg.pcap.is_none();
+                c.uplink_shortcuts = cfg.uplink_shortcuts;
                 c.max_macs_per_port = cfg.max_macs_per_port;
                 c.max_macs = cfg.max_macs;
                 c.port_lock = cfg.port_lock;
@@ -740,6 +748,7 @@ impl Server {
             scratch: Vec::new(),
             running: true,
             sc_fds: HashMap::new(),
+            netns: vde::netns_of("self"),
             uplinks: HashMap::new(),
             cables: Vec::new(),
             segs: Vec::new(),
@@ -1028,6 +1037,9 @@ impl Server {
                     "port {id}: uplink {} up, frames up to {max} bytes",
                     self.uplink_url(id)
                 );
+                // Offers made before carry the old wire's frame size.
+                self.core.revoke_port(id);
+                self.end_revoked();
             }
             Err(e) => {
                 if before.as_deref() != Some(e.as_str()) {
@@ -1109,6 +1121,7 @@ impl Server {
                     break;
                 }
             }
+            self.uplink_moves(id);
             // Consecutive frames mostly go to one destination: look it up once per run (only
             // frames from the uplink are forwarded here, so no entry for a local port moves
             // meanwhile).
@@ -1159,6 +1172,22 @@ impl Server {
         self.forward(id, buf);
     }
 
+    /// End the uplink offers for the MACs whose endpoint uplink `id` changed or forgot.
+    fn uplink_moves(&mut self, id: PortId) {
+        let Some(u) = self.uplinks.get_mut(&id) else {
+            return;
+        };
+        if u.up.moved.is_empty() {
+            return;
+        }
+        for mac in std::mem::take(&mut u.up.moved) {
+            self.core.revoke_mac_at(id, mac);
+        }
+        if self.core.has_revoked() {
+            self.end_revoked();
+        }
+    }
+
     /// An uplink's socket failed (`why`): close it, say so, and open it again later.
     fn close_uplink(&mut self, id: PortId, why: String) {
         let Some(u) = self.uplinks.get_mut(&id) else {
@@ -1171,6 +1200,8 @@ impl Server {
         if let (Some(fd), Some(t)) = (fd, token) {
             self.unregister(fd, t);
         }
+        self.core.revoke_port(id);
+        self.end_revoked();
         self.uplink_detail(id);
     }
 
@@ -1346,6 +1377,10 @@ impl Server {
                 continue;
             };
             u.up.expire(now_ms);
+            self.uplink_moves(id);
+            let Some(u) = self.uplinks.get_mut(&id) else {
+                continue;
+            };
             if u.up.down.is_some() && u.next_try <= now {
                 self.open_uplink(id);
             } else {
@@ -1699,6 +1734,18 @@ impl Server {
         if self.cfg.rings {
             granted |= h.flags & vde::NATIVE_FLAG_RINGS;
         }
+        // Uplink offers only to a client in our network namespace, where the tunnel
+        // endpoints are reachable as they are from here (it checks too).
+        if self.core.shortcuts_enabled
+            && self.cfg.uplink_shortcuts
+            && !self.uplinks.is_empty()
+            && h.flags & vde::NATIVE_FLAG_UPLINK != 0
+            && sys::peer_cred(fd.raw()).is_ok_and(|(pid, _, _)| {
+                self.netns.is_some() && vde::netns_of(&pid.to_string()) == self.netns
+            })
+        {
+            granted |= vde::NATIVE_FLAG_UPLINK;
+        }
         let w = NativeWelcome {
             port: id,
             max_frame: max as u32,
@@ -1719,6 +1766,7 @@ impl Server {
         let mut port = Port::new(PortKind::Native, h.description, max);
         port.csum_fill = granted & vde::NATIVE_FLAG_CSUM_FILL != 0;
         port.shortcut = granted & vde::NATIVE_FLAG_SHORTCUT != 0;
+        port.uplink_offers = granted & vde::NATIVE_FLAG_UPLINK != 0;
         let _ = self.core.add_port(id, port);
         self.ports.insert(
             id,
@@ -1966,6 +2014,8 @@ impl Server {
         }
         if let Some(c) = self.core.shortcut_candidate(ingress, frame, &egress) {
             self.offer_shortcut(c, now);
+        } else if let Some(c) = self.core.uplink_candidate(ingress, frame, &egress) {
+            self.offer_uplink(c, now);
         }
         for e in &egress {
             if unfilled && !self.core.port(e.port).is_some_and(|p| p.csum_fill) {
@@ -2040,6 +2090,74 @@ impl Server {
         );
     }
 
+    /// Offer `src`'s port to send the frames for `dst`, learned behind uplink `egress`,
+    /// straight to its tunnel endpoint: one end of a fresh socketpair goes to the port with
+    /// an [`vde::UplinkOffer`], carrying the [`vde::UplinkRoute`] as its first message; the
+    /// offer is over when the switch shuts its end down (see [`Server::end_revoked`]).
+    /// Nothing happens if the port has frames queued, the uplink does not know `dst`'s
+    /// endpoint, or a send fails.
+    fn offer_uplink(&mut self, c: (core::Mac, PortId, core::Mac, PortId, core::Vlan), now: u64) {
+        let (src, ingress, dst, egress, vlan) = c;
+        if !self
+            .ports
+            .get(&ingress)
+            .is_some_and(|io| io.queue.is_empty())
+        {
+            return;
+        }
+        let (Some(u), Some(netns)) = (self.uplinks.get(&egress), self.netns) else {
+            return;
+        };
+        let Some(route) = u.up.route(&dst, netns) else {
+            return;
+        };
+        let (x, y) = match sys::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!("uplink offer socketpair: {e}");
+                return;
+            }
+        };
+        if sys::send(
+            x.raw(),
+            &route.encode(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+        .is_err()
+        {
+            return;
+        }
+        let id = self
+            .core
+            .add_shortcut((ingress, src), (egress, dst), vlan, now);
+        let msg = vde::UplinkOffer { peer: dst, id }.encode();
+        let sent = self.ports.get(&ingress).is_some_and(|pio| {
+            sys::sendmsg(
+                pio.data.raw(),
+                &[std::io::IoSlice::new(&msg)],
+                &[y.raw()],
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+            .map_err(|e| log::debug!("port {ingress}: uplink offer: {e}"))
+            .is_ok()
+        });
+        self.sc_fds.insert(id, (x, y));
+        if !sent {
+            self.core.revoke_shortcut(id);
+            self.end_revoked();
+            return;
+        }
+        log::info!(
+            "shortcut {id}: port {ingress} {} -> uplink port {egress} {} at {}",
+            core::mac_str(&src),
+            core::mac_str(&dst),
+            route.to
+        );
+    }
+
     /// Shut down the sockets of every shortcut the core revoked: both clients see EOF/EPIPE.
     fn end_revoked(&mut self) {
         for id in self.core.take_revoked() {
@@ -2085,8 +2203,9 @@ impl Server {
             let mut segs = std::mem::take(&mut self.segs);
             segs.clear();
             self.frag_id = self.frag_id.wrapping_add(1);
-            let cut = crate::offload::segment(bytes, limit, &[], &mut segs)
-                .or_else(|| crate::offload::fragment(bytes, limit, &[], &mut segs, self.frag_id));
+            let cut = ioth_common::offload::segment(bytes, limit, &[], &mut segs).or_else(|| {
+                ioth_common::offload::fragment(bytes, limit, &[], &mut segs, self.frag_id)
+            });
             match cut {
                 Some(unit) => {
                     for seg in segs.chunks(unit) {
@@ -2472,6 +2591,7 @@ mod tests {
             queue: 1 << 16,
             shortcuts: false,
             rings: false,
+            uplink_shortcuts: false,
             cut_through: false,
             max_macs_per_port: 4,
             max_macs: 16,

@@ -23,19 +23,20 @@
 //! UDP and VXLAN headers (50 bytes of encapsulation on IPv4, counting the inner Ethernet
 //! header): the interface's MTU with `if=`, the route's MTU towards a unicast peer, 1500
 //! otherwise. The nodes keep their 64 KiB frames: a larger TCP frame is cut into segments
-//! that fit ([`crate::offload::segment`], as a NIC's TSO), sent with one system call per
+//! that fit ([`ioth_common::offload::segment`], as a NIC's TSO), sent with one system call per
 //! 64 KiB (`UDP_SEGMENT`); another IP packet too large (a UDP datagram, an ICMP echo) is cut
-//! into IP fragments ([`crate::offload::fragment`], as a NIC's UDP fragmentation offload);
+//! into IP fragments ([`ioth_common::offload::fragment`], as a NIC's UDP fragmentation offload);
 //! what is neither is dropped and counted (`toobig`).
 //! Datagrams are received up to 64 per system call (`recvmmsg`; with `UDP_GRO`, a run of
 //! datagrams from one sender, such as a peer's offloaded send, is one of them), and the
 //! switch glues
 //! consecutive segments of one connection back together for the local node
-//! ([`crate::offload::Coalescer`]).
+//! ([`ioth_common::offload::Coalescer`]).
 
-use crate::offload;
 use ioth_common::csum;
+use ioth_common::offload;
 use ioth_common::sys::{self, Errno};
+use ioth_common::vde;
 use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -265,6 +266,9 @@ pub struct Uplink {
     frag_id: u32,
     /// Where the headers (in `buf`) and the payload (in the frame) of each segment lie.
     parts: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// MACs whose endpoint changed or was forgotten since the server last looked (their
+    /// uplink offers end).
+    pub moved: Vec<[u8; 6]>,
 }
 
 /// What [`Uplink::send`] did with a frame.
@@ -333,6 +337,7 @@ impl Uplink {
             got: Vec::with_capacity(BATCH),
             frag_id: sys::random_u64() as u32,
             parts: Vec::new(),
+            moved: Vec::new(),
         }
     }
 
@@ -468,8 +473,34 @@ impl Uplink {
 
     /// Forget addresses not heard from for [`FDB_AGE_MS`].
     pub fn expire(&mut self, now_ms: u64) {
-        self.fdb
-            .retain(|_, (_, t)| now_ms.saturating_sub(*t) < FDB_AGE_MS);
+        let moved = &mut self.moved;
+        self.fdb.retain(|m, (_, t)| {
+            let keep = now_ms.saturating_sub(*t) < FDB_AGE_MS;
+            if !keep {
+                moved.push(*m);
+            }
+            keep
+        });
+    }
+
+    /// Where a stack daemon in network namespace `netns` may send the frames for `dst`
+    /// itself (an uplink offer): the endpoint learned for it, with our header, frame size,
+    /// source address and TTL. `None` while the socket is down, for an unknown or group
+    /// address, and on an uplink bound to an interface (`if=`), whose sends a daemon
+    /// could not bind alike.
+    pub fn route(&self, dst: &[u8; 6], netns: (u64, u64)) -> Option<vde::UplinkRoute> {
+        if self.sock.is_none() || self.spec.iface.is_some() || dst[0] & 1 != 0 {
+            return None;
+        }
+        let (to, _) = self.fdb.get(dst)?;
+        Some(vde::UplinkRoute {
+            to: *to,
+            local: self.spec.local,
+            header: self.hdr,
+            max_frame: self.max_frame as u32,
+            ttl: self.spec.ttl.clamp(64, 255) as u8,
+            netns,
+        })
     }
 
     /// Receive up to [`BATCH`] datagrams into `buf` (slots of [`SLOT`] bytes) without waiting;
@@ -535,6 +566,9 @@ impl Uplink {
         // Learned endpoints are addressed on our port (senders pick theirs by flow hash).
         let to = SocketAddr::new(ip, self.spec.port);
         if let Some(e) = self.fdb.get_mut(&src) {
+            if e.0 != to {
+                self.moved.push(src);
+            }
             *e = (to, now_ms);
             return;
         }
@@ -546,6 +580,7 @@ impl Uplink {
                 .map(|(m, _)| *m)
         {
             self.fdb.remove(&old);
+            self.moved.push(old);
         }
         self.fdb.insert(src, (to, now_ms));
     }

@@ -28,7 +28,9 @@ fn next(p: &SwitchPort, ms: u64) -> Option<Result<Vec<u8>, (ShortcutOffer, Fd)>>
         match p.recv_any(&mut buf) {
             Ok(Incoming::Frame(n)) => return Some(Ok(buf[..n].to_vec())),
             Ok(Incoming::Shortcut(o, fd)) => return Some(Err((o, fd))),
-            Ok(Incoming::Ignored | Incoming::Rings(..)) => panic!("unexpected short message"),
+            Ok(Incoming::Ignored | Incoming::Rings(..) | Incoming::Uplink(..)) => {
+                panic!("unexpected short message")
+            }
             Err(e) if e.is_again() => {
                 let left = end.saturating_duration_since(Instant::now());
                 if left.is_zero() {

@@ -4,6 +4,9 @@
 
 mod util;
 
+use ioth_common::port::{Incoming, SwitchPort};
+use ioth_common::sys::{self, Fd};
+use ioth_common::vde;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 use util::*;
@@ -107,6 +110,137 @@ fn frames_cross_the_tunnel_and_what_is_not_vxlan_is_counted() {
     let (_, text) = sw.ctl("port/print 1");
     assert!(text.contains("wire_frame 65499"), "{text}");
     assert!(text.contains("max_frame=65536"), "{text}");
+}
+
+/// Next message on `p` within `ms`: a frame, or an uplink offer with its descriptor.
+fn next(p: &SwitchPort, ms: u64) -> Option<Result<Vec<u8>, (vde::UplinkOffer, Fd)>> {
+    let mut buf = vec![0u8; 70000];
+    let end = Instant::now() + Duration::from_millis(ms);
+    loop {
+        match p.recv_any(&mut buf) {
+            Ok(Incoming::Frame(n)) => return Some(Ok(buf[..n].to_vec())),
+            Ok(Incoming::Uplink(o, fd)) => return Some(Err((o, fd))),
+            Ok(_) => panic!("unexpected short message"),
+            Err(e) if e.is_again() => {
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                let _ = sys::wait_fd(p.data_fd(), libc::POLLIN, left.as_millis() as i32 + 1);
+            }
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+/// A switch with an uplink to a test endpoint at 127.0.0.2 (VNI 5) and a native port that
+/// takes uplink offers (`flags`), on which the endpoint's MAC, mac(9), was learned: the
+/// switch, the endpoint, its port and the native port.
+fn offer_lab(extra: &[&str], flags: u32) -> (Switch, UdpSocket, u16, SwitchPort) {
+    let vtep = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let port = vtep.local_addr().unwrap().port();
+    vtep.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let url = format!("vxlan://127.0.0.2/port={port}/vni=5/local=127.0.0.1");
+    let mut args = vec!["--uplink", &url];
+    args.extend_from_slice(extra);
+    let sw = Switch::start(&args);
+    wait_until("the uplink up", || {
+        sw.ctl("port/print 1").1.contains("UPLINK: up")
+    });
+    let a = SwitchPort::open_native_flags(&sw.dir.join("native"), "a", 65536, flags)
+        .expect("native port");
+    let g = frame(mac(1), mac(9), 300, 1);
+    vtep.send_to(&[&VNI5[..], &g].concat(), format!("127.0.0.1:{port}"))
+        .unwrap();
+    assert_eq!(next(&a, 2000).and_then(|m| m.ok()), Some(g));
+    (sw, vtep, port, a)
+}
+
+const VNI5: [u8; 8] = [0x08, 0, 0, 0, 0, 0, 5, 0];
+
+/// The offer's route (its first message), checked against what the uplink says.
+fn route_of(fd: &Fd) -> vde::UplinkRoute {
+    assert!(sys::wait_fd(fd.raw(), libc::POLLIN, 2000).unwrap());
+    let mut b = [0u8; 256];
+    let n = sys::recv(fd.raw(), &mut b, libc::MSG_DONTWAIT).unwrap();
+    vde::UplinkRoute::parse(&b[..n]).expect("a route")
+}
+
+#[test]
+fn a_port_that_asks_is_offered_the_endpoint_of_a_remote_mac_until_it_moves() {
+    let (sw, vtep, port, a) = offer_lab(&[], vde::NATIVE_FLAG_UPLINK);
+    assert!(a.uplink, "flag granted");
+    // A unicast to mac(9): it goes through the tunnel, and the port gets an offer.
+    let u = frame(mac(9), mac(1), 100, 2);
+    send(&a, &u);
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = vtep.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[8..n], &u[..]);
+    let (o, fd) = match next(&a, 2000) {
+        Some(Err(offer)) => offer,
+        other => panic!("no offer: {other:?}"),
+    };
+    assert_eq!(o.peer, mac(9));
+    let r = route_of(&fd);
+    assert_eq!(r.to, format!("127.0.0.2:{port}").parse().unwrap());
+    assert_eq!(r.local, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(r.header, VNI5);
+    assert_eq!(r.max_frame, 65499, "the wire's frame, as port/print says");
+    assert_eq!(Some(r.netns), vde::netns_of("self"));
+    let (ok, text) = sw.ctl("shortcut/print");
+    assert!(ok && text.contains("02:10:20:30:40:09"), "{text}");
+    // Offered once.
+    send(&a, &u);
+    assert!(next(&a, 300).is_none(), "no second offer");
+    // mac(9) speaks from another endpoint: the offer ends (EOF), and the next unicast
+    // brings one for the new place.
+    let moved = UdpSocket::bind(format!("127.0.0.3:{port}")).unwrap();
+    moved
+        .send_to(
+            &[&VNI5[..], &frame(mac(1), mac(9), 64, 3)].concat(),
+            format!("127.0.0.1:{port}"),
+        )
+        .unwrap();
+    assert_eq!(next(&a, 2000).and_then(|m| m.ok()).map(|f| f[14]), Some(3));
+    assert!(sys::wait_fd(fd.raw(), libc::POLLIN, 2000).unwrap());
+    assert_eq!(
+        sys::recv(fd.raw(), &mut buf, libc::MSG_DONTWAIT),
+        Ok(0),
+        "EOF"
+    );
+    send(&a, &u);
+    let (_, fd2) = match next(&a, 2000) {
+        Some(Err(offer)) => offer,
+        other => panic!("no new offer: {other:?}"),
+    };
+    assert_eq!(
+        route_of(&fd2).to,
+        format!("127.0.0.3:{port}").parse().unwrap()
+    );
+    // The switch going away ends it too.
+    sw.stop();
+    assert!(sys::wait_fd(fd2.raw(), libc::POLLIN, 5000).unwrap());
+    assert!(sys::recv(fd2.raw(), &mut buf, libc::MSG_DONTWAIT).is_ok_and(|n| n == 0));
+}
+
+#[test]
+fn no_uplink_offer_to_a_port_that_does_not_ask_nor_with_no_uplink_shortcuts() {
+    for (extra, flags) in [
+        (&[][..], 0),
+        (&["--no-uplink-shortcuts"][..], vde::NATIVE_FLAG_UPLINK),
+        (&["--no-shortcuts"][..], vde::NATIVE_FLAG_UPLINK),
+    ] {
+        let (_sw, vtep, _port, a) = offer_lab(extra, flags);
+        assert!(!a.uplink, "{extra:?}: flag not granted");
+        let u = frame(mac(9), mac(1), 100, 2);
+        for _ in 0..3 {
+            send(&a, &u);
+            let mut buf = vec![0u8; 65536];
+            let (n, _) = vtep.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[8..n], &u[..], "{extra:?}: through the switch");
+        }
+        assert!(next(&a, 300).is_none(), "{extra:?}: no offer");
+    }
 }
 
 #[test]

@@ -337,9 +337,17 @@ impl Drop for Node {
 }
 
 pub fn node(switch: &Path, ips: &str, ctl: &Path) -> Node {
+    node_by(Command::new(bin("ioth-stackd")), switch, ips, ctl)
+}
+
+/// [`node`] in network namespace `ns` (as a node on that host would be: where its switch is).
+pub fn node_in(ns: &Netns, switch: &Path, ips: &str, ctl: &Path) -> Node {
+    node_by(ns.exec(bin("ioth-stackd")), switch, ips, ctl)
+}
+
+fn node_by(mut cmd: Command, switch: &Path, ips: &str, ctl: &Path) -> Node {
     run_ok(
-        Command::new(bin("ioth-stackd"))
-            .arg("--ip")
+        cmd.arg("--ip")
             .arg(ips)
             .arg("--switch")
             .arg(switch)
@@ -411,7 +419,36 @@ pub fn as_node(
     rundir: &Path,
     ip: &str,
 ) -> Command {
-    let mut c = Command::new(prog);
+    node_env(Command::new(prog), switch, rundir, ip)
+}
+
+/// [`as_node`] in network namespace `ns` (the node's stack daemon, which the shim starts,
+/// runs there too). The environment is `env`'s to set, inside: `ip` itself runs without the
+/// shim.
+pub fn as_node_in(
+    ns: &Netns,
+    prog: impl AsRef<std::ffi::OsStr>,
+    switch: &Path,
+    rundir: &Path,
+    ip: &str,
+) -> Command {
+    let mut c = ns.exec("env");
+    c.args(["-u", "IOTH_STACK"]);
+    for (k, v) in [
+        ("LD_PRELOAD", libioth().as_os_str()),
+        ("IOTH_IP", ip.as_ref()),
+        ("IOTH_SWITCH", switch.as_os_str()),
+        ("IOTH_RUNDIR", rundir.as_os_str()),
+    ] {
+        let mut kv = std::ffi::OsString::from(format!("{k}="));
+        kv.push(v);
+        c.arg(kv);
+    }
+    c.arg(prog);
+    c
+}
+
+fn node_env(mut c: Command, switch: &Path, rundir: &Path, ip: &str) -> Command {
     c.env("LD_PRELOAD", libioth())
         .env("IOTH_IP", ip)
         .env("IOTH_SWITCH", switch)

@@ -108,6 +108,32 @@ fn counter(print: &str, key: &str) -> u64 {
     panic!("{key} not in {print}")
 }
 
+/// `iothctl info` of the node at `ctl`.
+fn iothctl_info(ctl: &Path) -> String {
+    let mut c = Command::new(bin("iothctl"));
+    c.arg("--ctl").arg(ctl).arg("info");
+    let o = run_for(10, c);
+    assert!(o.status.success(), "iothctl info: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `iothctl info` of the one node whose control socket is in `rundir`.
+fn node_info(rundir: &Path) -> String {
+    let ctl = std::fs::read_dir(rundir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "ctl"))
+        .expect("a node's control socket");
+    iothctl_info(&ctl)
+}
+
+/// The number after `key=` in `iothctl info`.
+fn info_value(info: &str, key: &str) -> u64 {
+    info.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} not in {info}"))
+}
+
 #[test]
 fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
     let (Some(a), Some(b)) = (Netns::new("vxa"), Netns::new("vxb")) else {
@@ -143,12 +169,21 @@ fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
     let want = sha256_file(&www.join("f"));
     let rundir = tmp.join("run");
 
-    // An nginx node on A, reached by the kernel on B.
+    // An nginx node on A, reached by the kernel on B. The nodes run in A's namespace, with
+    // the switch, as on a real host: their daemons then send the frames for B's MAC
+    // straight to B's endpoint (uplink shortcuts), and the kernel's vxlan takes them.
     let conf = nginx_conf(&tmp.join("ngx-node"), &www, &["80", "[::]:80"]);
+    let rundir_nginx = tmp.join("run-nginx");
     run_ok(
-        as_node(nginx_bin().unwrap(), &sw, &rundir, "fd01::1,10.1.0.1")
-            .arg("-c")
-            .arg(&conf),
+        as_node_in(
+            &a,
+            nginx_bin().unwrap(),
+            &sw,
+            &rundir_nginx,
+            "fd01::1,10.1.0.1",
+        )
+        .arg("-c")
+        .arg(&conf),
     );
     let _nginx_node = Daemon::from_pidfile("nginx node", &tmp.join("ngx-node/nginx.pid"));
     b.wait_ping("10.1.0.1");
@@ -159,6 +194,11 @@ fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
         let got = curl_sha(b.exec("curl"), url, &tmp.join("got"));
         assert_eq!(got, want, "{url} through the tunnel");
     }
+    let info = node_info(&rundir_nginx);
+    assert!(
+        info_value(&info, "uplink_shortcut_bytes") >= len as u64,
+        "most of the two downloads went straight to the kernel's endpoint: {info}"
+    );
 
     // A kernel nginx on B, reached by a curl node on A.
     let conf = nginx_conf(
@@ -169,7 +209,7 @@ fn kernel_vxlan_and_an_uplink_carry_ping_and_http_both_ways() {
     run_ok(b.exec(nginx_bin().unwrap()).arg("-c").arg(&conf));
     let _nginx_kernel = Daemon::from_pidfile("kernel nginx", &tmp.join("ngx-kernel/nginx.pid"));
     for url in ["http://10.1.0.2:8080/f", "http://[fd01::2]:8080/f"] {
-        let c = as_node("curl", &sw, &rundir, "fd01::5,10.1.0.5");
+        let c = as_node_in(&a, "curl", &sw, &rundir, "fd01::5,10.1.0.5");
         assert_eq!(
             curl_sha(c, url, &tmp.join("got")),
             want,
@@ -248,8 +288,8 @@ fn two_ioth_switches_joined_by_vxlan_unicast_and_multicast() {
         let (swa, swb) = (tmp.join("swa"), tmp.join("swb"));
         let _sa = ioth_switch_in(&a, &swa, &["--uplink", url_a]);
         let _sb = ioth_switch_in(&b, &swb, &["--uplink", url_b]);
-        let na = node(&swa, "fd07::1/64,10.7.0.1/24", &tmp.join("a.ctl"));
-        let nb = node(&swb, "fd07::2/64,10.7.0.2/24", &tmp.join("b.ctl"));
+        let na = node_in(&a, &swa, "fd07::1/64,10.7.0.1/24", &tmp.join("a.ctl"));
+        let nb = node_in(&b, &swb, "fd07::2/64,10.7.0.2/24", &tmp.join("b.ctl"));
         for (from, to) in [(&na.ctl, "fd07::2"), (&nb.ctl, "10.7.0.1")] {
             let mut c = Command::new(bin("iothctl"));
             c.arg("--ctl").arg(from).args(["ping", "-c", "3", to]);
@@ -260,14 +300,24 @@ fn two_ioth_switches_joined_by_vxlan_unicast_and_multicast() {
         ioth_common::sys::getrandom(&mut data).unwrap();
         checked_stream(&tmp, (&nb.ctl, &na.ctl), ("fd07::1", 5001), &data, || {});
         checked_stream(&tmp, (&na.ctl, &nb.ctl), ("10.7.0.2", 5002), &data, || {});
-        for sw in [&swa, &swb] {
+        for (sw, n) in [(&swa, &na), (&swb, &nb)] {
             let print = switch_ctl(sw, "port/print 1");
             assert!(print.contains("UPLINK: up"), "{mode}: {print}");
             assert_eq!(counter(&print, "bad"), 0, "{mode}: {print}");
             assert_eq!(counter(&print, "toobig"), 0, "{mode}: {print}");
-            // The nodes' 64 KiB segments went out cut to the wire, and came in joined.
-            assert!(counter(&print, "segmented") >= 1, "{mode}: {print}");
+            // The nodes' 64 KiB segments came in joined; they went out cut to the wire, by
+            // the switch, or on a unicast tunnel mostly by the node's daemon itself, which
+            // sends them straight to the other host's endpoint (an uplink shortcut; none on
+            // an uplink bound to an interface).
             assert!(counter(&print, "joined") >= 1, "{mode}: {print}");
+            let info = iothctl_info(&n.ctl);
+            let direct = info_value(&info, "uplink_shortcut_bytes");
+            if mode == "unicast" {
+                assert!(direct >= data.len() as u64 / 2, "{mode}: {info}");
+            } else {
+                assert!(counter(&print, "segmented") >= 1, "{mode}: {print}");
+                assert_eq!(direct, 0, "{mode}: {info}");
+            }
         }
     }
 }
@@ -313,26 +363,28 @@ fn a_node_stopped_on_one_host_and_started_on_another_is_found_there_at_once() {
     let _sb = ioth_switch_in(&b, &swb, &["--uplink", "vxlan://10.96.0.1/vni=9"]);
     // The same node (address, so MAC) serves "A" on host A, later "B" on host B. IPv4 only:
     // an IPv6 node's multicast listener reports would tell the switches where it is anyway.
-    let serve = |host: &str, sw: &Path| -> (Daemon, std::path::PathBuf) {
+    let serve = |host: &str, ns: &Netns, sw: &Path| -> (Daemon, std::path::PathBuf) {
         let www = tmp.join(&format!("www-{host}"));
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("who"), host).unwrap();
         let conf = nginx_conf(&tmp.join(&format!("ngx-{host}")), &www, &["80"]);
         let rundir = tmp.join(&format!("run-{host}"));
         run_ok(
-            as_node(nginx_bin().unwrap(), sw, &rundir, "10.9.9.1")
+            as_node_in(ns, nginx_bin().unwrap(), sw, &rundir, "10.9.9.1")
                 .arg("-c")
                 .arg(&conf),
         );
         let pidfile = tmp.join(&format!("ngx-{host}/nginx.pid"));
         (Daemon::from_pidfile("nginx node", &pidfile), rundir)
     };
-    let (mut nginx_a, rundir_a) = serve("A", &swa);
+    let (mut nginx_a, rundir_a) = serve("A", &a, &swa);
     let script = tmp.join("client.py");
     std::fs::write(&script, MIGRATION_CLIENT).unwrap();
     let stop = tmp.join("stop");
     let out = tmp.join("client.out");
-    let mut client = as_node("python3", &swb, &tmp.join("run-client"), "10.9.9.2")
+    // The client on B sends to A's endpoint itself (an uplink shortcut) until the node
+    // shows up on its own switch.
+    let mut client = as_node_in(&b, "python3", &swb, &tmp.join("run-client"), "10.9.9.2")
         .arg(&script)
         .arg(&stop)
         .stdout(std::fs::File::create(&out).unwrap())
@@ -355,7 +407,7 @@ fn a_node_stopped_on_one_host_and_started_on_another_is_found_there_at_once() {
             .then_some(())
     });
     let served_before = answers().lines().count();
-    let (_nginx_b, rundir_b) = serve("B", &swb);
+    let (_nginx_b, rundir_b) = serve("B", &b, &swb);
     let started = answers().lines().count();
     wait_for(Duration::from_secs(20), "the client served by B", || {
         answers().lines().any(|l| l.ends_with(" B")).then_some(())

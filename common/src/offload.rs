@@ -14,7 +14,7 @@
 //! frame too large for the uplink that is not such TCP is dropped and counted, as on any
 //! port).
 
-use ioth_common::csum;
+use crate::csum;
 
 const TCP: u8 = 6;
 const FIN: u8 = 0x01;

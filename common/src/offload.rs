@@ -7,7 +7,8 @@
 //! numbers, lengths, IPv4 ids and checksums redone, FIN/PSH on the last only, CWR on the
 //! first only), and glues consecutive segments of one connection that arrive together back
 //! into one frame for the local node ([`Coalescer`]), as long as the port it goes to takes
-//! the size. Per 64 KiB, the nodes' stacks then handle one frame instead of about 45.
+//! the size. Per 64 KiB, the nodes' stacks then handle one frame instead of about 45. A stack
+//! daemon with an uplink shortcut (`stackd/src/direct.rs`) cuts its frames here too.
 //!
 //! Only plain cases are touched: Ethernet with at most one 802.1Q tag, IPv4 without options
 //! or fragments, IPv6 without extension headers. Everything else passes unchanged (and a

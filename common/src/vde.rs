@@ -50,6 +50,14 @@
 //! moment the rings start). Each ring costs a 2 MiB memfd; the switch maps the client's
 //! read-only, checks every record (a client that breaks the protocol loses its port), and
 //! copies each frame out before it looks at it.
+//!
+//! [`NATIVE_FLAG_UPLINK`] (a client that can send frames to a VXLAN tunnel endpoint itself):
+//! the switch may send it an [`UplinkOffer`] for a MAC its uplink learned an endpoint for,
+//! with one end of a fresh `SOCK_SEQPACKET` socketpair whose first message is the
+//! [`UplinkRoute`]. The client may then send its unicast frames for that MAC to the endpoint
+//! with a UDP socket of its own (VXLAN header before each, TCP larger than the route's
+//! `max_frame` cut to fit, as the uplink does), while the socketpair shows no end of file.
+//! Granted only to a client in the switch's network namespace.
 
 #![deny(unsafe_code)]
 

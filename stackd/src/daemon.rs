@@ -5,7 +5,8 @@
 //!
 //! One epoll instance watches, edge-triggered where it matters: the switch socket and its
 //! shortcuts (`T_SWITCH`, through `SwitchDevice::watch`), the switch's control socket of a
-//! VDE port (`T_SWITCH_CTL`: its EOF means the switch is gone), the control listeners
+//! VDE port (`T_SWITCH_CTL`: its EOF means the switch is gone), the sockets of the switch's
+//! uplink offers (`T_UPLINK`: their EOF ends them, `crate::direct`), the control listeners
 //! (`T_LISTEN`), each control connection (`T_CTL | connection`), and the daemon end of each
 //! socket (`T_SOCK | socket id`, from [`Stack::take_watch`]).
 

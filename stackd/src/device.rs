@@ -48,6 +48,10 @@
 //!     frames go through the switch again. Shortcuts end with the switch port (restart).
 //!     Counters: [`SwitchDevice::shortcut_info`].
 //!
+//! * Uplink shortcuts (`crate::direct`): a frame for a MAC the switch offered the tunnel
+//!   endpoint of is sent there from the daemon's own UDP socket instead of the switch's ring
+//!   (built in the ring slot all the same, which is then left uncommitted).
+//!
 //! No allocation per frame: hairpin buffers are recycled.
 
 #![deny(unsafe_code)]

@@ -55,6 +55,14 @@
 //! moved, port gone, VLAN change, shutdown) it calls `shutdown(SHUT_RDWR)` on them, which both
 //! clients see as EOF/`EPIPE` whatever they are doing, and they fall back to the switch.
 //!
+//! Uplink offers: a native client that asks ([`vde::NATIVE_FLAG_UPLINK`]) and is in our
+//! network namespace may get, when it sends a unicast frame to a MAC a VXLAN uplink knows the
+//! endpoint of ([`Core::uplink_candidate`]), one end of a socketpair carrying the route
+//! ([`vde::UplinkOffer`], [`vde::UplinkRoute`]): it then sends those frames to the endpoint
+//! itself. Recorded in the core as a shortcut with the uplink port, so it ends like one, and
+//! also when the uplink's endpoint for the MAC changes or is forgotten (`Uplink::moved`) and
+//! when the uplink closes or opens again.
+//!
 //! Every port has a bounded output queue (bytes): frames go to the kernel directly while it
 //! takes them, are queued on `EAGAIN` and flushed on `EPOLLOUT`; a full queue drops and counts.
 //! A port whose peer never reads therefore only loses its own frames. Each wakeup reads at

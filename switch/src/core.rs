@@ -562,13 +562,26 @@ impl Core {
             let Some(s) = self.shortcuts.get_mut(&r.key) else {
                 return;
             };
-            let (fa, fb) = if m == stat::SHORTCUT_FRAMES {
+            let frames = m == stat::SHORTCUT_FRAMES;
+            let (fa, fb) = if frames {
                 (&mut s.frames.0, &mut s.frames.1)
             } else {
                 (&mut s.bytes.0, &mut s.bytes.1)
             };
             if s.a.0 == port {
+                let more = v.saturating_sub(*fa);
                 *fa = v;
+                // An uplink offer: what the node's daemon sent to the tunnel endpoint went
+                // out on the uplink, and is counted there as the switch's own sends are.
+                if let Some(u) = self.ports.get_mut(&s.b.0)
+                    && u.kind == PortKind::Vxlan
+                {
+                    if frames {
+                        u.counters.tx_frames += more;
+                    } else {
+                        u.counters.tx_bytes += more;
+                    }
+                }
             } else if s.b.0 == port {
                 *fb = v;
             }
@@ -1683,6 +1696,21 @@ mod tests {
             None,
             "made already"
         );
+        // The daemon's reports of what it sent count as the uplink's sends.
+        use ioth_common::vde::{StatReport, stat};
+        let r = |metric, value| StatReport {
+            metric,
+            key: id,
+            value,
+        };
+        let before = c.port(2).unwrap().counters;
+        c.note_stat(1, r(stat::SHORTCUT_FRAMES, 10));
+        c.note_stat(1, r(stat::SHORTCUT_BYTES, 6000));
+        c.note_stat(1, r(stat::SHORTCUT_FRAMES, 15));
+        c.note_stat(3, r(stat::SHORTCUT_FRAMES, 99));
+        let after = c.port(2).unwrap().counters;
+        assert_eq!(after.tx_frames - before.tx_frames, 15);
+        assert_eq!(after.tx_bytes - before.tx_bytes, 6000);
         c.revoke_mac_at(2, B);
         assert_eq!(c.take_revoked(), vec![id]);
         let id = c.add_shortcut((1, A), (2, B), 0, 0);

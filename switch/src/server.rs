@@ -562,6 +562,17 @@ pub fn resolve_group(g: &str) -> Result<u32, SetupError> {
     Err(SetupError::UnknownGroup(g.to_string()))
 }
 
+/// A socketpair for a shortcut or an uplink offer (`what`, for the log): non-blocking,
+/// close-on-exec, `SOCK_SEQPACKET`.
+fn offer_pair(what: &str) -> Option<(Fd, Fd)> {
+    sys::socketpair(
+        libc::AF_UNIX,
+        libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+    )
+    .map_err(|e| log::debug!("{what} socketpair: {e}"))
+    .ok()
+}
+
 /// Set both socket buffers, forcing past the sysctl limits when allowed.
 fn big_buffers(fd: RawFd) {
     for (force, plain) in [
@@ -2045,15 +2056,8 @@ impl Server {
         if !idle(ingress) || !idle(egress) {
             return;
         }
-        let (x, y) = match sys::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                log::debug!("shortcut socketpair: {e}");
-                return;
-            }
+        let Some((x, y)) = offer_pair("shortcut") else {
+            return;
         };
         big_buffers(x.raw());
         big_buffers(y.raw());
@@ -2119,15 +2123,8 @@ impl Server {
         let Some(route) = u.up.route(&dst, netns) else {
             return;
         };
-        let (x, y) = match sys::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                log::debug!("uplink offer socketpair: {e}");
-                return;
-            }
+        let Some((x, y)) = offer_pair("uplink offer") else {
+            return;
         };
         if sys::send(
             x.raw(),

@@ -7,7 +7,6 @@ mod util;
 use ioth_common::port::{Incoming, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
 use ioth_common::vde::{self, ShortcutOffer};
-use std::time::{Duration, Instant};
 use util::*;
 
 fn capable(sw: &Switch, desc: &str) -> SwitchPort {
@@ -23,23 +22,10 @@ fn capable(sw: &Switch, desc: &str) -> SwitchPort {
 /// Next message on `p` within `ms`: a frame or an offer.
 fn next(p: &SwitchPort, ms: u64) -> Option<Result<Vec<u8>, (ShortcutOffer, Fd)>> {
     let mut buf = vec![0u8; 70000];
-    let end = Instant::now() + Duration::from_millis(ms);
-    loop {
-        match p.recv_any(&mut buf) {
-            Ok(Incoming::Frame(n)) => return Some(Ok(buf[..n].to_vec())),
-            Ok(Incoming::Shortcut(o, fd)) => return Some(Err((o, fd))),
-            Ok(Incoming::Ignored | Incoming::Rings(..) | Incoming::Uplink(..)) => {
-                panic!("unexpected short message")
-            }
-            Err(e) if e.is_again() => {
-                let left = end.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return None;
-                }
-                let _ = sys::wait_fd(p.data_fd(), libc::POLLIN, left.as_millis() as i32 + 1);
-            }
-            Err(e) => panic!("recv: {e}"),
-        }
+    match recv_any(p, &mut buf, ms)? {
+        Incoming::Frame(n) => Some(Ok(buf[..n].to_vec())),
+        Incoming::Shortcut(o, fd) => Some(Err((o, fd))),
+        _ => panic!("unexpected short message"),
     }
 }
 

@@ -115,21 +115,10 @@ fn frames_cross_the_tunnel_and_what_is_not_vxlan_is_counted() {
 /// Next message on `p` within `ms`: a frame, or an uplink offer with its descriptor.
 fn next(p: &SwitchPort, ms: u64) -> Option<Result<Vec<u8>, (vde::UplinkOffer, Fd)>> {
     let mut buf = vec![0u8; 70000];
-    let end = Instant::now() + Duration::from_millis(ms);
-    loop {
-        match p.recv_any(&mut buf) {
-            Ok(Incoming::Frame(n)) => return Some(Ok(buf[..n].to_vec())),
-            Ok(Incoming::Uplink(o, fd)) => return Some(Err((o, fd))),
-            Ok(_) => panic!("unexpected short message"),
-            Err(e) if e.is_again() => {
-                let left = end.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return None;
-                }
-                let _ = sys::wait_fd(p.data_fd(), libc::POLLIN, left.as_millis() as i32 + 1);
-            }
-            Err(e) => panic!("recv: {e}"),
-        }
+    match recv_any(p, &mut buf, ms)? {
+        Incoming::Frame(n) => Some(Ok(buf[..n].to_vec())),
+        Incoming::Uplink(o, fd) => Some(Err((o, fd))),
+        _ => panic!("unexpected short message"),
     }
 }
 

@@ -2,7 +2,7 @@
 //! in a temporary directory, kill it (by pid) when the guard drops, build and receive frames.
 #![allow(dead_code)]
 
-use ioth_common::port::SwitchPort;
+use ioth_common::port::{Incoming, SwitchPort};
 use ioth_common::sys;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -209,13 +209,17 @@ pub fn send(p: &SwitchPort, f: &[u8]) {
     }
 }
 
-/// Receive one frame within `ms` milliseconds.
-pub fn recv(p: &SwitchPort, ms: i32) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 70000];
-    let end = Instant::now() + Duration::from_millis(ms as u64);
+/// Wait up to `ms` milliseconds for `take` (a receive on `p`) to get something other than
+/// `EAGAIN`; any other error fails the test.
+fn wait_recv<T>(
+    p: &SwitchPort,
+    ms: u64,
+    mut take: impl FnMut() -> Result<T, sys::Errno>,
+) -> Option<T> {
+    let end = Instant::now() + Duration::from_millis(ms);
     loop {
-        match p.recv(&mut buf) {
-            Ok(n) => return Some(buf[..n].to_vec()),
+        match take() {
+            Ok(m) => return Some(m),
             Err(e) if e.is_again() => {
                 let left = end.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -226,6 +230,19 @@ pub fn recv(p: &SwitchPort, ms: i32) -> Option<Vec<u8>> {
             Err(e) => panic!("recv: {e}"),
         }
     }
+}
+
+/// Receive one frame within `ms` milliseconds.
+pub fn recv(p: &SwitchPort, ms: i32) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 70000];
+    let n = wait_recv(p, ms as u64, || p.recv(&mut buf))?;
+    Some(buf[..n].to_vec())
+}
+
+/// Receive one message with [`SwitchPort::recv_any`] within `ms` milliseconds (a frame is in
+/// `buf`).
+pub fn recv_any(p: &SwitchPort, buf: &mut [u8], ms: u64) -> Option<Incoming> {
+    wait_recv(p, ms, || p.recv_any(buf))
 }
 
 /// Assert that nothing arrives on `p` for a short while.

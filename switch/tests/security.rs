@@ -10,8 +10,9 @@
 
 mod util;
 
-use ioth_common::port::SwitchPort;
+use ioth_common::port::{Incoming, SwitchPort};
 use ioth_common::sys::{self, UnixAddr};
+use ioth_common::vde;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -254,6 +255,64 @@ fn helper() {
                 }
             }
             report(format!("stolen {stolen}"));
+        }
+        // Plug in asking for uplink offers, send a frame to the tunnel's MAC (mac(9)) and
+        // report the offer; then abuse it: fill the offer's socket with garbage, report
+        // made-up figures for every offer id (the largest value), send a made-up offer and
+        // a made-up cut-through report to the switch, close the offer.
+        "uplink" => {
+            let p = SwitchPort::open_native_flags(
+                &dir.join("native"),
+                "uplink-attacker",
+                65536,
+                vde::NATIVE_FLAG_UPLINK,
+            )
+            .unwrap();
+            report(format!("granted {}", p.uplink));
+            send(&p, &frame(mac(9), ATTACKER, 100, 0x71));
+            let mut buf = vec![0u8; 70000];
+            let offer = loop {
+                match recv_any(&p, &mut buf, 5000) {
+                    Some(Incoming::Uplink(o, fd)) => break Some((o, fd)),
+                    Some(_) => {}
+                    None => break None,
+                }
+            };
+            let Some((o, fd)) = offer else {
+                return report("no offer".into());
+            };
+            let n = sys::recv(fd.raw(), &mut buf, libc::MSG_DONTWAIT).unwrap_or(0);
+            let to = vde::UplinkRoute::parse(&buf[..n]).map(|r| r.to.to_string());
+            report(format!("offer {} id {}", to.unwrap_or_default(), o.id));
+            for _ in 0..100_000 {
+                if sys::send(fd.raw(), &[0xee; 4096], libc::MSG_DONTWAIT).is_err() {
+                    break;
+                }
+            }
+            for id in 1..=64 {
+                for metric in [vde::stat::SHORTCUT_FRAMES, vde::stat::SHORTCUT_BYTES] {
+                    let r = vde::StatReport {
+                        metric,
+                        key: id,
+                        value: vde::STAT_MAX,
+                    };
+                    let _ = p.send(&r.encode());
+                }
+            }
+            let fake = vde::UplinkOffer {
+                peer: mac(1),
+                id: o.id,
+            };
+            let _ = p.send(&fake.encode());
+            let cut = vde::CutReport {
+                shortcut: o.id,
+                made: u32::MAX,
+            };
+            let _ = p.send(&cut.encode());
+            drop(fd);
+            report("abused".into());
+            wait_for_eof_on_stdin();
+            report("done".into());
         }
         // Remove the switch's sockets from its directory.
         "unlink" => {
@@ -669,4 +728,110 @@ fn port_lock_stops_a_port_from_stealing_another_ports_address() {
     );
     let (_, text) = sw.ctl(&format!("port/print {}", a.port));
     assert!(text.contains("locked 02:10:20:30:40:01"), "{text}");
+}
+
+/// Another user's node on a LAN with a VXLAN uplink (the tunnel's far end is this test, on
+/// loopback): the switch offers it the endpoint of a remote MAC for its own frames, as to
+/// anyone in its network namespace. It then abuses the offer and the port (garbage on the
+/// offer's socket, made-up figures for every offer id, a made-up offer and cut-through
+/// report, the offer closed): the switch goes on, an honest node gets its own offer and its
+/// frames through the tunnel, and the figures of the honest node's offer are untouched.
+#[test]
+fn another_users_node_gets_only_its_own_uplink_offer_and_cannot_abuse_it() {
+    const TEST: &str = "another_users_node_gets_only_its_own_uplink_offer_and_cannot_abuse_it";
+    let vtep = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    let port = vtep.local_addr().unwrap().port();
+    vtep.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let url = format!("vxlan://127.0.0.2/port={port}/vni=5/local=127.0.0.1");
+    let sw = Switch::start(&["--mode", "0666", "--uplink", &url]);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !sw.ctl("port/print 1").1.contains("UPLINK: up") {
+        assert!(Instant::now() < end, "the uplink never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The tunnel's MAC, mac(9), is learned from a broadcast that reaches the honest node.
+    let honest = SwitchPort::open_native_flags(
+        &sw.dir.join("native"),
+        "honest",
+        65536,
+        vde::NATIVE_FLAG_UPLINK,
+    )
+    .unwrap();
+    let hdr = [0x08, 0, 0, 0, 0, 0, 5, 0];
+    let b = frame(BCAST, mac(9), 64, 1);
+    vtep.send_to(&[&hdr[..], &b].concat(), format!("127.0.0.1:{port}"))
+        .unwrap();
+    assert_eq!(recv(&honest, 2000).map(|f| f[14]), Some(1));
+    // The honest node's frame goes through the tunnel, and it gets an offer.
+    let through = |marker: u8| {
+        send(&honest, &frame(mac(9), mac(1), 100, marker));
+        let mut buf = vec![0u8; 65536];
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(
+                Instant::now() < end,
+                "frame {marker} never reached the tunnel"
+            );
+            let (n, _) = vtep.recv_from(&mut buf).expect("a datagram");
+            if n >= 8 + 15 && buf[8 + 6..8 + 12] == mac(1) && buf[8 + 14] == marker {
+                break;
+            }
+        }
+    };
+    through(0x11);
+    let mut buf = vec![0u8; 65536];
+    let (id, _offer_fd) = loop {
+        match recv_any(&honest, &mut buf, 3000) {
+            Some(Incoming::Uplink(o, fd)) => {
+                assert!(sys::wait_fd(fd.raw(), libc::POLLIN, 2000).unwrap());
+                let n = sys::recv(fd.raw(), &mut buf, libc::MSG_DONTWAIT).unwrap();
+                let r = vde::UplinkRoute::parse(&buf[..n]).unwrap();
+                assert_eq!(r.to, format!("127.0.0.2:{port}").parse().unwrap());
+                break (o.id, fd);
+            }
+            Some(_) => {}
+            None => panic!("no offer for the honest node"),
+        }
+    };
+    let dir = sw.dir.to_str().unwrap();
+    let Some(mut attacker) = Nobody::start(TEST, &["uplink", dir]) else {
+        return;
+    };
+    assert_eq!(attacker.report(), "granted true");
+    let offer = attacker.report();
+    assert!(
+        offer.starts_with(&format!("offer 127.0.0.2:{port} id ")),
+        "{offer}"
+    );
+    assert_ne!(offer, format!("offer 127.0.0.2:{port} id {id}"));
+    let theirs: u64 = offer.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(attacker.report(), "abused");
+    // Its last message, a cut-through report for its own offer, counts there: the switch
+    // has read everything it sent.
+    let offers = || -> Vec<serde_json::Value> {
+        let (ok, json) = sw.ctl("status/json");
+        assert!(ok, "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["shortcuts"].as_array().unwrap().clone()
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !offers()
+        .iter()
+        .any(|s| s["id"] == theirs && s["cut_through"] == u64::from(u32::MAX))
+    {
+        assert!(Instant::now() < end, "the attacker's messages never read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    through(0x12);
+    // The made-up figures for the honest node's offer came from another port: its figures
+    // are still its own daemon's (none).
+    let all = offers();
+    let sc = all
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("offer {id} in {all:?}"));
+    assert_eq!(sc["a_sent"]["bytes"], 0, "{sc}");
+    assert_eq!(sc["cut_through"], 0, "{sc}");
+    assert_eq!(attacker.finish(), "done");
+    assert!(sw.ctl("port/print 1").0, "the switch answers");
 }

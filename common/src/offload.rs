@@ -16,6 +16,40 @@
 //! port).
 
 use crate::csum;
+use std::io::IoSlice;
+use std::ops::Range;
+
+/// Most bytes handed to one segmentation-offload send (`UDP_SEGMENT`: the kernel takes at most
+/// 64 KiB of UDP payload), and most segments in one.
+pub const GSO_BYTES: usize = 60 * 1024;
+pub const GSO_SEGMENTS: usize = 64;
+
+/// How many datagrams of `unit` bytes one segmentation-offload send carries.
+pub fn per_send(unit: usize) -> usize {
+    (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS)
+}
+
+/// The segments [`segment_parts`] laid out (headers in `hdrs`, payload in `frame`), as the
+/// gather lists of the segmentation-offload sends of `unit`-byte datagrams that carry them,
+/// in order.
+pub fn send_groups<'a>(
+    hdrs: &'a [u8],
+    parts: &'a [(Range<usize>, Range<usize>)],
+    frame: &'a [u8],
+    unit: usize,
+) -> impl Iterator<Item = Vec<IoSlice<'a>>> + 'a {
+    parts.chunks(per_send(unit)).map(move |group| {
+        group
+            .iter()
+            .flat_map(|(h, p)| {
+                [
+                    IoSlice::new(&hdrs[h.clone()]),
+                    IoSlice::new(&frame[p.clone()]),
+                ]
+            })
+            .collect()
+    })
+}
 
 const TCP: u8 = 6;
 const FIN: u8 = 0x01;

@@ -25,9 +25,9 @@
 //! ([`ioth_common::offload::segment_parts`], the switch's own code), anything else larger
 //! (a big UDP datagram, to be fragmented) goes through the switch. A send the kernel cannot
 //! take now (`EAGAIN`) sends that frame through the switch instead; any other error ends
-//! the offer. Nothing the switch counts on its uplink includes these frames: the daemon
-//! counts them ([`Directs::info`]) and reports them per offer, as for shortcuts
-//! (`shortcut/print`, `/metrics`).
+//! the offer. The daemon counts these frames ([`Directs::info`]) and reports them per offer,
+//! as for shortcuts; the switch adds the reports to its uplink's `OUT` counters and shows
+//! them per offer (`/api/ports`, `/metrics`).
 //!
 //! Trust: the offer comes from the switch, which the daemon trusts with its frames anyway.
 //! The daemon gains nothing it could not do with a UDP socket of its own.
@@ -45,10 +45,6 @@ use std::os::fd::{AsRawFd, RawFd};
 
 /// Most uplink shortcuts a node keeps (further offers are refused).
 pub const MAX_DIRECT: usize = 64;
-/// Most bytes handed to one segmentation-offload send (the kernel's limit is 64 KiB of UDP
-/// payload), and most segments, as the switch's uplink.
-const GSO_BYTES: usize = 60 * 1024;
-const GSO_SEGMENTS: usize = 64;
 
 /// One uplink shortcut.
 pub struct Direct {
@@ -119,9 +115,6 @@ impl Directs {
 
     /// The shortcut for frames to `mac`, if any.
     pub fn find(&self, mac: &[u8]) -> Option<usize> {
-        if self.list.is_empty() {
-            return None;
-        }
         self.list.iter().position(|d| d.peer[..] == *mac)
     }
 
@@ -227,18 +220,8 @@ impl Directs {
                 self.via_switch += 1;
                 return Sent::Switch;
             };
-            let per = (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS);
             let mut r = Ok(0);
-            for (k, group) in self.parts.chunks(per).enumerate() {
-                let iov: Vec<IoSlice<'_>> = group
-                    .iter()
-                    .flat_map(|(h, p)| {
-                        [
-                            IoSlice::new(&self.hdrs[h.clone()]),
-                            IoSlice::new(&frame[p.clone()]),
-                        ]
-                    })
-                    .collect();
+            for (k, iov) in offload::send_groups(&self.hdrs, &self.parts, frame, unit).enumerate() {
                 r = sys::send_udp_gso(fd, &iov, unit as u16, &to);
                 if r.is_err() {
                     // A later group that fails is lost with the frame's tail (TCP sends it

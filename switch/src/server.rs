@@ -2048,12 +2048,31 @@ impl Server {
         self.scratch = scratch;
     }
 
+    /// Whether `port` has no frames queued (an offer must not overtake them).
+    fn port_idle(&self, port: PortId) -> bool {
+        self.ports.get(&port).is_some_and(|io| io.queue.is_empty())
+    }
+
+    /// Send `port` an offer (`msg`, `what` for the log) with its end of the socketpair;
+    /// whether it went.
+    fn send_offer(&self, port: PortId, msg: &[u8], end: &Fd, what: &str) -> bool {
+        self.ports.get(&port).is_some_and(|pio| {
+            sys::sendmsg(
+                pio.data.raw(),
+                &[std::io::IoSlice::new(msg)],
+                &[end.raw()],
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+            .map_err(|e| log::debug!("port {port}: {what}: {e}"))
+            .is_ok()
+        })
+    }
+
     /// Make a shortcut between `src` on `ingress` and `dst` on `egress`, and send each port
     /// its end. Nothing happens if either port has frames queued or a send fails.
     fn offer_shortcut(&mut self, c: (core::Mac, PortId, core::Mac, PortId, core::Vlan), now: u64) {
         let (src, ingress, dst, egress, vlan) = c;
-        let idle = |p: PortId| self.ports.get(&p).is_some_and(|io| io.queue.is_empty());
-        if !idle(ingress) || !idle(egress) {
+        if !self.port_idle(ingress) || !self.port_idle(egress) {
             return;
         }
         let Some((x, y)) = offer_pair("shortcut") else {
@@ -2072,21 +2091,10 @@ impl Server {
                 vde::SHORTCUT_NO_CUT
             };
             let msg = vde::ShortcutOffer { peer, id, flags }.encode();
-            let Some(pio) = self.ports.get(&port) else {
+            if !self.send_offer(port, &msg, end, "shortcut offer") {
                 break;
-            };
-            match sys::sendmsg(
-                pio.data.raw(),
-                &[std::io::IoSlice::new(&msg)],
-                &[end.raw()],
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            ) {
-                Ok(_) => sent += 1,
-                Err(e) => {
-                    log::debug!("port {port}: shortcut offer: {e}");
-                    break;
-                }
             }
+            sent += 1;
         }
         self.sc_fds.insert(id, (x, y));
         if sent < 2 {
@@ -2110,11 +2118,7 @@ impl Server {
     /// endpoint, or a send fails.
     fn offer_uplink(&mut self, c: (core::Mac, PortId, core::Mac, PortId, core::Vlan), now: u64) {
         let (src, ingress, dst, egress, vlan) = c;
-        if !self
-            .ports
-            .get(&ingress)
-            .is_some_and(|io| io.queue.is_empty())
-        {
+        if !self.port_idle(ingress) {
             return;
         }
         let (Some(u), Some(netns)) = (self.uplinks.get(&egress), self.netns) else {
@@ -2139,16 +2143,7 @@ impl Server {
             .core
             .add_shortcut((ingress, src), (egress, dst), vlan, now);
         let msg = vde::UplinkOffer { peer: dst, id }.encode();
-        let sent = self.ports.get(&ingress).is_some_and(|pio| {
-            sys::sendmsg(
-                pio.data.raw(),
-                &[std::io::IoSlice::new(&msg)],
-                &[y.raw()],
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-            .map_err(|e| log::debug!("port {ingress}: uplink offer: {e}"))
-            .is_ok()
-        });
+        let sent = self.send_offer(ingress, &msg, &y, "uplink offer");
         self.sc_fds.insert(id, (x, y));
         if !sent {
             self.core.revoke_shortcut(id);

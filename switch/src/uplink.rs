@@ -85,6 +85,12 @@ impl UplinkSpec {
         self.addrs.first().is_some_and(|a| a.is_ipv6())
     }
 
+    /// The TTL of unicast sends: `ttl=` (vdeplug4's default of 1 is meant for multicast),
+    /// but at least 64.
+    pub fn unicast_ttl(&self) -> u8 {
+        self.ttl.clamp(64, 255) as u8
+    }
+
     /// Bytes of encapsulation on top of the inner frame: outer IP, UDP, VXLAN.
     pub fn overhead(&self) -> usize {
         (if self.v6() { 40 } else { 20 }) + 8 + HDR
@@ -240,11 +246,6 @@ pub const BATCH: usize = 64;
 /// Room for one received datagram (the largest UDP payload, and one byte to tell a longer
 /// one).
 pub const SLOT: usize = 65536;
-/// Most bytes handed to one segmentation-offload send (the kernel's limit is 64 KiB of UDP
-/// payload).
-const GSO_BYTES: usize = 60 * 1024;
-const GSO_SEGMENTS: usize = 64;
-
 /// A running (or retrying) uplink.
 pub struct Uplink {
     pub spec: UplinkSpec,
@@ -445,7 +446,8 @@ impl Uplink {
                 sock.set_multicast_ttl_v4(s.ttl)
                     .map_err(|e| ctx("multicast ttl", e))?;
             } else {
-                sock.set_ttl(s.ttl.max(64)).map_err(|e| ctx("ttl", e))?;
+                sock.set_ttl(u32::from(s.unicast_ttl()))
+                    .map_err(|e| ctx("ttl", e))?;
             }
             sock
         };
@@ -498,7 +500,7 @@ impl Uplink {
             local: self.spec.local,
             header: self.hdr,
             max_frame: self.max_frame as u32,
-            ttl: self.spec.ttl.clamp(64, 255) as u8,
+            ttl: self.spec.unicast_ttl(),
             netns,
         })
     }
@@ -619,18 +621,8 @@ impl Uplink {
             )
         {
             self.stats.segmented += 1;
-            let per = (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS);
             for to in dests {
-                for group in self.parts.chunks(per) {
-                    let iov: Vec<IoSlice<'_>> = group
-                        .iter()
-                        .flat_map(|(h, p)| {
-                            [
-                                IoSlice::new(&self.buf[h.clone()]),
-                                IoSlice::new(&frame[p.clone()]),
-                            ]
-                        })
-                        .collect();
+                for iov in offload::send_groups(&self.buf, &self.parts, frame, unit) {
                     gso_send(fd, &iov, unit, to, url, &mut errors)?;
                 }
             }
@@ -661,7 +653,7 @@ impl Uplink {
                 None => return Ok(Sent::TooBig),
             }
         };
-        let per = (GSO_BYTES / unit).clamp(1, GSO_SEGMENTS) * unit;
+        let per = offload::per_send(unit) * unit;
         for to in dests {
             for chunk in self.buf.chunks(per) {
                 gso_send(fd, &[IoSlice::new(chunk)], unit, to, url, &mut errors)?;

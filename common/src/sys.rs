@@ -222,6 +222,13 @@ pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<Fd> {
         .map(|fd| Fd::made(fd as RawFd))
 }
 
+/// `dup3(fd, to, flags)`: `to` becomes a copy of `fd` (whatever `to` was is closed, at once
+/// and atomically), by the raw system call (the shim hooks libc's `dup3`).
+pub fn dup3(fd: RawFd, to: RawFd, flags: i32) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { raw_syscall()(libc::SYS_dup3, fd, to, flags) }).map(|_| ())
+}
+
 pub fn socketpair(domain: i32, ty: i32) -> Result<(Fd, Fd)> {
     let mut sv = [0 as libc::c_int; 2];
     // SAFETY: sv is a valid 2-int array the kernel writes into.

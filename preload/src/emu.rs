@@ -253,7 +253,7 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<(RawFd, WireAddr), Errno> {
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
         return Err(Errno::EINVAL);
     }
-    let (conn, peer) = take_connection(fd, 0, flags & libc::SOCK_CLOEXEC != 0)?;
+    let (conn, peer) = take_connection(fd, 0, flags & libc::SOCK_CLOEXEC != 0, true)?;
     // The daemon hands a connection over blocking (its socketpair's app end, or a cut-through
     // peer's end after `F_SETFL 0`): SOCK_NONBLOCK is one F_SETFL (a socket has no other
     // status flag to keep), and close-on-exec came as asked with the descriptor.
@@ -276,17 +276,25 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<(RawFd, WireAddr), Errno> {
 /// closes what does not fit, `MSG_CTRUNC`), so the table is checked first (a `dup` of the
 /// listener, closed at once). An error record from the daemon (it had no descriptor for the
 /// connection) fails this one call with its errno.
+///
+/// A listener whose daemon end closed (the daemon and its keeper are both gone: the node is
+/// dead for good) fails with `EINVAL`; if `own` (`fd` is the application's own descriptor,
+/// as in the preload shim) it is also made quiet ([`quiet_dead_listener`]).
 pub fn take_connection(
     fd: RawFd,
     recv_flags: i32,
     cloexec: bool,
+    own: bool,
 ) -> Result<(Fd, (WireAddr, u64)), Errno> {
     let probe = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0)?;
     sys::close(probe);
     let mut buf = [0u8; ACCEPT_RECORD_LEN];
     let got = sys::recvmsg_fds(fd, &mut [IoSliceMut::new(&mut buf)], recv_flags, cloexec)?;
-    if got.len == 0 {
+    if got.len == 0 && got.fds.is_empty() {
         // The daemon closed its end: the listener is gone (as after a shutdown).
+        if own {
+            quiet_dead_listener(fd);
+        }
         return Err(Errno::EINVAL);
     }
     if let Some(e) = AcceptRecord::decode_error(&buf[..got.len]) {
@@ -302,6 +310,80 @@ pub fn take_connection(
         _ => return Err(Errno(libc::ECONNABORTED)),
     };
     Ok((fds.swap_remove(0), (rec.peer, rec.id)))
+}
+
+/// Replace the listener `fd`, whose daemon end closed for good, with a socket that never
+/// becomes readable: the old one polls readable (EOF) forever, so a program waiting for
+/// connections in poll or epoll (nginx) would call accept in a loop at full CPU, and log
+/// each failure. A kernel listener never ends by itself; this one now stays quiet, as a
+/// listener on a network that went away. The replacement is an unnamed `AF_UNIX` datagram
+/// socket (no peer, so no hang-up) with the listener's `O_NONBLOCK` and close-on-exec;
+/// `dup3` swaps it in atomically, under the same number, and the program's epoll forgets
+/// the old file. Only if `fd` is still that listener (same inode: another thread may have
+/// closed the number since); other processes sharing the listener do the same at their
+/// own next accept.
+fn quiet_dead_listener(fd: RawFd) {
+    let Ok(before) = sys::fstat_id(fd) else {
+        return;
+    };
+    let fl = sys::fcntl(fd, libc::F_GETFL, 0).unwrap_or(0);
+    let cloexec = sys::fcntl(fd, libc::F_GETFD, 0).is_ok_and(|f| f & libc::FD_CLOEXEC != 0);
+    let Ok(q) = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) else {
+        return;
+    };
+    let _ = sys::fcntl(
+        q.raw(),
+        libc::F_SETFL,
+        (fl & libc::O_NONBLOCK) as libc::c_long,
+    );
+    if sys::fstat_id(fd) == Ok(before) {
+        forget_in_epolls(fd, before.1);
+        let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+        if sys::dup3(q.raw(), fd, flags).is_ok() {
+            crate::debug!("accept({fd}): the node is gone; the listener is now quiet");
+        }
+    }
+}
+
+/// Take `fd` (socket inode `ino`) out of every epoll set of this process that watches it.
+/// An epoll set watches the open file, not the number: the file lives on while another
+/// process holds it (nginx's master holds its workers' listeners), so replacing the number
+/// would leave the set reporting the old file's hang-up under the number forever. The sets
+/// are found as the kernel lists them, in `/proc/self/fdinfo` (`tfd:` lines).
+fn forget_in_epolls(fd: RawFd, ino: u64) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let is_epoll =
+            std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[eventpoll]");
+        let Some(ep) = e.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok()) else {
+            continue;
+        };
+        if !is_epoll {
+            continue;
+        }
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{ep}")) else {
+            continue;
+        };
+        if epoll_watches(&info, fd, ino) {
+            let _ = sys::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, 0, 0);
+        }
+    }
+}
+
+/// Whether an epoll fd's `fdinfo` text lists `fd` with inode `ino` (`tfd: N ... ino:HEX`).
+fn epoll_watches(info: &str, fd: RawFd, ino: u64) -> bool {
+    info.lines().any(|l| {
+        let mut w = l.split_whitespace();
+        w.next() == Some("tfd:")
+            && w.next().and_then(|n| n.parse::<RawFd>().ok()) == Some(fd)
+            && w.any(|t| {
+                t.strip_prefix("ino:")
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                    == Some(ino)
+            })
+    })
 }
 
 /// `SO_SNDTIMEO` of the fd as a poll timeout (-1: none).
@@ -736,6 +818,24 @@ mod tests {
         let (c, _d) = pair();
         sys::bind_unix(c.raw(), &other).unwrap();
         assert_eq!(virt(c.raw()), None);
+    }
+
+    #[test]
+    fn epoll_fdinfo_lines_name_fd_and_inode() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1039\n\
+                    tfd:        4 events:       19 data:                4  pos:0 ino:1f21e0 sdev:9\n\
+                    tfd:       12 events:       19 data:                c  pos:0 ino:10 sdev:9\n";
+        assert!(epoll_watches(info, 4, 0x1f21e0));
+        assert!(epoll_watches(info, 12, 0x10));
+        assert!(
+            !epoll_watches(info, 4, 0x10),
+            "the number with another file"
+        );
+        assert!(!epoll_watches(info, 5, 0x1f21e0));
+        assert!(
+            !epoll_watches(info, 1039, 1039),
+            "the epoll fd's own inode line"
+        );
     }
 
     #[test]

@@ -433,3 +433,114 @@ fn a_stopped_node_leaves_its_servers_quiet() {
         (!keepers(&lab).contains(&keeper)).then_some(())
     });
 }
+
+/// A node dead for good (its daemon and its keeper both killed, as `kill -9` or the OOM
+/// killer may do): nothing is left to hold the listeners, which read EOF. nginx (epoll, two
+/// workers, the master holding the same listeners) must not spin on them nor fill its error
+/// log: each worker's first accept fails (`EINVAL`, as on a listener that was shut down)
+/// and the listener then stays quiet, as a kernel listener on a network that went away. And
+/// nginx still stops when asked.
+#[test]
+fn a_dead_node_leaves_nginx_quiet() {
+    let Some(nginx) = nginx_bin() else {
+        eprintln!("SKIP: nginx missing");
+        return;
+    };
+    if !have("curl") {
+        eprintln!("SKIP: curl missing");
+        return;
+    }
+    let mut lab = Lab::new("crash-dead");
+    www(&lab);
+    let d = lab.dir.display().to_string();
+    for sub in ["tmp", "logs"] {
+        std::fs::create_dir_all(lab.path(sub)).unwrap();
+        set_mode(&lab.path(sub), 0o777);
+    }
+    let conf = format!(
+        r#"daemon off; master_process on; worker_processes 2;
+pid {d}/logs/nginx.pid; error_log {d}/logs/error.log info;
+events {{ use epoll; worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  server {{ listen [::]:80; listen 10.0.0.1:80; root {d}/www; }}
+}}
+"#
+    );
+    std::fs::write(lab.path("nginx.conf"), conf).unwrap();
+    let elog = format!("{d}/logs/error.log");
+    let mut c = lab.node("fd00::1,10.0.0.1", &nginx);
+    c.args(["-p", &d, "-e", &elog, "-c"])
+        .arg(lab.path("nginx.conf"));
+    let master = lab.spawn(c, "nginx.out") as i32;
+    let workers = wait_for(Duration::from_secs(10), "two nginx workers", || {
+        let w: Vec<i32> = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .ok()?
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        (w.len() == 2).then_some(w)
+    });
+    wait_for(Duration::from_secs(10), "nginx serving", || {
+        lab.node("fd00::3", "curl")
+            .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/small"])
+            .status()
+            .ok()?
+            .success()
+            .then_some(())
+    });
+    let ctl = node_ctl(&lab.path("run"), "fd00::1");
+    let dpid: i32 = field(&info(&ctl), "pid").unwrap().parse().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{dpid}/stat")).unwrap();
+    let keeper: i32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    assert!(
+        keepers(&lab).contains(&keeper),
+        "the daemon's parent is its keeper"
+    );
+    kill9(keeper);
+    kill9(dpid);
+    // Each worker reads the EOF once per listener.
+    let failed = |log: &str| log.matches("accept4() failed").count();
+    wait_for(
+        Duration::from_secs(10),
+        "the workers to see the listeners end",
+        || (failed(&lab.log("logs/error.log")) >= 2).then_some(()),
+    );
+    let mut procs = vec![master];
+    procs.extend(&workers);
+    let ticks0: u64 = procs.iter().map(|&p| cpu_ticks(p)).sum();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let used = (procs.iter().map(|&p| cpu_ticks(p)).sum::<u64>() - ticks0) as f64 / hz;
+    let spent = t0.elapsed().as_secs_f64();
+    assert!(
+        used < 0.1 * spent + 0.05,
+        "nginx used {used:.2} s of CPU in {spent:.2} s"
+    );
+    let log = lab.log("logs/error.log");
+    assert!(
+        failed(&log) <= 4,
+        "at most one failed accept per worker and listener:\n{}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+    // SAFETY: signalling the nginx master this test started, by its pid.
+    unsafe { libc::kill(master, libc::SIGTERM) };
+    wait_for(Duration::from_secs(10), "nginx to stop", || {
+        (!Path::new(&format!("/proc/{master}")).exists()
+            || std::fs::read_to_string(format!("/proc/{master}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            }))
+        .then_some(())
+    });
+}

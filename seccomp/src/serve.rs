@@ -470,7 +470,7 @@ fn fd_call(listener: RawFd, n: &Notif, fd: Fd, v: Virt) -> Answer {
 
 /// One connection from a virtual listener, without blocking (`EAGAIN` if none is queued).
 fn take_connection(fd: RawFd, flags: i32) -> Result<(Fd, WireAddr), Errno> {
-    let (conn, peer) = emu::take_connection(fd, libc::MSG_DONTWAIT, true)?;
+    let (conn, peer) = emu::take_connection(fd, libc::MSG_DONTWAIT, true, false)?;
     sys::set_nonblocking(conn.raw(), flags & libc::SOCK_NONBLOCK != 0)?;
     Ok((conn, peer.0))
 }

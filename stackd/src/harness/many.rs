@@ -133,3 +133,36 @@ fn three_hundred_connections_survive_frame_loss() {
         },
     );
 }
+
+/// More established connections than the listener's socketpair holds records for (its
+/// daemon end's send buffer made small here) while the application takes none: the records
+/// wait in the daemon, which then watches the listener for room (it does not otherwise: its
+/// end turns writable at every accept), and each accept makes room for the next. All
+/// arrive, none lost.
+#[test]
+fn records_that_do_not_fit_wait_for_room_on_the_listener() {
+    const M: usize = 120;
+    let mut p = Pair::new(47);
+    let limit = Duration::from_secs(60);
+    let (lid, l) = p.listener(B, "10.0.0.2:80", 4096);
+    let dmn = p.b.stack.daemon_end(lid).unwrap();
+    sys::setsockopt_int(dmn, libc::SOL_SOCKET, libc::SO_SNDBUF, 4096).unwrap();
+    let clients: Vec<(u64, Fd)> = (0..M).map(|_| p.connecting(A, "10.0.0.2:80")).collect();
+    // Every connect completes (the handshake does not wait for accept), so every record
+    // is made; the listener's buffer fills on the way.
+    assert!(
+        p.run_until(limit, |_| clients.iter().all(|(_, c)| writable(c.raw()))),
+        "the connects did not all complete"
+    );
+    let lfd = l.raw();
+    let mut got = 0;
+    assert!(
+        p.run_until(limit, |_| {
+            while try_accept(lfd).is_some() {
+                got += 1;
+            }
+            got == M
+        }),
+        "accepted {got} of {M}"
+    );
+}

@@ -538,13 +538,15 @@ impl<D: Link> Stack<D> {
     /// A TCP socket that neither connects nor listens yet ([`Sock::quiet`]) is watched for
     /// its close only ([`WATCH_CLOSE`]): nothing it could say otherwise is news (the
     /// writable end of a fresh socketpair, the shim's filler arriving), and a connect cut
-    /// through never needs more. Each would be a wake-up of the daemon per connection.
+    /// through never needs more. Each would be a wake-up of the daemon per connection. A
+    /// listener is watched for room only while accept records wait ([`Sock::watch_events`]).
     pub fn take_watch(&mut self) -> Vec<(RawFd, u64, i32, u32)> {
         let ids = std::mem::take(&mut self.watch);
         ids.into_iter()
             .filter_map(|(id, op)| {
-                let s = self.socks.get(&id)?;
-                let ev = if s.quiet { WATCH_CLOSE } else { WATCH_ALL };
+                let s = self.socks.get_mut(&id)?;
+                let ev = s.watch_events();
+                s.watched = ev;
                 (s.dmn.raw() >= 0).then(|| (s.dmn.raw(), id, op, ev))
             })
             .collect()
@@ -618,6 +620,16 @@ impl<D: Link> Stack<D> {
         self.note_timeouts();
         self.net.reap();
         self.report_stats();
+        // A listener watches for room only while accept records wait for it.
+        for id in &self.listeners {
+            if let Some(s) = self.socks.get(id)
+                && s.watched != 0
+                && s.watch_events() != s.watched
+                && !self.watch.contains(&(*id, libc::EPOLL_CTL_MOD))
+            {
+                self.watch.push((*id, libc::EPOLL_CTL_MOD));
+            }
+        }
         // Egress can complete handshakes of hairpinned connections only after ingress;
         // a second pass keeps self-connections from waiting for a timeout.
         if self.net.dev.has_hairpin() {

@@ -129,15 +129,32 @@ pub(super) struct Sock {
     /// A TCP socket made by `socket` that neither connects through TCP nor listens yet: its
     /// daemon end is watched for the app's close only ([`Stack::take_watch`]).
     pub(super) quiet: bool,
+    /// The events its daemon end is watched for now (0: not yet), as the owner last took
+    /// them ([`Stack::take_watch`]).
+    pub(super) watched: u32,
 }
 
 impl Sock {
+    /// What its daemon end should be watched for: a quiet socket and a listener with no
+    /// accept record waiting for room only for the app's close (a listener's end is
+    /// writable again each time the app takes a record: a wake-up per connection, for
+    /// nothing); a listener whose records wait, also for room; everything otherwise.
+    pub(super) fn watch_events(&self) -> u32 {
+        match &self.tcp {
+            _ if self.quiet => super::WATCH_CLOSE,
+            TcpState::Listening(l) if l.queue.is_empty() => super::WATCH_CLOSE,
+            TcpState::Listening(_) => super::WATCH_CLOSE | libc::EPOLLOUT as u32,
+            _ => super::WATCH_ALL,
+        }
+    }
+
     pub(super) fn new(domain: i32, kind: Kind, dmn: Fd, waker: Waker, owner: u32) -> Sock {
         Sock {
             waker,
             owner,
             app_ino: None,
             quiet: false,
+            watched: 0,
             domain,
             kind,
             dmn,
@@ -446,6 +463,12 @@ impl<D: Link> Stack<D> {
     /// The uid whose socket `id` is.
     pub fn owner(&self, id: u64) -> Option<u32> {
         self.socks.get(&id).map(|s| s.owner)
+    }
+
+    /// The daemon end of socket `id` (tests: to shrink a listener's room for records).
+    #[cfg(test)]
+    pub fn daemon_end(&self, id: u64) -> Option<RawFd> {
+        self.socks.get(&id).map(|s| s.dmn.raw())
     }
 
     /// Whether `fd` is the application end of socket `id`: a socket bound to the socket's

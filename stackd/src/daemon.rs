@@ -272,9 +272,14 @@ impl Daemon {
                 let (tok, bits) = (ev.u64, ev.events);
                 self.event(tok, bits);
             }
+            let mut had_ctl = false;
             for ev in evs.iter().take(n).filter(|e| e.u64 & T_MASK == T_CTL) {
                 let (tok, bits) = (ev.u64, ev.events);
                 self.event(tok, bits);
+                had_ctl = true;
+            }
+            if had_ctl {
+                self.events_after_requests(&mut evs);
             }
             if self.stack.poll(now()).link_down {
                 self.switch_gone();
@@ -302,6 +307,22 @@ impl Daemon {
                 log::info!("no socket and no client left: exiting");
                 return 0;
             }
+        }
+    }
+
+    /// The sockets' events that came while control requests were read. A connection's
+    /// requests are read in a burst (up to 64 per wake-up), and a fast client may have
+    /// closed a socket and sent several requests in the meantime; the kernel's close is
+    /// over when it returns, so before the stack polls (and reads the data those requests
+    /// were followed by: a datagram to the port just closed must find it closed and be
+    /// answered with "port unreachable"), it must know of every close the requests came
+    /// after. The control connections' own events are left for the next turn (they are
+    /// level-triggered and come again); the sockets' are edge-triggered and taken now.
+    fn events_after_requests(&mut self, evs: &mut [libc::epoll_event]) {
+        let n = sys::epoll_wait(self.ep.raw(), evs, 0).unwrap_or(0);
+        for ev in evs.iter().take(n).filter(|e| e.u64 & T_MASK != T_CTL) {
+            let (tok, bits) = (ev.u64, ev.events);
+            self.event(tok, bits);
         }
     }
 

@@ -691,10 +691,13 @@ impl Default for Got {
 }
 
 impl Got {
-    /// `n` bytes arrived with `hdr` in front (`n == 0`: end of file).
+    /// `n` bytes arrived with `hdr` in front (`n == 0`: end of file, `ENETDOWN`).
     pub fn parse(hdr: &[u8; DgramHeader::LEN], n: usize) -> Result<Got, Errno> {
         if n == 0 {
-            return Ok(Got::default());
+            // Every message from the daemon starts with a header: nothing at all is the EOF
+            // of its end, closed for good (the daemon died, and its keeper, which holds
+            // the bound ones, too). Not an empty datagram from nowhere.
+            return Err(Errno(libc::ENETDOWN));
         }
         if n < DgramHeader::LEN {
             return Err(Errno::EPROTO);
@@ -754,7 +757,7 @@ mod tests {
         assert_eq!(g.ret(0), 10);
         assert_eq!(g.ret(libc::MSG_TRUNC), 100);
         assert_eq!(Got::parse(&h, 5), Err(Errno::EPROTO));
-        assert_eq!(Got::parse(&h, 0).unwrap().copied, 0);
+        assert_eq!(Got::parse(&h, 0), Err(Errno(libc::ENETDOWN)));
     }
 
     #[test]

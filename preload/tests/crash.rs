@@ -544,3 +544,75 @@ http {{
         .then_some(())
     });
 }
+
+/// A UDP server (a select loop, as a DNS server's) whose node's daemon dies: the keeper
+/// held its bound socket, so the socket never reads EOF (it would read it as a datagram
+/// forever and spin), the new daemon takes it back on the same port, and the same process
+/// answers the next datagram. Queries are sent again until answered (a datagram sent
+/// while no daemon runs is lost, as on a link that is down).
+const UDP_ECHO: &str = r#"
+import select, socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", 5353))
+print("ready", flush=True)
+while True:
+    r, _, _ = select.select([s], [], [], 5)
+    if not r:
+        continue
+    try:
+        d, a = s.recvfrom(1000)
+    except OSError as e:
+        print("error", e, flush=True)
+        continue
+    s.sendto(b"echo " + d, a)
+"#;
+
+const UDP_ASK: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+for _ in range(50):
+    s.sendto(sys.argv[2].encode(), (sys.argv[1], 5353))
+    try:
+        print(s.recvfrom(1000)[0].decode(), flush=True)
+        break
+    except socket.timeout:
+        pass
+"#;
+
+#[test]
+fn a_udp_server_survives_the_death_of_its_stack_daemon() {
+    let mut lab = Lab::new("crash-udp");
+    let mut c = lab.node("fd00::1", "python3");
+    c.args(["-c", UDP_ECHO]);
+    let server = lab.spawn(c, "server.out") as i32;
+    let ask = |lab: &Lab, what: &str| -> String {
+        let o = lab
+            .node("fd00::3", "python3")
+            .args(["-c", UDP_ASK, "fd00::1", what])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    wait_for(Duration::from_secs(10), "the server answering", || {
+        (ask(&lab, "one") == "echo one").then_some(())
+    });
+    let ctl = node_ctl(&lab.path("run"), "fd00::1");
+    let dpid: i32 = field(&info(&ctl), "pid").unwrap().parse().unwrap();
+    let ticks0 = cpu_ticks(server);
+    let t0 = Instant::now();
+    kill9(dpid);
+    assert_eq!(ask(&lab, "two"), "echo two", "{}", lab.log("server.out"));
+    let after = info(&ctl);
+    assert_ne!(field(&after, "pid"), Some(dpid.to_string()), "{after}");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let used = (cpu_ticks(server) - ticks0) as f64 / hz;
+    let spent = t0.elapsed().as_secs_f64();
+    assert!(
+        used < 0.2 * spent + 0.05,
+        "the server used {used:.2} s of CPU in {spent:.2} s"
+    );
+    let out = lab.log("server.out");
+    assert!(!out.contains("error"), "the server saw errors:\n{out}");
+}

@@ -14,7 +14,7 @@
 
 use crate::device::SwitchDevice;
 use crate::keeper::Reporter;
-use crate::stack::{AppEvent, KeptListener, Stack, StackConfig, port_description};
+use crate::stack::{AppEvent, KeptSocket, Stack, StackConfig, port_description};
 use ioth_common::config::NodeConfig;
 use ioth_common::ctl::{self, MAX_MSG, Reply, Request};
 use ioth_common::port::{PortKind, SwitchPort};
@@ -70,7 +70,7 @@ pub struct Options {
     /// The channel to the keeper (`crate::keeper`), which is told about listeners.
     pub keeper: Option<Reporter>,
     /// Listeners of the previous daemon of this node, from the keeper.
-    pub restored: Vec<(KeptListener, Fd)>,
+    pub restored: Vec<(KeptSocket, Fd)>,
     /// The connection journal the keeper holds (`crate::journal`).
     pub journal: Option<Fd>,
     /// How many daemons of this node came before this one (`restarts=` in the node's info).
@@ -134,7 +134,7 @@ impl Daemon {
             stack.keep_listeners();
         }
         for (k, fd) in std::mem::take(&mut opts.restored) {
-            stack.restore_listener(&k, fd, now());
+            stack.restore_socket(&k, fd, now());
         }
         if let Some(fd) = opts.journal.take() {
             match crate::os::SharedFile::map(fd.raw()) {

@@ -20,7 +20,7 @@
 //! closed the listeners it holds ([`hold`]): a listener of a stopped node stays quiet.
 
 use crate::os;
-use crate::stack::{Kept, KeptListener};
+use crate::stack::{Kept, KeptSocket};
 use ioth_common::sys::{self, Errno, Fd};
 use std::io::{IoSlice, IoSliceMut};
 use std::time::{Duration, Instant};
@@ -85,12 +85,12 @@ impl Reporter {
 /// What the keeper holds for the next daemon.
 #[derive(Default)]
 pub struct Store {
-    pub listeners: Vec<(KeptListener, Fd)>,
+    pub listeners: Vec<(KeptSocket, Fd)>,
 }
 
 impl Store {
     /// Copies of the stored listener ends, for a new daemon (in the forked child).
-    pub fn copies(&self) -> Vec<(KeptListener, Fd)> {
+    pub fn copies(&self) -> Vec<(KeptSocket, Fd)> {
         self.listeners
             .iter()
             .filter_map(|(k, fd)| Some((k.clone(), fd.dup_cloexec(0).ok()?)))
@@ -123,7 +123,7 @@ pub fn watch(ch: &Fd, pid: i32, store: &mut Store) -> Ended {
         match m.first() {
             Some(&TAG_LISTEN) => {
                 if let (Some(k), Some(fd)) =
-                    (KeptListener::decode(&m[1..]), got.fds.into_iter().next())
+                    (KeptSocket::decode(&m[1..]), got.fds.into_iter().next())
                 {
                     store.listeners.retain(|(o, _)| o.id != k.id);
                     store.listeners.push((k, fd));

@@ -299,7 +299,7 @@ impl Node {
         switch_loc: String,
         ready: Option<Fd>,
         keeper: Option<keeper::Reporter>,
-        restored: Vec<(ioth_stackd::stack::KeptListener, Fd)>,
+        restored: Vec<(ioth_stackd::stack::KeptSocket, Fd)>,
         journal: Option<Fd>,
         restarts: u32,
     ) -> daemon::Options {

@@ -35,7 +35,7 @@ fn restart(server: &str, reset: bool) {
     p.b = Side::new(2, seed, p.now);
     drop(conn);
     for (k, fd) in kept {
-        p.b.stack.restore_listener(&k, fd, p.now);
+        p.b.stack.restore_socket(&k, fd, p.now);
     }
     if reset {
         let local = rec.local.0.unwrap();

@@ -129,3 +129,77 @@ fn connected_udp_takes_only_its_peer() {
     assert_eq!(back.len(), 1, "{back:?}");
     assert_eq!(back[0].1, b"answer");
 }
+
+/// A bound UDP socket outlives its stack, as a listener does (`crate::keeper`): B's server
+/// socket is reported with its daemon end, B's stack is replaced by a new one that takes it
+/// back, and the same application end gets A's next datagram and answers it from the same
+/// port; a datagram that waited on the socketpair during the change is still there. A
+/// connected one keeps its peer.
+#[test]
+fn a_bound_udp_socket_is_taken_back_by_a_new_stack() {
+    use crate::stack::Kept;
+    let mut p = Pair::new(23);
+    p.b.stack.keep_listeners();
+    let (_, srv) = udp(&mut p, B, "10.0.0.2:53");
+    let (cid, conn) = udp(&mut p, B, "10.0.0.2:54");
+    assert_eq!(
+        p.request(
+            B,
+            Request::Connect {
+                id: cid,
+                addr: WireAddr(Some("10.0.0.1:6000".parse().unwrap())),
+            },
+            vec![]
+        )
+        .0,
+        Reply::Ok
+    );
+    let (_, cli) = udp(&mut p, A, "10.0.0.1:6000");
+    let mut kept = std::collections::HashMap::new();
+    for k in p.b.stack.take_kept() {
+        if let Kept::Listen(k, fd) = k {
+            kept.insert(k.id, (k, fd));
+        }
+    }
+    assert_eq!(
+        kept.len(),
+        2,
+        "both bound sockets reported (the last report of each)"
+    );
+    assert!(kept.values().all(|(k, _)| k.udp));
+    assert_eq!(
+        kept.values().filter(|(k, _)| k.peer.is_some()).count(),
+        1,
+        "the connected one with its peer"
+    );
+    // The application wrote while its daemon was gone.
+    send_to(&conn, None, b"waited");
+    p.b = Side::new(2, 99, p.now);
+    for (k, fd) in kept.into_values() {
+        p.b.stack.restore_socket(&k, fd, p.now);
+    }
+    send_to(&cli, Some("10.0.0.2:53"), b"question");
+    let mut got = Vec::new();
+    assert!(p.run_until(SEC, |_| {
+        got.extend(recv_all(&srv));
+        !got.is_empty()
+    }));
+    assert_eq!(
+        got,
+        vec![("10.0.0.1:6000".parse().unwrap(), b"question".to_vec())]
+    );
+    send_to(&srv, Some("10.0.0.1:6000"), b"answer");
+    let mut back = Vec::new();
+    assert!(p.run_until(SEC, |_| {
+        back.extend(recv_all(&cli));
+        back.len() == 2
+    }));
+    back.sort();
+    assert_eq!(
+        back,
+        vec![
+            ("10.0.0.2:53".parse().unwrap(), b"answer".to_vec()),
+            ("10.0.0.2:54".parse().unwrap(), b"waited".to_vec()),
+        ]
+    );
+}

@@ -1,16 +1,24 @@
-//! What outlives the daemon: its listeners (see `crate::keeper`).
+//! What outlives the daemon: its listeners and bound UDP sockets (see `crate::keeper`).
 //!
 //! When the stack keeps listeners (`Stack::keep_listeners`), every socket that starts to
-//! listen is reported with a duplicate of its daemon end ([`Kept::Listen`]), and every one
-//! that goes away ([`Kept::Drop`]). The keeper holds those ends, so that the application's
-//! listener never sees EOF if the daemon dies, and a new daemon takes them back with
-//! [`Stack::restore_listener`]: same socket id, owner, address, port, backlog and options.
+//! listen, and every UDP socket once bound (and again when it connects or disconnects), is
+//! reported with a duplicate of its daemon end ([`Kept::Listen`]), and every one that goes
+//! away ([`Kept::Drop`]). The keeper holds those ends, so that the application's socket
+//! never sees EOF if the daemon dies (a UDP server would read it as a datagram forever),
+//! and a new daemon takes them back with [`Stack::restore_socket`]: same socket id, owner,
+//! address, port, backlog (a listener) or peer (a connected UDP socket) and the binding
+//! options. Datagrams still queued on the socketpair survive too; the other options of a
+//! UDP socket (`SO_BROADCAST`, `IP_RECVERR`, multicast memberships) do not.
 
 use super::*;
 
-/// A listening TCP socket as the keeper stores it.
+/// A listening TCP socket or a bound UDP socket as the keeper stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeptListener {
+pub struct KeptSocket {
+    /// A UDP socket (else a TCP listener).
+    pub udp: bool,
+    /// A connected UDP socket's peer.
+    pub peer: Option<SocketAddr>,
     pub id: u64,
     pub domain: i32,
     pub owner: u32,
@@ -25,14 +33,15 @@ pub struct KeptListener {
 
 /// A change for the keeper ([`Stack::take_kept`]).
 pub enum Kept {
-    /// A new listener, with a duplicate of its daemon end.
-    Listen(KeptListener, Fd),
+    /// A new listener or bound UDP socket (or one whose peer changed), with a duplicate of
+    /// its daemon end.
+    Listen(KeptSocket, Fd),
     /// Socket `id` is gone.
     Drop(u64),
 }
 
-impl KeptListener {
-    pub const LEN: usize = 8 + 4 + 4 + 8 + 1 + 16 + 2 + 4 + 1;
+impl KeptSocket {
+    pub const LEN: usize = 8 + 4 + 4 + 8 + 1 + 16 + 2 + 4 + 1 + 1 + 1 + 16 + 2;
 
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
@@ -50,10 +59,19 @@ impl KeptListener {
         b[41..43].copy_from_slice(&self.port.to_le_bytes());
         b[43..47].copy_from_slice(&self.backlog.to_le_bytes());
         b[47] = self.reuseaddr as u8 | (self.reuseport as u8) << 1 | (self.v6only as u8) << 2;
+        b[48] = self.udp as u8;
+        let (fam, ip, port) = match self.peer {
+            None => (0u8, [0u8; 16], 0),
+            Some(SocketAddr::V4(v)) => (4, v.ip().to_ipv6_mapped().octets(), v.port()),
+            Some(SocketAddr::V6(v)) => (6, v.ip().octets(), v.port()),
+        };
+        b[49] = fam;
+        b[50..66].copy_from_slice(&ip);
+        b[66..68].copy_from_slice(&port.to_le_bytes());
         b
     }
 
-    pub fn decode(b: &[u8]) -> Option<KeptListener> {
+    pub fn decode(b: &[u8]) -> Option<KeptSocket> {
         if b.len() != Self::LEN {
             return None;
         }
@@ -68,7 +86,17 @@ impl KeptListener {
             _ => return None,
         };
         let ino = u64_at(16);
-        Some(KeptListener {
+        let pip = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&b[50..66]).ok()?);
+        let pport = u16::from_le_bytes([b[66], b[67]]);
+        let peer = match b[49] {
+            0 => None,
+            4 => Some(SocketAddr::new(IpAddr::V4(pip.to_ipv4_mapped()?), pport)),
+            6 => Some(SocketAddr::new(IpAddr::V6(pip), pport)),
+            _ => return None,
+        };
+        Some(KeptSocket {
+            udp: b[48] != 0,
+            peer,
             id: u64_at(0),
             domain: u32_at(8) as i32,
             owner: u32_at(12),
@@ -112,7 +140,9 @@ impl<D: Link> Stack<D> {
             log::warn!("listener {id:x}: no fd for the keeper");
             return;
         };
-        let k = KeptListener {
+        let k = KeptSocket {
+            udp: false,
+            peer: None,
             id,
             domain: s.domain,
             owner: s.owner,
@@ -120,6 +150,42 @@ impl<D: Link> Stack<D> {
             addr,
             port,
             backlog: l.backlog as u32,
+            reuseaddr: s.opts.reuseaddr,
+            reuseport: s.opts.reuseport,
+            v6only: s.opts.v6only,
+        };
+        self.kept_ids.insert(id);
+        self.kept.push(Kept::Listen(k, fd));
+    }
+
+    /// UDP socket `id` is bound, or its peer changed (the keeper replaces what it had).
+    pub(super) fn kept_udp(&mut self, id: u64) {
+        if !self.keeping {
+            return;
+        }
+        let Some(s) = self.socks.get(&id) else {
+            return;
+        };
+        let Some((addr, port)) = s.bound else {
+            return;
+        };
+        if s.kind != Kind::Udp || s.dg.h.is_none() {
+            return;
+        }
+        let Ok(fd) = s.dmn.dup_cloexec(0) else {
+            log::warn!("socket {id:x}: no fd for the keeper");
+            return;
+        };
+        let k = KeptSocket {
+            udp: true,
+            peer: s.dg.peer,
+            id,
+            domain: s.domain,
+            owner: s.owner,
+            app_ino: s.app_ino,
+            addr,
+            port,
+            backlog: 0,
             reuseaddr: s.opts.reuseaddr,
             reuseport: s.opts.reuseport,
             v6only: s.opts.v6only,
@@ -150,10 +216,15 @@ impl<D: Link> Stack<D> {
         }
     }
 
-    /// Take back a listener a previous daemon of this node had: `dmn` is its daemon end.
-    pub fn restore_listener(&mut self, k: &KeptListener, dmn: Fd, now: Instant) {
+    /// Take back a listener or UDP socket a previous daemon of this node had: `dmn` is its
+    /// daemon end.
+    pub fn restore_socket(&mut self, k: &KeptSocket, dmn: Fd, now: Instant) {
         self.net.now = now;
         if self.socks.contains_key(&k.id) {
+            return;
+        }
+        if k.udp {
+            self.restore_udp(k, dmn);
             return;
         }
         let _ = sys::fcntl(dmn.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long);
@@ -185,6 +256,43 @@ impl<D: Link> Stack<D> {
     }
 }
 
+impl<D: Link> Stack<D> {
+    fn restore_udp(&mut self, k: &KeptSocket, dmn: Fd) {
+        let _ = sys::fcntl(dmn.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long);
+        let mut s = Sock::new(k.domain, Kind::Udp, dmn, self.work.waker(k.id), k.owner);
+        s.app_ino = k.app_ino;
+        s.bound = Some((k.addr, k.port));
+        s.opts.reuseaddr = k.reuseaddr;
+        s.opts.reuseport = k.reuseport;
+        s.opts.v6only = k.v6only;
+        s.wr = true;
+        self.socks.insert(k.id, s);
+        self.kept_ids.insert(k.id);
+        if let Err(e) = self.udp_open(k.id) {
+            log::warn!("socket {:x}: port {} not restored: {e}", k.id, k.port);
+            self.socks.remove(&k.id);
+            self.kept_drop(k.id);
+            return;
+        }
+        if let Some(peer) = k.peer
+            && self.dgram_connect(k.id, WireAddr(Some(peer))).is_err()
+            && let Some(s) = self.socks.get_mut(&k.id)
+        {
+            // No route yet (an address still to come): the peer all the same.
+            s.dg.peer = Some(peer);
+            s.peer = Some(peer);
+        }
+        self.watch.push((k.id, libc::EPOLL_CTL_ADD));
+        self.work.add(k.id);
+        log::info!(
+            "UDP socket {:x} restored on {:?} port {}",
+            k.id,
+            k.addr,
+            k.port
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,7 +304,9 @@ mod tests {
             Some("10.0.0.5".parse().unwrap()),
             Some("fd00::5".parse().unwrap()),
         ] {
-            let k = KeptListener {
+            let k = KeptSocket {
+                udp: addr.is_some(),
+                peer: addr.map(|a| SocketAddr::new(a, 53)),
                 id: 0x1234_5678_9abc_def0,
                 domain: libc::AF_INET6,
                 owner: 33,
@@ -208,8 +318,8 @@ mod tests {
                 reuseport: false,
                 v6only: true,
             };
-            assert_eq!(KeptListener::decode(&k.encode()), Some(k));
+            assert_eq!(KeptSocket::decode(&k.encode()), Some(k));
         }
-        assert_eq!(KeptListener::decode(&[0u8; 3]), None);
+        assert_eq!(KeptSocket::decode(&[0u8; 3]), None);
     }
 }

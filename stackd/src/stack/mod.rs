@@ -85,7 +85,7 @@ pub use timeout::TcpTimeouts;
 use timeout::{Bounds, Linger, Verdict, Watch};
 use work::Work;
 
-pub use keep::{Kept, KeptListener};
+pub use keep::{Kept, KeptSocket};
 
 /// smoltcp TCP ring sizes (each direction).
 pub const TCP_BUF: usize = 1 << 20;

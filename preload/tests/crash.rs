@@ -217,18 +217,28 @@ fn www(lab: &Lab) -> String {
     sha256(&lab.path("www/big"))
 }
 
-#[test]
-fn nginx_survives_the_death_of_its_stack_daemon() {
+/// nginx's path, if nginx and curl are both installed (else a SKIP line).
+fn nginx_and_curl() -> Option<String> {
     let Some(nginx) = nginx_bin() else {
         eprintln!("SKIP: nginx missing");
-        return;
+        return None;
     };
     if !have("curl") {
         eprintln!("SKIP: curl missing");
-        return;
+        return None;
     }
-    let mut lab = Lab::new("crash-nginx");
-    let want = www(&lab);
+    Some(nginx)
+}
+
+/// nginx (master and two workers, epoll, sendfile) as the node `fd00::1,10.0.0.1` that
+/// `node` makes, serving the lab's files on both addresses, its error log in
+/// `logs/error.log`: (master, workers), once a curl of a node `fd00::3` (made the same way)
+/// gets `/small`.
+fn start_nginx(
+    lab: &mut Lab,
+    nginx: &str,
+    node: impl Fn(&Lab, &str, &str) -> Command,
+) -> (i32, Vec<i32>) {
     let d = lab.dir.display().to_string();
     for sub in ["tmp", "logs"] {
         std::fs::create_dir_all(lab.path(sub)).unwrap();
@@ -248,11 +258,10 @@ http {{
     );
     std::fs::write(lab.path("nginx.conf"), conf).unwrap();
     let elog = format!("{d}/logs/error.log");
-    let mut c = tcp_node(&lab, "fd00::1,10.0.0.1", &nginx);
+    let mut c = node(lab, "fd00::1,10.0.0.1", nginx);
     c.args(["-p", &d, "-e", &elog, "-c"])
         .arg(lab.path("nginx.conf"));
     let master = lab.spawn(c, "nginx.out") as i32;
-    // Master and two workers, serving.
     let workers = wait_for(Duration::from_secs(10), "two nginx workers", || {
         let w: Vec<i32> = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
             .ok()?
@@ -262,13 +271,24 @@ http {{
         (w.len() == 2).then_some(w)
     });
     wait_for(Duration::from_secs(10), "nginx serving", || {
-        tcp_node(&lab, "fd00::3", "curl")
-            .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/big"])
+        node(lab, "fd00::3", "curl")
+            .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/small"])
             .status()
             .ok()?
             .success()
             .then_some(())
     });
+    (master, workers)
+}
+
+#[test]
+fn nginx_survives_the_death_of_its_stack_daemon() {
+    let Some(nginx) = nginx_and_curl() else {
+        return;
+    };
+    let mut lab = Lab::new("crash-nginx");
+    let want = www(&lab);
+    let (master, workers) = start_nginx(&mut lab, &nginx, tcp_node);
     let mut procs = vec![master];
     procs.extend(&workers);
     kill_mid_download(&lab, "fd00::1", "/big", &want, &procs);
@@ -374,6 +394,25 @@ fn keepers(lab: &Lab) -> Vec<i32> {
         .collect()
 }
 
+/// The pid of the daemon of the node with address `ip`, and of its keeper (its parent),
+/// checked to be one of the lab's keepers; and the node's control path.
+fn daemon_and_keeper(lab: &Lab, ip: &str) -> (PathBuf, i32, i32) {
+    let ctl = node_ctl(&lab.path("run"), ip);
+    let dpid: i32 = field(&info(&ctl), "pid").unwrap().parse().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{dpid}/stat")).unwrap();
+    let keeper: i32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    assert!(
+        keepers(lab).contains(&keeper),
+        "the daemon's parent is its keeper"
+    );
+    (ctl, dpid, keeper)
+}
+
 #[test]
 fn a_stopped_node_leaves_its_servers_quiet() {
     let mut lab = Lab::new("crash-stop");
@@ -390,19 +429,7 @@ fn a_stopped_node_leaves_its_servers_quiet() {
             .success()
             .then_some(())
     });
-    let ctl = node_ctl(&lab.path("run"), "fd00::1");
-    let dpid: i32 = field(&info(&ctl), "pid").unwrap().parse().unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{dpid}/stat")).unwrap();
-    let keeper: i32 = stat
-        .rsplit(')')
-        .next()
-        .and_then(|r| r.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    assert!(
-        keepers(&lab).contains(&keeper),
-        "the daemon's parent is its keeper"
-    );
+    let (ctl, dpid, keeper) = daemon_and_keeper(&lab, "fd00::1");
     // The operator stops the node's daemon: it is not started again, and the server's
     // listener stays quiet (no EOF to spin on).
     // SAFETY: signalling the daemon this test's node started, by its pid.
@@ -442,68 +469,13 @@ fn a_stopped_node_leaves_its_servers_quiet() {
 /// nginx still stops when asked.
 #[test]
 fn a_dead_node_leaves_nginx_quiet() {
-    let Some(nginx) = nginx_bin() else {
-        eprintln!("SKIP: nginx missing");
+    let Some(nginx) = nginx_and_curl() else {
         return;
     };
-    if !have("curl") {
-        eprintln!("SKIP: curl missing");
-        return;
-    }
     let mut lab = Lab::new("crash-dead");
     www(&lab);
-    let d = lab.dir.display().to_string();
-    for sub in ["tmp", "logs"] {
-        std::fs::create_dir_all(lab.path(sub)).unwrap();
-        set_mode(&lab.path(sub), 0o777);
-    }
-    let conf = format!(
-        r#"daemon off; master_process on; worker_processes 2;
-pid {d}/logs/nginx.pid; error_log {d}/logs/error.log info;
-events {{ use epoll; worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
-  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
-  server {{ listen [::]:80; listen 10.0.0.1:80; root {d}/www; }}
-}}
-"#
-    );
-    std::fs::write(lab.path("nginx.conf"), conf).unwrap();
-    let elog = format!("{d}/logs/error.log");
-    let mut c = lab.node("fd00::1,10.0.0.1", &nginx);
-    c.args(["-p", &d, "-e", &elog, "-c"])
-        .arg(lab.path("nginx.conf"));
-    let master = lab.spawn(c, "nginx.out") as i32;
-    let workers = wait_for(Duration::from_secs(10), "two nginx workers", || {
-        let w: Vec<i32> = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-            .ok()?
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        (w.len() == 2).then_some(w)
-    });
-    wait_for(Duration::from_secs(10), "nginx serving", || {
-        lab.node("fd00::3", "curl")
-            .args(["-sf", "-o", "/dev/null", "http://[fd00::1]/small"])
-            .status()
-            .ok()?
-            .success()
-            .then_some(())
-    });
-    let ctl = node_ctl(&lab.path("run"), "fd00::1");
-    let dpid: i32 = field(&info(&ctl), "pid").unwrap().parse().unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{dpid}/stat")).unwrap();
-    let keeper: i32 = stat
-        .rsplit(')')
-        .next()
-        .and_then(|r| r.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    assert!(
-        keepers(&lab).contains(&keeper),
-        "the daemon's parent is its keeper"
-    );
+    let (master, workers) = start_nginx(&mut lab, &nginx, |l, ip, p| l.node(ip, p));
+    let (_, dpid, keeper) = daemon_and_keeper(&lab, "fd00::1");
     kill9(keeper);
     kill9(dpid);
     // Each worker reads the EOF once per listener.

@@ -124,42 +124,17 @@ impl<D: Link> Stack<D> {
 
     /// Socket `id` just started to listen.
     pub(super) fn kept_listen(&mut self, id: u64) {
-        if !self.keeping {
-            return;
-        }
-        let Some(s) = self.socks.get(&id) else {
-            return;
-        };
-        let TcpState::Listening(l) = &s.tcp else {
-            return;
-        };
-        let Some((addr, port)) = s.bound else {
-            return;
-        };
-        let Ok(fd) = s.dmn.dup_cloexec(0) else {
-            log::warn!("listener {id:x}: no fd for the keeper");
-            return;
-        };
-        let k = KeptSocket {
-            udp: false,
-            peer: None,
-            id,
-            domain: s.domain,
-            owner: s.owner,
-            app_ino: s.app_ino,
-            addr,
-            port,
-            backlog: l.backlog as u32,
-            reuseaddr: s.opts.reuseaddr,
-            reuseport: s.opts.reuseport,
-            v6only: s.opts.v6only,
-        };
-        self.kept_ids.insert(id);
-        self.kept.push(Kept::Listen(k, fd));
+        self.kept_report(id);
     }
 
     /// UDP socket `id` is bound, or its peer changed (the keeper replaces what it had).
     pub(super) fn kept_udp(&mut self, id: u64) {
+        self.kept_report(id);
+    }
+
+    /// Report socket `id` to the keeper, with a duplicate of its daemon end, if it is a
+    /// listener or a bound UDP socket.
+    fn kept_report(&mut self, id: u64) {
         if !self.keeping {
             return;
         }
@@ -169,23 +144,25 @@ impl<D: Link> Stack<D> {
         let Some((addr, port)) = s.bound else {
             return;
         };
-        if s.kind != Kind::Udp || s.dg.h.is_none() {
-            return;
-        }
+        let (udp, backlog) = match &s.tcp {
+            TcpState::Listening(l) if s.kind == Kind::Tcp => (false, l.backlog as u32),
+            _ if s.kind == Kind::Udp && s.dg.h.is_some() => (true, 0),
+            _ => return,
+        };
         let Ok(fd) = s.dmn.dup_cloexec(0) else {
             log::warn!("socket {id:x}: no fd for the keeper");
             return;
         };
         let k = KeptSocket {
-            udp: true,
-            peer: s.dg.peer,
+            udp,
+            peer: if udp { s.dg.peer } else { None },
             id,
             domain: s.domain,
             owner: s.owner,
             app_ino: s.app_ino,
             addr,
             port,
-            backlog: 0,
+            backlog,
             reuseaddr: s.opts.reuseaddr,
             reuseport: s.opts.reuseport,
             v6only: s.opts.v6only,
@@ -227,14 +204,7 @@ impl<D: Link> Stack<D> {
             self.restore_udp(k, dmn);
             return;
         }
-        let _ = sys::fcntl(dmn.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long);
-        let mut s = Sock::new(k.domain, Kind::Tcp, dmn, self.work.waker(k.id), k.owner);
-        s.app_ino = k.app_ino;
-        s.bound = Some((k.addr, k.port));
-        s.opts.reuseaddr = k.reuseaddr;
-        s.opts.reuseport = k.reuseport;
-        s.opts.v6only = k.v6only;
-        s.wr = true;
+        let mut s = self.kept_sock(k, dmn, Kind::Tcp);
         s.tcp = TcpState::Listening(Listener {
             backlog: (k.backlog as usize).clamp(1, MAX_BACKLOG),
             pool: Vec::new(),
@@ -257,15 +227,21 @@ impl<D: Link> Stack<D> {
 }
 
 impl<D: Link> Stack<D> {
-    fn restore_udp(&mut self, k: &KeptSocket, dmn: Fd) {
+    /// The socket a kept one was, on its daemon end `dmn`: id, owner, binding, options.
+    fn kept_sock(&mut self, k: &KeptSocket, dmn: Fd, kind: Kind) -> Sock {
         let _ = sys::fcntl(dmn.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long);
-        let mut s = Sock::new(k.domain, Kind::Udp, dmn, self.work.waker(k.id), k.owner);
+        let mut s = Sock::new(k.domain, kind, dmn, self.work.waker(k.id), k.owner);
         s.app_ino = k.app_ino;
         s.bound = Some((k.addr, k.port));
         s.opts.reuseaddr = k.reuseaddr;
         s.opts.reuseport = k.reuseport;
         s.opts.v6only = k.v6only;
         s.wr = true;
+        s
+    }
+
+    fn restore_udp(&mut self, k: &KeptSocket, dmn: Fd) {
+        let s = self.kept_sock(k, dmn, Kind::Udp);
         self.socks.insert(k.id, s);
         self.kept_ids.insert(k.id);
         if let Err(e) = self.udp_open(k.id) {

@@ -268,18 +268,11 @@ impl Daemon {
             // Control requests after the sockets' events: a socket the app closed before its
             // next request is known closed (and its descriptor can be freed) when the
             // request is read.
-            for ev in evs.iter().take(n).filter(|e| e.u64 & T_MASK != T_CTL) {
-                let (tok, bits) = (ev.u64, ev.events);
-                self.event(tok, bits);
-            }
-            let mut had_ctl = false;
-            for ev in evs.iter().take(n).filter(|e| e.u64 & T_MASK == T_CTL) {
-                let (tok, bits) = (ev.u64, ev.events);
-                self.event(tok, bits);
-                had_ctl = true;
-            }
-            if had_ctl {
-                self.events_after_requests(&mut evs);
+            self.dispatch(&evs[..n], false);
+            if self.dispatch(&evs[..n], true) {
+                // The sockets' events that came while the requests were read (see `dispatch`).
+                let n = sys::epoll_wait(self.ep.raw(), &mut evs, 0).unwrap_or(0);
+                self.dispatch(&evs[..n], false);
             }
             if self.stack.poll(now()).link_down {
                 self.switch_gone();
@@ -310,20 +303,26 @@ impl Daemon {
         }
     }
 
-    /// The sockets' events that came while control requests were read. A connection's
-    /// requests are read in a burst (up to 64 per wake-up), and a fast client may have
-    /// closed a socket and sent several requests in the meantime; the kernel's close is
-    /// over when it returns, so before the stack polls (and reads the data those requests
-    /// were followed by: a datagram to the port just closed must find it closed and be
-    /// answered with "port unreachable"), it must know of every close the requests came
-    /// after. The control connections' own events are left for the next turn (they are
-    /// level-triggered and come again); the sockets' are edge-triggered and taken now.
-    fn events_after_requests(&mut self, evs: &mut [libc::epoll_event]) {
-        let n = sys::epoll_wait(self.ep.raw(), evs, 0).unwrap_or(0);
-        for ev in evs.iter().take(n).filter(|e| e.u64 & T_MASK != T_CTL) {
+    /// Handle the control connections' events (`ctl`) or every other one in `evs`; whether
+    /// there were any.
+    ///
+    /// After a batch with control requests, the loop takes the sockets' events that came
+    /// while they were read, before the stack polls. A connection's requests are read in a
+    /// burst (up to 64 per wake-up), and a fast client may have closed a socket and sent
+    /// several requests in the meantime; the kernel's close is over when it returns, so the
+    /// stack must know of every close the requests came after before it reads the data
+    /// they were followed by (a datagram to the port just closed must find it closed and
+    /// be answered with "port unreachable"). The control connections' own events are left
+    /// for the next turn (they are level-triggered and come again); the sockets' are
+    /// edge-triggered and taken at once.
+    fn dispatch(&mut self, evs: &[libc::epoll_event], ctl: bool) -> bool {
+        let mut any = false;
+        for ev in evs.iter().filter(|e| (e.u64 & T_MASK == T_CTL) == ctl) {
             let (tok, bits) = (ev.u64, ev.events);
             self.event(tok, bits);
+            any = true;
         }
+        any
     }
 
     fn timeout_ms(&mut self) -> i32 {

@@ -193,7 +193,7 @@ impl<D: Link> Stack<D> {
         s.dg.h = Some(net.set.add(u));
         s.rd = true;
         self.work.add(id);
-        self.kept_udp(id);
+        self.kept_report(id);
         Ok(())
     }
 
@@ -202,7 +202,7 @@ impl<D: Link> Stack<D> {
             let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
             s.dg.peer = None;
             s.peer = None;
-            self.kept_udp(id);
+            self.kept_report(id);
             return Ok(Reply::Ok);
         };
         let s = self.socks.get(&id).ok_or(Errno::EBADF)?;
@@ -222,7 +222,7 @@ impl<D: Link> Stack<D> {
                 port,
             ));
         }
-        self.kept_udp(id);
+        self.kept_report(id);
         Ok(Reply::Ok)
     }
 

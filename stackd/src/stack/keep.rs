@@ -41,7 +41,7 @@ pub enum Kept {
 }
 
 impl KeptSocket {
-    pub const LEN: usize = 8 + 4 + 4 + 8 + 1 + 16 + 2 + 4 + 1 + 1 + 1 + 16 + 2;
+    pub const LEN: usize = 8 + 4 + 4 + 8 + 1 + 16 + 2 + 4 + 1 + 1 + WireAddr::LEN;
 
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
@@ -60,14 +60,9 @@ impl KeptSocket {
         b[43..47].copy_from_slice(&self.backlog.to_le_bytes());
         b[47] = self.reuseaddr as u8 | (self.reuseport as u8) << 1 | (self.v6only as u8) << 2;
         b[48] = self.udp as u8;
-        let (fam, ip, port) = match self.peer {
-            None => (0u8, [0u8; 16], 0),
-            Some(SocketAddr::V4(v)) => (4, v.ip().to_ipv6_mapped().octets(), v.port()),
-            Some(SocketAddr::V6(v)) => (6, v.ip().octets(), v.port()),
-        };
-        b[49] = fam;
-        b[50..66].copy_from_slice(&ip);
-        b[66..68].copy_from_slice(&port.to_le_bytes());
+        let mut peer = Vec::with_capacity(WireAddr::LEN);
+        WireAddr(self.peer).encode(&mut peer);
+        b[49..].copy_from_slice(&peer);
         b
     }
 
@@ -86,17 +81,9 @@ impl KeptSocket {
             _ => return None,
         };
         let ino = u64_at(16);
-        let pip = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&b[50..66]).ok()?);
-        let pport = u16::from_le_bytes([b[66], b[67]]);
-        let peer = match b[49] {
-            0 => None,
-            4 => Some(SocketAddr::new(IpAddr::V4(pip.to_ipv4_mapped()?), pport)),
-            6 => Some(SocketAddr::new(IpAddr::V6(pip), pport)),
-            _ => return None,
-        };
         Some(KeptSocket {
             udp: b[48] != 0,
-            peer,
+            peer: WireAddr::decode(&b[49..]).ok()?.0,
             id: u64_at(0),
             domain: u32_at(8) as i32,
             owner: u32_at(12),
@@ -122,19 +109,10 @@ impl<D: Link> Stack<D> {
         std::mem::take(&mut self.kept)
     }
 
-    /// Socket `id` just started to listen.
-    pub(super) fn kept_listen(&mut self, id: u64) {
-        self.kept_report(id);
-    }
-
-    /// UDP socket `id` is bound, or its peer changed (the keeper replaces what it had).
-    pub(super) fn kept_udp(&mut self, id: u64) {
-        self.kept_report(id);
-    }
-
     /// Report socket `id` to the keeper, with a duplicate of its daemon end, if it is a
-    /// listener or a bound UDP socket.
-    fn kept_report(&mut self, id: u64) {
+    /// listener or a bound UDP socket: when it starts to listen, when a UDP socket is bound
+    /// and when its peer changes (the keeper replaces what it had).
+    pub(super) fn kept_report(&mut self, id: u64) {
         if !self.keeping {
             return;
         }
@@ -145,7 +123,7 @@ impl<D: Link> Stack<D> {
             return;
         };
         let (udp, backlog) = match &s.tcp {
-            TcpState::Listening(l) if s.kind == Kind::Tcp => (false, l.backlog as u32),
+            TcpState::Listening(l) => (false, l.backlog as u32),
             _ if s.kind == Kind::Udp && s.dg.h.is_some() => (true, 0),
             _ => return,
         };
@@ -274,7 +252,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kept_listener_round_trips() {
+    fn kept_socket_round_trips() {
         for addr in [
             None,
             Some("10.0.0.5".parse().unwrap()),

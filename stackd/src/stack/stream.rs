@@ -191,7 +191,7 @@ impl<D: Link> Stack<D> {
             short: false,
         });
         net.refill(s);
-        self.kept_listen(id);
+        self.kept_report(id);
         self.listeners.push(id);
         self.loud(id);
         Ok(Reply::Ok)

@@ -80,14 +80,17 @@ fn field(info: &str, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// CPU ticks (user + system) of `pid` so far.
-fn cpu_ticks(pid: i32) -> u64 {
+/// CPU seconds (user + system) of `pid` so far.
+fn cpu_secs(pid: i32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     // Fields 14 and 15 of stat; `after` starts at field 3.
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz
 }
 
 /// Kill the server node's daemon while `reader` downloads `path`; check the failure is prompt
@@ -108,7 +111,7 @@ fn kill_mid_download(lab: &Lab, server: &str, path: &str, want: &str, procs: &[i
     let mut lines = BufReader::new(reader.stdout.take().unwrap()).lines();
     let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
     assert_eq!(first, "READY", "the download did not start");
-    let ticks0: Vec<u64> = procs.iter().map(|p| cpu_ticks(*p)).collect();
+    let cpu0: Vec<f64> = procs.iter().map(|p| cpu_secs(*p)).collect();
     let t0 = Instant::now();
     kill9(dpid);
 
@@ -184,10 +187,8 @@ fn kill_mid_download(lab: &Lab, server: &str, path: &str, want: &str, procs: &[i
 
     // Nobody spun meanwhile: at most a tenth of one CPU each over the whole time.
     let spent = t0.elapsed().as_secs_f64();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    for (p, t) in procs.iter().zip(ticks0) {
-        let used = (cpu_ticks(*p) - t) as f64 / hz;
+    for (p, t) in procs.iter().zip(cpu0) {
+        let used = cpu_secs(*p) - t;
         assert!(
             used < 0.1 * spent + 0.05,
             "process {p} used {used:.2} s of CPU in {spent:.2} s"
@@ -435,14 +436,12 @@ fn a_stopped_node_leaves_its_servers_quiet() {
     // SAFETY: signalling the daemon this test's node started, by its pid.
     unsafe { libc::kill(dpid, libc::SIGTERM) };
     let t0 = Instant::now();
-    let ticks0 = cpu_ticks(server);
+    let cpu0 = cpu_secs(server);
     wait_for(Duration::from_secs(5), "the daemon to stop", || {
         (!Path::new(&format!("/proc/{dpid}")).exists()).then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let used = (cpu_ticks(server) - ticks0) as f64 / hz;
+    let used = cpu_secs(server) - cpu0;
     let spent = t0.elapsed().as_secs_f64();
     assert!(
         used < 0.1 * spent + 0.05,
@@ -487,12 +486,10 @@ fn a_dead_node_leaves_nginx_quiet() {
     );
     let mut procs = vec![master];
     procs.extend(&workers);
-    let ticks0: u64 = procs.iter().map(|&p| cpu_ticks(p)).sum();
+    let cpu0: f64 = procs.iter().map(|&p| cpu_secs(p)).sum();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let used = (procs.iter().map(|&p| cpu_ticks(p)).sum::<u64>() - ticks0) as f64 / hz;
+    let used = procs.iter().map(|&p| cpu_secs(p)).sum::<f64>() - cpu0;
     let spent = t0.elapsed().as_secs_f64();
     assert!(
         used < 0.1 * spent + 0.05,
@@ -571,15 +568,13 @@ fn a_udp_server_survives_the_death_of_its_stack_daemon() {
     });
     let ctl = node_ctl(&lab.path("run"), "fd00::1");
     let dpid: i32 = field(&info(&ctl), "pid").unwrap().parse().unwrap();
-    let ticks0 = cpu_ticks(server);
+    let cpu0 = cpu_secs(server);
     let t0 = Instant::now();
     kill9(dpid);
     assert_eq!(ask(&lab, "two"), "echo two", "{}", lab.log("server.out"));
     let after = info(&ctl);
     assert_ne!(field(&after, "pid"), Some(dpid.to_string()), "{after}");
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let used = (cpu_ticks(server) - ticks0) as f64 / hz;
+    let used = cpu_secs(server) - cpu0;
     let spent = t0.elapsed().as_secs_f64();
     assert!(
         used < 0.2 * spent + 0.05,

@@ -38,13 +38,22 @@
 //!   failing bind means the id is taken: pick another), and may send requests about the socket
 //!   right after it on the same connection. The daemon adopts a registered socket like one it
 //!   made; one it cannot adopt (bad type, id in use) is dropped, so the app's end sees EOF.
+//!   A TCP socket is registered without a daemon end: the client's socket is an unconnected
+//!   `AF_UNIX` stream socket (attached: its own end, for its inode) until its first `connect`
+//!   (the fd attached: the daemon connects it, to another node's kernel listener, or to its
+//!   own door, `names::node_door_name`, whose accepted end is then the socket's daemon end;
+//!   a reply [`E_CUT_WAIT`] means "ask again") or `listen` (the client's kernel listener
+//!   attached, bound to `names::listener_name`; or, that name being taken, the socket itself,
+//!   which the daemon then connects to its door). Until then its record holds only addresses
+//!   and options, and goes when the application's name is free (`app_gone`).
 //!   A request from another connection that names an unknown client id makes the daemon read
 //!   its other connections first (the `Register` may be queued there, before a `fork`).
 //! * `Connect` carries the application's fd. The daemon returns `EINPROGRESS`, makes the fd
 //!   unwritable (tiny `SO_SNDBUF` and filler it later drains) until the handshake ends, then
 //!   restores the buffer: writability means "connect finished", and `SO_ERROR` (a `GetSockOpt`)
 //!   says how. A blocking connect is the client polling for `POLLOUT`, then asking `SO_ERROR`.
-//! * `ConnectAsync` is a one-way `Connect` for a non-blocking connect: the client has already
+//! * `ConnectAsync` (no longer sent by the shim) is a one-way `Connect` for a non-blocking
+//!   connect: the client has already
 //!   made its fd unwritable (tiny `SO_SNDBUF`, `filler` bytes written) and returns
 //!   `EINPROGRESS` at once; any error, even one `Connect` would answer at once, comes as
 //!   `SO_ERROR` with the fd writable and shut down. Only for a socket that never connected
@@ -52,6 +61,11 @@
 //!   app end's `SO_PRIORITY` (the kernel fd's own, unused by a socketpair; the virtual
 //!   socket's `SO_PRIORITY` lives in the daemon) until the first `connect` or `listen`, which
 //!   clears it before anything else.
+//! * A kernel listener's connections come from the kernel's `accept`, each starting with its
+//!   [`AcceptRecord`], written by whoever connected (the daemon, from a socket named
+//!   `names::socket_name(node, id)`; or the connecting node's daemon, for a cut-through
+//!   connection, whose record's id has [`MIRROR_BIT`]: the accepting client then sends its
+//!   daemon an `Adopt`).
 //! * After `Listen` the fd is a listener: for each established connection the daemon writes one
 //!   [`AcceptRecord`] (64 bytes) with the connection's fd attached. `accept` is one `recvmsg` of
 //!   64 bytes in any process that holds the listener. Out of descriptors for a connection's
@@ -262,7 +276,10 @@ pub fn is_one_way(msg: &[u8]) -> bool {
         return false;
     }
     let op = u16::from_le_bytes([msg[4], msg[5]]);
-    no_reply(msg) || op == Op::Register as u16 || op == Op::ConnectAsync as u16
+    no_reply(msg)
+        || op == Op::Register as u16
+        || op == Op::ConnectAsync as u16
+        || op == Op::Adopt as u16
 }
 
 /// The sequence number of an encoded request (0 if none or unreadable), which its reply
@@ -299,6 +316,19 @@ pub fn client_id(random: u64) -> SockId {
 /// A daemon-chosen socket id from random bits: never a client id, bits 59..63 clear.
 pub fn daemon_id(random: u64) -> SockId {
     (random & (CLIENT_ID_BIT - 1)) | 1
+}
+
+/// The id, in the connecting node's daemon, of the accepted end of the cut-through
+/// connection whose connecting socket is `id` there: the accepting application's
+/// `getsockname`, `getpeername` and options go to that record (`names::listener_name`).
+pub const MIRROR_BIT: u64 = 1 << 60;
+
+/// The errno of a `Connect` reply that means "not yet: ask again in a moment" (the daemon
+/// waits to hear from the peer before it chooses cut-through or TCP). Never a real errno.
+pub const E_CUT_WAIT: i32 = 0x10c7;
+
+pub fn mirror_id(id: SockId) -> SockId {
+    id | MIRROR_BIT
 }
 
 /// Whether `id` was chosen by a client ([`CLIENT_ID_BIT`]).
@@ -380,6 +410,7 @@ pub enum Op {
     SetNeighbour = 14,
     Join = 15,
     Subscribe = 16,
+    Adopt = 17,
 }
 
 impl Op {
@@ -394,6 +425,7 @@ impl Op {
             6 => GetSockName,
             7 => GetPeerName,
             8 => GetSockOpt,
+            17 => Adopt,
             9 => SetSockOpt,
             10 => Shutdown,
             11 => NodeInfo,
@@ -463,14 +495,25 @@ pub enum Request {
     NodeInfo,
     /// One-way, never answered: adopt the socketpair end attached as socket `id` (a client id,
     /// see [`CLIENT_ID_BIT`]), created as by `Socket { domain, ty, protocol }`. The pair is
-    /// `SOCK_STREAM` for TCP, `SOCK_SEQPACKET` for datagram sockets. A second fd, the
-    /// client's own end, may follow: the daemon keeps only its inode, to tell that end from
-    /// another socket bound to the same name after the client closed it.
+    /// `SOCK_SEQPACKET` for datagram sockets. A second fd, the client's own end, may follow:
+    /// the daemon keeps only its inode, to tell that end from another socket bound to the
+    /// same name after the client closed it. TCP: only the client's own end, unconnected
+    /// (the daemon's end comes through the door, see the module docs).
     Register {
         id: SockId,
         domain: i32,
         ty: i32,
         protocol: i32,
+    },
+    /// One-way, never answered: the accepting application's record of a cut-through
+    /// connection (`id`: `mirror_id` of the connecting socket's id) that its listener `lid`
+    /// took from another node's application (`names::listener_name`), with the connection
+    /// attached; `local` and `peer` as its `accept` gave them.
+    Adopt {
+        id: SockId,
+        lid: SockId,
+        local: WireAddr,
+        peer: WireAddr,
     },
     /// One-way, never answered: a TCP `Connect` whose client does not wait (module docs); the
     /// app's fd is attached, `filler`: bytes the client wrote into it to make it unwritable.
@@ -524,6 +567,7 @@ impl Request {
             Request::ConnectAsync { .. } => Op::ConnectAsync,
             Request::SetNeighbour { .. } => Op::SetNeighbour,
             Request::Join { .. } => Op::Join,
+            Request::Adopt { .. } => Op::Adopt,
             Request::Subscribe { .. } => Op::Subscribe,
         }
     }
@@ -541,7 +585,8 @@ impl Request {
             | Request::Shutdown { id, .. }
             | Request::Register { id, .. }
             | Request::ConnectAsync { id, .. }
-            | Request::Join { id } => *id,
+            | Request::Join { id }
+            | Request::Adopt { id, .. } => *id,
             _ => 0,
         }
     }
@@ -600,6 +645,13 @@ impl Request {
             }
             Request::Shutdown { how, .. } => b.extend_from_slice(&how.to_le_bytes()),
             Request::Subscribe { groups } => b.extend_from_slice(&groups.to_le_bytes()),
+            Request::Adopt {
+                lid, local, peer, ..
+            } => {
+                b.extend_from_slice(&lid.to_le_bytes());
+                local.encode(&mut b);
+                peer.encode(&mut b);
+            }
         }
         b
     }
@@ -681,6 +733,12 @@ impl Request {
                 protocol: r.i32()?,
             },
             Op::Join => Request::Join { id },
+            Op::Adopt => Request::Adopt {
+                id,
+                lid: r.u64()?,
+                local: r.addr()?,
+                peer: r.addr()?,
+            },
             Op::Subscribe => Request::Subscribe { groups: r.u32()? },
             Op::SetNeighbour => {
                 let addr = r.addr()?;
@@ -1026,6 +1084,12 @@ mod tests {
         vec![
             Request::Hello { pid: 77 },
             Request::Join { id: 5 },
+            Request::Adopt {
+                id: mirror_id(7),
+                lid: 9,
+                local: b,
+                peer: b,
+            },
             Request::Socket {
                 domain: libc::AF_INET6,
                 ty: libc::SOCK_STREAM,

@@ -135,6 +135,13 @@ pub fn node_ctl_name(node: u64) -> UnixAddr {
     UnixAddr::Abstract(format!("ioth/{node:016x}/ctl").into_bytes())
 }
 
+/// The abstract name of node `node`'s door: a TCP socket the shim made is an unconnected
+/// `AF_UNIX` stream socket until it connects or listens; then the shim connects it here, and
+/// the daemon takes the accepted end as the socket's daemon end (`ctl::Request::Register`).
+pub fn node_door_name(node: u64) -> UnixAddr {
+    UnixAddr::Abstract(format!("ioth/{node:016x}/door").into_bytes())
+}
+
 /// The abstract name bound to the application end of socket `sock` of node `node`.
 ///
 /// The id is written scrambled (times an odd constant, a bijection on `u64`), all 16 digits:
@@ -144,6 +151,26 @@ pub fn node_ctl_name(node: u64) -> UnixAddr {
 pub fn socket_name(node: u64, sock: u64) -> UnixAddr {
     let s = sock.wrapping_mul(SCRAMBLE);
     UnixAddr::Abstract(format!("ioth/{node:016x}/{s:016x}").into_bytes())
+}
+
+/// The abstract name of the kernel listener that socket `sock` of node `node` becomes when it
+/// listens (a socket the shim made: `ctl`, Listen): its connections, TCP ones handed over by
+/// the daemon and cut-through ones from other nodes' applications, are the kernel's own
+/// `accept`. The socket name with an `L` after the id: an accepted connection carries its
+/// listener's name, so a name like this is a listener or one of its connections (told
+/// apart by the peer's name).
+pub fn listener_name(node: u64, sock: u64) -> UnixAddr {
+    let s = sock.wrapping_mul(SCRAMBLE);
+    UnixAddr::Abstract(format!("ioth/{node:016x}/{s:016x}L").into_bytes())
+}
+
+/// Recognise a name made by [`listener_name`]: `(node, sock)`.
+pub fn parse_listener_name(addr: &UnixAddr) -> Option<(u64, u64)> {
+    let UnixAddr::Abstract(n) = addr else {
+        return None;
+    };
+    let n = n.strip_suffix(b"L")?;
+    parse_socket_name(&UnixAddr::Abstract(n.to_vec()))
 }
 
 /// The odd constant of [`socket_name`] and its inverse modulo 2^64.
@@ -185,6 +212,10 @@ mod tests {
             None
         );
         assert_eq!(parse_socket_name(&UnixAddr::Path(b"/tmp/x".to_vec())), None);
+        let l = listener_name(5, 77);
+        assert_eq!(parse_listener_name(&l), Some((5, 77)));
+        assert_eq!(parse_socket_name(&l), None);
+        assert_eq!(parse_listener_name(&socket_name(5, 77)), None);
     }
 
     fn tmp(name: &str) -> PathBuf {

@@ -13,13 +13,14 @@
 //! * *Blocking*: the daemon never blocks. A blocking `connect` waits here with `poll(POLLOUT)`
 //!   on the fd itself (bounded by `SO_SNDTIMEO`, interrupted by signals with `EINTR`); a
 //!   blocking `accept` is a blocking `recvmsg` on the listener.
-//! * *No round trip where none is needed*: a TCP `socket` makes its socketpair here and
-//!   registers it one-way (`Register`); the first non-blocking `connect` of such a socket is
-//!   one-way too (`ConnectAsync`; "never connected" is a mark in the fd's own `SO_PRIORITY`,
-//!   so it survives fork and dup); `TCP_CORK` is kept by the process ([`crate::cork`]).
-//!   Errors a first non-blocking connect would report at once (`ENETUNREACH`) then come as
-//!   `SO_ERROR` after `EINPROGRESS`, which programs already handle for a refused connect.
-//!   `SO_ERROR` of a TCP socket whose pair end shows no shutdown is 0, known here
+//! * *No round trip where none is needed*: a TCP `socket` makes an unconnected `AF_UNIX`
+//!   stream socket here and registers it one-way (`Register`); "never connected" is a mark in
+//!   the fd's own `SO_PRIORITY`, so it survives fork and dup. Its first `connect` (one round
+//!   trip, the fd attached) is done by the daemon: straight to another node's kernel
+//!   listener (cut-through), or to the daemon's door (TCP). Its `listen` makes a kernel
+//!   listener in its place ([`kernel_listener`]), whose `accept` is the kernel's
+//!   ([`accept_kernel`]). `TCP_CORK` is kept by the process ([`crate::cork`]). `SO_ERROR`
+//!   of a TCP socket whose pair end shows no shutdown is 0, known here
 //!   ([`no_error_pending`]).
 //!
 //! Elsewhere: datagram framing for UDP and ICMP sockets ([`crate::dgram`], hooked in
@@ -49,7 +50,7 @@ pub trait Control {
     fn post(&self, node: u64, req: &Request) -> Result<(), Errno> {
         self.call(node, req, None).map(drop)
     }
-    /// A one-way request about a socket of `node` with fds attached (`ConnectAsync`).
+    /// A one-way request about a socket of `node` with fds attached (`Adopt`).
     fn post_fds(&self, node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
         self.call_fds(node, req, fds).map(drop)
     }
@@ -104,6 +105,8 @@ impl Control for Daemons {
 pub struct Virt {
     pub node: u64,
     pub id: u64,
+    /// The fd is a kernel listener (`names::listener_name`): accept is the kernel's.
+    pub kl: bool,
 }
 
 /// Is `fd` a virtual socket? One `getsockname`; anything else (other sockets, files, bad fds)
@@ -113,7 +116,34 @@ pub fn virt(fd: RawFd) -> Option<Virt> {
         return None;
     }
     let name = sys::getsockname_unix(fd).ok()??;
-    names::parse_socket_name(&name).map(|(node, id)| Virt { node, id })
+    if let Some((node, id)) = names::parse_socket_name(&name) {
+        return Some(Virt {
+            node,
+            id,
+            kl: false,
+        });
+    }
+    let (node, id) = names::parse_listener_name(&name)?;
+    // A kernel listener, or one of its connections (named as their listener): the peer says
+    // which. The daemon hands a TCP connection over from a socket of its own; a cut-through
+    // one comes from the connecting application's socket, whose node keeps its record.
+    match sys::getpeername_unix(fd) {
+        Err(e) if e.0 == libc::ENOTCONN => Some(Virt { node, id, kl: true }),
+        Ok(Some(peer)) => {
+            let (pnode, pid) = names::parse_socket_name(&peer)?;
+            let id = if pnode == node && !ctl::is_client_id(pid) {
+                pid
+            } else {
+                ctl::mirror_id(pid)
+            };
+            Some(Virt {
+                node,
+                id,
+                kl: false,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Should `socket(domain, ty, protocol)` be virtual? TCP, UDP, ICMP echo and raw ICMPv6
@@ -185,9 +215,11 @@ pub fn bind(c: &dyn Control, v: Virt, addr: WireAddr) -> Result<(), Errno> {
 }
 
 pub fn listen(c: &dyn Control, v: Virt, fd: RawFd, backlog: i32) -> Result<(), Errno> {
-    if ctl::is_client_id(v.id) {
-        // A listener is no longer fresh (see `connect`).
-        let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, 0);
+    if v.kl {
+        // Listening already (a new backlog).
+        sys::listen(fd, backlog)?;
+    } else if claims_kernel_listen(v, fd) {
+        return listen_kernel(c, v, fd, backlog);
     }
     expect_ok(
         c.call(v.node, &Request::Listen { id: v.id, backlog }, None)?
@@ -195,6 +227,87 @@ pub fn listen(c: &dyn Control, v: Virt, fd: RawFd, backlog: i32) -> Result<(), E
     )?;
     listeners::remember(v);
     Ok(())
+}
+
+/// `listen` on a socket the shim made (never connected): it becomes a kernel listener bound
+/// to `names::listener_name`, put in the fd's place with `dup3` (the socket was unconnected
+/// and is not watched yet: a program adds a listener to its epoll set after `listen`). The
+/// daemon hands its TCP connections over by connecting to it, and other nodes' applications
+/// connect to it directly (cut-through); `accept` is the kernel's ([`accept_kernel`]).
+fn listen_kernel(c: &dyn Control, v: Virt, fd: RawFd, backlog: i32) -> Result<(), Errno> {
+    let cloexec = sys::fcntl(fd, libc::F_GETFD, 0)? & libc::FD_CLOEXEC != 0;
+    let Some(l) = kernel_listener(c, v, fd, backlog)? else {
+        return Ok(());
+    };
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    sys::dup3(l.raw(), fd, flags)?;
+    crate::debug!("listen({fd}): a kernel listener now");
+    Ok(())
+}
+
+/// The kernel listener that the fresh socket `fd` (`v`) becomes: bound to its listener name,
+/// listening with `backlog`, its daemon told; `fd`'s `O_NONBLOCK`, close-on-exec. The caller
+/// puts it in `fd`'s place (`ioth-exec`: in the traced process's table). `None`: `fd`
+/// listens through its daemon instead (the listener name was taken). On failure `fd` stays
+/// fresh.
+pub fn kernel_listener(
+    c: &dyn Control,
+    v: Virt,
+    fd: RawFd,
+    backlog: i32,
+) -> Result<Option<Fd>, Errno> {
+    let fl = sys::fcntl(fd, libc::F_GETFL, 0)?;
+    let l = sys::socket(
+        libc::AF_UNIX,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | (fl & libc::O_NONBLOCK),
+        0,
+    )?;
+    let undo = |e: Errno| {
+        let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, ctl::FRESH_PRIORITY);
+        e
+    };
+    let listen = Request::Listen { id: v.id, backlog };
+    match sys::bind_unix(l.raw(), &names::listener_name(v.node, v.id)) {
+        Ok(()) => {}
+        Err(e) if e == Errno::EADDRINUSE => {
+            // Someone took the name (it is public once the socket exists): the socket
+            // listens through its daemon instead (accept records; no cut-through to it).
+            crate::debug!("listen({fd}): listener name taken: through the daemon");
+            expect_ok(c.call(v.node, &listen, Some(fd))?.0).map_err(undo)?;
+            listeners::remember(v);
+            return Ok(None);
+        }
+        Err(e) => return Err(undo(e)),
+    }
+    sys::listen(l.raw(), backlog).map_err(undo)?;
+    expect_ok(c.call(v.node, &listen, Some(l.raw()))?.0).map_err(undo)?;
+    listeners::remember(Virt { kl: true, ..v });
+    Ok(Some(l))
+}
+
+/// `listen` on a fresh socket (its mark taken) through its daemon: accept records, as for a
+/// socket the daemon made (`ioth-exec`, which must not block in a kernel `accept`).
+pub fn listen_through_daemon(
+    c: &dyn Control,
+    v: Virt,
+    fd: RawFd,
+    backlog: i32,
+) -> Result<(), Errno> {
+    let r = c
+        .call(v.node, &Request::Listen { id: v.id, backlog }, Some(fd))?
+        .0;
+    if let Err(e) = expect_ok(r) {
+        let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, ctl::FRESH_PRIORITY);
+        return Err(e);
+    }
+    listeners::remember(v);
+    Ok(())
+}
+
+/// Whether `listen` on `fd` (`v`) makes a kernel listener ([`kernel_listener`]): a socket the
+/// shim made that never connected nor listened (its fresh mark is taken).
+pub fn claims_kernel_listen(v: Virt, fd: RawFd) -> bool {
+    !v.kl && claim_fresh(v, fd)
 }
 
 /// Sockets known to be listening, so that `accept` needs no round trip to tell a listener
@@ -265,6 +378,84 @@ pub fn accept(fd: RawFd, flags: i32) -> Result<(RawFd, WireAddr), Errno> {
     crate::cork::stream(conn.raw(), peer.1);
     crate::debug!("accept({fd}) = {} from {:?}", conn.raw(), peer.0);
     Ok((conn.into_raw(), peer.0))
+}
+
+/// `accept4` on a kernel listener (`listen_kernel`): the kernel's accept, then the
+/// connection's record (`AcceptRecord`: its addresses), which whoever connected wrote first
+/// (the daemon, or the connecting node's daemon for a cut-through connection). A connection
+/// from anyone else (the listener's name is public: another user may connect to it), or
+/// without a record, is closed and the next one taken.
+pub fn accept_kernel(
+    c: &dyn Control,
+    v: Virt,
+    fd: RawFd,
+    flags: i32,
+) -> Result<(RawFd, WireAddr), Errno> {
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let (conn, peer) = take_kernel_connection(c, v, fd, flags)?;
+    crate::cork::stream(conn.raw(), peer.1);
+    crate::debug!("accept({fd}) = {} from {:?}", conn.raw(), peer.0.0);
+    Ok((conn.into_raw(), peer.0))
+}
+
+/// One connection from the kernel listener `fd` (`v`) with `accept4` `flags`: with its
+/// record read, and for a cut-through one, our daemon told of it (`Adopt`). Its peer address
+/// and id.
+pub fn take_kernel_connection(
+    c: &dyn Control,
+    v: Virt,
+    fd: RawFd,
+    flags: i32,
+) -> Result<(Fd, (WireAddr, u64)), Errno> {
+    loop {
+        let conn = sys::accept(fd, flags)?;
+        match connection_record(conn.raw()) {
+            Some(rec) => {
+                if rec.id & ctl::MIRROR_BIT != 0 {
+                    // A cut-through connection: our daemon keeps its record from now on.
+                    let req = Request::Adopt {
+                        id: rec.id,
+                        lid: v.id,
+                        local: rec.local,
+                        peer: rec.peer,
+                    };
+                    let _ = c.post_fds(v.node, &req, &[conn.raw()]);
+                }
+                return Ok((conn, (rec.peer, rec.id)));
+            }
+            None => crate::debug!("accept({fd}): a connection without a record: closed"),
+        }
+    }
+}
+
+/// The record at the head of a connection accepted from a kernel listener, if it came from
+/// root or our own user (a daemon) and says where the connection is from. Whoever connected
+/// wrote it right after connecting: it is there, or about to be (waited for up to 1 s).
+pub fn connection_record(conn: RawFd) -> Option<AcceptRecord> {
+    match sys::peer_cred(conn) {
+        Ok((_, uid, _)) if uid == 0 || uid == sys::geteuid() => {}
+        _ => return None,
+    }
+    let mut buf = [0u8; ACCEPT_RECORD_LEN];
+    let mut got = 0;
+    let mut waited = false;
+    while got < buf.len() {
+        match sys::recv(conn, &mut buf[got..], libc::MSG_DONTWAIT) {
+            Ok(0) => return None,
+            Ok(n) => got += n,
+            Err(e) if e == Errno::EINTR => {}
+            Err(e) if e.is_again() && !waited => {
+                waited = true;
+                if !sys::wait_fd(conn, libc::POLLIN, 1000).unwrap_or(false) {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    AcceptRecord::decode(&buf).ok()
 }
 
 /// One connection from the listener fd `fd` (its accept record and fd, as the daemon queued
@@ -480,46 +671,14 @@ fn local_cork(v: Virt, fd: RawFd, level: i32, name: i32) -> Option<bool> {
     }
 }
 
-/// Filler for [`connect_async`]: more than the smallest send buffer takes (about 4.5 KiB, the
-/// kernel's floor for `SO_SNDBUF` 0), so that one send fills the fd (read-only, zero).
-static FILLER: [u8; 16384] = [0; 16384];
-
-/// A non-blocking first connect without a round trip (`ConnectAsync`): make the fd unwritable
-/// here, tell the daemon, say `EINPROGRESS`. Errors arrive as `SO_ERROR`.
-fn connect_async(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<(), Errno> {
-    sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 0)?;
-    let mut count = 0usize;
-    while count <= 1 << 20 {
-        match sys::send(fd, &FILLER, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-            // A short send: the kernel stopped for want of send buffer, so the fd is full
-            // (unwritable) now; asking again would only say EAGAIN.
-            Ok(n) if n < FILLER.len() => {
-                count += n;
-                break;
-            }
-            Ok(n) => count += n,
-            Err(e) if e == Errno::EINTR => {}
-            Err(_) => break,
-        }
-    }
-    let req = Request::ConnectAsync {
-        id: v.id,
-        addr,
-        filler: count as u32,
-    };
-    c.post_fds(v.node, &req, &[fd])?;
-    crate::debug!("connect({fd}, {:?}) posted", addr.0);
-    Err(Errno(libc::EINPROGRESS))
-}
-
 /// `connect`: the daemon starts the handshake and holds the fd unwritable until it ends.
 pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<(), Errno> {
     let fl = sys::fcntl(fd, libc::F_GETFL, 0)?;
     let blocking = fl & libc::O_NONBLOCK == 0;
-    let asyncable = addr.0.is_some_and(|a| a.port() != 0);
-    if claim_fresh(v, fd) && !blocking && asyncable {
-        return connect_async(c, v, fd, addr);
-    }
+    // A socket the shim made and never connected is connected by the daemon, blocking or
+    // not (one round trip): to a listener of another node's (cut-through, connected at
+    // once: `Ok`), or to its own door (TCP).
+    let fresh = claim_fresh(v, fd);
     let pair = if blocking {
         sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).ok()
     } else {
@@ -527,9 +686,21 @@ pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<()
     };
     let mut fds = vec![fd];
     fds.extend(pair.as_ref().map(|p| p.1.raw()));
-    let r = c
-        .call_fds(v.node, &Request::Connect { id: v.id, addr }, &fds)?
-        .0;
+    let mut r = Reply::Ok;
+    // "Not yet" (the daemon waits to hear from the peer, a few milliseconds the first time,
+    // at most a few hundred): ask again.
+    for _ in 0..1000 {
+        r = c
+            .call_fds(v.node, &Request::Connect { id: v.id, addr }, &fds)?
+            .0;
+        if !matches!(r, Reply::Err(e) if e.0 == ctl::E_CUT_WAIT) {
+            break;
+        }
+        let _ = sys::poll(&mut [], 1);
+    }
+    if matches!(r, Reply::Err(e) if e.0 == ctl::E_CUT_WAIT) {
+        r = Reply::Err(Errno(libc::ETIMEDOUT));
+    }
     // Only the daemon's copy of the waiter's other end may stay open.
     let waiter = pair.map(|(w, _)| w);
     crate::debug!("connect({fd}, {:?}) -> {r:?}", addr.0);
@@ -538,6 +709,9 @@ pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<()
         // A connect already under way (one a signal interrupted): a blocking connect waits
         // for its outcome, as Linux does; a non-blocking one says EALREADY.
         Reply::Err(e) if e.0 == libc::EALREADY && blocking => {}
+        // Cut through: connected already. A non-blocking connect still says EINPROGRESS,
+        // as the kernel's to another host does (the fd is writable at once).
+        Reply::Ok if fresh && !blocking => return Err(Errno(libc::EINPROGRESS)),
         r => return expect_ok(r),
     }
     if !blocking {
@@ -808,7 +982,11 @@ mod tests {
     #[test]
     fn errors_pass_through_and_non_virtual_fds_are_not_ours() {
         let f = Fake::new(vec![(Reply::Err(Errno::EADDRINUSE), None)]);
-        let v = Virt { node: 3, id: 9 };
+        let v = Virt {
+            node: 3,
+            id: 9,
+            kl: false,
+        };
         assert_eq!(bind(&f, v, WireAddr(None)), Err(Errno::EADDRINUSE));
         assert_eq!(f.seen.borrow()[0].0, 3);
         let (a, _b) = pair();
@@ -867,7 +1045,11 @@ mod tests {
 
     #[test]
     fn nonblocking_connect_in_progress_and_blocking_connect_waits_for_so_error() {
-        let v = Virt { node: 1, id: 2 };
+        let v = Virt {
+            node: 1,
+            id: 2,
+            kl: false,
+        };
         let (app, dmn) = pair();
         sys::set_nonblocking(app.raw(), true).unwrap();
         let to = WireAddr(Some("10.0.0.1:80".parse().unwrap()));
@@ -898,7 +1080,11 @@ mod tests {
 
     #[test]
     fn timeouts_are_native_and_other_options_go_to_the_daemon() {
-        let v = Virt { node: 1, id: 2 };
+        let v = Virt {
+            node: 1,
+            id: 2,
+            kl: false,
+        };
         let (app, _dmn) = pair();
         let tv = [1i64.to_ne_bytes(), 500_000i64.to_ne_bytes()].concat();
         let f = Fake::new(vec![(Reply::Bytes(vec![1, 0, 0, 0, 9, 9]), None)]);
@@ -917,7 +1103,11 @@ mod tests {
 
     #[test]
     fn so_error_of_a_tcp_socket_needs_the_daemon_only_once_its_end_is_shut_down() {
-        let v = Virt { node: 1, id: 2 };
+        let v = Virt {
+            node: 1,
+            id: 2,
+            kl: false,
+        };
         let (app, dmn) = pair();
         let err = |f: &Fake| getsockopt(f, v, app.raw(), libc::SOL_SOCKET, libc::SO_ERROR, 4);
         // Nothing shut down: no error can be pending, nobody is asked (the fake has no answer).

@@ -173,14 +173,18 @@ unsafe fn do_accept(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    if guard(|| emu::check_listening(&Daemons, v).map(|_| 0)) < 0 {
+    if !v.kl && guard(|| emu::check_listening(&Daemons, v).map(|_| 0)) < 0 {
         return -1;
     }
     guard(|| {
         if !a.is_null() && len.is_null() {
             return Err(Errno(libc::EFAULT));
         }
-        let (conn, peer) = emu::accept(fd, flags)?;
+        let (conn, peer) = if v.kl {
+            emu::accept_kernel(&Daemons, v, fd, flags)?
+        } else {
+            emu::accept(fd, flags)?
+        };
         // SAFETY: a/len come from the caller of accept, who vouches for them.
         if let Err(e) = unsafe { out_addr(&peer, a, len) } {
             ioth_common::sys::close(conn);

@@ -335,7 +335,8 @@ fn proof(node: Option<u64>) -> Option<(RawFd, u64)> {
     let max = sys::fd_limit().clamp(64, 8192);
     (0..max as RawFd).find_map(|fd| {
         let name = sys::getsockname_unix(fd).ok().flatten()?;
-        let (n, id) = names::parse_socket_name(&name)?;
+        let (n, id) =
+            names::parse_socket_name(&name).or_else(|| names::parse_listener_name(&name))?;
         node.is_none_or(|want| want == n).then_some((fd, id))
     })
 }
@@ -578,13 +579,28 @@ pub fn register_home(
         let c = checkout_home()?;
         let node = c.node;
         // Made with the app's O_NONBLOCK (which is per end), and close-on-exec until the
-        // daemon has its end; the daemon needs its end non-blocking (and only checks).
-        let (app, dmn) = match sys::socketpair(
-            libc::AF_UNIX,
-            pair_type | libc::SOCK_CLOEXEC | (flags & libc::SOCK_NONBLOCK),
-        )
-        .and_then(|(app, dmn)| {
-            if flags & libc::SOCK_NONBLOCK == 0 {
+        // daemon has its end; the daemon needs its end non-blocking (and only checks). A TCP
+        // socket has no daemon end yet: it gets one through the door when it connects or
+        // listens (`emu::attach`).
+        let stream = pair_type == libc::SOCK_STREAM;
+        let made = if stream {
+            sys::socket(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | (flags & libc::SOCK_NONBLOCK),
+                0,
+            )
+            .map(|a| (a, None))
+        } else {
+            sys::socketpair(
+                libc::AF_UNIX,
+                pair_type | libc::SOCK_CLOEXEC | (flags & libc::SOCK_NONBLOCK),
+            )
+            .map(|(a, d)| (a, Some(d)))
+        };
+        let (app, dmn) = match made.and_then(|(app, dmn)| {
+            if let Some(dmn) = &dmn
+                && flags & libc::SOCK_NONBLOCK == 0
+            {
                 // A fresh socket's status flags are O_RDWR alone (F_SETFL keeps the mode).
                 sys::fcntl(dmn.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long)?;
             }
@@ -628,7 +644,7 @@ pub fn register_home(
             }
         }
         if pair_type == libc::SOCK_STREAM {
-            // Never connected nor listening (ctl: `ConnectAsync`).
+            // Never connected nor listening (`emu::connect`, `emu::listen`).
             let _ = sys::setsockopt_int(
                 app.raw(),
                 libc::SOL_SOCKET,
@@ -644,7 +660,8 @@ pub fn register_home(
         };
         // Our end goes along too: the daemon keeps its inode, to tell our socket from
         // another one bound to the same name after we closed it.
-        match c.post(&req, &[dmn.raw(), app.raw()]) {
+        let fds: Vec<RawFd> = dmn.iter().map(|d| d.raw()).chain([app.raw()]).collect();
+        match c.post(&req, &fds) {
             Ok(()) => {
                 checkin(c, true);
                 return Ok(app);

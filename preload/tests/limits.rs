@@ -73,9 +73,10 @@ fn nginx_under_a_low_soft_limit_serves_2000_clients_at_once() {
 }
 
 /// The same with a stack daemon that cannot raise its limit (hard limit 1,024, started by
-/// hand): connections it has no descriptors for wait in the daemon (nginx's `accept` fails
-/// with `EMFILE` once per shortage, and it logs it) until served ones free theirs; none is
-/// lost.
+/// hand): connections it has no descriptors for wait in the daemon until served ones free
+/// theirs, as connections wait in a full SYN queue; none is lost. nginx's listener is a
+/// kernel listener of its own: it sees no error (a listener made through the daemon gets
+/// one error record per shortage, and its `accept` fails with `EMFILE` once).
 #[test]
 fn a_daemon_out_of_descriptors_keeps_connections_waiting() {
     nginx_2000(true);
@@ -188,15 +189,7 @@ http {{
             .join("\n")
     );
     let shortages = errors.matches("Too many open files").count();
-    if own_daemon {
-        // nginx saw the shortage (once per shortage, not once per waiting connection).
-        assert!(
-            (1..200).contains(&shortages),
-            "{shortages} EMFILE in nginx's log"
-        );
-    } else {
-        assert_eq!(shortages, 0, "nginx's log: {errors}");
-    }
+    assert_eq!(shortages, 0, "nginx's log: {errors}");
 }
 
 /// Bad pointers (address 1) to `sendto`, `connect`, `bind`, `getsockname`, `getpeername`,

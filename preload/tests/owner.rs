@@ -365,12 +365,13 @@ ask("join-wrong", 15, 1, fds=[f.fileno()])
 ask("socket", 2, 0, struct.pack("<iii", socket.AF_INET6, socket.SOCK_STREAM, 0))
 # A packet socket would read the owner's frames.
 ask("packet", 2, 0, struct.pack("<iii", socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)))
-# Socket names are public: every socket of the node, the victim's among them.
+# Socket names are public: every socket of the node, the victim's among them (a kernel
+# listener's name is its socket's name and an L; the door is no socket).
 ids = set()
 for l in open("/proc/net/unix"):
     name = l.split()[-1] if len(l.split()) >= 8 else ""
-    if name.startswith("@ioth/%s/" % node) and not name.endswith("/ctl"):
-        ids.add(int(name.rsplit("/", 1)[1], 16))
+    if name.startswith("@ioth/%s/" % node) and not name.endswith(("/ctl", "/door")):
+        ids.add(int(name.rsplit("/", 1)[1].rstrip("L"), 16))
 print("ids", " ".join(str(i) for i in sorted(ids)), flush=True)
 for sid in sorted(ids):
     ask("sockopt %d" % sid, 8, sid, struct.pack("<iiI", socket.SOL_SOCKET, socket.SO_TYPE, 4))
@@ -645,8 +646,8 @@ K, KI, M = 0x9e3779b97f4a7c15, 0xf1de83e19937733d, (1 << 64) - 1
 seen = set()
 for l in open("/proc/net/unix"):
     name = l.split()[-1] if len(l.split()) >= 8 else ""
-    if name.startswith("@ioth/%s/" % node) and not name.endswith("/ctl"):
-        seen.add(int(name.rsplit("/", 1)[1], 16) * KI & M)
+    if name.startswith("@ioth/%s/" % node) and not name.endswith(("/ctl", "/door")):
+        seen.add(int(name.rsplit("/", 1)[1].rstrip("L"), 16) * KI & M)
 held = []
 for sid in seen:
     for k in range(1, 301):
@@ -777,7 +778,7 @@ fn a_closed_sockets_name_bound_by_another_user_does_not_keep_it_alive() {
     let names: Vec<String> = table
         .lines()
         .filter_map(|l| l.split_whitespace().nth(7))
-        .filter(|n| n.starts_with(&prefix) && !n.ends_with("/ctl"))
+        .filter(|n| n.starts_with(&prefix) && !n.ends_with("/ctl") && !n.ends_with("/door"))
         .map(|n| n[1..].to_string())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");

@@ -419,6 +419,12 @@ fn fd_call(listener: RawFd, n: &Notif, fd: Fd, v: Virt) -> Answer {
                 pending(listener, n)?;
                 out_bytes(n, &name, a[1], a[2]).map(|_| 0)
             }
+            // A fresh socket listens through its daemon (accept records), not as a kernel
+            // listener: our accept must not block on the target's blocking listener, whose
+            // file (and O_NONBLOCK) we share.
+            libc::SYS_listen if emu::claims_kernel_listen(v, d) => {
+                emu::listen_through_daemon(&Daemons, v, d, a[1] as i32).map(|_| 0)
+            }
             libc::SYS_listen => emu::listen(&Daemons, v, d, a[1] as i32).map(|_| 0),
             libc::SYS_getsockname | libc::SYS_getpeername => {
                 let name = emu::name(&Daemons, v, nr == libc::SYS_getpeername)?;
@@ -469,8 +475,16 @@ fn fd_call(listener: RawFd, n: &Notif, fd: Fd, v: Virt) -> Answer {
 }
 
 /// One connection from a virtual listener, without blocking (`EAGAIN` if none is queued).
-fn take_connection(fd: RawFd, flags: i32) -> Result<(Fd, WireAddr), Errno> {
-    let (conn, peer) = emu::take_connection(fd, libc::MSG_DONTWAIT, true, false)?;
+fn take_connection(fd: RawFd, v: Virt, flags: i32) -> Result<(Fd, WireAddr), Errno> {
+    let (conn, peer) = if v.kl {
+        // (A kernel listener made by a shim elsewhere: its file may be blocking.)
+        if !sys::wait_fd(fd, libc::POLLIN, 0)? {
+            return Err(Errno(libc::EAGAIN));
+        }
+        emu::take_kernel_connection(&Daemons, v, fd, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?
+    } else {
+        emu::take_connection(fd, libc::MSG_DONTWAIT, true, false)?
+    };
     sys::set_nonblocking(conn.raw(), flags & libc::SOCK_NONBLOCK != 0)?;
     Ok((conn, peer.0))
 }
@@ -479,7 +493,9 @@ fn accept(listener: RawFd, n: &Notif, fd: &Fd, v: Virt, flags: i32) -> Answer {
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
         return Answer::Done(Err(Errno::EINVAL));
     }
-    if let Err(e) = emu::check_listening(&Daemons, v) {
+    if !v.kl
+        && let Err(e) = emu::check_listening(&Daemons, v)
+    {
         return Answer::Done(Err(e));
     }
     let (a, lenp) = (n.data.args[1], n.data.args[2]);
@@ -490,7 +506,7 @@ fn accept(listener: RawFd, n: &Notif, fd: &Fd, v: Virt, flags: i32) -> Answer {
         if !notify::id_valid(listener, n.id) {
             return Answer::Sent;
         }
-        match take_connection(fd.raw(), flags) {
+        match take_connection(fd.raw(), v, flags) {
             Ok((conn, peer)) => {
                 if let Err(e) = out_addr(n, &peer, a, lenp) {
                     return Answer::Done(Err(e));

@@ -29,10 +29,32 @@ pub enum Msg {
         tag: u64,
         ok: bool,
     },
+    /// "Tell me your kernel listeners" (each as a `Listener`, then `Hello { done: true }`,
+    /// and each new one from now on).
+    Hello {
+        done: bool,
+    },
+    /// "A kernel listener of mine: connect your applications' sockets to it directly":
+    /// node `node`'s socket `lid` (`names::listener_name`), bound to `addr` (`None`: any)
+    /// and `port`, taking IPv4 (`v4`) and IPv6 (`v6`) connections, an `AF_INET6` socket if
+    /// `inet6` (its application sees IPv4 peers as v4-mapped), made by user `uid` (who
+    /// takes connections from root and itself only).
+    Listener {
+        node: u64,
+        lid: u64,
+        uid: u32,
+        addr: Option<IpAddr>,
+        port: u16,
+        v4: bool,
+        v6: bool,
+        inet6: bool,
+    },
 }
 
 const CONNECT: u8 = 1;
 const ANSWER: u8 = 2;
+const HELLO: u8 = 3;
+const LISTENER: u8 = 4;
 
 fn put_addr(b: &mut Vec<u8>, a: SocketAddr) {
     let (fam, ip) = match a.ip() {
@@ -77,6 +99,34 @@ impl Msg {
                 b.extend_from_slice(&tag.to_le_bytes());
                 b.push(u8::from(ok));
             }
+            Msg::Hello { done } => {
+                b.push(HELLO);
+                b.extend_from_slice(&u64::from(done).to_le_bytes());
+            }
+            Msg::Listener {
+                node,
+                lid,
+                uid,
+                addr,
+                port,
+                v4,
+                v6,
+                inet6,
+            } => {
+                b.push(LISTENER);
+                b.extend_from_slice(&node.to_le_bytes());
+                b.extend_from_slice(&lid.to_le_bytes());
+                b.extend_from_slice(&uid.to_le_bytes());
+                match addr {
+                    Some(a) => put_addr(&mut b, SocketAddr::new(a, port)),
+                    None => {
+                        b.push(0);
+                        b.extend_from_slice(&[0; 16]);
+                        b.extend_from_slice(&port.to_le_bytes());
+                    }
+                }
+                b.push(u8::from(v4) | u8::from(v6) << 1 | u8::from(inet6) << 2);
+            }
         }
         b
     }
@@ -106,6 +156,33 @@ impl Msg {
                 tag,
                 ok: rest[0] == 1,
             }),
+            HELLO if rest.is_empty() && tag <= 1 => Some(Msg::Hello { done: tag == 1 }),
+            LISTENER if rest.len() == 8 + 4 + 19 + 1 && rest[31] < 8 => {
+                let lid = u64::from_le_bytes(rest[..8].try_into().ok()?);
+                let uid = u32::from_le_bytes(rest[8..12].try_into().ok()?);
+                let rest = &rest[4..];
+                let a = &rest[8..27];
+                let (addr, port) = if a[0] == 0 {
+                    if a[1..17] != [0; 16] {
+                        return None;
+                    }
+                    (None, u16::from_le_bytes(a[17..19].try_into().ok()?))
+                } else {
+                    let sa = get_addr(a)?;
+                    (Some(sa.ip()), sa.port())
+                };
+                let f = rest[27];
+                Some(Msg::Listener {
+                    node: tag,
+                    lid,
+                    uid,
+                    addr,
+                    port,
+                    v4: f & 1 != 0,
+                    v6: f & 2 != 0,
+                    inet6: f & 4 != 0,
+                })
+            }
             _ => None,
         }
     }
@@ -159,7 +236,36 @@ mod tests {
             filler: 0,
         };
         let a = Msg::Answer { tag: 9, ok: true };
-        for m in [c, c6, a, Msg::Answer { tag: 0, ok: false }] {
+        let l = Msg::Listener {
+            node: 3,
+            lid: 1 << 59 | 5,
+            uid: 0,
+            addr: None,
+            port: 80,
+            v4: true,
+            v6: true,
+            inet6: true,
+        };
+        let l4 = Msg::Listener {
+            node: 3,
+            lid: 9,
+            uid: 65534,
+            addr: Some("10.0.0.1".parse().unwrap()),
+            port: 8080,
+            v4: true,
+            v6: false,
+            inet6: false,
+        };
+        for m in [
+            c,
+            c6,
+            a,
+            Msg::Answer { tag: 0, ok: false },
+            Msg::Hello { done: false },
+            Msg::Hello { done: true },
+            l,
+            l4,
+        ] {
             let b = m.encode();
             assert_eq!(Msg::parse(&b), Some(m));
             for n in 0..b.len() {

@@ -17,6 +17,7 @@ use crate::keeper::Reporter;
 use crate::stack::{AppEvent, KeptSocket, Stack, StackConfig, port_description};
 use ioth_common::config::NodeConfig;
 use ioth_common::ctl::{self, MAX_MSG, Reply, Request};
+use ioth_common::names;
 use ioth_common::port::{PortKind, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ const T_SWITCH: u64 = 1;
 const T_SWITCH_CTL: u64 = 2;
 const T_LISTEN: u64 = 3;
 const T_UPLINK: u64 = 4;
+const T_DOOR: u64 = 5;
 const T_CTL: u64 = 1 << 60;
 const T_SOCK: u64 = 2 << 60;
 const T_MASK: u64 = 0xf << 60;
@@ -83,6 +85,9 @@ pub struct Daemon {
     opts: Options,
     ep: Fd,
     ctl_listeners: Vec<Fd>,
+    /// The node's door (`Stack::door_ready`): where TCP sockets made by clients get their
+    /// daemon end.
+    _door: Option<Fd>,
     ctl_conns: HashMap<u64, Ctl>,
     next_ctl: u64,
     /// Reading other control connections for a `Register` (see `ctl_readable`).
@@ -162,12 +167,33 @@ impl Daemon {
             )
             .map_err(|e| format!("epoll: {e}"))?;
         }
+        let door = match open_door(id) {
+            Ok(fd) => {
+                sys::epoll_ctl(
+                    ep.raw(),
+                    libc::EPOLL_CTL_ADD,
+                    fd.raw(),
+                    libc::EPOLLIN as u32,
+                    T_DOOR,
+                )
+                .map_err(|e| format!("epoll: {e}"))?;
+                stack.set_door(fd.raw());
+                Some(fd)
+            }
+            Err(e) => {
+                // Its name is taken (by another user, while this node's last daemon was
+                // down): the node's clients find that door not ours and cannot connect.
+                log::error!("door {:?}: {e}", names::node_door_name(id));
+                None
+            }
+        };
         let mut d = Daemon {
             stack,
             cfg,
             opts,
             ep,
             ctl_listeners,
+            _door: door,
             ctl_conns: HashMap::new(),
             next_ctl: 1,
             draining: false,
@@ -380,6 +406,7 @@ impl Daemon {
                     }
                 }
                 T_LISTEN => self.accept_ctl(),
+                T_DOOR => self.stack.door_ready(),
                 T_UPLINK => self.stack.link_mut().direct.check(),
                 _ => {}
             },
@@ -620,4 +647,16 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The node's door: a stream listener at `names::node_door_name`, non-blocking.
+fn open_door(node: u64) -> Result<Fd, Errno> {
+    let fd = sys::socket(
+        libc::AF_UNIX,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0,
+    )?;
+    sys::bind_unix(fd.raw(), &names::node_door_name(node))?;
+    sys::listen(fd.raw(), 4096)?;
+    Ok(fd)
 }

@@ -723,6 +723,15 @@ impl Link for SwitchDevice {
             .map(|s| s.id)
     }
 
+    fn cut_peers(&self) -> Vec<u32> {
+        self.shortcuts
+            .list
+            .iter()
+            .filter(|s| s.cut)
+            .map(|s| s.id)
+            .collect()
+    }
+
     fn cut_known(&self, ip: IpAddr) -> bool {
         self.cut_macs.contains_key(&ip)
     }

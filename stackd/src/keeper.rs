@@ -164,6 +164,8 @@ impl Budget {
 /// Hold the stored listeners' daemon ends until every application end is closed (a
 /// stopped node: its listeners stay quiet, no connection arrives, rather than reading EOF).
 pub fn hold(mut store: Store) {
+    // A kernel listener is the application's own socket: nothing here to hold.
+    store.listeners.retain(|(k, _)| !k.kernel);
     while !store.listeners.is_empty() {
         let mut p: Vec<libc::pollfd> = store
             .listeners

@@ -66,6 +66,10 @@ pub trait Link: Device {
     fn cut_route(&self, _ip: IpAddr) -> Option<u32> {
         None
     }
+    /// The shortcuts that may carry cut-through connections.
+    fn cut_peers(&self) -> Vec<u32> {
+        Vec::new()
+    }
     /// Whether the link knows which peer has address `ip` (else a connect may wait for the
     /// neighbour's answer before it chooses between cut-through and TCP).
     fn cut_known(&self, _ip: IpAddr) -> bool {

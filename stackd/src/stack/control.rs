@@ -47,8 +47,19 @@ impl<D: Link> Stack<D> {
                 }
                 Ok(Reply::Ok)
             }
+            Request::Adopt {
+                id,
+                lid,
+                local,
+                peer,
+            } => {
+                self.op_adopt(id, lid, (local, peer), fds, caller);
+                Ok(Reply::Ok)
+            }
             Request::Bind { id, addr } => self.op_bind(id, addr),
-            Request::Listen { id, backlog } => self.op_listen(id, backlog),
+            Request::Listen { id, backlog } => self
+                .op_listen_fresh(id, fds)
+                .and_then(|_| self.op_listen(id, backlog)),
             Request::Connect { id, addr } => {
                 let mut fds = fds.into_iter();
                 let (mut app, notify) = (fds.next(), fds.next());

@@ -59,6 +59,51 @@ pub(super) struct CutThrough {
     pub(super) taken: u64,
     pub(super) refused: u64,
     pub(super) lost: u64,
+    /// The kernel listeners of the peer at the other end of each shortcut (`Msg::Listener`),
+    /// asked for with `Msg::Hello`.
+    peers: HashMap<u32, PeerTable>,
+    /// Shortcuts whose peer asked for ours: each new kernel listener is sent there too.
+    subscribers: std::collections::HashSet<u32>,
+    /// Connects of sockets the shim made waiting for their peer (`cut_direct`): when the
+    /// wait began, and when the neighbour was first known.
+    waits: HashMap<u64, (Instant, Option<Instant>)>,
+}
+
+/// What a shortcut's peer told of its kernel listeners.
+pub(super) struct PeerTable {
+    asked: Instant,
+    /// Its whole list came (`Msg::Hello { done: true }`).
+    complete: bool,
+    list: Vec<PeerListener>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PeerListener {
+    node: u64,
+    lid: u64,
+    uid: u32,
+    addr: Option<IpAddr>,
+    port: u16,
+    v4: bool,
+    v6: bool,
+    inet6: bool,
+}
+
+/// At most this many listeners are kept per peer (the rest are reached through TCP).
+const PEER_LISTENERS: usize = 256;
+/// How long a connect waits for a peer's list of listeners once the shortcut is there.
+const WAIT_TABLE: Duration = Duration::from_millis(20);
+
+/// What [`Stack::cut_direct`] did.
+pub(super) enum Direct {
+    /// Connected to the peer's listener.
+    Done,
+    /// Not yet known: the client asks again shortly (`ctl::E_CUT_WAIT`).
+    Wait,
+    /// Through TCP.
+    No,
+    /// Connected to someone else's listener: the connect fails (`ECONNREFUSED`).
+    Failed,
 }
 
 /// A connect whose `Connect` went to the peer daemon.
@@ -95,12 +140,18 @@ const CUT_WAIT_LOOK: Duration = Duration::from_millis(2);
 /// The record of a connection that runs from application to application.
 pub(super) struct Cut {
     id: u64,
-    check_at: Instant,
+    pub(super) check_at: Instant,
     every: Duration,
 }
 
 impl Cut {
-    fn new(id: u64, now: Instant) -> Cut {
+    /// The next look: twice as far off as the last one, at most [`CHECK_MAX`].
+    pub(super) fn later(&mut self, now: Instant) {
+        self.every = (self.every * 2).min(CHECK_MAX);
+        self.check_at = now + self.every;
+    }
+
+    pub(super) fn new(id: u64, now: Instant) -> Cut {
         Cut {
             id,
             check_at: now + CHECK_FIRST,
@@ -233,9 +284,91 @@ impl<D: Link> Stack<D> {
                         .cut_send(sc, &Msg::Answer { tag, ok }.encode(), &[]);
                 }
                 Msg::Answer { tag, ok } => self.cut_answer(sc, tag, ok),
+                Msg::Hello { done: false } => {
+                    // Off here: no listener is told (the peer's connects go through TCP).
+                    let mine: Vec<Msg> = if self.cut.on {
+                        self.cut.subscribers.insert(sc);
+                        self.kernel_listeners().collect()
+                    } else {
+                        Vec::new()
+                    };
+                    for m in mine {
+                        let _ = self.net.dev.cut_send(sc, &m.encode(), &[]);
+                    }
+                    let _ = self
+                        .net
+                        .dev
+                        .cut_send(sc, &Msg::Hello { done: true }.encode(), &[]);
+                }
+                Msg::Hello { done: true } => {
+                    if let Some(t) = self.cut.peers.get_mut(&sc) {
+                        t.complete = true;
+                    }
+                }
+                Msg::Listener {
+                    node,
+                    lid,
+                    uid,
+                    addr,
+                    port,
+                    v4,
+                    v6,
+                    inet6,
+                } => {
+                    let Some(t) = self.cut.peers.get_mut(&sc) else {
+                        continue;
+                    };
+                    let l = PeerListener {
+                        node,
+                        lid,
+                        uid,
+                        addr,
+                        port,
+                        v4,
+                        v6,
+                        inet6,
+                    };
+                    // A newer listener on the same address and port replaces the old one.
+                    t.list
+                        .retain(|o| (o.addr, o.port, o.v4, o.v6) != (l.addr, l.port, l.v4, l.v6));
+                    if t.list.len() < PEER_LISTENERS {
+                        t.list.push(l);
+                    }
+                }
+            }
+        }
+        if !self.cut.waits.is_empty() {
+            // (Connects whose application gave up waiting.)
+            let now = self.net.now;
+            self.cut
+                .waits
+                .retain(|_, (start, _)| now < *start + Duration::from_secs(1));
+        }
+        if self.cut.on {
+            // Ask each new peer for its listeners at once: a new node's first connect then
+            // finds them.
+            for sc in self.net.dev.cut_peers() {
+                if !self.cut.peers.contains_key(&sc)
+                    && self
+                        .net
+                        .dev
+                        .cut_send(sc, &Msg::Hello { done: false }.encode(), &[])
+                        .is_ok()
+                {
+                    self.cut.peers.insert(
+                        sc,
+                        PeerTable {
+                            asked: self.net.now,
+                            complete: false,
+                            list: Vec::new(),
+                        },
+                    );
+                }
             }
         }
         for sc in self.net.dev.cut_ended() {
+            self.cut.peers.remove(&sc);
+            self.cut.subscribers.remove(&sc);
             let lost: Vec<u64> = self
                 .cut
                 .pending
@@ -253,6 +386,203 @@ impl<D: Link> Stack<D> {
                 }
             }
         }
+    }
+
+    /// Our kernel listeners, as `Msg::Listener`s for the peers.
+    fn kernel_listeners(&self) -> impl Iterator<Item = Msg> + '_ {
+        let node = self.net.id;
+        self.listening().filter_map(move |(id, s)| {
+            let TcpState::Listening(l) = &s.tcp else {
+                return None;
+            };
+            l.kernel.as_ref()?;
+            let (addr, port) = s.bound?;
+            let (v4, v6) = s.families();
+            Some(Msg::Listener {
+                node,
+                lid: id,
+                uid: s.owner,
+                addr,
+                port,
+                v4,
+                v6,
+                inet6: s.domain == libc::AF_INET6,
+            })
+        })
+    }
+
+    /// Tell the peers that asked (`Msg::Hello`) of our new kernel listener `id`.
+    pub(super) fn cut_announce(&mut self, id: u64) {
+        if self.cut.subscribers.is_empty() {
+            return;
+        }
+        let Some(m) = self
+            .kernel_listeners()
+            .find(|m| matches!(m, Msg::Listener { lid, .. } if *lid == id))
+        else {
+            return;
+        };
+        let subs: Vec<u32> = self.cut.subscribers.iter().copied().collect();
+        for sc in subs {
+            let _ = self.net.dev.cut_send(sc, &m.encode(), &[]);
+        }
+    }
+
+    /// Cut-through for socket `id`, one the shim made and nothing connected yet (its
+    /// application's end `app` is an unconnected unix stream socket): connect `app` straight
+    /// to the peer's kernel listener for `dst` and write the connection's record first on it
+    /// (what the accepting application's `accept` reads), from `local`. No daemon is on the
+    /// way, then or later: the peer's daemon does not even hear of it. Our record of the
+    /// socket and one of its accepted end (`ctl::mirror_id`, for the accepting application's
+    /// `getsockname`, `getpeername` and options) stay until the application closes it.
+    ///
+    /// A peer not heard from yet, or whose listeners have not come, is waited for a little
+    /// (`Direct::Wait`: the client asks again), as a SYN would wait for it.
+    pub(super) fn cut_direct(
+        &mut self,
+        id: u64,
+        local: SocketAddr,
+        dst: SocketAddr,
+        app: &Fd,
+    ) -> Direct {
+        if !self.cut.on {
+            return Direct::No;
+        }
+        let now = self.net.now;
+        let ip = dst.ip();
+        let mut w = *self.cut.waits.entry(id).or_insert((now, None));
+        let Some(sc) = self.net.dev.cut_route(ip) else {
+            if self.net.dev.cut_known(ip) {
+                return Direct::No;
+            }
+            if now >= w.0 + WAIT_NEIGHBOUR {
+                return Direct::No;
+            }
+            self.net.prime_neighbour(ip);
+            return Direct::Wait;
+        };
+        let known = *w.1.get_or_insert(now);
+        self.cut.waits.insert(id, (w.0, Some(known)));
+        let Some(t) = self.cut.peers.get(&sc) else {
+            // (Asked at the next poll.)
+            return if now < known + WAIT_SHORTCUT {
+                Direct::Wait
+            } else {
+                Direct::No
+            };
+        };
+        let found = t
+            .list
+            .iter()
+            .filter(|l| l.port == dst.port() && if ip.is_ipv4() { l.v4 } else { l.v6 })
+            .filter(|l| l.addr.is_none_or(|a| a == ip))
+            .max_by_key(|l| l.addr.is_some())
+            .copied();
+        let Some(l) = found else {
+            if !t.complete && now < t.asked.max(known) + WAIT_TABLE {
+                return Direct::Wait;
+            }
+            return Direct::No;
+        };
+        // Its application takes connections from root and its own user only (it cannot tell
+        // ours from another user's): through TCP otherwise.
+        let me = sys::geteuid();
+        if me != 0 && me != l.uid {
+            return Direct::No;
+        }
+        match sys::connect_unix(app.raw(), &names::listener_name(l.node, l.lid)) {
+            Ok(()) if !super::stream::listened_by(app.raw(), l.uid) => {
+                // Another user's socket under that name: our socket is its now, and useless.
+                log::warn!("cut-through to {dst}: the listener is another user's");
+                let _ = sys::shutdown(app.raw(), libc::SHUT_RDWR);
+                if let Some(t) = self.cut.peers.get_mut(&sc) {
+                    t.list.retain(|o| *o != l);
+                }
+                return Direct::Failed;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                log::debug!("cut-through to {dst}: {e}");
+                if let Some(t) = self.cut.peers.get_mut(&sc) {
+                    t.list.retain(|o| *o != l);
+                }
+                return Direct::No;
+            }
+        }
+        let present = |a: SocketAddr| match a {
+            SocketAddr::V4(v4) if l.inet6 => WireAddr(Some(SocketAddr::new(
+                IpAddr::V6(v4.ip().to_ipv6_mapped()),
+                v4.port(),
+            ))),
+            a => WireAddr(Some(a)),
+        };
+        let mid = ctl::mirror_id(id);
+        let rec = AcceptRecord {
+            id: mid,
+            local: present(dst),
+            peer: present(local),
+        };
+        let _ = sys::send(
+            app.raw(),
+            &rec.encode(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        );
+        self.cut.waits.remove(&id);
+        let Some(s) = self.socks.get_mut(&id) else {
+            return Direct::Done;
+        };
+        s.local = Some(local);
+        s.peer = Some(dst);
+        s.so_error = 0;
+        s.tcp = TcpState::Cut(Cut::new(id, now));
+        self.cut.made += 1;
+        self.net.dev.cut_made(sc);
+        Direct::Done
+    }
+
+    /// `Adopt`: the accepting application's record of a cut-through connection its kernel
+    /// listener `lid` took (`conn`, for its inode: the record goes when no socket has it).
+    pub(super) fn op_adopt(
+        &mut self,
+        id: u64,
+        lid: u64,
+        (local, peer): (WireAddr, WireAddr),
+        fds: Vec<Fd>,
+        caller: u32,
+    ) {
+        let (Some(conn), Some(l)) = (fds.into_iter().next(), self.socks.get(&lid)) else {
+            return;
+        };
+        let kernel = matches!(&l.tcp, TcpState::Listening(li) if li.kernel.is_some());
+        if id & ctl::MIRROR_BIT == 0 || self.socks.contains_key(&id) || !kernel {
+            return;
+        }
+        if caller != 0 && caller != l.owner && caller != sys::geteuid() {
+            return;
+        }
+        let (Some(local), Some(peer)) = (local.0, peer.0) else {
+            return;
+        };
+        let mut s = Sock::new(
+            l.domain,
+            Kind::Tcp,
+            Fd::none(),
+            self.work.waker(id),
+            l.owner,
+        );
+        s.opts = l.opts.clone();
+        s.opts.other.clear();
+        s.local = Some(unmapped(local));
+        s.peer = Some(unmapped(peer));
+        s.app_ino = sys::fstat_id(conn.raw()).ok().map(|i| i.1);
+        s.tcp = TcpState::Cut(Cut::new(id, self.net.now));
+        self.socks.insert(id, s);
+        self.cut.taken += 1;
+    }
+
+    /// Socket `id` no longer waits for a peer (`cut_direct`).
+    pub(super) fn cut_waited(&mut self, id: u64) {
+        self.cut.waits.remove(&id);
     }
 
     /// A peer's `Connect` to one of our listeners: queue the connection with `fd` as its
@@ -287,6 +617,10 @@ impl<D: Link> Stack<D> {
         if self.net.accept_pending(l) >= li.backlog.max(1) {
             return refuse("backlog full");
         }
+        if li.kernel.is_some() {
+            // Its connections come straight from the connecting application (`cut_direct`).
+            return refuse("a kernel listener");
+        }
         // A connected unix stream socket without a name, holding the whole filler.
         if sys::getsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_DOMAIN) != Ok(libc::AF_UNIX)
             || sys::getsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_TYPE)
@@ -312,7 +646,14 @@ impl<D: Link> Stack<D> {
         let waker = self.work.waker(id);
         let l = self.socks.get_mut(&lid)?;
         // (Its daemon end is the peer's application's: none here.)
-        let mut s = queue_accepted(l, (id, Fd::none(), waker), d, dst, src);
+        let mut s = queue_accepted(
+            &mut self.net.delivered,
+            l,
+            (id, Fd::none(), waker),
+            d,
+            dst,
+            src,
+        );
         s.tcp = TcpState::Cut(Cut::new(id, now));
         self.work.add(lid);
         self.socks.insert(id, s);
@@ -413,17 +754,31 @@ impl<D: Link> Stack<D> {
         } else {
             None
         };
+        // The accepted ends of cut-through connections (`op_adopt`) have no name of their
+        // own: they go when no socket has their inode.
+        let inodes = due
+            .iter()
+            .any(|id| id & ctl::MIRROR_BIT != 0)
+            .then(unix_inodes)
+            .flatten();
         let now = self.net.now;
         for id in due {
             let Some(s) = self.socks.get_mut(&id) else {
                 continue;
             };
-            let TcpState::Cut(c) = &mut s.tcp else {
+            let (TcpState::Cut(c) | TcpState::Fresh(c)) = &mut s.tcp else {
                 continue;
             };
-            let gone = match &present {
-                Some(names) => !names.contains(&proc_name(node, id)),
-                None => app_gone(node, id),
+            let gone = if id & ctl::MIRROR_BIT != 0 {
+                match (s.app_ino, &inodes) {
+                    (Some(ino), Some(set)) => !set.contains(&ino),
+                    _ => s.app_ino.is_none(),
+                }
+            } else {
+                match &present {
+                    Some(names) => !names.contains(&proc_name(node, id)),
+                    None => app_gone(node, id),
+                }
             };
             if gone {
                 self.socks.remove(&id);
@@ -464,7 +819,9 @@ impl<D: Link> Stack<D> {
         let records: Vec<u64> = self
             .socks
             .iter()
-            .filter(|(_, s)| matches!(s.tcp, TcpState::Cut(_)))
+            .filter(|(id, s)| {
+                matches!(s.tcp, TcpState::Cut(_) | TcpState::Fresh(_)) && *id & ctl::MIRROR_BIT == 0
+            })
             .map(|(id, _)| *id)
             .collect();
         if records.is_empty() {
@@ -589,7 +946,7 @@ impl<D: Link> Stack<D> {
                 }
                 true
             }
-            TcpState::Cut(c) => {
+            TcpState::Cut(c) | TcpState::Fresh(c) => {
                 if now >= c.check_at {
                     self.cut.due.push(c.id);
                 }
@@ -598,4 +955,26 @@ impl<D: Link> Stack<D> {
             _ => true,
         }
     }
+}
+
+/// An address as the stack keeps it: a v4-mapped IPv6 address as IPv4.
+fn unmapped(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        a => a,
+    }
+}
+
+/// The inodes of every unix socket of the host (`/proc/net/unix`).
+fn unix_inodes() -> Option<std::collections::HashSet<u64>> {
+    let t = std::fs::read_to_string("/proc/net/unix").ok()?;
+    Some(
+        t.lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(6)?.parse().ok())
+            .collect(),
+    )
 }

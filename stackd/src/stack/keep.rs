@@ -29,6 +29,9 @@ pub struct KeptSocket {
     pub reuseaddr: bool,
     pub reuseport: bool,
     pub v6only: bool,
+    /// A kernel listener (`Listener::kernel`): the application holds it, its fd here is a
+    /// placeholder.
+    pub kernel: bool,
 }
 
 /// A change for the keeper ([`Stack::take_kept`]).
@@ -58,7 +61,10 @@ impl KeptSocket {
         b[25..41].copy_from_slice(&ip);
         b[41..43].copy_from_slice(&self.port.to_le_bytes());
         b[43..47].copy_from_slice(&self.backlog.to_le_bytes());
-        b[47] = self.reuseaddr as u8 | (self.reuseport as u8) << 1 | (self.v6only as u8) << 2;
+        b[47] = self.reuseaddr as u8
+            | (self.reuseport as u8) << 1
+            | (self.v6only as u8) << 2
+            | (self.kernel as u8) << 3;
         b[48] = self.udp as u8;
         let mut peer = Vec::with_capacity(WireAddr::LEN);
         WireAddr(self.peer).encode(&mut peer);
@@ -94,6 +100,7 @@ impl KeptSocket {
             reuseaddr: b[47] & 1 != 0,
             reuseport: b[47] & 2 != 0,
             v6only: b[47] & 4 != 0,
+            kernel: b[47] & 8 != 0,
         })
     }
 }
@@ -122,12 +129,17 @@ impl<D: Link> Stack<D> {
         let Some((addr, port)) = s.bound else {
             return;
         };
-        let (udp, backlog) = match &s.tcp {
-            TcpState::Listening(l) => (false, l.backlog as u32),
-            _ if s.kind == Kind::Udp && s.dg.h.is_some() => (true, 0),
+        let (udp, backlog, kernel) = match &s.tcp {
+            TcpState::Listening(l) => (false, l.backlog as u32, l.kernel.is_some()),
+            _ if s.kind == Kind::Udp && s.dg.h.is_some() => (true, 0, false),
             _ => return,
         };
-        let Ok(fd) = s.dmn.dup_cloexec(0) else {
+        let fd = if kernel {
+            sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+        } else {
+            s.dmn.dup_cloexec(0)
+        };
+        let Ok(fd) = fd else {
             log::warn!("socket {id:x}: no fd for the keeper");
             return;
         };
@@ -144,6 +156,7 @@ impl<D: Link> Stack<D> {
             reuseaddr: s.opts.reuseaddr,
             reuseport: s.opts.reuseport,
             v6only: s.opts.v6only,
+            kernel,
         };
         self.kept_ids.insert(id);
         self.kept.push(Kept::Listen(k, fd));
@@ -182,8 +195,14 @@ impl<D: Link> Stack<D> {
             self.restore_udp(k, dmn);
             return;
         }
+        let kernel = k.kernel.then(|| KernelListener {
+            name: names::listener_name(self.net.id, k.id),
+            check: super::cut::Cut::new(k.id, now),
+        });
+        let dmn = if kernel.is_some() { Fd::none() } else { dmn };
         let mut s = self.kept_sock(k, dmn, Kind::Tcp);
         s.tcp = TcpState::Listening(Listener {
+            kernel,
             backlog: (k.backlog as usize).clamp(1, MAX_BACKLOG),
             pool: Vec::new(),
             queue: VecDeque::new(),
@@ -271,6 +290,7 @@ mod tests {
                 reuseaddr: true,
                 reuseport: false,
                 v6only: true,
+                kernel: addr.is_none(),
             };
             assert_eq!(KeptSocket::decode(&k.encode()), Some(k));
         }

@@ -154,6 +154,8 @@ const LISTEN_IDLE: usize = 2;
 /// 2 MiB `mmap`/`munmap` and no page faults (a quarter of the daemon's CPU at 2,500 conn/s).
 const TCP_SPARE: usize = 32;
 const MAX_BACKLOG: usize = 4096;
+/// How soon connections for a kernel listener whose backlog was full are tried again.
+const KERNEL_RETRY: Duration = Duration::from_millis(2);
 const DGRAM_PACKETS: usize = 256;
 const DGRAM_BYTES: usize = 512 * 1024;
 
@@ -267,6 +269,10 @@ pub struct Stack<D: Link> {
     /// Names of the node's sockets in `/proc/net/unix` by inode, read once per poll
     /// (`Stack::app_closed`).
     unix_names: Option<HashMap<u64, String>>,
+    /// The node's door (`Stack::door_ready`), -1 if none.
+    door: RawFd,
+    /// Door connections that came before their socket's `Register`, with when.
+    door_early: HashMap<u64, (Fd, Instant)>,
     /// TCP cut-through with other nodes of this host (`cut.rs`).
     cut: cut::CutThrough,
     /// When the node's figures go to the link next (`stats.rs`), and whether anything
@@ -278,6 +284,8 @@ pub struct Stack<D: Link> {
 /// The node's network side: interface, link, smoltcp sockets, addresses, and what belongs
 /// to no one socket.
 pub(super) struct Net<D: Link> {
+    /// Connections handed over to kernel listeners since the last poll (`deliver`).
+    delivered: Vec<u64>,
     cfg: NodeConfig,
     id: u64,
     link_name: String,
@@ -401,6 +409,7 @@ impl<D: Link> Stack<D> {
         let next_ident = (mix(&mut seed) as u16) | 1;
         let next_ephemeral = 49152 + (mix(&mut seed) % 16384) as u16;
         let mut net = Net {
+            delivered: Vec::new(),
             given_gw: cfg.gateways.clone(),
             given_dns: cfg.dns.clone(),
             cfg,
@@ -460,6 +469,8 @@ impl<D: Link> Stack<D> {
             packets: Vec::new(),
             tcp_ports: None,
             unix_names: None,
+            door: -1,
+            door_early: HashMap::new(),
             work: Work::default(),
             revisit: Vec::new(),
             unpaired: Vec::new(),
@@ -547,7 +558,7 @@ impl<D: Link> Stack<D> {
                 let s = self.socks.get_mut(&id)?;
                 let ev = s.watch_events();
                 s.watched = ev;
-                (s.dmn.raw() >= 0).then(|| (s.dmn.raw(), id, op, ev))
+                (s.dmn.raw() >= 0 && !s.held).then(|| (s.dmn.raw(), id, op, ev))
             })
             .collect()
     }
@@ -614,7 +625,18 @@ impl<D: Link> Stack<D> {
         self.cut_service();
         self.net.autoconf();
         self.service();
+        // Connections a kernel listener took since: watched from now on.
+        for id in std::mem::take(&mut self.net.delivered) {
+            if let Some(s) = self.socks.get_mut(&id) {
+                s.held = false;
+                self.watch.push((id, libc::EPOLL_CTL_ADD));
+                self.work.add(id);
+            }
+        }
         self.cut_sweep();
+        if !self.door_early.is_empty() {
+            self.door_expire();
+        }
         self.net.egress();
         self.net.resets_tick();
         self.note_timeouts();

@@ -224,7 +224,7 @@ impl<D: Link> Stack<D> {
             }
             // close() is not seen synchronously: a socket whose app end is already closed
             // (reaped on the next loop turn) does not hold its port, as on Linux.
-            if app_gone(self.net.id, *oid) {
+            if sock_gone(self.net.id, *oid, o) {
                 continue;
             }
             let oaddr = o.bound.and_then(|b| b.0);

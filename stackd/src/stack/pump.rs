@@ -146,7 +146,10 @@ impl<D: Link> Stack<D> {
             if self.socks.get(&id).is_some_and(|s| {
                 matches!(
                     s.tcp,
-                    TcpState::Cut(_) | TcpState::CutPending(_) | TcpState::CutWait(_)
+                    TcpState::Cut(_)
+                        | TcpState::CutPending(_)
+                        | TcpState::CutWait(_)
+                        | TcpState::Fresh(_)
                 )
             }) {
                 if !self.cut_visit(id) {
@@ -197,6 +200,24 @@ impl<D: Link> Stack<D> {
             net.rearm(s);
             match &mut s.tcp {
                 TcpState::Connecting(_) => self.revisit.push(id),
+                TcpState::Listening(l) if l.kernel.is_some() => {
+                    // Connections wait for room in the kernel listener's backlog (no
+                    // descriptor says when): try again soon. And a look for its close.
+                    if !l.queue.is_empty() {
+                        self.alarms.push(Reverse((net.now + KERNEL_RETRY, id)));
+                    }
+                    if let Some(k) = &mut l.kernel
+                        && net.now >= k.check.check_at
+                    {
+                        if kernel_listener_gone(net.id, id, s.app_ino) {
+                            s.hup = true;
+                            self.revisit.push(id);
+                        } else {
+                            k.check.later(net.now);
+                            self.alarms.push(Reverse((k.check.check_at, id)));
+                        }
+                    }
+                }
                 TcpState::Conn(c) => {
                     // A wait the stack ends itself: visit it then (one alarm at a time; a
                     // visit at the old time sets the next).
@@ -266,6 +287,7 @@ impl<D: Link> Net<D> {
             TcpState::Connecting(c) => tcp_arm(c.h),
             TcpState::Conn(c) => tcp_arm(c.h),
             TcpState::Idle
+            | TcpState::Fresh(_)
             | TcpState::Done
             | TcpState::Cut(_)
             | TcpState::CutPending(_)
@@ -277,6 +299,7 @@ impl<D: Link> Net<D> {
             TcpState::Connecting(c) => self.demux.touch(c.h),
             TcpState::Conn(c) => self.demux.touch(c.h),
             TcpState::Idle
+            | TcpState::Fresh(_)
             | TcpState::Done
             | TcpState::Cut(_)
             | TcpState::CutPending(_)
@@ -367,7 +390,10 @@ impl<D: Link> Net<D> {
         match &mut s.tcp {
             TcpState::Idle => !s.hup,
             // (Visited in `service` before this.)
-            TcpState::Cut(_) | TcpState::CutPending(_) | TcpState::CutWait(_) => true,
+            TcpState::Cut(_)
+            | TcpState::CutPending(_)
+            | TcpState::CutWait(_)
+            | TcpState::Fresh(_) => true,
             TcpState::Done => {
                 // Whatever the app still writes has nowhere to go.
                 while s.rd {
@@ -401,8 +427,11 @@ impl<D: Link> Net<D> {
                         }
                     }
                 }
+                if l.kernel.is_some() {
+                    s.wr = true;
+                }
                 if s.wr {
-                    deliver(s);
+                    deliver(s, &mut self.delivered);
                 }
                 if s.hup {
                     if let TcpState::Listening(l) = std::mem::replace(&mut s.tcp, TcpState::Done) {
@@ -450,6 +479,10 @@ impl<D: Link> Net<D> {
         let TcpState::Conn(c) = &mut s.tcp else {
             return true;
         };
+        if s.held {
+            // Nothing to pump until a kernel listener takes it (`deliver`).
+            return true;
+        }
         let fd = s.dmn.raw();
         let t = self.set.get_mut::<tcp::Socket>(c.h);
         c.watch.look(t, self.now);

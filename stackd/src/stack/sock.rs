@@ -5,6 +5,10 @@
 
 use super::*;
 
+/// Door connections kept for a `Register` not read yet: at most this many, this long.
+const DOOR_EARLY_MAX: usize = 4096;
+const DOOR_EARLY_FOR: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Kind {
     Tcp,
@@ -17,6 +21,10 @@ pub(super) enum Kind {
 }
 
 pub(super) struct Listener {
+    /// A kernel listener (`names::listener_name`, made by the shim): connections are handed
+    /// over by connecting to it, and it is looked at for the application's close from time
+    /// to time (no descriptor of ours sees it).
+    pub(super) kernel: Option<KernelListener>,
     pub(super) backlog: usize,
     pub(super) pool: Vec<SocketHandle>,
     pub(super) queue: VecDeque<Pending>,
@@ -26,9 +34,16 @@ pub(super) struct Listener {
     pub(super) short: bool,
 }
 
+pub(super) struct KernelListener {
+    pub(super) name: sys::UnixAddr,
+    pub(super) check: super::cut::Cut,
+}
+
 /// One record for the listener's socketpair: a connection's (its app end attached), or an
 /// error record without one (`AcceptRecord::encode_error`).
 pub(super) struct Pending {
+    /// The connection's socket (a kernel listener's: see `deliver`).
+    pub(super) conn: u64,
     pub(super) app: Option<Fd>,
     pub(super) rec: [u8; ctl::ACCEPT_RECORD_LEN],
 }
@@ -71,6 +86,9 @@ pub(super) const BULK: u64 = 1 << 20;
 pub(super) const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(10);
 
 pub(super) enum TcpState {
+    /// Registered by a client, not attached yet (no daemon end: `ctl`, Register): checked
+    /// for the application's close like a cut-through record.
+    Fresh(super::cut::Cut),
     Idle,
     Listening(Listener),
     Connecting(Connecting),
@@ -124,6 +142,11 @@ pub(super) struct Sock {
     pub(super) waker: Waker,
     /// The uid whose socket it is: its creator's (accepted connections: their listener's).
     pub(super) owner: u32,
+    /// A connection handed over to a kernel listener (`Listener::kernel`).
+    pub(super) kernel_conn: bool,
+    /// Not handed over yet (its listener's backlog was full): not watched until then (an
+    /// unconnected socket reports a hang-up).
+    pub(super) held: bool,
     /// Inode of the application end, when known (see [`Stack::app_closed`]).
     pub(super) app_ino: Option<u64>,
     /// A TCP socket made by `socket` that neither connects through TCP nor listens yet: its
@@ -153,6 +176,8 @@ impl Sock {
             waker,
             owner,
             app_ino: None,
+            kernel_conn: false,
+            held: false,
             quiet: false,
             watched: 0,
             domain,
@@ -260,6 +285,21 @@ impl Sock {
 
 impl<D: Link> Net<D> {
     /// A socketpair of type `ty`: (daemon end, app end), the app end bound to its name.
+    /// The daemon end of a connection for a kernel listener: a stream socket named as
+    /// socket `id` (the accepting shim reads who it is from its peer's name), and a second
+    /// descriptor of it that `deliver` connects (and drops).
+    pub(super) fn make_connector(&mut self, id: u64) -> Result<(Fd, Fd), Errno> {
+        let d = sys::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )?;
+        sys::bind_unix(d.raw(), &names::socket_name(self.id, id))?;
+        let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
+        let a = d.dup_cloexec(0)?;
+        Ok((d, a))
+    }
+
     pub(super) fn make_pair(&mut self, ty: i32, id: u64) -> Result<(Fd, Fd), Errno> {
         // The app's end stays blocking (clients other than the shim rely on it); ours gets
         // O_NONBLOCK with one F_SETFL (a fresh socket has no other status flag to keep).
@@ -352,22 +392,34 @@ impl<D: Link> Stack<D> {
         owner: u32,
     ) -> Result<(), Errno> {
         let mut fds = fds.into_iter();
+        if !ctl::is_client_id(id) || self.socks.contains_key(&id) {
+            return Err(Errno::EADDRINUSE);
+        }
+        let kind = Self::sock_kind(domain, ty, protocol)?;
+        Self::may_open(kind, owner)?;
+        if kind == Kind::Tcp {
+            // Only the client's own end: the daemon end comes through the door.
+            let app = fds.next().ok_or(Errno::EINVAL)?;
+            let app_ino = sys::fstat_id(app.raw()).ok().map(|i| i.1);
+            self.install(id, domain, kind, Fd::none(), owner);
+            let now = self.net.now;
+            if let Some(s) = self.socks.get_mut(&id) {
+                s.app_ino = app_ino;
+                s.tcp = TcpState::Fresh(super::cut::Cut::new(id, now));
+            }
+            self.installed(id, ty, protocol);
+            if let Some((d, _)) = self.door_early.remove(&id) {
+                self.door_attach(id, d);
+            }
+            return Ok(());
+        }
         let d = fds.next().ok_or(Errno::EINVAL)?;
         // The client's own end, when it sends it along: only its inode is kept.
         let app_ino = fds
             .next()
             .and_then(|a| sys::fstat_id(a.raw()).ok())
             .map(|i| i.1);
-        if !ctl::is_client_id(id) || self.socks.contains_key(&id) {
-            return Err(Errno::EADDRINUSE);
-        }
-        let kind = Self::sock_kind(domain, ty, protocol)?;
-        Self::may_open(kind, owner)?;
-        let want = if kind == Kind::Tcp {
-            libc::SOCK_STREAM
-        } else {
-            libc::SOCK_SEQPACKET
-        };
+        let want = libc::SOCK_SEQPACKET;
         if sys::getsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_DOMAIN) != Ok(libc::AF_UNIX)
             || sys::getsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_TYPE) != Ok(want)
         {
@@ -376,9 +428,7 @@ impl<D: Link> Stack<D> {
         // (A socket's only status flag is O_NONBLOCK: no need to read them first.)
         sys::fcntl(d.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long)?;
         let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
-        if want != libc::SOCK_STREAM {
-            let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
-        }
+        let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_RCVBUF, APP_SOCKBUF);
         self.install(id, domain, kind, d, owner);
         if let Some(s) = self.socks.get_mut(&id) {
             s.app_ino = app_ino;
@@ -443,6 +493,90 @@ impl<D: Link> Stack<D> {
         self.work.add(id);
     }
 
+    /// Take the connections waiting at the node's door (`set_door`): each one the daemon end
+    /// of a registered TCP socket that is about to connect or listen (`ctl`, Register). One
+    /// whose peer is not such a socket of ours (named by `names::socket_name`, not attached
+    /// yet, its process of the socket's owner, root or ours) is dropped.
+    pub fn door_ready(&mut self) {
+        if self.door < 0 {
+            return;
+        }
+        loop {
+            let d = match sys::accept(self.door, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) {
+                Ok(d) => d,
+                Err(e) if e == Errno::EINTR => continue,
+                Err(_) => return,
+            };
+            let id = sys::getpeername_unix(d.raw())
+                .ok()
+                .flatten()
+                .and_then(|n| names::parse_socket_name(&n))
+                .and_then(|(node, id)| (node == self.net.id).then_some(id));
+            let Some(id) = id else {
+                continue;
+            };
+            if self.socks.contains_key(&id) {
+                self.door_attach(id, d);
+            } else if self.door_early.len() < DOOR_EARLY_MAX {
+                // Its `Register` is still on its way (read after this, or on another
+                // control connection): the socket takes it when it comes.
+                self.door_early.insert(id, (d, self.net.now));
+            }
+        }
+    }
+
+    /// Attach `d`, taken at the door, as socket `id`'s daemon end, if `id` waits for one and
+    /// `d`'s peer runs as its owner, root or us.
+    fn door_attach(&mut self, id: u64, d: Fd) {
+        let Some(s) = self.socks.get_mut(&id) else {
+            return;
+        };
+        let uid = sys::peer_cred(d.raw()).map(|c| c.1);
+        if !matches!(s.tcp, TcpState::Fresh(_))
+            || !uid.is_ok_and(|u| u == 0 || u == s.owner || u == sys::geteuid())
+        {
+            return;
+        }
+        let _ = sys::setsockopt_int(d.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, APP_SOCKBUF);
+        s.dmn = d;
+        s.tcp = TcpState::Idle;
+        self.watch.push((id, libc::EPOLL_CTL_ADD));
+        self.work.add(id);
+    }
+
+    /// Give socket `id`, a fresh one, its daemon end: connect its application's end `app`
+    /// (unconnected) to our own door and take the other end there.
+    pub(super) fn door_self_attach(&mut self, id: u64, app: &Fd) -> Result<(), Errno> {
+        if self.door < 0 {
+            return Err(Errno(libc::ENETDOWN));
+        }
+        let door = names::node_door_name(self.net.id);
+        for _ in 0..2 {
+            match sys::connect_unix(app.raw(), &door) {
+                Ok(()) => break,
+                Err(e) if e.is_again() => self.door_ready(),
+                Err(e) => return Err(e),
+            }
+        }
+        self.door_ready();
+        match self.socks.get(&id).map(|s| &s.tcp) {
+            Some(TcpState::Idle) => Ok(()),
+            _ => Err(Errno(libc::ENETDOWN)),
+        }
+    }
+
+    /// Drop door connections whose socket never registered (see [`Stack::door_ready`]).
+    pub(super) fn door_expire(&mut self) {
+        let now = self.net.now;
+        self.door_early
+            .retain(|_, (_, t)| now < *t + DOOR_EARLY_FOR);
+    }
+
+    /// The node's door, a listening stream socket (see [`Stack::door_ready`]).
+    pub fn set_door(&mut self, fd: RawFd) {
+        self.door = fd;
+    }
+
     pub(super) fn alloc_ident(&mut self) -> u16 {
         loop {
             self.next_ident = self.next_ident.wrapping_add(1);
@@ -474,10 +608,19 @@ impl<D: Link> Stack<D> {
     /// Whether `fd` is the application end of socket `id`: a socket bound to the socket's
     /// name. Names are unique, and the application end holds that name while it is open, so
     /// whoever can pass this fd holds the socket.
+    ///
+    /// A kernel listener (`names::listener_name`) proves it only if it is the very socket
+    /// that listens (its inode): its name outlives it in nobody's hands, and the daemon
+    /// learns of its close late.
     pub fn proves(&self, id: u64, fd: &Fd) -> bool {
-        self.socks.contains_key(&id)
-            && sys::getsockname_unix(fd.raw()).ok().flatten()
-                == Some(names::socket_name(self.net.id, id))
+        let Some(s) = self.socks.get(&id) else {
+            return false;
+        };
+        let name = sys::getsockname_unix(fd.raw()).ok().flatten();
+        name == Some(names::socket_name(self.net.id, id))
+            || (name == Some(names::listener_name(self.net.id, id))
+                && s.app_ino.is_some()
+                && sys::fstat_id(fd.raw()).ok().map(|i| i.1) == s.app_ino)
     }
 }
 
@@ -492,6 +635,17 @@ impl<D: Link> Stack<D> {
     /// The table is read once until the next poll (`unix_names`): closes come in bursts (a
     /// client resetting 10,000 connections), and each read costs the whole table.
     pub(super) fn app_closed(&mut self, id: u64) -> bool {
+        if let Some(s) = self.socks.get(&id)
+            && s.kernel_conn
+        {
+            // Handed to a kernel listener: the application's end has no name of its own
+            // (ours holds the socket's). Its inode, as our end's peer, is 0 once it is
+            // closed (`sock_diag`); a hang-up may also be both ways shut down.
+            return sys::fstat_id(s.dmn.raw())
+                .ok()
+                .and_then(|(_, ino)| unix_peer_ino(ino))
+                .is_none_or(|peer| peer == 0);
+        }
         if app_gone(self.net.id, id) {
             return true;
         }
@@ -536,18 +690,119 @@ pub(super) fn names_by_inode(table: &str, prefix: &str) -> HashMap<u64, String> 
         .collect()
 }
 
-/// Whether the app's end of socket `id` of node `node` is closed in every process: the kernel
-/// frees its abstract name (`names::socket_name`) when the last reference goes away.
-pub(super) fn app_gone(node: u64, id: u64) -> bool {
-    let Ok(probe) = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) else {
+/// Whether socket `id` (`s`) of node `node` is closed in every process ([`app_gone`], or
+/// [`kernel_listener_gone`]).
+pub(super) fn sock_gone(node: u64, id: u64, s: &Sock) -> bool {
+    match &s.tcp {
+        TcpState::Listening(l) if l.kernel.is_some() => kernel_listener_gone(node, id, s.app_ino),
+        _ => app_gone(node, id),
+    }
+}
+
+/// Whether the kernel listener of socket `id` of node `node` (inode `ino`) is closed: its
+/// name is free, or held by another socket (anyone may bind a freed name: only ours, by its
+/// inode in `/proc/net/unix`, counts).
+pub(super) fn kernel_listener_gone(node: u64, id: u64, ino: Option<u64>) -> bool {
+    let name = names::listener_name(node, id);
+    let taken = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        .is_ok_and(|probe| sys::bind_unix(probe.raw(), &name) == Err(Errno::EADDRINUSE));
+    if !taken {
         return true;
+    }
+    let (Some(ino), Ok(table)) = (ino, std::fs::read_to_string("/proc/net/unix")) else {
+        return false;
     };
-    sys::bind_unix(probe.raw(), &names::socket_name(node, id)) != Err(Errno::EADDRINUSE)
+    let want = match name {
+        sys::UnixAddr::Abstract(b) => format!("@{}", String::from_utf8_lossy(&b)),
+        _ => return false,
+    };
+    names_by_inode(&table, &want)
+        .get(&ino)
+        .is_none_or(|n| *n != want)
+}
+
+/// Whether the app's end of socket `id` of node `node` is closed in every process: the kernel
+/// frees its abstract name (`names::socket_name`) when the last reference goes away. A socket
+/// the shim made may be a kernel listener now, under its listener name
+/// (`names::listener_name`).
+pub(super) fn app_gone(node: u64, id: u64) -> bool {
+    let taken = |name: &sys::UnixAddr| {
+        sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+            .is_ok_and(|probe| sys::bind_unix(probe.raw(), name) == Err(Errno::EADDRINUSE))
+    };
+    !(taken(&names::socket_name(node, id))
+        || (ctl::is_client_id(id) && taken(&names::listener_name(node, id))))
+}
+
+/// The inode of the peer of the unix socket whose inode is `ino` (`NETLINK_SOCK_DIAG`,
+/// `UDIAG_SHOW_PEER`): 0 once the peer is closed; `None` if the kernel does not say.
+pub(super) fn unix_peer_ino(ino: u64) -> Option<u32> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_PEER: u32 = 4;
+    const UNIX_DIAG_PEER: u16 = 2;
+    let nl = sys::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 4).ok()?;
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    req.push(libc::AF_UNIX as u8);
+    req.push(0); // protocol
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    req.extend_from_slice(&u32::try_from(ino).ok()?.to_ne_bytes());
+    req.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]); // no cookie
+    sys::send(nl.raw(), &req, 0).ok()?;
+    let mut b = [0u8; 512];
+    let n = sys::recv(nl.raw(), &mut b, 0).ok()?;
+    let b = &b[..n];
+    let u16_at = |i: usize| Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?));
+    if u16_at(4)? != SOCK_DIAG_BY_FAMILY {
+        return None;
+    }
+    // nlmsghdr (16), unix_diag_msg (16), then attributes (len u16, type u16, value).
+    let mut i = 32;
+    while i + 4 <= b.len() {
+        let (len, ty) = (u16_at(i)? as usize, u16_at(i + 2)?);
+        if len < 4 {
+            return None;
+        }
+        if ty == UNIX_DIAG_PEER && len >= 8 {
+            return Some(u32::from_ne_bytes(b.get(i + 4..i + 8)?.try_into().ok()?));
+        }
+        i += (len + 3) & !3;
+    }
+    // No peer attribute: no peer at all.
+    Some(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::names_by_inode;
+
+    #[test]
+    fn a_unix_sockets_peer_inode_is_0_once_the_peer_is_closed() {
+        use ioth_common::sys;
+        let (a, b) =
+            sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).unwrap();
+        let ino = |fd: &sys::Fd| sys::fstat_id(fd.raw()).unwrap().1;
+        assert_eq!(
+            super::unix_peer_ino(ino(&a)),
+            Some(ino(&b) as u32),
+            "the peer while it is open"
+        );
+        let _ = sys::shutdown(b.raw(), libc::SHUT_RDWR);
+        assert_eq!(
+            super::unix_peer_ino(ino(&a)),
+            Some(ino(&b) as u32),
+            "shut down"
+        );
+        let ia = ino(&a);
+        drop(b);
+        assert_eq!(super::unix_peer_ino(ia), Some(0), "closed");
+    }
 
     fn holds_name(table: &str, name: &str, ino: u64) -> bool {
         names_by_inode(table, "@ioth/00000000000000aa/").get(&ino) == Some(&name.to_string())

@@ -213,7 +213,7 @@ impl<D: Link> Net<D> {
         let mut v = vec![0u8; 232];
         let (state, rtt) = match &s.tcp {
             TcpState::Listening(_) => (10, 0),
-            TcpState::Done | TcpState::Idle => (7, 0),
+            TcpState::Done | TcpState::Idle | TcpState::Fresh(_) => (7, 0),
             TcpState::CutPending(_) | TcpState::CutWait(_) => (2, 0),
             TcpState::Cut(_) => (1, 0),
             TcpState::Connecting(c) => (linux_state(self.set.get::<tcp::Socket>(c.h).state()), 0),

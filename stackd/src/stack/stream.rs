@@ -142,20 +142,51 @@ impl<D: Link> Net<D> {
 }
 
 impl<D: Link> Stack<D> {
+    /// `Listen` on a socket the shim made (`TcpState::Fresh`), with one fd attached: its
+    /// kernel listener (bound to `names::listener_name`: our record keeps its inode, to
+    /// tell it from a socket another user binds to that name once it is closed), or, when
+    /// that name was taken, the application's socket itself, which then gets a daemon end
+    /// through our door and listens the old way (accept records).
+    pub(super) fn op_listen_fresh(&mut self, id: u64, fds: Vec<Fd>) -> Result<(), Errno> {
+        let Some(s) = self.socks.get(&id) else {
+            return Ok(());
+        };
+        let (TcpState::Fresh(_), Some(fd)) = (&s.tcp, fds.into_iter().next()) else {
+            return Ok(());
+        };
+        let name = sys::getsockname_unix(fd.raw()).ok().flatten();
+        if name == Some(names::listener_name(self.net.id, id)) {
+            let ino = sys::fstat_id(fd.raw()).ok().map(|i| i.1);
+            if let Some(s) = self.socks.get_mut(&id) {
+                s.app_ino = ino;
+            }
+            return Ok(());
+        }
+        if name != Some(names::socket_name(self.net.id, id)) {
+            return Err(Errno::EINVAL);
+        }
+        self.door_self_attach(id, &fd)
+    }
+
     pub(super) fn op_listen(&mut self, id: u64, backlog: i32) -> Result<Reply, Errno> {
         let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
         if s.kind != Kind::Tcp {
             return Err(Errno(libc::EOPNOTSUPP));
         }
         let backlog = (backlog.max(1) as usize).min(MAX_BACKLOG);
-        match &mut s.tcp {
+        let kernel = match &mut s.tcp {
             TcpState::Listening(l) => {
                 l.backlog = backlog;
                 return Ok(Reply::Ok);
             }
-            TcpState::Idle => {}
+            TcpState::Idle => None,
+            // A socket the shim made: it listens in the kernel, under its listener name.
+            TcpState::Fresh(_) => Some(KernelListener {
+                name: names::listener_name(self.net.id, id),
+                check: super::cut::Cut::new(id, self.net.now),
+            }),
             _ => return Err(Errno::EINVAL),
-        }
+        };
         if s.bound.is_none() {
             let p = self.ephemeral(Kind::Tcp)?;
             self.socks.get_mut(&id).ok_or(Errno::EBADF)?.bound = Some((None, p));
@@ -169,7 +200,7 @@ impl<D: Link> Stack<D> {
                 && *oid != id
                 && op == port
                 && !(s.opts.reuseport && o.opts.reuseport)
-                && !app_gone(self.net.id, *oid)
+                && !sock_gone(self.net.id, *oid, o)
             {
                 let (o4, o6) = o.families();
                 let overlap = match (addr, oa) {
@@ -185,6 +216,7 @@ impl<D: Link> Stack<D> {
         }
         let (net, s) = self.split(id)?;
         s.tcp = TcpState::Listening(Listener {
+            kernel,
             backlog,
             pool: Vec::new(),
             queue: VecDeque::new(),
@@ -194,6 +226,7 @@ impl<D: Link> Stack<D> {
         self.kept_report(id);
         self.listeners.push(id);
         self.loud(id);
+        self.cut_announce(id);
         Ok(Reply::Ok)
     }
 
@@ -339,8 +372,9 @@ impl<D: Link> Stack<D> {
         if s.kind != Kind::Tcp {
             return self.dgram_connect(id, addr);
         }
+        let fresh = matches!(s.tcp, TcpState::Fresh(_));
         match s.tcp {
-            TcpState::Idle => {}
+            TcpState::Idle | TcpState::Fresh(_) => {}
             TcpState::Connecting(_) | TcpState::CutPending(_) | TcpState::CutWait(_) => {
                 return Err(Errno(libc::EALREADY));
             }
@@ -395,7 +429,25 @@ impl<D: Link> Stack<D> {
                 p
             }
         };
-        if try_cut && hop == dst {
+        if fresh {
+            // A socket the shim made: connected here, straight to the peer's listener, or
+            // to our door, whose other end is then its daemon end.
+            let Some(a) = app.as_ref() else {
+                return Err(Errno::EINVAL);
+            };
+            if try_cut && hop == dst {
+                let local = SocketAddr::new(src, lport);
+                let to = SocketAddr::new(dst, sa.port());
+                match self.cut_direct(id, local, to, a) {
+                    super::cut::Direct::Done => return Ok(Reply::Ok),
+                    super::cut::Direct::Wait => return Err(Errno(ctl::E_CUT_WAIT)),
+                    super::cut::Direct::Failed => return Err(Errno::ECONNREFUSED),
+                    super::cut::Direct::No => {}
+                }
+            }
+            self.cut_waited(id);
+            self.door_self_attach(id, a)?;
+        } else if try_cut && hop == dst {
             let local = SocketAddr::new(src, lport);
             let to = SocketAddr::new(dst, sa.port());
             match self.cut_connect(id, local, to, app, &mut notify, prefilled) {
@@ -465,7 +517,16 @@ impl<D: Link> Stack<D> {
             return;
         };
         let id = self.new_id();
-        let (d, a) = match self.net.make_pair(libc::SOCK_STREAM, id) {
+        let kernel = self
+            .socks
+            .get(&lid)
+            .is_some_and(|l| matches!(&l.tcp, TcpState::Listening(li) if li.kernel.is_some()));
+        let made = if kernel {
+            self.net.make_connector(id)
+        } else {
+            self.net.make_pair(libc::SOCK_STREAM, id)
+        };
+        let (d, a) = match made {
             Ok(p) => p,
             Err(e) if [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM].contains(&e.0) => {
                 if let Some(l) = self.socks.get_mut(&lid)
@@ -475,10 +536,11 @@ impl<D: Link> Stack<D> {
                     log::warn!("accept: socketpair: {e} (connections wait)");
                     li.short = true;
                     li.queue.push_back(Pending {
+                        conn: 0,
                         app: None,
                         rec: AcceptRecord::encode_error(e.0),
                     });
-                    deliver(l);
+                    deliver(l, &mut self.net.delivered);
                     self.work.add(lid);
                 }
                 self.unpaired.push(h);
@@ -494,7 +556,20 @@ impl<D: Link> Stack<D> {
         let Some(l) = self.socks.get_mut(&lid) else {
             return;
         };
-        let mut s = queue_accepted(l, (id, d, self.work.waker(id)), a, local, remote);
+        let mut s = queue_accepted(
+            &mut self.net.delivered,
+            l,
+            (id, d, self.work.waker(id)),
+            a,
+            local,
+            remote,
+        );
+        if kernel {
+            // Watched once handed over (`Net::delivered`).
+            s.kernel_conn = true;
+            s.held = true;
+            s.app_ino = None;
+        }
         s.wr = true;
         s.rd = true;
         // (Should the listener have failed, its next visit drops it.)
@@ -513,7 +588,9 @@ impl<D: Link> Stack<D> {
         });
         self.socks.insert(id, s);
         self.journal_add(id, local, remote);
-        self.watch.push((id, libc::EPOLL_CTL_ADD));
+        if !kernel {
+            self.watch.push((id, libc::EPOLL_CTL_ADD));
+        }
         self.work.add(id);
     }
 }
@@ -536,6 +613,7 @@ pub(super) fn op_shutdown(s: &Sock, how: i32) -> Result<Reply, Errno> {
 /// daemon end and waker), with the listener's options and binding; its accept record is
 /// queued on the listener with the app's end `app`, and written out if there is room.
 pub(super) fn queue_accepted(
+    delivered: &mut Vec<u64>,
     l: &mut Sock,
     (id, dmn, waker): (u64, Fd, Waker),
     app: Fd,
@@ -557,20 +635,64 @@ pub(super) fn queue_accepted(
     if let TcpState::Listening(li) = &mut l.tcp {
         li.short = false;
         li.queue.push_back(Pending {
+            conn: id,
             app: Some(app),
             rec: rec.encode(),
         });
     }
-    deliver(l);
+    deliver(l, delivered);
     s
 }
 
-/// Write queued accept records (with their fds) to the listener's socketpair.
-pub(super) fn deliver(s: &mut Sock) {
+/// Write queued accept records (with their fds) to the listener's socketpair. A kernel
+/// listener's connections are handed over by connecting to it (the record, the
+/// connection's addresses, written first); a full backlog leaves them queued, a listener
+/// gone marks the socket hung up.
+pub(super) fn deliver(s: &mut Sock, delivered: &mut Vec<u64>) {
     let fd = s.dmn.raw();
     let TcpState::Listening(l) = &mut s.tcp else {
         return;
     };
+    if let Some(k) = &l.kernel {
+        let owner = s.owner;
+        while let Some(p) = l.queue.front() {
+            let Some(a) = &p.app else {
+                // (No error records: the kernel's accept fails by itself when out of fds.)
+                l.queue.pop_front();
+                continue;
+            };
+            match sys::connect_unix(a.raw(), &k.name) {
+                Ok(()) if !listened_by(a.raw(), owner) => {
+                    // Another user's socket under the name of ours, closed: not for it.
+                    log::warn!("kernel listener {:?}: taken by another user", k.name);
+                    l.queue.pop_front();
+                    s.hup = true;
+                    return;
+                }
+                Ok(()) => {
+                    let _ = sys::send(a.raw(), &p.rec, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+                    delivered.push(p.conn);
+                    l.queue.pop_front();
+                }
+                Err(e) if e == Errno::EINTR => {}
+                Err(e) if e.is_again() => {
+                    s.wr = false;
+                    return;
+                }
+                Err(e) if e.0 == libc::ECONNREFUSED || e.0 == libc::ENOENT => {
+                    log::debug!("kernel listener {:?}: {e}", k.name);
+                    s.hup = true;
+                    return;
+                }
+                Err(e) => {
+                    // (Not a socket we can connect: this connection goes.)
+                    log::debug!("kernel listener {:?}: {e}", k.name);
+                    l.queue.pop_front();
+                }
+            }
+        }
+        return;
+    }
     while let Some(p) = l.queue.front() {
         let app: Vec<RawFd> = p.app.iter().map(|a| a.raw()).collect();
         match sys::sendmsg(
@@ -691,4 +813,10 @@ pub(super) fn drain_nb(fd: RawFd, mut n: usize) -> usize {
         }
     }
     got
+}
+
+/// Whether the listener that `fd` just connected to was made by root, by `owner` or by us
+/// (`SO_PEERCRED`: who called `listen`): a listener's name is anyone's once it is closed.
+pub(super) fn listened_by(fd: RawFd, owner: u32) -> bool {
+    sys::peer_cred(fd).is_ok_and(|(_, uid, _)| uid == 0 || uid == owner || uid == sys::geteuid())
 }

@@ -306,11 +306,44 @@ pub const CLIENT_ID_BIT: u64 = 1 << 59;
 /// `SO_PRIORITY` of a registered socket's app end until its first `connect` or `listen`
 /// (see `ConnectAsync` in the module docs).
 pub const FRESH_PRIORITY: i32 = 1;
+/// Set by the daemon in the `SO_PRIORITY` of an application's socket it connected straight
+/// to another node's kernel listener (cut-through): options that mean nothing there are the
+/// client's to keep.
+pub const CUT_PRIORITY: i32 = 2;
+/// `TCP_NODELAY` of a cut-through connection, kept in its fd's `SO_PRIORITY` by the client
+/// (a connection through the daemon has its own in the daemon). At most 6 in all: more
+/// needs `CAP_NET_ADMIN`.
+pub const NODELAY_PRIORITY: i32 = 4;
 
 /// A client-chosen socket id from 59 random bits (`random`): unpredictable, so that no
 /// other user can take the names of our next sockets before we do.
 pub fn client_id(random: u64) -> SockId {
     CLIENT_ID_BIT | (random & (CLIENT_ID_BIT - 1)) | 1
+}
+
+/// Set, with [`CLIENT_ID_BIT`], in the id of a TCP socket the client made and did not
+/// register: the daemon makes its record (`TcpState::Fresh`) on the first request about it.
+/// A fresh socket that nothing asks about costs the daemon nothing (a client that opens and
+/// closes thousands of connections a second sends one request per connection, its
+/// `Connect`).
+pub const LAZY_TCP_BIT: u64 = 1 << 58;
+/// Set in a [`LAZY_TCP_BIT`] id for an `AF_INET6` socket.
+pub const LAZY_V6_BIT: u64 = 1 << 57;
+
+/// A lazily registered TCP socket's id ([`LAZY_TCP_BIT`]) from random bits.
+pub fn lazy_tcp_id(random: u64, v6: bool) -> SockId {
+    let v6 = if v6 { LAZY_V6_BIT } else { 0 };
+    CLIENT_ID_BIT | LAZY_TCP_BIT | v6 | (random & (LAZY_V6_BIT - 1)) | 1
+}
+
+/// The domain of a lazily registered TCP socket `id`, `None` for any other id.
+pub fn lazy_tcp_domain(id: SockId) -> Option<i32> {
+    (id & (CLIENT_ID_BIT | LAZY_TCP_BIT) == CLIENT_ID_BIT | LAZY_TCP_BIT && id & MIRROR_BIT == 0)
+        .then_some(if id & LAZY_V6_BIT != 0 {
+            libc::AF_INET6
+        } else {
+            libc::AF_INET
+        })
 }
 
 /// A daemon-chosen socket id from random bits: never a client id, bits 59..63 clear.

@@ -661,6 +661,18 @@ fn claim_fresh(v: Virt, fd: RawFd) -> bool {
     }
 }
 
+/// `TCP_NODELAY` of a cut-through connection (the accepted end: `ctl::MIRROR_BIT` in its
+/// id; the connecting one: `ctl::CUT_PRIORITY`), kept in its fd's `SO_PRIORITY`: that
+/// value, or `None` (another option or socket: the daemon's). Nagle means nothing on a unix
+/// socket; nginx and wrk set it on every connection, a request to the daemon each.
+fn cut_nodelay(v: Virt, fd: RawFd, level: i32, name: i32) -> Option<i32> {
+    if level != libc::IPPROTO_TCP || name != libc::TCP_NODELAY || !ctl::is_client_id(v.id) {
+        return None;
+    }
+    let p = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY).ok()?;
+    (v.id & ctl::MIRROR_BIT != 0 || p & ctl::CUT_PRIORITY != 0).then_some(p)
+}
+
 /// `TCP_CORK` on a TCP socket: its current setting, kept by the process ([`crate::cork`]),
 /// never sent to the daemon. `None` for any other option or socket.
 fn local_cork(v: Virt, fd: RawFd, level: i32, name: i32) -> Option<bool> {
@@ -811,6 +823,13 @@ pub fn getsockopt(
         b.truncate(len);
         return Ok(b);
     }
+    if let Some(p) = cut_nodelay(v, fd, level, name) {
+        let mut b = i32::from(p & ctl::NODELAY_PRIORITY != 0)
+            .to_ne_bytes()
+            .to_vec();
+        b.truncate(len);
+        return Ok(b);
+    }
     if native_option(level, name) {
         let mut b = vec![0u8; len.min(64)];
         let n = sys::getsockopt_bytes(fd, level, name, &mut b)?;
@@ -864,6 +883,17 @@ pub fn setsockopt(
         let on = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]) != 0;
         crate::cork::set(v.id, on);
         return Ok(());
+    }
+    if value.len() >= 4
+        && let Some(p) = cut_nodelay(v, fd, level, name)
+    {
+        let on = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]) != 0;
+        let p = if on {
+            p | ctl::NODELAY_PRIORITY
+        } else {
+            p & !ctl::NODELAY_PRIORITY
+        };
+        return sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, p);
     }
     let req = Request::SetSockOpt {
         id: v.id,

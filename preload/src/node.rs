@@ -332,13 +332,37 @@ fn admit(c: &Conn, node: Option<u64>) -> Result<(), Errno> {
 /// An fd of ours that is the application end of a socket of `node` (any node: `None`;
 /// named by `names::socket_name`), and that socket's id.
 fn proof(node: Option<u64>) -> Option<(RawFd, u64)> {
+    // Best first: a kernel listener (always known to its daemon, which checks its inode);
+    // then a connected socket (known since its connect); then any other socket of the node
+    // (one that nothing asked the daemon about yet is unknown there: `ctl::LAZY_TCP_BIT`).
+    // An accepted connection carries its listener's name and is no proof of it.
     let max = sys::fd_limit().clamp(64, 8192);
-    (0..max as RawFd).find_map(|fd| {
-        let name = sys::getsockname_unix(fd).ok().flatten()?;
-        let (n, id) =
-            names::parse_socket_name(&name).or_else(|| names::parse_listener_name(&name))?;
-        node.is_none_or(|want| want == n).then_some((fd, id))
-    })
+    let mut best: Option<(u8, RawFd, u64)> = None;
+    for fd in 0..max as RawFd {
+        let Some(name) = sys::getsockname_unix(fd).ok().flatten() else {
+            continue;
+        };
+        let rank = if let Some((n, id)) = names::parse_listener_name(&name) {
+            if sys::getpeername_unix(fd).is_ok() {
+                continue;
+            }
+            (n, id, 0)
+        } else if let Some((n, id)) = names::parse_socket_name(&name) {
+            let connected = sys::getpeername_unix(fd).is_ok_and(|p| p.is_some());
+            (n, id, if connected { 1 } else { 2 })
+        } else {
+            continue;
+        };
+        let (n, id, r) = rank;
+        if node.is_some_and(|want| want != n) || best.is_some_and(|b| b.0 <= r) {
+            continue;
+        }
+        best = Some((r, fd, id));
+        if r == 0 {
+            break;
+        }
+    }
+    best.map(|(_, fd, id)| (fd, id))
 }
 
 /// Give a connection back after a call (`ok`), or close it (it failed: the daemon may be
@@ -618,7 +642,11 @@ pub fn register_home(
         // A taken name (a random id that met another) means: another id.
         let mut id = 0;
         for _ in 0..64 {
-            let cand = ctl::client_id(sys::random_u64());
+            let cand = if stream {
+                ctl::lazy_tcp_id(sys::random_u64(), domain == libc::AF_INET6)
+            } else {
+                ctl::client_id(sys::random_u64())
+            };
             match sys::bind_unix(app.raw(), &names::socket_name(node, cand)) {
                 Ok(()) => {
                     id = cand;
@@ -651,6 +679,11 @@ pub fn register_home(
                 libc::SO_PRIORITY,
                 ctl::FRESH_PRIORITY,
             );
+        }
+        if stream {
+            // Registered by its first request (`ctl::LAZY_TCP_BIT`).
+            checkin(c, true);
+            return Ok(app);
         }
         let req = Request::Register {
             id,

@@ -509,6 +509,14 @@ impl<D: Link> Stack<D> {
                 return Direct::No;
             }
         }
+        // (TCP_NODELAY, set before the connect, is the client's to keep from now on.)
+        let nodelay = self.socks.get(&id).is_some_and(|s| s.opts.nodelay);
+        let _ = sys::setsockopt_int(
+            app.raw(),
+            libc::SOL_SOCKET,
+            libc::SO_PRIORITY,
+            ctl::CUT_PRIORITY | if nodelay { ctl::NODELAY_PRIORITY } else { 0 },
+        );
         let present = |a: SocketAddr| match a {
             SocketAddr::V4(v4) if l.inet6 => WireAddr(Some(SocketAddr::new(
                 IpAddr::V6(v4.ip().to_ipv6_mapped()),

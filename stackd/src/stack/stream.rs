@@ -435,6 +435,12 @@ impl<D: Link> Stack<D> {
             let Some(a) = app.as_ref() else {
                 return Err(Errno::EINVAL);
             };
+            if let Some(s) = self.socks.get_mut(&id)
+                && s.app_ino.is_none()
+            {
+                // (Registered by its first request: now its end's inode is known.)
+                s.app_ino = sys::fstat_id(a.raw()).ok().map(|i| i.1);
+            }
             if try_cut && hop == dst {
                 let local = SocketAddr::new(src, lport);
                 let to = SocketAddr::new(dst, sa.port());

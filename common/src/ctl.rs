@@ -38,7 +38,9 @@
 //!   failing bind means the id is taken: pick another), and may send requests about the socket
 //!   right after it on the same connection. The daemon adopts a registered socket like one it
 //!   made; one it cannot adopt (bad type, id in use) is dropped, so the app's end sees EOF.
-//!   A TCP socket is registered without a daemon end: the client's socket is an unconnected
+//!   A TCP socket the shim makes is not registered at all: its id carries
+//!   [`LAZY_TCP_BIT`], and the daemon makes its record on the first request about it
+//!   (`Register` still works for one). The client's socket is an unconnected
 //!   `AF_UNIX` stream socket (attached: its own end, for its inode) until its first `connect`
 //!   (the fd attached: the daemon connects it, to another node's kernel listener, or to its
 //!   own door, `names::node_door_name`, whose accepted end is then the socket's daemon end;

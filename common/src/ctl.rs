@@ -308,6 +308,9 @@ pub const CLIENT_ID_BIT: u64 = 1 << 59;
 /// `SO_PRIORITY` of a registered socket's app end until its first `connect` or `listen`
 /// (see `ConnectAsync` in the module docs).
 pub const FRESH_PRIORITY: i32 = 1;
+/// The send buffer of the unix sockets that carry a TCP socket's bytes (1 MiB): the daemon's
+/// ends, a cut-through connection's ends.
+pub const APP_SOCKBUF: i32 = 1 << 20;
 /// Set by the daemon in the `SO_PRIORITY` of an application's socket it connected straight
 /// to another node's kernel listener (cut-through): options that mean nothing there are the
 /// client's to keep.

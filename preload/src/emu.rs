@@ -413,6 +413,14 @@ pub fn take_kernel_connection(
         let conn = sys::accept(fd, flags)?;
         match connection_record(conn.raw()) {
             Some(rec) => {
+                // The send buffer of a stack's socket (`ctl::APP_SOCKBUF`), not a unix
+                // socket's default (about 200 KiB), which would halve a bulk download.
+                let _ = sys::setsockopt_int(
+                    conn.raw(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    ctl::APP_SOCKBUF,
+                );
                 if rec.id & ctl::MIRROR_BIT != 0 {
                     // A cut-through connection: our daemon keeps its record from now on.
                     let req = Request::Adopt {

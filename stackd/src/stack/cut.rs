@@ -509,8 +509,14 @@ impl<D: Link> Stack<D> {
                 return Direct::No;
             }
         }
-        // (TCP_NODELAY, set before the connect, is the client's to keep from now on.)
-        let nodelay = self.socks.get(&id).is_some_and(|s| s.opts.nodelay);
+        // (TCP_NODELAY, set before the connect, is the client's to keep from now on.) Its
+        // send buffer is the socket's, as a TCP socket's would be: a unix socket's default
+        // (about 200 KiB) would halve a bulk upload.
+        let (nodelay, sndbuf) = self
+            .socks
+            .get(&id)
+            .map_or((false, APP_SOCKBUF), |s| (s.opts.nodelay, s.opts.sndbuf));
+        let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, sndbuf);
         let _ = sys::setsockopt_int(
             app.raw(),
             libc::SOL_SOCKET,

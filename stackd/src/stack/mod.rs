@@ -90,7 +90,7 @@ pub use keep::{Kept, KeptSocket};
 /// smoltcp TCP ring sizes (each direction).
 pub const TCP_BUF: usize = 1 << 20;
 /// Socket buffer asked for on both ends of each socketpair.
-pub const APP_SOCKBUF: i32 = 1 << 20;
+pub const APP_SOCKBUF: i32 = ctl::APP_SOCKBUF;
 /// What a socket's daemon end is watched for ([`Stack::take_watch`]): everything, or only the
 /// application's close (`EPOLLHUP` comes without asking).
 pub const WATCH_ALL: u32 =

@@ -38,9 +38,7 @@
 //!   failing bind means the id is taken: pick another), and may send requests about the socket
 //!   right after it on the same connection. The daemon adopts a registered socket like one it
 //!   made; one it cannot adopt (bad type, id in use) is dropped, so the app's end sees EOF.
-//!   A TCP socket the shim makes is not registered at all: its id carries
-//!   [`LAZY_TCP_BIT`], and the daemon makes its record on the first request about it
-//!   (`Register` still works for one). The client's socket is an unconnected
+//!   A TCP socket is registered without a daemon end: the client's socket is an unconnected
 //!   `AF_UNIX` stream socket (attached: its own end, for its inode) until its first `connect`
 //!   (the fd attached: the daemon connects it, to another node's kernel listener, or to its
 //!   own door, `names::node_door_name`, whose accepted end is then the socket's daemon end;
@@ -324,31 +322,6 @@ pub const NODELAY_PRIORITY: i32 = 4;
 /// other user can take the names of our next sockets before we do.
 pub fn client_id(random: u64) -> SockId {
     CLIENT_ID_BIT | (random & (CLIENT_ID_BIT - 1)) | 1
-}
-
-/// Set, with [`CLIENT_ID_BIT`], in the id of a TCP socket the client made and did not
-/// register: the daemon makes its record (`TcpState::Fresh`) on the first request about it.
-/// A fresh socket that nothing asks about costs the daemon nothing (a client that opens and
-/// closes thousands of connections a second sends one request per connection, its
-/// `Connect`).
-pub const LAZY_TCP_BIT: u64 = 1 << 58;
-/// Set in a [`LAZY_TCP_BIT`] id for an `AF_INET6` socket.
-pub const LAZY_V6_BIT: u64 = 1 << 57;
-
-/// A lazily registered TCP socket's id ([`LAZY_TCP_BIT`]) from random bits.
-pub fn lazy_tcp_id(random: u64, v6: bool) -> SockId {
-    let v6 = if v6 { LAZY_V6_BIT } else { 0 };
-    CLIENT_ID_BIT | LAZY_TCP_BIT | v6 | (random & (LAZY_V6_BIT - 1)) | 1
-}
-
-/// The domain of a lazily registered TCP socket `id`, `None` for any other id.
-pub fn lazy_tcp_domain(id: SockId) -> Option<i32> {
-    (id & (CLIENT_ID_BIT | LAZY_TCP_BIT) == CLIENT_ID_BIT | LAZY_TCP_BIT && id & MIRROR_BIT == 0)
-        .then_some(if id & LAZY_V6_BIT != 0 {
-            libc::AF_INET6
-        } else {
-            libc::AF_INET
-        })
 }
 
 /// A daemon-chosen socket id from random bits: never a client id, bits 59..63 clear.

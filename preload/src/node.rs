@@ -642,11 +642,7 @@ pub fn register_home(
         // A taken name (a random id that met another) means: another id.
         let mut id = 0;
         for _ in 0..64 {
-            let cand = if stream {
-                ctl::lazy_tcp_id(sys::random_u64(), domain == libc::AF_INET6)
-            } else {
-                ctl::client_id(sys::random_u64())
-            };
+            let cand = ctl::client_id(sys::random_u64());
             match sys::bind_unix(app.raw(), &names::socket_name(node, cand)) {
                 Ok(()) => {
                     id = cand;
@@ -679,11 +675,6 @@ pub fn register_home(
                 libc::SO_PRIORITY,
                 ctl::FRESH_PRIORITY,
             );
-        }
-        if stream {
-            // Registered by its first request (`ctl::LAZY_TCP_BIT`).
-            checkin(c, true);
-            return Ok(app);
         }
         let req = Request::Register {
             id,

@@ -571,7 +571,6 @@ impl Daemon {
                         let id = req.id();
                         if who.is_some()
                             && ctl::is_client_id(id)
-                            && ctl::lazy_tcp_domain(id).is_none()
                             && !self.stack.has_socket(id)
                             && !matches!(req, Request::Register { .. })
                             && !self.draining

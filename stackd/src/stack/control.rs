@@ -19,15 +19,6 @@ impl<D: Link> Stack<D> {
         self.net.now = now;
         // Whatever the request did to its socket, the next poll looks at it.
         let id = req.id();
-        if let Some(domain) = ctl::lazy_tcp_domain(id)
-            && !self.socks.contains_key(&id)
-            && !matches!(
-                req,
-                Request::Register { .. } | Request::Join { .. } | Request::Adopt { .. }
-            )
-        {
-            self.lazy_register(id, domain, caller);
-        }
         if self.socks.contains_key(&id) {
             self.work.add(id);
             // A cut-through connect the application sees finished (its end writable) is

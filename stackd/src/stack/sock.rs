@@ -383,18 +383,6 @@ impl<D: Link> Stack<D> {
         Ok(())
     }
 
-    /// The record of a TCP socket the client made without registering it
-    /// (`ctl::LAZY_TCP_BIT`), on its first request: as a registered one's, without the
-    /// inode of its application end (the name probe decides when it is closed, until a
-    /// `Connect` or a `Listen` brings a descriptor).
-    pub(super) fn lazy_register(&mut self, id: u64, domain: i32, owner: u32) {
-        self.install(id, domain, Kind::Tcp, Fd::none(), owner);
-        let now = self.net.now;
-        if let Some(s) = self.socks.get_mut(&id) {
-            s.tcp = TcpState::Fresh(super::cut::Cut::new(id, now));
-        }
-    }
-
     /// `Register`: adopt a socketpair end the client made (see `ctl`), as socket `id`.
     pub(super) fn op_register(
         &mut self,

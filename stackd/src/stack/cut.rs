@@ -773,7 +773,7 @@ impl<D: Link> Stack<D> {
         let inodes = due
             .iter()
             .any(|id| id & ctl::MIRROR_BIT != 0)
-            .then(unix_inodes)
+            .then(|| self.inodes_present())
             .flatten();
         let now = self.net.now;
         for id in due {
@@ -802,6 +802,15 @@ impl<D: Link> Stack<D> {
                 c.check_at = now + c.every;
             }
         }
+    }
+
+    /// The inodes of this node's sockets that exist now (one read of `/proc/net/unix`; an
+    /// accepted connection shows its listener's name).
+    fn inodes_present(&self) -> Option<std::collections::HashSet<u64>> {
+        let prefix = format!("@ioth/{:016x}/", self.net.id);
+        std::fs::read_to_string("/proc/net/unix")
+            .ok()
+            .map(|t| names_by_inode(&t, &prefix).into_keys().collect())
     }
 
     /// The names of this node's sockets that exist now (one read of `/proc/net/unix`).
@@ -980,15 +989,4 @@ fn unmapped(a: SocketAddr) -> SocketAddr {
         },
         a => a,
     }
-}
-
-/// The inodes of every unix socket of the host (`/proc/net/unix`).
-fn unix_inodes() -> Option<std::collections::HashSet<u64>> {
-    let t = std::fs::read_to_string("/proc/net/unix").ok()?;
-    Some(
-        t.lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().nth(6)?.parse().ok())
-            .collect(),
-    )
 }

@@ -271,8 +271,6 @@ pub struct Stack<D: Link> {
     unix_names: Option<HashMap<u64, String>>,
     /// The node's door (`Stack::door_ready`), -1 if none.
     door: RawFd,
-    /// Door connections that came before their socket's `Register`, with when.
-    door_early: HashMap<u64, (Fd, Instant)>,
     /// TCP cut-through with other nodes of this host (`cut.rs`).
     cut: cut::CutThrough,
     /// When the node's figures go to the link next (`stats.rs`), and whether anything
@@ -470,7 +468,6 @@ impl<D: Link> Stack<D> {
             tcp_ports: None,
             unix_names: None,
             door: -1,
-            door_early: HashMap::new(),
             work: Work::default(),
             revisit: Vec::new(),
             unpaired: Vec::new(),
@@ -634,9 +631,6 @@ impl<D: Link> Stack<D> {
             }
         }
         self.cut_sweep();
-        if !self.door_early.is_empty() {
-            self.door_expire();
-        }
         self.net.egress();
         self.net.resets_tick();
         self.note_timeouts();

@@ -5,10 +5,6 @@
 
 use super::*;
 
-/// Door connections kept for a `Register` not read yet: at most this many, this long.
-const DOOR_EARLY_MAX: usize = 4096;
-const DOOR_EARLY_FOR: Duration = Duration::from_secs(5);
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Kind {
     Tcp,
@@ -408,9 +404,6 @@ impl<D: Link> Stack<D> {
                 s.tcp = TcpState::Fresh(super::cut::Cut::new(id, now));
             }
             self.installed(id, ty, protocol);
-            if let Some((d, _)) = self.door_early.remove(&id) {
-                self.door_attach(id, d);
-            }
             return Ok(());
         }
         let d = fds.next().ok_or(Errno::EINVAL)?;
@@ -515,13 +508,7 @@ impl<D: Link> Stack<D> {
             let Some(id) = id else {
                 continue;
             };
-            if self.socks.contains_key(&id) {
-                self.door_attach(id, d);
-            } else if self.door_early.len() < DOOR_EARLY_MAX {
-                // Its `Register` is still on its way (read after this, or on another
-                // control connection): the socket takes it when it comes.
-                self.door_early.insert(id, (d, self.net.now));
-            }
+            self.door_attach(id, d);
         }
     }
 
@@ -563,13 +550,6 @@ impl<D: Link> Stack<D> {
             Some(TcpState::Idle) => Ok(()),
             _ => Err(Errno(libc::ENETDOWN)),
         }
-    }
-
-    /// Drop door connections whose socket never registered (see [`Stack::door_ready`]).
-    pub(super) fn door_expire(&mut self) {
-        let now = self.net.now;
-        self.door_early
-            .retain(|_, (_, t)| now < *t + DOOR_EARLY_FOR);
     }
 
     /// The node's door, a listening stream socket (see [`Stack::door_ready`]).

@@ -52,8 +52,9 @@
 //!   unwritable (tiny `SO_SNDBUF` and filler it later drains) until the handshake ends, then
 //!   restores the buffer: writability means "connect finished", and `SO_ERROR` (a `GetSockOpt`)
 //!   says how. A blocking connect is the client polling for `POLLOUT`, then asking `SO_ERROR`.
-//! * `ConnectAsync` (no longer sent by the shim) is a one-way `Connect` for a non-blocking
-//!   connect: the client has already
+//! * `ConnectAsync` is a one-way `Connect` for a non-blocking connect that the client's
+//!   connect table (`Table`, `crate::table`) sends through TCP: the client has connected its
+//!   socket to the door itself (the daemon takes that end first), has already
 //!   made its fd unwritable (tiny `SO_SNDBUF`, `filler` bytes written) and returns
 //!   `EINPROGRESS` at once; any error, even one `Connect` would answer at once, comes as
 //!   `SO_ERROR` with the fd writable and shut down. Only for a socket that never connected
@@ -61,6 +62,9 @@
 //!   app end's `SO_PRIORITY` (the kernel fd's own, unused by a socketpair; the virtual
 //!   socket's `SO_PRIORITY` lives in the daemon) until the first `connect` or `listen`, which
 //!   clears it before anything else.
+//! * `Table`, `Lease` and `Connected`: a client may connect a fresh socket to another
+//!   node's kernel listener itself, where the node's connect table says the daemon would
+//!   (see `crate::table`), from a leased local port, and then tells the daemon one-way.
 //! * A kernel listener's connections come from the kernel's `accept`, each starting with its
 //!   [`AcceptRecord`], written by whoever connected (the daemon, from a socket named
 //!   `names::socket_name(node, id)`; or the connecting node's daemon, for a cut-through
@@ -280,6 +284,7 @@ pub fn is_one_way(msg: &[u8]) -> bool {
         || op == Op::Register as u16
         || op == Op::ConnectAsync as u16
         || op == Op::Adopt as u16
+        || op == Op::Connected as u16
 }
 
 /// The sequence number of an encoded request (0 if none or unreadable), which its reply
@@ -333,6 +338,10 @@ pub fn daemon_id(random: u64) -> SockId {
 /// connection whose connecting socket is `id` there: the accepting application's
 /// `getsockname`, `getpeername` and options go to that record (`names::listener_name`).
 pub const MIRROR_BIT: u64 = 1 << 60;
+
+/// How long leased ports (`Request::Lease`) stay the client's: the client uses them for
+/// half of that, the daemon keeps them from others for all of it.
+pub const LEASE_MS: u64 = 10_000;
 
 /// The errno of a `Connect` reply that means "not yet: ask again in a moment" (the daemon
 /// waits to hear from the peer before it chooses cut-through or TCP). Never a real errno.
@@ -422,6 +431,9 @@ pub enum Op {
     Join = 15,
     Subscribe = 16,
     Adopt = 17,
+    Table = 18,
+    Lease = 19,
+    Connected = 20,
 }
 
 impl Op {
@@ -445,6 +457,9 @@ impl Op {
             14 => SetNeighbour,
             15 => Join,
             16 => Subscribe,
+            18 => Table,
+            19 => Lease,
+            20 => Connected,
             _ => return None,
         })
     }
@@ -526,6 +541,24 @@ pub enum Request {
         local: WireAddr,
         peer: WireAddr,
     },
+    /// The node's table of other nodes' kernel listeners that its clients may connect to
+    /// themselves (`crate::table`): answered `Ok` with a read-only memfd attached.
+    Table,
+    /// Up to `count` local ports for the connects a client makes itself (`Connected`),
+    /// answered with [`Reply::Bytes`]: the ports, `u16` each. They are the client's for
+    /// [`LEASE_MS`] (the daemon gives them to no one else meanwhile), and one that is not
+    /// used by then is the daemon's again.
+    Lease {
+        count: u32,
+    },
+    /// One-way, never answered: the client connected socket `id` (registered, never
+    /// connected) itself, straight to another node's kernel listener found in the node's
+    /// `Table`, from `local` (its port leased) to `peer`.
+    Connected {
+        id: SockId,
+        local: WireAddr,
+        peer: WireAddr,
+    },
     /// One-way, never answered: a TCP `Connect` whose client does not wait (module docs); the
     /// app's fd is attached, `filler`: bytes the client wrote into it to make it unwritable.
     ConnectAsync {
@@ -580,6 +613,9 @@ impl Request {
             Request::Join { .. } => Op::Join,
             Request::Adopt { .. } => Op::Adopt,
             Request::Subscribe { .. } => Op::Subscribe,
+            Request::Table => Op::Table,
+            Request::Lease { .. } => Op::Lease,
+            Request::Connected { .. } => Op::Connected,
         }
     }
 
@@ -597,7 +633,8 @@ impl Request {
             | Request::Register { id, .. }
             | Request::ConnectAsync { id, .. }
             | Request::Join { id }
-            | Request::Adopt { id, .. } => *id,
+            | Request::Adopt { id, .. }
+            | Request::Connected { id, .. } => *id,
             _ => 0,
         }
     }
@@ -656,6 +693,12 @@ impl Request {
             }
             Request::Shutdown { how, .. } => b.extend_from_slice(&how.to_le_bytes()),
             Request::Subscribe { groups } => b.extend_from_slice(&groups.to_le_bytes()),
+            Request::Table => {}
+            Request::Lease { count } => b.extend_from_slice(&count.to_le_bytes()),
+            Request::Connected { local, peer, .. } => {
+                local.encode(&mut b);
+                peer.encode(&mut b);
+            }
             Request::Adopt {
                 lid, local, peer, ..
             } => {
@@ -751,6 +794,13 @@ impl Request {
                 peer: r.addr()?,
             },
             Op::Subscribe => Request::Subscribe { groups: r.u32()? },
+            Op::Table => Request::Table,
+            Op::Lease => Request::Lease { count: r.u32()? },
+            Op::Connected => Request::Connected {
+                id,
+                local: r.addr()?,
+                peer: r.addr()?,
+            },
             Op::SetNeighbour => {
                 let addr = r.addr()?;
                 let mut mac = [0u8; 6];
@@ -1095,6 +1145,13 @@ mod tests {
         vec![
             Request::Hello { pid: 77 },
             Request::Join { id: 5 },
+            Request::Table,
+            Request::Lease { count: 32 },
+            Request::Connected {
+                id: 11,
+                local: a,
+                peer: b,
+            },
             Request::Adopt {
                 id: mirror_id(7),
                 lid: 9,

@@ -33,4 +33,5 @@ pub mod port;
 pub mod ring;
 pub mod rtnl;
 pub mod sys;
+pub mod table;
 pub mod vde;

@@ -149,7 +149,7 @@ impl From<Errno> for RingError {
 }
 
 /// A shared mapping of a whole memfd, unmapped on drop.
-struct Mapping {
+pub(crate) struct Mapping {
     ptr: *mut u8,
     len: usize,
 }
@@ -163,7 +163,7 @@ impl Drop for Mapping {
 
 impl Mapping {
     /// Map the first `len` bytes of `fd`, shared; writable only if `write`.
-    fn new(fd: RawFd, len: usize, write: bool) -> Result<Mapping, Errno> {
+    pub(crate) fn new(fd: RawFd, len: usize, write: bool) -> Result<Mapping, Errno> {
         let prot = if write {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
@@ -184,7 +184,7 @@ impl Mapping {
     /// The 8-byte word at byte offset `off` (8-aligned, inside the mapping).
     ///
     /// On a peer's (read-only) mapping only `load(Relaxed)` may be used.
-    fn word(&self, off: usize) -> &AtomicU64 {
+    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
         assert!(off.is_multiple_of(8) && off + 8 <= self.len);
         // SAFETY: off is 8-aligned and inside the mapping (checked above), which is
         // page-aligned and lives as long as self; AtomicU64 has u64's size and alignment,
@@ -208,7 +208,7 @@ impl Mapping {
 }
 
 /// A new memfd of `len` bytes that can be sealed.
-fn memfd(name: &std::ffi::CStr, len: usize) -> Result<Fd, Errno> {
+pub(crate) fn memfd(name: &std::ffi::CStr, len: usize) -> Result<Fd, Errno> {
     let fd = sys::memfd(name, libc::MFD_CLOEXEC)?;
     // SAFETY: plain syscall on our own fd.
     if unsafe { libc::ftruncate(fd.raw(), len as libc::off_t) } < 0 {
@@ -218,13 +218,13 @@ fn memfd(name: &std::ffi::CStr, len: usize) -> Result<Fd, Errno> {
 }
 
 /// Seal our memfd (already mapped writable by us) for good: see the module documentation.
-fn seal(fd: &Fd) -> Result<(), Errno> {
+pub(crate) fn seal(fd: &Fd) -> Result<(), Errno> {
     sys::fcntl(fd.raw(), libc::F_ADD_SEALS, SEALS_OURS as libc::c_long).map(|_| ())
 }
 
 /// Check a peer's descriptor before mapping it: a memfd of exactly `len` bytes that can
 /// neither shrink nor grow, for good.
-fn check_peer(fd: &Fd, len: usize) -> Result<(), RingError> {
+pub(crate) fn check_peer(fd: &Fd, len: usize) -> Result<(), RingError> {
     let seals = sys::fcntl(fd.raw(), libc::F_GET_SEALS, 0).map_err(|_| RingError::Unsealed)?;
     if seals & SEALS_NEEDED != SEALS_NEEDED {
         return Err(RingError::Unsealed);

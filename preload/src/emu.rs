@@ -33,8 +33,11 @@ use crate::node;
 use ioth_common::ctl::{self, ACCEPT_RECORD_LEN, AcceptRecord, Reply, Request, WireAddr};
 use ioth_common::names;
 use ioth_common::sys::{self, Errno, Fd};
+use ioth_common::table::{self, Found};
 use std::io::IoSliceMut;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 /// Who answers control requests.
 pub trait Control {
@@ -64,6 +67,14 @@ pub trait Control {
         _protocol: i32,
         _flags: i32,
     ) -> Option<Result<Fd, Errno>> {
+        None
+    }
+    /// `node`'s connect table (`ioth_common::table`), if it has one for us.
+    fn table(&self, _node: u64) -> Option<Arc<table::Reader>> {
+        None
+    }
+    /// A local port `node` leased us for a connect made here.
+    fn lease_port(&self, _node: u64) -> Option<u16> {
         None
     }
 }
@@ -97,6 +108,12 @@ impl Control for Daemons {
     }
     fn post(&self, node: u64, req: &Request) -> Result<(), Errno> {
         node::post(node, req)
+    }
+    fn table(&self, node: u64) -> Option<Arc<table::Reader>> {
+        node::table(node)
+    }
+    fn lease_port(&self, node: u64) -> Option<u16> {
+        node::lease_port(node)
     }
 }
 
@@ -181,6 +198,9 @@ pub fn socket(c: &dyn Control, domain: i32, ty: i32, protocol: i32) -> Result<Ra
     let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
     if let Some(r) = c.register_home(domain, ty & !flags, protocol, flags) {
         let fd = r?;
+        if let Some(v) = virt(fd.raw()) {
+            crate::fresh::made(v.id, domain == libc::AF_INET6);
+        }
         crate::debug!(
             "socket({domain}, {ty:#x}, {protocol}) = {} (registered)",
             fd.raw()
@@ -209,6 +229,7 @@ pub fn socket(c: &dyn Control, domain: i32, ty: i32, protocol: i32) -> Result<Ra
 }
 
 pub fn bind(c: &dyn Control, v: Virt, addr: WireAddr) -> Result<(), Errno> {
+    crate::fresh::forget(v.id);
     let r = c.call(v.node, &Request::Bind { id: v.id, addr }, None)?.0;
     crate::debug!("bind({:?}) -> {r:?}", addr.0);
     expect_ok(r)
@@ -691,6 +712,138 @@ fn local_cork(v: Virt, fd: RawFd, level: i32, name: i32) -> Option<bool> {
     }
 }
 
+/// Bytes written into a socket's own send buffer to make it unwritable while its connect is
+/// under way (`ConnectAsync`).
+static FILLER: [u8; 16384] = [0; 16384];
+
+/// A first connect made here, with no round trip, where the daemon's connect table
+/// (`ioth_common::table`) says what the daemon would do: `None` where it does not (ask the
+/// daemon). Straight to another node's kernel listener (cut-through), for a plain socket
+/// (`crate::fresh`: nothing asked of it that the daemon would have to apply); or, not
+/// blocking, through the door and TCP (`ConnectAsync`).
+fn connect_direct(
+    c: &dyn Control,
+    v: Virt,
+    fd: RawFd,
+    addr: WireAddr,
+    blocking: bool,
+    plain: Option<crate::fresh::Plain>,
+) -> Option<Result<(), Errno>> {
+    let sa = addr.0?;
+    let ip = sa.ip();
+    if sa.port() == 0 || ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+        return None;
+    }
+    if let IpAddr::V6(a) = ip
+        && a.to_ipv4_mapped().is_some()
+    {
+        return None;
+    }
+    let t = c.table(v.node)?;
+    match t.lookup(ip, sa.port()) {
+        Found::Listener(e) => {
+            let plain = plain.filter(|p| p.inet6 == ip.is_ipv6())?;
+            // Connected already; a non-blocking connect still says EINPROGRESS, as the
+            // kernel's to another host does (the fd is writable at once).
+            let done = if blocking {
+                Ok(())
+            } else {
+                Err(Errno(libc::EINPROGRESS))
+            };
+            connect_listener(c, v, fd, e, plain.nodelay).map(|r| r.and(done))
+        }
+        Found::NoCut if !blocking => connect_through_door(c, v, fd, addr),
+        _ => None,
+    }
+}
+
+/// Cut-through made here: connect `fd` to the kernel listener of table entry `e`, write the
+/// accepting side's record, and tell our daemon (one way) what it would have recorded.
+fn connect_listener(
+    c: &dyn Control,
+    v: Virt,
+    fd: RawFd,
+    e: table::Entry,
+    nodelay: bool,
+) -> Option<Result<(), Errno>> {
+    // The accepting application takes connections from root and its own user only.
+    let me = sys::geteuid();
+    if me != 0 && me != e.uid {
+        return None;
+    }
+    let port = c.lease_port(v.node)?;
+    // (A full backlog, a listener gone: the daemon decides, as if we had not tried.)
+    sys::connect_unix(fd, &names::listener_name(e.node, e.lid)).ok()?;
+    // A listener's name is anyone's once it closed: who listens there must be its user.
+    if !sys::peer_cred(fd).is_ok_and(|(_, uid, _)| uid == 0 || uid == e.uid || uid == me) {
+        let _ = sys::shutdown(fd, libc::SHUT_RDWR);
+        return Some(Err(Errno::ECONNREFUSED));
+    }
+    // As the daemon's cut_direct: a TCP socket's send buffer, TCP_NODELAY kept in the fd.
+    let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, ctl::APP_SOCKBUF);
+    let prio = ctl::CUT_PRIORITY | if nodelay { ctl::NODELAY_PRIORITY } else { 0 };
+    let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, prio);
+    let local = SocketAddr::new(e.src, port);
+    let peer = SocketAddr::new(e.dst, e.port);
+    let present = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) if e.inet6 => WireAddr(Some(SocketAddr::new(
+            IpAddr::V6(v4.ip().to_ipv6_mapped()),
+            v4.port(),
+        ))),
+        a => WireAddr(Some(a)),
+    };
+    let rec = AcceptRecord {
+        id: ctl::mirror_id(v.id),
+        local: present(peer),
+        peer: present(local),
+    };
+    let _ = sys::send(fd, &rec.encode(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+    let req = Request::Connected {
+        id: v.id,
+        local: WireAddr(Some(local)),
+        peer: WireAddr(Some(peer)),
+    };
+    Some(c.post_fds(v.node, &req, &[]))
+}
+
+/// A non-blocking connect through TCP with no round trip: `fd` connects to the node's door
+/// (where the daemon takes its other end), is made unwritable (tiny `SO_SNDBUF`, filler),
+/// and the daemon is told one way (`ConnectAsync`).
+fn connect_through_door(
+    c: &dyn Control,
+    v: Virt,
+    fd: RawFd,
+    addr: WireAddr,
+) -> Option<Result<(), Errno>> {
+    sys::connect_unix(fd, &names::node_door_name(v.node)).ok()?;
+    if let Err(e) = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 0) {
+        return Some(Err(e));
+    }
+    let mut count = 0usize;
+    while count <= 1 << 20 {
+        match sys::send(fd, &FILLER, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            // A short send: the kernel stopped for want of send buffer, so the fd is full
+            // (unwritable) now; asking again would only say EAGAIN.
+            Ok(n) if n < FILLER.len() => {
+                count += n;
+                break;
+            }
+            Ok(n) => count += n,
+            Err(e) if e == Errno::EINTR => {}
+            Err(_) => break,
+        }
+    }
+    let req = Request::ConnectAsync {
+        id: v.id,
+        addr,
+        filler: count as u32,
+    };
+    Some(
+        c.post_fds(v.node, &req, &[fd])
+            .and(Err(Errno(libc::EINPROGRESS))),
+    )
+}
+
 /// `connect`: the daemon starts the handshake and holds the fd unwritable until it ends.
 pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<(), Errno> {
     let fl = sys::fcntl(fd, libc::F_GETFL, 0)?;
@@ -699,6 +852,14 @@ pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<()
     // not (one round trip): to a listener of another node's (cut-through, connected at
     // once: `Ok`), or to its own door (TCP).
     let fresh = claim_fresh(v, fd);
+    if fresh {
+        let plain = crate::fresh::get(v.id);
+        crate::fresh::forget(v.id);
+        if let Some(r) = connect_direct(c, v, fd, addr, blocking, plain) {
+            crate::debug!("connect({fd}, {:?}) made here -> {r:?}", addr.0);
+            return r;
+        }
+    }
     let pair = if blocking {
         sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC).ok()
     } else {
@@ -902,6 +1063,15 @@ pub fn setsockopt(
             p & !ctl::NODELAY_PRIORITY
         };
         return sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, p);
+    }
+    // What a connect made here must know (`connect_direct`).
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_SNDBUF | libc::SO_SNDBUFFORCE) => crate::fresh::forget(v.id),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) if value.len() >= 4 => {
+            let on = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]) != 0;
+            crate::fresh::nodelay(v.id, on);
+        }
+        _ => {}
     }
     let req = Request::SetSockOpt {
         id: v.id,

@@ -32,6 +32,7 @@ pub mod dghooks;
 pub mod dgram;
 pub mod emu;
 pub mod files;
+pub mod fresh;
 pub mod hook;
 pub mod hooks;
 pub mod iface;

@@ -26,12 +26,14 @@ use ioth_common::config::{ConfigError, NodeConfig, RawConfig};
 use ioth_common::ctl::{self, Reply, Request};
 use ioth_common::names;
 use ioth_common::sys::{self, Errno, Fd, UnixAddr};
+use ioth_common::table;
 use parking_lot::Mutex;
 use std::ffi::OsString;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Lowest fd number used for control connections (when the fd limit allows it).
 const HIGH_FD: i32 = 900;
@@ -204,6 +206,12 @@ struct State {
     busy: Vec<(RawFd, (u64, u64))>,
     /// Node id of the home node once joined.
     home: Option<u64>,
+    /// A node's connect table (`ioth_common::table`), mapped at the first connect.
+    table: Option<(u64, Arc<table::Reader>)>,
+    /// When a node was last asked for its table in vain.
+    table_tried: Option<(u64, Instant)>,
+    /// Local ports a node leased us (`Request::Lease`), and when.
+    lease: Option<(u64, Instant, Vec<u16>)>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
@@ -211,6 +219,9 @@ static STATE: Mutex<State> = Mutex::new(State {
     pool: Vec::new(),
     busy: Vec::new(),
     home: None,
+    table: None,
+    table_tried: None,
+    lease: None,
 });
 
 /// Socket buffer sizes of both socketpair ends (as the daemon sets on the pairs it makes).
@@ -254,7 +265,9 @@ impl State {
                     sys::close(fd);
                 }
             }
-            // The home node stays: a child is a process of the same node.
+            // The home node stays: a child is a process of the same node, and so does the
+            // table (the mapping is the child's too). The leased ports are the parent's.
+            self.lease = None;
             self.pid = pid;
         }
     }
@@ -381,6 +394,13 @@ fn checkin(c: Conn, ok: bool) {
     } else {
         if Some(c.node) == st.home {
             st.home = None;
+        }
+        // The daemon may be gone: a new one has a table and leases of its own.
+        if st.table.as_ref().is_some_and(|t| t.0 == c.node) {
+            st.table = None;
+        }
+        if st.lease.as_ref().is_some_and(|l| l.0 == c.node) {
+            st.lease = None;
         }
         drop(st);
         discard(c);
@@ -697,6 +717,66 @@ pub fn register_home(
         }
     }
     Err(transport(last))
+}
+
+/// `node`'s connect table, mapped (asked for once; after a failure, again a second later).
+pub fn table(node: u64) -> Option<Arc<table::Reader>> {
+    {
+        let mut st = STATE.lock();
+        st.check_pid();
+        if let Some((n, t)) = &st.table
+            && *n == node
+        {
+            return Some(t.clone());
+        }
+        if st
+            .table_tried
+            .is_some_and(|(n, at)| n == node && at.elapsed() < Duration::from_secs(1))
+        {
+            return None;
+        }
+        st.table_tried = Some((node, Instant::now()));
+    }
+    let (r, fds) = call(node, &Request::Table, None).ok()?;
+    if r != Reply::Ok {
+        return None;
+    }
+    let t = Arc::new(table::Reader::open(fds.first()?).ok()?);
+    let mut st = STATE.lock();
+    st.check_pid();
+    st.table = Some((node, t.clone()));
+    st.table_tried = None;
+    Some(t)
+}
+
+/// A local port of `node`'s for a connect made here (`Request::Lease`, 32 at a time, each
+/// used within half the lease).
+pub fn lease_port(node: u64) -> Option<u16> {
+    let fresh = Duration::from_millis(ctl::LEASE_MS / 2);
+    {
+        let mut st = STATE.lock();
+        st.check_pid();
+        if let Some((n, at, ports)) = st.lease.as_mut()
+            && *n == node
+            && at.elapsed() < fresh
+            && let Some(p) = ports.pop()
+        {
+            return Some(p);
+        }
+    }
+    let Reply::Bytes(b) = call(node, &Request::Lease { count: 32 }, None).ok()?.0 else {
+        return None;
+    };
+    let mut ports: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .rev()
+        .collect();
+    let p = ports.pop()?;
+    let mut st = STATE.lock();
+    st.check_pid();
+    st.lease = Some((node, Instant::now(), ports));
+    Some(p)
 }
 
 /// Send a request about a socket of `node`.

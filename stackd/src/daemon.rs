@@ -571,11 +571,12 @@ impl Daemon {
                         let id = req.id();
                         if who.is_some()
                             && ctl::is_client_id(id)
-                            && !self.stack.has_socket(id)
-                            && !matches!(req, Request::Register { .. })
+                            && (!self.stack.has_socket(id) || self.stack.is_fresh(id))
+                            && !matches!(req, Request::Register { .. } | Request::Connected { .. })
                             && !self.draining
                         {
-                            // Its Register may wait on another connection (sent before a fork).
+                            // Its Register may wait on another connection (sent before a fork),
+                            // or the Connected of a connect another thread made.
                             self.draining = true;
                             let others: Vec<u64> = self
                                 .ctl_conns

@@ -109,6 +109,8 @@ pub struct SwitchDevice {
     /// heard from (any frame, ARP included); messages received and not yet taken.
     pub cut_through: bool,
     cut_macs: HashMap<IpAddr, [u8; 6]>,
+    /// Changes whenever `cut_macs` or the list of shortcuts does (`Link::cut_gen`).
+    cut_gen: u64,
     cut_inbox: VecDeque<(u32, cut::Msg, Option<Fd>)>,
     /// When the switch was last told how many connections were cut through.
     cut_reported_at: Option<std::time::Instant>,
@@ -199,6 +201,7 @@ impl SwitchDevice {
             streak: 0,
             cut_through: false,
             cut_macs: HashMap::new(),
+            cut_gen: 0,
             cut_inbox: VecDeque::new(),
             cut_reported_at: None,
             stats_sent: HashMap::new(),
@@ -285,6 +288,7 @@ impl SwitchDevice {
             .map_err(|e| log::debug!("shortcut ring: {e}"))
             .ok();
         self.shortcuts.made += 1;
+        self.cut_gen += 1;
         self.shortcuts.list.push(Shortcut {
             id: o.id,
             peer: o.peer,
@@ -643,6 +647,7 @@ impl SwitchDevice {
             self.cut_macs.clear();
         }
         self.cut_macs.insert(ip, mac);
+        self.cut_gen += 1;
     }
 }
 
@@ -734,6 +739,20 @@ impl Link for SwitchDevice {
 
     fn cut_known(&self, ip: IpAddr) -> bool {
         self.cut_macs.contains_key(&ip)
+    }
+
+    fn cut_gen(&self) -> u64 {
+        self.cut_gen
+    }
+
+    fn cut_hosts(&self) -> Vec<(IpAddr, Option<u32>)> {
+        self.cut_macs
+            .iter()
+            .map(|(ip, mac)| {
+                let sc = self.shortcuts.list.iter().find(|s| s.peer == *mac);
+                (*ip, sc.filter(|s| s.cut).map(|s| s.id))
+            })
+            .collect()
     }
 
     fn cut_send(&mut self, sc: u32, msg: &[u8], fds: &[RawFd]) -> Result<(), Errno> {

@@ -75,6 +75,16 @@ pub trait Link: Device {
     fn cut_known(&self, _ip: IpAddr) -> bool {
         true
     }
+    /// A number that changes whenever what [`Link::cut_hosts`] and [`Link::cut_route`]
+    /// answer may have (peers heard from, shortcuts made).
+    fn cut_gen(&self) -> u64 {
+        0
+    }
+    /// The addresses of the peers heard from ([`Link::cut_known`]), each with the shortcut
+    /// to it if that may carry cut-through connections.
+    fn cut_hosts(&self) -> Vec<(IpAddr, Option<u32>)> {
+        Vec::new()
+    }
     /// Send a cut-through message with descriptors on shortcut `sc`, without blocking.
     fn cut_send(&mut self, _sc: u32, _msg: &[u8], _fds: &[RawFd]) -> Result<(), Errno> {
         Err(Errno(libc::ENOTSUP))

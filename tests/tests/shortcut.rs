@@ -399,3 +399,117 @@ fn short_cut_through_connections_in_a_row_never_run_out_of_local_ports() {
         node_info(&cli_ctl)
     );
 }
+
+/// Connects with no round trip (the connect table): a node's applications connect straight
+/// to the kernel listener of a node across a cut-through shortcut themselves, blocking or
+/// not (`cut_made_by_client`); where the switch says no cut-through, a non-blocking connect
+/// goes through TCP without waiting for the daemon either (`connect_async_by_client`).
+/// Either way every connection carries its bytes intact (sha256), and both ends see the
+/// addresses the kernel would give: the server's `accept` names the client's address and
+/// port, as the client's `getsockname` does.
+#[test]
+fn applications_connect_by_themselves_where_the_table_says_how() {
+    if !have("python3") {
+        return skip("python3 missing");
+    }
+    const N: usize = 40;
+    for cut in [true, false] {
+        let tmp = TempDir::new("shortcut-table");
+        let sw = tmp.join("sw");
+        let args: &[&str] = if cut { &[] } else { &["--no-cut-through"] };
+        let _switch = ioth_switch(&sw, args);
+        let srv = node(&sw, "fd00::b1/64,10.0.11.1/24", &tmp.join("srv.ctl"));
+        let cli = node(&sw, "fd00::b2/64,10.0.11.2/24", &tmp.join("cli.ctl"));
+        let lab_env = |ctl: &Path, c: &mut Command| {
+            c.env("LD_PRELOAD", libioth())
+                .env("IOTH_STACK", ctl)
+                .env("IOTH_RUNDIR", tmp.join("run"))
+                .env_remove("IOTH_IP");
+        };
+        // For each connection: the peer's address as accept gave it, and the sha256 of what
+        // came, sent back before the close.
+        let mut server = Command::new("python3");
+        server.args([
+            "-c",
+            &format!(
+                "import socket,hashlib\n\
+                 l=socket.socket(socket.AF_INET6); l.bind(('::',7500)); l.listen(64)\n\
+                 l.settimeout(30); print('ready', flush=True)\n\
+                 for i in range({N}):\n    \
+                   c,a=l.accept(); h=hashlib.sha256(); n=0\n    \
+                   while n < 100000:\n        d=c.recv(65536)\n        if not d: break\n        h.update(d); n+=len(d)\n    \
+                   c.sendall(('%s %d %s\\n' % (a[0], a[1], h.hexdigest())).encode()); c.close()\n\
+                 print('served', i + 1)\n"
+            ),
+        ]);
+        lab_env(&srv.ctl, &mut server);
+        let mut server = server.stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let _server_guard = Daemon {
+            pid: server.id() as i32,
+            name: "server".into(),
+        };
+        let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
+        let mut ready = String::new();
+        std::io::BufRead::read_line(&mut server_out, &mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready");
+        // Half of the connections blocking, half not; over IPv6 and IPv4 in turn.
+        let mut client = Command::new("python3");
+        client.args([
+            "-c",
+            &format!(
+                "import socket,select,hashlib,os\n\
+                 for i in range({N}):\n    \
+                   v6 = i % 2 == 0\n    \
+                   fam, dst = (socket.AF_INET6, 'fd00::b1') if v6 else (socket.AF_INET, '10.0.11.1')\n    \
+                   s = socket.socket(fam, socket.SOCK_STREAM)\n    \
+                   if i % 4 < 2:\n        s.connect((dst, 7500))\n    \
+                   else:\n        \
+                     s.setblocking(False); e = s.connect_ex((dst, 7500))\n        \
+                     assert e in (0, 115), e\n        \
+                     select.select([], [s], [], 10)\n        \
+                     assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0\n        \
+                     s.setblocking(True)\n    \
+                   me = s.getsockname(); peer = s.getpeername()\n    \
+                   assert peer[:2] == (dst, 7500), peer\n    \
+                   assert me[0] == ('fd00::b2' if v6 else '10.0.11.2'), me\n    \
+                   data = os.urandom(100000); s.sendall(data)\n    \
+                   b = b''\n    \
+                   while not b.endswith(b'\\n'):\n        d = s.recv(256)\n        assert d, b\n        b += d\n    \
+                   host, port, digest = b.decode().split()\n    \
+                   want = me[0] if v6 else '::ffff:' + me[0]\n    \
+                   assert (host, int(port)) == (want, me[1]), (b, me)\n    \
+                   assert digest == hashlib.sha256(data).hexdigest(), i\n    \
+                   s.close()\n\
+                 print('done', i + 1)\n"
+            ),
+        ]);
+        lab_env(&cli.ctl, &mut client);
+        let out = run_for(60, client);
+        let info = format!("{}\n{}", node_info(&cli.ctl), node_info(&srv.ctl));
+        assert!(
+            text(&out).contains(&format!("done {N}")),
+            "client: {}\n{info}",
+            text(&out)
+        );
+        let mut served = String::new();
+        std::io::Read::read_to_string(&mut server_out, &mut served).unwrap();
+        assert_eq!(served.trim(), format!("served {N}"));
+        assert!(server.wait().unwrap().success());
+        if cut {
+            // (The first connects of each family may ask the daemon: the peer's list of
+            // listeners comes with the shortcut.)
+            assert_eq!(counter(&cli.ctl, "cut_made"), N as u64, "{info}");
+            assert!(
+                counter(&cli.ctl, "cut_made_by_client") >= N as u64 - 4,
+                "{info}"
+            );
+            assert_eq!(counter(&cli.ctl, "connect_async_by_client"), 0, "{info}");
+        } else {
+            assert_eq!(counter(&cli.ctl, "cut_made"), 0, "{info}");
+            assert!(
+                counter(&cli.ctl, "connect_async_by_client") >= N as u64 / 2 - 4,
+                "{info}"
+            );
+        }
+    }
+}

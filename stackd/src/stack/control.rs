@@ -36,6 +36,12 @@ impl<D: Link> Stack<D> {
                 protocol,
             } => return self.op_socket((domain, ty, protocol), caller),
             Request::NodeInfo => Ok(Reply::Bytes(self.node_info().into_bytes())),
+            Request::Table => return self.op_table(),
+            Request::Lease { count } => self.op_lease(count),
+            Request::Connected { id, local, peer } => {
+                self.op_connected(id, local, peer);
+                Ok(Reply::Ok)
+            }
             Request::Register {
                 id,
                 domain,

@@ -29,6 +29,7 @@
 
 use super::*;
 use crate::cut::Msg;
+use ioth_common::table;
 
 /// How long a connect waits for the peer daemon's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,6 +60,10 @@ pub(super) struct CutThrough {
     pub(super) taken: u64,
     pub(super) refused: u64,
     pub(super) lost: u64,
+    /// Of `made`: connects the client made itself (`Connected`); and non-blocking connects
+    /// through TCP the client started itself (`ConnectAsync` after its own door connect).
+    pub(super) made_by_client: u64,
+    pub(super) async_by_client: u64,
     /// The kernel listeners of the peer at the other end of each shortcut (`Msg::Listener`),
     /// asked for with `Msg::Hello`.
     peers: HashMap<u32, PeerTable>,
@@ -67,6 +72,14 @@ pub(super) struct CutThrough {
     /// Connects of sockets the shim made waiting for their peer (`cut_direct`): when the
     /// wait began, and when the neighbour was first known.
     waits: HashMap<u64, (Instant, Option<Instant>)>,
+    /// The connect table our clients map (`ioth_common::table`), made at the first `Table`.
+    table: Option<table::Writer>,
+    /// The link's `cut_gen` the table was built at, and whether the peers' lists changed
+    /// since.
+    table_gen: u64,
+    table_dirty: bool,
+    /// Local ports leased to clients (`Request::Lease`), and until when.
+    pub(super) leased: HashMap<u16, Instant>,
 }
 
 /// What a shortcut's peer told of its kernel listeners.
@@ -175,12 +188,15 @@ impl<D: Link> Stack<D> {
             .filter(|s| matches!(s.tcp, TcpState::Cut(_)))
             .count();
         format!(
-            "cut_through={}\ncut_open={open}\ncut_made={}\ncut_taken={}\ncut_refused={}\ncut_lost={}\n",
+            "cut_through={}\ncut_open={open}\ncut_made={}\ncut_taken={}\ncut_refused={}\ncut_lost={}\n\
+             cut_made_by_client={}\nconnect_async_by_client={}\n",
             if self.cut.on { "on" } else { "off" },
             self.cut.made,
             self.cut.taken,
             self.cut.refused,
-            self.cut.lost
+            self.cut.lost,
+            self.cut.made_by_client,
+            self.cut.async_by_client,
         )
     }
 
@@ -303,6 +319,7 @@ impl<D: Link> Stack<D> {
                 Msg::Hello { done: true } => {
                     if let Some(t) = self.cut.peers.get_mut(&sc) {
                         t.complete = true;
+                        self.cut.table_dirty = true;
                     }
                 }
                 Msg::Listener {
@@ -334,6 +351,7 @@ impl<D: Link> Stack<D> {
                     if t.list.len() < PEER_LISTENERS {
                         t.list.push(l);
                     }
+                    self.cut.table_dirty = true;
                 }
             }
         }
@@ -367,6 +385,7 @@ impl<D: Link> Stack<D> {
             }
         }
         for sc in self.net.dev.cut_ended() {
+            self.cut.table_dirty = true;
             self.cut.peers.remove(&sc);
             self.cut.subscribers.remove(&sc);
             let lost: Vec<u64> = self
@@ -385,6 +404,149 @@ impl<D: Link> Stack<D> {
                     self.cut_fail(id, libc::ETIMEDOUT);
                 }
             }
+        }
+    }
+
+    /// `Table`: the connect table (made now if it was not), for a client to map.
+    pub(super) fn op_table(&mut self) -> (Reply, Option<Fd>) {
+        if self.cut.table.is_none() {
+            match table::Writer::create() {
+                Ok(w) => self.cut.table = Some(w),
+                Err(e) => return (Reply::Err(e), None),
+            }
+            self.cut.table_dirty = true;
+            self.cut_publish();
+        }
+        match self.cut.table.as_ref().map(|w| w.dup_fd()) {
+            Some(Ok(fd)) => (Reply::Ok, Some(fd)),
+            Some(Err(e)) => (Reply::Err(e), None),
+            None => (Reply::Err(Errno::EINVAL), None),
+        }
+    }
+
+    /// Rebuild the connect table if what it says may have changed: for each peer heard from
+    /// (on-link), the listeners a connect from here would be cut through to (as
+    /// [`Stack::cut_direct`] picks them), and whether anything else to it goes through TCP
+    /// without waiting (no cut-through shortcut to it, or its whole list came).
+    pub(super) fn cut_publish(&mut self) {
+        let Some(w) = &self.cut.table else {
+            return;
+        };
+        let generation = self.net.dev.cut_gen();
+        if !self.cut.table_dirty && generation == self.cut.table_gen {
+            return;
+        }
+        self.cut.table_dirty = false;
+        self.cut.table_gen = generation;
+        let (mut listeners, mut hosts) = (Vec::new(), Vec::new());
+        let me = sys::geteuid();
+        for (ip, sc) in self.net.dev.cut_hosts() {
+            if !self.cut.on || self.net.next_hop(&ip).ok() != Some(ip) {
+                continue;
+            }
+            let Some(sc) = sc else {
+                hosts.push(ip);
+                continue;
+            };
+            let Some(t) = self.cut.peers.get(&sc).filter(|t| t.complete) else {
+                continue;
+            };
+            let Some(src) = self
+                .net
+                .iface
+                .get_source_address(&from_ip(ip))
+                .map(to_ip)
+                .filter(|s| s.is_ipv4() == ip.is_ipv4())
+            else {
+                continue;
+            };
+            let mut ports = std::collections::HashSet::new();
+            let specific = t.list.iter().filter(|l| l.addr == Some(ip));
+            for l in specific.chain(t.list.iter().filter(|l| l.addr.is_none())) {
+                if !(if ip.is_ipv4() { l.v4 } else { l.v6 }) || !ports.insert(l.port) {
+                    continue;
+                }
+                // (A listener of another user's is left to `cut_direct`, which knows the
+                // daemon's uid: its client may be someone else.)
+                if me != 0 && me != l.uid {
+                    continue;
+                }
+                listeners.push(table::Entry {
+                    dst: ip,
+                    port: l.port,
+                    src,
+                    node: l.node,
+                    lid: l.lid,
+                    uid: l.uid,
+                    inet6: l.inet6,
+                });
+            }
+            if ports.len() == listeners.iter().filter(|e| e.dst == ip).count() {
+                hosts.push(ip);
+            }
+        }
+        w.publish(&listeners, &hosts, !self.cut.on);
+    }
+
+    /// `Lease`: up to `count` free local ports for a client's own connects, its for
+    /// `ctl::LEASE_MS`.
+    pub(super) fn op_lease(&mut self, count: u32) -> Result<Reply, Errno> {
+        let now = self.net.now;
+        self.cut.leased.retain(|_, until| now < *until);
+        let until = now + Duration::from_millis(ctl::LEASE_MS);
+        let mut b = Vec::new();
+        // (At most a sixth of the range is leased at once: clients that ask for more, or
+        // never use theirs, cannot take the ports the daemon's own connects need.)
+        let room = (self.port_count() as usize / 6).saturating_sub(self.cut.leased.len());
+        for _ in 0..(count.min(64) as usize).min(room) {
+            let Ok(p) = self.ephemeral(Kind::Tcp) else {
+                break;
+            };
+            self.cut.leased.insert(p, until);
+            b.extend_from_slice(&p.to_le_bytes());
+        }
+        if b.is_empty() {
+            return Err(Errno(libc::EADDRNOTAVAIL));
+        }
+        Ok(Reply::Bytes(b))
+    }
+
+    /// Whether a client holds `port` (leased, not used yet).
+    pub(super) fn leased(&self, port: u16) -> bool {
+        self.cut
+            .leased
+            .get(&port)
+            .is_some_and(|until| self.net.now < *until)
+    }
+
+    /// `Connected`: socket `id`'s client connected it itself to another node's kernel
+    /// listener, from `local` (a leased port) to `peer`: its record, as
+    /// [`Stack::cut_direct`] would have made it.
+    pub(super) fn op_connected(&mut self, id: u64, local: WireAddr, peer: WireAddr) {
+        let (Some(local), Some(peer)) = (local.0, peer.0) else {
+            return;
+        };
+        let now = self.net.now;
+        let Some(s) = self.socks.get_mut(&id) else {
+            return;
+        };
+        if s.kind != Kind::Tcp || !matches!(s.tcp, TcpState::Fresh(_)) || s.bound.is_some() {
+            return;
+        }
+        self.cut.leased.remove(&local.port());
+        s.bound = Some((None, local.port()));
+        s.local = Some(local);
+        s.peer = Some(peer);
+        s.so_error = 0;
+        s.tcp = TcpState::Cut(Cut::new(id, now));
+        if let Some((_, used)) = self.tcp_ports.as_mut() {
+            used.insert(local.port());
+        }
+        self.cut.waits.remove(&id);
+        self.cut.made += 1;
+        self.cut.made_by_client += 1;
+        if let Some(sc) = self.net.dev.cut_route(peer.ip()) {
+            self.net.dev.cut_made(sc);
         }
     }
 
@@ -490,7 +652,7 @@ impl<D: Link> Stack<D> {
         if me != 0 && me != l.uid {
             return Direct::No;
         }
-        match sys::connect_unix(app.raw(), &names::listener_name(l.node, l.lid)) {
+        match connect_nb(app.raw(), &names::listener_name(l.node, l.lid)) {
             Ok(()) if !super::stream::listened_by(app.raw(), l.uid) => {
                 // Another user's socket under that name: our socket is its now, and useless.
                 log::warn!("cut-through to {dst}: the listener is another user's");
@@ -498,14 +660,18 @@ impl<D: Link> Stack<D> {
                 if let Some(t) = self.cut.peers.get_mut(&sc) {
                     t.list.retain(|o| *o != l);
                 }
+                self.cut.table_dirty = true;
                 return Direct::Failed;
             }
             Ok(()) => {}
+            // A full backlog: this one goes through TCP (whose listener queue waits).
+            Err(e) if e.is_again() => return Direct::No,
             Err(e) => {
                 log::debug!("cut-through to {dst}: {e}");
                 if let Some(t) = self.cut.peers.get_mut(&sc) {
                     t.list.retain(|o| *o != l);
                 }
+                self.cut.table_dirty = true;
                 return Direct::No;
             }
         }
@@ -981,6 +1147,20 @@ impl<D: Link> Stack<D> {
 }
 
 /// An address as the stack keeps it: a v4-mapped IPv6 address as IPv4.
+/// `connect` of an application's unix socket that never blocks us: a blocking one is made
+/// non-blocking for the call (its application waits for our answer meanwhile), so that a
+/// full backlog is `EAGAIN`, not a daemon stopped until the listener takes a connection.
+pub(super) fn connect_nb(fd: RawFd, to: &sys::UnixAddr) -> Result<(), Errno> {
+    let fl = sys::fcntl(fd, libc::F_GETFL, 0)?;
+    if fl & libc::O_NONBLOCK != 0 {
+        return sys::connect_unix(fd, to);
+    }
+    sys::fcntl(fd, libc::F_SETFL, (fl | libc::O_NONBLOCK) as libc::c_long)?;
+    let r = sys::connect_unix(fd, to);
+    let _ = sys::fcntl(fd, libc::F_SETFL, fl as libc::c_long);
+    r
+}
+
 fn unmapped(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {

@@ -271,6 +271,8 @@ pub struct Stack<D: Link> {
     unix_names: Option<HashMap<u64, String>>,
     /// The node's door (`Stack::door_ready`), -1 if none.
     door: RawFd,
+    /// Door connections that came before their socket's `Register`, with when.
+    door_early: HashMap<u64, (Fd, Instant)>,
     /// TCP cut-through with other nodes of this host (`cut.rs`).
     cut: cut::CutThrough,
     /// When the node's figures go to the link next (`stats.rs`), and whether anything
@@ -468,6 +470,7 @@ impl<D: Link> Stack<D> {
             tcp_ports: None,
             unix_names: None,
             door: -1,
+            door_early: HashMap::new(),
             work: Work::default(),
             revisit: Vec::new(),
             unpaired: Vec::new(),
@@ -523,6 +526,14 @@ impl<D: Link> Stack<D> {
     /// Whether socket `id` exists.
     pub fn has_socket(&self, id: u64) -> bool {
         self.socks.contains_key(&id)
+    }
+
+    /// Whether socket `id` is a TCP socket a client made that never connected or listened
+    /// as far as we know (its client may have connected it itself: `Request::Connected`).
+    pub fn is_fresh(&self, id: u64) -> bool {
+        self.socks
+            .get(&id)
+            .is_some_and(|s| matches!(s.tcp, TcpState::Fresh(_)))
     }
 
     /// No socket left, none lingering, no netlink socket listening for events.
@@ -620,6 +631,7 @@ impl<D: Link> Stack<D> {
         self.unix_names = None;
         polled.link_down = self.ingress();
         self.cut_service();
+        self.cut_publish();
         self.net.autoconf();
         self.service();
         // Connections a kernel listener took since: watched from now on.
@@ -631,6 +643,9 @@ impl<D: Link> Stack<D> {
             }
         }
         self.cut_sweep();
+        if !self.door_early.is_empty() {
+            self.door_expire();
+        }
         self.net.egress();
         self.net.resets_tick();
         self.note_timeouts();

@@ -105,6 +105,9 @@ impl<D: Link> Net<D> {
 
 impl<D: Link> Stack<D> {
     pub(super) fn port_used(&self, kind: Kind, port: u16) -> bool {
+        if kind == Kind::Tcp && self.leased(port) {
+            return true;
+        }
         if self
             .socks
             .values()
@@ -140,6 +143,7 @@ impl<D: Link> Stack<D> {
                         .filter(|s| s.kind == Kind::Tcp)
                         .filter_map(|s| s.bound.map(|b| b.1))
                         .collect();
+                    u.extend(self.cut.leased.keys());
                     for (_, so) in self.net.set.iter() {
                         if let smoltcp::socket::Socket::Tcp(t) = so {
                             u.insert(t.listen_endpoint().port);
@@ -193,7 +197,7 @@ impl<D: Link> Stack<D> {
         self.next_ephemeral = lo + (self.rng % u64::from(n)) as u16;
     }
 
-    fn port_count(&self) -> u32 {
+    pub(super) fn port_count(&self) -> u32 {
         u32::from(self.port_range.1 - self.port_range.0) + 1
     }
 

@@ -5,6 +5,10 @@
 
 use super::*;
 
+/// Door connections kept for a `Register` not read yet: at most this many, this long.
+const DOOR_EARLY_MAX: usize = 4096;
+const DOOR_EARLY_FOR: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Kind {
     Tcp,
@@ -404,6 +408,9 @@ impl<D: Link> Stack<D> {
                 s.tcp = TcpState::Fresh(super::cut::Cut::new(id, now));
             }
             self.installed(id, ty, protocol);
+            if let Some((d, _)) = self.door_early.remove(&id) {
+                self.door_attach(id, d);
+            }
             return Ok(());
         }
         let d = fds.next().ok_or(Errno::EINVAL)?;
@@ -508,7 +515,13 @@ impl<D: Link> Stack<D> {
             let Some(id) = id else {
                 continue;
             };
-            self.door_attach(id, d);
+            if self.socks.contains_key(&id) {
+                self.door_attach(id, d);
+            } else if self.door_early.len() < DOOR_EARLY_MAX {
+                // Its `Register` is still on its way (read after this, or on another
+                // control connection): the socket takes it when it comes.
+                self.door_early.insert(id, (d, self.net.now));
+            }
         }
     }
 
@@ -539,7 +552,7 @@ impl<D: Link> Stack<D> {
         }
         let door = names::node_door_name(self.net.id);
         for _ in 0..2 {
-            match sys::connect_unix(app.raw(), &door) {
+            match super::cut::connect_nb(app.raw(), &door) {
                 Ok(()) => break,
                 Err(e) if e.is_again() => self.door_ready(),
                 Err(e) => return Err(e),
@@ -550,6 +563,13 @@ impl<D: Link> Stack<D> {
             Some(TcpState::Idle) => Ok(()),
             _ => Err(Errno(libc::ENETDOWN)),
         }
+    }
+
+    /// Drop door connections whose socket never registered (see [`Stack::door_ready`]).
+    pub(super) fn door_expire(&mut self) {
+        let now = self.net.now;
+        self.door_early
+            .retain(|_, (_, t)| now < *t + DOOR_EARLY_FOR);
     }
 
     /// The node's door, a listening stream socket (see [`Stack::door_ready`]).

@@ -318,11 +318,39 @@ impl<D: Link> Stack<D> {
                 return Err(Errno(libc::EALREADY));
             }
             TcpState::Idle if s.kind == Kind::Tcp => {}
+            // A socket the shim made, connected to our door by the client before this was
+            // sent (its table said: through TCP): its daemon end waits at the door.
+            TcpState::Fresh(_) if s.kind == Kind::Tcp => {
+                self.door_ready();
+                if !matches!(self.socks.get(&id).map(|s| &s.tcp), Some(TcpState::Idle)) {
+                    // (Not at our door: the connect fails, as one that failed later.)
+                    if let Some(a) = &app {
+                        let _ = sys::shutdown(a.raw(), libc::SHUT_RDWR);
+                    }
+                    if let Some(s) = self.socks.get_mut(&id) {
+                        s.so_error = libc::ENETDOWN;
+                        s.tcp = TcpState::Done;
+                    }
+                    return Err(Errno(libc::ENETDOWN));
+                }
+            }
             // Cannot happen with the client's mark; the filler is the app's problem then.
             _ => return Err(Errno(libc::EISCONN)),
         }
+        if ctl::is_client_id(id) {
+            self.cut.async_by_client += 1;
+        }
         let mut app = app;
-        let r = self.op_connect(id, addr, &mut app, None, filler as usize);
+        // The shim posts this only for what its table says goes through TCP (daemon-made
+        // sockets may still be cut through, with the peer daemon's agreement).
+        let r = self.connect_via(
+            id,
+            addr,
+            &mut app,
+            None,
+            filler as usize,
+            !ctl::is_client_id(id),
+        );
         match r {
             Err(e) if e.0 == libc::EINPROGRESS => {}
             // As a connect that failed later (see `connect_done`).

@@ -533,13 +533,16 @@ pub enum Request {
     },
     /// One-way, never answered: the accepting application's record of a cut-through
     /// connection (`id`: `mirror_id` of the connecting socket's id) that its listener `lid`
-    /// took from another node's application (`names::listener_name`), with the connection
-    /// attached; `local` and `peer` as its `accept` gave them.
+    /// took from another node's application (`names::listener_name`); `local` and `peer`
+    /// as its `accept` gave them, `ino` the connection's inode (the record goes when no
+    /// socket has it). Sent only once something about the connection is asked of the
+    /// daemon (see the shim's `node::adopt_later`).
     Adopt {
         id: SockId,
         lid: SockId,
         local: WireAddr,
         peer: WireAddr,
+        ino: u64,
     },
     /// The node's table of other nodes' kernel listeners that its clients may connect to
     /// themselves (`crate::table`): answered `Ok` with a read-only memfd attached.
@@ -700,11 +703,16 @@ impl Request {
                 peer.encode(&mut b);
             }
             Request::Adopt {
-                lid, local, peer, ..
+                lid,
+                local,
+                peer,
+                ino,
+                ..
             } => {
                 b.extend_from_slice(&lid.to_le_bytes());
                 local.encode(&mut b);
                 peer.encode(&mut b);
+                b.extend_from_slice(&ino.to_le_bytes());
             }
         }
         b
@@ -792,6 +800,7 @@ impl Request {
                 lid: r.u64()?,
                 local: r.addr()?,
                 peer: r.addr()?,
+                ino: r.u64()?,
             },
             Op::Subscribe => Request::Subscribe { groups: r.u32()? },
             Op::Table => Request::Table,
@@ -1157,6 +1166,7 @@ mod tests {
                 lid: 9,
                 local: b,
                 peer: b,
+                ino: 12345,
             },
             Request::Socket {
                 domain: libc::AF_INET6,

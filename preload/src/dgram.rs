@@ -615,7 +615,7 @@ impl Entry {
             None => {
                 if self.bits & CONNECTED == 0 {
                     let v = self.virt()?;
-                    match emu::name(&Daemons, v, true) {
+                    match emu::name(&Daemons, v, self.fd, true) {
                         Ok(WireAddr(Some(_))) => add_bits(self, CONNECTED | BOUND),
                         Ok(WireAddr(None)) => return Err(Errno(libc::EDESTADDRREQ)),
                         Err(e) if e.0 == libc::ENOTCONN => {

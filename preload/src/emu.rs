@@ -77,6 +77,11 @@ pub trait Control {
     fn lease_port(&self, _node: u64) -> Option<u16> {
         None
     }
+    /// Tell `node` of an accepted cut-through connection (at `fd`, inode `ino`) when the
+    /// process next asks a daemon anything (`node::adopt_later`); here: now.
+    fn adopt_later(&self, node: u64, _fd: RawFd, _ino: u64, req: Request) {
+        let _ = self.post_fds(node, &req, &[]);
+    }
 }
 
 /// The real daemons (see [`crate::node`]).
@@ -114,6 +119,9 @@ impl Control for Daemons {
     }
     fn lease_port(&self, node: u64) -> Option<u16> {
         node::lease_port(node)
+    }
+    fn adopt_later(&self, node: u64, fd: RawFd, ino: u64, req: Request) {
+        node::adopt_later(node, fd, ino, req)
     }
 }
 
@@ -415,20 +423,22 @@ pub fn accept_kernel(
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
         return Err(Errno::EINVAL);
     }
-    let (conn, peer) = take_kernel_connection(c, v, fd, flags)?;
+    let (conn, peer) = take_kernel_connection(c, v, fd, flags, true)?;
     crate::cork::stream(conn.raw(), peer.1);
     crate::debug!("accept({fd}) = {} from {:?}", conn.raw(), peer.0.0);
     Ok((conn.into_raw(), peer.0))
 }
 
 /// One connection from the kernel listener `fd` (`v`) with `accept4` `flags`: with its
-/// record read, and for a cut-through one, our daemon told of it (`Adopt`). Its peer address
-/// and id.
+/// record read, and for a cut-through one, our daemon told of it (`Adopt`; if `later`, when
+/// the process next asks a daemon anything: `Control::adopt_later`). Its peer address and
+/// id.
 pub fn take_kernel_connection(
     c: &dyn Control,
     v: Virt,
     fd: RawFd,
     flags: i32,
+    later: bool,
 ) -> Result<(Fd, (WireAddr, u64)), Errno> {
     loop {
         let conn = sys::accept(fd, flags)?;
@@ -443,14 +453,20 @@ pub fn take_kernel_connection(
                     ctl::APP_SOCKBUF,
                 );
                 if rec.id & ctl::MIRROR_BIT != 0 {
-                    // A cut-through connection: our daemon keeps its record from now on.
+                    // A cut-through connection: our daemon keeps its record.
+                    let ino = sys::fstat_id(conn.raw()).map_or(0, |i| i.1);
                     let req = Request::Adopt {
                         id: rec.id,
                         lid: v.id,
                         local: rec.local,
                         peer: rec.peer,
+                        ino,
                     };
-                    let _ = c.post_fds(v.node, &req, &[conn.raw()]);
+                    if later {
+                        c.adopt_later(v.node, conn.raw(), ino, req);
+                    } else {
+                        let _ = c.post_fds(v.node, &req, &[]);
+                    }
                 }
                 return Ok((conn, (rec.peer, rec.id)));
             }
@@ -914,17 +930,80 @@ pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<()
 }
 
 /// `getsockname` (`peer == false`) or `getpeername`.
-pub fn name(c: &dyn Control, v: Virt, peer: bool) -> Result<WireAddr, Errno> {
+pub fn name(c: &dyn Control, v: Virt, fd: RawFd, peer: bool) -> Result<WireAddr, Errno> {
     let req = if peer {
         Request::GetPeerName { id: v.id }
     } else {
         Request::GetSockName { id: v.id }
     };
-    match c.call(v.node, &req, None)?.0 {
+    match ask(c, v, fd, &req)? {
         Reply::Addr(a) => Ok(a),
         Reply::Err(e) => Err(e),
         _ => Err(Errno::EPROTO),
     }
+}
+
+/// A request about socket `v` (at `fd`). An accepted cut-through connection our daemon has
+/// no record of (`EBADF`) gets one first ([`adopt_from_peer`]), and is asked about again.
+fn ask(c: &dyn Control, v: Virt, fd: RawFd, req: &Request) -> Result<Reply, Errno> {
+    let r = c.call(v.node, req, None)?.0;
+    if v.id & ctl::MIRROR_BIT != 0 && r == Reply::Err(Errno::EBADF) && adopt_from_peer(c, v, fd) {
+        return Ok(c.call(v.node, req, None)?.0);
+    }
+    Ok(r)
+}
+
+/// The record of an accepted cut-through connection (`v`, at `fd`) that our daemon lacks:
+/// the process that accepted it held it back (`node::adopt_later`), then `exec`ed or
+/// passed the fd on. It is made as the accepting shim would have, from the connecting
+/// node's record of the other end (the peer's name says which: our peer is its local
+/// address, and the other way round), as our listener presents IPv4 peers.
+fn adopt_from_peer(c: &dyn Control, v: Virt, fd: RawFd) -> bool {
+    let name = |n: Result<Option<sys::UnixAddr>, Errno>| n.ok().flatten();
+    let Some((cnode, cid)) =
+        name(sys::getpeername_unix(fd)).and_then(|n| names::parse_socket_name(&n))
+    else {
+        return false;
+    };
+    let Some((node, lid)) =
+        name(sys::getsockname_unix(fd)).and_then(|n| names::parse_listener_name(&n))
+    else {
+        return false;
+    };
+    if node != v.node || ctl::mirror_id(cid) != v.id {
+        return false;
+    }
+    let addr = |req: Request| match c.call(cnode, &req, None) {
+        Ok((Reply::Addr(WireAddr(Some(a))), _)) => Some(a),
+        _ => None,
+    };
+    let (Some(theirs), Some(ours)) = (
+        addr(Request::GetSockName { id: cid }),
+        addr(Request::GetPeerName { id: cid }),
+    ) else {
+        return false;
+    };
+    let listener = Virt {
+        node,
+        id: lid,
+        kl: true,
+    };
+    let inet6 = socket_int(c, listener, libc::SO_DOMAIN) == Ok(libc::AF_INET6);
+    let present = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) if inet6 => WireAddr(Some(SocketAddr::new(
+            IpAddr::V6(v4.ip().to_ipv6_mapped()),
+            v4.port(),
+        ))),
+        a => WireAddr(Some(a)),
+    };
+    let req = Request::Adopt {
+        id: v.id,
+        lid,
+        local: present(ours),
+        peer: present(theirs),
+        ino: sys::fstat_id(fd).map_or(0, |i| i.1),
+    };
+    c.post_fds(node, &req, &[]).is_ok()
 }
 
 /// The error a `read` that met end of stream on `fd` must give instead of EOF: a virtual TCP
@@ -1024,7 +1103,7 @@ pub fn getsockopt(
         name,
         len: len.min(ioth_common::ctl::MAX_OPT) as u32,
     };
-    match c.call(v.node, &req, None)?.0 {
+    match ask(c, v, fd, &req)? {
         Reply::Bytes(mut b) => {
             b.truncate(len);
             Ok(b)
@@ -1088,7 +1167,7 @@ pub fn setsockopt(
     {
         return c.post(v.node, &req);
     }
-    expect_ok(c.call(v.node, &req, None)?.0)
+    expect_ok(ask(c, v, fd, &req)?)
 }
 
 /// `shutdown`: tell the daemon (it knows whether the socket is connected), then shut the
@@ -1097,10 +1176,7 @@ pub fn shutdown(c: &dyn Control, v: Virt, fd: RawFd, how: i32) -> Result<(), Err
     if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
         return Err(Errno::EINVAL);
     }
-    expect_ok(
-        c.call(v.node, &Request::Shutdown { id: v.id, how }, None)?
-            .0,
-    )?;
+    expect_ok(ask(c, v, fd, &Request::Shutdown { id: v.id, how })?)?;
     match sys::shutdown(fd, how) {
         // The daemon may already have shut its end down both ways (reset).
         Err(e) if e.0 == libc::ENOTCONN => Ok(()),

@@ -285,7 +285,7 @@ hooks! {
                     // SAFETY: a/len come from the caller, who vouches for them.
                     return unsafe { write_truncated(&n, a.cast(), len) }.map(|_| 0);
                 }
-                let name = emu::name(&Daemons, v, false)?;
+                let name = emu::name(&Daemons, v, fd, false)?;
                 if a.is_null() {
                     return Err(Errno(libc::EFAULT));
                 }
@@ -298,7 +298,7 @@ hooks! {
     fn getpeername(fd: c_int, a: *mut sockaddr, len: *mut socklen_t) -> c_int
     where virt(fd) => |v| {
         guard(|| {
-            let name = emu::name(&Daemons, v, true)?;
+            let name = emu::name(&Daemons, v, fd, true)?;
             if a.is_null() {
                 return Err(Errno(libc::EFAULT));
             }

@@ -212,6 +212,9 @@ struct State {
     table_tried: Option<(u64, Instant)>,
     /// Local ports a node leased us (`Request::Lease`), and when.
     lease: Option<(u64, Instant, Vec<u16>)>,
+    /// Records of accepted cut-through connections not sent yet ([`adopt_later`]): the
+    /// node, the connection's fd and inode, the `Adopt`.
+    adopts: Vec<(u64, RawFd, u64, Request)>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
@@ -222,12 +225,15 @@ static STATE: Mutex<State> = Mutex::new(State {
     table: None,
     table_tried: None,
     lease: None,
+    adopts: Vec::new(),
 });
 
 /// Socket buffer sizes of both socketpair ends (as the daemon sets on the pairs it makes).
 const SOCKBUF: i32 = 1 << 20;
 
 fn prepare_fork() {
+    // (The child may exec, and lose them.)
+    flush_adopts();
     std::mem::forget(STATE.lock());
 }
 
@@ -574,6 +580,7 @@ fn round_trip(
     req: &Request,
     fds: &[RawFd],
 ) -> Result<(Reply, Vec<Fd>), Errno> {
+    flush_adopts();
     let c = get()?;
     match c.call(req, fds) {
         Ok(r) => {
@@ -779,6 +786,60 @@ pub fn lease_port(node: u64) -> Option<u16> {
     Some(p)
 }
 
+/// Most records [`adopt_later`] holds back.
+const ADOPTS_MAX: usize = 1024;
+
+/// Whether `fd` still holds the socket with inode `ino` (it was not closed here).
+fn still_open(fd: RawFd, ino: u64) -> bool {
+    sys::fstat_id(fd).is_ok_and(|i| i.1 == ino)
+}
+
+/// Tell `node` of the cut-through connection at `fd` (its `Request::Adopt`, whose inode is
+/// `ino`) only when this process next asks a daemon anything ([`flush_adopts`]), or forks:
+/// until then nobody can ask about it, and most connections (a web server's) are closed by
+/// then, and need no record at all. So accepting one wakes no daemon. Held back are at most
+/// [`ADOPTS_MAX`]: then those closed are dropped and the oldest of the rest sent. A
+/// process that got the connection another way (an `exec`, `SCM_RIGHTS`) and finds no
+/// record makes it from the connecting node's (`emu::adopt_from_peer`).
+pub fn adopt_later(node: u64, fd: RawFd, ino: u64, req: Request) {
+    let due = {
+        let mut st = STATE.lock();
+        st.check_pid();
+        st.adopts.push((node, fd, ino, req));
+        if st.adopts.len() < ADOPTS_MAX {
+            return;
+        }
+        std::mem::take(&mut st.adopts)
+    };
+    let mut open: Vec<_> = due.into_iter().filter(|a| still_open(a.1, a.2)).collect();
+    let keep = open.split_off(open.len().saturating_sub(ADOPTS_MAX / 4));
+    {
+        let mut st = STATE.lock();
+        st.check_pid();
+        st.adopts.splice(0..0, keep);
+    }
+    for (node, _, _, req) in open {
+        let _ = post_fds(node, &req, &[]);
+    }
+}
+
+/// Send the records [`adopt_later`] holds back, of the connections still open here.
+pub fn flush_adopts() {
+    let due = {
+        let mut st = STATE.lock();
+        if st.adopts.is_empty() {
+            return;
+        }
+        st.check_pid();
+        std::mem::take(&mut st.adopts)
+    };
+    for (node, fd, ino, req) in due {
+        if still_open(fd, ino) {
+            let _ = post_fds(node, &req, &[]);
+        }
+    }
+}
+
 /// Send a request about a socket of `node`.
 pub fn call(node: u64, req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
     let fds: Vec<RawFd> = fd.into_iter().collect();
@@ -792,6 +853,7 @@ pub fn post(node: u64, req: &Request) -> Result<(), Errno> {
 
 /// Send a one-way request about a socket of `node` with fds attached.
 pub fn post_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
+    flush_adopts();
     let c = checkout(node).map_err(transport)?;
     if c.post(req, fds).is_ok() {
         checkin(c, true);

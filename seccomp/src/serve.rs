@@ -427,7 +427,7 @@ fn fd_call(listener: RawFd, n: &Notif, fd: Fd, v: Virt) -> Answer {
             }
             libc::SYS_listen => emu::listen(&Daemons, v, d, a[1] as i32).map(|_| 0),
             libc::SYS_getsockname | libc::SYS_getpeername => {
-                let name = emu::name(&Daemons, v, nr == libc::SYS_getpeername)?;
+                let name = emu::name(&Daemons, v, d, nr == libc::SYS_getpeername)?;
                 if a[1] == 0 {
                     return Err(Errno(libc::EFAULT));
                 }
@@ -481,7 +481,13 @@ fn take_connection(fd: RawFd, v: Virt, flags: i32) -> Result<(Fd, WireAddr), Err
         if !sys::wait_fd(fd, libc::POLLIN, 0)? {
             return Err(Errno(libc::EAGAIN));
         }
-        emu::take_kernel_connection(&Daemons, v, fd, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?
+        emu::take_kernel_connection(
+            &Daemons,
+            v,
+            fd,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            false,
+        )?
     } else {
         emu::take_connection(fd, libc::MSG_DONTWAIT, true, false)?
     };

@@ -34,21 +34,25 @@ pub enum Msg {
     Hello {
         done: bool,
     },
-    /// "A kernel listener of mine: connect your applications' sockets to it directly":
-    /// node `node`'s socket `lid` (`names::listener_name`), bound to `addr` (`None`: any)
-    /// and `port`, taking IPv4 (`v4`) and IPv6 (`v6`) connections, an `AF_INET6` socket if
-    /// `inet6` (its application sees IPv4 peers as v4-mapped), made by user `uid` (who
-    /// takes connections from root and itself only).
-    Listener {
-        node: u64,
-        lid: u64,
-        uid: u32,
-        addr: Option<IpAddr>,
-        port: u16,
-        v4: bool,
-        v6: bool,
-        inet6: bool,
-    },
+    /// "A kernel listener of mine: connect your applications' sockets to it directly".
+    Listener(Listener),
+}
+
+/// A kernel listener, as told to peers: node `node`'s socket `lid`
+/// (`names::listener_name`), bound to `addr` (`None`: any) and `port`, taking IPv4 (`v4`)
+/// and IPv6 (`v6`) connections, an `AF_INET6` socket if `inet6` (its application sees IPv4
+/// peers as v4-mapped), made by user `uid` (who takes connections from root and itself
+/// only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub node: u64,
+    pub lid: u64,
+    pub uid: u32,
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+    pub v4: bool,
+    pub v6: bool,
+    pub inet6: bool,
 }
 
 const CONNECT: u8 = 1;
@@ -103,7 +107,7 @@ impl Msg {
                 b.push(HELLO);
                 b.extend_from_slice(&u64::from(done).to_le_bytes());
             }
-            Msg::Listener {
+            Msg::Listener(Listener {
                 node,
                 lid,
                 uid,
@@ -112,7 +116,7 @@ impl Msg {
                 v4,
                 v6,
                 inet6,
-            } => {
+            }) => {
                 b.push(LISTENER);
                 b.extend_from_slice(&node.to_le_bytes());
                 b.extend_from_slice(&lid.to_le_bytes());
@@ -172,7 +176,7 @@ impl Msg {
                     (Some(sa.ip()), sa.port())
                 };
                 let f = rest[27];
-                Some(Msg::Listener {
+                Some(Msg::Listener(Listener {
                     node: tag,
                     lid,
                     uid,
@@ -181,7 +185,7 @@ impl Msg {
                     v4: f & 1 != 0,
                     v6: f & 2 != 0,
                     inet6: f & 4 != 0,
-                })
+                }))
             }
             _ => None,
         }
@@ -236,7 +240,7 @@ mod tests {
             filler: 0,
         };
         let a = Msg::Answer { tag: 9, ok: true };
-        let l = Msg::Listener {
+        let l = Msg::Listener(Listener {
             node: 3,
             lid: 1 << 59 | 5,
             uid: 0,
@@ -245,8 +249,8 @@ mod tests {
             v4: true,
             v6: true,
             inet6: true,
-        };
-        let l4 = Msg::Listener {
+        });
+        let l4 = Msg::Listener(Listener {
             node: 3,
             lid: 9,
             uid: 65534,
@@ -255,7 +259,7 @@ mod tests {
             v4: true,
             v6: false,
             inet6: false,
-        };
+        });
         for m in [
             c,
             c6,

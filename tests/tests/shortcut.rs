@@ -437,6 +437,7 @@ fn applications_connect_by_themselves_where_the_table_says_how() {
                  l.settimeout(30); print('ready', flush=True)\n\
                  for i in range({N}):\n    \
                    c,a=l.accept(); h=hashlib.sha256(); n=0\n    \
+                   assert c.getpeername()[:2] == a[:2] and c.getsockname()[1] == 7500, (a, c.getpeername(), c.getsockname())\n    \
                    while n < 100000:\n        d=c.recv(65536)\n        if not d: break\n        h.update(d); n+=len(d)\n    \
                    c.sendall(('%s %d %s\\n' % (a[0], a[1], h.hexdigest())).encode()); c.close()\n\
                  print('served', i + 1)\n"
@@ -512,4 +513,84 @@ fn applications_connect_by_themselves_where_the_table_says_how() {
             );
         }
     }
+}
+
+/// A server that accepts a cut-through connection and `exec`s a program that takes it over
+/// (as inetd does): the record of the accepted end, which the accepting process held back
+/// (it asked its daemon nothing), is made from the connecting node's, and the new program
+/// sees the addresses the kernel would give.
+#[test]
+fn a_connection_handed_over_by_exec_still_knows_its_addresses() {
+    if !have("python3") {
+        return skip("python3 missing");
+    }
+    let tmp = TempDir::new("shortcut-exec");
+    let sw = tmp.join("sw");
+    let _switch = ioth_switch(&sw, &[]);
+    let srv = node(&sw, "fd00::c1/64", &tmp.join("srv.ctl"));
+    let cli = node(&sw, "fd00::c2/64", &tmp.join("cli.ctl"));
+    let lab_env = |ctl: &Path, c: &mut Command| {
+        c.env("LD_PRELOAD", libioth())
+            .env("IOTH_STACK", ctl)
+            .env("IOTH_RUNDIR", tmp.join("run"))
+            .env_remove("IOTH_IP");
+    };
+    let handler = tmp.join("handler.py");
+    std::fs::write(
+        &handler,
+        "import socket,sys\n\
+         c=socket.socket(fileno=int(sys.argv[1]))\n\
+         p=c.getpeername(); me=c.getsockname()\n\
+         c.sendall(('%s %d %s %d\\n' % (p[0], p[1], me[0], me[1])).encode()); c.close()\n",
+    )
+    .unwrap();
+    let mut server = Command::new("python3");
+    server.args([
+        "-c",
+        "import socket,sys,os\n\
+         l=socket.socket(socket.AF_INET6); l.bind(('::',7600)); l.listen(8)\n\
+         l.settimeout(30); print('ready', flush=True)\n\
+         for i in range(3):\n    \
+           c,a=l.accept()\n    \
+           if i < 2: c.close(); continue\n    \
+           c.set_inheritable(True)\n    \
+           os.execv(sys.executable, [sys.executable, sys.argv[1], str(c.fileno())])\n",
+    ]);
+    server.arg(&handler);
+    lab_env(&srv.ctl, &mut server);
+    let mut server = server.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let _server_guard = Daemon {
+        pid: server.id() as i32,
+        name: "server".into(),
+    };
+    let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut server_out, &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    // Two connections first, so that the third is made by the client itself (the table).
+    let mut client = Command::new("python3");
+    client.args([
+        "-c",
+        "import socket\n\
+         for i in range(3):\n    \
+           s=socket.create_connection(('fd00::c1',7600)); me=s.getsockname()\n    \
+           b=b''\n    \
+           while True:\n        d=s.recv(256)\n        if not d: break\n        b+=d\n    \
+           s.close()\n\
+         print(b.decode().strip(), me[0], me[1])\n",
+    ]);
+    lab_env(&cli.ctl, &mut client);
+    let out = run_for(60, client);
+    let info = format!("{}\n{}", node_info(&cli.ctl), node_info(&srv.ctl));
+    let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(words.len(), 6, "client: {}\n{info}", text(&out));
+    // The handler's peer is the client's own address and port; its own is the server's.
+    assert_eq!(words[0], words[4], "{}", text(&out));
+    assert_eq!(words[1], words[5], "{}", text(&out));
+    assert_eq!((words[2].as_str(), words[3].as_str()), ("fd00::c1", "7600"));
+    assert!(server.wait().unwrap().success());
+    assert_eq!(counter(&cli.ctl, "cut_made"), 3, "{info}");
 }

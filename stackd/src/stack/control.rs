@@ -58,8 +58,9 @@ impl<D: Link> Stack<D> {
                 lid,
                 local,
                 peer,
+                ino,
             } => {
-                self.op_adopt(id, lid, (local, peer), fds, caller);
+                self.op_adopt(id, lid, (local, peer), ino, caller);
                 Ok(Reply::Ok)
             }
             Request::Bind { id, addr } => self.op_bind(id, addr),

@@ -64,6 +64,9 @@ pub(super) struct CutThrough {
     /// through TCP the client started itself (`ConnectAsync` after its own door connect).
     pub(super) made_by_client: u64,
     pub(super) async_by_client: u64,
+    /// Connections through TCP queued on our listeners (beside the cut-through ones, which
+    /// this daemon hears of only when asked about them: `cut_taken`).
+    pub(super) tcp_accepted: u64,
     /// The kernel listeners of the peer at the other end of each shortcut (`Msg::Listener`),
     /// asked for with `Msg::Hello`.
     peers: HashMap<u32, PeerTable>,
@@ -90,17 +93,8 @@ pub(super) struct PeerTable {
     list: Vec<PeerListener>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct PeerListener {
-    node: u64,
-    lid: u64,
-    uid: u32,
-    addr: Option<IpAddr>,
-    port: u16,
-    v4: bool,
-    v6: bool,
-    inet6: bool,
-}
+/// A peer's kernel listener (`Msg::Listener`).
+pub(super) type PeerListener = crate::cut::Listener;
 
 /// At most this many listeners are kept per peer (the rest are reached through TCP).
 const PEER_LISTENERS: usize = 256;
@@ -189,7 +183,7 @@ impl<D: Link> Stack<D> {
             .count();
         format!(
             "cut_through={}\ncut_open={open}\ncut_made={}\ncut_taken={}\ncut_refused={}\ncut_lost={}\n\
-             cut_made_by_client={}\nconnect_async_by_client={}\n",
+             cut_made_by_client={}\nconnect_async_by_client={}\ntcp_accepted={}\n",
             if self.cut.on { "on" } else { "off" },
             self.cut.made,
             self.cut.taken,
@@ -197,6 +191,7 @@ impl<D: Link> Stack<D> {
             self.cut.lost,
             self.cut.made_by_client,
             self.cut.async_by_client,
+            self.cut.tcp_accepted,
         )
     }
 
@@ -322,28 +317,9 @@ impl<D: Link> Stack<D> {
                         self.cut.table_dirty = true;
                     }
                 }
-                Msg::Listener {
-                    node,
-                    lid,
-                    uid,
-                    addr,
-                    port,
-                    v4,
-                    v6,
-                    inet6,
-                } => {
+                Msg::Listener(l) => {
                     let Some(t) = self.cut.peers.get_mut(&sc) else {
                         continue;
-                    };
-                    let l = PeerListener {
-                        node,
-                        lid,
-                        uid,
-                        addr,
-                        port,
-                        v4,
-                        v6,
-                        inet6,
                     };
                     // A newer listener on the same address and port replaces the old one.
                     t.list
@@ -560,7 +536,7 @@ impl<D: Link> Stack<D> {
             l.kernel.as_ref()?;
             let (addr, port) = s.bound?;
             let (v4, v6) = s.families();
-            Some(Msg::Listener {
+            Some(Msg::Listener(PeerListener {
                 node,
                 lid: id,
                 uid: s.owner,
@@ -569,7 +545,7 @@ impl<D: Link> Stack<D> {
                 v4,
                 v6,
                 inet6: s.domain == libc::AF_INET6,
-            })
+            }))
         })
     }
 
@@ -580,7 +556,7 @@ impl<D: Link> Stack<D> {
         }
         let Some(m) = self
             .kernel_listeners()
-            .find(|m| matches!(m, Msg::Listener { lid, .. } if *lid == id))
+            .find(|m| matches!(m, Msg::Listener(l) if l.lid == id))
         else {
             return;
         };
@@ -721,40 +697,57 @@ impl<D: Link> Stack<D> {
     }
 
     /// `Adopt`: the accepting application's record of a cut-through connection its kernel
-    /// listener `lid` took (`conn`, for its inode: the record goes when no socket has it).
+    /// listener `lid` took (`ino`: its inode; the record goes when no socket has it).
     pub(super) fn op_adopt(
         &mut self,
         id: u64,
         lid: u64,
         (local, peer): (WireAddr, WireAddr),
-        fds: Vec<Fd>,
+        ino: u64,
         caller: u32,
     ) {
-        let (Some(conn), Some(l)) = (fds.into_iter().next(), self.socks.get(&lid)) else {
-            return;
-        };
-        let kernel = matches!(&l.tcp, TcpState::Listening(li) if li.kernel.is_some());
-        if id & ctl::MIRROR_BIT == 0 || self.socks.contains_key(&id) || !kernel {
-            return;
-        }
-        if caller != 0 && caller != l.owner && caller != sys::geteuid() {
+        if id & ctl::MIRROR_BIT == 0 || self.socks.contains_key(&id) {
             return;
         }
         let (Some(local), Some(peer)) = (local.0, peer.0) else {
             return;
         };
-        let mut s = Sock::new(
-            l.domain,
-            Kind::Tcp,
-            Fd::none(),
-            self.work.waker(id),
-            l.owner,
-        );
-        s.opts = l.opts.clone();
-        s.opts.other.clear();
+        let l = self
+            .socks
+            .get(&lid)
+            .filter(|l| matches!(&l.tcp, TcpState::Listening(li) if li.kernel.is_some()));
+        let me = sys::geteuid();
+        let mut s = match l {
+            Some(l) => {
+                if caller != 0 && caller != l.owner && caller != me {
+                    return;
+                }
+                let mut s = Sock::new(
+                    l.domain,
+                    Kind::Tcp,
+                    Fd::none(),
+                    self.work.waker(id),
+                    l.owner,
+                );
+                s.opts = l.opts.clone();
+                s.opts.other.clear();
+                s
+            }
+            // The listener closed since (the record is made when something is asked about
+            // the connection): the node's own user's, then, with the family of its address.
+            None if caller == 0 || caller == me => {
+                let domain = if local.is_ipv6() {
+                    libc::AF_INET6
+                } else {
+                    libc::AF_INET
+                };
+                Sock::new(domain, Kind::Tcp, Fd::none(), self.work.waker(id), caller)
+            }
+            None => return,
+        };
         s.local = Some(unmapped(local));
         s.peer = Some(unmapped(peer));
-        s.app_ino = sys::fstat_id(conn.raw()).ok().map(|i| i.1);
+        s.app_ino = Some(ino);
         s.tcp = TcpState::Cut(Cut::new(id, self.net.now));
         self.socks.insert(id, s);
         self.cut.taken += 1;

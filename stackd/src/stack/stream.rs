@@ -590,6 +590,7 @@ impl<D: Link> Stack<D> {
         let Some(l) = self.socks.get_mut(&lid) else {
             return;
         };
+        self.cut.tcp_accepted += 1;
         let mut s = queue_accepted(
             &mut self.net.delivered,
             l,

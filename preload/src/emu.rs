@@ -788,17 +788,6 @@ fn connect_listener(
         return None;
     }
     let port = c.lease_port(v.node)?;
-    // (A full backlog, a listener gone: the daemon decides, as if we had not tried.)
-    sys::connect_unix(fd, &names::listener_name(e.node, e.lid)).ok()?;
-    // A listener's name is anyone's once it closed: who listens there must be its user.
-    if !sys::peer_cred(fd).is_ok_and(|(_, uid, _)| uid == 0 || uid == e.uid || uid == me) {
-        let _ = sys::shutdown(fd, libc::SHUT_RDWR);
-        return Some(Err(Errno::ECONNREFUSED));
-    }
-    // As the daemon's cut_direct: a TCP socket's send buffer, TCP_NODELAY kept in the fd.
-    let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, ctl::APP_SOCKBUF);
-    let prio = ctl::CUT_PRIORITY | if nodelay { ctl::NODELAY_PRIORITY } else { 0 };
-    let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, prio);
     let local = SocketAddr::new(e.src, port);
     let peer = SocketAddr::new(e.dst, e.port);
     let present = |a: SocketAddr| match a {
@@ -812,8 +801,25 @@ fn connect_listener(
         id: ctl::mirror_id(v.id),
         local: present(peer),
         peer: present(local),
-    };
-    let _ = sys::send(fd, &rec.encode(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+    }
+    .encode();
+    // As the daemon's cut_direct: a TCP socket's send buffer, TCP_NODELAY kept in the fd.
+    // All before the connect: the accepting application may wait for the record from the
+    // moment the connect returns, so only the owner check comes between the two.
+    let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, ctl::APP_SOCKBUF);
+    let prio = ctl::CUT_PRIORITY | if nodelay { ctl::NODELAY_PRIORITY } else { 0 };
+    let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, prio);
+    // (A full backlog, a listener gone: the daemon decides, as if we had not tried.)
+    if sys::connect_unix(fd, &names::listener_name(e.node, e.lid)).is_err() {
+        let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, 0);
+        return None;
+    }
+    // A listener's name is anyone's once it closed: who listens there must be its user.
+    if !sys::peer_cred(fd).is_ok_and(|(_, uid, _)| uid == 0 || uid == e.uid || uid == me) {
+        let _ = sys::shutdown(fd, libc::SHUT_RDWR);
+        return Some(Err(Errno::ECONNREFUSED));
+    }
+    let _ = sys::send(fd, &rec, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
     let req = Request::Connected {
         id: v.id,
         local: WireAddr(Some(local)),

@@ -27,6 +27,41 @@ fn transfer(
     checked_stream(tmp, (from, to), (to_ip, port), data, during);
 }
 
+/// `python3 -c script` (then `args`) as an application of the node at control socket `ctl`
+/// (`IOTH_STACK`, run directory in `tmp`).
+fn python_on(tmp: &TempDir, ctl: &Path, script: &str, args: &[&Path]) -> Command {
+    let mut c = Command::new("python3");
+    c.arg("-c")
+        .arg(script)
+        .args(args)
+        .env("LD_PRELOAD", libioth())
+        .env("IOTH_STACK", ctl)
+        .env("IOTH_RUNDIR", tmp.join("run"))
+        .env_remove("IOTH_IP");
+    c
+}
+
+/// A server started from `c` that prints `ready` once it listens: running (stopped by pid
+/// if the test fails first), its guard, and the rest of its output.
+fn ready_server(
+    mut c: Command,
+) -> (
+    std::process::Child,
+    Daemon,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut server = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let guard = Daemon {
+        pid: server.id() as i32,
+        name: "server".into(),
+    };
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    (server, guard, out)
+}
+
 fn random(len: usize) -> Vec<u8> {
     let mut d = vec![0u8; len];
     ioth_common::sys::getrandom(&mut d).unwrap();
@@ -341,36 +376,21 @@ fn short_cut_through_connections_in_a_row_never_run_out_of_local_ports() {
         pid: cli_pid,
         name: "ioth-stackd".into(),
     };
-    let lab_env = |ctl: &Path, c: &mut Command| {
-        c.env("LD_PRELOAD", libioth())
-            .env("IOTH_STACK", ctl)
-            .env("IOTH_RUNDIR", tmp.join("run"))
-            .env_remove("IOTH_IP");
-    };
     // The server answers each connection with its own number and closes it.
-    let mut server = Command::new("python3");
-    server.args([
-        "-c",
+    // Stopped by pid if the test fails before it ends.
+    let (mut server, _server_guard, mut server_out) = ready_server(python_on(
+        &tmp,
+        &srv.ctl,
         "import socket,sys\n\
          l=socket.socket(socket.AF_INET6); l.bind(('fd00::a1',7400)); l.listen(64)\n\
          l.settimeout(30); print('ready', flush=True)\n\
          for i in range(400):\n    c,_=l.accept(); c.sendall(b'%d\\n' % i); c.close()\n\
          print('served', i + 1)\n",
-    ]);
-    lab_env(&srv.ctl, &mut server);
-    let mut server = server.stdout(std::process::Stdio::piped()).spawn().unwrap();
-    // Stopped by pid if the test fails before it ends.
-    let _server_guard = Daemon {
-        pid: server.id() as i32,
-        name: "server".into(),
-    };
-    let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut ready = String::new();
-    std::io::BufRead::read_line(&mut server_out, &mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
-    let mut client = Command::new("python3");
-    client.args([
-        "-c",
+        &[],
+    ));
+    let client = python_on(
+        &tmp,
+        &cli_ctl,
         "import socket\n\
          ports=set()\n\
          for i in range(400):\n    \
@@ -380,8 +400,8 @@ fn short_cut_through_connections_in_a_row_never_run_out_of_local_ports() {
            assert b==b'%d\\n' % i,(i,b)\n    s.close()\n\
          assert min(ports)>=40000 and max(ports)<=40031, sorted(ports)\n\
          print('done', len(ports))\n",
-    ]);
-    lab_env(&cli_ctl, &mut client);
+        &[],
+    );
     let out = run_for(60, client);
     assert!(
         text(&out).contains("done 32"),
@@ -420,17 +440,12 @@ fn applications_connect_by_themselves_where_the_table_says_how() {
         let _switch = ioth_switch(&sw, args);
         let srv = node(&sw, "fd00::b1/64,10.0.11.1/24", &tmp.join("srv.ctl"));
         let cli = node(&sw, "fd00::b2/64,10.0.11.2/24", &tmp.join("cli.ctl"));
-        let lab_env = |ctl: &Path, c: &mut Command| {
-            c.env("LD_PRELOAD", libioth())
-                .env("IOTH_STACK", ctl)
-                .env("IOTH_RUNDIR", tmp.join("run"))
-                .env_remove("IOTH_IP");
-        };
         // For each connection: the peer's address as accept gave it, and the sha256 of what
         // came, sent back before the close.
-        let mut server = Command::new("python3");
-        server.args([
-            "-c",
+        // Stopped by pid if the test fails before it ends.
+        let (mut server, _server_guard, mut server_out) = ready_server(python_on(
+            &tmp,
+            &srv.ctl,
             &format!(
                 "import socket,hashlib\n\
                  l=socket.socket(socket.AF_INET6); l.bind(('::',7500)); l.listen(64)\n\
@@ -442,21 +457,12 @@ fn applications_connect_by_themselves_where_the_table_says_how() {
                    c.sendall(('%s %d %s\\n' % (a[0], a[1], h.hexdigest())).encode()); c.close()\n\
                  print('served', i + 1)\n"
             ),
-        ]);
-        lab_env(&srv.ctl, &mut server);
-        let mut server = server.stdout(std::process::Stdio::piped()).spawn().unwrap();
-        let _server_guard = Daemon {
-            pid: server.id() as i32,
-            name: "server".into(),
-        };
-        let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
-        let mut ready = String::new();
-        std::io::BufRead::read_line(&mut server_out, &mut ready).unwrap();
-        assert_eq!(ready.trim(), "ready");
+            &[],
+        ));
         // Half of the connections blocking, half not; over IPv6 and IPv4 in turn.
-        let mut client = Command::new("python3");
-        client.args([
-            "-c",
+        let client = python_on(
+            &tmp,
+            &cli.ctl,
             &format!(
                 "import socket,select,hashlib,os\n\
                  for i in range({N}):\n    \
@@ -483,8 +489,8 @@ fn applications_connect_by_themselves_where_the_table_says_how() {
                    s.close()\n\
                  print('done', i + 1)\n"
             ),
-        ]);
-        lab_env(&cli.ctl, &mut client);
+            &[],
+        );
         let out = run_for(60, client);
         let info = format!("{}\n{}", node_info(&cli.ctl), node_info(&srv.ctl));
         assert!(
@@ -529,12 +535,6 @@ fn a_connection_handed_over_by_exec_still_knows_its_addresses() {
     let _switch = ioth_switch(&sw, &[]);
     let srv = node(&sw, "fd00::c1/64", &tmp.join("srv.ctl"));
     let cli = node(&sw, "fd00::c2/64", &tmp.join("cli.ctl"));
-    let lab_env = |ctl: &Path, c: &mut Command| {
-        c.env("LD_PRELOAD", libioth())
-            .env("IOTH_STACK", ctl)
-            .env("IOTH_RUNDIR", tmp.join("run"))
-            .env_remove("IOTH_IP");
-    };
     let handler = tmp.join("handler.py");
     std::fs::write(
         &handler,
@@ -544,9 +544,10 @@ fn a_connection_handed_over_by_exec_still_knows_its_addresses() {
          c.sendall(('%s %d %s %d\\n' % (p[0], p[1], me[0], me[1])).encode()); c.close()\n",
     )
     .unwrap();
-    let mut server = Command::new("python3");
-    server.args([
-        "-c",
+    // Stopped by pid if the test fails before it ends.
+    let (mut server, _server_guard, _server_out) = ready_server(python_on(
+        &tmp,
+        &srv.ctl,
         "import socket,sys,os\n\
          l=socket.socket(socket.AF_INET6); l.bind(('::',7600)); l.listen(8)\n\
          l.settimeout(30); print('ready', flush=True)\n\
@@ -555,22 +556,12 @@ fn a_connection_handed_over_by_exec_still_knows_its_addresses() {
            if i < 2: c.close(); continue\n    \
            c.set_inheritable(True)\n    \
            os.execv(sys.executable, [sys.executable, sys.argv[1], str(c.fileno())])\n",
-    ]);
-    server.arg(&handler);
-    lab_env(&srv.ctl, &mut server);
-    let mut server = server.stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let _server_guard = Daemon {
-        pid: server.id() as i32,
-        name: "server".into(),
-    };
-    let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut ready = String::new();
-    std::io::BufRead::read_line(&mut server_out, &mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
+        &[&handler],
+    ));
     // Two connections first, so that the third is made by the client itself (the table).
-    let mut client = Command::new("python3");
-    client.args([
-        "-c",
+    let client = python_on(
+        &tmp,
+        &cli.ctl,
         "import socket\n\
          for i in range(3):\n    \
            s=socket.create_connection(('fd00::c1',7600)); me=s.getsockname()\n    \
@@ -578,8 +569,8 @@ fn a_connection_handed_over_by_exec_still_knows_its_addresses() {
            while True:\n        d=s.recv(256)\n        if not d: break\n        b+=d\n    \
            s.close()\n\
          print(b.decode().strip(), me[0], me[1])\n",
-    ]);
-    lab_env(&cli.ctl, &mut client);
+        &[],
+    );
     let out = run_for(60, client);
     let info = format!("{}\n{}", node_info(&cli.ctl), node_info(&srv.ctl));
     let words: Vec<String> = String::from_utf8_lossy(&out.stdout)

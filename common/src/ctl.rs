@@ -363,6 +363,18 @@ pub struct WireAddr(pub Option<SocketAddr>);
 impl WireAddr {
     pub const LEN: usize = 24;
 
+    /// `a` as a socket of family `AF_INET6` (`inet6`) or `AF_INET` presents it: an IPv4
+    /// address v4-mapped on an `AF_INET6` socket.
+    pub fn presented(a: SocketAddr, inet6: bool) -> WireAddr {
+        match a {
+            SocketAddr::V4(v4) if inet6 => WireAddr(Some(SocketAddr::new(
+                std::net::IpAddr::V6(v4.ip().to_ipv6_mapped()),
+                v4.port(),
+            ))),
+            a => WireAddr(Some(a)),
+        }
+    }
+
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut b = [0u8; 24];
         match self.0 {

@@ -307,6 +307,41 @@ pub fn connect_unix(fd: RawFd, addr: &UnixAddr) -> Result<()> {
     check(unsafe { raw_syscall()(libc::SYS_connect, fd, &sa as *const _, len) }).map(drop)
 }
 
+/// Make the stream socket `fd` unwritable for now: the smallest send buffer, then filler
+/// bytes until the kernel takes no more (at most about 1 MiB); how many went. A connect
+/// under way is held so (`ctl`: the daemon drains the filler once it ends).
+pub fn fill_send_buffer(fd: RawFd) -> Result<usize> {
+    static FILLER: [u8; 16384] = [0; 16384];
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 0)?;
+    let mut count = 0usize;
+    while count <= 1 << 20 {
+        match send(fd, &FILLER, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            // A short send: the kernel stopped for want of send buffer, so the fd is full
+            // (unwritable) now; asking again would only say EAGAIN.
+            Ok(n) if n < FILLER.len() => {
+                count += n;
+                break;
+            }
+            Ok(n) => count += n,
+            Err(e) if e == Errno::EINTR => {}
+            Err(_) => break,
+        }
+    }
+    Ok(count)
+}
+
+/// A listening `AF_UNIX` socket of type `ty` (close-on-exec, non-blocking) bound to `addr`.
+pub fn unix_listener(ty: i32, addr: &UnixAddr, backlog: i32) -> Result<Fd> {
+    let fd = socket(
+        libc::AF_UNIX,
+        ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0,
+    )?;
+    bind_unix(fd.raw(), addr)?;
+    listen(fd.raw(), backlog)?;
+    Ok(fd)
+}
+
 pub fn listen(fd: RawFd, backlog: i32) -> Result<()> {
     // SAFETY: integer arguments.
     check(unsafe { raw_syscall()(libc::SYS_listen, fd, backlog) }).map(drop)

@@ -728,10 +728,6 @@ fn local_cork(v: Virt, fd: RawFd, level: i32, name: i32) -> Option<bool> {
     }
 }
 
-/// Bytes written into a socket's own send buffer to make it unwritable while its connect is
-/// under way (`ConnectAsync`).
-static FILLER: [u8; 16384] = [0; 16384];
-
 /// A first connect made here, with no round trip, where the daemon's connect table
 /// (`ioth_common::table`) says what the daemon would do: `None` where it does not (ask the
 /// daemon). Straight to another node's kernel listener (cut-through), for a plain socket
@@ -790,17 +786,10 @@ fn connect_listener(
     let port = c.lease_port(v.node)?;
     let local = SocketAddr::new(e.src, port);
     let peer = SocketAddr::new(e.dst, e.port);
-    let present = |a: SocketAddr| match a {
-        SocketAddr::V4(v4) if e.inet6 => WireAddr(Some(SocketAddr::new(
-            IpAddr::V6(v4.ip().to_ipv6_mapped()),
-            v4.port(),
-        ))),
-        a => WireAddr(Some(a)),
-    };
     let rec = AcceptRecord {
         id: ctl::mirror_id(v.id),
-        local: present(peer),
-        peer: present(local),
+        local: WireAddr::presented(peer, e.inet6),
+        peer: WireAddr::presented(local, e.inet6),
     }
     .encode();
     // As the daemon's cut_direct: a TCP socket's send buffer, TCP_NODELAY kept in the fd.
@@ -838,23 +827,10 @@ fn connect_through_door(
     addr: WireAddr,
 ) -> Option<Result<(), Errno>> {
     sys::connect_unix(fd, &names::node_door_name(v.node)).ok()?;
-    if let Err(e) = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 0) {
-        return Some(Err(e));
-    }
-    let mut count = 0usize;
-    while count <= 1 << 20 {
-        match sys::send(fd, &FILLER, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-            // A short send: the kernel stopped for want of send buffer, so the fd is full
-            // (unwritable) now; asking again would only say EAGAIN.
-            Ok(n) if n < FILLER.len() => {
-                count += n;
-                break;
-            }
-            Ok(n) => count += n,
-            Err(e) if e == Errno::EINTR => {}
-            Err(_) => break,
-        }
-    }
+    let count = match sys::fill_send_buffer(fd) {
+        Ok(n) => n,
+        Err(e) => return Some(Err(e)),
+    };
     let req = Request::ConnectAsync {
         id: v.id,
         addr,
@@ -875,8 +851,7 @@ pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<()
     // once: `Ok`), or to its own door (TCP).
     let fresh = claim_fresh(v, fd);
     if fresh {
-        let plain = crate::fresh::get(v.id);
-        crate::fresh::forget(v.id);
+        let plain = crate::fresh::take(v.id);
         if let Some(r) = connect_direct(c, v, fd, addr, blocking, plain) {
             crate::debug!("connect({fd}, {:?}) made here -> {r:?}", addr.0);
             return r;
@@ -995,18 +970,11 @@ fn adopt_from_peer(c: &dyn Control, v: Virt, fd: RawFd) -> bool {
         kl: true,
     };
     let inet6 = socket_int(c, listener, libc::SO_DOMAIN) == Ok(libc::AF_INET6);
-    let present = |a: SocketAddr| match a {
-        SocketAddr::V4(v4) if inet6 => WireAddr(Some(SocketAddr::new(
-            IpAddr::V6(v4.ip().to_ipv6_mapped()),
-            v4.port(),
-        ))),
-        a => WireAddr(Some(a)),
-    };
     let req = Request::Adopt {
         id: v.id,
         lid,
-        local: present(ours),
-        peer: present(theirs),
+        local: WireAddr::presented(ours, inet6),
+        peer: WireAddr::presented(theirs, inet6),
         ino: sys::fstat_id(fd).map_or(0, |i| i.1),
     };
     c.post_fds(node, &req, &[]).is_ok()

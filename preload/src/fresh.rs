@@ -88,6 +88,13 @@ pub fn get(id: u64) -> Option<Plain> {
     })
 }
 
+/// [`get`], and [`forget`] it: socket `id` is connecting.
+pub fn take(id: u64) -> Option<Plain> {
+    let p = get(id);
+    forget(id);
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -652,12 +652,5 @@ impl Daemon {
 
 /// The node's door: a stream listener at `names::node_door_name`, non-blocking.
 fn open_door(node: u64) -> Result<Fd, Errno> {
-    let fd = sys::socket(
-        libc::AF_UNIX,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-        0,
-    )?;
-    sys::bind_unix(fd.raw(), &names::node_door_name(node))?;
-    sys::listen(fd.raw(), 4096)?;
-    Ok(fd)
+    sys::unix_listener(libc::SOCK_STREAM, &names::node_door_name(node), 4096)
 }

@@ -531,14 +531,7 @@ fn bind_ctl(path: &Path) -> Result<Option<Fd>, Errno> {
 }
 
 fn bind_abstract(node_id: u64) -> Result<Fd, Errno> {
-    let fd = sys::socket(
-        libc::AF_UNIX,
-        libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-        0,
-    )?;
-    sys::bind_unix(fd.raw(), &names::node_ctl_name(node_id))?;
-    sys::listen(fd.raw(), 128)?;
-    Ok(fd)
+    sys::unix_listener(libc::SOCK_SEQPACKET, &names::node_ctl_name(node_id), 128)
 }
 
 /// Open the node's switch port; with no switch configured, use (and if needed start) the

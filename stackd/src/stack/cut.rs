@@ -96,6 +96,19 @@ pub(super) struct PeerTable {
 /// A peer's kernel listener (`Msg::Listener`).
 pub(super) type PeerListener = crate::cut::Listener;
 
+impl PeerTable {
+    /// The listener a connect to `ip`:`port` goes to: the one bound to that address, else
+    /// one bound to any address of the family.
+    fn listener_for(&self, ip: IpAddr, port: u16) -> Option<PeerListener> {
+        self.list
+            .iter()
+            .filter(|l| l.port == port && if ip.is_ipv4() { l.v4 } else { l.v6 })
+            .filter(|l| l.addr.is_none_or(|a| a == ip))
+            .max_by_key(|l| l.addr.is_some())
+            .copied()
+    }
+}
+
 /// At most this many listeners are kept per peer (the rest are reached through TCP).
 const PEER_LISTENERS: usize = 256;
 /// How long a connect waits for a peer's list of listeners once the shortcut is there.
@@ -436,15 +449,13 @@ impl<D: Link> Stack<D> {
             else {
                 continue;
             };
-            let mut ports = std::collections::HashSet::new();
-            let specific = t.list.iter().filter(|l| l.addr == Some(ip));
-            for l in specific.chain(t.list.iter().filter(|l| l.addr.is_none())) {
-                if !(if ip.is_ipv4() { l.v4 } else { l.v6 }) || !ports.insert(l.port) {
-                    continue;
-                }
+            let ports: std::collections::BTreeSet<u16> = t.list.iter().map(|l| l.port).collect();
+            let mut all = true;
+            for l in ports.into_iter().filter_map(|p| t.listener_for(ip, p)) {
                 // (A listener of another user's is left to `cut_direct`, which knows the
                 // daemon's uid: its client may be someone else.)
                 if me != 0 && me != l.uid {
+                    all = false;
                     continue;
                 }
                 listeners.push(table::Entry {
@@ -457,7 +468,7 @@ impl<D: Link> Stack<D> {
                     inet6: l.inet6,
                 });
             }
-            if ports.len() == listeners.iter().filter(|e| e.dst == ip).count() {
+            if all {
                 hosts.push(ip);
             }
         }
@@ -515,9 +526,6 @@ impl<D: Link> Stack<D> {
         s.peer = Some(peer);
         s.so_error = 0;
         s.tcp = TcpState::Cut(Cut::new(id, now));
-        if let Some((_, used)) = self.tcp_ports.as_mut() {
-            used.insert(local.port());
-        }
         self.cut.waits.remove(&id);
         self.cut.made += 1;
         self.cut.made_by_client += 1;
@@ -609,14 +617,7 @@ impl<D: Link> Stack<D> {
                 Direct::No
             };
         };
-        let found = t
-            .list
-            .iter()
-            .filter(|l| l.port == dst.port() && if ip.is_ipv4() { l.v4 } else { l.v6 })
-            .filter(|l| l.addr.is_none_or(|a| a == ip))
-            .max_by_key(|l| l.addr.is_some())
-            .copied();
-        let Some(l) = found else {
+        let Some(l) = t.listener_for(ip, dst.port()) else {
             if !t.complete && now < t.asked.max(known) + WAIT_TABLE {
                 return Direct::Wait;
             }
@@ -665,18 +666,11 @@ impl<D: Link> Stack<D> {
             libc::SO_PRIORITY,
             ctl::CUT_PRIORITY | if nodelay { ctl::NODELAY_PRIORITY } else { 0 },
         );
-        let present = |a: SocketAddr| match a {
-            SocketAddr::V4(v4) if l.inet6 => WireAddr(Some(SocketAddr::new(
-                IpAddr::V6(v4.ip().to_ipv6_mapped()),
-                v4.port(),
-            ))),
-            a => WireAddr(Some(a)),
-        };
         let mid = ctl::mirror_id(id);
         let rec = AcceptRecord {
             id: mid,
-            local: present(dst),
-            peer: present(local),
+            local: WireAddr::presented(dst, l.inet6),
+            peer: WireAddr::presented(local, l.inet6),
         };
         let _ = sys::send(
             app.raw(),

@@ -222,10 +222,7 @@ impl Sock {
     /// as Linux reports them.
     pub(super) fn present(&self, a: SocketAddr) -> WireAddr {
         match a {
-            SocketAddr::V4(v4) if self.domain == libc::AF_INET6 => WireAddr(Some(SocketAddr::new(
-                IpAddr::V6(v4.ip().to_ipv6_mapped()),
-                v4.port(),
-            ))),
+            SocketAddr::V4(_) => WireAddr::presented(a, self.domain == libc::AF_INET6),
             SocketAddr::V6(v6) if v6.ip().is_unicast_link_local() && v6.scope_id() == 0 => {
                 WireAddr(Some(SocketAddr::V6(std::net::SocketAddrV6::new(
                     *v6.ip(),

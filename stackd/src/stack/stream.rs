@@ -814,26 +814,13 @@ pub(super) fn measure_record_cost() -> usize {
 /// Fill the app's end with zeros until it takes no more (its send buffer at the minimum), so
 /// that it stays unwritable until the connect ends; how many bytes went in.
 pub(super) fn fill(app: &Fd) -> usize {
-    let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, libc::SO_SNDBUF, 0);
-    let filler = [0u8; 512];
-    let mut count = 0;
-    loop {
-        match sys::send(app.raw(), &filler, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-            Ok(n) => count += n,
-            Err(e) if e == Errno::EINTR => continue,
-            Err(_) => break,
-        }
-        if count > 1 << 20 {
-            break;
-        }
-    }
-    count
+    sys::fill_send_buffer(app.raw()).unwrap_or(0)
 }
 
 /// Read and drop `n` bytes from `fd` without blocking (its flags are shared with a process
 /// that may have made it blocking); how many were there.
 pub(super) fn drain_nb(fd: RawFd, mut n: usize) -> usize {
-    // A connect's filler (about 4.5 KiB, see the shim's `connect_async`) in one call.
+    // A connect's filler (about 4.5 KiB, `sys::fill_send_buffer`) in one call.
     let mut buf = [0u8; 16384];
     let mut got = 0;
     while n > 0 {

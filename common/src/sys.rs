@@ -330,6 +330,12 @@ pub fn fill_send_buffer(fd: RawFd) -> Result<usize> {
     Ok(count)
 }
 
+/// Whether the listener that `fd` just connected to was made by root, by `owner` or by us
+/// (`SO_PEERCRED`: who called `listen`): a listener's name is anyone's once it is closed.
+pub fn listened_by(fd: RawFd, owner: u32) -> bool {
+    peer_cred(fd).is_ok_and(|(_, uid, _)| uid == 0 || uid == owner || uid == geteuid())
+}
+
 /// A listening `AF_UNIX` socket of type `ty` (close-on-exec, non-blocking) bound to `addr`.
 pub fn unix_listener(ty: i32, addr: &UnixAddr, backlog: i32) -> Result<Fd> {
     let fd = socket(

@@ -353,7 +353,7 @@ fn admit(c: &Conn, node: Option<u64>) -> Result<(), Errno> {
 fn proof(node: Option<u64>) -> Option<(RawFd, u64)> {
     // Best first: a kernel listener (always known to its daemon, which checks its inode);
     // then a connected socket (known since its connect); then any other socket of the node
-    // (one that nothing asked the daemon about yet is unknown there: `ctl::LAZY_TCP_BIT`).
+    // (registered one-way: known once its `Register` is read).
     // An accepted connection carries its listener's name and is no proof of it.
     let max = sys::fd_limit().clamp(64, 8192);
     let mut best: Option<(u8, RawFd, u64)> = None;

@@ -630,7 +630,7 @@ impl<D: Link> Stack<D> {
             return Direct::No;
         }
         match connect_nb(app.raw(), &names::listener_name(l.node, l.lid)) {
-            Ok(()) if !super::stream::listened_by(app.raw(), l.uid) => {
+            Ok(()) if !sys::listened_by(app.raw(), l.uid) => {
                 // Another user's socket under that name: our socket is its now, and useless.
                 log::warn!("cut-through to {dst}: the listener is another user's");
                 let _ = sys::shutdown(app.raw(), libc::SHUT_RDWR);

@@ -666,10 +666,21 @@ impl<D: Link> Stack<D> {
 /// Socket `id`'s name (`names::socket_name`) as `/proc/net/unix` shows it: '@' for the
 /// leading NUL.
 pub(super) fn proc_name(node: u64, id: u64) -> String {
-    match names::socket_name(node, id) {
-        sys::UnixAddr::Abstract(b) => format!("@{}", String::from_utf8_lossy(&b)),
-        _ => String::new(),
+    proc_form(&names::socket_name(node, id)).unwrap_or_default()
+}
+
+/// An abstract name as `/proc/net/unix` shows it ('@' for the leading NUL).
+fn proc_form(name: &sys::UnixAddr) -> Option<String> {
+    match name {
+        sys::UnixAddr::Abstract(b) => Some(format!("@{}", String::from_utf8_lossy(b))),
+        _ => None,
     }
+}
+
+/// Whether some socket is bound to `name` now (a probe's bind says `EADDRINUSE`).
+fn name_taken(name: &sys::UnixAddr) -> bool {
+    sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        .is_ok_and(|probe| sys::bind_unix(probe.raw(), name) == Err(Errno::EADDRINUSE))
 }
 
 /// The names starting with `prefix` in `/proc/net/unix` (`table`), by inode.
@@ -701,17 +712,14 @@ pub(super) fn sock_gone(node: u64, id: u64, s: &Sock) -> bool {
 /// inode in `/proc/net/unix`, counts).
 pub(super) fn kernel_listener_gone(node: u64, id: u64, ino: Option<u64>) -> bool {
     let name = names::listener_name(node, id);
-    let taken = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-        .is_ok_and(|probe| sys::bind_unix(probe.raw(), &name) == Err(Errno::EADDRINUSE));
-    if !taken {
+    if !name_taken(&name) {
         return true;
     }
     let (Some(ino), Ok(table)) = (ino, std::fs::read_to_string("/proc/net/unix")) else {
         return false;
     };
-    let want = match name {
-        sys::UnixAddr::Abstract(b) => format!("@{}", String::from_utf8_lossy(&b)),
-        _ => return false,
+    let Some(want) = proc_form(&name) else {
+        return false;
     };
     names_by_inode(&table, &want)
         .get(&ino)
@@ -723,12 +731,8 @@ pub(super) fn kernel_listener_gone(node: u64, id: u64, ino: Option<u64>) -> bool
 /// the shim made may be a kernel listener now, under its listener name
 /// (`names::listener_name`).
 pub(super) fn app_gone(node: u64, id: u64) -> bool {
-    let taken = |name: &sys::UnixAddr| {
-        sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-            .is_ok_and(|probe| sys::bind_unix(probe.raw(), name) == Err(Errno::EADDRINUSE))
-    };
-    !(taken(&names::socket_name(node, id))
-        || (ctl::is_client_id(id) && taken(&names::listener_name(node, id))))
+    !(name_taken(&names::socket_name(node, id))
+        || (ctl::is_client_id(id) && name_taken(&names::listener_name(node, id))))
 }
 
 /// The inode of the peer of the unix socket whose inode is `ino` (`NETLINK_SOCK_DIAG`,

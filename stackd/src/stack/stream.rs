@@ -463,12 +463,6 @@ impl<D: Link> Stack<D> {
             let Some(a) = app.as_ref() else {
                 return Err(Errno::EINVAL);
             };
-            if let Some(s) = self.socks.get_mut(&id)
-                && s.app_ino.is_none()
-            {
-                // (Registered by its first request: now its end's inode is known.)
-                s.app_ino = sys::fstat_id(a.raw()).ok().map(|i| i.1);
-            }
             if try_cut && hop == dst {
                 let local = SocketAddr::new(src, lport);
                 let to = SocketAddr::new(dst, sa.port());
@@ -697,7 +691,7 @@ pub(super) fn deliver(s: &mut Sock, delivered: &mut Vec<u64>) {
                 continue;
             };
             match sys::connect_unix(a.raw(), &k.name) {
-                Ok(()) if !listened_by(a.raw(), owner) => {
+                Ok(()) if !sys::listened_by(a.raw(), owner) => {
                     // Another user's socket under the name of ours, closed: not for it.
                     log::warn!("kernel listener {:?}: taken by another user", k.name);
                     l.queue.pop_front();
@@ -835,10 +829,4 @@ pub(super) fn drain_nb(fd: RawFd, mut n: usize) -> usize {
         }
     }
     got
-}
-
-/// Whether the listener that `fd` just connected to was made by root, by `owner` or by us
-/// (`SO_PEERCRED`: who called `listen`): a listener's name is anyone's once it is closed.
-pub(super) fn listened_by(fd: RawFd, owner: u32) -> bool {
-    sys::peer_cred(fd).is_ok_and(|(_, uid, _)| uid == 0 || uid == owner || uid == sys::geteuid())
 }

@@ -62,9 +62,12 @@
 //!   app end's `SO_PRIORITY` (the kernel fd's own, unused by a socketpair; the virtual
 //!   socket's `SO_PRIORITY` lives in the daemon) until the first `connect` or `listen`, which
 //!   clears it before anything else.
-//! * `Table`, `Lease` and `Connected`: a client may connect a fresh socket to another
-//!   node's kernel listener itself, where the node's connect table says the daemon would
-//!   (see `crate::table`), from a leased local port, and then tells the daemon one-way.
+//! * `Table`, `Lease`, `Connected` and `Closed`: a client may connect a fresh socket to
+//!   another node's kernel listener itself, where the node's connect table says the daemon
+//!   would (see `crate::table`), from a leased local port, and then tells the daemon
+//!   one-way. A client may hold a socket's `Register` and `Connected` back until it next
+//!   asks the daemon anything (any request about the socket comes after them); a socket
+//!   closed by then is never registered, and its connection comes in a `Closed` batch.
 //! * A kernel listener's connections come from the kernel's `accept`, each starting with its
 //!   [`AcceptRecord`], written by whoever connected (the daemon, from a socket named
 //!   `names::socket_name(node, id)`; or the connecting node's daemon, for a cut-through
@@ -285,6 +288,7 @@ pub fn is_one_way(msg: &[u8]) -> bool {
         || op == Op::ConnectAsync as u16
         || op == Op::Adopt as u16
         || op == Op::Connected as u16
+        || op == Op::Closed as u16
 }
 
 /// The sequence number of an encoded request (0 if none or unreadable), which its reply
@@ -339,9 +343,8 @@ pub fn daemon_id(random: u64) -> SockId {
 /// `getsockname`, `getpeername` and options go to that record (`names::listener_name`).
 pub const MIRROR_BIT: u64 = 1 << 60;
 
-/// How long leased ports (`Request::Lease`) stay the client's: the client uses them for
-/// half of that, the daemon keeps them from others for all of it.
-pub const LEASE_MS: u64 = 10_000;
+/// Most connections one `Request::Closed` carries.
+pub const MAX_CLOSED: usize = 64;
 
 /// The errno of a `Connect` reply that means "not yet: ask again in a moment" (the daemon
 /// waits to hear from the peer before it chooses cut-through or TCP). Never a real errno.
@@ -446,6 +449,7 @@ pub enum Op {
     Table = 18,
     Lease = 19,
     Connected = 20,
+    Closed = 21,
 }
 
 impl Op {
@@ -472,6 +476,7 @@ impl Op {
             18 => Table,
             19 => Lease,
             20 => Connected,
+            21 => Closed,
             _ => return None,
         })
     }
@@ -560,9 +565,9 @@ pub enum Request {
     /// themselves (`crate::table`): answered `Ok` with a read-only memfd attached.
     Table,
     /// Up to `count` local ports for the connects a client makes itself (`Connected`),
-    /// answered with [`Reply::Bytes`]: the ports, `u16` each. They are the client's for
-    /// [`LEASE_MS`] (the daemon gives them to no one else meanwhile), and one that is not
-    /// used by then is the daemon's again.
+    /// answered with [`Reply::Bytes`]: the ports, `u16` each. They are the client's (the
+    /// daemon gives them to no one else) until it tells what became of each (`Connected`,
+    /// `Closed`), or until the control connection that asked closes (the process is gone).
     Lease {
         count: u32,
     },
@@ -573,6 +578,12 @@ pub enum Request {
         id: SockId,
         local: WireAddr,
         peer: WireAddr,
+    },
+    /// One-way, never answered: connections the client made itself from leased ports
+    /// (`local`, `peer`, as `Connected` would have said) and closed before it told the
+    /// daemon of them (at most [`MAX_CLOSED`]): counted, and their ports free again.
+    Closed {
+        conns: Vec<(WireAddr, WireAddr)>,
     },
     /// One-way, never answered: a TCP `Connect` whose client does not wait (module docs); the
     /// app's fd is attached, `filler`: bytes the client wrote into it to make it unwritable.
@@ -631,6 +642,7 @@ impl Request {
             Request::Table => Op::Table,
             Request::Lease { .. } => Op::Lease,
             Request::Connected { .. } => Op::Connected,
+            Request::Closed { .. } => Op::Closed,
         }
     }
 
@@ -713,6 +725,13 @@ impl Request {
             Request::Connected { local, peer, .. } => {
                 local.encode(&mut b);
                 peer.encode(&mut b);
+            }
+            Request::Closed { conns } => {
+                b.extend_from_slice(&(conns.len() as u32).to_le_bytes());
+                for (local, peer) in conns {
+                    local.encode(&mut b);
+                    peer.encode(&mut b);
+                }
             }
             Request::Adopt {
                 lid,
@@ -822,6 +841,17 @@ impl Request {
                 local: r.addr()?,
                 peer: r.addr()?,
             },
+            Op::Closed => {
+                let n = r.u32()? as usize;
+                if n > MAX_CLOSED {
+                    return Err(Errno::EPROTO);
+                }
+                let mut conns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    conns.push((r.addr()?, r.addr()?));
+                }
+                Request::Closed { conns }
+            }
             Op::SetNeighbour => {
                 let addr = r.addr()?;
                 let mut mac = [0u8; 6];
@@ -1172,6 +1202,10 @@ mod tests {
                 id: 11,
                 local: a,
                 peer: b,
+            },
+            Request::Closed { conns: vec![] },
+            Request::Closed {
+                conns: vec![(a, b); MAX_CLOSED],
             },
             Request::Adopt {
                 id: mirror_id(7),

@@ -78,9 +78,15 @@ pub trait Control {
         None
     }
     /// Tell `node` of an accepted cut-through connection (at `fd`, inode `ino`) when the
-    /// process next asks a daemon anything (`node::adopt_later`); here: now.
+    /// process next asks a daemon anything (`held::adopt_later`); here: now.
     fn adopt_later(&self, node: u64, _fd: RawFd, _ino: u64, req: Request) {
         let _ = self.post_fds(node, &req, &[]);
+    }
+    /// Tell `node` that socket `id` at `fd` was connected here from `local` to `peer`
+    /// (`Connected`), when the process next asks a daemon anything (`held::connected_later`);
+    /// here: now.
+    fn connected_later(&self, node: u64, _fd: RawFd, id: u64, local: WireAddr, peer: WireAddr) {
+        let _ = self.post_fds(node, &Request::Connected { id, local, peer }, &[]);
     }
 }
 
@@ -121,7 +127,10 @@ impl Control for Daemons {
         node::lease_port(node)
     }
     fn adopt_later(&self, node: u64, fd: RawFd, ino: u64, req: Request) {
-        node::adopt_later(node, fd, ino, req)
+        crate::held::adopt_later(node, fd, ino, req)
+    }
+    fn connected_later(&self, node: u64, fd: RawFd, id: u64, local: WireAddr, peer: WireAddr) {
+        crate::held::connected_later(node, fd, id, local, peer)
     }
 }
 
@@ -809,12 +818,9 @@ fn connect_listener(
         return Some(Err(Errno::ECONNREFUSED));
     }
     let _ = sys::send(fd, &rec, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
-    let req = Request::Connected {
-        id: v.id,
-        local: WireAddr(Some(local)),
-        peer: WireAddr(Some(peer)),
-    };
-    Some(c.post_fds(v.node, &req, &[]))
+    let (local, peer) = (WireAddr(Some(local)), WireAddr(Some(peer)));
+    c.connected_later(v.node, fd, v.id, local, peer);
+    Some(Ok(()))
 }
 
 /// A non-blocking connect through TCP with no round trip: `fd` connects to the node's door
@@ -935,7 +941,7 @@ fn ask(c: &dyn Control, v: Virt, fd: RawFd, req: &Request) -> Result<Reply, Errn
 }
 
 /// The record of an accepted cut-through connection (`v`, at `fd`) that our daemon lacks:
-/// the process that accepted it held it back (`node::adopt_later`), then `exec`ed or
+/// the process that accepted it held it back (`held::adopt_later`), then `exec`ed or
 /// passed the fd on. It is made as the accepting shim would have, from the connecting
 /// node's record of the other end (the peer's name says which: our peer is its local
 /// address, and the other way round), as our listener presents IPv4 peers.
@@ -998,9 +1004,13 @@ pub fn read_error(c: &dyn Control, fd: RawFd) -> Option<Errno> {
     if sys::poll(&mut p, 0) != Ok(1) || p[0].revents & libc::POLLHUP == 0 {
         return None;
     }
-    // A pipe or another kind of socket fails here; a cut-through peer has a name of ours.
+    // A pipe or another kind of socket fails here; a cut-through peer has a name of ours:
+    // the connecting socket's, or, seen from there, the kernel listener's (which the
+    // accepted end shares).
     let peer = sys::getpeername_unix(fd).ok()?;
-    if peer.is_some_and(|n| names::parse_socket_name(&n).is_some()) {
+    if peer.is_some_and(|n| {
+        names::parse_socket_name(&n).is_some() || names::parse_listener_name(&n).is_some()
+    }) {
         return None;
     }
     let e = socket_int(c, virt(fd)?, ioth_common::ctl::SO_IOTH_READ_ERROR).ok()?;

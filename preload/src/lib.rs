@@ -33,6 +33,7 @@ pub mod dgram;
 pub mod emu;
 pub mod files;
 pub mod fresh;
+pub mod held;
 pub mod hook;
 pub mod hooks;
 pub mod iface;

@@ -210,11 +210,8 @@ struct State {
     table: Option<(u64, Arc<table::Reader>)>,
     /// When a node was last asked for its table in vain.
     table_tried: Option<(u64, Instant)>,
-    /// Local ports a node leased us (`Request::Lease`), and when.
-    lease: Option<(u64, Instant, Vec<u16>)>,
-    /// Records of accepted cut-through connections not sent yet ([`adopt_later`]): the
-    /// node, the connection's fd and inode, the `Adopt`.
-    adopts: Vec<(u64, RawFd, u64, Request)>,
+    /// Local ports a node leased us (`Request::Lease`), not used yet.
+    lease: Option<(u64, Vec<u16>)>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
@@ -225,37 +222,45 @@ static STATE: Mutex<State> = Mutex::new(State {
     table: None,
     table_tried: None,
     lease: None,
-    adopts: Vec::new(),
 });
 
 /// Socket buffer sizes of both socketpair ends (as the daemon sets on the pairs it makes).
 const SOCKBUF: i32 = 1 << 20;
 
 fn prepare_fork() {
-    // (The child may exec, and lose them.)
-    flush_adopts();
+    // What is held goes first: the child may exec, and lose it.
+    crate::held::prepare_fork();
     std::mem::forget(STATE.lock());
 }
 
-fn after_fork() {
+fn after_fork(child: bool) {
     // SAFETY: prepare_fork locked the mutex in this thread and forgot the guard; in the
     // parent and in the child this thread is the owner.
     unsafe { STATE.force_unlock() };
+    crate::held::after_fork(child);
 }
 
 extern "C" fn atfork_prepare() {
     prepare_fork();
 }
-extern "C" fn atfork_after() {
-    after_fork();
+extern "C" fn atfork_parent() {
+    after_fork(false);
+}
+extern "C" fn atfork_child() {
+    after_fork(true);
 }
 
-/// Install the fork handlers (from the library constructor).
+/// Install the fork and exit handlers (from the library constructor).
 pub fn install_atfork() {
     // SAFETY: the handlers are plain functions valid for the life of the process.
     unsafe {
-        libc::pthread_atfork(Some(atfork_prepare), Some(atfork_after), Some(atfork_after));
+        libc::pthread_atfork(
+            Some(atfork_prepare),
+            Some(atfork_parent),
+            Some(atfork_child),
+        );
     }
+    crate::held::install_at_exit();
 }
 
 impl State {
@@ -353,7 +358,7 @@ fn admit(c: &Conn, node: Option<u64>) -> Result<(), Errno> {
 fn proof(node: Option<u64>) -> Option<(RawFd, u64)> {
     // Best first: a kernel listener (always known to its daemon, which checks its inode);
     // then a connected socket (known since its connect); then any other socket of the node
-    // (registered one-way: known once its `Register` is read).
+    // (registered one-way: known once its `Register` is read; not one still held).
     // An accepted connection carries its listener's name and is no proof of it.
     let max = sys::fd_limit().clamp(64, 8192);
     let mut best: Option<(u8, RawFd, u64)> = None;
@@ -367,6 +372,9 @@ fn proof(node: Option<u64>) -> Option<(RawFd, u64)> {
             }
             (n, id, 0)
         } else if let Some((n, id)) = names::parse_socket_name(&name) {
+            if crate::held::is_held(fd) {
+                continue;
+            }
             let connected = sys::getpeername_unix(fd).is_ok_and(|p| p.is_some());
             (n, id, if connected { 1 } else { 2 })
         } else {
@@ -574,13 +582,13 @@ fn transport(e: Errno) -> Errno {
 
 /// One round trip on a connection from `get`, with one retry on a fresh connection if the
 /// first one broke (the daemon may have exited and been restarted); none after a broken
-/// reply (`EPROTO`) or no answer within the bound.
+/// reply (`EPROTO`) or no answer within the bound. (A request about a socket sends what is
+/// held first, `crate::held::flush`.)
 fn round_trip(
     get: impl Fn() -> Result<Conn, Errno>,
     req: &Request,
     fds: &[RawFd],
 ) -> Result<(Reply, Vec<Fd>), Errno> {
-    flush_adopts();
     let c = get()?;
     match c.call(req, fds) {
         Ok(r) => {
@@ -611,12 +619,13 @@ fn round_trip(
 /// Send a request to the home node (new sockets).
 pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), Errno> {
     let fds: Vec<RawFd> = fd.into_iter().collect();
+    crate::held::flush();
     round_trip(checkout_home, req, &fds)
 }
 
 /// A new socket of the home node without a round trip: make the socketpair here, name our
 /// end with an id of our own, and hand the daemon its end in a one-way `Register`
-/// (`ctl::CLIENT_ID_BIT`). `pair_type`: `SOCK_STREAM` (TCP) or `SOCK_SEQPACKET` (datagrams);
+/// (`ctl::CLIENT_ID_BIT`); a TCP socket's `Register` is held ([`crate::held`]). `pair_type`: `SOCK_STREAM` (TCP) or `SOCK_SEQPACKET` (datagrams);
 /// `flags`: the app's `SOCK_NONBLOCK`/`SOCK_CLOEXEC`, which our end gets.
 pub fn register_home(
     domain: i32,
@@ -709,6 +718,14 @@ pub fn register_home(
             ty,
             protocol,
         };
+        if stream {
+            // Told when the process next asks its daemon anything (`crate::held`): nothing
+            // about the socket can be asked before, and it may be closed by then.
+            checkin(c, true);
+            let (_, ino) = sys::fstat_id(app.raw())?;
+            crate::held::register_later(node, app.raw(), ino, id, req);
+            return Ok(app);
+        }
         // Our end goes along too: the daemon keeps its inode, to tell our socket from
         // another one bound to the same name after we closed it.
         let fds: Vec<RawFd> = dmn.iter().map(|d| d.raw()).chain([app.raw()]).collect();
@@ -756,22 +773,26 @@ pub fn table(node: u64) -> Option<Arc<table::Reader>> {
     Some(t)
 }
 
-/// A local port of `node`'s for a connect made here (`Request::Lease`, 32 at a time, each
-/// used within half the lease).
+/// A local port of `node`'s for a connect made here (`Request::Lease`, 32 at a time; ours
+/// while the control connection that asked is open: one closed for a failure drops them).
 pub fn lease_port(node: u64) -> Option<u16> {
-    let fresh = Duration::from_millis(ctl::LEASE_MS / 2);
     {
         let mut st = STATE.lock();
         st.check_pid();
-        if let Some((n, at, ports)) = st.lease.as_mut()
+        if let Some((n, ports)) = st.lease.as_mut()
             && *n == node
-            && at.elapsed() < fresh
             && let Some(p) = ports.pop()
         {
             return Some(p);
         }
     }
-    let Reply::Bytes(b) = call(node, &Request::Lease { count: 32 }, None).ok()?.0 else {
+    // (About no socket: what is held may stay so.)
+    let lease = round_trip(
+        || checkout(node).map_err(transport),
+        &Request::Lease { count: 32 },
+        &[],
+    );
+    let Reply::Bytes(b) = lease.ok()?.0 else {
         return None;
     };
     let mut ports: Vec<u16> = b
@@ -782,62 +803,8 @@ pub fn lease_port(node: u64) -> Option<u16> {
     let p = ports.pop()?;
     let mut st = STATE.lock();
     st.check_pid();
-    st.lease = Some((node, Instant::now(), ports));
+    st.lease = Some((node, ports));
     Some(p)
-}
-
-/// Most records [`adopt_later`] holds back.
-const ADOPTS_MAX: usize = 1024;
-
-/// Whether `fd` still holds the socket with inode `ino` (it was not closed here).
-fn still_open(fd: RawFd, ino: u64) -> bool {
-    sys::fstat_id(fd).is_ok_and(|i| i.1 == ino)
-}
-
-/// Tell `node` of the cut-through connection at `fd` (its `Request::Adopt`, whose inode is
-/// `ino`) only when this process next asks a daemon anything ([`flush_adopts`]), or forks:
-/// until then nobody can ask about it, and most connections (a web server's) are closed by
-/// then, and need no record at all. So accepting one wakes no daemon. Held back are at most
-/// [`ADOPTS_MAX`]: then those closed are dropped and the oldest of the rest sent. A
-/// process that got the connection another way (an `exec`, `SCM_RIGHTS`) and finds no
-/// record makes it from the connecting node's (`emu::adopt_from_peer`).
-pub fn adopt_later(node: u64, fd: RawFd, ino: u64, req: Request) {
-    let due = {
-        let mut st = STATE.lock();
-        st.check_pid();
-        st.adopts.push((node, fd, ino, req));
-        if st.adopts.len() < ADOPTS_MAX {
-            return;
-        }
-        std::mem::take(&mut st.adopts)
-    };
-    let mut open: Vec<_> = due.into_iter().filter(|a| still_open(a.1, a.2)).collect();
-    let keep = open.split_off(open.len().saturating_sub(ADOPTS_MAX / 4));
-    {
-        let mut st = STATE.lock();
-        st.check_pid();
-        st.adopts.splice(0..0, keep);
-    }
-    for (node, _, _, req) in open {
-        let _ = post_fds(node, &req, &[]);
-    }
-}
-
-/// Send the records [`adopt_later`] holds back, of the connections still open here.
-pub fn flush_adopts() {
-    let due = {
-        let mut st = STATE.lock();
-        if st.adopts.is_empty() {
-            return;
-        }
-        st.check_pid();
-        std::mem::take(&mut st.adopts)
-    };
-    for (node, fd, ino, req) in due {
-        if still_open(fd, ino) {
-            let _ = post_fds(node, &req, &[]);
-        }
-    }
 }
 
 /// Send a request about a socket of `node`.
@@ -853,7 +820,12 @@ pub fn post(node: u64, req: &Request) -> Result<(), Errno> {
 
 /// Send a one-way request about a socket of `node` with fds attached.
 pub fn post_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
-    flush_adopts();
+    crate::held::flush();
+    send_fds(node, req, fds)
+}
+
+/// [`post_fds`] without sending what is held first (`crate::held` sends it with this).
+pub fn send_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
     let c = checkout(node).map_err(transport)?;
     if c.post(req, fds).is_ok() {
         checkin(c, true);
@@ -868,5 +840,6 @@ pub fn post_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
 
 /// Send a request about a socket of `node`, with any number of fds attached.
 pub fn call_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(Reply, Vec<Fd>), Errno> {
+    crate::held::flush();
     round_trip(|| checkout(node).map_err(transport), req, fds)
 }

@@ -526,6 +526,12 @@ impl Daemon {
         }
     }
 
+    /// Close control connection `cid` (the ports it leased go back to the stack).
+    fn drop_ctl(&mut self, cid: u64) {
+        self.ctl_conns.remove(&cid);
+        self.stack.ctl_closed(cid);
+    }
+
     fn ctl_readable(&mut self, cid: u64) {
         let mut buf = [0u8; MAX_MSG];
         for _ in 0..64 {
@@ -540,12 +546,12 @@ impl Daemon {
                 Err(e) if e.is_again() => return,
                 Err(e) if e == Errno::EINTR => continue,
                 Err(_) => {
-                    self.ctl_conns.remove(&cid);
+                    self.drop_ctl(cid);
                     return;
                 }
             };
             if got.len == 0 && got.fds.is_empty() {
-                self.ctl_conns.remove(&cid);
+                self.drop_ctl(cid);
                 return;
             }
             // A one-way request (ctl::is_one_way) gets no reply whatever happens to it, even
@@ -601,7 +607,7 @@ impl Daemon {
                             }
                             (_, None) => {
                                 log::warn!("control connection {cid}: not admitted; closed");
-                                self.ctl_conns.remove(&cid);
+                                self.drop_ctl(cid);
                                 return;
                             }
                             // The daemon adds what only it knows.
@@ -621,7 +627,7 @@ impl Daemon {
                                 log::warn!("uid {w} asked about socket {id:x}: refused");
                                 (Reply::Err(Errno::EBADF), None)
                             }
-                            (req, Some(w)) => self.stack.handle(req, got.fds, w, now()),
+                            (req, Some(w)) => self.stack.handle_on(cid, req, got.fds, w, now()),
                         }
                     }
                     Err(e) => (Reply::Err(e), None),
@@ -643,7 +649,7 @@ impl Daemon {
             });
             self.watch_new();
             if r.is_err() {
-                self.ctl_conns.remove(&cid);
+                self.drop_ctl(cid);
                 return;
             }
         }

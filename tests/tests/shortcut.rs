@@ -585,3 +585,100 @@ fn a_connection_handed_over_by_exec_still_knows_its_addresses() {
     assert!(server.wait().unwrap().success());
     assert_eq!(counter(&cli.ctl, "cut_made"), 3, "{info}");
 }
+
+/// A client that asks its daemon nothing between its connects (`Connection: close` style):
+/// its sockets' registrations are held in the process (`held.rs`), the closed ones are told
+/// in batches (`Closed`), and yet every socket still answers as the kernel's would: one kept
+/// open all along (its port never given to another), one whose fd was duplicated before the
+/// original was closed, one asked about by a child after a `fork`. Each content is checked
+/// by sha256; each address against what the server saw.
+#[test]
+fn a_client_that_asks_nothing_wakes_no_daemon_and_its_sockets_still_answer() {
+    if !have("python3") {
+        return skip("python3 missing");
+    }
+    const N: usize = 40;
+    let total = N + 3;
+    let tmp = TempDir::new("shortcut-held");
+    let sw = tmp.join("sw");
+    let _switch = ioth_switch(&sw, &[]);
+    let srv = node(&sw, "fd00::d1/64", &tmp.join("srv.ctl"));
+    let cli = node(&sw, "fd00::d2/64", &tmp.join("cli.ctl"));
+    // For each connection: the peer's address as accept gave it, and the sha256 of what
+    // came; then the server closes.
+    let (mut server, _server_guard, _server_out) = ready_server(python_on(
+        &tmp,
+        &srv.ctl,
+        &format!(
+            "import socket,hashlib\n\
+             l=socket.socket(socket.AF_INET6); l.bind(('::',7700)); l.listen(64)\n\
+             l.settimeout(30); print('ready', flush=True)\n\
+             for i in range({total}):\n    \
+               c,a=l.accept(); h=hashlib.sha256(); n=0\n    \
+               while n < 10000:\n        d=c.recv(65536)\n        if not d: break\n        h.update(d); n+=len(d)\n    \
+               c.sendall(('%s %d %s\\n' % (a[0], a[1], h.hexdigest())).encode()); c.close()\n"
+        ),
+        &[],
+    ));
+    let client = python_on(
+        &tmp,
+        &cli.ctl,
+        "import socket,hashlib,os\n\
+         def conn():\n    \
+           s = socket.create_connection(('fd00::d1', 7700))\n    \
+           data = os.urandom(10000); s.sendall(data); b = b''\n    \
+           while True:\n        d = s.recv(256)\n        if not d: break\n        b += d\n    \
+           host, port, digest = b.decode().split()\n    \
+           assert host == 'fd00::d2' and digest == hashlib.sha256(data).hexdigest(), b\n    \
+           return s, int(port)\n\
+         def check(s, port):\n    \
+           me = s.getsockname(); peer = s.getpeername()\n    \
+           assert me[:2] == ('fd00::d2', port), (me, port)\n    \
+           assert peer[:2] == ('fd00::d1', 7700), peer\n\
+         long, long_port = conn()\n\
+         ports = set()\n\
+         for i in range(40):\n    \
+           s, port = conn(); ports.add(port); s.close()\n\
+         assert long_port not in ports, (long_port, ports)\n\
+         s, port = conn(); fd2 = os.dup(s.fileno()); s.close()\n\
+         d = socket.socket(fileno=fd2); check(d, port); d.close()\n\
+         s, port = conn(); r, w = os.pipe(); pid = os.fork()\n\
+         if pid == 0:\n    \
+           os.close(r); me = s.getsockname(); os.write(w, ('%s %d' % me[:2]).encode()); os._exit(0)\n\
+         os.close(w); got = os.read(r, 100).decode(); os.waitpid(pid, 0)\n\
+         assert got == 'fd00::d2 %d' % port, (got, port)\n\
+         check(s, port); s.close()\n\
+         check(long, long_port); long.close()\n\
+         print('done')\n",
+        &[],
+    );
+    let out = run_for(60, client);
+    let info = || format!("{}\n{}", node_info(&cli.ctl), node_info(&srv.ctl));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim() == "done",
+        "client: {}\n{}",
+        text(&out),
+        info()
+    );
+    assert!(server.wait().unwrap().success());
+    assert_eq!(counter(&cli.ctl, "cut_made"), total as u64, "{}", info());
+    // (The first connect may ask the daemon: the peer's list of listeners comes with the
+    // shortcut.) The 40 closed before the process asked anything were never registered.
+    assert!(
+        counter(&cli.ctl, "cut_made_by_client") >= total as u64 - 2,
+        "{}",
+        info()
+    );
+    assert!(
+        counter(&cli.ctl, "cut_told_closed") >= N as u64 - 2,
+        "{}",
+        info()
+    );
+    // The ports leased to the client are free again once it is gone (its control
+    // connections closed).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter(&cli.ctl, "cut_leased") != 0 {
+        assert!(Instant::now() < deadline, "{}", info());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -6,6 +6,22 @@
 use super::*;
 
 impl<D: Link> Stack<D> {
+    /// [`Stack::handle`] of a request that came on control connection `cid` (the ports a
+    /// `Lease` gives are its: [`Stack::ctl_closed`]).
+    pub fn handle_on(
+        &mut self,
+        cid: u64,
+        req: Request,
+        fds: Vec<Fd>,
+        caller: u32,
+        now: Instant,
+    ) -> (Reply, Option<Fd>) {
+        self.cut.asker = cid;
+        let r = self.handle(req, fds, caller, now);
+        self.cut.asker = 0;
+        r
+    }
+
     /// Carry out one control request of `caller` (a uid: new sockets are its) at `now`: the
     /// reply, and the fd it creates (`Socket`). Who may ask is the owner's business
     /// ([`crate::daemon`]).
@@ -37,7 +53,11 @@ impl<D: Link> Stack<D> {
             } => return self.op_socket((domain, ty, protocol), caller),
             Request::NodeInfo => Ok(Reply::Bytes(self.node_info().into_bytes())),
             Request::Table => return self.op_table(),
-            Request::Lease { count } => self.op_lease(count),
+            Request::Lease { count } => self.op_lease(count, caller),
+            Request::Closed { conns } => {
+                self.op_closed(conns, caller);
+                Ok(Reply::Ok)
+            }
             Request::Connected { id, local, peer } => {
                 self.op_connected(id, local, peer);
                 Ok(Reply::Ok)

@@ -64,6 +64,9 @@ pub(super) struct CutThrough {
     /// through TCP the client started itself (`ConnectAsync` after its own door connect).
     pub(super) made_by_client: u64,
     pub(super) async_by_client: u64,
+    /// Of `made_by_client`: connections told of only once closed (`Closed`: never
+    /// registered).
+    pub(super) told_closed: u64,
     /// Connections through TCP queued on our listeners (beside the cut-through ones, which
     /// this daemon hears of only when asked about them: `cut_taken`).
     pub(super) tcp_accepted: u64,
@@ -81,8 +84,11 @@ pub(super) struct CutThrough {
     /// since.
     table_gen: u64,
     table_dirty: bool,
-    /// Local ports leased to clients (`Request::Lease`), and until when.
-    pub(super) leased: HashMap<u16, Instant>,
+    /// Local ports leased to clients (`Request::Lease`): the control connection that asked
+    /// (they are free again when it closes) and its user.
+    pub(super) leased: HashMap<u16, (u64, u32)>,
+    /// The control connection whose request is being carried out ([`Stack::handle_on`]).
+    pub(super) asker: u64,
 }
 
 /// What a shortcut's peer told of its kernel listeners.
@@ -196,13 +202,16 @@ impl<D: Link> Stack<D> {
             .count();
         format!(
             "cut_through={}\ncut_open={open}\ncut_made={}\ncut_taken={}\ncut_refused={}\ncut_lost={}\n\
-             cut_made_by_client={}\nconnect_async_by_client={}\ntcp_accepted={}\n",
+             cut_made_by_client={}\ncut_told_closed={}\ncut_leased={}\nconnect_async_by_client={}\n\
+             tcp_accepted={}\n",
             if self.cut.on { "on" } else { "off" },
             self.cut.made,
             self.cut.taken,
             self.cut.refused,
             self.cut.lost,
             self.cut.made_by_client,
+            self.cut.told_closed,
+            self.cut.leased.len(),
             self.cut.async_by_client,
             self.cut.tcp_accepted,
         )
@@ -475,12 +484,11 @@ impl<D: Link> Stack<D> {
         w.publish(&listeners, &hosts, !self.cut.on);
     }
 
-    /// `Lease`: up to `count` free local ports for a client's own connects, its for
-    /// `ctl::LEASE_MS`.
-    pub(super) fn op_lease(&mut self, count: u32) -> Result<Reply, Errno> {
-        let now = self.net.now;
-        self.cut.leased.retain(|_, until| now < *until);
-        let until = now + Duration::from_millis(ctl::LEASE_MS);
+    /// `Lease`: up to `count` free local ports for the own connects of `caller`, whose
+    /// control connection ([`Stack::handle_on`]) holds them until it tells what became of
+    /// them (`Connected`, `Closed`), or closes.
+    pub(super) fn op_lease(&mut self, count: u32, caller: u32) -> Result<Reply, Errno> {
+        let holder = (self.cut.asker, caller);
         let mut b = Vec::new();
         // (At most a sixth of the range is leased at once: clients that ask for more, or
         // never use theirs, cannot take the ports the daemon's own connects need.)
@@ -489,7 +497,7 @@ impl<D: Link> Stack<D> {
             let Ok(p) = self.ephemeral(Kind::Tcp) else {
                 break;
             };
-            self.cut.leased.insert(p, until);
+            self.cut.leased.insert(p, holder);
             b.extend_from_slice(&p.to_le_bytes());
         }
         if b.is_empty() {
@@ -498,12 +506,41 @@ impl<D: Link> Stack<D> {
         Ok(Reply::Bytes(b))
     }
 
-    /// Whether a client holds `port` (leased, not used yet).
+    /// Whether a client holds `port` (leased, not used yet, or used by a connection it has
+    /// not told of).
     pub(super) fn leased(&self, port: u16) -> bool {
-        self.cut
-            .leased
-            .get(&port)
-            .is_some_and(|until| self.net.now < *until)
+        self.cut.leased.contains_key(&port)
+    }
+
+    /// Control connection `cid` closed: the ports it leased are free again (its process is
+    /// gone, and its connections with it, or it told of each before).
+    pub fn ctl_closed(&mut self, cid: u64) {
+        self.cut.leased.retain(|_, h| h.0 != cid);
+    }
+
+    /// `Closed`: connections `caller` made itself from ports leased to its user, closed
+    /// before it told of them: counted as made, their ports free again.
+    pub(super) fn op_closed(&mut self, conns: Vec<(WireAddr, WireAddr)>, caller: u32) {
+        for (local, peer) in conns {
+            let (Some(local), Some(peer)) = (local.0, peer.0) else {
+                continue;
+            };
+            if self
+                .cut
+                .leased
+                .get(&local.port())
+                .is_none_or(|h| h.1 != caller)
+            {
+                continue;
+            }
+            self.cut.leased.remove(&local.port());
+            self.cut.made += 1;
+            self.cut.made_by_client += 1;
+            self.cut.told_closed += 1;
+            if let Some(sc) = self.net.dev.cut_route(peer.ip()) {
+                self.net.dev.cut_made(sc);
+            }
+        }
     }
 
     /// `Connected`: socket `id`'s client connected it itself to another node's kernel

@@ -29,7 +29,7 @@ use ioth_common::sys::{self, Errno, Fd};
 use parking_lot::Mutex;
 use std::cell::Cell;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Sockets held before those closed are told of (at least: twice as many as were still
@@ -73,6 +73,21 @@ static HELD: Mutex<Held> = Mutex::new(Held {
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 /// Threads sending what they took.
 static SENDING: AtomicUsize = AtomicUsize::new(0);
+/// Nothing is held in this process ([`hold_nothing`]).
+static NO_HOLD: AtomicBool = AtomicBool::new(false);
+
+/// Send everything at once from now on: for `ioth-exec`'s supervisor, whose copies of a
+/// program's sockets last one system call (it could not tell later whether they are open).
+pub fn hold_nothing() {
+    NO_HOLD.store(true, Ordering::Release);
+}
+
+/// After holding something: send it now if nothing may be held.
+fn unless_held() {
+    if NO_HOLD.load(Ordering::Acquire) {
+        flush();
+    }
+}
 
 thread_local! {
     /// This thread is sending what it took (its own requests must not wait for it).
@@ -126,7 +141,7 @@ pub fn register_later(node: u64, fd: RawFd, ino: u64, id: u64, req: Request) {
             h.socks.len() >= SOCKS_MAX.max(2 * h.kept),
         )
     };
-    if all {
+    if all || NO_HOLD.load(Ordering::Acquire) {
         flush();
     } else if swept {
         sweep();
@@ -140,6 +155,8 @@ pub fn connected_later(node: u64, fd: RawFd, id: u64, local: WireAddr, peer: Wir
     h.check_pid();
     if let Some(s) = h.socks.iter_mut().find(|s| s.id == id && s.node == node) {
         s.connected = Some((local, peer));
+        drop(h);
+        unless_held();
         return;
     }
     // Registered already (something about it was asked before the connect).
@@ -156,6 +173,8 @@ pub fn connected_later(node: u64, fd: RawFd, id: u64, local: WireAddr, peer: Wir
         at: Instant::now(),
     });
     PENDING.store(h.count(), Ordering::Release);
+    drop(h);
+    unless_held();
 }
 
 /// Hold the record (`Adopt`) of the cut-through connection accepted at `fd` (inode `ino`):

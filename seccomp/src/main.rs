@@ -98,6 +98,9 @@ fn exit_code(s: ExitStatus) -> i32 {
 
 /// Start `cmd` under the filter and serve it until its process tree is gone.
 fn supervise(cmd: OsString, args: Vec<OsString>) -> i32 {
+    // Our copies of the program's sockets last one call: what the shim would hold back
+    // for later goes at once.
+    ioth::held::hold_nothing();
     let (ours, theirs) =
         match sys::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC) {
             Ok(p) => p,

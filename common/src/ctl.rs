@@ -39,7 +39,8 @@
 //!   right after it on the same connection. The daemon adopts a registered socket like one it
 //!   made; one it cannot adopt (bad type, id in use) is dropped, so the app's end sees EOF.
 //!   A TCP socket is registered without a daemon end: the client's socket is an unconnected
-//!   `AF_UNIX` stream socket (attached: its own end, for its inode) until its first `connect`
+//!   `AF_UNIX` stream socket (attached: its own end, for its inode; or nothing, when a
+//!   `ConnectAsync` with the fd follows) until its first `connect`
 //!   (the fd attached: the daemon connects it, to another node's kernel listener, or to its
 //!   own door, `names::node_door_name`, whose accepted end is then the socket's daemon end;
 //!   a reply [`E_CUT_WAIT`] means "ask again") or `listen` (the client's kernel listener

@@ -77,6 +77,10 @@ pub trait Control {
     fn lease_port(&self, _node: u64) -> Option<u16> {
         None
     }
+    /// Socket `id`'s `Register`, if it is still held (`held::take_register`).
+    fn take_register(&self, _node: u64, _id: u64) -> Option<Request> {
+        None
+    }
     /// Tell `node` of an accepted cut-through connection (at `fd`, inode `ino`) when the
     /// process next asks a daemon anything (`held::adopt_later`); here: now.
     fn adopt_later(&self, node: u64, _fd: RawFd, _ino: u64, req: Request) {
@@ -125,6 +129,9 @@ impl Control for Daemons {
     }
     fn lease_port(&self, node: u64) -> Option<u16> {
         node::lease_port(node)
+    }
+    fn take_register(&self, node: u64, id: u64) -> Option<Request> {
+        crate::held::take_register(node, id)
     }
     fn adopt_later(&self, node: u64, fd: RawFd, ino: u64, req: Request) {
         crate::held::adopt_later(node, fd, ino, req)
@@ -842,8 +849,11 @@ fn connect_through_door(
         addr,
         filler: count as u32,
     };
+    // A registration still held goes first, without the fd, which comes with this.
+    let reg = c.take_register(v.node, v.id);
     Some(
-        c.post_fds(v.node, &req, &[fd])
+        reg.map_or(Ok(()), |r| c.post_fds(v.node, &r, &[]))
+            .and_then(|()| c.post_fds(v.node, &req, &[fd]))
             .and(Err(Errno(libc::EINPROGRESS))),
     )
 }

@@ -177,6 +177,21 @@ pub fn connected_later(node: u64, fd: RawFd, id: u64, local: WireAddr, peer: Wir
     unless_held();
 }
 
+/// Take back the held `Register` of socket `id` of `node`, to send it along with a request
+/// that carries the socket's fd anyway (`ConnectAsync`): the daemon then takes the inode
+/// from that fd, and reads one fd fewer.
+pub fn take_register(node: u64, id: u64) -> Option<Request> {
+    let mut h = HELD.lock();
+    h.check_pid();
+    let i = h.socks.iter().position(|s| s.id == id && s.node == node)?;
+    let req = h.socks[i].register.take()?;
+    if h.socks[i].connected.is_none() {
+        h.socks.remove(i);
+    }
+    PENDING.store(h.count(), Ordering::Release);
+    Some(req)
+}
+
 /// Hold the record (`Adopt`) of the cut-through connection accepted at `fd` (inode `ino`):
 /// nobody can ask about it before this process asks a daemon something.
 pub fn adopt_later(node: u64, fd: RawFd, ino: u64, req: Request) {

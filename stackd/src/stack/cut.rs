@@ -970,6 +970,8 @@ impl<D: Link> Stack<D> {
             let Some(s) = self.socks.get_mut(&id) else {
                 continue;
             };
+            // (A fresh socket may listen yet, a cut-through one never.)
+            let fresh = matches!(s.tcp, TcpState::Fresh(_));
             let (TcpState::Cut(c) | TcpState::Fresh(c)) = &mut s.tcp else {
                 continue;
             };
@@ -981,7 +983,7 @@ impl<D: Link> Stack<D> {
             } else {
                 match &present {
                     Some(names) => !names.contains(&proc_name(node, id)),
-                    None => app_gone(node, id),
+                    None => app_gone(node, id, fresh),
                 }
             };
             if gone {

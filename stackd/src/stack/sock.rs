@@ -395,9 +395,12 @@ impl<D: Link> Stack<D> {
         let kind = Self::sock_kind(domain, ty, protocol)?;
         Self::may_open(kind, owner)?;
         if kind == Kind::Tcp {
-            // Only the client's own end: the daemon end comes through the door.
-            let app = fds.next().ok_or(Errno::EINVAL)?;
-            let app_ino = sys::fstat_id(app.raw()).ok().map(|i| i.1);
+            // Only the client's own end: the daemon end comes through the door. Or none,
+            // when a `ConnectAsync` follows, with it.
+            let app_ino = fds
+                .next()
+                .and_then(|app| sys::fstat_id(app.raw()).ok())
+                .map(|i| i.1);
             self.install(id, domain, kind, Fd::none(), owner);
             let now = self.net.now;
             if let Some(s) = self.socks.get_mut(&id) {
@@ -643,7 +646,7 @@ impl<D: Link> Stack<D> {
                 .and_then(|(_, ino)| unix_peer_ino(ino))
                 .is_none_or(|peer| peer == 0);
         }
-        if app_gone(self.net.id, id) {
+        if app_gone(self.net.id, id, self.socks.get(&id).is_none_or(may_listen)) {
             return true;
         }
         let Some(ino) = self.socks.get(&id).and_then(|s| s.app_ino) else {
@@ -703,8 +706,21 @@ pub(super) fn names_by_inode(table: &str, prefix: &str) -> HashMap<u64, String> 
 pub(super) fn sock_gone(node: u64, id: u64, s: &Sock) -> bool {
     match &s.tcp {
         TcpState::Listening(l) if l.kernel.is_some() => kernel_listener_gone(node, id, s.app_ino),
-        _ => app_gone(node, id),
+        _ => app_gone(node, id, may_listen(s)),
     }
+}
+
+/// Whether socket `s` may be (or become) a kernel listener, under its listener name: not
+/// once it connected.
+pub(super) fn may_listen(s: &Sock) -> bool {
+    !matches!(
+        s.tcp,
+        TcpState::Connecting(_)
+            | TcpState::Conn(_)
+            | TcpState::CutWait(_)
+            | TcpState::CutPending(_)
+            | TcpState::Cut(_)
+    )
 }
 
 /// Whether the kernel listener of socket `id` of node `node` (inode `ino`) is closed: its
@@ -729,24 +745,46 @@ pub(super) fn kernel_listener_gone(node: u64, id: u64, ino: Option<u64>) -> bool
 /// Whether the app's end of socket `id` of node `node` is closed in every process: the kernel
 /// frees its abstract name (`names::socket_name`) when the last reference goes away. A socket
 /// the shim made may be a kernel listener now, under its listener name
-/// (`names::listener_name`).
-pub(super) fn app_gone(node: u64, id: u64) -> bool {
+/// (`names::listener_name`), unless it connected ([`may_listen`]).
+pub(super) fn app_gone(node: u64, id: u64, may_listen: bool) -> bool {
     !(name_taken(&names::socket_name(node, id))
-        || (ctl::is_client_id(id) && name_taken(&names::listener_name(node, id))))
+        || (may_listen && ctl::is_client_id(id) && name_taken(&names::listener_name(node, id))))
 }
 
 /// The inode of the peer of the unix socket whose inode is `ino` (`NETLINK_SOCK_DIAG`,
 /// `UDIAG_SHOW_PEER`): 0 once the peer is closed; `None` if the kernel does not say.
 pub(super) fn unix_peer_ino(ino: u64) -> Option<u32> {
+    // One socket for the daemon's life (a connection closed is one question: 10,000 at once
+    // would open and close as many); dropped after any failure.
+    thread_local! {
+        static DIAG: std::cell::RefCell<(Option<Fd>, u32)> = const { std::cell::RefCell::new((None, 0)) };
+    }
+    DIAG.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0.is_none() {
+            let nl = sys::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 4);
+            d.0 = Some(nl.ok()?);
+        }
+        d.1 = d.1.wrapping_add(1);
+        let seq = d.1;
+        let r = d.0.as_ref().and_then(|nl| ask_peer_ino(nl, ino, seq));
+        if r.is_none() {
+            d.0 = None;
+        }
+        r
+    })
+}
+
+/// One `SOCK_DIAG_BY_FAMILY` question on `nl` (see [`unix_peer_ino`]), numbered `seq`.
+fn ask_peer_ino(nl: &Fd, ino: u64, seq: u32) -> Option<u32> {
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const UDIAG_SHOW_PEER: u32 = 4;
     const UNIX_DIAG_PEER: u16 = 2;
-    let nl = sys::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 4).ok()?;
     let mut req = Vec::with_capacity(40);
     req.extend_from_slice(&40u32.to_ne_bytes());
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     req.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&seq.to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes()); // pid
     req.push(libc::AF_UNIX as u8);
     req.push(0); // protocol
@@ -760,7 +798,8 @@ pub(super) fn unix_peer_ino(ino: u64) -> Option<u32> {
     let n = sys::recv(nl.raw(), &mut b, 0).ok()?;
     let b = &b[..n];
     let u16_at = |i: usize| Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?));
-    if u16_at(4)? != SOCK_DIAG_BY_FAMILY {
+    let seq_back = u32::from_ne_bytes(b.get(8..12)?.try_into().ok()?);
+    if u16_at(4)? != SOCK_DIAG_BY_FAMILY || seq_back != seq {
         return None;
     }
     // nlmsghdr (16), unix_diag_msg (16), then attributes (len u16, type u16, value).

@@ -68,6 +68,10 @@ impl<D: Link> Net<D> {
         let TcpState::Listening(l) = &s.tcp else {
             return 0;
         };
+        // (A kernel listener has no daemon end: the kernel keeps its backlog.)
+        if l.kernel.is_some() {
+            return l.queue.len();
+        }
         let inq = os::outq(s.dmn.raw()).unwrap_or(0);
         l.queue.len() + inq.div_ceil(self.record_cost.max(1))
     }
@@ -300,6 +304,13 @@ impl<D: Link> Stack<D> {
         filler: u32,
     ) -> Result<Reply, Errno> {
         let s = self.socks.get_mut(&id).ok_or(Errno::EBADF)?;
+        if s.app_ino.is_none() {
+            // Registered without its fd (`Register` then this, one way both).
+            s.app_ino = app
+                .as_ref()
+                .and_then(|a| sys::fstat_id(a.raw()).ok())
+                .map(|i| i.1);
+        }
         match &mut s.tcp {
             // Another process's connect won the race: its drain takes our filler too.
             TcpState::Connecting(c) => {

@@ -741,6 +741,28 @@ unsafe fn sendmsg_dgram(e: Entry, m: *const msghdr, flags: c_int) -> Result<usiz
         )
     }
 }
+/// A message with control data may pass descriptors (`SCM_RIGHTS`): what the process holds
+/// goes first, so that the daemons know the sockets another process may then ask about
+/// (`crate::held`). Only while something is held: one atomic load otherwise.
+///
+/// # Safety
+/// `m` is the caller's `msghdr` pointer (read with `copy_in`: a bad one is left to the
+/// kernel's call).
+unsafe fn before_passing(m: *const msghdr) {
+    if m.is_null() {
+        return;
+    }
+    // SAFETY: the caller's pointer, read through copy_in.
+    let Ok(b) = (unsafe { crate::hooks::read_arg(m.cast(), std::mem::size_of::<msghdr>()) }) else {
+        return;
+    };
+    // SAFETY: b holds size_of::<msghdr>() bytes copied from the caller; read unaligned.
+    let mh: msghdr = unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) };
+    if !mh.msg_control.is_null() && mh.msg_controllen > 0 {
+        crate::held::flush();
+    }
+}
+
 /// For the fortified `__*_chk` forms: a datagram-table hit whose length fits the buffer goes to
 /// the plain hook; an overflow goes to the real one, which reports it.
 fn chk_ours(fd: c_int, n: size_t, buflen: size_t) -> Option<()> {
@@ -1242,6 +1264,12 @@ hooks! {
     }
 
     fn sendmsg(fd: c_int, m: *const msghdr, flags: c_int) -> ssize_t {
+        if crate::held::pending() {
+            let saved = Errno::last();
+            // SAFETY: the caller's msghdr, read through copy_in (EFAULT, not a fault).
+            let _ = catch_unwind(|| unsafe { before_passing(m) });
+            saved.set_errno();
+        }
         if dgram::is_stream(fd) {
             let nosig = flags & libc::MSG_NOSIGNAL != 0;
             // SAFETY: the caller's arguments, with MSG_NOSIGNAL added.

@@ -18,8 +18,10 @@
 //!   with the `Register`.
 //! * While one thread sends what it took, the others' requests wait for it (briefly: sends
 //!   are one-way), or a request could overtake the `Register` of its socket.
-//! * Not covered: a held socket that only another program holds (passed on by `exec` or
-//!   `SCM_RIGHTS`) before this process asks anything: its daemon does not know it (`EBADF`
+//! * Also sent before a `sendmsg` with control data (it may pass a held socket with
+//!   `SCM_RIGHTS`).
+//! * Not covered: a held socket that only another program holds (passed on by `exec`, or
+//!   by `sendmmsg`) before this process asks anything: its daemon does not know it (`EBADF`
 //!   for its address; for an accepted connection `emu::adopt_from_peer` makes the record).
 
 use crate::node;
@@ -217,6 +219,11 @@ pub fn adopt_later(node: u64, fd: RawFd, ino: u64, req: Request) {
     for (node, _, _, req) in open {
         let _ = node::send_fds(node, &req, &[]);
     }
+}
+
+/// Whether anything is held (one atomic load).
+pub fn pending() -> bool {
+    PENDING.load(Ordering::Acquire) != 0
 }
 
 /// Whether `fd` is a socket whose daemon has not heard of it yet.

@@ -9,7 +9,8 @@
 //! Not hooked on purpose (the fd is a real kernel socket): `select`, `close`, `fcntl`
 //! (`FIONBIO` works natively). `read`, `write`, `send*`, `recv*` and `dup*` are hooked in
 //! [`crate::dghooks`] only to frame datagram sockets: for any other fd they cost one atomic
-//! load; `sendfile`/`splice` there only change the errno of a failed call, and `poll`/`epoll`
+//! load (`sendmsg` one more, and while the process holds a registration back, a look at
+//! its control data: `crate::held`); `sendfile`/`splice` there only change the errno of a failed call, and `poll`/`epoll`
 //! only the events of a datagram socket with a pending error. `ioctl`: [`crate::ifhooks`]. `recvfrom`/`recvmsg` already report an empty
 //! peer address on a virtual TCP socket, as Linux TCP does, because the daemon's end of the
 //! socketpair has no name.

@@ -590,7 +590,8 @@ fn a_connection_handed_over_by_exec_still_knows_its_addresses() {
 /// its sockets' registrations are held in the process (`held.rs`), the closed ones are told
 /// in batches (`Closed`), and yet every socket still answers as the kernel's would: one kept
 /// open all along (its port never given to another), one whose fd was duplicated before the
-/// original was closed, one asked about by a child after a `fork`. Each content is checked
+/// original was closed, one asked about by a child after a `fork`, one passed to another
+/// process with `SCM_RIGHTS` and closed here before that process asks. Each content is checked
 /// by sha256; each address against what the server saw.
 #[test]
 fn a_client_that_asks_nothing_wakes_no_daemon_and_its_sockets_still_answer() {
@@ -598,7 +599,7 @@ fn a_client_that_asks_nothing_wakes_no_daemon_and_its_sockets_still_answer() {
         return skip("python3 missing");
     }
     const N: usize = 40;
-    let total = N + 3;
+    let total = N + 4;
     let tmp = TempDir::new("shortcut-held");
     let sw = tmp.join("sw");
     let _switch = ioth_switch(&sw, &[]);
@@ -648,6 +649,15 @@ fn a_client_that_asks_nothing_wakes_no_daemon_and_its_sockets_still_answer() {
          os.close(w); got = os.read(r, 100).decode(); os.waitpid(pid, 0)\n\
          assert got == 'fd00::d2 %d' % port, (got, port)\n\
          check(s, port); s.close()\n\
+         a, b = socket.socketpair(); r, w = os.pipe(); pid = os.fork()\n\
+         if pid == 0:\n    \
+           a.close(); os.close(r); _, fds, _, _ = socket.recv_fds(b, 1, 1)\n    \
+           me = socket.socket(fileno=fds[0]).getsockname()\n    \
+           os.write(w, ('%s %d' % me[:2]).encode()); os._exit(0)\n\
+         b.close(); os.close(w)\n\
+         s, port = conn(); socket.send_fds(a, [b'x'], [s.fileno()]); s.close()\n\
+         got = os.read(r, 100).decode(); os.waitpid(pid, 0)\n\
+         assert got == 'fd00::d2 %d' % port, (got, port)\n\
          check(long, long_port); long.close()\n\
          print('done')\n",
         &[],

@@ -62,6 +62,39 @@ fn ready_server(
     (server, guard, out)
 }
 
+/// A python server on node `ctl` (IPv6 socket, port `port`) that takes `count` connections,
+/// one at a time: for each it checks `getpeername` and `getsockname` against `accept`,
+/// reads up to `bytes` bytes, sends back the peer's address as `accept` gave it and the
+/// sha256 of what came, and closes; then prints `served N`. Started as [`ready_server`].
+fn hashing_server(
+    tmp: &TempDir,
+    ctl: &Path,
+    port: u16,
+    count: usize,
+    bytes: usize,
+) -> (
+    std::process::Child,
+    Daemon,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    ready_server(python_on(
+        tmp,
+        ctl,
+        &format!(
+            "import socket,hashlib\n\
+             l=socket.socket(socket.AF_INET6); l.bind(('::',{port})); l.listen(64)\n\
+             l.settimeout(30); print('ready', flush=True)\n\
+             for i in range({count}):\n    \
+               c,a=l.accept(); h=hashlib.sha256(); n=0\n    \
+               assert c.getpeername()[:2] == a[:2] and c.getsockname()[1] == {port}, (a, c.getpeername(), c.getsockname())\n    \
+               while n < {bytes}:\n        d=c.recv(65536)\n        if not d: break\n        h.update(d); n+=len(d)\n    \
+               c.sendall(('%s %d %s\\n' % (a[0], a[1], h.hexdigest())).encode()); c.close()\n\
+             print('served', i + 1)\n"
+        ),
+        &[],
+    ))
+}
+
 fn random(len: usize) -> Vec<u8> {
     let mut d = vec![0u8; len];
     ioth_common::sys::getrandom(&mut d).unwrap();
@@ -440,25 +473,8 @@ fn applications_connect_by_themselves_where_the_table_says_how() {
         let _switch = ioth_switch(&sw, args);
         let srv = node(&sw, "fd00::b1/64,10.0.11.1/24", &tmp.join("srv.ctl"));
         let cli = node(&sw, "fd00::b2/64,10.0.11.2/24", &tmp.join("cli.ctl"));
-        // For each connection: the peer's address as accept gave it, and the sha256 of what
-        // came, sent back before the close.
-        // Stopped by pid if the test fails before it ends.
-        let (mut server, _server_guard, mut server_out) = ready_server(python_on(
-            &tmp,
-            &srv.ctl,
-            &format!(
-                "import socket,hashlib\n\
-                 l=socket.socket(socket.AF_INET6); l.bind(('::',7500)); l.listen(64)\n\
-                 l.settimeout(30); print('ready', flush=True)\n\
-                 for i in range({N}):\n    \
-                   c,a=l.accept(); h=hashlib.sha256(); n=0\n    \
-                   assert c.getpeername()[:2] == a[:2] and c.getsockname()[1] == 7500, (a, c.getpeername(), c.getsockname())\n    \
-                   while n < 100000:\n        d=c.recv(65536)\n        if not d: break\n        h.update(d); n+=len(d)\n    \
-                   c.sendall(('%s %d %s\\n' % (a[0], a[1], h.hexdigest())).encode()); c.close()\n\
-                 print('served', i + 1)\n"
-            ),
-            &[],
-        ));
+        let (mut server, _server_guard, mut server_out) =
+            hashing_server(&tmp, &srv.ctl, 7500, N, 100_000);
         // Half of the connections blocking, half not; over IPv6 and IPv4 in turn.
         let client = python_on(
             &tmp,
@@ -605,22 +621,8 @@ fn a_client_that_asks_nothing_wakes_no_daemon_and_its_sockets_still_answer() {
     let _switch = ioth_switch(&sw, &[]);
     let srv = node(&sw, "fd00::d1/64", &tmp.join("srv.ctl"));
     let cli = node(&sw, "fd00::d2/64", &tmp.join("cli.ctl"));
-    // For each connection: the peer's address as accept gave it, and the sha256 of what
-    // came; then the server closes.
-    let (mut server, _server_guard, _server_out) = ready_server(python_on(
-        &tmp,
-        &srv.ctl,
-        &format!(
-            "import socket,hashlib\n\
-             l=socket.socket(socket.AF_INET6); l.bind(('::',7700)); l.listen(64)\n\
-             l.settimeout(30); print('ready', flush=True)\n\
-             for i in range({total}):\n    \
-               c,a=l.accept(); h=hashlib.sha256(); n=0\n    \
-               while n < 10000:\n        d=c.recv(65536)\n        if not d: break\n        h.update(d); n+=len(d)\n    \
-               c.sendall(('%s %d %s\\n' % (a[0], a[1], h.hexdigest())).encode()); c.close()\n"
-        ),
-        &[],
-    ));
+    let (mut server, _server_guard, _server_out) =
+        hashing_server(&tmp, &srv.ctl, 7700, total, 10_000);
     let client = python_on(
         &tmp,
         &cli.ctl,

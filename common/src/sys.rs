@@ -336,6 +336,13 @@ pub fn listened_by(fd: RawFd, owner: u32) -> bool {
     peer_cred(fd).is_ok_and(|(_, uid, _)| uid == 0 || uid == owner || uid == geteuid())
 }
 
+/// Whether some socket is bound to the unix name `name` now (a probe's bind says
+/// `EADDRINUSE`); not if no probe can be made.
+pub fn unix_name_taken(name: &UnixAddr) -> bool {
+    socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+        .is_ok_and(|probe| bind_unix(probe.raw(), name) == Err(Errno::EADDRINUSE))
+}
+
 /// A listening `AF_UNIX` socket of type `ty` (close-on-exec, non-blocking) bound to `addr`.
 pub fn unix_listener(ty: i32, addr: &UnixAddr, backlog: i32) -> Result<Fd> {
     let fd = socket(

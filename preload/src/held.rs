@@ -27,7 +27,7 @@
 use crate::node;
 use ioth_common::ctl::{self, Request, WireAddr};
 use ioth_common::names;
-use ioth_common::sys::{self, Errno, Fd};
+use ioth_common::sys;
 use parking_lot::Mutex;
 use std::cell::Cell;
 use std::os::fd::RawFd;
@@ -311,34 +311,22 @@ fn sweep() {
 
 /// Where socket `s` is open in this process: its fd, else a copy of it (`dup`, ...); `None`
 /// if it is closed everywhere, or open only in another process (`Some(None)`).
-fn open_at(s: &Sock, probe: &mut Option<Fd>) -> Option<Option<RawFd>> {
+fn open_at(s: &Sock) -> Option<Option<RawFd>> {
     if still_open(s.fd, s.ino) {
         return Some(Some(s.fd));
     }
-    // Its name is bound while any copy is open: try to bind it (one probe socket serves
-    // until a bind succeeds).
-    let p = match probe.take() {
-        Some(p) => p,
-        None => sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0).ok()?,
-    };
-    match sys::bind_unix(p.raw(), &names::socket_name(s.node, s.id)) {
-        Ok(()) => None,
-        Err(e) => {
-            *probe = Some(p);
-            if e != Errno::EADDRINUSE {
-                return None;
-            }
-            let max = sys::fd_limit().clamp(64, 8192) as RawFd;
-            Some((0..max).find(|&fd| still_open(fd, s.ino)))
-        }
+    // Its name is bound while any copy is open.
+    if !sys::unix_name_taken(&names::socket_name(s.node, s.id)) {
+        return None;
     }
+    let max = sys::fd_limit().clamp(64, 8192) as RawFd;
+    Some((0..max).find(|&fd| still_open(fd, s.ino)))
 }
 
 fn send_socks(socks: Vec<Sock>) {
     let mut closed: Vec<(u64, Vec<(WireAddr, WireAddr)>)> = Vec::new();
-    let mut probe = None;
     for s in socks {
-        if let Some(at) = open_at(&s, &mut probe) {
+        if let Some(at) = open_at(&s) {
             if let (Some(req), Some(fd)) = (&s.register, at) {
                 let _ = node::send_fds(s.node, req, &[fd]);
             }

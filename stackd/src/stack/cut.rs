@@ -534,12 +534,17 @@ impl<D: Link> Stack<D> {
                 continue;
             }
             self.cut.leased.remove(&local.port());
-            self.cut.made += 1;
-            self.cut.made_by_client += 1;
             self.cut.told_closed += 1;
-            if let Some(sc) = self.net.dev.cut_route(peer.ip()) {
-                self.net.dev.cut_made(sc);
-            }
+            self.count_made_by_client(peer.ip());
+        }
+    }
+
+    /// A connection a client made itself to `peer`: counted here and on its shortcut.
+    fn count_made_by_client(&mut self, peer: IpAddr) {
+        self.cut.made += 1;
+        self.cut.made_by_client += 1;
+        if let Some(sc) = self.net.dev.cut_route(peer) {
+            self.net.dev.cut_made(sc);
         }
     }
 
@@ -564,11 +569,7 @@ impl<D: Link> Stack<D> {
         s.so_error = 0;
         s.tcp = TcpState::Cut(Cut::new(id, now));
         self.cut.waits.remove(&id);
-        self.cut.made += 1;
-        self.cut.made_by_client += 1;
-        if let Some(sc) = self.net.dev.cut_route(peer.ip()) {
-            self.net.dev.cut_made(sc);
-        }
+        self.count_made_by_client(peer.ip());
     }
 
     /// Our kernel listeners, as `Msg::Listener`s for the peers.

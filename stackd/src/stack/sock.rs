@@ -680,12 +680,6 @@ fn proc_form(name: &sys::UnixAddr) -> Option<String> {
     }
 }
 
-/// Whether some socket is bound to `name` now (a probe's bind says `EADDRINUSE`).
-fn name_taken(name: &sys::UnixAddr) -> bool {
-    sys::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-        .is_ok_and(|probe| sys::bind_unix(probe.raw(), name) == Err(Errno::EADDRINUSE))
-}
-
 /// The names starting with `prefix` in `/proc/net/unix` (`table`), by inode.
 pub(super) fn names_by_inode(table: &str, prefix: &str) -> HashMap<u64, String> {
     // Columns: Num RefCount Protocol Flags Type St Inode [Path].
@@ -728,7 +722,7 @@ pub(super) fn may_listen(s: &Sock) -> bool {
 /// inode in `/proc/net/unix`, counts).
 pub(super) fn kernel_listener_gone(node: u64, id: u64, ino: Option<u64>) -> bool {
     let name = names::listener_name(node, id);
-    if !name_taken(&name) {
+    if !sys::unix_name_taken(&name) {
         return true;
     }
     let (Some(ino), Ok(table)) = (ino, std::fs::read_to_string("/proc/net/unix")) else {
@@ -747,8 +741,10 @@ pub(super) fn kernel_listener_gone(node: u64, id: u64, ino: Option<u64>) -> bool
 /// the shim made may be a kernel listener now, under its listener name
 /// (`names::listener_name`), unless it connected ([`may_listen`]).
 pub(super) fn app_gone(node: u64, id: u64, may_listen: bool) -> bool {
-    !(name_taken(&names::socket_name(node, id))
-        || (may_listen && ctl::is_client_id(id) && name_taken(&names::listener_name(node, id))))
+    !(sys::unix_name_taken(&names::socket_name(node, id))
+        || (may_listen
+            && ctl::is_client_id(id)
+            && sys::unix_name_taken(&names::listener_name(node, id))))
 }
 
 /// The inode of the peer of the unix socket whose inode is `ino` (`NETLINK_SOCK_DIAG`,

@@ -421,7 +421,7 @@ fn pending_error(fd: c_int) -> Option<i32> {
             _ => {}
         }
         let v = crate::emu::virt(fd)?;
-        crate::emu::so_error(&crate::emu::Daemons, v)
+        crate::emu::so_error(&crate::emu::Daemons, v, fd)
             .ok()
             .filter(|e| *e != 0)
     })

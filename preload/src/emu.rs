@@ -656,9 +656,33 @@ fn send_timeout_ms(fd: RawFd) -> i32 {
     }
 }
 
-/// `SO_ERROR` as the daemon reports it.
-pub fn so_error(c: &dyn Control, v: Virt) -> Result<i32, Errno> {
-    socket_int(c, v, libc::SO_ERROR)
+/// `SO_ERROR` as the daemon reports it ([`lost_error`] for a socket it does not know).
+pub fn so_error(c: &dyn Control, v: Virt, fd: RawFd) -> Result<i32, Errno> {
+    lost_error(socket_int(c, v, libc::SO_ERROR), fd)
+}
+
+/// A daemon's `EBADF` about a TCP socket of ours whose daemon end is gone (`POLLHUP`): the
+/// socket was lost with a daemon that died (its registration, or its connect, went to that
+/// daemon; the keeper's new one never heard of it). It reads as a reset connection, as a
+/// kernel socket's would whose stack dropped it: `ECONNRESET`, not an `EBADF` for a live
+/// descriptor.
+fn lost_error(r: Result<i32, Errno>, fd: RawFd) -> Result<i32, Errno> {
+    match r {
+        Err(e) if e == Errno::EBADF && daemon_end_gone(fd) => Ok(libc::ECONNRESET),
+        r => r,
+    }
+}
+
+/// The app's end of a TCP socket shows `POLLHUP`: its daemon end is closed.
+fn daemon_end_gone(fd: RawFd) -> bool {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    }];
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
+        && sys::poll(&mut p, 0) == Ok(1)
+        && p[0].revents & libc::POLLHUP != 0
 }
 
 /// An integer `SOL_SOCKET` option `name` as the daemon reports it.
@@ -917,7 +941,7 @@ pub fn connect(c: &dyn Control, v: Virt, fd: RawFd, addr: WireAddr) -> Result<()
     let err = if no_error_pending(fd) {
         Ok(0)
     } else {
-        so_error(c, v)
+        so_error(c, v, fd)
     };
     crate::debug!("connect({fd}) finished: SO_ERROR {err:?}");
     match err? {
@@ -1023,7 +1047,11 @@ pub fn read_error(c: &dyn Control, fd: RawFd) -> Option<Errno> {
     }) {
         return None;
     }
-    let e = socket_int(c, virt(fd)?, ioth_common::ctl::SO_IOTH_READ_ERROR).ok()?;
+    let e = lost_error(
+        socket_int(c, virt(fd)?, ioth_common::ctl::SO_IOTH_READ_ERROR),
+        fd,
+    )
+    .ok()?;
     (e != 0).then_some(Errno(e))
 }
 
@@ -1099,6 +1127,11 @@ pub fn getsockopt(
     };
     match ask(c, v, fd, &req)? {
         Reply::Bytes(mut b) => {
+            b.truncate(len);
+            Ok(b)
+        }
+        Reply::Err(e) if level == libc::SOL_SOCKET && name == libc::SO_ERROR => {
+            let mut b = lost_error(Err(e), fd)?.to_ne_bytes().to_vec();
             b.truncate(len);
             Ok(b)
         }
@@ -1409,5 +1442,32 @@ mod tests {
         let f = Fake::new(vec![(Reply::Bytes(refused.clone()), None)]);
         let got = getsockopt(&f, v, dg.raw(), libc::SOL_SOCKET, libc::SO_ERROR, 4).unwrap();
         assert_eq!(got, refused);
+    }
+
+    #[test]
+    fn a_socket_lost_with_a_dead_daemon_reads_as_reset_not_as_a_bad_descriptor() {
+        let v = Virt {
+            node: 1,
+            id: 2,
+            kl: false,
+        };
+        let (app, dmn) = pair();
+        let unknown = || Fake::new(vec![(Reply::Err(Errno::EBADF), None)]);
+        // Its daemon end still open: the daemon's answer stands.
+        sys::shutdown(dmn.raw(), libc::SHUT_WR).unwrap();
+        let f = unknown();
+        let got = getsockopt(&f, v, app.raw(), libc::SOL_SOCKET, libc::SO_ERROR, 4);
+        assert_eq!(got, Err(Errno::EBADF));
+        // Its daemon end gone with the daemon (the new one never heard of it): reset.
+        drop(dmn);
+        let reset = libc::ECONNRESET.to_ne_bytes().to_vec();
+        let f = unknown();
+        let got = getsockopt(&f, v, app.raw(), libc::SOL_SOCKET, libc::SO_ERROR, 4).unwrap();
+        assert_eq!(got, reset);
+        assert_eq!(so_error(&unknown(), v, app.raw()), Ok(libc::ECONNRESET));
+        // Other questions keep the daemon's answer.
+        let f = unknown();
+        let got = getsockopt(&f, v, app.raw(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4);
+        assert_eq!(got, Err(Errno::EBADF));
     }
 }

@@ -51,6 +51,16 @@ fn kill9(pid: i32) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
+/// Process `pid` has ended (gone, or a zombie: its descriptors are closed). `kill` returns
+/// before the process it killed has run its exit.
+fn dead(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
 /// The control path of the node with address `ip` in the lab's run directory.
 fn node_ctl(run: &Path, ip: &str) -> PathBuf {
     let want = format!("addr={ip}/");
@@ -376,10 +386,21 @@ fn a_client_node_whose_daemon_died_carries_on() {
     let before = info(&ctl);
     let dpid: i32 = field(&before, "pid").unwrap().parse().unwrap();
     kill9(dpid);
-    std::fs::write(&go, b"").unwrap();
-    wait_for(Duration::from_secs(10), "the second answer", || {
-        lab.log("client.out").contains("second small").then_some(())
+    // Dead, not only signalled: a connect that reached the dying daemon would fail with it
+    // (`ECONNRESET`), as a connection it carried does.
+    wait_for(Duration::from_secs(10), "the daemon to die", || {
+        dead(dpid).then_some(())
     });
+    std::fs::write(&go, b"").unwrap();
+    let t0 = Instant::now();
+    while !lab.log("client.out").contains("second small") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no second answer within 10 s:\n{}",
+            lab.log("client.out")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let after = info(&ctl);
     assert_ne!(field(&after, "pid"), Some(dpid.to_string()), "{after}");
 }
@@ -480,18 +501,7 @@ fn a_dead_node_leaves_nginx_quiet() {
     wait_for(
         Duration::from_secs(10),
         "the daemon and its keeper to die",
-        || {
-            [dpid, keeper]
-                .iter()
-                .all(|p| {
-                    std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
-                        s.rsplit(')')
-                            .next()
-                            .is_some_and(|r| r.trim_start().starts_with('Z'))
-                    })
-                })
-                .then_some(())
-        },
+        || [dpid, keeper].into_iter().all(dead).then_some(()),
     );
     let failed = |log: &str| log.matches("accept4() failed").count();
     let mut procs = vec![master];

@@ -22,6 +22,12 @@
 //! differs from the last value it rang for. Counters rather than flags, so that no field has
 //! two writers.
 //!
+//! Doorbells between two daemons (a shortcut) go to an eventfd instead, when the peer sent one
+//! with its half (a third descriptor): an 8-byte `write` that its epoll (edge-triggered)
+//! reports, and that nobody ever reads: no socket buffer to fill and drain, no `recvmsg` per
+//! doorbell. A descriptor that is not an eventfd is refused (the shortcut ends). The switch's
+//! rings keep the socket's one-byte doorbells.
+//!
 //! Setup: on a new shortcut each daemon makes its [`Half`]: the data memfd of the ring it
 //! will fill and the ack memfd of the ring it will drain, both sealed, and sends the two
 //! descriptors to the peer ([`SETUP_MAGIC`]). With the peer's half, [`Half::join`] gives the
@@ -124,6 +130,8 @@ pub enum RingError {
     Wrap,
     /// The peer sent a second setup.
     Setup,
+    /// The peer's doorbell descriptor is not an eventfd.
+    Bell,
 }
 
 impl std::fmt::Display for RingError {
@@ -138,6 +146,7 @@ impl std::fmt::Display for RingError {
             RingError::Length(n) => write!(f, "bad record length {n}"),
             RingError::Wrap => f.write_str("misplaced wrap marker"),
             RingError::Setup => f.write_str("second setup"),
+            RingError::Bell => f.write_str("doorbell not an eventfd"),
         }
     }
 }
@@ -286,6 +295,14 @@ impl Half {
         Ok(h)
     }
 
+    /// [`Half::offer`] with the eventfd our doorbells are to go to.
+    pub fn offer_with_bell(fd: RawFd, bell: RawFd) -> Result<Half, RingError> {
+        let h = Half::create()?;
+        let [data, ack] = h.fds();
+        send_setup(fd, &[data, ack, bell])?;
+        Ok(h)
+    }
+
     /// Copies of [`Half::fds`], to send after [`Half::join`] (which closes ours): a side that
     /// answers a peer's half sends its own only once the peer's proved good.
     pub fn dup_fds(&self) -> Result<[Fd; 2], Errno> {
@@ -338,8 +355,9 @@ impl Half {
     }
 }
 
-/// Send a half's two descriptors (data, ack) on `fd`, as [`SETUP_MAGIC`].
-pub fn send_setup(fd: RawFd, fds: &[RawFd; 2]) -> Result<usize, Errno> {
+/// Send a half's descriptors on `fd`, as [`SETUP_MAGIC`]: data, ack, and between two
+/// daemons the eventfd their doorbells go to (see the module documentation).
+pub fn send_setup(fd: RawFd, fds: &[RawFd]) -> Result<usize, Errno> {
     sys::sendmsg(
         fd,
         &[std::io::IoSlice::new(SETUP_MAGIC)],

@@ -1077,6 +1077,27 @@ pub fn epoll_wait(ep: RawFd, events: &mut [libc::epoll_event], timeout_ms: i32) 
     }
 }
 
+/// A new eventfd (counter 0), non-blocking and close-on-exec.
+pub fn eventfd() -> Result<Fd> {
+    // SAFETY: integer arguments.
+    let fd = check(unsafe {
+        raw_syscall()(
+            libc::SYS_eventfd2,
+            0,
+            libc::EFD_NONBLOCK | libc::EFD_CLOEXEC,
+        )
+    })?;
+    Ok(Fd::made(fd as RawFd))
+}
+
+/// Whether `fd` is an eventfd (its `/proc/self/fd` link says so): the only kind of
+/// descriptor a peer may hand us to write wake-ups into. (A socket would carry our
+/// credentials to whoever is at its other end; a file, our eight bytes.)
+pub fn is_eventfd(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]")
+}
+
 /// A new, empty memfd that can be sealed (`MFD_ALLOW_SEALING`, plus `flags`, e.g.
 /// `MFD_CLOEXEC`).
 pub fn memfd(name: &std::ffi::CStr, flags: libc::c_uint) -> Result<Fd> {

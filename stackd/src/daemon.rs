@@ -4,7 +4,8 @@
 //! once no socket and no client is left for `--linger`.
 //!
 //! One epoll instance watches, edge-triggered where it matters: the switch socket and its
-//! shortcuts (`T_SWITCH`, through `SwitchDevice::watch`), the switch's control socket of a
+//! shortcuts (`T_SWITCH`, through `SwitchDevice::watch`), the shortcuts' doorbells (`T_BELL`:
+//! a frame in a ring, no socket to read), the switch's control socket of a
 //! VDE port (`T_SWITCH_CTL`: its EOF means the switch is gone), the sockets of the switch's
 //! uplink offers (`T_UPLINK`: their EOF ends them, `crate::direct`), the control listeners
 //! (`T_LISTEN`), each control connection (`T_CTL | connection`), and the daemon end of each
@@ -30,6 +31,7 @@ const T_SWITCH_CTL: u64 = 2;
 const T_LISTEN: u64 = 3;
 const T_UPLINK: u64 = 4;
 const T_DOOR: u64 = 5;
+const T_BELL: u64 = 6;
 const T_CTL: u64 = 1 << 60;
 const T_SOCK: u64 = 2 << 60;
 const T_MASK: u64 = 0xf << 60;
@@ -223,6 +225,7 @@ impl Daemon {
                 sys::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, ev, T_SWITCH_CTL)?;
             }
             dev.watch(ep, T_SWITCH);
+            dev.watch_bells(T_BELL);
             dev.direct.watch(ep, T_UPLINK);
         }
         Ok(())
@@ -394,6 +397,7 @@ impl Daemon {
                         self.stack.link_ready(out);
                     }
                 }
+                T_BELL => self.stack.bell_rung(),
                 T_SWITCH_CTL => {
                     let fd = self.stack.link().port().and_then(|p| p.ctl_fd());
                     if let Some(fd) = fd {

@@ -100,6 +100,13 @@ pub struct SwitchDevice {
     /// and whether `EPOLLOUT` is asked for.
     watch: Option<(RawFd, u64)>,
     out_armed: bool,
+    /// The token our shortcuts' doorbells (eventfds) are watched under: their events say
+    /// "a frame in a ring", not "something on a socket" ([`SwitchDevice::watch_bells`]).
+    bell_token: u64,
+    /// A socket (the switch port's, a shortcut's) may have something to read: an epoll
+    /// event for one came since they all said `EAGAIN`. While not, a drain looks at the
+    /// rings only, with no `recvmsg` that can only say `EAGAIN`. Always set without epoll.
+    sockets_dirty: bool,
     pub shortcuts: Shortcuts,
     /// Source read from: 0 the switch port, i + 1 shortcut i; and frames read from it in a
     /// row.
@@ -196,6 +203,8 @@ impl SwitchDevice {
             offload,
             watch: None,
             out_armed: false,
+            bell_token: 0,
+            sockets_dirty: true,
             shortcuts: Shortcuts::default(),
             rr: 0,
             streak: 0,
@@ -227,6 +236,7 @@ impl SwitchDevice {
         self.port_kind = port.kind;
         self.sw = SwitchRings::start(&port);
         self.port = Some(port);
+        self.sockets_dirty = true;
         // A new switch knows nothing yet.
         self.stats_sent.clear();
     }
@@ -283,10 +293,22 @@ impl SwitchDevice {
             }
         }
         log::debug!("shortcut {} to {:02x?}", o.id, o.peer);
+        // Our doorbell, watched before the peer can ring it (without one, doorbells come on
+        // the socket).
+        let bell = sys::eventfd().ok().filter(|b| {
+            self.watch.is_none_or(|(ep, _)| {
+                let ev = (libc::EPOLLIN | libc::EPOLLET) as u32;
+                sys::epoll_ctl(ep, libc::EPOLL_CTL_ADD, b.raw(), ev, self.bell_token).is_ok()
+            })
+        });
         // Our half of the rings; without it, frames go through the socket.
-        let half = Half::offer(fd.raw())
-            .map_err(|e| log::debug!("shortcut ring: {e}"))
-            .ok();
+        let half = match &bell {
+            Some(b) => Half::offer_with_bell(fd.raw(), b.raw()),
+            None => Half::offer(fd.raw()),
+        }
+        .map_err(|e| log::debug!("shortcut ring: {e}"))
+        .ok();
+        self.sockets_dirty = true;
         self.shortcuts.made += 1;
         self.cut_gen += 1;
         self.shortcuts.list.push(Shortcut {
@@ -297,6 +319,8 @@ impl SwitchDevice {
             half,
             tx_ring: None,
             rx_ring: None,
+            bell,
+            peer_bell: None,
             cut_made: 0,
             cut_reported: 0,
             sent_frames: 0,
@@ -309,6 +333,19 @@ impl SwitchDevice {
     pub fn watch(&mut self, ep: RawFd, token: u64) {
         self.watch = Some((ep, token));
         self.out_armed = false;
+        self.bell_token = token;
+        self.sockets_dirty = true;
+    }
+
+    /// Watch our shortcuts' doorbells under `token` rather than the sockets' (see
+    /// `sockets_dirty`); events under it need only [`SwitchDevice::bell_rung`].
+    pub fn watch_bells(&mut self, token: u64) {
+        self.bell_token = token;
+    }
+
+    /// An epoll event for one of the sockets (the switch port's, a shortcut's).
+    pub fn socket_event(&mut self) {
+        self.sockets_dirty = true;
     }
 
     /// Whether an `EPOLLOUT` event will come when the pending frame can go (if `false` while
@@ -387,6 +424,10 @@ impl SwitchDevice {
         loop {
             let sources = 1 + self.shortcuts.list.len();
             if dry >= sources {
+                // Every socket said EAGAIN (or was known to): the next event sets it again.
+                if self.watch.is_some() {
+                    self.sockets_dirty = false;
+                }
                 return Err(Errno::EAGAIN);
             }
             if self.rr >= sources {
@@ -421,7 +462,12 @@ impl SwitchDevice {
                         }
                     }
                 }
-                match p.recv_any(&mut self.rx) {
+                let got = if self.sockets_dirty {
+                    p.recv_any(&mut self.rx)
+                } else {
+                    Err(Errno::EAGAIN)
+                };
+                match got {
                     Ok(Incoming::Frame(n)) => {
                         self.streak += 1;
                         return Ok(n);
@@ -489,6 +535,7 @@ impl SwitchDevice {
     /// a broken ring).
     fn recv_shortcut(&mut self, i: usize) -> Result<Option<usize>, Broken> {
         let sc = &mut self.shortcuts.list[i];
+        let dirty = self.sockets_dirty;
         loop {
             if let Some(r) = &mut sc.rx_ring
                 && let Some((n, wake)) = r.pop(&mut self.rx)?
@@ -498,11 +545,15 @@ impl SwitchDevice {
                 }
                 return Ok(Some(n));
             }
-            let r = sys::recvmsg(
-                sc.fd.raw(),
-                &mut [std::io::IoSliceMut::new(&mut self.rx)],
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-            );
+            let r = if dirty {
+                sys::recvmsg(
+                    sc.fd.raw(),
+                    &mut [std::io::IoSliceMut::new(&mut self.rx)],
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            } else {
+                Err(Errno::EAGAIN)
+            };
             match r {
                 Ok(m) if m.len == 0 => return Err(Errno::EPIPE.into()), // Revoked, or gone.
                 Ok(mut m) if m.len <= self.rx.len() && self.rx[..m.len].starts_with(cut::MAGIC) => {
@@ -519,15 +570,24 @@ impl SwitchDevice {
                 }
                 Ok(m) if m.len > self.rx.len() => {} // Too big for us: dropped.
                 Ok(m) if m.len >= vde::MIN_FRAME => return Ok(Some(m.len)),
-                Ok(m) if &self.rx[..m.len] == ring::SETUP_MAGIC && m.fds.len() == 2 => {
-                    // The peer's half: read from its ring and write into ours from now on.
+                Ok(mut m)
+                    if &self.rx[..m.len] == ring::SETUP_MAGIC
+                        && (m.fds.len() == 2 || m.fds.len() == 3) =>
+                {
+                    // The peer's half: read from its ring and write into ours from now on,
+                    // and ring its bell if it sent one.
                     if sc.rx_ring.is_some() {
                         return Err(ring::RingError::Setup.into());
+                    }
+                    let bell = (m.fds.len() == 3).then(|| m.fds.swap_remove(2));
+                    if bell.as_ref().is_some_and(|b| !sys::is_eventfd(b.raw())) {
+                        return Err(ring::RingError::Bell.into());
                     }
                     if let Some(half) = sc.half.take() {
                         let (tx, rx) = half.join(&m.fds[0], &m.fds[1], self.rx_max)?;
                         sc.tx_ring = Some(tx);
                         sc.rx_ring = Some(rx);
+                        sc.peer_bell = bell;
                     }
                 }
                 Ok(_) => {} // A doorbell (or nothing we know).
@@ -717,6 +777,10 @@ impl Link for SwitchDevice {
 
     fn wakes_when_writable(&self) -> bool {
         SwitchDevice::wakes_when_writable(self)
+    }
+
+    fn socket_event(&mut self) {
+        SwitchDevice::socket_event(self)
     }
 
     fn cut_route(&self, ip: IpAddr) -> Option<u32> {

@@ -53,6 +53,9 @@ pub trait Link: Device {
     fn flush(&mut self) -> bool;
     /// Whether an event will come when the waiting frame can go (else retry soon).
     fn wakes_when_writable(&self) -> bool;
+    /// An epoll event for one of the link's sockets (not only for a doorbell): something
+    /// may be there to read.
+    fn socket_event(&mut self) {}
     /// Lines `key=value\n` for the node's info (port, counters).
     fn info(&self) -> String;
     /// Report the node's figures (`(metric, key, value)`, [`ioth_common::vde::stat`]) to

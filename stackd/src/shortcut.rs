@@ -22,6 +22,12 @@ pub(crate) struct Shortcut {
     pub(crate) tx_ring: Option<TxRing>,
     /// The peer's ring towards us.
     pub(crate) rx_ring: Option<RxRing>,
+    /// Our doorbell: an eventfd, sent with our half, in our epoll (edge-triggered, never
+    /// read: `ring.rs`).
+    pub(crate) bell: Option<Fd>,
+    /// The peer's doorbell, once its half came with one (checked to be an eventfd); until
+    /// then, and for a peer that sent none, doorbells go on the socket.
+    pub(crate) peer_bell: Option<Fd>,
     /// Connections we cut through over it, and how many of them the switch was told of
     /// ([`ioth_common::vde::CutReport`]).
     pub(crate) cut_made: u32,
@@ -55,6 +61,11 @@ impl From<RingError> for Broken {
 impl Shortcut {
     /// Tell the peer there is something for it (a frame, or room).
     pub(crate) fn ring(&self) -> Result<(), Errno> {
+        if let Some(b) = &self.peer_bell {
+            // A counter the peer may have filled (`EAGAIN`) only delays its own wake-ups.
+            let _ = sys::write(b.raw(), &1u64.to_ne_bytes());
+            return Ok(());
+        }
         match send_frame(self.fd.raw(), ring::DOORBELL) {
             Ok(_) => Ok(()),
             // Full of doorbells already: it will wake up.
@@ -136,6 +147,10 @@ impl Shortcuts {
         let s = self.list.swap_remove(i);
         if let Some((ep, _)) = watch {
             let _ = sys::epoll_ctl(ep, libc::EPOLL_CTL_DEL, s.fd.raw(), 0, 0);
+            // The peer holds a copy of our bell: closing ours would not take it out.
+            if let Some(b) = &s.bell {
+                let _ = sys::epoll_ctl(ep, libc::EPOLL_CTL_DEL, b.raw(), 0, 0);
+            }
         }
         let _ = sys::shutdown(s.fd.raw(), libc::SHUT_RDWR);
         self.ended += 1;

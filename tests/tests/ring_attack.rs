@@ -165,6 +165,28 @@ fn malformed_records_end_the_shortcut_at_once() {
     assert!(counter(&lab.victim.ctl, "shortcut_malformed") >= 1);
 }
 
+/// A doorbell is written into only if it is an eventfd: one end of a socketpair handed
+/// over as the attacker's doorbell ends the shortcut before the victim writes a byte into
+/// it. And the victim's own doorbell, filled to the brim by the attacker, costs the victim
+/// nothing.
+#[test]
+fn the_peer_cannot_make_the_daemon_write_into_a_socket_for_a_doorbell() {
+    let Some(lab) = lab("ring-bell") else {
+        return;
+    };
+    let before = counter(&lab.victim.ctl, "shortcut_malformed");
+    let out = attack(&lab, "bell", 14);
+    assert!(
+        out.contains("victim's doorbell: anon_inode:[eventfd]"),
+        "{out}"
+    );
+    assert!(out.contains("filled the victim's doorbell: true"), "{out}");
+    assert!(out.contains("our doorbell socket got 0 bytes"), "{out}");
+    assert!(out.contains("the victim ended the shortcut"), "{out}");
+    assert!(counter(&lab.victim.ctl, "shortcut_malformed") > before);
+    still_serves(&lab, 7070);
+}
+
 /// The attacks on the switch's rings, one after another on one switch.
 #[test]
 fn a_port_client_cannot_kill_the_switch_through_its_rings() {

@@ -514,7 +514,13 @@ impl<D: Link> Stack<D> {
         if writable {
             self.net.dev.flush();
         }
+        self.net.dev.socket_event();
         // Ingress stops while a frame waits; frames may wait too (edge-triggered).
+        self.net.more_rx = true;
+    }
+
+    /// A shortcut's doorbell rang: a frame in its ring (`ring.rs`).
+    pub fn bell_rung(&mut self) {
         self.net.more_rx = true;
     }
 

@@ -1,7 +1,7 @@
 //! A hostile shortcut peer, for `tests/tests/ring_attack.rs` (issue 10, item 3).
 //!
 //! ```text
-//! ioth-attack-ring SWITCH_DIR VICTIM_MAC VICTIM_IPV4 unsealed|shrink|garbage ID
+//! ioth-attack-ring SWITCH_DIR VICTIM_MAC VICTIM_IPV4 unsealed|shrink|garbage|bell ID
 //! ```
 //!
 //! Plugs into the switch's native port the way a stack daemon does (asking for shortcuts),
@@ -15,6 +15,11 @@
 //!   (an ARP request over the shortcut);
 //! * `garbage`: hands over well-formed rings, rewrites frames after publishing them, then
 //!   publishes malformed records (zero lengths) as fast as it can.
+//! * `bell`: fills the counter of the victim's doorbell (the eventfd that came with its
+//!   half), then hands over well-formed rings with, for our doorbell, one end of a
+//!   socketpair instead of an eventfd, and makes the victim answer: whatever the victim
+//!   writes into it would reach the other end (a socket another service reads would take
+//!   the victim's credentials with it). Reports the bytes that arrived there.
 //!
 //! The `switch-` modes attack the switch itself through the rings of a native port
 //! (`NATIVE_FLAG_RINGS`): the attacker plugs in asking for rings, hands over its half and
@@ -271,7 +276,8 @@ fn main() {
                 .collect();
         }
     };
-    let new = theirs.len() == 2;
+    // Two memfds and, from daemons that take eventfd doorbells, the eventfd.
+    let new = theirs.len() >= 2;
     println!(
         "victim speaks the {} ring protocol",
         if new { "current" } else { "old" }
@@ -295,7 +301,7 @@ fn main() {
             let ours = our_rings(new, true);
             send_setup(sc_raw, &ours);
             std::thread::sleep(Duration::from_millis(300));
-            for f in &theirs {
+            for f in theirs.iter().take(2) {
                 // (Shrinking last, so that a victim that allows it is left with no pages.)
                 let grown = f.set_len(64 << 20).is_ok();
                 let written = f.write_at(&[0xff; 64], 0).is_ok();
@@ -314,6 +320,46 @@ fn main() {
             send_setup(sc_raw, &ours);
             std::thread::sleep(Duration::from_millis(200));
             garbage(&ours, sc_raw, &arp);
+        }
+        "bell" => {
+            let Some(bell) = theirs.get(2) else {
+                die("the victim sent no doorbell");
+            };
+            let kind = std::fs::read_link(format!("/proc/self/fd/{}", bell.as_raw_fd()))
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            println!("victim's doorbell: {kind}");
+            // Its counter full: the victim's peer (us) cannot ring any more, nothing else.
+            let filled = sys::write(bell.as_raw_fd(), &(u64::MAX - 1).to_ne_bytes()).is_ok();
+            println!("filled the victim's doorbell: {filled}");
+            let (ours_end, theirs_end) =
+                sys::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC)
+                    .unwrap_or_else(|e| die(&format!("socketpair: {e}")));
+            let ours = our_rings(new, true);
+            let mut fds = vec![ours.data.as_raw_fd()];
+            fds.extend(ours.ack.as_ref().map(|a| a.as_raw_fd()));
+            fds.push(theirs_end.raw());
+            sys::sendmsg(
+                sc_raw,
+                &[IoSlice::new(b"SR")],
+                &fds,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+            .unwrap_or_else(|e| die(&format!("sending rings: {e}")));
+            drop(theirs_end);
+            for _ in 0..3 {
+                let _ = sys::send(sc_raw, &arp, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut got = 0;
+            let mut b = [0u8; 64];
+            while readable(ours_end.raw(), 200) {
+                match sys::recv(ours_end.raw(), &mut b, libc::MSG_DONTWAIT) {
+                    Ok(n) => got += n,
+                    Err(_) => break,
+                }
+            }
+            println!("our doorbell socket got {got} bytes");
         }
         _ => die("unknown mode"),
     }

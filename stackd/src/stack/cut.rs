@@ -854,6 +854,7 @@ impl<D: Link> Stack<D> {
         let mut s = queue_accepted(
             &mut self.net.delivered,
             l,
+            false,
             (id, Fd::none(), waker),
             d,
             dst,

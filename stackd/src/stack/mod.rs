@@ -566,7 +566,22 @@ impl<D: Link> Stack<D> {
     /// through never needs more. Each would be a wake-up of the daemon per connection. A
     /// listener is watched for room only while accept records wait ([`Sock::watch_events`]).
     pub fn take_watch(&mut self) -> Vec<(RawFd, u64, i32, u32)> {
-        let ids = std::mem::take(&mut self.watch);
+        let mut ids = std::mem::take(&mut self.watch);
+        // An `ADD` takes the events as they are now and reports what is pending, as a `MOD`
+        // would: a `MOD` of the same socket in the same batch (a connect started with the
+        // request that gave it its daemon end, `loud`) is a system call for nothing, or
+        // fails (`ENOENT`) before the `ADD`. So is any second entry for a socket.
+        if ids.len() > 1 {
+            let added: std::collections::HashSet<u64> = ids
+                .iter()
+                .filter(|(_, op)| *op == libc::EPOLL_CTL_ADD)
+                .map(|(id, _)| *id)
+                .collect();
+            let mut seen = std::collections::HashSet::with_capacity(ids.len());
+            ids.retain(|&(id, op)| {
+                !(op == libc::EPOLL_CTL_MOD && added.contains(&id)) && seen.insert((id, op))
+            });
+        }
         ids.into_iter()
             .filter_map(|(id, op)| {
                 let s = self.socks.get_mut(&id)?;

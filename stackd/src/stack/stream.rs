@@ -599,6 +599,7 @@ impl<D: Link> Stack<D> {
         let mut s = queue_accepted(
             &mut self.net.delivered,
             l,
+            kernel,
             (id, d, self.work.waker(id)),
             a,
             local,
@@ -608,7 +609,6 @@ impl<D: Link> Stack<D> {
             // Watched once handed over (`Net::delivered`).
             s.kernel_conn = true;
             s.held = true;
-            s.app_ino = None;
         }
         s.wr = true;
         s.rd = true;
@@ -652,16 +652,22 @@ pub(super) fn op_shutdown(s: &Sock, how: i32) -> Result<Reply, Errno> {
 /// A connection from `remote` to `local` accepted on listener `l`: its socket (`id`, its
 /// daemon end and waker), with the listener's options and binding; its accept record is
 /// queued on the listener with the app's end `app`, and written out if there is room.
+/// `kernel`: the listener is a kernel listener of the application's.
 pub(super) fn queue_accepted(
     delivered: &mut Vec<u64>,
     l: &mut Sock,
+    kernel: bool,
     (id, dmn, waker): (u64, Fd, Waker),
     app: Fd,
     local: SocketAddr,
     remote: SocketAddr,
 ) -> Sock {
     let mut s = Sock::new(l.domain, Kind::Tcp, dmn, waker, l.owner);
-    s.app_ino = sys::fstat_id(app.raw()).ok().map(|i| i.1);
+    // (A kernel listener's connection has no app end of ours to know: `app` is a second
+    // descriptor of the daemon's own end.)
+    if !kernel {
+        s.app_ino = sys::fstat_id(app.raw()).ok().map(|i| i.1);
+    }
     s.opts = l.opts.clone();
     s.opts.other.clear();
     s.bound = l.bound;

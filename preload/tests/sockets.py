@@ -596,8 +596,11 @@ def case_shutdown(host, me):
     assert c.recv(10) == b""
     c.close()
     c = conn(host, "echo")
+    me_at, peer_at = c.getsockname(), c.getpeername()
     c.shutdown(socket.SHUT_RDWR)
     assert c.recv(10) == b""
+    # Shut down both ways is not closed: the socket still knows its addresses.
+    assert c.getsockname() == me_at and c.getpeername() == peer_at, (c.getsockname(), me_at)
     c.close()
     u = socket.socket(fam(host), socket.SOCK_STREAM)
     try:

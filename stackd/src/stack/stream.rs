@@ -635,10 +635,11 @@ impl<D: Link> Stack<D> {
     }
 }
 
-pub(super) fn op_shutdown(s: &Sock, how: i32) -> Result<Reply, Errno> {
+pub(super) fn op_shutdown(s: &mut Sock, how: i32) -> Result<Reply, Errno> {
     if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
         return Err(Errno::EINVAL);
     }
+    s.app_shut = true;
     match &s.tcp {
         TcpState::Conn(_) | TcpState::Connecting(_) => Ok(Reply::Ok),
         // The app's own shutdown of its fd is all there is to do.

@@ -137,8 +137,14 @@ fn our_rings(new: bool, sealed: bool) -> Ours {
 }
 
 fn send_setup(sc: RawFd, ours: &Ours) {
+    send_setup_with(sc, ours, None);
+}
+
+/// Our half, with `bell` for our doorbell (what a daemon sends: an eventfd).
+fn send_setup_with(sc: RawFd, ours: &Ours, bell: Option<RawFd>) {
     let mut fds = vec![ours.data.as_raw_fd()];
     fds.extend(ours.ack.as_ref().map(|a| a.as_raw_fd()));
+    fds.extend(bell);
     sys::sendmsg(
         sc,
         &[IoSlice::new(b"SR")],
@@ -336,16 +342,7 @@ fn main() {
                 sys::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC)
                     .unwrap_or_else(|e| die(&format!("socketpair: {e}")));
             let ours = our_rings(new, true);
-            let mut fds = vec![ours.data.as_raw_fd()];
-            fds.extend(ours.ack.as_ref().map(|a| a.as_raw_fd()));
-            fds.push(theirs_end.raw());
-            sys::sendmsg(
-                sc_raw,
-                &[IoSlice::new(b"SR")],
-                &fds,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-            .unwrap_or_else(|e| die(&format!("sending rings: {e}")));
+            send_setup_with(sc_raw, &ours, Some(theirs_end.raw()));
             drop(theirs_end);
             for _ in 0..3 {
                 let _ = sys::send(sc_raw, &arp, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);

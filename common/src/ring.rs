@@ -290,16 +290,14 @@ impl Half {
     /// Make our half and send it on `fd` ([`send_setup`]); if either fails, frames go on
     /// through the socket.
     pub fn offer(fd: RawFd) -> Result<Half, RingError> {
-        let h = Half::create()?;
-        send_setup(fd, &h.fds())?;
-        Ok(h)
+        Half::offer_with_bell(fd, None)
     }
 
-    /// [`Half::offer`] with the eventfd our doorbells are to go to.
-    pub fn offer_with_bell(fd: RawFd, bell: RawFd) -> Result<Half, RingError> {
+    /// [`Half::offer`] with the eventfd our doorbells are to go to, if there is one.
+    pub fn offer_with_bell(fd: RawFd, bell: Option<RawFd>) -> Result<Half, RingError> {
         let h = Half::create()?;
         let [data, ack] = h.fds();
-        send_setup(fd, &[data, ack, bell])?;
+        send_setup(fd, &[[data, ack].as_slice(), bell.as_slice()].concat())?;
         Ok(h)
     }
 

@@ -675,14 +675,28 @@ fn lost_error(r: Result<i32, Errno>, fd: RawFd) -> Result<i32, Errno> {
 
 /// The app's end of a TCP socket shows `POLLHUP`: its daemon end is closed.
 fn daemon_end_gone(fd: RawFd) -> bool {
+    stream_socket(fd) && shut_events(fd).is_some_and(|r| r & libc::POLLHUP != 0)
+}
+
+/// Whether `fd` is a stream socket (`SO_TYPE`).
+fn stream_socket(fd: RawFd) -> bool {
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
+}
+
+/// What `fd` shows of shutdowns now (`poll` for `POLLRDHUP`, no wait): its events (0 for
+/// none: `POLLHUP` is both directions shut, `POLLRDHUP` the receiving one), `None` if
+/// `poll` fails.
+fn shut_events(fd: RawFd) -> Option<i16> {
     let mut p = [libc::pollfd {
         fd,
         events: libc::POLLRDHUP,
         revents: 0,
     }];
-    sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
-        && sys::poll(&mut p, 0) == Ok(1)
-        && p[0].revents & libc::POLLHUP != 0
+    match sys::poll(&mut p, 0) {
+        Ok(0) => Some(0),
+        Ok(_) => Some(p[0].revents),
+        Err(_) => None,
+    }
 }
 
 /// An integer `SOL_SOCKET` option `name` as the daemon reports it.
@@ -1030,12 +1044,7 @@ fn adopt_from_peer(c: &dyn Control, v: Virt, fd: RawFd) -> bool {
 /// close the kernel already reports as Linux's TCP would: no round trip). What remains (a reset, or the app had shut its own
 /// sending side) asks the daemon.
 pub fn read_error(c: &dyn Control, fd: RawFd) -> Option<Errno> {
-    let mut p = [libc::pollfd {
-        fd,
-        events: libc::POLLRDHUP,
-        revents: 0,
-    }];
-    if sys::poll(&mut p, 0) != Ok(1) || p[0].revents & libc::POLLHUP == 0 {
+    if shut_events(fd).is_none_or(|r| r & libc::POLLHUP == 0) {
         return None;
     }
     // A pipe or another kind of socket fails here; a cut-through peer has a name of ours:
@@ -1063,15 +1072,7 @@ pub fn read_error(c: &dyn Control, fd: RawFd) -> Option<Errno> {
 /// round trip (a program polling thousands of non-blocking connects asks once per
 /// connection). Anything else, and datagram sockets (ICMP errors), ask.
 fn no_error_pending(fd: RawFd) -> bool {
-    if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) != Ok(libc::SOCK_STREAM) {
-        return false;
-    }
-    let mut p = [libc::pollfd {
-        fd,
-        events: libc::POLLRDHUP,
-        revents: 0,
-    }];
-    sys::poll(&mut p, 0) == Ok(0)
+    stream_socket(fd) && shut_events(fd) == Some(0)
 }
 
 /// Options that live on the application's kernel fd.

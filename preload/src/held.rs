@@ -228,7 +228,7 @@ pub fn pending() -> bool {
 
 /// Whether `fd` is a socket whose daemon has not heard of it yet.
 pub fn is_held(fd: RawFd) -> bool {
-    PENDING.load(Ordering::Acquire) != 0
+    pending()
         && HELD
             .lock()
             .socks

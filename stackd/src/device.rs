@@ -302,12 +302,9 @@ impl SwitchDevice {
             })
         });
         // Our half of the rings; without it, frames go through the socket.
-        let half = match &bell {
-            Some(b) => Half::offer_with_bell(fd.raw(), b.raw()),
-            None => Half::offer(fd.raw()),
-        }
-        .map_err(|e| log::debug!("shortcut ring: {e}"))
-        .ok();
+        let half = Half::offer_with_bell(fd.raw(), bell.as_ref().map(|b| b.raw()))
+            .map_err(|e| log::debug!("shortcut ring: {e}"))
+            .ok();
         self.sockets_dirty = true;
         self.shortcuts.made += 1;
         self.cut_gen += 1;

@@ -16,12 +16,12 @@
 use crate::device::SwitchDevice;
 use crate::keeper::Reporter;
 use crate::stack::{AppEvent, KeptSocket, Stack, StackConfig, port_description};
+use foldhash::{HashMap, HashMapExt};
 use ioth_common::config::NodeConfig;
 use ioth_common::ctl::{self, MAX_MSG, Reply, Request};
 use ioth_common::names;
 use ioth_common::port::{PortKind, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
-use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};

@@ -61,12 +61,13 @@ use crate::direct::{self, Directs};
 use crate::link::{Link, Recv};
 use crate::ring::{self, Half, RxRing, TxRing};
 use crate::shortcut::{Broken, Shortcut, Shortcuts};
+use foldhash::{HashMap, HashMapExt};
 use ioth_common::port::{Incoming, PortKind, SwitchPort};
 use ioth_common::sys::{self, Errno, Fd};
 use ioth_common::vde;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 

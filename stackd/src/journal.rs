@@ -14,7 +14,7 @@
 //! each, IPv4 mapped).
 
 use crate::os::SharedFile;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 const HDR: usize = 64;

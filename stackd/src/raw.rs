@@ -26,6 +26,7 @@
 
 #![deny(unsafe_code)]
 
+use foldhash::HashMap;
 use ioth_common::csum;
 use ioth_common::ctl::{DgramHeader, WireAddr};
 use ioth_common::sys::{self, Errno};
@@ -33,7 +34,6 @@ use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::raw;
 use smoltcp::wire::{IpAddress, IpProtocol, IpVersion, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr};
-use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;

@@ -44,6 +44,7 @@
 use crate::frame;
 use crate::link::{Link, Recv};
 use crate::os;
+use foldhash::{HashMap, HashMapExt};
 use ioth_common::config::{self, AddrMode, NodeConfig};
 use ioth_common::ctl::{self, AcceptRecord, DgramHeader, Reply, Request, WireAddr};
 use ioth_common::names;
@@ -53,7 +54,7 @@ use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
@@ -253,7 +254,7 @@ pub struct Stack<D: Link> {
     /// Listeners are reported for a keeper (`keep.rs`), and the reports not yet taken.
     keeping: bool,
     kept: Vec<Kept>,
-    kept_ids: std::collections::HashSet<u64>,
+    kept_ids: foldhash::HashSet<u64>,
     /// Where connections are recorded for the next daemon (`crate::journal`).
     journal: Option<crate::journal::Journal>,
     /// Connections to visit at a time whatever happens (`Watch::stall_end`), earliest first.
@@ -265,7 +266,7 @@ pub struct Stack<D: Link> {
     packets: Vec<u64>,
     /// TCP ports in use, gathered for the ephemeral ports of many connects at most once a
     /// second, and when gathered (`None`: gather again; see `Stack::ephemeral`).
-    tcp_ports: Option<(Instant, std::collections::HashSet<u16>)>,
+    tcp_ports: Option<(Instant, foldhash::HashSet<u16>)>,
     /// Names of the node's sockets in `/proc/net/unix` by inode, read once per poll
     /// (`Stack::app_closed`).
     unix_names: Option<HashMap<u64, String>>,
@@ -572,12 +573,12 @@ impl<D: Link> Stack<D> {
         // request that gave it its daemon end, `loud`) is a system call for nothing, or
         // fails (`ENOENT`) before the `ADD`. So is any second entry for a socket.
         if ids.len() > 1 {
-            let added: std::collections::HashSet<u64> = ids
+            let added: foldhash::HashSet<u64> = ids
                 .iter()
                 .filter(|(_, op)| *op == libc::EPOLL_CTL_ADD)
                 .map(|(id, _)| *id)
                 .collect();
-            let mut seen = std::collections::HashSet::with_capacity(ids.len());
+            let mut seen = <foldhash::HashSet<_> as foldhash::HashSetExt>::with_capacity(ids.len());
             ids.retain(|&(id, op)| {
                 !(op == libc::EPOLL_CTL_MOD && added.contains(&id)) && seen.insert((id, op))
             });

@@ -150,11 +150,15 @@ pub struct Virt {
     pub kl: bool,
 }
 
-/// Is `fd` a virtual socket? One `getsockname`; anything else (other sockets, files, bad fds)
-/// is `None` and goes to the kernel untouched.
+/// Is `fd` a virtual socket? One `getsockname` (or one `fstat` for a kernel listener or one
+/// of its connections seen before: `crate::vcache`); anything else (other sockets, files, bad
+/// fds) is `None` and goes to the kernel untouched.
 pub fn virt(fd: RawFd) -> Option<Virt> {
     if fd < 0 {
         return None;
+    }
+    if let Some(v) = crate::vcache::get(fd) {
+        return Some(v);
     }
     let name = sys::getsockname_unix(fd).ok()??;
     if let Some((node, id)) = names::parse_socket_name(&name) {
@@ -168,7 +172,7 @@ pub fn virt(fd: RawFd) -> Option<Virt> {
     // A kernel listener, or one of its connections (named as their listener): the peer says
     // which. The daemon hands a TCP connection over from a socket of its own; a cut-through
     // one comes from the connecting application's socket, whose node keeps its record.
-    match sys::getpeername_unix(fd) {
+    let v = match sys::getpeername_unix(fd) {
         Err(e) if e.0 == libc::ENOTCONN => Some(Virt { node, id, kl: true }),
         Ok(Some(peer)) => {
             let (pnode, pid) = names::parse_socket_name(&peer)?;
@@ -184,7 +188,9 @@ pub fn virt(fd: RawFd) -> Option<Virt> {
             })
         }
         _ => None,
-    }
+    }?;
+    crate::vcache::put(fd, v);
+    Some(v)
 }
 
 /// Should `socket(domain, ty, protocol)` be virtual? TCP, UDP, ICMP echo and raw ICMPv6

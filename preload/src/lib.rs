@@ -44,6 +44,7 @@ pub mod node;
 pub mod packet;
 pub mod resolv;
 pub mod spawn;
+pub mod vcache;
 
 extern "C" fn init() {
     let _ = std::panic::catch_unwind(|| {

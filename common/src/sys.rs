@@ -573,9 +573,16 @@ pub const MAX_FDS: usize = 4;
 
 /// `sendmsg` with optional `SCM_RIGHTS` descriptors.
 pub fn sendmsg(fd: RawFd, iov: &[IoSlice<'_>], fds: &[RawFd], flags: i32) -> Result<usize> {
-    assert!(fds.len() <= MAX_FDS);
     // Control buffer aligned for cmsghdr.
     let mut cbuf = [0u64; 8];
+    let msg = msghdr_with_fds(iov, fds, &mut cbuf);
+    // SAFETY: msg describes valid iovecs (IoSlice is ABI-compatible with iovec) and control data.
+    check(unsafe { raw_syscall()(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, flags) })
+}
+
+/// A msghdr for `iov` with `fds` attached (`SCM_RIGHTS`, in `cbuf`); valid while both are.
+fn msghdr_with_fds(iov: &[IoSlice<'_>], fds: &[RawFd], cbuf: &mut [u64; 8]) -> libc::msghdr {
+    assert!(fds.len() <= MAX_FDS);
     // SAFETY: msghdr is plain old data.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
@@ -600,8 +607,34 @@ pub fn sendmsg(fd: RawFd, iov: &[IoSlice<'_>], fds: &[RawFd], flags: i32) -> Res
             );
         }
     }
-    // SAFETY: msg describes valid iovecs (IoSlice is ABI-compatible with iovec) and control data.
-    check(unsafe { raw_syscall()(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, flags) })
+    msg
+}
+
+/// Two messages in one `sendmmsg`, each with its fds: how many were sent (the second may not
+/// have been: no room for it, or an error after the first).
+pub fn sendmsg2(fd: RawFd, msgs: [(&[u8], &[RawFd]); 2], flags: i32) -> Result<usize> {
+    let iovs = msgs.map(|m| [IoSlice::new(m.0)]);
+    let mut cbufs = [[0u64; 8]; 2];
+    let [c0, c1] = &mut cbufs;
+    let hdrs = [
+        msghdr_with_fds(&iovs[0], msgs[0].1, c0),
+        msghdr_with_fds(&iovs[1], msgs[1].1, c1),
+    ];
+    let mut mm = hdrs.map(|h| libc::mmsghdr {
+        msg_hdr: h,
+        msg_len: 0,
+    });
+    // SAFETY: mm holds two msghdrs, each describing a valid iovec and its control data, all
+    // alive for the call.
+    check(unsafe {
+        raw_syscall()(
+            libc::SYS_sendmmsg,
+            fd,
+            mm.as_mut_ptr(),
+            2 as libc::c_uint,
+            flags,
+        )
+    })
 }
 
 /// What [`recvmsg`] received.

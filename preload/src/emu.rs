@@ -58,15 +58,15 @@ pub trait Control {
         self.call_fds(node, req, fds).map(drop)
     }
     /// A new socket made here and registered with the home node without a round trip
-    /// (`Request::Register`), with `flags` (`SOCK_NONBLOCK`, `SOCK_CLOEXEC`) applied; `None`:
-    /// ask with `Request::Socket` instead.
+    /// (`Request::Register`), with `flags` (`SOCK_NONBLOCK`, `SOCK_CLOEXEC`) applied, and its
+    /// id; `None`: ask with `Request::Socket` instead.
     fn register_home(
         &self,
         _domain: i32,
         _ty: i32,
         _protocol: i32,
         _flags: i32,
-    ) -> Option<Result<Fd, Errno>> {
+    ) -> Option<Result<(Fd, u64), Errno>> {
         None
     }
     /// `node`'s connect table (`ioth_common::table`), if it has one for us.
@@ -80,6 +80,17 @@ pub trait Control {
     /// Socket `id`'s `Register`, if it is still held (`held::take_register`).
     fn take_register(&self, _node: u64, _id: u64) -> Option<Request> {
         None
+    }
+    /// Two one-way requests to `node`, in this order; `fds` go with the second.
+    fn post_two(
+        &self,
+        node: u64,
+        first: &Request,
+        second: &Request,
+        fds: &[RawFd],
+    ) -> Result<(), Errno> {
+        self.post_fds(node, first, &[])
+            .and_then(|()| self.post_fds(node, second, fds))
     }
     /// Tell `node` of an accepted cut-through connection (at `fd`, inode `ino`) when the
     /// process next asks a daemon anything (`held::adopt_later`); here: now.
@@ -117,9 +128,8 @@ impl Control for Daemons {
         ty: i32,
         protocol: i32,
         flags: i32,
-    ) -> Option<Result<Fd, Errno>> {
-        (ty == libc::SOCK_STREAM)
-            .then(|| node::register_home(domain, ty, protocol, libc::SOCK_STREAM, flags))
+    ) -> Option<Result<(Fd, u64), Errno>> {
+        (ty == libc::SOCK_STREAM).then(|| node::register_home(domain, ty, protocol, flags))
     }
     fn post(&self, node: u64, req: &Request) -> Result<(), Errno> {
         node::post(node, req)
@@ -132,6 +142,15 @@ impl Control for Daemons {
     }
     fn take_register(&self, node: u64, id: u64) -> Option<Request> {
         crate::held::take_register(node, id)
+    }
+    fn post_two(
+        &self,
+        node: u64,
+        first: &Request,
+        second: &Request,
+        fds: &[RawFd],
+    ) -> Result<(), Errno> {
+        node::post_two(node, first, second, fds)
     }
     fn adopt_later(&self, node: u64, fd: RawFd, ino: u64, req: Request) {
         crate::held::adopt_later(node, fd, ino, req)
@@ -227,10 +246,8 @@ fn apply_flags(fd: &Fd, flags: i32) -> Result<(), Errno> {
 pub fn socket(c: &dyn Control, domain: i32, ty: i32, protocol: i32) -> Result<RawFd, Errno> {
     let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
     if let Some(r) = c.register_home(domain, ty & !flags, protocol, flags) {
-        let fd = r?;
-        if let Some(v) = virt(fd.raw()) {
-            crate::fresh::made(v.id, domain == libc::AF_INET6);
-        }
+        let (fd, id) = r?;
+        crate::fresh::made(id, domain == libc::AF_INET6);
         crate::debug!(
             "socket({domain}, {ty:#x}, {protocol}) = {} (registered)",
             fd.raw()
@@ -894,12 +911,11 @@ fn connect_through_door(
         filler: count as u32,
     };
     // A registration still held goes first, without the fd, which comes with this.
-    let reg = c.take_register(v.node, v.id);
-    Some(
-        reg.map_or(Ok(()), |r| c.post_fds(v.node, &r, &[]))
-            .and_then(|()| c.post_fds(v.node, &req, &[fd]))
-            .and(Err(Errno(libc::EINPROGRESS))),
-    )
+    let sent = match c.take_register(v.node, v.id) {
+        Some(reg) => c.post_two(v.node, &reg, &req, &[fd]),
+        None => c.post_fds(v.node, &req, &[fd]),
+    };
+    Some(sent.and(Err(Errno(libc::EINPROGRESS))))
 }
 
 /// `connect`: the daemon starts the handshake and holds the fd unwritable until it ends.
@@ -1193,11 +1209,14 @@ pub fn setsockopt(
         value: value.to_vec(),
     };
     // nginx sets TCP_NODELAY on keep-alive connections: it cannot fail on a TCP socket (a
-    // SOCK_STREAM pair), so it goes without waiting for the daemon.
+    // SOCK_STREAM pair), so it goes without waiting for the daemon. (The stream mark is made
+    // by the hooks that make or receive a virtual socket, and cleared by those that make a
+    // datagram one at its number.)
     if level == libc::IPPROTO_TCP
         && name == libc::TCP_NODELAY
         && value.len() >= 4
-        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM)
+        && (crate::dgram::is_stream(fd)
+            || sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM))
     {
         return c.post(v.node, &req);
     }

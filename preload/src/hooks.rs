@@ -192,6 +192,7 @@ unsafe fn do_accept(
             return Err(e);
         }
         crate::dgram::stream_mark(conn, true);
+        crate::vcache::forget(conn);
         Ok(conn)
     })
 }

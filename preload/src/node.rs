@@ -224,9 +224,6 @@ static STATE: Mutex<State> = Mutex::new(State {
     lease: None,
 });
 
-/// Socket buffer sizes of both socketpair ends (as the daemon sets on the pairs it makes).
-const SOCKBUF: i32 = 1 << 20;
-
 fn prepare_fork() {
     // What is held goes first: the child may exec, and lose it.
     crate::held::prepare_fork();
@@ -623,124 +620,66 @@ pub fn call_home(req: &Request, fd: Option<RawFd>) -> Result<(Reply, Vec<Fd>), E
     round_trip(checkout_home, req, &fds)
 }
 
-/// A new socket of the home node without a round trip: make the socketpair here, name our
-/// end with an id of our own, and hand the daemon its end in a one-way `Register`
-/// (`ctl::CLIENT_ID_BIT`); a TCP socket's `Register` is held ([`crate::held`]). `pair_type`: `SOCK_STREAM` (TCP) or `SOCK_SEQPACKET` (datagrams);
-/// `flags`: the app's `SOCK_NONBLOCK`/`SOCK_CLOEXEC`, which our end gets.
-pub fn register_home(
-    domain: i32,
-    ty: i32,
-    protocol: i32,
-    pair_type: i32,
-    flags: i32,
-) -> Result<Fd, Errno> {
-    let mut last = Errno(libc::ENETDOWN);
-    for _ in 0..2 {
-        let c = checkout_home()?;
-        let node = c.node;
-        // Made with the app's O_NONBLOCK (which is per end), and close-on-exec until the
-        // daemon has its end; the daemon needs its end non-blocking (and only checks). A TCP
-        // socket has no daemon end yet: it gets one through the door when it connects or
-        // listens (`emu::attach`).
-        let stream = pair_type == libc::SOCK_STREAM;
-        let made = if stream {
-            sys::socket(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | (flags & libc::SOCK_NONBLOCK),
-                0,
-            )
-            .map(|a| (a, None))
-        } else {
-            sys::socketpair(
-                libc::AF_UNIX,
-                pair_type | libc::SOCK_CLOEXEC | (flags & libc::SOCK_NONBLOCK),
-            )
-            .map(|(a, d)| (a, Some(d)))
-        };
-        let (app, dmn) = match made.and_then(|(app, dmn)| {
-            if let Some(dmn) = &dmn
-                && flags & libc::SOCK_NONBLOCK == 0
-            {
-                // A fresh socket's status flags are O_RDWR alone (F_SETFL keeps the mode).
-                sys::fcntl(dmn.raw(), libc::F_SETFL, libc::O_NONBLOCK as libc::c_long)?;
-            }
-            if flags & libc::SOCK_CLOEXEC == 0 {
-                sys::set_cloexec(app.raw(), false)?;
-            }
-            Ok((app, dmn))
-        }) {
-            Ok(p) => p,
-            Err(e) => {
-                checkin(c, true);
-                return Err(e);
-            }
-        };
-        // A taken name (a random id that met another) means: another id.
-        let mut id = 0;
-        for _ in 0..64 {
-            let cand = ctl::client_id(sys::random_u64());
-            match sys::bind_unix(app.raw(), &names::socket_name(node, cand)) {
-                Ok(()) => {
-                    id = cand;
-                    break;
-                }
-                Err(e) if e == Errno::EADDRINUSE => {}
-                Err(e) => {
-                    checkin(c, true);
-                    return Err(e);
-                }
-            }
-        }
-        if id == 0 {
-            checkin(c, true);
-            return Err(Errno(libc::ENFILE));
-        }
-        // A TCP end needs none: the daemon sets our send buffer on each connect (first to
-        // nothing, for the filler, then to the socket's SO_SNDBUF), a listener's end never
-        // sends, and a stream socket's receive buffer limits nothing.
-        if pair_type != libc::SOCK_STREAM {
-            for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-                let _ = sys::setsockopt_int(app.raw(), libc::SOL_SOCKET, opt, SOCKBUF);
-            }
-        }
-        if pair_type == libc::SOCK_STREAM {
-            // Never connected nor listening (`emu::connect`, `emu::listen`).
-            let _ = sys::setsockopt_int(
-                app.raw(),
-                libc::SOL_SOCKET,
-                libc::SO_PRIORITY,
-                ctl::FRESH_PRIORITY,
-            );
-        }
-        let req = Request::Register {
-            id,
-            domain,
-            ty,
-            protocol,
-        };
-        if stream {
-            // Told when the process next asks its daemon anything (`crate::held`): nothing
-            // about the socket can be asked before, and it may be closed by then.
-            checkin(c, true);
-            let (_, ino) = sys::fstat_id(app.raw())?;
-            crate::held::register_later(node, app.raw(), ino, id, req);
-            return Ok(app);
-        }
-        // Our end goes along too: the daemon keeps its inode, to tell our socket from
-        // another one bound to the same name after we closed it.
-        let fds: Vec<RawFd> = dmn.iter().map(|d| d.raw()).chain([app.raw()]).collect();
-        match c.post(&req, &fds) {
+/// A new TCP socket of the home node without a round trip: a kernel stream socket named with
+/// an id of our own (`ctl::CLIENT_ID_BIT`), whose one-way `Register` is held
+/// ([`crate::held`]): told when the process next asks its daemon anything, since nothing
+/// about the socket can be asked before, and it may be closed by then. `flags`: the app's
+/// `SOCK_NONBLOCK`/`SOCK_CLOEXEC`, which the socket gets. The socket and its id.
+///
+/// The socket has no daemon end yet: it gets one through the door when it connects or
+/// listens (`emu::attach`). It needs no buffer sizes: the daemon sets our send buffer on each
+/// connect (first to nothing, for the filler, then to the socket's `SO_SNDBUF`), a listener's
+/// end never sends, and a stream socket's receive buffer limits nothing.
+pub fn register_home(domain: i32, ty: i32, protocol: i32, flags: i32) -> Result<(Fd, u64), Errno> {
+    let node = home_node()?;
+    let app = sys::socket(
+        libc::AF_UNIX,
+        libc::SOCK_STREAM | (flags & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)),
+        0,
+    )?;
+    // A taken name (a random id that met another) means: another id.
+    let mut id = 0;
+    for _ in 0..64 {
+        let cand = ctl::client_id(sys::random_u64());
+        match sys::bind_unix(app.raw(), &names::socket_name(node, cand)) {
             Ok(()) => {
-                checkin(c, true);
-                return Ok(app);
+                id = cand;
+                break;
             }
-            Err(e) => {
-                last = e;
-                checkin(c, false);
-            }
+            Err(e) if e == Errno::EADDRINUSE => {}
+            Err(e) => return Err(e),
         }
     }
-    Err(transport(last))
+    if id == 0 {
+        return Err(Errno(libc::ENFILE));
+    }
+    // Never connected nor listening (`emu::connect`, `emu::listen`).
+    let _ = sys::setsockopt_int(
+        app.raw(),
+        libc::SOL_SOCKET,
+        libc::SO_PRIORITY,
+        ctl::FRESH_PRIORITY,
+    );
+    let (_, ino) = sys::fstat_id(app.raw())?;
+    let req = Request::Register {
+        id,
+        domain,
+        ty,
+        protocol,
+    };
+    crate::held::register_later(node, app.raw(), ino, id, req);
+    Ok((app, id))
+}
+
+/// The home node: known (no connection needed), or joined now (starting it if needed).
+fn home_node() -> Result<u64, Errno> {
+    if let Some(n) = STATE.lock().home {
+        return Ok(n);
+    }
+    let c = checkout_home()?;
+    let node = c.node;
+    checkin(c, true);
+    Ok(node)
 }
 
 /// `node`'s connect table, mapped (asked for once; after a failure, again a second later).
@@ -822,6 +761,29 @@ pub fn post(node: u64, req: &Request) -> Result<(), Errno> {
 pub fn post_fds(node: u64, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
     crate::held::flush();
     send_fds(node, req, fds)
+}
+
+/// Two one-way requests about sockets of `node`, in this order, on one connection; `fds` go
+/// with the second. One `sendmmsg` when there is room for both.
+pub fn post_two(node: u64, first: &Request, second: &Request, fds: &[RawFd]) -> Result<(), Errno> {
+    crate::held::flush();
+    let (a, b) = (first.encode_no_reply(), second.encode_no_reply());
+    let c = checkout(node).map_err(transport)?;
+    match sys::retry(|| sys::sendmsg2(c.fd.raw(), [(&a, &[]), (&b, fds)], libc::MSG_NOSIGNAL)) {
+        Ok(1) => {
+            let r = c.send(&b, fds);
+            checkin(c, r.is_ok());
+            r.map_err(transport)
+        }
+        Ok(_) => {
+            checkin(c, true);
+            Ok(())
+        }
+        Err(_) => {
+            checkin(c, false);
+            send_fds(node, first, &[]).and_then(|()| send_fds(node, second, fds))
+        }
+    }
 }
 
 /// [`post_fds`] without sending what is held first (`crate::held` sends it with this).

@@ -8,7 +8,9 @@
 //! both questions. Here the answer is kept per fd number, with the socket's device and inode;
 //! it counts only after an `fstat` shows the same socket at that number (one system call
 //! instead of two). Nothing needs a close hook: an fd number closed and reused for anything
-//! else fails the check, the slot is cleared, and the questions are asked again.
+//! else fails the check, the slot is cleared, and the questions are asked again. (`accept`
+//! clears the slot of the number it returns: no check is spent on a connection closed
+//! before.)
 //!
 //! The table is direct-mapped ([`SLOTS`] slots by fd number), each slot a seqlock of plain
 //! atomics: no lock, no allocation, safe in a signal handler; a reader that meets a write
@@ -105,6 +107,15 @@ pub fn get(fd: RawFd) -> Option<Virt> {
     None
 }
 
+/// `fd` is a new descriptor (just accepted): whatever the slot says about its number is
+/// about a socket closed since (no system call; the check would cost one).
+pub fn forget(fd: RawFd) {
+    let s = slot(fd);
+    if s.fd.load(Ordering::Relaxed) == fd as u64 + 1 {
+        write(s, fd, None);
+    }
+}
+
 /// Keep what was found about `fd` (one `fstat`).
 pub fn put(fd: RawFd, v: Virt) {
     if let Ok(id) = sys::fstat_id(fd) {
@@ -134,6 +145,9 @@ mod tests {
         let fd = a.raw();
         sys::dup3(b.raw(), fd, libc::O_CLOEXEC).expect("dup3");
         assert_eq!(get(fd), None);
+        assert_eq!(read(slot(fd), fd), None);
+        put(fd, v);
+        forget(fd);
         assert_eq!(read(slot(fd), fd), None);
         std::mem::forget(a);
         sys::close(fd);

@@ -629,7 +629,10 @@ impl<D: Link> Net<D> {
                     | tcp::State::Closed
             )
         {
-            let _ = sys::shutdown(fd, libc::SHUT_WR);
+            // (An app that closed its end has nobody left to tell.)
+            if !s.hup {
+                let _ = sys::shutdown(fd, libc::SHUT_WR);
+            }
             c.fin_to_app = true;
         }
         c.prev = st;

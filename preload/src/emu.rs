@@ -1215,8 +1215,7 @@ pub fn setsockopt(
     if level == libc::IPPROTO_TCP
         && name == libc::TCP_NODELAY
         && value.len() >= 4
-        && (crate::dgram::is_stream(fd)
-            || sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Ok(libc::SOCK_STREAM))
+        && (crate::dgram::is_stream(fd) || stream_socket(fd))
     {
         return c.post(v.node, &req);
     }

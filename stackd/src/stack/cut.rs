@@ -74,7 +74,7 @@ pub(super) struct CutThrough {
     /// asked for with `Msg::Hello`.
     peers: HashMap<u32, PeerTable>,
     /// Shortcuts whose peer asked for ours: each new kernel listener is sent there too.
-    subscribers: foldhash::HashSet<u32>,
+    subscribers: HashSet<u32>,
     /// Connects of sockets the shim made waiting for their peer (`cut_direct`): when the
     /// wait began, and when the neighbour was first known.
     waits: HashMap<u64, (Instant, Option<Instant>)>,
@@ -1000,7 +1000,7 @@ impl<D: Link> Stack<D> {
 
     /// The inodes of this node's sockets that exist now (one read of `/proc/net/unix`; an
     /// accepted connection shows its listener's name).
-    fn inodes_present(&self) -> Option<foldhash::HashSet<u64>> {
+    fn inodes_present(&self) -> Option<HashSet<u64>> {
         let prefix = format!("@ioth/{:016x}/", self.net.id);
         std::fs::read_to_string("/proc/net/unix")
             .ok()
@@ -1008,7 +1008,7 @@ impl<D: Link> Stack<D> {
     }
 
     /// The names of this node's sockets that exist now (one read of `/proc/net/unix`).
-    fn names_present(&self) -> Option<foldhash::HashSet<String>> {
+    fn names_present(&self) -> Option<HashSet<String>> {
         let prefix = format!("@ioth/{:016x}/", self.net.id);
         std::fs::read_to_string("/proc/net/unix")
             .ok()

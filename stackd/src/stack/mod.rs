@@ -44,7 +44,7 @@
 use crate::frame;
 use crate::link::{Link, Recv};
 use crate::os;
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use ioth_common::config::{self, AddrMode, NodeConfig};
 use ioth_common::ctl::{self, AcceptRecord, DgramHeader, Reply, Request, WireAddr};
 use ioth_common::names;
@@ -254,7 +254,7 @@ pub struct Stack<D: Link> {
     /// Listeners are reported for a keeper (`keep.rs`), and the reports not yet taken.
     keeping: bool,
     kept: Vec<Kept>,
-    kept_ids: foldhash::HashSet<u64>,
+    kept_ids: HashSet<u64>,
     /// Where connections are recorded for the next daemon (`crate::journal`).
     journal: Option<crate::journal::Journal>,
     /// Connections to visit at a time whatever happens (`Watch::stall_end`), earliest first.
@@ -266,7 +266,7 @@ pub struct Stack<D: Link> {
     packets: Vec<u64>,
     /// TCP ports in use, gathered for the ephemeral ports of many connects at most once a
     /// second, and when gathered (`None`: gather again; see `Stack::ephemeral`).
-    tcp_ports: Option<(Instant, foldhash::HashSet<u16>)>,
+    tcp_ports: Option<(Instant, HashSet<u16>)>,
     /// Names of the node's sockets in `/proc/net/unix` by inode, read once per poll
     /// (`Stack::app_closed`).
     unix_names: Option<HashMap<u64, String>>,
@@ -573,12 +573,12 @@ impl<D: Link> Stack<D> {
         // request that gave it its daemon end, `loud`) is a system call for nothing, or
         // fails (`ENOENT`) before the `ADD`. So is any second entry for a socket.
         if ids.len() > 1 {
-            let added: foldhash::HashSet<u64> = ids
+            let added: HashSet<u64> = ids
                 .iter()
                 .filter(|(_, op)| *op == libc::EPOLL_CTL_ADD)
                 .map(|(id, _)| *id)
                 .collect();
-            let mut seen = <foldhash::HashSet<_> as foldhash::HashSetExt>::with_capacity(ids.len());
+            let mut seen = HashSet::with_capacity(ids.len());
             ids.retain(|&(id, op)| {
                 !(op == libc::EPOLL_CTL_MOD && added.contains(&id)) && seen.insert((id, op))
             });

@@ -137,7 +137,7 @@ impl<D: Link> Stack<D> {
             let (at, mut used) = match self.tcp_ports.take() {
                 Some(u) => u,
                 None => (self.net.now, {
-                    let mut u: foldhash::HashSet<u16> = self
+                    let mut u: HashSet<u16> = self
                         .socks
                         .values()
                         .filter(|s| s.kind == Kind::Tcp)

@@ -6,7 +6,9 @@
 //! publishes that, resolved to addresses, in one memfd that each client maps read-only:
 //! * a *listener* entry: a connect to `dst`:`port` goes straight to the kernel listener
 //!   `names::listener_name(node, lid)` of user `uid`, from the local address `src` (the one
-//!   the daemon would pick); the accepting side presents addresses as IPv6 if `inet6`;
+//!   the daemon would pick); the accepting side presents addresses as IPv6 if `inet6`.
+//!   Several listener entries for one `dst`:`port` are listeners that share the port
+//!   (`SO_REUSEPORT`): each connect picks one;
 //! * a *host* entry: `dst` is a neighbour that no listener entry names for the port asked
 //!   about, and the daemon would not wait to learn more: a connect to it goes through TCP.
 //!
@@ -48,6 +50,12 @@ pub const MAX_ENTRIES: usize = 1024;
 const LISTENER: u64 = 1 << 16;
 const INET6: u64 = 1 << 17;
 const V4: u64 = 1 << 18;
+
+/// The number that picks one of several listeners sharing a port (`SO_REUSEPORT`) for a
+/// connect of socket `id`, whose id is drawn at random: the id, mixed.
+pub fn pick(id: u64) -> u64 {
+    id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32
+}
 
 /// A listener entry (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,8 +185,9 @@ impl Reader {
         Ok(Reader { map })
     }
 
-    /// Where a connect to `dst`:`port` goes.
-    pub fn lookup(&self, dst: IpAddr, port: u16) -> Found {
+    /// Where a connect to `dst`:`port` goes; of several listeners sharing the port, the one
+    /// `pick` (a number of the caller's, random per connect) chooses.
+    pub fn lookup(&self, dst: IpAddr, port: u16, pick: u64) -> Found {
         let (dh, dl) = ip_words(dst);
         let v4 = if dst.is_ipv4() { V4 } else { 0 };
         for _ in 0..64 {
@@ -192,35 +201,53 @@ impl Reader {
             if self.map.word(W_FLAGS).load(Ordering::Relaxed) & ALL_TCP != 0 {
                 (n, found) = (0, Found::NoCut);
             }
-            for i in 0..n {
-                let at = HDR + i * ENTRY_WORDS * 8;
-                let w = |k: usize| self.map.word(at + k * 8).load(Ordering::Relaxed);
-                if w(0) != dh || w(1) != dl {
-                    continue;
-                }
-                let flags = w(4);
-                if flags & V4 != v4 {
-                    continue;
-                }
-                if flags & LISTENER == 0 {
-                    if found == Found::Unknown {
-                        found = Found::NoCut;
+            // The listener entries for `dst`:`port`, in order: the first pass counts them, the
+            // second takes the one picked.
+            let mut listeners = 0u64;
+            let mut want = None;
+            for pass in 0..2 {
+                let mut k = 0u64;
+                for i in 0..n {
+                    let at = HDR + i * ENTRY_WORDS * 8;
+                    let w = |k: usize| self.map.word(at + k * 8).load(Ordering::Relaxed);
+                    if w(0) != dh || w(1) != dl {
+                        continue;
                     }
-                    continue;
+                    let flags = w(4);
+                    if flags & V4 != v4 {
+                        continue;
+                    }
+                    if flags & LISTENER == 0 {
+                        if found == Found::Unknown {
+                            found = Found::NoCut;
+                        }
+                        continue;
+                    }
+                    if flags & 0xffff != u64::from(port) {
+                        continue;
+                    }
+                    if pass == 0 {
+                        listeners += 1;
+                        continue;
+                    }
+                    if Some(k) == want {
+                        found = Found::Listener(Entry {
+                            dst,
+                            port,
+                            src: words_ip(w(2), w(3), flags & V4 != 0),
+                            node: w(5),
+                            lid: w(6),
+                            uid: (flags >> 32) as u32,
+                            inet6: flags & INET6 != 0,
+                        });
+                        break;
+                    }
+                    k += 1;
                 }
-                if flags & 0xffff != u64::from(port) {
-                    continue;
+                if listeners == 0 {
+                    break;
                 }
-                found = Found::Listener(Entry {
-                    dst,
-                    port,
-                    src: words_ip(w(2), w(3), flags & V4 != 0),
-                    node: w(5),
-                    lid: w(6),
-                    uid: (flags >> 32) as u32,
-                    inet6: flags & INET6 != 0,
-                });
-                break;
+                want = Some(pick % listeners);
             }
             fence(Ordering::Acquire);
             if self.map.word(W_SEQ).load(Ordering::Relaxed) == s1 {
@@ -258,29 +285,50 @@ mod tests {
         let fd = w.dup_fd().unwrap();
         let r = Reader::open(&fd).unwrap();
         let a = "fd00::1".parse().unwrap();
-        assert_eq!(r.lookup(a, 80), Found::Unknown);
+        assert_eq!(r.lookup(a, 80, 0), Found::Unknown);
         let l6 = entry("fd00::1", 80, 3);
         let l4 = entry("10.0.0.1", 80, 4);
         let host: IpAddr = "10.0.0.2".parse().unwrap();
         w.publish(&[l6, l4], &[host, a], false);
-        assert_eq!(r.lookup(a, 80), Found::Listener(l6));
+        assert_eq!(r.lookup(a, 80, 0), Found::Listener(l6));
         assert_eq!(
-            r.lookup("10.0.0.1".parse().unwrap(), 80),
+            r.lookup("10.0.0.1".parse().unwrap(), 80, 0),
             Found::Listener(l4)
         );
         // A host entry of the same address: no listener on that port.
-        assert_eq!(r.lookup(a, 81), Found::NoCut);
-        assert_eq!(r.lookup(host, 80), Found::NoCut);
+        assert_eq!(r.lookup(a, 81, 0), Found::NoCut);
+        assert_eq!(r.lookup(host, 80, 0), Found::NoCut);
         // The IPv4-mapped form is another address.
         assert_eq!(
-            r.lookup("::ffff:10.0.0.1".parse().unwrap(), 80),
+            r.lookup("::ffff:10.0.0.1".parse().unwrap(), 80, 0),
             Found::Unknown
         );
-        assert_eq!(r.lookup("fd00::3".parse().unwrap(), 80), Found::Unknown);
+        assert_eq!(r.lookup("fd00::3".parse().unwrap(), 80, 0), Found::Unknown);
         w.publish(&[], &[], false);
-        assert_eq!(r.lookup(a, 80), Found::Unknown);
+        assert_eq!(r.lookup(a, 80, 0), Found::Unknown);
         w.publish(&[l6], &[], true);
-        assert_eq!(r.lookup(a, 80), Found::NoCut);
+        assert_eq!(r.lookup(a, 80, 0), Found::NoCut);
+    }
+
+    #[test]
+    fn listeners_sharing_a_port_are_picked_by_the_callers_number() {
+        let w = Writer::create().unwrap();
+        let fd = w.dup_fd().unwrap();
+        let r = Reader::open(&fd).unwrap();
+        let a: IpAddr = "fd00::1".parse().unwrap();
+        let (l1, l2, l3) = (
+            entry("fd00::1", 80, 1),
+            entry("fd00::1", 80, 2),
+            entry("fd00::1", 80, 3),
+        );
+        let other = entry("fd00::1", 81, 4);
+        w.publish(&[other, l1, l2, l3], &[a], false);
+        assert_eq!(r.lookup(a, 80, 0), Found::Listener(l1));
+        assert_eq!(r.lookup(a, 80, 1), Found::Listener(l2));
+        assert_eq!(r.lookup(a, 80, 5), Found::Listener(l3));
+        assert_eq!(r.lookup(a, 80, u64::MAX), Found::Listener(l1));
+        assert_eq!(r.lookup(a, 81, 7), Found::Listener(other));
+        assert_eq!(r.lookup(a, 82, 7), Found::NoCut);
     }
 
     #[test]
@@ -294,10 +342,10 @@ mod tests {
         let r = Reader::open(&fd).unwrap();
         let a = "fd00::1".parse().unwrap();
         assert!(matches!(
-            r.lookup(a, MAX_ENTRIES as u16),
+            r.lookup(a, MAX_ENTRIES as u16, 0),
             Found::Listener(_)
         ));
-        assert_eq!(r.lookup(a, MAX_ENTRIES as u16 + 1), Found::Unknown);
+        assert_eq!(r.lookup(a, MAX_ENTRIES as u16 + 1, 0), Found::Unknown);
         assert!(Mapping::new(fd.raw(), BYTES, true).is_err());
         // Not a table: refused.
         let other = ring::memfd(c"other", BYTES).unwrap();

@@ -829,7 +829,7 @@ fn connect_direct(
         return None;
     }
     let t = c.table(v.node)?;
-    match t.lookup(ip, sa.port()) {
+    match t.lookup(ip, sa.port(), table::pick(v.id)) {
         Found::Listener(e) => {
             let plain = plain.filter(|p| p.inet6 == ip.is_ipv6())?;
             // Connected already; a non-blocking connect still says EINPROGRESS, as the

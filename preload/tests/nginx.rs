@@ -233,3 +233,125 @@ http {{
         (unsafe { libc::kill(master, 0) } != 0).then_some(())
     });
 }
+
+/// nginx's `reuseport`: each worker listens on its own socket (`SO_REUSEPORT`) and the
+/// kernel spreads connections over them by a hash of their addresses. So do the stack daemon
+/// (a SYN through TCP) and the connect table (a connect cut through): 24 connections each
+/// way, every body checked, and both workers serve some in each round (all 24 to one
+/// worker by chance: 2 in 2^24).
+#[test]
+fn nginx_reuseport_spreads_connections_over_its_workers() {
+    if nginx_bin().is_none() || !have("curl") {
+        eprintln!("SKIP: nginx or curl missing");
+        return;
+    }
+    let lab = Lab::new("nginx-reuseport");
+    let d = lab.dir.display().to_string();
+    for sub in ["www", "tmp", "logs"] {
+        std::fs::create_dir_all(lab.path(sub)).unwrap();
+    }
+    set_mode(&lab.path("tmp"), 0o777);
+    set_mode(&lab.path("logs"), 0o777);
+    random_file(&lab.path("www/f"), 64 << 10);
+    let want = sha256(&lab.path("www/f"));
+    let conf = format!(
+        r#"daemon on; master_process on; worker_processes 2;
+pid {d}/logs/nginx.pid; error_log {d}/logs/error.log info;
+events {{ use epoll; worker_connections 256; }}
+http {{
+  sendfile on; keepalive_timeout 5;
+  log_format pids '$pid $remote_addr "$request" $status';
+  access_log {d}/logs/access.log pids;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  server {{ listen [::]:80 reuseport; listen 10.0.0.1:80 reuseport; root {d}/www; }}
+}}
+"#
+    );
+    let conf_path = lab.path("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    set_mode(&conf_path, 0o644);
+    let cp = conf_path.display().to_string();
+    let elog = format!("{d}/logs/error.log");
+    let base = ["-p", &d, "-e", &elog, "-c", &cp];
+    let o = lab.run(
+        as_user(&lab, "fd00::1,10.0.0.1", &base),
+        Duration::from_secs(30),
+    );
+    assert!(
+        o.status.success(),
+        "nginx start: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        lab.log("logs/error.log")
+    );
+    wait_for(Duration::from_secs(30), "nginx answers", || {
+        let mut c = lab.node("fd00::2", "curl");
+        c.args(["-sSf", "-m", "10", "-o", "/dev/null", "http://[fd00::1]/f"]);
+        lab.run(c, Duration::from_secs(15))
+            .status
+            .success()
+            .then_some(())
+    });
+    let taken = || lab.node_counter("fd00::1", "tcp_accepted").unwrap_or(0);
+    for (cut, ip, url) in [
+        (true, "fd00::3", "http://[fd00::1]/f"),
+        (false, "fd00::4", "http://[fd00::1]/f"),
+        (true, "10.0.0.5", "http://10.0.0.1/f"),
+        (false, "10.0.0.6", "http://10.0.0.1/f"),
+    ] {
+        let before_log = lab.log("logs/access.log").lines().count();
+        let before = taken();
+        // One curl, 24 downloads, each on a connection of its own.
+        let mut c = lab.node(ip, "curl");
+        if !cut {
+            c.env("IOTH_CUT_THROUGH", "0");
+        }
+        c.args(["-sSf", "-m", "60", "-H", "Connection: close"]);
+        let outs: Vec<_> = (0..24).map(|i| lab.path(&format!("o-{ip}-{i}"))).collect();
+        for o in &outs {
+            c.arg("-o").arg(o).arg(url);
+        }
+        let o = lab.run(c, Duration::from_secs(90));
+        assert!(
+            o.status.success(),
+            "curl from {ip} (cut-through {cut}): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for o in &outs {
+            assert_eq!(sha256(o), want, "{}", o.display());
+        }
+        let log = lab.log("logs/access.log");
+        let pids: BTreeSet<&str> = log
+            .lines()
+            .skip(before_log)
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            pids.len(),
+            2,
+            "from {ip} (cut-through {cut}): workers {pids:?}"
+        );
+        let after = taken();
+        if cut {
+            assert_eq!(after, before, "cut through: none through TCP");
+        } else {
+            assert!(after >= before + 24, "through TCP: {before} -> {after}");
+        }
+    }
+    let master: i32 = lab.log("logs/nginx.pid").trim().parse().unwrap();
+    let mut stop: Vec<&str> = base.to_vec();
+    stop.extend(["-s", "stop"]);
+    let o = lab.run(
+        as_user(&lab, "fd00::1,10.0.0.1", &stop),
+        Duration::from_secs(30),
+    );
+    assert!(
+        o.status.success(),
+        "stop: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    wait_for(Duration::from_secs(20), "nginx master exits", || {
+        // SAFETY: signal 0 only checks existence.
+        (unsafe { libc::kill(master, 0) } != 0).then_some(())
+    });
+}

@@ -12,6 +12,7 @@ import ctypes, errno, fcntl, os, select, signal, socket, struct, sys, termios, t
 PORT = 7000
 SLOW = 7001
 V6ONLY = 7002  # the server's IPv6-only listener
+REUSE = 7003  # two listeners sharing the port (SO_REUSEPORT), answering b"a" and b"b"
 SERVER4 = "10.0.0.10"  # the server node's IPv4 address (sockets.rs)
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -58,8 +59,49 @@ def serve_conn(c):
         c.close()
     elif cmd == "hold":
         time.sleep(120)
+    elif cmd == "cycle":
+        # The second REUSE listener closes, and a new one takes its place.
+        with REUSERS_LOCK:
+            stop, t = REUSERS.pop()
+            stop.set()
+            t.join()
+            REUSERS.append(reuse_listener(b"b"))
+        c.sendall(b"ok")
+        c.close()
     else:
         c.close()
+
+
+def reuse_listener(tag):
+    """A dual-stack listener on REUSE that shares the port, answers `tag` to each connection and
+    closes it; returns (stop, thread): set stop and join the thread to close the listener."""
+    l = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    l.bind(("::", REUSE))
+    l.listen(64)
+    l.setblocking(False)
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set():
+            if select.select([l], [], [], 0.05)[0]:
+                try:
+                    c, _ = l.accept()
+                except BlockingIOError:
+                    continue
+                c.setblocking(True)
+                c.sendall(tag)
+                c.close()
+        l.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return stop, t
+
+
+REUSERS = []
+REUSERS_LOCK = threading.Lock()
 
 
 def slow_accept(l):
@@ -85,6 +127,7 @@ def server():
     only6.bind(("::", V6ONLY))
     only6.listen(16)
     threading.Thread(target=slow_accept, args=(only6,), daemon=True).start()
+    REUSERS.extend([reuse_listener(b"a"), reuse_listener(b"b")])
     print("ready", flush=True)
     while True:
         c, _ = s.accept()
@@ -488,6 +531,26 @@ def case_reuseaddr(host, me):
     for z in (p, q):
         z.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         z.bind((me, 7201))
+
+
+def case_reuseport(host, me):
+    # Two listeners share the port (SO_REUSEPORT): Linux spreads connections over both by a
+    # hash of their addresses (all 24 on one: 2 in 2^24).
+    def who():
+        c = socket.create_connection((host, REUSE), timeout=10)
+        t = recv_all(c)
+        c.close()
+        return t
+
+    seen = {who() for _ in range(24)}
+    assert seen == {b"a", b"b"}, seen
+    # One of them closes and a new one takes its place: every connect still lands on one
+    # that listens, and both take some.
+    c = conn(host, "cycle")
+    assert recv_all(c) == b"ok"
+    c.close()
+    seen = {who() for _ in range(24)}
+    assert seen == {b"a", b"b"}, seen
 
 
 def case_nodelay_cork(host, me):

@@ -174,6 +174,11 @@ fn so_reuseaddr() {
 }
 
 #[test]
+fn so_reuseport_spreads_connections() {
+    both("reuseport");
+}
+
+#[test]
 fn tcp_nodelay_and_cork() {
     v6("nodelay_cork");
 }

@@ -53,6 +53,8 @@ pub struct Listener {
     pub v4: bool,
     pub v6: bool,
     pub inet6: bool,
+    /// It shares its port with others (`SO_REUSEPORT`): a newer one does not replace it.
+    pub reuseport: bool,
 }
 
 const CONNECT: u8 = 1;
@@ -116,6 +118,7 @@ impl Msg {
                 v4,
                 v6,
                 inet6,
+                reuseport,
             }) => {
                 b.push(LISTENER);
                 b.extend_from_slice(&node.to_le_bytes());
@@ -129,7 +132,12 @@ impl Msg {
                         b.extend_from_slice(&port.to_le_bytes());
                     }
                 }
-                b.push(u8::from(v4) | u8::from(v6) << 1 | u8::from(inet6) << 2);
+                b.push(
+                    u8::from(v4)
+                        | u8::from(v6) << 1
+                        | u8::from(inet6) << 2
+                        | u8::from(reuseport) << 3,
+                );
             }
         }
         b
@@ -161,7 +169,7 @@ impl Msg {
                 ok: rest[0] == 1,
             }),
             HELLO if rest.is_empty() && tag <= 1 => Some(Msg::Hello { done: tag == 1 }),
-            LISTENER if rest.len() == 8 + 4 + 19 + 1 && rest[31] < 8 => {
+            LISTENER if rest.len() == 8 + 4 + 19 + 1 && rest[31] < 16 => {
                 let lid = u64::from_le_bytes(rest[..8].try_into().ok()?);
                 let uid = u32::from_le_bytes(rest[8..12].try_into().ok()?);
                 let rest = &rest[4..];
@@ -185,6 +193,7 @@ impl Msg {
                     v4: f & 1 != 0,
                     v6: f & 2 != 0,
                     inet6: f & 4 != 0,
+                    reuseport: f & 8 != 0,
                 }))
             }
             _ => None,
@@ -249,6 +258,7 @@ mod tests {
             v4: true,
             v6: true,
             inet6: true,
+            reuseport: true,
         });
         let l4 = Msg::Listener(Listener {
             node: 3,
@@ -259,6 +269,7 @@ mod tests {
             v4: true,
             v6: false,
             inet6: false,
+            reuseport: false,
         });
         for m in [
             c,

@@ -103,15 +103,28 @@ pub(super) struct PeerTable {
 pub(super) type PeerListener = crate::cut::Listener;
 
 impl PeerTable {
-    /// The listener a connect to `ip`:`port` goes to: the one bound to that address, else
-    /// one bound to any address of the family.
-    fn listener_for(&self, ip: IpAddr, port: u16) -> Option<PeerListener> {
+    /// The listeners a connect to `ip`:`port` may go to: those bound to that address, else
+    /// those bound to any address of the family (several: they share the port,
+    /// `SO_REUSEPORT`).
+    fn listeners_for(&self, ip: IpAddr, port: u16) -> impl Iterator<Item = PeerListener> + '_ {
+        let fits = move |l: &&PeerListener| {
+            l.port == port
+                && (if ip.is_ipv4() { l.v4 } else { l.v6 })
+                && l.addr.is_none_or(|a| a == ip)
+        };
+        let specific = self.list.iter().filter(fits).any(|l| l.addr.is_some());
         self.list
             .iter()
-            .filter(|l| l.port == port && if ip.is_ipv4() { l.v4 } else { l.v6 })
-            .filter(|l| l.addr.is_none_or(|a| a == ip))
-            .max_by_key(|l| l.addr.is_some())
+            .filter(fits)
+            .filter(move |l| l.addr.is_some() == specific)
             .copied()
+    }
+
+    /// The listener a connect to `ip`:`port` goes to; of several sharing the port, the one
+    /// `pick` chooses.
+    fn listener_for(&self, ip: IpAddr, port: u16, pick: u64) -> Option<PeerListener> {
+        let n = self.listeners_for(ip, port).count() as u64;
+        self.listeners_for(ip, port).nth((pick % n.max(1)) as usize)
     }
 }
 
@@ -343,9 +356,13 @@ impl<D: Link> Stack<D> {
                     let Some(t) = self.cut.peers.get_mut(&sc) else {
                         continue;
                     };
-                    // A newer listener on the same address and port replaces the old one.
-                    t.list
-                        .retain(|o| (o.addr, o.port, o.v4, o.v6) != (l.addr, l.port, l.v4, l.v6));
+                    // A newer listener on the same address and port replaces the old one,
+                    // unless both share the port (`SO_REUSEPORT`): then it joins them.
+                    t.list.retain(|o| {
+                        o.lid != l.lid
+                            && ((o.addr, o.port, o.v4, o.v6) != (l.addr, l.port, l.v4, l.v6)
+                                || (o.reuseport && l.reuseport))
+                    });
                     if t.list.len() < PEER_LISTENERS {
                         t.list.push(l);
                     }
@@ -460,7 +477,8 @@ impl<D: Link> Stack<D> {
             };
             let ports: std::collections::BTreeSet<u16> = t.list.iter().map(|l| l.port).collect();
             let mut all = true;
-            for l in ports.into_iter().filter_map(|p| t.listener_for(ip, p)) {
+            // (Every listener sharing a port: the client picks one per connect.)
+            for l in ports.into_iter().flat_map(|p| t.listeners_for(ip, p)) {
                 // (A listener of another user's is left to `cut_direct`, which knows the
                 // daemon's uid: its client may be someone else.)
                 if me != 0 && me != l.uid {
@@ -591,6 +609,7 @@ impl<D: Link> Stack<D> {
                 v4,
                 v6,
                 inet6: s.domain == libc::AF_INET6,
+                reuseport: s.opts.reuseport,
             }))
         })
     }
@@ -655,7 +674,7 @@ impl<D: Link> Stack<D> {
                 Direct::No
             };
         };
-        let Some(l) = t.listener_for(ip, dst.port()) else {
+        let Some(l) = t.listener_for(ip, dst.port(), table::pick(id)) else {
             if !t.complete && now < t.asked.max(known) + WAIT_TABLE {
                 return Direct::Wait;
             }
@@ -812,7 +831,7 @@ impl<D: Link> Stack<D> {
         if !self.net.is_own(&dst.ip()) || filler > MAX_FILLER {
             return refuse("not ours");
         }
-        let Some(lid) = self.match_listener(dst.ip(), dst.port()) else {
+        let Some(lid) = self.match_listener(dst.ip(), dst.port(), Some(src)) else {
             return refuse("no listener");
         };
         let l = self.socks.get(&lid)?;

@@ -230,6 +230,8 @@ pub struct Stack<D: Link> {
     socks: HashMap<u64, Sock>,
     /// Draws socket ids (seeded: the harness repeats its runs).
     rng: u64,
+    /// Keys the choice among listeners sharing a port (`SO_REUSEPORT`, `match_listener`).
+    reuse_key: u64,
     next_ident: u16,
     next_ephemeral: u16,
     /// The ephemeral range, inclusive ([`Stack::set_port_range`]).
@@ -287,6 +289,9 @@ pub struct Stack<D: Link> {
 pub(super) struct Net<D: Link> {
     /// Connections handed over to kernel listeners since the last poll (`deliver`).
     delivered: Vec<u64>,
+    /// Connections queued on a kernel listener that closed before taking them: for another
+    /// listener sharing the port, or reset (`Stack::rehome`).
+    orphans: Vec<Pending>,
     cfg: NodeConfig,
     id: u64,
     link_name: String,
@@ -411,6 +416,7 @@ impl<D: Link> Stack<D> {
         let next_ephemeral = 49152 + (mix(&mut seed) % 16384) as u16;
         let mut net = Net {
             delivered: Vec::new(),
+            orphans: Vec::new(),
             given_gw: cfg.gateways.clone(),
             given_dns: cfg.dns.clone(),
             cfg,
@@ -463,6 +469,7 @@ impl<D: Link> Stack<D> {
             net,
             socks: HashMap::new(),
             rng: mix(&mut seed),
+            reuse_key: mix(&mut seed),
             next_ident,
             next_ephemeral,
             port_range: DEFAULT_PORT_RANGE,

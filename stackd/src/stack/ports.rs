@@ -218,7 +218,10 @@ impl<D: Link> Stack<D> {
             return false;
         };
         let (v4, v6) = s.families();
-        if s.kind == Kind::Tcp && !s.opts.reuseaddr && self.net.closing_holds(addr, (v4, v6), port)
+        if s.kind == Kind::Tcp
+            && !s.opts.reuseaddr
+            && !s.opts.reuseport
+            && self.net.closing_holds(addr, (v4, v6), port)
         {
             return true;
         }

@@ -55,7 +55,8 @@ impl<D: Link> Stack<D> {
             if let Some((src, dst, port)) = frame::tcp_syn(f)
                 && self.net.is_own(&dst)
             {
-                match self.match_listener(dst, port) {
+                let from = tuple.as_ref().map(|(k, _)| SocketAddr::new(k.2, k.3));
+                match self.match_listener(dst, port, from) {
                     Some(lid) => {
                         // The SYN-ACK needs the client's link address, which smoltcp does
                         // not learn from the SYN; its own request may be held back for up to
@@ -253,6 +254,43 @@ impl<D: Link> Stack<D> {
         for h in accepted {
             self.accepted(h);
         }
+        self.rehome();
+    }
+
+    /// Connections queued on a kernel listener that closed before it took them (the daemon
+    /// sees a close only when it next looks, or when a hand-over fails): each goes to the
+    /// listener that now takes its addresses (another of a group sharing the port,
+    /// `SO_REUSEPORT`, as if it had been its own from the start), or is reset, as Linux
+    /// resets the connections queued on a listener that closes.
+    fn rehome(&mut self) {
+        for p in std::mem::take(&mut self.net.orphans) {
+            let conn = self
+                .socks
+                .get(&p.conn)
+                .and_then(|s| Some((s.local?, s.peer?)));
+            let to = conn.and_then(|(local, peer)| {
+                let lid = self.match_listener(local.ip(), local.port(), Some(peer))?;
+                let l = self.socks.get(&lid)?;
+                matches!(&l.tcp, TcpState::Listening(li) if li.kernel.is_some()).then_some(lid)
+            });
+            if let Some(lid) = to
+                && let Some(l) = self.socks.get_mut(&lid)
+                && let TcpState::Listening(li) = &mut l.tcp
+            {
+                li.queue.push_back(p);
+                deliver(l, &mut self.net.delivered);
+                self.work.add(lid);
+                continue;
+            }
+            let Some(s) = self.socks.remove(&p.conn) else {
+                continue;
+            };
+            self.kept_drop(p.conn);
+            if let TcpState::Conn(c) = &s.tcp {
+                self.net.set.get_mut::<tcp::Socket>(c.h).abort();
+                self.net.lingering.push(c.h.into());
+            }
+        }
     }
 }
 
@@ -439,8 +477,13 @@ impl<D: Link> Net<D> {
                             self.set.get_mut::<tcp::Socket>(h).abort();
                             self.lingering.push(h.into());
                         }
-                        // Queued connections: dropping their app ends makes them close.
-                        drop(l.queue);
+                        // Queued connections: dropping their app ends makes them close; a
+                        // kernel listener's (second descriptors of our own ends) go to
+                        // another listener of the port, or are reset.
+                        if l.kernel.is_some() {
+                            self.orphans
+                                .extend(l.queue.into_iter().filter(|p| p.app.is_some()));
+                        }
                     }
                     return false;
                 }

@@ -272,26 +272,55 @@ impl<D: Link> Stack<D> {
         })
     }
 
-    /// The listener that takes a connection to (dst, port): specific address first.
-    pub(super) fn match_listener(&self, dst: IpAddr, port: u16) -> Option<u64> {
-        let mut best: Option<(u8, u64)> = None;
-        for (id, s) in self.listening() {
-            let Some((addr, p)) = s.bound else { continue };
+    /// The listener that takes a connection to (dst, port) from `from`: one bound to that
+    /// address first. Several such listeners share the port (`SO_REUSEPORT`, as nginx's
+    /// workers with `reuseport`): the connection's addresses, hashed with a key of this
+    /// node's, choose one, as the kernel's reuseport group does, so connections spread over
+    /// them and a client cannot pick one (the SYN and the established connection land on the
+    /// same one). Without `from`, the first.
+    pub(super) fn match_listener(
+        &self,
+        dst: IpAddr,
+        port: u16,
+        from: Option<SocketAddr>,
+    ) -> Option<u64> {
+        let score = |s: &Sock| {
+            let (addr, p) = s.bound?;
             if p != port {
-                continue;
+                return None;
             }
             let (v4, v6) = s.families();
-            let score = match addr {
-                Some(a) if a == dst => 2,
-                Some(_) => continue,
-                None if (dst.is_ipv4() && v4) || (dst.is_ipv6() && v6) => 1,
-                None => continue,
-            };
-            if best.is_none_or(|(b, bid)| score > b || (score == b && id < bid)) {
-                best = Some((score, id));
+            match addr {
+                Some(a) if a == dst => Some(2u8),
+                Some(_) => None,
+                None if (dst.is_ipv4() && v4) || (dst.is_ipv6() && v6) => Some(1),
+                None => None,
+            }
+        };
+        let (mut best, mut n, mut first) = (0u8, 0u64, None);
+        for (id, s) in self.listening() {
+            let Some(sc) = score(s) else { continue };
+            if sc > best {
+                (best, n, first) = (sc, 0, Some(id));
+            }
+            if sc == best {
+                n += 1;
             }
         }
-        best.map(|b| b.1)
+        let (Some(from), true) = (from, n > 1) else {
+            return first;
+        };
+        let h = reuse_pick(self.reuse_key, from, SocketAddr::new(dst, port));
+        let mut k = h % n;
+        for (id, s) in self.listening() {
+            if score(s) == Some(best) {
+                if k == 0 {
+                    return Some(id);
+                }
+                k -= 1;
+            }
+        }
+        first
     }
 
     /// `ConnectAsync` (see `ctl`): a connect nobody waits for, on an fd the client already
@@ -550,7 +579,7 @@ impl<D: Link> Stack<D> {
         };
         let (local, remote) = (ep_to_sa(local), ep_to_sa(remote));
         self.net.demux.learn(h, self.net.set.get::<tcp::Socket>(h));
-        let Some(lid) = self.match_listener(local.ip(), local.port()) else {
+        let Some(lid) = self.match_listener(local.ip(), local.port(), Some(remote)) else {
             self.net.set.get_mut::<tcp::Socket>(h).abort();
             self.net.lingering.push(h.into());
             return;
@@ -689,6 +718,13 @@ pub(super) fn queue_accepted(
     }
     deliver(l, delivered);
     s
+}
+
+/// The hash that picks one of the listeners sharing a port for a connection from `from` to
+/// `to` (`Stack::match_listener`).
+pub(super) fn reuse_pick(key: u64, from: SocketAddr, to: SocketAddr) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(key).hash_one((from, to))
 }
 
 /// Write queued accept records (with their fds) to the listener's socketpair. A kernel

@@ -7,6 +7,9 @@
 //!
 //! Unlike Linux, a new socket with `SO_REUSEADDR` may bind even if the closed one had not
 //! set it (Linux asks both); servers, which are who rebinds, set it on their listeners.
+//! Likewise `SO_REUSEPORT` (Linux lets it bind over a TIME-WAIT connection that had it, as
+//! those accepted from a listener with it do: a server that starts a listener of its group
+//! again while its closed connections wait).
 
 use super::*;
 

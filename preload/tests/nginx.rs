@@ -33,45 +33,84 @@ fn as_user(lab: &Lab, ip: &str, args: &[&str]) -> Command {
     }
 }
 
-#[test]
-fn nginx_two_workers_curl_wget_reload_stop() {
-    if nginx_bin().is_none() || !have("curl") || !have("wget") {
-        eprintln!("SKIP: nginx, curl or wget missing");
-        return;
-    }
-    let lab = Lab::new("nginx");
-    let d = lab.dir.display().to_string();
+/// A lab for nginx: `www`, `tmp` and `logs` (the last two writable by the user it runs as).
+fn nginx_lab(name: &str) -> Lab {
+    let lab = Lab::new(name);
     for sub in ["www", "tmp", "logs"] {
         std::fs::create_dir_all(lab.path(sub)).unwrap();
     }
     set_mode(&lab.path("tmp"), 0o777);
     set_mode(&lab.path("logs"), 0o777);
-    let sizes = [10usize, 20, 40];
-    for mb in sizes {
-        random_file(&lab.path(&format!("www/f{mb}")), mb << 20);
-    }
-    std::fs::write(lab.path("www/index.html"), "hello\n").unwrap();
-    set_mode(&lab.path("www/index.html"), 0o644);
+    lab
+}
+
+/// Write nginx's configuration (two workers; `http`: the `http` block's own directives,
+/// its `server` included) and return the command-line arguments that use it.
+fn nginx_conf(lab: &Lab, http: &str) -> Vec<String> {
+    let d = lab.dir.display().to_string();
     let conf = format!(
         r#"daemon on; master_process on; worker_processes 2;
 pid {d}/logs/nginx.pid; error_log {d}/logs/error.log info;
 events {{ use epoll; worker_connections 256; }}
 http {{
-  sendfile on; tcp_nopush on; keepalive_timeout 5;
-  log_format pids '$pid $remote_addr "$request" $status $body_bytes_sent';
-  access_log {d}/logs/access.log pids;
   client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
   fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
-  server {{ listen [::]:80; listen 10.0.0.1:80; root {d}/www; }}
+{http}
 }}
 "#
     );
     let conf_path = lab.path("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
     set_mode(&conf_path, 0o644);
-    let cp = conf_path.display().to_string();
     let elog = format!("{d}/logs/error.log");
-    let base = ["-p", &d, "-e", &elog, "-c", &cp];
+    let cp = conf_path.display().to_string();
+    ["-p", &d, "-e", &elog, "-c", &cp]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// `nginx -s stop`, and wait for its master to exit.
+fn nginx_stop(lab: &Lab, ip: &str, base: &[&str]) {
+    let master: i32 = lab.log("logs/nginx.pid").trim().parse().unwrap();
+    let mut stop: Vec<&str> = base.to_vec();
+    stop.extend(["-s", "stop"]);
+    let o = lab.run(as_user(lab, ip, &stop), Duration::from_secs(30));
+    assert!(
+        o.status.success(),
+        "stop: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    wait_for(Duration::from_secs(20), "nginx master exits", || {
+        // SAFETY: signal 0 only checks existence.
+        (unsafe { libc::kill(master, 0) } != 0).then_some(())
+    });
+}
+
+#[test]
+fn nginx_two_workers_curl_wget_reload_stop() {
+    if nginx_bin().is_none() || !have("curl") || !have("wget") {
+        eprintln!("SKIP: nginx, curl or wget missing");
+        return;
+    }
+    let lab = nginx_lab("nginx");
+    let d = lab.dir.display().to_string();
+    let sizes = [10usize, 20, 40];
+    for mb in sizes {
+        random_file(&lab.path(&format!("www/f{mb}")), mb << 20);
+    }
+    std::fs::write(lab.path("www/index.html"), "hello\n").unwrap();
+    set_mode(&lab.path("www/index.html"), 0o644);
+    let args = nginx_conf(
+        &lab,
+        &format!(
+            r#"  sendfile on; tcp_nopush on; keepalive_timeout 5;
+  log_format pids '$pid $remote_addr "$request" $status $body_bytes_sent';
+  access_log {d}/logs/access.log pids;
+  server {{ listen [::]:80; listen 10.0.0.1:80; root {d}/www; }}"#
+        ),
+    );
+    let base: Vec<&str> = args.iter().map(String::as_str).collect();
     let ip = "fd00::1,10.0.0.1";
 
     let o = lab.run(as_user(&lab, ip, &base), Duration::from_secs(30));
@@ -219,19 +258,7 @@ http {{
         );
     }
 
-    let master: i32 = lab.log("logs/nginx.pid").trim().parse().unwrap();
-    let mut stop: Vec<&str> = base.to_vec();
-    stop.extend(["-s", "stop"]);
-    let o = lab.run(as_user(&lab, ip, &stop), Duration::from_secs(30));
-    assert!(
-        o.status.success(),
-        "stop: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    wait_for(Duration::from_secs(20), "nginx master exits", || {
-        // SAFETY: signal 0 only checks existence.
-        (unsafe { libc::kill(master, 0) } != 0).then_some(())
-    });
+    nginx_stop(&lab, ip, &base);
 }
 
 /// nginx's `reuseport`: each worker listens on its own socket (`SO_REUSEPORT`) and the
@@ -245,35 +272,20 @@ fn nginx_reuseport_spreads_connections_over_its_workers() {
         eprintln!("SKIP: nginx or curl missing");
         return;
     }
-    let lab = Lab::new("nginx-reuseport");
+    let lab = nginx_lab("nginx-reuseport");
     let d = lab.dir.display().to_string();
-    for sub in ["www", "tmp", "logs"] {
-        std::fs::create_dir_all(lab.path(sub)).unwrap();
-    }
-    set_mode(&lab.path("tmp"), 0o777);
-    set_mode(&lab.path("logs"), 0o777);
     random_file(&lab.path("www/f"), 64 << 10);
     let want = sha256(&lab.path("www/f"));
-    let conf = format!(
-        r#"daemon on; master_process on; worker_processes 2;
-pid {d}/logs/nginx.pid; error_log {d}/logs/error.log info;
-events {{ use epoll; worker_connections 256; }}
-http {{
-  sendfile on; keepalive_timeout 5;
+    let args = nginx_conf(
+        &lab,
+        &format!(
+            r#"  sendfile on; keepalive_timeout 5;
   log_format pids '$pid $remote_addr "$request" $status';
   access_log {d}/logs/access.log pids;
-  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;
-  fastcgi_temp_path {d}/tmp/fcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
-  server {{ listen [::]:80 reuseport; listen 10.0.0.1:80 reuseport; root {d}/www; }}
-}}
-"#
+  server {{ listen [::]:80 reuseport; listen 10.0.0.1:80 reuseport; root {d}/www; }}"#
+        ),
     );
-    let conf_path = lab.path("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    set_mode(&conf_path, 0o644);
-    let cp = conf_path.display().to_string();
-    let elog = format!("{d}/logs/error.log");
-    let base = ["-p", &d, "-e", &elog, "-c", &cp];
+    let base: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = lab.run(
         as_user(&lab, "fd00::1,10.0.0.1", &base),
         Duration::from_secs(30),
@@ -338,20 +350,5 @@ http {{
             assert!(after >= before + 24, "through TCP: {before} -> {after}");
         }
     }
-    let master: i32 = lab.log("logs/nginx.pid").trim().parse().unwrap();
-    let mut stop: Vec<&str> = base.to_vec();
-    stop.extend(["-s", "stop"]);
-    let o = lab.run(
-        as_user(&lab, "fd00::1,10.0.0.1", &stop),
-        Duration::from_secs(30),
-    );
-    assert!(
-        o.status.success(),
-        "stop: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    wait_for(Duration::from_secs(20), "nginx master exits", || {
-        // SAFETY: signal 0 only checks existence.
-        (unsafe { libc::kill(master, 0) } != 0).then_some(())
-    });
+    nginx_stop(&lab, "fd00::1,10.0.0.1", &base);
 }

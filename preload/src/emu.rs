@@ -783,16 +783,25 @@ fn claim_fresh(v: Virt, fd: RawFd) -> bool {
     }
 }
 
-/// `TCP_NODELAY` of a cut-through connection (the accepted end: `ctl::MIRROR_BIT` in its
-/// id; the connecting one: `ctl::CUT_PRIORITY`), kept in its fd's `SO_PRIORITY`: that
-/// value, or `None` (another option or socket: the daemon's). Nagle means nothing on a unix
-/// socket; nginx and wrk set it on every connection, a request to the daemon each.
-fn cut_nodelay(v: Virt, fd: RawFd, level: i32, name: i32) -> Option<i32> {
-    if level != libc::IPPROTO_TCP || name != libc::TCP_NODELAY || !ctl::is_client_id(v.id) {
+/// The `SO_PRIORITY` of a cut-through connection's fd (the accepted end: `ctl::MIRROR_BIT`
+/// in its id; the connecting one: `ctl::CUT_PRIORITY` in that value), where the shim keeps
+/// its `TCP_NODELAY`; `None` for any other socket.
+fn cut_priority(v: Virt, fd: RawFd) -> Option<i32> {
+    if !ctl::is_client_id(v.id) {
         return None;
     }
     let p = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY).ok()?;
     (v.id & ctl::MIRROR_BIT != 0 || p & ctl::CUT_PRIORITY != 0).then_some(p)
+}
+
+/// `TCP_NODELAY` of a cut-through connection, kept in its fd's `SO_PRIORITY`: that value, or
+/// `None` (another option or socket: the daemon's). Nagle means nothing on a unix socket;
+/// nginx and wrk set it on every connection, a request to the daemon each.
+fn cut_nodelay(v: Virt, fd: RawFd, level: i32, name: i32) -> Option<i32> {
+    if level != libc::IPPROTO_TCP || name != libc::TCP_NODELAY {
+        return None;
+    }
+    cut_priority(v, fd)
 }
 
 /// `TCP_CORK` on a TCP socket: its current setting, kept by the process ([`crate::cork`]),
@@ -1192,6 +1201,15 @@ pub fn setsockopt(
             p & !ctl::NODELAY_PRIORITY
         };
         return sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, p);
+    }
+    // A cut-through connection's send buffer is its kernel socket's, as a TCP socket's is:
+    // resized there (with the kernel's checks: `SO_SNDBUFFORCE` needs `CAP_NET_ADMIN`), and
+    // the daemon keeps the value for `getsockopt`.
+    if level == libc::SOL_SOCKET
+        && (name == libc::SO_SNDBUF || name == libc::SO_SNDBUFFORCE)
+        && cut_priority(v, fd).is_some()
+    {
+        sys::setsockopt_bytes(fd, level, name, value)?;
     }
     // What a connect made here must know (`connect_direct`).
     match (level, name) {

@@ -179,6 +179,11 @@ fn so_reuseport_spreads_connections() {
 }
 
 #[test]
+fn so_sndbuf_after_connect() {
+    both("sndbuf");
+}
+
+#[test]
 fn tcp_nodelay_and_cork() {
     v6("nodelay_cork");
 }

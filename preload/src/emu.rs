@@ -829,7 +829,8 @@ fn connect_direct(
 ) -> Option<Result<(), Errno>> {
     let sa = addr.0?;
     let ip = sa.ip();
-    if sa.port() == 0 || ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+    // (The node's loopback is in the table too: its own listeners.)
+    if sa.port() == 0 || ip.is_unspecified() || ip.is_multicast() {
         return None;
     }
     if let IpAddr::V6(a) = ip

@@ -1,7 +1,8 @@
 //! TCP socket semantics of virtual sockets, one test per behaviour (see `sockets.py`): a
 //! server node (fd00::10, 10.0.0.10) and a client node (fd00::11, 10.0.0.11) run as real
-//! Python processes with the shim; each case must print `ok CASE`, and the shim must stay
-//! silent (empty stderr).
+//! Python processes with the shim, through the stacks and cut through; and the client again
+//! as another process of the server's own node. Each case must print `ok CASE`, and the
+//! shim must stay silent (empty stderr).
 
 mod harness;
 use harness::*;
@@ -36,22 +37,43 @@ const NO_CUT: &[&str] = &[
     "reuseaddr",
 ];
 
-/// Run `case` twice: through the stacks (both nodes with `IOTH_CUT_THROUGH=0`), and with
-/// every connection cut through (a client node warmed up first; the case must cut at least
-/// one connection, unless it opens none).
+/// How the case's client reaches the server.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Through the stacks: both nodes with `IOTH_CUT_THROUGH=0`.
+    Stack,
+    /// Cut through, from another node (warmed up first).
+    Cut,
+    /// From within the server's own node: cut through to its own listeners.
+    Node,
+}
+
+/// Run `case` three ways: through the stacks, with every connection cut through, and from a
+/// process of the server's own node (each must cut at least one connection, unless it opens
+/// none).
 fn run_case(case: &str, families: &[(&str, &str)], limit: Duration) {
-    for cut in [false, true] {
-        run_case_mode(case, families, limit, cut);
+    for mode in [Mode::Stack, Mode::Cut, Mode::Node] {
+        run_case_mode(case, families, limit, mode);
     }
 }
 
 /// Start the server node, then run `case` on the client node once per address family given.
-fn run_case_mode(case: &str, families: &[(&str, &str)], limit: Duration, cut: bool) {
+fn run_case_mode(case: &str, families: &[(&str, &str)], limit: Duration, how: Mode) {
     if !have("python3") {
         eprintln!("SKIP: python3 missing");
         return;
     }
-    let mode = if cut { "cut" } else { "stack" };
+    let cut = how != Mode::Stack;
+    let mode = match how {
+        Mode::Stack => "stack",
+        Mode::Cut => "cut",
+        Mode::Node => "node",
+    };
+    let (client, counted) = if how == Mode::Node {
+        ("fd00::10,10.0.0.10", "fd00::10")
+    } else {
+        ("fd00::11,10.0.0.11", "fd00::11")
+    };
     let mut lab = Lab::new(&format!("sk-{}-{mode}", &case[..case.len().min(8)]));
     let set_mode = |c: &mut std::process::Command| {
         if !cut {
@@ -66,9 +88,9 @@ fn run_case_mode(case: &str, families: &[(&str, &str)], limit: Duration, cut: bo
         lab.log("server.log").contains("ready").then_some(())
     });
     let mut made = 0;
-    if cut {
+    if how == Mode::Cut {
         let flag = lab.path("warm");
-        let mut w = lab.node("fd00::11,10.0.0.11", "python3");
+        let mut w = lab.node(client, "python3");
         w.args(["-c", WARM])
             .arg(&flag)
             .args(["fd00::10", "10.0.0.10"])
@@ -76,19 +98,35 @@ fn run_case_mode(case: &str, families: &[(&str, &str)], limit: Duration, cut: bo
         lab.spawn(w, "warm.log");
         // Two rounds of both families cut through: both routes are known.
         made = wait_for(Duration::from_secs(30), "connections cut through", || {
-            lab.node_counter("fd00::11", "cut_made").filter(|n| *n >= 4)
+            lab.node_counter(counted, "cut_made").filter(|n| *n >= 4)
         });
         std::fs::write(&flag, b"").unwrap();
         wait_for(Duration::from_secs(30), "warm-up over", || {
             lab.log("warm.log").contains("warm").then_some(())
         });
-        made = lab.node_counter("fd00::11", "cut_made").unwrap_or(made);
+        made = lab.node_counter(counted, "cut_made").unwrap_or(made);
+    } else if how == Mode::Node {
+        made = lab.node_counter(counted, "cut_made").unwrap_or(0);
     }
     for (host, me) in families {
-        let mut c = lab.node("fd00::11,10.0.0.11", "python3");
+        // Within the node, the client's own address is the server's.
+        let me = if how == Mode::Node {
+            if me.contains(':') {
+                "fd00::10"
+            } else {
+                "10.0.0.10"
+            }
+        } else {
+            me
+        };
+        let mut c = lab.node(client, "python3");
         c.args([SCRIPT, case, host, me]);
         if case == "v6only" {
-            c.args(["fd00::11"]);
+            c.args([if how == Mode::Node {
+                "fd00::10"
+            } else {
+                "fd00::11"
+            }]);
         }
         set_mode(&mut c);
         let o = lab.run(c, limit);
@@ -103,10 +141,10 @@ fn run_case_mode(case: &str, families: &[(&str, &str)], limit: Duration, cut: bo
         assert!(err.is_empty(), "{case}: the shim must be silent: {err}");
     }
     if cut && !NO_CUT.contains(&case) {
-        let now = lab.node_counter("fd00::11", "cut_made").unwrap_or(0);
+        let now = lab.node_counter(counted, "cut_made").unwrap_or(0);
         assert!(
             now > made,
-            "{case}: no connection was cut through ({made} before, {now} after)"
+            "{case} ({mode}): no connection was cut through ({made} before, {now} after)"
         );
     }
 }

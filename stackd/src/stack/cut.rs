@@ -84,6 +84,8 @@ pub(super) struct CutThrough {
     /// since.
     table_gen: u64,
     table_dirty: bool,
+    /// Our own kernel listeners the table was built with (connects within the node).
+    own_listeners: Vec<u64>,
     /// Local ports leased to clients (`Request::Lease`): the control connection that asked
     /// (they are free again when it closes) and its user.
     pub(super) leased: HashMap<u16, (u64, u32)>,
@@ -103,29 +105,30 @@ pub(super) struct PeerTable {
 pub(super) type PeerListener = crate::cut::Listener;
 
 impl PeerTable {
-    /// The listeners a connect to `ip`:`port` may go to: those bound to that address, else
-    /// those bound to any address of the family (several: they share the port,
-    /// `SO_REUSEPORT`).
-    fn listeners_for(&self, ip: IpAddr, port: u16) -> impl Iterator<Item = PeerListener> + '_ {
-        let fits = move |l: &&PeerListener| {
-            l.port == port
-                && (if ip.is_ipv4() { l.v4 } else { l.v6 })
-                && l.addr.is_none_or(|a| a == ip)
-        };
-        let specific = self.list.iter().filter(fits).any(|l| l.addr.is_some());
-        self.list
-            .iter()
-            .filter(fits)
-            .filter(move |l| l.addr.is_some() == specific)
-            .copied()
-    }
-
     /// The listener a connect to `ip`:`port` goes to; of several sharing the port, the one
     /// `pick` chooses.
     fn listener_for(&self, ip: IpAddr, port: u16, pick: u64) -> Option<PeerListener> {
-        let n = self.listeners_for(ip, port).count() as u64;
-        self.listeners_for(ip, port).nth((pick % n.max(1)) as usize)
+        let n = listeners_for(&self.list, ip, port).count() as u64;
+        listeners_for(&self.list, ip, port).nth((pick % n.max(1)) as usize)
     }
+}
+
+/// Of `list`, the listeners a connect to `ip`:`port` may go to: those bound to that address,
+/// else those bound to any address of the family (several: they share the port,
+/// `SO_REUSEPORT`).
+fn listeners_for(
+    list: &[PeerListener],
+    ip: IpAddr,
+    port: u16,
+) -> impl Iterator<Item = PeerListener> + '_ {
+    let fits = move |l: &&PeerListener| {
+        l.port == port && (if ip.is_ipv4() { l.v4 } else { l.v6 }) && l.addr.is_none_or(|a| a == ip)
+    };
+    let specific = list.iter().filter(fits).any(|l| l.addr.is_some());
+    list.iter()
+        .filter(fits)
+        .filter(move |l| l.addr.is_some() == specific)
+        .copied()
 }
 
 /// At most this many listeners are kept per peer (the rest are reached through TCP).
@@ -448,11 +451,18 @@ impl<D: Link> Stack<D> {
             return;
         };
         let generation = self.net.dev.cut_gen();
-        if !self.cut.table_dirty && generation == self.cut.table_gen {
+        let own_same = self
+            .cut
+            .own_listeners
+            .iter()
+            .copied()
+            .eq(self.own_kernel_listeners().map(|l| l.lid));
+        if !self.cut.table_dirty && generation == self.cut.table_gen && own_same {
             return;
         }
         self.cut.table_dirty = false;
         self.cut.table_gen = generation;
+        self.cut.own_listeners = self.own_kernel_listeners().map(|l| l.lid).collect();
         let (mut listeners, mut hosts) = (Vec::new(), Vec::new());
         let me = sys::geteuid();
         for (ip, sc) in self.net.dev.cut_hosts() {
@@ -478,7 +488,10 @@ impl<D: Link> Stack<D> {
             let ports: std::collections::BTreeSet<u16> = t.list.iter().map(|l| l.port).collect();
             let mut all = true;
             // (Every listener sharing a port: the client picks one per connect.)
-            for l in ports.into_iter().flat_map(|p| t.listeners_for(ip, p)) {
+            for l in ports
+                .into_iter()
+                .flat_map(|p| listeners_for(&t.list, ip, p))
+            {
                 // (A listener of another user's is left to `cut_direct`, which knows the
                 // daemon's uid: its client may be someone else.)
                 if me != 0 && me != l.uid {
@@ -499,7 +512,50 @@ impl<D: Link> Stack<D> {
                 hosts.push(ip);
             }
         }
+        // Connects within the node, to one of its addresses or to its loopback: straight to
+        // our own kernel listener, from the address connected to (as Linux picks it), as to
+        // another node's. Their bytes were never on the LAN (the node's stack loops them).
+        if self.cut.on {
+            let mine: Vec<PeerListener> = self.own_kernel_listeners().collect();
+            let ports: std::collections::BTreeSet<u16> = mine.iter().map(|l| l.port).collect();
+            let mut dsts = self.net.own.clone();
+            if dsts.iter().any(IpAddr::is_ipv4) {
+                dsts.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+            }
+            if dsts.iter().any(IpAddr::is_ipv6) {
+                dsts.push(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
+            }
+            for ip in dsts {
+                let mut all = true;
+                for l in ports.iter().flat_map(|p| listeners_for(&mine, ip, *p)) {
+                    if me != 0 && me != l.uid {
+                        all = false;
+                        continue;
+                    }
+                    listeners.push(table::Entry {
+                        dst: ip,
+                        port: l.port,
+                        src: ip,
+                        node: l.node,
+                        lid: l.lid,
+                        uid: l.uid,
+                        inet6: l.inet6,
+                    });
+                }
+                if all {
+                    hosts.push(ip);
+                }
+            }
+        }
         w.publish(&listeners, &hosts, !self.cut.on);
+    }
+
+    /// Our kernel listeners, as we tell the peers of them.
+    fn own_kernel_listeners(&self) -> impl Iterator<Item = PeerListener> + '_ {
+        self.kernel_listeners().filter_map(|m| match m {
+            Msg::Listener(l) => Some(l),
+            _ => None,
+        })
     }
 
     /// `Lease`: up to `count` free local ports for the own connects of `caller`, whose

@@ -104,13 +104,11 @@ pub(super) struct PeerTable {
 /// A peer's kernel listener (`Msg::Listener`).
 pub(super) type PeerListener = crate::cut::Listener;
 
-impl PeerTable {
-    /// The listener a connect to `ip`:`port` goes to; of several sharing the port, the one
-    /// `pick` chooses.
-    fn listener_for(&self, ip: IpAddr, port: u16, pick: u64) -> Option<PeerListener> {
-        let n = listeners_for(&self.list, ip, port).count() as u64;
-        listeners_for(&self.list, ip, port).nth((pick % n.max(1)) as usize)
-    }
+/// Of `list`, the listener a connect to `ip`:`port` goes to; of several sharing the port,
+/// the one `pick` chooses.
+fn listener_for(list: &[PeerListener], ip: IpAddr, port: u16, pick: u64) -> Option<PeerListener> {
+    let n = listeners_for(list, ip, port).count() as u64;
+    listeners_for(list, ip, port).nth((pick % n.max(1)) as usize)
 }
 
 /// Of `list`, the listeners a connect to `ip`:`port` may go to: those bound to that address,
@@ -709,32 +707,42 @@ impl<D: Link> Stack<D> {
         }
         let now = self.net.now;
         let ip = dst.ip();
-        let mut w = *self.cut.waits.entry(id).or_insert((now, None));
-        let Some(sc) = self.net.dev.cut_route(ip) else {
-            if self.net.dev.cut_known(ip) {
-                return Direct::No;
+        let (sc, l) = if self.net.is_own(&ip) {
+            // Within the node: one of our own kernel listeners, or the node's TCP.
+            let mine: Vec<PeerListener> = self.own_kernel_listeners().collect();
+            match listener_for(&mine, ip, dst.port(), table::pick(id)) {
+                Some(l) => (None, l),
+                None => return Direct::No,
             }
-            if now >= w.0 + WAIT_NEIGHBOUR {
-                return Direct::No;
-            }
-            self.net.prime_neighbour(ip);
-            return Direct::Wait;
-        };
-        let known = *w.1.get_or_insert(now);
-        self.cut.waits.insert(id, (w.0, Some(known)));
-        let Some(t) = self.cut.peers.get(&sc) else {
-            // (Asked at the next poll.)
-            return if now < known + WAIT_SHORTCUT {
-                Direct::Wait
-            } else {
-                Direct::No
-            };
-        };
-        let Some(l) = t.listener_for(ip, dst.port(), table::pick(id)) else {
-            if !t.complete && now < t.asked.max(known) + WAIT_TABLE {
+        } else {
+            let mut w = *self.cut.waits.entry(id).or_insert((now, None));
+            let Some(sc) = self.net.dev.cut_route(ip) else {
+                if self.net.dev.cut_known(ip) {
+                    return Direct::No;
+                }
+                if now >= w.0 + WAIT_NEIGHBOUR {
+                    return Direct::No;
+                }
+                self.net.prime_neighbour(ip);
                 return Direct::Wait;
-            }
-            return Direct::No;
+            };
+            let known = *w.1.get_or_insert(now);
+            self.cut.waits.insert(id, (w.0, Some(known)));
+            let Some(t) = self.cut.peers.get(&sc) else {
+                // (Asked at the next poll.)
+                return if now < known + WAIT_SHORTCUT {
+                    Direct::Wait
+                } else {
+                    Direct::No
+                };
+            };
+            let Some(l) = listener_for(&t.list, ip, dst.port(), table::pick(id)) else {
+                if !t.complete && now < t.asked.max(known) + WAIT_TABLE {
+                    return Direct::Wait;
+                }
+                return Direct::No;
+            };
+            (Some(sc), l)
         };
         // Its application takes connections from root and its own user only (it cannot tell
         // ours from another user's): through TCP otherwise.
@@ -747,7 +755,7 @@ impl<D: Link> Stack<D> {
                 // Another user's socket under that name: our socket is its now, and useless.
                 log::warn!("cut-through to {dst}: the listener is another user's");
                 let _ = sys::shutdown(app.raw(), libc::SHUT_RDWR);
-                if let Some(t) = self.cut.peers.get_mut(&sc) {
+                if let Some(t) = sc.and_then(|sc| self.cut.peers.get_mut(&sc)) {
                     t.list.retain(|o| *o != l);
                 }
                 self.cut.table_dirty = true;
@@ -758,7 +766,7 @@ impl<D: Link> Stack<D> {
             Err(e) if e.is_again() => return Direct::No,
             Err(e) => {
                 log::debug!("cut-through to {dst}: {e}");
-                if let Some(t) = self.cut.peers.get_mut(&sc) {
+                if let Some(t) = sc.and_then(|sc| self.cut.peers.get_mut(&sc)) {
                     t.list.retain(|o| *o != l);
                 }
                 self.cut.table_dirty = true;
@@ -799,7 +807,9 @@ impl<D: Link> Stack<D> {
         s.so_error = 0;
         s.tcp = TcpState::Cut(Cut::new(id, now));
         self.cut.made += 1;
-        self.net.dev.cut_made(sc);
+        if let Some(sc) = sc {
+            self.net.dev.cut_made(sc);
+        }
         Direct::Done
     }
 

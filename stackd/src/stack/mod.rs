@@ -292,6 +292,8 @@ pub(super) struct Net<D: Link> {
     /// Connections queued on a kernel listener that closed before taking them: for another
     /// listener sharing the port, or reset (`Stack::rehome`).
     orphans: Vec<Pending>,
+    /// Likewise, its pool sockets with a handshake under way.
+    orphan_handshakes: Vec<SocketHandle>,
     cfg: NodeConfig,
     id: u64,
     link_name: String,
@@ -417,6 +419,7 @@ impl<D: Link> Stack<D> {
         let mut net = Net {
             delivered: Vec::new(),
             orphans: Vec::new(),
+            orphan_handshakes: Vec::new(),
             given_gw: cfg.gateways.clone(),
             given_dns: cfg.dns.clone(),
             cfg,

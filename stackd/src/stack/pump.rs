@@ -258,11 +258,31 @@ impl<D: Link> Stack<D> {
     }
 
     /// Connections queued on a kernel listener that closed before it took them (the daemon
-    /// sees a close only when it next looks, or when a hand-over fails): each goes to the
-    /// listener that now takes its addresses (another of a group sharing the port,
-    /// `SO_REUSEPORT`, as if it had been its own from the start), or is reset, as Linux
-    /// resets the connections queued on a listener that closes.
+    /// sees a close only when it next looks, or when a hand-over fails), and handshakes
+    /// under way on it: each goes to the listener that now takes its addresses (another of
+    /// a group sharing the port, `SO_REUSEPORT`, as if it had been its own from the start),
+    /// or is reset, as Linux resets the connections queued on a listener that closes.
     fn rehome(&mut self) {
+        for h in std::mem::take(&mut self.net.orphan_handshakes) {
+            let t = self.net.set.get::<tcp::Socket>(h);
+            let to = match (t.local_endpoint(), t.remote_endpoint()) {
+                (Some(l), Some(r)) => {
+                    let (l, r) = (ep_to_sa(l), ep_to_sa(r));
+                    self.match_listener(l.ip(), l.port(), Some(r))
+                }
+                _ => None,
+            };
+            if let Some(lid) = to
+                && let Some(l) = self.socks.get_mut(&lid)
+                && let TcpState::Listening(li) = &mut l.tcp
+            {
+                li.pool.push(h);
+                self.work.add(lid);
+                continue;
+            }
+            self.net.set.get_mut::<tcp::Socket>(h).abort();
+            self.net.lingering.push(h.into());
+        }
         for p in std::mem::take(&mut self.net.orphans) {
             let conn = self
                 .socks
@@ -277,11 +297,13 @@ impl<D: Link> Stack<D> {
                 && let Some(l) = self.socks.get_mut(&lid)
                 && let TcpState::Listening(li) = &mut l.tcp
             {
+                log::debug!("connection {:x}: its listener closed: to {lid:x}", p.conn);
                 li.queue.push_back(p);
                 deliver(l, &mut self.net.delivered);
                 self.work.add(lid);
                 continue;
             }
+            log::debug!("connection {:x}: its listener closed: reset", p.conn);
             let Some(s) = self.socks.remove(&p.conn) else {
                 continue;
             };
@@ -474,7 +496,13 @@ impl<D: Link> Net<D> {
                 if s.hup {
                     if let TcpState::Listening(l) = std::mem::replace(&mut s.tcp, TcpState::Done) {
                         for h in l.pool {
-                            self.set.get_mut::<tcp::Socket>(h).abort();
+                            let t = self.set.get_mut::<tcp::Socket>(h);
+                            if l.kernel.is_some() && t.state() != tcp::State::Listen {
+                                // A handshake under way: as a connection queued (below).
+                                self.orphan_handshakes.push(h);
+                                continue;
+                            }
+                            t.abort();
                             self.lingering.push(h.into());
                         }
                         // Queued connections: dropping their app ends makes them close; a

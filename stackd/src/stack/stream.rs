@@ -580,6 +580,7 @@ impl<D: Link> Stack<D> {
         let (local, remote) = (ep_to_sa(local), ep_to_sa(remote));
         self.net.demux.learn(h, self.net.set.get::<tcp::Socket>(h));
         let Some(lid) = self.match_listener(local.ip(), local.port(), Some(remote)) else {
+            log::debug!("accepted {remote} -> {local}: no listener: reset");
             self.net.set.get_mut::<tcp::Socket>(h).abort();
             self.net.lingering.push(h.into());
             return;

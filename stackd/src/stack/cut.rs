@@ -129,6 +129,37 @@ fn listeners_for(
         .copied()
 }
 
+/// The connect table's entries for connects to `ip` from `src`: every listener of `list`
+/// such a connect may go to, into `out`; whether none was left out (a listener of another
+/// user's is left to `cut_direct`, which knows the daemon's uid: its client may be someone
+/// else).
+fn entries_for(
+    list: &[PeerListener],
+    ip: IpAddr,
+    src: IpAddr,
+    me: u32,
+    out: &mut Vec<table::Entry>,
+) -> bool {
+    let ports: std::collections::BTreeSet<u16> = list.iter().map(|l| l.port).collect();
+    let mut all = true;
+    for l in ports.into_iter().flat_map(|p| listeners_for(list, ip, p)) {
+        if me != 0 && me != l.uid {
+            all = false;
+            continue;
+        }
+        out.push(table::Entry {
+            dst: ip,
+            port: l.port,
+            src,
+            node: l.node,
+            lid: l.lid,
+            uid: l.uid,
+            inet6: l.inet6,
+        });
+    }
+    all
+}
+
 /// At most this many listeners are kept per peer (the rest are reached through TCP).
 const PEER_LISTENERS: usize = 256;
 /// How long a connect waits for a peer's list of listeners once the shortcut is there.
@@ -483,30 +514,8 @@ impl<D: Link> Stack<D> {
             else {
                 continue;
             };
-            let ports: std::collections::BTreeSet<u16> = t.list.iter().map(|l| l.port).collect();
-            let mut all = true;
             // (Every listener sharing a port: the client picks one per connect.)
-            for l in ports
-                .into_iter()
-                .flat_map(|p| listeners_for(&t.list, ip, p))
-            {
-                // (A listener of another user's is left to `cut_direct`, which knows the
-                // daemon's uid: its client may be someone else.)
-                if me != 0 && me != l.uid {
-                    all = false;
-                    continue;
-                }
-                listeners.push(table::Entry {
-                    dst: ip,
-                    port: l.port,
-                    src,
-                    node: l.node,
-                    lid: l.lid,
-                    uid: l.uid,
-                    inet6: l.inet6,
-                });
-            }
-            if all {
+            if entries_for(&t.list, ip, src, me, &mut listeners) {
                 hosts.push(ip);
             }
         }
@@ -515,7 +524,6 @@ impl<D: Link> Stack<D> {
         // another node's. Their bytes were never on the LAN (the node's stack loops them).
         if self.cut.on {
             let mine: Vec<PeerListener> = self.own_kernel_listeners().collect();
-            let ports: std::collections::BTreeSet<u16> = mine.iter().map(|l| l.port).collect();
             let mut dsts = self.net.own.clone();
             if dsts.iter().any(IpAddr::is_ipv4) {
                 dsts.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
@@ -524,23 +532,7 @@ impl<D: Link> Stack<D> {
                 dsts.push(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST));
             }
             for ip in dsts {
-                let mut all = true;
-                for l in ports.iter().flat_map(|p| listeners_for(&mine, ip, *p)) {
-                    if me != 0 && me != l.uid {
-                        all = false;
-                        continue;
-                    }
-                    listeners.push(table::Entry {
-                        dst: ip,
-                        port: l.port,
-                        src: ip,
-                        node: l.node,
-                        lid: l.lid,
-                        uid: l.uid,
-                        inet6: l.inet6,
-                    });
-                }
-                if all {
+                if entries_for(&mine, ip, ip, me, &mut listeners) {
                     hosts.push(ip);
                 }
             }

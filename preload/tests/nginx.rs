@@ -70,6 +70,27 @@ http {{
         .collect()
 }
 
+/// Start nginx as a node on `ip` (its arguments `base`), and wait until a client node
+/// fetches `url`.
+fn nginx_start(lab: &Lab, ip: &str, base: &[&str], url: &str) {
+    let o = lab.run(as_user(lab, ip, base), Duration::from_secs(30));
+    assert!(
+        o.status.success(),
+        "nginx start: {}{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        lab.log("logs/error.log")
+    );
+    wait_for(Duration::from_secs(30), "nginx answers", || {
+        let mut c = lab.node("fd00::2,10.0.0.2", "curl");
+        c.args(["-sSf", "-m", "10", "-o", "/dev/null", url]);
+        lab.run(c, Duration::from_secs(15))
+            .status
+            .success()
+            .then_some(())
+    });
+}
+
 /// `nginx -s stop`, and wait for its master to exit.
 fn nginx_stop(lab: &Lab, ip: &str, base: &[&str]) {
     let master: i32 = lab.log("logs/nginx.pid").trim().parse().unwrap();
@@ -113,28 +134,12 @@ fn nginx_two_workers_curl_wget_reload_stop() {
     let base: Vec<&str> = args.iter().map(String::as_str).collect();
     let ip = "fd00::1,10.0.0.1";
 
-    let o = lab.run(as_user(&lab, ip, &base), Duration::from_secs(30));
-    assert!(
-        o.status.success(),
-        "nginx start: {}{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        lab.log("logs/error.log")
-    );
+    nginx_start(&lab, ip, &base, "http://[fd00::1]/");
     let curl = |url: &str, out: &str| {
         let mut c = lab.node("fd00::2,10.0.0.2", "curl");
         c.args(["-sSf", "-m", "60", "-o", out, url]);
         c
     };
-    wait_for(Duration::from_secs(30), "nginx answers", || {
-        lab.run(
-            curl("http://[fd00::1]/", "/dev/null"),
-            Duration::from_secs(10),
-        )
-        .status
-        .success()
-        .then_some(())
-    });
 
     // Every file twice: from clients whose connections are cut through (the default: their
     // bytes go from nginx to the client through one socketpair), then from clients with
@@ -286,24 +291,7 @@ fn nginx_reuseport_spreads_connections_over_its_workers() {
         ),
     );
     let base: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = lab.run(
-        as_user(&lab, "fd00::1,10.0.0.1", &base),
-        Duration::from_secs(30),
-    );
-    assert!(
-        o.status.success(),
-        "nginx start: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        lab.log("logs/error.log")
-    );
-    wait_for(Duration::from_secs(30), "nginx answers", || {
-        let mut c = lab.node("fd00::2", "curl");
-        c.args(["-sSf", "-m", "10", "-o", "/dev/null", "http://[fd00::1]/f"]);
-        lab.run(c, Duration::from_secs(15))
-            .status
-            .success()
-            .then_some(())
-    });
+    nginx_start(&lab, "fd00::1,10.0.0.1", &base, "http://[fd00::1]/f");
     let taken = || lab.node_counter("fd00::1", "tcp_accepted").unwrap_or(0);
     for (cut, ip, url) in [
         (true, "fd00::3", "http://[fd00::1]/f"),

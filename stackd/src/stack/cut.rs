@@ -366,7 +366,7 @@ impl<D: Link> Stack<D> {
                     // Off here: no listener is told (the peer's connects go through TCP).
                     let mine: Vec<Msg> = if self.cut.on {
                         self.cut.subscribers.insert(sc);
-                        self.kernel_listeners().collect()
+                        self.kernel_listeners().map(Msg::Listener).collect()
                     } else {
                         Vec::new()
                     };
@@ -485,13 +485,14 @@ impl<D: Link> Stack<D> {
             .own_listeners
             .iter()
             .copied()
-            .eq(self.own_kernel_listeners().map(|l| l.lid));
+            .eq(self.kernel_listeners().map(|l| l.lid));
         if !self.cut.table_dirty && generation == self.cut.table_gen && own_same {
             return;
         }
         self.cut.table_dirty = false;
         self.cut.table_gen = generation;
-        self.cut.own_listeners = self.own_kernel_listeners().map(|l| l.lid).collect();
+        let mine: Vec<PeerListener> = self.kernel_listeners().collect();
+        self.cut.own_listeners = mine.iter().map(|l| l.lid).collect();
         let (mut listeners, mut hosts) = (Vec::new(), Vec::new());
         let me = sys::geteuid();
         for (ip, sc) in self.net.dev.cut_hosts() {
@@ -523,7 +524,6 @@ impl<D: Link> Stack<D> {
         // our own kernel listener, from the address connected to (as Linux picks it), as to
         // another node's. Their bytes were never on the LAN (the node's stack loops them).
         if self.cut.on {
-            let mine: Vec<PeerListener> = self.own_kernel_listeners().collect();
             let mut dsts = self.net.own.clone();
             if dsts.iter().any(IpAddr::is_ipv4) {
                 dsts.push(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
@@ -538,14 +538,6 @@ impl<D: Link> Stack<D> {
             }
         }
         w.publish(&listeners, &hosts, !self.cut.on);
-    }
-
-    /// Our kernel listeners, as we tell the peers of them.
-    fn own_kernel_listeners(&self) -> impl Iterator<Item = PeerListener> + '_ {
-        self.kernel_listeners().filter_map(|m| match m {
-            Msg::Listener(l) => Some(l),
-            _ => None,
-        })
     }
 
     /// `Lease`: up to `count` free local ports for the own connects of `caller`, whose
@@ -636,8 +628,8 @@ impl<D: Link> Stack<D> {
         self.count_made_by_client(peer.ip());
     }
 
-    /// Our kernel listeners, as `Msg::Listener`s for the peers.
-    fn kernel_listeners(&self) -> impl Iterator<Item = Msg> + '_ {
+    /// Our kernel listeners, as we tell the peers of them (`Msg::Listener`).
+    fn kernel_listeners(&self) -> impl Iterator<Item = PeerListener> + '_ {
         let node = self.net.id;
         self.listening().filter_map(move |(id, s)| {
             let TcpState::Listening(l) = &s.tcp else {
@@ -646,7 +638,7 @@ impl<D: Link> Stack<D> {
             l.kernel.as_ref()?;
             let (addr, port) = s.bound?;
             let (v4, v6) = s.families();
-            Some(Msg::Listener(PeerListener {
+            Some(PeerListener {
                 node,
                 lid: id,
                 uid: s.owner,
@@ -656,7 +648,7 @@ impl<D: Link> Stack<D> {
                 v6,
                 inet6: s.domain == libc::AF_INET6,
                 reuseport: s.opts.reuseport,
-            }))
+            })
         })
     }
 
@@ -665,12 +657,10 @@ impl<D: Link> Stack<D> {
         if self.cut.subscribers.is_empty() {
             return;
         }
-        let Some(m) = self
-            .kernel_listeners()
-            .find(|m| matches!(m, Msg::Listener(l) if l.lid == id))
-        else {
+        let Some(l) = self.kernel_listeners().find(|l| l.lid == id) else {
             return;
         };
+        let m = Msg::Listener(l);
         let subs: Vec<u32> = self.cut.subscribers.iter().copied().collect();
         for sc in subs {
             let _ = self.net.dev.cut_send(sc, &m.encode(), &[]);
@@ -701,7 +691,7 @@ impl<D: Link> Stack<D> {
         let ip = dst.ip();
         let (sc, l) = if self.net.is_own(&ip) {
             // Within the node: one of our own kernel listeners, or the node's TCP.
-            let mine: Vec<PeerListener> = self.own_kernel_listeners().collect();
+            let mine: Vec<PeerListener> = self.kernel_listeners().collect();
             match listener_for(&mine, ip, dst.port(), table::pick(id)) {
                 Some(l) => (None, l),
                 None => return Direct::No,

@@ -834,20 +834,72 @@ pub fn note_main_stack() {
     MAIN_STACK_TOP.store(top, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether `[p, p + len)` lies in the part of the main thread's stack that is in use now,
-/// between our own frame and the stack's top: memory that is there, readable and writable
-/// (the stack is one mapping from its lowest page in use up to its top), as the caller's
-/// own variables are. Only on the main thread: a stack pointer within 64 MiB under the top
-/// (the kernel keeps other mappings at least 128 MiB away from the stack).
+/// Whether `[p, p + len)` lies in the part of the calling thread's stack that is in use now,
+/// between our own frame and the stack's top: memory that is there, readable and writable,
+/// as the caller's own variables are. On the main thread: a stack pointer within 64 MiB
+/// under the top (the kernel keeps other mappings at least 128 MiB away from the stack). On
+/// another thread: a stack pointer within the stack the C library made or was given for it
+/// ([`thread_stack`]: one mapping, whose guard page lies below it), so a signal handler on
+/// an alternate stack, or a coroutine's own stack, is never taken for it. Never inlined: its
+/// own frame is below every caller's.
+#[inline(never)]
 fn on_own_stack(p: *const u8, len: usize) -> bool {
     let marker = 0u8;
     let here = std::hint::black_box(&marker as *const u8) as usize;
-    in_stack_part(
-        MAIN_STACK_TOP.load(std::sync::atomic::Ordering::Relaxed),
-        here,
-        p as usize,
-        len,
-    )
+    let main_top = MAIN_STACK_TOP.load(std::sync::atomic::Ordering::Relaxed);
+    if main_top == 0 {
+        return false;
+    }
+    if in_stack_part(main_top, here, p as usize, len) {
+        return true;
+    }
+    if here < main_top && main_top - here < 64 << 20 {
+        // On the main thread, but not within its stack in use.
+        return false;
+    }
+    let (lo, top) = thread_stack();
+    lo <= here && in_stack_part(top, here, p as usize, len)
+}
+
+thread_local! {
+    /// This thread's stack `[lowest, top)` as the C library knows it; `(0, 0)`: not looked
+    /// up yet, `(usize::MAX, 0)`: unknown.
+    static THREAD_STACK: std::cell::Cell<(usize, usize)> =
+        const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The calling thread's stack (not the main thread's: asking for that one reads
+/// `/proc/self/maps`), looked up once per thread (`pthread_getattr_np` reads the thread's
+/// own descriptor); `(usize::MAX, 0)` if unknown.
+fn thread_stack() -> (usize, usize) {
+    const UNKNOWN: (usize, usize) = (usize::MAX, 0);
+    THREAD_STACK
+        .try_with(|c| {
+            if c.get() == (0, 0) {
+                c.set(look_up_thread_stack().unwrap_or(UNKNOWN));
+            }
+            c.get()
+        })
+        .unwrap_or(UNKNOWN)
+}
+
+fn look_up_thread_stack() -> Option<(usize, usize)> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: pthread_getattr_np initialises attr for the calling thread (pthread_self)
+    // when it returns 0; only then is attr read, and then destroyed once.
+    unsafe {
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let r = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        let lo = addr as usize;
+        (r == 0 && lo != 0 && size != 0)
+            .then(|| lo.checked_add(size).map(|top| (lo, top)))
+            .flatten()
+    }
 }
 
 /// `[p, p + len)` within `[here, top)`, `here` within 64 MiB under `top` (0: unknown).
@@ -1492,6 +1544,33 @@ mod tests {
         // SAFETY: v is valid for 3 bytes.
         unsafe { copy_in(v.as_ptr(), &mut out) }.unwrap();
         assert_eq!(&out, b"own");
+    }
+
+    #[test]
+    fn a_threads_own_stack_is_read_without_the_kernel_and_nothing_else_is() {
+        note_main_stack();
+        std::thread::spawn(|| {
+            let v = *b"thread's";
+            assert!(on_own_stack(v.as_ptr(), v.len()), "a local of this thread");
+            let (lo, top) = thread_stack();
+            assert!(lo < top && top - lo >= 16 << 10, "{lo:x}-{top:x}");
+            assert!(!on_own_stack(top as *const u8, 1), "past the top");
+            let heap = Box::new([0u8; 8]);
+            assert!(!on_own_stack(heap.as_ptr(), 8), "the heap");
+            let mut out = [0u8; 8];
+            // SAFETY: v is valid for 8 bytes.
+            unsafe { copy_in(v.as_ptr(), &mut out) }.unwrap();
+            assert_eq!(&out, b"thread's");
+            // A bad pointer is still the kernel's EFAULT, never a fault here.
+            // SAFETY: copy_in checks the address through the kernel.
+            let r = unsafe { copy_in(8 as *const u8, &mut out) };
+            assert_eq!(r, Err(Errno(libc::EFAULT)));
+            let inner = std::thread::spawn(move || on_own_stack(v.as_ptr(), 8));
+            // v was copied into the closure: its address is the new thread's own.
+            assert!(inner.join().unwrap());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

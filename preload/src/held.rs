@@ -9,7 +9,8 @@
 //!   requests): they are never registered nor adopted, and the connections made from leased
 //!   ports go, up to `ctl::MAX_CLOSED` at a time, in one `Closed` (counted; their ports free
 //!   again). A connection therefore wakes no daemon on either side.
-//! * Also sent: before a fork (the child may `exec`), at exit, and when the oldest held
+//! * Also sent: before a fork (the child may `exec`), before an `exec` (`crate::exec`), at
+//!   exit, and when the oldest held
 //!   socket has waited [`SOCKS_WAIT`] (seen when one more comes). When [`SOCKS_MAX`] wait,
 //!   those closed are told of, and those still open stay held.
 //! * Closed or not: a held fd that still has the socket's inode is open. Else the socket's
@@ -20,9 +21,11 @@
 //!   are one-way), or a request could overtake the `Register` of its socket.
 //! * Also sent before a `sendmsg` with control data (it may pass a held socket with
 //!   `SCM_RIGHTS`).
-//! * Not covered: a held socket that only another program holds (passed on by `exec`, or
-//!   by `sendmmsg`) before this process asks anything: its daemon does not know it (`EBADF`
-//!   for its address; for an accepted connection `emu::adopt_from_peer` makes the record).
+//! * Not covered: a held socket that only another program holds before this process asks
+//!   anything, passed on by `sendmmsg`, by an `exec` the shim does not see (`execl`,
+//!   `execlp`, `execle`: variadic; `posix_spawn`'s child: inside the C library) or by a
+//!   `vfork` child's `exec`: its daemon does not know it (`EBADF` for its address; for an
+//!   accepted connection `emu::adopt_from_peer` makes the record).
 
 use crate::node;
 use ioth_common::ctl::{self, Request, WireAddr};
@@ -369,6 +372,26 @@ pub fn after_fork(child: bool) {
     // SAFETY: prepare_fork locked the mutex in this thread and forgot the guard; in the
     // parent and in the child this thread is the owner.
     unsafe { HELD.force_unlock() };
+}
+
+/// Before this process's program is replaced (`exec`): send what is held, as at exit, since
+/// the new program may use the sockets it inherits and would find them unknown. Only in the
+/// process that holds it: a `vfork` child shares our memory but not our pid, and what is
+/// held is its parent's, which sends it itself. Nothing waits long: a lock this thread
+/// already holds (an `exec` from a signal handler that interrupted the shim) or that
+/// another thread keeps skips the send.
+pub fn before_exec() {
+    if PENDING.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let Some(h) = HELD.try_lock_for(Duration::from_millis(50)) else {
+        return;
+    };
+    let ours = h.pid == sys::getpid();
+    drop(h);
+    if ours && node::lock_free_for_exec() {
+        flush();
+    }
 }
 
 extern "C" fn at_exit() {

@@ -40,6 +40,7 @@ pub fn resolve_all() {
     crate::ifhooks::real::resolve_all();
     crate::resolv::real::resolve_all();
     crate::files::real::resolve_all();
+    crate::exec::real::resolve_all();
 }
 
 /// The slot's address, resolving it first if it is still empty. `name` ends in a NUL.

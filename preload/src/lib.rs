@@ -31,6 +31,7 @@ pub mod cork;
 pub mod dghooks;
 pub mod dgram;
 pub mod emu;
+pub mod exec;
 pub mod files;
 pub mod fresh;
 pub mod held;

@@ -237,6 +237,15 @@ fn after_fork(child: bool) {
     crate::held::after_fork(child);
 }
 
+/// Whether the control connections can be had now for a send before `exec`
+/// (`held::before_exec`): not while this thread holds them (a signal handler's `exec`) or
+/// another keeps them longer than briefly.
+pub fn lock_free_for_exec() -> bool {
+    STATE
+        .try_lock_for(std::time::Duration::from_millis(50))
+        .is_some()
+}
+
 extern "C" fn atfork_prepare() {
     prepare_fork();
 }

@@ -858,6 +858,33 @@ def case_exec_stdio(host, me):
     c.close()
 
 
+def case_exec_held(host, me):
+    # A connected socket handed on by exec before its process asked its daemon anything
+    # (the shim may still hold what it would have told it): the new program sees the
+    # connection's addresses and uses it.
+    c = conn(host, "info")
+    fd = c.detach()
+    os.set_inheritable(fd, True)
+    os.execv(sys.executable, [sys.executable, __file__, "exec_held_child", str(fd), host, me])
+
+
+def case_exec_held_child(fd, host, me):
+    c = socket.socket(fileno=int(fd))
+    line = c.makefile("rb").readline().decode().split()
+    mine, peer = c.getsockname(), c.getpeername()
+    assert peer[:2] == (host, PORT), peer
+    assert mine[0] == me, (mine, me)
+    v4 = "::ffff:" if fam(host) == socket.AF_INET else ""
+    assert line[0] == v4 + me and line[2] == v4 + host, line
+    assert int(line[1]) == mine[1] and int(line[3]) == PORT, line
+    c.send(b"x")
+    c.close()
+    c = conn(host, "echo")
+    c.sendall(b"after-exec")
+    assert recv_n(c, 10) == b"after-exec"
+    c.close()
+
+
 def case_close_range(host, me):
     c = conn(host, "echo")
     keep = c.fileno()

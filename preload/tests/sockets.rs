@@ -277,6 +277,11 @@ fn exec_with_socket_on_stdin_stdout() {
 }
 
 #[test]
+fn exec_before_asking_the_daemon_anything() {
+    both("exec_held");
+}
+
+#[test]
 fn close_range_keeps_sockets_working() {
     v6("close_range");
 }

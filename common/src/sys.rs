@@ -1576,7 +1576,8 @@ mod tests {
     #[test]
     fn copy_in_never_reads_another_process_with_a_stale_pid() {
         use std::sync::atomic::Ordering;
-        let src = *b"own copy";
+        // On the heap: a thread's own stack is copied without the kernel.
+        let src = Box::new(*b"own copy");
         let mut out = [0u8; 8];
         // SAFETY: src is valid for 8 bytes; the bad address is checked by the kernel.
         unsafe {
@@ -1590,7 +1591,7 @@ mod tests {
                 SELF_PID.store(stale, Ordering::Relaxed);
                 out = [0; 8];
                 copy_in(src.as_ptr(), &mut out).unwrap();
-                assert_eq!(out, src);
+                assert_eq!(out, *src);
                 assert_eq!(SELF_PID.load(Ordering::Relaxed), getpid());
             }
             assert_eq!(

@@ -884,6 +884,12 @@ fn thread_stack() -> (usize, usize) {
 }
 
 fn look_up_thread_stack() -> Option<(usize, usize)> {
+    // SAFETY: no arguments.
+    if unsafe { raw_syscall()(libc::SYS_gettid) } as u32 == getpid() {
+        // The main thread, more than 64 MiB deep: not worth reading /proc/self/maps for
+        // (perhaps in a signal handler).
+        return None;
+    }
     let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
     // SAFETY: pthread_getattr_np initialises attr for the calling thread (pthread_self)
     // when it returns 0; only then is attr read, and then destroyed once.

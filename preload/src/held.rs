@@ -10,9 +10,9 @@
 //!   ports go, up to `ctl::MAX_CLOSED` at a time, in one `Closed` (counted; their ports free
 //!   again). A connection therefore wakes no daemon on either side.
 //! * Also sent: before a fork (the child may `exec`), before an `exec` (`crate::exec`), at
-//!   exit, and when the oldest held
-//!   socket has waited [`SOCKS_WAIT`] (seen when one more comes). When [`SOCKS_MAX`] wait,
-//!   those closed are told of, and those still open stay held.
+//!   exit, and when the oldest held socket has waited [`SOCKS_WAIT`] (seen when one more
+//!   comes). When [`SOCKS_MAX`] wait, those closed are told of, and those still open stay
+//!   held.
 //! * Closed or not: a held fd that still has the socket's inode is open. Else the socket's
 //!   name says (`names::socket_name`: free once every copy is closed): a copy made by `dup`,
 //!   `fcntl(F_DUPFD)` or received by `SCM_RIGHTS` keeps it, and is found by its inode to go

@@ -153,13 +153,7 @@ http {{
         conf_path.display()
     ));
     let o = lab.run(c, Duration::from_secs(30));
-    assert!(
-        o.status.success(),
-        "nginx start: {}{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        lab.log("logs/error.log")
-    );
+    lab.nginx_started(&o);
     wait_for(Duration::from_secs(30), "nginx answers", || {
         let mut c = lab.node("fd00::9", "python3");
         c.args([

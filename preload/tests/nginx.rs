@@ -74,13 +74,7 @@ http {{
 /// fetches `url`.
 fn nginx_start(lab: &Lab, ip: &str, base: &[&str], url: &str) {
     let o = lab.run(as_user(lab, ip, base), Duration::from_secs(30));
-    assert!(
-        o.status.success(),
-        "nginx start: {}{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        lab.log("logs/error.log")
-    );
+    lab.nginx_started(&o);
     wait_for(Duration::from_secs(30), "nginx answers", || {
         let mut c = lab.node("fd00::2,10.0.0.2", "curl");
         c.args(["-sSf", "-m", "10", "-o", "/dev/null", url]);

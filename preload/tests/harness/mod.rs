@@ -167,6 +167,18 @@ impl Lab {
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
+
+    /// Fail unless `nginx` (its start, `o`) exited 0 (a daemonised master), showing its
+    /// output and the lab's `logs/error.log`.
+    pub fn nginx_started(&self, o: &Output) {
+        assert!(
+            o.status.success(),
+            "nginx start: {}{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log("logs/error.log")
+        );
+    }
 }
 
 impl Drop for Lab {

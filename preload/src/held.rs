@@ -21,11 +21,11 @@
 //!   are one-way), or a request could overtake the `Register` of its socket.
 //! * Also sent before a `sendmsg` with control data (it may pass a held socket with
 //!   `SCM_RIGHTS`).
+//! * Also sent before a spawn (`posix_spawn`, `system`, `popen`, `vfork`: `crate::exec`).
 //! * Not covered: a held socket that only another program holds before this process asks
-//!   anything, passed on by `sendmmsg`, by an `exec` the shim does not see (`execl`,
-//!   `execlp`, `execle`: variadic; `posix_spawn`'s child: inside the C library) or by a
-//!   `vfork` child's `exec`: its daemon does not know it (`EBADF` for its address; for an
-//!   accepted connection `emu::adopt_from_peer` makes the record).
+//!   anything, passed on by `sendmmsg` or by a child made with `clone` itself: its daemon
+//!   does not know it (`EBADF` for its address; for an accepted connection
+//!   `emu::adopt_from_peer` makes the record).
 
 use crate::node;
 use ioth_common::ctl::{self, Request, WireAddr};
@@ -377,7 +377,7 @@ pub fn after_fork(child: bool) {
 /// Before this process's program is replaced (`exec`): send what is held, as at exit, since
 /// the new program may use the sockets it inherits and would find them unknown. Only in the
 /// process that holds it: a `vfork` child shares our memory but not our pid, and what is
-/// held is its parent's, which sends it itself. Nothing waits long: a lock this thread
+/// held is its parent's, which sent it before the `vfork` (`crate::exec`). Nothing waits long: a lock this thread
 /// already holds (an `exec` from a signal handler that interrupted the shim) or that
 /// another thread keeps skips the send.
 pub fn before_exec() {

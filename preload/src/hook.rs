@@ -41,6 +41,8 @@ pub fn resolve_all() {
     crate::resolv::real::resolve_all();
     crate::files::real::resolve_all();
     crate::exec::real::resolve_all();
+    #[cfg(target_arch = "x86_64")]
+    crate::exec::tail::resolve_all();
 }
 
 /// The slot's address, resolving it first if it is still empty. `name` ends in a NUL.

@@ -868,6 +868,37 @@ def case_exec_held(host, me):
     os.execv(sys.executable, [sys.executable, __file__, "exec_held_child", str(fd), host, me])
 
 
+def case_spawn_held(host, me):
+    # The same, handed on by a child that Python's subprocess starts with vfork (the child
+    # shares our memory until its exec), by posix_spawn and system (whose children start
+    # inside libc), and last by the variadic execl, with arguments beyond the registers.
+    for how in ("subprocess", "posix_spawn", "system"):
+        c = conn(host, "info")
+        fd = c.detach()
+        argv = [sys.executable, __file__, "exec_held_child", str(fd), host, me]
+        if how == "subprocess":
+            rc = __import__("subprocess").run(argv, pass_fds=[fd]).returncode
+        elif how == "system":
+            os.set_inheritable(fd, True)
+            rc = os.waitstatus_to_exitcode(os.system(__import__("shlex").join(argv)))
+        else:
+            os.set_inheritable(fd, True)
+            pid = os.posix_spawn(argv[0], argv, os.environ)
+            rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        assert rc == 0, (how, rc)
+        os.close(fd)
+    c = conn(host, "info")
+    fd = c.detach()
+    os.set_inheritable(fd, True)
+    args = [a.encode() for a in (sys.executable, __file__, "spawn_held_last", str(fd), host, me)]
+    libc.execl(args[0], *args, None)
+    raise OSError(ctypes.get_errno(), "execl")
+
+
+def case_spawn_held_last(fd, host, me):
+    case_exec_held_child(fd, host, me)
+
+
 def case_exec_held_child(fd, host, me):
     c = socket.socket(fileno=int(fd))
     line = c.makefile("rb").readline().decode().split()

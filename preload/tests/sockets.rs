@@ -282,6 +282,11 @@ fn exec_before_asking_the_daemon_anything() {
 }
 
 #[test]
+fn spawn_before_asking_the_daemon_anything() {
+    both("spawn_held");
+}
+
+#[test]
 fn close_range_keeps_sockets_working() {
     v6("close_range");
 }

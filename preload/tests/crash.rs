@@ -603,3 +603,88 @@ fn a_udp_server_survives_the_death_of_its_stack_daemon() {
     let out = lab.log("server.out");
     assert!(!out.contains("error"), "the server saw errors:\n{out}");
 }
+
+/// A UDP server's options and multicast group outlive its daemon: the new daemon sets them
+/// again on the socket it takes back. The server answers a query sent to its group with what
+/// `getsockopt` says of them.
+const UDP_GROUP_ECHO: &str = r#"
+import select, socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.IPPROTO_IPV6, 25, 1)  # IPV6_RECVERR
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 7)
+s.bind(("::", 5353))
+ifindex = socket.if_nametoindex("vde0")
+for g in ("ff02::9:3", "ff02::9:4"):
+    mreq = socket.inet_pton(socket.AF_INET6, g) + ifindex.to_bytes(4, sys.byteorder)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+# Left again: a new daemon must not join it.
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, mreq)
+print("ready", flush=True)
+while True:
+    r, _, _ = select.select([s], [], [], 5)
+    if not r:
+        continue
+    d, a = s.recvfrom(1000)
+    o = (s.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST),
+         s.getsockopt(socket.IPPROTO_IPV6, 25),
+         s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS))
+    s.sendto(b"echo %s %d %d %d" % ((d,) + o), a)
+"#;
+
+/// Ask group `argv[1]` (on the node's link) and print the first answer; nothing if none
+/// comes within `argv[3]` seconds.
+const UDP_GROUP_ASK: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    s.sendto(sys.argv[2].encode(), (sys.argv[1], 5353, 0, socket.if_nametoindex("vde0")))
+    try:
+        print(s.recvfrom(1000)[0].decode(), flush=True)
+        break
+    except socket.timeout:
+        pass
+"#;
+
+#[test]
+fn a_udp_servers_options_and_groups_survive_the_death_of_its_stack_daemon() {
+    let mut lab = Lab::new("crash-udpopt");
+    let mut c = lab.node("fd00::1", "python3");
+    c.args(["-c", UDP_GROUP_ECHO]);
+    lab.spawn(c, "server.out");
+    wait_for(Duration::from_secs(10), "the server", || {
+        lab.log("server.out").contains("ready").then_some(())
+    });
+    let ask = |lab: &Lab, group: &str, what: &str, secs: &str| -> String {
+        let o = lab
+            .node("fd00::3", "python3")
+            .args(["-c", UDP_GROUP_ASK, group, what, secs])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(ask(&lab, "ff02::9:3", "one", "10"), "echo one 1 1 7");
+    assert_eq!(
+        ask(&lab, "ff02::9:4", "left", "1"),
+        "",
+        "a group left still answers"
+    );
+    let ctl = node_ctl(&lab.path("run"), "fd00::1");
+    let dpid: i32 = field(&info(&ctl), "pid").unwrap().parse().unwrap();
+    kill9(dpid);
+    assert_eq!(
+        ask(&lab, "ff02::9:3", "two", "10"),
+        "echo two 1 1 7",
+        "{}",
+        lab.log("server.out")
+    );
+    let after = info(&ctl);
+    assert_ne!(field(&after, "pid"), Some(dpid.to_string()), "{after}");
+    assert_eq!(
+        ask(&lab, "ff02::9:4", "left", "1"),
+        "",
+        "a group left answers again"
+    );
+}

@@ -109,7 +109,8 @@ pub struct Ended {
 /// then reap it.
 pub fn watch(ch: &Fd, pid: i32, store: &mut Store) -> Ended {
     let mut was_up = false;
-    let mut buf = [0u8; 256];
+    // A kept socket with its options (at most `REPLAY_MAX` bytes of values).
+    let mut buf = [0u8; 4096];
     loop {
         let got = match sys::recvmsg(ch.raw(), &mut [IoSliceMut::new(&mut buf)], 0) {
             Ok(g) => g,

@@ -116,9 +116,21 @@ impl<D: Link> Stack<D> {
                 level,
                 name,
                 value,
-            } => self
-                .split(id)
-                .and_then(|(net, s)| net.op_setsockopt(s, level, name, &value).map(|_| Reply::Ok)),
+            } => {
+                let r = self.split(id).and_then(|(net, s)| {
+                    net.op_setsockopt(s, level, name, &value)?;
+                    let udp = s.kind == Kind::Udp;
+                    if udp {
+                        s.opts.remember(level, name, &value);
+                    }
+                    Ok(udp)
+                });
+                if r == Ok(true) && self.kept_ids.contains(&id) {
+                    // The keeper's copy of a bound UDP socket carries its options too.
+                    self.kept_report(id);
+                }
+                r.map(|_| Reply::Ok)
+            }
             Request::Shutdown { id, how } => self.split(id).and_then(|(_, s)| op_shutdown(s, how)),
             Request::SetNeighbour { addr, mac } => self.net.set_neighbour(addr, mac),
             Request::Subscribe { groups } => match fds.into_iter().next() {

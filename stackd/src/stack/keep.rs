@@ -7,8 +7,9 @@
 //! never sees EOF if the daemon dies (a UDP server would read it as a datagram forever),
 //! and a new daemon takes them back with [`Stack::restore_socket`]: same socket id, owner,
 //! address, port, backlog (a listener) or peer (a connected UDP socket) and the binding
-//! options. Datagrams still queued on the socketpair survive too; the other options of a
-//! UDP socket (`SO_BROADCAST`, `IP_RECVERR`, multicast memberships) do not.
+//! options. Datagrams still queued on the socketpair survive too, and a UDP socket's other
+//! options (`SO_BROADCAST`, `IP_RECVERR`, multicast groups...) are set again: the last value
+//! of each, the groups still joined ([`Opts::replay`](super::sockopt::Opts)).
 
 use super::*;
 
@@ -32,6 +33,8 @@ pub struct KeptSocket {
     /// A kernel listener (`Listener::kernel`): the application holds it, its fd here is a
     /// placeholder.
     pub kernel: bool,
+    /// A UDP socket's options, to be set again (`Opts::replay`).
+    pub opts: Vec<(i32, i32, Vec<u8>)>,
 }
 
 /// A change for the keeper ([`Stack::take_kept`]).
@@ -44,10 +47,12 @@ pub enum Kept {
 }
 
 impl KeptSocket {
+    /// The fixed part; the options follow, each as level and name (4 bytes each), the
+    /// value's length (2) and the value.
     pub const LEN: usize = 8 + 4 + 4 + 8 + 1 + 16 + 2 + 4 + 1 + 1 + WireAddr::LEN;
 
-    pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut b = [0u8; Self::LEN];
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; Self::LEN];
         b[0..8].copy_from_slice(&self.id.to_le_bytes());
         b[8..12].copy_from_slice(&self.domain.to_le_bytes());
         b[12..16].copy_from_slice(&self.owner.to_le_bytes());
@@ -69,12 +74,27 @@ impl KeptSocket {
         let mut peer = Vec::with_capacity(WireAddr::LEN);
         WireAddr(self.peer).encode(&mut peer);
         b[49..].copy_from_slice(&peer);
+        for (level, name, v) in &self.opts {
+            b.extend_from_slice(&level.to_le_bytes());
+            b.extend_from_slice(&name.to_le_bytes());
+            b.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            b.extend_from_slice(v);
+        }
         b
     }
 
     pub fn decode(b: &[u8]) -> Option<KeptSocket> {
-        if b.len() != Self::LEN {
+        if b.len() < Self::LEN {
             return None;
+        }
+        let (b, mut rest) = b.split_at(Self::LEN);
+        let mut opts = Vec::new();
+        while !rest.is_empty() {
+            let n = u16::from_le_bytes(rest.get(8..10)?.try_into().ok()?) as usize;
+            let level = i32::from_le_bytes(rest[0..4].try_into().ok()?);
+            let name = i32::from_le_bytes(rest[4..8].try_into().ok()?);
+            opts.push((level, name, rest.get(10..10 + n)?.to_vec()));
+            rest = &rest[10 + n..];
         }
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
@@ -101,6 +121,7 @@ impl KeptSocket {
             reuseport: b[47] & 2 != 0,
             v6only: b[47] & 4 != 0,
             kernel: b[47] & 8 != 0,
+            opts,
         })
     }
 }
@@ -157,6 +178,11 @@ impl<D: Link> Stack<D> {
             reuseport: s.opts.reuseport,
             v6only: s.opts.v6only,
             kernel,
+            opts: if udp {
+                s.opts.replay.clone()
+            } else {
+                Vec::new()
+            },
         };
         self.kept_ids.insert(id);
         self.kept.push(Kept::Listen(k, fd));
@@ -255,6 +281,17 @@ impl<D: Link> Stack<D> {
             s.dg.peer = Some(peer);
             s.peer = Some(peer);
         }
+        if let Ok((net, s)) = self.split(k.id) {
+            for (level, name, v) in &k.opts {
+                if let Err(e) = net.op_setsockopt(s, *level, *name, v) {
+                    log::warn!(
+                        "socket {:x}: option ({level}, {name}) not set again: {e}",
+                        k.id
+                    );
+                }
+            }
+            s.opts.replay = k.opts.clone();
+        }
         self.watch.push((k.id, libc::EPOLL_CTL_ADD));
         self.work.add(k.id);
         log::info!(
@@ -291,8 +328,24 @@ mod tests {
                 reuseport: false,
                 v6only: true,
                 kernel: addr.is_none(),
+                opts: if addr.is_some() {
+                    vec![
+                        (1, 6, vec![1, 0, 0, 0]),
+                        (41, 20, vec![0xff; 20]),
+                        (0, 0, vec![]),
+                    ]
+                } else {
+                    Vec::new()
+                },
             };
-            assert_eq!(KeptSocket::decode(&k.encode()), Some(k));
+            let b = k.encode();
+            assert_eq!(KeptSocket::decode(&b), Some(k));
+            // A record cut short anywhere in its options is refused.
+            for n in KeptSocket::LEN + 1..b.len() {
+                if n != KeptSocket::LEN + 14 && n != KeptSocket::LEN + 44 {
+                    assert_eq!(KeptSocket::decode(&b[..n]), None, "{n}");
+                }
+            }
         }
         assert_eq!(KeptSocket::decode(&[0u8; 3]), None);
     }

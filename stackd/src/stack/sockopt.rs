@@ -28,6 +28,60 @@ pub(super) struct Opts {
     pub(super) broadcast: bool,
     pub(super) congestion: Vec<u8>,
     pub(super) other: HashMap<(i32, i32), Vec<u8>>,
+    /// A datagram socket's options as set (level, name, value), to be set again on the
+    /// socket a new daemon takes back (`keep.rs`): the last value of each, and the
+    /// multicast groups still joined, in order. At most [`REPLAY_MAX`] bytes in all.
+    pub(super) replay: Vec<(i32, i32, Vec<u8>)>,
+}
+
+/// The most bytes of options a datagram socket keeps to be set again after a restart (the
+/// keeper's message holds them with the socket).
+pub(super) const REPLAY_MAX: usize = 1024;
+
+impl Opts {
+    /// Remember a datagram socket's option that was just set (see [`Opts::replay`]). What
+    /// the kept record carries itself (`SO_REUSEADDR`, `SO_REUSEPORT`, `IPV6_V6ONLY`) is
+    /// left out; leaving a group forgets its join.
+    pub(super) fn remember(&mut self, level: i32, name: i32, val: &[u8]) {
+        let group = |l: i32, v: &[u8]| -> Option<Vec<u8>> {
+            match l {
+                libc::IPPROTO_IP => v.get(..4),
+                _ => v.get(..16),
+            }
+            .map(<[u8]>::to_vec)
+        };
+        match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR | libc::SO_REUSEPORT)
+            | (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => return,
+            (libc::IPPROTO_IP, libc::IP_DROP_MEMBERSHIP)
+            | (libc::IPPROTO_IPV6, libc::IPV6_DROP_MEMBERSHIP) => {
+                let join = if level == libc::IPPROTO_IP {
+                    libc::IP_ADD_MEMBERSHIP
+                } else {
+                    libc::IPV6_ADD_MEMBERSHIP
+                };
+                let g = group(level, val);
+                if let Some(i) = self
+                    .replay
+                    .iter()
+                    .rposition(|(l, n, v)| (*l, *n) == (level, join) && group(*l, v) == g)
+                {
+                    self.replay.remove(i);
+                }
+                return;
+            }
+            (libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP)
+            | (libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP) => {}
+            _ => self.replay.retain(|(l, n, _)| (*l, *n) != (level, name)),
+        }
+        // Each costs its value and 10 bytes of the keeper's message.
+        let used: usize = self.replay.iter().map(|(_, _, v)| 10 + v.len()).sum();
+        if used + 10 + val.len() > REPLAY_MAX {
+            log::warn!("option ({level}, {name}) will not be set again after a restart");
+            return;
+        }
+        self.replay.push((level, name, val.to_vec()));
+    }
 }
 
 impl Default for Opts {
@@ -53,6 +107,7 @@ impl Default for Opts {
             broadcast: false,
             congestion: b"cubic".to_vec(),
             other: HashMap::new(),
+            replay: Vec::new(),
         }
     }
 }

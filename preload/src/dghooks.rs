@@ -1285,8 +1285,27 @@ hooks! {
         guard(|| unsafe { sendmsg_dgram(e, m, flags) })
     }
 
-    fn sendmmsg(fd: c_int, v: *mut mmsghdr, n: c_uint, flags: c_int) -> c_int
-    where entry(fd) => |e| {
+    fn sendmmsg(fd: c_int, v: *mut mmsghdr, n: c_uint, flags: c_int) -> c_int {
+        if crate::held::pending() && !v.is_null() {
+            let saved = Errno::last();
+            let _ = catch_unwind(|| {
+                for i in 0..n.min(IOV_MAX as c_uint) as usize {
+                    if !crate::held::pending() {
+                        break;
+                    }
+                    // Entry i's msghdr, its first field: an address only, read through
+                    // copy_in.
+                    let m = v.wrapping_add(i).cast::<msghdr>();
+                    // SAFETY: as for sendmsg.
+                    unsafe { before_passing(m) };
+                }
+            });
+            saved.set_errno();
+        }
+        let Some(e) = entry(fd) else {
+            // SAFETY: not a virtual socket of ours: the caller's arguments, untouched.
+            return unsafe { real::sendmmsg(fd, v, n, flags) };
+        };
         if v.is_null() && n > 0 {
             Errno(libc::EFAULT).set_errno();
             return -1;

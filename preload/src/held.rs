@@ -19,13 +19,13 @@
 //!   with the `Register`.
 //! * While one thread sends what it took, the others' requests wait for it (briefly: sends
 //!   are one-way), or a request could overtake the `Register` of its socket.
-//! * Also sent before a `sendmsg` with control data (it may pass a held socket with
-//!   `SCM_RIGHTS`).
+//! * Also sent before a `sendmsg` or `sendmmsg` with control data (it may pass a held
+//!   socket with `SCM_RIGHTS`).
 //! * Also sent before a spawn (`posix_spawn`, `system`, `popen`, `vfork`: `crate::exec`).
 //! * Not covered: a held socket that only another program holds before this process asks
-//!   anything, passed on by `sendmmsg` or by a child made with `clone` itself: its daemon
-//!   does not know it (`EBADF` for its address; for an accepted connection
-//!   `emu::adopt_from_peer` makes the record).
+//!   anything, passed on by a child made with `clone` itself: its daemon does not know it
+//!   (`EBADF` for its address; for an accepted connection `emu::adopt_from_peer` makes the
+//!   record).
 
 use crate::node;
 use ioth_common::ctl::{self, Request, WireAddr};

@@ -606,8 +606,9 @@ fn a_connection_handed_over_by_exec_still_knows_its_addresses() {
 /// its sockets' registrations are held in the process (`held.rs`), the closed ones are told
 /// in batches (`Closed`), and yet every socket still answers as the kernel's would: one kept
 /// open all along (its port never given to another), one whose fd was duplicated before the
-/// original was closed, one asked about by a child after a `fork`, one passed to another
-/// process with `SCM_RIGHTS` and closed here before that process asks. Each content is checked
+/// original was closed, one asked about by a child after a `fork`, two passed to another
+/// process with `SCM_RIGHTS` (by `sendmsg`, by `sendmmsg`) and closed here before that
+/// process asks. Each content is checked
 /// by sha256; each address against what the server saw.
 #[test]
 fn a_client_that_asks_nothing_wakes_no_daemon_and_its_sockets_still_answer() {
@@ -615,7 +616,7 @@ fn a_client_that_asks_nothing_wakes_no_daemon_and_its_sockets_still_answer() {
         return skip("python3 missing");
     }
     const N: usize = 40;
-    let total = N + 4;
+    let total = N + 5;
     let tmp = TempDir::new("shortcut-held");
     let sw = tmp.join("sw");
     let _switch = ioth_switch(&sw, &[]);
@@ -660,6 +661,24 @@ fn a_client_that_asks_nothing_wakes_no_daemon_and_its_sockets_still_answer() {
          s, port = conn(); socket.send_fds(a, [b'x'], [s.fileno()]); s.close()\n\
          got = os.read(r, 100).decode(); os.waitpid(pid, 0)\n\
          assert got == 'fd00::d2 %d' % port, (got, port)\n\
+         import ctypes, struct\n\
+         class Iov(ctypes.Structure): _fields_ = [('b', ctypes.c_void_p), ('n', ctypes.c_size_t)]\n\
+         class Msg(ctypes.Structure): _fields_ = [('name', ctypes.c_void_p), ('namelen', ctypes.c_uint32),\
+           ('iov', ctypes.POINTER(Iov)), ('iovlen', ctypes.c_size_t), ('ctl', ctypes.c_void_p),\
+           ('ctllen', ctypes.c_size_t), ('flags', ctypes.c_int), ('pad', ctypes.c_int),\
+           ('len', ctypes.c_uint), ('pad2', ctypes.c_uint)]\n\
+         a, b = socket.socketpair(); r, w = os.pipe(); pid = os.fork()\n\
+         if pid == 0:\n    \
+           a.close(); os.close(r); _, fds, _, _ = socket.recv_fds(b, 1, 1)\n    \
+           me = socket.socket(fileno=fds[0]).getsockname()\n    \
+           os.write(w, ('%s %d' % me[:2]).encode()); os._exit(0)\n\
+         b.close(); os.close(w)\n\
+         s, port = conn(); one = ctypes.create_string_buffer(b'x')\n\
+         cm = ctypes.create_string_buffer(struct.pack('=QiiI4x', 20, socket.SOL_SOCKET, socket.SCM_RIGHTS, s.fileno()), 24)\n\
+         m = Msg(None, 0, ctypes.pointer(Iov(ctypes.cast(one, ctypes.c_void_p), 1)), 1, ctypes.cast(cm, ctypes.c_void_p), 24)\n\
+         assert ctypes.CDLL(None).sendmmsg(a.fileno(), ctypes.byref(m), 1, 0) == 1\n\
+         s.close(); got = os.read(r, 100).decode(); os.waitpid(pid, 0)\n\
+         assert got == 'fd00::d2 %d' % port, ('sendmmsg', got, port)\n\
          check(long, long_port); long.close()\n\
          print('done')\n",
         &[],

@@ -28,7 +28,11 @@
 //! Variadic C functions are declared with the fixed arguments the shim reads: `ioctl`'s third
 //! argument as one pointer (the x86-64 and AArch64 Linux ABIs pass a variadic argument in the
 //! same register as a named one; requests without an argument never reach our code).
-//! `fcntl` is not hooked.
+//! `fcntl` is not hooked. The few hooks that cannot be Rust functions at all, because their
+//! arguments cannot be declared (`execl`, `execlp`, `execle`) or because the caller's frame
+//! must be the one the function returns into twice (`vfork`), are naked trampolines
+//! (`crate::exec::tail`, x86-64): they call the shim, then jump to the next definition with
+//! the caller's registers and stack untouched.
 
 use libc::{c_int, c_uint, c_void, ssize_t};
 use std::sync::atomic::{AtomicPtr, Ordering};

@@ -556,12 +556,17 @@ while True:
     s.sendto(b"echo " + d, a)
 "#;
 
+/// Send `argv[2]` to port 5353 of `argv[1]` (a group on the node's link, or an address)
+/// until answered, for at most `argv[3]` seconds; print the answer (nothing if none came).
 const UDP_ASK: &str = r#"
-import socket, sys
+import socket, sys, time
+to, what, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+scope = socket.if_nametoindex("vde0") if to.startswith("ff02:") else 0
 s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 s.settimeout(0.2)
-for _ in range(50):
-    s.sendto(sys.argv[2].encode(), (sys.argv[1], 5353))
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    s.sendto(what.encode(), (to, 5353, 0, scope))
     try:
         print(s.recvfrom(1000)[0].decode(), flush=True)
         break
@@ -569,20 +574,23 @@ for _ in range(50):
         pass
 "#;
 
+/// Ask `to` with [`UDP_ASK`] from another node.
+fn udp_ask(lab: &Lab, to: &str, what: &str, secs: u32) -> String {
+    let o = lab
+        .node("fd00::3", "python3")
+        .args(["-c", UDP_ASK, to, what, &secs.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 #[test]
 fn a_udp_server_survives_the_death_of_its_stack_daemon() {
     let mut lab = Lab::new("crash-udp");
     let mut c = lab.node("fd00::1", "python3");
     c.args(["-c", UDP_ECHO]);
     let server = lab.spawn(c, "server.out") as i32;
-    let ask = |lab: &Lab, what: &str| -> String {
-        let o = lab
-            .node("fd00::3", "python3")
-            .args(["-c", UDP_ASK, "fd00::1", what])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+    let ask = |lab: &Lab, what: &str| udp_ask(lab, "fd00::1", what, 10);
     wait_for(Duration::from_secs(10), "the server answering", || {
         (ask(&lab, "one") == "echo one").then_some(())
     });
@@ -632,22 +640,6 @@ while True:
     s.sendto(b"echo %s %d %d %d" % ((d,) + o), a)
 "#;
 
-/// Ask group `argv[1]` (on the node's link) and print the first answer; nothing if none
-/// comes within `argv[3]` seconds.
-const UDP_GROUP_ASK: &str = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.settimeout(0.2)
-end = time.monotonic() + float(sys.argv[3])
-while time.monotonic() < end:
-    s.sendto(sys.argv[2].encode(), (sys.argv[1], 5353, 0, socket.if_nametoindex("vde0")))
-    try:
-        print(s.recvfrom(1000)[0].decode(), flush=True)
-        break
-    except socket.timeout:
-        pass
-"#;
-
 #[test]
 fn a_udp_servers_options_and_groups_survive_the_death_of_its_stack_daemon() {
     let mut lab = Lab::new("crash-udpopt");
@@ -657,17 +649,9 @@ fn a_udp_servers_options_and_groups_survive_the_death_of_its_stack_daemon() {
     wait_for(Duration::from_secs(10), "the server", || {
         lab.log("server.out").contains("ready").then_some(())
     });
-    let ask = |lab: &Lab, group: &str, what: &str, secs: &str| -> String {
-        let o = lab
-            .node("fd00::3", "python3")
-            .args(["-c", UDP_GROUP_ASK, group, what, secs])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
-    assert_eq!(ask(&lab, "ff02::9:3", "one", "10"), "echo one 1 1 7");
+    assert_eq!(udp_ask(&lab, "ff02::9:3", "one", 10), "echo one 1 1 7");
     assert_eq!(
-        ask(&lab, "ff02::9:4", "left", "1"),
+        udp_ask(&lab, "ff02::9:4", "left", 1),
         "",
         "a group left still answers"
     );
@@ -675,7 +659,7 @@ fn a_udp_servers_options_and_groups_survive_the_death_of_its_stack_daemon() {
     let dpid: i32 = field(&info(&ctl), "pid").unwrap().parse().unwrap();
     kill9(dpid);
     assert_eq!(
-        ask(&lab, "ff02::9:3", "two", "10"),
+        udp_ask(&lab, "ff02::9:3", "two", 10),
         "echo two 1 1 7",
         "{}",
         lab.log("server.out")
@@ -683,7 +667,7 @@ fn a_udp_servers_options_and_groups_survive_the_death_of_its_stack_daemon() {
     let after = info(&ctl);
     assert_ne!(field(&after, "pid"), Some(dpid.to_string()), "{after}");
     assert_eq!(
-        ask(&lab, "ff02::9:4", "left", "1"),
+        udp_ask(&lab, "ff02::9:4", "left", 1),
         "",
         "a group left answers again"
     );

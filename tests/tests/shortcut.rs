@@ -652,33 +652,29 @@ fn a_client_that_asks_nothing_wakes_no_daemon_and_its_sockets_still_answer() {
          os.close(w); got = os.read(r, 100).decode(); os.waitpid(pid, 0)\n\
          assert got == 'fd00::d2 %d' % port, (got, port)\n\
          check(s, port); s.close()\n\
-         a, b = socket.socketpair(); r, w = os.pipe(); pid = os.fork()\n\
-         if pid == 0:\n    \
-           a.close(); os.close(r); _, fds, _, _ = socket.recv_fds(b, 1, 1)\n    \
-           me = socket.socket(fileno=fds[0]).getsockname()\n    \
-           os.write(w, ('%s %d' % me[:2]).encode()); os._exit(0)\n\
-         b.close(); os.close(w)\n\
-         s, port = conn(); socket.send_fds(a, [b'x'], [s.fileno()]); s.close()\n\
-         got = os.read(r, 100).decode(); os.waitpid(pid, 0)\n\
-         assert got == 'fd00::d2 %d' % port, (got, port)\n\
          import ctypes, struct\n\
          class Iov(ctypes.Structure): _fields_ = [('b', ctypes.c_void_p), ('n', ctypes.c_size_t)]\n\
          class Msg(ctypes.Structure): _fields_ = [('name', ctypes.c_void_p), ('namelen', ctypes.c_uint32),\
            ('iov', ctypes.POINTER(Iov)), ('iovlen', ctypes.c_size_t), ('ctl', ctypes.c_void_p),\
            ('ctllen', ctypes.c_size_t), ('flags', ctypes.c_int), ('pad', ctypes.c_int),\
            ('len', ctypes.c_uint), ('pad2', ctypes.c_uint)]\n\
-         a, b = socket.socketpair(); r, w = os.pipe(); pid = os.fork()\n\
-         if pid == 0:\n    \
-           a.close(); os.close(r); _, fds, _, _ = socket.recv_fds(b, 1, 1)\n    \
-           me = socket.socket(fileno=fds[0]).getsockname()\n    \
-           os.write(w, ('%s %d' % me[:2]).encode()); os._exit(0)\n\
-         b.close(); os.close(w)\n\
-         s, port = conn(); one = ctypes.create_string_buffer(b'x')\n\
-         cm = ctypes.create_string_buffer(struct.pack('=QiiI4x', 20, socket.SOL_SOCKET, socket.SCM_RIGHTS, s.fileno()), 24)\n\
-         m = Msg(None, 0, ctypes.pointer(Iov(ctypes.cast(one, ctypes.c_void_p), 1)), 1, ctypes.cast(cm, ctypes.c_void_p), 24)\n\
-         assert ctypes.CDLL(None).sendmmsg(a.fileno(), ctypes.byref(m), 1, 0) == 1\n\
-         s.close(); got = os.read(r, 100).decode(); os.waitpid(pid, 0)\n\
-         assert got == 'fd00::d2 %d' % port, ('sendmmsg', got, port)\n\
+         def sendmsg(a, fd):\n    \
+           socket.send_fds(a, [b'x'], [fd])\n\
+         def sendmmsg(a, fd):\n    \
+           one = ctypes.create_string_buffer(b'x')\n    \
+           cm = ctypes.create_string_buffer(struct.pack('=QiiI4x', 20, socket.SOL_SOCKET, socket.SCM_RIGHTS, fd), 24)\n    \
+           m = Msg(None, 0, ctypes.pointer(Iov(ctypes.cast(one, ctypes.c_void_p), 1)), 1, ctypes.cast(cm, ctypes.c_void_p), 24)\n    \
+           assert ctypes.CDLL(None).sendmmsg(a.fileno(), ctypes.byref(m), 1, 0) == 1\n\
+         for send in (sendmsg, sendmmsg):\n    \
+           a, b = socket.socketpair(); r, w = os.pipe(); pid = os.fork()\n    \
+           if pid == 0:\n        \
+             a.close(); os.close(r); _, fds, _, _ = socket.recv_fds(b, 1, 1)\n        \
+             me = socket.socket(fileno=fds[0]).getsockname()\n        \
+             os.write(w, ('%s %d' % me[:2]).encode()); os._exit(0)\n    \
+           b.close(); os.close(w)\n    \
+           s, port = conn(); send(a, s.fileno()); s.close()\n    \
+           got = os.read(r, 100).decode(); os.waitpid(pid, 0)\n    \
+           assert got == 'fd00::d2 %d' % port, (send.__name__, got, port)\n\
          check(long, long_port); long.close()\n\
          print('done')\n",
         &[],

@@ -119,14 +119,11 @@ impl<D: Link> Stack<D> {
             } => {
                 let r = self.split(id).and_then(|(net, s)| {
                     net.op_setsockopt(s, level, name, &value)?;
-                    let udp = s.kind == Kind::Udp;
-                    if udp {
-                        s.opts.remember(level, name, &value);
-                    }
-                    Ok(udp)
+                    Ok(s.kind == Kind::Udp && s.opts.remember(level, name, &value))
                 });
                 if r == Ok(true) && self.kept_ids.contains(&id) {
-                    // The keeper's copy of a bound UDP socket carries its options too.
+                    // The keeper's copy of a bound UDP socket carries its options too (sent
+                    // again only when they changed).
                     self.kept_report(id);
                 }
                 r.map(|_| Reply::Ok)

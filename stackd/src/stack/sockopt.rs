@@ -39,10 +39,10 @@ pub(super) struct Opts {
 pub(super) const REPLAY_MAX: usize = 1024;
 
 impl Opts {
-    /// Remember a datagram socket's option that was just set (see [`Opts::replay`]). What
-    /// the kept record carries itself (`SO_REUSEADDR`, `SO_REUSEPORT`, `IPV6_V6ONLY`) is
-    /// left out; leaving a group forgets its join.
-    pub(super) fn remember(&mut self, level: i32, name: i32, val: &[u8]) {
+    /// Remember a datagram socket's option that was just set (see [`Opts::replay`]); whether
+    /// that changed what is remembered. What the kept record carries itself (`SO_REUSEADDR`,
+    /// `SO_REUSEPORT`, `IPV6_V6ONLY`) is left out; leaving a group forgets its join.
+    pub(super) fn remember(&mut self, level: i32, name: i32, val: &[u8]) -> bool {
         let group = |l: i32, v: &[u8]| -> Option<Vec<u8>> {
             match l {
                 libc::IPPROTO_IP => v.get(..4),
@@ -50,37 +50,53 @@ impl Opts {
             }
             .map(<[u8]>::to_vec)
         };
+        let join = if level == libc::IPPROTO_IP {
+            libc::IP_ADD_MEMBERSHIP
+        } else {
+            libc::IPV6_ADD_MEMBERSHIP
+        };
+        let joined = |r: &[(i32, i32, Vec<u8>)], g: &Option<Vec<u8>>| {
+            r.iter()
+                .rposition(|(l, n, v)| (*l, *n) == (level, join) && group(*l, v) == *g)
+        };
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR | libc::SO_REUSEPORT)
-            | (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => return,
+            | (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => return false,
             (libc::IPPROTO_IP, libc::IP_DROP_MEMBERSHIP)
             | (libc::IPPROTO_IPV6, libc::IPV6_DROP_MEMBERSHIP) => {
-                let join = if level == libc::IPPROTO_IP {
-                    libc::IP_ADD_MEMBERSHIP
-                } else {
-                    libc::IPV6_ADD_MEMBERSHIP
+                let Some(i) = joined(&self.replay, &group(level, val)) else {
+                    return false;
                 };
-                let g = group(level, val);
+                self.replay.remove(i);
+                return true;
+            }
+            (libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP)
+            | (libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP) => {
+                if joined(&self.replay, &group(level, val)).is_some() {
+                    return false;
+                }
+            }
+            _ => {
                 if let Some(i) = self
                     .replay
                     .iter()
-                    .rposition(|(l, n, v)| (*l, *n) == (level, join) && group(*l, v) == g)
+                    .position(|(l, n, _)| (*l, *n) == (level, name))
                 {
+                    if self.replay[i].2 == val {
+                        return false;
+                    }
                     self.replay.remove(i);
                 }
-                return;
             }
-            (libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP)
-            | (libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP) => {}
-            _ => self.replay.retain(|(l, n, _)| (*l, *n) != (level, name)),
         }
         // Each costs its value and 10 bytes of the keeper's message.
         let used: usize = self.replay.iter().map(|(_, _, v)| 10 + v.len()).sum();
         if used + 10 + val.len() > REPLAY_MAX {
             log::warn!("option ({level}, {name}) will not be set again after a restart");
-            return;
+            return true;
         }
         self.replay.push((level, name, val.to_vec()));
+        true
     }
 }
 
@@ -512,4 +528,54 @@ pub(super) fn generic_option(k: (i32, i32)) -> bool {
                 | libc::IPV6_MULTICAST_IF
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_datagram_sockets_options_are_remembered_once_each() {
+        let mut o = Opts::default();
+        let one = 1i32.to_ne_bytes();
+        let g = |last: u8| {
+            let mut v = vec![0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last];
+            v.extend_from_slice(&1u32.to_ne_bytes());
+            v
+        };
+        let (v6, join, leave) = (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_ADD_MEMBERSHIP,
+            libc::IPV6_DROP_MEMBERSHIP,
+        );
+        assert!(o.remember(libc::SOL_SOCKET, libc::SO_BROADCAST, &one));
+        assert!(
+            !o.remember(libc::SOL_SOCKET, libc::SO_BROADCAST, &one),
+            "same value"
+        );
+        assert!(
+            !o.remember(libc::SOL_SOCKET, libc::SO_REUSEADDR, &one),
+            "in the record"
+        );
+        assert!(o.remember(v6, join, &g(1)));
+        assert!(!o.remember(v6, join, &g(1)), "joined already");
+        assert!(o.remember(v6, join, &g(2)));
+        assert!(o.remember(v6, leave, &g(1)));
+        assert!(!o.remember(v6, leave, &g(1)), "left already");
+        assert!(o.remember(libc::SOL_SOCKET, libc::SO_BROADCAST, &0i32.to_ne_bytes()));
+        assert_eq!(
+            o.replay,
+            vec![
+                (v6, join, g(2)),
+                (
+                    libc::SOL_SOCKET,
+                    libc::SO_BROADCAST,
+                    0i32.to_ne_bytes().to_vec()
+                ),
+            ]
+        );
+        // Beyond the budget a value is not kept (the rest stays).
+        assert!(o.remember(libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &[b'x'; REPLAY_MAX]));
+        assert_eq!(o.replay.len(), 2);
+    }
 }

@@ -377,9 +377,9 @@ pub fn after_fork(child: bool) {
 /// Before this process's program is replaced (`exec`): send what is held, as at exit, since
 /// the new program may use the sockets it inherits and would find them unknown. Only in the
 /// process that holds it: a `vfork` child shares our memory but not our pid, and what is
-/// held is its parent's, which sent it before the `vfork` (`crate::exec`). Nothing waits long: a lock this thread
-/// already holds (an `exec` from a signal handler that interrupted the shim) or that
-/// another thread keeps skips the send.
+/// held is its parent's, which sent it before the `vfork` (`crate::exec`). Nothing waits
+/// long: a lock this thread already holds (an `exec` from a signal handler that interrupted
+/// the shim) or that another thread keeps skips the send.
 pub fn before_exec() {
     if PENDING.load(Ordering::Acquire) == 0 {
         return;

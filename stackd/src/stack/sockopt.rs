@@ -34,6 +34,22 @@ pub(super) struct Opts {
     pub(super) replay: Vec<(i32, i32, Vec<u8>)>,
 }
 
+/// The group of an `ip_mreq`/`ip_mreqn` (`IPPROTO_IP`) or `ipv6_mreq` (`IPPROTO_IPV6`)
+/// membership option; `None` if the value is too short for its struct.
+fn membership_group(level: i32, val: &[u8]) -> Option<IpAddress> {
+    match (level, val.len()) {
+        (libc::IPPROTO_IP, 8..) => Some(IpAddress::Ipv4(std::net::Ipv4Addr::new(
+            val[0], val[1], val[2], val[3],
+        ))),
+        (libc::IPPROTO_IPV6, 20..) => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&val[..16]);
+            Some(IpAddress::Ipv6(std::net::Ipv6Addr::from(o)))
+        }
+        _ => None,
+    }
+}
+
 /// The most bytes of options a datagram socket keeps to be set again after a restart (the
 /// keeper's message holds them with the socket).
 pub(super) const REPLAY_MAX: usize = 1024;
@@ -43,28 +59,21 @@ impl Opts {
     /// that changed what is remembered. What the kept record carries itself (`SO_REUSEADDR`,
     /// `SO_REUSEPORT`, `IPV6_V6ONLY`) is left out; leaving a group forgets its join.
     pub(super) fn remember(&mut self, level: i32, name: i32, val: &[u8]) -> bool {
-        let group = |l: i32, v: &[u8]| -> Option<Vec<u8>> {
-            match l {
-                libc::IPPROTO_IP => v.get(..4),
-                _ => v.get(..16),
-            }
-            .map(<[u8]>::to_vec)
-        };
         let join = if level == libc::IPPROTO_IP {
             libc::IP_ADD_MEMBERSHIP
         } else {
             libc::IPV6_ADD_MEMBERSHIP
         };
-        let joined = |r: &[(i32, i32, Vec<u8>)], g: &Option<Vec<u8>>| {
+        let joined = |r: &[(i32, i32, Vec<u8>)], g: &Option<IpAddress>| {
             r.iter()
-                .rposition(|(l, n, v)| (*l, *n) == (level, join) && group(*l, v) == *g)
+                .rposition(|(l, n, v)| (*l, *n) == (level, join) && membership_group(*l, v) == *g)
         };
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_REUSEADDR | libc::SO_REUSEPORT)
             | (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => return false,
             (libc::IPPROTO_IP, libc::IP_DROP_MEMBERSHIP)
             | (libc::IPPROTO_IPV6, libc::IPV6_DROP_MEMBERSHIP) => {
-                let Some(i) = joined(&self.replay, &group(level, val)) else {
+                let Some(i) = joined(&self.replay, &membership_group(level, val)) else {
                     return false;
                 };
                 self.replay.remove(i);
@@ -72,7 +81,7 @@ impl Opts {
             }
             (libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP)
             | (libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP) => {
-                if joined(&self.replay, &group(level, val)).is_some() {
+                if joined(&self.replay, &membership_group(level, val)).is_some() {
                     return false;
                 }
             }
@@ -414,17 +423,7 @@ impl<D: Link> Net<D> {
                 if tcp {
                     return Err(Errno(libc::ENOPROTOOPT));
                 }
-                let group = match (level, val.len()) {
-                    (libc::IPPROTO_IP, 8..) => {
-                        IpAddress::Ipv4(std::net::Ipv4Addr::new(val[0], val[1], val[2], val[3]))
-                    }
-                    (libc::IPPROTO_IPV6, 20..) => {
-                        let mut o = [0u8; 16];
-                        o.copy_from_slice(&val[..16]);
-                        IpAddress::Ipv6(std::net::Ipv6Addr::from(o))
-                    }
-                    _ => return Err(Errno::EINVAL),
-                };
+                let group = membership_group(level, val).ok_or(Errno::EINVAL)?;
                 if !group.is_multicast() {
                     return Err(Errno::EINVAL);
                 }

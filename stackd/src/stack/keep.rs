@@ -178,11 +178,8 @@ impl<D: Link> Stack<D> {
             reuseport: s.opts.reuseport,
             v6only: s.opts.v6only,
             kernel,
-            opts: if udp {
-                s.opts.replay.clone()
-            } else {
-                Vec::new()
-            },
+            // (Only a UDP socket remembers any.)
+            opts: s.opts.replay.clone(),
         };
         self.kept_ids.insert(id);
         self.kept.push(Kept::Listen(k, fd));
